@@ -1,0 +1,722 @@
+//! `scimwatch.toml`: the configuration contract of design.md, its defaults, and one
+//! `validate()` that names the offending key and its line.
+//!
+//! Every field's `///` doc is the user documentation (README "Config reference" repeats it).
+//! Units are in the names. Unknown keys are errors, so a typo never silently does nothing.
+
+use crate::time::TimeFormat;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP listener for `/metrics`, `/healthz`, `/readyz` and `/api/v1/…`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where checkpoints, alert state and Parquet evidence live.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// The log sources: at least one `idp` and one `gateway`.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Thresholds, windows and the high-risk leaver policy.
+    #[serde(default)]
+    pub slo: SloConfig,
+    /// App names the two sides spell differently.
+    #[serde(default)]
+    pub apps: AppsConfig,
+    /// Where pages go.
+    #[serde(default, rename = "receiver")]
+    pub receivers: Vec<ReceiverConfig>,
+    /// Which receiver gets which alert; first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// The directory of the config file; relative `paths` are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Loopback by default: expose it on purpose, not by accident.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Environment variable holding a bearer token required on `/api/*` (optional).
+    #[serde(default)]
+    pub api_token_env: Option<String>,
+    /// File holding a bearer token required on `/api/*` (optional).
+    #[serde(default)]
+    pub api_token_file: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9898".to_string()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            api_token_env: None,
+            api_token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory for checkpoints, state and the Parquet tables.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/scimwatch")
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+/// What a source's records are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The IdP's provisioning log: what it tried and what it believes happened.
+    Idp,
+    /// The API gateway's log in front of the SCIM targets: what the target answered.
+    Gateway,
+    /// Lifecycle events at the source of truth that start the leaver clock.
+    Trigger,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Idp => "idp",
+            Role::Gateway => "gateway",
+            Role::Trigger => "trigger",
+        }
+    }
+    /// The record fields a source of this role can map.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Role::Idp => &[
+                "time",
+                "correlation_id",
+                "action",
+                "app",
+                "user_id",
+                "user_login",
+                "target_id",
+                "status",
+                "error",
+                "trigger_time",
+                "groups",
+            ],
+            Role::Gateway => &[
+                "time",
+                "correlation_id",
+                "method",
+                "path",
+                "status",
+                "duration_ms",
+                "duration_secs",
+                "app",
+                "principal",
+                "user_name",
+                "location",
+                "body",
+                "request",
+                "response_body",
+            ],
+            Role::Trigger => &["time", "app", "user_id", "user_login", "event", "groups"],
+        }
+    }
+    /// Fields without which a line of this role cannot become a record.
+    pub fn required_fields(self) -> &'static [&'static str] {
+        match self {
+            Role::Idp => &["time", "action"],
+            Role::Gateway => &["time", "status"],
+            Role::Trigger => &["time", "event"],
+        }
+    }
+}
+
+/// One log source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name used in metric labels, errors and the report's `parse_errors`.
+    pub name: String,
+    /// `idp`, `gateway` or `trigger`.
+    pub role: Role,
+    /// A preset (`nginx_json`, `nginx_combined`) or a generic format (`json`, `regex`).
+    pub format: String,
+    /// Globs of the files to read; relative to the config file. Include rotated names
+    /// (`access.log*`) so that lines rotated away while the daemon was down are still read.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// `format = "regex"` (or a regex preset): the pattern, with named captures for the fields.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Record field → JSON Pointer (json formats) or capture name (regex formats). Overrides the
+    /// preset's mapping; an empty string unsets a preset field.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Stage → the action values (IdP) or event values (trigger: `leaver` only) meaning it.
+    /// Matched case-insensitively. Replaces the preset's list for that stage.
+    #[serde(default)]
+    pub stages: BTreeMap<String, Vec<String>>,
+    /// `success` / `failure` / `skipped` → the IdP status values meaning it (case-insensitive).
+    #[serde(default)]
+    pub status: BTreeMap<String, Vec<String>>,
+    /// The app every record of this source belongs to, when the log does not say (a gateway
+    /// in front of one app). A mapped `app` field wins over it.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// How times are written: `auto` (default), `rfc3339`, `epoch_secs`, `epoch_millis`, `clf`.
+    #[serde(default)]
+    pub time_format: TimeFormat,
+    /// Lines longer than this are counted as `line_too_long` and skipped (default 1 MiB).
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+const fn default_max_line_bytes() -> usize {
+    1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Success rate at or above which a stage is `healthy`.
+    #[serde(default = "default_healthy_ratio")]
+    pub healthy_ratio: f64,
+    /// Success rate below which a stage is an `incident` (between the two: `degraded`).
+    #[serde(default = "default_incident_ratio")]
+    pub incident_ratio: f64,
+    /// Fewer operations than this in a window: `insufficient_data`, and no SLO page.
+    #[serde(default = "default_min_operations")]
+    pub min_operations: u64,
+    /// Window of the daemon's success rates and status alerts.
+    #[serde(default = "default_evaluation_window_secs")]
+    pub evaluation_window_secs: u64,
+    /// How far apart (either way) an IdP record and its gateway attempts may be.
+    #[serde(default = "default_join_window_secs")]
+    pub join_window_secs: u64,
+    /// Disable deadline for leavers that match no high-risk policy.
+    #[serde(default = "default_standard_disable_within_secs")]
+    pub standard_disable_within_secs: u64,
+    /// Live mode: how far behind the newest event a late line may still be joined.
+    #[serde(default = "default_allowed_lateness_secs")]
+    pub allowed_lateness_secs: u64,
+    /// High-risk leaver policies; the first that matches a leaver sets its deadline.
+    #[serde(default)]
+    pub high_risk: Vec<HighRiskPolicy>,
+}
+
+const fn default_healthy_ratio() -> f64 {
+    0.99
+}
+const fn default_incident_ratio() -> f64 {
+    0.95
+}
+const fn default_min_operations() -> u64 {
+    20
+}
+const fn default_evaluation_window_secs() -> u64 {
+    3600
+}
+const fn default_join_window_secs() -> u64 {
+    600
+}
+const fn default_standard_disable_within_secs() -> u64 {
+    86_400
+}
+const fn default_allowed_lateness_secs() -> u64 {
+    60
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        SloConfig {
+            healthy_ratio: default_healthy_ratio(),
+            incident_ratio: default_incident_ratio(),
+            min_operations: default_min_operations(),
+            evaluation_window_secs: default_evaluation_window_secs(),
+            join_window_secs: default_join_window_secs(),
+            standard_disable_within_secs: default_standard_disable_within_secs(),
+            allowed_lateness_secs: default_allowed_lateness_secs(),
+            high_risk: Vec::new(),
+        }
+    }
+}
+
+/// A high-risk leaver policy. A leaver matches when any of its patterns matches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HighRiskPolicy {
+    /// Glob patterns over app names (`aws-prod`, `github*`).
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// Glob patterns over the user's login or id (`admin-*@corp.example`).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Glob patterns over the user's groups (mapped `groups` field of the IdP or trigger).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The disable deadline for leavers this policy matches.
+    #[serde(default = "default_high_risk_disable_within_secs")]
+    pub disable_within_secs: u64,
+}
+
+const fn default_high_risk_disable_within_secs() -> u64 {
+    900
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppsConfig {
+    /// Canonical app name → other spellings the sources use for it.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
+}
+
+/// A destination for pages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Name that routes refer to.
+    pub name: String,
+    /// Email over SMTP.
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+    /// An HTTP webhook in a receiver's own format.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain text: tests and loopback relays only.
+    None,
+    /// Upgrade with STARTTLS; never downgrades.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://host:port`.
+    pub smtp_url: String,
+    /// `none`, `starttls` or `implicit`.
+    pub tls: SmtpTls,
+    /// Sender address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Environment variable holding the SMTP user name.
+    #[serde(default)]
+    pub username_env: Option<String>,
+    /// File holding the SMTP user name.
+    #[serde(default)]
+    pub username_file: Option<PathBuf>,
+    /// Environment variable holding the SMTP password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the SMTP password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// Alertmanager webhook v4 body.
+    Alertmanager,
+    /// Alertmanager `POST /api/v2/alerts`.
+    AlertmanagerApi,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+    /// Slack incoming webhook.
+    Slack,
+    /// scimwatch's own JSON.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// File holding the PagerDuty routing key.
+    #[serde(default)]
+    pub routing_key_file: Option<PathBuf>,
+    /// Environment variable holding the PagerDuty routing key.
+    #[serde(default)]
+    pub routing_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Label matchers: `alert`, `stage`, `app`, `severity`. Empty matches every alert.
+    #[serde(default, rename = "match")]
+    pub matchers: BTreeMap<String, String>,
+    /// Name of the receiver.
+    pub receiver: String,
+}
+
+/// A configuration problem, naming the key and (when found) its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: `{}`: {}", self.key, self.message),
+            None => write!(f, "`{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            key: "--config".into(),
+            line: None,
+            message: format!("cannot read {}: {error}", path.display()),
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml(&text, &base_dir)
+    }
+
+    /// Parses and validates config text; `base_dir` anchors relative paths.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|error| toml_error(text, &error))?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate().map_err(|mut error| {
+            error.line = line_of_key(text, &error.key);
+            error
+        })?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot: ranges, references, formats, field names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: String, message: String| ConfigError {
+            key,
+            line: None,
+            message,
+        };
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "server.listen".into(),
+                format!("{:?} is not an address:port", self.server.listen),
+            ));
+        }
+        if !self.sources.iter().any(|s| s.role == Role::Idp) {
+            return Err(err("source".into(), "no source has role = \"idp\"".into()));
+        }
+        if !self.sources.iter().any(|s| s.role == Role::Gateway) {
+            return Err(err(
+                "source".into(),
+                "no source has role = \"gateway\"".into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (index, source) in self.sources.iter().enumerate() {
+            let key = |field: &str| format!("source[{index}].{field}");
+            if source.name.is_empty()
+                || !source
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(err(
+                    key("name"),
+                    format!(
+                        "{:?} must be non-empty letters, digits, '_' or '-'",
+                        source.name
+                    ),
+                ));
+            }
+            if !names.insert(source.name.as_str()) {
+                return Err(err(key("name"), format!("{:?} is used twice", source.name)));
+            }
+            crate::parse::resolve_source(source, &self.apps)
+                .map_err(|(field, message)| err(key(&field), message))?;
+            if source.max_line_bytes < 64 {
+                return Err(err(key("max_line_bytes"), "must be at least 64".into()));
+            }
+            for pattern in &source.paths {
+                glob::Pattern::new(pattern)
+                    .map_err(|e| err(key("paths"), format!("{pattern:?} is not a glob: {e}")))?;
+            }
+        }
+        let slo = &self.slo;
+        for (name, value) in [
+            ("slo.healthy_ratio", slo.healthy_ratio),
+            ("slo.incident_ratio", slo.incident_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&value) || value.is_nan() {
+                return Err(err(
+                    name.into(),
+                    format!("{value} is not a ratio in [0, 1]"),
+                ));
+            }
+        }
+        if slo.incident_ratio > slo.healthy_ratio {
+            return Err(err(
+                "slo.incident_ratio".into(),
+                format!(
+                    "{} is above slo.healthy_ratio {}: incident must be the lower threshold",
+                    slo.incident_ratio, slo.healthy_ratio
+                ),
+            ));
+        }
+        for (name, value) in [
+            ("slo.evaluation_window_secs", slo.evaluation_window_secs),
+            ("slo.join_window_secs", slo.join_window_secs),
+            (
+                "slo.standard_disable_within_secs",
+                slo.standard_disable_within_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(err(name.into(), "must be greater than 0".into()));
+            }
+        }
+        for (index, policy) in slo.high_risk.iter().enumerate() {
+            let key = |field: &str| format!("slo.high_risk[{index}].{field}");
+            if policy.apps.is_empty() && policy.users.is_empty() && policy.groups.is_empty() {
+                return Err(err(
+                    key("apps"),
+                    "a policy needs at least one of apps, users, groups".into(),
+                ));
+            }
+            for (field, patterns) in [
+                ("apps", &policy.apps),
+                ("users", &policy.users),
+                ("groups", &policy.groups),
+            ] {
+                for pattern in patterns {
+                    glob::Pattern::new(pattern)
+                        .map_err(|e| err(key(field), format!("{pattern:?} is not a glob: {e}")))?;
+                }
+            }
+            if policy.disable_within_secs == 0 {
+                return Err(err(
+                    key("disable_within_secs"),
+                    "must be greater than 0".into(),
+                ));
+            }
+        }
+        let mut receiver_names = std::collections::BTreeSet::new();
+        for (index, receiver) in self.receivers.iter().enumerate() {
+            let key = |field: &str| format!("receiver[{index}].{field}");
+            if !receiver_names.insert(receiver.name.as_str()) {
+                return Err(err(
+                    key("name"),
+                    format!("{:?} is used twice", receiver.name),
+                ));
+            }
+            if receiver.email.is_none() && receiver.webhook.is_none() {
+                return Err(err(
+                    key("name"),
+                    "a receiver needs [receiver.email] or [receiver.webhook]".into(),
+                ));
+            }
+            if let Some(email) = &receiver.email {
+                if !email.smtp_url.starts_with("smtp://") && !email.smtp_url.starts_with("smtps://")
+                {
+                    return Err(err(
+                        key("email.smtp_url"),
+                        format!("{:?} must start with smtp:// or smtps://", email.smtp_url),
+                    ));
+                }
+                if email.smtp_url.contains('@') {
+                    return Err(err(
+                        key("email.smtp_url"),
+                        "credentials do not belong in the URL: use username_env/password_file"
+                            .into(),
+                    ));
+                }
+                if email.to.is_empty() {
+                    return Err(err(key("email.to"), "needs at least one recipient".into()));
+                }
+            }
+            if let Some(webhook) = &receiver.webhook {
+                if !webhook.url.starts_with("http://") && !webhook.url.starts_with("https://") {
+                    return Err(err(
+                        key("webhook.url"),
+                        format!("{:?} must be an http(s) URL", webhook.url),
+                    ));
+                }
+                if webhook.format == WebhookFormat::Pagerduty
+                    && webhook.routing_key_file.is_none()
+                    && webhook.routing_key_env.is_none()
+                {
+                    return Err(err(
+                        key("webhook.routing_key_file"),
+                        "pagerduty needs routing_key_file or routing_key_env".into(),
+                    ));
+                }
+            }
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            if !receiver_names.contains(route.receiver.as_str()) {
+                return Err(err(
+                    format!("route[{index}].receiver"),
+                    format!("no receiver is named {:?}", route.receiver),
+                ));
+            }
+            for matcher in route.matchers.keys() {
+                if !["alert", "stage", "app", "severity"].contains(&matcher.as_str()) {
+                    return Err(err(
+                        format!("route[{index}].match"),
+                        format!("unknown key {matcher:?} (expected alert, stage, app, severity)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A source's globs, made absolute against the config's directory.
+    pub fn source_globs(&self, source: &SourceConfig) -> Vec<String> {
+        source
+            .paths
+            .iter()
+            .map(|p| {
+                if Path::new(p).is_absolute() {
+                    p.clone()
+                } else {
+                    self.base_dir.join(p).to_string_lossy().into_owned()
+                }
+            })
+            .collect()
+    }
+}
+
+fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let message = error.message().to_string();
+    // serde names the unknown key in the message; the span points at it.
+    let key = error
+        .span()
+        .and_then(|span| text.get(span.clone()))
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .filter(|s| !s.is_empty() && s.len() < 80 && !s.contains('\n'))
+        .unwrap_or_else(|| "(file)".into());
+    ConfigError { key, line, message }
+}
+
+/// Finds the line of a dotted key like `source[1].fields.time` or `slo.join_window_secs` by
+/// walking the table headers in the text. Good enough to point a person at the right line;
+/// `None` when the key is not written (a default that conflicts with another key).
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    // Split "source[1].fields.time" into ("source", Some(1)), then ["fields", "time"].
+    let mut parts: Vec<&str> = key.split('.').collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let head = parts.remove(0);
+    let (table, index) = match head.split_once('[') {
+        Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+        None => (head, None),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    // Locate the start of the table (or the n-th array-of-tables entry).
+    let mut start = None;
+    let mut seen = 0;
+    for (number, line) in lines.iter().enumerate() {
+        let trimmed = line.trim();
+        let is_entry = match index {
+            Some(_) => trimmed == format!("[[{table}]]"),
+            None => trimmed == format!("[{table}]"),
+        };
+        if is_entry {
+            if index.is_none_or(|i| i == seen) {
+                start = Some(number);
+                break;
+            }
+            seen += 1;
+        }
+    }
+    let mut position = start?;
+    let mut remaining: &[&str] = &parts;
+    // Nested tables like `[source.fields]` or `[[slo.high_risk]]` come after the entry header.
+    while remaining.len() > 1 {
+        let (name, nested_index) = match remaining[0].split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (remaining[0], None),
+        };
+        let header_single = format!("[{table}.{name}]");
+        let header_array = format!("[[{table}.{name}]]");
+        let mut found = None;
+        let mut count = 0;
+        for (offset, line) in lines[position..].iter().enumerate() {
+            let trimmed = line.trim();
+            if trimmed == header_single
+                || (trimmed == header_array && nested_index.is_none_or(|i| i == count))
+            {
+                found = Some(position + offset);
+                break;
+            }
+            if trimmed == header_array {
+                count += 1;
+            }
+            if offset > 0 && trimmed.starts_with("[[") && trimmed == format!("[[{table}]]") {
+                break;
+            }
+        }
+        match found {
+            Some(line) => position = line,
+            None => break,
+        }
+        remaining = &remaining[1..];
+    }
+    let leaf = remaining.last().copied().unwrap_or("");
+    let leaf = leaf.split('[').next().unwrap_or(leaf);
+    for (offset, line) in lines[position..].iter().enumerate() {
+        let trimmed = line.trim_start();
+        if offset > 0 && trimmed.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = trimmed.strip_prefix(leaf) {
+            if rest.trim_start().starts_with('=') {
+                return Some(position + offset + 1);
+            }
+        }
+    }
+    Some(position + 1)
+}

@@ -1,0 +1,436 @@
+//! Leaver episodes: from "this person must lose access to this app" to "the target answered
+//! 2xx to a disable", across retries and correlation IDs (design.md "Leaver episode",
+//! clarifications 11–16), and requests made as a user after their account was disabled.
+//!
+//! Everything here is called in event-time order by the engine's timeline, so a rehire, a
+//! trigger and a leaver are seen in the order they happened, not the order they were logged.
+
+use super::policy::{Policy, Subject};
+use crate::model::{Outcome, Stage};
+use crate::time::Ts;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Where an episode stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpisodeState {
+    /// Not yet disabled.
+    Open,
+    /// The target answered 2xx to a disable or delete.
+    Disabled,
+    /// A joiner for the pair arrived while it was open (clarification 15): no latency, no breach.
+    Cancelled,
+}
+
+/// One leaver episode of an (app, user) pair: a row of the `leavers` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Episode {
+    pub app: String,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    pub initiated_at: Ts,
+    pub first_attempt_at: Option<Ts>,
+    pub disabled_at: Option<Ts>,
+    pub high_risk: bool,
+    pub deadline_seconds: u64,
+    pub correlation_ids: Vec<String>,
+    pub state: EpisodeState,
+    /// What started the clock: the trigger event, else the first leaver operation's action.
+    pub initiated_by: String,
+}
+
+impl Episode {
+    /// `disabled_at − initiated_at` (never negative: a gateway may log before the IdP).
+    pub fn latency_seconds(&self) -> Option<f64> {
+        self.disabled_at
+            .map(|d| d.secs_since(self.initiated_at).max(0.0))
+    }
+    /// Breach: latency over the deadline, or still open at `as_of` past it.
+    pub fn breached(&self, as_of: Ts) -> bool {
+        let deadline = self.deadline_seconds as f64;
+        match self.state {
+            EpisodeState::Disabled => self.latency_seconds().is_some_and(|l| l > deadline),
+            EpisodeState::Open => as_of.secs_since(self.initiated_at) > deadline,
+            EpisodeState::Cancelled => false,
+        }
+    }
+    /// When the deadline passes.
+    pub fn due_at(&self) -> Ts {
+        self.initiated_at.plus_secs(self.deadline_seconds)
+    }
+    /// The login when known, else the id (clarification 12).
+    pub fn user(&self) -> &str {
+        self.user_login
+            .as_deref()
+            .or(self.user_id.as_deref())
+            .unwrap_or("")
+    }
+}
+
+/// A request made as a user after their account was disabled in that app.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PostDisableActivity {
+    pub app: String,
+    pub user: String,
+    pub user_id: Option<String>,
+    pub time: Ts,
+    pub correlation_id: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub disabled_at: Ts,
+}
+
+/// What the timeline feeds in for lifecycle purposes: the parts of an operation that matter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleOp {
+    pub stage: Stage,
+    pub outcome: Outcome,
+    pub time: Ts,
+    pub app: Option<String>,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    pub action: String,
+    pub correlation_id: Option<String>,
+    pub trigger_time: Option<Ts>,
+    pub first_attempt_time: Option<Ts>,
+    pub first_success: Option<Ts>,
+    pub groups: Vec<String>,
+}
+
+/// A lifecycle trigger at the source of truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub time: Ts,
+    pub app: Option<String>,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    pub event: String,
+    pub groups: Vec<String>,
+}
+
+/// A gateway request authenticated as someone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub time: Ts,
+    pub principal: String,
+    pub app: Option<String>,
+    pub correlation_id: Option<String>,
+    pub method: &'static str,
+    pub path: String,
+    pub status: u16,
+}
+
+/// What the episode machine reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaverEvent {
+    /// An episode ended (disabled or cancelled).
+    Ended(Episode),
+    PostDisable(PostDisableActivity),
+}
+
+#[derive(Debug, Default)]
+struct Pair {
+    open: Option<Episode>,
+    /// When the last episode closed, and whether a rehire came since.
+    last_closed_at: Option<Ts>,
+    rehired_since_close: bool,
+}
+
+/// An interval in which the user's account in `app` was disabled.
+#[derive(Debug, Clone)]
+struct Disabled {
+    app: String,
+    login: String,
+    user_id: Option<String>,
+    from: Ts,
+    until: Option<Ts>,
+}
+
+/// The episode state machine over all (app, user) pairs.
+#[derive(Debug)]
+pub struct Episodes {
+    policy: Policy,
+    pairs: HashMap<(String, String), Pair>,
+    /// Triggers without an app, by user key: they cover every app of that user.
+    user_triggers: HashMap<String, Vec<Ts>>,
+    /// Disabled intervals by lowercased login, for post-disable activity.
+    disabled: HashMap<String, Vec<Disabled>>,
+    open_count: usize,
+}
+
+fn key_of(text: &str) -> String {
+    text.to_lowercase()
+}
+
+/// The keys a user may be known by: login first (what outputs show), then id.
+fn user_keys(login: Option<&str>, id: Option<&str>) -> Vec<String> {
+    login.into_iter().chain(id).map(key_of).collect()
+}
+
+impl Episodes {
+    pub fn new(policy: Policy) -> Episodes {
+        Episodes {
+            policy,
+            pairs: HashMap::new(),
+            user_triggers: HashMap::new(),
+            disabled: HashMap::new(),
+            open_count: 0,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Episodes currently open.
+    pub fn open_count(&self) -> usize {
+        self.open_count
+    }
+
+    /// Every open episode, in (initiated_at, app, user) order.
+    pub fn open_episodes(&self) -> Vec<&Episode> {
+        let mut open: Vec<&Episode> = self
+            .pairs
+            .values()
+            .filter_map(|p| p.open.as_ref())
+            .collect();
+        open.sort_by(|a, b| {
+            (a.initiated_at, &a.app, a.user()).cmp(&(b.initiated_at, &b.app, b.user()))
+        });
+        open
+    }
+
+    /// Finds the pair of (app, user) under any of the user's keys, re-keying a pair a trigger
+    /// opened under the user id once the login is known.
+    fn pair_key(&mut self, app: &str, keys: &[String]) -> Option<(String, String)> {
+        let primary = keys.first()?.clone();
+        let primary_key = (app.to_string(), primary);
+        if self.pairs.contains_key(&primary_key) {
+            return Some(primary_key);
+        }
+        for other in &keys[1..] {
+            let other_key = (app.to_string(), other.clone());
+            if let Some(pair) = self.pairs.remove(&other_key) {
+                self.pairs.insert(primary_key.clone(), pair);
+                return Some(primary_key);
+            }
+        }
+        Some(primary_key)
+    }
+
+    pub fn on_trigger(&mut self, trigger: &Trigger) {
+        let keys = user_keys(trigger.user_login.as_deref(), trigger.user_id.as_deref());
+        let Some(app) = &trigger.app else {
+            for key in keys {
+                self.user_triggers
+                    .entry(key)
+                    .or_default()
+                    .push(trigger.time);
+            }
+            return;
+        };
+        let Some(pair_key) = self.pair_key(app, &keys) else {
+            return;
+        };
+        let policy = &self.policy;
+        let pair = self.pairs.entry(pair_key).or_default();
+        if pair.open.is_some() || (pair.last_closed_at.is_some() && !pair.rehired_since_close) {
+            return;
+        }
+        let (high_risk, deadline_seconds) = policy.decide(Subject {
+            app: Some(app),
+            user_login: trigger.user_login.as_deref(),
+            user_id: trigger.user_id.as_deref(),
+            groups: &trigger.groups,
+        });
+        pair.open = Some(Episode {
+            app: app.clone(),
+            user_id: trigger.user_id.clone(),
+            user_login: trigger.user_login.clone(),
+            initiated_at: trigger.time,
+            first_attempt_at: None,
+            disabled_at: None,
+            high_risk,
+            deadline_seconds,
+            correlation_ids: Vec::new(),
+            state: EpisodeState::Open,
+            initiated_by: trigger.event.clone(),
+        });
+        self.open_count += 1;
+    }
+
+    pub fn on_operation(&mut self, op: &LifecycleOp, out: &mut Vec<LeaverEvent>) {
+        if op.outcome == Outcome::Skipped || op.outcome == Outcome::Unattributed {
+            return;
+        }
+        let keys = user_keys(op.user_login.as_deref(), op.user_id.as_deref());
+        let app = op.app.clone().unwrap_or_default();
+        let Some(pair_key) = self.pair_key(&app, &keys) else {
+            return;
+        };
+        match op.stage {
+            Stage::Joiner => self.on_joiner(&pair_key, op, out),
+            Stage::Leaver => self.on_leaver(&pair_key, &keys, op, out),
+            Stage::Mover => {}
+        }
+    }
+
+    fn on_joiner(
+        &mut self,
+        pair_key: &(String, String),
+        op: &LifecycleOp,
+        out: &mut Vec<LeaverEvent>,
+    ) {
+        let Some(pair) = self.pairs.get_mut(pair_key) else {
+            return;
+        };
+        if let Some(mut episode) = pair.open.take() {
+            episode.state = EpisodeState::Cancelled;
+            self.open_count -= 1;
+            pair.last_closed_at = None;
+            pair.rehired_since_close = false;
+            out.push(LeaverEvent::Ended(episode));
+        } else if pair.last_closed_at.is_some() && !pair.rehired_since_close {
+            // A rehire: the account is live again from here, and a new leaver starts afresh.
+            pair.rehired_since_close = true;
+            if let Some(login) = op.user_login.as_deref().or(op.user_id.as_deref()) {
+                if let Some(intervals) = self.disabled.get_mut(&key_of(login)) {
+                    for interval in intervals
+                        .iter_mut()
+                        .filter(|i| i.app == pair_key.0 && i.until.is_none())
+                    {
+                        interval.until = Some(op.time);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_leaver(
+        &mut self,
+        pair_key: &(String, String),
+        keys: &[String],
+        op: &LifecycleOp,
+        out: &mut Vec<LeaverEvent>,
+    ) {
+        let policy = &self.policy;
+        let pair = self.pairs.entry(pair_key.clone()).or_default();
+        if pair.open.is_none() {
+            if pair.last_closed_at.is_some() && !pair.rehired_since_close {
+                return; // already disabled, no rehire since: not a new episode (clar. 15)
+            }
+            // The earliest app-less trigger after the pair's last closure counts (clar. 16).
+            let after = pair.last_closed_at.unwrap_or(Ts(i64::MIN));
+            let trigger = keys
+                .iter()
+                .filter_map(|k| self.user_triggers.get(k))
+                .flatten()
+                .copied()
+                .filter(|t| *t > after && *t <= op.time)
+                .min();
+            let mut initiated_at = op.time;
+            let mut initiated_by = op.action.clone();
+            for candidate in [trigger, op.trigger_time].into_iter().flatten() {
+                if candidate < initiated_at {
+                    initiated_at = candidate;
+                    initiated_by = if Some(candidate) == trigger {
+                        "trigger".into()
+                    } else {
+                        "trigger_time".into()
+                    };
+                }
+            }
+            let (high_risk, deadline_seconds) = policy.decide(Subject {
+                app: op.app.as_deref(),
+                user_login: op.user_login.as_deref(),
+                user_id: op.user_id.as_deref(),
+                groups: &op.groups,
+            });
+            pair.open = Some(Episode {
+                app: pair_key.0.clone(),
+                user_id: op.user_id.clone(),
+                user_login: op.user_login.clone(),
+                initiated_at,
+                first_attempt_at: None,
+                disabled_at: None,
+                high_risk,
+                deadline_seconds,
+                correlation_ids: Vec::new(),
+                state: EpisodeState::Open,
+                initiated_by,
+            });
+            self.open_count += 1;
+        }
+        let Some(episode) = pair.open.as_mut() else {
+            return;
+        };
+        if episode.user_login.is_none() {
+            episode.user_login = op.user_login.clone();
+        }
+        if episode.user_id.is_none() {
+            episode.user_id = op.user_id.clone();
+        }
+        if let Some(cid) = &op.correlation_id {
+            if !episode.correlation_ids.contains(cid) {
+                episode.correlation_ids.push(cid.clone());
+            }
+        }
+        if let Some(first) = op.first_attempt_time {
+            episode.first_attempt_at =
+                Some(episode.first_attempt_at.map_or(first, |t| t.min(first)));
+        }
+        // Only a 2xx closes; a 404 leaves it open for a person (clarification 14).
+        let Some(disabled_at) = op.first_success else {
+            return;
+        };
+        let Some(mut episode) = pair.open.take() else {
+            return;
+        };
+        episode.disabled_at = Some(disabled_at);
+        episode.state = EpisodeState::Disabled;
+        pair.last_closed_at = Some(disabled_at);
+        pair.rehired_since_close = false;
+        self.open_count -= 1;
+        if let Some(login) = &episode.user_login {
+            self.disabled
+                .entry(key_of(login))
+                .or_default()
+                .push(Disabled {
+                    app: episode.app.clone(),
+                    login: login.clone(),
+                    user_id: episode.user_id.clone(),
+                    from: disabled_at,
+                    until: None,
+                });
+        }
+        out.push(LeaverEvent::Ended(episode));
+    }
+
+    /// A request authenticated as `principal`: post-disable activity if that user's account in
+    /// the request's app (any app when the request names none) was disabled at that time.
+    pub fn on_request(&mut self, request: &Request, out: &mut Vec<LeaverEvent>) {
+        let Some(intervals) = self.disabled.get(&key_of(&request.principal)) else {
+            return;
+        };
+        let hit = intervals.iter().find(|i| {
+            request.app.as_ref().is_none_or(|app| *app == i.app)
+                && i.from <= request.time
+                && i.until.is_none_or(|until| request.time < until)
+        });
+        if let Some(interval) = hit {
+            out.push(LeaverEvent::PostDisable(PostDisableActivity {
+                app: interval.app.clone(),
+                user: interval.login.clone(),
+                user_id: interval.user_id.clone(),
+                time: request.time,
+                correlation_id: request.correlation_id.clone(),
+                method: request.method.to_string(),
+                path: request.path.clone(),
+                status: request.status,
+                disabled_at: interval.from,
+            }));
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! One joined operation → its outcome, cause and hint (design.md "Definitions", clarifications
+//! 1–4).
+
+use crate::join::{JoinMethod, Joined};
+use crate::model::{Cause, IdpStatus, Method, Outcome, Stage, WriteKind};
+use crate::time::Ts;
+use serde::Serialize;
+
+/// One gateway attempt of an operation, as the API and the report show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub time: Ts,
+    pub method: Method,
+    pub path: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
+}
+
+/// A judged operation: one row of the `operations` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Operation {
+    /// The shared ID, or the IdP's own ID of the operation.
+    pub correlation_id: Option<String>,
+    pub join_method: JoinMethod,
+    pub stage: Stage,
+    pub app: Option<String>,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    /// The IdP's action (the latest record's).
+    pub action: Option<String>,
+    /// Index of the IdP source in the config.
+    #[serde(skip)]
+    pub idp_source: Option<u16>,
+    /// The operation's time: its earliest IdP record (else its first attempt).
+    pub time: Ts,
+    pub idp_time: Option<Ts>,
+    pub idp_status: Option<IdpStatus>,
+    pub idp_error: Option<String>,
+    pub first_attempt_time: Option<Ts>,
+    pub last_attempt_time: Option<Ts>,
+    pub attempts: Vec<Attempt>,
+    /// The last attempt's status.
+    pub http_status: Option<u16>,
+    pub method: Option<Method>,
+    pub path: Option<String>,
+    pub outcome: Outcome,
+    pub cause: Option<Cause>,
+    /// Milliseconds from the operation's time to its first attempt (negative when the gateway
+    /// logged first).
+    pub lag_ms: Option<i64>,
+    pub disagreement: bool,
+    pub high_risk: bool,
+    /// The SCIM resource id of the user in the target (IdP's target id or the gateway path's).
+    pub resource_id: Option<String>,
+    /// Groups the IdP named for the user (for the high-risk policy).
+    #[serde(skip)]
+    pub groups: Vec<String>,
+    /// The IdP's explicit trigger time, if its record carried one.
+    #[serde(skip)]
+    pub trigger_time: Option<Ts>,
+}
+
+impl Operation {
+    /// The cause's remediation hint.
+    pub fn hint(&self) -> Option<&'static str> {
+        self.cause.map(Cause::hint)
+    }
+    /// Time of the first 2xx attempt, if any.
+    pub fn first_success(&self) -> Option<Ts> {
+        self.attempts
+            .iter()
+            .find(|a| (200..300).contains(&a.status))
+            .map(|a| a.time)
+    }
+    /// Who the user is in outputs: the login (email) when known, else the id.
+    pub fn user(&self) -> Option<&str> {
+        self.user_login.as_deref().or(self.user_id.as_deref())
+    }
+}
+
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// Judges a joined operation. `high_risk` is decided by the caller's policy.
+pub fn judge(joined: Joined) -> Operation {
+    let Joined {
+        correlation_id,
+        join_method,
+        idp,
+        attempts,
+    } = joined;
+    // What the gateway itself says of the request, for writes no IdP record claims.
+    let gateway_facts = attempts.last().map(|a| {
+        (
+            a.write.map(WriteKind::stage),
+            a.app.clone(),
+            a.resource_id.clone(),
+            a.user_name.clone(),
+        )
+    });
+    let attempts: Vec<Attempt> = attempts
+        .into_iter()
+        .map(|a| Attempt {
+            time: a.time,
+            method: a.method,
+            path: a.path,
+            status: a.status,
+            duration_ms: a.duration_ms,
+            error_detail: a.error_detail,
+        })
+        .collect();
+    let last = attempts.last();
+    let first_attempt_time = attempts.first().map(|a| a.time);
+
+    if idp.is_empty() {
+        // A gateway SCIM write no IdP record claims: unattributed (clarification 5).
+        let attempt = last.expect("unattributed writes carry their one attempt");
+        let (stage, app, resource_id, user_name) = gateway_facts.unwrap_or_default();
+        return Operation {
+            correlation_id,
+            join_method,
+            // Gateway-only records take their stage from the request (design.md "Stage").
+            stage: stage.unwrap_or(Stage::Mover),
+            app,
+            user_id: None,
+            user_login: user_name,
+            action: None,
+            idp_source: None,
+            time: attempt.time,
+            idp_time: None,
+            idp_status: None,
+            idp_error: None,
+            first_attempt_time,
+            last_attempt_time: Some(attempt.time),
+            http_status: Some(attempt.status),
+            method: Some(attempt.method),
+            path: Some(attempt.path.clone()),
+            outcome: Outcome::Unattributed,
+            cause: None,
+            lag_ms: None,
+            disagreement: false,
+            high_risk: false,
+            resource_id,
+            groups: Vec::new(),
+            trigger_time: None,
+            attempts,
+        };
+    }
+
+    // The IdP's word is its latest record; the operation's time its earliest (clar. 2).
+    let earliest = &idp[0];
+    let latest = idp.last().expect("non-empty");
+    let idp_status = latest.status;
+    let (outcome, cause) = match last {
+        Some(attempt) if is_success(attempt.status) => (Outcome::Succeeded, None),
+        Some(attempt) => (Outcome::Failed, Cause::from_http_status(attempt.status)),
+        None => match idp_status {
+            Some(IdpStatus::Failure) => (Outcome::Failed, Some(Cause::IdpError)),
+            Some(IdpStatus::Skipped) => (Outcome::Skipped, None),
+            _ => (Outcome::Unconfirmed, Some(Cause::Unconfirmed)),
+        },
+    };
+    // A disagreement needs a claim and an answer that contradict (clarification 3).
+    let disagreement = match (idp_status, last) {
+        (Some(IdpStatus::Success), Some(a)) => !is_success(a.status),
+        (Some(IdpStatus::Failure), Some(a)) => is_success(a.status),
+        _ => false,
+    };
+    let pick = |f: fn(&crate::model::IdpRecord) -> Option<&String>| -> Option<String> {
+        idp.iter().rev().find_map(|r| f(r).cloned())
+    };
+    let path_id = attempts
+        .iter()
+        .find_map(|a| match crate::parse::scim::resource_of(&a.path) {
+            Some(crate::parse::scim::Resource::Users(Some(id))) => Some(id.to_string()),
+            _ => None,
+        });
+    Operation {
+        correlation_id,
+        join_method,
+        stage: earliest.stage,
+        app: pick(|r| r.app.as_ref()),
+        user_id: pick(|r| r.user_id.as_ref()),
+        user_login: pick(|r| r.user_login.as_ref()),
+        action: Some(latest.action.clone()),
+        idp_source: Some(latest.origin.source),
+        time: earliest.time,
+        idp_time: Some(earliest.time),
+        idp_status,
+        idp_error: pick(|r| r.error.as_ref()),
+        first_attempt_time,
+        last_attempt_time: last.map(|a| a.time),
+        http_status: last.map(|a| a.status),
+        method: last.map(|a| a.method),
+        path: last.map(|a| a.path.clone()),
+        outcome,
+        cause,
+        lag_ms: first_attempt_time.map(|t| (t.0 - earliest.time.0).div_euclid(1000)),
+        disagreement,
+        high_risk: false,
+        resource_id: pick(|r| r.target_id.as_ref()).or(path_id),
+        groups: idp
+            .iter()
+            .rev()
+            .find(|r| !r.groups.is_empty())
+            .map(|r| r.groups.clone())
+            .unwrap_or_default(),
+        trigger_time: idp.iter().filter_map(|r| r.trigger_time).min(),
+        attempts,
+    }
+}

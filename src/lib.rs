@@ -1,0 +1,18 @@
+//! scimwatch: watches SCIM provisioning (joiners, movers, leavers).
+//!
+//! The data flow, one module per step:
+//! `source` (read lines) → `parse` (records) → `join` (operations, in event time) →
+//! `judge` (outcome, cause, leaver episodes) → `report` (what replay prints);
+//! `engine` wires join and judge into the one synchronous core that `replay` (and the daemon)
+//! drive.
+
+pub mod config;
+pub mod engine;
+pub mod join;
+pub mod judge;
+pub mod model;
+pub mod parse;
+pub mod replay;
+pub mod report;
+pub mod source;
+pub mod time;

@@ -1,0 +1,204 @@
+//! The `scimwatch` command line: parses arguments and dispatches. Exit codes: 0 ok,
+//! 1 runtime failure, 2 bad usage or config.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use scimwatch::config::{Config, ConfigError};
+use scimwatch::parse::{Field, LineParser};
+use scimwatch::replay::{replay, source_files, ReplayOptions};
+use scimwatch::report::text;
+use scimwatch::time::{parse_time, TimeFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "scimwatch",
+    version,
+    about = "Watches SCIM provisioning: joins IdP and gateway logs, judges joiners, movers and leavers against SLOs."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Judge historical logs and print a report (post-mortems, audits).
+    Replay {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Read these files for the idp source instead of its configured paths.
+        #[arg(long, num_args = 1..)]
+        idp: Vec<PathBuf>,
+        /// Read these files for the gateway source instead of its configured paths.
+        #[arg(long, num_args = 1..)]
+        gateway: Vec<PathBuf>,
+        /// `text` for people, `json` for tools (stable keys).
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+        /// The report's instant (RFC 3339); default: the newest event time.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Validate a config file and print what it understood.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// An error that exits 2 (usage or config) rather than 1.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path)
+        .map_err(|e: ConfigError| UsageError(format!("config {}: {e}", path.display())).into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay {
+            config,
+            idp,
+            gateway,
+            format,
+            as_of,
+        } => run_replay(&config, idp, gateway, format, as_of),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("scimwatch: {error:#}");
+            if error.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run_replay(
+    config_path: &std::path::Path,
+    idp: Vec<PathBuf>,
+    gateway: Vec<PathBuf>,
+    format: OutputFormat,
+    as_of: Option<String>,
+) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let as_of = match as_of {
+        Some(text) => Some(
+            parse_time(&text, TimeFormat::Rfc3339)
+                .map_err(|e| UsageError(format!("--as-of: {e}")))?,
+        ),
+        None => None,
+    };
+    let options = ReplayOptions {
+        idp_files: idp,
+        gateway_files: gateway,
+        as_of,
+    };
+    let (report, _) = replay(&config, &options, |_| {})?;
+    let rendered = match format {
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
+        }
+        OutputFormat::Text => text::render(&report),
+    };
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(rendered.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the report"),
+    }
+}
+
+fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let files = source_files(&config, &ReplayOptions::default())?;
+    println!("config {} is valid", config_path.display());
+    println!("server: listen {}", config.server.listen);
+    println!("storage: data_dir {}", config.storage.data_dir.display());
+    for (index, source) in config.sources.iter().enumerate() {
+        let parser = LineParser::new(source, &config.apps, index as u16)?;
+        let mapped: Vec<&str> = [
+            Field::Time,
+            Field::CorrelationId,
+            Field::Action,
+            Field::App,
+            Field::UserId,
+            Field::UserLogin,
+            Field::TargetId,
+            Field::Status,
+            Field::Error,
+            Field::TriggerTime,
+            Field::Groups,
+            Field::Method,
+            Field::Path,
+            Field::Request,
+            Field::DurationMs,
+            Field::DurationSecs,
+            Field::Principal,
+            Field::UserName,
+            Field::Location,
+            Field::Body,
+            Field::ResponseBody,
+            Field::Event,
+        ]
+        .into_iter()
+        .filter(|f| parser.maps(*f))
+        .map(Field::name)
+        .collect();
+        println!(
+            "source {:?}: role {}, format {}, {} file(s) match now, fields: {}",
+            source.name,
+            source.role.as_str(),
+            source.format,
+            files[index].len(),
+            mapped.join(", ")
+        );
+    }
+    let slo = &config.slo;
+    println!(
+        "slo: healthy >= {}, incident < {}, min {} operations, window {}s, join window {}s, standard leaver deadline {}s",
+        slo.healthy_ratio, slo.incident_ratio, slo.min_operations, slo.evaluation_window_secs, slo.join_window_secs, slo.standard_disable_within_secs
+    );
+    for policy in &slo.high_risk {
+        println!(
+            "high-risk: apps {:?} users {:?} groups {:?} -> disable within {}s",
+            policy.apps, policy.users, policy.groups, policy.disable_within_secs
+        );
+    }
+    for receiver in &config.receivers {
+        let kinds: Vec<&str> = [
+            receiver.email.as_ref().map(|_| "email"),
+            receiver.webhook.as_ref().map(|_| "webhook"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        println!("receiver {:?}: {}", receiver.name, kinds.join(" + "));
+    }
+    for route in &config.routes {
+        println!("route {:?} -> {}", route.matchers, route.receiver);
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! The vocabulary shared by every stage of the pipeline: records parsed from the two sides,
+//! and the stage / outcome / cause enums whose names are part of the report and metric contract.
+
+use crate::time::Ts;
+use serde::Serialize;
+
+/// Joiner, mover or leaver: the lifecycle stage of a provisioning operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Joiner,
+    Mover,
+    Leaver,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Joiner, Stage::Mover, Stage::Leaver];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Joiner => "joiner",
+            Stage::Mover => "mover",
+            Stage::Leaver => "leaver",
+        }
+    }
+}
+
+/// What became of an operation (design.md "Outcome"): exactly one per operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Unconfirmed,
+    Skipped,
+    Unattributed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Unconfirmed,
+        Outcome::Skipped,
+        Outcome::Unattributed,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Unconfirmed => "unconfirmed",
+            Outcome::Skipped => "skipped",
+            Outcome::Unattributed => "unattributed",
+        }
+    }
+}
+
+/// Why an operation failed (or is unconfirmed). Each carries a remediation hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PreconditionFailed,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    Timeout,
+    Other4xx,
+    /// A non-2xx answer outside 4xx/5xx (1xx, 3xx: a redirect the client did not follow).
+    UnexpectedStatus,
+    IdpError,
+    Unconfirmed,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 14] = [
+        Cause::BadRequest,
+        Cause::Unauthorized,
+        Cause::Forbidden,
+        Cause::NotFound,
+        Cause::Conflict,
+        Cause::PreconditionFailed,
+        Cause::PayloadTooLarge,
+        Cause::RateLimited,
+        Cause::ServerError,
+        Cause::Timeout,
+        Cause::Other4xx,
+        Cause::UnexpectedStatus,
+        Cause::IdpError,
+        Cause::Unconfirmed,
+    ];
+
+    /// The cause of a target's HTTP answer; `None` for 2xx. Status 0 means no response was
+    /// sent (Envoy's `%RESPONSE_CODE%` 0, a client that went away): a timeout.
+    pub fn from_http_status(status: u16) -> Option<Cause> {
+        Some(match status {
+            200..=299 => return None,
+            0 | 504 => Cause::Timeout,
+            400 => Cause::BadRequest,
+            401 => Cause::Unauthorized,
+            403 => Cause::Forbidden,
+            404 => Cause::NotFound,
+            409 => Cause::Conflict,
+            412 => Cause::PreconditionFailed,
+            413 => Cause::PayloadTooLarge,
+            429 => Cause::RateLimited,
+            _ if (400..500).contains(&status) => Cause::Other4xx,
+            _ if (500..600).contains(&status) => Cause::ServerError,
+            _ => Cause::UnexpectedStatus,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::BadRequest => "bad_request",
+            Cause::Unauthorized => "unauthorized",
+            Cause::Forbidden => "forbidden",
+            Cause::NotFound => "not_found",
+            Cause::Conflict => "conflict",
+            Cause::PreconditionFailed => "precondition_failed",
+            Cause::PayloadTooLarge => "payload_too_large",
+            Cause::RateLimited => "rate_limited",
+            Cause::ServerError => "server_error",
+            Cause::Timeout => "timeout",
+            Cause::Other4xx => "other_4xx",
+            Cause::UnexpectedStatus => "unexpected_status",
+            Cause::IdpError => "idp_error",
+            Cause::Unconfirmed => "unconfirmed",
+        }
+    }
+
+    /// One line telling on-call what to do about this cause.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Cause::BadRequest => "target rejected the payload: compare the IdP attribute mappings with the app's SCIM schema (required userName/emails/active)",
+            Cause::Unauthorized => "SCIM token expired or revoked: rotate it in the IdP's provisioning settings",
+            Cause::Forbidden => "SCIM token lacks permission for this resource: check the token's scopes or the service account's role in the app",
+            Cause::NotFound => "user or group missing in the target (deleted by hand?): reconcile the account by hand, this is drift",
+            Cause::Conflict => "duplicate userName/externalId in the target (rename or rehire?): match or merge the existing account",
+            Cause::PreconditionFailed => "ETag/version mismatch: the target changed underneath; re-read and retry once",
+            Cause::PayloadTooLarge => "request too large (bulk or group with many members): lower the batch size in the IdP",
+            Cause::RateLimited => "target rate-limited the IdP: slow bulk moves, spread the sync, ask the vendor for a higher limit",
+            Cause::ServerError => "target app failed (5xx): check the app's status page; the IdP will retry",
+            Cause::Timeout => "no answer in time (504 or no response): check the target's latency and the gateway's upstream timeout",
+            Cause::Other4xx => "target refused the request: read the SCIM error detail in the gateway log",
+            Cause::UnexpectedStatus => "target answered neither success nor error (redirect?): check the SCIM base URL configured in the IdP",
+            Cause::IdpError => "the IdP failed before calling the target: read the IdP's error text (mapping, scoping or connector failure)",
+            Cause::Unconfirmed => "the IdP claims it sent this but the target never saw it: check the gateway's logging and the IdP's target URL",
+        }
+    }
+}
+
+/// What the IdP believes happened to an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdpStatus {
+    Success,
+    Failure,
+    Skipped,
+}
+
+impl IdpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdpStatus::Success => "success",
+            IdpStatus::Failure => "failure",
+            IdpStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// Where a record came from: the source's index in the config, and the line it was on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub source: u16,
+    pub file: u32,
+    pub line: u64,
+}
+
+/// One IdP provisioning record: what the IdP tried and what it believes happened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdpRecord {
+    pub time: Ts,
+    /// The shared ID, or the IdP's own ID of the operation when there is no shared one.
+    pub correlation_id: Option<String>,
+    pub action: String,
+    pub stage: Stage,
+    pub app: Option<String>,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    /// The SCIM resource id of the user in the target app (Entra `targetIdentity.id`).
+    pub target_id: Option<String>,
+    pub status: Option<IdpStatus>,
+    pub error: Option<String>,
+    /// When the lifecycle change happened at the source of truth, if the record says.
+    pub trigger_time: Option<Ts>,
+    /// Groups the user belongs to, for the high-risk policy's `groups` patterns.
+    pub groups: Vec<String>,
+    pub origin: Origin,
+}
+
+/// HTTP methods the join cares about. Anything else is `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Other,
+}
+
+impl Method {
+    pub fn parse(text: &str) -> Method {
+        match text.trim() {
+            m if m.eq_ignore_ascii_case("GET") => Method::Get,
+            m if m.eq_ignore_ascii_case("POST") => Method::Post,
+            m if m.eq_ignore_ascii_case("PUT") => Method::Put,
+            m if m.eq_ignore_ascii_case("PATCH") => Method::Patch,
+            m if m.eq_ignore_ascii_case("DELETE") => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+    /// POST, PUT, PATCH and DELETE change state; only they can be attempts.
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            Method::Post | Method::Put | Method::Patch | Method::Delete
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+/// What a SCIM write does to its resource, read from the method, the path and the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteKind {
+    /// `POST /Users`.
+    CreateUser,
+    /// `DELETE /Users/{id}`.
+    DeleteUser,
+    /// PATCH/PUT setting `active` to false.
+    Disable,
+    /// PATCH/PUT setting `active` to true.
+    Enable,
+    /// Any other PATCH/PUT on `/Users`, or any write on `/Groups`.
+    Update,
+}
+
+impl WriteKind {
+    /// The stage a gateway-only write takes (design.md "Stage").
+    pub fn stage(self) -> Stage {
+        match self {
+            WriteKind::CreateUser => Stage::Joiner,
+            WriteKind::DeleteUser | WriteKind::Disable => Stage::Leaver,
+            WriteKind::Enable | WriteKind::Update => Stage::Mover,
+        }
+    }
+    /// Whether an IdP operation of `stage` can be this write (clarification 17).
+    pub fn compatible_with(self, stage: Stage) -> bool {
+        match self {
+            WriteKind::CreateUser => stage == Stage::Joiner,
+            WriteKind::DeleteUser | WriteKind::Disable => stage == Stage::Leaver,
+            WriteKind::Enable => matches!(stage, Stage::Joiner | Stage::Mover),
+            WriteKind::Update => stage == Stage::Mover,
+        }
+    }
+}
+
+/// One request the gateway logged, with what the target answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayRecord {
+    pub time: Ts,
+    pub correlation_id: Option<String>,
+    pub method: Method,
+    /// Request path with secrets in the query string redacted.
+    pub path: String,
+    /// The final HTTP status; 0 when no response was sent.
+    pub status: u16,
+    pub duration_ms: Option<f64>,
+    pub app: Option<String>,
+    /// Who the request was authenticated as (for post-disable activity).
+    pub principal: Option<String>,
+    /// The `userName` the request names (body or `filter=userName eq "…"`).
+    pub user_name: Option<String>,
+    /// The SCIM resource id: from the path, or the `Location`/body of a 201.
+    pub resource_id: Option<String>,
+    /// Set for SCIM writes (`/Users`, `/Groups`); `None` for reads and non-SCIM traffic.
+    pub write: Option<WriteKind>,
+    /// A SCIM error body's `scimType` and `detail`, redacted.
+    pub error_detail: Option<String>,
+    pub origin: Origin,
+}
+
+/// A lifecycle event at the source of truth that starts a leaver clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerRecord {
+    pub time: Ts,
+    /// `None` covers every app of the user that gets a leaver operation (clarification 16).
+    pub app: Option<String>,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    pub event: String,
+    pub groups: Vec<String>,
+    pub origin: Origin,
+}
+
+/// What a parsed line becomes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Idp(IdpRecord),
+    Gateway(GatewayRecord),
+    Trigger(TriggerRecord),
+    /// A well-formed line that is not an operation (an unmapped IdP action): its time still
+    /// counts toward `as_of` (clarification 2).
+    Ignored(Ts),
+}
+
+impl Record {
+    pub fn time(&self) -> Ts {
+        match self {
+            Record::Idp(r) => r.time,
+            Record::Gateway(r) => r.time,
+            Record::Trigger(r) => r.time,
+            Record::Ignored(t) => *t,
+        }
+    }
+}

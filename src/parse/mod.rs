@@ -1,0 +1,743 @@
+//! Parse: one log line in, one [`Record`] (or a counted [`ParseError`]) out.
+//!
+//! A source's config is resolved once into a [`LineParser`]: preset defaults merged with the
+//! user's overrides, pointers compiled, regexes built. Parsing is then a pure function of the
+//! line's bytes — no clock, no I/O — so replay and the daemon parse identically.
+
+pub mod json;
+pub mod presets;
+pub mod redact;
+pub mod scim;
+
+use crate::config::{AppsConfig, Role, SourceConfig};
+use crate::model::{
+    GatewayRecord, IdpRecord, IdpStatus, Method, Origin, Record, Stage, TriggerRecord,
+};
+use crate::time::{parse_time, time_from_number, TimeFormat, Ts};
+use presets::Kind;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Every field any role can map. The config names them in snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Time,
+    CorrelationId,
+    Action,
+    App,
+    UserId,
+    UserLogin,
+    TargetId,
+    Status,
+    Error,
+    TriggerTime,
+    Groups,
+    Method,
+    Path,
+    DurationMs,
+    DurationSecs,
+    Principal,
+    UserName,
+    Location,
+    Body,
+    Request,
+    ResponseBody,
+    Event,
+}
+
+const FIELD_COUNT: usize = 22;
+
+impl Field {
+    const ALL: [Field; FIELD_COUNT] = [
+        Field::Time,
+        Field::CorrelationId,
+        Field::Action,
+        Field::App,
+        Field::UserId,
+        Field::UserLogin,
+        Field::TargetId,
+        Field::Status,
+        Field::Error,
+        Field::TriggerTime,
+        Field::Groups,
+        Field::Method,
+        Field::Path,
+        Field::DurationMs,
+        Field::DurationSecs,
+        Field::Principal,
+        Field::UserName,
+        Field::Location,
+        Field::Body,
+        Field::Request,
+        Field::ResponseBody,
+        Field::Event,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Time => "time",
+            Field::CorrelationId => "correlation_id",
+            Field::Action => "action",
+            Field::App => "app",
+            Field::UserId => "user_id",
+            Field::UserLogin => "user_login",
+            Field::TargetId => "target_id",
+            Field::Status => "status",
+            Field::Error => "error",
+            Field::TriggerTime => "trigger_time",
+            Field::Groups => "groups",
+            Field::Method => "method",
+            Field::Path => "path",
+            Field::DurationMs => "duration_ms",
+            Field::DurationSecs => "duration_secs",
+            Field::Principal => "principal",
+            Field::UserName => "user_name",
+            Field::Location => "location",
+            Field::Body => "body",
+            Field::Request => "request",
+            Field::ResponseBody => "response_body",
+            Field::Event => "event",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.iter().copied().find(|f| f.name() == name)
+    }
+}
+
+/// A value picked from a line, borrowed from it where possible.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Str(Cow<'a, str>),
+    /// A JSON number, as written.
+    Num(&'a str),
+    Bool(bool),
+    Null,
+    /// A JSON object or array, as written.
+    Raw(&'a str),
+}
+
+/// The values picked from one line, by field.
+#[derive(Debug, Default)]
+pub struct Picked<'a> {
+    values: [Option<Value<'a>>; FIELD_COUNT],
+}
+
+impl<'a> Picked<'a> {
+    /// Sets a field; the first value wins (a filter may match several array elements).
+    pub fn set(&mut self, field: Field, value: Value<'a>) {
+        let slot = &mut self.values[field as usize];
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+    pub fn get(&self, field: Field) -> Option<&Value<'a>> {
+        self.values[field as usize].as_ref()
+    }
+    /// The field as text; `-`, empty strings and JSON null are absent (nginx writes `-`).
+    pub fn text(&self, field: Field) -> Option<&str> {
+        let text = match self.get(field)? {
+            Value::Str(s) => s.as_ref(),
+            Value::Num(n) => n,
+            Value::Raw(r) => r,
+            Value::Bool(true) => "true",
+            Value::Bool(false) => "false",
+            Value::Null => return None,
+        };
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed == "-" {
+            None
+        } else {
+            Some(trimmed)
+        }
+    }
+}
+
+/// Why a line could not become a record. The label is the metric's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    InvalidUtf8,
+    InvalidJson,
+    NoMatch,
+    MissingField,
+    BadTime,
+    BadField,
+    LineTooLong,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::InvalidUtf8,
+        Reason::InvalidJson,
+        Reason::NoMatch,
+        Reason::MissingField,
+        Reason::BadTime,
+        Reason::BadField,
+        Reason::LineTooLong,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::InvalidJson => "invalid_json",
+            Reason::NoMatch => "no_match",
+            Reason::MissingField => "missing_field",
+            Reason::BadTime => "bad_time",
+            Reason::BadField => "bad_field",
+            Reason::LineTooLong => "line_too_long",
+        }
+    }
+}
+
+/// A line that could not become a record: the reason, and a short detail for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl ParseError {
+    fn new(reason: Reason, detail: impl Into<String>) -> ParseError {
+        ParseError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+    fn missing(field: Field) -> ParseError {
+        ParseError::new(Reason::MissingField, format!("no {} field", field.name()))
+    }
+}
+
+enum Format {
+    Json(json::Selector),
+    Regex {
+        regex: regex::Regex,
+        /// (capture group index, field)
+        captures: Vec<(usize, Field)>,
+    },
+}
+
+/// A source's resolved parser.
+pub struct LineParser {
+    pub name: String,
+    pub role: Role,
+    pub max_line_bytes: usize,
+    source_index: u16,
+    format: Format,
+    mapped: Vec<Field>,
+    stages: Vec<(String, Stage)>,
+    status: Vec<(String, IdpStatus)>,
+    default_app: Option<String>,
+    aliases: HashMap<String, String>,
+    time_format: TimeFormat,
+}
+
+/// Resolves a source's config into a parser, or names the offending key and what is wrong.
+pub fn resolve_source(
+    source: &SourceConfig,
+    apps: &AppsConfig,
+) -> Result<LineParser, (String, String)> {
+    let preset = presets::find(&source.format).ok_or_else(|| {
+        (
+            "format".to_string(),
+            format!(
+                "unknown format {:?} (expected one of: {})",
+                source.format,
+                presets::names()
+            ),
+        )
+    })?;
+    if !preset.roles.is_empty() && !preset.roles.contains(&source.role) {
+        return Err((
+            "format".into(),
+            format!(
+                "format {:?} is for role {:?}, not {:?}",
+                preset.name,
+                preset.roles[0].as_str(),
+                source.role.as_str()
+            ),
+        ));
+    }
+    let allowed = source.role.fields();
+    // Preset mapping, then the user's overrides ("" unsets).
+    let mut mapping: Vec<(Field, String)> = Vec::new();
+    for (name, target) in preset.fields {
+        if allowed.contains(name) {
+            if let Some(field) = Field::from_name(name) {
+                mapping.push((field, (*target).to_string()));
+            }
+        }
+    }
+    for (name, target) in &source.fields {
+        if !allowed.contains(&name.as_str()) {
+            return Err((
+                format!("fields.{name}"),
+                format!(
+                    "a {} source has no field {name:?} (fields: {})",
+                    source.role.as_str(),
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        let field = Field::from_name(name)
+            .ok_or_else(|| (format!("fields.{name}"), "unknown field".to_string()))?;
+        mapping.retain(|(f, _)| *f != field);
+        if !target.is_empty() {
+            mapping.push((field, target.clone()));
+        }
+    }
+    let format = match preset.kind {
+        Kind::Json => {
+            if source.pattern.is_some() {
+                return Err((
+                    "pattern".into(),
+                    format!(
+                        "format {:?} reads JSON; `pattern` is for format = \"regex\"",
+                        source.format
+                    ),
+                ));
+            }
+            let mut selector = json::Selector::default();
+            for (field, pointer) in &mapping {
+                selector
+                    .add(pointer, *field)
+                    .map_err(|e| (format!("fields.{}", field.name()), e.0))?;
+            }
+            Format::Json(selector)
+        }
+        Kind::Regex(preset_pattern) => {
+            let pattern = source.pattern.as_deref().unwrap_or(preset_pattern);
+            if pattern.is_empty() {
+                return Err((
+                    "pattern".into(),
+                    "format = \"regex\" needs a `pattern` with named captures".into(),
+                ));
+            }
+            let regex = regex::Regex::new(pattern)
+                .map_err(|e| ("pattern".to_string(), format!("not a valid regex: {e}")))?;
+            let names: Vec<&str> = regex.capture_names().flatten().collect();
+            // A capture named after a field maps it unless the config says otherwise.
+            for name in &names {
+                if let Some(field) = Field::from_name(name) {
+                    if allowed.contains(name)
+                        && !mapping.iter().any(|(f, _)| *f == field)
+                        && !source.fields.contains_key(*name)
+                    {
+                        mapping.push((field, (*name).to_string()));
+                    }
+                }
+            }
+            let mut captures = Vec::new();
+            for (field, capture) in &mapping {
+                let index = regex
+                    .capture_names()
+                    .position(|n| n == Some(capture.as_str()))
+                    .ok_or_else(|| {
+                        (
+                            format!("fields.{}", field.name()),
+                            format!("the pattern has no capture named {capture:?}"),
+                        )
+                    })?;
+                captures.push((index, *field));
+            }
+            Format::Regex { regex, captures }
+        }
+    };
+    let mapped: Vec<Field> = mapping.iter().map(|(f, _)| *f).collect();
+    for required in source.role.required_fields() {
+        let field = Field::from_name(required).expect("required fields are fields");
+        if !mapped.contains(&field) {
+            return Err((
+                format!("fields.{required}"),
+                format!("a {} source must map {required:?}", source.role.as_str()),
+            ));
+        }
+    }
+    if source.role == Role::Gateway
+        && !mapped.contains(&Field::Request)
+        && !(mapped.contains(&Field::Method) && mapped.contains(&Field::Path))
+    {
+        return Err((
+            "fields.method".into(),
+            "a gateway source must map method and path (or request)".into(),
+        ));
+    }
+    // Stages: preset lists, each replaced by the user's list for that stage.
+    let mut stages: Vec<(String, Stage)> = Vec::new();
+    for (key, values) in &source.stages {
+        let stage = match key.as_str() {
+            "joiner" => Stage::Joiner,
+            "mover" => Stage::Mover,
+            "leaver" => Stage::Leaver,
+            other => {
+                return Err((
+                    format!("stages.{other}"),
+                    "stages are joiner, mover and leaver".into(),
+                ))
+            }
+        };
+        if source.role == Role::Trigger && stage != Stage::Leaver {
+            return Err((
+                format!("stages.{key}"),
+                "a trigger source maps only `leaver` events".into(),
+            ));
+        }
+        if source.role == Role::Gateway {
+            return Err((format!("stages.{key}"), "gateway records take their stage from the request; stages are for idp and trigger sources".into()));
+        }
+        stages.extend(values.iter().map(|v| (v.to_ascii_lowercase(), stage)));
+    }
+    if source.role == Role::Idp {
+        for (stage, values) in preset.stages {
+            if !source.stages.contains_key(stage.as_str()) {
+                stages.extend(values.iter().map(|v| (v.to_ascii_lowercase(), *stage)));
+            }
+        }
+    }
+    if source.role == Role::Trigger && stages.is_empty() {
+        return Err((
+            "stages.leaver".into(),
+            "a trigger source must list its leaver events in [source.stages] leaver = [...]".into(),
+        ));
+    }
+    let mut status: Vec<(String, IdpStatus)> = Vec::new();
+    for (key, values) in &source.status {
+        let value = match key.as_str() {
+            "success" => IdpStatus::Success,
+            "failure" => IdpStatus::Failure,
+            "skipped" => IdpStatus::Skipped,
+            other => {
+                return Err((
+                    format!("status.{other}"),
+                    "status keys are success, failure and skipped".into(),
+                ))
+            }
+        };
+        status.extend(values.iter().map(|v| (v.to_ascii_lowercase(), value)));
+    }
+    for (value, values) in preset.status {
+        if !source.status.contains_key(value.as_str()) {
+            status.extend(values.iter().map(|v| (v.to_ascii_lowercase(), *value)));
+        }
+    }
+    let mut aliases = HashMap::new();
+    for (canonical, spellings) in &apps.aliases {
+        aliases.insert(canonical.to_lowercase(), canonical.clone());
+        for spelling in spellings {
+            aliases.insert(spelling.to_lowercase(), canonical.clone());
+        }
+    }
+    Ok(LineParser {
+        name: source.name.clone(),
+        role: source.role,
+        max_line_bytes: source.max_line_bytes,
+        source_index: 0,
+        format,
+        mapped,
+        stages,
+        status,
+        default_app: source.app.clone(),
+        aliases,
+        time_format: source.time_format,
+    })
+}
+
+impl LineParser {
+    /// Builds the parser of a source (already validated by `Config::validate`).
+    pub fn new(
+        source: &SourceConfig,
+        apps: &AppsConfig,
+        source_index: u16,
+    ) -> anyhow::Result<LineParser> {
+        let mut parser = resolve_source(source, apps).map_err(|(key, message)| {
+            anyhow::anyhow!("source {:?}: {key}: {message}", source.name)
+        })?;
+        parser.source_index = source_index;
+        Ok(parser)
+    }
+
+    pub fn source_index(&self) -> u16 {
+        self.source_index
+    }
+
+    /// Whether the source maps a field (used by `check-config` to print what it understood).
+    pub fn maps(&self, field: Field) -> bool {
+        self.mapped.contains(&field)
+    }
+
+    /// Parses one line (without its newline).
+    pub fn parse(&self, line: &[u8], file: u32, line_number: u64) -> Result<Record, ParseError> {
+        let origin = Origin {
+            source: self.source_index,
+            file,
+            line: line_number,
+        };
+        if line.len() > self.max_line_bytes {
+            return Err(ParseError::new(
+                Reason::LineTooLong,
+                format!("{} bytes", line.len()),
+            ));
+        }
+        let text = std::str::from_utf8(line).map_err(|e| {
+            ParseError::new(
+                Reason::InvalidUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
+        })?;
+        let mut picked = Picked::default();
+        match &self.format {
+            Format::Json(selector) => selector
+                .pick(text, &mut picked)
+                .map_err(|e| ParseError::new(Reason::InvalidJson, e))?,
+            Format::Regex { regex, captures } => {
+                let caps = regex.captures(text).ok_or_else(|| {
+                    ParseError::new(Reason::NoMatch, "line does not match the pattern")
+                })?;
+                for (index, field) in captures {
+                    if let Some(m) = caps.get(*index) {
+                        picked.set(*field, Value::Str(Cow::Borrowed(m.as_str())));
+                    }
+                }
+            }
+        }
+        match self.role {
+            Role::Idp => self.idp_record(&picked, origin),
+            Role::Gateway => self.gateway_record(&picked, origin),
+            Role::Trigger => self.trigger_record(&picked, origin),
+        }
+    }
+
+    fn time_of(&self, picked: &Picked<'_>, field: Field) -> Result<Option<Ts>, ParseError> {
+        match picked.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Num(n)) => {
+                let number: f64 = n.parse().map_err(|_| {
+                    ParseError::new(
+                        Reason::BadTime,
+                        format!("{} {n:?} is not a time", field.name()),
+                    )
+                })?;
+                time_from_number(number, self.time_format)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        ParseError::new(
+                            Reason::BadTime,
+                            format!("{} {n} is out of range", field.name()),
+                        )
+                    })
+            }
+            Some(_) => match picked.text(field) {
+                None => Ok(None),
+                Some(text) => parse_time(text, self.time_format).map(Some).map_err(|e| {
+                    ParseError::new(Reason::BadTime, format!("{}: {e}", field.name()))
+                }),
+            },
+        }
+    }
+
+    fn required_time(&self, picked: &Picked<'_>) -> Result<Ts, ParseError> {
+        self.time_of(picked, Field::Time)?
+            .ok_or_else(|| ParseError::missing(Field::Time))
+    }
+
+    fn app(&self, picked: &Picked<'_>) -> Option<String> {
+        let raw = picked.text(Field::App).or(self.default_app.as_deref())?;
+        Some(self.canonical_app(raw))
+    }
+
+    /// The config's canonical name of an app (`[apps] aliases`), or the name as written.
+    pub fn canonical_app(&self, raw: &str) -> String {
+        if self.aliases.is_empty() {
+            return raw.to_string();
+        }
+        self.aliases
+            .get(&raw.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| raw.to_string())
+    }
+
+    fn stage_of(&self, action: &str) -> Option<Stage> {
+        self.stages
+            .iter()
+            .find(|(value, _)| value.eq_ignore_ascii_case(action))
+            .map(|(_, stage)| *stage)
+    }
+
+    fn idp_status_of(&self, value: &str) -> Option<IdpStatus> {
+        self.status
+            .iter()
+            .find(|(v, _)| v.eq_ignore_ascii_case(value))
+            .map(|(_, status)| *status)
+    }
+
+    fn idp_record(&self, picked: &Picked<'_>, origin: Origin) -> Result<Record, ParseError> {
+        let time = self.required_time(picked)?;
+        let action = picked
+            .text(Field::Action)
+            .ok_or_else(|| ParseError::missing(Field::Action))?;
+        let Some(stage) = self.stage_of(action) else {
+            return Ok(Record::Ignored(time));
+        };
+        Ok(Record::Idp(IdpRecord {
+            time,
+            correlation_id: owned(picked.text(Field::CorrelationId)),
+            action: action.to_string(),
+            stage,
+            app: self.app(picked),
+            user_id: owned(picked.text(Field::UserId)),
+            user_login: owned(picked.text(Field::UserLogin)),
+            target_id: owned(picked.text(Field::TargetId)),
+            status: picked
+                .text(Field::Status)
+                .and_then(|s| self.idp_status_of(s)),
+            error: picked
+                .text(Field::Error)
+                .map(|e| redact::scrub(e).chars().take(500).collect()),
+            trigger_time: self.time_of(picked, Field::TriggerTime)?,
+            groups: groups_of(picked),
+            origin,
+        }))
+    }
+
+    fn gateway_record(&self, picked: &Picked<'_>, origin: Origin) -> Result<Record, ParseError> {
+        let time = self.required_time(picked)?;
+        let status_text = picked
+            .text(Field::Status)
+            .ok_or_else(|| ParseError::missing(Field::Status))?;
+        let status = parse_status(status_text).ok_or_else(|| {
+            ParseError::new(
+                Reason::BadField,
+                format!("status {status_text:?} is not an HTTP status"),
+            )
+        })?;
+        let (method, path) = match (picked.text(Field::Method), picked.text(Field::Path)) {
+            (Some(method), Some(path)) => (Method::parse(method), path),
+            _ => {
+                let request = picked
+                    .text(Field::Request)
+                    .ok_or_else(|| ParseError::missing(Field::Method))?;
+                // "$request" is "METHOD PATH PROTOCOL"; a garbled one (a TLS handshake sent to
+                // a plain port) is kept as Other and never becomes an operation.
+                let mut parts = request.split(' ');
+                let method = Method::parse(parts.next().unwrap_or(""));
+                (method, parts.next().unwrap_or(""))
+            }
+        };
+        let duration_ms = match picked.text(Field::DurationMs) {
+            Some(ms) => first_number(ms),
+            None => picked
+                .text(Field::DurationSecs)
+                .and_then(first_number)
+                .map(|s| s * 1000.0),
+        };
+        let body = picked.text(Field::Body).and_then(scim::parse_body);
+        let response_body = picked.text(Field::ResponseBody).and_then(scim::parse_body);
+        let write = scim::classify_write(method, path, body.as_ref());
+        let resource_id = match scim::resource_of(path) {
+            Some(scim::Resource::Users(Some(id)) | scim::Resource::Groups(Some(id)))
+                if !id.starts_with('.') =>
+            {
+                Some(scim::percent_decode(id))
+            }
+            _ if write.is_some() && (200..300).contains(&status) => {
+                scim::created_id(picked.text(Field::Location), response_body.as_ref())
+            }
+            _ => None,
+        };
+        let user_name =
+            owned(picked.text(Field::UserName)).or_else(|| scim::user_name_of(path, body.as_ref()));
+        Ok(Record::Gateway(GatewayRecord {
+            time,
+            correlation_id: owned(picked.text(Field::CorrelationId)),
+            method,
+            path: redact::redact_path(path).into_owned(),
+            status,
+            duration_ms,
+            app: self.app(picked),
+            principal: picked
+                .text(Field::Principal)
+                .map(|p| redact::scrub(p).into_owned()),
+            user_name,
+            resource_id,
+            write,
+            error_detail: response_body
+                .as_ref()
+                .and_then(scim::error_detail)
+                .map(|d| redact::scrub(&d).into_owned()),
+            origin,
+        }))
+    }
+
+    fn trigger_record(&self, picked: &Picked<'_>, origin: Origin) -> Result<Record, ParseError> {
+        let time = self.required_time(picked)?;
+        let event = picked
+            .text(Field::Event)
+            .ok_or_else(|| ParseError::missing(Field::Event))?;
+        if self.stage_of(event) != Some(Stage::Leaver) {
+            return Ok(Record::Ignored(time));
+        }
+        let user_id = owned(picked.text(Field::UserId));
+        let user_login = owned(picked.text(Field::UserLogin));
+        if user_id.is_none() && user_login.is_none() {
+            return Err(ParseError::new(
+                Reason::MissingField,
+                "no user_id or user_login field",
+            ));
+        }
+        Ok(Record::Trigger(TriggerRecord {
+            time,
+            app: self.app(picked),
+            user_id,
+            user_login,
+            event: event.to_string(),
+            groups: groups_of(picked),
+            origin,
+        }))
+    }
+}
+
+fn owned(text: Option<&str>) -> Option<String> {
+    text.map(str::to_string)
+}
+
+/// An HTTP status as logs write it: `200`, `"200"`, `200.0`; `0` means no response.
+fn parse_status(text: &str) -> Option<u16> {
+    let value: f64 = text.trim().parse().ok()?;
+    if !(0.0..1000.0).contains(&value) || value.fract() != 0.0 {
+        return None;
+    }
+    Some(value as u16)
+}
+
+/// The first number in a value like nginx's `$upstream_response_time` ("0.139, 0.002").
+fn first_number(text: &str) -> Option<f64> {
+    let first = text.split([',', ':', ' ']).find(|s| !s.trim().is_empty())?;
+    let value: f64 = first.trim().parse().ok()?;
+    (value.is_finite() && value >= 0.0).then_some(value)
+}
+
+/// Groups as a JSON array of strings or a comma-separated string.
+fn groups_of(picked: &Picked<'_>) -> Vec<String> {
+    match picked.get(Field::Groups) {
+        Some(Value::Raw(raw)) => serde_json::from_str::<Vec<serde_json::Value>>(raw)
+            .map(|values| {
+                values
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => picked
+            .text(Field::Groups)
+            .map(|text| {
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,375 @@
+//! The replay report: the stable JSON of design.md ("Report"), built from the engine's outputs.
+//!
+//! Keys listed in design.md keep their meaning; extra keys (`cancelled`, samples, line counts)
+//! are additions. `success_rate` is `null` for a stage with no operations and latency
+//! quantiles are `null` with no closed episode: 0 would claim something that did not happen.
+
+pub mod text;
+
+use crate::config::SloConfig;
+use crate::engine::Output;
+use crate::judge::{Episode, EpisodeState, Operation, PostDisableActivity};
+use crate::model::{Cause, Outcome, Stage};
+use crate::source::{ErrorSample, IngestStats};
+use crate::time::Ts;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// How many sample correlation IDs / records each section keeps.
+const SAMPLES: usize = 5;
+
+/// A stage's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SloStatus {
+    Healthy,
+    Degraded,
+    Incident,
+    InsufficientData,
+}
+
+impl SloStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SloStatus::Healthy => "healthy",
+            SloStatus::Degraded => "degraded",
+            SloStatus::Incident => "incident",
+            SloStatus::InsufficientData => "insufficient_data",
+        }
+    }
+
+    /// design.md "Status": healthy ≥ healthy_ratio > degraded ≥ incident_ratio > incident;
+    /// fewer than `min_operations` operations is `insufficient_data` (clarification 8).
+    pub fn judge(succeeded: u64, operations: u64, slo: &SloConfig) -> SloStatus {
+        if operations < slo.min_operations || operations == 0 {
+            return SloStatus::InsufficientData;
+        }
+        let ratio = succeeded as f64 / operations as f64;
+        if ratio >= slo.healthy_ratio {
+            SloStatus::Healthy
+        } else if ratio >= slo.incident_ratio {
+            SloStatus::Degraded
+        } else {
+            SloStatus::Incident
+        }
+    }
+}
+
+/// Counts of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageReport {
+    pub operations: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub unconfirmed: u64,
+    pub success_rate: Option<f64>,
+    pub status: SloStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreachedLeaver {
+    pub app: String,
+    pub user: String,
+    pub user_id: Option<String>,
+    pub high_risk: bool,
+    pub initiated_at: Ts,
+    pub disabled_at: Option<Ts>,
+    pub latency_seconds: Option<f64>,
+    pub deadline_seconds: u64,
+    pub state: EpisodeState,
+    pub correlation_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Leavers {
+    pub episodes: u64,
+    pub disabled: u64,
+    pub open: u64,
+    pub cancelled: u64,
+    pub breaches: u64,
+    pub latency_seconds: Latency,
+    pub breached: Vec<BreachedLeaver>,
+}
+
+/// A cause with its hint and a few operations to look at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CauseSummary {
+    pub cause: Cause,
+    pub count: u64,
+    pub hint: &'static str,
+    pub samples: Vec<String>,
+}
+
+/// An operation shown as an example (disagreements, unattributed writes).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OperationSample {
+    pub correlation_id: Option<String>,
+    pub stage: Stage,
+    pub app: Option<String>,
+    pub user: Option<String>,
+    pub time: Ts,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub http_status: Option<u16>,
+    pub idp_status: Option<&'static str>,
+}
+
+impl OperationSample {
+    fn of(op: &Operation) -> OperationSample {
+        OperationSample {
+            correlation_id: op.correlation_id.clone(),
+            stage: op.stage,
+            app: op.app.clone(),
+            user: op.user().map(str::to_string),
+            time: op.time,
+            method: op.method.map(|m| m.as_str().to_string()),
+            path: op.path.clone(),
+            http_status: op.http_status,
+            idp_status: op.idp_status.map(|s| s.as_str()),
+        }
+    }
+}
+
+/// The report (`replay --format json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub as_of: Option<Ts>,
+    pub stages: BTreeMap<&'static str, StageReport>,
+    pub causes: BTreeMap<&'static str, u64>,
+    pub skipped: u64,
+    pub unattributed: u64,
+    pub disagreements: u64,
+    pub leavers: Leavers,
+    pub post_disable_activity: Vec<PostDisableActivity>,
+    pub parse_errors: BTreeMap<String, u64>,
+    /// Additions beyond design.md's keys.
+    pub top_causes: Vec<CauseSummary>,
+    pub disagreement_samples: Vec<OperationSample>,
+    pub unattributed_samples: Vec<OperationSample>,
+    pub lines: BTreeMap<String, u64>,
+    pub parse_errors_by_reason: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub parse_error_samples: Vec<ErrorSample>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct StageCounts {
+    succeeded: u64,
+    failed: u64,
+    unconfirmed: u64,
+}
+
+/// Accumulates engine outputs into a report.
+pub struct ReportBuilder {
+    slo: SloConfig,
+    stages: BTreeMap<Stage, StageCounts>,
+    causes: BTreeMap<Cause, (u64, Vec<String>)>,
+    skipped: u64,
+    unattributed: u64,
+    disagreements: u64,
+    disagreement_samples: Vec<OperationSample>,
+    unattributed_samples: Vec<OperationSample>,
+    episodes: Vec<Episode>,
+    post_disable: Vec<PostDisableActivity>,
+}
+
+impl ReportBuilder {
+    pub fn new(slo: &SloConfig) -> ReportBuilder {
+        ReportBuilder {
+            slo: slo.clone(),
+            stages: Stage::ALL
+                .iter()
+                .map(|s| (*s, StageCounts::default()))
+                .collect(),
+            causes: BTreeMap::new(),
+            skipped: 0,
+            unattributed: 0,
+            disagreements: 0,
+            disagreement_samples: Vec::new(),
+            unattributed_samples: Vec::new(),
+            episodes: Vec::new(),
+            post_disable: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, output: &Output) {
+        match output {
+            Output::Operation(op) => self.add_operation(op),
+            Output::Episode(episode) => self.episodes.push(episode.clone()),
+            Output::PostDisable(activity) => self.post_disable.push(activity.clone()),
+        }
+    }
+
+    fn add_operation(&mut self, op: &Operation) {
+        let counts = self.stages.entry(op.stage).or_default();
+        match op.outcome {
+            Outcome::Succeeded => counts.succeeded += 1,
+            Outcome::Failed => counts.failed += 1,
+            Outcome::Unconfirmed => counts.unconfirmed += 1,
+            Outcome::Skipped => self.skipped += 1,
+            Outcome::Unattributed => {
+                self.unattributed += 1;
+                if self.unattributed_samples.len() < SAMPLES {
+                    self.unattributed_samples.push(OperationSample::of(op));
+                }
+            }
+        }
+        // Causes count failed and unconfirmed operations only (clarification 1).
+        if matches!(op.outcome, Outcome::Failed | Outcome::Unconfirmed) {
+            if let Some(cause) = op.cause {
+                let entry = self.causes.entry(cause).or_default();
+                entry.0 += 1;
+                if entry.1.len() < SAMPLES {
+                    if let Some(cid) = &op.correlation_id {
+                        entry.1.push(cid.clone());
+                    }
+                }
+            }
+        }
+        if op.disagreement {
+            self.disagreements += 1;
+            if self.disagreement_samples.len() < SAMPLES {
+                self.disagreement_samples.push(OperationSample::of(op));
+            }
+        }
+    }
+
+    /// Finishes the report as of `as_of`.
+    pub fn build(mut self, as_of: Option<Ts>, stats: &IngestStats) -> Report {
+        let stages = self
+            .stages
+            .iter()
+            .map(|(stage, c)| {
+                let operations = c.succeeded + c.failed + c.unconfirmed;
+                (
+                    stage.as_str(),
+                    StageReport {
+                        operations,
+                        succeeded: c.succeeded,
+                        failed: c.failed,
+                        unconfirmed: c.unconfirmed,
+                        success_rate: (operations > 0)
+                            .then(|| c.succeeded as f64 / operations as f64),
+                        status: SloStatus::judge(c.succeeded, operations, &self.slo),
+                    },
+                )
+            })
+            .collect();
+        let causes = Cause::ALL
+            .iter()
+            .map(|c| (c.as_str(), self.causes.get(c).map_or(0, |e| e.0)))
+            .collect();
+        let mut top_causes: Vec<CauseSummary> = self
+            .causes
+            .iter()
+            .map(|(cause, (count, samples))| CauseSummary {
+                cause: *cause,
+                count: *count,
+                hint: cause.hint(),
+                samples: samples.clone(),
+            })
+            .collect();
+        top_causes.sort_by(|a, b| b.count.cmp(&a.count).then(a.cause.cmp(&b.cause)));
+
+        let leavers = self.leavers(as_of);
+        self.post_disable
+            .sort_by(|a, b| (a.time, &a.app, &a.user).cmp(&(b.time, &b.app, &b.user)));
+        let mut parse_errors = BTreeMap::new();
+        let mut parse_errors_by_reason = BTreeMap::new();
+        let mut lines = BTreeMap::new();
+        let mut parse_error_samples = Vec::new();
+        for (name, source) in &stats.sources {
+            parse_errors.insert(name.clone(), source.error_count());
+            lines.insert(name.clone(), source.lines);
+            parse_errors_by_reason.insert(
+                name.clone(),
+                source
+                    .errors
+                    .iter()
+                    .map(|(r, n)| (r.as_str(), *n))
+                    .collect(),
+            );
+            parse_error_samples.extend(source.samples.iter().cloned());
+        }
+        Report {
+            as_of,
+            stages,
+            causes,
+            skipped: self.skipped,
+            unattributed: self.unattributed,
+            disagreements: self.disagreements,
+            leavers,
+            post_disable_activity: self.post_disable,
+            parse_errors,
+            top_causes,
+            disagreement_samples: self.disagreement_samples,
+            unattributed_samples: self.unattributed_samples,
+            lines,
+            parse_errors_by_reason,
+            parse_error_samples,
+        }
+    }
+
+    fn leavers(&mut self, as_of: Option<Ts>) -> Leavers {
+        let as_of = as_of.unwrap_or_default();
+        // Whole seconds, 3 significant digits (clarification 11); auto-resizing so a leaver
+        // disabled after months still counts.
+        let mut histogram = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+        let mut max: Option<f64> = None;
+        let (mut disabled, mut open, mut cancelled, mut breaches) = (0, 0, 0, 0);
+        let mut breached = Vec::new();
+        self.episodes.sort_by(|a, b| {
+            (a.initiated_at, &a.app, a.user()).cmp(&(b.initiated_at, &b.app, b.user()))
+        });
+        for episode in &self.episodes {
+            match episode.state {
+                EpisodeState::Disabled => disabled += 1,
+                EpisodeState::Open => open += 1,
+                EpisodeState::Cancelled => cancelled += 1,
+            }
+            if let Some(latency) = episode.latency_seconds() {
+                histogram.saturating_record(latency.round() as u64);
+                max = Some(max.map_or(latency, |m: f64| m.max(latency)));
+            }
+            if episode.breached(as_of) {
+                breaches += 1;
+                breached.push(BreachedLeaver {
+                    app: episode.app.clone(),
+                    user: episode.user().to_string(),
+                    user_id: episode.user_id.clone(),
+                    high_risk: episode.high_risk,
+                    initiated_at: episode.initiated_at,
+                    disabled_at: episode.disabled_at,
+                    latency_seconds: episode.latency_seconds(),
+                    deadline_seconds: episode.deadline_seconds,
+                    state: episode.state,
+                    correlation_ids: episode.correlation_ids.clone(),
+                });
+            }
+        }
+        let quantile =
+            |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64);
+        Leavers {
+            episodes: self.episodes.len() as u64,
+            disabled,
+            open,
+            cancelled,
+            breaches,
+            latency_seconds: Latency {
+                p50: quantile(0.50),
+                p95: quantile(0.95),
+                p99: quantile(0.99),
+                max,
+            },
+            breached,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Sources: reading log files line by line, and counting what could not be parsed.
+//!
+//! `replay` reads whole files through [`reader::LineReader`]; the daemon's tailer reuses the
+//! same reader on live files. Parse failures are counted per source and reason, and the first
+//! few are kept with their file and line so a person can go and look.
+
+pub mod reader;
+
+use crate::parse::{ParseError, Reason};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// How many bad lines per source are kept with their location.
+pub const MAX_ERROR_SAMPLES: usize = 5;
+
+/// One bad line, located.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorSample {
+    pub source: String,
+    pub file: String,
+    pub line: u64,
+    pub offset: u64,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// Lines read and lines set aside, per source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceStats {
+    pub lines: u64,
+    pub errors: BTreeMap<Reason, u64>,
+    pub samples: Vec<ErrorSample>,
+    pub last_event: Option<crate::time::Ts>,
+}
+
+impl SourceStats {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// Stats of all sources, by source name, plus the files they read (by file id).
+#[derive(Debug, Clone, Default)]
+pub struct IngestStats {
+    pub sources: BTreeMap<String, SourceStats>,
+    pub files: Vec<PathBuf>,
+}
+
+impl IngestStats {
+    /// Registers a source so it appears in the report even with no lines.
+    pub fn register(&mut self, source: &str) {
+        self.sources.entry(source.to_string()).or_default();
+    }
+
+    pub fn line(&mut self, source: &str) {
+        self.sources.entry(source.to_string()).or_default().lines += 1;
+    }
+
+    /// Counts a bad line and keeps the first few with their location.
+    pub fn error(&mut self, source: &str, file: u32, line: u64, offset: u64, error: &ParseError) {
+        let file_name = self
+            .files
+            .get(file as usize)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let stats = self.sources.entry(source.to_string()).or_default();
+        *stats.errors.entry(error.reason).or_default() += 1;
+        if stats.samples.len() < MAX_ERROR_SAMPLES {
+            stats.samples.push(ErrorSample {
+                source: source.to_string(),
+                file: file_name,
+                line,
+                offset,
+                reason: error.reason.as_str(),
+                detail: error.detail.clone(),
+            });
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! A line reader with a hard cap on line length.
+//!
+//! An over-long line is never buffered whole: once a line passes `max_line_bytes` the reader
+//! drops what it has and skips to the next newline, then reports the line once as too long
+//! (Vector's `read_until_with_max_size` does the same). Offsets are byte positions in the file,
+//! so a bad line can be found with `tail -c +OFFSET`.
+
+use std::io::{self, Read};
+
+/// One line (without `\n` or a trailing `\r`), or the fact that a line was too long.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    Text {
+        bytes: &'a [u8],
+        /// 1-based line number in the file.
+        number: u64,
+        /// Byte offset of the line's start.
+        offset: u64,
+    },
+    TooLong {
+        length: u64,
+        number: u64,
+        offset: u64,
+    },
+}
+
+/// Reads lines from any `Read`.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    filled: usize,
+    eof: bool,
+    max_line_bytes: usize,
+    /// Bytes of an over-long line dropped so far (`Some` while skipping one).
+    discarding: Option<u64>,
+    /// Offset in the file of `buf[pos]`.
+    offset: u64,
+    line_number: u64,
+    /// Whether a last line without a newline counts at EOF (replay: yes; tailing: it may still
+    /// be being written).
+    final_partial_is_line: bool,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl<R: Read> LineReader<R> {
+    pub fn new(inner: R, max_line_bytes: usize) -> LineReader<R> {
+        LineReader::starting_at(inner, max_line_bytes, 0, 0)
+    }
+
+    /// A reader whose input starts at `offset` (line number `line_number` already read).
+    pub fn starting_at(
+        inner: R,
+        max_line_bytes: usize,
+        offset: u64,
+        line_number: u64,
+    ) -> LineReader<R> {
+        LineReader {
+            inner,
+            buf: vec![0; CHUNK],
+            pos: 0,
+            filled: 0,
+            eof: false,
+            max_line_bytes,
+            discarding: None,
+            offset,
+            line_number,
+            final_partial_is_line: true,
+        }
+    }
+
+    /// Leaves a last line without a newline unread (for tailing live files).
+    pub fn wait_for_newline(mut self) -> Self {
+        self.final_partial_is_line = false;
+        self
+    }
+
+    /// Offset just past the last line returned: where a checkpoint may resume.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn line_number(&self) -> u64 {
+        self.line_number
+    }
+
+    /// The next line, or `None` at end of input.
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        loop {
+            if let Some(found) = memchr::memchr(b'\n', &self.buf[self.pos..self.filled]) {
+                let start = self.pos;
+                let line_offset = self.offset;
+                self.pos += found + 1;
+                self.offset += found as u64 + 1;
+                self.line_number += 1;
+                if let Some(dropped) = self.discarding.take() {
+                    let length = dropped + found as u64;
+                    return Ok(Some(Line::TooLong {
+                        length,
+                        number: self.line_number,
+                        offset: line_offset - dropped,
+                    }));
+                }
+                let mut bytes = &self.buf[start..start + found];
+                if bytes.last() == Some(&b'\r') {
+                    bytes = &bytes[..bytes.len() - 1];
+                }
+                if bytes.len() > self.max_line_bytes {
+                    return Ok(Some(Line::TooLong {
+                        length: bytes.len() as u64,
+                        number: self.line_number,
+                        offset: line_offset,
+                    }));
+                }
+                return Ok(Some(Line::Text {
+                    bytes,
+                    number: self.line_number,
+                    offset: line_offset,
+                }));
+            }
+            // No newline in what we hold.
+            let pending = self.filled - self.pos;
+            if let Some(dropped) = self.discarding.as_mut() {
+                *dropped += pending as u64;
+                self.offset += pending as u64;
+                self.pos = self.filled;
+            } else if pending > self.max_line_bytes {
+                self.discarding = Some(pending as u64);
+                self.offset += pending as u64;
+                self.pos = self.filled;
+            }
+            if self.eof {
+                return Ok(self.at_eof());
+            }
+            // Make room and read more.
+            if self.pos > 0 {
+                self.buf.copy_within(self.pos..self.filled, 0);
+                self.filled -= self.pos;
+                self.pos = 0;
+            }
+            if self.filled == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let read = loop {
+                match self.inner.read(&mut self.buf[self.filled..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if read == 0 {
+                self.eof = true;
+            }
+            self.filled += read;
+        }
+    }
+
+    fn at_eof(&mut self) -> Option<Line<'_>> {
+        if !self.final_partial_is_line {
+            // Rewind a partial line so a later read (after more is appended) sees it whole.
+            return None;
+        }
+        if let Some(dropped) = self.discarding.take() {
+            self.line_number += 1;
+            return Some(Line::TooLong {
+                length: dropped,
+                number: self.line_number,
+                offset: self.offset - dropped,
+            });
+        }
+        if self.pos < self.filled {
+            let start = self.pos;
+            let line_offset = self.offset;
+            let length = self.filled - start;
+            self.pos = self.filled;
+            self.offset += length as u64;
+            self.line_number += 1;
+            let mut bytes = &self.buf[start..self.filled];
+            if bytes.last() == Some(&b'\r') {
+                bytes = &bytes[..bytes.len() - 1];
+            }
+            return Some(Line::Text {
+                bytes,
+                number: self.line_number,
+                offset: line_offset,
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], max: usize) -> Vec<String> {
+        let mut reader = LineReader::new(input, max);
+        let mut out = Vec::new();
+        while let Some(line) = reader.next_line().unwrap() {
+            out.push(match line {
+                Line::Text {
+                    bytes,
+                    number,
+                    offset,
+                } => {
+                    format!("{number}@{offset}:{}", String::from_utf8_lossy(bytes))
+                }
+                Line::TooLong {
+                    length,
+                    number,
+                    offset,
+                } => format!("{number}@{offset}:TOO LONG {length}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn lines_carry_numbers_and_offsets_and_lose_crlf() {
+        assert_eq!(
+            lines(b"a\r\nbb\n\nccc", 100),
+            ["1@0:a", "2@3:bb", "3@6:", "4@7:ccc"]
+        );
+    }
+
+    #[test]
+    fn an_over_long_line_is_reported_once_and_the_next_line_survives() {
+        let mut input = vec![b'x'; 1000];
+        input.extend_from_slice(b"\nok\n");
+        assert_eq!(lines(&input, 64), ["1@0:TOO LONG 1000", "2@1001:ok"]);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_buffer_is_skipped_without_holding_it() {
+        let mut input = vec![b'y'; 3 * CHUNK + 17];
+        input.extend_from_slice(b"\nafter");
+        assert_eq!(
+            lines(&input, 1024),
+            [
+                format!("1@0:TOO LONG {}", 3 * CHUNK + 17),
+                format!("2@{}:after", 3 * CHUNK + 18)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_line_within_the_limit_is_returned_whole() {
+        let mut input = vec![b'z'; 2 * CHUNK];
+        input.push(b'\n');
+        let mut reader = LineReader::new(&input[..], 4 * CHUNK);
+        match reader.next_line().unwrap() {
+            Some(Line::Text { bytes, .. }) => assert_eq!(bytes.len(), 2 * CHUNK),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tailing_leaves_a_partial_last_line_unread() {
+        let mut reader = LineReader::new(&b"one\ntw"[..], 100).wait_for_newline();
+        assert!(matches!(
+            reader.next_line().unwrap(),
+            Some(Line::Text { bytes: b"one", .. })
+        ));
+        assert_eq!(reader.next_line().unwrap(), None);
+        assert_eq!(reader.offset(), 4);
+    }
+}

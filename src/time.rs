@@ -1,0 +1,397 @@
+//! Event time: parsing the timestamp shapes real logs use, and formatting them back.
+//!
+//! Every time inside scimwatch is a [`Ts`]: microseconds since the Unix epoch, UTC. Microseconds
+//! because Entra writes 7 fractional digits and Parquet readers map micros cleanly (milliseconds
+//! would lose Entra's order within a millisecond; nanoseconds overflow in Spark's mapping).
+
+use std::fmt;
+
+/// Microseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ts(pub i64);
+
+/// One second in [`Ts`] units.
+pub const MICROS_PER_SEC: i64 = 1_000_000;
+
+impl Ts {
+    /// The instant `secs` seconds after this one.
+    pub fn plus_secs(self, secs: u64) -> Ts {
+        Ts(self
+            .0
+            .saturating_add((secs as i64).saturating_mul(MICROS_PER_SEC)))
+    }
+    /// Milliseconds since the epoch (rounded toward negative infinity).
+    pub fn as_millis(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+    /// Seconds from `earlier` to `self`, as a float (negative when `self` is earlier).
+    pub fn secs_since(self, earlier: Ts) -> f64 {
+        (self.0 - earlier.0) as f64 / MICROS_PER_SEC as f64
+    }
+    /// Builds a time from epoch seconds.
+    pub fn from_secs(secs: i64) -> Ts {
+        Ts(secs.saturating_mul(MICROS_PER_SEC))
+    }
+}
+
+impl fmt::Display for Ts {
+    /// RFC 3339 in UTC, with a fraction only when there is one (`2026-07-01T12:00:00Z`,
+    /// `2026-07-01T12:00:00.250Z`, `…00.000001Z`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.div_euclid(MICROS_PER_SEC);
+        let micros = self.0.rem_euclid(MICROS_PER_SEC);
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            y,
+            m,
+            d,
+            sod / 3600,
+            (sod % 3600) / 60,
+            sod % 60
+        )?;
+        if micros != 0 {
+            if micros % 1000 == 0 {
+                write!(f, ".{:03}", micros / 1000)?;
+            } else {
+                write!(f, ".{:06}", micros)?;
+            }
+        }
+        f.write_str("Z")
+    }
+}
+
+impl serde::Serialize for Ts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// How a source writes its times. `Auto` recognises every shape below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// RFC 3339, epoch seconds or milliseconds (by magnitude), or CLF — whichever parses.
+    #[default]
+    Auto,
+    /// `2026-07-01T12:00:00.1234567Z`, `2026-07-01 12:00:00+02:00`.
+    Rfc3339,
+    /// `1751371200` or `1751371200.25`.
+    EpochSecs,
+    /// `1751371200250`.
+    EpochMillis,
+    /// nginx `$time_local` / Common Log Format: `01/Jul/2026:12:00:00 +0000`.
+    Clf,
+}
+
+/// Why a time did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unrecognised time {0:?}")]
+pub struct BadTime(pub String);
+
+/// Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138, while 1e11
+/// milliseconds is 1973, before any log this tool will read.
+const EPOCH_MILLIS_THRESHOLD: f64 = 1e11;
+
+/// Parses a textual time in the given format.
+pub fn parse_time(text: &str, format: TimeFormat) -> Result<Ts, BadTime> {
+    let text = text.trim();
+    let parsed = match format {
+        TimeFormat::Rfc3339 => parse_rfc3339(text),
+        TimeFormat::Clf => parse_clf(text),
+        TimeFormat::EpochSecs => text.parse::<f64>().ok().and_then(|v| from_epoch(v, 1.0)),
+        TimeFormat::EpochMillis => text.parse::<f64>().ok().and_then(|v| from_epoch(v, 1e-3)),
+        TimeFormat::Auto => {
+            let first = text.as_bytes().first().copied().unwrap_or(b' ');
+            if first.is_ascii_digit() && text.len() >= 10 && text.as_bytes().get(4) == Some(&b'-') {
+                parse_rfc3339(text)
+            } else if first.is_ascii_digit() && text.as_bytes().get(2) == Some(&b'/') {
+                parse_clf(text)
+            } else {
+                text.parse::<f64>().ok().and_then(epoch_auto)
+            }
+        }
+    };
+    parsed.ok_or_else(|| BadTime(text.chars().take(64).collect()))
+}
+
+/// Parses a JSON number as an epoch time (seconds or milliseconds as `format` says).
+pub fn time_from_number(value: f64, format: TimeFormat) -> Option<Ts> {
+    match format {
+        TimeFormat::EpochSecs => from_epoch(value, 1.0),
+        TimeFormat::EpochMillis => from_epoch(value, 1e-3),
+        _ => epoch_auto(value),
+    }
+}
+
+fn epoch_auto(value: f64) -> Option<Ts> {
+    if value.abs() >= EPOCH_MILLIS_THRESHOLD {
+        from_epoch(value, 1e-3)
+    } else {
+        from_epoch(value, 1.0)
+    }
+}
+
+fn from_epoch(value: f64, secs_per_unit: f64) -> Option<Ts> {
+    let micros = (value * secs_per_unit * MICROS_PER_SEC as f64).round();
+    if !micros.is_finite() || micros.abs() > 9.0e18 {
+        return None;
+    }
+    Some(Ts(micros as i64))
+}
+
+fn digits(bytes: &[u8], start: usize, len: usize) -> Option<i64> {
+    let slice = bytes.get(start..start + len)?;
+    let mut value = 0i64;
+    for &b in slice {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(b - b'0');
+    }
+    Some(value)
+}
+
+/// RFC 3339 / ISO 8601 as logs write it: `T` or a space between date and time, any number of
+/// fractional digits (truncated to microseconds), `Z`, `±hh:mm`, `±hhmm`, or no zone (UTC).
+fn parse_rfc3339(text: &str) -> Option<Ts> {
+    let b = text.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let year = digits(b, 0, 4)?;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let minute = digits(b, 14, 2)?;
+    let second = digits(b, 17, 2)?;
+    let mut pos = 19;
+    let mut micros = 0i64;
+    if b.get(pos) == Some(&b'.') || b.get(pos) == Some(&b',') {
+        pos += 1;
+        let mut scale = 100_000i64;
+        let start = pos;
+        while let Some(&c) = b.get(pos) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            micros += i64::from(c - b'0') * scale;
+            scale /= 10;
+            pos += 1;
+        }
+        if pos == start {
+            return None;
+        }
+    }
+    let offset_secs = match b.get(pos) {
+        None => 0,
+        Some(b'Z' | b'z') if pos + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let rest = &b[pos + 1..];
+            let (h, m) = match rest.len() {
+                5 if rest[2] == b':' => (digits(rest, 0, 2)?, digits(rest, 3, 2)?),
+                4 => (digits(rest, 0, 2)?, digits(rest, 2, 2)?),
+                2 => (digits(rest, 0, 2)?, 0),
+                _ => return None,
+            };
+            let secs = h * 3600 + m * 60;
+            if sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
+        }
+        _ => return None,
+    };
+    civil_to_ts(year, month, day, hour, minute, second, micros, offset_secs)
+}
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// Common Log Format: `03/Mar/2025:10:41:13 +0000` (fraction allowed after the seconds).
+fn parse_clf(text: &str) -> Option<Ts> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' {
+        return None;
+    }
+    let day = digits(b, 0, 2)?;
+    let month = MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(&b[3..6]))? as i64
+        + 1;
+    let year = digits(b, 7, 4)?;
+    let hour = digits(b, 12, 2)?;
+    let minute = digits(b, 15, 2)?;
+    let second = digits(b, 18, 2)?;
+    let mut pos = 20;
+    let mut micros = 0;
+    if b.get(pos) == Some(&b'.') {
+        pos += 1;
+        let mut scale = 100_000i64;
+        while let Some(&c) = b.get(pos) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            micros += i64::from(c - b'0') * scale;
+            scale /= 10;
+            pos += 1;
+        }
+    }
+    let zone = text[pos..].trim();
+    let offset_secs = if zone.is_empty() {
+        0
+    } else {
+        let z = zone.as_bytes();
+        if z.len() != 5 || !matches!(z[0], b'+' | b'-') {
+            return None;
+        }
+        let secs = digits(z, 1, 2)? * 3600 + digits(z, 3, 2)? * 60;
+        if z[0] == b'-' {
+            -secs
+        } else {
+            secs
+        }
+    };
+    civil_to_ts(year, month, day, hour, minute, second, micros, offset_secs)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn civil_to_ts(
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: i64,
+    micros: i64,
+    offset_secs: i64,
+) -> Option<Ts> {
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    Some(Ts(secs * MICROS_PER_SEC + micros))
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auto(text: &str) -> Ts {
+        parse_time(text, TimeFormat::Auto).unwrap()
+    }
+
+    #[test]
+    fn rfc3339_with_any_fraction_and_zone_is_the_same_instant() {
+        let base = auto("2025-03-03T10:41:12Z");
+        assert_eq!(base.to_string(), "2025-03-03T10:41:12Z");
+        assert_eq!(auto("2025-03-03T10:41:12.1234567Z").0 - base.0, 123_456);
+        assert_eq!(auto("2025-03-03T11:41:12+01:00"), base);
+        assert_eq!(auto("2025-03-03T05:41:12-0500"), base);
+        assert_eq!(auto("2025-03-03 10:41:12"), base);
+        assert_eq!(
+            auto("2025-03-03T10:41:12.5Z").to_string(),
+            "2025-03-03T10:41:12.500Z"
+        );
+    }
+
+    #[test]
+    fn epoch_seconds_and_milliseconds_are_told_apart_by_magnitude() {
+        let base = auto("2025-03-03T10:41:12Z");
+        assert_eq!(auto("1740998472"), base);
+        assert_eq!(auto("1740998472000"), base);
+        assert_eq!(auto("1740998472.25").0 - base.0, 250_000);
+        assert_eq!(
+            time_from_number(1740998472000.0, TimeFormat::Auto),
+            Some(base)
+        );
+    }
+
+    #[test]
+    fn clf_local_time_honours_its_offset() {
+        assert_eq!(
+            auto("03/Mar/2025:10:41:12 +0000"),
+            auto("2025-03-03T10:41:12Z")
+        );
+        assert_eq!(
+            auto("03/Mar/2025:12:41:12 +0200"),
+            auto("2025-03-03T10:41:12Z")
+        );
+    }
+
+    #[test]
+    fn impossible_dates_and_garbage_are_rejected() {
+        for bad in [
+            "2025-02-30T00:00:00Z",
+            "2025-13-01T00:00:00Z",
+            "yesterday",
+            "",
+            "-",
+            "nan",
+        ] {
+            assert!(parse_time(bad, TimeFormat::Auto).is_err(), "{bad}");
+        }
+        assert!(parse_time("2025-03-03T10:41:12Q", TimeFormat::Rfc3339).is_err());
+    }
+
+    #[test]
+    fn civil_day_conversion_round_trips() {
+        for days in [-800_000, -1, 0, 1, 19_000, 20_500, 2_000_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}
