@@ -32,6 +32,8 @@ pub enum Output {
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub join_window_secs: u64,
+    /// How late (behind the clock) a line may arrive and still be joined as if on time.
+    pub allowed_lateness_secs: u64,
     pub policy: Policy,
 }
 
@@ -39,6 +41,7 @@ impl EngineSettings {
     pub fn from_config(config: &Config) -> EngineSettings {
         EngineSettings {
             join_window_secs: config.slo.join_window_secs,
+            allowed_lateness_secs: config.slo.allowed_lateness_secs,
             policy: Policy::from_config(&config.slo),
         }
     }
@@ -59,6 +62,7 @@ enum TimelineItem {
 #[derive(Debug)]
 pub struct Engine {
     joiner: Joiner,
+    lateness_micros: i64,
     episodes: Episodes,
     timeline: BTreeMap<TimelineKey, TimelineItem>,
     watermark: Option<Ts>,
@@ -76,6 +80,8 @@ impl Engine {
     pub fn new(settings: EngineSettings) -> Engine {
         Engine {
             joiner: Joiner::new(settings.join_window_secs),
+            lateness_micros: (settings.allowed_lateness_secs as i64)
+                .saturating_mul(crate::time::MICROS_PER_SEC),
             episodes: Episodes::new(settings.policy),
             timeline: BTreeMap::new(),
             watermark: None,
@@ -148,17 +154,20 @@ impl Engine {
         }
     }
 
-    /// Moves the engine's clock to `clock` (never backwards) and settles what it can.
+    /// Moves the engine's clock to `clock` (never backwards) and settles what it can: a key
+    /// expires once the clock is a window plus the allowed lateness past its newest record, so
+    /// a line up to `allowed_lateness_secs` late is still joined exactly as if it were on time.
     pub fn advance(&mut self, clock: Ts) {
         if clock > self.clock {
             self.clock = clock;
         }
+        let settled_until = Ts(self.clock.0.saturating_sub(self.lateness_micros));
         let mut joined = std::mem::take(&mut self.joined);
-        self.joiner.expire(self.clock, &mut joined);
+        self.joiner.expire(settled_until, &mut joined);
         self.settle_joined(&mut joined);
         self.joined = joined;
         let window = self.joiner.window_micros();
-        let mut floor = Ts(self.clock.0.saturating_sub(window));
+        let mut floor = Ts(settled_until.0.saturating_sub(window));
         if let Some(pending) = self.joiner.pending_floor() {
             floor = floor.min(pending);
         }

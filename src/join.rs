@@ -231,7 +231,7 @@ fn split_into_operations(
     let mut operations: Vec<Joined> = Vec::new();
     for record in bucket.idp {
         match operations.last_mut() {
-            Some(op) if record.time.0 - op.time().0 <= window => op.idp.push(record),
+            Some(op) if record.time.0.saturating_sub(op.time().0) <= window => op.idp.push(record),
             _ => operations.push(Joined {
                 correlation_id: correlation_id.clone(),
                 join_method: JoinMethod::None,
@@ -247,8 +247,11 @@ fn split_into_operations(
         for (index, op) in operations.iter().enumerate() {
             let first = op.idp.first().map_or(0, |r| r.time.0);
             let last = op.idp.last().map_or(0, |r| r.time.0);
-            if t >= first - window && t <= last + window {
-                let distance = (t - first).abs().min((t - last).abs());
+            if t >= first.saturating_sub(window) && t <= last.saturating_add(window) {
+                let distance = t
+                    .saturating_sub(first)
+                    .saturating_abs()
+                    .min(t.saturating_sub(last).saturating_abs());
                 if best.is_none_or(|(d, _)| distance < d) {
                     best = Some((distance, index));
                 }

@@ -26,7 +26,7 @@ impl Ts {
     }
     /// Seconds from `earlier` to `self`, as a float (negative when `self` is earlier).
     pub fn secs_since(self, earlier: Ts) -> f64 {
-        (self.0 - earlier.0) as f64 / MICROS_PER_SEC as f64
+        (i128::from(self.0) - i128::from(earlier.0)) as f64 / MICROS_PER_SEC as f64
     }
     /// Builds a time from epoch seconds.
     pub fn from_secs(secs: i64) -> Ts {

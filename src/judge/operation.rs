@@ -199,7 +199,7 @@ pub fn judge(joined: Joined) -> Operation {
         path: last.map(|a| a.path.clone()),
         outcome,
         cause,
-        lag_ms: first_attempt_time.map(|t| (t.0 - earliest.time.0).div_euclid(1000)),
+        lag_ms: first_attempt_time.map(|t| t.0.saturating_sub(earliest.time.0).div_euclid(1000)),
         disagreement,
         high_risk: false,
         resource_id: pick(|r| r.target_id.as_ref()).or(path_id),

@@ -49,7 +49,10 @@ pub fn render(report: &Report) -> String {
         "{:<8} {:>6} {:>9} {:>7} {:>11} {:>8}  status",
         "stage", "ops", "succeeded", "failed", "unconfirmed", "success"
     );
-    for (stage, s) in &report.stages {
+    for stage in crate::model::Stage::ALL.map(crate::model::Stage::as_str) {
+        let Some(s) = report.stages.get(stage) else {
+            continue;
+        };
         let _ = writeln!(
             out,
             "{:<8} {:>6} {:>9} {:>7} {:>11} {:>8}  {}",

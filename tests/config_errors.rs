@@ -1,0 +1,137 @@
+//! Bad configs exit 2 with a message that names the key and its line; `check-config` prints
+//! what it understood.
+
+mod common;
+
+use common::{bin, fixture};
+use std::fs;
+
+fn check(config_text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scimwatch.toml");
+    fs::write(&path, config_text).unwrap();
+    let output = bin()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = r#"
+[[source]]
+name = "idp"
+role = "idp"
+format = "json"
+paths = ["idp.jsonl"]
+[source.fields]
+time = "/ts"
+action = "/action"
+
+[[source]]
+name = "gw"
+role = "gateway"
+format = "nginx_json"
+paths = ["gw.log*"]
+"#;
+
+#[test]
+fn a_good_config_is_summarised() {
+    let (code, stdout, stderr) = check(GOOD);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("source \"gw\": role gateway, format nginx_json"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("slo: healthy >= 0.99, incident < 0.95"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let text = GOOD.replace(
+        "[source.fields]\ntime",
+        "colour = \"blue\"\n[source.fields]\ntime",
+    );
+    let (code, _, stderr) = check(&text);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown field `colour`"), "{stderr}");
+    assert!(stderr.contains("line 7"), "{stderr}");
+}
+
+#[test]
+fn a_bad_pointer_names_the_field_and_line() {
+    let text = GOOD.replace("time = \"/ts\"", "time = \"ts\"");
+    let (code, _, stderr) = check(&text);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("source[0].fields.time"), "{stderr}");
+    assert!(stderr.contains("line 8:"), "{stderr}");
+    assert!(stderr.contains("JSON Pointer"), "{stderr}");
+}
+
+#[test]
+fn thresholds_in_the_wrong_order_are_refused() {
+    let text = format!("{GOOD}\n[slo]\nhealthy_ratio = 0.9\nincident_ratio = 0.95\n");
+    let (code, _, stderr) = check(&text);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("slo.incident_ratio"), "{stderr}");
+    assert!(stderr.contains("line 19:"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_format_lists_the_known_ones() {
+    let (code, _, stderr) = check(&GOOD.replace("nginx_json", "nginx_yaml"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("source[1].format"), "{stderr}");
+    assert!(stderr.contains("nginx_combined"), "{stderr}");
+}
+
+#[test]
+fn a_config_without_a_gateway_is_refused() {
+    let idp_only = GOOD.split("[[source]]\nname = \"gw\"").next().unwrap();
+    let (code, _, stderr) = check(idp_only);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("gateway"), "{stderr}");
+}
+
+#[test]
+fn credentials_in_an_smtp_url_are_refused() {
+    let text = format!(
+        "{GOOD}\n[[receiver]]\nname = \"oncall\"\n[receiver.email]\nsmtp_url = \"smtp://u:p@mail:587\"\ntls = \"starttls\"\nfrom = \"a@b\"\nto = [\"c@d\"]\n"
+    );
+    let (code, _, stderr) = check(&text);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("receiver[0].email.smtp_url"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let output = bin()
+        .args(["replay", "--config", "/nonexistent/scimwatch.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
+}
+
+#[test]
+fn the_fixture_configs_are_valid() {
+    let output = bin()
+        .args([
+            "check-config",
+            "--config",
+            fixture("core/scimwatch.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
