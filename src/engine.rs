@@ -251,3 +251,287 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HighRiskPolicy, SloConfig};
+    use crate::model::{GatewayRecord, IdpRecord, IdpStatus, Method, TriggerRecord, WriteKind};
+
+    const T0: i64 = 1_782_892_800; // 2026-07-01T08:00:00Z
+
+    fn at(secs: i64) -> Ts {
+        Ts::from_secs(T0 + secs)
+    }
+
+    struct Scenario {
+        engine: Engine,
+        outputs: Vec<Output>,
+        line: u64,
+    }
+
+    impl Scenario {
+        fn new() -> Scenario {
+            let mut slo = SloConfig::default();
+            slo.high_risk.push(HighRiskPolicy {
+                apps: vec!["aws-prod".into()],
+                users: vec![],
+                groups: vec![],
+                disable_within_secs: 900,
+            });
+            let settings = EngineSettings {
+                join_window_secs: 600,
+                allowed_lateness_secs: 60,
+                policy: Policy::from_config(&slo),
+            };
+            Scenario {
+                engine: Engine::new(settings),
+                outputs: Vec::new(),
+                line: 0,
+            }
+        }
+
+        fn origin(&mut self, source: u16) -> Origin {
+            self.line += 1;
+            Origin {
+                source,
+                file: 0,
+                line: self.line,
+            }
+        }
+
+        fn idp(
+            &mut self,
+            secs: i64,
+            cid: &str,
+            stage: Stage,
+            user: &str,
+            status: Option<IdpStatus>,
+        ) -> &mut Self {
+            let origin = self.origin(0);
+            self.engine.ingest(Record::Idp(IdpRecord {
+                time: at(secs),
+                correlation_id: Some(cid.into()),
+                action: format!("{stage:?}").to_lowercase(),
+                stage,
+                app: Some("aws-prod".into()),
+                user_id: None,
+                user_login: Some(user.into()),
+                target_id: None,
+                status,
+                error: None,
+                trigger_time: None,
+                groups: vec![],
+                origin,
+            }));
+            self
+        }
+
+        fn gateway(&mut self, secs: i64, cid: &str, write: WriteKind, status: u16) -> &mut Self {
+            let origin = self.origin(1);
+            self.engine.ingest(Record::Gateway(GatewayRecord {
+                time: at(secs),
+                correlation_id: Some(cid.into()),
+                method: Method::Patch,
+                path: "/scim/v2/Users/u-1".into(),
+                status,
+                duration_ms: None,
+                app: Some("aws-prod".into()),
+                principal: None,
+                user_name: None,
+                resource_id: Some("u-1".into()),
+                write: Some(write),
+                error_detail: None,
+                origin,
+            }));
+            self
+        }
+
+        fn trigger(&mut self, secs: i64, user: &str) -> &mut Self {
+            let origin = self.origin(2);
+            self.engine.ingest(Record::Trigger(TriggerRecord {
+                time: at(secs),
+                app: None,
+                user_id: None,
+                user_login: Some(user.into()),
+                event: "terminated".into(),
+                groups: vec![],
+                origin,
+            }));
+            self
+        }
+
+        fn finish(&mut self) -> &mut Self {
+            self.engine.finish();
+            self.outputs.extend(self.engine.drain());
+            self
+        }
+
+        fn operations(&self) -> Vec<&Operation> {
+            self.outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Operation(op) => Some(op.as_ref()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn episodes(&self) -> Vec<&Episode> {
+            self.outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Episode(e) => Some(e),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn retries_under_one_id_are_attempts_and_the_last_one_decides() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+            .gateway(1, "c1", WriteKind::Disable, 429)
+            .gateway(5, "c1", WriteKind::Disable, 429)
+            .gateway(40, "c1", WriteKind::Disable, 200)
+            .finish();
+        let ops = s.operations();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].attempts.len(), 3);
+        assert_eq!(ops[0].outcome, Outcome::Succeeded);
+        assert_eq!(ops[0].lag_ms, Some(1000));
+        let episode = s.episodes()[0];
+        assert_eq!(
+            episode.latency_seconds(),
+            Some(40.0),
+            "latency runs to the first 2xx"
+        );
+    }
+
+    #[test]
+    fn an_attempt_outside_the_join_window_is_unattributed_and_the_claim_unconfirmed() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Mover, "a@x", Some(IdpStatus::Success))
+            .gateway(601, "c1", WriteKind::Update, 200)
+            .finish();
+        let outcomes: Vec<Outcome> = s.operations().iter().map(|o| o.outcome).collect();
+        assert_eq!(outcomes, [Outcome::Unconfirmed, Outcome::Unattributed]);
+    }
+
+    #[test]
+    fn a_gateway_answer_logged_before_its_idp_record_still_joins() {
+        let mut s = Scenario::new();
+        s.gateway(0, "c1", WriteKind::CreateUser, 201)
+            .idp(300, "c1", Stage::Joiner, "a@x", Some(IdpStatus::Success))
+            .finish();
+        let ops = s.operations();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].outcome, Outcome::Succeeded);
+        assert_eq!(ops[0].lag_ms, Some(-300_000));
+    }
+
+    #[test]
+    fn a_404_on_a_disable_leaves_the_episode_open_for_a_person() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Leaver, "a@x", Some(IdpStatus::Failure))
+            .gateway(1, "c1", WriteKind::Disable, 404)
+            .finish();
+        assert_eq!(s.operations()[0].cause, Some(crate::model::Cause::NotFound));
+        let episode = s.episodes()[0];
+        assert_eq!(episode.state, crate::judge::EpisodeState::Open);
+        assert!(episode.breached(at(901)));
+        assert!(!episode.breached(at(899)));
+    }
+
+    #[test]
+    fn a_rehire_while_the_episode_is_open_cancels_it_without_a_breach() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+            .gateway(1, "c1", WriteKind::Disable, 500)
+            .idp(3000, "c2", Stage::Joiner, "a@x", Some(IdpStatus::Success))
+            .gateway(3001, "c2", WriteKind::CreateUser, 201)
+            .finish();
+        let episodes = s.episodes();
+        assert_eq!(episodes.len(), 1);
+        assert_eq!(episodes[0].state, crate::judge::EpisodeState::Cancelled);
+        assert!(!episodes[0].breached(at(100_000)));
+    }
+
+    #[test]
+    fn a_second_leaver_without_a_rehire_does_not_open_a_new_episode() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Leaver, "a@x", None)
+            .gateway(1, "c1", WriteKind::Disable, 200)
+            .idp(2000, "c2", Stage::Leaver, "a@x", None)
+            .gateway(2001, "c2", WriteKind::DeleteUser, 500)
+            .finish();
+        assert_eq!(s.episodes().len(), 1);
+        assert_eq!(s.engine.open_episodes().len(), 0);
+    }
+
+    #[test]
+    fn a_rehire_after_a_disable_lets_the_next_leaver_start_afresh() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Leaver, "a@x", None)
+            .gateway(1, "c1", WriteKind::Disable, 200)
+            .idp(2000, "c2", Stage::Joiner, "a@x", None)
+            .gateway(2001, "c2", WriteKind::CreateUser, 201)
+            .idp(5000, "c3", Stage::Leaver, "a@x", None)
+            .gateway(5010, "c3", WriteKind::Disable, 200)
+            .finish();
+        let episodes = s.episodes();
+        assert_eq!(episodes.len(), 2);
+        assert_eq!(episodes[1].initiated_at, at(5000));
+        assert_eq!(episodes[1].latency_seconds(), Some(10.0));
+    }
+
+    #[test]
+    fn an_app_less_trigger_starts_the_clock_of_the_users_leaver_in_any_app() {
+        let mut s = Scenario::new();
+        s.trigger(0, "A@X")
+            .idp(2400, "c1", Stage::Leaver, "a@x", None)
+            .gateway(2402, "c1", WriteKind::Disable, 204)
+            .finish();
+        let episode = s.episodes()[0];
+        assert_eq!(episode.initiated_at, at(0));
+        assert_eq!(episode.latency_seconds(), Some(2402.0));
+        assert!(episode.high_risk);
+        assert!(
+            episode.breached(at(2402)),
+            "40 minutes of sync lag breaks a 15-minute deadline"
+        );
+    }
+
+    #[test]
+    fn the_idp_word_is_its_latest_record_and_a_missing_status_is_no_claim() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Mover, "a@x", Some(IdpStatus::Failure))
+            .idp(30, "c1", Stage::Mover, "a@x", Some(IdpStatus::Success))
+            .gateway(31, "c1", WriteKind::Update, 200)
+            .idp(100, "c2", Stage::Mover, "b@x", None)
+            .gateway(101, "c2", WriteKind::Update, 500)
+            .finish();
+        let ops = s.operations();
+        assert_eq!(ops[0].idp_status, Some(IdpStatus::Success));
+        assert!(!ops[0].disagreement);
+        assert_eq!(
+            ops[0].time,
+            at(0),
+            "the operation's time is its earliest record"
+        );
+        assert!(!ops[1].disagreement, "no status, no claim, no disagreement");
+        assert_eq!(ops[1].outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn nothing_settles_before_the_window_and_lateness_have_passed() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Joiner, "a@x", Some(IdpStatus::Success));
+        s.engine.advance(at(600 + 60));
+        assert_eq!(s.engine.drain().count(), 0);
+        s.engine.advance(at(600 + 60 + 1));
+        let settled: Vec<Output> = s.engine.drain().collect();
+        assert!(matches!(&settled[0], Output::Operation(op) if op.outcome == Outcome::Unconfirmed));
+    }
+}

@@ -7,6 +7,7 @@
 //! drive.
 
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod join;
 pub mod judge;

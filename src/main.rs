@@ -53,6 +53,27 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write realistic generated logs (for demos and benchmarks): an IdP orchestrator log and
+    /// an nginx escape=json gateway log, deterministic for a seed.
+    Generate {
+        /// Directory to write `idp.jsonl` and `gateway.log` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// How many provisioning operations.
+        #[arg(long, default_value_t = 1500)]
+        operations: u64,
+        /// How many distinct users.
+        #[arg(long, default_value_t = 2000)]
+        users: u64,
+        /// Mean seconds between operations.
+        #[arg(long, default_value_t = 19.0)]
+        mean_gap_secs: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Leave out the injected incidents.
+        #[arg(long)]
+        no_trouble: bool,
+    },
 }
 
 /// An error that exits 2 (usage or config) rather than 1.
@@ -82,6 +103,14 @@ fn main() -> ExitCode {
             as_of,
         } => run_replay(&config, idp, gateway, format, as_of),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Generate {
+            out,
+            operations,
+            users,
+            mean_gap_secs,
+            seed,
+            no_trouble,
+        } => generate(&out, operations, users, mean_gap_secs, seed, !no_trouble),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -200,5 +229,51 @@ fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
     for route in &config.routes {
         println!("route {:?} -> {}", route.matchers, route.receiver);
     }
+    Ok(())
+}
+
+fn generate(
+    out: &std::path::Path,
+    operations: u64,
+    users: u64,
+    mean_gap_secs: f64,
+    seed: u64,
+    trouble: bool,
+) -> anyhow::Result<()> {
+    use scimwatch::demo::traffic::{generate, TrafficSpec};
+    use std::io::BufWriter;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let spec = TrafficSpec {
+        seed,
+        operations,
+        users: users.max(1),
+        mean_gap_secs,
+        trouble,
+        ..TrafficSpec::default()
+    };
+    let idp_path = out.join("idp.jsonl");
+    let gateway_path = out.join("gateway.log");
+    let mut idp = BufWriter::new(
+        std::fs::File::create(&idp_path)
+            .with_context(|| format!("creating {}", idp_path.display()))?,
+    );
+    let mut gateway = BufWriter::new(
+        std::fs::File::create(&gateway_path)
+            .with_context(|| format!("creating {}", gateway_path.display()))?,
+    );
+    let summary = generate(&spec, &mut idp, &mut gateway)?;
+    use std::io::Write;
+    idp.flush()?;
+    gateway.flush()?;
+    println!(
+        "wrote {} operations: {} ({} lines, {} bytes), {} ({} lines, {} bytes)",
+        summary.operations,
+        idp_path.display(),
+        summary.idp_lines,
+        summary.idp_bytes,
+        gateway_path.display(),
+        summary.gateway_lines,
+        summary.gateway_bytes
+    );
     Ok(())
 }

@@ -82,7 +82,18 @@ pub fn render(report: &Report) -> String {
                 cause.hint
             );
             if !cause.samples.is_empty() {
-                let _ = writeln!(out, "         {:<20} e.g. {}", "", cause.samples.join(", "));
+                let _ = writeln!(
+                    out,
+                    "         {:<20} e.g. {}",
+                    "",
+                    cause
+                        .samples
+                        .iter()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
         }
     }

@@ -1,0 +1,23 @@
+# The two commands that matter: `make demo` and `make test`.
+CARGO ?= cargo
+
+.PHONY: demo test lint deps build
+
+## Judge the bundled example logs (a day of provisioning with incidents) and print the report.
+demo:
+	$(CARGO) run --release --quiet -- replay --config examples/scimwatch.toml
+
+## Everything CI runs: install what the tests need, lint, then every test.
+test: deps lint
+	$(CARGO) test --quiet
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --quiet -- -D warnings
+
+## Tools the tests use beyond cargo (idempotent; safe to re-run).
+deps:
+	@bash scripts/install-test-deps.sh
+
+build:
+	$(CARGO) build --release

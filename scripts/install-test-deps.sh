@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain. Idempotent: each step checks
+# first, so a second run costs nothing. Runs on a fresh Debian machine as root (CI) and tells a
+# non-root developer what to install instead of failing half-way.
+set -euo pipefail
+
+need_rust_component() {
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    rustup component add "$2"
+  fi
+}
+need_rust_component fmt rustfmt
+need_rust_component clippy clippy

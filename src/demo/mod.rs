@@ -1,0 +1,4 @@
+//! Realistic provisioning traffic, generated: the bundled example logs, `scimwatch demo`'s
+//! live feed and the benchmark data set all come from [`traffic`].
+
+pub mod traffic;
