@@ -236,3 +236,42 @@ fn the_text_report_leads_with_stage_health_and_names_breached_leavers() {
         "bad lines are located by file:line"
     );
 }
+
+#[test]
+fn an_over_long_line_is_counted_once_and_the_lines_around_it_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(fixture("core/scimwatch.toml"))
+        .unwrap()
+        .replace(
+            "paths = [\"idp.jsonl\"]",
+            "paths = [\"idp.jsonl\"]\nmax_line_bytes = 4096",
+        )
+        .replace("paths = [\"hr.jsonl\"]", "paths = []");
+    std::fs::write(dir.path().join("scimwatch.toml"), config).unwrap();
+    let long = format!(
+        r#"{{"ts":"2026-07-01T09:00:30Z","cid":"huge","action":"create","error":"{}"}}"#,
+        "x".repeat(10 * 1024 * 1024)
+    );
+    let idp = [
+        r#"{"ts":"2026-07-01T09:00:00Z","cid":"a","action":"create","app":"slack","user":"a@x","result":"success"}"#,
+        long.as_str(),
+        r#"{"ts":"2026-07-01T09:01:00Z","cid":"b","action":"create","app":"slack","user":"b@x","result":"success"}"#,
+    ]
+    .join("\n");
+    std::fs::write(dir.path().join("idp.jsonl"), idp).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.jsonl"),
+        "{\"ts\":\"2026-07-01T09:00:01Z\",\"cid\":\"a\",\"method\":\"POST\",\"path\":\"/Users\",\"status\":201}\n{\"ts\":\"2026-07-01T09:01:01Z\",\"cid\":\"b\",\"method\":\"POST\",\"path\":\"/Users\",\"status\":201}\n",
+    )
+    .unwrap();
+    let r = replay_json(&dir.path().join("scimwatch.toml"), &[]);
+    assert_eq!(
+        r["parse_errors_by_reason"]["orchestrator"],
+        json!({"line_too_long": 1})
+    );
+    assert_eq!(r["parse_error_samples"][0]["line"], 2);
+    assert_eq!(
+        r["stages"]["joiner"]["succeeded"], 2,
+        "the lines before and after the 10 MB line are read"
+    );
+}
