@@ -88,6 +88,27 @@ impl Default for StorageConfig {
     }
 }
 
+/// Where a field's value comes from: one pointer/capture, or several tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum FieldSource {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl FieldSource {
+    /// The alternatives, in priority order (empty strings dropped).
+    pub fn alternatives(&self) -> Vec<&str> {
+        match self {
+            FieldSource::One(one) => vec![one.as_str()],
+            FieldSource::Many(many) => many.iter().map(String::as_str).collect(),
+        }
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect()
+    }
+}
+
 /// What a source's records are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,6 +135,7 @@ impl Role {
             Role::Idp => &[
                 "time",
                 "correlation_id",
+                "operation_id",
                 "action",
                 "app",
                 "user_id",
@@ -170,10 +192,11 @@ pub struct SourceConfig {
     /// `format = "regex"` (or a regex preset): the pattern, with named captures for the fields.
     #[serde(default)]
     pub pattern: Option<String>,
-    /// Record field → JSON Pointer (json formats) or capture name (regex formats). Overrides the
-    /// preset's mapping; an empty string unsets a preset field.
+    /// Record field → JSON Pointer (json formats) or capture name (regex formats), or a list of
+    /// them tried in order (the first present wins: one preset reads two shapes of a vendor's
+    /// log). Overrides the preset's mapping; an empty string unsets a preset field.
     #[serde(default)]
-    pub fields: BTreeMap<String, String>,
+    pub fields: BTreeMap<String, FieldSource>,
     /// Stage → the action values (IdP) or event values (trigger: `leaver` only) meaning it.
     /// Matched case-insensitively. Replaces the preset's list for that stage.
     #[serde(default)]
@@ -181,6 +204,11 @@ pub struct SourceConfig {
     /// `success` / `failure` / `skipped` → the IdP status values meaning it (case-insensitive).
     #[serde(default)]
     pub status: BTreeMap<String, Vec<String>>,
+    /// Cause → IdP action values that are not operations but say why the operation of the same
+    /// `operation_id` failed (Okta's `application.integration.rate_limit_exceeded` →
+    /// `rate_limited`).
+    #[serde(default)]
+    pub causes: BTreeMap<String, Vec<String>>,
     /// The app every record of this source belongs to, when the log does not say (a gateway
     /// in front of one app). A mapped `app` field wins over it.
     #[serde(default)]

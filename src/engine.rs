@@ -34,6 +34,8 @@ pub struct EngineSettings {
     pub join_window_secs: u64,
     /// How late (behind the clock) a line may arrive and still be joined as if on time.
     pub allowed_lateness_secs: u64,
+    /// Whether gateway correlation IDs are join keys: true when an IdP source maps one.
+    pub gateway_cid_joins: bool,
     pub policy: Policy,
 }
 
@@ -42,6 +44,11 @@ impl EngineSettings {
         EngineSettings {
             join_window_secs: config.slo.join_window_secs,
             allowed_lateness_secs: config.slo.allowed_lateness_secs,
+            gateway_cid_joins: config.sources.iter().any(|source| {
+                source.role == crate::config::Role::Idp
+                    && crate::parse::resolve_source(source, &config.apps)
+                        .is_ok_and(|parser| parser.maps(crate::parse::Field::CorrelationId))
+            }),
             policy: Policy::from_config(&config.slo),
         }
     }
@@ -79,7 +86,7 @@ fn origin_key(origin: Origin) -> (u16, u32, u64) {
 impl Engine {
     pub fn new(settings: EngineSettings) -> Engine {
         Engine {
-            joiner: Joiner::new(settings.join_window_secs),
+            joiner: Joiner::new(settings.join_window_secs, settings.gateway_cid_joins),
             lateness_micros: (settings.allowed_lateness_secs as i64)
                 .saturating_mul(crate::time::MICROS_PER_SEC),
             episodes: Episodes::new(settings.policy),
@@ -97,9 +104,14 @@ impl Engine {
         self.watermark
     }
 
-    /// Keys waiting for their join window.
+    /// Operations and writes waiting for their join window.
     pub fn join_pending(&self) -> usize {
         self.joiner.pending()
+    }
+
+    /// Ambiguous matches and evictions so far.
+    pub fn join_stats(&self) -> crate::join::JoinStats {
+        self.joiner.stats()
     }
 
     /// Leaver episodes not yet disabled.
@@ -150,6 +162,7 @@ impl Engine {
                     }),
                 );
             }
+            Record::Note(note) => self.joiner.push_note(note),
             Record::Ignored(_) => {}
         }
     }
@@ -282,6 +295,7 @@ mod tests {
             let settings = EngineSettings {
                 join_window_secs: 600,
                 allowed_lateness_secs: 60,
+                gateway_cid_joins: true,
                 policy: Policy::from_config(&slo),
             };
             Scenario {
@@ -312,6 +326,7 @@ mod tests {
             self.engine.ingest(Record::Idp(IdpRecord {
                 time: at(secs),
                 correlation_id: Some(cid.into()),
+                operation_id: None,
                 action: format!("{stage:?}").to_lowercase(),
                 stage,
                 app: Some("aws-prod".into()),

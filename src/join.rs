@@ -1,17 +1,24 @@
-//! Join: IdP records and gateway records that share a correlation ID become one operation, in
-//! event time, whatever order the lines arrive in.
+//! Join: IdP records and the gateway's record of the requests they caused become one
+//! operation, in event time, whatever order the lines arrive in.
 //!
-//! Records are collected per key until the clock passes the key's deadline (its newest record
-//! plus the join window): after that no record still inside the window can arrive, given that
-//! lines are at most a window late. Then the key's records are split into operations — IdP
-//! records within one window of each other are one operation, and each gateway write goes to
-//! the operation whose span (first IdP record − window … last IdP record + window) holds it,
-//! the nearest if several do. Writes that fit no operation are unattributed, one per line.
+//! The best key available is used, in design.md's order, and recorded as `join_method`:
+//! 1. `correlation_id` — an ID both sides log. Records are collected per ID until the clock
+//!    passes the newest one plus the join window; then IdP records within one window of each
+//!    other are one operation and each gateway write goes to the operation whose span (first
+//!    IdP record − window … last + window) holds it, the nearest if several do.
+//! 2. `resource_id` — without a shared ID (real IdPs send none), the IdP's target identity
+//!    (Entra `targetIdentity.id`) against the id in the gateway path or a 201's `Location`;
+//! 3. `user_name` — the IdP's login (Okta AppUser) against the `userName` in the logged body, a
+//!    `filter=userName eq "…"` query, or an id↔userName pair learned from earlier writes.
+//!    Keys 2 and 3 need a compatible write (clarification 17) inside the window, and each write
+//!    goes to the nearest IdP operation in time (ties: the earlier operation, then the smaller
+//!    key). Such operations wait two windows, so every operation that could compete for a
+//!    write has arrived; writes wait three before they are declared unattributed.
 //!
-//! Deterministic: the result depends only on the set of records, not on arrival order, and
-//! keys expire in (deadline, key) order.
+//! Deterministic: the result depends only on the set of records (and on lines being at most
+//! the allowed lateness out of order), never on arrival order.
 
-use crate::model::{GatewayRecord, IdpRecord, Origin};
+use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
 use crate::time::Ts;
 use std::collections::{BTreeSet, HashMap};
 
@@ -27,6 +34,12 @@ pub enum JoinMethod {
 }
 
 impl JoinMethod {
+    pub const ALL: [JoinMethod; 4] = [
+        JoinMethod::CorrelationId,
+        JoinMethod::ResourceId,
+        JoinMethod::UserName,
+        JoinMethod::None,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             JoinMethod::CorrelationId => "correlation_id",
@@ -41,11 +54,13 @@ impl JoinMethod {
 /// by time), or a single unattributed write (`idp` empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Joined {
-    /// The shared key, when the records had one.
+    /// The shared ID, else the IdP's own ID of the operation.
     pub correlation_id: Option<String>,
     pub join_method: JoinMethod,
     pub idp: Vec<IdpRecord>,
     pub attempts: Vec<GatewayRecord>,
+    /// Causes the IdP noted for this operation (Okta's rate-limit events).
+    pub notes: Vec<Cause>,
 }
 
 impl Joined {
@@ -59,57 +74,102 @@ impl Joined {
     }
 }
 
+/// Counters a person needs to trust the join.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JoinStats {
+    /// Writes that more than one IdP operation could have claimed (resolved by nearest time).
+    pub ambiguous: u64,
+    /// Pending keys dropped to respect the memory cap.
+    pub evicted: u64,
+}
+
+type OriginKey = (u16, u32, u64);
+
+fn origin_key(origin: Origin) -> OriginKey {
+    (origin.source, origin.file, origin.line)
+}
+
 #[derive(Debug, Default)]
 struct Bucket {
     idp: Vec<IdpRecord>,
+    notes: Vec<NoteRecord>,
     gateway: Vec<GatewayRecord>,
     earliest: Ts,
     latest: Ts,
+    /// Joined by resource id / user name rather than a shared ID.
+    fuzzy: bool,
 }
 
-impl Bucket {
-    fn deadline(&self, window: i64) -> Ts {
-        Ts(self.latest.0.saturating_add(window))
-    }
+/// A gateway write waiting for an IdP operation without a shared ID.
+#[derive(Debug)]
+struct PoolEntry {
+    record: GatewayRecord,
+    app: String,
+    user: Option<String>,
 }
 
 /// The join state machine.
 #[derive(Debug)]
 pub struct Joiner {
     window_micros: i64,
+    /// Whether gateway correlation IDs are join keys (some IdP source maps one).
+    gateway_cid_joins: bool,
     buckets: HashMap<String, Bucket>,
     /// (deadline, key) of every bucket: what expires next.
     expiry: BTreeSet<(Ts, String)>,
     /// (earliest record time, key): how far back a pending operation can still reach.
     floor: BTreeSet<(Ts, String)>,
+    pool: HashMap<OriginKey, PoolEntry>,
+    pool_expiry: BTreeSet<(Ts, OriginKey)>,
+    pool_by_resource: HashMap<String, Vec<OriginKey>>,
+    pool_by_user: HashMap<String, Vec<OriginKey>>,
+    /// Pending fuzzy buckets by the keys their records carry.
+    fuzzy_by_resource: HashMap<String, BTreeSet<String>>,
+    fuzzy_by_user: HashMap<String, BTreeSet<String>>,
+    /// (app, resource id) → userName, and back, learned from writes that show both.
+    names: HashMap<(String, String), String>,
+    resources_of: HashMap<(String, String), Vec<String>>,
+    stats: JoinStats,
 }
 
-/// Keys for records without a correlation ID: unique per line, never colliding with a real ID.
 fn keyless(origin: Origin) -> String {
     format!("\u{0}{}:{}:{}", origin.source, origin.file, origin.line)
 }
 
-fn is_keyless(key: &str) -> bool {
-    key.starts_with('\u{0}')
+fn lower(text: &str) -> String {
+    text.to_lowercase()
 }
 
 impl Joiner {
-    pub fn new(join_window_secs: u64) -> Joiner {
+    pub fn new(join_window_secs: u64, gateway_cid_joins: bool) -> Joiner {
         Joiner {
             window_micros: (join_window_secs as i64).saturating_mul(crate::time::MICROS_PER_SEC),
+            gateway_cid_joins,
             buckets: HashMap::new(),
             expiry: BTreeSet::new(),
             floor: BTreeSet::new(),
+            pool: HashMap::new(),
+            pool_expiry: BTreeSet::new(),
+            pool_by_resource: HashMap::new(),
+            pool_by_user: HashMap::new(),
+            fuzzy_by_resource: HashMap::new(),
+            fuzzy_by_user: HashMap::new(),
+            names: HashMap::new(),
+            resources_of: HashMap::new(),
+            stats: JoinStats::default(),
         }
     }
 
-    /// How many keys are waiting for their window to pass.
+    /// How many operations and writes are waiting for their window to pass.
     pub fn pending(&self) -> usize {
-        self.buckets.len()
+        self.buckets.len() + self.pool.len()
     }
 
-    /// The earliest time any pending operation may still have: nothing older than this minus
-    /// one window can come out of the join any more.
+    pub fn stats(&self) -> JoinStats {
+        self.stats
+    }
+
+    /// The earliest time any pending operation may still have.
     pub fn pending_floor(&self) -> Option<Ts> {
         self.floor.first().map(|(t, _)| *t)
     }
@@ -119,88 +179,216 @@ impl Joiner {
     }
 
     pub fn push_idp(&mut self, record: IdpRecord) {
-        let key = record
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| keyless(record.origin));
+        let (key, fuzzy) = match (&record.correlation_id, &record.operation_id) {
+            (Some(cid), _) => (format!("c:{cid}"), false),
+            (None, Some(id)) => (format!("o:{id}"), true),
+            (None, None) => (keyless(record.origin), true),
+        };
+        if fuzzy {
+            if let Some(target) = &record.target_id {
+                self.fuzzy_by_resource
+                    .entry(target.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            if let Some(login) = &record.user_login {
+                self.fuzzy_by_user
+                    .entry(lower(login))
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
         let time = record.time;
-        self.bucket(key, time, |b| b.idp.push(record));
+        self.bucket(key, time, fuzzy, |b| b.idp.push(record));
+    }
+
+    /// A note joins the operation with the same ID; a note with no ID has nothing to explain.
+    pub fn push_note(&mut self, note: NoteRecord) {
+        let key = match (&note.correlation_id, &note.operation_id) {
+            (Some(cid), _) => format!("c:{cid}"),
+            (None, Some(id)) => format!("o:{id}"),
+            (None, None) => return,
+        };
+        let fuzzy = note.correlation_id.is_none();
+        let time = note.time;
+        self.bucket(key, time, fuzzy, |b| b.notes.push(note));
     }
 
     /// Adds a gateway SCIM write (reads and non-SCIM requests never reach the join).
     pub fn push_gateway(&mut self, record: GatewayRecord) {
         debug_assert!(record.write.is_some());
-        let key = record
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| keyless(record.origin));
-        let time = record.time;
-        self.bucket(key, time, |b| b.gateway.push(record));
+        let app = record.app.as_deref().map(lower).unwrap_or_default();
+        if let (Some(id), Some(name)) = (&record.resource_id, &record.user_name) {
+            let name = lower(name);
+            let known = self
+                .resources_of
+                .entry((app.clone(), name.clone()))
+                .or_default();
+            if !known.contains(id) {
+                known.push(id.clone());
+            }
+            self.names.insert((app.clone(), id.clone()), name);
+        }
+        if self.gateway_cid_joins {
+            if let Some(cid) = &record.correlation_id {
+                let key = format!("c:{cid}");
+                let time = record.time;
+                self.bucket(key, time, false, |b| b.gateway.push(record));
+                return;
+            }
+        }
+        let user = record.user_name.as_deref().map(lower).or_else(|| {
+            record
+                .resource_id
+                .as_ref()
+                .and_then(|id| self.names.get(&(app.clone(), id.clone())).cloned())
+        });
+        let key = origin_key(record.origin);
+        if let Some(id) = &record.resource_id {
+            self.pool_by_resource
+                .entry(id.clone())
+                .or_default()
+                .push(key);
+        }
+        if let Some(user) = &user {
+            self.pool_by_user.entry(user.clone()).or_default().push(key);
+        }
+        let deadline = Ts(record
+            .time
+            .0
+            .saturating_add(self.window_micros.saturating_mul(3)));
+        self.pool_expiry.insert((deadline, key));
+        self.pool.insert(key, PoolEntry { record, app, user });
     }
 
-    fn bucket(&mut self, key: String, time: Ts, add: impl FnOnce(&mut Bucket)) {
-        let window = self.window_micros;
-        match self.buckets.get_mut(&key) {
-            Some(bucket) => {
-                let (old_deadline, old_earliest) = (bucket.deadline(window), bucket.earliest);
-                add(bucket);
+    fn deadline(&self, bucket: &Bucket) -> Ts {
+        let windows = if bucket.fuzzy { 2 } else { 1 };
+        Ts(bucket
+            .latest
+            .0
+            .saturating_add(self.window_micros.saturating_mul(windows)))
+    }
+
+    fn bucket(&mut self, key: String, time: Ts, fuzzy: bool, add: impl FnOnce(&mut Bucket)) {
+        match self.buckets.remove(&key) {
+            Some(mut bucket) => {
+                let (old_deadline, old_earliest) = (self.deadline(&bucket), bucket.earliest);
+                add(&mut bucket);
                 bucket.earliest = bucket.earliest.min(time);
                 bucket.latest = bucket.latest.max(time);
-                if bucket.deadline(window) != old_deadline {
+                let deadline = self.deadline(&bucket);
+                if deadline != old_deadline {
                     self.expiry.remove(&(old_deadline, key.clone()));
-                    self.expiry.insert((bucket.deadline(window), key.clone()));
+                    self.expiry.insert((deadline, key.clone()));
                 }
                 if bucket.earliest != old_earliest {
                     self.floor.remove(&(old_earliest, key.clone()));
-                    self.floor.insert((bucket.earliest, key));
+                    self.floor.insert((bucket.earliest, key.clone()));
                 }
+                self.buckets.insert(key, bucket);
             }
             None => {
                 let mut bucket = Bucket {
                     earliest: time,
                     latest: time,
+                    fuzzy,
                     ..Bucket::default()
                 };
                 add(&mut bucket);
-                self.expiry.insert((bucket.deadline(window), key.clone()));
+                self.expiry.insert((self.deadline(&bucket), key.clone()));
                 self.floor.insert((time, key.clone()));
                 self.buckets.insert(key, bucket);
             }
         }
     }
 
-    /// Settles every key whose deadline is before `clock`, in (deadline, key) order.
+    /// Settles every operation and write whose deadline is before `clock`, in deadline order.
     pub fn expire(&mut self, clock: Ts, out: &mut Vec<Joined>) {
-        while let Some((deadline, _)) = self.expiry.first() {
-            if *deadline >= clock {
-                break;
+        loop {
+            let next_bucket = self.expiry.first().map(|(t, _)| *t).filter(|t| *t < clock);
+            let next_write = self
+                .pool_expiry
+                .first()
+                .map(|(t, _)| *t)
+                .filter(|t| *t < clock);
+            match (next_bucket, next_write) {
+                (Some(b), Some(w)) if w < b => self.expire_write(out),
+                (Some(_), _) => {
+                    if let Some((_, key)) = self.expiry.pop_first() {
+                        self.settle(key, out);
+                    }
+                }
+                (None, Some(_)) => self.expire_write(out),
+                (None, None) => return,
             }
-            let Some((_, key)) = self.expiry.pop_first() else {
-                break;
-            };
-            self.settle(key, out);
         }
     }
 
-    /// Settles everything (end of replay input).
+    /// Settles everything (end of replay input): operations first, so they can still claim
+    /// pooled writes, then the writes nobody claimed.
     pub fn expire_all(&mut self, out: &mut Vec<Joined>) {
         while let Some((_, key)) = self.expiry.pop_first() {
             self.settle(key, out);
         }
+        while !self.pool_expiry.is_empty() {
+            self.expire_write(out);
+        }
     }
 
-    /// Drops the oldest pending key to respect a memory cap, settling it as if its window had
-    /// passed. Returns false when nothing is pending.
+    /// Drops the oldest pending operation to respect a memory cap, settling it as if its
+    /// window had passed. Returns false when nothing is pending.
     pub fn evict_oldest(&mut self, out: &mut Vec<Joined>) -> bool {
         let Some((_, key)) = self.floor.first().cloned() else {
-            return false;
+            if self.pool_expiry.is_empty() {
+                return false;
+            }
+            self.expire_write(out);
+            self.stats.evicted += 1;
+            return true;
         };
         if let Some(bucket) = self.buckets.get(&key) {
-            let deadline = bucket.deadline(self.window_micros);
+            let deadline = self.deadline(bucket);
             self.expiry.remove(&(deadline, key.clone()));
         }
         self.settle(key, out);
+        self.stats.evicted += 1;
         true
+    }
+
+    fn expire_write(&mut self, out: &mut Vec<Joined>) {
+        let Some((_, key)) = self.pool_expiry.pop_first() else {
+            return;
+        };
+        if let Some(entry) = self.take_from_pool(key) {
+            out.push(Joined {
+                correlation_id: entry
+                    .record
+                    .correlation_id
+                    .clone()
+                    .filter(|_| self.gateway_cid_joins),
+                join_method: JoinMethod::None,
+                idp: Vec::new(),
+                attempts: vec![entry.record],
+                notes: Vec::new(),
+            });
+        }
+    }
+
+    fn take_from_pool(&mut self, key: OriginKey) -> Option<PoolEntry> {
+        let entry = self.pool.remove(&key)?;
+        if let Some(id) = &entry.record.resource_id {
+            remove_from(&mut self.pool_by_resource, id, key);
+        }
+        if let Some(user) = &entry.user {
+            remove_from(&mut self.pool_by_user, user, key);
+        }
+        let deadline = Ts(entry
+            .record
+            .time
+            .0
+            .saturating_add(self.window_micros.saturating_mul(3)));
+        self.pool_expiry.remove(&(deadline, key));
+        Some(entry)
     }
 
     fn settle(&mut self, key: String, out: &mut Vec<Joined>) {
@@ -208,71 +396,279 @@ impl Joiner {
             return;
         };
         self.floor.remove(&(bucket.earliest, key.clone()));
-        let correlation_id = (!is_keyless(&key)).then_some(key);
         bucket.idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
         bucket
             .gateway
             .sort_by_key(|r| (r.time, origin_key(r.origin)));
-        split_into_operations(correlation_id, bucket, self.window_micros, out);
-    }
-}
-
-fn origin_key(origin: Origin) -> (u16, u32, u64) {
-    (origin.source, origin.file, origin.line)
-}
-
-fn split_into_operations(
-    correlation_id: Option<String>,
-    bucket: Bucket,
-    window: i64,
-    out: &mut Vec<Joined>,
-) {
-    // IdP records within one window of an operation's first record are that operation.
-    let mut operations: Vec<Joined> = Vec::new();
-    for record in bucket.idp {
-        match operations.last_mut() {
-            Some(op) if record.time.0.saturating_sub(op.time().0) <= window => op.idp.push(record),
-            _ => operations.push(Joined {
-                correlation_id: correlation_id.clone(),
-                join_method: JoinMethod::None,
-                idp: vec![record],
-                attempts: Vec::new(),
-            }),
-        }
-    }
-    let mut unattributed = Vec::new();
-    for attempt in bucket.gateway {
-        let t = attempt.time.0;
-        let mut best: Option<(i64, usize)> = None;
-        for (index, op) in operations.iter().enumerate() {
-            let first = op.idp.first().map_or(0, |r| r.time.0);
-            let last = op.idp.last().map_or(0, |r| r.time.0);
-            if t >= first.saturating_sub(window) && t <= last.saturating_add(window) {
-                let distance = t
-                    .saturating_sub(first)
-                    .saturating_abs()
-                    .min(t.saturating_sub(last).saturating_abs());
-                if best.is_none_or(|(d, _)| distance < d) {
-                    best = Some((distance, index));
+        if bucket.fuzzy {
+            for record in &bucket.idp {
+                if let Some(target) = &record.target_id {
+                    remove_key(&mut self.fuzzy_by_resource, target, &key);
+                }
+                if let Some(login) = &record.user_login {
+                    remove_key(&mut self.fuzzy_by_user, &lower(login), &key);
                 }
             }
         }
-        match best {
-            Some((_, index)) => {
-                let op = &mut operations[index];
-                op.join_method = JoinMethod::CorrelationId;
-                op.attempts.push(attempt);
+        let id = key
+            .strip_prefix("c:")
+            .or_else(|| key.strip_prefix("o:"))
+            .map(str::to_string);
+        let operations = split_by_time(id, bucket.idp, bucket.notes, self.window_micros);
+        if bucket.fuzzy {
+            for mut operation in operations {
+                self.claim_fuzzy(&key, &mut operation);
+                out.push(operation);
             }
-            None => unattributed.push(attempt),
+            return;
+        }
+        let mut operations = operations;
+        let mut unattributed = Vec::new();
+        for attempt in bucket.gateway {
+            match nearest_span(&operations, attempt.time, self.window_micros) {
+                Some(index) => {
+                    operations[index].join_method = JoinMethod::CorrelationId;
+                    operations[index].attempts.push(attempt);
+                }
+                None => unattributed.push(attempt),
+            }
+        }
+        let correlation_id = key.strip_prefix("c:").map(str::to_string);
+        out.extend(operations);
+        for attempt in unattributed {
+            out.push(Joined {
+                correlation_id: correlation_id.clone(),
+                join_method: JoinMethod::None,
+                idp: Vec::new(),
+                attempts: vec![attempt],
+                notes: Vec::new(),
+            });
         }
     }
-    out.extend(operations);
-    for attempt in unattributed {
-        out.push(Joined {
-            correlation_id: correlation_id.clone(),
-            join_method: JoinMethod::None,
-            idp: Vec::new(),
-            attempts: vec![attempt],
-        });
+
+    /// Finds the pooled writes an operation without a shared ID claims.
+    fn claim_fuzzy(&mut self, own_key: &str, operation: &mut Joined) {
+        let window = self.window_micros;
+        let Some(first) = operation.idp.first() else {
+            return;
+        };
+        let stage = first.stage;
+        let start = first.time.0;
+        let end = operation.idp.last().map_or(start, |r| r.time.0);
+        let app = operation
+            .idp
+            .iter()
+            .find_map(|r| r.app.as_deref())
+            .map(lower)
+            .unwrap_or_default();
+        let targets: BTreeSet<String> = operation
+            .idp
+            .iter()
+            .filter_map(|r| r.target_id.clone())
+            .collect();
+        let logins: BTreeSet<String> = operation
+            .idp
+            .iter()
+            .filter_map(|r| r.user_login.as_deref().map(lower))
+            .collect();
+
+        let mut by_resource: BTreeSet<OriginKey> = BTreeSet::new();
+        for target in &targets {
+            by_resource.extend(
+                self.pool_by_resource
+                    .get(target)
+                    .into_iter()
+                    .flatten()
+                    .copied(),
+            );
+        }
+        let mut by_user: BTreeSet<OriginKey> = BTreeSet::new();
+        for login in &logins {
+            by_user.extend(self.pool_by_user.get(login).into_iter().flatten().copied());
+            for scope in [app.clone(), String::new()] {
+                for id in self
+                    .resources_of
+                    .get(&(scope, login.clone()))
+                    .into_iter()
+                    .flatten()
+                {
+                    by_user.extend(self.pool_by_resource.get(id).into_iter().flatten().copied());
+                }
+            }
+        }
+        for (candidates, method) in [
+            (by_resource, JoinMethod::ResourceId),
+            (by_user, JoinMethod::UserName),
+        ] {
+            let mut claimed = Vec::new();
+            for key in candidates {
+                let Some(entry) = self.pool.get(&key) else {
+                    continue;
+                };
+                let write = entry.record.write.unwrap_or(WriteKind::Update);
+                let t = entry.record.time.0;
+                if !apps_match(&app, &entry.app)
+                    || !write.compatible_with(stage)
+                    || t < start.saturating_sub(window)
+                    || t > end.saturating_add(window)
+                {
+                    continue;
+                }
+                let own_distance = distance(t, start, end);
+                match self.nearer_competitor(own_key, (first.time, own_key), entry, own_distance) {
+                    Competition::None => claimed.push(key),
+                    Competition::Lost => {
+                        self.stats.ambiguous += 1;
+                    }
+                    Competition::Won => {
+                        self.stats.ambiguous += 1;
+                        claimed.push(key);
+                    }
+                }
+            }
+            if claimed.is_empty() {
+                continue;
+            }
+            for key in claimed {
+                if let Some(entry) = self.take_from_pool(key) {
+                    operation.attempts.push(entry.record);
+                }
+            }
+            operation
+                .attempts
+                .sort_by_key(|r| (r.time, origin_key(r.origin)));
+            operation.join_method = method;
+            return;
+        }
     }
+
+    /// Whether another pending operation without a shared ID could claim this write, and if
+    /// so whether it is nearer (it then claims it when it settles).
+    fn nearer_competitor(
+        &self,
+        own_key: &str,
+        own_rank: (Ts, &str),
+        entry: &PoolEntry,
+        own_distance: i64,
+    ) -> Competition {
+        let mut keys: BTreeSet<&String> = BTreeSet::new();
+        if let Some(id) = &entry.record.resource_id {
+            keys.extend(self.fuzzy_by_resource.get(id).into_iter().flatten());
+        }
+        if let Some(user) = &entry.user {
+            keys.extend(self.fuzzy_by_user.get(user).into_iter().flatten());
+        }
+        let window = self.window_micros;
+        let t = entry.record.time.0;
+        let write = entry.record.write.unwrap_or(WriteKind::Update);
+        let mut result = Competition::None;
+        for key in keys {
+            if key == own_key {
+                continue;
+            }
+            let Some(bucket) = self.buckets.get(key) else {
+                continue;
+            };
+            for record in &bucket.idp {
+                let app = record.app.as_deref().map(lower).unwrap_or_default();
+                let their = record.time.0;
+                let their_distance = t.saturating_sub(their).saturating_abs();
+                if !apps_match(&app, &entry.app)
+                    || !write.compatible_with(record.stage)
+                    || their_distance > window
+                {
+                    continue;
+                }
+                if their_distance < own_distance
+                    || (their_distance == own_distance && (record.time, key.as_str()) < own_rank)
+                {
+                    return Competition::Lost;
+                }
+                result = Competition::Won;
+            }
+        }
+        result
+    }
+}
+
+enum Competition {
+    None,
+    Won,
+    Lost,
+}
+
+fn apps_match(a: &str, b: &str) -> bool {
+    a.is_empty() || b.is_empty() || a == b
+}
+
+fn distance(t: i64, start: i64, end: i64) -> i64 {
+    t.saturating_sub(start)
+        .saturating_abs()
+        .min(t.saturating_sub(end).saturating_abs())
+}
+
+fn remove_from(index: &mut HashMap<String, Vec<OriginKey>>, key: &str, value: OriginKey) {
+    if let Some(list) = index.get_mut(key) {
+        list.retain(|k| *k != value);
+        if list.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+fn remove_key(index: &mut HashMap<String, BTreeSet<String>>, key: &str, value: &str) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// IdP records within one window of an operation's first record are that operation; notes
+/// attach to the nearest operation within a window.
+fn split_by_time(
+    id: Option<String>,
+    idp: Vec<IdpRecord>,
+    notes: Vec<NoteRecord>,
+    window: i64,
+) -> Vec<Joined> {
+    let mut operations: Vec<Joined> = Vec::new();
+    for record in idp {
+        match operations.last_mut() {
+            Some(op) if record.time.0.saturating_sub(op.time().0) <= window => op.idp.push(record),
+            _ => operations.push(Joined {
+                correlation_id: id.clone(),
+                join_method: JoinMethod::None,
+                idp: vec![record],
+                attempts: Vec::new(),
+                notes: Vec::new(),
+            }),
+        }
+    }
+    for note in notes {
+        if let Some(index) = nearest_span(&operations, note.time, window) {
+            if !operations[index].notes.contains(&note.cause) {
+                operations[index].notes.push(note.cause);
+            }
+        }
+    }
+    operations
+}
+
+/// The operation whose span ± window holds `time`, the nearest if several do.
+fn nearest_span(operations: &[Joined], time: Ts, window: i64) -> Option<usize> {
+    let t = time.0;
+    let mut best: Option<(i64, usize)> = None;
+    for (index, op) in operations.iter().enumerate() {
+        let first = op.idp.first().map_or(0, |r| r.time.0);
+        let last = op.idp.last().map_or(0, |r| r.time.0);
+        if t >= first.saturating_sub(window) && t <= last.saturating_add(window) {
+            let d = distance(t, first, last);
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, index));
+            }
+        }
+    }
+    best.map(|(_, index)| index)
 }

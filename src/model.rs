@@ -113,6 +113,10 @@ impl Cause {
         })
     }
 
+    pub fn from_name(name: &str) -> Option<Cause> {
+        Cause::ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Cause::BadRequest => "bad_request",
@@ -184,8 +188,11 @@ pub struct Origin {
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdpRecord {
     pub time: Ts,
-    /// The shared ID, or the IdP's own ID of the operation when there is no shared one.
+    /// An ID both sides log (the IdP's request carries it to the target).
     pub correlation_id: Option<String>,
+    /// The IdP's own ID of the operation (Entra `changeId`, Okta `transaction.id`): groups the
+    /// IdP's records of one operation and names it in outputs, but is never on the wire.
+    pub operation_id: Option<String>,
     pub action: String,
     pub stage: Stage,
     pub app: Option<String>,
@@ -258,6 +265,9 @@ pub enum WriteKind {
     Enable,
     /// Any other PATCH/PUT on `/Users`, or any write on `/Groups`.
     Update,
+    /// A PATCH/PUT on `/Users/{id}` whose body was not logged: it may be a disable or an
+    /// update, so it is compatible with both when joining without a shared ID.
+    UnknownUpdate,
 }
 
 impl WriteKind {
@@ -266,7 +276,7 @@ impl WriteKind {
         match self {
             WriteKind::CreateUser => Stage::Joiner,
             WriteKind::DeleteUser | WriteKind::Disable => Stage::Leaver,
-            WriteKind::Enable | WriteKind::Update => Stage::Mover,
+            WriteKind::Enable | WriteKind::Update | WriteKind::UnknownUpdate => Stage::Mover,
         }
     }
     /// Whether an IdP operation of `stage` can be this write (clarification 17).
@@ -276,6 +286,7 @@ impl WriteKind {
             WriteKind::DeleteUser | WriteKind::Disable => stage == Stage::Leaver,
             WriteKind::Enable => matches!(stage, Stage::Joiner | Stage::Mover),
             WriteKind::Update => stage == Stage::Mover,
+            WriteKind::UnknownUpdate => matches!(stage, Stage::Mover | Stage::Leaver),
         }
     }
 }
@@ -318,12 +329,24 @@ pub struct TriggerRecord {
     pub origin: Origin,
 }
 
+/// An IdP event that is not an operation but says why the operation with the same
+/// `operation_id` failed (Okta's `application.integration.rate_limit_exceeded`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NoteRecord {
+    pub time: Ts,
+    pub operation_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub cause: Cause,
+    pub origin: Origin,
+}
+
 /// What a parsed line becomes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     Idp(IdpRecord),
     Gateway(GatewayRecord),
     Trigger(TriggerRecord),
+    Note(NoteRecord),
     /// A well-formed line that is not an operation (an unmapped IdP action): its time still
     /// counts toward `as_of` (clarification 2).
     Ignored(Ts),
@@ -335,6 +358,7 @@ impl Record {
             Record::Idp(r) => r.time,
             Record::Gateway(r) => r.time,
             Record::Trigger(r) => r.time,
+            Record::Note(r) => r.time,
             Record::Ignored(t) => *t,
         }
     }

@@ -163,7 +163,7 @@ pub fn replay(
     }
     let as_of = options.as_of.or(engine.watermark());
     // Open episodes are judged against as_of: recompute nothing, the builder does it.
-    Ok((builder.build(as_of, &stats), stats))
+    Ok((builder.build(as_of, &stats, engine.join_stats()), stats))
 }
 
 /// Reads a stream up to its next record; returns that record's time, or `None` at EOF.

@@ -93,7 +93,7 @@ fn the_report_does_not_depend_on_how_lines_interleave_within_the_allowed_latenes
         }
         engine.finish();
         engine.drain().for_each(|o| builder.add(&o));
-        let report = builder.build(engine.watermark(), &stats);
+        let report = builder.build(engine.watermark(), &stats, engine.join_stats());
         assert_eq!(report, reference, "seed {seed} changed the report");
     }
 }
@@ -191,7 +191,7 @@ format = "nginx_json"
         engine.finish();
         let mut builder = ReportBuilder::new(&config.slo);
         engine.drain().for_each(|o| builder.add(&o));
-        let report = builder.build(engine.watermark(), &Default::default());
+        let report = builder.build(engine.watermark(), &Default::default(), engine.join_stats());
         serde_json::to_string(&report).unwrap();
         scimwatch::report::text::render(&report);
     }

@@ -92,6 +92,7 @@ pub fn judge(joined: Joined) -> Operation {
         join_method,
         idp,
         attempts,
+        notes,
     } = joined;
     // What the gateway itself says of the request, for writes no IdP record claims.
     let gateway_facts = attempts.last().map(|a| {
@@ -159,7 +160,18 @@ pub fn judge(joined: Joined) -> Operation {
         Some(attempt) if is_success(attempt.status) => (Outcome::Succeeded, None),
         Some(attempt) => (Outcome::Failed, Cause::from_http_status(attempt.status)),
         None => match idp_status {
-            Some(IdpStatus::Failure) => (Outcome::Failed, Some(Cause::IdpError)),
+            // No attempt reached the gateway: the IdP's own note or error text may still say
+            // what the target answered (SaaS targets often have no gateway of ours in front).
+            Some(IdpStatus::Failure) => {
+                let quoted = idp
+                    .iter()
+                    .rev()
+                    .find_map(|r| r.error.as_deref().and_then(cause_in_text));
+                (
+                    Outcome::Failed,
+                    Some(notes.first().copied().or(quoted).unwrap_or(Cause::IdpError)),
+                )
+            }
             Some(IdpStatus::Skipped) => (Outcome::Skipped, None),
             _ => (Outcome::Unconfirmed, Some(Cause::Unconfirmed)),
         },
@@ -211,5 +223,59 @@ pub fn judge(joined: Joined) -> Operation {
             .unwrap_or_default(),
         trigger_time: idp.iter().filter_map(|r| r.trigger_time).min(),
         attempts,
+    }
+}
+
+/// The cause an IdP's error text quotes: "…HTTP status code 409…" (Entra), "…: 503" (Okta),
+/// "rate limit". `None` when the text names no status.
+pub fn cause_in_text(text: &str) -> Option<Cause> {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("rate limit")
+        || lower.contains("too many requests")
+        || lower.contains("throttl")
+    {
+        return Some(Cause::RateLimited);
+    }
+    for marker in ["status code ", "status ", "http ", "answered ", ": "] {
+        let mut rest = lower.as_str();
+        while let Some(at) = rest.find(marker) {
+            let after = &rest[at + marker.len()..];
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            if digits.len() == 3 {
+                if let Ok(status) = digits.parse::<u16>() {
+                    if (400..600).contains(&status) {
+                        return Cause::from_http_status(status);
+                    }
+                }
+            }
+            rest = after;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause_in_text;
+    use crate::model::Cause;
+
+    #[test]
+    fn idp_error_texts_that_quote_a_status_give_its_cause() {
+        let entra =
+            "SCIM endpoint returned an error response with the HTTP status code 409 (Conflict)";
+        assert_eq!(cause_in_text(entra), Some(Cause::Conflict));
+        assert_eq!(
+            cause_in_text("Error while deactivating user: 503"),
+            Some(Cause::ServerError)
+        );
+        assert_eq!(
+            cause_in_text("Request rate limit exceeded"),
+            Some(Cause::RateLimited)
+        );
+        assert_eq!(
+            cause_in_text("attribute mapping error: manager is required"),
+            None
+        );
+        assert_eq!(cause_in_text("retried 4 times"), None);
     }
 }

@@ -28,8 +28,8 @@ pub struct Selector {
 #[derive(Debug, Default, Clone)]
 struct Node {
     children: Vec<(Step, Node)>,
-    /// Fields that take this node's value.
-    fields: Vec<Field>,
+    /// Fields that take this node's value, with the priority of this pointer for the field.
+    fields: Vec<(Field, u8)>,
     /// Set when a child uses a filter: the node is an array searched element by element.
     filtered: bool,
 }
@@ -55,6 +55,11 @@ pub struct BadPointer(pub String);
 impl Selector {
     /// Adds a pointer whose value goes to `field`.
     pub fn add(&mut self, pointer: &str, field: Field) -> Result<(), BadPointer> {
+        self.add_at(pointer, field, 0)
+    }
+
+    /// Adds a pointer whose value goes to `field` at a priority (0 = first alternative).
+    pub fn add_at(&mut self, pointer: &str, field: Field, priority: u8) -> Result<(), BadPointer> {
         if !pointer.starts_with('/') {
             return Err(BadPointer(format!(
                 "{pointer:?} is not a JSON Pointer (it must start with '/', e.g. \"/published\")"
@@ -78,7 +83,7 @@ impl Selector {
                 });
             }
         }
-        node.fields.push(field);
+        node.fields.push((field, priority));
         Ok(())
     }
 
@@ -180,8 +185,8 @@ impl<'de, 'n, 'p> DeserializeSeed<'de> for NodeSeed<'n, 'p, 'de> {
         // The node's own value is wanted (or its array must be searched): keep it raw.
         let raw: &'de RawValue = serde::Deserialize::deserialize(deserializer)?;
         let text = raw.get();
-        for &field in &self.node.fields {
-            self.picked.set(field, value_of_raw(text));
+        for &(field, priority) in &self.node.fields {
+            self.picked.set_at(field, priority, value_of_raw(text));
         }
         if !self.node.children.is_empty() && matches!(text.as_bytes().first(), Some(b'{' | b'[')) {
             let mut inner = serde_json::Deserializer::from_str(text);

@@ -4,6 +4,7 @@
 //! user's overrides, pointers compiled, regexes built. Parsing is then a pure function of the
 //! line's bytes — no clock, no I/O — so replay and the daemon parse identically.
 
+pub mod derive;
 pub mod json;
 pub mod presets;
 pub mod redact;
@@ -11,10 +12,11 @@ pub mod scim;
 
 use crate::config::{AppsConfig, Role, SourceConfig};
 use crate::model::{
-    GatewayRecord, IdpRecord, IdpStatus, Method, Origin, Record, Stage, TriggerRecord,
+    Cause, GatewayRecord, IdpRecord, IdpStatus, Method, NoteRecord, Origin, Record, Stage,
+    TriggerRecord,
 };
 use crate::time::{parse_time, time_from_number, TimeFormat, Ts};
-use presets::Kind;
+use presets::{Derive, Kind};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -43,9 +45,14 @@ pub enum Field {
     Request,
     ResponseBody,
     Event,
+    OperationId,
+    /// Preset-internal: CloudTrail's `eventSource`.
+    EventSource,
+    /// Preset-internal: CloudTrail's `errorCode`.
+    ErrorCode,
 }
 
-const FIELD_COUNT: usize = 22;
+const FIELD_COUNT: usize = 25;
 
 impl Field {
     const ALL: [Field; FIELD_COUNT] = [
@@ -71,6 +78,9 @@ impl Field {
         Field::Request,
         Field::ResponseBody,
         Field::Event,
+        Field::OperationId,
+        Field::EventSource,
+        Field::ErrorCode,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +107,9 @@ impl Field {
             Field::Request => "request",
             Field::ResponseBody => "response_body",
             Field::Event => "event",
+            Field::OperationId => "operation_id",
+            Field::EventSource => "event_source",
+            Field::ErrorCode => "error_code",
         }
     }
 
@@ -120,19 +133,33 @@ pub enum Value<'a> {
 /// The values picked from one line, by field.
 #[derive(Debug, Default)]
 pub struct Picked<'a> {
-    values: [Option<Value<'a>>; FIELD_COUNT],
+    /// (priority, value): a field mapped to several alternatives keeps the one listed first.
+    values: [Option<(u8, Value<'a>)>; FIELD_COUNT],
 }
 
 impl<'a> Picked<'a> {
-    /// Sets a field; the first value wins (a filter may match several array elements).
-    pub fn set(&mut self, field: Field, value: Value<'a>) {
+    /// Sets a field at a priority (0 = the first alternative). A lower priority number
+    /// replaces a higher one; at equal priority the first value seen wins (a filter may match
+    /// several array elements). JSON null never replaces anything.
+    pub fn set_at(&mut self, field: Field, priority: u8, value: Value<'a>) {
+        if value == Value::Null {
+            return;
+        }
         let slot = &mut self.values[field as usize];
-        if slot.is_none() {
-            *slot = Some(value);
+        if slot.as_ref().is_none_or(|(p, _)| priority < *p) {
+            *slot = Some((priority, value));
         }
     }
+    /// Sets a field at the first priority.
+    pub fn set(&mut self, field: Field, value: Value<'a>) {
+        self.set_at(field, 0, value);
+    }
+    /// Replaces a field whatever was there (a preset's derived value).
+    pub fn replace(&mut self, field: Field, value: Option<String>) {
+        self.values[field as usize] = value.map(|v| (0, Value::Str(Cow::Owned(v))));
+    }
     pub fn get(&self, field: Field) -> Option<&Value<'a>> {
-        self.values[field as usize].as_ref()
+        self.values[field as usize].as_ref().map(|(_, v)| v)
     }
     /// The field as text; `-`, empty strings and JSON null are absent (nginx writes `-`).
     pub fn text(&self, field: Field) -> Option<&str> {
@@ -211,8 +238,8 @@ enum Format {
     Json(json::Selector),
     Regex {
         regex: regex::Regex,
-        /// (capture group index, field)
-        captures: Vec<(usize, Field)>,
+        /// (capture group index, field, priority)
+        captures: Vec<(usize, Field, u8)>,
     },
 }
 
@@ -223,8 +250,11 @@ pub struct LineParser {
     pub max_line_bytes: usize,
     source_index: u16,
     format: Format,
+    derive: Derive,
     mapped: Vec<Field>,
     stages: Vec<(String, Stage)>,
+    triggers: Vec<String>,
+    causes: Vec<(String, Cause)>,
     status: Vec<(String, IdpStatus)>,
     default_app: Option<String>,
     aliases: HashMap<String, String>,
@@ -236,38 +266,18 @@ pub fn resolve_source(
     source: &SourceConfig,
     apps: &AppsConfig,
 ) -> Result<LineParser, (String, String)> {
-    let preset = presets::find(&source.format).ok_or_else(|| {
-        (
-            "format".to_string(),
-            format!(
-                "unknown format {:?} (expected one of: {})",
-                source.format,
-                presets::names()
-            ),
-        )
-    })?;
-    if !preset.roles.is_empty() && !preset.roles.contains(&source.role) {
-        return Err((
-            "format".into(),
-            format!(
-                "format {:?} is for role {:?}, not {:?}",
-                preset.name,
-                preset.roles[0].as_str(),
-                source.role.as_str()
-            ),
-        ));
-    }
+    let preset =
+        presets::find(&source.format, source.role).map_err(|e| ("format".to_string(), e))?;
     let allowed = source.role.fields();
-    // Preset mapping, then the user's overrides ("" unsets).
-    let mut mapping: Vec<(Field, String)> = Vec::new();
-    for (name, target) in preset.fields {
-        if allowed.contains(name) {
-            if let Some(field) = Field::from_name(name) {
-                mapping.push((field, (*target).to_string()));
-            }
+    // Preset mapping (trusted: it may use preset-internal fields), then the user's overrides
+    // ("" unsets; a list is tried in order).
+    let mut mapping: Vec<(Field, Vec<String>)> = Vec::new();
+    for (name, targets) in preset.fields {
+        if let Some(field) = Field::from_name(name) {
+            mapping.push((field, targets.iter().map(|t| t.to_string()).collect()));
         }
     }
-    for (name, target) in &source.fields {
+    for (name, targets) in &source.fields {
         if !allowed.contains(&name.as_str()) {
             return Err((
                 format!("fields.{name}"),
@@ -281,8 +291,16 @@ pub fn resolve_source(
         let field = Field::from_name(name)
             .ok_or_else(|| (format!("fields.{name}"), "unknown field".to_string()))?;
         mapping.retain(|(f, _)| *f != field);
-        if !target.is_empty() {
-            mapping.push((field, target.clone()));
+        let alternatives: Vec<String> = targets
+            .alternatives()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if alternatives.len() > 16 {
+            return Err((format!("fields.{name}"), "at most 16 alternatives".into()));
+        }
+        if !alternatives.is_empty() {
+            mapping.push((field, alternatives));
         }
     }
     let format = match preset.kind {
@@ -297,10 +315,12 @@ pub fn resolve_source(
                 ));
             }
             let mut selector = json::Selector::default();
-            for (field, pointer) in &mapping {
-                selector
-                    .add(pointer, *field)
-                    .map_err(|e| (format!("fields.{}", field.name()), e.0))?;
+            for (field, pointers) in &mapping {
+                for (priority, pointer) in pointers.iter().enumerate() {
+                    selector
+                        .add_at(pointer, *field, priority as u8)
+                        .map_err(|e| (format!("fields.{}", field.name()), e.0))?;
+                }
             }
             Format::Json(selector)
         }
@@ -322,30 +342,37 @@ pub fn resolve_source(
                         && !mapping.iter().any(|(f, _)| *f == field)
                         && !source.fields.contains_key(*name)
                     {
-                        mapping.push((field, (*name).to_string()));
+                        mapping.push((field, vec![(*name).to_string()]));
                     }
                 }
             }
             let mut captures = Vec::new();
-            for (field, capture) in &mapping {
-                let index = regex
-                    .capture_names()
-                    .position(|n| n == Some(capture.as_str()))
-                    .ok_or_else(|| {
-                        (
-                            format!("fields.{}", field.name()),
-                            format!("the pattern has no capture named {capture:?}"),
-                        )
-                    })?;
-                captures.push((index, *field));
+            for (field, capture_names) in &mapping {
+                for (priority, capture) in capture_names.iter().enumerate() {
+                    let index = regex
+                        .capture_names()
+                        .position(|n| n == Some(capture.as_str()))
+                        .ok_or_else(|| {
+                            (
+                                format!("fields.{}", field.name()),
+                                format!("the pattern has no capture named {capture:?}"),
+                            )
+                        })?;
+                    captures.push((index, *field, priority as u8));
+                }
             }
             Format::Regex { regex, captures }
         }
     };
     let mapped: Vec<Field> = mapping.iter().map(|(f, _)| *f).collect();
+    let derived: &[Field] = match (preset.derive, source.role) {
+        (Derive::CloudTrail, Role::Gateway) => &[Field::Method, Field::Path, Field::Status],
+        (Derive::CloudTrail, _) => &[Field::Status],
+        _ => &[],
+    };
     for required in source.role.required_fields() {
         let field = Field::from_name(required).expect("required fields are fields");
-        if !mapped.contains(&field) {
+        if !mapped.contains(&field) && !derived.contains(&field) {
             return Err((
                 format!("fields.{required}"),
                 format!("a {} source must map {required:?}", source.role.as_str()),
@@ -353,6 +380,7 @@ pub fn resolve_source(
         }
     }
     if source.role == Role::Gateway
+        && preset.derive == Derive::None
         && !mapped.contains(&Field::Request)
         && !(mapped.contains(&Field::Method) && mapped.contains(&Field::Path))
     {
@@ -361,17 +389,26 @@ pub fn resolve_source(
             "a gateway source must map method and path (or request)".into(),
         ));
     }
-    // Stages: preset lists, each replaced by the user's list for that stage.
+    // Stages: preset lists, each replaced by the user's list for that stage. `trigger` (IdP
+    // sources) lists actions that are leaver triggers at the source of truth.
     let mut stages: Vec<(String, Stage)> = Vec::new();
+    let mut triggers: Vec<String> = Vec::new();
     for (key, values) in &source.stages {
+        if source.role == Role::Gateway {
+            return Err((format!("stages.{key}"), "gateway records take their stage from the request; stages are for idp and trigger sources".into()));
+        }
         let stage = match key.as_str() {
             "joiner" => Stage::Joiner,
             "mover" => Stage::Mover,
             "leaver" => Stage::Leaver,
+            "trigger" if source.role == Role::Idp => {
+                triggers.extend(values.iter().map(|v| v.to_ascii_lowercase()));
+                continue;
+            }
             other => {
                 return Err((
                     format!("stages.{other}"),
-                    "stages are joiner, mover and leaver".into(),
+                    "stages are joiner, mover, leaver (and trigger for an idp source)".into(),
                 ))
             }
         };
@@ -381,9 +418,6 @@ pub fn resolve_source(
                 "a trigger source maps only `leaver` events".into(),
             ));
         }
-        if source.role == Role::Gateway {
-            return Err((format!("stages.{key}"), "gateway records take their stage from the request; stages are for idp and trigger sources".into()));
-        }
         stages.extend(values.iter().map(|v| (v.to_ascii_lowercase(), stage)));
     }
     if source.role == Role::Idp {
@@ -392,12 +426,32 @@ pub fn resolve_source(
                 stages.extend(values.iter().map(|v| (v.to_ascii_lowercase(), *stage)));
             }
         }
+        if !source.stages.contains_key("trigger") {
+            triggers.extend(preset.triggers.iter().map(|v| v.to_ascii_lowercase()));
+        }
     }
     if source.role == Role::Trigger && stages.is_empty() {
         return Err((
             "stages.leaver".into(),
             "a trigger source must list its leaver events in [source.stages] leaver = [...]".into(),
         ));
+    }
+    let mut causes: Vec<(String, Cause)> = Vec::new();
+    for (key, values) in &source.causes {
+        if source.role != Role::Idp {
+            return Err((
+                format!("causes.{key}"),
+                "causes are notes in an idp source".into(),
+            ));
+        }
+        let cause = Cause::from_name(key)
+            .ok_or_else(|| (format!("causes.{key}"), format!("unknown cause {key:?}")))?;
+        causes.extend(values.iter().map(|v| (v.to_ascii_lowercase(), cause)));
+    }
+    for (cause, values) in preset.causes {
+        if !source.causes.contains_key(cause.as_str()) && source.role == Role::Idp {
+            causes.extend(values.iter().map(|v| (v.to_ascii_lowercase(), *cause)));
+        }
     }
     let mut status: Vec<(String, IdpStatus)> = Vec::new();
     for (key, values) in &source.status {
@@ -432,8 +486,11 @@ pub fn resolve_source(
         max_line_bytes: source.max_line_bytes,
         source_index: 0,
         format,
+        derive: preset.derive,
         mapped,
         stages,
+        triggers,
+        causes,
         status,
         default_app: source.app.clone(),
         aliases,
@@ -492,12 +549,16 @@ impl LineParser {
                 let caps = regex.captures(text).ok_or_else(|| {
                     ParseError::new(Reason::NoMatch, "line does not match the pattern")
                 })?;
-                for (index, field) in captures {
+                for (index, field, priority) in captures {
                     if let Some(m) = caps.get(*index) {
-                        picked.set(*field, Value::Str(Cow::Borrowed(m.as_str())));
+                        picked.set_at(*field, *priority, Value::Str(Cow::Borrowed(m.as_str())));
                     }
                 }
             }
+        }
+        if self.derive == Derive::CloudTrail && !derive::cloudtrail(&mut picked, self.role) {
+            // Another AWS service's event in the same trail: not ours, but its time counts.
+            return Ok(Record::Ignored(self.required_time(&picked)?));
         }
         match self.role {
             Role::Idp => self.idp_record(&picked, origin),
@@ -575,11 +636,28 @@ impl LineParser {
             .text(Field::Action)
             .ok_or_else(|| ParseError::missing(Field::Action))?;
         let Some(stage) = self.stage_of(action) else {
+            if self.triggers.iter().any(|t| t.eq_ignore_ascii_case(action)) {
+                return self.trigger_from(picked, time, action, origin);
+            }
+            if let Some((_, cause)) = self
+                .causes
+                .iter()
+                .find(|(a, _)| a.eq_ignore_ascii_case(action))
+            {
+                return Ok(Record::Note(NoteRecord {
+                    time,
+                    operation_id: owned(picked.text(Field::OperationId)),
+                    correlation_id: owned(picked.text(Field::CorrelationId)),
+                    cause: *cause,
+                    origin,
+                }));
+            }
             return Ok(Record::Ignored(time));
         };
         Ok(Record::Idp(IdpRecord {
             time,
             correlation_id: owned(picked.text(Field::CorrelationId)),
+            operation_id: owned(picked.text(Field::OperationId)),
             action: action.to_string(),
             stage,
             app: self.app(picked),
@@ -643,8 +721,9 @@ impl LineParser {
             }
             _ => None,
         };
-        let user_name =
-            owned(picked.text(Field::UserName)).or_else(|| scim::user_name_of(path, body.as_ref()));
+        let user_name = owned(picked.text(Field::UserName))
+            .or_else(|| scim::user_name_of(path, body.as_ref()))
+            .filter(|name| !is_masked(name));
         Ok(Record::Gateway(GatewayRecord {
             time,
             correlation_id: owned(picked.text(Field::CorrelationId)),
@@ -675,6 +754,16 @@ impl LineParser {
         if self.stage_of(event) != Some(Stage::Leaver) {
             return Ok(Record::Ignored(time));
         }
+        self.trigger_from(picked, time, event, origin)
+    }
+
+    fn trigger_from(
+        &self,
+        picked: &Picked<'_>,
+        time: Ts,
+        event: &str,
+        origin: Origin,
+    ) -> Result<Record, ParseError> {
         let user_id = owned(picked.text(Field::UserId));
         let user_login = owned(picked.text(Field::UserLogin));
         if user_id.is_none() && user_login.is_none() {
@@ -693,6 +782,11 @@ impl LineParser {
             origin,
         }))
     }
+}
+
+/// AWS masks PII in CloudTrail's SCIM events.
+fn is_masked(value: &str) -> bool {
+    value == "HIDDEN_DUE_TO_SECURITY_REASONS"
 }
 
 fn owned(text: Option<&str>) -> Option<String> {

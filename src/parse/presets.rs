@@ -1,11 +1,14 @@
 //! Built-in formats: each is a documented set of defaults over the generic `json` / `regex`
 //! mapping, and every field of it can be overridden (or unset with "") in `[source.fields]`.
+//! Field sources are lists tried in order, so one preset reads every shape a vendor writes
+//! (Entra's Graph objects and its Azure Monitor export, with their different casing).
 //!
 //! Rule (design.md clarification 20): a preset never maps a gateway-generated ID (nginx
-//! `$request_id`, Kong's request id) to `correlation_id` — only an ID both sides log is one.
+//! `$request_id`, Envoy's generated `x-request-id`, Kong's request id) to `correlation_id` —
+//! only an ID both sides log is one. Facts and sources for each vendor: shared/docs/formats.md.
 
 use crate::config::Role;
-use crate::model::{IdpStatus, Stage};
+use crate::model::{Cause, IdpStatus, Stage};
 
 /// How a preset reads a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,16 +19,32 @@ pub enum Kind {
     Regex(&'static str),
 }
 
-/// A built-in format.
+/// Vendor logic no pointer can express, run after the fields are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derive {
+    None,
+    /// AWS IAM Identity Center SCIM events in CloudTrail: method, path and status from
+    /// `eventName`/`errorCode` (gateway role), or action and status (IdP role).
+    CloudTrail,
+}
+
+type Fields = &'static [(&'static str, &'static [&'static str])];
+
+/// A built-in format for one role.
 #[derive(Debug, Clone, Copy)]
 pub struct Preset {
     pub name: &'static str,
     pub kind: Kind,
-    /// The roles it is meant for (empty = any).
-    pub roles: &'static [Role],
-    pub fields: &'static [(&'static str, &'static str)],
+    /// The role this entry serves (`None`: any role, the generic formats).
+    pub role: Option<Role>,
+    pub fields: Fields,
     pub stages: &'static [(Stage, &'static [&'static str])],
     pub status: &'static [(IdpStatus, &'static [&'static str])],
+    /// IdP actions that are leaver triggers at the source of truth.
+    pub triggers: &'static [&'static str],
+    /// IdP actions that are notes on why an operation failed.
+    pub causes: &'static [(Cause, &'static [&'static str])],
+    pub derive: Derive,
 }
 
 /// Stage words for generic IdP logs (design.md "Stage"), matched ignoring case.
@@ -65,69 +84,383 @@ const GENERIC_STATUS: &[(IdpStatus, &[&str])] = &[
 /// tolerated (many sites append fields). `$remote_user` is the authenticated principal.
 pub const NGINX_COMBINED_PATTERN: &str = r#"^(?P<remote_addr>\S+) \S+ (?P<principal>\S+) \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<body_bytes_sent>\d+|-) "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<user_agent>(?:[^"\\]|\\.)*)"(?:\s.*)?$"#;
 
-pub const PRESETS: &[Preset] = &[
+/// Envoy's default access log format (formats.md §5b). `%RESPONSE_CODE%` 0 means no response
+/// was sent; `request_id` is Envoy's (possibly generated) `x-request-id`, so it is not mapped.
+pub const ENVOY_PATTERN: &str = r#"^\[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>[^"]*)" (?P<status>\d+) (?P<response_flags>\S+) (?P<bytes_received>\d+|-) (?P<bytes_sent>\d+|-) (?P<duration_ms>\d+|-) (?P<upstream_service_time>\S+) "(?P<forwarded_for>[^"]*)" "(?P<user_agent>[^"]*)" "(?P<request_id>[^"]*)" "(?P<authority>[^"]*)" "(?P<upstream_host>[^"]*)"\s*$"#;
+
+const fn generic(name: &'static str, kind: Kind) -> Preset {
     Preset {
-        name: "json",
-        kind: Kind::Json,
-        roles: &[],
+        name,
+        kind,
+        role: None,
         fields: &[],
         stages: GENERIC_STAGES,
         status: GENERIC_STATUS,
+        triggers: &[],
+        causes: &[],
+        derive: Derive::None,
+    }
+}
+
+const fn gateway(name: &'static str, kind: Kind, fields: Fields) -> Preset {
+    Preset {
+        name,
+        kind,
+        role: Some(Role::Gateway),
+        fields,
+        stages: &[],
+        status: &[],
+        triggers: &[],
+        causes: &[],
+        derive: Derive::None,
+    }
+}
+
+pub const PRESETS: &[Preset] = &[
+    generic("json", Kind::Json),
+    generic("regex", Kind::Regex("")),
+    // Okta System Log (formats.md §2): one LogEvent per line. Okta sends no correlation ID to
+    // targets, so operations join on the AppUser login (`user_name`); `transaction.id` names
+    // them. The same stream's lifecycle events start leaver clocks.
+    Preset {
+        name: "okta",
+        kind: Kind::Json,
+        role: Some(Role::Idp),
+        fields: &[
+            ("time", &["/published"]),
+            ("operation_id", &["/transaction/id"]),
+            ("action", &["/eventType"]),
+            ("status", &["/outcome/result"]),
+            ("error", &["/outcome/reason"]),
+            (
+                "app",
+                &[
+                    "/target[type=AppInstance]/alternateId",
+                    "/target[type=AppInstance]/displayName",
+                ],
+            ),
+            (
+                "user_login",
+                &[
+                    "/target[type=AppUser]/alternateId",
+                    "/target[type=User]/alternateId",
+                ],
+            ),
+            ("user_id", &["/target[type=User]/id"]),
+        ],
+        stages: &[
+            (
+                Stage::Joiner,
+                &[
+                    "application.provision.user.push",
+                    "application.provision.user.activate",
+                    "application.provision.user.reactivate",
+                ],
+            ),
+            (
+                Stage::Mover,
+                &[
+                    "application.provision.user.push_profile",
+                    "application.provision.user.sync",
+                    "application.provision.group_membership.add",
+                    "application.provision.group_membership.remove",
+                    "application.provision.group_membership.update",
+                    "application.provision.group_push.push_memberships",
+                ],
+            ),
+            (
+                Stage::Leaver,
+                &[
+                    "application.provision.user.deactivate",
+                    "application.provision.user.deprovision",
+                ],
+            ),
+        ],
+        status: GENERIC_STATUS,
+        triggers: &[
+            "user.lifecycle.deactivate",
+            "user.lifecycle.suspend",
+            "application.user_membership.remove",
+        ],
+        causes: &[(
+            Cause::RateLimited,
+            &["application.integration.rate_limit_exceeded"],
+        )],
+        derive: Derive::None,
+    },
+    // Microsoft Entra ID provisioning logs (formats.md §1): the Graph provisioningObjectSummary
+    // and the Azure Monitor `ProvisioningLogs` export (envelope + capitalised `properties`).
+    // Joins on the target identity id (`resource_id`); `changeId` names the operation.
+    Preset {
+        name: "entra",
+        kind: Kind::Json,
+        role: Some(Role::Idp),
+        fields: &[
+            (
+                "time",
+                &["/activityDateTime", "/properties/activityDateTime", "/time"],
+            ),
+            (
+                "operation_id",
+                &["/changeId", "/properties/changeId", "/correlationId"],
+            ),
+            (
+                "action",
+                &[
+                    "/provisioningAction",
+                    "/properties/provisioningAction",
+                    "/action",
+                    "/properties/action",
+                ],
+            ),
+            (
+                "status",
+                &[
+                    "/provisioningStatusInfo/status",
+                    "/properties/provisioningStatusInfo/Status",
+                    "/properties/provisioningStatusInfo/status",
+                    "/resultType",
+                ],
+            ),
+            (
+                "error",
+                &[
+                    "/provisioningStatusInfo/errorInformation/reason",
+                    "/provisioningStatusInfo/errorInfo/reason",
+                    "/properties/provisioningStatusInfo/errorInformation/reason",
+                    "/properties/provisioningStatusInfo/errorInformation/Reason",
+                    "/properties/provisioningStatusInfo/errorInfo/reason",
+                    "/resultDescription",
+                ],
+            ),
+            (
+                "target_id",
+                &[
+                    "/targetIdentity/id",
+                    "/properties/targetIdentity/Id",
+                    "/properties/targetIdentity/id",
+                ],
+            ),
+            (
+                "user_id",
+                &[
+                    "/sourceIdentity/id",
+                    "/properties/sourceIdentity/Id",
+                    "/properties/sourceIdentity/id",
+                ],
+            ),
+            (
+                "user_login",
+                &[
+                    "/sourceIdentity/details/userPrincipalName",
+                    "/properties/sourceIdentity/details/UserPrincipalName",
+                    "/properties/sourceIdentity/details/userPrincipalName",
+                    "/modifiedProperties[displayName=userName]/newValue",
+                ],
+            ),
+            (
+                "app",
+                &[
+                    "/servicePrincipal/displayName",
+                    "/properties/servicePrincipal/Name",
+                    "/properties/servicePrincipal/displayName",
+                    "/targetSystem/displayName",
+                    "/properties/targetSystem/Name",
+                ],
+            ),
+        ],
+        stages: &[
+            (Stage::Joiner, &["create"]),
+            // `other` is how Entra logs an evaluation that changed nothing (usually skipped).
+            (Stage::Mover, &["update", "other"]),
+            (Stage::Leaver, &["disable", "delete", "stageddelete"]),
+        ],
+        // Clarification 22: `warning` is the IdP claiming success.
+        status: &[
+            (IdpStatus::Success, &["success", "warning"]),
+            (IdpStatus::Failure, &["failure"]),
+            (IdpStatus::Skipped, &["skipped"]),
+        ],
+        triggers: &[],
+        causes: &[],
+        derive: Derive::None,
+    },
+    // AWS IAM Identity Center SCIM calls as CloudTrail logs them (formats.md §3): target-side
+    // evidence (gateway role), or the IdP side when nothing else is available.
+    Preset {
+        name: "cloudtrail",
+        kind: Kind::Json,
+        role: Some(Role::Gateway),
+        fields: &[
+            ("time", &["/eventTime"]),
+            ("event_source", &["/eventSource"]),
+            ("event", &["/eventName"]),
+            ("error_code", &["/errorCode"]),
+            (
+                "target_id",
+                &[
+                    "/requestParameters/id",
+                    "/requestParameters/userId",
+                    "/requestParameters/groupId",
+                ],
+            ),
+            ("body", &["/requestParameters/httpBody"]),
+        ],
+        stages: &[],
+        status: &[],
+        triggers: &[],
+        causes: &[],
+        derive: Derive::CloudTrail,
     },
     Preset {
-        name: "regex",
-        kind: Kind::Regex(""),
-        roles: &[],
-        fields: &[],
-        stages: GENERIC_STAGES,
-        status: GENERIC_STATUS,
+        name: "cloudtrail",
+        kind: Kind::Json,
+        role: Some(Role::Idp),
+        fields: &[
+            ("time", &["/eventTime"]),
+            ("event_source", &["/eventSource"]),
+            ("action", &["/eventName"]),
+            ("error_code", &["/errorCode"]),
+            ("error", &["/errorMessage"]),
+            ("operation_id", &["/requestID", "/eventID"]),
+            (
+                "target_id",
+                &["/requestParameters/id", "/requestParameters/userId"],
+            ),
+            ("body", &["/requestParameters/httpBody"]),
+        ],
+        stages: &[
+            (Stage::Joiner, &["CreateUser", "EnableUser"]),
+            (
+                Stage::Mover,
+                &[
+                    "PatchUser",
+                    "PutUser",
+                    "CreateGroup",
+                    "PatchGroup",
+                    "DeleteGroup",
+                ],
+            ),
+            (Stage::Leaver, &["DeleteUser", "DisableUser"]),
+        ],
+        status: &[
+            (IdpStatus::Success, &["success"]),
+            (IdpStatus::Failure, &["failure"]),
+        ],
+        triggers: &[],
+        causes: &[],
+        derive: Derive::CloudTrail,
     },
     // nginx with `log_format … escape=json` (README shows the log_format line these keys
-    // assume). `xrid` is `$http_x_request_id`: the caller's ID, not nginx's own `$request_id`.
-    Preset {
-        name: "nginx_json",
-        kind: Kind::Json,
-        roles: &[Role::Gateway],
-        fields: &[
-            ("time", "/time"),
-            ("correlation_id", "/xrid"),
-            ("method", "/method"),
-            ("path", "/uri"),
-            ("status", "/status"),
-            ("duration_secs", "/request_time"),
-            ("principal", "/remote_user"),
-            ("app", "/app"),
-            ("location", "/location"),
-            ("body", "/request_body"),
+    // assume). `xrid` is `$http_x_correlation_id`: the caller's ID, not nginx's `$request_id`.
+    gateway(
+        "nginx_json",
+        Kind::Json,
+        &[
+            ("time", &["/time"]),
+            ("correlation_id", &["/xrid"]),
+            ("method", &["/method"]),
+            ("path", &["/uri"]),
+            ("status", &["/status"]),
+            ("duration_secs", &["/request_time"]),
+            ("principal", &["/remote_user"]),
+            ("app", &["/app"]),
+            ("location", &["/location"]),
+            ("body", &["/request_body"]),
         ],
-        stages: &[],
-        status: &[],
-    },
-    Preset {
-        name: "nginx_combined",
-        kind: Kind::Regex(NGINX_COMBINED_PATTERN),
-        roles: &[Role::Gateway],
-        fields: &[
-            ("time", "time"),
-            ("request", "request"),
-            ("status", "status"),
-            ("principal", "principal"),
+    ),
+    gateway(
+        "nginx_combined",
+        Kind::Regex(NGINX_COMBINED_PATTERN),
+        &[
+            ("time", &["time"]),
+            ("request", &["request"]),
+            ("status", &["status"]),
+            ("principal", &["principal"]),
         ],
-        stages: &[],
-        status: &[],
-    },
+    ),
+    gateway(
+        "envoy",
+        Kind::Regex(ENVOY_PATTERN),
+        &[
+            ("time", &["time"]),
+            ("method", &["method"]),
+            ("path", &["path"]),
+            ("status", &["status"]),
+            ("duration_ms", &["duration_ms"]),
+            ("app", &["authority"]),
+        ],
+    ),
+    // Kong file-log / http-log (formats.md §5c). `started_at` is epoch milliseconds; the
+    // consumer is who the request was authenticated as. `x-correlation-id` is the caller's.
+    gateway(
+        "kong",
+        Kind::Json,
+        &[
+            ("time", &["/started_at"]),
+            ("correlation_id", &["/request/headers/x-correlation-id"]),
+            ("method", &["/request/method"]),
+            ("path", &["/request/uri", "/upstream_uri"]),
+            ("status", &["/response/status"]),
+            ("duration_ms", &["/latencies/request"]),
+            ("app", &["/service/name", "/route/name"]),
+            (
+                "principal",
+                &[
+                    "/consumer/username",
+                    "/consumer/custom_id",
+                    "/authenticated_entity/id",
+                ],
+            ),
+            ("location", &["/response/headers/location"]),
+        ],
+    ),
+    // AWS API Gateway access logs in JSON (formats.md §5d), with the keys of AWS's own example
+    // format. `requestId` is `x-amzn-RequestId`, which a client may set: both sides can log it.
+    gateway(
+        "aws_apigw",
+        Kind::Json,
+        &[
+            ("time", &["/requestTimeEpoch", "/requestTime"]),
+            ("correlation_id", &["/requestId"]),
+            ("method", &["/httpMethod"]),
+            ("path", &["/path", "/resourcePath"]),
+            ("status", &["/status"]),
+            ("duration_ms", &["/responseLatency", "/integrationLatency"]),
+            ("principal", &["/principalId", "/user"]),
+        ],
+    ),
 ];
 
-/// The preset of a `format` value.
-pub fn find(name: &str) -> Option<&'static Preset> {
-    PRESETS.iter().find(|p| p.name == name)
+/// The preset of a `format` value for a role.
+pub fn find(name: &str, role: Role) -> Result<&'static Preset, String> {
+    let named: Vec<&Preset> = PRESETS.iter().filter(|p| p.name == name).collect();
+    if named.is_empty() {
+        return Err(format!(
+            "unknown format {name:?} (expected one of: {})",
+            names()
+        ));
+    }
+    named
+        .iter()
+        .find(|p| p.role.is_none_or(|r| r == role))
+        .copied()
+        .ok_or_else(|| {
+            let roles: Vec<&str> = named
+                .iter()
+                .filter_map(|p| p.role.map(Role::as_str))
+                .collect();
+            format!(
+                "format {name:?} is for role {}, not {:?}",
+                roles.join(" or "),
+                role.as_str()
+            )
+        })
 }
 
 /// Names for error messages.
 pub fn names() -> String {
-    PRESETS
-        .iter()
-        .map(|p| p.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+    names.dedup();
+    names.join(", ")
 }

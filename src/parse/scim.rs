@@ -111,13 +111,14 @@ pub fn classify_write(method: Method, path: &str, body: Option<&Value>) -> Optio
             (Method::Post, None) => Some(WriteKind::CreateUser),
             (Method::Post, Some(id)) if id.starts_with('.') => None,
             (Method::Delete, Some(_)) => Some(WriteKind::DeleteUser),
-            (Method::Patch | Method::Put, Some(_)) => {
-                match body.and_then(|b| active_in_body(method, b)) {
+            (Method::Patch | Method::Put, Some(_)) => match body {
+                None => Some(WriteKind::UnknownUpdate),
+                Some(body) => match active_in_body(method, body) {
                     Some(false) => Some(WriteKind::Disable),
                     Some(true) => Some(WriteKind::Enable),
                     None => Some(WriteKind::Update),
-                }
-            }
+                },
+            },
             _ => Some(WriteKind::Update),
         },
         Resource::Groups(id) => match id {
@@ -282,6 +283,10 @@ mod tests {
         );
         assert_eq!(
             kind("PATCH", "/scim/v2/Users/u-1", ""),
+            Some(WriteKind::UnknownUpdate)
+        );
+        assert_eq!(
+            kind("PATCH", "/scim/v2/Users/u-1", r#"{"Operations":[]}"#),
             Some(WriteKind::Update)
         );
     }

@@ -14,9 +14,15 @@ fn source(role: Role, format: &str, fields: &[(&str, &str)]) -> SourceConfig {
         pattern: None,
         fields: fields
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    crate::config::FieldSource::One(v.to_string()),
+                )
+            })
             .collect(),
         stages: BTreeMap::new(),
+        causes: BTreeMap::new(),
         status: BTreeMap::new(),
         app: None,
         time_format: TimeFormat::Auto,

@@ -156,6 +156,8 @@ pub struct Report {
     pub disagreement_samples: Vec<OperationSample>,
     pub unattributed_samples: Vec<OperationSample>,
     pub lines: BTreeMap<String, u64>,
+    /// Operations by how they were joined, and writes more than one operation could claim.
+    pub joins: BTreeMap<&'static str, u64>,
     pub parse_errors_by_reason: BTreeMap<String, BTreeMap<&'static str, u64>>,
     pub parse_error_samples: Vec<ErrorSample>,
 }
@@ -179,6 +181,7 @@ pub struct ReportBuilder {
     unattributed_samples: Vec<OperationSample>,
     episodes: Vec<Episode>,
     post_disable: Vec<PostDisableActivity>,
+    join_methods: BTreeMap<&'static str, u64>,
 }
 
 impl ReportBuilder {
@@ -197,6 +200,10 @@ impl ReportBuilder {
             unattributed_samples: Vec::new(),
             episodes: Vec::new(),
             post_disable: Vec::new(),
+            join_methods: crate::join::JoinMethod::ALL
+                .iter()
+                .map(|m| (m.as_str(), 0))
+                .collect(),
         }
     }
 
@@ -209,6 +216,10 @@ impl ReportBuilder {
     }
 
     fn add_operation(&mut self, op: &Operation) {
+        *self
+            .join_methods
+            .entry(op.join_method.as_str())
+            .or_default() += 1;
         let counts = self.stages.entry(op.stage).or_default();
         match op.outcome {
             Outcome::Succeeded => counts.succeeded += 1,
@@ -243,7 +254,14 @@ impl ReportBuilder {
     }
 
     /// Finishes the report as of `as_of`.
-    pub fn build(mut self, as_of: Option<Ts>, stats: &IngestStats) -> Report {
+    pub fn build(
+        mut self,
+        as_of: Option<Ts>,
+        stats: &IngestStats,
+        join: crate::join::JoinStats,
+    ) -> Report {
+        let mut joins = std::mem::take(&mut self.join_methods);
+        joins.insert("ambiguous", join.ambiguous);
         let stages = self
             .stages
             .iter()
@@ -313,6 +331,7 @@ impl ReportBuilder {
             disagreement_samples: self.disagreement_samples,
             unattributed_samples: self.unattributed_samples,
             lines,
+            joins,
             parse_errors_by_reason,
             parse_error_samples,
         }
