@@ -158,6 +158,34 @@ format = "nginx_combined"
 name = "njson"
 role = "gateway"
 format = "nginx_json"
+[[source]]
+name = "okta"
+role = "idp"
+format = "okta"
+[[source]]
+name = "entra"
+role = "idp"
+format = "entra"
+[[source]]
+name = "trail-idp"
+role = "idp"
+format = "cloudtrail"
+[[source]]
+name = "trail-gw"
+role = "gateway"
+format = "cloudtrail"
+[[source]]
+name = "envoy"
+role = "gateway"
+format = "envoy"
+[[source]]
+name = "kong"
+role = "gateway"
+format = "kong"
+[[source]]
+name = "apigw"
+role = "gateway"
+format = "aws_apigw"
 "#;
     let extra_config = Config::from_toml(extra, Path::new(".")).unwrap();
     for (i, source) in extra_config.sources.iter().enumerate() {
@@ -173,9 +201,24 @@ format = "nginx_json"
                 .map(<[u8]>::to_vec),
         );
     }
+    // Every vendor fixture line, so each preset sees its own shape mutated.
+    for vendor in std::fs::read_dir(dir.join("../vendors")).unwrap() {
+        for file in std::fs::read_dir(vendor.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                continue;
+            }
+            corpus.extend(
+                std::fs::read(&path)
+                    .unwrap()
+                    .split(|b| *b == b'\n')
+                    .map(<[u8]>::to_vec),
+            );
+        }
+    }
     corpus.push(br#"203.0.113.7 - u [03/Mar/2025:10:41:11 +0000] "PATCH /scim/v2/Users/u-1 HTTP/1.1" 200 1 "-" "-""#.to_vec());
     corpus.push(b"2026-07-01T10:00:00Z create c-1 success".to_vec());
-    for seed in 1..=4000u64 {
+    for seed in 1..=6000u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut engine = Engine::new(EngineSettings::from_config(&config));
         for _ in 0..8 {

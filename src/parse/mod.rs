@@ -726,7 +726,9 @@ impl LineParser {
             .filter(|name| !is_masked(name));
         Ok(Record::Gateway(GatewayRecord {
             time,
-            correlation_id: owned(picked.text(Field::CorrelationId)),
+            // API Gateway writes this in place of a client's request ID that was not a UUID.
+            correlation_id: owned(picked.text(Field::CorrelationId))
+                .filter(|id| id != "UUID_REPLACED_INVALID_REQUEST_ID"),
             method,
             path: redact::redact_path(path).into_owned(),
             status,

@@ -212,3 +212,96 @@ fn app_aliases_canonicalise_names() {
     assert_eq!(idp.app.as_deref(), Some("aws-prod"));
     assert_eq!(idp.time.to_string(), "2025-07-01T10:00:00Z");
 }
+
+fn preset(role: Role, format: &str) -> LineParser {
+    resolve_source(&source(role, format, &[]), &AppsConfig::default()).unwrap()
+}
+
+#[test]
+fn okta_lifecycle_events_are_triggers_and_rate_limit_events_are_notes() {
+    let okta = preset(Role::Idp, "okta");
+    let deactivate = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"user.lifecycle.deactivate","outcome":{"result":"SUCCESS"},"target":[{"id":"00u1","type":"User","alternateId":"rita@corp.example"}],"transaction":{"id":"T1"}}"#;
+    let Ok(Record::Trigger(trigger)) = parse(&okta, deactivate) else {
+        panic!()
+    };
+    assert_eq!(trigger.app, None, "a user-level event covers every app");
+    assert_eq!(trigger.user_login.as_deref(), Some("rita@corp.example"));
+    let unassign = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"application.user_membership.remove","outcome":{"result":"SUCCESS"},"target":[{"id":"0ua1","type":"AppUser","alternateId":"rita@corp.example"},{"id":"0oa1","type":"AppInstance","alternateId":"Acme"}],"transaction":{"id":"T2"}}"#;
+    let Ok(Record::Trigger(trigger)) = parse(&okta, unassign) else {
+        panic!()
+    };
+    assert_eq!(trigger.app.as_deref(), Some("Acme"));
+    let limited = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"application.integration.rate_limit_exceeded","outcome":{"result":"FAILURE"},"target":[],"transaction":{"id":"T3"}}"#;
+    let Ok(Record::Note(note)) = parse(&okta, limited) else {
+        panic!()
+    };
+    assert_eq!(note.cause, crate::model::Cause::RateLimited);
+    assert_eq!(note.operation_id.as_deref(), Some("T3"));
+}
+
+#[test]
+fn cloudtrail_as_the_idp_side_turns_an_active_false_patch_into_a_leaver() {
+    let trail = preset(Role::Idp, "cloudtrail");
+    let patch = r#"{"eventTime":"2026-07-01T09:30:01Z","eventSource":"identitystore-scim.amazonaws.com","eventName":"PatchUser","requestParameters":{"id":"u-1","httpBody":{"Operations":[{"op":"REPLACE","path":"active","value":"false"}]}},"requestID":"r-1"}"#;
+    let Ok(Record::Idp(idp)) = parse(&trail, patch) else {
+        panic!()
+    };
+    assert_eq!(idp.action, "DisableUser");
+    assert_eq!(idp.stage, Stage::Leaver);
+    assert_eq!(idp.status, Some(IdpStatus::Success));
+    assert_eq!(idp.target_id.as_deref(), Some("u-1"));
+    let failed = r#"{"eventTime":"2026-07-01T09:30:01Z","eventSource":"identitystore-scim.amazonaws.com","eventName":"CreateUser","errorCode":"ConflictException","errorMessage":"Duplicate UserName","requestParameters":{"httpBody":{"userName":"HIDDEN_DUE_TO_SECURITY_REASONS"}}}"#;
+    let Ok(Record::Idp(idp)) = parse(&trail, failed) else {
+        panic!()
+    };
+    assert_eq!(idp.stage, Stage::Joiner);
+    assert_eq!(idp.status, Some(IdpStatus::Failure));
+    assert_eq!(idp.user_login, None, "masked PII is no login");
+    let other = r#"{"eventTime":"2026-07-01T09:30:01Z","eventSource":"sts.amazonaws.com","eventName":"AssumeRole"}"#;
+    assert!(matches!(parse(&trail, other), Ok(Record::Ignored(_))));
+}
+
+#[test]
+fn entra_reads_graph_and_azure_monitor_shapes_alike() {
+    let entra = preset(Role::Idp, "entra");
+    let graph = r#"{"activityDateTime":"2026-07-01T09:00:00Z","changeId":"c1","provisioningAction":"disable","provisioningStatusInfo":{"status":"warning"},"targetIdentity":{"id":"u-1"},"servicePrincipal":{"displayName":"Acme"}}"#;
+    let monitor = r#"{"time":"2026-07-01T09:00:00.1234567Z","correlationId":"c1","properties":{"activityDateTime":"2026-07-01T09:00:00Z","changeId":"c1","provisioningAction":"disable","provisioningStatusInfo":{"Status":"success"},"targetIdentity":{"Id":"u-1"},"servicePrincipal":{"Name":"Acme"}}}"#;
+    for line in [graph, monitor] {
+        let Ok(Record::Idp(idp)) = parse(&entra, line) else {
+            panic!("{line}")
+        };
+        assert_eq!(idp.stage, Stage::Leaver);
+        assert_eq!(
+            idp.status,
+            Some(IdpStatus::Success),
+            "warning is a success claim"
+        );
+        assert_eq!(idp.operation_id.as_deref(), Some("c1"));
+        assert_eq!(idp.target_id.as_deref(), Some("u-1"));
+        assert_eq!(idp.app.as_deref(), Some("Acme"));
+        assert_eq!(
+            idp.time.to_string(),
+            "2026-07-01T09:00:00Z",
+            "the activity time wins over the envelope's"
+        );
+    }
+}
+
+#[test]
+fn envoy_response_code_zero_means_no_response() {
+    let envoy = preset(Role::Gateway, "envoy");
+    let line = r#"[2026-07-01T09:20:01.000Z] "PATCH /scim/v2/Users/u-5 HTTP/1.1" 0 UT 120 0 30000 - "10.0.0.5" "ua" "9c1e0a52-3333" "acme.example" "10.0.1.7:8080""#;
+    let Ok(Record::Gateway(gw)) = parse(&envoy, line) else {
+        panic!()
+    };
+    assert_eq!(gw.status, 0);
+    assert_eq!(
+        crate::model::Cause::from_http_status(gw.status),
+        Some(crate::model::Cause::Timeout)
+    );
+    assert_eq!(
+        gw.correlation_id, None,
+        "Envoy's generated x-request-id is not a shared ID"
+    );
+    assert_eq!(gw.duration_ms, Some(30000.0));
+}
