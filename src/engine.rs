@@ -362,6 +362,61 @@ mod tests {
             self
         }
 
+        /// An IdP record with no shared ID (Entra-like): its own ID and the target's SCIM id.
+        fn idp_own_id(
+            &mut self,
+            secs: i64,
+            operation_id: &str,
+            stage: Stage,
+            target: &str,
+        ) -> &mut Self {
+            let origin = self.origin(0);
+            self.engine.ingest(Record::Idp(IdpRecord {
+                time: at(secs),
+                correlation_id: None,
+                operation_id: Some(operation_id.into()),
+                action: "update".into(),
+                stage,
+                app: Some("aws-prod".into()),
+                user_id: Some(format!("id-{target}")),
+                user_login: None,
+                target_id: Some(target.into()),
+                status: Some(IdpStatus::Success),
+                error: None,
+                trigger_time: None,
+                groups: vec![],
+                origin,
+            }));
+            self
+        }
+
+        /// A gateway write with no correlation ID.
+        fn write_to(
+            &mut self,
+            secs: i64,
+            resource: &str,
+            write: WriteKind,
+            status: u16,
+        ) -> &mut Self {
+            let origin = self.origin(1);
+            self.engine.ingest(Record::Gateway(GatewayRecord {
+                time: at(secs),
+                correlation_id: None,
+                method: Method::Patch,
+                path: format!("/scim/v2/Users/{resource}"),
+                status,
+                duration_ms: None,
+                app: Some("aws-prod".into()),
+                principal: None,
+                user_name: None,
+                resource_id: Some(resource.into()),
+                write: Some(write),
+                error_detail: None,
+                origin,
+            }));
+            self
+        }
+
         fn trigger(&mut self, secs: i64, user: &str) -> &mut Self {
             let origin = self.origin(2);
             self.engine.ingest(Record::Trigger(TriggerRecord {
@@ -537,6 +592,49 @@ mod tests {
         );
         assert!(!ops[1].disagreement, "no status, no claim, no disagreement");
         assert_eq!(ops[1].outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn two_patches_to_one_user_within_the_window_go_to_the_nearest_operation() {
+        let mut s = Scenario::new();
+        s.idp_own_id(0, "change-1", Stage::Mover, "u-1")
+            .idp_own_id(60, "change-2", Stage::Mover, "u-1")
+            .write_to(62, "u-1", WriteKind::Update, 500)
+            .write_to(2, "u-1", WriteKind::Update, 200)
+            .finish();
+        let ops = s.operations();
+        let by_id = |id: &str| {
+            ops.iter()
+                .find(|o| o.correlation_id.as_deref() == Some(id))
+                .copied()
+                .unwrap()
+        };
+        assert_eq!(by_id("change-1").outcome, Outcome::Succeeded);
+        assert_eq!(by_id("change-1").attempts.len(), 1);
+        assert_eq!(by_id("change-2").outcome, Outcome::Failed);
+        assert_eq!(
+            by_id("change-2").join_method,
+            crate::join::JoinMethod::ResourceId
+        );
+        assert_eq!(
+            s.engine.join_stats().ambiguous,
+            2,
+            "each write had two candidates"
+        );
+    }
+
+    #[test]
+    fn a_write_of_the_wrong_kind_is_not_joined_without_a_shared_id() {
+        let mut s = Scenario::new();
+        s.idp_own_id(0, "change-1", Stage::Leaver, "u-1")
+            .write_to(1, "u-1", WriteKind::Update, 200)
+            .finish();
+        let outcomes: Vec<Outcome> = s.operations().iter().map(|o| o.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::Unconfirmed, Outcome::Unattributed],
+            "a leaver needs a disable or delete"
+        );
     }
 
     #[test]
