@@ -2,12 +2,15 @@
 //!
 //! The data flow, one module per step:
 //! `source` (read lines) → `parse` (records) → `join` (operations, in event time) →
-//! `judge` (outcome, cause, leaver episodes) → `report` (what replay prints);
+//! `judge` (outcome, cause, leaver episodes) → `report` (what replay prints) and `audit`
+//! (Parquet evidence);
 //! `engine` wires join and judge into the one synchronous core that `replay` (and the daemon)
 //! drive.
 
+pub mod audit;
 pub mod config;
 pub mod demo;
+pub mod durable;
 pub mod engine;
 pub mod join;
 pub mod judge;

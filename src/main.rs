@@ -3,11 +3,14 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use scimwatch::audit::export::{export, verify, Quarter};
+use scimwatch::audit::schema::Table;
+use scimwatch::audit::AuditWriter;
 use scimwatch::config::{Config, ConfigError};
 use scimwatch::parse::{Field, LineParser};
 use scimwatch::replay::{replay, source_files, ReplayOptions};
 use scimwatch::report::text;
-use scimwatch::time::{parse_time, TimeFormat};
+use scimwatch::time::{parse_time, TimeFormat, Ts};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,6 +50,31 @@ enum Command {
         /// The report's instant (RFC 3339); default: the newest event time.
         #[arg(long)]
         as_of: Option<String>,
+        /// Also write the `operations` and `leavers` Parquet tables under this directory.
+        #[arg(long)]
+        parquet: Option<PathBuf>,
+        /// With --parquet: rows per file (and per date) before a new file is started.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows_per_file: usize,
+    },
+    /// Build a quarter's evidence pack from the Parquet store, or verify a pack.
+    Export {
+        /// The store: the daemon's `storage.data_dir`, or a `replay --parquet` directory.
+        #[arg(long, required_unless_present = "verify")]
+        data: Option<PathBuf>,
+        /// The quarter, e.g. 2026Q3.
+        #[arg(long, required_unless_present = "verify")]
+        quarter: Option<String>,
+        /// A new directory for the pack.
+        #[arg(long, required_unless_present = "verify")]
+        out: Option<PathBuf>,
+        /// Re-check an existing pack against its manifest instead.
+        #[arg(long, conflicts_with_all = ["data", "quarter", "out"])]
+        verify: Option<PathBuf>,
+        /// Judge the summary's statuses with this config's `[slo]` thresholds (default:
+        /// design.md's 0.99 / 0.95 / 20).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate a config file and print what it understood.
     CheckConfig {
@@ -101,8 +129,27 @@ fn main() -> ExitCode {
             gateway,
             format,
             as_of,
-        } => run_replay(&config, idp, gateway, format, as_of),
+            parquet,
+            rows_per_file,
+        } => run_replay(
+            &config,
+            idp,
+            gateway,
+            format,
+            as_of,
+            parquet.map(|dir| (dir, rows_per_file)),
+        ),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Export {
+            data,
+            quarter,
+            out,
+            verify,
+            config,
+        } => match verify {
+            Some(pack) => verify_pack(&pack),
+            None => export_pack(data, quarter, out, config),
+        },
         Command::Generate {
             out,
             operations,
@@ -131,6 +178,7 @@ fn run_replay(
     gateway: Vec<PathBuf>,
     format: OutputFormat,
     as_of: Option<String>,
+    parquet: Option<(PathBuf, usize)>,
 ) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     let as_of = match as_of {
@@ -145,7 +193,34 @@ fn run_replay(
         gateway_files: gateway,
         as_of,
     };
-    let (report, _) = replay(&config, &options, |_| {})?;
+    let mut writer = match &parquet {
+        Some((dir, rows_per_file)) => {
+            let names = config.sources.iter().map(|s| s.name.clone()).collect();
+            let now = wall_clock();
+            let prefix = format!("replay-{}-{}", now.0, std::process::id());
+            Some(AuditWriter::open(dir, *rows_per_file, names, prefix)?)
+        }
+        None => None,
+    };
+    let ingested_at = wall_clock();
+    let (report, _) = replay(&config, &options, |output, as_of| {
+        if let Some(writer) = writer.as_mut() {
+            writer.add(output, ingested_at, as_of)?;
+        }
+        Ok(())
+    })?;
+    if let Some(writer) = writer.as_mut() {
+        writer.flush()?;
+        eprintln!(
+            "wrote {} operations and {} leaver rows under {}",
+            writer.rows_written(Table::Operations),
+            writer.rows_written(Table::Leavers),
+            parquet
+                .as_ref()
+                .map(|(p, _)| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
     let rendered = match format {
         OutputFormat::Json => {
             serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
@@ -276,4 +351,72 @@ fn generate(
         summary.gateway_bytes
     );
     Ok(())
+}
+
+/// The wall clock, outside the core: `ingested_at` and file names only.
+fn wall_clock() -> Ts {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ts(now.as_micros().min(i64::MAX as u128) as i64)
+}
+
+fn export_pack(
+    data: Option<PathBuf>,
+    quarter: Option<String>,
+    out: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (Some(data), Some(quarter), Some(out)) = (data, quarter, out) else {
+        return Err(UsageError(
+            "export needs --data, --quarter and --out (or --verify DIR)".into(),
+        )
+        .into());
+    };
+    let quarter = Quarter::parse(&quarter).ok_or_else(|| {
+        UsageError(format!(
+            "--quarter {quarter:?} is not a quarter like 2026Q3"
+        ))
+    })?;
+    let slo = match config {
+        Some(path) => load_config(&path)?.slo,
+        None => scimwatch::config::SloConfig::default(),
+    };
+    let manifest = export(&data, quarter, &out, &slo)?;
+    println!(
+        "evidence pack for {} written to {}",
+        manifest.quarter,
+        out.display()
+    );
+    for (table, entry) in &manifest.files {
+        println!(
+            "  {:<10} {:>8} rows  sha256 {}  {}",
+            table, entry.rows, entry.sha256, entry.path
+        );
+    }
+    let leavers = &manifest.summary.leavers;
+    println!(
+        "  leavers: {} episodes, {} breaches ({} high-risk)",
+        leavers.episodes, leavers.breaches, leavers.high_risk_breaches
+    );
+    Ok(())
+}
+
+fn verify_pack(pack: &std::path::Path) -> anyhow::Result<()> {
+    let problems = verify(pack)?;
+    if problems.is_empty() {
+        println!(
+            "pack {} verified: every file matches its manifest",
+            pack.display()
+        );
+        return Ok(());
+    }
+    for problem in &problems {
+        println!("MISMATCH {problem}");
+    }
+    anyhow::bail!(
+        "pack {} does not match its manifest ({} problem(s))",
+        pack.display(),
+        problems.len()
+    )
 }

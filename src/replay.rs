@@ -93,11 +93,13 @@ pub fn source_files(config: &Config, options: &ReplayOptions) -> anyhow::Result<
     Ok(all)
 }
 
-/// Runs the core over the configured files. Every output also goes to `sink` (Parquet).
+/// Runs the core over the configured files. Every output also goes to `sink` (Parquet), with
+/// the instant open episodes are judged at (`--as-of`, else the newest event so far; final
+/// for the episodes `finish` reports).
 pub fn replay(
     config: &Config,
     options: &ReplayOptions,
-    mut sink: impl FnMut(&Output),
+    mut sink: impl FnMut(&Output, Ts) -> anyhow::Result<()>,
 ) -> anyhow::Result<(Report, IngestStats)> {
     let files = source_files(config, options)?;
     let mut parsers = Vec::new();
@@ -148,21 +150,21 @@ pub fn replay(
         if let Some(watermark) = engine.watermark() {
             engine.advance(watermark);
         }
+        let as_of = options.as_of.or(engine.watermark()).unwrap_or_default();
         for output in engine.drain() {
             builder.add(&output);
-            sink(&output);
+            sink(&output, as_of)?;
         }
         if let Some(time) = fill_head(stream, &parsers, &mut stats)? {
             heap.push(Reverse((time, index)));
         }
     }
     engine.finish();
+    let as_of = options.as_of.or(engine.watermark());
     for output in engine.drain() {
         builder.add(&output);
-        sink(&output);
+        sink(&output, as_of.unwrap_or_default())?;
     }
-    let as_of = options.as_of.or(engine.watermark());
-    // Open episodes are judged against as_of: recompute nothing, the builder does it.
     Ok((builder.build(as_of, &stats, engine.join_stats()), stats))
 }
 

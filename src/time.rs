@@ -28,6 +28,12 @@ impl Ts {
     pub fn secs_since(self, earlier: Ts) -> f64 {
         (i128::from(self.0) - i128::from(earlier.0)) as f64 / MICROS_PER_SEC as f64
     }
+    /// The UTC date, `YYYY-MM-DD` (a Hive partition value).
+    pub fn date(self) -> String {
+        let days = self.0.div_euclid(MICROS_PER_SEC).div_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
     /// Builds a time from epoch seconds.
     pub fn from_secs(secs: i64) -> Ts {
         Ts(secs.saturating_mul(MICROS_PER_SEC))

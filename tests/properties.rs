@@ -67,7 +67,7 @@ fn all_records(config: &Config) -> Vec<Record> {
 #[test]
 fn the_report_does_not_depend_on_how_lines_interleave_within_the_allowed_lateness() {
     let config = fixture_config();
-    let (reference, stats) = replay(&config, &ReplayOptions::default(), |_| {}).unwrap();
+    let (reference, stats) = replay(&config, &ReplayOptions::default(), |_, _| Ok(())).unwrap();
     let records = all_records(&config);
     let lateness = config.slo.allowed_lateness_secs as i64 * 1_000_000;
     for seed in 1..=300u64 {

@@ -212,6 +212,7 @@ fn secrets_in_the_logs_never_reach_the_report() {
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(!text.contains("Sup3rSecret!"), "{format}");
         assert!(!text.contains("tok_live_998877"), "{format}");
+        assert!(!text.contains("tok_live_112233"), "{format}");
     }
 }
 

@@ -1,0 +1,444 @@
+//! The quarterly evidence pack: one Parquet file per table for a quarter, sorted by time, and
+//! `manifest.json` with row counts, SHA-256 of each file, the time range, the schema version,
+//! the producer and the quarter's figures. The same store gives byte-identical files, so an
+//! auditor can re-run the export and compare hashes; `verify` re-checks a pack.
+
+use super::schema::{self, LeaverRow, OperationRow, Table};
+use super::writer::{write_file, AuditError};
+use crate::config::SloConfig;
+use crate::durable;
+use crate::model::Stage;
+use crate::report::SloStatus;
+use crate::time::{days_from_civil, Ts, MICROS_PER_SEC};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+/// A calendar quarter, `2026Q3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quarter {
+    pub year: i64,
+    pub quarter: i64,
+}
+
+impl Quarter {
+    pub fn parse(text: &str) -> Option<Quarter> {
+        let (year, quarter) = text
+            .trim()
+            .to_ascii_uppercase()
+            .split_once('Q')
+            .map(|(y, q)| (y.to_string(), q.to_string()))?;
+        let year: i64 = year.parse().ok()?;
+        let quarter: i64 = quarter.parse().ok()?;
+        ((1970..=9999).contains(&year) && (1..=4).contains(&quarter))
+            .then_some(Quarter { year, quarter })
+    }
+    /// First instant of the quarter, and of the next one.
+    pub fn range(self) -> (Ts, Ts) {
+        let start = days_from_civil(self.year, (self.quarter - 1) * 3 + 1, 1);
+        let end = if self.quarter == 4 {
+            days_from_civil(self.year + 1, 1, 1)
+        } else {
+            days_from_civil(self.year, self.quarter * 3 + 1, 1)
+        };
+        (
+            Ts(start * 86_400 * MICROS_PER_SEC),
+            Ts(end * 86_400 * MICROS_PER_SEC),
+        )
+    }
+}
+
+impl std::fmt::Display for Quarter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}Q{}", self.year, self.quarter)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub rows: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeRange {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    pub operations: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub unconfirmed: u64,
+    pub success_rate: Option<f64>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaverSummary {
+    /// Closed episodes, plus open ones that were past their deadline when written.
+    pub episodes: u64,
+    pub disabled: u64,
+    pub breaches: u64,
+    pub high_risk_breaches: u64,
+    pub latency_seconds_p50: Option<f64>,
+    pub latency_seconds_p95: Option<f64>,
+    pub latency_seconds_max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The thresholds the statuses were judged against.
+    pub healthy_ratio: f64,
+    pub incident_ratio: f64,
+    pub min_operations: u64,
+    pub stages: BTreeMap<String, StageSummary>,
+    pub unattributed: u64,
+    pub skipped: u64,
+    pub leavers: LeaverSummary,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub schema_version: String,
+    pub producer: String,
+    pub quarter: String,
+    pub time_range: TimeRange,
+    pub files: BTreeMap<String, FileEntry>,
+    pub summary: Summary,
+}
+
+/// Lists a table's committed files for dates in `[from, to)` (temporaries are skipped).
+fn table_files(
+    data: &Path,
+    table: Table,
+    from: &str,
+    to: &str,
+) -> Result<Vec<PathBuf>, AuditError> {
+    let dir = data.join(table.name());
+    let mut files = Vec::new();
+    let entries = fs::read_dir(&dir).map_err(|e| AuditError::io(&dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| AuditError::io(&dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(date) = name.strip_prefix("date=") else {
+            continue;
+        };
+        if date < from || date >= to {
+            continue;
+        }
+        let partition = entry.path();
+        for file in fs::read_dir(&partition).map_err(|e| AuditError::io(&partition, e))? {
+            let file = file.map_err(|e| AuditError::io(&partition, e))?;
+            let file_name = file.file_name().to_string_lossy().into_owned();
+            if file_name.ends_with(".parquet") && !file_name.starts_with('.') {
+                files.push(file.path());
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_batches(path: &Path) -> Result<Vec<arrow_array::RecordBatch>, AuditError> {
+    let corrupt = |message: String| AuditError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = File::open(path).map_err(|e| AuditError::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        batches.push(batch.map_err(|e| corrupt(format!("unreadable data: {e}")))?);
+    }
+    Ok(batches)
+}
+
+/// Reads every `operations` row of a file.
+pub fn read_operations(path: &Path) -> Result<Vec<OperationRow>, AuditError> {
+    let mut rows = Vec::new();
+    for batch in read_batches(path)? {
+        rows.extend(
+            schema::operations_rows(&batch).map_err(|e| AuditError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.0,
+            })?,
+        );
+    }
+    Ok(rows)
+}
+
+/// Reads every `leavers` row of a file.
+pub fn read_leavers(path: &Path) -> Result<Vec<LeaverRow>, AuditError> {
+    let mut rows = Vec::new();
+    for batch in read_batches(path)? {
+        rows.extend(
+            schema::leavers_rows(&batch).map_err(|e| AuditError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.0,
+            })?,
+        );
+    }
+    Ok(rows)
+}
+
+fn sha256_of(path: &Path) -> Result<String, AuditError> {
+    let mut file = File::open(path).map_err(|e| AuditError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| AuditError::io(path, e))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn summarize(operations: &[OperationRow], leavers: &[LeaverRow], slo: &SloConfig) -> Summary {
+    let mut stages = BTreeMap::new();
+    for stage in Stage::ALL {
+        let of_stage = operations.iter().filter(|r| r.stage == stage.as_str());
+        let (mut succeeded, mut failed, mut unconfirmed) = (0, 0, 0);
+        for row in of_stage {
+            match row.outcome.as_str() {
+                "succeeded" => succeeded += 1,
+                "failed" => failed += 1,
+                "unconfirmed" => unconfirmed += 1,
+                _ => {}
+            }
+        }
+        let total = succeeded + failed + unconfirmed;
+        stages.insert(
+            stage.as_str().to_string(),
+            StageSummary {
+                operations: total,
+                succeeded,
+                failed,
+                unconfirmed,
+                success_rate: (total > 0).then(|| succeeded as f64 / total as f64),
+                status: SloStatus::judge(succeeded, total, slo).as_str().to_string(),
+            },
+        );
+    }
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("valid precision");
+    let mut max: Option<f64> = None;
+    for latency in leavers.iter().filter_map(|r| r.latency_seconds) {
+        histogram.saturating_record(latency.round() as u64);
+        max = Some(max.map_or(latency, |m: f64| m.max(latency)));
+    }
+    let quantile = |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64);
+    Summary {
+        healthy_ratio: slo.healthy_ratio,
+        incident_ratio: slo.incident_ratio,
+        min_operations: slo.min_operations,
+        stages,
+        unattributed: operations
+            .iter()
+            .filter(|r| r.outcome == "unattributed")
+            .count() as u64,
+        skipped: operations.iter().filter(|r| r.outcome == "skipped").count() as u64,
+        leavers: LeaverSummary {
+            episodes: leavers.len() as u64,
+            disabled: leavers.iter().filter(|r| r.state == "disabled").count() as u64,
+            breaches: leavers.iter().filter(|r| !r.met_slo).count() as u64,
+            high_risk_breaches: leavers.iter().filter(|r| !r.met_slo && r.high_risk).count() as u64,
+            latency_seconds_p50: quantile(0.5),
+            latency_seconds_p95: quantile(0.95),
+            latency_seconds_max: max,
+        },
+    }
+}
+
+/// Builds the evidence pack of `quarter` from the store at `data` into the new directory `out`.
+/// The pack is assembled beside `out` and renamed into place, so it appears whole or not at all.
+pub fn export(
+    data: &Path,
+    quarter: Quarter,
+    out: &Path,
+    slo: &SloConfig,
+) -> Result<Manifest, AuditError> {
+    if !data.is_dir() {
+        return Err(AuditError::Corrupt {
+            path: data.to_path_buf(),
+            message: "is not a scimwatch data directory".into(),
+        });
+    }
+    if out.exists()
+        && fs::read_dir(out)
+            .map_err(|e| AuditError::io(out, e))?
+            .next()
+            .is_some()
+    {
+        return Err(AuditError::Corrupt {
+            path: out.to_path_buf(),
+            message: "already exists and is not empty; refusing to overwrite a pack".into(),
+        });
+    }
+    let (start, end) = quarter.range();
+    let (from, to) = (start.date(), end.date());
+    let mut operations = Vec::new();
+    for path in table_files(data, Table::Operations, &from, &to)? {
+        operations.extend(
+            read_operations(&path)?
+                .into_iter()
+                .filter(|r| (start.0..end.0).contains(&r.time())),
+        );
+    }
+    let mut leavers = Vec::new();
+    for path in table_files(data, Table::Leavers, &from, &to)? {
+        leavers.extend(
+            read_leavers(&path)?
+                .into_iter()
+                .filter(|r| (start.0..end.0).contains(&r.initiated_at)),
+        );
+    }
+    // A total order, so the same rows always give the same bytes.
+    operations.sort_by(|a, b| (a.time(), a).cmp(&(b.time(), b)));
+    leavers.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|e| AuditError::io(parent, e))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pack".into());
+    let staging = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging).map_err(|e| AuditError::io(&staging, e))?;
+        let mut files = BTreeMap::new();
+        let operations_path = staging.join("operations.parquet");
+        let batch = schema::operations_batch(&operations).map_err(|e| AuditError::Corrupt {
+            path: operations_path.clone(),
+            message: e.to_string(),
+        })?;
+        write_file(&operations_path, Table::Operations, &batch)?;
+        files.insert(
+            "operations".to_string(),
+            FileEntry {
+                path: "operations.parquet".into(),
+                rows: operations.len() as u64,
+                sha256: sha256_of(&operations_path)?,
+            },
+        );
+        let leavers_path = staging.join("leavers.parquet");
+        let batch = schema::leavers_batch(&leavers).map_err(|e| AuditError::Corrupt {
+            path: leavers_path.clone(),
+            message: e.to_string(),
+        })?;
+        write_file(&leavers_path, Table::Leavers, &batch)?;
+        files.insert(
+            "leavers".to_string(),
+            FileEntry {
+                path: "leavers.parquet".into(),
+                rows: leavers.len() as u64,
+                sha256: sha256_of(&leavers_path)?,
+            },
+        );
+        let times: Vec<i64> = operations
+            .iter()
+            .map(OperationRow::time)
+            .chain(leavers.iter().map(|r| r.initiated_at))
+            .collect();
+        let manifest = Manifest {
+            format: "scimwatch-evidence-pack".into(),
+            schema_version: schema::SCHEMA_VERSION.into(),
+            producer: schema::producer(),
+            quarter: quarter.to_string(),
+            time_range: TimeRange {
+                from: times.iter().min().map(|t| Ts(*t).to_string()),
+                to: times.iter().max().map(|t| Ts(*t).to_string()),
+            },
+            files,
+            summary: summarize(&operations, &leavers, slo),
+        };
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes") + "\n";
+        let manifest_path = staging.join("manifest.json");
+        durable::write_atomic(&manifest_path, text.as_bytes())
+            .map_err(|e| AuditError::io(&manifest_path, e))?;
+        durable::sync_dir(&staging).map_err(|e| AuditError::io(&staging, e))?;
+        if out.exists() {
+            fs::remove_dir(out).map_err(|e| AuditError::io(out, e))?;
+        }
+        durable::commit(&staging, out).map_err(|e| AuditError::io(out, e))?;
+        Ok(manifest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Re-checks a pack against its manifest. Returns what differs (empty when all is well).
+pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
+    let manifest_path = pack.join("manifest.json");
+    let text = fs::read_to_string(&manifest_path).map_err(|e| AuditError::io(&manifest_path, e))?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| AuditError::Corrupt {
+        path: manifest_path.clone(),
+        message: format!("not a scimwatch manifest: {e}"),
+    })?;
+    let mut problems = Vec::new();
+    for table in Table::ALL {
+        let Some(entry) = manifest.files.get(table.name()) else {
+            problems.push(format!("manifest lists no {} file", table.name()));
+            continue;
+        };
+        let path = pack.join(&entry.path);
+        if !path.is_file() {
+            problems.push(format!("{}: missing", entry.path));
+            continue;
+        }
+        let hash = sha256_of(&path)?;
+        if hash != entry.sha256 {
+            problems.push(format!(
+                "{}: SHA-256 is {hash}, manifest says {}",
+                entry.path, entry.sha256
+            ));
+        }
+        let rows = match table {
+            Table::Operations => read_operations(&path).map(|r| r.len() as u64),
+            Table::Leavers => read_leavers(&path).map(|r| r.len() as u64),
+        };
+        match rows {
+            Ok(rows) if rows != entry.rows => problems.push(format!(
+                "{}: {rows} rows, manifest says {}",
+                entry.path, entry.rows
+            )),
+            Ok(_) => {}
+            Err(error) => problems.push(format!("{}: {error}", entry.path)),
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarters_parse_and_span_their_months() {
+        let q = Quarter::parse("2026q3").unwrap();
+        let (start, end) = q.range();
+        assert_eq!(start.to_string(), "2026-07-01T00:00:00Z");
+        assert_eq!(end.to_string(), "2026-10-01T00:00:00Z");
+        assert_eq!(
+            Quarter::parse("2026Q4").unwrap().range().1.to_string(),
+            "2027-01-01T00:00:00Z"
+        );
+        for bad in ["2026Q5", "2026", "Q3", "26Q3x"] {
+            assert_eq!(Quarter::parse(bad), None, "{bad}");
+        }
+    }
+}

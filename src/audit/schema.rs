@@ -1,0 +1,352 @@
+//! The two audit tables: their rows, their Arrow schemas, and conversion both ways.
+//!
+//! Timestamps are microseconds, timezone UTC (readers restore `TIMESTAMP WITH TIME ZONE`; Spark
+//! maps micros with isAdjustedToUTC to `TimestampType`); integers are signed. Each file's
+//! key-value metadata carries the schema version and the producer.
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::sync::{Arc, LazyLock};
+
+/// Bumped whenever a column changes meaning or type.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// Who wrote a file.
+pub fn producer() -> String {
+    format!("scimwatch {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Operations,
+    Leavers,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Operations, Table::Leavers];
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Operations => "operations",
+            Table::Leavers => "leavers",
+        }
+    }
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Table::Operations => OPERATIONS_SCHEMA.clone(),
+            Table::Leavers => LEAVERS_SCHEMA.clone(),
+        }
+    }
+}
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+static OPERATIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("correlation_id", DataType::Utf8, true),
+        Field::new("join_method", DataType::Utf8, false),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("app", DataType::Utf8, true),
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new("user_login", DataType::Utf8, true),
+        Field::new("action", DataType::Utf8, true),
+        Field::new("idp_source", DataType::Utf8, true),
+        Field::new("idp_time", timestamp(), true),
+        Field::new("idp_status", DataType::Utf8, true),
+        Field::new("first_attempt_time", timestamp(), true),
+        Field::new("last_attempt_time", timestamp(), true),
+        Field::new("attempts", DataType::Int32, false),
+        Field::new("http_status", DataType::Int32, true),
+        Field::new("method", DataType::Utf8, true),
+        Field::new("path", DataType::Utf8, true),
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("cause", DataType::Utf8, true),
+        Field::new("lag_ms", DataType::Int64, true),
+        Field::new("disagreement", DataType::Boolean, false),
+        Field::new("high_risk", DataType::Boolean, false),
+        Field::new("ingested_at", timestamp(), false),
+    ]))
+});
+
+static LEAVERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("app", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new("user_login", DataType::Utf8, true),
+        Field::new("initiated_at", timestamp(), false),
+        Field::new("first_attempt_at", timestamp(), true),
+        Field::new("disabled_at", timestamp(), true),
+        Field::new("latency_seconds", DataType::Float64, true),
+        Field::new("high_risk", DataType::Boolean, false),
+        Field::new("deadline_seconds", DataType::Int64, false),
+        Field::new("met_slo", DataType::Boolean, false),
+        Field::new(
+            "correlation_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new("state", DataType::Utf8, false),
+    ]))
+});
+
+/// One row of `operations`. Field order is the sort order after the row's time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OperationRow {
+    pub correlation_id: Option<String>,
+    pub join_method: String,
+    pub stage: String,
+    pub app: Option<String>,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    pub action: Option<String>,
+    pub idp_source: Option<String>,
+    pub idp_time: Option<i64>,
+    pub idp_status: Option<String>,
+    pub first_attempt_time: Option<i64>,
+    pub last_attempt_time: Option<i64>,
+    pub attempts: i32,
+    pub http_status: Option<i32>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub outcome: String,
+    pub cause: Option<String>,
+    pub lag_ms: Option<i64>,
+    pub disagreement: bool,
+    pub high_risk: bool,
+    pub ingested_at: i64,
+}
+
+impl OperationRow {
+    /// The operation's time (its earliest IdP record, else its first attempt), in micros.
+    pub fn time(&self) -> i64 {
+        self.idp_time.or(self.first_attempt_time).unwrap_or(0)
+    }
+}
+
+/// One row of `leavers`: a closed or breached episode.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub struct LeaverRow {
+    pub app: String,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    pub initiated_at: i64,
+    pub first_attempt_at: Option<i64>,
+    pub disabled_at: Option<i64>,
+    pub latency_seconds: Option<f64>,
+    pub high_risk: bool,
+    pub deadline_seconds: i64,
+    pub met_slo: bool,
+    pub correlation_ids: Vec<String>,
+    pub state: String,
+}
+
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
+fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(
+        values
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC"),
+    )
+}
+
+/// Builds a batch of `operations` rows.
+pub fn operations_batch(rows: &[OperationRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let columns: Vec<ArrayRef> = vec![
+        strings(rows.iter().map(|r| r.correlation_id.as_deref())),
+        strings(rows.iter().map(|r| Some(r.join_method.as_str()))),
+        strings(rows.iter().map(|r| Some(r.stage.as_str()))),
+        strings(rows.iter().map(|r| r.app.as_deref())),
+        strings(rows.iter().map(|r| r.user_id.as_deref())),
+        strings(rows.iter().map(|r| r.user_login.as_deref())),
+        strings(rows.iter().map(|r| r.action.as_deref())),
+        strings(rows.iter().map(|r| r.idp_source.as_deref())),
+        times(rows.iter().map(|r| r.idp_time)),
+        strings(rows.iter().map(|r| r.idp_status.as_deref())),
+        times(rows.iter().map(|r| r.first_attempt_time)),
+        times(rows.iter().map(|r| r.last_attempt_time)),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.attempts))
+                .collect::<Int32Array>(),
+        ),
+        Arc::new(rows.iter().map(|r| r.http_status).collect::<Int32Array>()),
+        strings(rows.iter().map(|r| r.method.as_deref())),
+        strings(rows.iter().map(|r| r.path.as_deref())),
+        strings(rows.iter().map(|r| Some(r.outcome.as_str()))),
+        strings(rows.iter().map(|r| r.cause.as_deref())),
+        Arc::new(rows.iter().map(|r| r.lag_ms).collect::<Int64Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.disagreement))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.high_risk))
+                .collect::<BooleanArray>(),
+        ),
+        times(rows.iter().map(|r| Some(r.ingested_at))),
+    ];
+    RecordBatch::try_new(Table::Operations.schema(), columns)
+}
+
+/// Builds a batch of `leavers` rows.
+pub fn leavers_batch(rows: &[LeaverRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let mut ids = ListBuilder::new(StringBuilder::new());
+    for row in rows {
+        for id in &row.correlation_ids {
+            ids.values().append_value(id);
+        }
+        ids.append(true);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        strings(rows.iter().map(|r| Some(r.app.as_str()))),
+        strings(rows.iter().map(|r| r.user_id.as_deref())),
+        strings(rows.iter().map(|r| r.user_login.as_deref())),
+        times(rows.iter().map(|r| Some(r.initiated_at))),
+        times(rows.iter().map(|r| r.first_attempt_at)),
+        times(rows.iter().map(|r| r.disabled_at)),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.latency_seconds)
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.high_risk))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.deadline_seconds))
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.met_slo))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(ids.finish()),
+        strings(rows.iter().map(|r| Some(r.state.as_str()))),
+    ];
+    // The list builder names its item field "item", nullable, as the schema says.
+    RecordBatch::try_new(Table::Leavers.schema(), columns)
+}
+
+/// Why a file is not one of our tables.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaMismatch(pub String);
+
+fn check_schema(batch: &RecordBatch, table: Table) -> Result<(), SchemaMismatch> {
+    let expected = table.schema();
+    let actual = batch.schema();
+    for field in expected.fields() {
+        match actual.field_with_name(field.name()) {
+            Ok(found) if found.data_type() == field.data_type() => {}
+            Ok(found) => {
+                return Err(SchemaMismatch(format!(
+                    "column {} is {}, expected {}",
+                    field.name(),
+                    found.data_type(),
+                    field.data_type()
+                )))
+            }
+            Err(_) => return Err(SchemaMismatch(format!("no column {}", field.name()))),
+        }
+    }
+    Ok(())
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
+    let index = batch.schema().index_of(name).expect("schema checked");
+    batch.column(index)
+}
+
+fn opt_string(array: &ArrayRef, i: usize) -> Option<String> {
+    let strings = array.as_string::<i32>();
+    (!strings.is_null(i)).then(|| strings.value(i).to_string())
+}
+
+fn opt_i64<T: arrow_array::ArrowPrimitiveType<Native = i64>>(
+    array: &ArrayRef,
+    i: usize,
+) -> Option<i64> {
+    let values = array.as_primitive::<T>();
+    (!values.is_null(i)).then(|| values.value(i))
+}
+
+/// Reads `operations` rows back from a batch.
+pub fn operations_rows(batch: &RecordBatch) -> Result<Vec<OperationRow>, SchemaMismatch> {
+    check_schema(batch, Table::Operations)?;
+    let c = |name| column(batch, name);
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let attempts = c("attempts").as_primitive::<Int32Type>();
+        let http = c("http_status").as_primitive::<Int32Type>();
+        rows.push(OperationRow {
+            correlation_id: opt_string(c("correlation_id"), i),
+            join_method: opt_string(c("join_method"), i).unwrap_or_default(),
+            stage: opt_string(c("stage"), i).unwrap_or_default(),
+            app: opt_string(c("app"), i),
+            user_id: opt_string(c("user_id"), i),
+            user_login: opt_string(c("user_login"), i),
+            action: opt_string(c("action"), i),
+            idp_source: opt_string(c("idp_source"), i),
+            idp_time: opt_i64::<TimestampMicrosecondType>(c("idp_time"), i),
+            idp_status: opt_string(c("idp_status"), i),
+            first_attempt_time: opt_i64::<TimestampMicrosecondType>(c("first_attempt_time"), i),
+            last_attempt_time: opt_i64::<TimestampMicrosecondType>(c("last_attempt_time"), i),
+            attempts: attempts.value(i),
+            http_status: (!http.is_null(i)).then(|| http.value(i)),
+            method: opt_string(c("method"), i),
+            path: opt_string(c("path"), i),
+            outcome: opt_string(c("outcome"), i).unwrap_or_default(),
+            cause: opt_string(c("cause"), i),
+            lag_ms: opt_i64::<Int64Type>(c("lag_ms"), i),
+            disagreement: c("disagreement").as_boolean().value(i),
+            high_risk: c("high_risk").as_boolean().value(i),
+            ingested_at: opt_i64::<TimestampMicrosecondType>(c("ingested_at"), i).unwrap_or(0),
+        });
+    }
+    Ok(rows)
+}
+
+/// Reads `leavers` rows back from a batch.
+pub fn leavers_rows(batch: &RecordBatch) -> Result<Vec<LeaverRow>, SchemaMismatch> {
+    check_schema(batch, Table::Leavers)?;
+    let c = |name| column(batch, name);
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    let lists = c("correlation_ids").as_list::<i32>();
+    for i in 0..batch.num_rows() {
+        let latency = c("latency_seconds").as_primitive::<Float64Type>();
+        let ids = lists.value(i);
+        let ids = ids.as_string::<i32>();
+        rows.push(LeaverRow {
+            app: opt_string(c("app"), i).unwrap_or_default(),
+            user_id: opt_string(c("user_id"), i),
+            user_login: opt_string(c("user_login"), i),
+            initiated_at: opt_i64::<TimestampMicrosecondType>(c("initiated_at"), i).unwrap_or(0),
+            first_attempt_at: opt_i64::<TimestampMicrosecondType>(c("first_attempt_at"), i),
+            disabled_at: opt_i64::<TimestampMicrosecondType>(c("disabled_at"), i),
+            latency_seconds: (!latency.is_null(i)).then(|| latency.value(i)),
+            high_risk: c("high_risk").as_boolean().value(i),
+            deadline_seconds: opt_i64::<Int64Type>(c("deadline_seconds"), i).unwrap_or(0),
+            met_slo: c("met_slo").as_boolean().value(i),
+            correlation_ids: (0..ids.len()).map(|j| ids.value(j).to_string()).collect(),
+            state: opt_string(c("state"), i).unwrap_or_default(),
+        });
+    }
+    Ok(rows)
+}

@@ -1,0 +1,288 @@
+//! Appends judged operations and leaver episodes to the Parquet tables.
+//!
+//! Rows are buffered per table and date and written as a new file when a buffer reaches
+//! `rows_per_file`, or when the owner calls [`AuditWriter::flush`] (the daemon does so by age,
+//! replay at the end). Every file is written aside, synced and renamed into
+//! `<root>/<table>/date=YYYY-MM-DD/`, so a reader never sees a part of one.
+
+use super::schema::{self, LeaverRow, OperationRow, Table};
+use crate::durable;
+use crate::engine::Output;
+use crate::judge::{Episode, EpisodeState, Operation};
+use crate::time::Ts;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+/// Rows per row group: large enough for good compression, small enough for readers to skip.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// An audit store failure, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write Parquet: {source}")]
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+impl AuditError {
+    pub fn io(path: &Path, source: std::io::Error) -> AuditError {
+        AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+fn properties(table: Table) -> WriterProperties {
+    let high_cardinality: &[&str] = match table {
+        Table::Operations => &["correlation_id", "user_id", "user_login", "path"],
+        Table::Leavers => &["user_id", "user_login"],
+    };
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(
+                "scimwatch.schema_version".into(),
+                schema::SCHEMA_VERSION.to_string(),
+            ),
+            KeyValue::new("scimwatch.producer".into(), schema::producer()),
+            KeyValue::new("scimwatch.table".into(), table.name().to_string()),
+        ]));
+    for column in high_cardinality {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    }
+    builder.build()
+}
+
+/// Writes one batch as a Parquet file at `path`, atomically. On any error nothing is left.
+pub fn write_file(
+    path: &Path,
+    table: Table,
+    batch: &arrow_array::RecordBatch,
+) -> Result<(), AuditError> {
+    let tmp = durable::tmp_path(path);
+    let result = (|| {
+        let file = File::create(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
+        let mut writer = ArrowWriter::try_new(file, table.schema(), Some(properties(table)))
+            .map_err(|source| AuditError::Parquet {
+                path: tmp.clone(),
+                source,
+            })?;
+        writer.write(batch).map_err(|source| AuditError::Parquet {
+            path: tmp.clone(),
+            source,
+        })?;
+        let file = writer.into_inner().map_err(|source| AuditError::Parquet {
+            path: tmp.clone(),
+            source,
+        })?;
+        file.sync_all().map_err(|e| AuditError::io(&tmp, e))?;
+        durable::commit(&tmp, path).map_err(|e| AuditError::io(path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The `operations` row of a judged operation.
+pub fn operation_row(op: &Operation, source_names: &[String], ingested_at: Ts) -> OperationRow {
+    OperationRow {
+        correlation_id: op.correlation_id.clone(),
+        join_method: op.join_method.as_str().to_string(),
+        stage: op.stage.as_str().to_string(),
+        app: op.app.clone(),
+        user_id: op.user_id.clone(),
+        user_login: op.user_login.clone(),
+        action: op.action.clone(),
+        idp_source: op
+            .idp_source
+            .and_then(|i| source_names.get(i as usize).cloned()),
+        idp_time: op.idp_time.map(|t| t.0),
+        idp_status: op.idp_status.map(|s| s.as_str().to_string()),
+        first_attempt_time: op.first_attempt_time.map(|t| t.0),
+        last_attempt_time: op.last_attempt_time.map(|t| t.0),
+        attempts: op.attempts.len().min(i32::MAX as usize) as i32,
+        http_status: op.http_status.map(i32::from),
+        method: op.method.map(|m| m.as_str().to_string()),
+        path: op.path.clone(),
+        outcome: op.outcome.as_str().to_string(),
+        cause: op.cause.map(|c| c.as_str().to_string()),
+        lag_ms: op.lag_ms,
+        disagreement: op.disagreement,
+        high_risk: op.high_risk,
+        ingested_at: ingested_at.0,
+    }
+}
+
+/// The `leavers` row of an episode: closed ones, and open ones already past their deadline at
+/// `as_of`. Cancelled episodes (a rehire while open) and open ones still in time have none.
+pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
+    let breached = episode.breached(as_of);
+    match episode.state {
+        EpisodeState::Cancelled => return None,
+        EpisodeState::Open if !breached => return None,
+        _ => {}
+    }
+    Some(LeaverRow {
+        app: episode.app.clone(),
+        user_id: episode.user_id.clone(),
+        user_login: episode.user_login.clone(),
+        initiated_at: episode.initiated_at.0,
+        first_attempt_at: episode.first_attempt_at.map(|t| t.0),
+        disabled_at: episode.disabled_at.map(|t| t.0),
+        latency_seconds: episode.latency_seconds(),
+        high_risk: episode.high_risk,
+        deadline_seconds: episode.deadline_seconds.min(i64::MAX as u64) as i64,
+        met_slo: !breached,
+        correlation_ids: episode.correlation_ids.clone(),
+        state: match episode.state {
+            EpisodeState::Open => "open",
+            EpisodeState::Disabled => "disabled",
+            EpisodeState::Cancelled => "cancelled",
+        }
+        .to_string(),
+    })
+}
+
+/// Buffers rows and writes them as atomically committed files.
+pub struct AuditWriter {
+    root: PathBuf,
+    rows_per_file: usize,
+    source_names: Vec<String>,
+    operations: BTreeMap<String, Vec<OperationRow>>,
+    leavers: BTreeMap<String, Vec<LeaverRow>>,
+    file_prefix: String,
+    sequence: u64,
+    rows_written: BTreeMap<Table, u64>,
+}
+
+impl AuditWriter {
+    /// Opens (creating) the store under `root`, removing temporaries a crash left behind.
+    /// `file_prefix` makes this writer's file names unique (start time and process id).
+    pub fn open(
+        root: &Path,
+        rows_per_file: usize,
+        source_names: Vec<String>,
+        file_prefix: String,
+    ) -> Result<AuditWriter, AuditError> {
+        for table in Table::ALL {
+            let dir = root.join(table.name());
+            fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+            durable::remove_leftovers(&dir).map_err(|e| AuditError::io(&dir, e))?;
+        }
+        Ok(AuditWriter {
+            root: root.to_path_buf(),
+            rows_per_file: rows_per_file.max(1),
+            source_names,
+            operations: BTreeMap::new(),
+            leavers: BTreeMap::new(),
+            file_prefix,
+            sequence: 0,
+            rows_written: BTreeMap::new(),
+        })
+    }
+
+    /// Rows committed so far, per table.
+    pub fn rows_written(&self, table: Table) -> u64 {
+        self.rows_written.get(&table).copied().unwrap_or(0)
+    }
+
+    /// Rows buffered, not yet in a file.
+    pub fn buffered(&self) -> usize {
+        self.operations.values().map(Vec::len).sum::<usize>()
+            + self.leavers.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Adds what the engine produced. `as_of` judges episodes still open.
+    pub fn add(&mut self, output: &Output, ingested_at: Ts, as_of: Ts) -> Result<(), AuditError> {
+        match output {
+            Output::Operation(op) => {
+                let row = operation_row(op, &self.source_names, ingested_at);
+                let date = Ts(row.time()).date();
+                let buffer = self.operations.entry(date.clone()).or_default();
+                buffer.push(row);
+                if buffer.len() >= self.rows_per_file {
+                    let rows = self.operations.remove(&date).unwrap_or_default();
+                    self.write_operations(&date, &rows)?;
+                }
+            }
+            Output::Episode(episode) => {
+                if let Some(row) = leaver_row(episode, as_of) {
+                    let date = Ts(row.initiated_at).date();
+                    let buffer = self.leavers.entry(date.clone()).or_default();
+                    buffer.push(row);
+                    if buffer.len() >= self.rows_per_file {
+                        let rows = self.leavers.remove(&date).unwrap_or_default();
+                        self.write_leavers(&date, &rows)?;
+                    }
+                }
+            }
+            Output::PostDisable(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Writes every buffer out. Returns the files written.
+    pub fn flush(&mut self) -> Result<Vec<PathBuf>, AuditError> {
+        let mut written = Vec::new();
+        for (date, rows) in std::mem::take(&mut self.operations) {
+            written.push(self.write_operations(&date, &rows)?);
+        }
+        for (date, rows) in std::mem::take(&mut self.leavers) {
+            written.push(self.write_leavers(&date, &rows)?);
+        }
+        Ok(written)
+    }
+
+    fn next_path(&mut self, table: Table, date: &str) -> Result<PathBuf, AuditError> {
+        let dir = self.root.join(table.name()).join(format!("date={date}"));
+        fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+        self.sequence += 1;
+        Ok(dir.join(format!("{}-{:06}.parquet", self.file_prefix, self.sequence)))
+    }
+
+    fn write_operations(
+        &mut self,
+        date: &str,
+        rows: &[OperationRow],
+    ) -> Result<PathBuf, AuditError> {
+        let path = self.next_path(Table::Operations, date)?;
+        let batch = schema::operations_batch(rows).map_err(|e| AuditError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_file(&path, Table::Operations, &batch)?;
+        *self.rows_written.entry(Table::Operations).or_default() += rows.len() as u64;
+        Ok(path)
+    }
+
+    fn write_leavers(&mut self, date: &str, rows: &[LeaverRow]) -> Result<PathBuf, AuditError> {
+        let path = self.next_path(Table::Leavers, date)?;
+        let batch = schema::leavers_batch(rows).map_err(|e| AuditError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_file(&path, Table::Leavers, &batch)?;
+        *self.rows_written.entry(Table::Leavers).or_default() += rows.len() as u64;
+        Ok(path)
+    }
+}

@@ -1,0 +1,98 @@
+//! Durability in one place: files appear whole or not at all.
+//!
+//! A file is written under a temporary name that readers' globs skip (a leading `.` and a
+//! `.tmp` suffix), flushed to disk, renamed over its final name, and then the directory is
+//! flushed so the rename itself survives a crash. Leftover temporaries from a crash are removed
+//! at start. Checkpoints, alert state and Parquet files all go through here.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The temporary name of `path`: `dir/.name.tmp`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Whether a file name is one of our temporaries.
+pub fn is_tmp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// Flushes a directory's entries (a rename or create in it) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Makes a fully written and synced temporary file visible under its final name.
+pub fn commit(tmp: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never a
+/// part. On error the temporary is removed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        commit(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes temporaries left by a crash, below `dir` (recursively). Returns how many.
+pub fn remove_leftovers(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() {
+            removed += remove_leftovers(&path)?;
+        } else if is_tmp_name(&name) {
+            fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_atomic_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert!(!tmp_path(&path).exists());
+    }
+
+    #[test]
+    fn leftover_temporaries_are_removed_and_real_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/.part-1.parquet.tmp"), b"half").unwrap();
+        fs::write(dir.path().join("a/b/part-0.parquet"), b"whole").unwrap();
+        assert_eq!(remove_leftovers(dir.path()).unwrap(), 1);
+        assert!(dir.path().join("a/b/part-0.parquet").exists());
+    }
+}

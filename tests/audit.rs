@@ -1,0 +1,571 @@
+//! The Parquet evidence store and the quarterly pack: written by the real binary, read back by
+//! our code and by DuckDB (an independent reader installed by `make test`), atomic under
+//! crashes, deterministic, tamper-evident, and free of secrets.
+
+mod common;
+
+use common::{bin, fixture, replay_json, run};
+use scimwatch::audit::export::{read_leavers, read_operations};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn python() -> PathBuf {
+    match std::env::var_os("SCIMWATCH_TEST_PYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    }
+}
+
+/// Runs DuckDB over a store (tests/python/read_parquet.py); `make test` installs it.
+fn duckdb_read(data: &Path) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_parquet.py");
+    let output = Command::new(python())
+        .arg(script)
+        .arg(data)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): run `make deps` to install DuckDB",
+                python().display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "DuckDB failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn replay_to_parquet(data: &Path) -> Value {
+    let data = data.to_str().unwrap();
+    replay_json(&fixture("core/scimwatch.toml"), &["--parquet", data])
+}
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in walk(dir) {
+        if entry.extension().is_some_and(|e| e == "parquet") {
+            files.push(entry);
+        }
+    }
+    files.sort();
+    files
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn replay_writes_both_tables_partitioned_by_date_and_our_reader_reads_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = replay_to_parquet(dir.path());
+    let files = parquet_files(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files
+        .iter()
+        .all(|f| f.parent().unwrap().file_name().unwrap() == "date=2026-07-01"));
+    let operations: Vec<_> = files
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("/operations/"))
+        .flat_map(|f| read_operations(f).unwrap())
+        .collect();
+    let stages: u64 = ["joiner", "mover", "leaver"]
+        .iter()
+        .map(|s| report["stages"][s]["operations"].as_u64().unwrap())
+        .sum();
+    let expected =
+        stages + report["skipped"].as_u64().unwrap() + report["unattributed"].as_u64().unwrap();
+    assert_eq!(
+        operations.len() as u64,
+        expected,
+        "one row per operation, skipped and unattributed included"
+    );
+    let bob = operations
+        .iter()
+        .find(|r| r.correlation_id.as_deref() == Some("l-bob-2"))
+        .unwrap();
+    assert_eq!(
+        (
+            bob.stage.as_str(),
+            bob.outcome.as_str(),
+            bob.http_status,
+            bob.high_risk
+        ),
+        ("leaver", "succeeded", Some(200), true)
+    );
+    assert_eq!(bob.idp_source.as_deref(), Some("orchestrator"));
+    let leavers: Vec<_> = files
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("/leavers/"))
+        .flat_map(|f| read_leavers(f).unwrap())
+        .collect();
+    // Six disabled episodes and dave, still open past his deadline; no row for cancelled ones.
+    assert_eq!(leavers.len(), 7);
+    let dave = leavers
+        .iter()
+        .find(|r| r.user_login.as_deref() == Some("dave@corp.example"))
+        .unwrap();
+    assert_eq!(
+        (dave.state.as_str(), dave.met_slo, dave.disabled_at),
+        ("open", false, None)
+    );
+}
+
+#[test]
+fn duckdb_reads_both_tables_with_utc_timestamps_and_the_reports_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = replay_to_parquet(dir.path());
+    let read = duckdb_read(dir.path());
+    for (table, columns) in [
+        (
+            "operations",
+            &[
+                "idp_time",
+                "first_attempt_time",
+                "last_attempt_time",
+                "ingested_at",
+            ][..],
+        ),
+        (
+            "leavers",
+            &["initiated_at", "first_attempt_at", "disabled_at"][..],
+        ),
+    ] {
+        for column in columns {
+            assert_eq!(
+                read[table]["types"][column], "TIMESTAMP WITH TIME ZONE",
+                "{table}.{column}"
+            );
+        }
+    }
+    assert_eq!(read["operations"]["types"]["attempts"], "INTEGER");
+    assert_eq!(read["operations"]["types"]["lag_ms"], "BIGINT");
+    assert_eq!(read["leavers"]["types"]["correlation_ids"], "VARCHAR[]");
+    assert_eq!(read["leavers"]["types"]["latency_seconds"], "DOUBLE");
+    assert_eq!(read["operations"]["rows"], 24);
+    assert_eq!(read["leavers"]["rows"], 7);
+    // The report's stage counts, recomputed by DuckDB from the rows.
+    for stage in ["joiner", "mover", "leaver"] {
+        for outcome in ["succeeded", "failed", "unconfirmed"] {
+            let rows = read["stage_outcomes"][format!("{stage}/{outcome}")]
+                .as_u64()
+                .unwrap_or(0);
+            assert_eq!(
+                rows,
+                report["stages"][stage][outcome].as_u64().unwrap(),
+                "{stage}/{outcome}"
+            );
+        }
+    }
+    let m429 = &read["operation_samples"]["m-429"];
+    assert_eq!(
+        (m429["outcome"].as_str(), m429["attempts"].as_u64()),
+        (Some("succeeded"), Some(3))
+    );
+    assert_eq!(read["operation_samples"]["j-401"]["cause"], "unauthorized");
+    assert_eq!(
+        read["operation_samples"]["m-unconfirmed"]["http_status"],
+        Value::Null
+    );
+    assert_eq!(
+        read["operation_samples"]["l-bob-2"]["idp_time"],
+        "2026-07-01 09:42:00+00:00"
+    );
+    let bob = read["leaver_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user"] == "bob@corp.example")
+        .unwrap();
+    assert_eq!(bob["latency_seconds"], 1320.0);
+    assert_eq!(bob["met_slo"], false);
+    assert_eq!(
+        bob["correlation_ids"],
+        serde_json::json!(["l-bob-1", "l-bob-2"])
+    );
+}
+
+#[test]
+fn the_readme_duckdb_query_lists_the_leavers_who_missed_the_slo() {
+    let dir = tempfile::tempdir().unwrap();
+    replay_to_parquet(dir.path());
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let query = readme
+        .lines()
+        .find(|l| l.contains("duckdb.sql(") && l.contains("met_slo"))
+        .expect("README has the auditor's DuckDB one-liner");
+    let command = query
+        .trim()
+        .trim_start_matches("$ ")
+        .replace("python3", &python().to_string_lossy());
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .current_dir(dir.path().join(".."))
+        .env("DATA", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{command}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for user in [
+        "carol@corp.example",
+        "bob@corp.example",
+        "dave@corp.example",
+    ] {
+        assert!(text.contains(user), "{user} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("alice@corp.example"),
+        "alice met the SLO:\n{text}"
+    );
+}
+
+#[test]
+fn secrets_planted_in_the_logs_never_reach_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    replay_to_parquet(dir.path());
+    let secrets = ["Sup3rSecret!", "tok_live_998877", "tok_live_112233"];
+    // The raw bytes (statistics and metadata are not compressed)…
+    for file in parquet_files(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} in {}",
+                file.display()
+            );
+        }
+    }
+    // …and every decoded string value.
+    let read = duckdb_read(dir.path());
+    let strings = format!(
+        "{}{}",
+        read["operations"]["strings"], read["leavers"]["strings"]
+    );
+    for secret in secrets {
+        assert!(
+            !strings.contains(secret),
+            "{secret} decoded from the tables"
+        );
+    }
+    assert!(
+        strings.contains("access_token=[REDACTED]"),
+        "the redacted path is kept: {strings}"
+    );
+}
+
+#[test]
+fn a_crashed_write_leaves_no_visible_partial_file_and_is_cleaned_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    replay_to_parquet(dir.path());
+    // A writer killed mid-file leaves only its temporary: half of a real file under the
+    // temporary name a reader's glob skips.
+    let committed = parquet_files(dir.path())[0].clone();
+    let bytes = std::fs::read(&committed).unwrap();
+    let partial = committed.with_file_name(".replay-crashed-000009.parquet.tmp");
+    std::fs::write(&partial, &bytes[..bytes.len() / 2]).unwrap();
+    assert_eq!(
+        duckdb_read(dir.path())["operations"]["rows"],
+        24,
+        "DuckDB's glob does not see it"
+    );
+    // The next writer to open the store removes it.
+    replay_to_parquet(dir.path());
+    assert!(!partial.exists());
+    assert!(walk(dir.path()).iter().all(|p| !p
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+}
+
+#[test]
+fn a_real_kill_9_mid_write_never_leaves_a_partial_parquet_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let generated = run(&[
+        "generate",
+        "--out",
+        logs.to_str().unwrap(),
+        "--operations",
+        "60000",
+    ]);
+    assert!(generated.status.success());
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("scimwatch.toml"), config).unwrap();
+    let mut seen_files = 0;
+    for (attempt, delay_ms) in [150u64, 400, 900, 1600].into_iter().enumerate() {
+        let data = dir.path().join(format!("data-{attempt}"));
+        let mut child = bin()
+            .args([
+                "replay",
+                "--config",
+                dir.path().join("scimwatch.toml").to_str().unwrap(),
+                "--format",
+                "json",
+                "--rows-per-file",
+                "500",
+                "--parquet",
+                data.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // Whatever the moment, every visible file is a whole, readable Parquet file.
+        for file in parquet_files(&data) {
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue; // a temporary: invisible to readers, removed at the next start
+            }
+            seen_files += 1;
+            if file.to_string_lossy().contains("/operations/") {
+                assert!(
+                    !read_operations(&file).unwrap().is_empty(),
+                    "{}",
+                    file.display()
+                );
+            } else {
+                read_leavers(&file).unwrap();
+            }
+        }
+    }
+    eprintln!("checked {seen_files} committed files across 4 kills");
+}
+
+fn export(data: &Path, out: &Path) -> std::process::Output {
+    run(&[
+        "export",
+        "--data",
+        data.to_str().unwrap(),
+        "--quarter",
+        "2026Q3",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn an_export_is_byte_identical_when_repeated_and_its_manifest_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    replay_to_parquet(&data);
+    let (a, b) = (dir.path().join("pack-a"), dir.path().join("pack-b"));
+    assert!(export(&data, &a).status.success());
+    assert!(export(&data, &b).status.success());
+    for file in ["operations.parquet", "leavers.parquet", "manifest.json"] {
+        assert_eq!(
+            std::fs::read(a.join(file)).unwrap(),
+            std::fs::read(b.join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["files"]["operations"]["rows"], 24);
+    assert_eq!(manifest["files"]["leavers"]["rows"], 7);
+    assert_eq!(manifest["schema_version"], "1");
+    assert_eq!(manifest["time_range"]["from"], "2026-07-01T09:00:00Z");
+    assert_eq!(manifest["summary"]["stages"]["leaver"]["succeeded"], 6);
+    assert_eq!(manifest["summary"]["leavers"]["breaches"], 3);
+    assert_eq!(
+        manifest["summary"]["leavers"]["latency_seconds_p95"],
+        1320.0
+    );
+    // Sorted by time, readable by DuckDB as one file.
+    let rows = read_operations(&a.join("operations.parquet")).unwrap();
+    assert!(rows.windows(2).all(|w| w[0].time() <= w[1].time()));
+    let verified = run(&["export", "--verify", a.to_str().unwrap()]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    // Another quarter holds nothing.
+    let empty = dir.path().join("pack-q2");
+    assert!(run(&[
+        "export",
+        "--data",
+        data.to_str().unwrap(),
+        "--quarter",
+        "2026Q2",
+        "--out",
+        empty.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(empty.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["files"]["operations"]["rows"], 0);
+}
+
+#[test]
+fn verify_catches_one_flipped_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    replay_to_parquet(&data);
+    let pack = dir.path().join("pack");
+    assert!(export(&data, &pack).status.success());
+    let file = pack.join("operations.parquet");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let output = run(&["export", "--verify", pack.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("MISMATCH operations.parquet: SHA-256"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("leavers.parquet"),
+        "only the tampered file is named: {stdout}"
+    );
+}
+
+#[test]
+fn export_errors_name_the_path_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // A store that does not exist.
+    let missing = dir.path().join("nope");
+    let output = export(&missing, &dir.path().join("pack"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(missing.to_str().unwrap()));
+    // A corrupt file in the store.
+    let data = dir.path().join("data");
+    replay_to_parquet(&data);
+    let corrupt = data.join("operations/date=2026-07-02/part-x.parquet");
+    std::fs::create_dir_all(corrupt.parent().unwrap()).unwrap();
+    std::fs::write(&corrupt, b"PAR1 not really parquet").unwrap();
+    let pack = dir.path().join("pack");
+    let output = export(&data, &pack);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("part-x.parquet") && stderr.contains("not a readable Parquet file"),
+        "{stderr}"
+    );
+    assert!(!pack.exists(), "no half-written pack");
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+    // An existing pack is never overwritten.
+    std::fs::remove_file(&corrupt).unwrap();
+    assert!(export(&data, &pack).status.success());
+    let again = export(&data, &pack);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn an_unwritable_or_full_store_is_a_clear_error_with_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixture("core/scimwatch.toml");
+    // A path under a regular file cannot be a directory.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let output = bin()
+        .args([
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            "--parquet",
+            blocker.join("data").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(blocker.to_str().unwrap()));
+
+    // A full disk: a 64 KiB tmpfs (needs root, as CI runs; elsewhere this part is skipped).
+    let mount_point = dir.path().join("full");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k",
+            "tmpfs",
+            mount_point.to_str().unwrap(),
+        ])
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("skipping the full-disk case: cannot mount a tmpfs (not root)");
+        return;
+    }
+    let logs = dir.path().join("logs");
+    assert!(run(&[
+        "generate",
+        "--out",
+        logs.to_str().unwrap(),
+        "--operations",
+        "20000"
+    ])
+    .status
+    .success());
+    std::fs::write(
+        dir.path().join("big.toml"),
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let data = mount_point.join("data");
+    let output = bin()
+        .args([
+            "replay",
+            "--config",
+            dir.path().join("big.toml").to_str().unwrap(),
+            "--format",
+            "json",
+            "--parquet",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let leftovers: Vec<PathBuf> = walk(&mount_point);
+    let _ = Command::new("umount").arg(&mount_point).status();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device")
+            && stderr.contains(mount_point.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(
+        leftovers
+            .iter()
+            .all(|p| !p.file_name().unwrap().to_string_lossy().ends_with(".tmp")),
+        "{leftovers:?}"
+    );
+}
