@@ -20,6 +20,9 @@ pub struct Config {
     /// Where checkpoints, alert state and Parquet evidence live.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// How the daemon tails, checkpoints and bounds its memory.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
     /// The log sources: at least one `idp` and one `gateway`.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -106,6 +109,72 @@ impl FieldSource {
         .into_iter()
         .filter(|s| !s.is_empty())
         .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// How often every source's globs are re-listed and every file stat'ed: the source of
+    /// truth for new data (inotify only wakes the loop early).
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Bytes read from one file per pass, so one busy file cannot starve the others.
+    #[serde(default = "default_read_budget_bytes")]
+    pub read_budget_bytes: usize,
+    /// How often buffered rows are committed to Parquet and the checkpoint advanced: the most
+    /// a crash can make the daemon re-read.
+    #[serde(default = "default_checkpoint_interval_secs")]
+    pub checkpoint_interval_secs: u64,
+    /// Rows per Parquet file before a new one is started.
+    #[serde(default = "default_parquet_rows_per_file")]
+    pub parquet_rows_per_file: usize,
+    /// Cap on operations and writes waiting for their join window. Past it the oldest is
+    /// settled early (as unconfirmed / unattributed) and counted. About 1 KiB each.
+    #[serde(default = "default_max_pending_joins")]
+    pub max_pending_joins: usize,
+    /// Cap on open leaver episodes. Past it the oldest is dropped (written if already
+    /// breached) and counted. About 0.5 KiB each.
+    #[serde(default = "default_max_open_episodes")]
+    pub max_open_episodes: usize,
+    /// How long a rotated-away or deleted file is kept open after its last line was read.
+    #[serde(default = "default_rotate_wait_secs")]
+    pub rotate_wait_secs: u64,
+}
+
+const fn default_poll_interval_ms() -> u64 {
+    250
+}
+const fn default_read_budget_bytes() -> usize {
+    1024 * 1024
+}
+const fn default_checkpoint_interval_secs() -> u64 {
+    5
+}
+const fn default_parquet_rows_per_file() -> usize {
+    100_000
+}
+const fn default_max_pending_joins() -> usize {
+    1_000_000
+}
+const fn default_max_open_episodes() -> usize {
+    100_000
+}
+const fn default_rotate_wait_secs() -> u64 {
+    60
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            poll_interval_ms: default_poll_interval_ms(),
+            read_budget_bytes: default_read_budget_bytes(),
+            checkpoint_interval_secs: default_checkpoint_interval_secs(),
+            parquet_rows_per_file: default_parquet_rows_per_file(),
+            max_pending_joins: default_max_pending_joins(),
+            max_open_episodes: default_max_open_episodes(),
+            rotate_wait_secs: default_rotate_wait_secs(),
+        }
     }
 }
 
@@ -449,6 +518,16 @@ impl Config {
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|error| toml_error(text, &error))?;
         config.base_dir = base_dir.to_path_buf();
+        // Relative paths are relative to the config file (clarification 18), not to wherever
+        // the daemon happens to be started from.
+        if config.storage.data_dir.is_relative() {
+            config.storage.data_dir = base_dir.join(&config.storage.data_dir);
+        }
+        if let Some(file) = config.server.api_token_file.as_mut() {
+            if file.is_relative() {
+                *file = base_dir.join(&*file);
+            }
+        }
         config.validate().map_err(|mut error| {
             error.line = line_of_key(text, &error.key);
             error
@@ -506,6 +585,34 @@ impl Config {
             for pattern in &source.paths {
                 glob::Pattern::new(pattern)
                     .map_err(|e| err(key("paths"), format!("{pattern:?} is not a glob: {e}")))?;
+            }
+        }
+        let pipeline = &self.pipeline;
+        for (name, value) in [
+            ("pipeline.poll_interval_ms", pipeline.poll_interval_ms),
+            (
+                "pipeline.checkpoint_interval_secs",
+                pipeline.checkpoint_interval_secs,
+            ),
+            (
+                "pipeline.read_budget_bytes",
+                pipeline.read_budget_bytes as u64,
+            ),
+            (
+                "pipeline.parquet_rows_per_file",
+                pipeline.parquet_rows_per_file as u64,
+            ),
+            (
+                "pipeline.max_pending_joins",
+                pipeline.max_pending_joins as u64,
+            ),
+            (
+                "pipeline.max_open_episodes",
+                pipeline.max_open_episodes as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(err(name.into(), "must be greater than 0".into()));
             }
         }
         let slo = &self.slo;

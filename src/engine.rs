@@ -58,11 +58,30 @@ impl EngineSettings {
 /// the item came from — all properties of the data, none of arrival order.
 type TimelineKey = (Ts, u8, (u16, u32, u64));
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum TimelineItem {
     Trigger(Trigger),
     Operation(LifecycleOp),
     Request(Request),
+}
+
+/// Everything the engine holds, for a checkpoint: restoring it and re-reading the lines after
+/// the checkpointed offsets gives exactly the outputs an uninterrupted run would have.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct EngineState {
+    joiner: crate::join::JoinerState,
+    episodes: crate::judge::leavers::EpisodesState,
+    timeline: Vec<(TimelineKey, TimelineItem)>,
+    watermark: Option<Ts>,
+    clock: Ts,
+    lateness_micros: i64,
+}
+
+/// What the memory caps dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    pub joins: u64,
+    pub episodes: u64,
 }
 
 /// The pipeline core.
@@ -119,6 +138,80 @@ impl Engine {
         self.episodes.open_episodes()
     }
 
+    /// The engine's state, for a checkpoint (taken between records, never inside one).
+    pub fn snapshot(&self) -> EngineState {
+        EngineState {
+            joiner: self.joiner.snapshot(),
+            episodes: self.episodes.snapshot(),
+            timeline: self
+                .timeline
+                .iter()
+                .map(|(key, item)| {
+                    let item = match item {
+                        TimelineItem::Trigger(t) => TimelineItem::Trigger(t.clone()),
+                        TimelineItem::Operation(o) => TimelineItem::Operation(o.clone()),
+                        TimelineItem::Request(r) => TimelineItem::Request(r.clone()),
+                    };
+                    (*key, item)
+                })
+                .collect(),
+            watermark: self.watermark,
+            clock: self.clock,
+            lateness_micros: self.lateness_micros,
+        }
+    }
+
+    /// Rebuilds an engine from a checkpoint; the policy comes from the current config.
+    pub fn restore(state: EngineState, settings: EngineSettings) -> Engine {
+        Engine {
+            joiner: crate::join::Joiner::restore(state.joiner),
+            lateness_micros: state.lateness_micros,
+            episodes: Episodes::restore(settings.policy, state.episodes),
+            timeline: state.timeline.into_iter().collect(),
+            watermark: state.watermark,
+            clock: state.clock,
+            outputs: Vec::new(),
+            joined: Vec::new(),
+            leaver_events: Vec::new(),
+        }
+    }
+
+    /// Enforces the memory caps: settles the oldest pending joins early and drops the oldest
+    /// open episodes (handing them out, so a breached one is still written).
+    pub fn enforce_caps(
+        &mut self,
+        max_pending_joins: usize,
+        max_open_episodes: usize,
+    ) -> Evictions {
+        let mut evictions = Evictions::default();
+        let mut joined = std::mem::take(&mut self.joined);
+        while self.joiner.pending() > max_pending_joins && self.joiner.evict_oldest(&mut joined) {
+            evictions.joins += 1;
+        }
+        self.settle_joined(&mut joined);
+        self.joined = joined;
+        while self.episodes.open_count() > max_open_episodes {
+            match self.episodes.evict_oldest_open() {
+                Some(episode) => {
+                    evictions.episodes += 1;
+                    self.outputs.push(Output::Episode(episode));
+                }
+                None => break,
+            }
+        }
+        evictions
+    }
+
+    /// Open episodes whose deadline is before `now` (the live clock): what LeaverDisableOverdue
+    /// pages about, with no event needed.
+    pub fn overdue_episodes(&self, now: Ts) -> Vec<&Episode> {
+        self.episodes
+            .open_episodes()
+            .into_iter()
+            .filter(|e| e.due_at() < now)
+            .collect()
+    }
+
     /// Takes one parsed record. Nothing is settled until [`Engine::advance`].
     pub fn ingest(&mut self, record: Record) {
         let time = record.time();
@@ -138,7 +231,7 @@ impl Engine {
                             principal: principal.clone(),
                             app: gateway.app.clone(),
                             correlation_id: gateway.correlation_id.clone(),
-                            method: gateway.method.as_str(),
+                            method: gateway.method.as_str().to_string(),
                             path: gateway.path.clone(),
                             status: gateway.status,
                         }),

@@ -23,7 +23,7 @@ use crate::time::Ts;
 use std::collections::{BTreeSet, HashMap};
 
 /// How an operation's records were matched (a Parquet column and an API field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JoinMethod {
     CorrelationId,
@@ -75,7 +75,7 @@ impl Joined {
 }
 
 /// Counters a person needs to trust the join.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JoinStats {
     /// Writes that more than one IdP operation could have claimed (resolved by nearest time).
     pub ambiguous: u64,
@@ -89,7 +89,7 @@ fn origin_key(origin: Origin) -> OriginKey {
     (origin.source, origin.file, origin.line)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Bucket {
     idp: Vec<IdpRecord>,
     notes: Vec<NoteRecord>,
@@ -101,7 +101,7 @@ struct Bucket {
 }
 
 /// A gateway write waiting for an IdP operation without a shared ID.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct PoolEntry {
     record: GatewayRecord,
     app: String,
@@ -132,6 +132,17 @@ pub struct Joiner {
     stats: JoinStats,
 }
 
+/// What a [`Joiner`] holds, without its indexes (rebuilt on restore): the checkpointed form.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct JoinerState {
+    window_micros: i64,
+    gateway_cid_joins: bool,
+    buckets: Vec<(String, Bucket)>,
+    pool: Vec<PoolEntry>,
+    names: Vec<(String, String, String)>,
+    stats: JoinStats,
+}
+
 fn keyless(origin: Origin) -> String {
     format!("\u{0}{}:{}:{}", origin.source, origin.file, origin.line)
 }
@@ -158,6 +169,119 @@ impl Joiner {
             resources_of: HashMap::new(),
             stats: JoinStats::default(),
         }
+    }
+
+    /// The pending state, for a checkpoint.
+    pub fn snapshot(&self) -> JoinerState {
+        let mut buckets: Vec<(String, Bucket)> = self
+            .buckets
+            .iter()
+            .map(|(key, b)| {
+                (
+                    key.clone(),
+                    Bucket {
+                        idp: b.idp.clone(),
+                        notes: b.notes.clone(),
+                        gateway: b.gateway.clone(),
+                        earliest: b.earliest,
+                        latest: b.latest,
+                        fuzzy: b.fuzzy,
+                    },
+                )
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut pool: Vec<PoolEntry> = self
+            .pool
+            .values()
+            .map(|e| PoolEntry {
+                record: e.record.clone(),
+                app: e.app.clone(),
+                user: e.user.clone(),
+            })
+            .collect();
+        pool.sort_by_key(|e| origin_key(e.record.origin));
+        let mut names: Vec<(String, String, String)> = self
+            .names
+            .iter()
+            .map(|((app, id), user)| (app.clone(), id.clone(), user.clone()))
+            .collect();
+        names.sort();
+        JoinerState {
+            window_micros: self.window_micros,
+            gateway_cid_joins: self.gateway_cid_joins,
+            buckets,
+            pool,
+            names,
+            stats: self.stats,
+        }
+    }
+
+    /// Rebuilds a joiner, indexes included, from a checkpoint.
+    pub fn restore(state: JoinerState) -> Joiner {
+        let mut joiner = Joiner::new(0, state.gateway_cid_joins);
+        joiner.window_micros = state.window_micros;
+        joiner.stats = state.stats;
+        for (app, id, user) in state.names {
+            let known = joiner
+                .resources_of
+                .entry((app.clone(), user.clone()))
+                .or_default();
+            if !known.contains(&id) {
+                known.push(id.clone());
+            }
+            joiner.names.insert((app, id), user);
+        }
+        for (key, bucket) in state.buckets {
+            if bucket.fuzzy {
+                for record in &bucket.idp {
+                    if let Some(target) = &record.target_id {
+                        joiner
+                            .fuzzy_by_resource
+                            .entry(target.clone())
+                            .or_default()
+                            .insert(key.clone());
+                    }
+                    if let Some(login) = &record.user_login {
+                        joiner
+                            .fuzzy_by_user
+                            .entry(lower(login))
+                            .or_default()
+                            .insert(key.clone());
+                    }
+                }
+            }
+            joiner
+                .expiry
+                .insert((joiner.deadline(&bucket), key.clone()));
+            joiner.floor.insert((bucket.earliest, key.clone()));
+            joiner.buckets.insert(key, bucket);
+        }
+        for entry in state.pool {
+            let key = origin_key(entry.record.origin);
+            if let Some(id) = &entry.record.resource_id {
+                joiner
+                    .pool_by_resource
+                    .entry(id.clone())
+                    .or_default()
+                    .push(key);
+            }
+            if let Some(user) = &entry.user {
+                joiner
+                    .pool_by_user
+                    .entry(user.clone())
+                    .or_default()
+                    .push(key);
+            }
+            let deadline = Ts(entry
+                .record
+                .time
+                .0
+                .saturating_add(joiner.window_micros.saturating_mul(3)));
+            joiner.pool_expiry.insert((deadline, key));
+            joiner.pool.insert(key, entry);
+        }
+        joiner
     }
 
     /// How many operations and writes are waiting for their window to pass.

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod durable;
 pub mod engine;
@@ -19,4 +20,5 @@ pub mod parse;
 pub mod replay;
 pub mod report;
 pub mod source;
+pub mod tail;
 pub mod time;

@@ -2,10 +2,10 @@
 //! and the stage / outcome / cause enums whose names are part of the report and metric contract.
 
 use crate::time::Ts;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Joiner, mover or leaver: the lifecycle stage of a provisioning operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Joiner,
@@ -25,7 +25,7 @@ impl Stage {
 }
 
 /// What became of an operation (design.md "Outcome"): exactly one per operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -55,7 +55,7 @@ impl Outcome {
 }
 
 /// Why an operation failed (or is unconfirmed). Each carries a remediation hint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     BadRequest,
@@ -158,7 +158,7 @@ impl Cause {
 }
 
 /// What the IdP believes happened to an operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdpStatus {
     Success,
@@ -177,7 +177,7 @@ impl IdpStatus {
 }
 
 /// Where a record came from: the source's index in the config, and the line it was on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Origin {
     pub source: u16,
     pub file: u32,
@@ -185,7 +185,7 @@ pub struct Origin {
 }
 
 /// One IdP provisioning record: what the IdP tried and what it believes happened.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IdpRecord {
     pub time: Ts,
     /// An ID both sides log (the IdP's request carries it to the target).
@@ -210,7 +210,7 @@ pub struct IdpRecord {
 }
 
 /// HTTP methods the join cares about. Anything else is `Other`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     Get,
@@ -252,7 +252,7 @@ impl Method {
 }
 
 /// What a SCIM write does to its resource, read from the method, the path and the body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteKind {
     /// `POST /Users`.
@@ -292,7 +292,7 @@ impl WriteKind {
 }
 
 /// One request the gateway logged, with what the target answered.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GatewayRecord {
     pub time: Ts,
     pub correlation_id: Option<String>,
@@ -317,7 +317,7 @@ pub struct GatewayRecord {
 }
 
 /// A lifecycle event at the source of truth that starts a leaver clock.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TriggerRecord {
     pub time: Ts,
     /// `None` covers every app of the user that gets a leaver operation (clarification 16).
@@ -331,7 +331,7 @@ pub struct TriggerRecord {
 
 /// An IdP event that is not an operation but says why the operation with the same
 /// `operation_id` failed (Okta's `application.integration.rate_limit_exceeded`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoteRecord {
     pub time: Ts,
     pub operation_id: Option<String>,

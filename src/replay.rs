@@ -186,6 +186,7 @@ fn fill_head(
                 length,
                 number,
                 offset,
+                ..
             } => {
                 stats.line(&parser.name);
                 let error = ParseError {
@@ -201,6 +202,7 @@ fn fill_head(
                 bytes,
                 number,
                 offset,
+                ..
             } => {
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue; // blank lines are not records and not errors

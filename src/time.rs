@@ -70,6 +70,14 @@ impl fmt::Display for Ts {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Ts {
+    /// An RFC 3339 string (what `Serialize` writes; lossless to the microsecond).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        parse_time(&text, TimeFormat::Rfc3339).map_err(serde::de::Error::custom)
+    }
+}
+
 impl serde::Serialize for Ts {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)

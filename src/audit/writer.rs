@@ -78,6 +78,20 @@ pub fn write_file(
     table: Table,
     batch: &arrow_array::RecordBatch,
 ) -> Result<(), AuditError> {
+    let tmp = write_uncommitted(path, table, batch)?;
+    durable::commit(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        AuditError::io(path, e)
+    })
+}
+
+/// Writes one batch under `path`'s temporary name, synced but not yet visible. Returns the
+/// temporary's path; [`durable::commit`] makes it visible.
+pub fn write_uncommitted(
+    path: &Path,
+    table: Table,
+    batch: &arrow_array::RecordBatch,
+) -> Result<PathBuf, AuditError> {
     let tmp = durable::tmp_path(path);
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
@@ -94,13 +108,39 @@ pub fn write_file(
             path: tmp.clone(),
             source,
         })?;
-        file.sync_all().map_err(|e| AuditError::io(&tmp, e))?;
-        durable::commit(&tmp, path).map_err(|e| AuditError::io(path, e))
+        file.sync_all().map_err(|e| AuditError::io(&tmp, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    result.map(|()| tmp)
+}
+
+/// A file written but not yet made visible: the checkpoint records it before the rename, so a
+/// crash in between is rolled forward at the next start (exactly once).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PreparedFile {
+    pub tmp: PathBuf,
+    pub path: PathBuf,
+    pub table: Table,
+    pub rows: u64,
+}
+
+/// Makes prepared files visible (idempotent: an already renamed file is fine).
+pub fn commit_prepared(files: &[PreparedFile]) -> Result<(), AuditError> {
+    for file in files {
+        if file.tmp.exists() {
+            durable::commit(&file.tmp, &file.path).map_err(|e| AuditError::io(&file.path, e))?;
+        } else if !file.path.exists() {
+            return Err(AuditError::Corrupt {
+                path: file.path.clone(),
+                message:
+                    "a file the checkpoint says was written is missing (and so is its temporary)"
+                        .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The `operations` row of a judged operation.
@@ -163,7 +203,9 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
     })
 }
 
-/// Buffers rows and writes them as atomically committed files.
+/// Buffers rows and writes them as atomically committed files. `add` only buffers; the owner
+/// decides when files are written (`flush`, or `prepare` + `commit_prepared` for the daemon's
+/// exactly-once checkpoints), and asks `needs_flush` when a buffer is full.
 pub struct AuditWriter {
     root: PathBuf,
     rows_per_file: usize,
@@ -201,7 +243,7 @@ impl AuditWriter {
         })
     }
 
-    /// Rows committed so far, per table.
+    /// Rows written so far, per table.
     pub fn rows_written(&self, table: Table) -> u64 {
         self.rows_written.get(&table).copied().unwrap_or(0)
     }
@@ -213,44 +255,77 @@ impl AuditWriter {
     }
 
     /// Adds what the engine produced. `as_of` judges episodes still open.
-    pub fn add(&mut self, output: &Output, ingested_at: Ts, as_of: Ts) -> Result<(), AuditError> {
+    pub fn add(&mut self, output: &Output, ingested_at: Ts, as_of: Ts) {
         match output {
             Output::Operation(op) => {
                 let row = operation_row(op, &self.source_names, ingested_at);
                 let date = Ts(row.time()).date();
-                let buffer = self.operations.entry(date.clone()).or_default();
-                buffer.push(row);
-                if buffer.len() >= self.rows_per_file {
-                    let rows = self.operations.remove(&date).unwrap_or_default();
-                    self.write_operations(&date, &rows)?;
-                }
+                self.operations.entry(date).or_default().push(row);
             }
             Output::Episode(episode) => {
                 if let Some(row) = leaver_row(episode, as_of) {
                     let date = Ts(row.initiated_at).date();
-                    let buffer = self.leavers.entry(date.clone()).or_default();
-                    buffer.push(row);
-                    if buffer.len() >= self.rows_per_file {
-                        let rows = self.leavers.remove(&date).unwrap_or_default();
-                        self.write_leavers(&date, &rows)?;
-                    }
+                    self.leavers.entry(date).or_default().push(row);
                 }
             }
             Output::PostDisable(_) => {}
         }
-        Ok(())
     }
 
-    /// Writes every buffer out. Returns the files written.
+    /// Whether a buffer has reached `rows_per_file`.
+    pub fn needs_flush(&self) -> bool {
+        self.operations
+            .values()
+            .any(|b| b.len() >= self.rows_per_file)
+            || self.leavers.values().any(|b| b.len() >= self.rows_per_file)
+    }
+
+    /// Writes every buffer out and makes the files visible. Returns the files written.
     pub fn flush(&mut self) -> Result<Vec<PathBuf>, AuditError> {
-        let mut written = Vec::new();
+        let prepared = self.prepare()?;
+        commit_prepared(&prepared)?;
+        Ok(prepared.into_iter().map(|p| p.path).collect())
+    }
+
+    /// Writes every buffer out under temporary names (at most `rows_per_file` rows a file).
+    /// Nothing is visible until [`commit_prepared`].
+    pub fn prepare(&mut self) -> Result<Vec<PreparedFile>, AuditError> {
+        let mut prepared = Vec::new();
         for (date, rows) in std::mem::take(&mut self.operations) {
-            written.push(self.write_operations(&date, &rows)?);
+            for chunk in rows.chunks(self.rows_per_file) {
+                let path = self.next_path(Table::Operations, &date)?;
+                let batch = schema::operations_batch(chunk).map_err(|e| AuditError::Corrupt {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                let tmp = write_uncommitted(&path, Table::Operations, &batch)?;
+                *self.rows_written.entry(Table::Operations).or_default() += chunk.len() as u64;
+                prepared.push(PreparedFile {
+                    tmp,
+                    path,
+                    table: Table::Operations,
+                    rows: chunk.len() as u64,
+                });
+            }
         }
         for (date, rows) in std::mem::take(&mut self.leavers) {
-            written.push(self.write_leavers(&date, &rows)?);
+            for chunk in rows.chunks(self.rows_per_file) {
+                let path = self.next_path(Table::Leavers, &date)?;
+                let batch = schema::leavers_batch(chunk).map_err(|e| AuditError::Corrupt {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                let tmp = write_uncommitted(&path, Table::Leavers, &batch)?;
+                *self.rows_written.entry(Table::Leavers).or_default() += chunk.len() as u64;
+                prepared.push(PreparedFile {
+                    tmp,
+                    path,
+                    table: Table::Leavers,
+                    rows: chunk.len() as u64,
+                });
+            }
         }
-        Ok(written)
+        Ok(prepared)
     }
 
     fn next_path(&mut self, table: Table, date: &str) -> Result<PathBuf, AuditError> {
@@ -258,31 +333,5 @@ impl AuditWriter {
         fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
         self.sequence += 1;
         Ok(dir.join(format!("{}-{:06}.parquet", self.file_prefix, self.sequence)))
-    }
-
-    fn write_operations(
-        &mut self,
-        date: &str,
-        rows: &[OperationRow],
-    ) -> Result<PathBuf, AuditError> {
-        let path = self.next_path(Table::Operations, date)?;
-        let batch = schema::operations_batch(rows).map_err(|e| AuditError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        write_file(&path, Table::Operations, &batch)?;
-        *self.rows_written.entry(Table::Operations).or_default() += rows.len() as u64;
-        Ok(path)
-    }
-
-    fn write_leavers(&mut self, date: &str, rows: &[LeaverRow]) -> Result<PathBuf, AuditError> {
-        let path = self.next_path(Table::Leavers, date)?;
-        let batch = schema::leavers_batch(rows).map_err(|e| AuditError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        write_file(&path, Table::Leavers, &batch)?;
-        *self.rows_written.entry(Table::Leavers).or_default() += rows.len() as u64;
-        Ok(path)
     }
 }

@@ -25,6 +25,9 @@ pub struct TrafficSpec {
     pub apps: Vec<String>,
     /// Inject the incidents described in the module docs.
     pub trouble: bool,
+    /// Seconds of traffic that stand for one hour of the incident schedule (3600 = real
+    /// time; the live demo squeezes an hour into seconds).
+    pub trouble_unit_secs: u64,
 }
 
 impl Default for TrafficSpec {
@@ -37,6 +40,7 @@ impl Default for TrafficSpec {
             users: 2000,
             apps: DEFAULT_APPS.iter().map(|s| s.to_string()).collect(),
             trouble: true,
+            trouble_unit_secs: 3600,
         }
     }
 }
@@ -119,14 +123,14 @@ pub fn generate(
     let mut pending: BinaryHeap<Reverse<(i64, u64, String)>> = BinaryHeap::new();
     let mut sequence = 0u64;
     let mut now = spec.start.0;
-    let hour = 3600 * MICROS_PER_SEC;
+    let hour = spec.trouble_unit_secs.max(1) as i64 * MICROS_PER_SEC;
     let mut line = String::with_capacity(512);
     let mut disabled: Vec<(String, String, i64)> = Vec::new();
     // A high-risk leaver whose disable keeps failing: aws-prod answers 403 every sync cycle.
     let mut stuck_cycles: Vec<i64> = if spec.trouble {
         (0..4i64)
             .rev()
-            .map(|cycle| spec.start.0 + 3 * hour + cycle * 40 * 60 * MICROS_PER_SEC)
+            .map(|cycle| spec.start.0 + 3 * hour + cycle * 2 * hour / 3)
             .collect()
     } else {
         Vec::new()
@@ -138,7 +142,7 @@ pub fn generate(
             let t = stuck_cycles.pop().unwrap_or_default();
             let cid = format!(
                 "stuck-admin-{}",
-                (t - spec.start.0 - 3 * hour) / (40 * 60 * MICROS_PER_SEC)
+                (t - spec.start.0 - 3 * hour) / (2 * hour / 3).max(1)
             );
             line.clear();
             let _ = writeln!(
@@ -297,13 +301,19 @@ pub fn generate(
                 &mut rng,
             );
         }
-        flush(&mut pending, now - hour / 2, gateway, &mut summary)?;
+        // Retries land up to ~90 s after their operation: hold lines well past that.
+        flush(
+            &mut pending,
+            now - 1800 * MICROS_PER_SEC,
+            gateway,
+            &mut summary,
+        )?;
     }
 
     if spec.trouble {
         // A disabled user's API token still works.
         if let Some((user, app, at)) = disabled.first().cloned() {
-            let t = at + 20 * 60 * MICROS_PER_SEC;
+            let t = at + hour / 3;
             let mut request = String::new();
             let _ = write!(
                 request,

@@ -8,11 +8,11 @@
 use super::policy::{Policy, Subject};
 use crate::model::{Outcome, Stage};
 use crate::time::Ts;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Where an episode stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EpisodeState {
     /// Not yet disabled.
@@ -24,7 +24,7 @@ pub enum EpisodeState {
 }
 
 /// One leaver episode of an (app, user) pair: a row of the `leavers` table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Episode {
     pub app: String,
     pub user_id: Option<String>,
@@ -83,7 +83,7 @@ pub struct PostDisableActivity {
 }
 
 /// What the timeline feeds in for lifecycle purposes: the parts of an operation that matter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LifecycleOp {
     pub stage: Stage,
     pub outcome: Outcome,
@@ -100,7 +100,7 @@ pub struct LifecycleOp {
 }
 
 /// A lifecycle trigger at the source of truth.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trigger {
     pub time: Ts,
     pub app: Option<String>,
@@ -111,13 +111,13 @@ pub struct Trigger {
 }
 
 /// A gateway request authenticated as someone.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     pub time: Ts,
     pub principal: String,
     pub app: Option<String>,
     pub correlation_id: Option<String>,
-    pub method: &'static str,
+    pub method: String,
     pub path: String,
     pub status: u16,
 }
@@ -130,7 +130,7 @@ pub enum LeaverEvent {
     PostDisable(PostDisableActivity),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Pair {
     open: Option<Episode>,
     /// When the last episode closed, and whether a rehire came since.
@@ -139,7 +139,7 @@ struct Pair {
 }
 
 /// An interval in which the user's account in `app` was disabled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Disabled {
     app: String,
     login: String,
@@ -160,6 +160,14 @@ pub struct Episodes {
     open_count: usize,
 }
 
+/// What [`Episodes`] holds, for a checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EpisodesState {
+    pairs: Vec<((String, String), Pair)>,
+    user_triggers: Vec<(String, Vec<Ts>)>,
+    disabled: Vec<(String, Vec<Disabled>)>,
+}
+
 fn key_of(text: &str) -> String {
     text.to_lowercase()
 }
@@ -178,6 +186,60 @@ impl Episodes {
             disabled: HashMap::new(),
             open_count: 0,
         }
+    }
+
+    /// The state, for a checkpoint.
+    pub fn snapshot(&self) -> EpisodesState {
+        let mut pairs: Vec<((String, String), Pair)> = self
+            .pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut user_triggers: Vec<(String, Vec<Ts>)> = self
+            .user_triggers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        user_triggers.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut disabled: Vec<(String, Vec<Disabled>)> = self
+            .disabled
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        disabled.sort_by(|a, b| a.0.cmp(&b.0));
+        EpisodesState {
+            pairs,
+            user_triggers,
+            disabled,
+        }
+    }
+
+    /// Rebuilds the machine from a checkpoint.
+    pub fn restore(policy: Policy, state: EpisodesState) -> Episodes {
+        let open_count = state.pairs.iter().filter(|(_, p)| p.open.is_some()).count();
+        Episodes {
+            policy,
+            pairs: state.pairs.into_iter().collect(),
+            user_triggers: state.user_triggers.into_iter().collect(),
+            disabled: state.disabled.into_iter().collect(),
+            open_count,
+        }
+    }
+
+    /// Drops the oldest open episode to respect a memory cap; the caller writes it if it is
+    /// already breached.
+    pub fn evict_oldest_open(&mut self) -> Option<Episode> {
+        let key = self
+            .pairs
+            .iter()
+            .filter_map(|(key, pair)| pair.open.as_ref().map(|e| (e.initiated_at, key.clone())))
+            .min()?
+            .1;
+        let pair = self.pairs.get_mut(&key)?;
+        let episode = pair.open.take()?;
+        self.open_count -= 1;
+        Some(episode)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -426,7 +488,7 @@ impl Episodes {
                 user_id: interval.user_id.clone(),
                 time: request.time,
                 correlation_id: request.correlation_id.clone(),
-                method: request.method.to_string(),
+                method: request.method.clone(),
                 path: request.path.clone(),
                 status: request.status,
                 disabled_at: interval.from,

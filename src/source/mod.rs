@@ -64,6 +64,18 @@ impl IngestStats {
             .get(file as usize)
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        self.error_in(source, file_name, line, offset, error);
+    }
+
+    /// Counts a bad line of a file named by path.
+    pub fn error_in(
+        &mut self,
+        source: &str,
+        file_name: String,
+        line: u64,
+        offset: u64,
+        error: &ParseError,
+    ) {
         let stats = self.sources.entry(source.to_string()).or_default();
         *stats.errors.entry(error.reason).or_default() += 1;
         if stats.samples.len() < MAX_ERROR_SAMPLES {

@@ -16,11 +16,14 @@ pub enum Line<'a> {
         number: u64,
         /// Byte offset of the line's start.
         offset: u64,
+        /// Byte offset just past the line and its newline: where reading resumes.
+        next: u64,
     },
     TooLong {
         length: u64,
         number: u64,
         offset: u64,
+        next: u64,
     },
 }
 
@@ -76,6 +79,27 @@ impl<R: Read> LineReader<R> {
         self
     }
 
+    /// Tailing: reads again after an EOF (the file may have grown).
+    pub fn clear_eof(&mut self) {
+        self.eof = false;
+    }
+
+    /// Tailing a file that is gone (deleted or rotated away): no writer can finish its last
+    /// line, so a partial one now counts.
+    pub fn set_final_partial_is_line(&mut self, value: bool) {
+        self.final_partial_is_line = value;
+    }
+
+    /// Whether the last read hit the end of the input.
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Bytes read from the input but not yet returned as lines (a partial last line).
+    pub fn buffered(&self) -> usize {
+        self.filled - self.pos
+    }
+
     /// Offset just past the last line returned: where a checkpoint may resume.
     pub fn offset(&self) -> u64 {
         self.offset
@@ -94,12 +118,14 @@ impl<R: Read> LineReader<R> {
                 self.pos += found + 1;
                 self.offset += found as u64 + 1;
                 self.line_number += 1;
+                let next = self.offset;
                 if let Some(dropped) = self.discarding.take() {
                     let length = dropped + found as u64;
                     return Ok(Some(Line::TooLong {
                         length,
                         number: self.line_number,
                         offset: line_offset - dropped,
+                        next,
                     }));
                 }
                 let mut bytes = &self.buf[start..start + found];
@@ -111,12 +137,14 @@ impl<R: Read> LineReader<R> {
                         length: bytes.len() as u64,
                         number: self.line_number,
                         offset: line_offset,
+                        next,
                     }));
                 }
                 return Ok(Some(Line::Text {
                     bytes,
                     number: self.line_number,
                     offset: line_offset,
+                    next,
                 }));
             }
             // No newline in what we hold.
@@ -131,7 +159,7 @@ impl<R: Read> LineReader<R> {
                 self.pos = self.filled;
             }
             if self.eof {
-                return Ok(self.at_eof());
+                return Ok(self.take_final_line());
             }
             // Make room and read more.
             if self.pos > 0 {
@@ -156,7 +184,7 @@ impl<R: Read> LineReader<R> {
         }
     }
 
-    fn at_eof(&mut self) -> Option<Line<'_>> {
+    fn take_final_line(&mut self) -> Option<Line<'_>> {
         if !self.final_partial_is_line {
             // Rewind a partial line so a later read (after more is appended) sees it whole.
             return None;
@@ -167,6 +195,7 @@ impl<R: Read> LineReader<R> {
                 length: dropped,
                 number: self.line_number,
                 offset: self.offset - dropped,
+                next: self.offset,
             });
         }
         if self.pos < self.filled {
@@ -184,6 +213,7 @@ impl<R: Read> LineReader<R> {
                 bytes,
                 number: self.line_number,
                 offset: line_offset,
+                next: self.offset,
             });
         }
         None
@@ -203,6 +233,7 @@ mod tests {
                     bytes,
                     number,
                     offset,
+                    ..
                 } => {
                     format!("{number}@{offset}:{}", String::from_utf8_lossy(bytes))
                 }
@@ -210,6 +241,7 @@ mod tests {
                     length,
                     number,
                     offset,
+                    ..
                 } => format!("{number}@{offset}:TOO LONG {length}"),
             });
         }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary, read its JSON.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

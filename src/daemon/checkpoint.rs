@@ -1,0 +1,64 @@
+//! The daemon's checkpoint: where every file was left, the engine's pending state at exactly
+//! that point, and the Parquet files written for it but perhaps not yet renamed into place.
+//!
+//! Written atomically (durable::write_atomic) *after* the Parquet files are written under
+//! temporary names and *before* they are renamed. On start the listed files are renamed if a
+//! crash came in between, every other temporary is removed, the engine is restored and reading
+//! resumes at the offsets: each operation reaches the tables exactly once.
+
+use crate::audit::writer::PreparedFile;
+use crate::durable;
+use crate::engine::EngineState;
+use crate::tail::FilePosition;
+use crate::time::Ts;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever the checkpoint's shape changes; an unknown version is refused, not guessed.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    pub written_at: Ts,
+    pub files: Vec<FilePosition>,
+    pub engine: EngineState,
+    pub pending_files: Vec<PreparedFile>,
+}
+
+/// `<data_dir>/state/checkpoint.json`.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("state").join("checkpoint.json")
+}
+
+/// Loads the checkpoint, if there is one. A checkpoint that does not parse is an error naming
+/// the file: starting over silently would re-read (or skip) everything.
+pub fn load(data_dir: &Path) -> anyhow::Result<Option<Checkpoint>> {
+    let file = path(data_dir);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let checkpoint: Checkpoint = serde_json::from_str(&text).with_context(|| {
+        format!("{} is not a readable checkpoint (move it aside to start from the beginning of every file)", file.display())
+    })?;
+    if checkpoint.version != CHECKPOINT_VERSION {
+        anyhow::bail!(
+            "{} has version {}, this scimwatch reads version {CHECKPOINT_VERSION}",
+            file.display(),
+            checkpoint.version
+        );
+    }
+    Ok(Some(checkpoint))
+}
+
+/// Writes the checkpoint atomically.
+pub fn store(data_dir: &Path, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+    let file = path(data_dir);
+    let dir = file.parent().unwrap_or(data_dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = serde_json::to_vec(checkpoint).context("encoding the checkpoint")?;
+    durable::write_atomic(&file, &bytes).with_context(|| format!("writing {}", file.display()))
+}

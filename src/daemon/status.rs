@@ -1,0 +1,75 @@
+//! What the daemon shows about itself: the live status `demo` prints and the HTTP API serves.
+
+use crate::tail::TailCounters;
+use crate::time::Ts;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub unconfirmed: u64,
+}
+
+/// An open high-risk (or standard) leaver past its deadline.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverdueLeaver {
+    pub app: String,
+    pub user: String,
+    pub high_risk: bool,
+    pub initiated_at: Ts,
+    pub due_at: Ts,
+    pub correlation_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TailStatus {
+    pub files_opened: u64,
+    pub truncations: u64,
+    pub copies_detected: u64,
+    pub new_generations: u64,
+    pub files_closed: u64,
+}
+
+impl From<TailCounters> for TailStatus {
+    fn from(c: TailCounters) -> Self {
+        TailStatus {
+            files_opened: c.files_opened,
+            truncations: c.truncations,
+            copies_detected: c.copies_detected,
+            new_generations: c.new_generations,
+            files_closed: c.files_closed,
+        }
+    }
+}
+
+/// The daemon's state, refreshed every loop.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveStatus {
+    /// Checkpoint loaded and every source polled once.
+    pub ready: bool,
+    /// The live clock: `min(wall clock, watermark + allowed lateness)`.
+    pub clock: Option<Ts>,
+    pub watermark: Option<Ts>,
+    /// Every file read to its end.
+    pub caught_up: bool,
+    pub lines: BTreeMap<String, u64>,
+    pub parse_errors: BTreeMap<String, u64>,
+    pub stages: BTreeMap<&'static str, StageCounts>,
+    pub causes: BTreeMap<&'static str, u64>,
+    pub skipped: u64,
+    pub unattributed: u64,
+    pub disagreements: u64,
+    pub post_disable_requests: u64,
+    pub leavers_open: usize,
+    pub leavers_overdue: Vec<OverdueLeaver>,
+    pub leavers_disabled: u64,
+    pub join_pending: usize,
+    pub evicted_joins: u64,
+    pub evicted_episodes: u64,
+    pub parquet_rows: BTreeMap<&'static str, u64>,
+    pub checkpoints: u64,
+    pub last_checkpoint: Option<Ts>,
+    pub tail: TailStatus,
+}

@@ -1,0 +1,638 @@
+//! Tail: follows every source's files as they grow, rotate and disappear.
+//!
+//! Learned from Vector's file source and its bug tracker (shared/docs/architecture-notes.md
+//! §1–2): a poll loop (glob + stat) is the source of truth and inotify only wakes it early; a
+//! file is identified by (device, inode) *and* a hash of its first bytes, so inode reuse and
+//! in-place rewrites are new generations; rotated names stay discoverable through the globs
+//! (`app.log*`); a file shorter than what was read was truncated (copytruncate) and is read
+//! again from 0, while a new file whose head equals a known file's is the rotated copy and is
+//! read from where the original was left; a deleted or rotated-away file is read to its end;
+//! a partial last line waits for its newline; every file gets a byte budget per pass.
+
+use crate::source::reader::{Line, LineReader};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Bytes of a file's head that identify it together with its inode.
+const HEAD_BYTES: u64 = 256;
+
+/// Where a file was left: what a checkpoint stores per file (format version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePosition {
+    pub file_id: u32,
+    pub source: String,
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub head_hash: u64,
+    pub head_len: u64,
+    /// Bytes whose lines have been processed.
+    pub offset: u64,
+    /// Lines before `offset`.
+    pub line: u64,
+}
+
+/// A source to follow.
+#[derive(Debug, Clone)]
+pub struct TailSource {
+    pub name: String,
+    pub globs: Vec<String>,
+    pub max_line_bytes: usize,
+}
+
+/// What happened to files, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TailCounters {
+    pub files_opened: u64,
+    pub truncations: u64,
+    pub copies_detected: u64,
+    pub new_generations: u64,
+    pub files_closed: u64,
+}
+
+struct TailedFile {
+    id: u32,
+    source: usize,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    head_hash: u64,
+    head_len: u64,
+    reader: LineReader<File>,
+    /// Where processed lines end (advanced by the owner through `mark_consumed`).
+    consumed_offset: u64,
+    consumed_line: u64,
+    gone_since: Option<Instant>,
+}
+
+/// Information about the file a line came from.
+#[derive(Debug, Clone, Copy)]
+pub struct LineSource {
+    pub file_id: u32,
+    pub source: usize,
+}
+
+/// What a file held before it was truncated or rewritten: its copy (copytruncate) may turn up
+/// under another name after the truncation was noticed.
+struct Generation {
+    source: usize,
+    head_hash: u64,
+    head_len: u64,
+    offset: u64,
+    line: u64,
+    ended: Instant,
+}
+
+/// Follows files.
+pub struct Tailer {
+    sources: Vec<TailSource>,
+    files: Vec<TailedFile>,
+    previous: Vec<Generation>,
+    /// New files shorter than a head, by (dev, ino), with the length seen: opened once their
+    /// length holds still for a pass (a copy being written is not mistaken for a new file).
+    small: std::collections::HashMap<(u64, u64), u64>,
+    resume: Vec<FilePosition>,
+    next_file_id: u32,
+    read_budget_bytes: usize,
+    rotate_wait: Duration,
+    counters: TailCounters,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Hash of the first `len` bytes of a file (`None` if it has fewer).
+fn head_hash(path: &Path, len: u64) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; len as usize];
+    let mut file = File::open(path)?;
+    let mut read = 0;
+    while read < buf.len() {
+        let n = file.read(&mut buf[read..])?;
+        if n == 0 {
+            return Ok(None);
+        }
+        read += n;
+    }
+    Ok(Some(fnv1a(&buf)))
+}
+
+impl Tailer {
+    /// `resume`: positions from the last checkpoint.
+    pub fn new(
+        sources: Vec<TailSource>,
+        resume: Vec<FilePosition>,
+        read_budget_bytes: usize,
+        rotate_wait: Duration,
+    ) -> Tailer {
+        let next_file_id = resume.iter().map(|p| p.file_id + 1).max().unwrap_or(0);
+        Tailer {
+            sources,
+            files: Vec::new(),
+            previous: Vec::new(),
+            small: std::collections::HashMap::new(),
+            resume,
+            next_file_id,
+            read_budget_bytes: read_budget_bytes.max(1),
+            rotate_wait,
+            counters: TailCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> TailCounters {
+        self.counters
+    }
+
+    /// The path of a file id (for error samples).
+    pub fn path_of(&self, file_id: u32) -> Option<&Path> {
+        self.files
+            .iter()
+            .find(|f| f.id == file_id)
+            .map(|f| f.path.as_path())
+    }
+
+    /// The source index of a file id.
+    pub fn source_of(&self, file_id: u32) -> Option<usize> {
+        self.files
+            .iter()
+            .find(|f| f.id == file_id)
+            .map(|f| f.source)
+    }
+
+    /// The directories to watch for wake-ups.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.globs.iter())
+            .filter_map(|g| {
+                let path = Path::new(g);
+                // The deepest directory without glob characters.
+                let mut dir = path.parent()?.to_path_buf();
+                while dir.to_string_lossy().contains(['*', '?', '[']) {
+                    dir = dir.parent()?.to_path_buf();
+                }
+                Some(dir)
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Whether every file has been read to its end (nothing is waiting to be read).
+    pub fn caught_up(&self) -> bool {
+        self.files.iter().all(|f| f.reader.at_eof())
+    }
+
+    /// Whether a file still has bytes to read (its lines may hold back the merge).
+    pub fn has_unread(&self, file_id: u32) -> bool {
+        self.files
+            .iter()
+            .any(|f| f.id == file_id && !f.reader.at_eof())
+    }
+
+    /// Records that the lines of a file up to `offset` (line `line`) are processed.
+    pub fn mark_consumed(&mut self, file_id: u32, offset: u64, line: u64) {
+        if let Some(file) = self.files.iter_mut().find(|f| f.id == file_id) {
+            if offset >= file.consumed_offset || line < file.consumed_line {
+                file.consumed_offset = offset;
+                file.consumed_line = line;
+            }
+        }
+    }
+
+    /// Where every file stands, for a checkpoint. Files not seen since the last start keep
+    /// their old positions (they may come back).
+    pub fn positions(&self) -> Vec<FilePosition> {
+        let mut positions: Vec<FilePosition> = self
+            .files
+            .iter()
+            .map(|f| FilePosition {
+                file_id: f.id,
+                source: self.sources[f.source].name.clone(),
+                path: f.path.clone(),
+                dev: f.dev,
+                ino: f.ino,
+                head_hash: f.head_hash,
+                head_len: f.head_len,
+                offset: f.consumed_offset,
+                line: f.consumed_line,
+            })
+            .collect();
+        positions.extend(self.resume.iter().cloned());
+        positions.sort_by_key(|p| p.file_id);
+        positions
+    }
+
+    /// One pass: discover files, notice rotation and truncation, and read up to the budget of
+    /// each file, handing every complete line to `on_line`.
+    pub fn poll(&mut self, on_line: &mut dyn FnMut(LineSource, Line<'_>)) -> io::Result<()> {
+        self.discover()?;
+        let budget = self.read_budget_bytes as u64;
+        for file in &mut self.files {
+            file.reader.clear_eof();
+            let source = LineSource {
+                file_id: file.id,
+                source: file.source,
+            };
+            let start = file.reader.offset();
+            while file.reader.offset() - start < budget {
+                match file.reader.next_line()? {
+                    Some(line) => on_line(source, line),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn discover(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        let mut seen: Vec<bool> = vec![false; self.files.len()];
+        for source_index in 0..self.sources.len() {
+            let mut paths = Vec::new();
+            for pattern in &self.sources[source_index].globs {
+                if let Ok(found) = glob::glob(pattern) {
+                    paths.extend(found.flatten());
+                }
+            }
+            paths.sort();
+            paths.dedup();
+            for path in paths {
+                let Ok(meta) = fs::metadata(&path) else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                let (dev, ino, len) = (meta.dev(), meta.ino(), meta.len());
+                if let Some(index) = self.files.iter().position(|f| f.dev == dev && f.ino == ino) {
+                    seen[index] = true;
+                    self.check_known(index, &path, len)?;
+                    continue;
+                }
+                let resumable = self.resume.iter().any(|p| p.dev == dev && p.ino == ino);
+                if len < HEAD_BYTES && !resumable && self.small.insert((dev, ino), len) != Some(len)
+                {
+                    continue; // still growing (maybe a copy being written): look again next pass
+                }
+                self.small.remove(&(dev, ino));
+                self.open_new(source_index, &path, dev, ino, len)?;
+                seen.push(true);
+            }
+        }
+        // Files no glob finds any more: read to the end, then let go after the grace period.
+        let rotate_wait = self.rotate_wait;
+        self.previous
+            .retain(|g| now.duration_since(g.ended) < rotate_wait.max(Duration::from_secs(1)));
+        let mut closed = 0;
+        let mut index = 0;
+        self.files.retain_mut(|file| {
+            let found = seen.get(index).copied().unwrap_or(true);
+            index += 1;
+            if found {
+                file.gone_since = None;
+                file.reader.set_final_partial_is_line(false);
+                return true;
+            }
+            let since = *file.gone_since.get_or_insert(now);
+            file.reader.set_final_partial_is_line(true);
+            let drained = file.reader.at_eof() && file.reader.buffered() == 0;
+            let keep = !(drained && now.duration_since(since) >= rotate_wait);
+            if !keep {
+                closed += 1;
+            }
+            keep
+        });
+        self.counters.files_closed += closed;
+        Ok(())
+    }
+
+    /// A known inode under a (possibly new) path: follow renames, notice truncation and a new
+    /// generation (the head changed), and extend a short head as the file grows.
+    fn check_known(&mut self, index: usize, path: &Path, len: u64) -> io::Result<()> {
+        let file = &mut self.files[index];
+        if file.path != path {
+            file.path = path.to_path_buf();
+        }
+        let truncated = len < file.reader.offset();
+        let head_changed = file.head_len > 0
+            && len >= file.head_len
+            && head_hash(path, file.head_len)? != Some(file.head_hash);
+        if truncated || head_changed || (file.head_len > 0 && len < file.head_len) {
+            if truncated && !head_changed {
+                self.counters.truncations += 1;
+            } else {
+                self.counters.new_generations += 1;
+            }
+            self.previous.push(Generation {
+                source: file.source,
+                head_hash: file.head_hash,
+                head_len: file.head_len,
+                offset: file.reader.offset(),
+                line: file.reader.line_number(),
+                ended: Instant::now(),
+            });
+            let handle = File::open(path)?;
+            let max = self.sources[file.source].max_line_bytes;
+            file.reader = LineReader::starting_at(handle, max, 0, 0).wait_for_newline();
+            file.consumed_offset = 0;
+            file.consumed_line = 0;
+            let head_len = len.min(HEAD_BYTES);
+            file.head_len = head_len;
+            file.head_hash = head_hash(path, head_len)?.unwrap_or(0);
+            return Ok(());
+        }
+        if file.head_len < HEAD_BYTES && len > file.head_len {
+            let head_len = len.min(HEAD_BYTES);
+            if let Some(hash) = head_hash(path, head_len)? {
+                file.head_len = head_len;
+                file.head_hash = hash;
+            }
+        }
+        Ok(())
+    }
+
+    fn open_new(
+        &mut self,
+        source: usize,
+        path: &Path,
+        dev: u64,
+        ino: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let head_len = len.min(HEAD_BYTES);
+        let Some(hash) = head_hash(path, head_len)? else {
+            return Ok(());
+        };
+        let name = self.sources[source].name.clone();
+        let mut start = (0u64, 0u64);
+        let mut file_id = None;
+        // 1. This very file, from the last checkpoint (same inode, same head, not shorter).
+        if let Some(position) = self.resume.iter().position(|p| {
+            p.source == name
+                && p.dev == dev
+                && p.ino == ino
+                && len >= p.offset
+                && p.head_len <= len
+                && head_hash(path, p.head_len).ok().flatten() == Some(p.head_hash)
+        }) {
+            let p = self.resume.remove(position);
+            start = (p.offset, p.line);
+            file_id = Some(p.file_id);
+        } else {
+            // 2. A copy of a known file (copytruncate): what was read of the original is not
+            //    read again.
+            let copy_of = self
+                .files
+                .iter()
+                .filter(|f| f.source == source && f.head_len > 0 && f.head_len <= len)
+                .find(|f| head_hash(path, f.head_len).ok().flatten() == Some(f.head_hash))
+                .map(|f| (f.reader.offset(), f.reader.line_number()));
+            let copy_of = copy_of.or_else(|| {
+                self.previous
+                    .iter()
+                    .rev()
+                    .filter(|g| {
+                        g.source == source && g.head_len > 0 && g.head_len <= len && g.offset <= len
+                    })
+                    .find(|g| head_hash(path, g.head_len).ok().flatten() == Some(g.head_hash))
+                    .map(|g| (g.offset, g.line))
+            });
+            let copy_of = copy_of.or_else(|| {
+                self.resume
+                    .iter()
+                    .find(|p| {
+                        p.source == name
+                            && p.head_len > 0
+                            && p.head_len <= len
+                            && p.offset <= len
+                            && head_hash(path, p.head_len).ok().flatten() == Some(p.head_hash)
+                    })
+                    .map(|p| (p.offset, p.line))
+            });
+            if let Some(position) = copy_of {
+                self.counters.copies_detected += 1;
+                start = position;
+            }
+        }
+        let mut handle = File::open(path)?;
+        handle.seek(SeekFrom::Start(start.0))?;
+        let id = file_id.unwrap_or_else(|| {
+            let id = self.next_file_id;
+            self.next_file_id += 1;
+            id
+        });
+        let max = self.sources[source].max_line_bytes;
+        self.files.push(TailedFile {
+            id,
+            source,
+            path: path.to_path_buf(),
+            dev,
+            ino,
+            head_hash: hash,
+            head_len,
+            reader: LineReader::starting_at(handle, max, start.0, start.1).wait_for_newline(),
+            consumed_offset: start.0,
+            consumed_line: start.1,
+            gone_since: None,
+        });
+        self.counters.files_opened += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    struct Harness {
+        dir: tempfile::TempDir,
+        tailer: Tailer,
+        seen: Vec<String>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let glob = dir.path().join("app.log*").to_string_lossy().into_owned();
+            let tailer = Tailer::new(
+                vec![TailSource {
+                    name: "s".into(),
+                    globs: vec![glob],
+                    max_line_bytes: 1024,
+                }],
+                Vec::new(),
+                1 << 20,
+                Duration::from_secs(0),
+            );
+            Harness {
+                dir,
+                tailer,
+                seen: Vec::new(),
+            }
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+        fn append(&self, name: &str, lines: &[&str]) {
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(name))
+                .unwrap();
+            for line in lines {
+                writeln!(file, "{line}").unwrap();
+            }
+        }
+        fn poll(&mut self) {
+            let seen = &mut self.seen;
+            let mut ids = Vec::new();
+            self.tailer
+                .poll(&mut |source, line| {
+                    if let Line::Text {
+                        bytes,
+                        next,
+                        number,
+                        ..
+                    } = line
+                    {
+                        seen.push(String::from_utf8_lossy(bytes).into_owned());
+                        ids.push((source.file_id, next, number));
+                    }
+                })
+                .unwrap();
+            for (id, next, number) in ids {
+                self.tailer.mark_consumed(id, next, number);
+            }
+        }
+    }
+
+    #[test]
+    fn copytruncate_noticed_before_the_copy_is_found_reads_nothing_twice() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one", "two"]);
+        h.poll();
+        h.poll();
+        fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(h.path("app.log"))
+            .unwrap();
+        h.append("app.log", &["three"]);
+        h.poll();
+        h.poll();
+        h.poll();
+        h.poll();
+        h.seen.sort();
+        assert_eq!(h.seen, ["one", "three", "two"]);
+        assert_eq!(h.tailer.counters().copies_detected, 1);
+    }
+
+    #[test]
+    fn lines_written_between_the_last_read_and_the_copy_are_read_from_the_copy() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one"]);
+        h.poll();
+        h.poll();
+        h.append("app.log", &["two"]);
+        fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(h.path("app.log"))
+            .unwrap();
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["one", "two"]);
+    }
+
+    #[test]
+    fn rename_rotation_follows_the_inode_and_reads_the_new_file_from_zero() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one"]);
+        h.poll();
+        h.poll();
+        h.append("app.log", &["two"]);
+        fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+        h.append("app.log", &["three"]);
+        h.poll();
+        h.poll();
+        h.poll();
+        h.poll();
+        h.seen.sort();
+        assert_eq!(h.seen, ["one", "three", "two"]);
+    }
+
+    #[test]
+    fn a_restart_resumes_each_file_where_it_was_left_even_after_a_rotation() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one", "two"]);
+        h.poll();
+        h.poll();
+        let positions = h.tailer.positions();
+        // Down: the file is rotated and a new one started.
+        h.append("app.log", &["three"]);
+        fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+        h.append("app.log", &["four"]);
+        let glob = h.dir.path().join("app.log*").to_string_lossy().into_owned();
+        h.tailer = Tailer::new(
+            vec![TailSource {
+                name: "s".into(),
+                globs: vec![glob],
+                max_line_bytes: 1024,
+            }],
+            positions,
+            1 << 20,
+            Duration::from_secs(0),
+        );
+        h.poll();
+        h.poll();
+        h.poll();
+        h.poll();
+        h.seen.sort();
+        assert_eq!(h.seen, ["four", "one", "three", "two"]);
+    }
+
+    #[test]
+    fn a_copy_caught_half_written_is_not_read_from_zero() {
+        let mut h = Harness::new();
+        let long: Vec<String> = (0..20)
+            .map(|i| format!("line {i} {}", "x".repeat(30)))
+            .collect();
+        let refs: Vec<&str> = long.iter().map(String::as_str).collect();
+        h.append("app.log", &refs);
+        h.poll();
+        h.poll();
+        // The copy is caught while only its first bytes exist.
+        fs::write(
+            h.path("app.log.1"),
+            &fs::read(h.path("app.log")).unwrap()[..40],
+        )
+        .unwrap();
+        h.poll();
+        fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(h.path("app.log"))
+            .unwrap();
+        h.poll();
+        h.poll();
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen.len(), 20, "{:?}", h.seen);
+    }
+}

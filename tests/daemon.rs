@@ -1,0 +1,198 @@
+//! `scimwatch run` on real files: appends, every kind of rotation, partial and huge lines,
+//! deadlines that fire with no new input, SIGTERM, and kill -9 with exactly-once recovery.
+
+mod common;
+
+use common::daemon::{by_cid, now, operation_lines, Setup, CONFIG};
+use std::time::Duration;
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Writes `n` operations named `{prefix}-{i}`: IdP line to idp.jsonl, gateway line via `gateway`.
+fn write_ops(
+    setup: &Setup,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    gateway: &str,
+) -> Vec<String> {
+    let mut cids = Vec::new();
+    for i in range {
+        let cid = format!("{prefix}-{i}");
+        let (idp, gw) = operation_lines(&cid);
+        setup.append("logs/idp.jsonl", &idp);
+        setup.append(gateway, &gw);
+        cids.push(cid);
+    }
+    cids
+}
+
+/// Every expected operation is committed exactly once, as a success (both lines were read).
+fn assert_exactly_once(setup: &Setup, expected: &[String]) {
+    let rows = setup.wait_for(SETTLE, |rows| {
+        let map = by_cid(rows);
+        expected.iter().all(|cid| map.contains_key(cid))
+    });
+    let map = by_cid(&rows);
+    for cid in expected {
+        assert_eq!(
+            map.get(cid).map(Vec::as_slice),
+            Some(&["succeeded".to_string()][..]),
+            "{cid}: {:?}\n{}",
+            map.get(cid),
+            setup.daemon_log()
+        );
+    }
+    assert_eq!(rows.len(), expected.len(), "no extra rows: {map:?}");
+}
+
+#[test]
+fn appended_lines_and_a_file_appearing_during_the_run_are_joined() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let mut expected = write_ops(&setup, "append", 0..20, "logs/gateway.log");
+    std::thread::sleep(Duration::from_millis(300));
+    // A new file matching the glob while running.
+    expected.extend(write_ops(
+        &setup,
+        "newfile",
+        0..10,
+        "logs/gateway.log.extra",
+    ));
+    assert_exactly_once(&setup, &expected);
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn rename_rotation_keeps_reading_the_old_file_to_its_end() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let mut expected = write_ops(&setup, "before", 0..10, "logs/gateway.log");
+    // The writer still holds the old file when logrotate renames it, and writes once more.
+    let mut old = std::fs::OpenOptions::new()
+        .append(true)
+        .open(setup.path("logs/gateway.log"))
+        .unwrap();
+    std::fs::rename(
+        setup.path("logs/gateway.log"),
+        setup.path("logs/gateway.log.1"),
+    )
+    .unwrap();
+    let (idp, gw) = operation_lines("late-write");
+    setup.append("logs/idp.jsonl", &idp);
+    std::io::Write::write_all(&mut old, gw.as_bytes()).unwrap();
+    drop(old);
+    expected.push("late-write".into());
+    expected.extend(write_ops(&setup, "after", 0..10, "logs/gateway.log"));
+    assert_exactly_once(&setup, &expected);
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn copytruncate_is_read_from_zero_and_its_copy_is_not_read_twice() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let mut expected = write_ops(&setup, "before", 0..15, "logs/gateway.log");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::copy(
+        setup.path("logs/gateway.log"),
+        setup.path("logs/gateway.log.1"),
+    )
+    .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(setup.path("logs/gateway.log"))
+        .unwrap();
+    expected.extend(write_ops(&setup, "after", 0..15, "logs/gateway.log"));
+    assert_exactly_once(&setup, &expected);
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_deleted_file_is_read_to_its_end_and_its_recreation_is_a_new_file() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let mut expected = write_ops(&setup, "first", 0..10, "logs/gateway.log");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(setup.path("logs/gateway.log")).unwrap();
+    expected.extend(write_ops(&setup, "second", 0..10, "logs/gateway.log"));
+    assert_exactly_once(&setup, &expected);
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_partial_line_waits_for_its_newline() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let (idp, gw) = operation_lines("split");
+    setup.append("logs/idp.jsonl", &idp);
+    let (first, second) = gw.split_at(gw.len() / 2);
+    setup.append("logs/gateway.log", first);
+    std::thread::sleep(Duration::from_millis(600)); // several polls see only half a line
+    setup.append("logs/gateway.log", second);
+    assert_exactly_once(&setup, &["split".to_string()]);
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(
+        !setup.daemon_log().contains("Line set aside"),
+        "{}",
+        setup.daemon_log()
+    );
+}
+
+#[test]
+fn a_10_mb_line_is_set_aside_once_and_the_next_line_is_read() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let (idp, gw) = operation_lines("after-huge");
+    setup.append("logs/idp.jsonl", &idp);
+    let huge = format!(
+        "{{\"ts\":\"{}\",\"cid\":\"huge\",\"path\":\"{}\"}}\n",
+        now(),
+        "x".repeat(10 * 1024 * 1024)
+    );
+    setup.append("logs/gateway.log", &huge);
+    setup.append("logs/gateway.log", &gw);
+    assert_exactly_once(&setup, &["after-huge".to_string()]);
+    assert_eq!(daemon.stop(), Some(0));
+    let log = setup.daemon_log();
+    assert_eq!(log.matches("reason=\"line_too_long\"").count(), 1, "{log}");
+}
+
+#[test]
+fn a_high_risk_leaver_with_no_further_input_is_reported_overdue_on_time() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"stuck\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"root-admin@corp.example\",\"result\":\"failure\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"stuck\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-1\",\"status\":503,\"app\":\"vault\"}}\n"));
+    // Nothing else is ever written: the 2-second deadline must pass on the wall clock alone.
+    let start = std::time::Instant::now();
+    while !setup.daemon_log().contains("Leaver overdue")
+        && start.elapsed() < Duration::from_secs(15)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = setup.daemon_log();
+    assert!(
+        log.contains("Leaver overdue: still not disabled.")
+            && log.contains("user=root-admin@corp.example")
+            && log.contains("high_risk=true"),
+        "{log}"
+    );
+    assert_eq!(log.matches("Leaver overdue").count(), 1, "reported once");
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn sigterm_commits_and_a_restart_resumes_without_rereading() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let mut expected = write_ops(&setup, "one", 0..10, "logs/gateway.log");
+    setup.wait_for(SETTLE, |rows| rows.len() >= 10);
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(setup.path("data/state/checkpoint.json").exists());
+    let daemon = setup.start();
+    expected.extend(write_ops(&setup, "two", 0..10, "logs/gateway.log"));
+    assert_exactly_once(&setup, &expected);
+    assert_eq!(daemon.stop(), Some(0));
+}
