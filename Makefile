@@ -1,10 +1,14 @@
 # The two commands that matter: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint deps build
+.PHONY: demo replay test lint deps build
 
-## Judge the bundled example logs (a day of provisioning with incidents) and print the report.
+## The daemon on live generated traffic with incidents, for 75 seconds.
 demo:
+	$(CARGO) run --release --quiet -- demo
+
+## Judge the bundled example logs (a day of provisioning with incidents) in one batch.
+replay:
 	$(CARGO) run --release --quiet -- replay --config examples/scimwatch.toml
 
 ## Everything CI runs: install what the tests need, lint, then every test.

@@ -464,13 +464,25 @@ struct Running {
     pipeline: std::thread::JoinHandle<anyhow::Result<()>>,
     done: tokio::sync::oneshot::Receiver<()>,
     status: std::sync::Arc<std::sync::Mutex<scimwatch::daemon::status::LiveStatus>>,
+    http: scimwatch::http::AppState,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
 fn start_daemon(config: Config) -> anyhow::Result<Running> {
     use scimwatch::daemon::{status::LiveStatus, Control, Pipeline};
     let status = std::sync::Arc::new(std::sync::Mutex::new(LiveStatus::default()));
-    let pipeline = Pipeline::open(config, status.clone())?;
+    let metrics = std::sync::Arc::new(scimwatch::http::metrics::Metrics::new(&config));
+    let operations = std::sync::Arc::new(std::sync::Mutex::new(
+        scimwatch::http::RecentOperations::with_capacity(100_000),
+    ));
+    let token = scimwatch::http::api_token(&config).map_err(|e| UsageError(format!("{e:#}")))?;
+    let http = scimwatch::http::AppState {
+        metrics: metrics.clone(),
+        status: status.clone(),
+        operations: operations.clone(),
+        token: token.map(|t| t.into()),
+    };
+    let pipeline = Pipeline::open(config, status.clone(), metrics, operations)?;
     let (control, receiver) = std::sync::mpsc::channel();
     // inotify is only a wake-up hint: the poll loop finds everything on its own.
     let watcher = {
@@ -506,6 +518,7 @@ fn start_daemon(config: Config) -> anyhow::Result<Running> {
         pipeline,
         done,
         status,
+        http,
         _watcher: watcher,
     })
 }
@@ -540,13 +553,29 @@ fn run_daemon(config_path: &std::path::Path) -> anyhow::Result<()> {
     init_logging();
     let config = load_config(config_path)?;
     tracing::info!(config = %config_path.display(), data_dir = %config.storage.data_dir.display(), "Starting.");
+    let listen = config.server.listen.clone();
     let mut running = start_daemon(config)?;
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&listen))
+        .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
+    tracing::info!(listen = %listen, "Serving /metrics, /healthz, /readyz and /api/v1.");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(scimwatch::http::serve(
+        listener,
+        running.http.clone(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
+    runtime.block_on(async {
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("Signal received: stopping."),
             _ = &mut running.done => {}
         }
     });
+    let _ = stop_http.send(());
+    let _ = runtime.block_on(server);
     running.stop()
 }
 
@@ -577,10 +606,25 @@ fn run_demo(
     );
     println!("  incidents: an expired SCIM token (401s) at ~20s, a high-risk admin whose disable keeps failing from ~30s,");
     println!("             a 429 storm at ~50s, hand-made writes, and a disabled user's token still in use. Ctrl-C stops.\n");
+    let listen = config.server.listen.clone();
     let mut running = start_daemon(config)?;
     let started = std::time::Instant::now();
     let status = running.status.clone();
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    // The demo takes the configured port if free, else any free loopback port.
+    let listener = match runtime.block_on(tokio::net::TcpListener::bind(&listen)) {
+        Ok(listener) => listener,
+        Err(_) => runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?,
+    };
+    let address = listener.local_addr()?;
+    println!("  HTTP    http://{address}/metrics   http://{address}/api/v1/slo   http://{address}/api/v1/leavers/open\n");
+    let http_state = running.http.clone();
+    runtime.spawn(scimwatch::http::serve(
+        listener,
+        http_state,
+        std::future::pending(),
+    ));
+    runtime.block_on(async {
         let mut ticker =
             tokio::time::interval(std::time::Duration::from_secs(status_every_secs.max(1)));
         ticker.tick().await;

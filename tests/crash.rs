@@ -13,6 +13,7 @@ use std::time::Duration;
 
 fn config() -> String {
     scimwatch::demo::live::DEMO_CONFIG
+        .replace("listen = \"127.0.0.1:9898\"", "listen = \"127.0.0.1:0\"")
         .replace("poll_interval_ms = 200", "poll_interval_ms = 50")
         .replace(
             "checkpoint_interval_secs = 2",

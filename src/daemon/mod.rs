@@ -23,6 +23,8 @@ use crate::audit::writer::commit_prepared;
 use crate::audit::AuditWriter;
 use crate::config::Config;
 use crate::engine::{Engine, EngineSettings, Output};
+use crate::http::metrics::{self as m, Metrics};
+use crate::http::RecentOperations;
 use crate::model::{Outcome, Record};
 use crate::parse::{LineParser, ParseError, Reason};
 use crate::source::reader::Line;
@@ -30,7 +32,7 @@ use crate::source::IngestStats;
 use crate::tail::{TailSource, Tailer};
 use crate::time::{Ts, MICROS_PER_SEC};
 use anyhow::Context;
-use status::{LiveStatus, OverdueLeaver};
+use status::{ActiveAlert, LiveStatus, OpenLeaver, OverdueLeaver};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -81,11 +83,22 @@ pub struct Pipeline {
     last_checkpoint: Instant,
     /// Overdue episodes already logged (app, user, initiated_at), so each is logged once.
     reported_overdue: std::collections::BTreeSet<(String, String, Ts)>,
+    metrics: Arc<Metrics>,
+    recent: Arc<Mutex<RecentOperations>>,
+    windows: crate::slo::Windows,
+    /// How long the last checkpoint took: checkpoints are spaced to at least ten times that,
+    /// so a large pending state costs at most a tenth of the pipeline's time.
+    last_checkpoint_cost: Duration,
 }
 
 impl Pipeline {
     /// Opens the store, rolls a half-finished checkpoint forward and restores the engine.
-    pub fn open(config: Config, status: Arc<Mutex<LiveStatus>>) -> anyhow::Result<Pipeline> {
+    pub fn open(
+        config: Config,
+        status: Arc<Mutex<LiveStatus>>,
+        metrics: Arc<Metrics>,
+        recent: Arc<Mutex<RecentOperations>>,
+    ) -> anyhow::Result<Pipeline> {
         let data_dir = config.storage.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating storage.data_dir {}", data_dir.display()))?;
@@ -141,6 +154,10 @@ impl Pipeline {
             lateness_micros,
             last_checkpoint: Instant::now(),
             reported_overdue: std::collections::BTreeSet::new(),
+            last_checkpoint_cost: Duration::ZERO,
+            metrics,
+            recent,
+            windows: crate::slo::Windows::default(),
         })
     }
 
@@ -156,7 +173,13 @@ impl Pipeline {
             self.step(wall_clock())?;
             self.live.ready = true;
             self.publish();
-            match control.recv_timeout(poll) {
+            // With a backlog, go straight on; caught up, wait for the next tick or a wake-up.
+            let wait = if self.live.caught_up {
+                poll
+            } else {
+                Duration::ZERO
+            };
+            match control.recv_timeout(wait) {
                 Ok(Control::Wake) | Err(RecvTimeoutError::Timeout) => {
                     // Coalesce a burst of wake-ups into one pass.
                     while let Ok(message) = control.try_recv() {
@@ -180,12 +203,19 @@ impl Pipeline {
     /// One pass: read, merge, judge, write, and checkpoint when due.
     pub fn step(&mut self, wall: Ts) -> anyhow::Result<()> {
         let parsers = &self.parsers;
+        let metrics = &self.metrics;
         let queues = &mut self.queues;
         let stats = &mut self.stats;
         self.tailer
             .poll(&mut |source, line| {
                 let parser = &parsers[source.source];
                 stats.line(&parser.name);
+                metrics
+                    .lines
+                    .get_or_create(&m::SourceLabels {
+                        source: parser.name.clone(),
+                    })
+                    .inc();
                 let queued = match line {
                     Line::TooLong {
                         length,
@@ -290,6 +320,7 @@ impl Pipeline {
                 correlation_ids: e.correlation_ids.clone(),
             })
             .collect();
+        self.refresh_gauges(clock);
         let overdue: std::collections::BTreeSet<(String, String, Ts)> = self
             .live
             .leavers_overdue
@@ -306,7 +337,8 @@ impl Pipeline {
             }
         }
         self.reported_overdue = overdue;
-        let interval = Duration::from_secs(self.config.pipeline.checkpoint_interval_secs);
+        let interval = Duration::from_secs(self.config.pipeline.checkpoint_interval_secs)
+            .max(self.last_checkpoint_cost * 10);
         if self.audit.needs_flush() || self.last_checkpoint.elapsed() >= interval {
             self.checkpoint(wall)?;
         }
@@ -350,7 +382,14 @@ impl Pipeline {
                     if let Some(source) = &source {
                         let entry = self.stats.sources.entry(source.clone()).or_default();
                         let time = record.time();
-                        entry.last_event = Some(entry.last_event.map_or(time, |t| t.max(time)));
+                        let last = entry.last_event.map_or(time, |t| t.max(time));
+                        entry.last_event = Some(last);
+                        self.metrics
+                            .source_last_event
+                            .get_or_create(&m::SourceLabels {
+                                source: source.clone(),
+                            })
+                            .set(last.0 as f64 / 1e6);
                     }
                     self.engine.ingest(*record);
                 }
@@ -383,6 +422,7 @@ impl Pipeline {
 
     /// Commits buffered rows and advances the checkpoint, exactly once (see `checkpoint`).
     fn checkpoint(&mut self, wall: Ts) -> anyhow::Result<()> {
+        let started = Instant::now();
         let prepared = self.audit.prepare()?;
         let saved = checkpoint::Checkpoint {
             version: checkpoint::CHECKPOINT_VERSION,
@@ -394,6 +434,7 @@ impl Pipeline {
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
         self.last_checkpoint = Instant::now();
+        self.last_checkpoint_cost = started.elapsed();
         self.live.checkpoints += 1;
         self.live.last_checkpoint = Some(wall);
         for table in Table::ALL {
@@ -407,6 +448,39 @@ impl Pipeline {
     fn count(&mut self, output: &Output) {
         match output {
             Output::Operation(op) => {
+                let app = self.metrics.app_label(op.app.as_deref());
+                let (outcome, cause) = m::outcome_labels(op.outcome, op.cause);
+                self.metrics
+                    .operations
+                    .get_or_create(&m::OperationLabels {
+                        stage: op.stage.as_str().into(),
+                        app: app.clone(),
+                        outcome: outcome.into(),
+                        cause: cause.into(),
+                    })
+                    .inc();
+                self.windows.record(op.stage, op.outcome, op.time);
+                if op.outcome == Outcome::Unattributed {
+                    self.metrics
+                        .unattributed_writes
+                        .get_or_create(&m::AppLabels { app: app.clone() })
+                        .inc();
+                }
+                if op.disagreement {
+                    self.metrics
+                        .disagreements
+                        .get_or_create(&m::AppLabels { app: app.clone() })
+                        .inc();
+                }
+                if let Some(lag) = op.lag_ms {
+                    self.metrics
+                        .provisioning_lag
+                        .get_or_create(&m::AppLabels { app })
+                        .observe(lag.max(0) as f64 / 1000.0);
+                }
+                if let Ok(mut recent) = self.recent.lock() {
+                    recent.insert(op);
+                }
                 let stage = self.live.stages.entry(op.stage.as_str()).or_default();
                 match op.outcome {
                     Outcome::Succeeded => stage.succeeded += 1,
@@ -427,13 +501,166 @@ impl Pipeline {
             Output::Episode(episode) => {
                 if episode.state == crate::judge::EpisodeState::Disabled {
                     self.live.leavers_disabled += 1;
+                    if let Some(latency) = episode.latency_seconds() {
+                        let labels = m::LatencyLabels {
+                            app: self.metrics.app_label(Some(&episode.app)),
+                            risk: if episode.high_risk {
+                                "high"
+                            } else {
+                                "standard"
+                            }
+                            .into(),
+                        };
+                        self.metrics
+                            .leaver_disable_latency
+                            .get_or_create(&labels)
+                            .observe(latency);
+                    }
                 }
             }
             Output::PostDisable(activity) => {
                 self.live.post_disable_requests += 1;
+                self.metrics
+                    .post_disable_requests
+                    .get_or_create(&m::AppLabels {
+                        app: self.metrics.app_label(Some(&activity.app)),
+                    })
+                    .inc();
                 tracing::warn!(app = %activity.app, user = %activity.user, time = %activity.time, "Request made as a disabled user.");
             }
         }
+    }
+
+    /// Gauges, SLO windows, open leavers and the alert conditions that hold at `clock`.
+    fn refresh_gauges(&mut self, clock: Ts) {
+        let slo = &self.config.slo;
+        self.windows.prune(clock);
+        self.metrics.join_pending.set(self.live.join_pending as i64);
+        let mut alerts = Vec::new();
+        for stage in crate::model::Stage::ALL {
+            let reports = self.windows.report(stage, clock, slo);
+            for report in &reports {
+                let labels = m::StageWindowLabels {
+                    stage: stage.as_str().into(),
+                    window: report.window.into(),
+                };
+                match report.success_ratio {
+                    Some(ratio) => {
+                        self.metrics
+                            .stage_success_ratio
+                            .get_or_create(&labels)
+                            .set(ratio);
+                    }
+                    // 0/0 is no data: the series disappears rather than reading 0, 1 or NaN.
+                    None => {
+                        self.metrics.stage_success_ratio.remove(&labels);
+                    }
+                }
+            }
+            let evaluation = self
+                .windows
+                .counts(stage, slo.evaluation_window_secs, clock);
+            let status =
+                crate::report::SloStatus::judge(evaluation.succeeded, evaluation.operations(), slo);
+            self.metrics
+                .stage_slo_status
+                .get_or_create(&m::StageLabels {
+                    stage: stage.as_str().into(),
+                })
+                .set(m::status_value(status));
+            let (alert, severity) = match status {
+                crate::report::SloStatus::Incident => ("StageSuccessIncident", "page"),
+                crate::report::SloStatus::Degraded => ("StageSuccessDegraded", "ticket"),
+                _ => ("", ""),
+            };
+            if !alert.is_empty() {
+                alerts.push(ActiveAlert {
+                    alert,
+                    severity,
+                    labels: [("stage", stage.as_str().to_string())].into_iter().collect(),
+                    summary: format!(
+                        "{} of {} {} operations failed or are unconfirmed over the last {}s ({:.1}% success)",
+                        evaluation.failed + evaluation.unconfirmed,
+                        evaluation.operations(),
+                        stage.as_str(),
+                        slo.evaluation_window_secs,
+                        100.0 * evaluation.ratio().unwrap_or(0.0)
+                    ),
+                });
+            }
+            self.live.slo.insert(stage.as_str(), reports);
+        }
+        let open = self.engine.open_episodes();
+        let (mut open_high, mut open_standard, mut overdue_high, mut overdue_standard) =
+            (0, 0, 0, 0);
+        let mut listed = Vec::new();
+        for episode in &open {
+            let overdue = episode.due_at() < clock;
+            match (episode.high_risk, overdue) {
+                (true, true) => overdue_high += 1,
+                (false, true) => overdue_standard += 1,
+                _ => {}
+            }
+            if episode.high_risk {
+                open_high += 1;
+            } else {
+                open_standard += 1;
+            }
+            if listed.len() < 1000 {
+                listed.push(OpenLeaver {
+                    app: episode.app.clone(),
+                    user: episode.user().to_string(),
+                    high_risk: episode.high_risk,
+                    initiated_at: episode.initiated_at,
+                    age_seconds: clock.secs_since(episode.initiated_at).max(0.0),
+                    deadline_seconds: episode.deadline_seconds,
+                    due_at: episode.due_at(),
+                    overdue,
+                    correlation_ids: episode.correlation_ids.clone(),
+                });
+            }
+            if overdue && episode.high_risk {
+                alerts.push(ActiveAlert {
+                    alert: "LeaverDisableOverdue",
+                    severity: "page",
+                    labels: [
+                        ("app", episode.app.clone()),
+                        ("user", episode.user().to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    summary: format!(
+                        "{} in {} is still not disabled {:.0}s after {} (deadline {}s)",
+                        episode.user(),
+                        episode.app,
+                        clock.secs_since(episode.initiated_at),
+                        episode.initiated_at,
+                        episode.deadline_seconds
+                    ),
+                });
+            }
+        }
+        for (risk, value) in [("high", open_high), ("standard", open_standard)] {
+            self.metrics
+                .leavers_open
+                .get_or_create(&m::RiskLabels { risk: risk.into() })
+                .set(value);
+        }
+        for (risk, value) in [("high", overdue_high), ("standard", overdue_standard)] {
+            self.metrics
+                .leavers_overdue
+                .get_or_create(&m::RiskLabels { risk: risk.into() })
+                .set(value);
+        }
+        self.live.open_leavers = listed;
+        for kind in m::ALERT_KINDS {
+            let firing = alerts.iter().filter(|a| a.alert == kind).count() as i64;
+            self.metrics
+                .alerts_firing
+                .get_or_create(&m::AlertLabels { alert: kind.into() })
+                .set(firing);
+        }
+        self.live.alerts = alerts;
     }
 
     fn publish(&mut self) {

@@ -44,6 +44,29 @@ impl From<TailCounters> for TailStatus {
     }
 }
 
+/// An open leaver episode, as `/api/v1/leavers/open` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLeaver {
+    pub app: String,
+    pub user: String,
+    pub high_risk: bool,
+    pub initiated_at: Ts,
+    pub age_seconds: f64,
+    pub deadline_seconds: u64,
+    pub due_at: Ts,
+    pub overdue: bool,
+    pub correlation_ids: Vec<String>,
+}
+
+/// An alert condition that holds now (paging itself is the alert engine's).
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveAlert {
+    pub alert: &'static str,
+    pub severity: &'static str,
+    pub labels: BTreeMap<&'static str, String>,
+    pub summary: String,
+}
+
 /// The daemon's state, refreshed every loop.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LiveStatus {
@@ -63,6 +86,11 @@ pub struct LiveStatus {
     pub disagreements: u64,
     pub post_disable_requests: u64,
     pub leavers_open: usize,
+    /// The oldest open episodes (at most 1,000).
+    pub open_leavers: Vec<OpenLeaver>,
+    /// Per stage, every window's exact counts, ratio, status and burn rate.
+    pub slo: BTreeMap<&'static str, Vec<crate::slo::WindowReport>>,
+    pub alerts: Vec<ActiveAlert>,
     pub leavers_overdue: Vec<OverdueLeaver>,
     pub leavers_disabled: u64,
     pub join_pending: usize,

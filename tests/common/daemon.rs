@@ -15,6 +15,10 @@ pub struct Setup {
 }
 
 pub const CONFIG: &str = r#"
+[server]
+# Any free loopback port: tests run daemons side by side.
+listen = "127.0.0.1:0"
+
 [storage]
 data_dir = "data"
 

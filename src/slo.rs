@@ -1,0 +1,171 @@
+//! Windowed success ratios from exact counts: per-minute buckets of succeeded / failed /
+//! unconfirmed operations per stage, summed over each window — no `rate()` extrapolation, no
+//! averaged ratios. A window with no operations has no ratio (`None`): never NaN, never 100%.
+
+use crate::config::SloConfig;
+use crate::model::{Outcome, Stage};
+use crate::report::SloStatus;
+use crate::time::{Ts, MICROS_PER_SEC};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The windows reported, as (label, seconds): the burn-rate pairs of the SRE workbook plus the
+/// evaluation window.
+pub const WINDOWS: [(&str, u64); 7] = [
+    ("5m", 300),
+    ("30m", 1800),
+    ("1h", 3600),
+    ("2h", 7200),
+    ("6h", 21_600),
+    ("1d", 86_400),
+    ("3d", 259_200),
+];
+
+const MINUTE: i64 = 60 * MICROS_PER_SEC;
+
+/// Counts of one stage in one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct WindowCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub unconfirmed: u64,
+}
+
+impl WindowCounts {
+    pub fn operations(&self) -> u64 {
+        self.succeeded + self.failed + self.unconfirmed
+    }
+    pub fn ratio(&self) -> Option<f64> {
+        let total = self.operations();
+        (total > 0).then(|| self.succeeded as f64 / total as f64)
+    }
+}
+
+/// One stage in one window, as `/api/v1/slo` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowReport {
+    pub window: &'static str,
+    pub seconds: u64,
+    pub operations: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub unconfirmed: u64,
+    pub success_ratio: Option<f64>,
+    pub status: SloStatus,
+    /// Error ratio ÷ (1 − healthy ratio): 1 spends the error budget exactly over the period.
+    pub burn_rate: Option<f64>,
+}
+
+/// Per-minute counts per stage, by event time.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    minutes: BTreeMap<(Stage, i64), WindowCounts>,
+}
+
+impl Windows {
+    /// Counts an operation at its time.
+    pub fn record(&mut self, stage: Stage, outcome: Outcome, time: Ts) {
+        let counts = self
+            .minutes
+            .entry((stage, time.0.div_euclid(MINUTE)))
+            .or_default();
+        match outcome {
+            Outcome::Succeeded => counts.succeeded += 1,
+            Outcome::Failed => counts.failed += 1,
+            Outcome::Unconfirmed => counts.unconfirmed += 1,
+            Outcome::Skipped | Outcome::Unattributed => {}
+        }
+    }
+
+    /// Drops minutes older than the longest window before `now`.
+    pub fn prune(&mut self, now: Ts) {
+        let oldest = now.0.div_euclid(MINUTE) - (WINDOWS[WINDOWS.len() - 1].1 as i64 / 60) - 1;
+        self.minutes.retain(|(_, minute), _| *minute >= oldest);
+    }
+
+    /// Counts of `stage` over the `seconds` before `now` (whole minutes, the current one
+    /// included).
+    pub fn counts(&self, stage: Stage, seconds: u64, now: Ts) -> WindowCounts {
+        let last = now.0.div_euclid(MINUTE);
+        let first = last - (seconds as i64 / 60).max(1) + 1;
+        let mut total = WindowCounts::default();
+        for (_, counts) in self.minutes.range((stage, first)..=(stage, last)) {
+            total.succeeded += counts.succeeded;
+            total.failed += counts.failed;
+            total.unconfirmed += counts.unconfirmed;
+        }
+        total
+    }
+
+    /// Every window of a stage.
+    pub fn report(&self, stage: Stage, now: Ts, slo: &SloConfig) -> Vec<WindowReport> {
+        let mut windows: Vec<(&'static str, u64)> = WINDOWS.to_vec();
+        if !windows
+            .iter()
+            .any(|(_, s)| *s == slo.evaluation_window_secs)
+        {
+            windows.push(("evaluation", slo.evaluation_window_secs));
+        }
+        windows
+            .into_iter()
+            .map(|(window, seconds)| {
+                let c = self.counts(stage, seconds, now);
+                let ratio = c.ratio();
+                let budget = 1.0 - slo.healthy_ratio;
+                WindowReport {
+                    window,
+                    seconds,
+                    operations: c.operations(),
+                    succeeded: c.succeeded,
+                    failed: c.failed,
+                    unconfirmed: c.unconfirmed,
+                    success_ratio: ratio,
+                    status: SloStatus::judge(c.succeeded, c.operations(), slo),
+                    burn_rate: ratio.filter(|_| budget > 0.0).map(|r| (1.0 - r) / budget),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_come_from_exact_counts_and_empty_windows_have_none() {
+        let mut w = Windows::default();
+        let now = Ts::from_secs(1_782_900_000);
+        for i in 0..9 {
+            w.record(
+                Stage::Leaver,
+                Outcome::Succeeded,
+                Ts(now.0 - i * 30 * MICROS_PER_SEC),
+            );
+        }
+        w.record(
+            Stage::Leaver,
+            Outcome::Failed,
+            Ts(now.0 - 3000 * MICROS_PER_SEC),
+        );
+        let slo = SloConfig {
+            min_operations: 5,
+            ..SloConfig::default()
+        };
+        let hour = &w.report(Stage::Leaver, now, &slo)[2];
+        assert_eq!((hour.window, hour.operations, hour.failed), ("1h", 10, 1));
+        assert_eq!(hour.success_ratio, Some(0.9));
+        assert!(
+            (hour.burn_rate.unwrap() - 10.0).abs() < 1e-9,
+            "10% errors on a 99% SLO burn 10x"
+        );
+        assert_eq!(hour.status, SloStatus::Incident);
+        let five = &w.report(Stage::Leaver, now, &slo)[0];
+        assert_eq!(five.operations, 9, "the failure is 50 minutes old");
+        let joiner = &w.report(Stage::Joiner, now, &slo)[2];
+        assert_eq!(
+            (joiner.success_ratio, joiner.burn_rate, joiner.status),
+            (None, None, SloStatus::InsufficientData)
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! The daemon's HTTP side on a real port: health, readiness, the JSON API (with its bearer
+//! token and its 404s) and `/metrics`, which `promtool check metrics` must accept.
+
+mod common;
+
+use common::daemon::{now, Setup, CONFIG};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(stream) => stream,
+        Err(_) => return (0, String::new()),
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Bodies may be chunked; the JSON/text is still in there, framed by hex lengths.
+    (status, dechunk(&body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if size == 0 {
+            return out;
+        }
+        if after.len() < size {
+            return body.to_string();
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+}
+
+fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() && start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
+    let port = free_port();
+    let config = CONFIG.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\"\napi_token_file = \"token\""),
+    );
+    let setup = Setup::new(&config);
+    std::fs::write(setup.path("token"), "s3cret-token\n").unwrap();
+    let daemon = setup.start();
+    wait_until(Duration::from_secs(10), || {
+        get(port, "/readyz", None).0 == 200
+    });
+    assert_eq!(get(port, "/healthz", None), (200, "ok\n".to_string()));
+
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"op-1\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"ada@corp.example\",\"result\":\"success\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"op-1\",\"method\":\"PATCH\",\"path\":\"/scim/v2/Users/u-1\",\"status\":429,\"app\":\"vault\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"op-1\",\"method\":\"PATCH\",\"path\":\"/scim/v2/Users/u-1\",\"status\":401,\"app\":\"vault\"}}\n"));
+    wait_until(Duration::from_secs(15), || {
+        get(port, "/api/v1/operations/op-1", Some("s3cret-token")).0 == 200
+    });
+
+    // No token, or a wrong one: 401 and no data.
+    for token in [None, Some("wrong")] {
+        let (status, body) = get(port, "/api/v1/operations/op-1", token);
+        assert_eq!(status, 401, "{body}");
+        assert!(
+            !body.contains("ada@corp.example") && body.contains("bearer token"),
+            "{body}"
+        );
+    }
+    let (status, body) = get(port, "/api/v1/operations/op-1", Some("s3cret-token"));
+    assert_eq!(status, 200, "{body}");
+    let op: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(op["outcome"], "failed");
+    assert_eq!(op["cause"], "unauthorized");
+    assert_eq!(op["join_method"], "correlation_id");
+    assert_eq!(op["attempts"].as_array().unwrap().len(), 2);
+    assert!(op["hint"].as_str().unwrap().contains("rotate"), "{op}");
+
+    let (status, body) = get(port, "/api/v1/operations/no-such-id", Some("s3cret-token"));
+    assert_eq!(status, 404);
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no operation with correlation ID \"no-such-id\""),
+        "{body}"
+    );
+
+    // The failed high-risk leaver is open; its 2-second deadline passes with no input.
+    wait_until(Duration::from_secs(10), || {
+        get(port, "/api/v1/leavers/open", Some("s3cret-token"))
+            .1
+            .contains("\"overdue\":true")
+    });
+    let (_, body) = get(port, "/api/v1/leavers/open", Some("s3cret-token"));
+    let open: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let leaver = &open["leavers"][0];
+    assert_eq!(
+        (
+            leaver["user"].as_str(),
+            leaver["high_risk"].as_bool(),
+            leaver["deadline_seconds"].as_u64()
+        ),
+        (Some("ada@corp.example"), Some(true), Some(2))
+    );
+    assert!(leaver["age_seconds"].as_f64().unwrap() >= 2.0);
+    let (_, body) = get(port, "/api/v1/alerts", Some("s3cret-token"));
+    assert!(body.contains("LeaverDisableOverdue"), "{body}");
+
+    let (status, body) = get(port, "/api/v1/slo", Some("s3cret-token"));
+    assert_eq!(status, 200);
+    let slo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hour = slo["stages"]["leaver"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["window"] == "1h")
+        .unwrap();
+    assert_eq!(
+        (hour["operations"].as_u64(), hour["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(hour["success_ratio"], 0.0);
+    let joiner_hour = slo["stages"]["joiner"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["window"] == "1h")
+        .unwrap();
+    assert_eq!(
+        joiner_hour["success_ratio"],
+        serde_json::Value::Null,
+        "0/0 is no data, not NaN or 100%"
+    );
+
+    // /metrics: the contract's names, zero-initialised label sets, no user labels.
+    let (status, metrics) = get(port, "/metrics", None);
+    assert_eq!(status, 200);
+    for name in [
+        "scimwatch_operations_total{stage=\"leaver\",app=\"vault\",outcome=\"failed\",cause=\"unauthorized\"} 1",
+        "scimwatch_leavers_overdue{risk=\"high\"} 1",
+        "scimwatch_stage_success_ratio{stage=\"leaver\",window=\"1h\"} 0.0",
+        "scimwatch_lines_total{source=\"gateway\"} 2",
+        "scimwatch_parse_errors_total{source=\"idp\",reason=\"invalid_json\"} 0",
+        "scimwatch_alerts_firing{alert=\"LeaverDisableOverdue\"} 1",
+        "scimwatch_join_pending",
+        "scimwatch_source_last_event_timestamp_seconds{source=\"idp\"}",
+        "scimwatch_leaver_disable_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+    assert!(!metrics.contains("ada@corp.example") && !metrics.contains("op-1"));
+    assert!(
+        !metrics.contains("stage=\"joiner\",window=\"1h\""),
+        "no ratio series without operations"
+    );
+    // promtool (installed by `make deps`) lints the exposition.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by `make deps` (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn the_server_listens_on_loopback_by_default_and_a_taken_port_is_a_clear_error() {
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let setup = Setup::new(&CONFIG.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    ));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scimwatch"))
+        .args(["run", "--config", setup.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains(&format!("server.listen: cannot listen on 127.0.0.1:{port}")));
+    let default = scimwatch::config::ServerConfig::default();
+    assert!(default.listen.starts_with("127.0.0.1:"));
+}
