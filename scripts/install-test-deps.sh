@@ -20,13 +20,14 @@ if ! "$VENV/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.1'
 fi
 
-# promtool and a Prometheus server (Debian's `prometheus`, 2.42) for the metrics and rules tests.
-if ! command -v promtool >/dev/null 2>&1; then
+# promtool, a Prometheus server (Debian's `prometheus`, 2.42) and amtool (Debian's
+# `prometheus-alertmanager`) for the metrics, rules and end-to-end tests.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
   else
-    echo "install Debian's prometheus package (promtool) for the metrics tests: sudo apt-get install prometheus" >&2
+    echo "install Debian's prometheus and prometheus-alertmanager packages for the metrics tests" >&2
     exit 1
   fi
 fi

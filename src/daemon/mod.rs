@@ -593,6 +593,7 @@ impl Pipeline {
         let open = self.engine.open_episodes();
         let (mut open_high, mut open_standard, mut overdue_high, mut overdue_standard) =
             (0, 0, 0, 0);
+        let (mut oldest_high, mut oldest_standard) = (0.0f64, 0.0f64);
         let mut listed = Vec::new();
         for episode in &open {
             let overdue = episode.due_at() < clock;
@@ -601,10 +602,13 @@ impl Pipeline {
                 (false, true) => overdue_standard += 1,
                 _ => {}
             }
+            let age = clock.secs_since(episode.initiated_at).max(0.0);
             if episode.high_risk {
                 open_high += 1;
+                oldest_high = oldest_high.max(age);
             } else {
                 open_standard += 1;
+                oldest_standard = oldest_standard.max(age);
             }
             if listed.len() < 1000 {
                 listed.push(OpenLeaver {
@@ -649,6 +653,12 @@ impl Pipeline {
         for (risk, value) in [("high", overdue_high), ("standard", overdue_standard)] {
             self.metrics
                 .leavers_overdue
+                .get_or_create(&m::RiskLabels { risk: risk.into() })
+                .set(value);
+        }
+        for (risk, value) in [("high", oldest_high), ("standard", oldest_standard)] {
+            self.metrics
+                .leaver_oldest_open_age
                 .get_or_create(&m::RiskLabels { risk: risk.into() })
                 .set(value);
         }

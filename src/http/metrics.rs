@@ -102,6 +102,7 @@ pub struct Metrics {
     pub leaver_disable_latency: Family<LatencyLabels, Histogram>,
     pub leavers_open: Family<RiskLabels, Gauge>,
     pub leavers_overdue: Family<RiskLabels, Gauge>,
+    pub leaver_oldest_open_age: Family<RiskLabels, FloatGauge>,
     pub stage_success_ratio: Family<StageWindowLabels, FloatGauge>,
     pub stage_slo_status: Family<StageLabels, Gauge>,
     pub unattributed_writes: Family<AppLabels, Counter>,
@@ -169,6 +170,12 @@ impl Metrics {
             "leavers_overdue",
             "Open leaver episodes past their deadline",
             leavers_overdue.clone(),
+        );
+        let leaver_oldest_open_age = Family::<RiskLabels, FloatGauge>::default();
+        registry.register(
+            "leaver_oldest_open_age_seconds",
+            "Age of the oldest open leaver episode (0 when none is open)",
+            leaver_oldest_open_age.clone(),
         );
         let stage_success_ratio = Family::<StageWindowLabels, FloatGauge>::default();
         registry.register("stage_success_ratio", "Succeeded / (succeeded + failed + unconfirmed) over the window, from exact counts; absent when the window has no operations", stage_success_ratio.clone());
@@ -244,6 +251,7 @@ impl Metrics {
             leaver_disable_latency,
             leavers_open,
             leavers_overdue,
+            leaver_oldest_open_age,
             stage_success_ratio,
             stage_slo_status,
             unattributed_writes,
@@ -347,6 +355,16 @@ impl Metrics {
                     table: table.into(),
                 })
                 .inc_by(0);
+        }
+        for channel in ["email", "webhook"] {
+            for result in ["sent", "failed", "dropped"] {
+                self.notifications
+                    .get_or_create(&ChannelLabels {
+                        channel: channel.into(),
+                        result: result.into(),
+                    })
+                    .inc_by(0);
+            }
         }
         for alert in ALERT_KINDS {
             self.alerts_firing
