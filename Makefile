@@ -13,7 +13,7 @@ replay:
 
 ## Everything CI runs: install what the tests need, lint, then every test.
 test: deps lint
-	$(CARGO) test --quiet
+	$(CARGO) test --quiet --no-fail-fast
 
 lint:
 	$(CARGO) fmt --check

@@ -271,34 +271,11 @@ fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
     println!("storage: data_dir {}", config.storage.data_dir.display());
     for (index, source) in config.sources.iter().enumerate() {
         let parser = LineParser::new(source, &config.apps, index as u16)?;
-        let mapped: Vec<&str> = [
-            Field::Time,
-            Field::CorrelationId,
-            Field::Action,
-            Field::App,
-            Field::UserId,
-            Field::UserLogin,
-            Field::TargetId,
-            Field::Status,
-            Field::Error,
-            Field::TriggerTime,
-            Field::Groups,
-            Field::Method,
-            Field::Path,
-            Field::Request,
-            Field::DurationMs,
-            Field::DurationSecs,
-            Field::Principal,
-            Field::UserName,
-            Field::Location,
-            Field::Body,
-            Field::ResponseBody,
-            Field::Event,
-        ]
-        .into_iter()
-        .filter(|f| parser.maps(*f))
-        .map(Field::name)
-        .collect();
+        let mapped: Vec<&str> = Field::ALL
+            .into_iter()
+            .filter(|f| parser.maps(*f))
+            .map(Field::name)
+            .collect();
         println!(
             "source {:?}: role {}, format {}, {} file(s) match now, fields: {}",
             source.name,

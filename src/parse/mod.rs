@@ -55,7 +55,8 @@ pub enum Field {
 const FIELD_COUNT: usize = 25;
 
 impl Field {
-    const ALL: [Field; FIELD_COUNT] = [
+    /// Every field, in declaration order.
+    pub const ALL: [Field; FIELD_COUNT] = [
         Field::Time,
         Field::CorrelationId,
         Field::Action,
