@@ -7,6 +7,7 @@
 //! `engine` wires join and judge into the one synchronous core that `replay` (and the daemon)
 //! drive.
 
+pub mod alert;
 pub mod audit;
 pub mod config;
 pub mod daemon;

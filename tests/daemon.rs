@@ -180,7 +180,25 @@ fn a_high_risk_leaver_with_no_further_input_is_reported_overdue_on_time() {
         "{log}"
     );
     assert_eq!(log.matches("Leaver overdue").count(), 1, "reported once");
+    // The alert lifecycle pages once, and a restart (its state is in the checkpoint) does not
+    // page again while the leaver is still not disabled.
+    let start = std::time::Instant::now();
+    while !setup.daemon_log().contains("alert=LeaverDisableOverdue")
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(daemon.stop(), Some(0));
+    let daemon = setup.start();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(daemon.stop(), Some(0));
+    let log = setup.daemon_log();
+    assert_eq!(
+        log.matches("Alert firing.").count(),
+        1,
+        "one page across the restart: {log}"
+    );
+    assert!(log.contains("alert=LeaverDisableOverdue"), "{log}");
 }
 
 #[test]

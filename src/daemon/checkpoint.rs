@@ -25,6 +25,9 @@ pub struct Checkpoint {
     pub files: Vec<FilePosition>,
     pub engine: EngineState,
     pub pending_files: Vec<PreparedFile>,
+    /// The alert lifecycle, so a restart neither pages twice nor loses a resolve.
+    #[serde(default)]
+    pub alerts: crate::alert::AlertEngine,
 }
 
 /// `<data_dir>/state/checkpoint.json`.

@@ -85,6 +85,7 @@ pub struct Pipeline {
     reported_overdue: std::collections::BTreeSet<(String, String, Ts)>,
     metrics: Arc<Metrics>,
     recent: Arc<Mutex<RecentOperations>>,
+    alerts: crate::alert::AlertEngine,
     windows: crate::slo::Windows,
     /// How long the last checkpoint took: checkpoints are spaced to at least ten times that,
     /// so a large pending state costs at most a tenth of the pipeline's time.
@@ -104,14 +105,22 @@ impl Pipeline {
             .with_context(|| format!("creating storage.data_dir {}", data_dir.display()))?;
         let saved = checkpoint::load(&data_dir)?;
         let settings = EngineSettings::from_config(&config);
-        let (engine, positions) = match saved {
+        let (engine, positions, alerts) = match saved {
             Some(saved) => {
                 // Files written for the last checkpoint but perhaps not yet renamed.
                 commit_prepared(&saved.pending_files)?;
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
-                (Engine::restore(saved.engine, settings), saved.files)
+                (
+                    Engine::restore(saved.engine, settings),
+                    saved.files,
+                    saved.alerts,
+                )
             }
-            None => (Engine::new(settings), Vec::new()),
+            None => (
+                Engine::new(settings),
+                Vec::new(),
+                crate::alert::AlertEngine::default(),
+            ),
         };
         let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         let prefix = format!("part-{}-{}", wall_clock().0, std::process::id());
@@ -157,6 +166,7 @@ impl Pipeline {
             last_checkpoint_cost: Duration::ZERO,
             metrics,
             recent,
+            alerts,
             windows: crate::slo::Windows::default(),
         })
     }
@@ -430,6 +440,7 @@ impl Pipeline {
             files: self.tailer.positions(),
             engine: self.engine.snapshot(),
             pending_files: prepared.clone(),
+            alerts: self.alerts.clone(),
         };
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
@@ -663,8 +674,62 @@ impl Pipeline {
                 .set(value);
         }
         self.live.open_leavers = listed;
+        // Sources silent for 15 minutes while everything is read: we are blind.
+        if self.live.caught_up {
+            for (name, source) in &self.stats.sources {
+                if let Some(last) = source.last_event {
+                    if clock.secs_since(last) > 900.0 {
+                        alerts.push(ActiveAlert {
+                            alert: "SourceStale",
+                            severity: "page",
+                            labels: [("source", name.clone())].into_iter().collect(),
+                            summary: format!(
+                                "no line from source {name} since {last}: scimwatch is blind"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        let conditions: Vec<crate::alert::Condition> = alerts
+            .iter()
+            .map(|a| crate::alert::Condition {
+                alert: a.alert.to_string(),
+                severity: a.severity.to_string(),
+                labels: a
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                summary: a.summary.clone(),
+                details: Vec::new(),
+            })
+            .collect();
+        for notification in
+            self.alerts
+                .evaluate(clock, conditions, crate::alert::AlertSettings::default())
+        {
+            let condition = &notification.condition;
+            if notification.kind == crate::alert::NotificationKind::Resolved {
+                tracing::info!(alert = %condition.alert, key = %notification.dedup_key, since = %notification.firing_since, "Alert resolved.");
+            } else {
+                let repeat = notification.kind == crate::alert::NotificationKind::Repeat;
+                tracing::warn!(alert = %condition.alert, severity = %condition.severity, key = %notification.dedup_key, repeat, summary = %condition.summary, "Alert firing.");
+            }
+            self.metrics
+                .notifications
+                .get_or_create(&m::ChannelLabels {
+                    channel: "log".into(),
+                    result: "sent".into(),
+                })
+                .inc();
+        }
         for kind in m::ALERT_KINDS {
-            let firing = alerts.iter().filter(|a| a.alert == kind).count() as i64;
+            let firing = self
+                .alerts
+                .firing()
+                .filter(|(_, c)| c.alert == kind)
+                .count() as i64;
             self.metrics
                 .alerts_firing
                 .get_or_create(&m::AlertLabels { alert: kind.into() })

@@ -1,0 +1,358 @@
+//! The alert state machine: deterministic, clock-free (the daemon passes its live clock), and
+//! checkpointable, so a restart neither pages twice nor forgets a resolve.
+//!
+//! Each condition has a dedup key (alert kind + its identifying labels). A new condition is
+//! *pending*; once it has held for `hold_secs` it *fires* (one notification); while firing it
+//! repeats every `repeat_interval_secs`; once it has been absent for `keep_firing_secs` it
+//! *resolves* (one notification) — flapping inside that time neither resolves nor re-pages.
+//! While a faster error-budget burn tier fires for a stage, slower tiers of that stage are
+//! suppressed (the Alertmanager inhibition of rules/alertmanager.example.yml, built in).
+
+use crate::time::Ts;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Timing of the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertSettings {
+    pub hold_secs: u64,
+    pub keep_firing_secs: u64,
+    pub repeat_interval_secs: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            hold_secs: 0,
+            keep_firing_secs: 300,
+            repeat_interval_secs: 4 * 3600,
+        }
+    }
+}
+
+/// A condition that holds now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    /// The alert kind (design.md "Alert kinds").
+    pub alert: String,
+    pub severity: String,
+    /// Identifying labels (stage, app, user, burn_tier…): with `alert`, the dedup key.
+    pub labels: BTreeMap<String, String>,
+    pub summary: String,
+    /// Evidence lines: counts, top causes with hints, sample correlation IDs.
+    pub details: Vec<String>,
+}
+
+impl Condition {
+    /// `alert{k=v,…}`: stable across restarts and processes.
+    pub fn dedup_key(&self) -> String {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("{}{{{}}}", self.alert, labels.join(","))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    Firing,
+    Repeat,
+    Resolved,
+}
+
+/// Something to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub kind: NotificationKind,
+    pub dedup_key: String,
+    pub condition: Condition,
+    pub firing_since: Ts,
+    pub at: Ts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Tracked {
+    condition: Condition,
+    first_seen: Ts,
+    firing_since: Option<Ts>,
+    last_notified: Option<Ts>,
+    absent_since: Option<Ts>,
+}
+
+/// The lifecycle of every alert.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertEngine {
+    alerts: BTreeMap<String, Tracked>,
+}
+
+const TIERS: [&str; 4] = ["fast", "slow", "ticket-fast", "ticket-slow"];
+
+fn tier_rank(condition: &Condition) -> Option<usize> {
+    let tier = condition.labels.get("burn_tier")?;
+    TIERS.iter().position(|t| t == tier)
+}
+
+impl AlertEngine {
+    /// Alerts firing now (dedup key, condition).
+    pub fn firing(&self) -> impl Iterator<Item = (&String, &Condition)> {
+        self.alerts
+            .iter()
+            .filter(|(_, t)| t.firing_since.is_some())
+            .map(|(k, t)| (k, &t.condition))
+    }
+
+    /// Advances to `now` with the conditions that hold; returns what to deliver, in key order.
+    pub fn evaluate(
+        &mut self,
+        now: Ts,
+        conditions: Vec<Condition>,
+        settings: AlertSettings,
+    ) -> Vec<Notification> {
+        let mut present: BTreeMap<String, Condition> = BTreeMap::new();
+        for condition in conditions {
+            present.insert(condition.dedup_key(), condition);
+        }
+        for (key, condition) in &present {
+            let tracked = self.alerts.entry(key.clone()).or_insert_with(|| Tracked {
+                condition: condition.clone(),
+                first_seen: now,
+                firing_since: None,
+                last_notified: None,
+                absent_since: None,
+            });
+            tracked.condition = condition.clone();
+            tracked.absent_since = None;
+        }
+        for (key, tracked) in self.alerts.iter_mut() {
+            if !present.contains_key(key) && tracked.absent_since.is_none() {
+                tracked.absent_since = Some(now);
+            }
+        }
+        // The fastest burn tier firing (or about to) per stage suppresses slower ones.
+        let mut fastest: BTreeMap<String, usize> = BTreeMap::new();
+        for tracked in self.alerts.values().filter(|t| t.absent_since.is_none()) {
+            if let (Some(rank), Some(stage)) = (
+                tier_rank(&tracked.condition),
+                tracked.condition.labels.get("stage"),
+            ) {
+                let entry = fastest.entry(stage.clone()).or_insert(rank);
+                *entry = (*entry).min(rank);
+            }
+        }
+        let mut out = Vec::new();
+        let mut resolved = Vec::new();
+        for (key, tracked) in self.alerts.iter_mut() {
+            match (tracked.absent_since, tracked.firing_since) {
+                (Some(_), None) => resolved.push(key.clone()), // pending, gone: never paged
+                (Some(absent), Some(since)) => {
+                    if now.secs_since(absent) >= settings.keep_firing_secs as f64 {
+                        out.push(Notification {
+                            kind: NotificationKind::Resolved,
+                            dedup_key: key.clone(),
+                            condition: tracked.condition.clone(),
+                            firing_since: since,
+                            at: now,
+                        });
+                        resolved.push(key.clone());
+                    }
+                }
+                (None, None) => {
+                    let suppressed = match (
+                        tier_rank(&tracked.condition),
+                        tracked.condition.labels.get("stage"),
+                    ) {
+                        (Some(rank), Some(stage)) => fastest.get(stage).is_some_and(|f| *f < rank),
+                        _ => false,
+                    };
+                    if !suppressed
+                        && now.secs_since(tracked.first_seen) >= settings.hold_secs as f64
+                    {
+                        tracked.firing_since = Some(now);
+                        tracked.last_notified = Some(now);
+                        out.push(Notification {
+                            kind: NotificationKind::Firing,
+                            dedup_key: key.clone(),
+                            condition: tracked.condition.clone(),
+                            firing_since: now,
+                            at: now,
+                        });
+                    }
+                }
+                (None, Some(since)) => {
+                    let due = tracked.last_notified.is_none_or(|last| {
+                        now.secs_since(last) >= settings.repeat_interval_secs as f64
+                    });
+                    if due {
+                        tracked.last_notified = Some(now);
+                        out.push(Notification {
+                            kind: NotificationKind::Repeat,
+                            dedup_key: key.clone(),
+                            condition: tracked.condition.clone(),
+                            firing_since: since,
+                            at: now,
+                        });
+                    }
+                }
+            }
+        }
+        for key in resolved {
+            self.alerts.remove(&key);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Ts {
+        Ts::from_secs(1_782_892_800 + secs)
+    }
+
+    fn condition(alert: &str, labels: &[(&str, &str)]) -> Condition {
+        Condition {
+            alert: alert.into(),
+            severity: "page".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            summary: format!("{alert} holds"),
+            details: vec![],
+        }
+    }
+
+    fn kinds(notifications: &[Notification]) -> Vec<(NotificationKind, String)> {
+        notifications
+            .iter()
+            .map(|n| (n.kind, n.dedup_key.clone()))
+            .collect()
+    }
+
+    const SETTINGS: AlertSettings = AlertSettings {
+        hold_secs: 60,
+        keep_firing_secs: 300,
+        repeat_interval_secs: 3600,
+    };
+
+    #[test]
+    fn a_condition_fires_once_after_its_hold_repeats_and_resolves_once() {
+        let mut engine = AlertEngine::default();
+        let incident = || vec![condition("StageSuccessIncident", &[("stage", "leaver")])];
+        assert!(
+            engine.evaluate(at(0), incident(), SETTINGS).is_empty(),
+            "pending"
+        );
+        let fired = engine.evaluate(at(60), incident(), SETTINGS);
+        assert_eq!(
+            kinds(&fired),
+            [(
+                NotificationKind::Firing,
+                "StageSuccessIncident{stage=leaver}".to_string()
+            )]
+        );
+        assert!(
+            engine.evaluate(at(120), incident(), SETTINGS).is_empty(),
+            "fires once"
+        );
+        assert_eq!(
+            engine.evaluate(at(3660), incident(), SETTINGS)[0].kind,
+            NotificationKind::Repeat
+        );
+        assert!(
+            engine.evaluate(at(3700), vec![], SETTINGS).is_empty(),
+            "keep firing"
+        );
+        let resolved = engine.evaluate(at(4000), vec![], SETTINGS);
+        assert_eq!(resolved[0].kind, NotificationKind::Resolved);
+        assert!(
+            engine.evaluate(at(4100), vec![], SETTINGS).is_empty(),
+            "resolves once"
+        );
+    }
+
+    #[test]
+    fn flapping_inside_keep_firing_neither_resolves_nor_pages_again() {
+        let mut engine = AlertEngine::default();
+        let c = || vec![condition("ScimAuthFailures", &[("app", "jira")])];
+        engine.evaluate(at(0), c(), SETTINGS);
+        assert_eq!(engine.evaluate(at(60), c(), SETTINGS).len(), 1);
+        assert!(engine.evaluate(at(100), vec![], SETTINGS).is_empty());
+        assert!(engine.evaluate(at(200), c(), SETTINGS).is_empty());
+        assert!(engine.evaluate(at(450), vec![], SETTINGS).is_empty());
+        assert_eq!(engine.firing().count(), 1);
+    }
+
+    #[test]
+    fn a_condition_gone_before_its_hold_never_pages() {
+        let mut engine = AlertEngine::default();
+        engine.evaluate(
+            at(0),
+            vec![condition("SourceStale", &[("source", "okta")])],
+            SETTINGS,
+        );
+        assert!(engine.evaluate(at(30), vec![], SETTINGS).is_empty());
+        assert!(engine.evaluate(at(400), vec![], SETTINGS).is_empty());
+    }
+
+    #[test]
+    fn a_faster_burn_tier_suppresses_slower_tiers_of_the_same_stage() {
+        let mut engine = AlertEngine::default();
+        let burn = |tier: &str, stage: &str| {
+            condition("ErrorBudgetBurn", &[("burn_tier", tier), ("stage", stage)])
+        };
+        let all = || {
+            vec![
+                burn("fast", "joiner"),
+                burn("slow", "joiner"),
+                burn("ticket-fast", "joiner"),
+                burn("slow", "mover"),
+            ]
+        };
+        engine.evaluate(at(0), all(), SETTINGS);
+        let fired = kinds(&engine.evaluate(at(60), all(), SETTINGS));
+        assert_eq!(
+            fired,
+            [
+                (
+                    NotificationKind::Firing,
+                    "ErrorBudgetBurn{burn_tier=fast,stage=joiner}".to_string()
+                ),
+                (
+                    NotificationKind::Firing,
+                    "ErrorBudgetBurn{burn_tier=slow,stage=mover}".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_state_survives_a_restart_without_a_second_page_or_a_lost_resolve() {
+        let mut engine = AlertEngine::default();
+        let c = || {
+            vec![condition(
+                "LeaverDisableOverdue",
+                &[("app", "aws-prod"), ("user", "ada@corp.example")],
+            )]
+        };
+        engine.evaluate(at(0), c(), SETTINGS);
+        assert_eq!(engine.evaluate(at(60), c(), SETTINGS).len(), 1);
+        let saved = serde_json::to_string(&engine).unwrap();
+        let mut restarted: AlertEngine = serde_json::from_str(&saved).unwrap();
+        assert!(
+            restarted.evaluate(at(120), c(), SETTINGS).is_empty(),
+            "no second page"
+        );
+        restarted.evaluate(at(200), vec![], SETTINGS);
+        let saved = serde_json::to_string(&restarted).unwrap();
+        let mut again: AlertEngine = serde_json::from_str(&saved).unwrap();
+        assert_eq!(
+            again.evaluate(at(600), vec![], SETTINGS)[0].kind,
+            NotificationKind::Resolved
+        );
+    }
+}
