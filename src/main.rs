@@ -10,7 +10,7 @@ use scimwatch::config::{Config, ConfigError};
 use scimwatch::parse::{Field, LineParser};
 use scimwatch::replay::{replay, source_files, ReplayOptions};
 use scimwatch::report::text;
-use scimwatch::time::{parse_time, TimeFormat, Ts};
+use scimwatch::time::{parse_time, TimeFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -221,13 +221,13 @@ fn run_replay(
     let mut writer = match &parquet {
         Some((dir, rows_per_file)) => {
             let names = config.sources.iter().map(|s| s.name.clone()).collect();
-            let now = wall_clock();
+            let now = scimwatch::daemon::wall_clock();
             let prefix = format!("replay-{}-{}", now.0, std::process::id());
             Some(AuditWriter::open(dir, *rows_per_file, names, prefix)?)
         }
         None => None,
     };
-    let ingested_at = wall_clock();
+    let ingested_at = scimwatch::daemon::wall_clock();
     let (report, _) = replay(&config, &options, |output, as_of| {
         if let Some(writer) = writer.as_mut() {
             writer.add(output, ingested_at, as_of);
@@ -356,14 +356,6 @@ fn generate(
         summary.gateway_bytes
     );
     Ok(())
-}
-
-/// The wall clock, outside the core: `ingested_at` and file names only.
-fn wall_clock() -> Ts {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Ts(now.as_micros().min(i64::MAX as u128) as i64)
 }
 
 fn export_pack(

@@ -63,6 +63,8 @@ enum Item {
 
 struct Queued {
     item: Item,
+    /// Index of the source (and parser) the line came from.
+    source: usize,
     time: Option<Ts>,
     number: u64,
     next: u64,
@@ -87,6 +89,8 @@ pub struct Pipeline {
     recent: Arc<Mutex<RecentOperations>>,
     alerts: crate::alert::AlertEngine,
     windows: crate::slo::Windows,
+    /// Newest event time per source (by parser index), synced to stats and metrics per pass.
+    last_event: Vec<Option<Ts>>,
     /// How long the last checkpoint took: checkpoints are spaced to at least ten times that,
     /// so a large pending state costs at most a tenth of the pipeline's time.
     last_checkpoint_cost: Duration,
@@ -150,6 +154,7 @@ impl Pipeline {
         );
         let lateness_micros =
             (config.slo.allowed_lateness_secs as i64).saturating_mul(MICROS_PER_SEC);
+        let parsers_len = parsers.len();
         Ok(Pipeline {
             config,
             parsers,
@@ -167,6 +172,7 @@ impl Pipeline {
             metrics,
             recent,
             alerts,
+            last_event: vec![None; parsers_len],
             windows: crate::slo::Windows::default(),
         })
     }
@@ -213,19 +219,12 @@ impl Pipeline {
     /// One pass: read, merge, judge, write, and checkpoint when due.
     pub fn step(&mut self, wall: Ts) -> anyhow::Result<()> {
         let parsers = &self.parsers;
-        let metrics = &self.metrics;
         let queues = &mut self.queues;
-        let stats = &mut self.stats;
+        let mut lines_read = vec![0u64; parsers.len()];
         self.tailer
             .poll(&mut |source, line| {
                 let parser = &parsers[source.source];
-                stats.line(&parser.name);
-                metrics
-                    .lines
-                    .get_or_create(&m::SourceLabels {
-                        source: parser.name.clone(),
-                    })
-                    .inc();
+                lines_read[source.source] += 1;
                 let queued = match line {
                     Line::TooLong {
                         length,
@@ -246,6 +245,7 @@ impl Pipeline {
                         time: None,
                         number,
                         next,
+                        source: source.source,
                     },
                     Line::Text {
                         bytes,
@@ -259,6 +259,7 @@ impl Pipeline {
                                 time: None,
                                 number,
                                 next,
+                                source: source.source,
                             }
                         } else {
                             match parser.parse(bytes, source.file_id, number) {
@@ -267,12 +268,14 @@ impl Pipeline {
                                     item: Item::Record(Box::new(record)),
                                     number,
                                     next,
+                                    source: source.source,
                                 },
                                 Err(error) => Queued {
                                     item: Item::Error(error, offset),
                                     time: None,
                                     number,
                                     next,
+                                    source: source.source,
                                 },
                             }
                         }
@@ -281,6 +284,16 @@ impl Pipeline {
                 queues.entry(source.file_id).or_default().push_back(queued);
             })
             .context("reading log files")?;
+        for (index, count) in lines_read.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            let name = &self.parsers[index].name;
+            self.stats.sources.entry(name.clone()).or_default().lines += count;
+            self.metrics
+                .lines
+                .get_or_create(&m::SourceLabels {
+                    source: name.clone(),
+                })
+                .inc_by(count);
+        }
         self.merge();
         let caught_up = self.tailer.caught_up() && self.queues.values().all(VecDeque::is_empty);
         let lateness = self.lateness_micros;
@@ -386,21 +399,12 @@ impl Pipeline {
             let Some(queued) = self.queues.get_mut(&file).and_then(VecDeque::pop_front) else {
                 return;
             };
-            let source = self.tailer_source_name(file);
             match queued.item {
                 Item::Record(record) => {
-                    if let Some(source) = &source {
-                        let entry = self.stats.sources.entry(source.clone()).or_default();
-                        let time = record.time();
-                        let last = entry.last_event.map_or(time, |t| t.max(time));
-                        entry.last_event = Some(last);
-                        self.metrics
-                            .source_last_event
-                            .get_or_create(&m::SourceLabels {
-                                source: source.clone(),
-                            })
-                            .set(last.0 as f64 / 1e6);
-                    }
+                    // Per record only a max; stats and the gauge are synced once per pass.
+                    let time = record.time();
+                    let last = &mut self.last_event[queued.source];
+                    *last = Some(last.map_or(time, |t| t.max(time)));
                     self.engine.ingest(*record);
                 }
                 Item::Error(error, offset) => {
@@ -409,25 +413,15 @@ impl Pipeline {
                         .path_of(file)
                         .map(|p| p.display().to_string())
                         .unwrap_or_default();
-                    tracing::warn!(source = source.as_deref().unwrap_or(""), file = %path, line = queued.number, offset, reason = error.reason.as_str(), error = %error.detail, "Line set aside.");
-                    self.stats.error_in(
-                        source.as_deref().unwrap_or(""),
-                        path,
-                        queued.number,
-                        offset,
-                        &error,
-                    );
+                    let source = self.parsers[queued.source].name.as_str();
+                    tracing::warn!(source, file = %path, line = queued.number, offset, reason = error.reason.as_str(), error = %error.detail, "Line set aside.");
+                    self.stats
+                        .error_in(source, path, queued.number, offset, &error);
                 }
                 Item::Blank => {}
             }
             self.tailer.mark_consumed(file, queued.next, queued.number);
         }
-    }
-
-    fn tailer_source_name(&self, file: u32) -> Option<String> {
-        self.tailer
-            .source_of(file)
-            .map(|index| self.parsers[index].name.clone())
     }
 
     /// Commits buffered rows and advances the checkpoint, exactly once (see `checkpoint`).
@@ -544,6 +538,21 @@ impl Pipeline {
 
     /// Gauges, SLO windows, open leavers and the alert conditions that hold at `clock`.
     fn refresh_gauges(&mut self, clock: Ts) {
+        for (index, last) in self.last_event.iter().enumerate() {
+            let Some(last) = *last else { continue };
+            let name = &self.parsers[index].name;
+            self.stats
+                .sources
+                .entry(name.clone())
+                .or_default()
+                .last_event = Some(last);
+            self.metrics
+                .source_last_event
+                .get_or_create(&m::SourceLabels {
+                    source: name.clone(),
+                })
+                .set(last.0 as f64 / 1e6);
+        }
         let slo = &self.config.slo;
         self.windows.prune(clock);
         self.metrics.join_pending.set(self.live.join_pending as i64);

@@ -160,14 +160,6 @@ impl Tailer {
             .map(|f| f.path.as_path())
     }
 
-    /// The source index of a file id.
-    pub fn source_of(&self, file_id: u32) -> Option<usize> {
-        self.files
-            .iter()
-            .find(|f| f.id == file_id)
-            .map(|f| f.source)
-    }
-
     /// The directories to watch for wake-ups.
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self
