@@ -12,12 +12,12 @@ need_rust_component() {
 need_rust_component fmt rustfmt
 need_rust_component clippy clippy
 
-# An independent Parquet reader (DuckDB from PyPI) for tests/audit.rs, in a project-local
-# virtualenv so nothing on the machine changes.
+# An independent Parquet reader (DuckDB, tests/audit.rs) and a real SMTP server (aiosmtpd,
+# tests/paging.rs) from PyPI, in a project-local virtualenv so nothing on the machine changes.
 VENV="${SCIMWATCH_TEST_VENV:-$PWD/.venv}"
-if ! "$VENV/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import duckdb, aiosmtpd' >/dev/null 2>&1; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.1'
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.1' 'aiosmtpd==1.4.6'
 fi
 
 # promtool, a Prometheus server (Debian's `prometheus`, 2.42) and amtool (Debian's

@@ -32,6 +32,9 @@ pub struct Config {
     /// App names the two sides spell differently.
     #[serde(default)]
     pub apps: AppsConfig,
+    /// Alert timing, severities, thresholds, delivery and the links pages carry.
+    #[serde(default)]
+    pub alerting: AlertingConfig,
     /// Where pages go.
     #[serde(default, rename = "receiver")]
     pub receivers: Vec<ReceiverConfig>,
@@ -390,6 +393,91 @@ pub struct AppsConfig {
     pub aliases: BTreeMap<String, Vec<String>>,
 }
 
+/// The alert kinds of design.md, in its order.
+pub const ALERT_KINDS: [&str; 8] = [
+    "StageSuccessIncident",
+    "StageSuccessDegraded",
+    "ErrorBudgetBurn",
+    "LeaverDisableOverdue",
+    "PostDisableActivity",
+    "ScimAuthFailures",
+    "UnattributedWrites",
+    "SourceStale",
+];
+
+/// How alerts are judged and delivered (`[alerting]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// A condition must hold this long before it pages.
+    pub hold_secs: u64,
+    /// A firing alert resolves only after its condition has been gone this long.
+    pub keep_firing_secs: u64,
+    /// A firing alert is sent again this often.
+    pub repeat_interval_secs: u64,
+    /// A new group (receiver + alert kind) waits this long to gather what fires together.
+    pub group_wait_secs: u64,
+    /// A group already notified sends again no sooner than this.
+    pub group_interval_secs: u64,
+    /// Severity per alert kind, overriding design.md's defaults (e.g. `ErrorBudgetBurn = "ticket"`).
+    pub severity: BTreeMap<String, String>,
+    /// ScimAuthFailures: this many 401/403 from one app within `auth_failure_window_secs`.
+    pub auth_failure_threshold: u64,
+    pub auth_failure_window_secs: u64,
+    /// UnattributedWrites: any gateway write without an IdP record within this window.
+    pub unattributed_window_secs: u64,
+    /// PostDisableActivity: any request as a disabled user within this window.
+    pub post_disable_window_secs: u64,
+    /// SourceStale: no line from a source for this long (while everything is read).
+    pub stale_after_secs: u64,
+    /// Linked from every page; `#<alert kind, lower case>` is appended.
+    pub runbook_url: String,
+    /// The Grafana dashboard, linked from every page.
+    pub dashboard_url: Option<String>,
+    /// Every SMTP or HTTP send is abandoned (and retried) after this long.
+    pub send_timeout_secs: u64,
+    /// A notification that cannot be delivered for this long goes to the dead-letter file.
+    pub retry_for_secs: u64,
+    /// Backoff between retries doubles from one second up to this (with jitter).
+    pub retry_max_backoff_secs: u64,
+    /// Notifications waiting for delivery; beyond this they are dead-lettered, never blocking.
+    pub queue_capacity: usize,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            hold_secs: 0,
+            keep_firing_secs: 600,
+            repeat_interval_secs: 4 * 3600,
+            group_wait_secs: 30,
+            group_interval_secs: 300,
+            severity: BTreeMap::new(),
+            auth_failure_threshold: 3,
+            auth_failure_window_secs: 900,
+            unattributed_window_secs: 3600,
+            post_disable_window_secs: 600,
+            stale_after_secs: 900,
+            runbook_url: "https://github.com/scimwatch/scimwatch/blob/main/README.md#alerts".into(),
+            dashboard_url: None,
+            send_timeout_secs: 30,
+            retry_for_secs: 6 * 3600,
+            retry_max_backoff_secs: 300,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl AlertingConfig {
+    /// The severity of an alert kind: the override, else design.md's default.
+    pub fn severity_of(&self, alert: &str, default: &str) -> String {
+        self.severity
+            .get(alert)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    }
+}
+
 /// A destination for pages.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -458,8 +546,15 @@ pub enum WebhookFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Where to POST.
-    pub url: String,
+    /// Where to POST. A URL that is itself a secret (Slack's) belongs in `url_env`/`url_file`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// File holding the URL.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     /// Body format.
     pub format: WebhookFormat,
     /// File holding the PagerDuty routing key.
@@ -526,6 +621,23 @@ impl Config {
         if let Some(file) = config.server.api_token_file.as_mut() {
             if file.is_relative() {
                 *file = base_dir.join(&*file);
+            }
+        }
+        for receiver in &mut config.receivers {
+            let email = receiver
+                .email
+                .as_mut()
+                .into_iter()
+                .flat_map(|e| [e.username_file.as_mut(), e.password_file.as_mut()]);
+            let webhook = receiver
+                .webhook
+                .as_mut()
+                .into_iter()
+                .flat_map(|w| [w.url_file.as_mut(), w.routing_key_file.as_mut()]);
+            for file in email.chain(webhook).flatten() {
+                if file.is_relative() {
+                    *file = base_dir.join(&*file);
+                }
             }
         }
         config.validate().map_err(|mut error| {
@@ -708,11 +820,24 @@ impl Config {
                 }
             }
             if let Some(webhook) = &receiver.webhook {
-                if !webhook.url.starts_with("http://") && !webhook.url.starts_with("https://") {
+                let sources = [
+                    webhook.url.is_some(),
+                    webhook.url_env.is_some(),
+                    webhook.url_file.is_some(),
+                ];
+                if sources.iter().filter(|s| **s).count() != 1 {
                     return Err(err(
                         key("webhook.url"),
-                        format!("{:?} must be an http(s) URL", webhook.url),
+                        "set exactly one of url, url_env, url_file".into(),
                     ));
+                }
+                if let Some(url) = &webhook.url {
+                    if !url.starts_with("http://") && !url.starts_with("https://") {
+                        return Err(err(
+                            key("webhook.url"),
+                            format!("{url:?} must be an http(s) URL"),
+                        ));
+                    }
                 }
                 if webhook.format == WebhookFormat::Pagerduty
                     && webhook.routing_key_file.is_none()
@@ -722,6 +847,67 @@ impl Config {
                         key("webhook.routing_key_file"),
                         "pagerduty needs routing_key_file or routing_key_env".into(),
                     ));
+                }
+            }
+        }
+        let alerting = &self.alerting;
+        for (alert, severity) in &alerting.severity {
+            if !ALERT_KINDS.contains(&alert.as_str()) {
+                return Err(err(
+                    format!("alerting.severity.{alert}"),
+                    format!(
+                        "unknown alert kind (expected one of {})",
+                        ALERT_KINDS.join(", ")
+                    ),
+                ));
+            }
+            if severity.is_empty()
+                || !severity
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err(
+                    format!("alerting.severity.{alert}"),
+                    format!("{severity:?} is not a severity (e.g. page, ticket)"),
+                ));
+            }
+        }
+        for (name, value) in [
+            (
+                "alerting.auth_failure_threshold",
+                alerting.auth_failure_threshold,
+            ),
+            (
+                "alerting.auth_failure_window_secs",
+                alerting.auth_failure_window_secs,
+            ),
+            (
+                "alerting.unattributed_window_secs",
+                alerting.unattributed_window_secs,
+            ),
+            (
+                "alerting.post_disable_window_secs",
+                alerting.post_disable_window_secs,
+            ),
+            ("alerting.stale_after_secs", alerting.stale_after_secs),
+            ("alerting.send_timeout_secs", alerting.send_timeout_secs),
+            (
+                "alerting.retry_max_backoff_secs",
+                alerting.retry_max_backoff_secs,
+            ),
+            ("alerting.queue_capacity", alerting.queue_capacity as u64),
+        ] {
+            if value == 0 {
+                return Err(err(name.into(), "must be greater than 0".into()));
+            }
+        }
+        for (name, url) in [
+            ("alerting.runbook_url", Some(&alerting.runbook_url)),
+            ("alerting.dashboard_url", alerting.dashboard_url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(err(name.into(), format!("{url:?} must be an http(s) URL")));
                 }
             }
         }

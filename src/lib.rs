@@ -18,6 +18,7 @@ pub mod http;
 pub mod join;
 pub mod judge;
 pub mod model;
+pub mod notify;
 pub mod parse;
 pub mod replay;
 pub mod report;

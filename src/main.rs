@@ -437,7 +437,7 @@ struct Running {
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
-fn start_daemon(config: Config) -> anyhow::Result<Running> {
+fn start_daemon(config: Config, runtime: &tokio::runtime::Handle) -> anyhow::Result<Running> {
     use scimwatch::daemon::{status::LiveStatus, Control, Pipeline};
     let status = std::sync::Arc::new(std::sync::Mutex::new(LiveStatus::default()));
     let metrics = std::sync::Arc::new(scimwatch::http::metrics::Metrics::new(&config));
@@ -451,7 +451,10 @@ fn start_daemon(config: Config) -> anyhow::Result<Running> {
         operations: operations.clone(),
         token: token.map(|t| t.into()),
     };
-    let pipeline = Pipeline::open(config, status.clone(), metrics, operations)?;
+    // A missing credential is a configuration error (exit 2), found before anything runs.
+    let notifier = scimwatch::notify::Notifier::start(&config, metrics.clone(), runtime)
+        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let pipeline = Pipeline::open(config, status.clone(), metrics, operations, Some(notifier))?;
     let (control, receiver) = std::sync::mpsc::channel();
     // inotify is only a wake-up hint: the poll loop finds everything on its own.
     let watcher = {
@@ -523,8 +526,8 @@ fn run_daemon(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     tracing::info!(config = %config_path.display(), data_dir = %config.storage.data_dir.display(), "Starting.");
     let listen = config.server.listen.clone();
-    let mut running = start_daemon(config)?;
     let runtime = runtime()?;
+    let mut running = start_daemon(config, runtime.handle())?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(&listen))
         .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
@@ -576,10 +579,10 @@ fn run_demo(
     println!("  incidents: an expired SCIM token (401s) at ~20s, a high-risk admin whose disable keeps failing from ~30s,");
     println!("             a 429 storm at ~50s, hand-made writes, and a disabled user's token still in use. Ctrl-C stops.\n");
     let listen = config.server.listen.clone();
-    let mut running = start_daemon(config)?;
+    let runtime = runtime()?;
+    let mut running = start_daemon(config, runtime.handle())?;
     let started = std::time::Instant::now();
     let status = running.status.clone();
-    let runtime = runtime()?;
     // The demo takes the configured port if free, else any free loopback port.
     let listener = match runtime.block_on(tokio::net::TcpListener::bind(&listen)) {
         Ok(listener) => listener,

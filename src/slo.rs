@@ -6,7 +6,7 @@ use crate::config::SloConfig;
 use crate::model::{Outcome, Stage};
 use crate::report::SloStatus;
 use crate::time::{Ts, MICROS_PER_SEC};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The windows reported, as (label, seconds): the burn-rate pairs of the SRE workbook plus the
@@ -24,7 +24,7 @@ pub const WINDOWS: [(&str, u64); 7] = [
 const MINUTE: i64 = 60 * MICROS_PER_SEC;
 
 /// Counts of one stage in one window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowCounts {
     pub succeeded: u64,
     pub failed: u64,
@@ -57,9 +57,32 @@ pub struct WindowReport {
 }
 
 /// Per-minute counts per stage, by event time.
-#[derive(Debug, Clone, Default)]
+/// Checkpointed (as a list: JSON maps cannot have tuple keys), so a restart neither forgets a
+/// burning window nor resolves an alert that still holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Vec<MinuteCounts>", into = "Vec<MinuteCounts>")]
 pub struct Windows {
     minutes: BTreeMap<(Stage, i64), WindowCounts>,
+}
+
+type MinuteCounts = (Stage, i64, WindowCounts);
+
+impl From<Vec<MinuteCounts>> for Windows {
+    fn from(list: Vec<MinuteCounts>) -> Self {
+        Windows {
+            minutes: list.into_iter().map(|(s, m, c)| ((s, m), c)).collect(),
+        }
+    }
+}
+
+impl From<Windows> for Vec<MinuteCounts> {
+    fn from(windows: Windows) -> Self {
+        windows
+            .minutes
+            .into_iter()
+            .map(|((s, m), c)| (s, m, c))
+            .collect()
+    }
 }
 
 impl Windows {

@@ -20,6 +20,12 @@ impl Ts {
             .0
             .saturating_add((secs as i64).saturating_mul(MICROS_PER_SEC)))
     }
+    /// The instant `secs` seconds before this one.
+    pub fn minus_secs(self, secs: u64) -> Ts {
+        Ts(self
+            .0
+            .saturating_sub((secs as i64).saturating_mul(MICROS_PER_SEC)))
+    }
     /// Milliseconds since the epoch (rounded toward negative infinity).
     pub fn as_millis(self) -> i64 {
         self.0.div_euclid(1000)

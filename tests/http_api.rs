@@ -4,76 +4,9 @@
 mod common;
 
 use common::daemon::{now, Setup, CONFIG};
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A minimal HTTP/1.1 GET: (status, body).
-fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = match std::net::TcpStream::connect(("127.0.0.1", port)) {
-        Ok(stream) => stream,
-        Err(_) => return (0, String::new()),
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Bodies may be chunked; the JSON/text is still in there, framed by hex lengths.
-    (status, dechunk(&body))
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let Some((size, after)) = rest.split_once("\r\n") else {
-            return body.to_string();
-        };
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            return body.to_string();
-        };
-        if size == 0 {
-            return out;
-        }
-        if after.len() < size {
-            return body.to_string();
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-}
-
-fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() && start.elapsed() < timeout {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{free_port, get, wait_until};
+use std::io::Write;
+use std::time::Duration;
 
 #[test]
 fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {

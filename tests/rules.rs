@@ -70,7 +70,7 @@ fn amtool_accepts_the_alertmanager_example() {
         &["check-config", "rules/alertmanager.example.yml"],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("4 inhibit rules"), "{out}");
+    assert!(out.contains("5 inhibit rules"), "{out}");
 }
 
 #[test]

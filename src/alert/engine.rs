@@ -6,7 +6,8 @@
 //! repeats every `repeat_interval_secs`; once it has been absent for `keep_firing_secs` it
 //! *resolves* (one notification) — flapping inside that time neither resolves nor re-pages.
 //! While a faster error-budget burn tier fires for a stage, slower tiers of that stage are
-//! suppressed (the Alertmanager inhibition of rules/alertmanager.example.yml, built in).
+//! suppressed, and while a stage is in incident its burn-rate alerts are (the Alertmanager
+//! inhibitions of rules/alertmanager.example.yml, built in).
 
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
@@ -142,6 +143,13 @@ impl AlertEngine {
                 *entry = (*entry).min(rank);
             }
         }
+        // A stage in incident already pages: its burn-rate alerts add nothing at 03:00.
+        let incident_stages: std::collections::BTreeSet<String> = self
+            .alerts
+            .values()
+            .filter(|t| t.absent_since.is_none() && t.condition.alert == "StageSuccessIncident")
+            .filter_map(|t| t.condition.labels.get("stage").cloned())
+            .collect();
         let mut out = Vec::new();
         let mut resolved = Vec::new();
         for (key, tracked) in self.alerts.iter_mut() {
@@ -164,7 +172,10 @@ impl AlertEngine {
                         tier_rank(&tracked.condition),
                         tracked.condition.labels.get("stage"),
                     ) {
-                        (Some(rank), Some(stage)) => fastest.get(stage).is_some_and(|f| *f < rank),
+                        (Some(rank), Some(stage)) => {
+                            fastest.get(stage).is_some_and(|f| *f < rank)
+                                || incident_stages.contains(stage)
+                        }
                         _ => false,
                     };
                     if !suppressed
@@ -325,6 +336,39 @@ mod tests {
                 (
                     NotificationKind::Firing,
                     "ErrorBudgetBurn{burn_tier=slow,stage=mover}".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_incident_silences_the_burn_rate_pages_of_its_stage() {
+        let mut engine = AlertEngine::default();
+        let all = || {
+            vec![
+                condition("StageSuccessIncident", &[("stage", "joiner")]),
+                condition(
+                    "ErrorBudgetBurn",
+                    &[("burn_tier", "fast"), ("stage", "joiner")],
+                ),
+                condition(
+                    "ErrorBudgetBurn",
+                    &[("burn_tier", "fast"), ("stage", "mover")],
+                ),
+            ]
+        };
+        engine.evaluate(at(0), all(), SETTINGS);
+        let fired = kinds(&engine.evaluate(at(60), all(), SETTINGS));
+        assert_eq!(
+            fired,
+            [
+                (
+                    NotificationKind::Firing,
+                    "ErrorBudgetBurn{burn_tier=fast,stage=mover}".to_string()
+                ),
+                (
+                    NotificationKind::Firing,
+                    "StageSuccessIncident{stage=joiner}".to_string()
                 ),
             ]
         );

@@ -25,9 +25,40 @@ pub struct Checkpoint {
     pub files: Vec<FilePosition>,
     pub engine: EngineState,
     pub pending_files: Vec<PreparedFile>,
-    /// The alert lifecycle, so a restart neither pages twice nor loses a resolve.
+    /// The live SLO windows at exactly that point (the lines after it are read again).
     #[serde(default)]
-    pub alerts: crate::alert::AlertEngine,
+    pub windows: crate::slo::Windows,
+    /// The recent failures pages quote.
+    #[serde(default)]
+    pub evidence: crate::alert::Evidence,
+}
+
+/// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only
+/// at checkpoints), so a restart neither pages twice nor loses a resolve.
+pub fn alerts_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("state").join("alerts.json")
+}
+
+pub fn load_alerts(data_dir: &Path) -> anyhow::Result<crate::alert::AlertEngine> {
+    let file = alerts_path(data_dir);
+    match std::fs::read(&file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not readable alert state (move it aside to forget every firing alert)",
+                file.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
+pub fn store_alerts(data_dir: &Path, alerts: &crate::alert::AlertEngine) -> anyhow::Result<()> {
+    let file = alerts_path(data_dir);
+    let dir = file.parent().unwrap_or(data_dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = serde_json::to_vec(alerts).context("encoding the alert state")?;
+    durable::write_atomic(&file, &bytes).with_context(|| format!("writing {}", file.display()))
 }
 
 /// `<data_dir>/state/checkpoint.json`.

@@ -32,7 +32,7 @@ use crate::source::IngestStats;
 use crate::tail::{TailSource, Tailer};
 use crate::time::{Ts, MICROS_PER_SEC};
 use anyhow::Context;
-use status::{ActiveAlert, LiveStatus, OpenLeaver, OverdueLeaver};
+use status::{LiveStatus, OpenLeaver, OverdueLeaver};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -88,6 +88,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     recent: Arc<Mutex<RecentOperations>>,
     alerts: crate::alert::AlertEngine,
+    /// Delivers what the alert engine notifies (None: log only).
+    notifier: Option<crate::notify::Notifier>,
+    evidence: crate::alert::Evidence,
     windows: crate::slo::Windows,
     /// Newest event time per source (by parser index), synced to stats and metrics per pass.
     last_event: Vec<Option<Ts>>,
@@ -103,13 +106,14 @@ impl Pipeline {
         status: Arc<Mutex<LiveStatus>>,
         metrics: Arc<Metrics>,
         recent: Arc<Mutex<RecentOperations>>,
+        notifier: Option<crate::notify::Notifier>,
     ) -> anyhow::Result<Pipeline> {
         let data_dir = config.storage.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating storage.data_dir {}", data_dir.display()))?;
         let saved = checkpoint::load(&data_dir)?;
         let settings = EngineSettings::from_config(&config);
-        let (engine, positions, alerts) = match saved {
+        let (engine, positions, windows, evidence) = match saved {
             Some(saved) => {
                 // Files written for the last checkpoint but perhaps not yet renamed.
                 commit_prepared(&saved.pending_files)?;
@@ -117,15 +121,18 @@ impl Pipeline {
                 (
                     Engine::restore(saved.engine, settings),
                     saved.files,
-                    saved.alerts,
+                    saved.windows,
+                    saved.evidence,
                 )
             }
             None => (
                 Engine::new(settings),
                 Vec::new(),
-                crate::alert::AlertEngine::default(),
+                crate::slo::Windows::default(),
+                crate::alert::Evidence::default(),
             ),
         };
+        let alerts = checkpoint::load_alerts(&data_dir)?;
         let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         let prefix = format!("part-{}-{}", wall_clock().0, std::process::id());
         let audit = AuditWriter::open(
@@ -172,8 +179,10 @@ impl Pipeline {
             metrics,
             recent,
             alerts,
+            notifier,
+            evidence,
             last_event: vec![None; parsers_len],
-            windows: crate::slo::Windows::default(),
+            windows,
         })
     }
 
@@ -434,10 +443,12 @@ impl Pipeline {
             files: self.tailer.positions(),
             engine: self.engine.snapshot(),
             pending_files: prepared.clone(),
-            alerts: self.alerts.clone(),
+            windows: self.windows.clone(),
+            evidence: self.evidence.clone(),
         };
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
+        checkpoint::store_alerts(&self.config.storage.data_dir, &self.alerts)?;
         self.last_checkpoint = Instant::now();
         self.last_checkpoint_cost = started.elapsed();
         self.live.checkpoints += 1;
@@ -465,6 +476,7 @@ impl Pipeline {
                     })
                     .inc();
                 self.windows.record(op.stage, op.outcome, op.time);
+                self.evidence.record_operation(op);
                 if op.outcome == Outcome::Unattributed {
                     self.metrics
                         .unattributed_writes
@@ -525,6 +537,7 @@ impl Pipeline {
             }
             Output::PostDisable(activity) => {
                 self.live.post_disable_requests += 1;
+                self.evidence.record_post_disable(activity);
                 self.metrics
                     .post_disable_requests
                     .get_or_create(&m::AppLabels {
@@ -556,7 +569,6 @@ impl Pipeline {
         let slo = &self.config.slo;
         self.windows.prune(clock);
         self.metrics.join_pending.set(self.live.join_pending as i64);
-        let mut alerts = Vec::new();
         for stage in crate::model::Stage::ALL {
             let reports = self.windows.report(stage, clock, slo);
             for report in &reports {
@@ -588,26 +600,6 @@ impl Pipeline {
                     stage: stage.as_str().into(),
                 })
                 .set(m::status_value(status));
-            let (alert, severity) = match status {
-                crate::report::SloStatus::Incident => ("StageSuccessIncident", "page"),
-                crate::report::SloStatus::Degraded => ("StageSuccessDegraded", "ticket"),
-                _ => ("", ""),
-            };
-            if !alert.is_empty() {
-                alerts.push(ActiveAlert {
-                    alert,
-                    severity,
-                    labels: [("stage", stage.as_str().to_string())].into_iter().collect(),
-                    summary: format!(
-                        "{} of {} {} operations failed or are unconfirmed over the last {}s ({:.1}% success)",
-                        evaluation.failed + evaluation.unconfirmed,
-                        evaluation.operations(),
-                        stage.as_str(),
-                        slo.evaluation_window_secs,
-                        100.0 * evaluation.ratio().unwrap_or(0.0)
-                    ),
-                });
-            }
             self.live.slo.insert(stage.as_str(), reports);
         }
         let open = self.engine.open_episodes();
@@ -643,26 +635,6 @@ impl Pipeline {
                     correlation_ids: episode.correlation_ids.clone(),
                 });
             }
-            if overdue && episode.high_risk {
-                alerts.push(ActiveAlert {
-                    alert: "LeaverDisableOverdue",
-                    severity: "page",
-                    labels: [
-                        ("app", episode.app.clone()),
-                        ("user", episode.user().to_string()),
-                    ]
-                    .into_iter()
-                    .collect(),
-                    summary: format!(
-                        "{} in {} is still not disabled {:.0}s after {} (deadline {}s)",
-                        episode.user(),
-                        episode.app,
-                        clock.secs_since(episode.initiated_at),
-                        episode.initiated_at,
-                        episode.deadline_seconds
-                    ),
-                });
-            }
         }
         for (risk, value) in [("high", open_high), ("standard", open_standard)] {
             self.metrics
@@ -683,41 +655,44 @@ impl Pipeline {
                 .set(value);
         }
         self.live.open_leavers = listed;
-        // Sources silent for 15 minutes while everything is read: we are blind.
-        if self.live.caught_up {
-            for (name, source) in &self.stats.sources {
-                if let Some(last) = source.last_event {
-                    if clock.secs_since(last) > 900.0 {
-                        alerts.push(ActiveAlert {
-                            alert: "SourceStale",
-                            severity: "page",
-                            labels: [("source", name.clone())].into_iter().collect(),
-                            summary: format!(
-                                "no line from source {name} since {last}: scimwatch is blind"
-                            ),
-                        });
-                    }
-                }
-            }
-        }
-        let conditions: Vec<crate::alert::Condition> = alerts
+        let sources: Vec<(&str, Option<Ts>)> = self
+            .parsers
             .iter()
-            .map(|a| crate::alert::Condition {
-                alert: a.alert.to_string(),
-                severity: a.severity.to_string(),
-                labels: a
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-                summary: a.summary.clone(),
-                details: Vec::new(),
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    self.stats.sources.get(&p.name).and_then(|s| s.last_event),
+                )
             })
             .collect();
-        for notification in
-            self.alerts
-                .evaluate(clock, conditions, crate::alert::AlertSettings::default())
-        {
+        let alerting = &self.config.alerting;
+        let keep = [
+            slo.evaluation_window_secs,
+            alerting.auth_failure_window_secs,
+            alerting.unattributed_window_secs,
+            alerting.post_disable_window_secs,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(3600);
+        self.evidence.prune(clock, keep);
+        let conditions = crate::alert::conditions::evaluate(&crate::alert::conditions::Inputs {
+            clock,
+            slo,
+            alerting,
+            windows: &self.windows,
+            evidence: &self.evidence,
+            open_episodes: &open,
+            sources,
+            caught_up: self.live.caught_up,
+        });
+        let settings = crate::alert::AlertSettings {
+            hold_secs: alerting.hold_secs,
+            keep_firing_secs: alerting.keep_firing_secs,
+            repeat_interval_secs: alerting.repeat_interval_secs,
+        };
+        let notifications = self.alerts.evaluate(clock, conditions.clone(), settings);
+        for notification in &notifications {
             let condition = &notification.condition;
             if notification.kind == crate::alert::NotificationKind::Resolved {
                 tracing::info!(alert = %condition.alert, key = %notification.dedup_key, since = %notification.firing_since, "Alert resolved.");
@@ -725,13 +700,18 @@ impl Pipeline {
                 let repeat = notification.kind == crate::alert::NotificationKind::Repeat;
                 tracing::warn!(alert = %condition.alert, severity = %condition.severity, key = %notification.dedup_key, repeat, summary = %condition.summary, "Alert firing.");
             }
-            self.metrics
-                .notifications
-                .get_or_create(&m::ChannelLabels {
-                    channel: "log".into(),
-                    result: "sent".into(),
-                })
-                .inc();
+            // The outbox file is written before the alert state: a crash in between may page
+            // twice, never not at all.
+            if let Some(notifier) = self.notifier.as_mut() {
+                notifier.submit(notification);
+            }
+        }
+        if !notifications.is_empty() {
+            if let Err(error) =
+                checkpoint::store_alerts(&self.config.storage.data_dir, &self.alerts)
+            {
+                tracing::error!(error = %format!("{error:#}"), "Cannot persist the alert state.");
+            }
         }
         for kind in m::ALERT_KINDS {
             let firing = self
@@ -744,7 +724,7 @@ impl Pipeline {
                 .get_or_create(&m::AlertLabels { alert: kind.into() })
                 .set(firing);
         }
-        self.live.alerts = alerts;
+        self.live.alerts = conditions;
     }
 
     fn publish(&mut self) {

@@ -58,15 +58,6 @@ pub struct OpenLeaver {
     pub correlation_ids: Vec<String>,
 }
 
-/// An alert condition that holds now (paging itself is the alert engine's).
-#[derive(Debug, Clone, Serialize)]
-pub struct ActiveAlert {
-    pub alert: &'static str,
-    pub severity: &'static str,
-    pub labels: BTreeMap<&'static str, String>,
-    pub summary: String,
-}
-
 /// The daemon's state, refreshed every loop.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LiveStatus {
@@ -90,7 +81,7 @@ pub struct LiveStatus {
     pub open_leavers: Vec<OpenLeaver>,
     /// Per stage, every window's exact counts, ratio, status and burn rate.
     pub slo: BTreeMap<&'static str, Vec<crate::slo::WindowReport>>,
-    pub alerts: Vec<ActiveAlert>,
+    pub alerts: Vec<crate::alert::Condition>,
     pub leavers_overdue: Vec<OverdueLeaver>,
     pub leavers_disabled: u64,
     pub join_pending: usize,

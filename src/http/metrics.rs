@@ -120,16 +120,7 @@ pub struct Metrics {
 }
 
 /// The alert kinds of design.md (for `scimwatch_alerts_firing{alert}`).
-pub const ALERT_KINDS: [&str; 8] = [
-    "StageSuccessIncident",
-    "StageSuccessDegraded",
-    "ErrorBudgetBurn",
-    "LeaverDisableOverdue",
-    "PostDisableActivity",
-    "ScimAuthFailures",
-    "UnattributedWrites",
-    "SourceStale",
-];
+pub use crate::config::ALERT_KINDS;
 
 /// Numeric `scimwatch_stage_slo_status`: 0 healthy, 1 degraded, 2 incident, -1 insufficient data.
 pub fn status_value(status: crate::report::SloStatus) -> i64 {
@@ -357,7 +348,7 @@ impl Metrics {
                 .inc_by(0);
         }
         for channel in ["email", "webhook"] {
-            for result in ["sent", "failed", "dropped"] {
+            for result in ["sent", "retried", "failed", "dropped"] {
                 self.notifications
                     .get_or_create(&ChannelLabels {
                         channel: channel.into(),

@@ -1,0 +1,383 @@
+//! Which alert conditions hold at an instant: a pure function of the live SLO windows, the
+//! recent evidence, the open leaver episodes and the sources' freshness — no clock, no I/O, so
+//! the same state gives the same pages.
+//!
+//! The thresholds mirror `rules/scimwatch.rules.yml`, so a team paging from Prometheus and a
+//! team paging from the daemon are paged for the same things.
+
+use super::evidence::Evidence;
+use super::Condition;
+use crate::config::{AlertingConfig, SloConfig};
+use crate::judge::Episode;
+use crate::model::Stage;
+use crate::slo::{WindowCounts, Windows};
+use crate::time::Ts;
+use std::collections::BTreeMap;
+
+/// Everything the conditions are judged on.
+pub struct Inputs<'a> {
+    pub clock: Ts,
+    pub slo: &'a SloConfig,
+    pub alerting: &'a AlertingConfig,
+    pub windows: &'a Windows,
+    pub evidence: &'a Evidence,
+    pub open_episodes: &'a [&'a Episode],
+    /// Each source's name and newest event time.
+    pub sources: Vec<(&'a str, Option<Ts>)>,
+    /// Every file read to its end: only then is a silent source really silent.
+    pub caught_up: bool,
+}
+
+/// Multi-window burn-rate tiers (SRE workbook, ch. 5): tier, long and short window, factor,
+/// default severity.
+pub const BURN_TIERS: [(&str, u64, u64, f64, &str); 4] = [
+    ("fast", 3600, 300, 14.4, "page"),
+    ("slow", 21_600, 1800, 6.0, "page"),
+    ("ticket-fast", 86_400, 7200, 3.0, "ticket"),
+    ("ticket-slow", 259_200, 21_600, 1.0, "ticket"),
+];
+
+/// How many sample correlation IDs and causes a page carries.
+const SAMPLES: usize = 5;
+const TOP_CAUSES: usize = 3;
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn pct(ratio: Option<f64>) -> String {
+    ratio.map_or("n/a".into(), |r| format!("{:.1}%", 100.0 * r))
+}
+
+fn window_name(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The evidence lines of a stage: top causes with their hints, sample correlation IDs.
+fn stage_evidence(inputs: &Inputs, stage: Stage, since: Ts) -> Vec<String> {
+    let mut details = Vec::new();
+    let causes = inputs.evidence.top_causes(Some(stage), None, since);
+    if !causes.is_empty() {
+        details.push("Top causes:".into());
+        for (cause, count) in causes.iter().take(TOP_CAUSES) {
+            details.push(format!("  {} ×{count}: {}", cause.as_str(), cause.hint()));
+        }
+    }
+    let samples = inputs
+        .evidence
+        .sample_failures(Some(stage), None, since, SAMPLES);
+    if !samples.is_empty() {
+        details.push(format!("Sample correlation IDs: {}", samples.join(", ")));
+    }
+    details
+}
+
+fn counts_line(c: &WindowCounts, stage: Stage, window: u64) -> String {
+    format!(
+        "{} of {} {} operations failed or are unconfirmed in the last {} ({} failed, {} unconfirmed, {} succeeded)",
+        c.failed + c.unconfirmed,
+        c.operations(),
+        stage.as_str(),
+        window_name(window),
+        c.failed,
+        c.unconfirmed,
+        c.succeeded
+    )
+}
+
+/// Every condition that holds at `inputs.clock`, in a stable order.
+pub fn evaluate(inputs: &Inputs) -> Vec<Condition> {
+    let mut out = Vec::new();
+    stage_conditions(inputs, &mut out);
+    leaver_conditions(inputs, &mut out);
+    security_conditions(inputs, &mut out);
+    source_conditions(inputs, &mut out);
+    out
+}
+
+fn condition(
+    inputs: &Inputs,
+    alert: &str,
+    default_severity: &str,
+    labels: BTreeMap<String, String>,
+    summary: String,
+    details: Vec<String>,
+) -> Condition {
+    Condition {
+        alert: alert.into(),
+        severity: inputs.alerting.severity_of(alert, default_severity),
+        labels,
+        summary,
+        details,
+    }
+}
+
+fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
+    let slo = inputs.slo;
+    let clock = inputs.clock;
+    for stage in Stage::ALL {
+        let window = slo.evaluation_window_secs;
+        let c = inputs.windows.counts(stage, window, clock);
+        let since = clock.minus_secs(window);
+        let status = crate::report::SloStatus::judge(c.succeeded, c.operations(), slo);
+        let kind = match status {
+            crate::report::SloStatus::Incident => Some((
+                "StageSuccessIncident",
+                "page",
+                slo.incident_ratio,
+                "incident",
+            )),
+            crate::report::SloStatus::Degraded => Some((
+                "StageSuccessDegraded",
+                "ticket",
+                slo.healthy_ratio,
+                "healthy",
+            )),
+            _ => None,
+        };
+        if let Some((alert, severity, threshold, name)) = kind {
+            let mut details = vec![counts_line(&c, stage, window)];
+            details.extend(stage_evidence(inputs, stage, since));
+            out.push(condition(
+                inputs,
+                alert,
+                severity,
+                labels(&[("stage", stage.as_str())]),
+                format!(
+                    "SCIM {} success {} over the last {} is below the {name} threshold {} ({} of {} operations failed or unconfirmed)",
+                    stage.as_str(),
+                    pct(c.ratio()),
+                    window_name(window),
+                    pct(Some(threshold)),
+                    c.failed + c.unconfirmed,
+                    c.operations()
+                ),
+                details,
+            ));
+        }
+        let budget = 1.0 - slo.healthy_ratio;
+        if budget <= 0.0 {
+            continue;
+        }
+        for (tier, long, short, factor, severity) in BURN_TIERS {
+            let l = inputs.windows.counts(stage, long, clock);
+            let s = inputs.windows.counts(stage, short, clock);
+            if l.operations() < slo.min_operations {
+                continue; // too few operations for a ratio to mean anything
+            }
+            let burn = |c: &WindowCounts| c.ratio().map(|r| (1.0 - r) / budget);
+            let (Some(long_burn), Some(short_burn)) = (burn(&l), burn(&s)) else {
+                continue;
+            };
+            if long_burn > factor && short_burn > factor {
+                let mut details = vec![
+                    counts_line(&l, stage, long),
+                    counts_line(&s, stage, short),
+                    format!(
+                        "Burn rate {long_burn:.1}× over {} and {short_burn:.1}× over {} (threshold {factor}× of a {} SLO)",
+                        window_name(long),
+                        window_name(short),
+                        pct(Some(slo.healthy_ratio))
+                    ),
+                ];
+                details.extend(stage_evidence(inputs, stage, clock.minus_secs(long)));
+                out.push(condition(
+                    inputs,
+                    "ErrorBudgetBurn",
+                    severity,
+                    labels(&[("burn_tier", tier), ("stage", stage.as_str())]),
+                    format!(
+                        "SCIM {} error budget burning at {long_burn:.1}× ({} and {} windows over {factor}×)",
+                        stage.as_str(),
+                        window_name(long),
+                        window_name(short)
+                    ),
+                    details,
+                ));
+            }
+        }
+    }
+}
+
+fn leaver_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
+    let clock = inputs.clock;
+    for episode in inputs.open_episodes {
+        if !episode.high_risk || episode.due_at() >= clock {
+            continue;
+        }
+        let user = episode.user();
+        let age = clock.secs_since(episode.initiated_at).max(0.0);
+        let mut details = vec![
+            format!("User: {user}"),
+            format!("App: {}", episode.app),
+            format!(
+                "Initiated at {} by {} ({:.0}s ago; deadline {}s, due {})",
+                episode.initiated_at,
+                episode.initiated_by,
+                age,
+                episode.deadline_seconds,
+                episode.due_at()
+            ),
+            match episode.first_attempt_at {
+                Some(t) => format!("First disable attempt at {t}; no target has answered 2xx"),
+                None => "No disable request has reached the target yet".into(),
+            },
+        ];
+        if !episode.correlation_ids.is_empty() {
+            let ids: Vec<&str> = episode
+                .correlation_ids
+                .iter()
+                .rev()
+                .take(SAMPLES)
+                .map(String::as_str)
+                .collect();
+            details.push(format!("Correlation IDs: {}", ids.join(", ")));
+        }
+        let causes = inputs
+            .evidence
+            .causes_of(&episode.correlation_ids, episode.initiated_at);
+        for (cause, count) in causes.iter().take(TOP_CAUSES) {
+            details.push(format!(
+                "  failed with {} ×{count}: {}",
+                cause.as_str(),
+                cause.hint()
+            ));
+        }
+        out.push(condition(
+            inputs,
+            "LeaverDisableOverdue",
+            "page",
+            labels(&[("app", &episode.app), ("user", user)]),
+            format!(
+                "High-risk leaver {user} in {} is still not disabled {:.0} min after {} (deadline {} min)",
+                episode.app,
+                age / 60.0,
+                episode.initiated_by,
+                episode.deadline_seconds / 60
+            ),
+            details,
+        ));
+    }
+}
+
+fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
+    let a = inputs.alerting;
+    let clock = inputs.clock;
+    let since = clock.minus_secs(a.post_disable_window_secs);
+    for (app, events) in inputs.evidence.post_disable_by_app(since) {
+        let users: Vec<String> = {
+            let mut u: Vec<String> = events.iter().filter_map(|e| e.user.clone()).collect();
+            u.sort();
+            u.dedup();
+            u
+        };
+        let mut details = vec![format!("Users: {}", users.join(", "))];
+        for event in events.iter().rev().take(SAMPLES) {
+            details.push(format!(
+                "  {} {} as {} (correlation ID {})",
+                event.time,
+                event.what.as_deref().unwrap_or("request"),
+                event.user.as_deref().unwrap_or("?"),
+                event.cid.as_deref().unwrap_or("-")
+            ));
+        }
+        details.push(
+            "Hint: the account is disabled but its credentials still work: revoke its API tokens and sessions in the app".into(),
+        );
+        out.push(condition(
+            inputs,
+            "PostDisableActivity",
+            "page",
+            labels(&[("app", &app)]),
+            format!(
+                "{} request(s) in {} in the last {} were made as {} disabled user(s)",
+                events.len(),
+                app,
+                window_name(a.post_disable_window_secs),
+                users.len()
+            ),
+            details,
+        ));
+    }
+    let since = clock.minus_secs(a.auth_failure_window_secs);
+    for (app, count) in inputs.evidence.auth_failures_by_app(since) {
+        if count < a.auth_failure_threshold {
+            continue;
+        }
+        let mut details = vec![format!(
+            "{count} operations to {app} were refused with 401/403 in the last {} (threshold {})",
+            window_name(a.auth_failure_window_secs),
+            a.auth_failure_threshold
+        )];
+        for (cause, n) in inputs.evidence.top_causes(None, Some(&app), since) {
+            if matches!(
+                cause,
+                crate::model::Cause::Unauthorized | crate::model::Cause::Forbidden
+            ) {
+                details.push(format!("  {} ×{n}: {}", cause.as_str(), cause.hint()));
+            }
+        }
+        let samples = inputs.evidence.sample_auth_failures(&app, since, SAMPLES);
+        details.push(format!("Sample correlation IDs: {}", samples.join(", ")));
+        out.push(condition(
+            inputs,
+            "ScimAuthFailures",
+            "page",
+            labels(&[("app", &app)]),
+            format!(
+                "SCIM calls to {app} are refused (401/403): {count} in the last {}; rotate the SCIM token",
+                window_name(a.auth_failure_window_secs)
+            ),
+            details,
+        ));
+    }
+    let since = clock.minus_secs(a.unattributed_window_secs);
+    for (app, samples, count) in inputs.evidence.unattributed_by_app(since, SAMPLES) {
+        out.push(condition(
+            inputs,
+            "UnattributedWrites",
+            "ticket",
+            labels(&[("app", &app)]),
+            format!(
+                "{count} SCIM write(s) to {app} in the last {} have no IdP record",
+                window_name(a.unattributed_window_secs)
+            ),
+            vec![
+                format!("Sample writes: {}", samples.join(", ")),
+                "Hint: a hand edit, another client or a stolen SCIM token: find who holds the token".into(),
+            ],
+        ));
+    }
+}
+
+fn source_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
+    if !inputs.caught_up {
+        return;
+    }
+    let stale = inputs.alerting.stale_after_secs as f64;
+    for (name, last) in &inputs.sources {
+        let Some(last) = last else { continue };
+        let silent = inputs.clock.secs_since(*last);
+        if silent > stale {
+            out.push(condition(
+                inputs,
+                "SourceStale",
+                "page",
+                labels(&[("source", name)]),
+                format!(
+                    "No line from source {name} for {:.0} min (newest event {last}): scimwatch is blind",
+                    silent / 60.0
+                ),
+                vec!["Hint: check the log shipper, the source's paths and the file permissions".into()],
+            ));
+        }
+    }
+}

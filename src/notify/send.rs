@@ -1,0 +1,314 @@
+//! The channels: email over SMTP (lettre, rustls) and HTTP webhooks (reqwest, rustls). Each
+//! send is bounded by a timeout and says whether a failure is worth retrying: network errors,
+//! timeouts, 429 and 5xx (SMTP 4xx) are; other 4xx (SMTP 5xx) are not.
+
+use super::render::{self, Links};
+use crate::alert::Notification;
+use crate::config::{EmailConfig, ReceiverConfig, SmtpTls, WebhookConfig, WebhookFormat};
+use anyhow::{bail, Context};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::time::Duration;
+
+/// How a send ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendResult {
+    Sent,
+    /// Worth trying again (after at least the given delay, when the receiver said so).
+    Retry(String, Option<Duration>),
+    /// Will never work as it is: dead-letter it.
+    Permanent(String),
+}
+
+/// A secret from an environment variable or a file (trimmed), never from the config text.
+fn secret(
+    env: Option<&String>,
+    file: Option<&std::path::PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Some(var) = env {
+        let value = std::env::var(var)
+            .with_context(|| format!("{what}: environment variable {var} is not set"))?;
+        return Ok(Some(value.trim().to_string()));
+    }
+    if let Some(path) = file {
+        let value = std::fs::read_to_string(path)
+            .with_context(|| format!("{what}: cannot read {}", path.display()))?;
+        return Ok(Some(value.trim().to_string()));
+    }
+    Ok(None)
+}
+
+/// An SMTP relay.
+pub struct EmailChannel {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    timeout: Duration,
+    host: String,
+}
+
+fn host_port(url: &str) -> anyhow::Result<(String, Option<u16>)> {
+    let rest = url
+        .strip_prefix("smtps://")
+        .or_else(|| url.strip_prefix("smtp://"))
+        .context("smtp_url must start with smtp:// or smtps://")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => {
+            let port = port
+                .parse()
+                .with_context(|| format!("smtp_url port {port:?} is not a number"))?;
+            Ok((host.trim_matches(['[', ']']).to_string(), Some(port)))
+        }
+        _ if !authority.is_empty() => Ok((authority.to_string(), None)),
+        _ => bail!("smtp_url has no host"),
+    }
+}
+
+impl EmailChannel {
+    pub fn new(
+        name: &str,
+        config: &EmailConfig,
+        timeout: Duration,
+    ) -> anyhow::Result<EmailChannel> {
+        let what = |field: &str| format!("receiver {name:?} email.{field}");
+        let (host, port) = host_port(&config.smtp_url).with_context(|| what("smtp_url"))?;
+        let mut builder = match config.tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host),
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
+                .with_context(|| what("smtp_url"))?,
+            SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
+                .with_context(|| what("smtp_url"))?,
+        };
+        if let Some(port) = port {
+            builder = builder.port(port);
+        }
+        let user = secret(
+            config.username_env.as_ref(),
+            config.username_file.as_ref(),
+            &what("username"),
+        )?;
+        let password = secret(
+            config.password_env.as_ref(),
+            config.password_file.as_ref(),
+            &what("password"),
+        )?;
+        match (user, password) {
+            (Some(user), Some(password)) => {
+                builder = builder.credentials(Credentials::new(user, password))
+            }
+            (None, None) => {}
+            _ => bail!(
+                "{}: set both a username and a password, or neither",
+                what("username_env")
+            ),
+        }
+        let from: Mailbox = config
+            .from
+            .parse()
+            .with_context(|| format!("{}: {:?} is not an address", what("from"), config.from))?;
+        let to = config
+            .to
+            .iter()
+            .map(|a| {
+                a.parse::<Mailbox>()
+                    .with_context(|| format!("{}: {a:?} is not an address", what("to")))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let host_name = hostname();
+        Ok(EmailChannel {
+            transport: builder.timeout(Some(timeout)).build(),
+            from,
+            to,
+            timeout,
+            host: host_name,
+        })
+    }
+
+    pub async fn send(&self, batch: &[Notification], links: &Links) -> SendResult {
+        let mut message = Message::builder()
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .from(self.from.clone())
+            .subject(render::email_subject(batch));
+        for to in &self.to {
+            message = message.to(to.clone());
+        }
+        let message = match message.body(render::email_body(batch, links, &self.host)) {
+            Ok(m) => m,
+            Err(e) => return SendResult::Permanent(format!("building the message: {e}")),
+        };
+        // lettre bounds only the connect: the whole dialogue gets a timeout of its own.
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Err(_) => SendResult::Retry(
+                format!("SMTP send timed out after {:?}", self.timeout),
+                None,
+            ),
+            Ok(Ok(_)) => SendResult::Sent,
+            Ok(Err(e)) if e.is_permanent() => SendResult::Permanent(format!("SMTP: {e}")),
+            Ok(Err(e)) => SendResult::Retry(format!("SMTP: {e}"), None),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// An HTTP webhook in one of the formats receivers already understand.
+pub struct WebhookChannel {
+    client: reqwest::Client,
+    url: String,
+    format: WebhookFormat,
+    routing_key: Option<String>,
+}
+
+impl WebhookChannel {
+    pub fn new(
+        name: &str,
+        config: &WebhookConfig,
+        timeout: Duration,
+    ) -> anyhow::Result<WebhookChannel> {
+        let what = |field: &str| format!("receiver {name:?} webhook.{field}");
+        let url = match &config.url {
+            Some(url) => url.clone(),
+            None => secret(
+                config.url_env.as_ref(),
+                config.url_file.as_ref(),
+                &what("url"),
+            )?
+            .context("webhook needs a url")?,
+        };
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            bail!("{}: not an http(s) URL", what("url"));
+        }
+        let routing_key = secret(
+            config.routing_key_env.as_ref(),
+            config.routing_key_file.as_ref(),
+            &what("routing_key"),
+        )?;
+        if config.format == WebhookFormat::Pagerduty
+            && routing_key.as_deref().is_none_or(str::is_empty)
+        {
+            bail!(
+                "{}: PagerDuty needs a routing key",
+                what("routing_key_file")
+            );
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("scimwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(WebhookChannel {
+            client,
+            url,
+            format: config.format,
+            routing_key,
+        })
+    }
+
+    /// The bodies to POST for a batch: one per alert for PagerDuty, one in all otherwise.
+    pub fn bodies(
+        &self,
+        receiver: &str,
+        batch: &[Notification],
+        links: &Links,
+    ) -> Vec<serde_json::Value> {
+        match self.format {
+            WebhookFormat::Alertmanager => {
+                vec![render::alertmanager_webhook(receiver, batch, links)]
+            }
+            WebhookFormat::AlertmanagerApi => vec![render::alertmanager_api(batch, links)],
+            WebhookFormat::Slack => vec![render::slack(batch, links)],
+            WebhookFormat::Json => vec![render::own_json(receiver, batch, links)],
+            WebhookFormat::Pagerduty => batch
+                .iter()
+                .map(|n| {
+                    render::pagerduty_event(
+                        n,
+                        self.routing_key.as_deref().unwrap_or_default(),
+                        links,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub async fn post(&self, body: &serde_json::Value) -> SendResult {
+        let response = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        match response {
+            // The URL may be a secret (Slack's): never put it in an error.
+            Err(e) => SendResult::Retry(format!("HTTP: {}", e.without_url()), None),
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return SendResult::Sent;
+                }
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = response.text().await.unwrap_or_default();
+                let detail = format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    text.chars().take(200).collect::<String>()
+                );
+                if status.as_u16() == 429 || status.is_server_error() {
+                    SendResult::Retry(detail, retry_after)
+                } else {
+                    SendResult::Permanent(detail)
+                }
+            }
+        }
+    }
+}
+
+/// One way a receiver is reached.
+pub enum Channel {
+    Email(EmailChannel),
+    Webhook(WebhookChannel),
+}
+
+impl Channel {
+    /// `email` or `webhook`: the `channel` label of `scimwatch_notifications_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Email(_) => "email",
+            Channel::Webhook(_) => "webhook",
+        }
+    }
+}
+
+/// A receiver's channels, as `(target name, channel)`: `iam-oncall/email`, `iam-oncall/webhook`.
+pub fn channels(
+    receiver: &ReceiverConfig,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(String, Channel)>> {
+    let mut out = Vec::new();
+    if let Some(email) = &receiver.email {
+        out.push((
+            format!("{}/email", receiver.name),
+            Channel::Email(EmailChannel::new(&receiver.name, email, timeout)?),
+        ));
+    }
+    if let Some(webhook) = &receiver.webhook {
+        out.push((
+            format!("{}/webhook", receiver.name),
+            Channel::Webhook(WebhookChannel::new(&receiver.name, webhook, timeout)?),
+        ));
+    }
+    Ok(out)
+}

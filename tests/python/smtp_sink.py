@@ -1,0 +1,54 @@
+"""A real SMTP server on loopback for tests/paging.rs: aiosmtpd, saving every message it
+accepts, decoded, as <outdir>/<n>.eml (written to a temporary name, then renamed, so a reader never sees
+half a mail). Prints "ready" once it listens.
+
+usage: smtp_sink.py PORT OUTDIR
+"""
+
+import threading
+import email
+import email.policy
+import os
+import sys
+
+from aiosmtpd.controller import Controller
+
+
+class Save:
+    def __init__(self, outdir):
+        self.outdir = outdir
+        self.count = len([n for n in os.listdir(outdir) if n.endswith(".eml")])
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        path = os.path.join(self.outdir, f"{self.count:04d}.eml")
+        tmp = path + ".tmp"
+        # Decoded as a mail client would show it: unfolded headers, the text body.
+        message = email.message_from_bytes(
+            envelope.original_content or envelope.content, policy=email.policy.default
+        )
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"X-Envelope-From: {envelope.mail_from}\n")
+            f.write(f"X-Envelope-To: {','.join(envelope.rcpt_tos)}\n")
+            for key, value in message.items():
+                f.write(f"{key}: {value}\n")
+            f.write("\n")
+            f.write(message.get_content())
+        os.rename(tmp, path)
+        return "250 Message accepted for delivery"
+
+
+def main():
+    port, outdir = int(sys.argv[1]), sys.argv[2]
+    os.makedirs(outdir, exist_ok=True)
+    controller = Controller(Save(outdir), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    try:
+        threading.Event().wait()
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
