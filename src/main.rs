@@ -306,6 +306,23 @@ fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
         .collect();
         println!("receiver {:?}: {}", receiver.name, kinds.join(" + "));
     }
+    if !config.receivers.is_empty() {
+        // Every credential must resolve now (env var set, file readable), not at 03:00.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _entered = runtime.enter();
+        let timeout = std::time::Duration::from_secs(config.alerting.send_timeout_secs);
+        for receiver in &config.receivers {
+            scimwatch::notify::send::channels(receiver, timeout)
+                .map_err(|e| UsageError(format!("{e:#}")))?;
+        }
+    }
+    let a = &config.alerting;
+    println!(
+        "alerting: hold {}s, keep firing {}s, repeat every {}s, group wait {}s / interval {}s, retry for {}s",
+        a.hold_secs, a.keep_firing_secs, a.repeat_interval_secs, a.group_wait_secs, a.group_interval_secs, a.retry_for_secs
+    );
     for route in &config.routes {
         println!("route {:?} -> {}", route.matchers, route.receiver);
     }

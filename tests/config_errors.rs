@@ -135,3 +135,45 @@ fn the_fixture_configs_are_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn alerting_keys_are_checked_by_name() {
+    let (code, _, stderr) = check(&format!(
+        "{GOOD}\n[alerting]\nseverity = {{ StageSucessIncident = \"page\" }}\n"
+    ));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("alerting.severity.StageSucessIncident")
+            && stderr.contains("unknown alert kind"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check(&format!("{GOOD}\n[alerting]\ngroup_wiat_secs = 3\n"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("group_wiat_secs"), "{stderr}");
+}
+
+#[test]
+fn a_webhook_takes_exactly_one_url_source() {
+    let (code, _, stderr) = check(&format!(
+        "{GOOD}\n[[receiver]]\nname = \"slack\"\n[receiver.webhook]\nurl = \"https://hooks.slack.test/x\"\nurl_env = \"SLACK_URL\"\nformat = \"slack\"\n"
+    ));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("receiver[0].webhook.url") && stderr.contains("exactly one"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_credential_that_does_not_resolve_is_named_before_anything_runs() {
+    let text = format!(
+        "{GOOD}\n[[receiver]]\nname = \"oncall\"\n[receiver.email]\nsmtp_url = \"smtp://127.0.0.1:2525\"\ntls = \"none\"\nfrom = \"a@corp.example\"\nto = [\"c@corp.example\"]\nusername_env = \"SCIMWATCH_TEST_UNSET_USER\"\npassword_file = \"/nonexistent/smtp-password\"\n"
+    );
+    let (code, _, stderr) = check(&text);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("receiver \"oncall\" email.username")
+            && stderr.contains("SCIMWATCH_TEST_UNSET_USER is not set"),
+        "{stderr}"
+    );
+}

@@ -243,6 +243,81 @@ fn smtp_gets_one_page_per_alert_with_its_evidence_then_one_resolve_each() {
 }
 
 #[test]
+fn routes_send_each_alert_to_its_team_and_leavers_overdue_together_come_as_one_page() {
+    let port = free_port();
+    let receivers = format!(
+        r#"
+[[receiver]]
+name = "oncall"
+[receiver.email]
+smtp_url = "smtp://127.0.0.1:{port}"
+tls = "none"
+from = "scimwatch@corp.example"
+to = ["iam-oncall@corp.example"]
+
+[[receiver]]
+name = "tickets"
+[receiver.email]
+smtp_url = "smtp://127.0.0.1:{port}"
+tls = "none"
+from = "scimwatch@corp.example"
+to = ["iam-tickets@corp.example"]
+
+[[route]]
+match = {{ severity = "page" }}
+receiver = "oncall"
+
+[[route]]
+receiver = "tickets"
+"#
+    );
+    let mut config = config(&receivers);
+    config = config.replace("group_wait_secs = 1", "group_wait_secs = 2");
+    let setup = Setup::new(&config);
+    let inbox = setup.path("inbox");
+    let _smtp = SmtpSink::start(port, &inbox);
+    let daemon = setup.start();
+    let t = now();
+    for user in ["ops-admin", "db-admin", "root-admin"] {
+        setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"{user}\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"{user}@corp.example\",\"result\":\"failure\"}}\n"));
+        setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"{user}\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/{user}\",\"status\":503,\"app\":\"vault\"}}\n"));
+    }
+    // A write nobody in the IdP asked for: a ticket, not a page.
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"by-hand\",\"method\":\"PATCH\",\"path\":\"/scim/v2/Users/u-9\",\"status\":200,\"app\":\"wiki\"}}\n"));
+    wait_until(WAIT, || mails(&inbox).len() >= 2);
+    std::thread::sleep(Duration::from_secs(3));
+    let all = mails(&inbox);
+    assert_eq!(all.len(), 2, "{all:#?}\n{}", setup.daemon_log());
+    let page = all
+        .iter()
+        .find(|m| m.contains("X-Envelope-To: iam-oncall@corp.example"))
+        .expect("a page to on-call");
+    assert!(
+        subject(page).starts_with("[FIRING:3] [page] LeaverDisableOverdue: 3 alerts"),
+        "{page}"
+    );
+    for user in ["ops-admin", "db-admin", "root-admin"] {
+        assert!(
+            page.contains(&format!("User: {user}@corp.example")),
+            "{page}"
+        );
+    }
+    let ticket = all
+        .iter()
+        .find(|m| m.contains("X-Envelope-To: iam-tickets@corp.example"))
+        .expect("a ticket");
+    assert!(
+        subject(ticket).starts_with("[FIRING:1] [ticket] UnattributedWrites"),
+        "{ticket}"
+    );
+    assert!(
+        ticket.contains("PATCH /scim/v2/Users/u-9 -> 200 (by-hand)"),
+        "{ticket}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
 fn a_page_fired_while_the_mail_server_is_down_arrives_once_it_is_up() {
     let port = free_port();
     let setup = Setup::new(&config(&email_receiver(port)));

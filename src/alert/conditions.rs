@@ -381,3 +381,245 @@ fn source_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::evidence::{Notable, NotableKind};
+    use crate::judge::EpisodeState;
+    use crate::model::{Cause, Outcome};
+
+    const T0: i64 = 1_782_892_800;
+
+    fn at(secs: i64) -> Ts {
+        Ts::from_secs(T0 + secs)
+    }
+
+    struct World {
+        slo: SloConfig,
+        alerting: AlertingConfig,
+        windows: Windows,
+        evidence: Evidence,
+        episodes: Vec<Episode>,
+        sources: Vec<(&'static str, Option<Ts>)>,
+        caught_up: bool,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                slo: SloConfig::default(),
+                alerting: AlertingConfig::default(),
+                windows: Windows::default(),
+                evidence: Evidence::default(),
+                episodes: Vec::new(),
+                sources: Vec::new(),
+                caught_up: true,
+            }
+        }
+        /// `ok` successes and `bad` failures (cause `cause`) of a stage, spread over the
+        /// `spread` seconds before `now`.
+        fn ops(&mut self, stage: Stage, ok: u64, bad: u64, cause: Cause, now: i64, spread: i64) {
+            let total = (ok + bad).max(1) as i64;
+            for i in 0..ok + bad {
+                let time = at(now - spread * i as i64 / total);
+                let outcome = if i < bad {
+                    Outcome::Failed
+                } else {
+                    Outcome::Succeeded
+                };
+                self.windows.record(stage, outcome, time);
+                if outcome == Outcome::Failed {
+                    self.evidence.push(Notable {
+                        time,
+                        kind: NotableKind::Failure,
+                        stage: Some(stage),
+                        app: "jira".into(),
+                        cause: Some(cause),
+                        cid: Some(format!("c-{i}")),
+                        user: Some(format!("u{i}@corp.example")),
+                        what: None,
+                    });
+                }
+            }
+        }
+        fn eval(&self, now: i64) -> Vec<Condition> {
+            let open: Vec<&Episode> = self.episodes.iter().collect();
+            evaluate(&Inputs {
+                clock: at(now),
+                slo: &self.slo,
+                alerting: &self.alerting,
+                windows: &self.windows,
+                evidence: &self.evidence,
+                open_episodes: &open,
+                sources: self.sources.clone(),
+                caught_up: self.caught_up,
+            })
+        }
+    }
+
+    fn keys(conditions: &[Condition]) -> Vec<String> {
+        conditions.iter().map(Condition::dedup_key).collect()
+    }
+
+    #[test]
+    fn a_failing_stage_is_an_incident_with_its_numbers_causes_and_ids() {
+        let mut w = World::new();
+        w.ops(Stage::Leaver, 9, 3, Cause::Unauthorized, 3000, 600);
+        // 9 of 12 = 75% with ≥ 20 needed: nothing yet.
+        assert!(w
+            .eval(3000)
+            .iter()
+            .all(|c| c.alert != "StageSuccessIncident"));
+        w.ops(Stage::Leaver, 10, 0, Cause::Unauthorized, 3000, 600);
+        let all = w.eval(3000);
+        let incident = all
+            .iter()
+            .find(|c| c.alert == "StageSuccessIncident")
+            .expect("incident");
+        assert_eq!(incident.severity, "page");
+        assert!(
+            incident.summary.contains("3 of 22 operations"),
+            "{}",
+            incident.summary
+        );
+        let details = incident.details.join("\n");
+        assert!(
+            details.contains("3 of 22 leaver operations failed"),
+            "{details}"
+        );
+        assert!(
+            details.contains("unauthorized ×3: SCIM token expired"),
+            "{details}"
+        );
+        assert!(details.contains("Sample correlation IDs: c-"), "{details}");
+    }
+
+    #[test]
+    fn burn_tiers_need_both_windows_and_the_minimum_volume() {
+        let mut w = World::new();
+        w.slo.min_operations = 100;
+        // 30% errors, but only 50 operations in the hour: no burn alert.
+        w.ops(Stage::Mover, 35, 15, Cause::ServerError, 3000, 120);
+        assert!(!keys(&w.eval(3000))
+            .iter()
+            .any(|k| k.starts_with("ErrorBudgetBurn")));
+        w.ops(Stage::Mover, 70, 30, Cause::ServerError, 3000, 120);
+        let all = keys(&w.eval(3000));
+        assert!(
+            all.contains(&"ErrorBudgetBurn{burn_tier=fast,stage=mover}".to_string()),
+            "{all:?}"
+        );
+        // 30 minutes later the 5-minute window is quiet: the fast tier no longer holds, the
+        // slow one (6h and 30m) still does.
+        let later = keys(&w.eval(3000 + 1800 - 240));
+        assert!(
+            !later.iter().any(|k| k.contains("burn_tier=fast")),
+            "{later:?}"
+        );
+        assert!(
+            later.iter().any(|k| k.contains("burn_tier=slow")),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn auth_failures_page_per_app_above_the_threshold_with_the_rotate_hint() {
+        let mut w = World::new();
+        w.ops(Stage::Joiner, 0, 2, Cause::Unauthorized, 100, 10);
+        assert!(w.eval(100).iter().all(|c| c.alert != "ScimAuthFailures"));
+        w.ops(Stage::Joiner, 0, 1, Cause::Forbidden, 100, 10);
+        let all = w.eval(100);
+        let auth = all.iter().find(|c| c.alert == "ScimAuthFailures").unwrap();
+        assert_eq!(auth.labels["app"], "jira");
+        assert!(auth.summary.contains("rotate the SCIM token"));
+        // Out of the 15-minute window: gone.
+        assert!(w
+            .eval(100 + 901)
+            .iter()
+            .all(|c| c.alert != "ScimAuthFailures"));
+    }
+
+    #[test]
+    fn unattributed_writes_and_post_disable_requests_are_alerts_of_their_own() {
+        let mut w = World::new();
+        w.evidence.push(Notable {
+            time: at(10),
+            kind: NotableKind::Unattributed,
+            stage: Some(Stage::Mover),
+            app: "github".into(),
+            cause: None,
+            cid: Some("manual-1".into()),
+            user: None,
+            what: Some("PATCH /scim/v2/Users/9 -> 200".into()),
+        });
+        w.evidence.push(Notable {
+            time: at(20),
+            kind: NotableKind::PostDisable,
+            stage: None,
+            app: "github".into(),
+            cause: None,
+            cid: Some("after-1".into()),
+            user: Some("gone@corp.example".into()),
+            what: Some("GET /api/repos -> 200".into()),
+        });
+        let all = w.eval(30);
+        assert_eq!(
+            keys(&all),
+            [
+                "PostDisableActivity{app=github}",
+                "UnattributedWrites{app=github}"
+            ]
+        );
+        assert_eq!(all[0].severity, "page");
+        assert!(all[0].details.join("\n").contains("gone@corp.example"));
+        assert_eq!(all[1].severity, "ticket");
+        assert!(all[1].details[0].contains("PATCH /scim/v2/Users/9 -> 200 (manual-1)"));
+        // The post-disable window is 10 minutes; the unattributed one an hour.
+        assert_eq!(keys(&w.eval(700)), ["UnattributedWrites{app=github}"]);
+    }
+
+    #[test]
+    fn an_overdue_high_risk_leaver_pages_when_its_deadline_passes() {
+        let mut w = World::new();
+        for (user, high_risk) in [("root@corp.example", true), ("temp@corp.example", false)] {
+            w.episodes.push(Episode {
+                app: "aws-prod".into(),
+                user_id: None,
+                user_login: Some(user.into()),
+                initiated_at: at(0),
+                first_attempt_at: Some(at(5)),
+                disabled_at: None,
+                high_risk,
+                deadline_seconds: 900,
+                correlation_ids: vec!["d-1".into()],
+                state: EpisodeState::Open,
+                initiated_by: "deactivate".into(),
+            });
+        }
+        assert!(w.eval(900).is_empty(), "due, not yet overdue");
+        let all = w.eval(901);
+        assert_eq!(
+            keys(&all),
+            ["LeaverDisableOverdue{app=aws-prod,user=root@corp.example}"]
+        );
+        assert!(all[0]
+            .summary
+            .contains("still not disabled 15 min after deactivate"));
+    }
+
+    #[test]
+    fn a_silent_source_is_stale_only_once_everything_is_read_and_severities_can_be_set() {
+        let mut w = World::new();
+        w.sources = vec![("okta", Some(at(0))), ("gateway", Some(at(1000)))];
+        w.alerting
+            .severity
+            .insert("SourceStale".into(), "ticket".into());
+        w.caught_up = false;
+        assert!(w.eval(1000).is_empty(), "a backlog is not silence");
+        w.caught_up = true;
+        let all = w.eval(1000);
+        assert_eq!(keys(&all), ["SourceStale{source=okta}"]);
+        assert_eq!(all[0].severity, "ticket");
+    }
+}

@@ -43,7 +43,7 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn push(&mut self, event: Notable) {
+    pub(crate) fn push(&mut self, event: Notable) {
         if self.events.len() >= CAPACITY {
             self.events.pop_front();
         }

@@ -155,7 +155,7 @@ impl Notifier {
     /// Routes, persists and queues one notification.
     pub fn submit(&mut self, notification: &Notification) {
         let receivers = self.receivers_for(notification);
-        if receivers.is_empty() {
+        if receivers.is_empty() && !self.targets.is_empty() {
             tracing::info!(key = %notification.dedup_key, "No route matches this alert; it is only logged.");
         }
         for receiver in receivers {
@@ -407,5 +407,90 @@ impl Dispatcher {
                 group.ready_at = (!group.items.is_empty()).then_some(now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Condition, NotificationKind};
+    use crate::time::Ts;
+
+    fn notification(alert: &str, severity: &str, labels: &[(&str, &str)]) -> Notification {
+        let condition = Condition {
+            alert: alert.into(),
+            severity: severity.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            summary: String::new(),
+            details: vec![],
+        };
+        Notification {
+            kind: NotificationKind::Firing,
+            dedup_key: condition.dedup_key(),
+            condition,
+            firing_since: Ts::from_secs(0),
+            at: Ts::from_secs(0),
+        }
+    }
+
+    fn route(matchers: &[(&str, &str)], receiver: &str) -> RouteConfig {
+        RouteConfig {
+            matchers: matchers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            receiver: receiver.into(),
+        }
+    }
+
+    #[test]
+    fn routes_match_on_alert_stage_app_and_severity() {
+        let routes = [
+            route(&[("alert", "PostDisableActivity")], "security"),
+            route(&[("app", "aws-prod"), ("severity", "page")], "cloud-oncall"),
+            route(&[("severity", "page")], "iam-oncall"),
+            route(&[], "iam-tickets"),
+        ];
+        let first = |n: &Notification| {
+            routes
+                .iter()
+                .find(|r| route_matches(r, n))
+                .map(|r| r.receiver.as_str())
+        };
+        assert_eq!(
+            first(&notification(
+                "PostDisableActivity",
+                "page",
+                &[("app", "aws-prod")]
+            )),
+            Some("security")
+        );
+        assert_eq!(
+            first(&notification(
+                "LeaverDisableOverdue",
+                "page",
+                &[("app", "aws-prod")]
+            )),
+            Some("cloud-oncall")
+        );
+        assert_eq!(
+            first(&notification(
+                "StageSuccessIncident",
+                "page",
+                &[("stage", "leaver")]
+            )),
+            Some("iam-oncall")
+        );
+        assert_eq!(
+            first(&notification(
+                "UnattributedWrites",
+                "ticket",
+                &[("app", "aws-prod")]
+            )),
+            Some("iam-tickets")
+        );
     }
 }

@@ -318,3 +318,88 @@ pub fn own_json(receiver: &str, batch: &[Notification], links: &Links) -> Value 
         "dashboard_url": links.dashboard,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Condition;
+
+    fn notification(kind: NotificationKind, user: &str) -> Notification {
+        let condition = Condition {
+            alert: "LeaverDisableOverdue".into(),
+            severity: "page".into(),
+            labels: [("app", "vault"), ("user", user)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            summary: format!("{user} is still not disabled — ünïcode"),
+            details: vec!["User: x".into()],
+        };
+        Notification {
+            kind,
+            dedup_key: condition.dedup_key(),
+            condition,
+            firing_since: Ts::from_secs(1_782_892_800),
+            at: Ts::from_secs(1_782_893_800),
+        }
+    }
+
+    fn links() -> Links {
+        Links {
+            runbook: "https://runbooks.test/scim#alerts".into(),
+            dashboard: Some("https://grafana.test/d/x".into()),
+            repeat_interval_secs: 3600,
+        }
+    }
+
+    #[test]
+    fn a_group_has_common_labels_and_per_alert_status() {
+        let batch = [
+            notification(NotificationKind::Firing, "a@corp.example"),
+            notification(NotificationKind::Resolved, "b@corp.example"),
+        ];
+        let body = alertmanager_webhook("oncall", &batch, &links());
+        assert_eq!(body["status"], "firing");
+        assert_eq!(body["commonLabels"]["app"], "vault");
+        assert!(body["commonLabels"].get("user").is_none());
+        assert_eq!(body["alerts"][1]["status"], "resolved");
+        assert_eq!(body["alerts"][1]["endsAt"], "2026-07-01T08:16:40Z");
+        assert_eq!(
+            body["alerts"][0]["annotations"]["runbook_url"],
+            "https://runbooks.test/scim#leaverdisableoverdue"
+        );
+        assert_eq!(
+            email_subject(&batch),
+            "[FIRING:1 RESOLVED:1] [page] LeaverDisableOverdue: 2 alerts"
+        );
+    }
+
+    #[test]
+    fn pagerduty_keys_are_stable_and_at_most_255_characters() {
+        let short = notification(NotificationKind::Firing, "a@corp.example");
+        assert_eq!(pagerduty_dedup_key(&short), short.dedup_key);
+        let long = notification(NotificationKind::Firing, &"x".repeat(300));
+        let key = pagerduty_dedup_key(&long);
+        assert!(key.len() <= 255);
+        assert_eq!(key, pagerduty_dedup_key(&long.clone()));
+        let resolve = pagerduty_event(
+            &notification(NotificationKind::Resolved, &"x".repeat(300)),
+            "k",
+            &links(),
+        );
+        assert_eq!(
+            resolve["dedup_key"],
+            key.as_str(),
+            "the resolve closes the same incident"
+        );
+        assert_eq!(resolve["event_action"], "resolve");
+    }
+
+    #[test]
+    fn a_long_subject_is_cut_on_a_character_boundary() {
+        let mut n = notification(NotificationKind::Firing, "a@corp.example");
+        n.condition.summary = "ü".repeat(300);
+        let subject = email_subject(&[n]);
+        assert!(subject.len() <= 200 && subject.ends_with("..."));
+    }
+}
