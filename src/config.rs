@@ -801,18 +801,19 @@ impl Config {
                 ));
             }
             if let Some(email) = &receiver.email {
-                if !email.smtp_url.starts_with("smtp://") && !email.smtp_url.starts_with("smtps://")
-                {
-                    return Err(err(
-                        key("email.smtp_url"),
-                        format!("{:?} must start with smtp:// or smtps://", email.smtp_url),
-                    ));
-                }
+                // First, and without echoing the URL: it may hold a password.
                 if email.smtp_url.contains('@') {
                     return Err(err(
                         key("email.smtp_url"),
                         "credentials do not belong in the URL: use username_env/password_file"
                             .into(),
+                    ));
+                }
+                if !email.smtp_url.starts_with("smtp://") && !email.smtp_url.starts_with("smtps://")
+                {
+                    return Err(err(
+                        key("email.smtp_url"),
+                        format!("{:?} must start with smtp:// or smtps://", email.smtp_url),
                     ));
                 }
                 if email.to.is_empty() {
@@ -896,9 +897,76 @@ impl Config {
                 alerting.retry_max_backoff_secs,
             ),
             ("alerting.queue_capacity", alerting.queue_capacity as u64),
+            (
+                "alerting.repeat_interval_secs",
+                alerting.repeat_interval_secs,
+            ),
         ] {
             if value == 0 {
                 return Err(err(name.into(), "must be greater than 0".into()));
+            }
+        }
+        const DAY: u64 = 86_400;
+        for (name, value, max) in [
+            ("alerting.hold_secs", alerting.hold_secs, 30 * DAY),
+            (
+                "alerting.keep_firing_secs",
+                alerting.keep_firing_secs,
+                30 * DAY,
+            ),
+            (
+                "alerting.repeat_interval_secs",
+                alerting.repeat_interval_secs,
+                30 * DAY,
+            ),
+            ("alerting.group_wait_secs", alerting.group_wait_secs, DAY),
+            (
+                "alerting.group_interval_secs",
+                alerting.group_interval_secs,
+                DAY,
+            ),
+            (
+                "alerting.send_timeout_secs",
+                alerting.send_timeout_secs,
+                600,
+            ),
+            ("alerting.retry_for_secs", alerting.retry_for_secs, 7 * DAY),
+            (
+                "alerting.retry_max_backoff_secs",
+                alerting.retry_max_backoff_secs,
+                DAY,
+            ),
+            (
+                "alerting.queue_capacity",
+                alerting.queue_capacity as u64,
+                1_000_000,
+            ),
+            (
+                "alerting.auth_failure_window_secs",
+                alerting.auth_failure_window_secs,
+                3 * DAY,
+            ),
+            (
+                "alerting.unattributed_window_secs",
+                alerting.unattributed_window_secs,
+                3 * DAY,
+            ),
+            (
+                "alerting.post_disable_window_secs",
+                alerting.post_disable_window_secs,
+                3 * DAY,
+            ),
+            (
+                "alerting.stale_after_secs",
+                alerting.stale_after_secs,
+                30 * DAY,
+            ),
+        ] {
+            if value > max {
+                return Err(err(
+                    name.into(),
+                    format!("{value} is more than the maximum {max}"),
+                ));
             }
         }
         for (name, url) in [

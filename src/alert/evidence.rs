@@ -1,6 +1,8 @@
-//! What pages quote: the recent failures, unattributed writes and requests made as disabled
-//! users, by event time. Bounded (oldest dropped first) and checkpointed with the engine, so
-//! a page after a restart still carries its correlation IDs.
+//! What pages quote and the security alerts count: the recent failures, unattributed writes
+//! and requests made as disabled users, by event time, each kind in its own bounded store
+//! (oldest dropped first: a storm of 429s cannot push out a post-disable request), plus exact
+//! per-minute counts per app of what the alerts are judged on. Checkpointed with the engine,
+//! so a page after a restart still carries its correlation IDs.
 
 use crate::judge::{Operation, PostDisableActivity};
 use crate::model::{Cause, Outcome, Stage};
@@ -8,8 +10,31 @@ use crate::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Events kept at most, whatever the windows: a storm of failures cannot grow memory.
+/// Events kept at most per kind, whatever the windows: a storm cannot grow memory.
 pub const CAPACITY: usize = 20_000;
+
+const MINUTE: i64 = 60 * crate::time::MICROS_PER_SEC;
+
+/// app → minute → count.
+type Counts = BTreeMap<String, BTreeMap<i64, u64>>;
+
+fn bump(counts: &mut Counts, app: &str, time: Ts) {
+    *counts
+        .entry(app.to_string())
+        .or_default()
+        .entry(time.0.div_euclid(MINUTE))
+        .or_default() += 1;
+}
+
+/// Per app, the count over the whole minutes from `since`'s minute on.
+fn totals(counts: &Counts, since: Ts) -> BTreeMap<String, u64> {
+    let first = since.0.div_euclid(MINUTE);
+    counts
+        .iter()
+        .map(|(app, minutes)| (app.clone(), minutes.range(first..).map(|(_, n)| n).sum()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,18 +61,46 @@ pub struct Notable {
     pub what: Option<String>,
 }
 
-/// Recent notable events, oldest first (by arrival, which is close to event time).
+/// Recent notable events per kind, oldest first (by arrival, which is close to event time).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
-    events: VecDeque<Notable>,
+    failures: VecDeque<Notable>,
+    unattributed: VecDeque<Notable>,
+    post_disable: VecDeque<Notable>,
+    auth_failure_counts: Counts,
+    unattributed_counts: Counts,
+    post_disable_counts: Counts,
 }
 
 impl Evidence {
-    pub(crate) fn push(&mut self, event: Notable) {
-        if self.events.len() >= CAPACITY {
-            self.events.pop_front();
+    fn store(&self, kind: NotableKind) -> &VecDeque<Notable> {
+        match kind {
+            NotableKind::Failure => &self.failures,
+            NotableKind::Unattributed => &self.unattributed,
+            NotableKind::PostDisable => &self.post_disable,
         }
-        self.events.push_back(event);
+    }
+
+    pub(crate) fn push(&mut self, event: Notable) {
+        match event.kind {
+            NotableKind::Failure if Self::is_auth_failure(&event) => {
+                bump(&mut self.auth_failure_counts, &event.app, event.time)
+            }
+            NotableKind::Failure => {}
+            NotableKind::Unattributed => {
+                bump(&mut self.unattributed_counts, &event.app, event.time)
+            }
+            NotableKind::PostDisable => bump(&mut self.post_disable_counts, &event.app, event.time),
+        }
+        let store = match event.kind {
+            NotableKind::Failure => &mut self.failures,
+            NotableKind::Unattributed => &mut self.unattributed,
+            NotableKind::PostDisable => &mut self.post_disable,
+        };
+        if store.len() >= CAPACITY {
+            store.pop_front();
+        }
+        store.push_back(event);
     }
 
     /// Keeps what a judged operation contributes (failures and unattributed writes).
@@ -90,24 +143,39 @@ impl Evidence {
         });
     }
 
-    /// Drops events older than `keep_secs` before `now`.
+    /// Drops events (and counts) older than `keep_secs` before `now`.
     pub fn prune(&mut self, now: Ts, keep_secs: u64) {
         let oldest = now.minus_secs(keep_secs);
-        self.events.retain(|e| e.time >= oldest);
+        for store in [
+            &mut self.failures,
+            &mut self.unattributed,
+            &mut self.post_disable,
+        ] {
+            store.retain(|e| e.time >= oldest);
+        }
+        let first = oldest.0.div_euclid(MINUTE);
+        for counts in [
+            &mut self.auth_failure_counts,
+            &mut self.unattributed_counts,
+            &mut self.post_disable_counts,
+        ] {
+            for minutes in counts.values_mut() {
+                minutes.retain(|minute, _| *minute >= first);
+            }
+            counts.retain(|_, minutes| !minutes.is_empty());
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.failures.len() + self.unattributed.len() + self.post_disable.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
     }
 
     fn since(&self, kind: NotableKind, since: Ts) -> impl Iterator<Item = &Notable> {
-        self.events
-            .iter()
-            .filter(move |e| e.kind == kind && e.time >= since)
+        self.store(kind).iter().filter(move |e| e.time >= since)
     }
 
     /// Failure causes (of a stage and/or app) since `since`, most frequent first.
@@ -139,10 +207,10 @@ impl Evidence {
         since: Ts,
         n: usize,
     ) -> Vec<String> {
-        self.events
+        self.failures
             .iter()
             .rev()
-            .filter(|e| e.kind == NotableKind::Failure && e.time >= since)
+            .filter(|e| e.time >= since)
             .filter(|e| stage.is_none_or(|s| e.stage == Some(s)))
             .filter(|e| app.is_none_or(|a| e.app == a))
             .filter_map(|e| e.cid.clone())
@@ -169,38 +237,37 @@ impl Evidence {
         matches!(e.cause, Some(Cause::Unauthorized | Cause::Forbidden))
     }
 
-    /// 401/403 failures per app since `since`.
+    /// 401/403 failures per app since `since` (exact, in whole minutes).
     pub fn auth_failures_by_app(&self, since: Ts) -> BTreeMap<String, u64> {
-        let mut counts = BTreeMap::new();
-        for e in self.since(NotableKind::Failure, since) {
-            if Self::is_auth_failure(e) {
-                *counts.entry(e.app.clone()).or_default() += 1;
-            }
-        }
-        counts
+        totals(&self.auth_failure_counts, since)
     }
 
     /// The newest 401/403 correlation IDs of an app.
     pub fn sample_auth_failures(&self, app: &str, since: Ts, n: usize) -> Vec<String> {
-        self.events
+        self.failures
             .iter()
             .rev()
-            .filter(|e| e.kind == NotableKind::Failure && e.time >= since && e.app == app)
+            .filter(|e| e.time >= since && e.app == app)
             .filter(|e| Self::is_auth_failure(e))
             .filter_map(|e| e.cid.clone())
             .take(n)
             .collect()
     }
 
-    /// Unattributed writes per app since `since`: (app, newest samples, count).
+    /// Unattributed writes per app since `since`: (app, newest samples, exact count).
     pub fn unattributed_by_app(&self, since: Ts, n: usize) -> Vec<(String, Vec<String>, u64)> {
-        let mut by_app: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
-        for e in self.events.iter().rev() {
-            if e.kind != NotableKind::Unattributed || e.time < since {
+        let mut by_app: BTreeMap<String, (Vec<String>, u64)> =
+            totals(&self.unattributed_counts, since)
+                .into_iter()
+                .map(|(app, count)| (app, (Vec::new(), count)))
+                .collect();
+        for e in self.unattributed.iter().rev() {
+            if e.time < since {
                 continue;
             }
-            let entry = by_app.entry(e.app.clone()).or_default();
-            entry.1 += 1;
+            let Some(entry) = by_app.get_mut(&e.app) else {
+                continue;
+            };
             if entry.0.len() < n {
                 entry.0.push(format!(
                     "{} {} ({})",
@@ -216,12 +283,64 @@ impl Evidence {
             .collect()
     }
 
-    /// Requests made as disabled users since `since`, per app, oldest first.
-    pub fn post_disable_by_app(&self, since: Ts) -> BTreeMap<String, Vec<&Notable>> {
-        let mut by_app: BTreeMap<String, Vec<&Notable>> = BTreeMap::new();
+    /// Requests made as disabled users since `since`, per app: (exact count, the requests
+    /// still kept, oldest first).
+    pub fn post_disable_by_app(&self, since: Ts) -> BTreeMap<String, (u64, Vec<&Notable>)> {
+        let mut by_app: BTreeMap<String, (u64, Vec<&Notable>)> =
+            totals(&self.post_disable_counts, since)
+                .into_iter()
+                .map(|(app, count)| (app, (count, Vec::new())))
+                .collect();
         for e in self.since(NotableKind::PostDisable, since) {
-            by_app.entry(e.app.clone()).or_default().push(e);
+            if let Some(entry) = by_app.get_mut(&e.app) {
+                entry.1.push(e);
+            }
         }
         by_app
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: NotableKind, cause: Option<Cause>, secs: i64) -> Notable {
+        Notable {
+            time: Ts::from_secs(1_782_892_800 + secs),
+            kind,
+            stage: Some(Stage::Leaver),
+            app: "okta".into(),
+            cause,
+            cid: Some(format!("c{secs}")),
+            user: Some("u@corp.example".into()),
+            what: None,
+        }
+    }
+
+    #[test]
+    fn a_storm_of_failures_neither_grows_memory_nor_pushes_out_security_evidence() {
+        let mut evidence = Evidence::default();
+        evidence.push(event(NotableKind::PostDisable, None, 0));
+        for i in 0..30 {
+            evidence.push(event(NotableKind::Failure, Some(Cause::Unauthorized), i));
+        }
+        for i in 0..(CAPACITY as i64 + 5_000) {
+            evidence.push(event(
+                NotableKind::Failure,
+                Some(Cause::RateLimited),
+                60 + i % 60,
+            ));
+        }
+        assert_eq!(evidence.failures.len(), CAPACITY);
+        let since = Ts::from_secs(1_782_892_800);
+        assert_eq!(evidence.post_disable_by_app(since)["okta"].0, 1);
+        // The 401s were pushed out of the quotes, not out of the count.
+        assert_eq!(evidence.auth_failures_by_app(since)["okta"], 30);
+        let saved = serde_json::to_string(&evidence).unwrap();
+        let restored: Evidence = serde_json::from_str(&saved).unwrap();
+        assert_eq!(restored, evidence);
+        let mut pruned = evidence.clone();
+        pruned.prune(Ts::from_secs(1_782_892_800 + 3600), 600);
+        assert!(pruned.is_empty() && pruned.auth_failures_by_app(since).is_empty());
     }
 }

@@ -31,6 +31,9 @@ pub struct Checkpoint {
     /// The recent failures pages quote.
     #[serde(default)]
     pub evidence: crate::alert::Evidence,
+    /// Each source's newest event time, so a source silent across a restart is still stale.
+    #[serde(default)]
+    pub last_events: std::collections::BTreeMap<String, Ts>,
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only

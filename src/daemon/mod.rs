@@ -113,7 +113,7 @@ impl Pipeline {
             .with_context(|| format!("creating storage.data_dir {}", data_dir.display()))?;
         let saved = checkpoint::load(&data_dir)?;
         let settings = EngineSettings::from_config(&config);
-        let (engine, positions, windows, evidence) = match saved {
+        let (engine, positions, windows, evidence, last_events) = match saved {
             Some(saved) => {
                 // Files written for the last checkpoint but perhaps not yet renamed.
                 commit_prepared(&saved.pending_files)?;
@@ -123,6 +123,7 @@ impl Pipeline {
                     saved.files,
                     saved.windows,
                     saved.evidence,
+                    saved.last_events,
                 )
             }
             None => (
@@ -130,10 +131,12 @@ impl Pipeline {
                 Vec::new(),
                 crate::slo::Windows::default(),
                 crate::alert::Evidence::default(),
+                BTreeMap::new(),
             ),
         };
         let alerts = checkpoint::load_alerts(&data_dir)?;
         let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        let source_names = names.clone();
         let prefix = format!("part-{}-{}", wall_clock().0, std::process::id());
         let audit = AuditWriter::open(
             &data_dir,
@@ -161,7 +164,6 @@ impl Pipeline {
         );
         let lateness_micros =
             (config.slo.allowed_lateness_secs as i64).saturating_mul(MICROS_PER_SEC);
-        let parsers_len = parsers.len();
         Ok(Pipeline {
             config,
             parsers,
@@ -181,7 +183,7 @@ impl Pipeline {
             alerts,
             notifier,
             evidence,
-            last_event: vec![None; parsers_len],
+            last_event: last_events_by_index(&source_names, &last_events),
             windows,
         })
     }
@@ -445,6 +447,12 @@ impl Pipeline {
             pending_files: prepared.clone(),
             windows: self.windows.clone(),
             evidence: self.evidence.clone(),
+            last_events: self
+                .parsers
+                .iter()
+                .zip(&self.last_event)
+                .filter_map(|(p, t)| t.map(|t| (p.name.clone(), t)))
+                .collect(),
         };
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
@@ -691,6 +699,18 @@ impl Pipeline {
             keep_firing_secs: alerting.keep_firing_secs,
             repeat_interval_secs: alerting.repeat_interval_secs,
         };
+        let mut conditions = conditions;
+        if !self.live.caught_up {
+            // With a backlog, silence cannot be judged: a stale source stays stale until every
+            // file is read, rather than resolving and paging again.
+            let held: Vec<crate::alert::Condition> = self
+                .alerts
+                .firing()
+                .filter(|(_, c)| c.alert == "SourceStale")
+                .map(|(_, c)| c.clone())
+                .collect();
+            conditions.extend(held);
+        }
         let notifications = self.alerts.evaluate(clock, conditions.clone(), settings);
         for notification in &notifications {
             let condition = &notification.condition;
@@ -739,4 +759,9 @@ impl Pipeline {
             *status = self.live.clone();
         }
     }
+}
+
+/// Each parser's newest event time from a checkpoint's `last_events`, by source name.
+fn last_events_by_index(names: &[String], saved: &BTreeMap<String, Ts>) -> Vec<Option<Ts>> {
+    names.iter().map(|n| saved.get(n).copied()).collect()
 }

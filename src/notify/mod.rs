@@ -2,10 +2,13 @@
 //!
 //! The pipeline thread routes each notification (first matching `[[route]]`; with no routes,
 //! every receiver), writes one outbox file per target, and hands it to a bounded queue with
-//! `try_send` — a full queue dead-letters, it never blocks. A tokio task (`Dispatcher`) groups
-//! deliveries per target and alert kind (group wait, group interval), sends them with a timeout,
-//! retries network errors, 429 and 5xx with jittered exponential backoff, dead-letters what
-//! cannot be delivered, and counts everything in `scimwatch_notifications_total`.
+//! `try_send` — when the queue is full the outbox file stays and the dispatcher picks it up
+//! from disk; the pipeline never blocks. A tokio task (`Dispatcher`) groups deliveries per
+//! target and alert kind (group wait, group interval) and sends each group in a task of its
+//! own (a black-holed mail server delays nobody else's pages), with a timeout; it retries
+//! network errors, 429 and 5xx with jittered exponential backoff for `retry_for` per
+//! notification, dead-letters what cannot be delivered, and counts everything in
+//! `scimwatch_notifications_total`.
 
 pub mod outbox;
 pub mod render;
@@ -17,7 +20,8 @@ use crate::http::metrics::{ChannelLabels, Metrics};
 use outbox::{Delivery, Outbox};
 use render::Links;
 use send::{Channel, SendResult};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -74,6 +78,8 @@ pub struct Notifier {
     targets: BTreeMap<String, Vec<(String, &'static str)>>,
     outbox: Outbox,
     queue: mpsc::Sender<Delivery>,
+    /// Set when a delivery could only be left in the outbox: the dispatcher rescans it.
+    rescan: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     next_id: u64,
 }
@@ -97,7 +103,7 @@ impl Notifier {
                     .entry(receiver.name.clone())
                     .or_default()
                     .push((target.clone(), channel.kind()));
-                channels.insert(target, channel);
+                channels.insert(target, Arc::new(channel));
             }
         }
         let outbox = Outbox::open(&config.storage.data_dir)?;
@@ -115,25 +121,32 @@ impl Notifier {
             .unwrap_or(0)
             .max(crate::daemon::wall_clock().0.max(0) as u64);
         let (queue, receiver) = mpsc::channel(config.alerting.queue_capacity);
+        let rescan = Arc::new(AtomicBool::new(false));
+        let (done_tx, done) = mpsc::unbounded_channel();
         let dispatcher = Dispatcher {
             channels,
             groups: BTreeMap::new(),
             settings: DeliverySettings::from_config(config),
-            links: Links {
+            links: Arc::new(Links {
                 runbook: config.alerting.runbook_url.clone(),
                 dashboard: config.alerting.dashboard_url.clone(),
                 repeat_interval_secs: config.alerting.repeat_interval_secs,
-            },
+            }),
             outbox: outbox.clone(),
             metrics: metrics.clone(),
             rng: next_id | 1,
+            failing_since: BTreeMap::new(),
+            known: BTreeSet::new(),
+            rescan: rescan.clone(),
+            done_tx,
         };
-        runtime.spawn(dispatcher.run(receiver, waiting));
+        runtime.spawn(dispatcher.run(receiver, done, waiting));
         Ok(Notifier {
             routes: config.routes.clone(),
             targets,
             outbox,
             queue,
+            rescan,
             metrics,
             next_id,
         })
@@ -166,21 +179,28 @@ impl Notifier {
                     target,
                     notification: notification.clone(),
                 };
-                if let Err(error) = self.outbox.put(&delivery) {
-                    tracing::error!(%error, "Cannot write the outbox; delivering from memory only.");
-                }
+                let on_disk = match self.outbox.put(&delivery) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::error!(%error, "Cannot write the outbox; delivering from memory only.");
+                        false
+                    }
+                };
                 match self.queue.try_send(delivery) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(delivery)) => {
-                        count(&self.metrics, kind, "dropped", 1);
-                        self.outbox.dead_letter(
-                            &delivery,
-                            notification.at,
-                            "notification queue full (alerting.queue_capacity)",
-                        );
+                        if on_disk {
+                            // Not lost: the dispatcher reads it from the outbox.
+                            tracing::warn!(key = %delivery.notification.dedup_key, "Notification queue full (alerting.queue_capacity); delivering from the outbox.");
+                            self.rescan.store(true, Ordering::Release);
+                        } else {
+                            count(&self.metrics, kind, "dropped", 1);
+                            tracing::error!(key = %delivery.notification.dedup_key, "Notification dropped: queue full and the outbox cannot be written.");
+                        }
                     }
-                    // Shutting down: the outbox file delivers it at the next start.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(delivery)) => {
+                        tracing::error!(key = %delivery.notification.dedup_key, "The delivery task has stopped; the outbox keeps this notification for the next start.");
+                    }
                 }
             }
         }
@@ -194,47 +214,142 @@ struct Group {
     ready_at: Option<Instant>,
     last_sent: Option<Instant>,
     attempts: u32,
-    failing_since: Option<Instant>,
+    /// A send of this group is under way.
+    in_flight: bool,
+}
+
+/// How one attempt at a group ended.
+struct Attempted {
+    key: (String, String),
+    kind: &'static str,
+    /// Every delivery in the attempt.
+    ids: Vec<u64>,
+    sent: Vec<u64>,
+    /// Refused for good (another 4xx), with why.
+    refused: Vec<(u64, String)>,
+    /// Worth retrying: why, and the receiver's Retry-After.
+    retry: Option<(String, Option<Duration>)>,
+}
+
+/// Sends one group: one mail or body for the batch, or (PagerDuty) one event per alert, where
+/// a refused event does not stop the others.
+async fn attempt(
+    channel: Arc<Channel>,
+    key: (String, String),
+    items: Vec<Delivery>,
+    links: Arc<Links>,
+) -> Attempted {
+    let ids: Vec<u64> = items.iter().map(|d| d.id).collect();
+    let mut done = Attempted {
+        key,
+        kind: channel.kind(),
+        ids: ids.clone(),
+        sent: Vec::new(),
+        refused: Vec::new(),
+        retry: None,
+    };
+    let receiver = done.key.0.split('/').next().unwrap_or_default().to_string();
+    let batch: Vec<Notification> = items.iter().map(|d| d.notification.clone()).collect();
+    let whole = |result: SendResult, done: &mut Attempted| match result {
+        SendResult::Sent => done.sent = ids.clone(),
+        SendResult::Permanent(error) => {
+            done.refused = ids.iter().map(|id| (*id, error.clone())).collect()
+        }
+        SendResult::Retry(error, after) => done.retry = Some((error, after)),
+    };
+    match channel.as_ref() {
+        Channel::Email(email) => {
+            let result = email.send(&batch, &links).await;
+            whole(result, &mut done);
+        }
+        Channel::Webhook(webhook) => {
+            let bodies = webhook.bodies(&receiver, &batch, &links);
+            if webhook.one_event_per_alert() {
+                for (id, body) in ids.iter().zip(&bodies) {
+                    match webhook.post(body).await {
+                        SendResult::Sent => done.sent.push(*id),
+                        SendResult::Permanent(error) => done.refused.push((*id, error)),
+                        SendResult::Retry(error, after) => {
+                            done.retry = Some((error, after));
+                            break;
+                        }
+                    }
+                }
+            } else if let Some(body) = bodies.first() {
+                let result = webhook.post(body).await;
+                whole(result, &mut done);
+            }
+        }
+    }
+    done
 }
 
 /// The delivery task.
 pub struct Dispatcher {
-    channels: BTreeMap<String, Channel>,
+    channels: BTreeMap<String, Arc<Channel>>,
     groups: BTreeMap<(String, String), Group>,
     settings: DeliverySettings,
-    links: Links,
+    links: Arc<Links>,
     outbox: Outbox,
     metrics: Arc<Metrics>,
     rng: u64,
+    /// When each delivery first failed: each gets `retry_for` of its own.
+    failing_since: BTreeMap<u64, Instant>,
+    /// Every delivery held (waiting or in flight), so an outbox rescan adds only new ones.
+    known: BTreeSet<u64>,
+    rescan: Arc<AtomicBool>,
+    done_tx: mpsc::UnboundedSender<Attempted>,
 }
 
+/// Far enough to mean "not scheduled", near enough never to overflow an `Instant`.
+const FAR: Duration = Duration::from_secs(365 * 86_400);
+
 impl Dispatcher {
-    async fn run(mut self, mut queue: mpsc::Receiver<Delivery>, waiting: Vec<Delivery>) {
+    async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Delivery>,
+        mut done: mpsc::UnboundedReceiver<Attempted>,
+        waiting: Vec<Delivery>,
+    ) {
         let now = Instant::now();
         for delivery in waiting {
             self.add(delivery, now, true);
         }
+        let mut rescan_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let next = self.groups.values().filter_map(|g| g.ready_at).min();
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            self.start_ready(Instant::now());
+            let next = self
+                .groups
+                .values()
+                .filter(|g| !g.in_flight)
+                .filter_map(|g| g.ready_at)
+                .min();
+            let sleep = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + FAR));
             tokio::select! {
                 received = queue.recv() => match received {
                     Some(delivery) => self.add(delivery, Instant::now(), false),
                     None => return, // shutting down: the outbox keeps what is left
                 },
+                Some(attempted) = done.recv() => self.finish(attempted, Instant::now()),
+                _ = rescan_tick.tick() => {
+                    if self.rescan.swap(false, Ordering::AcqRel) {
+                        let now = Instant::now();
+                        for delivery in self.outbox.load() {
+                            self.add(delivery, now, false);
+                        }
+                    }
+                }
                 _ = sleep => {}
             }
-            self.flush(Instant::now()).await;
         }
     }
 
     fn add(&mut self, delivery: Delivery, now: Instant, immediately: bool) {
+        if !self.known.insert(delivery.id) {
+            return;
+        }
         if !self.channels.contains_key(&delivery.target) {
+            self.known.remove(&delivery.id);
             self.outbox.dead_letter(
                 &delivery,
                 crate::daemon::wall_clock(),
@@ -247,18 +362,21 @@ impl Dispatcher {
             delivery.notification.condition.alert.clone(),
         );
         let group = self.groups.entry(key).or_default();
-        // A newer notification of the same alert replaces a waiting one (firing then resolved
-        // inside the group wait still sends both: the resolve must not be lost).
-        group.items.retain(|d| {
-            d.notification.dedup_key != delivery.notification.dedup_key
-                || d.notification.kind != delivery.notification.kind
-                || {
-                    self.outbox.remove(d.id);
-                    false
+        // A newer notification of the same alert and kind replaces one still waiting (a
+        // firing and its resolve are both kept: the resolve must not be lost).
+        let mut replaced = Vec::new();
+        if !group.in_flight {
+            group.items.retain(|d| {
+                let same = d.notification.dedup_key == delivery.notification.dedup_key
+                    && d.notification.kind == delivery.notification.kind;
+                if same {
+                    replaced.push(d.id);
                 }
-        });
+                !same
+            });
+        }
         group.items.push(delivery);
-        if group.ready_at.is_none() {
+        if group.ready_at.is_none() && !group.in_flight {
             group.ready_at = Some(if immediately {
                 now
             } else {
@@ -268,13 +386,18 @@ impl Dispatcher {
                 }
             });
         }
+        for id in replaced {
+            self.outbox.remove(id);
+            self.known.remove(&id);
+            self.failing_since.remove(&id);
+        }
     }
 
     /// A jittered exponential backoff: 1 s, 2 s, 4 s … up to the maximum, each ±25%.
     fn backoff(&mut self, attempts: u32) -> Duration {
-        let base = Duration::from_secs(1u64 << attempts.min(20).saturating_sub(1))
+        let base = Duration::from_secs(1u64 << attempts.clamp(1, 20).saturating_sub(1))
             .min(self.settings.max_backoff);
-        // xorshift: deterministic enough, no dependency.
+        // xorshift: jitter needs no dependency.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
@@ -282,130 +405,132 @@ impl Dispatcher {
         base.mul_f64(jitter)
     }
 
-    async fn flush(&mut self, now: Instant) {
-        let ready: Vec<(String, String)> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.ready_at.is_some_and(|at| at <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in ready {
-            self.send_group(&key).await;
+    /// Starts a send for every group that is due and not already sending.
+    fn start_ready(&mut self, now: Instant) {
+        for (key, group) in self.groups.iter_mut() {
+            if group.in_flight || group.items.is_empty() || group.ready_at.is_none_or(|at| at > now)
+            {
+                continue;
+            }
+            let Some(channel) = self.channels.get(&key.0) else {
+                continue;
+            };
+            group.in_flight = true;
+            group.ready_at = None;
+            let done = self.done_tx.clone();
+            let task = attempt(
+                channel.clone(),
+                key.clone(),
+                group.items.clone(),
+                self.links.clone(),
+            );
+            tokio::spawn(async move {
+                let _ = done.send(task.await);
+            });
         }
         self.groups.retain(|_, g| {
-            !g.items.is_empty()
+            g.in_flight
+                || !g.items.is_empty()
                 || g.last_sent
-                    .is_some_and(|l| l.elapsed() < Duration::from_secs(86_400))
+                    .is_some_and(|l| now.duration_since(l) < Duration::from_secs(86_400))
         });
     }
 
-    async fn send_group(&mut self, key: &(String, String)) {
-        let Some(group) = self.groups.get(key) else {
-            return;
-        };
-        let items = group.items.clone();
-        let Some(channel) = self.channels.get(&key.0) else {
-            return;
-        };
-        let kind = channel.kind();
-        let receiver = key.0.split('/').next().unwrap_or(&key.0).to_string();
-        let batch: Vec<Notification> = items.iter().map(|d| d.notification.clone()).collect();
-        // Which items went out, and how the rest fared.
-        let (sent, result) = match channel {
-            Channel::Email(email) => {
-                let result = email.send(&batch, &self.links).await;
-                let sent = if result == SendResult::Sent {
-                    items.len()
-                } else {
-                    0
-                };
-                (sent, result)
-            }
-            Channel::Webhook(webhook) => {
-                let bodies = webhook.bodies(&receiver, &batch, &self.links);
-                // PagerDuty takes one event per alert; the others one body for the batch.
-                let per_item = bodies.len() == items.len() && bodies.len() > 1;
-                let mut sent = 0;
-                let mut result = SendResult::Sent;
-                for body in &bodies {
-                    result = webhook.post(body).await;
-                    if result != SendResult::Sent {
-                        break;
-                    }
-                    sent += if per_item { 1 } else { items.len() };
-                }
-                (sent.min(items.len()), result)
-            }
-        };
-        let now = Instant::now();
+    fn forget(&mut self, id: u64) {
+        self.known.remove(&id);
+        self.failing_since.remove(&id);
+    }
+
+    fn finish(&mut self, attempted: Attempted, now: Instant) {
         let wall = crate::daemon::wall_clock();
-        for delivery in &items[..sent] {
-            self.outbox.remove(delivery.id);
-            tracing::info!(target_name = %delivery.target, key = %delivery.notification.dedup_key, kind = ?delivery.notification.kind, "Notification delivered.");
-        }
-        count(&self.metrics, kind, "sent", sent);
-        let rest: Vec<Delivery> = items[sent..].to_vec();
-        let backoff = if let SendResult::Retry(_, _) = &result {
-            let attempts = self.groups.get(key).map_or(1, |g| g.attempts + 1);
-            Some(self.backoff(attempts))
-        } else {
-            None
-        };
-        let settings = self.settings;
-        let Some(group) = self.groups.get_mut(key) else {
+        let Attempted {
+            key,
+            kind,
+            ids,
+            sent,
+            refused,
+            retry,
+        } = attempted;
+        let Some(group) = self.groups.get_mut(&key) else {
             return;
         };
-        // Keep only what was not sent (and anything that arrived meanwhile).
-        let sent_ids: Vec<u64> = items[..sent].iter().map(|d| d.id).collect();
-        group.items.retain(|d| !sent_ids.contains(&d.id));
-        if sent > 0 {
+        group.in_flight = false;
+        let mut settled: Vec<u64> = Vec::new();
+        for delivery in group.items.iter().filter(|d| sent.contains(&d.id)) {
+            tracing::info!(target_name = %delivery.target, key = %delivery.notification.dedup_key, kind = ?delivery.notification.kind, "Notification delivered.");
+            self.outbox.remove(delivery.id);
+            settled.push(delivery.id);
+        }
+        count(&self.metrics, kind, "sent", sent.len());
+        if !sent.is_empty() {
             group.last_sent = Some(now);
         }
-        match result {
-            SendResult::Sent => {
-                group.attempts = 0;
-                group.failing_since = None;
-                group.ready_at = if group.items.is_empty() {
-                    None
-                } else {
-                    Some(now + settings.group_interval)
-                };
+        for (id, error) in &refused {
+            if let Some(delivery) = group.items.iter().find(|d| d.id == *id) {
+                self.outbox.dead_letter(delivery, wall, error);
+                settled.push(*id);
             }
-            SendResult::Retry(error, retry_after) => {
-                let since = *group.failing_since.get_or_insert(now);
-                group.attempts += 1;
-                if now.duration_since(since) >= settings.retry_for {
-                    for delivery in &rest {
+        }
+        count(&self.metrics, kind, "failed", refused.len());
+        let mut wait = None;
+        if let Some((error, retry_after)) = retry {
+            group.attempts += 1;
+            let attempts = group.attempts;
+            // Each unsettled delivery of the attempt keeps its own retry clock.
+            let pending: Vec<u64> = ids
+                .iter()
+                .filter(|id| !settled.contains(id))
+                .copied()
+                .collect();
+            let mut retried = 0;
+            let mut gave_up = 0;
+            for id in pending {
+                let since = *self.failing_since.entry(id).or_insert(now);
+                if now.duration_since(since) >= self.settings.retry_for {
+                    if let Some(delivery) = group.items.iter().find(|d| d.id == id) {
                         self.outbox.dead_letter(
                             delivery,
                             wall,
-                            &format!("gave up after {} attempts: {error}", group.attempts),
+                            &format!("gave up after {attempts} attempts: {error}"),
                         );
+                        settled.push(id);
+                        gave_up += 1;
                     }
-                    count(&self.metrics, kind, "failed", rest.len());
-                    group.items.retain(|d| !rest.iter().any(|r| r.id == d.id));
-                    group.attempts = 0;
-                    group.failing_since = None;
-                    group.ready_at = (!group.items.is_empty()).then_some(now);
                 } else {
-                    let wait = backoff
-                        .unwrap_or(Duration::from_secs(1))
-                        .max(retry_after.unwrap_or_default().min(settings.max_backoff));
-                    tracing::warn!(target_name = %key.0, alert = %key.1, attempt = group.attempts, retry_in = ?wait, %error, "Notification failed; will retry.");
-                    count(&self.metrics, kind, "retried", rest.len());
-                    group.ready_at = Some(now + wait);
+                    retried += 1;
                 }
             }
-            SendResult::Permanent(error) => {
-                for delivery in &rest {
-                    self.outbox.dead_letter(delivery, wall, &error);
-                }
-                count(&self.metrics, kind, "failed", rest.len());
-                group.items.retain(|d| !rest.iter().any(|r| r.id == d.id));
-                group.attempts = 0;
-                group.failing_since = None;
-                group.ready_at = (!group.items.is_empty()).then_some(now);
+            count(&self.metrics, kind, "failed", gave_up);
+            count(&self.metrics, kind, "retried", retried);
+            if retried > 0 {
+                let delay = self.backoff(attempts).max(
+                    retry_after
+                        .unwrap_or_default()
+                        .min(self.settings.max_backoff),
+                );
+                tracing::warn!(target_name = %key.0, alert = %key.1, attempt = attempts, retry_in = ?delay, %error, "Notification failed; will retry.");
+                wait = Some(delay);
             }
+        } else {
+            group.attempts = 0;
+        }
+        let Some(group) = self.groups.get_mut(&key) else {
+            return;
+        };
+        group.items.retain(|d| !settled.contains(&d.id));
+        group.ready_at = if group.items.is_empty() {
+            None
+        } else if let Some(delay) = wait {
+            Some(now + delay)
+        } else {
+            // Anything that arrived during the send waits out the group interval.
+            Some(match group.last_sent {
+                Some(last) => (last + self.settings.group_interval).max(now),
+                None => now,
+            })
+        };
+        for id in settled {
+            self.forget(id);
         }
     }
 }

@@ -52,7 +52,7 @@ impl Outbox {
         }
     }
 
-    /// Everything waiting, oldest first; unreadable files are set aside in the dead letters.
+    /// Everything waiting, oldest first; an unreadable file is renamed `*.unreadable` and logged.
     pub fn load(&self) -> Vec<Delivery> {
         let mut out = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {

@@ -142,9 +142,9 @@ pub fn email_body(batch: &[Notification], links: &Links, host: &str) -> String {
             out.push_str(&format!("Dashboard: {dashboard}\n"));
         }
     }
+    let every = crate::alert::conditions::window_name(links.repeat_interval_secs);
     out.push_str(&format!(
-        "\n-- \nscimwatch on {host}. A firing alert is sent again every {}h while it holds, and once more when it resolves.\n",
-        links.repeat_interval_secs / 3600
+        "\n-- \nscimwatch on {host}. A firing alert is sent again every {every} while it holds, and once more when it resolves.\n"
     ));
     out
 }
@@ -205,7 +205,7 @@ pub fn alertmanager_api(batch: &[Notification], links: &Links) -> Value {
             let ends = if is_resolved(n) {
                 n.at
             } else {
-                n.at.plus_secs(links.repeat_interval_secs + 3600)
+                n.at.plus_secs(links.repeat_interval_secs.saturating_add(3600))
             };
             json!({
                 "labels": labels(n),

@@ -211,6 +211,11 @@ impl WebhookChannel {
         })
     }
 
+    /// PagerDuty takes one event per alert; the others one body per batch.
+    pub fn one_event_per_alert(&self) -> bool {
+        self.format == WebhookFormat::Pagerduty
+    }
+
     /// The bodies to POST for a batch: one per alert for PagerDuty, one in all otherwise.
     pub fn bodies(
         &self,
