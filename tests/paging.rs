@@ -767,3 +767,42 @@ format = "alertmanager_api"
     assert!(!String::from_utf8_lossy(&amtool.stdout).contains("LeaverDisableOverdue"));
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn a_black_holed_receiver_delays_nobody_elses_pages() {
+    // Accepts connections and never answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hole.incoming() {
+            held.push(stream);
+        }
+    });
+    let receiver = Receiver::start(&[("/ok", &[200])]);
+    let receivers = format!(
+        r#"
+[[receiver]]
+name = "hole"
+[receiver.webhook]
+url = "http://127.0.0.1:{hole_port}/hook"
+format = "json"
+
+[[receiver]]
+name = "ok"
+[receiver.webhook]
+url = "{}"
+format = "json"
+"#,
+        receiver.url("/ok")
+    );
+    let config = config(&receivers).replace("send_timeout_secs = 5", "send_timeout_secs = 60");
+    let setup = Setup::new(&config);
+    let daemon = setup.start();
+    stuck_leaver(&setup);
+    // The hole holds its send for a minute; the other receiver is paged meanwhile.
+    wait_until(Duration::from_secs(30), || !receiver.at("/ok").is_empty());
+    assert_eq!(receiver.at("/ok").len(), 1, "{}", setup.daemon_log());
+    assert!(!setup.daemon_log().contains("Notification failed"));
+    assert_eq!(daemon.stop(), Some(0));
+}
