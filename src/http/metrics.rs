@@ -226,7 +226,7 @@ impl Metrics {
         let notifications = Family::<ChannelLabels, Counter>::default();
         registry.register(
             "notifications",
-            "Notifications sent, per channel and result",
+            "Notifications per channel (email, webhook) and result: sent, retried (an attempt that will be retried), failed (dead-lettered), dropped (queue full and outbox unwritable)",
             notifications.clone(),
         );
         let alerts_firing = Family::<AlertLabels, Gauge>::default();
