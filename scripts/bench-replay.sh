@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The replay throughput harness: scimwatch vs. DuckDB on the same logs, side by side.
+#
+#   scripts/bench-replay.sh [OPERATIONS]     (default 1000000: ~1M IdP events, ~1.05M gateway lines)
+#
+# Generates a deterministic data set with `scimwatch generate` (stage mix 60/25/15, 20 apps,
+# 200k users, 3% IdP-only, 2% gateway-only, 5% retried, realistic statuses and lags) into
+# target/bench-data, then times `scimwatch replay --parquet` (one thread) and DuckDB from PyPI
+# (2 threads: read both files, join on the ID within the join window taking the last attempt,
+# classify, per-stage rates, leaver latency quantiles, zstd Parquet) under /usr/bin/time, and
+# prints wall time, MB/s, events/s, peak RSS and the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OPS="${1:-1000000}"
+DATA="target/bench-data/$OPS"
+BIN=target/release/scimwatch
+VENV="${SCIMWATCH_TEST_VENV:-$PWD/.venv}"
+
+cargo build --release --quiet
+if ! "$VENV/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.1'
+fi
+if [ ! -s "$DATA/gateway.log" ]; then
+  mkdir -p "$DATA"
+  # ~8 hours of traffic at 35 operations/s; --no-trouble keeps the statuses realistic, not an incident.
+  "$BIN" generate --out "$DATA" --operations "$OPS" --users 200000 --mean-gap-secs 0.028 --seed 42
+fi
+IDP="$DATA/idp.jsonl"
+GW="$DATA/gateway.log"
+BYTES=$(( $(stat -c %s "$IDP") + $(stat -c %s "$GW") ))
+LINES=$(( $(wc -l < "$IDP") + $(wc -l < "$GW") ))
+echo "data: $IDP + $GW: $LINES lines, $((BYTES / 1000000)) MB"
+
+# Warm the page cache so both read from memory.
+cat "$IDP" "$GW" > /dev/null
+
+# Peak RSS (KiB) and wall seconds from GNU time.
+measure() {
+  local log=$1; shift
+  /usr/bin/time -f '%e %M' -o "$log" "$@"
+}
+
+OUT=target/bench-out
+rm -rf "$OUT" && mkdir -p "$OUT"
+measure "$OUT/scimwatch.time" "$BIN" replay --config examples/scimwatch.toml --idp "$IDP" --gateway "$GW" \
+  --format json --parquet "$OUT/scimwatch-parquet" > "$OUT/scimwatch.json"
+measure "$OUT/duckdb.time" "$VENV/bin/python" scripts/bench_duckdb.py "$IDP" "$GW" "$OUT/duckdb.parquet" 2 \
+  > "$OUT/duckdb.json"
+
+python3 - "$OUT" "$BYTES" "$LINES" <<'EOF'
+import json, sys
+out, size, lines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = []
+for name in ["scimwatch", "duckdb"]:
+    wall, rss = open(f"{out}/{name}.time").read().split()[-2:]
+    rows.append((name, float(wall), int(rss) / 1024))
+print()
+print(f"| {'engine':<28} | {'wall s':>7} | {'MB/s':>7} | {'lines/s':>10} | {'peak RSS MiB':>12} |")
+print(f"|{'-'*30}|{'-'*9}|{'-'*9}|{'-'*12}|{'-'*14}|")
+labels = {"scimwatch": "scimwatch replay (1 thread)", "duckdb": "DuckDB 2.0.1 (2 threads)"}
+for name, wall, rss in rows:
+    print(f"| {labels[name]:<28} | {wall:7.2f} | {size / 1e6 / wall:7.1f} | {lines / wall:10,.0f} | {rss:12.0f} |")
+print(f"\nscimwatch is {rows[1][1] / rows[0][1]:.2f}x DuckDB's speed on the same work.")
+report = json.load(open(f"{out}/scimwatch.json"))
+duck = json.load(open(f"{out}/duckdb.json"))
+print("\nsanity (operations per stage, scimwatch vs DuckDB):")
+for stage in ["joiner", "mover", "leaver"]:
+    s = report["stages"][stage]
+    d = duck["stages"].get(stage, {})
+    print(f"  {stage:<7} {s['operations']:>9} {d.get('operations', 0):>9}   success {s['success_rate']:.4f} {d.get('rate') or 0:.4f}")
+print(f"  leavers: {report['leavers']['episodes']} episodes vs {duck['leavers']['episodes']}; "
+      f"p50/p95/p99 latency {report['leavers']['latency_seconds']['p50']}/{report['leavers']['latency_seconds']['p95']}/"
+      f"{report['leavers']['latency_seconds']['p99']} s vs {[round(x, 1) for x in duck['leavers']['latency_p50_p95_p99']]}")
+EOF

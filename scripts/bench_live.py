@@ -1,0 +1,176 @@
+"""Live throughput of the daemon: how many appended lines per second it sustains, and how long
+a line takes from being written to counting in /metrics.
+
+usage: bench_live.py SCIMWATCH_BIN IDP_JSONL GATEWAY_LOG WORKDIR
+
+1. Throughput: both logs are appended to the tailed files in 1 MiB chunks as fast as the disk
+   takes them while the daemon runs; the rate is lines / (time until scimwatch_lines_total
+   shows every line, from the first append).
+2. Delay: lines are appended in batches of 100 at ~2,000 lines/s while /metrics is scraped
+   every 5 ms; each batch's delay is the first scrape that counts it minus its write time.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+binary, idp_src, gw_src, work = sys.argv[1:5]
+shutil.rmtree(work, ignore_errors=True)
+os.makedirs(os.path.join(work, "logs"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+port = free_port()
+config = os.path.join(work, "scimwatch.toml")
+with open(config, "w") as f:
+    f.write(
+        f"""
+[server]
+listen = "127.0.0.1:{port}"
+[storage]
+data_dir = "data"
+[pipeline]
+poll_interval_ms = 50
+[[source]]
+name = "orchestrator"
+role = "idp"
+format = "json"
+paths = ["logs/idp.jsonl"]
+[source.fields]
+time = "/ts"
+correlation_id = "/cid"
+action = "/action"
+app = "/app"
+user_id = "/user_id"
+user_login = "/user"
+status = "/result"
+error = "/error"
+[[source]]
+name = "nginx"
+role = "gateway"
+format = "nginx_json"
+paths = ["logs/gateway.log"]
+[slo]
+allowed_lateness_secs = 3600
+"""
+    )
+
+LINES = re.compile(rb'^scimwatch_lines_total\{source="[^"]*"\} (\d+)', re.M)
+
+
+def lines_counted():
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return sum(int(n) for n in LINES.findall(r.read()))
+    except OSError:
+        return -1
+
+
+daemon = subprocess.Popen(
+    [binary, "run", "--config", config],
+    stderr=open(os.path.join(work, "daemon.log"), "w"),
+    env={**os.environ, "SCIMWATCH_LOG": "warn"},
+)
+try:
+    while lines_counted() < 0:
+        time.sleep(0.05)
+
+    # 1. Sustained throughput.
+    idp_out = open(os.path.join(work, "logs", "idp.jsonl"), "ab")
+    gw_out = open(os.path.join(work, "logs", "gateway.log"), "ab")
+    total = 0
+    started = time.monotonic()
+    idp_in, gw_in = open(idp_src, "rb"), open(gw_src, "rb")
+    while True:
+        a, b = idp_in.read(1 << 20), gw_in.read(1 << 20)
+        if not a and not b:
+            break
+        # Whole lines only, as a logger writes them.
+        for chunk, src, out in [(a, idp_in, idp_out), (b, gw_in, gw_out)]:
+            if chunk and not chunk.endswith(b"\n"):
+                chunk += src.readline()
+            out.write(chunk)
+            out.flush()
+            total += chunk.count(b"\n")
+    written = time.monotonic() - started
+    while lines_counted() < total:
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    size = os.path.getsize(idp_src) + os.path.getsize(gw_src)
+
+    # 2. Line-to-metric delay at a steady rate.
+    base = lines_counted()
+    sample = open(gw_src, "rb").readlines()[:20000]
+    batches = []
+    done = threading.Event()
+    seen = []
+
+    def scrape():
+        while not done.is_set():
+            seen.append((time.monotonic(), lines_counted()))
+            time.sleep(0.005)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    count = base
+    for i in range(0, len(sample), 100):
+        batch = sample[i : i + 100]
+        gw_out.write(b"".join(batch))
+        gw_out.flush()
+        count += len(batch)
+        batches.append((time.monotonic(), count))
+        time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while lines_counted() < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    done.set()
+    scraper.join()
+    delays = []
+    j = 0
+    for written_at, needed in batches:
+        while j < len(seen) and (seen[j][0] < written_at or seen[j][1] < needed):
+            j += 1
+        if j < len(seen):
+            delays.append(seen[j][0] - written_at)
+    delays.sort()
+
+    def q(p):
+        return delays[min(len(delays) - 1, int(p * len(delays)))] if delays else None
+
+    rss_kib = 0
+    with open(f"/proc/{daemon.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                rss_kib = int(line.split()[1])
+    print(
+        json.dumps(
+            {
+                "lines": total,
+                "bytes": size,
+                "append_seconds": round(written, 3),
+                "seconds": round(elapsed, 3),
+                "lines_per_sec": round(total / elapsed),
+                "mb_per_sec": round(size / 1e6 / elapsed, 1),
+                "delay_batches": len(delays),
+                "delay_p50_ms": round(q(0.5) * 1000, 1) if delays else None,
+                "delay_p99_ms": round(q(0.99) * 1000, 1) if delays else None,
+                "peak_rss_mib": round(rss_kib / 1024),
+            }
+        )
+    )
+finally:
+    daemon.terminate()
+    daemon.wait()
