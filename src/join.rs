@@ -394,36 +394,42 @@ impl Joiner {
     }
 
     fn bucket(&mut self, key: String, time: Ts, fuzzy: bool, add: impl FnOnce(&mut Bucket)) {
-        match self.buckets.remove(&key) {
-            Some(mut bucket) => {
-                let (old_deadline, old_earliest) = (self.deadline(&bucket), bucket.earliest);
-                add(&mut bucket);
-                bucket.earliest = bucket.earliest.min(time);
-                bucket.latest = bucket.latest.max(time);
-                let deadline = self.deadline(&bucket);
-                if deadline != old_deadline {
-                    self.expiry.remove(&(old_deadline, key.clone()));
-                    self.expiry.insert((deadline, key.clone()));
-                }
-                if bucket.earliest != old_earliest {
-                    self.floor.remove(&(old_earliest, key.clone()));
-                    self.floor.insert((bucket.earliest, key.clone()));
-                }
-                self.buckets.insert(key, bucket);
+        // Updated in place: the bucket is neither moved nor its key cloned unless its deadline
+        // or earliest time changes.
+        let window_micros = self.window_micros;
+        let deadline_of = |bucket: &Bucket| {
+            let windows = if bucket.fuzzy { 2 } else { 1 };
+            Ts(bucket
+                .latest
+                .0
+                .saturating_add(window_micros.saturating_mul(windows)))
+        };
+        if let Some(bucket) = self.buckets.get_mut(&key) {
+            let (old_deadline, old_earliest) = (deadline_of(bucket), bucket.earliest);
+            add(bucket);
+            bucket.earliest = bucket.earliest.min(time);
+            bucket.latest = bucket.latest.max(time);
+            let (deadline, earliest) = (deadline_of(bucket), bucket.earliest);
+            if deadline != old_deadline {
+                self.expiry.remove(&(old_deadline, key.clone()));
+                self.expiry.insert((deadline, key.clone()));
             }
-            None => {
-                let mut bucket = Bucket {
-                    earliest: time,
-                    latest: time,
-                    fuzzy,
-                    ..Bucket::default()
-                };
-                add(&mut bucket);
-                self.expiry.insert((self.deadline(&bucket), key.clone()));
-                self.floor.insert((time, key.clone()));
-                self.buckets.insert(key, bucket);
+            if earliest != old_earliest {
+                self.floor.remove(&(old_earliest, key.clone()));
+                self.floor.insert((earliest, key));
             }
+            return;
         }
+        let mut bucket = Bucket {
+            earliest: time,
+            latest: time,
+            fuzzy,
+            ..Bucket::default()
+        };
+        add(&mut bucket);
+        self.expiry.insert((deadline_of(&bucket), key.clone()));
+        self.floor.insert((time, key.clone()));
+        self.buckets.insert(key, bucket);
     }
 
     /// Settles every operation and write whose deadline is before `clock`, in deadline order.

@@ -155,6 +155,16 @@ pub struct Daemon {
     pub child: Child,
 }
 
+impl Drop for Daemon {
+    /// A failed assertion must not leave a daemon running after the test.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Daemon {
     /// SIGTERM, then wait; returns the exit code.
     pub fn stop(mut self) -> Option<i32> {
