@@ -1,7 +1,7 @@
 # The two commands that matter: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo replay test lint deps build
+.PHONY: demo replay test lint deps build bench
 
 ## The daemon on live generated traffic with incidents, for 75 seconds.
 demo:
@@ -25,3 +25,8 @@ deps:
 
 build:
 	$(CARGO) build --release
+
+## Replay vs DuckDB side by side, then the daemon's live throughput (README "Performance").
+bench:
+	bash scripts/bench-replay.sh
+	bash scripts/bench-live.sh
