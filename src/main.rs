@@ -230,7 +230,7 @@ fn run_replay(
     let ingested_at = scimwatch::daemon::wall_clock();
     let (report, _) = replay(&config, &options, |output, as_of| {
         if let Some(writer) = writer.as_mut() {
-            writer.add(output, ingested_at, as_of);
+            writer.add(output, ingested_at, as_of)?;
             if writer.needs_flush() {
                 writer.flush()?;
             }

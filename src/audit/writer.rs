@@ -203,18 +203,38 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
     })
 }
 
-/// Buffers rows and writes them as atomically committed files. `add` only buffers; the owner
-/// decides when files are written (`flush`, or `prepare` + `commit_prepared` for the daemon's
-/// exactly-once checkpoints), and asks `needs_flush` when a buffer is full.
+/// A Parquet file being written under its temporary name, a row group at a time.
+struct OpenFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: u64,
+}
+
+/// Streams rows into atomically committed files: rows are buffered a row group at a time
+/// (64 Ki rows) and written to the open file of their table and date, so memory does not grow
+/// with `rows_per_file`. Nothing is visible until the owner commits: `flush`, or `prepare` +
+/// `commit_prepared` for the daemon's exactly-once checkpoints; `needs_flush` says when a file
+/// is full and waiting.
 pub struct AuditWriter {
     root: PathBuf,
     rows_per_file: usize,
     source_names: Vec<String>,
     operations: BTreeMap<String, Vec<OperationRow>>,
     leavers: BTreeMap<String, Vec<LeaverRow>>,
+    open: BTreeMap<(Table, String), OpenFile>,
+    /// Files closed (full) but not yet handed to the owner.
+    finished: Vec<PreparedFile>,
     file_prefix: String,
     sequence: u64,
     rows_written: BTreeMap<Table, u64>,
+}
+
+fn parquet_error(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> AuditError + '_ {
+    move |source| AuditError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl AuditWriter {
@@ -237,6 +257,8 @@ impl AuditWriter {
             source_names,
             operations: BTreeMap::new(),
             leavers: BTreeMap::new(),
+            open: BTreeMap::new(),
+            finished: Vec::new(),
             file_prefix,
             sequence: 0,
             rows_written: BTreeMap::new(),
@@ -248,36 +270,128 @@ impl AuditWriter {
         self.rows_written.get(&table).copied().unwrap_or(0)
     }
 
-    /// Rows buffered, not yet in a file.
+    /// Rows buffered in memory, not yet in a file.
     pub fn buffered(&self) -> usize {
         self.operations.values().map(Vec::len).sum::<usize>()
             + self.leavers.values().map(Vec::len).sum::<usize>()
     }
 
-    /// Adds what the engine produced. `as_of` judges episodes still open.
-    pub fn add(&mut self, output: &Output, ingested_at: Ts, as_of: Ts) {
+    /// Adds what the engine produced. `as_of` judges episodes still open. A full row group is
+    /// written to its file at once.
+    pub fn add(&mut self, output: &Output, ingested_at: Ts, as_of: Ts) -> Result<(), AuditError> {
         match output {
             Output::Operation(op) => {
                 let row = operation_row(op, &self.source_names, ingested_at);
                 let date = Ts(row.time()).date();
-                self.operations.entry(date).or_default().push(row);
+                let buffer = self.operations.entry(date.clone()).or_default();
+                buffer.push(row);
+                if buffer.len() >= self.group_rows() {
+                    self.spill(Table::Operations, &date)?;
+                }
             }
             Output::Episode(episode) => {
                 if let Some(row) = leaver_row(episode, as_of) {
                     let date = Ts(row.initiated_at).date();
-                    self.leavers.entry(date).or_default().push(row);
+                    let buffer = self.leavers.entry(date.clone()).or_default();
+                    buffer.push(row);
+                    if buffer.len() >= self.group_rows() {
+                        self.spill(Table::Leavers, &date)?;
+                    }
                 }
             }
             Output::PostDisable(_) => {}
         }
+        Ok(())
     }
 
-    /// Whether a buffer has reached `rows_per_file`.
+    /// Rows per write: a row group, or fewer when files are smaller than that.
+    fn group_rows(&self) -> usize {
+        ROW_GROUP_ROWS.min(self.rows_per_file)
+    }
+
+    /// Writes the buffered rows of a table and date to its open file (opening one as needed,
+    /// closing it once it holds `rows_per_file` rows).
+    fn spill(&mut self, table: Table, date: &str) -> Result<(), AuditError> {
+        loop {
+            let buffered = match table {
+                Table::Operations => self.operations.get(date).map_or(0, Vec::len),
+                Table::Leavers => self.leavers.get(date).map_or(0, Vec::len),
+            };
+            if buffered == 0 {
+                return Ok(());
+            }
+            let key = (table, date.to_string());
+            if !self.open.contains_key(&key) {
+                let path = self.next_path(table, date)?;
+                let tmp = durable::tmp_path(&path);
+                let file = File::create(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
+                let writer = ArrowWriter::try_new(file, table.schema(), Some(properties(table)))
+                    .map_err(parquet_error(&tmp))?;
+                self.open.insert(
+                    key.clone(),
+                    OpenFile {
+                        path,
+                        tmp,
+                        writer,
+                        rows: 0,
+                    },
+                );
+            }
+            let open = self.open.get_mut(&key).expect("opened above");
+            let room = self.rows_per_file - open.rows as usize;
+            let take = room.min(buffered);
+            let batch = match table {
+                Table::Operations => {
+                    let rows = self.operations.get_mut(date).expect("buffered");
+                    let chunk: Vec<OperationRow> = rows.drain(..take).collect();
+                    schema::operations_batch(&chunk)
+                }
+                Table::Leavers => {
+                    let rows = self.leavers.get_mut(date).expect("buffered");
+                    let chunk: Vec<LeaverRow> = rows.drain(..take).collect();
+                    schema::leavers_batch(&chunk)
+                }
+            }
+            .map_err(|e| AuditError::Corrupt {
+                path: open.path.clone(),
+                message: e.to_string(),
+            })?;
+            open.writer
+                .write(&batch)
+                .map_err(parquet_error(&open.tmp))?;
+            open.rows += take as u64;
+            if open.rows as usize >= self.rows_per_file {
+                self.close(&key)?;
+            }
+        }
+    }
+
+    /// Finishes an open file (footer, fsync) and queues it for the owner to commit.
+    fn close(&mut self, key: &(Table, String)) -> Result<(), AuditError> {
+        let Some(open) = self.open.remove(key) else {
+            return Ok(());
+        };
+        let result = (|| {
+            let file = open.writer.into_inner().map_err(parquet_error(&open.tmp))?;
+            file.sync_all().map_err(|e| AuditError::io(&open.tmp, e))
+        })();
+        if let Err(error) = result {
+            let _ = fs::remove_file(&open.tmp);
+            return Err(error);
+        }
+        *self.rows_written.entry(key.0).or_default() += open.rows;
+        self.finished.push(PreparedFile {
+            tmp: open.tmp,
+            path: open.path,
+            table: key.0,
+            rows: open.rows,
+        });
+        Ok(())
+    }
+
+    /// Whether a file is full and waiting to be committed.
     pub fn needs_flush(&self) -> bool {
-        self.operations
-            .values()
-            .any(|b| b.len() >= self.rows_per_file)
-            || self.leavers.values().any(|b| b.len() >= self.rows_per_file)
+        !self.finished.is_empty()
     }
 
     /// Writes every buffer out and makes the files visible. Returns the files written.
@@ -287,45 +401,25 @@ impl AuditWriter {
         Ok(prepared.into_iter().map(|p| p.path).collect())
     }
 
-    /// Writes every buffer out under temporary names (at most `rows_per_file` rows a file).
-    /// Nothing is visible until [`commit_prepared`].
+    /// Writes every buffer out and closes every file, under temporary names (at most
+    /// `rows_per_file` rows a file). Nothing is visible until [`commit_prepared`].
     pub fn prepare(&mut self) -> Result<Vec<PreparedFile>, AuditError> {
-        let mut prepared = Vec::new();
-        for (date, rows) in std::mem::take(&mut self.operations) {
-            for chunk in rows.chunks(self.rows_per_file) {
-                let path = self.next_path(Table::Operations, &date)?;
-                let batch = schema::operations_batch(chunk).map_err(|e| AuditError::Corrupt {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                let tmp = write_uncommitted(&path, Table::Operations, &batch)?;
-                *self.rows_written.entry(Table::Operations).or_default() += chunk.len() as u64;
-                prepared.push(PreparedFile {
-                    tmp,
-                    path,
-                    table: Table::Operations,
-                    rows: chunk.len() as u64,
-                });
-            }
+        let dates: Vec<(Table, String)> = self
+            .operations
+            .keys()
+            .map(|d| (Table::Operations, d.clone()))
+            .chain(self.leavers.keys().map(|d| (Table::Leavers, d.clone())))
+            .collect();
+        for (table, date) in dates {
+            self.spill(table, &date)?;
         }
-        for (date, rows) in std::mem::take(&mut self.leavers) {
-            for chunk in rows.chunks(self.rows_per_file) {
-                let path = self.next_path(Table::Leavers, &date)?;
-                let batch = schema::leavers_batch(chunk).map_err(|e| AuditError::Corrupt {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                let tmp = write_uncommitted(&path, Table::Leavers, &batch)?;
-                *self.rows_written.entry(Table::Leavers).or_default() += chunk.len() as u64;
-                prepared.push(PreparedFile {
-                    tmp,
-                    path,
-                    table: Table::Leavers,
-                    rows: chunk.len() as u64,
-                });
-            }
+        self.operations.clear();
+        self.leavers.clear();
+        let open: Vec<(Table, String)> = self.open.keys().cloned().collect();
+        for key in open {
+            self.close(&key)?;
         }
-        Ok(prepared)
+        Ok(std::mem::take(&mut self.finished))
     }
 
     fn next_path(&mut self, table: Table, date: &str) -> Result<PathBuf, AuditError> {
@@ -333,5 +427,19 @@ impl AuditWriter {
         fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
         self.sequence += 1;
         Ok(dir.join(format!("{}-{:06}.parquet", self.file_prefix, self.sequence)))
+    }
+}
+
+impl Drop for AuditWriter {
+    /// On an error path (a full disk, say), files never handed to the owner leave no
+    /// temporaries behind.
+    fn drop(&mut self) {
+        for (_, open) in std::mem::take(&mut self.open) {
+            drop(open.writer);
+            let _ = fs::remove_file(&open.tmp);
+        }
+        for file in self.finished.drain(..) {
+            let _ = fs::remove_file(&file.tmp);
+        }
     }
 }

@@ -333,7 +333,7 @@ impl Pipeline {
         }
         let outputs: Vec<Output> = self.engine.drain().collect();
         for output in &outputs {
-            self.audit.add(output, wall, clock);
+            self.audit.add(output, wall, clock)?;
             self.count(output);
         }
         self.live.clock = Some(clock);
