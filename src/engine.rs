@@ -231,7 +231,7 @@ impl Engine {
                             principal: principal.clone(),
                             app: gateway.app.clone(),
                             correlation_id: gateway.correlation_id.clone(),
-                            method: gateway.method.as_str().to_string(),
+                            method: gateway.method,
                             path: gateway.path.clone(),
                             status: gateway.status,
                         }),

@@ -18,9 +18,10 @@
 //! Deterministic: the result depends only on the set of records (and on lines being at most
 //! the allowed lateness out of order), never on arrival order.
 
+use crate::model::FastMap;
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
 use crate::time::Ts;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// How an operation's records were matched (a Parquet column and an API field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,21 +115,21 @@ pub struct Joiner {
     window_micros: i64,
     /// Whether gateway correlation IDs are join keys (some IdP source maps one).
     gateway_cid_joins: bool,
-    buckets: HashMap<String, Bucket>,
+    buckets: FastMap<String, Bucket>,
     /// (deadline, key) of every bucket: what expires next.
     expiry: BTreeSet<(Ts, String)>,
     /// (earliest record time, key): how far back a pending operation can still reach.
     floor: BTreeSet<(Ts, String)>,
-    pool: HashMap<OriginKey, PoolEntry>,
+    pool: FastMap<OriginKey, PoolEntry>,
     pool_expiry: BTreeSet<(Ts, OriginKey)>,
-    pool_by_resource: HashMap<String, Vec<OriginKey>>,
-    pool_by_user: HashMap<String, Vec<OriginKey>>,
+    pool_by_resource: FastMap<String, Vec<OriginKey>>,
+    pool_by_user: FastMap<String, Vec<OriginKey>>,
     /// Pending fuzzy buckets by the keys their records carry.
-    fuzzy_by_resource: HashMap<String, BTreeSet<String>>,
-    fuzzy_by_user: HashMap<String, BTreeSet<String>>,
+    fuzzy_by_resource: FastMap<String, BTreeSet<String>>,
+    fuzzy_by_user: FastMap<String, BTreeSet<String>>,
     /// (app, resource id) → userName, and back, learned from writes that show both.
-    names: HashMap<(String, String), String>,
-    resources_of: HashMap<(String, String), Vec<String>>,
+    names: FastMap<(String, String), String>,
+    resources_of: FastMap<(String, String), Vec<String>>,
     stats: JoinStats,
 }
 
@@ -156,17 +157,17 @@ impl Joiner {
         Joiner {
             window_micros: (join_window_secs as i64).saturating_mul(crate::time::MICROS_PER_SEC),
             gateway_cid_joins,
-            buckets: HashMap::new(),
+            buckets: FastMap::default(),
             expiry: BTreeSet::new(),
             floor: BTreeSet::new(),
-            pool: HashMap::new(),
+            pool: FastMap::default(),
             pool_expiry: BTreeSet::new(),
-            pool_by_resource: HashMap::new(),
-            pool_by_user: HashMap::new(),
-            fuzzy_by_resource: HashMap::new(),
-            fuzzy_by_user: HashMap::new(),
-            names: HashMap::new(),
-            resources_of: HashMap::new(),
+            pool_by_resource: FastMap::default(),
+            pool_by_user: FastMap::default(),
+            fuzzy_by_resource: FastMap::default(),
+            fuzzy_by_user: FastMap::default(),
+            names: FastMap::default(),
+            resources_of: FastMap::default(),
             stats: JoinStats::default(),
         }
     }
@@ -737,7 +738,7 @@ fn distance(t: i64, start: i64, end: i64) -> i64 {
         .min(t.saturating_sub(end).saturating_abs())
 }
 
-fn remove_from(index: &mut HashMap<String, Vec<OriginKey>>, key: &str, value: OriginKey) {
+fn remove_from(index: &mut FastMap<String, Vec<OriginKey>>, key: &str, value: OriginKey) {
     if let Some(list) = index.get_mut(key) {
         list.retain(|k| *k != value);
         if list.is_empty() {
@@ -746,7 +747,7 @@ fn remove_from(index: &mut HashMap<String, Vec<OriginKey>>, key: &str, value: Or
     }
 }
 
-fn remove_key(index: &mut HashMap<String, BTreeSet<String>>, key: &str, value: &str) {
+fn remove_key(index: &mut FastMap<String, BTreeSet<String>>, key: &str, value: &str) {
     if let Some(set) = index.get_mut(key) {
         set.remove(value);
         if set.is_empty() {

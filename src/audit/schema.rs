@@ -4,11 +4,14 @@
 //! maps micros with isAdjustedToUTC to `TimestampType`); integers are signed. Each file's
 //! key-value metadata carries the schema version and the producer.
 
-use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::builder::{
+    BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -163,45 +166,170 @@ fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     )
 }
 
+/// One `operations` row, borrowed: what [`OperationsBuilder`] appends. The writer builds it
+/// straight from a judged operation, so a row costs no allocation of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct OperationView<'a> {
+    pub correlation_id: Option<&'a str>,
+    pub join_method: &'a str,
+    pub stage: &'a str,
+    pub app: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub user_login: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub idp_source: Option<&'a str>,
+    pub idp_time: Option<i64>,
+    pub idp_status: Option<&'a str>,
+    pub first_attempt_time: Option<i64>,
+    pub last_attempt_time: Option<i64>,
+    pub attempts: i32,
+    pub http_status: Option<i32>,
+    pub method: Option<&'a str>,
+    pub path: Option<&'a str>,
+    pub outcome: &'a str,
+    pub cause: Option<&'a str>,
+    pub lag_ms: Option<i64>,
+    pub disagreement: bool,
+    pub high_risk: bool,
+    pub ingested_at: i64,
+}
+
+impl OperationRow {
+    pub fn view(&self) -> OperationView<'_> {
+        OperationView {
+            correlation_id: self.correlation_id.as_deref(),
+            join_method: &self.join_method,
+            stage: &self.stage,
+            app: self.app.as_deref(),
+            user_id: self.user_id.as_deref(),
+            user_login: self.user_login.as_deref(),
+            action: self.action.as_deref(),
+            idp_source: self.idp_source.as_deref(),
+            idp_time: self.idp_time,
+            idp_status: self.idp_status.as_deref(),
+            first_attempt_time: self.first_attempt_time,
+            last_attempt_time: self.last_attempt_time,
+            attempts: self.attempts,
+            http_status: self.http_status,
+            method: self.method.as_deref(),
+            path: self.path.as_deref(),
+            outcome: &self.outcome,
+            cause: self.cause.as_deref(),
+            lag_ms: self.lag_ms,
+            disagreement: self.disagreement,
+            high_risk: self.high_risk,
+            ingested_at: self.ingested_at,
+        }
+    }
+}
+
+/// Column builders of the `operations` table: rows are appended one by one and taken out as a
+/// batch, with no per-row allocation.
+#[derive(Debug, Default)]
+pub struct OperationsBuilder {
+    correlation_id: StringBuilder,
+    join_method: StringBuilder,
+    stage: StringBuilder,
+    app: StringBuilder,
+    user_id: StringBuilder,
+    user_login: StringBuilder,
+    action: StringBuilder,
+    idp_source: StringBuilder,
+    idp_time: TimestampMicrosecondBuilder,
+    idp_status: StringBuilder,
+    first_attempt_time: TimestampMicrosecondBuilder,
+    last_attempt_time: TimestampMicrosecondBuilder,
+    attempts: Int32Builder,
+    http_status: Int32Builder,
+    method: StringBuilder,
+    path: StringBuilder,
+    outcome: StringBuilder,
+    cause: StringBuilder,
+    lag_ms: Int64Builder,
+    disagreement: BooleanBuilder,
+    high_risk: BooleanBuilder,
+    ingested_at: TimestampMicrosecondBuilder,
+    len: usize,
+}
+
+impl OperationsBuilder {
+    pub fn append(&mut self, row: &OperationView) {
+        self.correlation_id.append_option(row.correlation_id);
+        self.join_method.append_value(row.join_method);
+        self.stage.append_value(row.stage);
+        self.app.append_option(row.app);
+        self.user_id.append_option(row.user_id);
+        self.user_login.append_option(row.user_login);
+        self.action.append_option(row.action);
+        self.idp_source.append_option(row.idp_source);
+        self.idp_time.append_option(row.idp_time);
+        self.idp_status.append_option(row.idp_status);
+        self.first_attempt_time
+            .append_option(row.first_attempt_time);
+        self.last_attempt_time.append_option(row.last_attempt_time);
+        self.attempts.append_value(row.attempts);
+        self.http_status.append_option(row.http_status);
+        self.method.append_option(row.method);
+        self.path.append_option(row.path);
+        self.outcome.append_value(row.outcome);
+        self.cause.append_option(row.cause);
+        self.lag_ms.append_option(row.lag_ms);
+        self.disagreement.append_value(row.disagreement);
+        self.high_risk.append_value(row.high_risk);
+        self.ingested_at.append_value(row.ingested_at);
+        self.len += 1;
+    }
+
+    /// Rows appended since the last [`OperationsBuilder::finish`].
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the rows appended so far out as a batch, leaving the builder empty.
+    pub fn finish(&mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        fn utc(builder: &mut TimestampMicrosecondBuilder) -> ArrayRef {
+            Arc::new(builder.finish().with_timezone("UTC"))
+        }
+        self.len = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.correlation_id.finish()),
+            Arc::new(self.join_method.finish()),
+            Arc::new(self.stage.finish()),
+            Arc::new(self.app.finish()),
+            Arc::new(self.user_id.finish()),
+            Arc::new(self.user_login.finish()),
+            Arc::new(self.action.finish()),
+            Arc::new(self.idp_source.finish()),
+            utc(&mut self.idp_time),
+            Arc::new(self.idp_status.finish()),
+            utc(&mut self.first_attempt_time),
+            utc(&mut self.last_attempt_time),
+            Arc::new(self.attempts.finish()),
+            Arc::new(self.http_status.finish()),
+            Arc::new(self.method.finish()),
+            Arc::new(self.path.finish()),
+            Arc::new(self.outcome.finish()),
+            Arc::new(self.cause.finish()),
+            Arc::new(self.lag_ms.finish()),
+            Arc::new(self.disagreement.finish()),
+            Arc::new(self.high_risk.finish()),
+            utc(&mut self.ingested_at),
+        ];
+        RecordBatch::try_new(Table::Operations.schema(), columns)
+    }
+}
+
 /// Builds a batch of `operations` rows.
 pub fn operations_batch(rows: &[OperationRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let columns: Vec<ArrayRef> = vec![
-        strings(rows.iter().map(|r| r.correlation_id.as_deref())),
-        strings(rows.iter().map(|r| Some(r.join_method.as_str()))),
-        strings(rows.iter().map(|r| Some(r.stage.as_str()))),
-        strings(rows.iter().map(|r| r.app.as_deref())),
-        strings(rows.iter().map(|r| r.user_id.as_deref())),
-        strings(rows.iter().map(|r| r.user_login.as_deref())),
-        strings(rows.iter().map(|r| r.action.as_deref())),
-        strings(rows.iter().map(|r| r.idp_source.as_deref())),
-        times(rows.iter().map(|r| r.idp_time)),
-        strings(rows.iter().map(|r| r.idp_status.as_deref())),
-        times(rows.iter().map(|r| r.first_attempt_time)),
-        times(rows.iter().map(|r| r.last_attempt_time)),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.attempts))
-                .collect::<Int32Array>(),
-        ),
-        Arc::new(rows.iter().map(|r| r.http_status).collect::<Int32Array>()),
-        strings(rows.iter().map(|r| r.method.as_deref())),
-        strings(rows.iter().map(|r| r.path.as_deref())),
-        strings(rows.iter().map(|r| Some(r.outcome.as_str()))),
-        strings(rows.iter().map(|r| r.cause.as_deref())),
-        Arc::new(rows.iter().map(|r| r.lag_ms).collect::<Int64Array>()),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.disagreement))
-                .collect::<BooleanArray>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.high_risk))
-                .collect::<BooleanArray>(),
-        ),
-        times(rows.iter().map(|r| Some(r.ingested_at))),
-    ];
-    RecordBatch::try_new(Table::Operations.schema(), columns)
+    let mut builder = OperationsBuilder::default();
+    for row in rows {
+        builder.append(&row.view());
+    }
+    builder.finish()
 }
 
 /// Builds a batch of `leavers` rows.

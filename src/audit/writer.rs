@@ -5,7 +5,7 @@
 //! replay at the end). Every file is written aside, synced and renamed into
 //! `<root>/<table>/date=YYYY-MM-DD/`, so a reader never sees a part of one.
 
-use super::schema::{self, LeaverRow, OperationRow, Table};
+use super::schema::{self, LeaverRow, OperationView, OperationsBuilder, Table};
 use crate::durable;
 use crate::engine::Output;
 use crate::judge::{Episode, EpisodeState, Operation};
@@ -143,34 +143,54 @@ pub fn commit_prepared(files: &[PreparedFile]) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// The `operations` row of a judged operation.
-pub fn operation_row(op: &Operation, source_names: &[String], ingested_at: Ts) -> OperationRow {
-    OperationRow {
-        correlation_id: op.correlation_id.clone(),
-        join_method: op.join_method.as_str().to_string(),
-        stage: op.stage.as_str().to_string(),
-        app: op.app.clone(),
-        user_id: op.user_id.clone(),
-        user_login: op.user_login.clone(),
-        action: op.action.clone(),
+/// The `operations` row of a judged operation, borrowed from it.
+pub fn operation_view<'a>(
+    op: &'a Operation,
+    source_names: &'a [String],
+    ingested_at: Ts,
+) -> OperationView<'a> {
+    OperationView {
+        correlation_id: op.correlation_id.as_deref(),
+        join_method: op.join_method.as_str(),
+        stage: op.stage.as_str(),
+        app: op.app.as_deref(),
+        user_id: op.user_id.as_deref(),
+        user_login: op.user_login.as_deref(),
+        action: op.action.as_deref(),
         idp_source: op
             .idp_source
-            .and_then(|i| source_names.get(i as usize).cloned()),
+            .and_then(|i| source_names.get(i as usize))
+            .map(String::as_str),
         idp_time: op.idp_time.map(|t| t.0),
-        idp_status: op.idp_status.map(|s| s.as_str().to_string()),
+        idp_status: op.idp_status.map(|s| s.as_str()),
         first_attempt_time: op.first_attempt_time.map(|t| t.0),
         last_attempt_time: op.last_attempt_time.map(|t| t.0),
         attempts: op.attempts.len().min(i32::MAX as usize) as i32,
         http_status: op.http_status.map(i32::from),
-        method: op.method.map(|m| m.as_str().to_string()),
-        path: op.path.clone(),
-        outcome: op.outcome.as_str().to_string(),
-        cause: op.cause.map(|c| c.as_str().to_string()),
+        method: op.method.map(|m| m.as_str()),
+        path: op.path.as_deref(),
+        outcome: op.outcome.as_str(),
+        cause: op.cause.map(|c| c.as_str()),
         lag_ms: op.lag_ms,
         disagreement: op.disagreement,
         high_risk: op.high_risk,
         ingested_at: ingested_at.0,
     }
+}
+
+/// The day (since the epoch, UTC) a row's time falls on: its file's `date=` partition.
+fn day_of(micros: i64) -> i64 {
+    micros
+        .div_euclid(crate::time::MICROS_PER_SEC)
+        .div_euclid(86_400)
+}
+
+/// The `date=` partition of a day.
+fn date_of_day(day: i64) -> String {
+    Ts(day
+        .saturating_mul(86_400)
+        .saturating_mul(crate::time::MICROS_PER_SEC))
+    .date()
 }
 
 /// The `leavers` row of an episode: closed ones, and open ones already past their deadline at
@@ -220,9 +240,10 @@ pub struct AuditWriter {
     root: PathBuf,
     rows_per_file: usize,
     source_names: Vec<String>,
-    operations: BTreeMap<String, Vec<OperationRow>>,
-    leavers: BTreeMap<String, Vec<LeaverRow>>,
-    open: BTreeMap<(Table, String), OpenFile>,
+    /// Rows not yet written, by table and day.
+    operations: BTreeMap<i64, OperationsBuilder>,
+    leavers: BTreeMap<i64, Vec<LeaverRow>>,
+    open: BTreeMap<(Table, i64), OpenFile>,
     /// Files closed (full) but not yet handed to the owner.
     finished: Vec<PreparedFile>,
     file_prefix: String,
@@ -272,7 +293,10 @@ impl AuditWriter {
 
     /// Rows buffered in memory, not yet in a file.
     pub fn buffered(&self) -> usize {
-        self.operations.values().map(Vec::len).sum::<usize>()
+        self.operations
+            .values()
+            .map(OperationsBuilder::len)
+            .sum::<usize>()
             + self.leavers.values().map(Vec::len).sum::<usize>()
     }
 
@@ -281,21 +305,21 @@ impl AuditWriter {
     pub fn add(&mut self, output: &Output, ingested_at: Ts, as_of: Ts) -> Result<(), AuditError> {
         match output {
             Output::Operation(op) => {
-                let row = operation_row(op, &self.source_names, ingested_at);
-                let date = Ts(row.time()).date();
-                let buffer = self.operations.entry(date.clone()).or_default();
-                buffer.push(row);
+                let row = operation_view(op, &self.source_names, ingested_at);
+                let day = day_of(row.idp_time.or(row.first_attempt_time).unwrap_or(0));
+                let buffer = self.operations.entry(day).or_default();
+                buffer.append(&row);
                 if buffer.len() >= self.group_rows() {
-                    self.spill(Table::Operations, &date)?;
+                    self.spill(Table::Operations, day)?;
                 }
             }
             Output::Episode(episode) => {
                 if let Some(row) = leaver_row(episode, as_of) {
-                    let date = Ts(row.initiated_at).date();
-                    let buffer = self.leavers.entry(date.clone()).or_default();
+                    let day = day_of(row.initiated_at);
+                    let buffer = self.leavers.entry(day).or_default();
                     buffer.push(row);
                     if buffer.len() >= self.group_rows() {
-                        self.spill(Table::Leavers, &date)?;
+                        self.spill(Table::Leavers, day)?;
                     }
                 }
             }
@@ -309,26 +333,38 @@ impl AuditWriter {
         ROW_GROUP_ROWS.min(self.rows_per_file)
     }
 
-    /// Writes the buffered rows of a table and date to its open file (opening one as needed,
-    /// closing it once it holds `rows_per_file` rows).
-    fn spill(&mut self, table: Table, date: &str) -> Result<(), AuditError> {
-        loop {
-            let buffered = match table {
-                Table::Operations => self.operations.get(date).map_or(0, Vec::len),
-                Table::Leavers => self.leavers.get(date).map_or(0, Vec::len),
-            };
-            if buffered == 0 {
-                return Ok(());
-            }
-            let key = (table, date.to_string());
+    /// Writes the buffered rows of a table and day to its open file (opening one as needed,
+    /// closing it once it holds `rows_per_file` rows). The rows leave the buffer before they
+    /// are written: after an error the writer has lost them and must not be used again.
+    fn spill(&mut self, table: Table, day: i64) -> Result<(), AuditError> {
+        let batch = match table {
+            Table::Operations => match self.operations.get_mut(&day) {
+                Some(buffer) if !buffer.is_empty() => buffer.finish(),
+                _ => return Ok(()),
+            },
+            Table::Leavers => match self.leavers.get_mut(&day) {
+                Some(rows) if !rows.is_empty() => schema::leavers_batch(&std::mem::take(rows)),
+                _ => return Ok(()),
+            },
+        }
+        .map_err(|e| AuditError::Corrupt {
+            path: self.root.join(table.name()),
+            message: e.to_string(),
+        })?;
+        let key = (table, day);
+        let mut offset = 0;
+        while offset < batch.num_rows() {
             if !self.open.contains_key(&key) {
-                let path = self.next_path(table, date)?;
+                let path = self.next_path(table, day)?;
                 let tmp = durable::tmp_path(&path);
                 let file = File::create(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
                 let writer = ArrowWriter::try_new(file, table.schema(), Some(properties(table)))
-                    .map_err(parquet_error(&tmp))?;
+                    .map_err(|e| {
+                        let _ = fs::remove_file(&tmp);
+                        parquet_error(&tmp)(e)
+                    })?;
                 self.open.insert(
-                    key.clone(),
+                    key,
                     OpenFile {
                         path,
                         tmp,
@@ -339,35 +375,21 @@ impl AuditWriter {
             }
             let open = self.open.get_mut(&key).expect("opened above");
             let room = self.rows_per_file - open.rows as usize;
-            let take = room.min(buffered);
-            let batch = match table {
-                Table::Operations => {
-                    let rows = self.operations.get_mut(date).expect("buffered");
-                    let chunk: Vec<OperationRow> = rows.drain(..take).collect();
-                    schema::operations_batch(&chunk)
-                }
-                Table::Leavers => {
-                    let rows = self.leavers.get_mut(date).expect("buffered");
-                    let chunk: Vec<LeaverRow> = rows.drain(..take).collect();
-                    schema::leavers_batch(&chunk)
-                }
-            }
-            .map_err(|e| AuditError::Corrupt {
-                path: open.path.clone(),
-                message: e.to_string(),
-            })?;
+            let take = room.min(batch.num_rows() - offset);
             open.writer
-                .write(&batch)
+                .write(&batch.slice(offset, take))
                 .map_err(parquet_error(&open.tmp))?;
             open.rows += take as u64;
+            offset += take;
             if open.rows as usize >= self.rows_per_file {
                 self.close(&key)?;
             }
         }
+        Ok(())
     }
 
     /// Finishes an open file (footer, fsync) and queues it for the owner to commit.
-    fn close(&mut self, key: &(Table, String)) -> Result<(), AuditError> {
+    fn close(&mut self, key: &(Table, i64)) -> Result<(), AuditError> {
         let Some(open) = self.open.remove(key) else {
             return Ok(());
         };
@@ -404,26 +426,29 @@ impl AuditWriter {
     /// Writes every buffer out and closes every file, under temporary names (at most
     /// `rows_per_file` rows a file). Nothing is visible until [`commit_prepared`].
     pub fn prepare(&mut self) -> Result<Vec<PreparedFile>, AuditError> {
-        let dates: Vec<(Table, String)> = self
+        let days: Vec<(Table, i64)> = self
             .operations
             .keys()
-            .map(|d| (Table::Operations, d.clone()))
-            .chain(self.leavers.keys().map(|d| (Table::Leavers, d.clone())))
+            .map(|&d| (Table::Operations, d))
+            .chain(self.leavers.keys().map(|&d| (Table::Leavers, d)))
             .collect();
-        for (table, date) in dates {
-            self.spill(table, &date)?;
+        for (table, day) in days {
+            self.spill(table, day)?;
         }
         self.operations.clear();
         self.leavers.clear();
-        let open: Vec<(Table, String)> = self.open.keys().cloned().collect();
+        let open: Vec<(Table, i64)> = self.open.keys().copied().collect();
         for key in open {
             self.close(&key)?;
         }
         Ok(std::mem::take(&mut self.finished))
     }
 
-    fn next_path(&mut self, table: Table, date: &str) -> Result<PathBuf, AuditError> {
-        let dir = self.root.join(table.name()).join(format!("date={date}"));
+    fn next_path(&mut self, table: Table, day: i64) -> Result<PathBuf, AuditError> {
+        let dir = self
+            .root
+            .join(table.name())
+            .join(format!("date={}", date_of_day(day)));
         fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
         self.sequence += 1;
         Ok(dir.join(format!("{}-{:06}.parquet", self.file_prefix, self.sequence)))

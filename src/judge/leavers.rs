@@ -6,10 +6,10 @@
 //! trigger and a leaver are seen in the order they happened, not the order they were logged.
 
 use super::policy::{Policy, Subject};
+use crate::model::FastMap;
 use crate::model::{Outcome, Stage};
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// Where an episode stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +117,7 @@ pub struct Request {
     pub principal: String,
     pub app: Option<String>,
     pub correlation_id: Option<String>,
-    pub method: String,
+    pub method: crate::model::Method,
     pub path: String,
     pub status: u16,
 }
@@ -152,11 +152,11 @@ struct Disabled {
 #[derive(Debug)]
 pub struct Episodes {
     policy: Policy,
-    pairs: HashMap<(String, String), Pair>,
+    pairs: FastMap<(String, String), Pair>,
     /// Triggers without an app, by user key: they cover every app of that user.
-    user_triggers: HashMap<String, Vec<Ts>>,
+    user_triggers: FastMap<String, Vec<Ts>>,
     /// Disabled intervals by lowercased login, for post-disable activity.
-    disabled: HashMap<String, Vec<Disabled>>,
+    disabled: FastMap<String, Vec<Disabled>>,
     open_count: usize,
 }
 
@@ -169,7 +169,11 @@ pub struct EpisodesState {
 }
 
 fn key_of(text: &str) -> String {
-    text.to_lowercase()
+    if text.is_ascii() {
+        text.to_ascii_lowercase()
+    } else {
+        text.to_lowercase()
+    }
 }
 
 /// The keys a user may be known by: login first (what outputs show), then id.
@@ -181,9 +185,9 @@ impl Episodes {
     pub fn new(policy: Policy) -> Episodes {
         Episodes {
             policy,
-            pairs: HashMap::new(),
-            user_triggers: HashMap::new(),
-            disabled: HashMap::new(),
+            pairs: FastMap::default(),
+            user_triggers: FastMap::default(),
+            disabled: FastMap::default(),
             open_count: 0,
         }
     }
@@ -488,7 +492,7 @@ impl Episodes {
                 user_id: interval.user_id.clone(),
                 time: request.time,
                 correlation_id: request.correlation_id.clone(),
-                method: request.method.clone(),
+                method: request.method.as_str().to_string(),
                 path: request.path.clone(),
                 status: request.status,
                 disabled_at: interval.from,

@@ -9,11 +9,76 @@ const CASE_INSENSITIVE: MatchOptions = MatchOptions {
     require_literal_leading_dot: false,
 };
 
+/// A compiled pattern: plain ASCII text (the common case: an app's name) is compared without
+/// running the glob matcher.
+#[derive(Debug, Clone)]
+enum Matcher {
+    Literal(String),
+    /// ASCII text and `*` only (`*admin*@corp.example`): the parts between the stars.
+    Stars(Vec<String>),
+    Glob(Pattern),
+}
+
+impl Matcher {
+    fn new(pattern: &str) -> Option<Matcher> {
+        let glob = Pattern::new(pattern).ok()?;
+        if !pattern.is_ascii() || pattern.contains(['?', '[', ']']) {
+            Some(Matcher::Glob(glob))
+        } else if pattern.contains('*') {
+            Some(Matcher::Stars(
+                pattern.split('*').map(str::to_string).collect(),
+            ))
+        } else {
+            Some(Matcher::Literal(pattern.to_string()))
+        }
+    }
+
+    /// Case-insensitive for ASCII letters, exact otherwise: as `glob` compares.
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Literal(text) => text.eq_ignore_ascii_case(value),
+            Matcher::Stars(parts) => stars_match(parts, value.as_bytes()),
+            Matcher::Glob(pattern) => pattern.matches_with(value, CASE_INSENSITIVE),
+        }
+    }
+}
+
+/// `parts` are the pattern split at its stars (so at least two): the first must start the
+/// value, the last end it, the ones between appear in order. Leftmost matching of each middle
+/// part is optimal, so no backtracking is needed. Parts are ASCII, so byte offsets never split
+/// a character of the value.
+fn stars_match(parts: &[String], value: &[u8]) -> bool {
+    let (first, rest) = parts.split_first().expect("split yields a part");
+    let (last, middle) = rest.split_last().expect("a star yields two parts");
+    let (first, last) = (first.as_bytes(), last.as_bytes());
+    if value.len() < first.len() + last.len()
+        || !value[..first.len()].eq_ignore_ascii_case(first)
+        || !value[value.len() - last.len()..].eq_ignore_ascii_case(last)
+    {
+        return false;
+    }
+    let mut rest = &value[first.len()..value.len() - last.len()];
+    for part in middle {
+        let part = part.as_bytes();
+        if part.is_empty() {
+            continue;
+        }
+        match rest
+            .windows(part.len())
+            .position(|w| w.eq_ignore_ascii_case(part))
+        {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 #[derive(Debug, Clone)]
 struct Rule {
-    apps: Vec<Pattern>,
-    users: Vec<Pattern>,
-    groups: Vec<Pattern>,
+    apps: Vec<Matcher>,
+    users: Vec<Matcher>,
+    groups: Vec<Matcher>,
     deadline_secs: u64,
 }
 
@@ -36,11 +101,8 @@ pub struct Subject<'a> {
 impl Policy {
     /// Builds the policy from validated config (patterns were checked by `validate`).
     pub fn from_config(slo: &SloConfig) -> Policy {
-        let compile = |patterns: &[String]| -> Vec<Pattern> {
-            patterns
-                .iter()
-                .filter_map(|p| Pattern::new(p).ok())
-                .collect()
+        let compile = |patterns: &[String]| -> Vec<Matcher> {
+            patterns.iter().filter_map(|p| Matcher::new(p)).collect()
         };
         Policy {
             rules: slo
@@ -59,8 +121,8 @@ impl Policy {
 
     /// `(high_risk, deadline_secs)`: the first matching policy, else the standard deadline.
     pub fn decide(&self, subject: Subject<'_>) -> (bool, u64) {
-        let matches = |patterns: &[Pattern], value: Option<&str>| {
-            value.is_some_and(|v| patterns.iter().any(|p| p.matches_with(v, CASE_INSENSITIVE)))
+        let matches = |patterns: &[Matcher], value: Option<&str>| {
+            value.is_some_and(|v| patterns.iter().any(|p| p.matches(v)))
         };
         for rule in &self.rules {
             let hit = matches(&rule.apps, subject.app)
@@ -92,6 +154,63 @@ mod tests {
             disable_within_secs: 900,
         });
         Policy::from_config(&slo)
+    }
+
+    #[test]
+    fn fast_matchers_agree_with_glob() {
+        let patterns = [
+            "aws-prod",
+            "*admin*@corp.example",
+            "admin-*",
+            "*",
+            "**",
+            "a*b*c",
+            "*ops",
+            "x*y",
+            "Domain Admins",
+            "github*",
+            "*a*a*",
+            "ab*ba",
+        ];
+        let values = [
+            "aws-prod",
+            "AWS-Prod",
+            "aws-prod2",
+            "superadmin@corp.example",
+            "ADMIN@CORP.EXAMPLE",
+            "admin-rita",
+            "admin",
+            "",
+            "abc",
+            "aXbYc",
+            "acb",
+            "devops",
+            "xy",
+            "x",
+            "domain admins",
+            "GitHub-Enterprise",
+            "aa",
+            "a",
+            "aba",
+            "aXaYa",
+            "abba",
+            "aba",
+            "ábc",
+            "Kadmin@corp.example",
+            "\u{212A}admin@corp.example",
+        ];
+        for pattern in patterns {
+            let fast = Matcher::new(pattern).unwrap();
+            assert!(!matches!(fast, Matcher::Glob(_)), "{pattern}");
+            let glob = Pattern::new(pattern).unwrap();
+            for value in values {
+                assert_eq!(
+                    fast.matches(value),
+                    glob.matches_with(value, CASE_INSENSITIVE),
+                    "{pattern} vs {value}"
+                );
+            }
+        }
     }
 
     #[test]
