@@ -50,6 +50,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// An exclusive hold on a directory (`flock` on `<dir>/scimwatch.lock`), for as long as it
+/// lives: a second daemon or a `replay --parquet` aimed at the same directory would otherwise
+/// remove the first one's temporaries as crash leftovers and interleave checkpoints. The
+/// kernel drops the lock when the process dies, `kill -9` included.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub fn acquire(dir: &Path) -> io::Result<DirLock> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join("scimwatch.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is in use by another scimwatch (it holds {}); give each daemon or replay its own directory",
+                    dir.display(),
+                    path.display()
+                ),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
 /// Removes temporaries left by a crash, below `dir` (recursively). Returns how many.
 pub fn remove_leftovers(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
@@ -84,6 +117,17 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert!(!tmp_path(&path).exists());
+    }
+
+    #[test]
+    fn a_directory_is_held_by_one_lock_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(dir.path()).unwrap();
+        let second = DirLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+        assert!(second.to_string().contains("in use by another scimwatch"));
+        drop(first);
+        DirLock::acquire(dir.path()).unwrap();
     }
 
     #[test]

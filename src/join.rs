@@ -149,7 +149,7 @@ fn keyless(origin: Origin) -> String {
 }
 
 fn lower(text: &str) -> String {
-    text.to_lowercase()
+    crate::model::fold_case(text)
 }
 
 impl Joiner {

@@ -224,6 +224,13 @@ fn run_replay(
         gateway_files: gateway,
         as_of,
     };
+    let _lock = match &parquet {
+        Some((dir, _)) => Some(
+            scimwatch::durable::DirLock::acquire(dir)
+                .with_context(|| format!("--parquet {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let mut writer = match &parquet {
         Some((dir, rows_per_file)) => {
             let names = config.sources.iter().map(|s| s.name.clone()).collect();
@@ -474,6 +481,10 @@ fn start_daemon(config: Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
         operations: operations.clone(),
         token: token.map(|t| t.into()),
     };
+    // Before anything in the data directory is touched (outbox and Parquet temporaries are
+    // swept at start): one daemon per directory.
+    let lock = scimwatch::durable::DirLock::acquire(&config.storage.data_dir)
+        .with_context(|| format!("storage.data_dir {}", config.storage.data_dir.display()))?;
     // A missing credential is a configuration error (exit 2), found before anything runs.
     let notifier = scimwatch::notify::Notifier::start(&config, metrics.clone(), runtime)
         .map_err(|e| UsageError(format!("{e:#}")))?;
@@ -505,6 +516,8 @@ fn start_daemon(config: Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
         .name("pipeline".into())
         .spawn(move || {
             let result = pipeline.run(receiver);
+            // Held until the last checkpoint is written.
+            drop(lock);
             let _ = done_tx.send(());
             result
         })?;

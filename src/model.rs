@@ -8,6 +8,16 @@ use serde::{Deserialize, Serialize};
 /// IDs in a log cannot force collisions, at a fraction of SipHash's cost.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
+/// The case-folded form of a name used as a key (logins, user IDs, app aliases): ASCII, the
+/// common case, without Unicode's per-character tables.
+pub fn fold_case(text: &str) -> String {
+    if text.is_ascii() {
+        text.to_ascii_lowercase()
+    } else {
+        text.to_lowercase()
+    }
+}
+
 /// Joiner, mover or leaver: the lifecycle stage of a provisioning operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

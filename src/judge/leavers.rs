@@ -169,11 +169,7 @@ pub struct EpisodesState {
 }
 
 fn key_of(text: &str) -> String {
-    if text.is_ascii() {
-        text.to_ascii_lowercase()
-    } else {
-        text.to_lowercase()
-    }
+    crate::model::fold_case(text)
 }
 
 /// The keys a user may be known by: login first (what outputs show), then id.
@@ -477,7 +473,14 @@ impl Episodes {
     /// A request authenticated as `principal`: post-disable activity if that user's account in
     /// the request's app (any app when the request names none) was disabled at that time.
     pub fn on_request(&mut self, request: &Request, out: &mut Vec<LeaverEvent>) {
-        let Some(intervals) = self.disabled.get(&key_of(&request.principal)) else {
+        // Every gateway request comes here: a principal already in folded form (the common
+        // case) is looked up without building its key.
+        let principal = request.principal.as_str();
+        let folded = principal
+            .bytes()
+            .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+            .then(|| key_of(principal));
+        let Some(intervals) = self.disabled.get(folded.as_deref().unwrap_or(principal)) else {
             return;
         };
         let hit = intervals.iter().find(|i| {

@@ -155,6 +155,10 @@ impl<'de> serde::Deserialize<'de> for CowStr<'de> {
 /// Turns the raw JSON text of a picked member into a [`Value`].
 fn value_of_raw(raw: &str) -> Value<'_> {
     match raw.as_bytes().first() {
+        // Raw values are valid JSON: a string without a backslash is its text between quotes.
+        Some(b'"') if raw.len() >= 2 && memchr::memchr(b'\\', raw.as_bytes()).is_none() => {
+            Value::Str(Cow::Borrowed(&raw[1..raw.len() - 1]))
+        }
         Some(b'"') => match serde_json::from_str::<CowStr<'_>>(raw) {
             Ok(s) => Value::Str(s.0),
             Err(_) => Value::Null,

@@ -612,7 +612,7 @@ impl LineParser {
             return raw.to_string();
         }
         self.aliases
-            .get(&raw.to_lowercase())
+            .get(&crate::model::fold_case(raw))
             .cloned()
             .unwrap_or_else(|| raw.to_string())
     }
