@@ -37,10 +37,20 @@ pub fn commit(tmp: &Path, path: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never a
 /// part. On error the temporary is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |out| out.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the content streamed by `write` through a buffer rather than
+/// built in memory first.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = tmp_path(path);
     let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         commit(&tmp, path)
     })();

@@ -144,6 +144,17 @@ pub struct JoinerState {
     stats: JoinStats,
 }
 
+/// [`JoinerState`], borrowed from a live joiner: the same fields in the same order.
+#[derive(Debug, serde::Serialize)]
+pub struct JoinerStateRef<'a> {
+    window_micros: i64,
+    gateway_cid_joins: bool,
+    buckets: Vec<(&'a String, &'a Bucket)>,
+    pool: Vec<&'a PoolEntry>,
+    names: Vec<(&'a str, &'a str, &'a str)>,
+    stats: JoinStats,
+}
+
 fn keyless(origin: Origin) -> String {
     format!("\u{0}{}:{}:{}", origin.source, origin.file, origin.line)
 }
@@ -172,43 +183,20 @@ impl Joiner {
         }
     }
 
-    /// The pending state, for a checkpoint.
-    pub fn snapshot(&self) -> JoinerState {
-        let mut buckets: Vec<(String, Bucket)> = self
-            .buckets
-            .iter()
-            .map(|(key, b)| {
-                (
-                    key.clone(),
-                    Bucket {
-                        idp: b.idp.clone(),
-                        notes: b.notes.clone(),
-                        gateway: b.gateway.clone(),
-                        earliest: b.earliest,
-                        latest: b.latest,
-                        fuzzy: b.fuzzy,
-                    },
-                )
-            })
-            .collect();
-        buckets.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut pool: Vec<PoolEntry> = self
-            .pool
-            .values()
-            .map(|e| PoolEntry {
-                record: e.record.clone(),
-                app: e.app.clone(),
-                user: e.user.clone(),
-            })
-            .collect();
-        pool.sort_by_key(|e| origin_key(e.record.origin));
-        let mut names: Vec<(String, String, String)> = self
+    /// The pending state, for a checkpoint: borrowed, in a stable order, serialized as a
+    /// [`JoinerState`] without copying the state first.
+    pub fn snapshot(&self) -> JoinerStateRef<'_> {
+        let mut buckets: Vec<(&String, &Bucket)> = self.buckets.iter().collect();
+        buckets.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut pool: Vec<&PoolEntry> = self.pool.values().collect();
+        pool.sort_unstable_by_key(|e| origin_key(e.record.origin));
+        let mut names: Vec<(&str, &str, &str)> = self
             .names
             .iter()
-            .map(|((app, id), user)| (app.clone(), id.clone(), user.clone()))
+            .map(|((app, id), user)| (app.as_str(), id.as_str(), user.as_str()))
             .collect();
-        names.sort();
-        JoinerState {
+        names.sort_unstable();
+        JoinerStateRef {
             window_micros: self.window_micros,
             gateway_cid_joins: self.gateway_cid_joins,
             buckets,

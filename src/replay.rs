@@ -211,7 +211,7 @@ fn fill_head(
                 match parser.parse(bytes, stream.file, number) {
                     Ok(record) => {
                         let time = record.time();
-                        let source = stats.sources.entry(parser.name.clone()).or_default();
+                        let source = stats.source_mut(&parser.name);
                         source.last_event = Some(source.last_event.map_or(time, |t| t.max(time)));
                         stream.head = Some(record);
                         return Ok(Some(time));

@@ -8,7 +8,7 @@
 
 use crate::audit::writer::PreparedFile;
 use crate::durable;
-use crate::engine::EngineState;
+use crate::engine::{EngineState, EngineStateRef};
 use crate::tail::FilePosition;
 use crate::time::Ts;
 use anyhow::Context;
@@ -34,6 +34,20 @@ pub struct Checkpoint {
     /// Each source's newest event time, so a source silent across a restart is still stale.
     #[serde(default)]
     pub last_events: std::collections::BTreeMap<String, Ts>,
+}
+
+/// What [`store`] writes: a [`Checkpoint`] borrowed from the live daemon, field for field, so
+/// the state is serialized where it lies instead of being copied first.
+#[derive(Debug, Serialize)]
+pub struct CheckpointRef<'a> {
+    pub version: u32,
+    pub written_at: Ts,
+    pub files: Vec<FilePosition>,
+    pub engine: EngineStateRef<'a>,
+    pub pending_files: &'a [PreparedFile],
+    pub windows: &'a crate::slo::Windows,
+    pub evidence: &'a crate::alert::Evidence,
+    pub last_events: std::collections::BTreeMap<&'a str, Ts>,
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only
@@ -91,11 +105,13 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Option<Checkpoint>> {
     Ok(Some(checkpoint))
 }
 
-/// Writes the checkpoint atomically.
-pub fn store(data_dir: &Path, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+/// Writes the checkpoint atomically, streamed to the file.
+pub fn store(data_dir: &Path, checkpoint: &CheckpointRef<'_>) -> anyhow::Result<()> {
     let file = path(data_dir);
     let dir = file.parent().unwrap_or(data_dir);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bytes = serde_json::to_vec(checkpoint).context("encoding the checkpoint")?;
-    durable::write_atomic(&file, &bytes).with_context(|| format!("writing {}", file.display()))
+    durable::write_atomic_with(&file, |out| {
+        serde_json::to_writer(out, checkpoint).map_err(std::io::Error::other)
+    })
+    .with_context(|| format!("writing {}", file.display()))
 }

@@ -439,19 +439,19 @@ impl Pipeline {
     fn checkpoint(&mut self, wall: Ts) -> anyhow::Result<()> {
         let started = Instant::now();
         let prepared = self.audit.prepare()?;
-        let saved = checkpoint::Checkpoint {
+        let saved = checkpoint::CheckpointRef {
             version: checkpoint::CHECKPOINT_VERSION,
             written_at: wall,
             files: self.tailer.positions(),
             engine: self.engine.snapshot(),
-            pending_files: prepared.clone(),
-            windows: self.windows.clone(),
-            evidence: self.evidence.clone(),
+            pending_files: &prepared,
+            windows: &self.windows,
+            evidence: &self.evidence,
             last_events: self
                 .parsers
                 .iter()
                 .zip(&self.last_event)
-                .filter_map(|(p, t)| t.map(|t| (p.name.clone(), t)))
+                .filter_map(|(p, t)| t.map(|t| (p.name.as_str(), t)))
                 .collect(),
         };
         checkpoint::store(&self.config.storage.data_dir, &saved)?;

@@ -168,6 +168,14 @@ pub struct EpisodesState {
     disabled: Vec<(String, Vec<Disabled>)>,
 }
 
+/// [`EpisodesState`], borrowed from the live machine.
+#[derive(Debug, Serialize)]
+pub struct EpisodesStateRef<'a> {
+    pairs: Vec<(&'a (String, String), &'a Pair)>,
+    user_triggers: Vec<(&'a String, &'a Vec<Ts>)>,
+    disabled: Vec<(&'a String, &'a Vec<Disabled>)>,
+}
+
 fn key_of(text: &str) -> String {
     crate::model::fold_case(text)
 }
@@ -188,30 +196,17 @@ impl Episodes {
         }
     }
 
-    /// The state, for a checkpoint.
-    pub fn snapshot(&self) -> EpisodesState {
-        let mut pairs: Vec<((String, String), Pair)> = self
-            .pairs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut user_triggers: Vec<(String, Vec<Ts>)> = self
-            .user_triggers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        user_triggers.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut disabled: Vec<(String, Vec<Disabled>)> = self
-            .disabled
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        disabled.sort_by(|a, b| a.0.cmp(&b.0));
-        EpisodesState {
-            pairs,
-            user_triggers,
-            disabled,
+    /// The state, for a checkpoint: borrowed and sorted, serialized as an [`EpisodesState`].
+    pub fn snapshot(&self) -> EpisodesStateRef<'_> {
+        fn sorted<K: Ord, V>(map: &FastMap<K, V>) -> Vec<(&K, &V)> {
+            let mut entries: Vec<(&K, &V)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            entries
+        }
+        EpisodesStateRef {
+            pairs: sorted(&self.pairs),
+            user_triggers: sorted(&self.user_triggers),
+            disabled: sorted(&self.disabled),
         }
     }
 

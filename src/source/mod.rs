@@ -54,7 +54,16 @@ impl IngestStats {
     }
 
     pub fn line(&mut self, source: &str) {
-        self.sources.entry(source.to_string()).or_default().lines += 1;
+        self.source_mut(source).lines += 1;
+    }
+
+    /// A source's counters (found without allocating: this runs for every line).
+    pub fn source_mut(&mut self, source: &str) -> &mut SourceStats {
+        if !self.sources.contains_key(source) {
+            self.sources
+                .insert(source.to_string(), SourceStats::default());
+        }
+        self.sources.get_mut(source).expect("inserted above")
     }
 
     /// Counts a bad line and keeps the first few with their location.
