@@ -95,12 +95,13 @@ pub fn judge(joined: Joined) -> Operation {
         notes,
     } = joined;
     // What the gateway itself says of the request, for writes no IdP record claims.
-    let gateway_facts = attempts.last().map(|a| {
+    let mut attempts = attempts;
+    let gateway_facts = attempts.last_mut().filter(|_| idp.is_empty()).map(|a| {
         (
             a.write.map(WriteKind::stage),
-            a.app.clone(),
-            a.resource_id.clone(),
-            a.user_name.clone(),
+            a.app.take(),
+            a.resource_id.take(),
+            a.user_name.take(),
         )
     });
     let attempts: Vec<Attempt> = attempts
@@ -182,28 +183,45 @@ pub fn judge(joined: Joined) -> Operation {
         (Some(IdpStatus::Failure), Some(a)) => is_success(a.status),
         _ => false,
     };
-    let pick = |f: fn(&crate::model::IdpRecord) -> Option<&String>| -> Option<String> {
-        idp.iter().rev().find_map(|r| f(r).cloned())
-    };
+    let (stage, time, source) = (earliest.stage, earliest.time, latest.origin.source);
+    let trigger_time = idp.iter().filter_map(|r| r.trigger_time).min();
     let path_id = attempts
         .iter()
         .find_map(|a| match crate::parse::scim::resource_of(&a.path) {
             Some(crate::parse::scim::Resource::Users(Some(id))) => Some(id.to_string()),
             _ => None,
         });
+    // The records are ours and dropped here: their fields are moved out, not copied. Each
+    // field comes from the latest record that has it.
+    let mut idp = idp;
+    let mut pick = |f: fn(&mut crate::model::IdpRecord) -> &mut Option<String>| {
+        idp.iter_mut().rev().find_map(|r| f(r).take())
+    };
+    let app = pick(|r| &mut r.app);
+    let user_id = pick(|r| &mut r.user_id);
+    let user_login = pick(|r| &mut r.user_login);
+    let idp_error = pick(|r| &mut r.error);
+    let target_id = pick(|r| &mut r.target_id);
+    let groups = idp
+        .iter_mut()
+        .rev()
+        .find(|r| !r.groups.is_empty())
+        .map(|r| std::mem::take(&mut r.groups))
+        .unwrap_or_default();
+    let action = idp.last_mut().map(|r| std::mem::take(&mut r.action));
     Operation {
         correlation_id,
         join_method,
-        stage: earliest.stage,
-        app: pick(|r| r.app.as_ref()),
-        user_id: pick(|r| r.user_id.as_ref()),
-        user_login: pick(|r| r.user_login.as_ref()),
-        action: Some(latest.action.clone()),
-        idp_source: Some(latest.origin.source),
-        time: earliest.time,
-        idp_time: Some(earliest.time),
+        stage,
+        app,
+        user_id,
+        user_login,
+        action,
+        idp_source: Some(source),
+        time,
+        idp_time: Some(time),
         idp_status,
-        idp_error: pick(|r| r.error.as_ref()),
+        idp_error,
         first_attempt_time,
         last_attempt_time: last.map(|a| a.time),
         http_status: last.map(|a| a.status),
@@ -211,17 +229,12 @@ pub fn judge(joined: Joined) -> Operation {
         path: last.map(|a| a.path.clone()),
         outcome,
         cause,
-        lag_ms: first_attempt_time.map(|t| t.0.saturating_sub(earliest.time.0).div_euclid(1000)),
+        lag_ms: first_attempt_time.map(|t| t.0.saturating_sub(time.0).div_euclid(1000)),
         disagreement,
         high_risk: false,
-        resource_id: pick(|r| r.target_id.as_ref()).or(path_id),
-        groups: idp
-            .iter()
-            .rev()
-            .find(|r| !r.groups.is_empty())
-            .map(|r| r.groups.clone())
-            .unwrap_or_default(),
-        trigger_time: idp.iter().filter_map(|r| r.trigger_time).min(),
+        resource_id: target_id.or(path_id),
+        groups,
+        trigger_time,
         attempts,
     }
 }
