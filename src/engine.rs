@@ -145,6 +145,11 @@ impl Engine {
         self.joiner.stats()
     }
 
+    /// How many leaver episodes are not yet disabled.
+    pub fn open_episode_count(&self) -> usize {
+        self.episodes.open_count()
+    }
+
     /// Leaver episodes not yet disabled.
     pub fn open_episodes(&self) -> Vec<&Episode> {
         self.episodes.open_episodes()
@@ -530,6 +535,7 @@ mod tests {
         }
 
         fn finish(&mut self) -> &mut Self {
+            self.engine.episodes.assert_open_index();
             self.engine.finish();
             self.outputs.extend(self.engine.drain());
             self

@@ -340,7 +340,7 @@ impl Pipeline {
         self.live.watermark = watermark;
         self.live.caught_up = caught_up;
         self.live.join_pending = self.engine.join_pending();
-        self.live.leavers_open = self.engine.open_episodes().len();
+        self.live.leavers_open = self.engine.open_episode_count();
         self.live.leavers_overdue = self
             .engine
             .overdue_episodes(clock)

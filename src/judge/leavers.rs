@@ -10,6 +10,7 @@ use crate::model::FastMap;
 use crate::model::{Outcome, Stage};
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// Where an episode stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +158,9 @@ pub struct Episodes {
     user_triggers: FastMap<String, Vec<Ts>>,
     /// Disabled intervals by lowercased login, for post-disable activity.
     disabled: FastMap<String, Vec<Disabled>>,
-    open_count: usize,
+    /// The pairs with an open episode: the daemon lists them every pass, and `pairs` keeps
+    /// every (app, user) that ever left, so it is not walked for that.
+    open_keys: BTreeSet<(String, String)>,
 }
 
 /// What [`Episodes`] holds, for a checkpoint.
@@ -192,7 +195,7 @@ impl Episodes {
             pairs: FastMap::default(),
             user_triggers: FastMap::default(),
             disabled: FastMap::default(),
-            open_count: 0,
+            open_keys: BTreeSet::new(),
         }
     }
 
@@ -212,13 +215,18 @@ impl Episodes {
 
     /// Rebuilds the machine from a checkpoint.
     pub fn restore(policy: Policy, state: EpisodesState) -> Episodes {
-        let open_count = state.pairs.iter().filter(|(_, p)| p.open.is_some()).count();
+        let open_keys = state
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.open.is_some())
+            .map(|(key, _)| key.clone())
+            .collect();
         Episodes {
             policy,
             pairs: state.pairs.into_iter().collect(),
             user_triggers: state.user_triggers.into_iter().collect(),
             disabled: state.disabled.into_iter().collect(),
-            open_count,
+            open_keys,
         }
     }
 
@@ -226,15 +234,17 @@ impl Episodes {
     /// already breached.
     pub fn evict_oldest_open(&mut self) -> Option<Episode> {
         let key = self
-            .pairs
+            .open_keys
             .iter()
-            .filter_map(|(key, pair)| pair.open.as_ref().map(|e| (e.initiated_at, key.clone())))
+            .filter_map(|key| {
+                let episode = self.pairs.get(key)?.open.as_ref()?;
+                Some((episode.initiated_at, key))
+            })
             .min()?
-            .1;
-        let pair = self.pairs.get_mut(&key)?;
-        let episode = pair.open.take()?;
-        self.open_count -= 1;
-        Some(episode)
+            .1
+            .clone();
+        self.open_keys.remove(&key);
+        self.pairs.get_mut(&key)?.open.take()
     }
 
     pub fn policy(&self) -> &Policy {
@@ -243,15 +253,27 @@ impl Episodes {
 
     /// Episodes currently open.
     pub fn open_count(&self) -> usize {
-        self.open_count
+        self.open_keys.len()
+    }
+
+    /// The index of open pairs agrees with the pairs themselves.
+    #[cfg(test)]
+    pub(crate) fn assert_open_index(&self) {
+        let open: BTreeSet<(String, String)> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.open.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(open, self.open_keys);
     }
 
     /// Every open episode, in (initiated_at, app, user) order.
     pub fn open_episodes(&self) -> Vec<&Episode> {
         let mut open: Vec<&Episode> = self
-            .pairs
-            .values()
-            .filter_map(|p| p.open.as_ref())
+            .open_keys
+            .iter()
+            .filter_map(|key| self.pairs.get(key)?.open.as_ref())
             .collect();
         open.sort_by(|a, b| {
             (a.initiated_at, &a.app, a.user()).cmp(&(b.initiated_at, &b.app, b.user()))
@@ -270,6 +292,9 @@ impl Episodes {
         for other in &keys[1..] {
             let other_key = (app.to_string(), other.clone());
             if let Some(pair) = self.pairs.remove(&other_key) {
+                if self.open_keys.remove(&other_key) {
+                    self.open_keys.insert(primary_key.clone());
+                }
                 self.pairs.insert(primary_key.clone(), pair);
                 return Some(primary_key);
             }
@@ -292,7 +317,7 @@ impl Episodes {
             return;
         };
         let policy = &self.policy;
-        let pair = self.pairs.entry(pair_key).or_default();
+        let pair = self.pairs.entry(pair_key.clone()).or_default();
         if pair.open.is_some() || (pair.last_closed_at.is_some() && !pair.rehired_since_close) {
             return;
         }
@@ -315,7 +340,7 @@ impl Episodes {
             state: EpisodeState::Open,
             initiated_by: trigger.event.clone(),
         });
-        self.open_count += 1;
+        self.open_keys.insert(pair_key);
     }
 
     pub fn on_operation(&mut self, op: &LifecycleOp, out: &mut Vec<LeaverEvent>) {
@@ -345,7 +370,7 @@ impl Episodes {
         };
         if let Some(mut episode) = pair.open.take() {
             episode.state = EpisodeState::Cancelled;
-            self.open_count -= 1;
+            self.open_keys.remove(pair_key);
             pair.last_closed_at = None;
             pair.rehired_since_close = false;
             out.push(LeaverEvent::Ended(episode));
@@ -418,7 +443,7 @@ impl Episodes {
                 state: EpisodeState::Open,
                 initiated_by,
             });
-            self.open_count += 1;
+            self.open_keys.insert(pair_key.clone());
         }
         let Some(episode) = pair.open.as_mut() else {
             return;
@@ -449,7 +474,7 @@ impl Episodes {
         episode.state = EpisodeState::Disabled;
         pair.last_closed_at = Some(disabled_at);
         pair.rehired_since_close = false;
-        self.open_count -= 1;
+        self.open_keys.remove(pair_key);
         if let Some(login) = &episode.user_login {
             self.disabled
                 .entry(key_of(login))
