@@ -83,8 +83,10 @@ pub struct Pipeline {
     live: LiveStatus,
     lateness_micros: i64,
     last_checkpoint: Instant,
-    /// Overdue episodes already logged (app, user, initiated_at), so each is logged once.
-    reported_overdue: std::collections::BTreeSet<(String, String, Ts)>,
+    /// Overdue episodes already logged (keyed hashes of app, user, initiated_at), so each is
+    /// logged once.
+    reported_overdue: std::collections::HashSet<u64>,
+    overdue_hasher: ahash::RandomState,
     metrics: Arc<Metrics>,
     recent: Arc<Mutex<RecentOperations>>,
     alerts: crate::alert::AlertEngine,
@@ -176,7 +178,8 @@ impl Pipeline {
             live: LiveStatus::default(),
             lateness_micros,
             last_checkpoint: Instant::now(),
-            reported_overdue: std::collections::BTreeSet::new(),
+            reported_overdue: std::collections::HashSet::new(),
+            overdue_hasher: ahash::RandomState::new(),
             last_checkpoint_cost: Duration::ZERO,
             metrics,
             recent,
@@ -355,18 +358,17 @@ impl Pipeline {
             })
             .collect();
         self.refresh_gauges(clock);
-        let overdue: std::collections::BTreeSet<(String, String, Ts)> = self
-            .live
-            .leavers_overdue
-            .iter()
-            .map(|o| (o.app.clone(), o.user.clone(), o.initiated_at))
-            .collect();
+        // Each pass sees every overdue leaver again; only the new ones are logged. They are
+        // known by a keyed hash of (app, user, initiated_at): no copies, and a collision
+        // could at worst skip one log line (the gauge and the API still list it).
+        let key = |o: &OverdueLeaver| {
+            self.overdue_hasher
+                .hash_one((o.app.as_str(), o.user.as_str(), o.initiated_at))
+        };
+        let overdue: std::collections::HashSet<u64> =
+            self.live.leavers_overdue.iter().map(key).collect();
         for leaver in &self.live.leavers_overdue {
-            if !self.reported_overdue.contains(&(
-                leaver.app.clone(),
-                leaver.user.clone(),
-                leaver.initiated_at,
-            )) {
+            if !self.reported_overdue.contains(&key(leaver)) {
                 tracing::warn!(app = %leaver.app, user = %leaver.user, high_risk = leaver.high_risk, initiated_at = %leaver.initiated_at, due_at = %leaver.due_at, "Leaver overdue: still not disabled.");
             }
         }
