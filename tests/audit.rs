@@ -298,6 +298,40 @@ fn a_crashed_write_leaves_no_visible_partial_file_and_is_cleaned_at_start() {
         .ends_with(".tmp")));
 }
 
+/// A second writer on a store in use stops with a clear error and touches nothing: without the
+/// lock it would sweep the first one's temporaries away as crash leftovers.
+#[test]
+fn a_store_in_use_by_another_scimwatch_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = scimwatch::durable::DirLock::acquire(dir.path()).unwrap();
+    let live_tmp = dir
+        .path()
+        .join("operations/date=2026-07-01/.part-live-000001.parquet.tmp");
+    std::fs::create_dir_all(live_tmp.parent().unwrap()).unwrap();
+    std::fs::write(&live_tmp, b"being written").unwrap();
+    let out = bin()
+        .args(["replay", "--config"])
+        .arg(fixture("core/scimwatch.toml"))
+        .arg("--parquet")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another scimwatch"), "{stderr}");
+    assert!(
+        live_tmp.exists(),
+        "the other writer's temporary is untouched"
+    );
+    assert!(parquet_files(dir.path()).is_empty());
+    drop(held);
+    replay_to_parquet(dir.path());
+    assert!(
+        !live_tmp.exists(),
+        "once free, leftovers are swept as before"
+    );
+}
+
 #[test]
 fn a_real_kill_9_mid_write_never_leaves_a_partial_parquet_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,30 @@ fn appended_lines_and_a_file_appearing_during_the_run_are_joined() {
     assert_eq!(daemon.stop(), Some(0));
 }
 
+/// One daemon per data directory: a second one stops at once with a clear error, and the lock
+/// dies with its holder, `kill -9` included.
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
+    let setup = Setup::new(CONFIG);
+    let first = setup.start();
+    let expected = write_ops(&setup, "lock", 0..3, "logs/gateway.log");
+    assert_exactly_once(&setup, &expected);
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_scimwatch"))
+        .args(["run", "--config", setup.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("in use by another scimwatch"), "{stderr}");
+    first.kill9();
+    let again = setup.start();
+    let more = write_ops(&setup, "relock", 0..3, "logs/gateway.log");
+    let mut all = expected;
+    all.extend(more);
+    assert_exactly_once(&setup, &all);
+    assert_eq!(again.stop(), Some(0));
+}
+
 #[test]
 fn rename_rotation_keeps_reading_the_old_file_to_its_end() {
     let setup = Setup::new(CONFIG);
