@@ -78,6 +78,13 @@ def lines_counted():
         return -1
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 daemon = subprocess.Popen(
     [binary, "run", "--config", config],
     stderr=open(os.path.join(work, "daemon.log"), "w"),
@@ -91,6 +98,7 @@ try:
     idp_out = open(os.path.join(work, "logs", "idp.jsonl"), "ab")
     gw_out = open(os.path.join(work, "logs", "gateway.log"), "ab")
     total = 0
+    cpu_before = cpu_seconds(daemon.pid)
     started = time.monotonic()
     idp_in, gw_in = open(idp_src, "rb"), open(gw_src, "rb")
     while True:
@@ -108,6 +116,7 @@ try:
     while lines_counted() < total:
         time.sleep(0.01)
     elapsed = time.monotonic() - started
+    cpu = cpu_seconds(daemon.pid) - cpu_before
     size = os.path.getsize(idp_src) + os.path.getsize(gw_src)
 
     # 2. Line-to-metric delay at a steady rate.
@@ -164,6 +173,10 @@ try:
                 "seconds": round(elapsed, 3),
                 "lines_per_sec": round(total / elapsed),
                 "mb_per_sec": round(size / 1e6 / elapsed, 1),
+                # CPU the daemon spent on those lines (every thread): steadier than wall time
+                # on a shared VM.
+                "cpu_seconds": round(cpu, 2),
+                "lines_per_cpu_sec": round(total / cpu) if cpu else None,
                 "delay_batches": len(delays),
                 "delay_p50_ms": round(q(0.5) * 1000, 1) if delays else None,
                 "delay_p99_ms": round(q(0.99) * 1000, 1) if delays else None,

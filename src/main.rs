@@ -701,7 +701,7 @@ fn demo_status_line(elapsed: u64, live: &scimwatch::daemon::status::LiveStatus) 
             .collect();
         let _ = write!(out, "\n        top causes: {}", top.join(", "));
     }
-    for overdue in &live.leavers_overdue {
+    for overdue in live.leavers_overdue.iter() {
         let _ = write!(
             out,
             "\n        OVERDUE {} leaver {} / {}: initiated {}, due {} — still not disabled",

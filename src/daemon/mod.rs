@@ -47,6 +47,14 @@ pub enum Control {
     Shutdown,
 }
 
+/// How often the published views (the status behind the API and `status`, the lists of open
+/// and overdue leavers, the overdue log lines) are rebuilt at most. Counters, gauges, alerts
+/// and Parquet are updated every pass regardless.
+const VIEW_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How many open (and overdue) leavers the status lists, oldest first; gauges count them all.
+const MAX_LISTED: usize = 1000;
+
 /// The wall clock, outside the core.
 pub fn wall_clock() -> Ts {
     let now = std::time::SystemTime::now()
@@ -83,6 +91,10 @@ pub struct Pipeline {
     live: LiveStatus,
     lateness_micros: i64,
     last_checkpoint: Instant,
+    /// When the published views (the status behind the API, the overdue and open leaver lists)
+    /// were last rebuilt, and whether this pass rebuilds them: see [`VIEW_INTERVAL`].
+    last_view: Option<Instant>,
+    views_due: bool,
     /// Overdue episodes already logged (keyed hashes of app, user, initiated_at), so each is
     /// logged once.
     reported_overdue: std::collections::HashSet<u64>,
@@ -178,6 +190,8 @@ impl Pipeline {
             live: LiveStatus::default(),
             lateness_micros,
             last_checkpoint: Instant::now(),
+            last_view: None,
+            views_due: true,
             reported_overdue: std::collections::HashSet::new(),
             overdue_hasher: ahash::RandomState::new(),
             last_checkpoint_cost: Duration::ZERO,
@@ -202,7 +216,10 @@ impl Pipeline {
         loop {
             self.step(wall_clock())?;
             self.live.ready = true;
-            self.publish();
+            if self.views_due {
+                self.publish();
+                self.last_view = Some(Instant::now());
+            }
             // With a backlog, go straight on; caught up, wait for the next tick or a wake-up.
             let wait = if self.live.caught_up {
                 poll
@@ -344,41 +361,56 @@ impl Pipeline {
         self.live.caught_up = caught_up;
         self.live.join_pending = self.engine.join_pending();
         self.live.leavers_open = self.engine.open_episode_count();
-        self.live.leavers_overdue = self
-            .engine
-            .overdue_episodes(clock)
-            .into_iter()
-            .map(|e| OverdueLeaver {
-                app: e.app.clone(),
-                user: e.user().to_string(),
-                high_risk: e.high_risk,
-                initiated_at: e.initiated_at,
-                due_at: e.due_at(),
-                correlation_ids: e.correlation_ids.clone(),
-            })
-            .collect();
+        // Passes come back to back under load (a backlog, or a wake-up per append), and
+        // rebuilding and copying the views every pass was most of the daemon's time.
+        self.views_due = self
+            .last_view
+            .is_none_or(|at| at.elapsed() >= VIEW_INTERVAL);
         self.refresh_gauges(clock);
-        // Each pass sees every overdue leaver again; only the new ones are logged. They are
-        // known by a keyed hash of (app, user, initiated_at): no copies, and a collision
-        // could at worst skip one log line (the gauge and the API still list it).
-        let key = |o: &OverdueLeaver| {
-            self.overdue_hasher
-                .hash_one((o.app.as_str(), o.user.as_str(), o.initiated_at))
-        };
-        let overdue: std::collections::HashSet<u64> =
-            self.live.leavers_overdue.iter().map(key).collect();
-        for leaver in &self.live.leavers_overdue {
-            if !self.reported_overdue.contains(&key(leaver)) {
-                tracing::warn!(app = %leaver.app, user = %leaver.user, high_risk = leaver.high_risk, initiated_at = %leaver.initiated_at, due_at = %leaver.due_at, "Leaver overdue: still not disabled.");
-            }
+        if self.views_due {
+            self.refresh_views(clock);
         }
-        self.reported_overdue = overdue;
         let interval = Duration::from_secs(self.config.pipeline.checkpoint_interval_secs)
             .max(self.last_checkpoint_cost * 10);
         if self.audit.needs_flush() || self.last_checkpoint.elapsed() >= interval {
             self.checkpoint(wall)?;
         }
         Ok(())
+    }
+
+    /// The overdue leavers list, and a log line for each one newly overdue.
+    fn refresh_views(&mut self, clock: Ts) {
+        let overdue = self.engine.overdue_episodes(clock);
+        // Each pass sees every overdue leaver again; only the new ones are logged. They are
+        // known by a keyed hash of (app, user, initiated_at): no copies, and a collision
+        // could at worst skip one log line (the gauge and the API still count it).
+        let mut seen = std::collections::HashSet::with_capacity(overdue.len());
+        for episode in &overdue {
+            let key = self.overdue_hasher.hash_one((
+                episode.app.as_str(),
+                episode.user(),
+                episode.initiated_at,
+            ));
+            if !self.reported_overdue.contains(&key) {
+                tracing::warn!(app = %episode.app, user = %episode.user(), high_risk = episode.high_risk, initiated_at = %episode.initiated_at, due_at = %episode.due_at(), "Leaver overdue: still not disabled.");
+            }
+            seen.insert(key);
+        }
+        self.reported_overdue = seen;
+        self.live.leavers_overdue = Arc::new(
+            overdue
+                .iter()
+                .take(MAX_LISTED)
+                .map(|e| OverdueLeaver {
+                    app: e.app.clone(),
+                    user: e.user().to_string(),
+                    high_risk: e.high_risk,
+                    initiated_at: e.initiated_at,
+                    due_at: e.due_at(),
+                    correlation_ids: e.correlation_ids.clone(),
+                })
+                .collect(),
+        );
     }
 
     /// Processes queued lines in time order across files, never past a file that still has
@@ -632,7 +664,7 @@ impl Pipeline {
                 open_standard += 1;
                 oldest_standard = oldest_standard.max(age);
             }
-            if listed.len() < 1000 {
+            if self.views_due && listed.len() < MAX_LISTED {
                 listed.push(OpenLeaver {
                     app: episode.app.clone(),
                     user: episode.user().to_string(),
@@ -664,7 +696,9 @@ impl Pipeline {
                 .get_or_create(&m::RiskLabels { risk: risk.into() })
                 .set(value);
         }
-        self.live.open_leavers = listed;
+        if self.views_due {
+            self.live.open_leavers = Arc::new(listed);
+        }
         let sources: Vec<(&str, Option<Ts>)> = self
             .parsers
             .iter()

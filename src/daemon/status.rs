@@ -77,12 +77,13 @@ pub struct LiveStatus {
     pub disagreements: u64,
     pub post_disable_requests: u64,
     pub leavers_open: usize,
-    /// The oldest open episodes (at most 1,000).
-    pub open_leavers: Vec<OpenLeaver>,
+    /// The oldest open episodes (at most 1,000), shared: publishing the status copies a pointer.
+    pub open_leavers: std::sync::Arc<Vec<OpenLeaver>>,
     /// Per stage, every window's exact counts, ratio, status and burn rate.
     pub slo: BTreeMap<&'static str, Vec<crate::slo::WindowReport>>,
     pub alerts: Vec<crate::alert::Condition>,
-    pub leavers_overdue: Vec<OverdueLeaver>,
+    /// The oldest overdue episodes (at most 1,000), shared like `open_leavers`.
+    pub leavers_overdue: std::sync::Arc<Vec<OverdueLeaver>>,
     pub leavers_disabled: u64,
     pub join_pending: usize,
     pub evicted_joins: u64,
