@@ -209,16 +209,6 @@ impl Engine {
         evictions
     }
 
-    /// Open episodes whose deadline is before `now` (the live clock): what LeaverDisableOverdue
-    /// pages about, with no event needed.
-    pub fn overdue_episodes(&self, now: Ts) -> Vec<&Episode> {
-        self.episodes
-            .open_episodes()
-            .into_iter()
-            .filter(|e| e.due_at() < now)
-            .collect()
-    }
-
     /// Takes one parsed record. Nothing is settled until [`Engine::advance`].
     pub fn ingest(&mut self, record: Record) {
         let time = record.time();

@@ -367,50 +367,12 @@ impl Pipeline {
             .last_view
             .is_none_or(|at| at.elapsed() >= VIEW_INTERVAL);
         self.refresh_gauges(clock);
-        if self.views_due {
-            self.refresh_views(clock);
-        }
         let interval = Duration::from_secs(self.config.pipeline.checkpoint_interval_secs)
             .max(self.last_checkpoint_cost * 10);
         if self.audit.needs_flush() || self.last_checkpoint.elapsed() >= interval {
             self.checkpoint(wall)?;
         }
         Ok(())
-    }
-
-    /// The overdue leavers list, and a log line for each one newly overdue.
-    fn refresh_views(&mut self, clock: Ts) {
-        let overdue = self.engine.overdue_episodes(clock);
-        // Each pass sees every overdue leaver again; only the new ones are logged. They are
-        // known by a keyed hash of (app, user, initiated_at): no copies, and a collision
-        // could at worst skip one log line (the gauge and the API still count it).
-        let mut seen = std::collections::HashSet::with_capacity(overdue.len());
-        for episode in &overdue {
-            let key = self.overdue_hasher.hash_one((
-                episode.app.as_str(),
-                episode.user(),
-                episode.initiated_at,
-            ));
-            if !self.reported_overdue.contains(&key) {
-                tracing::warn!(app = %episode.app, user = %episode.user(), high_risk = episode.high_risk, initiated_at = %episode.initiated_at, due_at = %episode.due_at(), "Leaver overdue: still not disabled.");
-            }
-            seen.insert(key);
-        }
-        self.reported_overdue = seen;
-        self.live.leavers_overdue = Arc::new(
-            overdue
-                .iter()
-                .take(MAX_LISTED)
-                .map(|e| OverdueLeaver {
-                    app: e.app.clone(),
-                    user: e.user().to_string(),
-                    high_risk: e.high_risk,
-                    initiated_at: e.initiated_at,
-                    due_at: e.due_at(),
-                    correlation_ids: e.correlation_ids.clone(),
-                })
-                .collect(),
-        );
     }
 
     /// Processes queued lines in time order across files, never past a file that still has
@@ -649,6 +611,8 @@ impl Pipeline {
             (0, 0, 0, 0);
         let (mut oldest_high, mut oldest_standard) = (0.0f64, 0.0f64);
         let mut listed = Vec::new();
+        let mut overdue_listed = Vec::new();
+        let mut overdue_seen = std::collections::HashSet::new();
         for episode in &open {
             let overdue = episode.due_at() < clock;
             match (episode.high_risk, overdue) {
@@ -663,6 +627,30 @@ impl Pipeline {
             } else {
                 open_standard += 1;
                 oldest_standard = oldest_standard.max(age);
+            }
+            if self.views_due && overdue {
+                // Each view sees every overdue leaver again; only the new ones are logged.
+                // They are known by a keyed hash of (app, user, initiated_at): no copies, and
+                // a collision could at worst skip one log line (gauges and API still count it).
+                let key = self.overdue_hasher.hash_one((
+                    episode.app.as_str(),
+                    episode.user(),
+                    episode.initiated_at,
+                ));
+                if !self.reported_overdue.contains(&key) {
+                    tracing::warn!(app = %episode.app, user = %episode.user(), high_risk = episode.high_risk, initiated_at = %episode.initiated_at, due_at = %episode.due_at(), "Leaver overdue: still not disabled.");
+                }
+                overdue_seen.insert(key);
+                if overdue_listed.len() < MAX_LISTED {
+                    overdue_listed.push(OverdueLeaver {
+                        app: episode.app.clone(),
+                        user: episode.user().to_string(),
+                        high_risk: episode.high_risk,
+                        initiated_at: episode.initiated_at,
+                        due_at: episode.due_at(),
+                        correlation_ids: episode.correlation_ids.clone(),
+                    });
+                }
             }
             if self.views_due && listed.len() < MAX_LISTED {
                 listed.push(OpenLeaver {
@@ -698,6 +686,8 @@ impl Pipeline {
         }
         if self.views_due {
             self.live.open_leavers = Arc::new(listed);
+            self.live.leavers_overdue = Arc::new(overdue_listed);
+            self.reported_overdue = overdue_seen;
         }
         let sources: Vec<(&str, Option<Ts>)> = self
             .parsers
