@@ -160,7 +160,7 @@ fn keyless(origin: Origin) -> String {
 }
 
 fn lower(text: &str) -> String {
-    crate::model::fold_case(text)
+    crate::model::fold_case(text).into_owned()
 }
 
 impl Joiner {

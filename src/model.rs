@@ -8,13 +8,16 @@ use serde::{Deserialize, Serialize};
 /// IDs in a log cannot force collisions, at a fraction of SipHash's cost.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
-/// The case-folded form of a name used as a key (logins, user IDs, app aliases): ASCII, the
-/// common case, without Unicode's per-character tables.
-pub fn fold_case(text: &str) -> String {
-    if text.is_ascii() {
-        text.to_ascii_lowercase()
+/// The case-folded form of a name used as a key (logins, user IDs, app aliases). Text already
+/// folded (the common case: lowercase ASCII) is borrowed; other ASCII is folded without
+/// Unicode's per-character tables.
+pub fn fold_case(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.is_ascii() {
+        text.to_lowercase().into()
+    } else if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        text.to_ascii_lowercase().into()
     } else {
-        text.to_lowercase()
+        text.into()
     }
 }
 
@@ -375,5 +378,18 @@ impl Record {
             Record::Note(r) => r.time,
             Record::Ignored(t) => *t,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold_case;
+    use std::borrow::Cow;
+
+    #[test]
+    fn folded_text_is_borrowed_and_the_rest_folded() {
+        assert!(matches!(fold_case("rita@corp.example"), Cow::Borrowed(_)));
+        assert_eq!(fold_case("Rita@Corp.Example"), "rita@corp.example");
+        assert_eq!(fold_case("ÄRGER"), "ärger");
     }
 }

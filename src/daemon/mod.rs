@@ -317,7 +317,7 @@ impl Pipeline {
             .context("reading log files")?;
         for (index, count) in lines_read.into_iter().enumerate().filter(|(_, n)| *n > 0) {
             let name = &self.parsers[index].name;
-            self.stats.sources.entry(name.clone()).or_default().lines += count;
+            self.stats.source_mut(name).lines += count;
             self.metrics
                 .lines
                 .get_or_create(&m::SourceLabels {
@@ -558,11 +558,7 @@ impl Pipeline {
         for (index, last) in self.last_event.iter().enumerate() {
             let Some(last) = *last else { continue };
             let name = &self.parsers[index].name;
-            self.stats
-                .sources
-                .entry(name.clone())
-                .or_default()
-                .last_event = Some(last);
+            self.stats.source_mut(name).last_event = Some(last);
             self.metrics
                 .source_last_event
                 .get_or_create(&m::SourceLabels {

@@ -6,7 +6,7 @@
 //! trigger and a leaver are seen in the order they happened, not the order they were logged.
 
 use super::policy::{Policy, Subject};
-use crate::model::FastMap;
+use crate::model::{fold_case, FastMap};
 use crate::model::{Outcome, Stage};
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
@@ -180,7 +180,7 @@ pub struct EpisodesStateRef<'a> {
 }
 
 fn key_of(text: &str) -> String {
-    crate::model::fold_case(text)
+    fold_case(text).into_owned()
 }
 
 /// The keys a user may be known by: login first (what outputs show), then id.
@@ -493,14 +493,9 @@ impl Episodes {
     /// A request authenticated as `principal`: post-disable activity if that user's account in
     /// the request's app (any app when the request names none) was disabled at that time.
     pub fn on_request(&mut self, request: &Request, out: &mut Vec<LeaverEvent>) {
-        // Every gateway request comes here: a principal already in folded form (the common
-        // case) is looked up without building its key.
-        let principal = request.principal.as_str();
-        let folded = principal
-            .bytes()
-            .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
-            .then(|| key_of(principal));
-        let Some(intervals) = self.disabled.get(folded.as_deref().unwrap_or(principal)) else {
+        // Every gateway request comes here: looked up without building a key when the
+        // principal is already folded.
+        let Some(intervals) = self.disabled.get(fold_case(&request.principal).as_ref()) else {
             return;
         };
         let hit = intervals.iter().find(|i| {

@@ -612,7 +612,7 @@ impl LineParser {
             return raw.to_string();
         }
         self.aliases
-            .get(&crate::model::fold_case(raw))
+            .get(crate::model::fold_case(raw).as_ref())
             .cloned()
             .unwrap_or_else(|| raw.to_string())
     }

@@ -50,7 +50,7 @@ pub struct IngestStats {
 impl IngestStats {
     /// Registers a source so it appears in the report even with no lines.
     pub fn register(&mut self, source: &str) {
-        self.sources.entry(source.to_string()).or_default();
+        self.source_mut(source);
     }
 
     pub fn line(&mut self, source: &str) {
@@ -85,7 +85,7 @@ impl IngestStats {
         offset: u64,
         error: &ParseError,
     ) {
-        let stats = self.sources.entry(source.to_string()).or_default();
+        let stats = self.source_mut(source);
         *stats.errors.entry(error.reason).or_default() += 1;
         if stats.samples.len() < MAX_ERROR_SAMPLES {
             stats.samples.push(ErrorSample {
