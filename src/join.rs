@@ -18,7 +18,7 @@
 //! Deterministic: the result depends only on the set of records (and on lines being at most
 //! the allowed lateness out of order), never on arrival order.
 
-use crate::model::FastMap;
+use crate::model::{push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
 use crate::time::Ts;
 use std::collections::BTreeSet;
@@ -312,7 +312,7 @@ impl Joiner {
             }
         }
         let time = record.time;
-        self.bucket(key, time, fuzzy, |b| b.idp.push(record));
+        self.bucket(key, time, fuzzy, |b| push_small(&mut b.idp, record));
     }
 
     /// A note joins the operation with the same ID; a note with no ID has nothing to explain.
@@ -324,7 +324,7 @@ impl Joiner {
         };
         let fuzzy = note.correlation_id.is_none();
         let time = note.time;
-        self.bucket(key, time, fuzzy, |b| b.notes.push(note));
+        self.bucket(key, time, fuzzy, |b| push_small(&mut b.notes, note));
     }
 
     /// Adds a gateway SCIM write (reads and non-SCIM requests never reach the join).
@@ -338,7 +338,7 @@ impl Joiner {
                 .entry((app.clone(), name.clone()))
                 .or_default();
             if !known.contains(id) {
-                known.push(id.clone());
+                push_small(known, id.clone());
             }
             self.names.insert((app.clone(), id.clone()), name);
         }
@@ -346,7 +346,7 @@ impl Joiner {
             if let Some(cid) = &record.correlation_id {
                 let key = format!("c:{cid}");
                 let time = record.time;
-                self.bucket(key, time, false, |b| b.gateway.push(record));
+                self.bucket(key, time, false, |b| push_small(&mut b.gateway, record));
                 return;
             }
         }
@@ -358,13 +358,10 @@ impl Joiner {
         });
         let key = origin_key(record.origin);
         if let Some(id) = &record.resource_id {
-            self.pool_by_resource
-                .entry(id.clone())
-                .or_default()
-                .push(key);
+            push_small(self.pool_by_resource.entry(id.clone()).or_default(), key);
         }
         if let Some(user) = &user {
-            self.pool_by_user.entry(user.clone()).or_default().push(key);
+            push_small(self.pool_by_user.entry(user.clone()).or_default(), key);
         }
         let deadline = Ts(record
             .time

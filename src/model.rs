@@ -21,6 +21,16 @@ pub fn fold_case(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Pushes onto a Vec that usually stays short, growing it one element at a time up to four:
+/// a first `push` reserves room for four, and most of the core's per-key lists (a pending
+/// operation's records, a login's disabled intervals) hold one or two for their whole life.
+pub fn push_small<T>(items: &mut Vec<T>, item: T) {
+    if items.len() == items.capacity() && items.len() < 4 {
+        items.reserve_exact(1);
+    }
+    items.push(item);
+}
+
 /// Joiner, mover or leaver: the lifecycle stage of a provisioning operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -133,7 +133,8 @@ pub enum LeaverEvent {
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Pair {
-    open: Option<Episode>,
+    /// Boxed: every pair that ever had a leaver stays in the map, most with nothing open.
+    open: Option<Box<Episode>>,
     /// When the last episode closed, and whether a rehire came since.
     last_closed_at: Option<Ts>,
     rehired_since_close: bool,
@@ -244,7 +245,7 @@ impl Episodes {
             .1
             .clone();
         self.open_keys.remove(&key);
-        self.pairs.get_mut(&key)?.open.take()
+        self.pairs.get_mut(&key)?.open.take().map(|e| *e)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -273,7 +274,7 @@ impl Episodes {
         let mut open: Vec<&Episode> = self
             .open_keys
             .iter()
-            .filter_map(|key| self.pairs.get(key)?.open.as_ref())
+            .filter_map(|key| self.pairs.get(key)?.open.as_deref())
             .collect();
         open.sort_by(|a, b| {
             (a.initiated_at, &a.app, a.user()).cmp(&(b.initiated_at, &b.app, b.user()))
@@ -327,7 +328,7 @@ impl Episodes {
             user_id: trigger.user_id.as_deref(),
             groups: &trigger.groups,
         });
-        pair.open = Some(Episode {
+        pair.open = Some(Box::new(Episode {
             app: app.clone(),
             user_id: trigger.user_id.clone(),
             user_login: trigger.user_login.clone(),
@@ -339,7 +340,7 @@ impl Episodes {
             correlation_ids: Vec::new(),
             state: EpisodeState::Open,
             initiated_by: trigger.event.clone(),
-        });
+        }));
         self.open_keys.insert(pair_key);
     }
 
@@ -373,7 +374,7 @@ impl Episodes {
             self.open_keys.remove(pair_key);
             pair.last_closed_at = None;
             pair.rehired_since_close = false;
-            out.push(LeaverEvent::Ended(episode));
+            out.push(LeaverEvent::Ended(*episode));
         } else if pair.last_closed_at.is_some() && !pair.rehired_since_close {
             // A rehire: the account is live again from here, and a new leaver starts afresh.
             pair.rehired_since_close = true;
@@ -430,7 +431,7 @@ impl Episodes {
                 user_id: op.user_id.as_deref(),
                 groups: &op.groups,
             });
-            pair.open = Some(Episode {
+            pair.open = Some(Box::new(Episode {
                 app: pair_key.0.clone(),
                 user_id: op.user_id.clone(),
                 user_login: op.user_login.clone(),
@@ -442,7 +443,7 @@ impl Episodes {
                 correlation_ids: Vec::new(),
                 state: EpisodeState::Open,
                 initiated_by,
-            });
+            }));
             self.open_keys.insert(pair_key.clone());
         }
         let Some(episode) = pair.open.as_mut() else {
@@ -476,18 +477,19 @@ impl Episodes {
         pair.rehired_since_close = false;
         self.open_keys.remove(pair_key);
         if let Some(login) = &episode.user_login {
-            self.disabled
-                .entry(key_of(login))
-                .or_default()
-                .push(Disabled {
+            let intervals = self.disabled.entry(key_of(login)).or_default();
+            crate::model::push_small(
+                intervals,
+                Disabled {
                     app: episode.app.clone(),
                     login: login.clone(),
                     user_id: episode.user_id.clone(),
                     from: disabled_at,
                     until: None,
-                });
+                },
+            );
         }
-        out.push(LeaverEvent::Ended(episode));
+        out.push(LeaverEvent::Ended(*episode));
     }
 
     /// A request authenticated as `principal`: post-disable activity if that user's account in

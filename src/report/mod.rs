@@ -179,9 +179,111 @@ pub struct ReportBuilder {
     disagreements: u64,
     disagreement_samples: Vec<OperationSample>,
     unattributed_samples: Vec<OperationSample>,
-    episodes: Vec<Episode>,
+    leavers: LeaverTally,
     post_disable: Vec<PostDisableActivity>,
     join_methods: BTreeMap<&'static str, u64>,
+}
+
+/// Leaver episodes folded as they end: a year's replay holds the open ones (whose breach
+/// depends on `as_of`) and the breached ones (which the report lists), not every episode.
+struct LeaverTally {
+    /// Whole seconds, 3 significant digits (clarification 11); auto-resizing so a leaver
+    /// disabled after months still counts.
+    latency: Histogram<u64>,
+    max: Option<f64>,
+    episodes: u64,
+    disabled: u64,
+    cancelled: u64,
+    /// Ended episodes over their deadline, with their arrival number: listed in the order
+    /// (initiated_at, app, user), ties in arrival order.
+    breached: Vec<(u64, BreachedLeaver)>,
+    open: Vec<(u64, Episode)>,
+}
+
+impl LeaverTally {
+    fn new() -> LeaverTally {
+        LeaverTally {
+            latency: Histogram::<u64>::new(3).expect("3 significant digits is valid"),
+            max: None,
+            episodes: 0,
+            disabled: 0,
+            cancelled: 0,
+            breached: Vec::new(),
+            open: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, episode: &Episode) {
+        let arrival = self.episodes;
+        self.episodes += 1;
+        match episode.state {
+            EpisodeState::Open => {
+                self.open.push((arrival, episode.clone()));
+                return;
+            }
+            EpisodeState::Disabled => self.disabled += 1,
+            EpisodeState::Cancelled => self.cancelled += 1,
+        }
+        self.record(arrival, episode, Ts::default());
+    }
+
+    /// Counts an episode's latency and lists it if breached (`as_of` matters for open ones only).
+    fn record(&mut self, arrival: u64, episode: &Episode, as_of: Ts) {
+        if let Some(latency) = episode.latency_seconds() {
+            self.latency.saturating_record(latency.round() as u64);
+            self.max = Some(self.max.map_or(latency, |m: f64| m.max(latency)));
+        }
+        if episode.breached(as_of) {
+            self.breached.push((
+                arrival,
+                BreachedLeaver {
+                    app: episode.app.clone(),
+                    user: episode.user().to_string(),
+                    user_id: episode.user_id.clone(),
+                    high_risk: episode.high_risk,
+                    initiated_at: episode.initiated_at,
+                    disabled_at: episode.disabled_at,
+                    latency_seconds: episode.latency_seconds(),
+                    deadline_seconds: episode.deadline_seconds,
+                    state: episode.state,
+                    correlation_ids: episode.correlation_ids.clone(),
+                },
+            ));
+        }
+    }
+
+    fn finish(mut self, as_of: Option<Ts>) -> Leavers {
+        let as_of = as_of.unwrap_or_default();
+        let open = std::mem::take(&mut self.open);
+        for (arrival, episode) in &open {
+            self.record(*arrival, episode, as_of);
+        }
+        self.breached.sort_by(|(a_arrival, a), (b_arrival, b)| {
+            (a.initiated_at, &a.app, &a.user, a_arrival).cmp(&(
+                b.initiated_at,
+                &b.app,
+                &b.user,
+                b_arrival,
+            ))
+        });
+        let histogram = &self.latency;
+        let quantile =
+            |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64);
+        Leavers {
+            episodes: self.episodes,
+            disabled: self.disabled,
+            open: open.len() as u64,
+            cancelled: self.cancelled,
+            breaches: self.breached.len() as u64,
+            latency_seconds: Latency {
+                p50: quantile(0.50),
+                p95: quantile(0.95),
+                p99: quantile(0.99),
+                max: self.max,
+            },
+            breached: self.breached.into_iter().map(|(_, b)| b).collect(),
+        }
+    }
 }
 
 impl ReportBuilder {
@@ -198,7 +300,7 @@ impl ReportBuilder {
             disagreements: 0,
             disagreement_samples: Vec::new(),
             unattributed_samples: Vec::new(),
-            episodes: Vec::new(),
+            leavers: LeaverTally::new(),
             post_disable: Vec::new(),
             join_methods: crate::join::JoinMethod::ALL
                 .iter()
@@ -210,7 +312,7 @@ impl ReportBuilder {
     pub fn add(&mut self, output: &Output) {
         match output {
             Output::Operation(op) => self.add_operation(op),
-            Output::Episode(episode) => self.episodes.push(episode.clone()),
+            Output::Episode(episode) => self.leavers.add(episode),
             Output::PostDisable(activity) => self.post_disable.push(activity.clone()),
         }
     }
@@ -297,7 +399,7 @@ impl ReportBuilder {
             .collect();
         top_causes.sort_by(|a, b| b.count.cmp(&a.count).then(a.cause.cmp(&b.cause)));
 
-        let leavers = self.leavers(as_of);
+        let leavers = self.leavers.finish(as_of);
         self.post_disable
             .sort_by(|a, b| (a.time, &a.app, &a.user).cmp(&(b.time, &b.app, &b.user)));
         let mut parse_errors = BTreeMap::new();
@@ -334,61 +436,6 @@ impl ReportBuilder {
             joins,
             parse_errors_by_reason,
             parse_error_samples,
-        }
-    }
-
-    fn leavers(&mut self, as_of: Option<Ts>) -> Leavers {
-        let as_of = as_of.unwrap_or_default();
-        // Whole seconds, 3 significant digits (clarification 11); auto-resizing so a leaver
-        // disabled after months still counts.
-        let mut histogram = Histogram::<u64>::new(3).expect("3 significant digits is valid");
-        let mut max: Option<f64> = None;
-        let (mut disabled, mut open, mut cancelled, mut breaches) = (0, 0, 0, 0);
-        let mut breached = Vec::new();
-        self.episodes.sort_by(|a, b| {
-            (a.initiated_at, &a.app, a.user()).cmp(&(b.initiated_at, &b.app, b.user()))
-        });
-        for episode in &self.episodes {
-            match episode.state {
-                EpisodeState::Disabled => disabled += 1,
-                EpisodeState::Open => open += 1,
-                EpisodeState::Cancelled => cancelled += 1,
-            }
-            if let Some(latency) = episode.latency_seconds() {
-                histogram.saturating_record(latency.round() as u64);
-                max = Some(max.map_or(latency, |m: f64| m.max(latency)));
-            }
-            if episode.breached(as_of) {
-                breaches += 1;
-                breached.push(BreachedLeaver {
-                    app: episode.app.clone(),
-                    user: episode.user().to_string(),
-                    user_id: episode.user_id.clone(),
-                    high_risk: episode.high_risk,
-                    initiated_at: episode.initiated_at,
-                    disabled_at: episode.disabled_at,
-                    latency_seconds: episode.latency_seconds(),
-                    deadline_seconds: episode.deadline_seconds,
-                    state: episode.state,
-                    correlation_ids: episode.correlation_ids.clone(),
-                });
-            }
-        }
-        let quantile =
-            |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64);
-        Leavers {
-            episodes: self.episodes.len() as u64,
-            disabled,
-            open,
-            cancelled,
-            breaches,
-            latency_seconds: Latency {
-                p50: quantile(0.50),
-                p95: quantile(0.95),
-                p99: quantile(0.99),
-                max,
-            },
-            breached,
         }
     }
 }
