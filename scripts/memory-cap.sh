@@ -8,14 +8,23 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 python3 - <<'PY'
+import datetime
+# Three hours ago up to ten minutes ago, so a day-long join window keeps every write pending
+# (the daemon's clock follows the wall clock once it has caught up: old timestamps would
+# settle everything at once, and the peak would measure that burst instead).
+start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - datetime.timedelta(hours=3)
 with open("gateway.log", "w") as f:
     for i in range(1_000_000):
-        s = i // 100
-        f.write(f'{{"ts":"2026-07-01T{8 + s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{i % 100:02d}0000Z","cid":"never-{i:07d}","method":"PATCH","path":"/scim/v2/Users/u-{i}","status":200,"app":"wiki"}}\n')
-open("idp.jsonl", "w").write('{"ts":"2026-07-01T08:00:00Z","cid":"only","action":"update"}\n')
+        t = start + datetime.timedelta(microseconds=i * 10_000)
+        f.write(f'{{"ts":"{t.strftime("%Y-%m-%dT%H:%M:%S.%f")}Z","cid":"never-{i:07d}","method":"PATCH","path":"/scim/v2/Users/u-{i}","status":200,"app":"wiki"}}\n')
+open("idp.jsonl", "w").write(f'{{"ts":"{start.strftime("%Y-%m-%dT%H:%M:%SZ")}","cid":"only","action":"update"}}\n')
 PY
-for cap in 1000000 100000; do
+# The baseline: the same daemon with nothing pending (an empty gateway log).
+: > empty.log
+base=0
+for case in baseline 1000000 100000; do
   rm -rf data
+  if [ "$case" = baseline ]; then cap=1000000; log=empty.log; else cap=$case; log=gateway.log; fi
   cat > cfg.toml <<TOML
 [storage]
 data_dir = "data"
@@ -34,7 +43,7 @@ action = "/action"
 name = "gw"
 role = "gateway"
 format = "json"
-paths = ["gateway.log"]
+paths = ["$log"]
 [source.fields]
 time = "/ts"
 correlation_id = "/cid"
@@ -47,14 +56,14 @@ join_window_secs = 86400
 TOML
   "$bin" run --config cfg.toml 2> run.log &
   pid=$!
-  size=$(stat -c %s gateway.log)
+  size=$(stat -c %s "$log")
   # Wait until the checkpoint says the whole gateway log was processed.
   while kill -0 "$pid" 2>/dev/null; do
     sleep 2
     done_bytes=$(python3 -c 'import json,sys
 try:
     c = json.load(open("data/state/checkpoint.json"))
-    print(max([f["offset"] for f in c["files"] if f["path"].endswith("gateway.log")] or [0]))
+    print(max([f["offset"] for f in c["files"] if f["path"].endswith(".log")] or [0]))
 except Exception:
     print(0)')
     [ "$done_bytes" -ge "$size" ] && break
@@ -62,5 +71,12 @@ except Exception:
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   kill -TERM "$pid"; wait "$pid" || true
   evicted=$(grep -c "Memory cap reached" run.log || true)
-  echo "max_pending_joins=$cap: peak RSS $((hwm / 1024)) MiB for 1,000,000 never-matching writes (cap reached in $evicted passes)"
+  if [ "$case" = baseline ]; then
+    base=$hwm
+    echo "baseline: peak RSS $((hwm / 1024)) MiB with nothing pending"
+  elif [ "$cap" -ge 1000000 ]; then
+    echo "max_pending_joins=$cap: peak RSS $((hwm / 1024)) MiB for 1,000,000 pending writes: $(( (hwm - base) * 1024 / 1000000 )) bytes per pending entry above the baseline"
+  else
+    echo "max_pending_joins=$cap: peak RSS $((hwm / 1024)) MiB for 1,000,000 never-matching writes (cap reached in $evicted passes)"
+  fi
 done

@@ -86,6 +86,10 @@ pub struct JoinStats {
 
 type OriginKey = (u16, u32, u64);
 
+/// A pending operation's key (`c:` shared ID, `o:` IdP operation ID, or a line for records
+/// with neither), shared by the bucket map and its two time indexes rather than copied.
+type Key = std::sync::Arc<str>;
+
 fn origin_key(origin: Origin) -> OriginKey {
     (origin.source, origin.file, origin.line)
 }
@@ -115,18 +119,20 @@ pub struct Joiner {
     window_micros: i64,
     /// Whether gateway correlation IDs are join keys (some IdP source maps one).
     gateway_cid_joins: bool,
-    buckets: FastMap<String, Bucket>,
+    /// Boxed: a pending operation is usually one or two records, and the table keeps about
+    /// as many empty slots as full ones.
+    buckets: FastMap<Key, Box<Bucket>>,
     /// (deadline, key) of every bucket: what expires next.
-    expiry: BTreeSet<(Ts, String)>,
+    expiry: BTreeSet<(Ts, Key)>,
     /// (earliest record time, key): how far back a pending operation can still reach.
-    floor: BTreeSet<(Ts, String)>,
+    floor: BTreeSet<(Ts, Key)>,
     pool: FastMap<OriginKey, PoolEntry>,
     pool_expiry: BTreeSet<(Ts, OriginKey)>,
     pool_by_resource: FastMap<String, Vec<OriginKey>>,
     pool_by_user: FastMap<String, Vec<OriginKey>>,
     /// Pending fuzzy buckets by the keys their records carry.
-    fuzzy_by_resource: FastMap<String, BTreeSet<String>>,
-    fuzzy_by_user: FastMap<String, BTreeSet<String>>,
+    fuzzy_by_resource: FastMap<String, BTreeSet<Key>>,
+    fuzzy_by_user: FastMap<String, BTreeSet<Key>>,
     /// (app, resource id) → userName, and back, learned from writes that show both.
     names: FastMap<(String, String), String>,
     resources_of: FastMap<(String, String), Vec<String>>,
@@ -149,7 +155,7 @@ pub struct JoinerState {
 pub struct JoinerStateRef<'a> {
     window_micros: i64,
     gateway_cid_joins: bool,
-    buckets: Vec<(&'a String, &'a Bucket)>,
+    buckets: Vec<(&'a str, &'a Bucket)>,
     pool: Vec<&'a PoolEntry>,
     names: Vec<(&'a str, &'a str, &'a str)>,
     stats: JoinStats,
@@ -186,7 +192,8 @@ impl Joiner {
     /// The pending state, for a checkpoint: borrowed, in a stable order, serialized as a
     /// [`JoinerState`] without copying the state first.
     pub fn snapshot(&self) -> JoinerStateRef<'_> {
-        let mut buckets: Vec<(&String, &Bucket)> = self.buckets.iter().collect();
+        let mut buckets: Vec<(&str, &Bucket)> =
+            self.buckets.iter().map(|(k, b)| (&**k, &**b)).collect();
         buckets.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut pool: Vec<&PoolEntry> = self.pool.values().collect();
         pool.sort_unstable_by_key(|e| origin_key(e.record.origin));
@@ -222,6 +229,7 @@ impl Joiner {
             joiner.names.insert((app, id), user);
         }
         for (key, bucket) in state.buckets {
+            let key = Key::from(key);
             if bucket.fuzzy {
                 for record in &bucket.idp {
                     if let Some(target) = &record.target_id {
@@ -244,7 +252,7 @@ impl Joiner {
                 .expiry
                 .insert((joiner.deadline(&bucket), key.clone()));
             joiner.floor.insert((bucket.earliest, key.clone()));
-            joiner.buckets.insert(key, bucket);
+            joiner.buckets.insert(key, Box::new(bucket));
         }
         for entry in state.pool {
             let key = origin_key(entry.record.origin);
@@ -297,22 +305,19 @@ impl Joiner {
             (None, Some(id)) => (format!("o:{id}"), true),
             (None, None) => (keyless(record.origin), true),
         };
-        if fuzzy {
-            if let Some(target) = &record.target_id {
-                self.fuzzy_by_resource
-                    .entry(target.clone())
-                    .or_default()
-                    .insert(key.clone());
-            }
-            if let Some(login) = &record.user_login {
-                self.fuzzy_by_user
-                    .entry(lower(login))
-                    .or_default()
-                    .insert(key.clone());
-            }
-        }
+        let target = record.target_id.clone().filter(|_| fuzzy);
+        let login = record.user_login.as_deref().filter(|_| fuzzy).map(lower);
         let time = record.time;
-        self.bucket(key, time, fuzzy, |b| push_small(&mut b.idp, record));
+        let key = self.bucket(&key, time, fuzzy, |b| push_small(&mut b.idp, record));
+        if let Some(target) = target {
+            self.fuzzy_by_resource
+                .entry(target)
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some(login) = login {
+            self.fuzzy_by_user.entry(login).or_default().insert(key);
+        }
     }
 
     /// A note joins the operation with the same ID; a note with no ID has nothing to explain.
@@ -324,7 +329,7 @@ impl Joiner {
         };
         let fuzzy = note.correlation_id.is_none();
         let time = note.time;
-        self.bucket(key, time, fuzzy, |b| push_small(&mut b.notes, note));
+        self.bucket(&key, time, fuzzy, |b| push_small(&mut b.notes, note));
     }
 
     /// Adds a gateway SCIM write (reads and non-SCIM requests never reach the join).
@@ -346,7 +351,7 @@ impl Joiner {
             if let Some(cid) = &record.correlation_id {
                 let key = format!("c:{cid}");
                 let time = record.time;
-                self.bucket(key, time, false, |b| push_small(&mut b.gateway, record));
+                self.bucket(&key, time, false, |b| push_small(&mut b.gateway, record));
                 return;
             }
         }
@@ -379,9 +384,10 @@ impl Joiner {
             .saturating_add(self.window_micros.saturating_mul(windows)))
     }
 
-    fn bucket(&mut self, key: String, time: Ts, fuzzy: bool, add: impl FnOnce(&mut Bucket)) {
-        // Updated in place: the bucket is neither moved nor its key cloned unless its deadline
-        // or earliest time changes.
+    /// Adds to the bucket of `key`, creating it; returns the bucket's shared key.
+    fn bucket(&mut self, key: &str, time: Ts, fuzzy: bool, add: impl FnOnce(&mut Bucket)) -> Key {
+        // Updated in place: the bucket is neither moved nor its key copied, and its time
+        // indexes are touched only when its deadline or earliest time changes.
         let window_micros = self.window_micros;
         let deadline_of = |bucket: &Bucket| {
             let windows = if bucket.fuzzy { 2 } else { 1 };
@@ -390,32 +396,36 @@ impl Joiner {
                 .0
                 .saturating_add(window_micros.saturating_mul(windows)))
         };
-        if let Some(bucket) = self.buckets.get_mut(&key) {
+        if let Some((shared, bucket)) = self.buckets.get_key_value(key) {
+            let shared = shared.clone();
             let (old_deadline, old_earliest) = (deadline_of(bucket), bucket.earliest);
+            let bucket = self.buckets.get_mut(key).expect("found above");
             add(bucket);
             bucket.earliest = bucket.earliest.min(time);
             bucket.latest = bucket.latest.max(time);
             let (deadline, earliest) = (deadline_of(bucket), bucket.earliest);
             if deadline != old_deadline {
-                self.expiry.remove(&(old_deadline, key.clone()));
-                self.expiry.insert((deadline, key.clone()));
+                self.expiry.remove(&(old_deadline, shared.clone()));
+                self.expiry.insert((deadline, shared.clone()));
             }
             if earliest != old_earliest {
-                self.floor.remove(&(old_earliest, key.clone()));
-                self.floor.insert((earliest, key));
+                self.floor.remove(&(old_earliest, shared.clone()));
+                self.floor.insert((earliest, shared.clone()));
             }
-            return;
+            return shared;
         }
-        let mut bucket = Bucket {
+        let mut bucket = Box::new(Bucket {
             earliest: time,
             latest: time,
             fuzzy,
             ..Bucket::default()
-        };
+        });
         add(&mut bucket);
-        self.expiry.insert((deadline_of(&bucket), key.clone()));
-        self.floor.insert((time, key.clone()));
-        self.buckets.insert(key, bucket);
+        let shared = Key::from(key);
+        self.expiry.insert((deadline_of(&bucket), shared.clone()));
+        self.floor.insert((time, shared.clone()));
+        self.buckets.insert(shared.clone(), bucket);
+        shared
     }
 
     /// Settles every operation and write whose deadline is before `clock`, in deadline order.
@@ -507,10 +517,11 @@ impl Joiner {
         Some(entry)
     }
 
-    fn settle(&mut self, key: String, out: &mut Vec<Joined>) {
-        let Some(mut bucket) = self.buckets.remove(&key) else {
+    fn settle(&mut self, key: Key, out: &mut Vec<Joined>) {
+        let Some(bucket) = self.buckets.remove(&key) else {
             return;
         };
+        let mut bucket = *bucket;
         self.floor.remove(&(bucket.earliest, key.clone()));
         bucket.idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
         bucket
@@ -667,7 +678,7 @@ impl Joiner {
         entry: &PoolEntry,
         own_distance: i64,
     ) -> Competition {
-        let mut keys: BTreeSet<&String> = BTreeSet::new();
+        let mut keys: BTreeSet<&Key> = BTreeSet::new();
         if let Some(id) = &entry.record.resource_id {
             keys.extend(self.fuzzy_by_resource.get(id).into_iter().flatten());
         }
@@ -679,7 +690,7 @@ impl Joiner {
         let write = entry.record.write.unwrap_or(WriteKind::Update);
         let mut result = Competition::None;
         for key in keys {
-            if key == own_key {
+            if &**key == own_key {
                 continue;
             }
             let Some(bucket) = self.buckets.get(key) else {
@@ -696,7 +707,7 @@ impl Joiner {
                     continue;
                 }
                 if their_distance < own_distance
-                    || (their_distance == own_distance && (record.time, key.as_str()) < own_rank)
+                    || (their_distance == own_distance && (record.time, &**key) < own_rank)
                 {
                     return Competition::Lost;
                 }
@@ -732,7 +743,7 @@ fn remove_from(index: &mut FastMap<String, Vec<OriginKey>>, key: &str, value: Or
     }
 }
 
-fn remove_key(index: &mut FastMap<String, BTreeSet<String>>, key: &str, value: &str) {
+fn remove_key(index: &mut FastMap<String, BTreeSet<Key>>, key: &str, value: &str) {
     if let Some(set) = index.get_mut(key) {
         set.remove(value);
         if set.is_empty() {
