@@ -18,9 +18,12 @@
 //! Deterministic: the result depends only on the set of records (and on lines being at most
 //! the allowed lateness out of order), never on arrival order.
 
+mod packed;
+
 use crate::model::{push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
 use crate::time::Ts;
+use packed::PackedGateway;
 use std::collections::BTreeSet;
 
 /// How an operation's records were matched (a Parquet column and an API field).
@@ -98,7 +101,7 @@ fn origin_key(origin: Origin) -> OriginKey {
 struct Bucket {
     idp: Vec<IdpRecord>,
     notes: Vec<NoteRecord>,
-    gateway: Vec<GatewayRecord>,
+    gateway: Vec<PackedGateway>,
     earliest: Ts,
     latest: Ts,
     /// Joined by resource id / user name rather than a shared ID.
@@ -351,7 +354,9 @@ impl Joiner {
             if let Some(cid) = &record.correlation_id {
                 let key = format!("c:{cid}");
                 let time = record.time;
-                self.bucket(&key, time, false, |b| push_small(&mut b.gateway, record));
+                self.bucket(&key, time, false, |b| {
+                    push_small(&mut b.gateway, PackedGateway::pack(&record))
+                });
                 return;
             }
         }
@@ -524,9 +529,9 @@ impl Joiner {
         let mut bucket = *bucket;
         self.floor.remove(&(bucket.earliest, key.clone()));
         bucket.idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
-        bucket
-            .gateway
-            .sort_by_key(|r| (r.time, origin_key(r.origin)));
+        let mut gateway: Vec<GatewayRecord> =
+            bucket.gateway.iter().map(PackedGateway::unpack).collect();
+        gateway.sort_by_key(|r| (r.time, origin_key(r.origin)));
         if bucket.fuzzy {
             for record in &bucket.idp {
                 if let Some(target) = &record.target_id {
@@ -551,7 +556,7 @@ impl Joiner {
         }
         let mut operations = operations;
         let mut unattributed = Vec::new();
-        for attempt in bucket.gateway {
+        for attempt in gateway {
             match nearest_span(&operations, attempt.time, self.window_micros) {
                 Some(index) => {
                     operations[index].join_method = JoinMethod::CorrelationId;
