@@ -21,6 +21,8 @@ pub struct Inputs<'a> {
     pub alerting: &'a AlertingConfig,
     pub windows: &'a Windows,
     pub evidence: &'a Evidence,
+    /// Open leaver episodes in listing order; only overdue high-risk ones matter, so the
+    /// daemon passes just those.
     pub open_episodes: &'a [&'a Episode],
     /// Each source's name and newest event time.
     pub sources: Vec<(&'a str, Option<Ts>)>,

@@ -95,6 +95,9 @@ pub struct Pipeline {
     /// were last rebuilt, and whether this pass rebuilds them: see [`VIEW_INTERVAL`].
     last_view: Option<Instant>,
     views_due: bool,
+    /// Overdue high-risk leavers as of the last view, in listing order: the leaver alert
+    /// conditions of every pass in between (a deadline is minutes; a view is 100 ms old).
+    overdue_high_risk: Vec<crate::judge::Episode>,
     /// Overdue episodes already logged (keyed hashes of app, user, initiated_at), so each is
     /// logged once.
     reported_overdue: std::collections::HashSet<u64>,
@@ -192,6 +195,7 @@ impl Pipeline {
             last_checkpoint: Instant::now(),
             last_view: None,
             views_due: true,
+            overdue_high_risk: Vec::new(),
             reported_overdue: std::collections::HashSet::new(),
             overdue_hasher: ahash::RandomState::new(),
             last_checkpoint_cost: Duration::ZERO,
@@ -352,9 +356,23 @@ impl Pipeline {
             );
         }
         let outputs: Vec<Output> = self.engine.drain().collect();
-        for output in &outputs {
-            self.audit.add(output, wall, clock)?;
-            self.count(output);
+        let mut recent = Vec::new();
+        for output in outputs {
+            self.audit.add(&output, wall, clock)?;
+            self.count(&output);
+            // Moved, not copied, into what the API can look up.
+            if let Output::Operation(op) = output {
+                if op.correlation_id.is_some() {
+                    recent.push(Arc::from(op));
+                }
+            }
+        }
+        if !recent.is_empty() {
+            if let Ok(mut lookup) = self.recent.lock() {
+                for op in recent {
+                    lookup.insert(op);
+                }
+            }
         }
         self.live.clock = Some(clock);
         self.live.watermark = watermark;
@@ -499,9 +517,6 @@ impl Pipeline {
                         .get_or_create(&m::AppLabels { app })
                         .observe(lag.max(0) as f64 / 1000.0);
                 }
-                if let Ok(mut recent) = self.recent.lock() {
-                    recent.insert(op);
-                }
                 let stage = self.live.stages.entry(op.stage.as_str()).or_default();
                 match op.outcome {
                     Outcome::Succeeded => stage.succeeded += 1,
@@ -554,7 +569,101 @@ impl Pipeline {
     }
 
     /// Gauges, SLO windows, open leavers and the alert conditions that hold at `clock`.
+    /// Counts, lists and logs the open leavers, and notes the overdue high-risk ones for the
+    /// alert conditions. Only when the views are due: walking every open episode on every pass
+    /// was most of a busy daemon's time; the gauges keep their values in between.
+    fn refresh_leaver_views(&mut self, clock: Ts) {
+        let open = self.engine.open_episodes();
+        let (mut open_high, mut open_standard, mut overdue_high, mut overdue_standard) =
+            (0, 0, 0, 0);
+        let (mut oldest_high, mut oldest_standard) = (0.0f64, 0.0f64);
+        let mut listed = Vec::new();
+        let mut overdue_listed = Vec::new();
+        let mut overdue_seen = std::collections::HashSet::new();
+        self.overdue_high_risk.clear();
+        for episode in &open {
+            let overdue = episode.due_at() < clock;
+            match (episode.high_risk, overdue) {
+                (true, true) => {
+                    overdue_high += 1;
+                    self.overdue_high_risk.push((*episode).clone());
+                }
+                (false, true) => overdue_standard += 1,
+                _ => {}
+            }
+            let age = clock.secs_since(episode.initiated_at).max(0.0);
+            if episode.high_risk {
+                open_high += 1;
+                oldest_high = oldest_high.max(age);
+            } else {
+                open_standard += 1;
+                oldest_standard = oldest_standard.max(age);
+            }
+            if overdue {
+                // Each view sees every overdue leaver again; only the new ones are logged.
+                // They are known by a keyed hash of (app, user, initiated_at): no copies, and
+                // a collision could at worst skip one log line (gauges and API still count it).
+                let key = self.overdue_hasher.hash_one((
+                    episode.app.as_str(),
+                    episode.user(),
+                    episode.initiated_at,
+                ));
+                if !self.reported_overdue.contains(&key) {
+                    tracing::warn!(app = %episode.app, user = %episode.user(), high_risk = episode.high_risk, initiated_at = %episode.initiated_at, due_at = %episode.due_at(), "Leaver overdue: still not disabled.");
+                }
+                overdue_seen.insert(key);
+                if overdue_listed.len() < MAX_LISTED {
+                    overdue_listed.push(OverdueLeaver {
+                        app: episode.app.clone(),
+                        user: episode.user().to_string(),
+                        high_risk: episode.high_risk,
+                        initiated_at: episode.initiated_at,
+                        due_at: episode.due_at(),
+                        correlation_ids: episode.correlation_ids.clone(),
+                    });
+                }
+            }
+            if listed.len() < MAX_LISTED {
+                listed.push(OpenLeaver {
+                    app: episode.app.clone(),
+                    user: episode.user().to_string(),
+                    high_risk: episode.high_risk,
+                    initiated_at: episode.initiated_at,
+                    age_seconds: clock.secs_since(episode.initiated_at).max(0.0),
+                    deadline_seconds: episode.deadline_seconds,
+                    due_at: episode.due_at(),
+                    overdue,
+                    correlation_ids: episode.correlation_ids.clone(),
+                });
+            }
+        }
+        for (risk, value) in [("high", open_high), ("standard", open_standard)] {
+            self.metrics
+                .leavers_open
+                .get_or_create(&m::RiskLabels { risk: risk.into() })
+                .set(value);
+        }
+        for (risk, value) in [("high", overdue_high), ("standard", overdue_standard)] {
+            self.metrics
+                .leavers_overdue
+                .get_or_create(&m::RiskLabels { risk: risk.into() })
+                .set(value);
+        }
+        for (risk, value) in [("high", oldest_high), ("standard", oldest_standard)] {
+            self.metrics
+                .leaver_oldest_open_age
+                .get_or_create(&m::RiskLabels { risk: risk.into() })
+                .set(value);
+        }
+        self.live.open_leavers = Arc::new(listed);
+        self.live.leavers_overdue = Arc::new(overdue_listed);
+        self.reported_overdue = overdue_seen;
+    }
+
     fn refresh_gauges(&mut self, clock: Ts) {
+        if self.views_due {
+            self.refresh_leaver_views(clock);
+        }
         for (index, last) in self.last_event.iter().enumerate() {
             let Some(last) = *last else { continue };
             let name = &self.parsers[index].name;
@@ -602,89 +711,6 @@ impl Pipeline {
                 .set(m::status_value(status));
             self.live.slo.insert(stage.as_str(), reports);
         }
-        let open = self.engine.open_episodes();
-        let (mut open_high, mut open_standard, mut overdue_high, mut overdue_standard) =
-            (0, 0, 0, 0);
-        let (mut oldest_high, mut oldest_standard) = (0.0f64, 0.0f64);
-        let mut listed = Vec::new();
-        let mut overdue_listed = Vec::new();
-        let mut overdue_seen = std::collections::HashSet::new();
-        for episode in &open {
-            let overdue = episode.due_at() < clock;
-            match (episode.high_risk, overdue) {
-                (true, true) => overdue_high += 1,
-                (false, true) => overdue_standard += 1,
-                _ => {}
-            }
-            let age = clock.secs_since(episode.initiated_at).max(0.0);
-            if episode.high_risk {
-                open_high += 1;
-                oldest_high = oldest_high.max(age);
-            } else {
-                open_standard += 1;
-                oldest_standard = oldest_standard.max(age);
-            }
-            if self.views_due && overdue {
-                // Each view sees every overdue leaver again; only the new ones are logged.
-                // They are known by a keyed hash of (app, user, initiated_at): no copies, and
-                // a collision could at worst skip one log line (gauges and API still count it).
-                let key = self.overdue_hasher.hash_one((
-                    episode.app.as_str(),
-                    episode.user(),
-                    episode.initiated_at,
-                ));
-                if !self.reported_overdue.contains(&key) {
-                    tracing::warn!(app = %episode.app, user = %episode.user(), high_risk = episode.high_risk, initiated_at = %episode.initiated_at, due_at = %episode.due_at(), "Leaver overdue: still not disabled.");
-                }
-                overdue_seen.insert(key);
-                if overdue_listed.len() < MAX_LISTED {
-                    overdue_listed.push(OverdueLeaver {
-                        app: episode.app.clone(),
-                        user: episode.user().to_string(),
-                        high_risk: episode.high_risk,
-                        initiated_at: episode.initiated_at,
-                        due_at: episode.due_at(),
-                        correlation_ids: episode.correlation_ids.clone(),
-                    });
-                }
-            }
-            if self.views_due && listed.len() < MAX_LISTED {
-                listed.push(OpenLeaver {
-                    app: episode.app.clone(),
-                    user: episode.user().to_string(),
-                    high_risk: episode.high_risk,
-                    initiated_at: episode.initiated_at,
-                    age_seconds: clock.secs_since(episode.initiated_at).max(0.0),
-                    deadline_seconds: episode.deadline_seconds,
-                    due_at: episode.due_at(),
-                    overdue,
-                    correlation_ids: episode.correlation_ids.clone(),
-                });
-            }
-        }
-        for (risk, value) in [("high", open_high), ("standard", open_standard)] {
-            self.metrics
-                .leavers_open
-                .get_or_create(&m::RiskLabels { risk: risk.into() })
-                .set(value);
-        }
-        for (risk, value) in [("high", overdue_high), ("standard", overdue_standard)] {
-            self.metrics
-                .leavers_overdue
-                .get_or_create(&m::RiskLabels { risk: risk.into() })
-                .set(value);
-        }
-        for (risk, value) in [("high", oldest_high), ("standard", oldest_standard)] {
-            self.metrics
-                .leaver_oldest_open_age
-                .get_or_create(&m::RiskLabels { risk: risk.into() })
-                .set(value);
-        }
-        if self.views_due {
-            self.live.open_leavers = Arc::new(listed);
-            self.live.leavers_overdue = Arc::new(overdue_listed);
-            self.reported_overdue = overdue_seen;
-        }
         let sources: Vec<(&str, Option<Ts>)> = self
             .parsers
             .iter()
@@ -712,7 +738,7 @@ impl Pipeline {
             alerting,
             windows: &self.windows,
             evidence: &self.evidence,
-            open_episodes: &open,
+            open_episodes: &self.overdue_high_risk.iter().collect::<Vec<_>>(),
             sources,
             caught_up: self.live.caught_up,
         });

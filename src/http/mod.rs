@@ -33,15 +33,11 @@ impl RecentOperations {
         }
     }
 
-    pub fn insert(&mut self, operation: &Operation) {
+    pub fn insert(&mut self, operation: Arc<Operation>) {
         let Some(id) = operation.correlation_id.clone() else {
             return;
         };
-        if self
-            .by_id
-            .insert(id.clone(), Arc::new(operation.clone()))
-            .is_none()
-        {
+        if self.by_id.insert(id.clone(), operation).is_none() {
             self.order.push_back(id);
         }
         while self.order.len() > self.capacity {
