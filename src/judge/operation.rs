@@ -104,17 +104,18 @@ pub fn judge(joined: Joined) -> Operation {
             a.user_name.take(),
         )
     });
-    let attempts: Vec<Attempt> = attempts
-        .into_iter()
-        .map(|a| Attempt {
-            time: a.time,
-            method: a.method,
-            path: a.path,
-            status: a.status,
-            duration_ms: a.duration_ms,
-            error_detail: a.error_detail,
-        })
-        .collect();
+    // A fresh, exact Vec: `collect` would reuse the records' allocation (in-place
+    // iteration), and every operation the daemon keeps for the API would hold it.
+    let mut exact = Vec::with_capacity(attempts.len());
+    exact.extend(attempts.into_iter().map(|a| Attempt {
+        time: a.time,
+        method: a.method,
+        path: a.path,
+        status: a.status,
+        duration_ms: a.duration_ms,
+        error_detail: a.error_detail,
+    }));
+    let attempts: Vec<Attempt> = exact;
     let last = attempts.last();
     let first_attempt_time = attempts.first().map(|a| a.time);
 
