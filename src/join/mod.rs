@@ -24,7 +24,8 @@ use crate::model::{push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
 use crate::time::Ts;
 use packed::PackedGateway;
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 
 /// How an operation's records were matched (a Parquet column and an API field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -126,9 +127,9 @@ pub struct Joiner {
     /// as many empty slots as full ones.
     buckets: FastMap<Key, Box<Bucket>>,
     /// (deadline, key) of every bucket: what expires next.
-    expiry: BTreeSet<(Ts, Key)>,
+    expiry: TimeQueue,
     /// (earliest record time, key): how far back a pending operation can still reach.
-    floor: BTreeSet<(Ts, Key)>,
+    floor: TimeQueue,
     pool: FastMap<OriginKey, PoolEntry>,
     pool_expiry: BTreeSet<(Ts, OriginKey)>,
     pool_by_resource: FastMap<String, Vec<OriginKey>>,
@@ -178,8 +179,8 @@ impl Joiner {
             window_micros: (join_window_secs as i64).saturating_mul(crate::time::MICROS_PER_SEC),
             gateway_cid_joins,
             buckets: FastMap::default(),
-            expiry: BTreeSet::new(),
-            floor: BTreeSet::new(),
+            expiry: TimeQueue::default(),
+            floor: TimeQueue::default(),
             pool: FastMap::default(),
             pool_expiry: BTreeSet::new(),
             pool_by_resource: FastMap::default(),
@@ -253,8 +254,8 @@ impl Joiner {
             }
             joiner
                 .expiry
-                .insert((joiner.deadline(&bucket), key.clone()));
-            joiner.floor.insert((bucket.earliest, key.clone()));
+                .push(deadline_of(&bucket, joiner.window_micros), key.clone());
+            joiner.floor.push(bucket.earliest, key.clone());
             joiner.buckets.insert(key, Box::new(bucket));
         }
         for entry in state.pool {
@@ -294,8 +295,26 @@ impl Joiner {
     }
 
     /// The earliest time any pending operation may still have.
-    pub fn pending_floor(&self) -> Option<Ts> {
-        self.floor.first().map(|(t, _)| *t)
+    pub fn pending_floor(&mut self) -> Option<Ts> {
+        self.clean_floor();
+        self.floor.peek().map(|(t, _)| *t)
+    }
+
+    /// Drops floor entries of buckets settled or since reaching further back.
+    fn clean_floor(&mut self) {
+        let buckets = &self.buckets;
+        self.floor
+            .clean(|t, key| buckets.get(key).is_some_and(|b| b.earliest == t));
+    }
+
+    /// Drops expiry entries of buckets settled or since given a later deadline.
+    fn clean_expiry(&mut self) {
+        let (buckets, window) = (&self.buckets, self.window_micros);
+        self.expiry.clean(|t, key| {
+            buckets
+                .get(key)
+                .is_some_and(|b| deadline_of(b, window) == t)
+        });
     }
 
     pub fn window_micros(&self) -> i64 {
@@ -381,41 +400,25 @@ impl Joiner {
         self.pool.insert(key, PoolEntry { record, app, user });
     }
 
-    fn deadline(&self, bucket: &Bucket) -> Ts {
-        let windows = if bucket.fuzzy { 2 } else { 1 };
-        Ts(bucket
-            .latest
-            .0
-            .saturating_add(self.window_micros.saturating_mul(windows)))
-    }
-
     /// Adds to the bucket of `key`, creating it; returns the bucket's shared key.
     fn bucket(&mut self, key: &str, time: Ts, fuzzy: bool, add: impl FnOnce(&mut Bucket)) -> Key {
         // Updated in place: the bucket is neither moved nor its key copied, and its time
         // indexes are touched only when its deadline or earliest time changes.
-        let window_micros = self.window_micros;
-        let deadline_of = |bucket: &Bucket| {
-            let windows = if bucket.fuzzy { 2 } else { 1 };
-            Ts(bucket
-                .latest
-                .0
-                .saturating_add(window_micros.saturating_mul(windows)))
-        };
+        let window = self.window_micros;
         if let Some((shared, bucket)) = self.buckets.get_key_value(key) {
             let shared = shared.clone();
-            let (old_deadline, old_earliest) = (deadline_of(bucket), bucket.earliest);
+            let (old_deadline, old_earliest) = (deadline_of(bucket, window), bucket.earliest);
             let bucket = self.buckets.get_mut(key).expect("found above");
             add(bucket);
             bucket.earliest = bucket.earliest.min(time);
             bucket.latest = bucket.latest.max(time);
-            let (deadline, earliest) = (deadline_of(bucket), bucket.earliest);
+            let (deadline, earliest) = (deadline_of(bucket, window), bucket.earliest);
+            // The old entries stay behind, stale, until they surface.
             if deadline != old_deadline {
-                self.expiry.remove(&(old_deadline, shared.clone()));
-                self.expiry.insert((deadline, shared.clone()));
+                self.expiry.push(deadline, shared.clone());
             }
             if earliest != old_earliest {
-                self.floor.remove(&(old_earliest, shared.clone()));
-                self.floor.insert((earliest, shared.clone()));
+                self.floor.push(earliest, shared.clone());
             }
             return shared;
         }
@@ -427,8 +430,9 @@ impl Joiner {
         });
         add(&mut bucket);
         let shared = Key::from(key);
-        self.expiry.insert((deadline_of(&bucket), shared.clone()));
-        self.floor.insert((time, shared.clone()));
+        self.expiry
+            .push(deadline_of(&bucket, window), shared.clone());
+        self.floor.push(time, shared.clone());
         self.buckets.insert(shared.clone(), bucket);
         shared
     }
@@ -436,7 +440,8 @@ impl Joiner {
     /// Settles every operation and write whose deadline is before `clock`, in deadline order.
     pub fn expire(&mut self, clock: Ts, out: &mut Vec<Joined>) {
         loop {
-            let next_bucket = self.expiry.first().map(|(t, _)| *t).filter(|t| *t < clock);
+            self.clean_expiry();
+            let next_bucket = self.expiry.peek().map(|(t, _)| *t).filter(|t| *t < clock);
             let next_write = self
                 .pool_expiry
                 .first()
@@ -445,7 +450,7 @@ impl Joiner {
             match (next_bucket, next_write) {
                 (Some(b), Some(w)) if w < b => self.expire_write(out),
                 (Some(_), _) => {
-                    if let Some((_, key)) = self.expiry.pop_first() {
+                    if let Some((_, key)) = self.expiry.pop() {
                         self.settle(key, out);
                     }
                 }
@@ -458,7 +463,11 @@ impl Joiner {
     /// Settles everything (end of replay input): operations first, so they can still claim
     /// pooled writes, then the writes nobody claimed.
     pub fn expire_all(&mut self, out: &mut Vec<Joined>) {
-        while let Some((_, key)) = self.expiry.pop_first() {
+        loop {
+            self.clean_expiry();
+            let Some((_, key)) = self.expiry.pop() else {
+                break;
+            };
             self.settle(key, out);
         }
         while !self.pool_expiry.is_empty() {
@@ -469,7 +478,8 @@ impl Joiner {
     /// Drops the oldest pending operation to respect a memory cap, settling it as if its
     /// window had passed. Returns false when nothing is pending.
     pub fn evict_oldest(&mut self, out: &mut Vec<Joined>) -> bool {
-        let Some((_, key)) = self.floor.first().cloned() else {
+        self.clean_floor();
+        let Some((_, key)) = self.floor.peek().cloned() else {
             if self.pool_expiry.is_empty() {
                 return false;
             }
@@ -477,10 +487,7 @@ impl Joiner {
             self.stats.evicted += 1;
             return true;
         };
-        if let Some(bucket) = self.buckets.get(&key) {
-            let deadline = self.deadline(bucket);
-            self.expiry.remove(&(deadline, key.clone()));
-        }
+        // Its expiry entry goes stale and is dropped when it surfaces.
         self.settle(key, out);
         self.stats.evicted += 1;
         true
@@ -527,7 +534,6 @@ impl Joiner {
             return;
         };
         let mut bucket = *bucket;
-        self.floor.remove(&(bucket.earliest, key.clone()));
         bucket.idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
         let mut gateway: Vec<GatewayRecord> =
             bucket.gateway.iter().map(PackedGateway::unpack).collect();
@@ -720,6 +726,47 @@ impl Joiner {
             }
         }
         result
+    }
+}
+
+/// When a bucket expires: a window (two without a shared ID) past its newest record.
+fn deadline_of(bucket: &Bucket, window_micros: i64) -> Ts {
+    let windows = if bucket.fuzzy { 2 } else { 1 };
+    Ts(bucket
+        .latest
+        .0
+        .saturating_add(window_micros.saturating_mul(windows)))
+}
+
+/// Pending buckets by a time (deadline, or earliest record), soonest first, ties by key.
+/// An entry is not removed when its bucket's time changes or the bucket settles: it goes stale
+/// and is dropped when it surfaces (`clean`). A bucket's deadline only grows and its earliest
+/// time only shrinks, so its current entry is always the one that surfaces last or first.
+/// 24 bytes an entry in one array, where a tree set took about twice that in node space.
+#[derive(Debug, Default)]
+struct TimeQueue(BinaryHeap<Reverse<(Ts, Key)>>);
+
+impl TimeQueue {
+    fn push(&mut self, time: Ts, key: Key) {
+        self.0.push(Reverse((time, key)));
+    }
+
+    fn peek(&self) -> Option<&(Ts, Key)> {
+        self.0.peek().map(|Reverse(entry)| entry)
+    }
+
+    fn pop(&mut self) -> Option<(Ts, Key)> {
+        self.0.pop().map(|Reverse(entry)| entry)
+    }
+
+    /// Drops stale entries from the front: afterwards the first entry, if any, is current.
+    fn clean(&mut self, current: impl Fn(Ts, &Key) -> bool) {
+        while let Some((time, key)) = self.peek() {
+            if current(*time, key) {
+                return;
+            }
+            self.0.pop();
+        }
     }
 }
 
