@@ -851,3 +851,116 @@ fn nearest_span(operations: &[Joined], time: Ts, window: i64) -> Option<usize> {
     }
     best.map(|(_, index)| index)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IdpStatus, Method, Stage};
+
+    fn idp(secs: i64, cid: &str, line: u64) -> IdpRecord {
+        IdpRecord {
+            time: Ts::from_secs(secs),
+            correlation_id: Some(cid.into()),
+            operation_id: None,
+            action: "disable".into(),
+            stage: Stage::Leaver,
+            app: Some("wiki".into()),
+            user_id: None,
+            user_login: Some("a@x".into()),
+            target_id: None,
+            status: Some(IdpStatus::Success),
+            error: None,
+            trigger_time: None,
+            groups: vec![],
+            origin: Origin {
+                source: 0,
+                file: 0,
+                line,
+            },
+        }
+    }
+
+    fn write(secs: i64, cid: &str, line: u64) -> GatewayRecord {
+        GatewayRecord {
+            time: Ts::from_secs(secs),
+            correlation_id: Some(cid.into()),
+            method: Method::Patch,
+            path: "/scim/v2/Users/u-1".into(),
+            status: 200,
+            duration_ms: None,
+            app: Some("wiki".into()),
+            principal: None,
+            user_name: None,
+            resource_id: Some("u-1".into()),
+            write: Some(WriteKind::Disable),
+            error_detail: None,
+            origin: Origin {
+                source: 1,
+                file: 0,
+                line,
+            },
+        }
+    }
+
+    fn settled(joiner: &mut Joiner, clock: i64) -> Vec<Joined> {
+        let mut out = Vec::new();
+        joiner.expire(Ts::from_secs(clock), &mut out);
+        out
+    }
+
+    /// The time indexes keep stale entries when a bucket's deadline or earliest time moves, and
+    /// after it settles: none of them may settle a bucket early, hide its floor, or touch a
+    /// later bucket under the same ID.
+    #[test]
+    fn stale_index_entries_never_settle_early_or_twice() {
+        let mut joiner = Joiner::new(600, true);
+        joiner.push_idp(idp(1000, "c1", 1));
+        // A later write moves c1's deadline from 1600 to 2100 (a stale entry at 1600 stays).
+        joiner.push_gateway(write(1500, "c1", 2));
+        // An earlier IdP record moves its floor from 1000 back to 900.
+        joiner.push_idp(idp(900, "c1", 3));
+        joiner.push_idp(idp(1200, "c2", 4));
+        assert_eq!(joiner.pending_floor(), Some(Ts::from_secs(900)));
+        assert!(
+            settled(&mut joiner, 1700).is_empty(),
+            "c1 is due at 2100, c2 at 1800"
+        );
+
+        let out = settled(&mut joiner, 1900);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].correlation_id.as_deref(), Some("c2"));
+        assert_eq!(joiner.pending_floor(), Some(Ts::from_secs(900)));
+
+        let out = settled(&mut joiner, 2200);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].correlation_id.as_deref(), Some("c1"));
+        assert_eq!((out[0].idp.len(), out[0].attempts.len()), (2, 1));
+        assert_eq!(out[0].join_method, JoinMethod::CorrelationId);
+        assert_eq!(joiner.pending_floor(), None);
+        assert_eq!(joiner.pending(), 0);
+
+        // The same ID again, later: a new operation, settled once, at its own deadline.
+        joiner.push_idp(idp(5000, "c1", 5));
+        joiner.push_gateway(write(5010, "c1", 6));
+        assert_eq!(joiner.pending_floor(), Some(Ts::from_secs(5000)));
+        assert!(settled(&mut joiner, 5600).is_empty());
+        let out = settled(&mut joiner, 5700);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].attempts.len(), 1);
+        assert!(settled(&mut joiner, 99_999).is_empty());
+
+        // Eviction takes the oldest by earliest record, whatever stale entries lie around.
+        joiner.push_idp(idp(8000, "c3", 7));
+        joiner.push_idp(idp(7000, "c4", 8));
+        joiner.push_idp(idp(7500, "c3", 9));
+        let mut out = Vec::new();
+        assert!(joiner.evict_oldest(&mut out));
+        assert_eq!(out[0].correlation_id.as_deref(), Some("c4"));
+        assert_eq!(joiner.pending_floor(), Some(Ts::from_secs(7500)));
+        let mut out = Vec::new();
+        joiner.expire_all(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].idp.len(), 2);
+        assert_eq!(joiner.stats().evicted, 1);
+    }
+}
