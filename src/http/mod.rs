@@ -14,14 +14,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics::Metrics;
 use serde_json::json;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 /// The most recent operations by correlation ID, for `/api/v1/operations/{id}`.
 #[derive(Default)]
 pub struct RecentOperations {
-    by_id: HashMap<String, Arc<Operation>>,
-    order: VecDeque<String>,
+    /// Keyed hashing (ahash): IDs come from logs. Each ID is stored once, shared with `order`.
+    by_id: crate::model::FastMap<Arc<str>, Arc<Operation>>,
+    order: VecDeque<Arc<str>>,
     capacity: usize,
 }
 
@@ -34,12 +35,16 @@ impl RecentOperations {
     }
 
     pub fn insert(&mut self, operation: Arc<Operation>) {
-        let Some(id) = operation.correlation_id.clone() else {
+        let Some(id) = operation.correlation_id.as_deref() else {
             return;
         };
-        if self.by_id.insert(id.clone(), operation).is_none() {
-            self.order.push_back(id);
+        if let Some(slot) = self.by_id.get_mut(id) {
+            *slot = operation;
+            return;
         }
+        let id: Arc<str> = Arc::from(id);
+        self.by_id.insert(id.clone(), operation);
+        self.order.push_back(id);
         while self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
                 self.by_id.remove(&old);
