@@ -568,7 +568,6 @@ impl Pipeline {
         }
     }
 
-    /// Gauges, SLO windows, open leavers and the alert conditions that hold at `clock`.
     /// Counts, lists and logs the open leavers, and notes the overdue high-risk ones for the
     /// alert conditions. Only when the views are due: walking every open episode on every pass
     /// was most of a busy daemon's time; the gauges keep their values in between.
@@ -660,6 +659,7 @@ impl Pipeline {
         self.reported_overdue = overdue_seen;
     }
 
+    /// Gauges, SLO windows, open leavers and the alert conditions that hold at `clock`.
     fn refresh_gauges(&mut self, clock: Ts) {
         if self.views_due {
             self.refresh_leaver_views(clock);
