@@ -130,6 +130,8 @@ pub struct Joiner {
     expiry: TimeQueue,
     /// (earliest record time, key): how far back a pending operation can still reach.
     floor: TimeQueue,
+    /// Whether a bucket settled since the floor was last cleaned.
+    floor_dirty: bool,
     pool: FastMap<OriginKey, PoolEntry>,
     pool_expiry: BTreeSet<(Ts, OriginKey)>,
     pool_by_resource: FastMap<String, Vec<OriginKey>>,
@@ -181,6 +183,7 @@ impl Joiner {
             buckets: FastMap::default(),
             expiry: TimeQueue::default(),
             floor: TimeQueue::default(),
+            floor_dirty: false,
             pool: FastMap::default(),
             pool_expiry: BTreeSet::new(),
             pool_by_resource: FastMap::default(),
@@ -300,17 +303,24 @@ impl Joiner {
         self.floor.peek().map(|(t, _)| *t)
     }
 
-    /// Drops floor entries of buckets settled or since reaching further back.
+    /// Drops floor entries of buckets settled or since reaching further back. Only a settled
+    /// bucket can leave a stale entry first (an earlier record pushes a smaller, current one),
+    /// so this looks only after a settle.
     fn clean_floor(&mut self) {
+        if !std::mem::take(&mut self.floor_dirty) {
+            return;
+        }
         let buckets = &self.buckets;
-        self.floor
-            .clean(|t, key| buckets.get(key).is_some_and(|b| b.earliest == t));
+        self.floor.clean(None, |t, key| {
+            buckets.get(key).is_some_and(|b| b.earliest == t)
+        });
     }
 
-    /// Drops expiry entries of buckets settled or since given a later deadline.
-    fn clean_expiry(&mut self) {
+    /// Drops expiry entries, due before `before` if given, of buckets settled or since given
+    /// a later deadline: entries not yet due stay unchecked.
+    fn clean_expiry(&mut self, before: Option<Ts>) {
         let (buckets, window) = (&self.buckets, self.window_micros);
-        self.expiry.clean(|t, key| {
+        self.expiry.clean(before, |t, key| {
             buckets
                 .get(key)
                 .is_some_and(|b| deadline_of(b, window) == t)
@@ -440,7 +450,7 @@ impl Joiner {
     /// Settles every operation and write whose deadline is before `clock`, in deadline order.
     pub fn expire(&mut self, clock: Ts, out: &mut Vec<Joined>) {
         loop {
-            self.clean_expiry();
+            self.clean_expiry(Some(clock));
             let next_bucket = self.expiry.peek().map(|(t, _)| *t).filter(|t| *t < clock);
             let next_write = self
                 .pool_expiry
@@ -464,7 +474,7 @@ impl Joiner {
     /// pooled writes, then the writes nobody claimed.
     pub fn expire_all(&mut self, out: &mut Vec<Joined>) {
         loop {
-            self.clean_expiry();
+            self.clean_expiry(None);
             let Some((_, key)) = self.expiry.pop() else {
                 break;
             };
@@ -534,6 +544,7 @@ impl Joiner {
             return;
         };
         let mut bucket = *bucket;
+        self.floor_dirty = true;
         bucket.idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
         let mut gateway: Vec<GatewayRecord> =
             bucket.gateway.iter().map(PackedGateway::unpack).collect();
@@ -759,10 +770,11 @@ impl TimeQueue {
         self.0.pop().map(|Reverse(entry)| entry)
     }
 
-    /// Drops stale entries from the front: afterwards the first entry, if any, is current.
-    fn clean(&mut self, current: impl Fn(Ts, &Key) -> bool) {
+    /// Drops stale entries from the front (those before `before`, if given): afterwards the
+    /// first entry, if any (and if before `before`), is current.
+    fn clean(&mut self, before: Option<Ts>, current: impl Fn(Ts, &Key) -> bool) {
         while let Some((time, key)) = self.peek() {
-            if current(*time, key) {
+            if before.is_some_and(|b| *time >= b) || current(*time, key) {
                 return;
             }
             self.0.pop();
