@@ -130,13 +130,6 @@ pub struct OperationRow {
     pub ingested_at: i64,
 }
 
-impl OperationRow {
-    /// The operation's time (its earliest IdP record, else its first attempt), in micros.
-    pub fn time(&self) -> i64 {
-        self.idp_time.or(self.first_attempt_time).unwrap_or(0)
-    }
-}
-
 /// One row of `leavers`: a closed or breached episode.
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
 pub struct LeaverRow {
@@ -195,6 +188,11 @@ pub struct OperationView<'a> {
 }
 
 impl OperationRow {
+    /// The operation's time (its earliest IdP record, else its first attempt), in micros.
+    pub fn time(&self) -> i64 {
+        self.view().time()
+    }
+
     pub fn view(&self) -> OperationView<'_> {
         OperationView {
             correlation_id: self.correlation_id.as_deref(),
@@ -220,6 +218,14 @@ impl OperationRow {
             high_risk: self.high_risk,
             ingested_at: self.ingested_at,
         }
+    }
+}
+
+impl OperationView<'_> {
+    /// The operation's time (its earliest IdP record, else its first attempt), in micros:
+    /// which day's file the row goes to.
+    pub fn time(&self) -> i64 {
+        self.idp_time.or(self.first_attempt_time).unwrap_or(0)
     }
 }
 

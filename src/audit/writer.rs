@@ -306,7 +306,7 @@ impl AuditWriter {
         match output {
             Output::Operation(op) => {
                 let row = operation_view(op, &self.source_names, ingested_at);
-                let day = day_of(row.idp_time.or(row.first_attempt_time).unwrap_or(0));
+                let day = day_of(row.time());
                 let buffer = self.operations.entry(day).or_default();
                 buffer.append(&row);
                 if buffer.len() >= self.group_rows() {

@@ -628,7 +628,7 @@ impl Pipeline {
                     user: episode.user().to_string(),
                     high_risk: episode.high_risk,
                     initiated_at: episode.initiated_at,
-                    age_seconds: clock.secs_since(episode.initiated_at).max(0.0),
+                    age_seconds: age,
                     deadline_seconds: episode.deadline_seconds,
                     due_at: episode.due_at(),
                     overdue,

@@ -76,7 +76,7 @@ impl PackedGateway {
         out.push(presence);
         out.extend_from_slice(&record.time.0.to_le_bytes());
         out.extend_from_slice(&record.status.to_le_bytes());
-        out.push(index_of(&METHODS, record.method));
+        out.push(method_code(record.method));
         out.extend_from_slice(&record.origin.source.to_le_bytes());
         out.extend_from_slice(&record.origin.file.to_le_bytes());
         put_varint(&mut out, record.origin.line);
@@ -84,7 +84,7 @@ impl PackedGateway {
             out.extend_from_slice(&duration.to_bits().to_le_bytes());
         }
         if let Some(write) = record.write {
-            out.push(index_of(&WRITES, write));
+            out.push(write_code(write));
         }
         for text in strings.into_iter().flatten() {
             put_varint(&mut out, text.len() as u64);
@@ -132,8 +132,28 @@ impl PackedGateway {
     }
 }
 
-fn index_of<T: PartialEq + Copy>(all: &[T], value: T) -> u8 {
-    all.iter().position(|v| *v == value).unwrap_or(0) as u8
+/// A method's index in [`METHODS`]: a match, so a new method cannot be left out.
+fn method_code(method: Method) -> u8 {
+    match method {
+        Method::Get => 0,
+        Method::Post => 1,
+        Method::Put => 2,
+        Method::Patch => 3,
+        Method::Delete => 4,
+        Method::Other => 5,
+    }
+}
+
+/// A write kind's index in [`WRITES`], likewise.
+fn write_code(write: WriteKind) -> u8 {
+    match write {
+        WriteKind::CreateUser => 0,
+        WriteKind::DeleteUser => 1,
+        WriteKind::Disable => 2,
+        WriteKind::Enable => 3,
+        WriteKind::Update => 4,
+        WriteKind::UnknownUpdate => 5,
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {

@@ -91,12 +91,11 @@ pub fn judge(joined: Joined) -> Operation {
         correlation_id,
         join_method,
         idp,
-        attempts,
+        attempts: mut records,
         notes,
     } = joined;
     // What the gateway itself says of the request, for writes no IdP record claims.
-    let mut attempts = attempts;
-    let gateway_facts = attempts.last_mut().filter(|_| idp.is_empty()).map(|a| {
+    let gateway_facts = records.last_mut().filter(|_| idp.is_empty()).map(|a| {
         (
             a.write.map(WriteKind::stage),
             a.app.take(),
@@ -106,8 +105,8 @@ pub fn judge(joined: Joined) -> Operation {
     });
     // A fresh, exact Vec: `collect` would reuse the records' allocation (in-place
     // iteration), and every operation the daemon keeps for the API would hold it.
-    let mut exact = Vec::with_capacity(attempts.len());
-    exact.extend(attempts.into_iter().map(|a| Attempt {
+    let mut attempts: Vec<Attempt> = Vec::with_capacity(records.len());
+    attempts.extend(records.drain(..).map(|a| Attempt {
         time: a.time,
         method: a.method,
         path: a.path,
@@ -115,7 +114,6 @@ pub fn judge(joined: Joined) -> Operation {
         duration_ms: a.duration_ms,
         error_detail: a.error_detail,
     }));
-    let attempts: Vec<Attempt> = exact;
     let last = attempts.last();
     let first_attempt_time = attempts.first().map(|a| a.time);
 
