@@ -16,8 +16,8 @@ use crate::judge::leavers::{LeaverEvent, LifecycleOp, Request, Trigger};
 use crate::judge::policy::Subject;
 use crate::judge::{judge, Episode, Episodes, Operation, Policy, PostDisableActivity};
 use crate::model::{Origin, Outcome, Record, Stage};
+use crate::queue::MinQueue;
 use crate::time::Ts;
-use std::collections::BTreeMap;
 
 /// What the engine produces, in the order it is settled.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,77 @@ enum TimelineItem {
     Request(Request),
 }
 
+/// An item on the timeline, ordered by its key alone (keys are unique: kind and origin).
+#[derive(Debug)]
+struct Timed(TimelineKey, TimelineItem);
+
+impl PartialEq for Timed {
+    fn eq(&self, other: &Timed) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Timed {}
+
+impl PartialOrd for Timed {
+    fn partial_cmp(&self, other: &Timed) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timed {
+    fn cmp(&self, other: &Timed) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// The timeline, one queue per kind: each kind arrives nearly in time order (requests a window
+/// late, operations as their joins settle), so each queue is mostly a sorted run; together
+/// they release in key order.
+#[derive(Debug, Default)]
+struct Timeline([MinQueue<Timed>; 3]);
+
+impl Timeline {
+    fn push(&mut self, key: TimelineKey, item: TimelineItem) {
+        self.0[usize::from(key.1)].push(Timed(key, item));
+    }
+
+    /// Takes the first item if its time is before `floor` (any first item without a floor).
+    fn pop_before(&mut self, floor: Option<Ts>) -> Option<TimelineItem> {
+        let lane = (0..self.0.len())
+            .filter_map(|lane| self.0[lane].peek().map(|first| (&first.0, lane)))
+            .min()?
+            .1;
+        let first = self.0[lane].peek()?;
+        if floor.is_some_and(|floor| first.0 .0 >= floor) {
+            return None;
+        }
+        self.0[lane].pop().map(|Timed(_, item)| item)
+    }
+
+    /// Every item in key order, borrowed (for a checkpoint).
+    fn sorted(&self) -> Vec<(&TimelineKey, &TimelineItem)> {
+        let mut all: Vec<_> = self
+            .0
+            .iter()
+            .flat_map(MinQueue::iter)
+            .map(|Timed(key, item)| (key, item))
+            .collect();
+        all.sort_unstable_by_key(|(key, _)| *key);
+        all
+    }
+}
+
+impl From<Vec<(TimelineKey, TimelineItem)>> for Timeline {
+    fn from(items: Vec<(TimelineKey, TimelineItem)>) -> Timeline {
+        let mut timeline = Timeline::default();
+        for (key, item) in items {
+            timeline.push(key, item);
+        }
+        timeline
+    }
+}
+
 /// Everything the engine holds, for a checkpoint: restoring it and re-reading the lines after
 /// the checkpointed offsets gives exactly the outputs an uninterrupted run would have.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -102,7 +173,7 @@ pub struct Engine {
     joiner: Joiner,
     lateness_micros: i64,
     episodes: Episodes,
-    timeline: BTreeMap<TimelineKey, TimelineItem>,
+    timeline: Timeline,
     watermark: Option<Ts>,
     clock: Ts,
     outputs: Vec<Output>,
@@ -121,7 +192,7 @@ impl Engine {
             lateness_micros: (settings.allowed_lateness_secs as i64)
                 .saturating_mul(crate::time::MICROS_PER_SEC),
             episodes: Episodes::new(settings.policy),
-            timeline: BTreeMap::new(),
+            timeline: Timeline::default(),
             watermark: None,
             clock: Ts(i64::MIN),
             outputs: Vec::new(),
@@ -161,7 +232,7 @@ impl Engine {
         EngineStateRef {
             joiner: self.joiner.snapshot(),
             episodes: self.episodes.snapshot(),
-            timeline: self.timeline.iter().collect(),
+            timeline: self.timeline.sorted(),
             watermark: self.watermark,
             clock: self.clock,
             lateness_micros: self.lateness_micros,
@@ -174,7 +245,7 @@ impl Engine {
             joiner: crate::join::Joiner::restore(state.joiner),
             lateness_micros: state.lateness_micros,
             episodes: Episodes::restore(settings.policy, state.episodes),
-            timeline: state.timeline.into_iter().collect(),
+            timeline: state.timeline.into_iter().collect::<Vec<_>>().into(),
             watermark: state.watermark,
             clock: state.clock,
             outputs: Vec::new(),
@@ -221,7 +292,7 @@ impl Engine {
                     // disable answered before this request has been placed (its IdP record
                     // can trail its answer by up to a window).
                     let shifted = Ts(gateway.time.0.saturating_add(self.joiner.window_micros()));
-                    self.timeline.insert(
+                    self.timeline.push(
                         (shifted, 2, origin_key(gateway.origin)),
                         TimelineItem::Request(Request {
                             time: gateway.time,
@@ -240,7 +311,7 @@ impl Engine {
                 }
             }
             Record::Trigger(trigger) => {
-                self.timeline.insert(
+                self.timeline.push(
                     (trigger.time, 0, origin_key(trigger.origin)),
                     TimelineItem::Trigger(Trigger {
                         time: trigger.time,
@@ -308,7 +379,7 @@ impl Engine {
             let lifecycle = matches!(operation.stage, Stage::Joiner | Stage::Leaver)
                 && !matches!(operation.outcome, Outcome::Unattributed | Outcome::Skipped);
             if lifecycle {
-                self.timeline.insert(
+                self.timeline.push(
                     (operation.time, 1, origin_key(origin)),
                     TimelineItem::Operation(LifecycleOp {
                         stage: operation.stage,
@@ -331,11 +402,7 @@ impl Engine {
     }
 
     fn release_timeline(&mut self, floor: Option<Ts>) {
-        while let Some(entry) = self.timeline.first_entry() {
-            if floor.is_some_and(|floor| entry.key().0 >= floor) {
-                break;
-            }
-            let item = entry.remove();
+        while let Some(item) = self.timeline.pop_before(floor) {
             match item {
                 TimelineItem::Trigger(trigger) => self.episodes.on_trigger(&trigger),
                 TimelineItem::Operation(op) => {

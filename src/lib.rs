@@ -20,6 +20,7 @@ pub mod judge;
 pub mod model;
 pub mod notify;
 pub mod parse;
+pub mod queue;
 pub mod replay;
 pub mod report;
 pub mod slo;

@@ -1,0 +1,154 @@
+//! A min-queue for items that arrive nearly in order, as event times do.
+//!
+//! The join's deadlines and the engine's timeline are pushed in almost sorted order: a binary
+//! heap pays a sift of `log n` moves on every push and pop for order the input mostly already
+//! has. [`MinQueue`] keeps a sorted run instead: an item at most [`REACH`] places from the
+//! run's end is inserted there (usually appended), and pops come off its front in O(1); an
+//! item further out of order goes to a heap beside it, so the worst case is the heap's.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// How far back from the run's end an item is still inserted into it.
+pub const REACH: usize = 16;
+
+/// Pops the smallest item first; equal items come out in an unspecified order.
+#[derive(Debug, Clone)]
+pub struct MinQueue<T> {
+    run: VecDeque<T>,
+    rest: BinaryHeap<Reverse<T>>,
+}
+
+impl<T> Default for MinQueue<T> {
+    fn default() -> MinQueue<T> {
+        MinQueue {
+            run: VecDeque::new(),
+            rest: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<T: Ord> MinQueue<T> {
+    pub fn push(&mut self, item: T) {
+        let len = self.run.len();
+        let mut at = len;
+        while at > 0 && len - at < REACH && self.run[at - 1] > item {
+            at -= 1;
+        }
+        if at == 0 || self.run[at - 1] <= item {
+            self.run.insert(at, item);
+        } else {
+            self.rest.push(Reverse(item));
+        }
+    }
+
+    /// The smallest item.
+    pub fn peek(&self) -> Option<&T> {
+        match (self.run.front(), self.rest.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(if b < a { b } else { a }),
+            (a, b) => a.or(b.map(|Reverse(b)| b)),
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<T> {
+        let from_rest = match (self.run.front(), self.rest.peek()) {
+            (Some(a), Some(Reverse(b))) => b < a,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if from_rest {
+            self.rest.pop().map(|Reverse(item)| item)
+        } else {
+            self.run.pop_front()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.run.len() + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.run.is_empty() && self.rest.is_empty()
+    }
+
+    /// Every item, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.run
+            .iter()
+            .chain(self.rest.iter().map(|Reverse(item)| item))
+    }
+}
+
+impl<T: Ord> FromIterator<T> for MinQueue<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> MinQueue<T> {
+        let mut queue = MinQueue::default();
+        for item in items {
+            queue.push(item);
+        }
+        queue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic stream: mostly ascending with jitter, some far-out-of-order items,
+    /// duplicates, and pops interleaved with pushes.
+    fn drain_matches_sorting(items: &[i64], pop_every: usize) {
+        let mut queue = MinQueue::default();
+        let mut reference = BinaryHeap::new();
+        for (index, item) in items.iter().enumerate() {
+            queue.push(*item);
+            reference.push(Reverse(*item));
+            assert_eq!(queue.len(), reference.len());
+            if pop_every > 0 && index % pop_every == 0 {
+                assert_eq!(queue.peek().copied(), reference.peek().map(|r| r.0));
+                assert_eq!(queue.pop(), reference.pop().map(|r| r.0));
+            }
+        }
+        while let Some(Reverse(expected)) = reference.pop() {
+            assert_eq!(queue.peek(), Some(&expected));
+            assert_eq!(queue.pop(), Some(expected));
+        }
+        assert!(queue.is_empty());
+        assert_eq!(queue.pop(), None);
+    }
+
+    #[test]
+    fn pops_in_order_whatever_the_arrival_order() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut nearly_sorted = Vec::new();
+        for i in 0..5_000i64 {
+            let r = next();
+            let item = match r % 10 {
+                0 => i - (r >> 8) as i64 % 4_000, // far behind: the heap
+                1 => i + (r >> 8) as i64 % 4_000, // far ahead: the run's end moves on
+                2 => nearly_sorted.last().copied().unwrap_or(0), // a duplicate
+                _ => i - (r >> 8) as i64 % 8,     // jitter within reach
+            };
+            nearly_sorted.push(item);
+        }
+        for pop_every in [0, 1, 3, 50] {
+            drain_matches_sorting(&nearly_sorted, pop_every);
+        }
+        let descending: Vec<i64> = (0..500).rev().collect();
+        drain_matches_sorting(&descending, 0);
+        drain_matches_sorting(&descending, 7);
+    }
+
+    #[test]
+    fn in_order_and_nearly_in_order_items_stay_out_of_the_heap() {
+        let mut queue: MinQueue<i64> = (0..100).collect();
+        queue.push(90); // within reach: inserted into the run
+        queue.push(50); // beyond reach
+        assert_eq!((queue.run.len(), queue.rest.len()), (101, 1));
+        assert_eq!(queue.iter().count(), 102);
+    }
+}
