@@ -31,6 +31,15 @@ pub fn push_small<T>(items: &mut Vec<T>, item: T) {
     items.push(item);
 }
 
+/// Appends to a boxed slice, growing it by exactly one: for lists that are short, many, and
+/// rarely grow (a pending operation's records).
+pub fn push_boxed<T>(items: &mut Box<[T]>, item: T) {
+    let mut vec = std::mem::take(items).into_vec();
+    vec.reserve_exact(1);
+    vec.push(item);
+    *items = vec.into_boxed_slice();
+}
+
 /// Joiner, mover or leaver: the lifecycle stage of a provisioning operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

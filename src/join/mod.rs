@@ -20,11 +20,12 @@
 
 mod packed;
 
-use crate::model::{push_small, FastMap};
+use crate::model::{push_boxed, push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
 use crate::queue::MinQueue;
 use crate::time::Ts;
-use packed::PackedGateway;
+use hashbrown::hash_table::{Entry, HashTable};
+use packed::{PackedBucket, PackedGateway};
 use std::collections::BTreeSet;
 
 /// How an operation's records were matched (a Parquet column and an API field).
@@ -90,23 +91,74 @@ pub struct JoinStats {
 
 type OriginKey = (u16, u32, u64);
 
-/// A pending operation's key (`c:` shared ID, `o:` IdP operation ID, or a line for records
-/// with neither), shared by the bucket map and its two time indexes rather than copied.
-type Key = std::sync::Arc<str>;
+/// A pending operation's key: `c:` and a shared ID, `o:` and an IdP operation ID, or a line
+/// for records with neither. Stored once, in its bucket; the time indexes hold its hash.
+type Key = Box<str>;
 
 fn origin_key(origin: Origin) -> OriginKey {
     (origin.source, origin.file, origin.line)
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// A pending operation: 64 bytes, boxed, plus its lists and one allocation for its key and
+/// gateway writes (at a million pending writes every byte here is a megabyte).
+#[derive(Debug)]
 struct Bucket {
+    idp: Box<[IdpRecord]>,
+    notes: Box<[NoteRecord]>,
+    packed: PackedBucket,
+    earliest: Ts,
+    latest: Ts,
+}
+
+impl Bucket {
+    fn new(key: &str, time: Ts) -> Bucket {
+        Bucket {
+            idp: Box::default(),
+            notes: Box::default(),
+            packed: PackedBucket::new(key),
+            earliest: time,
+            latest: time,
+        }
+    }
+
+    fn key(&self) -> &str {
+        self.packed.key()
+    }
+
+    /// Joined by resource id / user name rather than a shared ID.
+    fn fuzzy(&self) -> bool {
+        !self.packed.key_bytes().starts_with(b"c:")
+    }
+}
+
+/// A bucket as a checkpoint holds it: its records unpacked (the form it had before packing).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct BucketState {
     idp: Vec<IdpRecord>,
     notes: Vec<NoteRecord>,
+    /// Packed as it is read, so a restore never holds every pending write unpacked.
     gateway: Vec<PackedGateway>,
     earliest: Ts,
     latest: Ts,
-    /// Joined by resource id / user name rather than a shared ID.
-    fuzzy: bool,
+}
+
+/// A live bucket, serialized as a [`BucketState`] (plus `fuzzy`, implied by the key).
+#[derive(Debug)]
+pub struct BucketRef<'a>(&'a Bucket);
+
+impl serde::Serialize for BucketRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let bucket = self.0;
+        let mut out = serializer.serialize_struct("Bucket", 6)?;
+        out.serialize_field("idp", &bucket.idp)?;
+        out.serialize_field("notes", &bucket.notes)?;
+        out.serialize_field("gateway", &packed::Writes(&bucket.packed))?;
+        out.serialize_field("earliest", &bucket.earliest)?;
+        out.serialize_field("latest", &bucket.latest)?;
+        out.serialize_field("fuzzy", &bucket.fuzzy())?;
+        out.end()
+    }
 }
 
 /// A gateway write waiting for an IdP operation without a shared ID.
@@ -123,12 +175,14 @@ pub struct Joiner {
     window_micros: i64,
     /// Whether gateway correlation IDs are join keys (some IdP source maps one).
     gateway_cid_joins: bool,
-    /// Boxed: a pending operation is usually one or two records, and the table keeps about
-    /// as many empty slots as full ones.
-    buckets: FastMap<Key, Box<Bucket>>,
-    /// (deadline, key) of every bucket: what expires next.
+    /// Boxed: the table keeps about as many empty slots as full ones. Found by key, or by the
+    /// key's hash and a time (from the time indexes).
+    buckets: HashTable<Box<Bucket>>,
+    /// Per-process random keys, so crafted IDs cannot flood one slot.
+    hasher: ahash::RandomState,
+    /// (deadline, key hash) of every bucket: what expires next.
     expiry: TimeQueue,
-    /// (earliest record time, key): how far back a pending operation can still reach.
+    /// (earliest record time, key hash): how far back a pending operation can still reach.
     floor: TimeQueue,
     /// Whether a bucket settled since the floor was last cleaned.
     floor_dirty: bool,
@@ -150,7 +204,7 @@ pub struct Joiner {
 pub struct JoinerState {
     window_micros: i64,
     gateway_cid_joins: bool,
-    buckets: Vec<(String, Bucket)>,
+    buckets: Vec<(String, BucketState)>,
     pool: Vec<PoolEntry>,
     names: Vec<(String, String, String)>,
     stats: JoinStats,
@@ -161,7 +215,7 @@ pub struct JoinerState {
 pub struct JoinerStateRef<'a> {
     window_micros: i64,
     gateway_cid_joins: bool,
-    buckets: Vec<(&'a str, &'a Bucket)>,
+    buckets: Vec<(&'a str, BucketRef<'a>)>,
     pool: Vec<&'a PoolEntry>,
     names: Vec<(&'a str, &'a str, &'a str)>,
     stats: JoinStats,
@@ -180,7 +234,8 @@ impl Joiner {
         Joiner {
             window_micros: (join_window_secs as i64).saturating_mul(crate::time::MICROS_PER_SEC),
             gateway_cid_joins,
-            buckets: FastMap::default(),
+            buckets: HashTable::new(),
+            hasher: ahash::RandomState::new(),
             expiry: TimeQueue::default(),
             floor: TimeQueue::default(),
             floor_dirty: false,
@@ -199,8 +254,11 @@ impl Joiner {
     /// The pending state, for a checkpoint: borrowed, in a stable order, serialized as a
     /// [`JoinerState`] without copying the state first.
     pub fn snapshot(&self) -> JoinerStateRef<'_> {
-        let mut buckets: Vec<(&str, &Bucket)> =
-            self.buckets.iter().map(|(k, b)| (&**k, &**b)).collect();
+        let mut buckets: Vec<(&str, BucketRef)> = self
+            .buckets
+            .iter()
+            .map(|b| (b.key(), BucketRef(b)))
+            .collect();
         buckets.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut pool: Vec<&PoolEntry> = self.pool.values().collect();
         pool.sort_unstable_by_key(|e| origin_key(e.record.origin));
@@ -235,31 +293,41 @@ impl Joiner {
             }
             joiner.names.insert((app, id), user);
         }
-        for (key, bucket) in state.buckets {
-            let key = Key::from(key);
-            if bucket.fuzzy {
+        for (key, state) in state.buckets {
+            let mut bucket = Bucket::new(&key, state.earliest);
+            bucket.latest = state.latest;
+            for write in &state.gateway {
+                bucket.packed.push(&write.unpack());
+            }
+            bucket.idp = state.idp.into_boxed_slice();
+            bucket.notes = state.notes.into_boxed_slice();
+            if bucket.fuzzy() {
                 for record in &bucket.idp {
                     if let Some(target) = &record.target_id {
                         joiner
                             .fuzzy_by_resource
                             .entry(target.clone())
                             .or_default()
-                            .insert(key.clone());
+                            .insert(key.clone().into());
                     }
                     if let Some(login) = &record.user_login {
                         joiner
                             .fuzzy_by_user
                             .entry(lower(login))
                             .or_default()
-                            .insert(key.clone());
+                            .insert(key.clone().into());
                     }
                 }
             }
+            let hash = joiner.hash(key.as_bytes());
             joiner
                 .expiry
-                .push(deadline_of(&bucket, joiner.window_micros), key.clone());
-            joiner.floor.push(bucket.earliest, key.clone());
-            joiner.buckets.insert(key, Box::new(bucket));
+                .push(deadline_of(&bucket, joiner.window_micros), hash);
+            joiner.floor.push(bucket.earliest, hash);
+            let hasher = &joiner.hasher;
+            joiner.buckets.insert_unique(hash, Box::new(bucket), |b| {
+                hasher.hash_one(b.packed.key_bytes())
+            });
         }
         for entry in state.pool {
             let key = origin_key(entry.record.origin);
@@ -311,8 +379,8 @@ impl Joiner {
             return;
         }
         let buckets = &self.buckets;
-        self.floor.clean(None, |t, key| {
-            buckets.get(key).is_some_and(|b| b.earliest == t)
+        self.floor.clean(None, |t, hash| {
+            buckets.find(hash, |b| b.earliest == t).is_some()
         });
     }
 
@@ -320,10 +388,10 @@ impl Joiner {
     /// a later deadline: entries not yet due stay unchecked.
     fn clean_expiry(&mut self, before: Option<Ts>) {
         let (buckets, window) = (&self.buckets, self.window_micros);
-        self.expiry.clean(before, |t, key| {
+        self.expiry.clean(before, |t, hash| {
             buckets
-                .get(key)
-                .is_some_and(|b| deadline_of(b, window) == t)
+                .find(hash, |b| deadline_of(b, window) == t)
+                .is_some()
         });
     }
 
@@ -340,15 +408,18 @@ impl Joiner {
         let target = record.target_id.clone().filter(|_| fuzzy);
         let login = record.user_login.as_deref().filter(|_| fuzzy).map(lower);
         let time = record.time;
-        let key = self.bucket(&key, time, fuzzy, |b| push_small(&mut b.idp, record));
+        self.bucket(&key, time, |b| push_boxed(&mut b.idp, record));
         if let Some(target) = target {
             self.fuzzy_by_resource
                 .entry(target)
                 .or_default()
-                .insert(key.clone());
+                .insert(key.as_str().into());
         }
         if let Some(login) = login {
-            self.fuzzy_by_user.entry(login).or_default().insert(key);
+            self.fuzzy_by_user
+                .entry(login)
+                .or_default()
+                .insert(key.into());
         }
     }
 
@@ -359,9 +430,8 @@ impl Joiner {
             (None, Some(id)) => format!("o:{id}"),
             (None, None) => return,
         };
-        let fuzzy = note.correlation_id.is_none();
         let time = note.time;
-        self.bucket(&key, time, fuzzy, |b| push_small(&mut b.notes, note));
+        self.bucket(&key, time, |b| push_boxed(&mut b.notes, note));
     }
 
     /// Adds a gateway SCIM write (reads and non-SCIM requests never reach the join).
@@ -383,9 +453,7 @@ impl Joiner {
             if let Some(cid) = &record.correlation_id {
                 let key = format!("c:{cid}");
                 let time = record.time;
-                self.bucket(&key, time, false, |b| {
-                    push_small(&mut b.gateway, PackedGateway::pack(&record))
-                });
+                self.bucket(&key, time, |b| b.packed.push(&record));
                 return;
             }
         }
@@ -410,41 +478,54 @@ impl Joiner {
         self.pool.insert(key, PoolEntry { record, app, user });
     }
 
-    /// Adds to the bucket of `key`, creating it; returns the bucket's shared key.
-    fn bucket(&mut self, key: &str, time: Ts, fuzzy: bool, add: impl FnOnce(&mut Bucket)) -> Key {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The pending bucket of `key`.
+    fn find(&self, key: &str) -> Option<&Bucket> {
+        let hash = self.hash(key.as_bytes());
+        self.buckets
+            .find(hash, |b| b.packed.key_bytes() == key.as_bytes())
+            .map(|b| &**b)
+    }
+
+    /// Adds to the bucket of `key`, creating it.
+    fn bucket(&mut self, key: &str, time: Ts, add: impl FnOnce(&mut Bucket)) {
         // Updated in place: the bucket is neither moved nor its key copied, and its time
         // indexes are touched only when its deadline or earliest time changes.
         let window = self.window_micros;
-        if let Some((shared, bucket)) = self.buckets.get_key_value(key) {
-            let shared = shared.clone();
-            let (old_deadline, old_earliest) = (deadline_of(bucket, window), bucket.earliest);
-            let bucket = self.buckets.get_mut(key).expect("found above");
-            add(bucket);
-            bucket.earliest = bucket.earliest.min(time);
-            bucket.latest = bucket.latest.max(time);
-            let (deadline, earliest) = (deadline_of(bucket, window), bucket.earliest);
-            // The old entries stay behind, stale, until they surface.
-            if deadline != old_deadline {
-                self.expiry.push(deadline, shared.clone());
+        let hash = self.hash(key.as_bytes());
+        let hasher = &self.hasher;
+        let entry = self.buckets.entry(
+            hash,
+            |b| b.packed.key_bytes() == key.as_bytes(),
+            |b| hasher.hash_one(b.packed.key_bytes()),
+        );
+        match entry {
+            Entry::Occupied(mut entry) => {
+                let bucket = entry.get_mut();
+                let (old_deadline, old_earliest) = (deadline_of(bucket, window), bucket.earliest);
+                add(bucket);
+                bucket.earliest = bucket.earliest.min(time);
+                bucket.latest = bucket.latest.max(time);
+                let (deadline, earliest) = (deadline_of(bucket, window), bucket.earliest);
+                // The old entries stay behind, stale, until they surface.
+                if deadline != old_deadline {
+                    self.expiry.push(deadline, hash);
+                }
+                if earliest != old_earliest {
+                    self.floor.push(earliest, hash);
+                }
             }
-            if earliest != old_earliest {
-                self.floor.push(earliest, shared.clone());
+            Entry::Vacant(entry) => {
+                let mut bucket = Box::new(Bucket::new(key, time));
+                add(&mut bucket);
+                self.expiry.push(deadline_of(&bucket, window), hash);
+                self.floor.push(time, hash);
+                entry.insert(bucket);
             }
-            return shared;
         }
-        let mut bucket = Box::new(Bucket {
-            earliest: time,
-            latest: time,
-            fuzzy,
-            ..Bucket::default()
-        });
-        add(&mut bucket);
-        let shared = Key::from(key);
-        self.expiry
-            .push(deadline_of(&bucket, window), shared.clone());
-        self.floor.push(time, shared.clone());
-        self.buckets.insert(shared.clone(), bucket);
-        shared
     }
 
     /// Settles every operation and write whose deadline is before `clock`, in deadline order.
@@ -459,11 +540,7 @@ impl Joiner {
                 .filter(|t| *t < clock);
             match (next_bucket, next_write) {
                 (Some(b), Some(w)) if w < b => self.expire_write(out),
-                (Some(_), _) => {
-                    if let Some((_, key)) = self.expiry.pop() {
-                        self.settle(key, out);
-                    }
-                }
+                (Some(b), _) => self.settle_due(b, out),
                 (None, Some(_)) => self.expire_write(out),
                 (None, None) => return,
             }
@@ -475,10 +552,10 @@ impl Joiner {
     pub fn expire_all(&mut self, out: &mut Vec<Joined>) {
         loop {
             self.clean_expiry(None);
-            let Some((_, key)) = self.expiry.pop() else {
+            let Some(&(deadline, _)) = self.expiry.peek() else {
                 break;
             };
-            self.settle(key, out);
+            self.settle_due(deadline, out);
         }
         while !self.pool_expiry.is_empty() {
             self.expire_write(out);
@@ -489,7 +566,7 @@ impl Joiner {
     /// window had passed. Returns false when nothing is pending.
     pub fn evict_oldest(&mut self, out: &mut Vec<Joined>) -> bool {
         self.clean_floor();
-        let Some((_, key)) = self.floor.peek().cloned() else {
+        let Some(&(earliest, _)) = self.floor.peek() else {
             if self.pool_expiry.is_empty() {
                 return false;
             }
@@ -497,10 +574,85 @@ impl Joiner {
             self.stats.evicted += 1;
             return true;
         };
-        // Its expiry entry goes stale and is dropped when it surfaces.
-        self.settle(key, out);
+        // Of the buckets reaching back as far, the smallest key. Its entries go stale and are
+        // dropped when they surface.
+        let hashes = self.take_equal(Floor, earliest);
+        let mut keys: Vec<Key> = Vec::new();
+        for &hash in &hashes {
+            self.floor.push(earliest, hash);
+            let found = self
+                .buckets
+                .iter_hash(hash)
+                .filter(|b| b.earliest == earliest);
+            keys.extend(found.map(|b| b.key().into()));
+        }
+        let Some(key) = keys.into_iter().min() else {
+            return false;
+        };
+        if let Some(bucket) = self.remove(&key) {
+            self.settle(*bucket, out);
+        }
         self.stats.evicted += 1;
         true
+    }
+
+    /// Pops the entries of one time index at `time` (its first): their key hashes.
+    fn take_equal(&mut self, index: Index, time: Ts) -> Vec<u64> {
+        let queue = match index {
+            Expiry => &mut self.expiry,
+            Floor => &mut self.floor,
+        };
+        let mut hashes = Vec::new();
+        while let Some(&(t, hash)) = queue.peek() {
+            if t != time {
+                break;
+            }
+            queue.pop();
+            hashes.push(hash);
+        }
+        hashes
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Box<Bucket>> {
+        let hash = self.hash(key.as_bytes());
+        let entry = self
+            .buckets
+            .find_entry(hash, |b| b.packed.key_bytes() == key.as_bytes());
+        entry.ok().map(|entry| entry.remove().0)
+    }
+
+    /// Settles the buckets due at `deadline`, in key order: the time index orders equal times
+    /// by hash, which is random per process. Each settles while the later ones still compete
+    /// for writes, as if settled one by one.
+    fn settle_due(&mut self, deadline: Ts, out: &mut Vec<Joined>) {
+        let window = self.window_micros;
+        let hashes = self.take_equal(Expiry, deadline);
+        if let [hash] = hashes[..] {
+            // One entry (nearly always): no order to decide.
+            let entry = self
+                .buckets
+                .find_entry(hash, |b| deadline_of(b, window) == deadline);
+            if let Ok(entry) = entry {
+                let bucket = entry.remove().0;
+                self.settle(*bucket, out);
+            }
+            return;
+        }
+        let mut keys: Vec<Key> = Vec::new();
+        for hash in hashes {
+            let due = self
+                .buckets
+                .iter_hash(hash)
+                .filter(|b| deadline_of(b, window) == deadline);
+            keys.extend(due.map(|b| b.key().into()));
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            if let Some(bucket) = self.remove(&key) {
+                self.settle(*bucket, out);
+            }
+        }
     }
 
     fn expire_write(&mut self, out: &mut Vec<Joined>) {
@@ -539,23 +691,24 @@ impl Joiner {
         Some(entry)
     }
 
-    fn settle(&mut self, key: Key, out: &mut Vec<Joined>) {
-        let Some(bucket) = self.buckets.remove(&key) else {
-            return;
-        };
-        let mut bucket = *bucket;
+    /// Settles a bucket taken out of the table.
+    fn settle(&mut self, bucket: Bucket, out: &mut Vec<Joined>) {
+        let Bucket {
+            idp, notes, packed, ..
+        } = bucket;
+        let (key, fuzzy) = (packed.key(), !packed.key_bytes().starts_with(b"c:"));
         self.floor_dirty = true;
-        bucket.idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
-        let mut gateway: Vec<GatewayRecord> =
-            bucket.gateway.iter().map(PackedGateway::unpack).collect();
+        let mut idp = idp.into_vec();
+        idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
+        let mut gateway: Vec<GatewayRecord> = packed.writes().collect();
         gateway.sort_by_key(|r| (r.time, origin_key(r.origin)));
-        if bucket.fuzzy {
-            for record in &bucket.idp {
+        if fuzzy {
+            for record in &idp {
                 if let Some(target) = &record.target_id {
-                    remove_key(&mut self.fuzzy_by_resource, target, &key);
+                    remove_key(&mut self.fuzzy_by_resource, target, key);
                 }
                 if let Some(login) = &record.user_login {
-                    remove_key(&mut self.fuzzy_by_user, &lower(login), &key);
+                    remove_key(&mut self.fuzzy_by_user, &lower(login), key);
                 }
             }
         }
@@ -563,10 +716,10 @@ impl Joiner {
             .strip_prefix("c:")
             .or_else(|| key.strip_prefix("o:"))
             .map(str::to_string);
-        let operations = split_by_time(id, bucket.idp, bucket.notes, self.window_micros);
-        if bucket.fuzzy {
+        let operations = split_by_time(id, idp, notes.into_vec(), self.window_micros);
+        if fuzzy {
             for mut operation in operations {
-                self.claim_fuzzy(&key, &mut operation);
+                self.claim_fuzzy(key, &mut operation);
                 out.push(operation);
             }
             return;
@@ -715,7 +868,7 @@ impl Joiner {
             if &**key == own_key {
                 continue;
             }
-            let Some(bucket) = self.buckets.get(key) else {
+            let Some(bucket) = self.find(key) else {
                 continue;
             };
             for record in &bucket.idp {
@@ -742,40 +895,50 @@ impl Joiner {
 
 /// When a bucket expires: a window (two without a shared ID) past its newest record.
 fn deadline_of(bucket: &Bucket, window_micros: i64) -> Ts {
-    let windows = if bucket.fuzzy { 2 } else { 1 };
+    let windows = if bucket.fuzzy() { 2 } else { 1 };
     Ts(bucket
         .latest
         .0
         .saturating_add(window_micros.saturating_mul(windows)))
 }
 
-/// Pending buckets by a time (deadline, or earliest record), soonest first, ties by key.
+/// Pending buckets by a time (deadline, or earliest record), soonest first: (time, key hash).
+/// An entry stands for whichever buckets have that hash and that time, so a hash two keys
+/// share is harmless; equal times come out in hash order, which the joiner puts in key order.
 /// An entry is not removed when its bucket's time changes or the bucket settles: it goes stale
 /// and is dropped when it surfaces (`clean`). A bucket's deadline only grows and its earliest
 /// time only shrinks, so its current entry is always the one that surfaces last or first.
-/// 24 bytes an entry in arrays, where a tree set took about twice that in node space; times
-/// arrive nearly in order, so most entries are appended and popped without a sift.
+/// 16 bytes an entry in arrays; times arrive nearly in order, so most entries are appended
+/// and popped without a sift.
 #[derive(Debug, Default)]
-struct TimeQueue(MinQueue<(Ts, Key)>);
+struct TimeQueue(MinQueue<(Ts, u64)>);
+
+/// Which time index.
+#[derive(Clone, Copy)]
+enum Index {
+    Expiry,
+    Floor,
+}
+use Index::{Expiry, Floor};
 
 impl TimeQueue {
-    fn push(&mut self, time: Ts, key: Key) {
-        self.0.push((time, key));
+    fn push(&mut self, time: Ts, hash: u64) {
+        self.0.push((time, hash));
     }
 
-    fn peek(&self) -> Option<&(Ts, Key)> {
+    fn peek(&self) -> Option<&(Ts, u64)> {
         self.0.peek()
     }
 
-    fn pop(&mut self) -> Option<(Ts, Key)> {
+    fn pop(&mut self) -> Option<(Ts, u64)> {
         self.0.pop()
     }
 
     /// Drops stale entries from the front (those before `before`, if given): afterwards the
     /// first entry, if any (and if before `before`), is current.
-    fn clean(&mut self, before: Option<Ts>, current: impl Fn(Ts, &Key) -> bool) {
-        while let Some((time, key)) = self.peek() {
-            if before.is_some_and(|b| *time >= b) || current(*time, key) {
+    fn clean(&mut self, before: Option<Ts>, current: impl Fn(Ts, u64) -> bool) {
+        while let Some(&(time, hash)) = self.peek() {
+            if before.is_some_and(|b| time >= b) || current(time, hash) {
                 return;
             }
             self.0.pop();
@@ -975,5 +1138,40 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].idp.len(), 2);
         assert_eq!(joiner.stats().evicted, 1);
+    }
+
+    /// The time indexes order equal times by a per-process random hash: what settles or is
+    /// evicted first among equal times must still be decided by the keys alone.
+    #[test]
+    fn equal_times_settle_and_evict_in_key_order() {
+        let mut joiner = Joiner::new(600, true);
+        let arrival: Vec<String> = (0..40).map(|i| format!("k{:02}", (i * 17) % 40)).collect();
+        for (line, key) in arrival.iter().enumerate() {
+            joiner.push_gateway(write(1000, key, line as u64));
+        }
+        let out = settled(&mut joiner, 1601);
+        let order: Vec<&str> = out
+            .iter()
+            .filter_map(|j| j.correlation_id.as_deref())
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!((order.len(), &order), (40, &sorted));
+        // A write packed without its ID (the bucket's key says it) gets it back.
+        assert!(out
+            .iter()
+            .all(|j| j.attempts[0].correlation_id == j.correlation_id));
+
+        for (line, key) in arrival.iter().enumerate() {
+            joiner.push_gateway(write(5000, key, line as u64));
+        }
+        let mut evicted = Vec::new();
+        while joiner.evict_oldest(&mut evicted) {}
+        let order: Vec<&str> = evicted
+            .iter()
+            .filter_map(|j| j.correlation_id.as_deref())
+            .collect();
+        assert_eq!(order, sorted);
+        assert_eq!(joiner.pending(), 0);
     }
 }

@@ -5,6 +5,11 @@
 //! Layout: a presence byte, then the fixed fields (time, status, method, origin; duration and
 //! write kind when present), then the strings in field order, each as a LEB128 length and
 //! its UTF-8 bytes. Only this module reads or writes it; checkpoints hold the record itself.
+//!
+//! A bucket's key and all its pending writes share one allocation, [`PackedBucket`]: the key
+//! (a LEB128 length and its bytes), then each write as a LEB128 length and its packed bytes.
+//! A write whose correlation ID is the key's (`c:` and the ID) leaves it out, which halves a
+//! typical write; the low bit of its length says so (`length << 1 | 1`).
 
 use crate::model::{GatewayRecord, Method, Origin, WriteKind};
 use crate::time::Ts;
@@ -47,88 +52,190 @@ impl std::fmt::Debug for PackedGateway {
 
 impl PackedGateway {
     pub fn pack(record: &GatewayRecord) -> PackedGateway {
-        let strings = [
-            record.correlation_id.as_deref(),
-            Some(record.path.as_str()),
-            record.app.as_deref(),
-            record.principal.as_deref(),
-            record.user_name.as_deref(),
-            record.resource_id.as_deref(),
-            record.error_detail.as_deref(),
-        ];
-        let text: usize = strings.iter().flatten().map(|s| s.len() + 5).sum();
-        let mut out = Vec::with_capacity(1 + 8 + 2 + 1 + 14 + 9 + text);
-        let mut presence = 0;
-        for (present, flag) in [
-            (record.correlation_id.is_some(), CORRELATION_ID),
-            (record.duration_ms.is_some(), DURATION),
-            (record.app.is_some(), APP),
-            (record.principal.is_some(), PRINCIPAL),
-            (record.user_name.is_some(), USER_NAME),
-            (record.resource_id.is_some(), RESOURCE_ID),
-            (record.write.is_some(), WRITE),
-            (record.error_detail.is_some(), ERROR_DETAIL),
-        ] {
-            if present {
-                presence |= flag;
-            }
-        }
-        out.push(presence);
-        out.extend_from_slice(&record.time.0.to_le_bytes());
-        out.extend_from_slice(&record.status.to_le_bytes());
-        out.push(method_code(record.method));
-        out.extend_from_slice(&record.origin.source.to_le_bytes());
-        out.extend_from_slice(&record.origin.file.to_le_bytes());
-        put_varint(&mut out, record.origin.line);
-        if let Some(duration) = record.duration_ms {
-            out.extend_from_slice(&duration.to_bits().to_le_bytes());
-        }
-        if let Some(write) = record.write {
-            out.push(write_code(write));
-        }
-        for text in strings.into_iter().flatten() {
-            put_varint(&mut out, text.len() as u64);
-            out.extend_from_slice(text.as_bytes());
-        }
+        let mut out = Vec::new();
+        pack_into(record, true, &mut out);
         PackedGateway(out.into_boxed_slice())
     }
 
     pub fn unpack(&self) -> GatewayRecord {
-        let mut input = Reader(&self.0);
-        let presence = input.byte();
-        let has = |flag: u8| presence & flag != 0;
-        let time = Ts(i64::from_le_bytes(input.array()));
-        let status = u16::from_le_bytes(input.array());
-        let method = METHODS[input.byte() as usize];
-        let origin = Origin {
-            source: u16::from_le_bytes(input.array()),
-            file: u32::from_le_bytes(input.array()),
-            line: input.varint(),
-        };
-        let duration_ms = has(DURATION).then(|| f64::from_bits(u64::from_le_bytes(input.array())));
-        let write = has(WRITE).then(|| WRITES[input.byte() as usize]);
-        let correlation_id = has(CORRELATION_ID).then(|| input.text());
-        let path = input.text();
-        let app = has(APP).then(|| input.text());
-        let principal = has(PRINCIPAL).then(|| input.text());
-        let user_name = has(USER_NAME).then(|| input.text());
-        let resource_id = has(RESOURCE_ID).then(|| input.text());
-        let error_detail = has(ERROR_DETAIL).then(|| input.text());
-        GatewayRecord {
-            time,
-            correlation_id,
-            method,
-            path,
-            status,
-            duration_ms,
-            app,
-            principal,
-            user_name,
-            resource_id,
-            write,
-            error_detail,
-            origin,
+        unpack_from(&self.0)
+    }
+}
+
+/// Appends `record`, packed, to `out`; without its correlation ID unless `with_cid`.
+fn pack_into(record: &GatewayRecord, with_cid: bool, out: &mut Vec<u8>) {
+    let correlation_id = record.correlation_id.as_deref().filter(|_| with_cid);
+    let strings = [
+        correlation_id,
+        Some(record.path.as_str()),
+        record.app.as_deref(),
+        record.principal.as_deref(),
+        record.user_name.as_deref(),
+        record.resource_id.as_deref(),
+        record.error_detail.as_deref(),
+    ];
+    let text: usize = strings.iter().flatten().map(|s| s.len() + 5).sum();
+    out.reserve_exact(1 + 8 + 2 + 1 + 14 + 9 + text);
+    let mut presence = 0;
+    for (present, flag) in [
+        (correlation_id.is_some(), CORRELATION_ID),
+        (record.duration_ms.is_some(), DURATION),
+        (record.app.is_some(), APP),
+        (record.principal.is_some(), PRINCIPAL),
+        (record.user_name.is_some(), USER_NAME),
+        (record.resource_id.is_some(), RESOURCE_ID),
+        (record.write.is_some(), WRITE),
+        (record.error_detail.is_some(), ERROR_DETAIL),
+    ] {
+        if present {
+            presence |= flag;
         }
+    }
+    out.push(presence);
+    out.extend_from_slice(&record.time.0.to_le_bytes());
+    out.extend_from_slice(&record.status.to_le_bytes());
+    out.push(method_code(record.method));
+    out.extend_from_slice(&record.origin.source.to_le_bytes());
+    out.extend_from_slice(&record.origin.file.to_le_bytes());
+    put_varint(out, record.origin.line);
+    if let Some(duration) = record.duration_ms {
+        out.extend_from_slice(&duration.to_bits().to_le_bytes());
+    }
+    if let Some(write) = record.write {
+        out.push(write_code(write));
+    }
+    for text in strings.into_iter().flatten() {
+        put_varint(out, text.len() as u64);
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// Reads one record [`pack_into`] wrote.
+fn unpack_from(bytes: &[u8]) -> GatewayRecord {
+    let mut input = Reader(bytes);
+    let presence = input.byte();
+    let has = |flag: u8| presence & flag != 0;
+    let time = Ts(i64::from_le_bytes(input.array()));
+    let status = u16::from_le_bytes(input.array());
+    let method = METHODS[input.byte() as usize];
+    let origin = Origin {
+        source: u16::from_le_bytes(input.array()),
+        file: u32::from_le_bytes(input.array()),
+        line: input.varint(),
+    };
+    let duration_ms = has(DURATION).then(|| f64::from_bits(u64::from_le_bytes(input.array())));
+    let write = has(WRITE).then(|| WRITES[input.byte() as usize]);
+    let correlation_id = has(CORRELATION_ID).then(|| input.text());
+    let path = input.text();
+    let app = has(APP).then(|| input.text());
+    let principal = has(PRINCIPAL).then(|| input.text());
+    let user_name = has(USER_NAME).then(|| input.text());
+    let resource_id = has(RESOURCE_ID).then(|| input.text());
+    let error_detail = has(ERROR_DETAIL).then(|| input.text());
+    GatewayRecord {
+        time,
+        correlation_id,
+        method,
+        path,
+        status,
+        duration_ms,
+        app,
+        principal,
+        user_name,
+        resource_id,
+        write,
+        error_detail,
+        origin,
+    }
+}
+
+/// A pending bucket's key and gateway writes, packed into one allocation (see the module).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PackedBucket(Box<[u8]>);
+
+impl std::fmt::Debug for PackedBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedBucket")
+            .field("key", &self.key())
+            .field("writes", &self.writes().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PackedBucket {
+    pub fn new(key: &str) -> PackedBucket {
+        let mut out = Vec::with_capacity(key.len() + 2);
+        put_varint(&mut out, key.len() as u64);
+        out.extend_from_slice(key.as_bytes());
+        PackedBucket(out.into_boxed_slice())
+    }
+
+    /// The key's bytes, then the writes' bytes.
+    fn split(&self) -> (&[u8], &[u8]) {
+        let mut input = Reader(&self.0);
+        let len = input.varint() as usize;
+        input.0.split_at(len)
+    }
+
+    pub fn key_bytes(&self) -> &[u8] {
+        self.split().0
+    }
+
+    pub fn key(&self) -> &str {
+        // Packed from a `&str`, so always valid UTF-8.
+        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
+    }
+
+    /// The correlation ID a write in this bucket may leave out: the key's, if it has one.
+    fn key_cid(&self) -> Option<&[u8]> {
+        self.key_bytes().strip_prefix(b"c:")
+    }
+
+    pub fn push(&mut self, record: &GatewayRecord) {
+        let implied = self
+            .key_cid()
+            .is_some_and(|cid| record.correlation_id.as_deref().map(str::as_bytes) == Some(cid));
+        let mut write = Vec::new();
+        pack_into(record, !implied, &mut write);
+        let mut header = Vec::with_capacity(10);
+        put_varint(
+            &mut header,
+            ((write.len() as u64) << 1) | u64::from(implied),
+        );
+        let mut out = std::mem::take(&mut self.0).into_vec();
+        out.reserve_exact(header.len() + write.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&write);
+        self.0 = out.into_boxed_slice();
+    }
+
+    /// The writes, unpacked, in the order they were pushed.
+    pub fn writes(&self) -> impl Iterator<Item = GatewayRecord> + '_ {
+        let cid = self.key_cid();
+        let mut rest = Reader(self.split().1);
+        std::iter::from_fn(move || {
+            if rest.0.is_empty() {
+                return None;
+            }
+            let header = rest.varint();
+            let (bytes, after) = rest.0.split_at((header >> 1) as usize);
+            rest.0 = after;
+            let mut record = unpack_from(bytes);
+            if header & 1 == 1 {
+                record.correlation_id = cid.map(|cid| String::from_utf8_lossy(cid).into_owned());
+            }
+            Some(record)
+        })
+    }
+}
+
+/// A bucket's writes, serialized as a sequence of records (a checkpoint's form), unpacked one
+/// at a time.
+pub struct Writes<'a>(pub &'a PackedBucket);
+
+impl serde::Serialize for Writes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.writes())
     }
 }
 
@@ -274,6 +381,42 @@ mod tests {
                 assert_eq!((back.method, back.write, back.app), (method, write, None));
             }
         }
+    }
+
+    #[test]
+    fn a_bucket_holds_its_key_and_writes_with_and_without_the_keys_id() {
+        let mut bucket = PackedBucket::new("c:9b1c-ÄÖ-é");
+        assert_eq!(bucket.key(), "c:9b1c-ÄÖ-é");
+        assert_eq!(bucket.writes().count(), 0);
+        let same = record();
+        let other = GatewayRecord {
+            correlation_id: Some("another".into()),
+            ..record()
+        };
+        let none = GatewayRecord {
+            correlation_id: None,
+            ..record()
+        };
+        for write in [&same, &other, &none] {
+            bucket.push(write);
+        }
+        assert_eq!(bucket.key(), "c:9b1c-ÄÖ-é");
+        let back: Vec<GatewayRecord> = bucket.writes().collect();
+        assert_eq!(back, vec![same.clone(), other, none]);
+        // The key's own ID is not stored twice.
+        let alone = PackedBucket::new("c:9b1c-ÄÖ-é").0.len();
+        let mut one = PackedBucket::new("c:9b1c-ÄÖ-é");
+        one.push(&same);
+        let mut elsewhere = PackedBucket::new("o:9b1c-ÄÖ-é");
+        elsewhere.push(&same);
+        assert_eq!(
+            elsewhere.0.len() - one.0.len(),
+            same.correlation_id.as_ref().map_or(0, |c| c.len() + 1)
+        );
+        assert!(one.0.len() > alone);
+        // The checkpoint form: the records themselves.
+        let json = serde_json::to_string(&Writes(&one)).unwrap();
+        assert_eq!(json, serde_json::to_string(&[&same]).unwrap());
     }
 
     #[test]
