@@ -87,12 +87,24 @@ impl Selector {
         Ok(())
     }
 
-    /// Picks this selector's values out of one line. `Err` when the line is not a JSON object.
+    /// Picks this selector's values out of one line into an empty `picked`. `Err` when the
+    /// line is not a JSON object.
     pub fn pick<'a>(&self, line: &'a str, picked: &mut Picked<'a>) -> Result<(), String> {
         let trimmed = line.trim_start();
         if !trimmed.starts_with('{') {
             return Err("not a JSON object".into());
         }
+        if Scan::new(line).line(&self.root, picked).is_some() {
+            return Ok(());
+        }
+        // What the fast path does not handle exactly like serde_json, serde_json does, from
+        // the start.
+        *picked = Picked::default();
+        self.pick_with_serde(line, picked)
+    }
+
+    /// [`Selector::pick`] without its fast path.
+    fn pick_with_serde<'a>(&self, line: &'a str, picked: &mut Picked<'a>) -> Result<(), String> {
         let mut deserializer = serde_json::Deserializer::from_str(line);
         NodeSeed {
             node: &self.root,
@@ -102,6 +114,294 @@ impl Selector {
         .map_err(|e| e.to_string())?;
         deserializer.end().map_err(|e| e.to_string())
     }
+}
+
+/// The fast path of [`Selector::pick`]: one pass over the bytes, validating as serde_json
+/// does and picking as [`NodeSeed`] does, without serde's per-value machinery. It returns
+/// `None` for anything it does not handle exactly like serde_json (an error of any kind, an
+/// escaped key, a filtered or indexed array, a number or escaped string a node walks into,
+/// nesting deeper than 64), and the caller then walks the line with serde_json from the
+/// start: so a line is accepted, refused and picked exactly as before, and only the
+/// common case is fast.
+struct Scan<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn new(text: &'a str) -> Scan<'a> {
+        Scan { text, at: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes().get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// JSON whitespace (not Unicode's).
+    fn space(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// A whole line: an object, then only whitespace.
+    fn line(&mut self, root: &Node, picked: &mut Picked<'a>) -> Option<()> {
+        if root.filtered || !root.fields.is_empty() {
+            return None;
+        }
+        self.space();
+        self.object(root, picked)?;
+        self.space();
+        (self.at == self.text.len()).then_some(())
+    }
+
+    /// An object whose members are looked up among `node`'s children.
+    fn object(&mut self, node: &Node, picked: &mut Picked<'a>) -> Option<()> {
+        self.eat(b'{')?;
+        self.space();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.space();
+            let (key, escaped) = self.string()?;
+            if escaped {
+                return None;
+            }
+            self.space();
+            self.eat(b':')?;
+            self.space();
+            let child = node
+                .children
+                .iter()
+                .find(|(step, _)| step.filter.is_none() && step.name == key);
+            match child {
+                Some((_, child)) => self.member(child, picked)?,
+                None => self.skip()?,
+            }
+            self.space();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The value of a member on the pointer tree.
+    fn member(&mut self, node: &Node, picked: &mut Picked<'a>) -> Option<()> {
+        if node.filtered {
+            return None;
+        }
+        if node.fields.is_empty() {
+            // Walked into: an object is searched, anything else is validated and ignored,
+            // except what serde_json would check more closely when walking (numbers, escaped
+            // strings) or an array with indexed children.
+            return match self.peek()? {
+                b'{' => self.object(node, picked),
+                b'[' if node.children.is_empty() => self.skip(),
+                b'"' => match self.string()? {
+                    (_, false) => Some(()),
+                    (_, true) => None,
+                },
+                b't' | b'f' | b'n' => self.skip(),
+                _ => None,
+            };
+        }
+        let start = self.at;
+        self.skip()?;
+        let raw = &self.text[start..self.at];
+        for &(field, priority) in &node.fields {
+            picked.set_at(field, priority, value_of_raw(raw));
+        }
+        if !node.children.is_empty() {
+            match raw.as_bytes()[0] {
+                b'{' => Scan::new(raw).object(node, picked)?,
+                b'[' => return None,
+                _ => {}
+            }
+        }
+        Some(())
+    }
+
+    /// A string at the cursor: its contents and whether they hold escapes. Validates escapes
+    /// as serde_json does when skipping (a `\u` needs four hex digits; surrogates are not
+    /// checked there, so an escaped string is only ever skipped or handed back to serde).
+    fn string(&mut self) -> Option<(&'a str, bool)> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            self.at = special_from(self.bytes(), self.at);
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some((&self.text[start..self.at - 1], escaped));
+                }
+                b'\\' => self.at += 1,
+                _ => return None, // a control character: serde_json refuses it
+            }
+            escaped = true;
+            match self.peek()? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
+                b'u' => {
+                    let hex = self.bytes().get(self.at + 1..self.at + 5)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    self.at += 5;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Skips one value, validating it as serde_json's `IgnoredAny` does. Iterative: the
+    /// depth of nesting is a bit stack (1 = object), at most 64 deep.
+    fn skip(&mut self) -> Option<()> {
+        let (mut stack, mut depth) = (0u64, 0u32);
+        loop {
+            // A value.
+            self.space();
+            match self.peek()? {
+                b'{' | b'[' => {
+                    let object = self.peek() == Some(b'{');
+                    self.at += 1;
+                    self.space();
+                    let close = if object { b'}' } else { b']' };
+                    if self.eat(close).is_none() {
+                        if depth == 64 {
+                            return None;
+                        }
+                        stack = (stack << 1) | u64::from(object);
+                        depth += 1;
+                        if object {
+                            self.space();
+                            self.string()?;
+                            self.space();
+                            self.eat(b':')?;
+                        }
+                        continue;
+                    }
+                }
+                b'"' => {
+                    self.string()?;
+                }
+                b't' => self.word(b"true")?,
+                b'f' => self.word(b"false")?,
+                b'n' => self.word(b"null")?,
+                _ => self.number()?,
+            }
+            // After a value: close containers, or go on to the next element or member.
+            loop {
+                if depth == 0 {
+                    return Some(());
+                }
+                self.space();
+                let object = stack & 1 == 1;
+                match self.peek()? {
+                    b',' => {
+                        self.at += 1;
+                        if object {
+                            self.space();
+                            self.string()?;
+                            self.space();
+                            self.eat(b':')?;
+                        }
+                        break;
+                    }
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return None,
+                }
+                self.at += 1;
+                stack >>= 1;
+                depth -= 1;
+            }
+        }
+    }
+
+    fn word(&mut self, word: &[u8]) -> Option<()> {
+        let found = self.bytes().get(self.at..self.at + word.len())?;
+        (found == word).then(|| self.at += word.len())
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        self.eat(b'-');
+        match self.peek()? {
+            b'0' => {
+                self.at += 1;
+                if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.eat(b'.').is_some() {
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.some_digits()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.at;
+        self.digits();
+        (self.at > start).then_some(())
+    }
+}
+
+/// The index of the first `"`, `\\` or control character at or after `from` (the length if
+/// none): eight bytes at a time, as serde_json looks for the end of a string.
+fn special_from(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let found = (word.wrapping_sub(ONES * 0x20) & !word)
+            | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash);
+        // A borrow only flags bytes above a real find: the lowest flagged byte is the first.
+        let found = found & (ONES << 7);
+        if found != 0 {
+            return at + found.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b'"' || byte == b'\\' || byte < 0x20 {
+            break;
+        }
+        at += 1;
+    }
+    at
 }
 
 fn unescape(segment: &str) -> String {
@@ -159,9 +459,9 @@ fn value_of_raw(raw: &str) -> Value<'_> {
         Some(b'"') if raw.len() >= 2 && memchr::memchr(b'\\', raw.as_bytes()).is_none() => {
             Value::Str(Cow::Borrowed(&raw[1..raw.len() - 1]))
         }
-        Some(b'"') => match serde_json::from_str::<CowStr<'_>>(raw) {
-            Ok(s) => Value::Str(s.0),
-            Err(_) => Value::Null,
+        Some(b'"') if raw.len() >= 2 => match unescaped(&raw[1..raw.len() - 1]) {
+            Some(text) => Value::Str(Cow::Owned(text)),
+            None => Value::Null,
         },
         Some(b't') => Value::Bool(true),
         Some(b'f') => Value::Bool(false),
@@ -169,6 +469,57 @@ fn value_of_raw(raw: &str) -> Value<'_> {
         Some(b'{' | b'[') => Value::Raw(raw),
         Some(_) => Value::Num(raw),
     }
+}
+
+/// The contents of a JSON string holding escapes (already checked to be well formed), as
+/// serde_json reads them into a `String`: `None` where it refuses a `\\u` escape (a lone or
+/// unpaired surrogate).
+fn unescaped(contents: &str) -> Option<String> {
+    let bytes = contents.as_bytes();
+    let mut out = String::with_capacity(contents.len());
+    let mut at = 0;
+    // Escapes are close together (a logged body is all `\\"`): a plain loop finds the next.
+    while let Some(offset) = bytes[at..].iter().position(|b| *b == b'\\') {
+        out.push_str(&contents[at..at + offset]);
+        at += offset + 2;
+        let escape = match *bytes.get(at - 1)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let first = hex4(bytes.get(at..at + 4)?)?;
+                at += 4;
+                match first {
+                    0xD800..=0xDBFF => {
+                        if bytes.get(at..at + 2)? != b"\\u" {
+                            return None;
+                        }
+                        let second = hex4(bytes.get(at + 2..at + 6)?)?;
+                        if !(0xDC00..=0xDFFF).contains(&second) {
+                            return None;
+                        }
+                        at += 6;
+                        char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))?
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => char::from_u32(first)?,
+                }
+            }
+            _ => return None,
+        };
+        out.push(escape);
+    }
+    out.push_str(&contents[at..]);
+    Some(out)
+}
+
+fn hex4(digits: &[u8]) -> Option<u32> {
+    u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 struct NodeSeed<'n, 'p, 'a> {
@@ -401,6 +752,136 @@ mod tests {
         for bad in ["[1,2]", "\"s\"", "{\"a\":1} x", "{\"a\":", "\u{0}\u{1}"] {
             let mut picked = Picked::default();
             assert!(selector.pick(bad, &mut picked).is_err(), "{bad:?}");
+        }
+    }
+
+    /// What `pick` does, with serde_json alone.
+    fn pick_with_serde_only<'a>(
+        selector: &Selector,
+        line: &'a str,
+        picked: &mut Picked<'a>,
+    ) -> Result<(), String> {
+        if !line.trim_start().starts_with('{') {
+            return Err("not a JSON object".into());
+        }
+        selector.pick_with_serde(line, picked)
+    }
+
+    /// The fast path accepts, refuses and picks exactly as serde_json does: over edge cases
+    /// and thousands of deterministic mutations of them (bytes deleted, inserted, replaced
+    /// with JSON's own punctuation), for flat, nested, indexed and filtered pointers.
+    #[test]
+    fn the_fast_path_agrees_with_serde_json_on_every_line() {
+        let selectors: Vec<Selector> = [
+            &[
+                ("/time", Field::Time),
+                ("/status", Field::Status),
+                ("/request_body", Field::Body),
+                ("/app", Field::App),
+                ("/xrid", Field::CorrelationId),
+            ][..],
+            &[
+                ("/a/b", Field::Action),
+                ("/o", Field::Body),
+                ("/o/k", Field::App),
+            ],
+            &[("/list/1", Field::Action), ("/n", Field::Status)],
+            &[("/target[type=AppUser]/alternateId", Field::UserLogin)],
+        ]
+        .iter()
+        .map(|pointers| {
+            let mut selector = Selector::default();
+            for (pointer, field) in pointers.iter() {
+                selector.add(pointer, *field).unwrap();
+            }
+            selector
+        })
+        .collect();
+        let seeds = [
+            r#"{"time":"2026-07-01T08:00:00.072917Z","xrid":"ecbea6ce","method":"PATCH","status":200,"request_time":0.090,"app":"box","request_body":"{\"Operations\":[{\"op\":\"replace\",\"path\":\"title\",\"value\":\"Engineer\"}]}"}"#,
+            r#"  {"status":-0.5e+3,"n":1E9,"app":null,"time":true,"x":[1,[2,{}],{"y":[]}],"request_body":{"k":[1,"\u00e9\ud83d\ude00"]}}  "#,
+            r#"{"a":{"b":"x","skip":[1,2,{"c":3}]},"n":12.5,"o":{"k":[1],"z":"\n"},"t":true}"#,
+            r#"{"a":{"b":1e400},"o":"\ud800","list":["zero","one",2],"n":"é\t"}"#,
+            r#"{"target":[{"type":"AppUser","alternateId":"r@x"}],"list":{"1":"x"},"a":"\/"}"#,
+            r#"{"a\u0062":1,"app":"\"q\"","time":"\uDC00","status":"\ud800\u0041"}"#,
+            r#"{"o":{"k":"v","k":"w"},"o":[],"status":01,"app":"a"}"#,
+            r#"{}"#,
+            "{\"app\":\"tab\there\",\"status\":0}",
+        ];
+        let alphabet: Vec<char> = "{}[]:,\"\\ \t\n0123456789-+.eEtrufalsnub/\u{1}é\u{a0}"
+            .chars()
+            .collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let (mut fast, mut total) = (0, 0);
+        for selector in &selectors {
+            for seed in seeds {
+                let mut lines = vec![seed.to_string()];
+                for _ in 0..400 {
+                    let mut chars: Vec<char> = seed.chars().collect();
+                    for _ in 0..1 + next(3) {
+                        let at = next(chars.len() + 1);
+                        let new = alphabet[next(alphabet.len())];
+                        match next(3) {
+                            0 if at < chars.len() => {
+                                chars.remove(at);
+                            }
+                            1 if at < chars.len() => chars[at] = new,
+                            _ => chars.insert(at, new),
+                        }
+                    }
+                    lines.push(chars.into_iter().collect());
+                }
+                for line in &lines {
+                    let mut quick = Picked::default();
+                    let got = selector.pick(line, &mut quick);
+                    let mut slow = Picked::default();
+                    let expected = pick_with_serde_only(selector, line, &mut slow);
+                    assert_eq!(got, expected, "{line}");
+                    assert_eq!(format!("{quick:?}"), format!("{slow:?}"), "{line}");
+                    total += 1;
+                    let mut scratch = Picked::default();
+                    if Scan::new(line).line(&selector.root, &mut scratch).is_some() {
+                        fast += 1;
+                    }
+                }
+            }
+        }
+        // Enough lines took the fast path for it to be what was tested (most mutations break
+        // a line, and the fast path must refuse those), the typical gateway line among them.
+        assert!(
+            fast * 10 > total,
+            "{fast} of {total} lines took the fast path"
+        );
+        let mut picked = Picked::default();
+        assert!(Scan::new(seeds[0])
+            .line(&selectors[0].root, &mut picked)
+            .is_some());
+        assert_eq!(picked.text(Field::App), Some("box"));
+    }
+
+    #[test]
+    fn escapes_read_as_serde_json_reads_them() {
+        for contents in [
+            r#"plain"#,
+            r#"\"quoted\" \\ \/ \b\f\n\r\t"#,
+            r#"\u0041\u00e9\u20AC"#,
+            r#"\ud83d\ude00 pair"#,
+            r#"\ud83d"#,
+            r#"\ud83d\u0041"#,
+            r#"\ud83d\ud83d\ude00"#,
+            r#"\ude00"#,
+            r#"\ud83dx"#,
+            r#"\ud83d\n"#,
+            r#"a\u0000b"#,
+        ] {
+            let expected = serde_json::from_str::<String>(&format!("\"{contents}\"")).ok();
+            assert_eq!(unescaped(contents), expected, "{contents}");
         }
     }
 
