@@ -61,8 +61,8 @@ pub fn cloudtrail(picked: &mut Picked<'_>, role: Role) -> bool {
             picked.replace(Field::Status, Some(status.to_string()));
         }
         _ => {
-            let body = picked.text(Field::Body).and_then(scim::parse_body);
-            let active = body.as_ref().and_then(|b| scim::active_in_body(method, b));
+            let body = picked.text(Field::Body).and_then(scim::request_body);
+            let active = body.as_ref().and_then(|b| b.active(method));
             let action = match (event.as_str(), active) {
                 ("PatchUser" | "PutUser", Some(false)) => "DisableUser".to_string(),
                 ("PatchUser" | "PutUser", Some(true)) => "EnableUser".to_string(),

@@ -708,7 +708,7 @@ impl LineParser {
                 .and_then(first_number)
                 .map(|s| s * 1000.0),
         };
-        let body = picked.text(Field::Body).and_then(scim::parse_body);
+        let body = picked.text(Field::Body).and_then(scim::request_body);
         let response_body = picked.text(Field::ResponseBody).and_then(scim::parse_body);
         let write = scim::classify_write(method, path, body.as_ref());
         let resource_id = match scim::resource_of(path) {

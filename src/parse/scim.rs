@@ -7,7 +7,10 @@
 //! (Entra sends `Replace`, CloudTrail `REPLACE`).
 
 use crate::model::{Method, WriteKind};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
 
 /// The SCIM resource a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,65 +47,413 @@ pub fn parse_body(body: &str) -> Option<Value> {
     }
 }
 
-fn as_active_flag(value: &Value) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+/// The scalar methods of a reader's visitor: each hands what it saw to `$keep`.
+macro_rules! forward_scalars {
+    ($keep:expr) => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            let keep = $keep;
+            Ok(keep(Seen::Bool(v)))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            let keep = $keep;
+            Ok(keep(Seen::Other))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            let keep = $keep;
+            Ok(keep(Seen::Other))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            let keep = $keep;
+            Ok(keep(Seen::Other))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let keep = $keep;
+            Ok(keep(Seen::Str(v)))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            let keep = $keep;
+            Ok(keep(Seen::Other))
+        }
+    };
+}
+
+/// What a logged request body says about a SCIM write: `active` as a PUT or a PATCH leaves
+/// it, and the `userName`. Read in one pass without building the body's tree, and exactly as
+/// reading the tree would: members matched ignoring case, the first in sorted key order, the
+/// last of exact duplicates (a `serde_json::Map`'s order); the same JSON refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestBody {
+    put_active: Option<bool>,
+    patch_active: Option<bool>,
+    user_name: Option<String>,
+}
+
+impl RequestBody {
+    /// The value the body gives `active`, if it sets it: a PUT's member, else the last
+    /// `replace`/`add` operation that sets it.
+    pub fn active(&self, method: Method) -> Option<bool> {
+        match method {
+            Method::Put => self.put_active,
+            _ => self.patch_active,
+        }
+    }
+}
+
+/// Reads a logged request body: a JSON object, or a JSON string holding one (nginx
+/// `escape=json` logs `$request_body` as a string). `None` when it is not JSON.
+pub fn request_body(body: &str) -> Option<RequestBody> {
+    match serde_json::from_str::<Outer>(body.trim()).ok()? {
+        Outer::Read(facts) => Some(facts),
+        Outer::Text(inner) => serde_json::from_str::<Facts>(inner.trim())
+            .ok()
+            .map(|facts| facts.0),
+    }
+}
+
+/// The body as logged: read, or a string to read again.
+enum Outer {
+    Read(RequestBody),
+    Text(String),
+}
+
+/// A body read: an object gives its facts, any other JSON value none.
+struct Facts(RequestBody);
+
+/// The member of a `serde_json::Map` that a case-insensitive lookup finds: the smallest
+/// key, and of equal keys the last.
+struct Chosen<'de, T> {
+    key: Option<Cow<'de, str>>,
+    value: Option<T>,
+}
+
+impl<'de, T> Chosen<'de, T> {
+    fn new() -> Self {
+        Chosen {
+            key: None,
+            value: None,
+        }
+    }
+
+    fn offer(&mut self, key: Cow<'de, str>, value: T) {
+        if self.key.as_ref().is_none_or(|chosen| key <= *chosen) {
+            self.key = Some(key);
+            self.value = Some(value);
+        }
+    }
+}
+
+/// A map key, borrowed unless escaped.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// Any JSON value, checked as reading it into a `serde_json::Value` would check it (numbers
+/// in range, strings and keys valid), and dropped. Nothing is allocated but escaped keys.
+struct Skipped;
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Read(|_: Seen<'_>| Skipped))
+    }
+}
+
+/// What a value turned out to be, for the readers below: scalars they look at, or a
+/// container they walk.
+enum Seen<'a> {
+    Bool(bool),
+    Str(&'a str),
+    Other,
+}
+
+/// A visitor that reads a value as [`Skipped`] does and keeps what `keep` makes of it (a
+/// container is walked, and seen as `Other`).
+struct Read<F>(F);
+
+impl<'de, T, F: FnOnce(Seen<'_>) -> T> Visitor<'de> for Read<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        Ok((self.0)(Seen::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<T, E> {
+        Ok((self.0)(Seen::Other))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<T, E> {
+        Ok((self.0)(Seen::Other))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<T, E> {
+        Ok((self.0)(Seen::Other))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        Ok((self.0)(Seen::Str(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Ok((self.0)(Seen::Other))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<Skipped>()?.is_some() {}
+        Ok((self.0)(Seen::Other))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        while map.next_key::<Key>()?.is_some() {
+            map.next_value::<Skipped>()?;
+        }
+        Ok((self.0)(Seen::Other))
+    }
+}
+
+/// `true`, `false`, or those words as a string in any case.
+struct Flag(Option<bool>);
+
+fn flag(seen: Seen<'_>) -> Option<bool> {
+    match seen {
+        Seen::Bool(b) => Some(b),
+        Seen::Str(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Seen::Str(s) if s.eq_ignore_ascii_case("false") => Some(false),
         _ => None,
     }
 }
 
-fn get_ignore_case<'v>(object: &'v serde_json::Map<String, Value>, key: &str) -> Option<&'v Value> {
-    object
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v)
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Read(|seen: Seen<'_>| Flag(flag(seen))))
+    }
 }
 
-/// The value a PATCH or PUT body gives `active`, if it sets it. The last operation wins.
-pub fn active_in_body(method: Method, body: &Value) -> Option<bool> {
-    let object = body.as_object()?;
-    if method == Method::Put {
-        return get_ignore_case(object, "active").and_then(as_active_flag);
+/// A string value, else nothing.
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Read(|seen: Seen<'_>| {
+            Text(match seen {
+                Seen::Str(s) => Some(s.to_string()),
+                _ => None,
+            })
+        }))
     }
-    let operations = get_ignore_case(object, "Operations")?.as_array()?;
-    let mut active = None;
-    for operation in operations {
-        let Some(operation) = operation.as_object() else {
-            continue;
-        };
-        let op = get_ignore_case(operation, "op")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
-            continue;
+}
+
+/// An operation's `value`: a flag itself, or an object with an `active` flag.
+#[derive(Default)]
+struct OperationValue {
+    itself: Option<bool>,
+    active: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for OperationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OperationValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OperationValue, A::Error> {
+                let mut active = Chosen::new();
+                while let Some(Key(key)) = map.next_key()? {
+                    if key.eq_ignore_ascii_case("active") {
+                        let Flag(value) = map.next_value()?;
+                        active.offer(key, value);
+                    } else {
+                        map.next_value::<Skipped>()?;
+                    }
+                }
+                Ok(OperationValue {
+                    itself: None,
+                    active: active.value.flatten(),
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<OperationValue, A::Error> {
+                Read(|_: Seen<'_>| OperationValue::default()).visit_seq(seq)
+            }
+            forward_scalars!(|seen: Seen<'_>| OperationValue {
+                itself: flag(seen),
+                active: None,
+            });
         }
-        let value = get_ignore_case(operation, "value");
-        match get_ignore_case(operation, "path").and_then(Value::as_str) {
-            Some(path) if path.eq_ignore_ascii_case("active") => {
-                if let Some(flag) = value.and_then(as_active_flag) {
-                    active = Some(flag);
-                }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// One PATCH operation, as far as `active` goes: `Some(flag)` when it sets it.
+struct Operation(Option<bool>);
+
+impl<'de> Deserialize<'de> for Operation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Operation;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
             }
-            Some(_) => {}
-            None => {
-                if let Some(flag) = value
-                    .and_then(Value::as_object)
-                    .and_then(|v| get_ignore_case(v, "active"))
-                    .and_then(as_active_flag)
-                {
-                    active = Some(flag);
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Operation, A::Error> {
+                let (mut op, mut value, mut path) = (Chosen::new(), Chosen::new(), Chosen::new());
+                while let Some(Key(key)) = map.next_key()? {
+                    if key.eq_ignore_ascii_case("op") {
+                        let Text(text) = map.next_value()?;
+                        op.offer(key, text);
+                    } else if key.eq_ignore_ascii_case("value") {
+                        value.offer(key, map.next_value::<OperationValue>()?);
+                    } else if key.eq_ignore_ascii_case("path") {
+                        let Text(text) = map.next_value()?;
+                        path.offer(key, text);
+                    } else {
+                        map.next_value::<Skipped>()?;
+                    }
                 }
+                let op = op.value.flatten().unwrap_or_default();
+                if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
+                    return Ok(Operation(None));
+                }
+                let value = value.value.unwrap_or_default();
+                Ok(Operation(match path.value.flatten() {
+                    Some(path) if path.eq_ignore_ascii_case("active") => value.itself,
+                    Some(_) => None,
+                    None => value.active,
+                }))
             }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Operation, A::Error> {
+                Read(|_: Seen<'_>| Operation(None)).visit_seq(seq)
+            }
+            forward_scalars!(|_: Seen<'_>| Operation(None));
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `Operations`: `Some(active)` as the list leaves it when it is an array, else `None`.
+struct Operations(Option<Option<bool>>);
+
+impl<'de> Deserialize<'de> for Operations {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Operations;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Operations, A::Error> {
+                let mut active = None;
+                while let Some(Operation(set)) = seq.next_element()? {
+                    if set.is_some() {
+                        active = set;
+                    }
+                }
+                Ok(Operations(Some(active)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Operations, A::Error> {
+                Read(|_: Seen<'_>| Operations(None)).visit_map(map)
+            }
+            forward_scalars!(|_: Seen<'_>| Operations(None));
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// The top-level object's members.
+fn read_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<RequestBody, A::Error> {
+    let (mut active, mut user_name, mut operations) = (Chosen::new(), Chosen::new(), Chosen::new());
+    while let Some(Key(key)) = map.next_key()? {
+        if key.eq_ignore_ascii_case("active") {
+            let Flag(value) = map.next_value()?;
+            active.offer(key, value);
+        } else if key.eq_ignore_ascii_case("userName") {
+            let Text(value) = map.next_value()?;
+            user_name.offer(key, value);
+        } else if key.eq_ignore_ascii_case("Operations") {
+            let Operations(value) = map.next_value()?;
+            operations.offer(key, value);
+        } else {
+            map.next_value::<Skipped>()?;
         }
     }
-    active
+    Ok(RequestBody {
+        put_active: active.value.flatten(),
+        patch_active: operations.value.flatten().flatten(),
+        user_name: user_name.value.flatten(),
+    })
+}
+
+impl<'de> Deserialize<'de> for Facts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Facts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Facts, A::Error> {
+                read_object(map).map(Facts)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Facts, A::Error> {
+                Read(|_: Seen<'_>| Facts(RequestBody::default())).visit_seq(seq)
+            }
+            forward_scalars!(|_: Seen<'_>| Facts(RequestBody::default()));
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Outer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Outer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Outer, E> {
+                Ok(Outer::Text(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Outer, A::Error> {
+                read_object(map).map(Outer::Read)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Outer, A::Error> {
+                Read(|_: Seen<'_>| Outer::Read(RequestBody::default())).visit_seq(seq)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Outer, E> {
+                Ok(Outer::Read(RequestBody::default()))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Outer, E> {
+                Ok(Outer::Read(RequestBody::default()))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Outer, E> {
+                Ok(Outer::Read(RequestBody::default()))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Outer, E> {
+                Ok(Outer::Read(RequestBody::default()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Outer, E> {
+                Ok(Outer::Read(RequestBody::default()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// What a request does, if it is a SCIM write. Reads, searches (`POST /Users/.search`) and
 /// non-SCIM traffic are `None`.
-pub fn classify_write(method: Method, path: &str, body: Option<&Value>) -> Option<WriteKind> {
+pub fn classify_write(method: Method, path: &str, body: Option<&RequestBody>) -> Option<WriteKind> {
     if !method.is_write() {
         return None;
     }
@@ -113,7 +464,7 @@ pub fn classify_write(method: Method, path: &str, body: Option<&Value>) -> Optio
             (Method::Delete, Some(_)) => Some(WriteKind::DeleteUser),
             (Method::Patch | Method::Put, Some(_)) => match body {
                 None => Some(WriteKind::UnknownUpdate),
-                Some(body) => match active_in_body(method, body) {
+                Some(body) => match body.active(method) {
                     Some(false) => Some(WriteKind::Disable),
                     Some(true) => Some(WriteKind::Enable),
                     None => Some(WriteKind::Update),
@@ -129,13 +480,9 @@ pub fn classify_write(method: Method, path: &str, body: Option<&Value>) -> Optio
 }
 
 /// `userName` from a body (POST/PUT), else from a `filter=userName eq "…"` query.
-pub fn user_name_of(path: &str, body: Option<&Value>) -> Option<String> {
-    if let Some(name) = body
-        .and_then(Value::as_object)
-        .and_then(|o| get_ignore_case(o, "userName"))
-        .and_then(Value::as_str)
-    {
-        return Some(name.to_string());
+pub fn user_name_of(path: &str, body: Option<&RequestBody>) -> Option<String> {
+    if let Some(name) = body.and_then(|b| b.user_name.as_ref()) {
+        return Some(name.clone());
     }
     let (_, query) = path.split_once('?')?;
     let decoded = percent_decode(query);
@@ -226,8 +573,134 @@ mod tests {
     use super::*;
 
     fn kind(method: &str, path: &str, body: &str) -> Option<WriteKind> {
-        let body = parse_body(body);
+        let body = request_body(body);
         classify_write(Method::parse(method), path, body.as_ref())
+    }
+
+    // The tree-walking reading that `request_body` replaced: the reference it must match.
+
+    fn as_active_flag(value: &Value) -> Option<bool> {
+        match value {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        }
+    }
+
+    fn get_ignore_case<'v>(
+        object: &'v serde_json::Map<String, Value>,
+        key: &str,
+    ) -> Option<&'v Value> {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    }
+
+    /// The value a PATCH or PUT body gives `active`, if it sets it. The last operation wins.
+    fn active_in_body(method: Method, body: &Value) -> Option<bool> {
+        let object = body.as_object()?;
+        if method == Method::Put {
+            return get_ignore_case(object, "active").and_then(as_active_flag);
+        }
+        let operations = get_ignore_case(object, "Operations")?.as_array()?;
+        let mut active = None;
+        for operation in operations {
+            let Some(operation) = operation.as_object() else {
+                continue;
+            };
+            let op = get_ignore_case(operation, "op")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
+                continue;
+            }
+            let value = get_ignore_case(operation, "value");
+            match get_ignore_case(operation, "path").and_then(Value::as_str) {
+                Some(path) if path.eq_ignore_ascii_case("active") => {
+                    if let Some(flag) = value.and_then(as_active_flag) {
+                        active = Some(flag);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(flag) = value
+                        .and_then(Value::as_object)
+                        .and_then(|v| get_ignore_case(v, "active"))
+                        .and_then(as_active_flag)
+                    {
+                        active = Some(flag);
+                    }
+                }
+            }
+        }
+        active
+    }
+    fn read_from_tree(body: &str) -> Option<RequestBody> {
+        let tree = parse_body(body)?;
+        Some(RequestBody {
+            put_active: active_in_body(Method::Put, &tree),
+            patch_active: active_in_body(Method::Patch, &tree),
+            user_name: tree
+                .as_object()
+                .and_then(|o| get_ignore_case(o, "userName"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
+
+    /// `request_body` reads what the tree says, and refuses what the tree refuses: over the
+    /// shapes IdPs send, case and duplicate members, odd JSON, and deterministic mutations.
+    #[test]
+    fn a_body_reads_as_its_tree_does() {
+        let seeds = [
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":false}]}"#,
+            r#"{"Operations":[{"op":"replace","value":{"active":false,"Active":"TRUE"}},{"op":"remove","path":"active"}]}"#,
+            r#"{"Operations":[{"op":"add","path":"ACTIVE","value":"False"},{"OP":"replace","op":"add","path":"x","value":true}]}"#,
+            r#"{"userName":"rita@corp.example","active":false,"USERNAME":"other","name":{"givenName":"R"}}"#,
+            r#"{"active":true,"active":"false","Operations":{"op":"replace"},"operations":[]}"#,
+            r#""{\"Operations\":[{\"op\":\"replace\",\"path\":\"active\",\"value\":false}]}""#,
+            r#""not json""#,
+            r#"[{"active":false}]"#,
+            r#"{"userN\u0061me":"esc@x","big":1e400,"s":"\ud800"}"#,
+            r#"{"Operations":[1,"x",null,{"op":"replace","path":"active","value":{"active":false}}]}"#,
+            "  {\"userName\": 5, \"emails\": [{\"value\": \"a@x\", \"primary\": true}]}  ",
+        ];
+        let alphabet: Vec<char> = "{}[]:,\"\\ 0123456789-.etrufalsnAO/\u{1}é"
+            .chars()
+            .collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let (mut read, mut total) = (0, 0);
+        for seed in seeds {
+            for round in 0..600 {
+                let mut chars: Vec<char> = seed.chars().collect();
+                let edits = if round == 0 { 0 } else { 1 + next(2) };
+                for _ in 0..edits {
+                    let at = next(chars.len() + 1);
+                    let new = alphabet[next(alphabet.len())];
+                    match next(3) {
+                        0 if at < chars.len() => {
+                            chars.remove(at);
+                        }
+                        1 if at < chars.len() => chars[at] = new,
+                        _ => chars.insert(at, new),
+                    }
+                }
+                let body: String = chars.into_iter().collect();
+                let got = request_body(&body);
+                assert_eq!(got, read_from_tree(&body), "{body}");
+                total += 1;
+                read += usize::from(got.is_some());
+            }
+        }
+        assert!(read * 4 > total, "{read} of {total} bodies were JSON");
     }
 
     #[test]
@@ -295,7 +768,7 @@ mod tests {
     fn user_name_comes_from_the_body_or_an_encoded_filter() {
         let q = "/scim/v2/Users?filter=userName%20eq%20%22rita%40corp.example%22&startIndex=1";
         assert_eq!(user_name_of(q, None).as_deref(), Some("rita@corp.example"));
-        let body = parse_body(r#"{"userName":"sam@corp.example"}"#);
+        let body = request_body(r#"{"userName":"sam@corp.example"}"#);
         assert_eq!(
             user_name_of("/Users", body.as_ref()).as_deref(),
             Some("sam@corp.example")
