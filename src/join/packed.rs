@@ -304,8 +304,11 @@ impl Reader<'_> {
         let len = self.varint() as usize;
         let (head, rest) = self.0.split_at(len);
         self.0 = rest;
-        // Packed from a `&str`, so always valid UTF-8.
-        String::from_utf8_lossy(head).into_owned()
+        // Packed from a `&str`, so always valid UTF-8 (and checked, never trusted).
+        match std::str::from_utf8(head) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(head).into_owned(),
+        }
     }
 }
 

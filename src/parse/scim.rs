@@ -23,7 +23,8 @@ pub enum Resource<'a> {
 
 /// Finds the `Users`/`Groups` segment of a path (any base, any case) and the id after it.
 pub fn resource_of(path: &str) -> Option<Resource<'_>> {
-    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let end = path.bytes().position(|b| b == b'?' || b == b'#');
+    let path = &path[..end.unwrap_or(path.len())];
     let mut segments = path.split('/').filter(|s| !s.is_empty());
     while let Some(segment) = segments.next() {
         let id = segments.clone().next();
