@@ -24,15 +24,24 @@ pub enum Resource<'a> {
 /// Finds the `Users`/`Groups` segment of a path (any base, any case) and the id after it.
 pub fn resource_of(path: &str) -> Option<Resource<'_>> {
     let end = path.bytes().position(|b| b == b'?' || b == b'#');
-    let path = &path[..end.unwrap_or(path.len())];
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
-    while let Some(segment) = segments.next() {
-        let id = segments.clone().next();
+    let mut rest = &path[..end.unwrap_or(path.len())];
+    // Segment by segment with byte scans: paths are short, and this runs for every request.
+    fn next_segment<'p>(rest: &mut &'p str) -> Option<&'p str> {
+        *rest = rest.trim_start_matches('/');
+        if rest.is_empty() {
+            return None;
+        }
+        let len = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+        let (segment, after) = rest.split_at(len);
+        *rest = after;
+        Some(segment)
+    }
+    while let Some(segment) = next_segment(&mut rest) {
         if segment.eq_ignore_ascii_case("Users") {
-            return Some(Resource::Users(id));
+            return Some(Resource::Users(next_segment(&mut rest)));
         }
         if segment.eq_ignore_ascii_case("Groups") {
-            return Some(Resource::Groups(id));
+            return Some(Resource::Groups(next_segment(&mut rest)));
         }
     }
     None
@@ -702,6 +711,40 @@ mod tests {
             }
         }
         assert!(read * 4 > total, "{read} of {total} bodies were JSON");
+    }
+
+    #[test]
+    fn a_path_names_its_resource_as_segments_split_on_slashes_would() {
+        fn by_splitting(path: &str) -> Option<Resource<'_>> {
+            let path = path.split(['?', '#']).next().unwrap_or(path);
+            let mut segments = path.split('/').filter(|s| !s.is_empty());
+            while let Some(segment) = segments.next() {
+                let id = segments.clone().next();
+                if segment.eq_ignore_ascii_case("Users") {
+                    return Some(Resource::Users(id));
+                }
+                if segment.eq_ignore_ascii_case("Groups") {
+                    return Some(Resource::Groups(id));
+                }
+            }
+            None
+        }
+        for path in [
+            "",
+            "/",
+            "Users",
+            "/scim/v2/Users/u-1",
+            "//scim//v2//USERS//u-1//x",
+            "/scim/v2/Users/",
+            "/scim/v2/Groups?x=/Users/1",
+            "/a/groups#/Users/2",
+            "/scim/v2/Usersx/1",
+            "/scim/v2/Users/.search",
+            "/api/v1/orders/7",
+            "/Users?filter=userName%20eq%20%22a%22",
+        ] {
+            assert_eq!(resource_of(path), by_splitting(path), "{path}");
+        }
     }
 
     #[test]
