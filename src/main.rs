@@ -494,7 +494,10 @@ fn start_daemon(config: Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
     let watcher = {
         use notify::Watcher;
         let wake = control.clone();
-        match notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.as_ref().is_ok_and(|event| !Pipeline::wakes(event)) {
+                return;
+            }
             let _ = wake.send(Control::Wake);
         }) {
             Ok(mut watcher) => {

@@ -214,6 +214,14 @@ impl Pipeline {
         self.tailer.watch_dirs()
     }
 
+    /// Whether a file event is worth a wake-up: a write, a new, renamed or removed file — not
+    /// an open or a read. The tailer opens every file it follows on every pass (to hash its
+    /// head); woken by its own opens, the daemon polled without pause and burned more than a
+    /// core while idle.
+    pub fn wakes(event: &notify::Event) -> bool {
+        !matches!(event.kind, notify::EventKind::Access(_))
+    }
+
     /// Runs until `Shutdown` (or the control channel closes).
     pub fn run(mut self, control: Receiver<Control>) -> anyhow::Result<()> {
         let poll = Duration::from_millis(self.config.pipeline.poll_interval_ms);
@@ -812,4 +820,24 @@ impl Pipeline {
 /// Each parser's newest event time from a checkpoint's `last_events`, by source name.
 fn last_events_by_index(names: &[String], saved: &BTreeMap<String, Ts>) -> Vec<Option<Ts>> {
     names.iter().map(|n| saved.get(n).copied()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn opens_and_reads_do_not_wake_the_pipeline() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+        use notify::event::{RemoveKind, RenameMode};
+        let wakes = |kind| super::Pipeline::wakes(&notify::Event::new(kind));
+        assert!(!wakes(EventKind::Access(AccessKind::Open(AccessMode::Any))));
+        assert!(!wakes(EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!wakes(EventKind::Access(AccessKind::Read)));
+        assert!(wakes(EventKind::Modify(ModifyKind::Any)));
+        assert!(wakes(EventKind::Modify(ModifyKind::Name(RenameMode::Both))));
+        assert!(wakes(EventKind::Create(CreateKind::File)));
+        assert!(wakes(EventKind::Remove(RemoveKind::File)));
+        assert!(wakes(EventKind::Any));
+    }
 }
