@@ -1140,6 +1140,12 @@ mod tests {
         assert_eq!(joiner.stats().evicted, 1);
     }
 
+    #[test]
+    fn a_pending_bucket_is_64_bytes_and_a_time_index_entry_16() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 64);
+        assert_eq!(std::mem::size_of::<(Ts, u64)>(), 16);
+    }
+
     /// The time indexes order equal times by a per-process random hash: what settles or is
     /// evicted first among equal times must still be decided by the keys alone.
     #[test]
