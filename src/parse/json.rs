@@ -518,7 +518,11 @@ fn unescaped(contents: &str) -> Option<String> {
     Some(out)
 }
 
+/// Four hex digits (`from_str_radix` alone would also take a sign).
 fn hex4(digits: &[u8]) -> Option<u32> {
+    if digits.len() != 4 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
@@ -879,6 +883,8 @@ mod tests {
             r#"\ud83dx"#,
             r#"\ud83d\n"#,
             r#"a\u0000b"#,
+            r#"\u+abc"#,
+            r#"\u12"#,
         ] {
             let expected = serde_json::from_str::<String>(&format!("\"{contents}\"")).ok();
             assert_eq!(unescaped(contents), expected, "{contents}");
