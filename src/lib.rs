@@ -26,4 +26,6 @@ pub mod report;
 pub mod slo;
 pub mod source;
 pub mod tail;
+#[cfg(test)]
+mod testing;
 pub mod time;

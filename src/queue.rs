@@ -117,16 +117,10 @@ mod tests {
 
     #[test]
     fn pops_in_order_whatever_the_arrival_order() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::testing::Rng::new(0x2545_f491_4f6c_dd1d);
         let mut nearly_sorted = Vec::new();
         for i in 0..5_000i64 {
-            let r = next();
+            let r = rng.below(1 << 40) as u64;
             let item = match r % 10 {
                 0 => i - (r >> 8) as i64 % 4_000, // far behind: the heap
                 1 => i + (r >> 8) as i64 % 4_000, // far ahead: the run's end moves on

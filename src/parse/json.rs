@@ -679,6 +679,8 @@ impl<'n, 'p, 'de> Visitor<'de> for NodeVisitor<'n, 'p, 'de> {
 mod tests {
     use super::*;
 
+    use crate::testing::{mutations, Rng};
+
     fn pick<'a>(pointers: &[(&str, Field)], line: &'a str) -> Picked<'a> {
         let mut selector = Selector::default();
         for (pointer, field) in pointers {
@@ -812,35 +814,12 @@ mod tests {
             r#"{}"#,
             "{\"app\":\"tab\there\",\"status\":0}",
         ];
-        let alphabet: Vec<char> = "{}[]:,\"\\ \t\n0123456789-+.eEtrufalsnub/\u{1}é\u{a0}"
-            .chars()
-            .collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let alphabet = "{}[]:,\"\\ \t\n0123456789-+.eEtrufalsnub/\u{1}é\u{a0}";
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let (mut fast, mut total) = (0, 0);
         for selector in &selectors {
             for seed in seeds {
-                let mut lines = vec![seed.to_string()];
-                for _ in 0..400 {
-                    let mut chars: Vec<char> = seed.chars().collect();
-                    for _ in 0..1 + next(3) {
-                        let at = next(chars.len() + 1);
-                        let new = alphabet[next(alphabet.len())];
-                        match next(3) {
-                            0 if at < chars.len() => {
-                                chars.remove(at);
-                            }
-                            1 if at < chars.len() => chars[at] = new,
-                            _ => chars.insert(at, new),
-                        }
-                    }
-                    lines.push(chars.into_iter().collect());
-                }
+                let lines = mutations(seed, alphabet, 400, 3, &mut rng);
                 for line in &lines {
                     let mut quick = Picked::default();
                     let got = selector.pick(line, &mut quick);

@@ -582,6 +582,8 @@ pub fn percent_decode(text: &str) -> String {
 mod tests {
     use super::*;
 
+    use crate::testing::{mutations, Rng};
+
     fn kind(method: &str, path: &str, body: &str) -> Option<WriteKind> {
         let body = request_body(body);
         classify_write(Method::parse(method), path, body.as_ref())
@@ -677,33 +679,11 @@ mod tests {
             r#"{"Operations":[1,"x",null,{"op":"replace","path":"active","value":{"active":false}}]}"#,
             "  {\"userName\": 5, \"emails\": [{\"value\": \"a@x\", \"primary\": true}]}  ",
         ];
-        let alphabet: Vec<char> = "{}[]:,\"\\ 0123456789-.etrufalsnAO/\u{1}é"
-            .chars()
-            .collect();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let alphabet = "{}[]:,\"\\ 0123456789-.etrufalsnAO/\u{1}é";
+        let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
         let (mut read, mut total) = (0, 0);
         for seed in seeds {
-            for round in 0..600 {
-                let mut chars: Vec<char> = seed.chars().collect();
-                let edits = if round == 0 { 0 } else { 1 + next(2) };
-                for _ in 0..edits {
-                    let at = next(chars.len() + 1);
-                    let new = alphabet[next(alphabet.len())];
-                    match next(3) {
-                        0 if at < chars.len() => {
-                            chars.remove(at);
-                        }
-                        1 if at < chars.len() => chars[at] = new,
-                        _ => chars.insert(at, new),
-                    }
-                }
-                let body: String = chars.into_iter().collect();
+            for body in mutations(seed, alphabet, 600, 2, &mut rng) {
                 let got = request_body(&body);
                 assert_eq!(got, read_from_tree(&body), "{body}");
                 total += 1;
