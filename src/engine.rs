@@ -126,8 +126,8 @@ impl Timeline {
     }
 }
 
-impl From<Vec<(TimelineKey, TimelineItem)>> for Timeline {
-    fn from(items: Vec<(TimelineKey, TimelineItem)>) -> Timeline {
+impl FromIterator<(TimelineKey, TimelineItem)> for Timeline {
+    fn from_iter<I: IntoIterator<Item = (TimelineKey, TimelineItem)>>(items: I) -> Timeline {
         let mut timeline = Timeline::default();
         for (key, item) in items {
             timeline.push(key, item);
@@ -245,7 +245,7 @@ impl Engine {
             joiner: crate::join::Joiner::restore(state.joiner),
             lateness_micros: state.lateness_micros,
             episodes: Episodes::restore(settings.policy, state.episodes),
-            timeline: state.timeline.into_iter().collect::<Vec<_>>().into(),
+            timeline: state.timeline.into_iter().collect(),
             watermark: state.watermark,
             clock: state.clock,
             outputs: Vec::new(),

@@ -576,7 +576,7 @@ impl Joiner {
         };
         // Of the buckets reaching back as far, the smallest key. Its entries go stale and are
         // dropped when they surface.
-        let hashes = self.take_equal(Floor, earliest);
+        let hashes = self.floor.take_at(earliest);
         let mut keys: Vec<Key> = Vec::new();
         for &hash in &hashes {
             self.floor.push(earliest, hash);
@@ -596,23 +596,6 @@ impl Joiner {
         true
     }
 
-    /// Pops the entries of one time index at `time` (its first): their key hashes.
-    fn take_equal(&mut self, index: Index, time: Ts) -> Vec<u64> {
-        let queue = match index {
-            Expiry => &mut self.expiry,
-            Floor => &mut self.floor,
-        };
-        let mut hashes = Vec::new();
-        while let Some(&(t, hash)) = queue.peek() {
-            if t != time {
-                break;
-            }
-            queue.pop();
-            hashes.push(hash);
-        }
-        hashes
-    }
-
     fn remove(&mut self, key: &str) -> Option<Box<Bucket>> {
         let hash = self.hash(key.as_bytes());
         let entry = self
@@ -626,7 +609,7 @@ impl Joiner {
     /// for writes, as if settled one by one.
     fn settle_due(&mut self, deadline: Ts, out: &mut Vec<Joined>) {
         let window = self.window_micros;
-        let hashes = self.take_equal(Expiry, deadline);
+        let hashes = self.expiry.take_at(deadline);
         if let [hash] = hashes[..] {
             // One entry (nearly always): no order to decide.
             let entry = self
@@ -693,10 +676,11 @@ impl Joiner {
 
     /// Settles a bucket taken out of the table.
     fn settle(&mut self, bucket: Bucket, out: &mut Vec<Joined>) {
+        let fuzzy = bucket.fuzzy();
         let Bucket {
             idp, notes, packed, ..
         } = bucket;
-        let (key, fuzzy) = (packed.key(), !packed.key_bytes().starts_with(b"c:"));
+        let key = packed.key();
         self.floor_dirty = true;
         let mut idp = idp.into_vec();
         idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
@@ -913,14 +897,6 @@ fn deadline_of(bucket: &Bucket, window_micros: i64) -> Ts {
 #[derive(Debug, Default)]
 struct TimeQueue(MinQueue<(Ts, u64)>);
 
-/// Which time index.
-#[derive(Clone, Copy)]
-enum Index {
-    Expiry,
-    Floor,
-}
-use Index::{Expiry, Floor};
-
 impl TimeQueue {
     fn push(&mut self, time: Ts, hash: u64) {
         self.0.push((time, hash));
@@ -930,8 +906,17 @@ impl TimeQueue {
         self.0.peek()
     }
 
-    fn pop(&mut self) -> Option<(Ts, u64)> {
-        self.0.pop()
+    /// Pops the entries at `time` (the first time): their key hashes.
+    fn take_at(&mut self, time: Ts) -> Vec<u64> {
+        let mut hashes = Vec::new();
+        while let Some(&(t, hash)) = self.peek() {
+            if t != time {
+                break;
+            }
+            self.0.pop();
+            hashes.push(hash);
+        }
+        hashes
     }
 
     /// Drops stale entries from the front (those before `before`, if given): afterwards the

@@ -427,8 +427,8 @@ fn parse_step(raw: &str) -> Result<Step, BadPointer> {
     })
 }
 
-/// A string that borrows from the line when it has no escapes.
-struct CowStr<'a>(Cow<'a, str>);
+/// A string (or a map key) that borrows from the line when it has no escapes.
+pub(super) struct CowStr<'a>(pub(super) Cow<'a, str>);
 
 impl<'de> serde::Deserialize<'de> for CowStr<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -6,6 +6,7 @@
 //! the whole user with `active: false` (Okta AIW), and DELETE. `op` is matched ignoring case
 //! (Entra sends `Replace`, CloudTrail `REPLACE`).
 
+use super::json::CowStr;
 use crate::model::{Method, WriteKind};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -152,28 +153,6 @@ impl<'de, T> Chosen<'de, T> {
     }
 }
 
-/// A map key, borrowed unless escaped.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        deserializer.deserialize_str(V)
-    }
-}
-
 /// Any JSON value, checked as reading it into a `serde_json::Value` would check it (numbers
 /// in range, strings and keys valid), and dropped. Nothing is allocated but escaped keys.
 struct Skipped;
@@ -224,7 +203,7 @@ impl<'de, T, F: FnOnce(Seen<'_>) -> T> Visitor<'de> for Read<F> {
         Ok((self.0)(Seen::Other))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
-        while map.next_key::<Key>()?.is_some() {
+        while map.next_key::<CowStr>()?.is_some() {
             map.next_value::<Skipped>()?;
         }
         Ok((self.0)(Seen::Other))
@@ -280,7 +259,7 @@ impl<'de> Deserialize<'de> for OperationValue {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OperationValue, A::Error> {
                 let mut active = Chosen::new();
-                while let Some(Key(key)) = map.next_key()? {
+                while let Some(CowStr(key)) = map.next_key()? {
                     if key.eq_ignore_ascii_case("active") {
                         let Flag(value) = map.next_value()?;
                         active.offer(key, value);
@@ -318,7 +297,7 @@ impl<'de> Deserialize<'de> for Operation {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Operation, A::Error> {
                 let (mut op, mut value, mut path) = (Chosen::new(), Chosen::new(), Chosen::new());
-                while let Some(Key(key)) = map.next_key()? {
+                while let Some(CowStr(key)) = map.next_key()? {
                     if key.eq_ignore_ascii_case("op") {
                         let Text(text) = map.next_value()?;
                         op.offer(key, text);
@@ -383,7 +362,7 @@ impl<'de> Deserialize<'de> for Operations {
 /// The top-level object's members.
 fn read_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<RequestBody, A::Error> {
     let (mut active, mut user_name, mut operations) = (Chosen::new(), Chosen::new(), Chosen::new());
-    while let Some(Key(key)) = map.next_key()? {
+    while let Some(CowStr(key)) = map.next_key()? {
         if key.eq_ignore_ascii_case("active") {
             let Flag(value) = map.next_value()?;
             active.offer(key, value);
@@ -432,30 +411,17 @@ impl<'de> Deserialize<'de> for Outer {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Outer, E> {
-                Ok(Outer::Text(v.to_string()))
-            }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Outer, A::Error> {
                 read_object(map).map(Outer::Read)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Outer, A::Error> {
                 Read(|_: Seen<'_>| Outer::Read(RequestBody::default())).visit_seq(seq)
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Outer, E> {
-                Ok(Outer::Read(RequestBody::default()))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Outer, E> {
-                Ok(Outer::Read(RequestBody::default()))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Outer, E> {
-                Ok(Outer::Read(RequestBody::default()))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Outer, E> {
-                Ok(Outer::Read(RequestBody::default()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Outer, E> {
-                Ok(Outer::Read(RequestBody::default()))
-            }
+            // A string is read again; any other scalar is JSON that says nothing.
+            forward_scalars!(|seen: Seen<'_>| match seen {
+                Seen::Str(text) => Outer::Text(text.to_string()),
+                _ => Outer::Read(RequestBody::default()),
+            });
         }
         deserializer.deserialize_any(V)
     }
