@@ -197,14 +197,11 @@ impl PackedBucket {
             .is_some_and(|cid| record.correlation_id.as_deref().map(str::as_bytes) == Some(cid));
         let mut write = Vec::new();
         pack_into(record, !implied, &mut write);
-        let mut header = Vec::with_capacity(10);
-        put_varint(
-            &mut header,
-            ((write.len() as u64) << 1) | u64::from(implied),
-        );
+        let header = ((write.len() as u64) << 1) | u64::from(implied);
+        let header_len = (64 - header.leading_zeros()).div_ceil(7).max(1) as usize;
         let mut out = std::mem::take(&mut self.0).into_vec();
-        out.reserve_exact(header.len() + write.len());
-        out.extend_from_slice(&header);
+        out.reserve_exact(header_len + write.len());
+        put_varint(&mut out, header);
         out.extend_from_slice(&write);
         self.0 = out.into_boxed_slice();
     }
