@@ -220,6 +220,23 @@ impl<'a> Scan<'a> {
             };
         }
         let start = self.at;
+        if self.peek()? == b'"' {
+            // A string: its scan already says whether it holds escapes.
+            let value = match self.string()? {
+                (contents, false) => Value::Str(Cow::Borrowed(contents)),
+                (contents, true) => match unescaped(contents) {
+                    Some(text) => Value::Str(Cow::Owned(text)),
+                    None => Value::Null,
+                },
+            };
+            if let Some((&(field, priority), others)) = node.fields.split_last() {
+                for &(field, priority) in others {
+                    picked.set_at(field, priority, value.clone());
+                }
+                picked.set_at(field, priority, value);
+            }
+            return Some(());
+        }
         self.skip()?;
         let raw = &self.text[start..self.at];
         for &(field, priority) in &node.fields {
