@@ -118,7 +118,7 @@ const EPOCH_MILLIS_THRESHOLD: f64 = 1e11;
 
 /// Parses a textual time in the given format.
 pub fn parse_time(text: &str, format: TimeFormat) -> Result<Ts, BadTime> {
-    let text = text.trim();
+    let text = crate::model::trim(text);
     let parsed = match format {
         TimeFormat::Rfc3339 => parse_rfc3339(text),
         TimeFormat::Clf => parse_clf(text),

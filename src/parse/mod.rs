@@ -172,7 +172,7 @@ impl<'a> Picked<'a> {
             Value::Bool(false) => "false",
             Value::Null => return None,
         };
-        let trimmed = text.trim();
+        let trimmed = crate::model::trim(text);
         if trimmed.is_empty() || trimmed == "-" {
             None
         } else {
@@ -798,7 +798,7 @@ fn owned(text: Option<&str>) -> Option<String> {
 
 /// An HTTP status as logs write it: `200`, `"200"`, `200.0`; `0` means no response.
 fn parse_status(text: &str) -> Option<u16> {
-    let value: f64 = text.trim().parse().ok()?;
+    let value: f64 = crate::model::trim(text).parse().ok()?;
     if !(0.0..1000.0).contains(&value) || value.fract() != 0.0 {
         return None;
     }
@@ -808,7 +808,7 @@ fn parse_status(text: &str) -> Option<u16> {
 /// The first number in a value like nginx's `$upstream_response_time` ("0.139, 0.002").
 fn first_number(text: &str) -> Option<f64> {
     let first = text.split([',', ':', ' ']).find(|s| !s.trim().is_empty())?;
-    let value: f64 = first.trim().parse().ok()?;
+    let value: f64 = crate::model::trim(first).parse().ok()?;
     (value.is_finite() && value >= 0.0).then_some(value)
 }
 

@@ -113,7 +113,7 @@ impl RequestBody {
 /// Reads a logged request body: a JSON object, or a JSON string holding one (nginx
 /// `escape=json` logs `$request_body` as a string). `None` when it is not JSON.
 pub fn request_body(body: &str) -> Option<RequestBody> {
-    match serde_json::from_str::<Outer>(body.trim()).ok()? {
+    match serde_json::from_str::<Outer>(crate::model::trim(body)).ok()? {
         Outer::Read(facts) => Some(facts),
         Outer::Text(inner) => serde_json::from_str::<Facts>(inner.trim())
             .ok()
