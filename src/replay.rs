@@ -207,11 +207,11 @@ fn fill_head(
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue; // blank lines are not records and not errors
                 }
-                stats.line(&parser.name);
+                let source = stats.source_mut(&parser.name);
+                source.lines += 1;
                 match parser.parse(bytes, stream.file, number) {
                     Ok(record) => {
                         let time = record.time();
-                        let source = stats.source_mut(&parser.name);
                         source.last_event = Some(source.last_event.map_or(time, |t| t.max(time)));
                         stream.head = Some(record);
                         return Ok(Some(time));
