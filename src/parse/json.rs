@@ -493,25 +493,44 @@ fn value_of_raw(raw: &str) -> Value<'_> {
 /// unpaired surrogate).
 fn unescaped(contents: &str) -> Option<String> {
     let bytes = contents.as_bytes();
-    let mut out = String::with_capacity(contents.len());
+    // Escapes are close together (a logged body is all `\\"`), so the runs between them are
+    // short: they are copied eight bytes at a time into a buffer (a word past a backslash is
+    // copied whole and cut back), which is checked as UTF-8 once at the end.
+    let mut out = Vec::with_capacity(bytes.len() + 8);
     let mut at = 0;
-    // Escapes are close together (a logged body is all `\\"`): a plain loop finds the next.
-    while let Some(offset) = bytes[at..].iter().position(|b| *b == b'\\') {
-        out.push_str(&contents[at..at + offset]);
-        at += offset + 2;
+    loop {
+        if let Some(chunk) = bytes.get(at..at + 8) {
+            let chunk: [u8; 8] = chunk.try_into().expect("eight bytes");
+            let run = backslash_in(u64::from_le_bytes(chunk));
+            let kept = out.len() + run;
+            out.extend_from_slice(&chunk);
+            out.truncate(kept);
+            at += run;
+            if run == 8 {
+                continue;
+            }
+        } else {
+            let run = bytes[at..].iter().take_while(|b| **b != b'\\').count();
+            out.extend_from_slice(&bytes[at..at + run]);
+            at += run;
+            if at == bytes.len() {
+                break;
+            }
+        }
+        at += 2;
         let escape = match *bytes.get(at - 1)? {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
             b'u' => {
                 let first = hex4(bytes.get(at..at + 4)?)?;
                 at += 4;
-                match first {
+                let char = match first {
                     0xD800..=0xDBFF => {
                         if bytes.get(at..at + 2)? != b"\\u" {
                             return None;
@@ -525,14 +544,23 @@ fn unescaped(contents: &str) -> Option<String> {
                     }
                     0xDC00..=0xDFFF => return None,
                     _ => char::from_u32(first)?,
-                }
+                };
+                out.extend_from_slice(char.encode_utf8(&mut [0; 4]).as_bytes());
+                continue;
             }
             _ => return None,
         };
         out.push(escape);
     }
-    out.push_str(&contents[at..]);
-    Some(out)
+    String::from_utf8(out).ok()
+}
+
+/// How many bytes of a little-endian word come before its first backslash (8 if none).
+fn backslash_in(word: u64) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let found = (backslash.wrapping_sub(ONES) & !backslash) & (ONES << 7);
+    found.trailing_zeros() as usize / 8
 }
 
 /// Four hex digits (`from_str_radix` alone would also take a sign).
@@ -881,9 +909,15 @@ mod tests {
             r#"a\u0000b"#,
             r#"\u+abc"#,
             r#"\u12"#,
+            r#"ends with a backslash pair \\"#,
         ] {
-            let expected = serde_json::from_str::<String>(&format!("\"{contents}\"")).ok();
-            assert_eq!(unescaped(contents), expected, "{contents}");
+            // Runs are copied a word at a time: every case at every offset into a word, with
+            // multi-byte characters around it.
+            for pad in 0..17 {
+                let contents = format!("{}{contents}é{}", "x".repeat(pad), "ü".repeat(pad % 5));
+                let expected = serde_json::from_str::<String>(&format!("\"{contents}\"")).ok();
+                assert_eq!(unescaped(&contents), expected, "{contents}");
+            }
         }
     }
 
