@@ -10,7 +10,9 @@ use crate::model::{fold_case, FastMap};
 use crate::model::{Outcome, Stage};
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 
 /// Where an episode stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,7 +156,7 @@ struct Disabled {
 #[derive(Debug)]
 pub struct Episodes {
     policy: Policy,
-    pairs: FastMap<(String, String), Pair>,
+    pairs: hashbrown::HashMap<(String, String), Pair, ahash::RandomState>,
     /// Triggers without an app, by user key: they cover every app of that user.
     user_triggers: FastMap<String, Vec<Ts>>,
     /// Disabled intervals by lowercased login, for post-disable activity.
@@ -184,16 +186,33 @@ fn key_of(text: &str) -> String {
     fold_case(text).into_owned()
 }
 
-/// The keys a user may be known by: login first (what outputs show), then id.
-fn user_keys(login: Option<&str>, id: Option<&str>) -> Vec<String> {
-    login.into_iter().chain(id).map(key_of).collect()
+/// The keys a user may be known by: login first (what outputs show), then id. Borrowed when
+/// already folded.
+fn user_keys<'a>(login: Option<&'a str>, id: Option<&'a str>) -> Vec<Cow<'a, str>> {
+    login.into_iter().chain(id).map(fold_case).collect()
+}
+
+/// An (app, user) pair's key, borrowed: hashes as the owned `(String, String)` does, so a
+/// pair is looked up without building its key.
+struct PairRef<'a>(&'a str, &'a str);
+
+impl Hash for PairRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.0, self.1).hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<(String, String)> for PairRef<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
 }
 
 impl Episodes {
     pub fn new(policy: Policy) -> Episodes {
         Episodes {
             policy,
-            pairs: FastMap::default(),
+            pairs: Default::default(),
             user_triggers: FastMap::default(),
             disabled: FastMap::default(),
             open_keys: BTreeSet::new(),
@@ -202,15 +221,17 @@ impl Episodes {
 
     /// The state, for a checkpoint: borrowed and sorted, serialized as an [`EpisodesState`].
     pub fn snapshot(&self) -> EpisodesStateRef<'_> {
-        fn sorted<K: Ord, V>(map: &FastMap<K, V>) -> Vec<(&K, &V)> {
-            let mut entries: Vec<(&K, &V)> = map.iter().collect();
+        fn sorted<'m, K: Ord + 'm, V: 'm>(
+            map: impl Iterator<Item = (&'m K, &'m V)>,
+        ) -> Vec<(&'m K, &'m V)> {
+            let mut entries: Vec<(&K, &V)> = map.collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             entries
         }
         EpisodesStateRef {
-            pairs: sorted(&self.pairs),
-            user_triggers: sorted(&self.user_triggers),
-            disabled: sorted(&self.disabled),
+            pairs: sorted(self.pairs.iter()),
+            user_triggers: sorted(self.user_triggers.iter()),
+            disabled: sorted(self.disabled.iter()),
         }
     }
 
@@ -284,14 +305,14 @@ impl Episodes {
 
     /// Finds the pair of (app, user) under any of the user's keys, re-keying a pair a trigger
     /// opened under the user id once the login is known.
-    fn pair_key(&mut self, app: &str, keys: &[String]) -> Option<(String, String)> {
-        let primary = keys.first()?.clone();
+    fn pair_key(&mut self, app: &str, keys: &[Cow<'_, str>]) -> Option<(String, String)> {
+        let primary = keys.first()?.to_string();
         let primary_key = (app.to_string(), primary);
         if self.pairs.contains_key(&primary_key) {
             return Some(primary_key);
         }
         for other in &keys[1..] {
-            let other_key = (app.to_string(), other.clone());
+            let other_key = (app.to_string(), other.to_string());
             if let Some(pair) = self.pairs.remove(&other_key) {
                 if self.open_keys.remove(&other_key) {
                     self.open_keys.insert(primary_key.clone());
@@ -308,7 +329,7 @@ impl Episodes {
         let Some(app) = &trigger.app else {
             for key in keys {
                 self.user_triggers
-                    .entry(key)
+                    .entry(key.into_owned())
                     .or_default()
                     .push(trigger.time);
             }
@@ -349,8 +370,16 @@ impl Episodes {
             return;
         }
         let keys = user_keys(op.user_login.as_deref(), op.user_id.as_deref());
-        let app = op.app.clone().unwrap_or_default();
-        let Some(pair_key) = self.pair_key(&app, &keys) else {
+        let app = op.app.as_deref().unwrap_or_default();
+        // Most joiners have never left the app: no pair to cancel or rehire, nothing to build.
+        if op.stage == Stage::Joiner
+            && !keys
+                .iter()
+                .any(|key| self.pairs.contains_key(&PairRef(app, key)))
+        {
+            return;
+        }
+        let Some(pair_key) = self.pair_key(app, &keys) else {
             return;
         };
         match op.stage {
@@ -394,7 +423,7 @@ impl Episodes {
     fn on_leaver(
         &mut self,
         pair_key: &(String, String),
-        keys: &[String],
+        keys: &[Cow<'_, str>],
         op: &LifecycleOp,
         out: &mut Vec<LeaverEvent>,
     ) {
@@ -408,7 +437,7 @@ impl Episodes {
             let after = pair.last_closed_at.unwrap_or(Ts(i64::MIN));
             let trigger = keys
                 .iter()
-                .filter_map(|k| self.user_triggers.get(k))
+                .filter_map(|k| self.user_triggers.get(k.as_ref()))
                 .flatten()
                 .copied()
                 .filter(|t| *t > after && *t <= op.time)
