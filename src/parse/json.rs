@@ -28,6 +28,9 @@ pub struct Selector {
 #[derive(Debug, Default, Clone)]
 struct Node {
     children: Vec<(Step, Node)>,
+    /// Each child's member name as [`NameHead`] (`None` for a filter), to find a member's
+    /// child without comparing every name byte by byte.
+    heads: Vec<Option<NameHead>>,
     /// Fields that take this node's value, with the priority of this pointer for the field.
     fields: Vec<(Field, u8)>,
     /// Set when a child uses a filter: the node is an array searched element by element.
@@ -39,11 +42,52 @@ impl Node {
         let index = match self.children.iter().position(|(s, _)| *s == step) {
             Some(index) => index,
             None => {
+                self.heads
+                    .push(step.filter.is_none().then(|| NameHead::of(&step.name)));
                 self.children.push((step, Node::default()));
                 self.children.len() - 1
             }
         };
         &mut self.children[index].1
+    }
+}
+
+/// A member name's length and first eight bytes (zero-padded) as a word: names that differ
+/// in either differ, and names of up to eight bytes are equal when their heads are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameHead {
+    len: usize,
+    word: u64,
+}
+
+impl NameHead {
+    fn of(name: &str) -> NameHead {
+        let bytes = name.as_bytes();
+        let word = match bytes.first_chunk::<8>() {
+            Some(first) => u64::from_le_bytes(*first),
+            None => bytes
+                .iter()
+                .rev()
+                .fold(0, |word, byte| (word << 8) | u64::from(*byte)),
+        };
+        NameHead {
+            len: bytes.len(),
+            word,
+        }
+    }
+
+    /// The child of `node` for the member `name`.
+    fn find<'n>(node: &'n Node, name: &str) -> Option<&'n Node> {
+        let head = NameHead::of(name);
+        let (_, (_, child)) = node
+            .heads
+            .iter()
+            .zip(&node.children)
+            .find(|(h, (step, _))| {
+                **h == Some(head)
+                    && (head.len <= 8 || step.name.as_bytes()[8..] == name.as_bytes()[8..])
+            })?;
+        Some(child)
     }
 }
 
@@ -179,12 +223,8 @@ impl<'a> Scan<'a> {
             self.space();
             self.eat(b':')?;
             self.space();
-            let child = node
-                .children
-                .iter()
-                .find(|(step, _)| step.filter.is_none() && step.name == key);
-            match child {
-                Some((_, child)) => self.member(child, picked)?,
+            match NameHead::find(node, key) {
+                Some(child) => self.member(child, picked)?,
                 None => self.skip()?,
             }
             self.space();
@@ -918,6 +958,52 @@ mod tests {
                 let expected = serde_json::from_str::<String>(&format!("\"{contents}\"")).ok();
                 assert_eq!(unescaped(&contents), expected, "{contents}");
             }
+        }
+    }
+
+    #[test]
+    fn a_member_finds_its_child_by_name_head() {
+        let names = [
+            "",
+            "a",
+            "ab",
+            "ba",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefghi",
+            "abcdefghj",
+            "abcdefghij",
+            "request_body",
+            "request_time",
+            "é",
+            "\u{0}a",
+        ];
+        let mut node = Node::default();
+        for name in names {
+            node.child(Step {
+                name: name.to_string(),
+                filter: None,
+            });
+        }
+        // A filter step shares its (empty) name with a member but is never found as one.
+        node.child(Step {
+            name: String::new(),
+            filter: Some(("type".into(), "x".into())),
+        });
+        for (index, name) in names.iter().enumerate() {
+            let found = NameHead::find(&node, name).expect(name);
+            assert!(std::ptr::eq(found, &node.children[index].1), "{name:?}");
+        }
+        for missing in [
+            "abc",
+            "abcdefghk",
+            "request_bodx",
+            "\u{0}",
+            "b",
+            "abcdefgh\u{0}",
+        ] {
+            assert!(NameHead::find(&node, missing).is_none(), "{missing:?}");
         }
     }
 
