@@ -221,6 +221,15 @@ pub struct JoinerStateRef<'a> {
     stats: JoinStats,
 }
 
+/// A bucket's key: `c:` and a correlation ID, or `o:` and an operation ID (built without
+/// `format!`'s machinery: every record makes one).
+fn key_of(prefix: &str, id: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + id.len());
+    key.push_str(prefix);
+    key.push_str(id);
+    key
+}
+
 fn keyless(origin: Origin) -> String {
     format!("\u{0}{}:{}:{}", origin.source, origin.file, origin.line)
 }
@@ -401,8 +410,8 @@ impl Joiner {
 
     pub fn push_idp(&mut self, record: IdpRecord) {
         let (key, fuzzy) = match (&record.correlation_id, &record.operation_id) {
-            (Some(cid), _) => (format!("c:{cid}"), false),
-            (None, Some(id)) => (format!("o:{id}"), true),
+            (Some(cid), _) => (key_of("c:", cid), false),
+            (None, Some(id)) => (key_of("o:", id), true),
             (None, None) => (keyless(record.origin), true),
         };
         let target = record.target_id.clone().filter(|_| fuzzy);
@@ -426,8 +435,8 @@ impl Joiner {
     /// A note joins the operation with the same ID; a note with no ID has nothing to explain.
     pub fn push_note(&mut self, note: NoteRecord) {
         let key = match (&note.correlation_id, &note.operation_id) {
-            (Some(cid), _) => format!("c:{cid}"),
-            (None, Some(id)) => format!("o:{id}"),
+            (Some(cid), _) => key_of("c:", cid),
+            (None, Some(id)) => key_of("o:", id),
             (None, None) => return,
         };
         let time = note.time;
@@ -451,7 +460,7 @@ impl Joiner {
         }
         if self.gateway_cid_joins {
             if let Some(cid) = &record.correlation_id {
-                let key = format!("c:{cid}");
+                let key = key_of("c:", cid);
                 let time = record.time;
                 self.bucket(&key, time, |b| b.packed.push(&record));
                 return;
