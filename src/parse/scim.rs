@@ -514,6 +514,9 @@ pub fn error_detail(response_body: &Value) -> Option<String> {
 /// Decodes `%XX` escapes and `+` (as a space), leaving malformed escapes as they are.
 pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
+    if memchr::memchr2(b'%', b'+', bytes).is_none() {
+        return text.to_string(); // nothing to decode (the common case: an id)
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -790,5 +793,6 @@ mod tests {
     fn percent_decoding_leaves_malformed_escapes() {
         assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
         assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("u-00é12"), "u-00é12");
     }
 }
