@@ -208,7 +208,7 @@ impl PackedBucket {
 
     /// The writes, unpacked, in the order they were pushed.
     pub fn writes(&self) -> impl Iterator<Item = GatewayRecord> + '_ {
-        let cid = self.key_cid();
+        let cid = self.key().strip_prefix("c:");
         let mut rest = Reader(self.split().1);
         std::iter::from_fn(move || {
             if rest.0.is_empty() {
@@ -219,7 +219,7 @@ impl PackedBucket {
             rest.0 = after;
             let mut record = unpack_from(bytes);
             if header & 1 == 1 {
-                record.correlation_id = cid.map(|cid| String::from_utf8_lossy(cid).into_owned());
+                record.correlation_id = cid.map(str::to_owned);
             }
             Some(record)
         })
