@@ -167,30 +167,51 @@ impl Selector {
 /// nesting deeper than 64), and the caller then walks the line with serde_json from the
 /// start: so a line is accepted, refused and picked exactly as before, and only the
 /// common case is fast.
-struct Scan<'a> {
+pub(super) struct Scan<'a> {
     text: &'a str,
     at: usize,
+    /// Also refuse numbers and escaped strings (for readers that would check them more
+    /// closely than skipping does: see `scim::request_body`).
+    plain: bool,
 }
 
 impl<'a> Scan<'a> {
     fn new(text: &'a str) -> Scan<'a> {
-        Scan { text, at: 0 }
+        Scan {
+            text,
+            at: 0,
+            plain: false,
+        }
+    }
+
+    /// A scan that returns `None` at any number or escaped string.
+    pub(super) fn plain(text: &'a str) -> Scan<'a> {
+        Scan {
+            text,
+            at: 0,
+            plain: true,
+        }
+    }
+
+    /// Whether the whole text has been read.
+    pub(super) fn at_end(&self) -> bool {
+        self.at == self.text.len()
     }
 
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
     }
 
-    fn peek(&self) -> Option<u8> {
+    pub(super) fn peek(&self) -> Option<u8> {
         self.bytes().get(self.at).copied()
     }
 
-    fn eat(&mut self, byte: u8) -> Option<()> {
+    pub(super) fn eat(&mut self, byte: u8) -> Option<()> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
 
     /// JSON whitespace (not Unicode's).
-    fn space(&mut self) {
+    pub(super) fn space(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.at += 1;
         }
@@ -295,7 +316,7 @@ impl<'a> Scan<'a> {
     /// A string at the cursor: its contents and whether they hold escapes. Validates escapes
     /// as serde_json does when skipping (a `\u` needs four hex digits; surrogates are not
     /// checked there, so an escaped string is only ever skipped or handed back to serde).
-    fn string(&mut self) -> Option<(&'a str, bool)> {
+    pub(super) fn string(&mut self) -> Option<(&'a str, bool)> {
         self.eat(b'"')?;
         let start = self.at;
         let mut escaped = false;
@@ -306,8 +327,8 @@ impl<'a> Scan<'a> {
                     self.at += 1;
                     return Some((&self.text[start..self.at - 1], escaped));
                 }
-                b'\\' => self.at += 1,
-                _ => return None, // a control character: serde_json refuses it
+                b'\\' if !self.plain => self.at += 1,
+                _ => return None, // a control character (serde_json refuses it), or an escape in a plain scan
             }
             escaped = true;
             match self.peek()? {
@@ -326,7 +347,7 @@ impl<'a> Scan<'a> {
 
     /// Skips one value, validating it as serde_json's `IgnoredAny` does. Iterative: the
     /// depth of nesting is a bit stack (1 = object), at most 64 deep.
-    fn skip(&mut self) -> Option<()> {
+    pub(super) fn skip(&mut self) -> Option<()> {
         let (mut stack, mut depth) = (0u64, 0u32);
         loop {
             // A value.
@@ -358,6 +379,7 @@ impl<'a> Scan<'a> {
                 b't' => self.word(b"true")?,
                 b'f' => self.word(b"false")?,
                 b'n' => self.word(b"null")?,
+                _ if self.plain => return None,
                 _ => self.number()?,
             }
             // After a value: close containers, or go on to the next element or member.
@@ -389,7 +411,7 @@ impl<'a> Scan<'a> {
         }
     }
 
-    fn word(&mut self, word: &[u8]) -> Option<()> {
+    pub(super) fn word(&mut self, word: &[u8]) -> Option<()> {
         let found = self.bytes().get(self.at..self.at + word.len())?;
         (found == word).then(|| self.at += word.len())
     }
