@@ -710,8 +710,9 @@ impl LineParser {
         };
         let body = picked.text(Field::Body).and_then(scim::request_body);
         let response_body = picked.text(Field::ResponseBody).and_then(scim::parse_body);
-        let write = scim::classify_write(method, path, body.as_ref());
-        let resource_id = match scim::resource_of(path) {
+        let resource = scim::resource_of(path);
+        let write = scim::classify_resource_write(method, resource, body.as_ref());
+        let resource_id = match resource {
             Some(scim::Resource::Users(Some(id)) | scim::Resource::Groups(Some(id)))
                 if !id.starts_with('.') =>
             {

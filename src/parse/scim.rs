@@ -28,13 +28,14 @@ pub fn resource_of(path: &str) -> Option<Resource<'_>> {
     let mut rest = &path[..end.unwrap_or(path.len())];
     // Segment by segment with byte scans: paths are short, and this runs for every request.
     fn next_segment<'p>(rest: &mut &'p str) -> Option<&'p str> {
-        *rest = rest.trim_start_matches('/');
-        if rest.is_empty() {
-            return None;
-        }
-        let len = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
-        let (segment, after) = rest.split_at(len);
-        *rest = after;
+        let bytes = rest.as_bytes();
+        let start = bytes.iter().position(|b| *b != b'/')?;
+        let end = bytes[start..]
+            .iter()
+            .position(|b| *b == b'/')
+            .map_or(bytes.len(), |len| start + len);
+        let segment = &rest[start..end];
+        *rest = &rest[end..];
         Some(segment)
     }
     while let Some(segment) = next_segment(&mut rest) {
@@ -605,10 +606,19 @@ impl<'de> Deserialize<'de> for Outer {
 /// What a request does, if it is a SCIM write. Reads, searches (`POST /Users/.search`) and
 /// non-SCIM traffic are `None`.
 pub fn classify_write(method: Method, path: &str, body: Option<&RequestBody>) -> Option<WriteKind> {
+    classify_resource_write(method, resource_of(path), body)
+}
+
+/// [`classify_write`] for a path whose resource is already known.
+pub fn classify_resource_write(
+    method: Method,
+    resource: Option<Resource<'_>>,
+    body: Option<&RequestBody>,
+) -> Option<WriteKind> {
     if !method.is_write() {
         return None;
     }
-    match resource_of(path)? {
+    match resource? {
         Resource::Users(id) => match (method, id) {
             (Method::Post, None) => Some(WriteKind::CreateUser),
             (Method::Post, Some(id)) if id.starts_with('.') => None,
