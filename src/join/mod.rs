@@ -20,7 +20,7 @@
 
 mod packed;
 
-use crate::model::{push_boxed, push_small, FastMap};
+use crate::model::{fold_case, push_boxed, push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
 use crate::queue::MinQueue;
 use crate::time::Ts;
@@ -197,6 +197,8 @@ pub struct Joiner {
     names: FastMap<(String, String), String>,
     resources_of: FastMap<(String, String), Vec<String>>,
     stats: JoinStats,
+    /// Where a correlation ID's key is built: a bucket copies its key only when it is new.
+    scratch: String,
 }
 
 /// What a [`Joiner`] holds, without its indexes (rebuilt on restore): the checkpointed form.
@@ -235,7 +237,7 @@ fn keyless(origin: Origin) -> String {
 }
 
 fn lower(text: &str) -> String {
-    crate::model::fold_case(text).into_owned()
+    fold_case(text).into_owned()
 }
 
 impl Joiner {
@@ -257,6 +259,7 @@ impl Joiner {
             names: FastMap::default(),
             resources_of: FastMap::default(),
             stats: JoinStats::default(),
+            scratch: String::new(),
         }
     }
 
@@ -409,10 +412,15 @@ impl Joiner {
     }
 
     pub fn push_idp(&mut self, record: IdpRecord) {
-        let (key, fuzzy) = match (&record.correlation_id, &record.operation_id) {
-            (Some(cid), _) => (key_of("c:", cid), false),
-            (None, Some(id)) => (key_of("o:", id), true),
-            (None, None) => (keyless(record.origin), true),
+        if let Some(cid) = &record.correlation_id {
+            let key = self.cid_key(cid);
+            self.bucket(&key, record.time, |b| push_boxed(&mut b.idp, record));
+            self.scratch = key;
+            return;
+        }
+        let (key, fuzzy) = match &record.operation_id {
+            Some(id) => (key_of("o:", id), true),
+            None => (keyless(record.origin), true),
         };
         let target = record.target_id.clone().filter(|_| fuzzy);
         let login = record.user_login.as_deref().filter(|_| fuzzy).map(lower);
@@ -446,26 +454,27 @@ impl Joiner {
     /// Adds a gateway SCIM write (reads and non-SCIM requests never reach the join).
     pub fn push_gateway(&mut self, record: GatewayRecord) {
         debug_assert!(record.write.is_some());
-        let app = record.app.as_deref().map(lower).unwrap_or_default();
+        let app = record.app.as_deref().map(fold_case).unwrap_or_default();
         if let (Some(id), Some(name)) = (&record.resource_id, &record.user_name) {
             let name = lower(name);
             let known = self
                 .resources_of
-                .entry((app.clone(), name.clone()))
+                .entry((app.to_string(), name.clone()))
                 .or_default();
             if !known.contains(id) {
                 push_small(known, id.clone());
             }
-            self.names.insert((app.clone(), id.clone()), name);
+            self.names.insert((app.to_string(), id.clone()), name);
         }
         if self.gateway_cid_joins {
             if let Some(cid) = &record.correlation_id {
-                let key = key_of("c:", cid);
-                let time = record.time;
-                self.bucket(&key, time, |b| b.packed.push(&record));
+                let key = self.cid_key(cid);
+                self.bucket(&key, record.time, |b| b.packed.push(&record));
+                self.scratch = key;
                 return;
             }
         }
+        let app = app.into_owned();
         let user = record.user_name.as_deref().map(lower).or_else(|| {
             record
                 .resource_id
@@ -485,6 +494,16 @@ impl Joiner {
             .saturating_add(self.window_micros.saturating_mul(3)));
         self.pool_expiry.insert((deadline, key));
         self.pool.insert(key, PoolEntry { record, app, user });
+    }
+
+    /// The bucket key of a correlation ID, built in the reused buffer (hand it back to
+    /// `scratch` after use).
+    fn cid_key(&mut self, cid: &str) -> String {
+        let mut key = std::mem::take(&mut self.scratch);
+        key.clear();
+        key.push_str("c:");
+        key.push_str(cid);
+        key
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
