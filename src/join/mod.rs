@@ -227,9 +227,14 @@ pub struct JoinerStateRef<'a> {
 /// `format!`'s machinery: every record makes one).
 fn key_of(prefix: &str, id: &str) -> String {
     let mut key = String::with_capacity(prefix.len() + id.len());
+    write_key(&mut key, prefix, id);
+    key
+}
+
+fn write_key(key: &mut String, prefix: &str, id: &str) {
+    key.clear();
     key.push_str(prefix);
     key.push_str(id);
-    key
 }
 
 fn keyless(origin: Origin) -> String {
@@ -418,12 +423,13 @@ impl Joiner {
             self.scratch = key;
             return;
         }
-        let (key, fuzzy) = match &record.operation_id {
-            Some(id) => (key_of("o:", id), true),
-            None => (keyless(record.origin), true),
+        // No shared ID: the operation joins fuzzily, by its resource and login.
+        let key = match &record.operation_id {
+            Some(id) => key_of("o:", id),
+            None => keyless(record.origin),
         };
-        let target = record.target_id.clone().filter(|_| fuzzy);
-        let login = record.user_login.as_deref().filter(|_| fuzzy).map(lower);
+        let target = record.target_id.clone();
+        let login = record.user_login.as_deref().map(lower);
         let time = record.time;
         self.bucket(&key, time, |b| push_boxed(&mut b.idp, record));
         if let Some(target) = target {
@@ -500,9 +506,7 @@ impl Joiner {
     /// `scratch` after use).
     fn cid_key(&mut self, cid: &str) -> String {
         let mut key = std::mem::take(&mut self.scratch);
-        key.clear();
-        key.push_str("c:");
-        key.push_str(cid);
+        write_key(&mut key, "c:", cid);
         key
     }
 

@@ -280,29 +280,16 @@ impl<'a> Scan<'a> {
                 _ => None,
             };
         }
-        let start = self.at;
         if self.peek()? == b'"' {
             // A string: its scan already says whether it holds escapes.
-            let value = match self.string()? {
-                (contents, false) => Value::Str(Cow::Borrowed(contents)),
-                (contents, true) => match unescaped(contents) {
-                    Some(text) => Value::Str(Cow::Owned(text)),
-                    None => Value::Null,
-                },
-            };
-            if let Some((&(field, priority), others)) = node.fields.split_last() {
-                for &(field, priority) in others {
-                    picked.set_at(field, priority, value.clone());
-                }
-                picked.set_at(field, priority, value);
-            }
+            let (contents, escaped) = self.string()?;
+            set_fields(picked, &node.fields, string_value(contents, escaped));
             return Some(());
         }
+        let start = self.at;
         self.skip()?;
         let raw = &self.text[start..self.at];
-        for &(field, priority) in &node.fields {
-            picked.set_at(field, priority, value_of_raw(raw));
-        }
+        set_fields(picked, &node.fields, value_of_raw(raw));
         if !node.children.is_empty() {
             match raw.as_bytes()[0] {
                 b'{' => Scan::new(raw).object(node, picked)?,
@@ -455,20 +442,24 @@ impl<'a> Scan<'a> {
     }
 }
 
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+
+/// The bytes of a little-endian word equal to `byte`, flagged in their top bit once masked
+/// with `ONES << 7`, and some bytes above the first of them (a borrow only runs upward): the
+/// lowest flag is the first.
+fn flags_of(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x
+}
+
 /// The index of the first `"`, `\\` or control character at or after `from` (the length if
 /// none): eight bytes at a time, as serde_json looks for the end of a string.
 fn special_from(bytes: &[u8], from: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
     let mut at = from;
     while let Some(chunk) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        let found = (word.wrapping_sub(ONES * 0x20) & !word)
-            | (quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash);
-        // A borrow only flags bytes above a real find: the lowest flagged byte is the first.
-        let found = found & (ONES << 7);
+        let control = word.wrapping_sub(ONES * 0x20) & !word;
+        let found = (control | flags_of(word, b'"') | flags_of(word, b'\\')) & (ONES << 7);
         if found != 0 {
             return at + found.trailing_zeros() as usize / 8;
         }
@@ -531,17 +522,39 @@ impl<'de> serde::Deserialize<'de> for CowStr<'de> {
     }
 }
 
+/// Gives `value` to every field of a node.
+fn set_fields<'a>(picked: &mut Picked<'a>, fields: &[(Field, u8)], value: Value<'a>) {
+    if let Some((&(field, priority), others)) = fields.split_last() {
+        for &(field, priority) in others {
+            picked.set_at(field, priority, value.clone());
+        }
+        picked.set_at(field, priority, value);
+    }
+}
+
+/// The value of a JSON string's contents: borrowed without escapes, else unescaped (null
+/// where serde_json would refuse an escape).
+fn string_value(contents: &str, escaped: bool) -> Value<'_> {
+    if !escaped {
+        return Value::Str(Cow::Borrowed(contents));
+    }
+    match unescaped(contents) {
+        Some(text) => Value::Str(Cow::Owned(text)),
+        None => Value::Null,
+    }
+}
+
 /// Turns the raw JSON text of a picked member into a [`Value`].
 fn value_of_raw(raw: &str) -> Value<'_> {
     match raw.as_bytes().first() {
-        // Raw values are valid JSON: a string without a backslash is its text between quotes.
-        Some(b'"') if raw.len() >= 2 && memchr::memchr(b'\\', raw.as_bytes()).is_none() => {
-            Value::Str(Cow::Borrowed(&raw[1..raw.len() - 1]))
+        // Raw values are valid JSON: a string is its text between quotes.
+        Some(b'"') if raw.len() >= 2 => {
+            let contents = &raw[1..raw.len() - 1];
+            string_value(
+                contents,
+                memchr::memchr(b'\\', contents.as_bytes()).is_some(),
+            )
         }
-        Some(b'"') if raw.len() >= 2 => match unescaped(&raw[1..raw.len() - 1]) {
-            Some(text) => Value::Str(Cow::Owned(text)),
-            None => Value::Null,
-        },
         Some(b't') => Value::Bool(true),
         Some(b'f') => Value::Bool(false),
         Some(b'n') | None => Value::Null,
@@ -619,10 +632,7 @@ fn unescaped(contents: &str) -> Option<String> {
 
 /// How many bytes of a little-endian word come before its first backslash (8 if none).
 fn backslash_in(word: u64) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    let backslash = word ^ (ONES * u64::from(b'\\'));
-    let found = (backslash.wrapping_sub(ONES) & !backslash) & (ONES << 7);
-    found.trailing_zeros() as usize / 8
+    (flags_of(word, b'\\') & (ONES << 7)).trailing_zeros() as usize / 8
 }
 
 /// Four hex digits (`from_str_radix` alone would also take a sign).
