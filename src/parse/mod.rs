@@ -797,9 +797,38 @@ fn owned(text: Option<&str>) -> Option<String> {
     text.map(str::to_string)
 }
 
+/// A decimal as `str::parse::<f64>` reads it, quickly for the common shape (`200`, `0.139`):
+/// up to 15 digits with an optional fraction are an integer and a power of ten that `f64`
+/// holds exactly, so one division rounds as the full parser does. Anything else is parsed.
+fn parse_decimal(text: &str) -> Option<f64> {
+    const POWERS: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let bytes = text.as_bytes();
+    let (whole, fraction) = match bytes.iter().position(|&b| b == b'.') {
+        Some(dot) => (&bytes[..dot], &bytes[dot + 1..]),
+        None => (bytes, &[][..]),
+    };
+    let plain = |part: &[u8]| part.iter().all(u8::is_ascii_digit);
+    let has_dot = whole.len() < bytes.len();
+    if whole.is_empty()
+        || (has_dot && fraction.is_empty())
+        || whole.len() + fraction.len() > 15
+        || !plain(whole)
+        || !plain(fraction)
+    {
+        return text.parse().ok();
+    }
+    let mantissa = whole
+        .iter()
+        .chain(fraction)
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    Some(mantissa as f64 / POWERS[fraction.len()])
+}
+
 /// An HTTP status as logs write it: `200`, `"200"`, `200.0`; `0` means no response.
 fn parse_status(text: &str) -> Option<u16> {
-    let value: f64 = crate::model::trim(text).parse().ok()?;
+    let value = parse_decimal(crate::model::trim(text))?;
     if !(0.0..1000.0).contains(&value) || value.fract() != 0.0 {
         return None;
     }
@@ -809,7 +838,7 @@ fn parse_status(text: &str) -> Option<u16> {
 /// The first number in a value like nginx's `$upstream_response_time` ("0.139, 0.002").
 fn first_number(text: &str) -> Option<f64> {
     let first = text.split([',', ':', ' ']).find(|s| !s.trim().is_empty())?;
-    let value: f64 = crate::model::trim(first).parse().ok()?;
+    let value = parse_decimal(crate::model::trim(first))?;
     (value.is_finite() && value >= 0.0).then_some(value)
 }
 

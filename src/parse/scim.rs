@@ -24,26 +24,33 @@ pub enum Resource<'a> {
 
 /// Finds the `Users`/`Groups` segment of a path (any base, any case) and the id after it.
 pub fn resource_of(path: &str) -> Option<Resource<'_>> {
-    let end = path.bytes().position(|b| b == b'?' || b == b'#');
-    let mut rest = &path[..end.unwrap_or(path.len())];
-    // Segment by segment with byte scans: paths are short, and this runs for every request.
-    fn next_segment<'p>(rest: &mut &'p str) -> Option<&'p str> {
-        let bytes = rest.as_bytes();
-        let start = bytes.iter().position(|b| *b != b'/')?;
-        let end = bytes[start..]
-            .iter()
-            .position(|b| *b == b'/')
-            .map_or(bytes.len(), |len| start + len);
-        let segment = &rest[start..end];
-        *rest = &rest[end..];
-        Some(segment)
-    }
-    while let Some(segment) = next_segment(&mut rest) {
-        if segment.eq_ignore_ascii_case("Users") {
-            return Some(Resource::Users(next_segment(&mut rest)));
+    // Slashes found eight bytes at a time: paths are short, and this runs for every request
+    // (and again for every judged attempt).
+    let bytes = path.as_bytes();
+    let end = super::json::find_from(bytes, 0, b"?#");
+    let bytes = &bytes[..end];
+    // The segment after `from` (past any slashes): its bounds, or `None` at the end.
+    let segment_after = |from: usize| -> Option<(usize, usize)> {
+        let mut start = from;
+        while bytes.get(start) == Some(&b'/') {
+            start += 1;
         }
-        if segment.eq_ignore_ascii_case("Groups") {
-            return Some(Resource::Groups(next_segment(&mut rest)));
+        let stop = super::json::find_from(bytes, start, b"/");
+        (start < stop).then_some((start, stop))
+    };
+    let mut at = 0;
+    while let Some((start, stop)) = segment_after(at) {
+        at = stop;
+        let segment = &bytes[start..stop];
+        let users = segment.eq_ignore_ascii_case(b"Users");
+        if users || segment.eq_ignore_ascii_case(b"Groups") {
+            // Both ends are at a `/`, `?`, `#` or an end: always character boundaries.
+            let id = segment_after(stop).map(|(start, stop)| &path[start..stop]);
+            return Some(if users {
+                Resource::Users(id)
+            } else {
+                Resource::Groups(id)
+            });
         }
     }
     None
@@ -899,6 +906,17 @@ mod tests {
             "/scim/v2/Users/.search",
             "/api/v1/orders/7",
             "/Users?filter=userName%20eq%20%22a%22",
+            "/Groups",
+            "Groups/g-1/members",
+            "/scim/v2/Groupsx/g-1",
+            "/scim/v2/Usr/u-1",
+            "/scim/v2/Users/u-1?attributes=id",
+            "/x/Users#frag",
+            "/x/Users/#frag",
+            "//",
+            "/sçim/v2/Users/ü-1/x",
+            "/sçim/v2/Users/ü",
+            "/Users/%C3%BC",
         ] {
             assert_eq!(resource_of(path), by_splitting(path), "{path}");
         }
