@@ -294,15 +294,15 @@ impl Engine {
                     let shifted = Ts(gateway.time.0.saturating_add(self.joiner.window_micros()));
                     self.timeline.push(
                         (shifted, 2, origin_key(gateway.origin)),
-                        TimelineItem::Request(Request {
-                            time: gateway.time,
-                            principal: principal.clone(),
-                            app: gateway.app.clone(),
-                            correlation_id: gateway.correlation_id.clone(),
-                            method: gateway.method,
-                            path: gateway.path.clone(),
-                            status: gateway.status,
-                        }),
+                        TimelineItem::Request(Request::new(
+                            gateway.time,
+                            principal,
+                            gateway.app.as_deref(),
+                            gateway.correlation_id.as_deref(),
+                            gateway.method,
+                            &gateway.path,
+                            gateway.status,
+                        )),
                     );
                 }
                 // Only SCIM writes are attempts (clarification 4); reads never join.

@@ -113,9 +113,25 @@ pub struct Trigger {
     pub groups: Vec<String>,
 }
 
-/// A gateway request authenticated as someone.
+/// A gateway request authenticated as someone. Every such request waits on the timeline for
+/// a window or two, so its text is one allocation: the principal, path, app and correlation
+/// ID back to back. Checkpoints hold it as [`RequestFields`], as before it was packed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RequestFields", into = "RequestFields")]
 pub struct Request {
+    pub time: Ts,
+    pub method: crate::model::Method,
+    pub status: u16,
+    text: Box<str>,
+    /// Where the principal, the path and the app end in `text`.
+    ends: [u32; 3],
+    has_app: bool,
+    has_correlation_id: bool,
+}
+
+/// A [`Request`]'s fields, each its own: how checkpoints hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFields {
     pub time: Ts,
     pub principal: String,
     pub app: Option<String>,
@@ -123,6 +139,94 @@ pub struct Request {
     pub method: crate::model::Method,
     pub path: String,
     pub status: u16,
+}
+
+impl Request {
+    pub fn new(
+        time: Ts,
+        principal: &str,
+        app: Option<&str>,
+        correlation_id: Option<&str>,
+        method: crate::model::Method,
+        path: &str,
+        status: u16,
+    ) -> Request {
+        let parts = [
+            principal,
+            path,
+            app.unwrap_or_default(),
+            correlation_id.unwrap_or_default(),
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 3];
+        for (i, part) in parts.iter().enumerate() {
+            text.push_str(part);
+            if let Some(end) = ends.get_mut(i) {
+                // A line is at most `max_line_bytes` long, far below 4 GiB.
+                *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            }
+        }
+        Request {
+            time,
+            method,
+            status,
+            text: text.into_boxed_str(),
+            ends,
+            has_app: app.is_some(),
+            has_correlation_id: correlation_id.is_some(),
+        }
+    }
+
+    /// The `i`th part of `text` (principal, path, app, correlation ID).
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = self.ends.get(i).map_or(self.text.len(), |&e| e as usize);
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    pub fn principal(&self) -> &str {
+        self.part(0)
+    }
+
+    pub fn path(&self) -> &str {
+        self.part(1)
+    }
+
+    pub fn app(&self) -> Option<&str> {
+        self.has_app.then(|| self.part(2))
+    }
+
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.has_correlation_id.then(|| self.part(3))
+    }
+}
+
+impl From<RequestFields> for Request {
+    fn from(f: RequestFields) -> Request {
+        Request::new(
+            f.time,
+            &f.principal,
+            f.app.as_deref(),
+            f.correlation_id.as_deref(),
+            f.method,
+            &f.path,
+            f.status,
+        )
+    }
+}
+
+impl From<Request> for RequestFields {
+    fn from(r: Request) -> RequestFields {
+        RequestFields {
+            time: r.time,
+            principal: r.principal().to_string(),
+            app: r.app().map(str::to_string),
+            correlation_id: r.correlation_id().map(str::to_string),
+            method: r.method,
+            path: r.path().to_string(),
+            status: r.status,
+        }
+    }
 }
 
 /// What the episode machine reports.
@@ -526,11 +630,11 @@ impl Episodes {
     pub fn on_request(&mut self, request: &Request, out: &mut Vec<LeaverEvent>) {
         // Every gateway request comes here: looked up without building a key when the
         // principal is already folded.
-        let Some(intervals) = self.disabled.get(fold_case(&request.principal).as_ref()) else {
+        let Some(intervals) = self.disabled.get(fold_case(request.principal()).as_ref()) else {
             return;
         };
         let hit = intervals.iter().find(|i| {
-            request.app.as_ref().is_none_or(|app| *app == i.app)
+            request.app().is_none_or(|app| app == i.app)
                 && i.from <= request.time
                 && i.until.is_none_or(|until| request.time < until)
         });
@@ -540,12 +644,56 @@ impl Episodes {
                 user: interval.login.clone(),
                 user_id: interval.user_id.clone(),
                 time: request.time,
-                correlation_id: request.correlation_id.clone(),
+                correlation_id: request.correlation_id().map(str::to_string),
                 method: request.method.as_str().to_string(),
-                path: request.path.clone(),
+                path: request.path().to_string(),
                 status: request.status,
                 disabled_at: interval.from,
             }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Request, RequestFields};
+    use crate::model::Method;
+    use crate::time::Ts;
+
+    #[test]
+    fn a_packed_request_gives_back_its_fields_and_checkpoints_as_before() {
+        let cases = [
+            (
+                "rita@corp.example",
+                Some("wiki"),
+                Some("c-1"),
+                "/scim/v2/Users/u-1",
+            ),
+            ("rita", None, Some("c-1"), "/x"),
+            ("rita", Some("wiki"), None, ""),
+            ("", Some(""), Some(""), "/ü"),
+            ("svc", None, None, "/a/b"),
+        ];
+        for (principal, app, cid, path) in cases {
+            let fields = RequestFields {
+                time: Ts(7),
+                principal: principal.to_string(),
+                app: app.map(str::to_string),
+                correlation_id: cid.map(str::to_string),
+                method: Method::Patch,
+                path: path.to_string(),
+                status: 204,
+            };
+            let request = Request::new(Ts(7), principal, app, cid, Method::Patch, path, 204);
+            assert_eq!(request.principal(), principal);
+            assert_eq!(request.app(), app);
+            assert_eq!(request.correlation_id(), cid);
+            assert_eq!(request.path(), path);
+            // The checkpointed form is the unpacked one, and reads back packed.
+            let saved = serde_json::to_string(&request).expect("serializes");
+            assert_eq!(saved, serde_json::to_string(&fields).expect("serializes"));
+            let restored: Request = serde_json::from_str(&saved).expect("deserializes");
+            assert_eq!(restored, request);
         }
     }
 }
