@@ -381,20 +381,7 @@ impl Engine {
             if lifecycle {
                 self.timeline.push(
                     (operation.time, 1, origin_key(origin)),
-                    TimelineItem::Operation(LifecycleOp {
-                        stage: operation.stage,
-                        outcome: operation.outcome,
-                        time: operation.time,
-                        app: operation.app.clone(),
-                        user_id: operation.user_id.clone(),
-                        user_login: operation.user_login.clone(),
-                        action: operation.action.clone().unwrap_or_default(),
-                        correlation_id: operation.correlation_id.clone(),
-                        trigger_time: operation.trigger_time,
-                        first_attempt_time: operation.first_attempt_time,
-                        first_success: operation.first_success(),
-                        groups: operation.groups.clone(),
-                    }),
+                    TimelineItem::Operation(LifecycleOp::of(&operation)),
                 );
             }
             self.outputs.push(Output::Operation(Box::new(operation)));

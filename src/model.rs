@@ -51,6 +51,49 @@ pub fn push_boxed<T>(items: &mut Box<[T]>, item: T) {
     *items = vec.into_boxed_slice();
 }
 
+/// Up to `N` optional strings in one allocation, back to back: for what waits in the core by
+/// the million (a timeline entry) and would otherwise own a `String` per field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Texts<const N: usize> {
+    text: Box<str>,
+    /// Where each part ends in `text`.
+    ends: [u32; N],
+    /// Bit `i` set: part `i` is present (an absent part is empty).
+    present: u8,
+}
+
+impl<const N: usize> Texts<N> {
+    pub fn new(parts: [Option<&str>; N]) -> Texts<N> {
+        const { assert!(N <= 8, "one presence bit per part") };
+        let mut text = String::with_capacity(parts.iter().flatten().map(|p| p.len()).sum());
+        let (mut ends, mut present) = ([0u32; N], 0u8);
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(part) = part {
+                text.push_str(part);
+                present |= 1 << i;
+            }
+            // Parts come from log lines, far below 4 GiB; saturating keeps slicing in bounds.
+            ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        Texts {
+            text: text.into_boxed_str(),
+            ends,
+            present,
+        }
+    }
+
+    /// Part `i`, if present.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = i
+            .checked_sub(1)
+            .map_or(0, |before| self.ends[before] as usize);
+        self.text.get(start..self.ends[i] as usize)
+    }
+}
+
 /// Joiner, mover or leaver: the lifecycle stage of a provisioning operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

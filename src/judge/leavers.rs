@@ -5,8 +5,9 @@
 //! Everything here is called in event-time order by the engine's timeline, so a rehire, a
 //! trigger and a leaver are seen in the order they happened, not the order they were logged.
 
+use super::operation::Operation;
 use super::policy::{Policy, Subject};
-use crate::model::{fold_case, FastMap};
+use crate::model::{fold_case, FastMap, Texts};
 use crate::model::{Outcome, Stage};
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
@@ -85,9 +86,25 @@ pub struct PostDisableActivity {
     pub disabled_at: Ts,
 }
 
-/// What the timeline feeds in for lifecycle purposes: the parts of an operation that matter.
+/// What the timeline feeds in for lifecycle purposes: the parts of an operation that matter,
+/// its text in one allocation ([`Texts`]). Checkpoints hold it as [`LifecycleOpFields`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "LifecycleOpFields", into = "LifecycleOpFields")]
 pub struct LifecycleOp {
+    pub stage: Stage,
+    pub outcome: Outcome,
+    pub time: Ts,
+    pub trigger_time: Option<Ts>,
+    pub first_attempt_time: Option<Ts>,
+    pub first_success: Option<Ts>,
+    pub groups: Vec<String>,
+    /// The app, user ID, user login, action and correlation ID.
+    texts: Texts<5>,
+}
+
+/// A [`LifecycleOp`]'s fields, each its own: how checkpoints hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleOpFields {
     pub stage: Stage,
     pub outcome: Outcome,
     pub time: Ts,
@@ -102,6 +119,89 @@ pub struct LifecycleOp {
     pub groups: Vec<String>,
 }
 
+impl LifecycleOp {
+    /// The lifecycle parts of a judged operation.
+    pub fn of(operation: &Operation) -> LifecycleOp {
+        LifecycleOp {
+            stage: operation.stage,
+            outcome: operation.outcome,
+            time: operation.time,
+            trigger_time: operation.trigger_time,
+            first_attempt_time: operation.first_attempt_time,
+            first_success: operation.first_success(),
+            groups: operation.groups.clone(),
+            texts: Texts::new([
+                operation.app.as_deref(),
+                operation.user_id.as_deref(),
+                operation.user_login.as_deref(),
+                Some(operation.action.as_deref().unwrap_or_default()),
+                operation.correlation_id.as_deref(),
+            ]),
+        }
+    }
+
+    pub fn app(&self) -> Option<&str> {
+        self.texts.get(0)
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.texts.get(1)
+    }
+
+    pub fn user_login(&self) -> Option<&str> {
+        self.texts.get(2)
+    }
+
+    pub fn action(&self) -> &str {
+        self.texts.get(3).unwrap_or_default()
+    }
+
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.texts.get(4)
+    }
+}
+
+impl From<LifecycleOpFields> for LifecycleOp {
+    fn from(f: LifecycleOpFields) -> LifecycleOp {
+        LifecycleOp {
+            stage: f.stage,
+            outcome: f.outcome,
+            time: f.time,
+            trigger_time: f.trigger_time,
+            first_attempt_time: f.first_attempt_time,
+            first_success: f.first_success,
+            groups: f.groups,
+            texts: Texts::new([
+                f.app.as_deref(),
+                f.user_id.as_deref(),
+                f.user_login.as_deref(),
+                Some(&f.action),
+                f.correlation_id.as_deref(),
+            ]),
+        }
+    }
+}
+
+impl From<LifecycleOp> for LifecycleOpFields {
+    fn from(op: LifecycleOp) -> LifecycleOpFields {
+        let owned = |text: Option<&str>| text.map(str::to_string);
+        LifecycleOpFields {
+            stage: op.stage,
+            outcome: op.outcome,
+            time: op.time,
+            app: owned(op.app()),
+            user_id: owned(op.user_id()),
+            user_login: owned(op.user_login()),
+            action: op.action().to_string(),
+            correlation_id: owned(op.correlation_id()),
+            trigger_time: op.trigger_time,
+            first_attempt_time: op.first_attempt_time,
+            first_success: op.first_success,
+            groups: op.groups,
+        }
+    }
+}
+
 /// A lifecycle trigger at the source of truth.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trigger {
@@ -114,19 +214,16 @@ pub struct Trigger {
 }
 
 /// A gateway request authenticated as someone. Every such request waits on the timeline for
-/// a window or two, so its text is one allocation: the principal, path, app and correlation
-/// ID back to back. Checkpoints hold it as [`RequestFields`], as before it was packed.
+/// a window or two, so its text is one allocation ([`Texts`]). Checkpoints hold it as
+/// [`RequestFields`], as before it was packed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "RequestFields", into = "RequestFields")]
 pub struct Request {
     pub time: Ts,
     pub method: crate::model::Method,
     pub status: u16,
-    text: Box<str>,
-    /// Where the principal, the path and the app end in `text`.
-    ends: [u32; 3],
-    has_app: bool,
-    has_correlation_id: bool,
+    /// The principal, path, app and correlation ID.
+    texts: Texts<4>,
 }
 
 /// A [`Request`]'s fields, each its own: how checkpoints hold it.
@@ -151,53 +248,28 @@ impl Request {
         path: &str,
         status: u16,
     ) -> Request {
-        let parts = [
-            principal,
-            path,
-            app.unwrap_or_default(),
-            correlation_id.unwrap_or_default(),
-        ];
-        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ends = [0u32; 3];
-        for (i, part) in parts.iter().enumerate() {
-            text.push_str(part);
-            if let Some(end) = ends.get_mut(i) {
-                // A line is at most `max_line_bytes` long, far below 4 GiB.
-                *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
-            }
-        }
         Request {
             time,
             method,
             status,
-            text: text.into_boxed_str(),
-            ends,
-            has_app: app.is_some(),
-            has_correlation_id: correlation_id.is_some(),
+            texts: Texts::new([Some(principal), Some(path), app, correlation_id]),
         }
     }
 
-    /// The `i`th part of `text` (principal, path, app, correlation ID).
-    fn part(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let end = self.ends.get(i).map_or(self.text.len(), |&e| e as usize);
-        self.text.get(start..end).unwrap_or_default()
-    }
-
     pub fn principal(&self) -> &str {
-        self.part(0)
+        self.texts.get(0).unwrap_or_default()
     }
 
     pub fn path(&self) -> &str {
-        self.part(1)
+        self.texts.get(1).unwrap_or_default()
     }
 
     pub fn app(&self) -> Option<&str> {
-        self.has_app.then(|| self.part(2))
+        self.texts.get(2)
     }
 
     pub fn correlation_id(&self) -> Option<&str> {
-        self.has_correlation_id.then(|| self.part(3))
+        self.texts.get(3)
     }
 }
 
@@ -473,8 +545,8 @@ impl Episodes {
         if op.outcome == Outcome::Skipped || op.outcome == Outcome::Unattributed {
             return;
         }
-        let keys = user_keys(op.user_login.as_deref(), op.user_id.as_deref());
-        let app = op.app.as_deref().unwrap_or_default();
+        let keys = user_keys(op.user_login(), op.user_id());
+        let app = op.app().unwrap_or_default();
         // Most joiners have never left the app: no pair to cancel or rehire, nothing to build.
         if op.stage == Stage::Joiner
             && !keys
@@ -511,7 +583,7 @@ impl Episodes {
         } else if pair.last_closed_at.is_some() && !pair.rehired_since_close {
             // A rehire: the account is live again from here, and a new leaver starts afresh.
             pair.rehired_since_close = true;
-            if let Some(login) = op.user_login.as_deref().or(op.user_id.as_deref()) {
+            if let Some(login) = op.user_login().or(op.user_id()) {
                 if let Some(intervals) = self.disabled.get_mut(&key_of(login)) {
                     for interval in intervals
                         .iter_mut()
@@ -547,7 +619,7 @@ impl Episodes {
                 .filter(|t| *t > after && *t <= op.time)
                 .min();
             let mut initiated_at = op.time;
-            let mut initiated_by = op.action.clone();
+            let mut initiated_by = op.action().to_string();
             for candidate in [trigger, op.trigger_time].into_iter().flatten() {
                 if candidate < initiated_at {
                     initiated_at = candidate;
@@ -559,15 +631,15 @@ impl Episodes {
                 }
             }
             let (high_risk, deadline_seconds) = policy.decide(Subject {
-                app: op.app.as_deref(),
-                user_login: op.user_login.as_deref(),
-                user_id: op.user_id.as_deref(),
+                app: op.app(),
+                user_login: op.user_login(),
+                user_id: op.user_id(),
                 groups: &op.groups,
             });
             pair.open = Some(Box::new(Episode {
                 app: pair_key.0.clone(),
-                user_id: op.user_id.clone(),
-                user_login: op.user_login.clone(),
+                user_id: op.user_id().map(str::to_string),
+                user_login: op.user_login().map(str::to_string),
                 initiated_at,
                 first_attempt_at: None,
                 disabled_at: None,
@@ -583,14 +655,14 @@ impl Episodes {
             return;
         };
         if episode.user_login.is_none() {
-            episode.user_login = op.user_login.clone();
+            episode.user_login = op.user_login().map(str::to_string);
         }
         if episode.user_id.is_none() {
-            episode.user_id = op.user_id.clone();
+            episode.user_id = op.user_id().map(str::to_string);
         }
-        if let Some(cid) = &op.correlation_id {
-            if !episode.correlation_ids.contains(cid) {
-                episode.correlation_ids.push(cid.clone());
+        if let Some(cid) = op.correlation_id() {
+            if !episode.correlation_ids.iter().any(|known| known == cid) {
+                episode.correlation_ids.push(cid.to_string());
             }
         }
         if let Some(first) = op.first_attempt_time {
@@ -656,9 +728,58 @@ impl Episodes {
 
 #[cfg(test)]
 mod tests {
-    use super::{Request, RequestFields};
-    use crate::model::Method;
+    use super::{LifecycleOp, LifecycleOpFields, Request, RequestFields};
+    use crate::model::{Method, Outcome, Stage, Texts};
     use crate::time::Ts;
+
+    #[test]
+    fn texts_give_back_each_part_present_or_absent() {
+        let parts = [Some("app"), None, Some(""), Some("ü-1"), None];
+        let texts = Texts::new(parts);
+        for (i, part) in parts.iter().enumerate() {
+            assert_eq!(texts.get(i), *part, "part {i}");
+        }
+        assert_eq!(Texts::new([None::<&str>; 3]).get(2), None);
+    }
+
+    #[test]
+    fn a_packed_lifecycle_op_checkpoints_as_its_fields() {
+        for (app, user_id, login, cid) in [
+            (
+                Some("aws-prod"),
+                Some("u-1"),
+                Some("rita@corp.example"),
+                Some("c-1"),
+            ),
+            (None, None, None, None),
+            (Some("wiki"), None, Some("bob"), None),
+        ] {
+            let fields = LifecycleOpFields {
+                stage: Stage::Leaver,
+                outcome: Outcome::Succeeded,
+                time: Ts(5),
+                app: app.map(str::to_string),
+                user_id: user_id.map(str::to_string),
+                user_login: login.map(str::to_string),
+                action: "deactivate".into(),
+                correlation_id: cid.map(str::to_string),
+                trigger_time: Some(Ts(1)),
+                first_attempt_time: None,
+                first_success: Some(Ts(6)),
+                groups: vec!["admins".into()],
+            };
+            let op = LifecycleOp::from(fields.clone());
+            assert_eq!(
+                (op.app(), op.user_id(), op.user_login(), op.correlation_id()),
+                (app, user_id, login, cid)
+            );
+            assert_eq!(op.action(), "deactivate");
+            let saved = serde_json::to_string(&op).expect("serializes");
+            assert_eq!(saved, serde_json::to_string(&fields).expect("serializes"));
+            let restored: LifecycleOp = serde_json::from_str(&saved).expect("deserializes");
+            assert_eq!(restored, op);
+        }
+    }
 
     #[test]
     fn a_packed_request_gives_back_its_fields_and_checkpoints_as_before() {
