@@ -673,6 +673,24 @@ mod tests {
     }
 
     #[test]
+    fn an_id_used_again_after_a_window_is_two_operations_each_with_its_own_attempts() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Mover, "a@x", Some(IdpStatus::Success))
+            .gateway(2, "c1", WriteKind::Update, 500)
+            .gateway(3, "c1", WriteKind::Update, 200)
+            .idp(1500, "c1", Stage::Mover, "a@x", Some(IdpStatus::Success))
+            .gateway(1501, "c1", WriteKind::Update, 200)
+            .finish();
+        let ops = s.operations();
+        let seen: Vec<(usize, Outcome)> =
+            ops.iter().map(|o| (o.attempts.len(), o.outcome)).collect();
+        assert_eq!(seen, [(2, Outcome::Succeeded), (1, Outcome::Succeeded)]);
+        assert!(ops
+            .iter()
+            .all(|o| o.join_method == crate::join::JoinMethod::CorrelationId));
+    }
+
+    #[test]
     fn a_gateway_answer_logged_before_its_idp_record_still_joins() {
         let mut s = Scenario::new();
         s.gateway(0, "c1", WriteKind::CreateUser, 201)

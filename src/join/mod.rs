@@ -741,6 +741,21 @@ impl Joiner {
             return;
         }
         let mut operations = operations;
+        // Most keys: one operation that every write joins, which takes them whole.
+        if let [operation] = operations.as_mut_slice() {
+            let operation = std::slice::from_mut(operation);
+            if gateway
+                .iter()
+                .all(|a| nearest_span(operation, a.time, self.window_micros).is_some())
+            {
+                if !gateway.is_empty() {
+                    operation[0].join_method = JoinMethod::CorrelationId;
+                    operation[0].attempts = gateway;
+                }
+                out.extend(operations);
+                return;
+            }
+        }
         let mut unattributed = Vec::new();
         for attempt in gateway {
             match nearest_span(&operations, attempt.time, self.window_micros) {
@@ -751,8 +766,8 @@ impl Joiner {
                 None => unattributed.push(attempt),
             }
         }
-        let correlation_id = key.strip_prefix("c:").map(str::to_string);
         out.extend(operations);
+        let correlation_id = key.strip_prefix("c:").map(str::to_string);
         for attempt in unattributed {
             out.push(Joined {
                 correlation_id: correlation_id.clone(),
@@ -1005,6 +1020,28 @@ fn split_by_time(
     notes: Vec<NoteRecord>,
     window: i64,
 ) -> Vec<Joined> {
+    // Most keys hold one operation: its records move over whole.
+    let one = idp.first().is_some_and(|first| {
+        idp.iter()
+            .all(|r| r.time.0.saturating_sub(first.time.0) <= window)
+    });
+    if one {
+        let mut operation = Joined {
+            correlation_id: id,
+            join_method: JoinMethod::None,
+            idp,
+            attempts: Vec::new(),
+            notes: Vec::new(),
+        };
+        for note in notes {
+            if !operation.notes.contains(&note.cause)
+                && nearest_span(std::slice::from_ref(&operation), note.time, window).is_some()
+            {
+                operation.notes.push(note.cause);
+            }
+        }
+        return vec![operation];
+    }
     let mut operations: Vec<Joined> = Vec::new();
     for record in idp {
         match operations.last_mut() {
