@@ -199,6 +199,8 @@ pub struct Joiner {
     stats: JoinStats,
     /// Where a correlation ID's key is built: a bucket copies its key only when it is new.
     scratch: String,
+    /// The key hashes due at one deadline, kept between calls.
+    due: Vec<u64>,
 }
 
 /// What a [`Joiner`] holds, without its indexes (rebuilt on restore): the checkpointed form.
@@ -265,6 +267,7 @@ impl Joiner {
             resources_of: FastMap::default(),
             stats: JoinStats::default(),
             scratch: String::new(),
+            due: Vec::new(),
         }
     }
 
@@ -608,7 +611,8 @@ impl Joiner {
         };
         // Of the buckets reaching back as far, the smallest key. Its entries go stale and are
         // dropped when they surface.
-        let hashes = self.floor.take_at(earliest);
+        let mut hashes = Vec::new();
+        self.floor.take_at(earliest, &mut hashes);
         let mut keys: Vec<Key> = Vec::new();
         for &hash in &hashes {
             self.floor.push(earliest, hash);
@@ -641,7 +645,9 @@ impl Joiner {
     /// for writes, as if settled one by one.
     fn settle_due(&mut self, deadline: Ts, out: &mut Vec<Joined>) {
         let window = self.window_micros;
-        let hashes = self.expiry.take_at(deadline);
+        // The due hashes' list is kept between calls: this runs for every settled key.
+        let mut hashes = std::mem::take(&mut self.due);
+        self.expiry.take_at(deadline, &mut hashes);
         if let [hash] = hashes[..] {
             // One entry (nearly always): no order to decide.
             let entry = self
@@ -651,16 +657,18 @@ impl Joiner {
                 let bucket = entry.remove().0;
                 self.settle(*bucket, out);
             }
+            self.due = hashes;
             return;
         }
         let mut keys: Vec<Key> = Vec::new();
-        for hash in hashes {
+        for &hash in &hashes {
             let due = self
                 .buckets
                 .iter_hash(hash)
                 .filter(|b| deadline_of(b, window) == deadline);
             keys.extend(due.map(|b| b.key().into()));
         }
+        self.due = hashes;
         keys.sort_unstable();
         keys.dedup();
         for key in keys {
@@ -732,17 +740,18 @@ impl Joiner {
             .strip_prefix("c:")
             .or_else(|| key.strip_prefix("o:"))
             .map(str::to_string);
-        let operations = split_by_time(id, idp, notes.into_vec(), self.window_micros);
+        // The key's operations go straight into `out`, from `start` on.
+        let start = out.len();
+        split_by_time(id, idp, notes.into_vec(), self.window_micros, out);
         if fuzzy {
-            for mut operation in operations {
-                self.claim_fuzzy(key, &mut operation);
-                out.push(operation);
+            for operation in &mut out[start..] {
+                self.claim_fuzzy(key, operation);
             }
             return;
         }
-        let mut operations = operations;
+        let operations = &mut out[start..];
         // Most keys: one operation that every write joins, which takes them whole.
-        if let [operation] = operations.as_mut_slice() {
+        if let [operation] = operations {
             let operation = std::slice::from_mut(operation);
             if gateway
                 .iter()
@@ -752,13 +761,12 @@ impl Joiner {
                     operation[0].join_method = JoinMethod::CorrelationId;
                     operation[0].attempts = gateway;
                 }
-                out.extend(operations);
                 return;
             }
         }
         let mut unattributed = Vec::new();
         for attempt in gateway {
-            match nearest_span(&operations, attempt.time, self.window_micros) {
+            match nearest_span(operations, attempt.time, self.window_micros) {
                 Some(index) => {
                     operations[index].join_method = JoinMethod::CorrelationId;
                     operations[index].attempts.push(attempt);
@@ -766,7 +774,6 @@ impl Joiner {
                 None => unattributed.push(attempt),
             }
         }
-        out.extend(operations);
         let correlation_id = key.strip_prefix("c:").map(str::to_string);
         for attempt in unattributed {
             out.push(Joined {
@@ -953,9 +960,9 @@ impl TimeQueue {
         self.0.peek()
     }
 
-    /// Pops the entries at `time` (the first time): their key hashes.
-    fn take_at(&mut self, time: Ts) -> Vec<u64> {
-        let mut hashes = Vec::new();
+    /// Pops the entries at `time` (the first time): their key hashes, into `hashes`.
+    fn take_at(&mut self, time: Ts, hashes: &mut Vec<u64>) {
+        hashes.clear();
         while let Some(&(t, hash)) = self.peek() {
             if t != time {
                 break;
@@ -963,7 +970,6 @@ impl TimeQueue {
             self.0.pop();
             hashes.push(hash);
         }
-        hashes
     }
 
     /// Drops stale entries from the front (those before `before`, if given): afterwards the
@@ -1013,13 +1019,14 @@ fn remove_key(index: &mut FastMap<String, BTreeSet<Key>>, key: &str, value: &str
 }
 
 /// IdP records within one window of an operation's first record are that operation; notes
-/// attach to the nearest operation within a window.
+/// attach to the nearest operation within a window. The operations are pushed onto `out`.
 fn split_by_time(
     id: Option<String>,
     idp: Vec<IdpRecord>,
     notes: Vec<NoteRecord>,
     window: i64,
-) -> Vec<Joined> {
+    out: &mut Vec<Joined>,
+) {
     // Most keys hold one operation: its records move over whole.
     let one = idp.first().is_some_and(|first| {
         idp.iter()
@@ -1040,13 +1047,14 @@ fn split_by_time(
                 operation.notes.push(note.cause);
             }
         }
-        return vec![operation];
+        out.push(operation);
+        return;
     }
-    let mut operations: Vec<Joined> = Vec::new();
+    let start = out.len();
     for record in idp {
-        match operations.last_mut() {
+        match out[start..].last_mut() {
             Some(op) if record.time.0.saturating_sub(op.time().0) <= window => op.idp.push(record),
-            _ => operations.push(Joined {
+            _ => out.push(Joined {
                 correlation_id: id.clone(),
                 join_method: JoinMethod::None,
                 idp: vec![record],
@@ -1055,14 +1063,14 @@ fn split_by_time(
             }),
         }
     }
+    let operations = &mut out[start..];
     for note in notes {
-        if let Some(index) = nearest_span(&operations, note.time, window) {
+        if let Some(index) = nearest_span(operations, note.time, window) {
             if !operations[index].notes.contains(&note.cause) {
                 operations[index].notes.push(note.cause);
             }
         }
     }
-    operations
 }
 
 /// The operation whose span ± window holds `time`, the nearest if several do.
