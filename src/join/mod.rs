@@ -64,6 +64,8 @@ pub struct Joined {
     pub correlation_id: Option<String>,
     pub join_method: JoinMethod,
     pub idp: Vec<IdpRecord>,
+    /// An operation's attempts carry what judging reads of them; where its IdP records
+    /// describe it, perhaps only that (see [`PackedBucket::attempts`]).
     pub attempts: Vec<GatewayRecord>,
     /// Causes the IdP noted for this operation (Okta's rate-limit events).
     pub notes: Vec<Cause>,
@@ -724,8 +726,6 @@ impl Joiner {
         self.floor_dirty = true;
         let mut idp = idp.into_vec();
         idp.sort_by_key(|r| (r.time, origin_key(r.origin)));
-        let mut gateway: Vec<GatewayRecord> = packed.writes().collect();
-        gateway.sort_by_key(|r| (r.time, origin_key(r.origin)));
         if fuzzy {
             for record in &idp {
                 if let Some(target) = &record.target_id {
@@ -749,21 +749,27 @@ impl Joiner {
             }
             return;
         }
+        let by_time = |r: &GatewayRecord| (r.time, origin_key(r.origin));
         let operations = &mut out[start..];
-        // Most keys: one operation that every write joins, which takes them whole.
+        // Most keys: one operation that every write joins, which takes them whole, as
+        // attempts (what judging reads of them: its IdP records describe the rest).
         if let [operation] = operations {
             let operation = std::slice::from_mut(operation);
-            if gateway
+            let mut attempts: Vec<GatewayRecord> = packed.attempts().collect();
+            attempts.sort_by_key(by_time);
+            if attempts
                 .iter()
                 .all(|a| nearest_span(operation, a.time, self.window_micros).is_some())
             {
-                if !gateway.is_empty() {
+                if !attempts.is_empty() {
                     operation[0].join_method = JoinMethod::CorrelationId;
-                    operation[0].attempts = gateway;
+                    operation[0].attempts = attempts;
                 }
                 return;
             }
         }
+        let mut gateway: Vec<GatewayRecord> = packed.writes().collect();
+        gateway.sort_by_key(by_time);
         let mut unattributed = Vec::new();
         for attempt in gateway {
             match nearest_span(operations, attempt.time, self.window_micros) {

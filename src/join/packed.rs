@@ -58,7 +58,7 @@ impl PackedGateway {
     }
 
     pub fn unpack(&self) -> GatewayRecord {
-        unpack_from(&self.0)
+        unpack_from(&self.0, true)
     }
 }
 
@@ -110,8 +110,9 @@ fn pack_into(record: &GatewayRecord, with_cid: bool, out: &mut Vec<u8>) {
     }
 }
 
-/// Reads one record [`pack_into`] wrote.
-fn unpack_from(bytes: &[u8]) -> GatewayRecord {
+/// Reads one record [`pack_into`] wrote; unless `whole`, only what judging reads of an
+/// attempt (see [`PackedBucket::attempts`]), passing over the rest without copying it.
+fn unpack_from(bytes: &[u8], whole: bool) -> GatewayRecord {
     let mut input = Reader(bytes);
     let presence = input.byte();
     let has = |flag: u8| presence & flag != 0;
@@ -125,12 +126,12 @@ fn unpack_from(bytes: &[u8]) -> GatewayRecord {
     };
     let duration_ms = has(DURATION).then(|| f64::from_bits(u64::from_le_bytes(input.array())));
     let write = has(WRITE).then(|| WRITES[input.byte() as usize]);
-    let correlation_id = has(CORRELATION_ID).then(|| input.text());
+    let correlation_id = input.fact(has(CORRELATION_ID), whole);
     let path = input.text();
-    let app = has(APP).then(|| input.text());
-    let principal = has(PRINCIPAL).then(|| input.text());
-    let user_name = has(USER_NAME).then(|| input.text());
-    let resource_id = has(RESOURCE_ID).then(|| input.text());
+    let app = input.fact(has(APP), whole);
+    let principal = input.fact(has(PRINCIPAL), whole);
+    let user_name = input.fact(has(USER_NAME), whole);
+    let resource_id = input.fact(has(RESOURCE_ID), whole);
     let error_detail = has(ERROR_DETAIL).then(|| input.text());
     GatewayRecord {
         time,
@@ -208,7 +209,19 @@ impl PackedBucket {
 
     /// The writes, unpacked, in the order they were pushed.
     pub fn writes(&self) -> impl Iterator<Item = GatewayRecord> + '_ {
-        let cid = self.key().strip_prefix("c:");
+        self.unpacked(true)
+    }
+
+    /// The writes as attempts of an operation its IdP records already describe: judging reads
+    /// only their time, method, path, status, duration, error detail, write kind and origin,
+    /// so their correlation ID, app, principal, user name and resource id are left `None`
+    /// rather than copied out to be dropped.
+    pub fn attempts(&self) -> impl Iterator<Item = GatewayRecord> + '_ {
+        self.unpacked(false)
+    }
+
+    fn unpacked(&self, whole: bool) -> impl Iterator<Item = GatewayRecord> + '_ {
+        let cid = self.key().strip_prefix("c:").filter(|_| whole);
         let mut rest = Reader(self.split().1);
         std::iter::from_fn(move || {
             if rest.0.is_empty() {
@@ -217,7 +230,7 @@ impl PackedBucket {
             let header = rest.varint();
             let (bytes, after) = rest.0.split_at((header >> 1) as usize);
             rest.0 = after;
-            let mut record = unpack_from(bytes);
+            let mut record = unpack_from(bytes, whole);
             if header & 1 == 1 {
                 record.correlation_id = cid.map(str::to_owned);
             }
@@ -295,6 +308,19 @@ impl Reader<'_> {
             }
             shift += 7;
         }
+    }
+
+    /// A text that is there if `present`: read if `wanted`, else passed over.
+    fn fact(&mut self, present: bool, wanted: bool) -> Option<String> {
+        if !present {
+            return None;
+        }
+        if wanted {
+            return Some(self.text());
+        }
+        let len = self.varint() as usize;
+        self.0 = &self.0[len..];
+        None
     }
 
     fn text(&mut self) -> String {
@@ -402,7 +428,18 @@ mod tests {
         }
         assert_eq!(bucket.key(), "c:9b1c-ÄÖ-é");
         let back: Vec<GatewayRecord> = bucket.writes().collect();
-        assert_eq!(back, vec![same.clone(), other, none]);
+        assert_eq!(back, vec![same.clone(), other.clone(), none.clone()]);
+        // As attempts: the same but for the facts an operation's IdP records give.
+        let as_attempt = |r: &GatewayRecord| GatewayRecord {
+            correlation_id: None,
+            app: None,
+            principal: None,
+            user_name: None,
+            resource_id: None,
+            ..r.clone()
+        };
+        let attempts: Vec<GatewayRecord> = bucket.attempts().collect();
+        assert_eq!(attempts, [&same, &other, &none].map(as_attempt).to_vec());
         // The key's own ID is not stored twice.
         let alone = PackedBucket::new("c:9b1c-ÄÖ-é").0.len();
         let mut one = PackedBucket::new("c:9b1c-ÄÖ-é");
