@@ -221,7 +221,11 @@ impl PackedBucket {
     }
 
     fn unpacked(&self, whole: bool) -> impl Iterator<Item = GatewayRecord> + '_ {
-        let cid = self.key().strip_prefix("c:").filter(|_| whole);
+        let cid = if whole {
+            self.key().strip_prefix("c:")
+        } else {
+            None
+        };
         let mut rest = Reader(self.split().1);
         std::iter::from_fn(move || {
             if rest.0.is_empty() {
