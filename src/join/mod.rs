@@ -203,6 +203,8 @@ pub struct Joiner {
     scratch: String,
     /// The key hashes due at one deadline, kept between calls.
     due: Vec<u64>,
+    /// Where a write is packed before it is added to its bucket, kept between calls.
+    packing: Vec<u8>,
 }
 
 /// What a [`Joiner`] holds, without its indexes (rebuilt on restore): the checkpointed form.
@@ -270,6 +272,7 @@ impl Joiner {
             stats: JoinStats::default(),
             scratch: String::new(),
             due: Vec::new(),
+            packing: Vec::new(),
         }
     }
 
@@ -480,7 +483,11 @@ impl Joiner {
         if self.gateway_cid_joins {
             if let Some(cid) = &record.correlation_id {
                 let key = self.cid_key(cid);
-                self.bucket(&key, record.time, |b| b.packed.push(&record));
+                let mut packing = std::mem::take(&mut self.packing);
+                self.bucket(&key, record.time, |b| {
+                    b.packed.push_via(&record, &mut packing)
+                });
+                self.packing = packing;
                 self.scratch = key;
                 return;
             }

@@ -193,17 +193,23 @@ impl PackedBucket {
     }
 
     pub fn push(&mut self, record: &GatewayRecord) {
+        self.push_via(record, &mut Vec::new());
+    }
+
+    /// [`PackedBucket::push`], packing in `write` first: a buffer the caller keeps, so a
+    /// write costs no allocation of its own.
+    pub fn push_via(&mut self, record: &GatewayRecord, write: &mut Vec<u8>) {
         let implied = self
             .key_cid()
             .is_some_and(|cid| record.correlation_id.as_deref().map(str::as_bytes) == Some(cid));
-        let mut write = Vec::new();
-        pack_into(record, !implied, &mut write);
+        write.clear();
+        pack_into(record, !implied, write);
         let header = ((write.len() as u64) << 1) | u64::from(implied);
         let header_len = (64 - header.leading_zeros()).div_ceil(7).max(1) as usize;
         let mut out = std::mem::take(&mut self.0).into_vec();
         out.reserve_exact(header_len + write.len());
         put_varint(&mut out, header);
-        out.extend_from_slice(&write);
+        out.extend_from_slice(write);
         self.0 = out.into_boxed_slice();
     }
 
