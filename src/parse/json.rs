@@ -28,9 +28,9 @@ pub struct Selector {
 #[derive(Debug, Default, Clone)]
 struct Node {
     children: Vec<(Step, Node)>,
-    /// Each child's member name as [`NameHead`] (`None` for a filter), to find a member's
-    /// child without comparing every name byte by byte.
-    heads: Vec<Option<NameHead>>,
+    /// Each child's member name as [`NameHead`] ([`NameHead::NONE`] for a filter), to find a
+    /// member's child without comparing every name byte by byte.
+    heads: Vec<NameHead>,
     /// Fields that take this node's value, with the priority of this pointer for the field.
     fields: Vec<(Field, u8)>,
     /// Set when a child uses a filter: the node is an array searched element by element.
@@ -42,8 +42,10 @@ impl Node {
         let index = match self.children.iter().position(|(s, _)| *s == step) {
             Some(index) => index,
             None => {
-                self.heads
-                    .push(step.filter.is_none().then(|| NameHead::of(&step.name)));
+                self.heads.push(match step.filter {
+                    None => NameHead::of(&step.name),
+                    Some(_) => NameHead::NONE,
+                });
                 self.children.push((step, Node::default()));
                 self.children.len() - 1
             }
@@ -61,6 +63,12 @@ struct NameHead {
 }
 
 impl NameHead {
+    /// The head of no member name (no name is that long): a filter's.
+    const NONE: NameHead = NameHead {
+        len: usize::MAX,
+        word: 0,
+    };
+
     fn of(name: &str) -> NameHead {
         let bytes = name.as_bytes();
         let word = match bytes.first_chunk::<8>() {
@@ -79,15 +87,16 @@ impl NameHead {
     /// The child of `node` for the member `name`.
     fn find<'n>(node: &'n Node, name: &str) -> Option<&'n Node> {
         let head = NameHead::of(name);
-        let (_, (_, child)) = node
-            .heads
-            .iter()
-            .zip(&node.children)
-            .find(|(h, (step, _))| {
-                **h == Some(head)
-                    && (head.len <= 8 || step.name.as_bytes()[8..] == name.as_bytes()[8..])
-            })?;
-        Some(child)
+        for (index, candidate) in node.heads.iter().enumerate() {
+            if *candidate != head {
+                continue;
+            }
+            let (step, child) = node.children.get(index)?;
+            if head.len <= 8 || step.name.as_bytes()[8..] == name.as_bytes()[8..] {
+                return Some(child);
+            }
+        }
+        None
     }
 }
 
