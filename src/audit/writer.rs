@@ -50,8 +50,25 @@ impl AuditError {
 
 fn properties(table: Table) -> WriterProperties {
     let high_cardinality: &[&str] = match table {
-        Table::Operations => &["correlation_id", "user_id", "user_login", "path"],
-        Table::Leavers => &["user_id", "user_login"],
+        Table::Operations => &[
+            "correlation_id",
+            "user_id",
+            "user_login",
+            "path",
+            "idp_time",
+            "first_attempt_time",
+            "last_attempt_time",
+            "lag_ms",
+            "ingested_at",
+        ],
+        Table::Leavers => &[
+            "user_id",
+            "user_login",
+            "initiated_at",
+            "first_attempt_at",
+            "disabled_at",
+            "latency_seconds",
+        ],
     };
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
