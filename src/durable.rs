@@ -28,6 +28,25 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and any missing parents, flushing each parent that gained an entry: a
+/// directory made for a new file (a day's `date=` partition) must survive a crash as surely
+/// as the file renamed into it. Existing directories cost one `stat`.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_all(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent.unwrap_or(Path::new("."))),
+        // Made meanwhile by someone else: whoever made it flushed its parent.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes a fully written and synced temporary file visible under its final name.
 pub fn commit(tmp: &Path, path: &Path) -> io::Result<()> {
     fs::rename(tmp, path)?;
@@ -71,7 +90,7 @@ pub struct DirLock {
 
 impl DirLock {
     pub fn acquire(dir: &Path) -> io::Result<DirLock> {
-        fs::create_dir_all(dir)?;
+        create_dir_all(dir)?;
         let path = dir.join("scimwatch.lock");
         let file = fs::OpenOptions::new()
             .create(true)
@@ -127,6 +146,18 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert!(!tmp_path(&path).exists());
+    }
+
+    #[test]
+    fn directories_are_made_with_their_parents_and_a_file_in_the_way_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("operations/date=2026-07-01");
+        create_dir_all(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all(&deep).unwrap();
+        fs::write(dir.path().join("file"), b"x").unwrap();
+        assert!(create_dir_all(&dir.path().join("file/below")).is_err());
+        assert!(create_dir_all(&dir.path().join("file")).is_err());
     }
 
     #[test]

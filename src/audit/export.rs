@@ -309,7 +309,7 @@ pub fn export(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| AuditError::io(parent, e))?;
+    durable::create_dir_all(parent).map_err(|e| AuditError::io(parent, e))?;
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -317,7 +317,7 @@ pub fn export(
     let staging = parent.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let _ = fs::remove_dir_all(&staging);
-        fs::create_dir_all(&staging).map_err(|e| AuditError::io(&staging, e))?;
+        durable::create_dir_all(&staging).map_err(|e| AuditError::io(&staging, e))?;
         let mut files = BTreeMap::new();
         let operations_path = staging.join("operations.parquet");
         let batch = schema::operations_batch(&operations).map_err(|e| AuditError::Corrupt {

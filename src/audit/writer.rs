@@ -286,7 +286,7 @@ impl AuditWriter {
     ) -> Result<AuditWriter, AuditError> {
         for table in Table::ALL {
             let dir = root.join(table.name());
-            fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+            durable::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
             durable::remove_leftovers(&dir).map_err(|e| AuditError::io(&dir, e))?;
         }
         Ok(AuditWriter {
@@ -466,7 +466,7 @@ impl AuditWriter {
             .root
             .join(table.name())
             .join(format!("date={}", date_of_day(day)));
-        fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+        durable::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
         self.sequence += 1;
         Ok(dir.join(format!("{}-{:06}.parquet", self.file_prefix, self.sequence)))
     }

@@ -73,7 +73,7 @@ pub fn load_alerts(data_dir: &Path) -> anyhow::Result<crate::alert::AlertEngine>
 pub fn store_alerts(data_dir: &Path, alerts: &crate::alert::AlertEngine) -> anyhow::Result<()> {
     let file = alerts_path(data_dir);
     let dir = file.parent().unwrap_or(data_dir);
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::durable::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let bytes = serde_json::to_vec(alerts).context("encoding the alert state")?;
     durable::write_atomic(&file, &bytes).with_context(|| format!("writing {}", file.display()))
 }
@@ -109,7 +109,7 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Option<Checkpoint>> {
 pub fn store(data_dir: &Path, checkpoint: &CheckpointRef<'_>) -> anyhow::Result<()> {
     let file = path(data_dir);
     let dir = file.parent().unwrap_or(data_dir);
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::durable::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     durable::write_atomic_with(&file, |out| {
         serde_json::to_writer(out, checkpoint).map_err(std::io::Error::other)
     })

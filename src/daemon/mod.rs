@@ -126,7 +126,7 @@ impl Pipeline {
         notifier: Option<crate::notify::Notifier>,
     ) -> anyhow::Result<Pipeline> {
         let data_dir = config.storage.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
+        crate::durable::create_dir_all(&data_dir)
             .with_context(|| format!("creating storage.data_dir {}", data_dir.display()))?;
         let saved = checkpoint::load(&data_dir)?;
         let settings = EngineSettings::from_config(&config);

@@ -27,7 +27,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn open(data_dir: &Path) -> std::io::Result<Outbox> {
         let dir = data_dir.join("outbox");
-        std::fs::create_dir_all(&dir)?;
+        crate::durable::create_dir_all(&dir)?;
         crate::durable::remove_leftovers(&dir)?;
         Ok(Outbox {
             dir,
