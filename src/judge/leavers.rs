@@ -364,8 +364,31 @@ fn key_of(text: &str) -> String {
 
 /// The keys a user may be known by: login first (what outputs show), then id. Borrowed when
 /// already folded.
-fn user_keys<'a>(login: Option<&'a str>, id: Option<&'a str>) -> Vec<Cow<'a, str>> {
-    login.into_iter().chain(id).map(fold_case).collect()
+fn user_keys<'a>(login: Option<&'a str>, id: Option<&'a str>) -> UserKeys<'a> {
+    let mut keys = UserKeys {
+        keys: [Cow::Borrowed(""), Cow::Borrowed("")],
+        len: 0,
+    };
+    for text in login.into_iter().chain(id) {
+        keys.keys[keys.len] = fold_case(text);
+        keys.len += 1;
+    }
+    keys
+}
+
+/// A user's keys (login, then id, each folded), without a list on the heap: this is built
+/// for every lifecycle operation.
+struct UserKeys<'a> {
+    keys: [Cow<'a, str>; 2],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for UserKeys<'a> {
+    type Target = [Cow<'a, str>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.keys[..self.len]
+    }
 }
 
 /// An (app, user) pair's key, borrowed: hashes as the owned `(String, String)` does, so a
@@ -503,9 +526,9 @@ impl Episodes {
     pub fn on_trigger(&mut self, trigger: &Trigger) {
         let keys = user_keys(trigger.user_login.as_deref(), trigger.user_id.as_deref());
         let Some(app) = &trigger.app else {
-            for key in keys {
+            for key in keys.iter() {
                 self.user_triggers
-                    .entry(key.into_owned())
+                    .entry(key.to_string())
                     .or_default()
                     .push(trigger.time);
             }
