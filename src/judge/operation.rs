@@ -184,12 +184,15 @@ pub fn judge(joined: Joined) -> Operation {
     };
     let (stage, time, source) = (earliest.stage, earliest.time, latest.origin.source);
     let trigger_time = idp.iter().filter_map(|r| r.trigger_time).min();
-    let path_id = attempts
-        .iter()
-        .find_map(|a| match crate::parse::scim::resource_of(&a.path) {
-            Some(crate::parse::scim::Resource::Users(Some(id))) => Some(id.to_string()),
-            _ => None,
-        });
+    // The user's id in a target's path, where no IdP record names the target.
+    let path_id = || {
+        attempts
+            .iter()
+            .find_map(|a| match crate::parse::scim::resource_of(&a.path) {
+                Some(crate::parse::scim::Resource::Users(Some(id))) => Some(id.to_string()),
+                _ => None,
+            })
+    };
     // The records are ours and dropped here: their fields are moved out, not copied. Each
     // field comes from the latest record that has it.
     let mut idp = idp;
@@ -231,7 +234,7 @@ pub fn judge(joined: Joined) -> Operation {
         lag_ms: first_attempt_time.map(|t| t.0.saturating_sub(time.0).div_euclid(1000)),
         disagreement,
         high_risk: false,
-        resource_id: target_id.or(path_id),
+        resource_id: target_id.or_else(path_id),
         groups,
         trigger_time,
         attempts,
