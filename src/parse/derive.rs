@@ -61,7 +61,7 @@ pub fn cloudtrail(picked: &mut Picked<'_>, role: Role) -> bool {
             picked.replace(Field::Status, Some(status.to_string()));
         }
         _ => {
-            let body = picked.text(Field::Body).and_then(scim::request_body);
+            let body = picked.body();
             let active = body.as_ref().and_then(|b| b.active(method));
             let action = match (event.as_str(), active) {
                 ("PatchUser" | "PutUser", Some(false)) => "DisableUser".to_string(),

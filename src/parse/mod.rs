@@ -129,6 +129,10 @@ pub enum Value<'a> {
     Null,
     /// A JSON object or array, as written.
     Raw(&'a str),
+    /// The contents of a JSON string, still escaped (and with no `\u` escape, so it always
+    /// unescapes): a request body logged as a string, read from this form where it can be
+    /// (see [`Picked::body`]). Not text: [`Picked::text`] passes over it.
+    Escaped(&'a str),
 }
 
 /// The values picked from one line, by field.
@@ -155,6 +159,14 @@ impl<'a> Picked<'a> {
     pub fn set(&mut self, field: Field, value: Value<'a>) {
         self.set_at(field, 0, value);
     }
+    /// The request body's facts: read straight from a body logged as an escaped string where
+    /// that can be done exactly, else from its text as [`Picked::text`] gives it.
+    pub fn body(&self) -> Option<scim::RequestBody> {
+        match self.get(Field::Body)? {
+            Value::Escaped(raw) => scim::request_body_escaped(raw),
+            _ => self.text(Field::Body).and_then(scim::request_body),
+        }
+    }
     /// Replaces a field whatever was there (a preset's derived value).
     pub fn replace(&mut self, field: Field, value: Option<String>) {
         self.values[field as usize] = value.map(|v| (0, Value::Str(Cow::Owned(v))));
@@ -170,7 +182,7 @@ impl<'a> Picked<'a> {
             Value::Raw(r) => r,
             Value::Bool(true) => "true",
             Value::Bool(false) => "false",
-            Value::Null => return None,
+            Value::Null | Value::Escaped(_) => return None,
         };
         let trimmed = crate::model::trim(text);
         if trimmed.is_empty() || trimmed == "-" {
@@ -708,7 +720,7 @@ impl LineParser {
                 .and_then(first_number)
                 .map(|s| s * 1000.0),
         };
-        let body = picked.text(Field::Body).and_then(scim::request_body);
+        let body = picked.body();
         let response_body = picked.text(Field::ResponseBody).and_then(scim::parse_body);
         let resource = scim::resource_of(path);
         let write = scim::classify_resource_write(method, resource, body.as_ref());
