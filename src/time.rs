@@ -116,18 +116,29 @@ pub struct BadTime(pub String);
 /// milliseconds is 1973, before any log this tool will read.
 const EPOCH_MILLIS_THRESHOLD: f64 = 1e11;
 
+/// The last minute an RFC 3339 time started with (`YYYY-MM-DDTHH:MM`, its first 16 bytes)
+/// and that minute in seconds since the epoch, before any offset. A log's lines come in time
+/// order, so most share their minute with the line before: they need only their seconds read.
+#[derive(Debug, Default)]
+pub struct MinuteCache(std::cell::Cell<Option<([u8; 16], i64)>>);
+
 /// Parses a textual time in the given format.
 pub fn parse_time(text: &str, format: TimeFormat) -> Result<Ts, BadTime> {
+    parse_time_with(text, format, &MinuteCache::default())
+}
+
+/// [`parse_time`], with RFC 3339 minutes remembered in `cache` (the same answers).
+pub fn parse_time_with(text: &str, format: TimeFormat, cache: &MinuteCache) -> Result<Ts, BadTime> {
     let text = crate::model::trim(text);
     let parsed = match format {
-        TimeFormat::Rfc3339 => parse_rfc3339(text),
+        TimeFormat::Rfc3339 => parse_rfc3339(text, cache),
         TimeFormat::Clf => parse_clf(text),
         TimeFormat::EpochSecs => text.parse::<f64>().ok().and_then(|v| from_epoch(v, 1.0)),
         TimeFormat::EpochMillis => text.parse::<f64>().ok().and_then(|v| from_epoch(v, 1e-3)),
         TimeFormat::Auto => {
             let first = text.as_bytes().first().copied().unwrap_or(b' ');
             if first.is_ascii_digit() && text.len() >= 10 && text.as_bytes().get(4) == Some(&b'-') {
-                parse_rfc3339(text)
+                parse_rfc3339(text, cache)
             } else if first.is_ascii_digit() && text.as_bytes().get(2) == Some(&b'/') {
                 parse_clf(text)
             } else {
@@ -177,20 +188,26 @@ fn digits(bytes: &[u8], start: usize, len: usize) -> Option<i64> {
 
 /// RFC 3339 / ISO 8601 as logs write it: `T` or a space between date and time, any number of
 /// fractional digits (truncated to microseconds), `Z`, `±hh:mm`, `±hhmm`, or no zone (UTC).
-fn parse_rfc3339(text: &str) -> Option<Ts> {
+fn parse_rfc3339(text: &str, cache: &MinuteCache) -> Option<Ts> {
     let b = text.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19 || b[16] != b':' {
         return None;
     }
-    if !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let year = digits(b, 0, 4)?;
-    let month = digits(b, 5, 2)?;
-    let day = digits(b, 8, 2)?;
-    let hour = digits(b, 11, 2)?;
-    let minute = digits(b, 14, 2)?;
+    // Everything in the first 16 bytes is checked once per minute: the answer depends on
+    // those bytes alone.
+    let prefix: [u8; 16] = b[..16].try_into().ok()?;
+    let minute_secs = match cache.0.get() {
+        Some((seen, secs)) if seen == prefix => secs,
+        _ => {
+            let secs = minute_of(b)?;
+            cache.0.set(Some((prefix, secs)));
+            secs
+        }
+    };
     let second = digits(b, 17, 2)?;
+    if second > 60 {
+        return None;
+    }
     let mut pos = 19;
     let mut micros = 0i64;
     if b.get(pos) == Some(&b'.') || b.get(pos) == Some(&b',') {
@@ -229,7 +246,23 @@ fn parse_rfc3339(text: &str) -> Option<Ts> {
         }
         _ => return None,
     };
-    civil_to_ts(year, month, day, hour, minute, second, micros, offset_secs)
+    let secs = minute_secs + second - offset_secs;
+    Some(Ts(secs * MICROS_PER_SEC + micros))
+}
+
+/// The minute an RFC 3339 time's first 16 bytes name (`YYYY-MM-DDTHH:MM`), in seconds since
+/// the epoch; `None` unless it is a real one.
+fn minute_of(b: &[u8]) -> Option<i64> {
+    if b[4] != b'-' || b[7] != b'-' || b[13] != b':' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let year = digits(b, 0, 4)?;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let minute = digits(b, 14, 2)?;
+    let start = civil_to_ts(year, month, day, hour, minute, 0, 0, 0)?;
+    Some(start.0.div_euclid(MICROS_PER_SEC))
 }
 
 const MONTHS: [&[u8; 3]; 12] = [
@@ -405,6 +438,44 @@ mod tests {
             assert!(parse_time(bad, TimeFormat::Auto).is_err(), "{bad}");
         }
         assert!(parse_time("2025-03-03T10:41:12Q", TimeFormat::Rfc3339).is_err());
+    }
+
+    #[test]
+    fn a_remembered_minute_gives_the_answers_a_fresh_parse_gives() {
+        let texts = [
+            "2026-07-01T08:00:00.185973Z",
+            "2026-07-01T08:00:59.9Z",
+            "2026-07-01T08:00:60Z",
+            "2026-07-01T08:00:61Z",
+            "2026-07-01T08:00:0xZ",
+            "2026-07-01T08:00",
+            "2026-07-01T08:00:07+02:00",
+            "2026-07-01T08:00:07-0130",
+            "2026-07-01t08:00:07",
+            "2026-07-01 08:01:00Z",
+            "2026-07-01T08:01:00Z",
+            "2026-02-30T08:01:00Z",
+            "2026-02-30T08:01:00Z",
+            "2026-07-01T24:00:00Z",
+            "2026-07-01T08:01:05Z",
+            "2024-02-29T23:59:59.999999Z",
+            "2026-07-01X08:01:05Z",
+            "2026-07-01T08:01:05Z",
+        ];
+        let cache = MinuteCache::default();
+        for format in [TimeFormat::Rfc3339, TimeFormat::Auto] {
+            for text in texts {
+                assert_eq!(
+                    parse_time_with(text, format, &cache),
+                    parse_time_with(text, format, &MinuteCache::default()),
+                    "{text}"
+                );
+            }
+        }
+        assert_eq!(
+            parse_time_with("2026-07-01T08:00:01Z", TimeFormat::Rfc3339, &cache),
+            Ok(Ts::from_secs(1_782_892_801))
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::model::{
     Cause, GatewayRecord, IdpRecord, IdpStatus, Method, NoteRecord, Origin, Record, Stage,
     TriggerRecord,
 };
-use crate::time::{parse_time, time_from_number, TimeFormat, Ts};
+use crate::time::{parse_time_with, time_from_number, TimeFormat, Ts};
 use presets::{Derive, Kind};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -272,6 +272,8 @@ pub struct LineParser {
     default_app: Option<String>,
     aliases: HashMap<String, String>,
     time_format: TimeFormat,
+    /// The minute of the last RFC 3339 time read (a log's lines share it in runs).
+    minutes: crate::time::MinuteCache,
 }
 
 /// Resolves a source's config into a parser, or names the offending key and what is wrong.
@@ -508,6 +510,7 @@ pub fn resolve_source(
         default_app: source.app.clone(),
         aliases,
         time_format: source.time_format,
+        minutes: crate::time::MinuteCache::default(),
     })
 }
 
@@ -601,9 +604,11 @@ impl LineParser {
             }
             Some(_) => match picked.text(field) {
                 None => Ok(None),
-                Some(text) => parse_time(text, self.time_format).map(Some).map_err(|e| {
-                    ParseError::new(Reason::BadTime, format!("{}: {e}", field.name()))
-                }),
+                Some(text) => parse_time_with(text, self.time_format, &self.minutes)
+                    .map(Some)
+                    .map_err(|e| {
+                        ParseError::new(Reason::BadTime, format!("{}: {e}", field.name()))
+                    }),
             },
         }
     }
