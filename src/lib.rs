@@ -25,6 +25,7 @@ pub mod replay;
 pub mod report;
 pub mod slo;
 pub mod source;
+pub mod swar;
 pub mod tail;
 #[cfg(test)]
 mod testing;

@@ -14,30 +14,11 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 pub fn fold_case(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.is_ascii() {
         text.to_lowercase().into()
-    } else if has_ascii_uppercase(text.as_bytes()) {
+    } else if crate::swar::has_ascii_uppercase(text.as_bytes()) {
         text.to_ascii_lowercase().into()
     } else {
         text.into()
     }
-}
-
-/// Whether ASCII `bytes` hold an uppercase letter, eight at a time: for a byte below 0x80,
-/// adding 0x3F sets its top bit from `A` up, and adding 0x25 from past `Z` up, with no carry
-/// into the next byte.
-fn has_ascii_uppercase(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    let upper = |word: u64| {
-        (word.wrapping_add(ONES * 0x3F) & !word.wrapping_add(ONES * 0x25) & (ONES * 0x80)) != 0
-    };
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in chunks.by_ref() {
-        if upper(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
-            return true;
-        }
-    }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    upper(u64::from_le_bytes(tail))
 }
 
 /// `str::trim`, skipping Unicode's tables when the text starts and ends with visible ASCII
@@ -477,23 +458,6 @@ impl Record {
 mod tests {
     use super::fold_case;
     use std::borrow::Cow;
-
-    #[test]
-    fn uppercase_is_found_as_a_byte_search_finds_it_at_every_offset() {
-        for len in 0..20 {
-            for at in 0..len {
-                for byte in 0..0x80u8 {
-                    let mut bytes = vec![b'a'; len];
-                    bytes[at] = byte;
-                    assert_eq!(
-                        super::has_ascii_uppercase(&bytes),
-                        bytes.iter().any(u8::is_ascii_uppercase),
-                        "{byte:#x} at {at} of {len}"
-                    );
-                }
-            }
-        }
-    }
 
     #[test]
     fn the_ascii_trim_shortcut_trims_as_str_trim_does() {

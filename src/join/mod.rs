@@ -1045,35 +1045,29 @@ fn split_by_time(
         idp.iter()
             .all(|r| r.time.0.saturating_sub(first.time.0) <= window)
     });
+    let start = out.len();
     if one {
-        let mut operation = Joined {
+        out.push(Joined {
             correlation_id: id,
             join_method: JoinMethod::None,
             idp,
             attempts: Vec::new(),
             notes: Vec::new(),
-        };
-        for note in notes {
-            if !operation.notes.contains(&note.cause)
-                && nearest_span(std::slice::from_ref(&operation), note.time, window).is_some()
-            {
-                operation.notes.push(note.cause);
+        });
+    } else {
+        for record in idp {
+            match out[start..].last_mut() {
+                Some(op) if record.time.0.saturating_sub(op.time().0) <= window => {
+                    op.idp.push(record)
+                }
+                _ => out.push(Joined {
+                    correlation_id: id.clone(),
+                    join_method: JoinMethod::None,
+                    idp: vec![record],
+                    attempts: Vec::new(),
+                    notes: Vec::new(),
+                }),
             }
-        }
-        out.push(operation);
-        return;
-    }
-    let start = out.len();
-    for record in idp {
-        match out[start..].last_mut() {
-            Some(op) if record.time.0.saturating_sub(op.time().0) <= window => op.idp.push(record),
-            _ => out.push(Joined {
-                correlation_id: id.clone(),
-                join_method: JoinMethod::None,
-                idp: vec![record],
-                attempts: Vec::new(),
-                notes: Vec::new(),
-            }),
         }
     }
     let operations = &mut out[start..];

@@ -130,14 +130,25 @@ impl LifecycleOp {
             first_attempt_time: operation.first_attempt_time,
             first_success: operation.first_success(),
             groups: operation.groups.clone(),
-            texts: Texts::new([
+            texts: LifecycleOp::texts(
                 operation.app.as_deref(),
                 operation.user_id.as_deref(),
                 operation.user_login.as_deref(),
-                Some(operation.action.as_deref().unwrap_or_default()),
+                operation.action.as_deref().unwrap_or_default(),
                 operation.correlation_id.as_deref(),
-            ]),
+            ),
         }
+    }
+
+    /// The text parts in the order the accessors read them.
+    fn texts(
+        app: Option<&str>,
+        user_id: Option<&str>,
+        user_login: Option<&str>,
+        action: &str,
+        correlation_id: Option<&str>,
+    ) -> Texts<5> {
+        Texts::new([app, user_id, user_login, Some(action), correlation_id])
     }
 
     pub fn app(&self) -> Option<&str> {
@@ -171,13 +182,13 @@ impl From<LifecycleOpFields> for LifecycleOp {
             first_attempt_time: f.first_attempt_time,
             first_success: f.first_success,
             groups: f.groups,
-            texts: Texts::new([
+            texts: LifecycleOp::texts(
                 f.app.as_deref(),
                 f.user_id.as_deref(),
                 f.user_login.as_deref(),
-                Some(&f.action),
+                &f.action,
                 f.correlation_id.as_deref(),
-            ]),
+            ),
         }
     }
 }

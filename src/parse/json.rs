@@ -6,6 +6,7 @@
 //! escapes. That is what keeps parsing near memory speed on wide vendor records.
 
 use super::{Field, Picked, Value};
+use crate::swar::{flags_of, ONES};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -500,16 +501,6 @@ impl<'a> Scan<'a> {
     }
 }
 
-const ONES: u64 = u64::from_ne_bytes([1; 8]);
-
-/// The bytes of a little-endian word equal to `byte`, flagged in their top bit once masked
-/// with `ONES << 7`, and some bytes above the first of them (a borrow only runs upward): the
-/// lowest flag is the first.
-fn flags_of(word: u64, byte: u8) -> u64 {
-    let x = word ^ (ONES * u64::from(byte));
-    x.wrapping_sub(ONES) & !x
-}
-
 /// The index of the first `"`, `\\` or control character at or after `from` (the length if
 /// none): eight bytes at a time, as serde_json looks for the end of a string.
 fn special_from(bytes: &[u8], from: usize) -> usize {
@@ -530,28 +521,6 @@ fn special_from(bytes: &[u8], from: usize) -> usize {
         at += 1;
     }
     at
-}
-
-/// The index of the first of `needles` at or after `from` (the length if none), eight bytes
-/// at a time; the last few bytes are read as a word padded with zeros, so `needles` must
-/// not hold a zero.
-pub(super) fn find_from(bytes: &[u8], from: usize, needles: &[u8]) -> usize {
-    let found_in = |word: u64| {
-        let flags = needles.iter().fold(0, |all, &n| all | flags_of(word, n));
-        let found = flags & (ONES << 7);
-        (found != 0).then(|| found.trailing_zeros() as usize / 8)
-    };
-    let mut at = from;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        if let Some(offset) = found_in(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
-            return at + offset;
-        }
-        at += 8;
-    }
-    let mut tail = [0u8; 8];
-    let rest = bytes.get(at..).unwrap_or_default();
-    tail[..rest.len()].copy_from_slice(rest);
-    found_in(u64::from_le_bytes(tail)).map_or(bytes.len(), |offset| at + offset)
 }
 
 fn unescape(segment: &str) -> String {
@@ -1123,40 +1092,6 @@ mod tests {
         ] {
             assert!(NameHead::find(&node, missing).is_none(), "{missing:?}");
         }
-    }
-
-    #[test]
-    fn find_from_finds_what_a_byte_search_finds_at_every_offset() {
-        let naive = |bytes: &[u8], from: usize, needles: &[u8]| {
-            bytes[from..]
-                .iter()
-                .position(|b| needles.contains(b))
-                .map_or(bytes.len(), |n| from + n)
-        };
-        for len in 0..20 {
-            for at in 0..len {
-                for second in [None, Some(at + 3)] {
-                    let mut bytes = vec![b'a'; len];
-                    bytes[at] = b'/';
-                    if let Some(second) = second.filter(|s| *s < len) {
-                        bytes[second] = b'#';
-                    }
-                    for from in 0..=len {
-                        for needles in [&b"/"[..], b"#", b"?#", b"#/"] {
-                            assert_eq!(
-                                find_from(&bytes, from, needles),
-                                naive(&bytes, from, needles),
-                                "{bytes:?} from {from} for {needles:?}"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        // High bytes (UTF-8) are never mistaken for a needle.
-        let text = "ü/é#".as_bytes();
-        assert_eq!(find_from(text, 0, b"/"), 2);
-        assert_eq!(find_from(text, 0, b"#"), 5);
     }
 
     #[test]

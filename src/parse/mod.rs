@@ -184,12 +184,17 @@ impl<'a> Picked<'a> {
             Value::Bool(false) => "false",
             Value::Null | Value::Escaped(_) => return None,
         };
-        let trimmed = crate::model::trim(text);
-        if trimmed.is_empty() || trimmed == "-" {
-            None
-        } else {
-            Some(trimmed)
-        }
+        present(text)
+    }
+}
+
+/// Logged text as a value: trimmed, and absent when empty or `-` (nginx writes `-`).
+pub fn present(text: &str) -> Option<&str> {
+    let trimmed = crate::model::trim(text);
+    if trimmed.is_empty() || trimmed == "-" {
+        None
+    } else {
+        Some(trimmed)
     }
 }
 

@@ -27,7 +27,7 @@ pub fn resource_of(path: &str) -> Option<Resource<'_>> {
     // Slashes found eight bytes at a time: paths are short, and this runs for every request
     // (and again for every judged attempt).
     let bytes = path.as_bytes();
-    let end = super::json::find_from(bytes, 0, b"?#");
+    let end = crate::swar::find_from(bytes, 0, b"?#");
     let bytes = &bytes[..end];
     // The segment after `from` (past any slashes): its bounds, or `None` at the end.
     let segment_after = |from: usize| -> Option<(usize, usize)> {
@@ -35,7 +35,7 @@ pub fn resource_of(path: &str) -> Option<Resource<'_>> {
         while bytes.get(start) == Some(&b'/') {
             start += 1;
         }
-        let stop = super::json::find_from(bytes, start, b"/");
+        let stop = crate::swar::find_from(bytes, start, b"/");
         (start < stop).then_some((start, stop))
     };
     let mut at = 0;
@@ -140,11 +140,7 @@ pub fn request_body_escaped(raw: &str) -> Option<RequestBody> {
         return Some(read);
     }
     let text = super::json::unescaped(raw)?;
-    let text = crate::model::trim(&text);
-    if text.is_empty() || text == "-" {
-        return None;
-    }
-    request_body(text)
+    super::present(&text).and_then(request_body)
 }
 
 /// The fast path of [`request_body`]: an object body read in one pass over its bytes, without

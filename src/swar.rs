@@ -1,0 +1,109 @@
+//! Word-at-a-time byte searches ("SIMD within a register"): eight bytes of a slice read as
+//! one little-endian `u64` and tested at once, for the short texts every line carries.
+
+/// A byte of 1 in every lane.
+pub const ONES: u64 = u64::from_ne_bytes([1; 8]);
+
+/// The bytes of a little-endian word equal to `byte`, flagged in their top bit once masked
+/// with `ONES << 7`, and some bytes above the first of them (a borrow only runs upward): the
+/// lowest flag is the first.
+pub fn flags_of(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x
+}
+
+/// The eight bytes of `bytes` at `at` as a word, padded with zeros past the end (so a
+/// search must not look for a zero byte).
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    match bytes.get(at..at + 8) {
+        Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
+        None => {
+            let rest = bytes.get(at..).unwrap_or_default();
+            let mut tail = [0u8; 8];
+            tail[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(tail)
+        }
+    }
+}
+
+/// The index of the first of `needles` at or after `from` (the length if none). `needles`
+/// must not hold a zero.
+pub fn find_from(bytes: &[u8], from: usize, needles: &[u8]) -> usize {
+    let mut at = from;
+    while at < bytes.len() {
+        let word = word_at(bytes, at);
+        let flags = needles.iter().fold(0, |all, &n| all | flags_of(word, n));
+        let found = flags & (ONES << 7);
+        if found != 0 {
+            return at + found.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    bytes.len()
+}
+
+/// Whether ASCII `bytes` hold an uppercase letter: for a byte below 0x80, adding 0x3F sets
+/// its top bit from `A` up, and adding 0x25 from past `Z` up, with no carry into the next
+/// byte.
+pub fn has_ascii_uppercase(bytes: &[u8]) -> bool {
+    (0..bytes.len()).step_by(8).any(|at| {
+        let word = word_at(bytes, at);
+        word.wrapping_add(ONES * 0x3F) & !word.wrapping_add(ONES * 0x25) & (ONES * 0x80) != 0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_from_finds_what_a_byte_search_finds_at_every_offset() {
+        let naive = |bytes: &[u8], from: usize, needles: &[u8]| {
+            bytes[from..]
+                .iter()
+                .position(|b| needles.contains(b))
+                .map_or(bytes.len(), |n| from + n)
+        };
+        for len in 0..20 {
+            for at in 0..len {
+                for second in [None, Some(at + 3)] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b'/';
+                    if let Some(second) = second.filter(|s| *s < len) {
+                        bytes[second] = b'#';
+                    }
+                    for from in 0..=len {
+                        for needles in [&b"/"[..], b"#", b"?#", b"#/"] {
+                            assert_eq!(
+                                find_from(&bytes, from, needles),
+                                naive(&bytes, from, needles),
+                                "{bytes:?} from {from} for {needles:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // High bytes (UTF-8) are never mistaken for a needle.
+        let text = "ü/é#".as_bytes();
+        assert_eq!(find_from(text, 0, b"/"), 2);
+        assert_eq!(find_from(text, 0, b"#"), 5);
+    }
+
+    #[test]
+    fn uppercase_is_found_as_a_byte_search_finds_it_at_every_offset() {
+        for len in 0..20 {
+            for at in 0..len {
+                for byte in 0..0x80u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    assert_eq!(
+                        has_ascii_uppercase(&bytes),
+                        bytes.iter().any(u8::is_ascii_uppercase),
+                        "{byte:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+    }
+}
