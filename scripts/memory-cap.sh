@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Measures the daemon's peak RSS while 1,000,000 gateway writes with never-matching correlation
-# IDs are tailed, with and without `pipeline.max_pending_joins`. Not a test: a measurement for
-# the README. Usage: scripts/memory-cap.sh [BINARY]   (default target/release/scimwatch)
+# IDs are tailed, with and without `pipeline.max_pending_joins`; then the same writes each
+# naming a distinct user (every one teaches the join an (app, id) <-> userName pair), with and
+# without `pipeline.max_known_names`. Not a test: a measurement for the README.
+# Usage: scripts/memory-cap.sh [BINARY]   (default target/release/scimwatch)
 set -euo pipefail
 bin=$(realpath "${1:-target/release/scimwatch}")
 work=$(mktemp -d)
@@ -16,20 +18,28 @@ start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - da
 with open("gateway.log", "w") as f:
     for i in range(1_000_000):
         t = start + datetime.timedelta(microseconds=i * 10_000)
-        f.write(f'{{"ts":"{t.strftime("%Y-%m-%dT%H:%M:%S.%f")}Z","cid":"never-{i:07d}","method":"PATCH","path":"/scim/v2/Users/u-{i}","status":200,"app":"wiki"}}\n')
+        f.write(f'{{"ts":"{t.strftime("%Y-%m-%dT%H:%M:%S.%f")}Z","cid":"never-{i:07d}","method":"PATCH","path":"/scim/v2/Users/u-{i}","status":200,"app":"wiki","user":"user{i}@corp.example"}}\n')
 open("idp.jsonl", "w").write(f'{{"ts":"{start.strftime("%Y-%m-%dT%H:%M:%SZ")}","cid":"only","action":"update"}}\n')
 PY
 # The baseline: the same daemon with nothing pending (an empty gateway log).
 : > empty.log
 base=0
-for case in baseline 1000000 100000; do
+pending=0
+for case in baseline 1000000 100000 names names-100000; do
   rm -rf data
-  if [ "$case" = baseline ]; then cap=1000000; log=empty.log; else cap=$case; log=gateway.log; fi
+  cap=1000000; names=1000000; log=gateway.log; user_field=""
+  case "$case" in
+    baseline) log=empty.log ;;
+    names) user_field='user_name = "/user"' ;;
+    names-100000) user_field='user_name = "/user"'; names=100000 ;;
+    *) cap=$case ;;
+  esac
   cat > cfg.toml <<TOML
 [storage]
 data_dir = "data"
 [pipeline]
 max_pending_joins = $cap
+max_known_names = $names
 [[source]]
 name = "idp"
 role = "idp"
@@ -50,6 +60,7 @@ correlation_id = "/cid"
 method = "/method"
 path = "/path"
 status = "/status"
+$user_field
 [slo]
 # A day-long window: nothing expires on its own, so only the cap bounds the pending state.
 join_window_secs = 86400
@@ -74,7 +85,12 @@ except Exception:
   if [ "$case" = baseline ]; then
     base=$hwm
     echo "baseline: peak RSS $((hwm / 1024)) MiB with nothing pending"
+  elif [ "$case" = names ]; then
+    echo "the same writes, each naming a user (1,000,000 learned pairs): peak RSS $((hwm / 1024)) MiB: $(( (hwm - pending) * 1024 / 1000000 )) bytes per learned pair above the pending writes alone"
+  elif [ "$case" = names-100000 ]; then
+    echo "max_known_names=$names: peak RSS $((hwm / 1024)) MiB for the same 1,000,000 pairs"
   elif [ "$cap" -ge 1000000 ]; then
+    pending=$hwm
     echo "max_pending_joins=$cap: peak RSS $((hwm / 1024)) MiB for 1,000,000 pending writes: $(( (hwm - base) * 1024 / 1000000 )) bytes per pending entry above the baseline"
   else
     echo "max_pending_joins=$cap: peak RSS $((hwm / 1024)) MiB for 1,000,000 never-matching writes (cap reached in $evicted passes)"

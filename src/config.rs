@@ -133,9 +133,16 @@ pub struct PipelineConfig {
     #[serde(default = "default_parquet_rows_per_file")]
     pub parquet_rows_per_file: usize,
     /// Cap on operations and writes waiting for their join window. Past it the oldest is
-    /// settled early (as unconfirmed / unattributed) and counted. About 1 KiB each.
+    /// settled early (as unconfirmed / unattributed) and counted. About 230 bytes each.
     #[serde(default = "default_max_pending_joins")]
     pub max_pending_joins: usize,
+    /// Cap on (app, resource id) ↔ userName pairs learned from gateway writes. Past it the
+    /// pair learned first is forgotten (and learned again at the user's next such write).
+    #[serde(default = "default_max_known_names")]
+    pub max_known_names: usize,
+    /// How many of the newest operations `/api/v1/operations/{id}` can look up.
+    #[serde(default = "default_recent_operations")]
+    pub recent_operations: usize,
     /// Cap on open leaver episodes. Past it the oldest is dropped (written if already
     /// breached) and counted. About 0.5 KiB each.
     #[serde(default = "default_max_open_episodes")]
@@ -160,6 +167,12 @@ const fn default_parquet_rows_per_file() -> usize {
 const fn default_max_pending_joins() -> usize {
     1_000_000
 }
+const fn default_max_known_names() -> usize {
+    1_000_000
+}
+const fn default_recent_operations() -> usize {
+    100_000
+}
 const fn default_max_open_episodes() -> usize {
     100_000
 }
@@ -175,6 +188,8 @@ impl Default for PipelineConfig {
             checkpoint_interval_secs: default_checkpoint_interval_secs(),
             parquet_rows_per_file: default_parquet_rows_per_file(),
             max_pending_joins: default_max_pending_joins(),
+            max_known_names: default_max_known_names(),
+            recent_operations: default_recent_operations(),
             max_open_episodes: default_max_open_episodes(),
             rotate_wait_secs: default_rotate_wait_secs(),
         }
@@ -721,6 +736,11 @@ impl Config {
             (
                 "pipeline.max_open_episodes",
                 pipeline.max_open_episodes as u64,
+            ),
+            ("pipeline.max_known_names", pipeline.max_known_names as u64),
+            (
+                "pipeline.recent_operations",
+                pipeline.recent_operations as u64,
             ),
         ] {
             if value == 0 {

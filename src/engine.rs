@@ -165,6 +165,8 @@ pub struct EngineStateRef<'a> {
 pub struct Evictions {
     pub joins: u64,
     pub episodes: u64,
+    /// Learned (app, resource id) ↔ userName pairs forgotten.
+    pub names: u64,
 }
 
 /// The pipeline core.
@@ -211,6 +213,11 @@ impl Engine {
         self.joiner.pending()
     }
 
+    /// (app, resource id) ↔ userName pairs the join has learned.
+    pub fn known_names(&self) -> usize {
+        self.joiner.known_names()
+    }
+
     /// Ambiguous matches and evictions so far.
     pub fn join_stats(&self) -> crate::join::JoinStats {
         self.joiner.stats()
@@ -254,21 +261,20 @@ impl Engine {
         }
     }
 
-    /// Enforces the memory caps: settles the oldest pending joins early and drops the oldest
-    /// open episodes (handing them out, so a breached one is still written).
-    pub fn enforce_caps(
-        &mut self,
-        max_pending_joins: usize,
-        max_open_episodes: usize,
-    ) -> Evictions {
+    /// Enforces the memory caps: settles the oldest pending joins early, drops the oldest
+    /// open episodes (handing them out, so a breached one is still written) and forgets the
+    /// oldest learned names.
+    pub fn enforce_caps(&mut self, caps: &crate::config::PipelineConfig) -> Evictions {
         let mut evictions = Evictions::default();
         let mut joined = std::mem::take(&mut self.joined);
-        while self.joiner.pending() > max_pending_joins && self.joiner.evict_oldest(&mut joined) {
+        while self.joiner.pending() > caps.max_pending_joins
+            && self.joiner.evict_oldest(&mut joined)
+        {
             evictions.joins += 1;
         }
         self.settle_joined(&mut joined);
         self.joined = joined;
-        while self.episodes.open_count() > max_open_episodes {
+        while self.episodes.open_count() > caps.max_open_episodes {
             match self.episodes.evict_oldest_open() {
                 Some(episode) => {
                     evictions.episodes += 1;
@@ -277,6 +283,7 @@ impl Engine {
                 None => break,
             }
         }
+        evictions.names = self.joiner.forget_names(caps.max_known_names);
         evictions
     }
 

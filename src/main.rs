@@ -472,7 +472,7 @@ fn start_daemon(config: Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
     let status = std::sync::Arc::new(std::sync::Mutex::new(LiveStatus::default()));
     let metrics = std::sync::Arc::new(scimwatch::http::metrics::Metrics::new(&config));
     let operations = std::sync::Arc::new(std::sync::Mutex::new(
-        scimwatch::http::RecentOperations::with_capacity(100_000),
+        scimwatch::http::RecentOperations::with_capacity(config.pipeline.recent_operations),
     ));
     let token = scimwatch::http::api_token(&config).map_err(|e| UsageError(format!("{e:#}")))?;
     let http = scimwatch::http::AppState {

@@ -177,3 +177,22 @@ fn a_credential_that_does_not_resolve_is_named_before_anything_runs() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_memory_cap_must_be_positive_and_is_named() {
+    for key in [
+        "max_pending_joins",
+        "max_open_episodes",
+        "max_known_names",
+        "recent_operations",
+    ] {
+        let (code, _, stderr) = check(&format!("[pipeline]\n{key} = 0\n{GOOD}"));
+        assert_eq!(code, 2, "{key}: {stderr}");
+        assert!(
+            stderr.contains(&format!("pipeline.{key}")) && stderr.contains("greater than 0"),
+            "{key}: {stderr}"
+        );
+        let (code, _, stderr) = check(&format!("[pipeline]\n{key} = 5000\n{GOOD}"));
+        assert_eq!(code, 0, "{key}: {stderr}");
+    }
+}

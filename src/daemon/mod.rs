@@ -350,17 +350,21 @@ impl Pipeline {
         };
         let clock = Ts(wall.0.min(effective.0.saturating_add(lateness)));
         self.engine.advance(wall.min(effective));
-        let evictions = self.engine.enforce_caps(
-            self.config.pipeline.max_pending_joins,
-            self.config.pipeline.max_open_episodes,
-        );
+        let evictions = self.engine.enforce_caps(&self.config.pipeline);
         self.live.evicted_joins += evictions.joins;
         self.live.evicted_episodes += evictions.episodes;
+        self.live.forgotten_names += evictions.names;
         if evictions.joins + evictions.episodes > 0 {
             tracing::warn!(
                 joins = evictions.joins,
                 episodes = evictions.episodes,
                 "Memory cap reached: oldest pending state settled early."
+            );
+        }
+        if evictions.names > 0 {
+            tracing::debug!(
+                forgotten = evictions.names,
+                "Name cap reached: the oldest learned userNames forgotten."
             );
         }
         let outputs: Vec<Output> = self.engine.drain().collect();
@@ -386,6 +390,7 @@ impl Pipeline {
         self.live.watermark = watermark;
         self.live.caught_up = caught_up;
         self.live.join_pending = self.engine.join_pending();
+        self.live.known_names = self.engine.known_names();
         self.live.leavers_open = self.engine.open_episode_count();
         // Passes come back to back under load (a backlog, or a wake-up per append), and
         // rebuilding and copying the views every pass was most of the daemon's time.

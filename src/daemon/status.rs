@@ -88,6 +88,9 @@ pub struct LiveStatus {
     pub join_pending: usize,
     pub evicted_joins: u64,
     pub evicted_episodes: u64,
+    /// Learned (app, resource id) ↔ userName pairs: known now, and forgotten to the cap.
+    pub known_names: usize,
+    pub forgotten_names: u64,
     pub parquet_rows: BTreeMap<&'static str, u64>,
     pub checkpoints: u64,
     pub last_checkpoint: Option<Ts>,

@@ -18,12 +18,14 @@
 //! Deterministic: the result depends only on the set of records (and on lines being at most
 //! the allowed lateness out of order), never on arrival order.
 
+mod directory;
 mod packed;
 
 use crate::model::{fold_case, push_boxed, push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
 use crate::queue::MinQueue;
 use crate::time::Ts;
+use directory::Directory;
 use hashbrown::hash_table::{Entry, HashTable};
 use packed::{PackedBucket, PackedGateway};
 use std::collections::BTreeSet;
@@ -196,8 +198,7 @@ pub struct Joiner {
     fuzzy_by_resource: FastMap<String, BTreeSet<Key>>,
     fuzzy_by_user: FastMap<String, BTreeSet<Key>>,
     /// (app, resource id) → userName, and back, learned from writes that show both.
-    names: FastMap<(String, String), String>,
-    resources_of: FastMap<(String, String), Vec<String>>,
+    directory: Directory,
     stats: JoinStats,
     /// Where a correlation ID's key is built: a bucket copies its key only when it is new.
     scratch: String,
@@ -267,8 +268,7 @@ impl Joiner {
             pool_by_user: FastMap::default(),
             fuzzy_by_resource: FastMap::default(),
             fuzzy_by_user: FastMap::default(),
-            names: FastMap::default(),
-            resources_of: FastMap::default(),
+            directory: Directory::default(),
             stats: JoinStats::default(),
             scratch: String::new(),
             due: Vec::new(),
@@ -287,12 +287,7 @@ impl Joiner {
         buckets.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut pool: Vec<&PoolEntry> = self.pool.values().collect();
         pool.sort_unstable_by_key(|e| origin_key(e.record.origin));
-        let mut names: Vec<(&str, &str, &str)> = self
-            .names
-            .iter()
-            .map(|((app, id), user)| (app.as_str(), id.as_str(), user.as_str()))
-            .collect();
-        names.sort_unstable();
+        let names: Vec<(&str, &str, &str)> = self.directory.pairs().collect();
         JoinerStateRef {
             window_micros: self.window_micros,
             gateway_cid_joins: self.gateway_cid_joins,
@@ -309,14 +304,7 @@ impl Joiner {
         joiner.window_micros = state.window_micros;
         joiner.stats = state.stats;
         for (app, id, user) in state.names {
-            let known = joiner
-                .resources_of
-                .entry((app.clone(), user.clone()))
-                .or_default();
-            if !known.contains(&id) {
-                known.push(id.clone());
-            }
-            joiner.names.insert((app, id), user);
+            joiner.directory.learn(&app, &id, user);
         }
         for (key, state) in state.buckets {
             let mut bucket = Bucket::new(&key, state.earliest);
@@ -388,6 +376,16 @@ impl Joiner {
 
     pub fn stats(&self) -> JoinStats {
         self.stats
+    }
+
+    /// (app, resource id) ↔ userName pairs learned.
+    pub fn known_names(&self) -> usize {
+        self.directory.len()
+    }
+
+    /// Forgets the oldest learned pairs until at most `max` are known; how many went.
+    pub fn forget_names(&mut self, max: usize) -> u64 {
+        self.directory.shrink_to(max)
     }
 
     /// The earliest time any pending operation may still have.
@@ -470,15 +468,7 @@ impl Joiner {
         debug_assert!(record.write.is_some());
         let app = record.app.as_deref().map(fold_case).unwrap_or_default();
         if let (Some(id), Some(name)) = (&record.resource_id, &record.user_name) {
-            let name = lower(name);
-            let known = self
-                .resources_of
-                .entry((app.to_string(), name.clone()))
-                .or_default();
-            if !known.contains(id) {
-                push_small(known, id.clone());
-            }
-            self.names.insert((app.to_string(), id.clone()), name);
+            self.directory.learn(&app, id, lower(name));
         }
         if self.gateway_cid_joins {
             if let Some(cid) = &record.correlation_id {
@@ -497,7 +487,7 @@ impl Joiner {
             record
                 .resource_id
                 .as_ref()
-                .and_then(|id| self.names.get(&(app.clone(), id.clone())).cloned())
+                .and_then(|id| self.directory.name_of(&app, id).map(str::to_string))
         });
         let key = origin_key(record.origin);
         if let Some(id) = &record.resource_id {
@@ -838,13 +828,8 @@ impl Joiner {
         let mut by_user: BTreeSet<OriginKey> = BTreeSet::new();
         for login in &logins {
             by_user.extend(self.pool_by_user.get(login).into_iter().flatten().copied());
-            for scope in [app.clone(), String::new()] {
-                for id in self
-                    .resources_of
-                    .get(&(scope, login.clone()))
-                    .into_iter()
-                    .flatten()
-                {
+            for scope in [app.as_str(), ""] {
+                for id in self.directory.resources_of(scope, login) {
                     by_user.extend(self.pool_by_resource.get(id).into_iter().flatten().copied());
                 }
             }
@@ -1207,6 +1192,46 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].idp.len(), 2);
         assert_eq!(joiner.stats().evicted, 1);
+    }
+
+    /// A write showing both a resource id and a userName teaches the pair; an IdP operation
+    /// that names only the login then finds a later write that names only the id. Past the
+    /// cap the pair is forgotten, and the same write is unattributed.
+    #[test]
+    fn a_learned_name_joins_by_user_until_it_is_forgotten() {
+        for forget in [false, true] {
+            let mut joiner = Joiner::new(600, true);
+            let mut teach = write(100, "", 1);
+            teach.correlation_id = None;
+            teach.user_name = Some("Ann@X".into());
+            teach.resource_id = Some("u-7".into());
+            joiner.push_gateway(teach);
+            assert_eq!(joiner.known_names(), 1);
+            // The teaching write is long out of the operation's window.
+            settled(&mut joiner, 1000);
+            if forget {
+                assert_eq!(joiner.forget_names(0), 1);
+                assert_eq!(joiner.known_names(), 0);
+            }
+            let mut operation = idp(2000, "", 2);
+            operation.correlation_id = None;
+            operation.operation_id = Some("op-1".into());
+            operation.user_login = Some("ann@x".into());
+            joiner.push_idp(operation);
+            let mut later = write(2010, "", 3);
+            later.correlation_id = None;
+            later.resource_id = Some("u-7".into());
+            joiner.push_gateway(later);
+            let out = settled(&mut joiner, 9000);
+            let joined: Vec<_> = out.iter().filter(|j| !j.idp.is_empty()).collect();
+            assert_eq!(joined.len(), 1, "{out:?}");
+            if forget {
+                assert!(joined[0].attempts.is_empty(), "{out:?}");
+            } else {
+                assert_eq!(joined[0].attempts.len(), 1, "{out:?}");
+                assert_eq!(joined[0].join_method, JoinMethod::UserName);
+            }
+        }
     }
 
     #[test]
