@@ -10,6 +10,7 @@ use crate::swar::{flags_of, ONES};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 /// A step of a pointer: an object member name (or array index), optionally with a filter that
@@ -24,6 +25,17 @@ struct Step {
 #[derive(Debug, Default, Clone)]
 pub struct Selector {
     root: Node,
+    /// The top-level member names of the last line, in order: lines of one source share
+    /// them, so a name is recognised by comparing its bytes, not scanned and looked up.
+    shape: RefCell<Vec<KnownName>>,
+}
+
+/// A top-level member name as a line had it, from its opening quote to its colon, and the
+/// root's child it selects: the same bytes scan the same way.
+#[derive(Debug, Clone)]
+struct KnownName {
+    bytes: Box<[u8]>,
+    child: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -85,16 +97,16 @@ impl NameHead {
         }
     }
 
-    /// The child of `node` for the member `name`.
-    fn find<'n>(node: &'n Node, name: &str) -> Option<&'n Node> {
+    /// The index of `node`'s child for the member `name`.
+    fn find(node: &Node, name: &str) -> Option<usize> {
         let head = NameHead::of(name);
         for (index, candidate) in node.heads.iter().enumerate() {
             if *candidate != head {
                 continue;
             }
-            let (step, child) = node.children.get(index)?;
+            let (step, _) = node.children.get(index)?;
             if head.len <= 8 || step.name.as_bytes()[8..] == name.as_bytes()[8..] {
-                return Some(child);
+                return Some(index);
             }
         }
         None
@@ -148,7 +160,11 @@ impl Selector {
         if !trimmed.starts_with('{') {
             return Err("not a JSON object".into());
         }
-        if Scan::new(line).line(&self.root, picked).is_some() {
+        let mut shape = self.shape.borrow_mut();
+        if Scan::new(line)
+            .line(&self.root, picked, &mut shape)
+            .is_some()
+        {
             return Ok(());
         }
         // What the fast path does not handle exactly like serde_json, serde_json does, from
@@ -244,35 +260,47 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A whole line: an object, then only whitespace.
-    fn line(&mut self, root: &Node, picked: &mut Picked<'a>) -> Option<()> {
+    /// A whole line: an object, then only whitespace. `shape` holds the top-level names of
+    /// the last line (see [`Selector`]) and is left with this line's.
+    fn line(
+        &mut self,
+        root: &Node,
+        picked: &mut Picked<'a>,
+        shape: &mut Vec<KnownName>,
+    ) -> Option<()> {
         if root.filtered || !root.fields.is_empty() {
             return None;
         }
         self.space();
-        self.object(root, picked)?;
+        self.object(root, picked, Some(shape))?;
         self.space();
         (self.at == self.text.len()).then_some(())
     }
 
-    /// An object whose members are looked up among `node`'s children.
-    fn object(&mut self, node: &Node, picked: &mut Picked<'a>) -> Option<()> {
+    /// An object whose members are looked up among `node`'s children (or recognised by
+    /// `shape`, for the top level).
+    fn object(
+        &mut self,
+        node: &Node,
+        picked: &mut Picked<'a>,
+        mut shape: Option<&mut Vec<KnownName>>,
+    ) -> Option<()> {
         self.eat(b'{')?;
         self.space();
         if self.eat(b'}').is_some() {
             return Some(());
         }
+        let mut index = 0;
         loop {
             self.space();
-            let (key, escaped) = self.string()?;
-            if escaped {
-                return None;
-            }
+            let child = match shape.as_deref_mut() {
+                Some(shape) => self.known_name(node, shape, index)?,
+                None => self.name(node)?,
+            };
+            index += 1;
             self.space();
-            self.eat(b':')?;
-            self.space();
-            match NameHead::find(node, key) {
-                Some(child) => self.member(child, picked)?,
+            match child {
+                Some(child) => self.member(&node.children[child].1, picked)?,
                 None => self.skip()?,
             }
             self.space();
@@ -287,6 +315,43 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// A member name and its colon, as the index of `node`'s child the name selects.
+    fn name(&mut self, node: &Node) -> Option<Option<usize>> {
+        let (key, escaped) = self.string()?;
+        if escaped {
+            return None;
+        }
+        self.space();
+        self.eat(b':')?;
+        Some(NameHead::find(node, key))
+    }
+
+    /// The `index`th member name (and colon) of a top-level object: recognised when its
+    /// bytes are those of the last line's, else read and remembered.
+    fn known_name(
+        &mut self,
+        node: &Node,
+        shape: &mut Vec<KnownName>,
+        index: usize,
+    ) -> Option<Option<usize>> {
+        if let Some(known) = shape.get(index) {
+            let end = self.at + known.bytes.len();
+            if self.bytes().get(self.at..end) == Some(&known.bytes[..]) {
+                self.at = end;
+                return Some(known.child);
+            }
+        }
+        let start = self.at;
+        let child = self.name(node)?;
+        let known = KnownName {
+            bytes: self.bytes()[start..self.at].into(),
+            child,
+        };
+        shape.truncate(index);
+        shape.push(known);
+        Some(child)
+    }
+
     /// The value of a member on the pointer tree.
     fn member(&mut self, node: &Node, picked: &mut Picked<'a>) -> Option<()> {
         if node.filtered {
@@ -297,7 +362,7 @@ impl<'a> Scan<'a> {
             // except what serde_json would check more closely when walking (numbers, escaped
             // strings) or an array with indexed children.
             return match self.peek()? {
-                b'{' => self.object(node, picked),
+                b'{' => self.object(node, picked, None),
                 b'[' if node.children.is_empty() => self.skip(),
                 b'"' => match self.string()? {
                     (_, false) => Some(()),
@@ -329,7 +394,7 @@ impl<'a> Scan<'a> {
         set_fields(picked, &node.fields, value_of_raw(raw));
         if !node.children.is_empty() {
             match raw.as_bytes()[0] {
-                b'{' => Scan::new(raw).object(node, picked)?,
+                b'{' => Scan::new(raw).object(node, picked, None)?,
                 b'[' => return None,
                 _ => {}
             }
@@ -1001,7 +1066,9 @@ mod tests {
                     assert_eq!(format!("{quick:?}"), format!("{slow:?}"), "{line}");
                     total += 1;
                     let mut scratch = Picked::default();
-                    if Scan::new(line).line(&selector.root, &mut scratch).is_some() {
+                    let line_alone =
+                        Scan::new(line).line(&selector.root, &mut scratch, &mut vec![]);
+                    if line_alone.is_some() {
                         fast += 1;
                     }
                 }
@@ -1015,9 +1082,55 @@ mod tests {
         );
         let mut picked = Picked::default();
         assert!(Scan::new(seeds[0])
-            .line(&selectors[0].root, &mut picked)
+            .line(&selectors[0].root, &mut picked, &mut vec![])
             .is_some());
         assert_eq!(picked.text(Field::App), Some("box"));
+    }
+
+    /// One selector reads lines whose top-level names change from one to the next (renamed,
+    /// reordered, one a prefix of another, escaped, spaced): each is picked as serde_json
+    /// picks it alone, whatever the line before taught the selector.
+    #[test]
+    fn names_remembered_from_the_last_line_never_change_a_pick() {
+        let mut selector = Selector::default();
+        for (pointer, field) in [
+            ("/app", Field::App),
+            ("/time", Field::Time),
+            ("/status", Field::Status),
+        ] {
+            selector.add(pointer, field).unwrap();
+        }
+        let lines = [
+            r#"{"time":"t1","app":"a1","status":200,"x":1}"#,
+            r#"{"time":"t2","app":"a2","status":201,"x":1}"#,
+            r#"{"time":"t3","apple":"no","app":"a3","status":202}"#,
+            r#"{"time":"t4","ap":"no","status":203,"app":"a4"}"#,
+            r#"{"tim":"no","app":"a5","time":"t5"}"#,
+            r#"{"time" : "t6", "app":"a6"}"#,
+            r#"{"time":"t7","app":"a7"}"#,
+            r#"{"time":"t8","app":"a8","app":"a9"}"#,
+            r#"{"time":"t9","status":"s","app":{"nested":1}}"#,
+            r#"{"time":"t10","app":"a10","status":200,"x":1}"#,
+            r#"{"time":"t11","app":"a11"}"#,
+            r#"{"time":"t12","app":"a12","status":200,"x":1}"#,
+            r#"{"time":"t13","app":"a13","status":204,"x":1"#,
+            r#"{"time":"t14","app":"a14","status":205,"x":1}"#,
+            r#"{"time":"t15","apq":"no","status":206,"x":1}"#,
+        ];
+        for round in 0..2 {
+            for line in lines {
+                let mut picked = Picked::default();
+                let got = selector.pick(line, &mut picked);
+                let mut alone = Picked::default();
+                let expected = pick_with_serde_only(&selector, line, &mut alone);
+                assert_eq!(got, expected, "round {round}: {line}");
+                assert_eq!(format!("{picked:?}"), format!("{alone:?}"), "{line}");
+            }
+        }
+        let mut picked = Picked::default();
+        selector.pick(lines[0], &mut picked).unwrap();
+        assert_eq!(picked.text(Field::App), Some("a1"));
+        assert_eq!(selector.shape.borrow().len(), 4, "the first line's names");
     }
 
     #[test]
@@ -1079,8 +1192,7 @@ mod tests {
             filter: Some(("type".into(), "x".into())),
         });
         for (index, name) in names.iter().enumerate() {
-            let found = NameHead::find(&node, name).expect(name);
-            assert!(std::ptr::eq(found, &node.children[index].1), "{name:?}");
+            assert_eq!(NameHead::find(&node, name), Some(index), "{name:?}");
         }
         for missing in [
             "abc",
