@@ -36,10 +36,10 @@ struct Pair {
 impl Directory {
     /// Learns that `id` in `app` is the user `name` (already case-folded). A pair already
     /// known keeps its place; an id that now names someone else is moved to them.
-    pub fn learn(&mut self, app: &str, id: &str, name: String) {
+    pub fn learn(&mut self, app: &str, id: &str, name: &str) {
         let app = self.intern(app);
         let id_hash = self.hasher.hash_one((app, id));
-        let name_hash = self.hasher.hash_one((app, name.as_str()));
+        let name_hash = self.hasher.hash_one((app, name));
         let (pairs, first) = (&self.pairs, self.first);
         let known = self.by_id.find(id_hash, |&seq| {
             let pair = &pairs[(seq - first) as usize];
@@ -54,7 +54,7 @@ impl Directory {
             if let Ok(entry) = self.by_name.find_entry(old_hash, |&s| s == seq) {
                 entry.remove();
             }
-            self.pairs[index].name = name.into_boxed_str();
+            self.pairs[index].name = name.into();
             self.insert_name(name_hash, seq);
             return;
         }
@@ -62,7 +62,7 @@ impl Directory {
         self.pairs.push_back(Pair {
             app,
             id: id.into(),
-            name: name.into_boxed_str(),
+            name: name.into(),
         });
         let (pairs, hasher) = (&self.pairs, &self.hasher);
         self.by_id.insert_unique(id_hash, seq, |&s| {
@@ -177,10 +177,10 @@ mod tests {
     #[test]
     fn learns_both_ways_and_forgets_the_oldest_first() {
         let mut directory = Directory::default();
-        directory.learn("wiki", "u-1", "ann".into());
-        directory.learn("wiki", "u-2", "bob".into());
-        directory.learn("crm", "c-9", "ann".into());
-        directory.learn("wiki", "u-1", "ann".into()); // known: keeps its place
+        directory.learn("wiki", "u-1", "ann");
+        directory.learn("wiki", "u-2", "bob");
+        directory.learn("crm", "c-9", "ann");
+        directory.learn("wiki", "u-1", "ann"); // known: keeps its place
         assert_eq!(directory.name_of("wiki", "u-2"), Some("bob"));
         assert_eq!(ids(&directory, "wiki", "ann"), ["u-1"]);
         assert_eq!(ids(&directory, "crm", "ann"), ["c-9"]);
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(directory.len(), 2);
         assert_eq!(directory.shrink_to(2), 0);
         // Learned again, it is the newest.
-        directory.learn("wiki", "u-1", "ann".into());
+        directory.learn("wiki", "u-1", "ann");
         assert_eq!(directory.shrink_to(1), 2);
         assert_eq!(
             learned(&directory),
@@ -226,7 +226,7 @@ mod tests {
                     Some(pair) => pair.2 = name.clone(),
                     None => model.push((app.clone(), id.clone(), name.clone())),
                 }
-                directory.learn(&app, &id, name);
+                directory.learn(&app, &id, &name);
             }
             assert_eq!(learned(&directory), model, "step {step}");
             let (app, id, name) = (
@@ -251,8 +251,8 @@ mod tests {
     #[test]
     fn an_id_that_names_someone_else_moves_to_them() {
         let mut directory = Directory::default();
-        directory.learn("wiki", "u-1", "ann".into());
-        directory.learn("wiki", "u-1", "ann.smith".into());
+        directory.learn("wiki", "u-1", "ann");
+        directory.learn("wiki", "u-1", "ann.smith");
         assert_eq!(directory.name_of("wiki", "u-1"), Some("ann.smith"));
         assert!(ids(&directory, "wiki", "ann").is_empty());
         assert_eq!(ids(&directory, "wiki", "ann.smith"), ["u-1"]);

@@ -304,7 +304,7 @@ impl Joiner {
         joiner.window_micros = state.window_micros;
         joiner.stats = state.stats;
         for (app, id, user) in state.names {
-            joiner.directory.learn(&app, &id, user);
+            joiner.directory.learn(&app, &id, &user);
         }
         for (key, state) in state.buckets {
             let mut bucket = Bucket::new(&key, state.earliest);
@@ -468,7 +468,7 @@ impl Joiner {
         debug_assert!(record.write.is_some());
         let app = record.app.as_deref().map(fold_case).unwrap_or_default();
         if let (Some(id), Some(name)) = (&record.resource_id, &record.user_name) {
-            self.directory.learn(&app, id, lower(name));
+            self.directory.learn(&app, id, &fold_case(name));
         }
         if self.gateway_cid_joins {
             if let Some(cid) = &record.correlation_id {

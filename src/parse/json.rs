@@ -1107,7 +1107,7 @@ mod tests {
             r#"{"time":"t4","ap":"no","status":203,"app":"a4"}"#,
             r#"{"tim":"no","app":"a5","time":"t5"}"#,
             r#"{"time" : "t6", "app":"a6"}"#,
-            r#"{"time":"t7","app":"a7"}"#,
+            r#"{"time":"t7","a\u0070p":"a7"}"#,
             r#"{"time":"t8","app":"a8","app":"a9"}"#,
             r#"{"time":"t9","status":"s","app":{"nested":1}}"#,
             r#"{"time":"t10","app":"a10","status":200,"x":1}"#,
