@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the deterministic core on the bundled example logs
-//! (`examples/logs`, made by `scimwatch generate`): each parser, the join + judge (the
-//! engine), and the alert conditions. Run: `cargo bench --bench core`.
+//! (`examples/logs`, made by `scimwatch generate`): the IdP and gateway parsers, every vendor
+//! preset's parsers (on `tests/fixtures/vendors`), the join alone, judging alone, and the
+//! whole engine (join, judge, leaver episodes). Run: `cargo bench --bench core`.
 //!
 //! Whole-pipeline throughput against DuckDB is `scripts/bench-replay.sh`; live throughput is
 //! `scripts/bench-live.sh`.
@@ -8,10 +9,13 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use scimwatch::config::{Config, Role};
 use scimwatch::engine::{Engine, EngineSettings};
+use scimwatch::join::{Joined, Joiner};
+use scimwatch::judge::judge;
 use scimwatch::model::Record;
 use scimwatch::parse::LineParser;
 use std::hint::black_box;
 use std::path::Path;
+use std::time::Duration;
 
 fn example() -> (Config, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -58,6 +62,50 @@ fn parsers(c: &mut Criterion) {
     }
 }
 
+/// Every vendor preset's sources on their fixture files, each source's lines read by its
+/// parser: the per-line cost of each format (the fixtures are a few lines each, so these are
+/// small, hot loops).
+fn vendor_parsers(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vendors");
+    let mut vendors: Vec<_> = std::fs::read_dir(&root)
+        .expect("vendor fixtures")
+        .map(|entry| entry.expect("a fixture").path())
+        .collect();
+    vendors.sort();
+    for dir in vendors {
+        let config = Config::load(&dir.join("scimwatch.toml")).expect("a vendor config");
+        for (index, source) in config.sources.iter().enumerate() {
+            let mut lines: Vec<Vec<u8>> = Vec::new();
+            for pattern in &source.paths {
+                let pattern = dir.join(pattern);
+                for file in glob::glob(&pattern.to_string_lossy()).expect("a glob") {
+                    let text = std::fs::read(file.expect("a path")).expect("a fixture log");
+                    lines.extend(
+                        text.split(|b| *b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .map(<[u8]>::to_vec),
+                    );
+                }
+            }
+            assert!(!lines.is_empty(), "{}: {}", dir.display(), source.name);
+            let parser = LineParser::new(source, &config.apps, index as u16).expect("parser");
+            let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+            let vendor = dir.file_name().expect("a name").to_string_lossy();
+            let mut group = c.benchmark_group(format!("parse/{vendor}/{}", source.name));
+            group.throughput(Throughput::Bytes(bytes as u64));
+            group.measurement_time(Duration::from_secs(2));
+            group.bench_function(format!("{} lines", lines.len()), |b| {
+                b.iter(|| {
+                    for (n, line) in lines.iter().enumerate() {
+                        let _ = black_box(parser.parse(black_box(line), 0, n as u64));
+                    }
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
 /// Every example record, merged by time as replay merges them.
 fn records(config: &Config, idp: &[Vec<u8>], gateway: &[Vec<u8>]) -> Vec<Record> {
     let mut all = Vec::new();
@@ -72,6 +120,58 @@ fn records(config: &Config, idp: &[Vec<u8>], gateway: &[Vec<u8>]) -> Vec<Record>
     }
     all.sort_by_key(Record::time);
     all
+}
+
+/// The join alone, fed as the engine feeds it: IdP records, notes and gateway writes in time
+/// order, settling up to each record's time.
+fn join_all(settings: &EngineSettings, records: Vec<Record>) -> Vec<Joined> {
+    let mut joiner = Joiner::new(settings.join_window_secs, settings.gateway_cid_joins);
+    let mut joined = Vec::new();
+    for record in records {
+        let time = record.time();
+        match record {
+            Record::Idp(idp) => joiner.push_idp(idp),
+            Record::Gateway(gateway) if gateway.write.is_some() => joiner.push_gateway(gateway),
+            Record::Note(note) => joiner.push_note(note),
+            _ => {}
+        }
+        joiner.expire(time, &mut joined);
+    }
+    joiner.expire_all(&mut joined);
+    joined
+}
+
+fn join_and_judge_apart(c: &mut Criterion) {
+    let (config, idp, gateway) = example();
+    let records = records(&config, &idp, &gateway);
+    let settings = EngineSettings::from_config(&config);
+    let mut group = c.benchmark_group("join");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("all example records", |b| {
+        b.iter_batched(
+            || records.clone(),
+            |records| join_all(&settings, records).len(),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+
+    let joined = join_all(&settings, records);
+    let mut group = c.benchmark_group("judge");
+    group.throughput(Throughput::Elements(joined.len() as u64));
+    group.bench_function("every joined operation", |b| {
+        b.iter_batched(
+            || joined.clone(),
+            |joined| {
+                joined
+                    .into_iter()
+                    .map(|one| black_box(judge(one)).attempts.len())
+                    .sum::<usize>()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
 }
 
 fn engine(c: &mut Criterion) {
@@ -102,5 +202,11 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parsers, engine);
+criterion_group!(
+    benches,
+    parsers,
+    vendor_parsers,
+    join_and_judge_apart,
+    engine
+);
 criterion_main!(benches);
