@@ -693,39 +693,49 @@ fn set_fields<'a>(picked: &mut Picked<'a>, fields: &[(Field, u8)], value: Value<
     }
 }
 
-/// The last member `key` of a plain object (already validated), if it is a string, as
-/// serde_json's `Map` keeps the last of a repeated key.
-fn last_string_member<'t>(object: &'t str, key: &str) -> Option<Option<&'t str>> {
-    let mut scan = Scan::plain(object);
-    let mut found = None;
+/// An object's members, each value read by `member` (which must consume it).
+pub(super) fn members<'a>(
+    scan: &mut Scan<'a>,
+    mut member: impl FnMut(&mut Scan<'a>, &'a str) -> Option<()>,
+) -> Option<()> {
     scan.eat(b'{')?;
     scan.space();
     if scan.eat(b'}').is_some() {
-        return Some(None);
+        return Some(());
     }
     loop {
         scan.space();
-        let (name, _) = scan.string()?;
+        let (key, _) = scan.string()?;
         scan.space();
         scan.eat(b':')?;
         scan.space();
-        if name == key {
-            found = match scan.peek()? {
-                b'"' => Some(scan.string()?.0),
-                _ => {
-                    scan.skip()?;
-                    None
-                }
-            };
-        } else {
-            scan.skip()?;
-        }
+        member(scan, key)?;
         scan.space();
         match scan.peek()? {
-            b',' => scan.at += 1,
-            _ => return scan.eat(b'}').map(|()| found),
+            b',' => scan.eat(b',')?,
+            _ => return scan.eat(b'}'),
         }
     }
+}
+
+/// The last member `key` of a plain object (already validated), if it is a string, as
+/// serde_json's `Map` keeps the last of a repeated key.
+fn last_string_member<'t>(object: &'t str, key: &str) -> Option<Option<&'t str>> {
+    let mut found = None;
+    members(&mut Scan::plain(object), |scan, name| {
+        if name != key {
+            return scan.skip();
+        }
+        found = match scan.peek()? {
+            b'"' => Some(scan.string()?.0),
+            _ => {
+                scan.skip()?;
+                None
+            }
+        };
+        Some(())
+    })?;
+    Some(found)
 }
 
 /// The value of a JSON string's contents: borrowed without escapes, else unescaped (null

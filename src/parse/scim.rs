@@ -6,7 +6,7 @@
 //! the whole user with `active: false` (Okta AIW), and DELETE. `op` is matched ignoring case
 //! (Entra sends `Replace`, CloudTrail `REPLACE`).
 
-use super::json::{CowStr, Scan};
+use super::json::{members, CowStr, Scan};
 use crate::model::{Method, WriteKind};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -173,31 +173,6 @@ fn plain_body(mut scan: Scan<'_>) -> Option<RequestBody> {
 /// Fills a member's slot; `None` when it was already filled (a duplicate, ignoring case).
 fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     slot.is_none().then(|| *slot = Some(value))
-}
-
-/// An object's members, each value read by `member` (which must consume it).
-fn members<'a>(
-    scan: &mut Scan<'a>,
-    mut member: impl FnMut(&mut Scan<'a>, &'a str) -> Option<()>,
-) -> Option<()> {
-    scan.eat(b'{')?;
-    scan.space();
-    if scan.eat(b'}').is_some() {
-        return Some(());
-    }
-    loop {
-        scan.space();
-        let (key, _) = scan.string()?;
-        scan.space();
-        scan.eat(b':')?;
-        scan.space();
-        member(scan, key)?;
-        scan.space();
-        match scan.peek()? {
-            b',' => scan.eat(b',')?,
-            _ => return scan.eat(b'}'),
-        }
-    }
 }
 
 /// A value as the serde reader sees it: a scalar it looks at, or `Some(None)` for anything
