@@ -30,6 +30,10 @@ pub struct Selector {
     shape: RefCell<Vec<KnownName>>,
 }
 
+/// How many top-level names a selector remembers: a line's first ones (log lines have a few
+/// dozen), so a line of a million members cannot make it keep a million.
+const KNOWN_NAMES: usize = 64;
+
 /// A top-level member name as a line had it, from its opening quote to its colon, and the
 /// root's child it selects: the same bytes scan the same way.
 #[derive(Debug, Clone)]
@@ -294,8 +298,8 @@ impl<'a> Scan<'a> {
         loop {
             self.space();
             let child = match shape.as_deref_mut() {
-                Some(shape) => self.known_name(node, shape, index)?,
-                None => self.name(node)?,
+                Some(shape) if index < KNOWN_NAMES => self.known_name(node, shape, index)?,
+                _ => self.name(node)?,
             };
             index += 1;
             self.space();
@@ -1244,6 +1248,13 @@ mod tests {
         selector.pick(lines[0], &mut picked).unwrap();
         assert_eq!(picked.text(Field::App), Some("a1"));
         assert_eq!(selector.shape.borrow().len(), 4, "the first line's names");
+        // A line wider than what is remembered: its first names only, and still picked.
+        let wide: Vec<String> = (0..200).map(|n| format!("\"k{n}\":{n}")).collect();
+        let line = format!("{{{},\"app\":\"last\"}}", wide.join(","));
+        let mut picked = Picked::default();
+        selector.pick(&line, &mut picked).unwrap();
+        assert_eq!(picked.text(Field::App), Some("last"));
+        assert_eq!(selector.shape.borrow().len(), KNOWN_NAMES);
     }
 
     #[test]
