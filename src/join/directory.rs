@@ -39,7 +39,6 @@ impl Directory {
     pub fn learn(&mut self, app: &str, id: &str, name: &str) {
         let app = self.intern(app);
         let id_hash = self.hasher.hash_one((app, id));
-        let name_hash = self.hasher.hash_one((app, name));
         let (pairs, first) = (&self.pairs, self.first);
         let known = self.by_id.find(id_hash, |&seq| {
             let pair = &pairs[(seq - first) as usize];
@@ -55,7 +54,7 @@ impl Directory {
                 entry.remove();
             }
             self.pairs[index].name = name.into();
-            self.insert_name(name_hash, seq);
+            self.insert_name(seq);
             return;
         }
         let seq = self.first + self.pairs.len() as u64;
@@ -69,11 +68,14 @@ impl Directory {
             let pair = &pairs[(s - first) as usize];
             hasher.hash_one((pair.app, &*pair.id))
         });
-        self.insert_name(name_hash, seq);
+        self.insert_name(seq);
     }
 
-    fn insert_name(&mut self, hash: u64, seq: u64) {
+    /// Indexes pair `seq` by its (app, name).
+    fn insert_name(&mut self, seq: u64) {
         let (pairs, hasher, first) = (&self.pairs, &self.hasher, self.first);
+        let pair = &pairs[(seq - first) as usize];
+        let hash = hasher.hash_one((pair.app, &*pair.name));
         self.by_name.insert_unique(hash, seq, |&s| {
             let pair = &pairs[(s - first) as usize];
             hasher.hash_one((pair.app, &*pair.name))

@@ -411,46 +411,54 @@ impl<'a> Scan<'a> {
     /// element passes when it is an object whose last `key` member is the string wanted, and
     /// is then walked by that filter's node. Only an array of objects that a plain scan reads
     /// (no number, no escape: nothing serde_json's `Map` would read differently) is searched
-    /// here; anything else goes back to serde_json.
+    /// here, and read once for that; anything else goes back to serde_json, as does a pointer
+    /// to the node or to an element itself (serde_json keeps those raw).
     fn filtered(&mut self, node: &Node, picked: &mut Picked<'a>) -> Option<()> {
-        if !node.fields.is_empty() || self.peek()? != b'[' {
+        let wanted_raw =
+            |(step, child): &(Step, Node)| step.filter.is_some() && !child.fields.is_empty();
+        if !node.fields.is_empty() || node.children.iter().any(wanted_raw) {
             return None;
         }
-        let start = self.at;
-        self.skip()?;
-        let array = &self.text[start..self.at];
+        let array: &'a str = &self.text[self.at..];
         let mut elements = Scan::plain(array);
         elements.eat(b'[')?;
         elements.space();
-        if elements.eat(b']').is_some() {
-            return Some(());
-        }
-        loop {
-            elements.space();
-            let first = elements.at;
-            if elements.peek()? != b'{' {
-                return None;
-            }
-            elements.skip()?;
-            let element = &array[first..elements.at];
-            for (step, child) in &node.children {
-                let Some((key, wanted)) = &step.filter else {
-                    continue;
-                };
-                if !child.fields.is_empty() {
-                    return None; // the element itself is wanted: serde_json keeps it raw
+        if elements.eat(b']').is_none() {
+            loop {
+                elements.space();
+                let first = elements.at;
+                if elements.peek()? != b'{' {
+                    return None;
                 }
-                if last_string_member(element, key)? == Some(wanted.as_str()) {
-                    Scan::plain(element).object(child, picked, None)?;
+                elements.skip()?;
+                let element = &array[first..elements.at];
+                // The filters of one array mostly test one key (`type`): it is looked up once.
+                let mut tested: Option<(&str, Option<&str>)> = None;
+                for (step, child) in &node.children {
+                    let Some((key, wanted)) = &step.filter else {
+                        continue;
+                    };
+                    let value = match tested {
+                        Some((k, value)) if k == key => value,
+                        _ => last_string_member(element, key)?,
+                    };
+                    tested = Some((key, value));
+                    if value == Some(wanted.as_str()) {
+                        Scan::plain(element).object(child, picked, None)?;
+                    }
+                }
+                elements.space();
+                match elements.peek()? {
+                    b',' => elements.at += 1,
+                    _ => {
+                        elements.eat(b']')?;
+                        break;
+                    }
                 }
             }
-            elements.space();
-            match elements.peek()? {
-                b',' => elements.at += 1,
-                b']' => return Some(()),
-                _ => return None,
-            }
         }
+        self.at += elements.at;
+        Some(())
     }
 
     /// A string at the cursor: its contents and whether they hold escapes. Validates escapes
@@ -1131,6 +1139,10 @@ mod tests {
                 ("/target[type=AppUser]", Field::Event),
                 ("/target[type=AppUser]/alternateId", Field::UserLogin),
             ],
+            &[
+                ("/target[type=AppUser]/alternateId", Field::UserLogin),
+                ("/target[kind=x]/id", Field::UserId),
+            ],
         ]
         .iter()
         .map(|pointers| {
@@ -1149,6 +1161,7 @@ mod tests {
             r#"{"target":[{"type":"AppUser","alternateId":"r@x"}],"list":{"1":"x"},"a":"\/"}"#,
             r#"{"published":"p","target":[{"id":"0ua1","type":"AppUser","alternateId":"rita@x","d":{"k":[true,null]}},{"type":"AppInstance","alternateId":"Acme","type":"AppInstance"},{"id":"00u1","type":"User","alternateId":"rita@x"},{"type":"User","alternateId":"second"}],"v":"0"}"#,
             r#"{"target":[{"type":"AppUser","type":"User","alternateId":"a"},{"type":{"x":1},"alternateId":"b"},{"alternateId":"c","type":"AppUser"},[],{}]}"#,
+            r#"{"target":[{"type":"AppUser","kind":"y","id":"i1","alternateId":"a"},{"type":"x","kind":"x","id":"i2"}]}"#,
             r#"{"a\u0062":1,"app":"\"q\"","time":"\uDC00","status":"\ud800\u0041"}"#,
             r#"{"o":{"k":"v","k":"w"},"o":[],"status":01,"app":"a"}"#,
             r#"{}"#,
