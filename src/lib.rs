@@ -8,6 +8,7 @@
 //! drive.
 
 pub mod alert;
+pub mod alloc;
 pub mod audit;
 pub mod config;
 pub mod daemon;

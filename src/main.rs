@@ -143,7 +143,7 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 /// spent over half of a 1M-operation replay consolidating and unlinking chunks (README
 /// "Performance").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: scimwatch::alloc::Mimalloc = scimwatch::alloc::Mimalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
