@@ -13,7 +13,7 @@ use crate::report::{Report, ReportBuilder};
 use crate::source::reader::{Line, LineReader};
 use crate::source::IngestStats;
 use crate::time::Ts;
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::fs::File;
@@ -28,6 +28,9 @@ pub struct ReplayOptions {
     pub gateway_files: Vec<PathBuf>,
     /// The report's instant; default: the newest event time.
     pub as_of: Option<Ts>,
+    /// 1 (or 0): everything on the calling thread; 2 or more: the files are read and parsed
+    /// on a second thread.
+    pub threads: usize,
 }
 
 struct Stream {
@@ -97,13 +100,22 @@ pub fn source_files(config: &Config, options: &ReplayOptions) -> anyhow::Result<
     Ok(all)
 }
 
+/// Records handed from the reading thread to the engine's at a time: enough that a batch costs
+/// the channel nothing per record, few enough that `BATCHES_IN_FLIGHT` of them stay small.
+const BATCH_RECORDS: usize = 1024;
+const BATCHES_IN_FLIGHT: usize = 8;
+
 /// Runs the core over the configured files. Every output also goes to `sink` (Parquet), with
 /// the instant open episodes are judged at (`--as-of`, else the newest event so far; final
 /// for the episodes `finish` reports).
+///
+/// With `options.threads` ≥ 2, the files are read and parsed on a thread of their own while
+/// the calling thread joins and judges (and runs `sink`): the same records reach the engine in
+/// the same order either way, so the report and every output are the same.
 pub fn replay(
     config: &Config,
     options: &ReplayOptions,
-    mut sink: impl FnMut(&Output, Ts) -> anyhow::Result<()>,
+    sink: impl FnMut(Output, Ts) -> anyhow::Result<()>,
 ) -> anyhow::Result<(Report, IngestStats)> {
     let files = source_files(config, options)?;
     let mut parsers = Vec::new();
@@ -138,12 +150,104 @@ pub fn replay(
             });
         }
     }
+    let mut core = Core {
+        engine: Engine::new(EngineSettings::from_config(config)),
+        builder: ReportBuilder::new(&config.slo),
+        as_of: options.as_of,
+        sink,
+    };
+    if options.threads <= 1 {
+        merge(&mut streams, &parsers, &mut stats, |record| {
+            core.push(record)
+        })?;
+        let report = core.finish(&stats)?;
+        return Ok((report, stats));
+    }
+    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Record>>(BATCHES_IN_FLIGHT);
+    let reading = std::thread::Builder::new()
+        .name("replay-read".into())
+        .spawn(move || -> anyhow::Result<IngestStats> {
+            let mut batch = Vec::with_capacity(BATCH_RECORDS);
+            merge(&mut streams, &parsers, &mut stats, |record| {
+                batch.push(record);
+                if batch.len() == BATCH_RECORDS {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_RECORDS));
+                    // The engine's side hung up: it failed, and says why.
+                    batches
+                        .send(full)
+                        .map_err(|_| anyhow!("the engine stopped"))?;
+                }
+                Ok(())
+            })?;
+            if !batch.is_empty() {
+                batches
+                    .send(batch)
+                    .map_err(|_| anyhow!("the engine stopped"))?;
+            }
+            Ok(stats)
+        })
+        .context("starting the reading thread")?;
+    let engine_side = received
+        .iter()
+        .try_for_each(|batch| batch.into_iter().try_for_each(|record| core.push(record)));
+    // Hanging up stops the reader if the engine failed; else it has finished.
+    drop(received);
+    let read = reading
+        .join()
+        .map_err(|_| anyhow!("the reading thread panicked"))?;
+    engine_side?;
+    let stats = read?;
+    let report = core.finish(&stats)?;
+    Ok((report, stats))
+}
 
-    let mut engine = Engine::new(EngineSettings::from_config(config));
-    let mut builder = ReportBuilder::new(&config.slo);
+/// The engine's side of a replay: records in, in time order; outputs to the report and the
+/// sink.
+struct Core<S> {
+    engine: Engine,
+    builder: ReportBuilder,
+    as_of: Option<Ts>,
+    sink: S,
+}
+
+impl<S: FnMut(Output, Ts) -> anyhow::Result<()>> Core<S> {
+    fn push(&mut self, record: Record) -> anyhow::Result<()> {
+        let engine = &mut self.engine;
+        engine.ingest(record);
+        if let Some(watermark) = engine.watermark() {
+            engine.advance(watermark);
+        }
+        let as_of = self.as_of.or(engine.watermark()).unwrap_or_default();
+        for output in engine.drain() {
+            self.builder.add(&output);
+            (self.sink)(output, as_of)?;
+        }
+        Ok(())
+    }
+
+    /// At the end of input every pending join is settled as if its window had passed.
+    fn finish(mut self, stats: &IngestStats) -> anyhow::Result<Report> {
+        let engine = &mut self.engine;
+        engine.finish();
+        let as_of = self.as_of.or(engine.watermark());
+        for output in engine.drain() {
+            self.builder.add(&output);
+            (self.sink)(output, as_of.unwrap_or_default())?;
+        }
+        Ok(self.builder.build(as_of, stats, engine.join_stats()))
+    }
+}
+
+/// Merges the streams by the time of their next record, handing each record to `emit`.
+fn merge(
+    streams: &mut [Stream],
+    parsers: &[LineParser],
+    stats: &mut IngestStats,
+    mut emit: impl FnMut(Record) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut heap = BinaryHeap::new();
     for (index, stream) in streams.iter_mut().enumerate() {
-        if let Some(time) = fill_head(stream, &parsers, &mut stats)? {
+        if let Some(time) = fill_head(stream, parsers, stats)? {
             heap.push(Reverse((time, index)));
         }
     }
@@ -152,26 +256,12 @@ pub fn replay(
         let Some(record) = stream.head.take() else {
             continue;
         };
-        engine.ingest(record);
-        if let Some(watermark) = engine.watermark() {
-            engine.advance(watermark);
-        }
-        let as_of = options.as_of.or(engine.watermark()).unwrap_or_default();
-        for output in engine.drain() {
-            builder.add(&output);
-            sink(&output, as_of)?;
-        }
-        if let Some(time) = fill_head(stream, &parsers, &mut stats)? {
+        emit(record)?;
+        if let Some(time) = fill_head(stream, parsers, stats)? {
             heap.push(Reverse((time, index)));
         }
     }
-    engine.finish();
-    let as_of = options.as_of.or(engine.watermark());
-    for output in engine.drain() {
-        builder.add(&output);
-        sink(&output, as_of.unwrap_or_default())?;
-    }
-    Ok((builder.build(as_of, &stats, engine.join_stats()), stats))
+    Ok(())
 }
 
 /// Reads a stream up to its next record; returns that record's time, or `None` at EOF.

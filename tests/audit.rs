@@ -603,3 +603,155 @@ fn an_unwritable_or_full_store_is_a_clear_error_with_nothing_half_written() {
         "{leftovers:?}"
     );
 }
+
+/// What a store holds, as DuckDB reads it: rows, a hash over every column but `ingested_at`,
+/// and files per date (tests/python/digest_parquet.py).
+fn duckdb_digest(data: &Path) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/digest_parquet.py");
+    let output = Command::new(python())
+        .arg(script)
+        .arg(data)
+        .output()
+        .expect("run `make deps` to install DuckDB");
+    assert!(
+        output.status.success(),
+        "DuckDB failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Generated traffic (8,000 operations over two days, with incidents) for the threads tests.
+fn generated(dir: &Path) -> (String, String) {
+    let out = dir.to_str().unwrap();
+    let generate = run(&[
+        "generate",
+        "--out",
+        out,
+        "--operations",
+        "8000",
+        "--users",
+        "1500",
+        "--mean-gap-secs",
+        "25",
+        "--seed",
+        "11",
+    ]);
+    assert!(generate.status.success(), "{generate:?}");
+    (
+        dir.join("idp.jsonl").to_str().unwrap().to_string(),
+        dir.join("gateway.log").to_str().unwrap().to_string(),
+    )
+}
+
+fn replay_generated(idp: &str, gateway: &str, extra: &[&str]) -> std::process::Output {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
+    let mut args = vec![
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--idp",
+        idp,
+        "--gateway",
+        gateway,
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn replay_on_one_two_or_three_threads_gives_the_same_report_and_the_same_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (idp, gateway) = generated(&dir.path().join("logs"));
+    let mut results = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let data = dir.path().join(format!("store-{threads}"));
+        let output = replay_generated(
+            &idp,
+            &gateway,
+            &[
+                "--threads",
+                threads,
+                "--parquet",
+                data.to_str().unwrap(),
+                // Several files a day, so the writer thread closes and commits files mid-run.
+                "--rows-per-file",
+                "1500",
+            ],
+        );
+        assert!(output.status.success(), "{output:?}");
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let digest = duckdb_digest(&data);
+        results.push((threads, report, digest));
+    }
+    let (_, report, digest) = &results[0];
+    assert!(report["stages"]["joiner"]["operations"].as_u64().unwrap() > 4000);
+    let stages: u64 = ["joiner", "mover", "leaver"]
+        .iter()
+        .map(|s| report["stages"][s]["operations"].as_u64().unwrap())
+        .sum();
+    let rows =
+        stages + report["skipped"].as_u64().unwrap() + report["unattributed"].as_u64().unwrap();
+    assert_eq!(digest["operations"]["rows"], rows, "{digest}");
+    let days = digest["operations"]["files_per_date"].as_object().unwrap();
+    assert!(
+        days.len() >= 2 && days.values().any(|n| n.as_u64() > Some(1)),
+        "{digest}"
+    );
+    assert!(
+        digest["leavers"]["rows"].as_u64().unwrap() > 100,
+        "{digest}"
+    );
+    for (threads, other_report, other_digest) in &results[1..] {
+        assert_eq!(
+            other_report, report,
+            "--threads {threads} changed the report"
+        );
+        assert_eq!(
+            other_digest, digest,
+            "--threads {threads} changed the Parquet store"
+        );
+    }
+}
+
+#[test]
+fn a_parquet_write_that_fails_on_the_writer_thread_fails_the_replay_and_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (idp, gateway) = generated(&dir.path().join("logs"));
+    // A file where the first date's partition directory must go: creating it fails.
+    let probe = dir.path().join("probe");
+    let output = replay_generated(&idp, &gateway, &["--parquet", probe.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let first_day = std::fs::read_dir(probe.join("operations"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("date="))
+        .min()
+        .unwrap();
+    for threads in ["1", "3"] {
+        let data = dir.path().join(format!("store-{threads}"));
+        std::fs::create_dir_all(data.join("operations")).unwrap();
+        std::fs::write(data.join("operations").join(&first_day), "not a directory").unwrap();
+        let output = replay_generated(
+            &idp,
+            &gateway,
+            &["--threads", threads, "--parquet", data.to_str().unwrap()],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "--threads {threads}: {stderr}"
+        );
+        assert!(stderr.contains(&first_day), "--threads {threads}: {stderr}");
+        assert!(
+            !stderr.contains("panicked"),
+            "--threads {threads}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "no report after a failed write");
+        assert!(parquet_files(&data).is_empty(), "--threads {threads}");
+    }
+}
