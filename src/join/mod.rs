@@ -111,18 +111,42 @@ struct Bucket {
     notes: Box<[NoteRecord]>,
     packed: PackedBucket,
     earliest: Ts,
-    latest: Ts,
+    /// When it expires: its newest record's time plus its `span`. Kept here, not derived,
+    /// because the expiry index checks it for every entry that surfaces, and reading whether
+    /// the key joins by a shared ID meant a second cache miss, into the packed key.
+    deadline: Ts,
+}
+
+/// How long a bucket waits after its newest record: a window, or two without a shared ID.
+fn span(key: &str, window_micros: i64) -> i64 {
+    let windows = if key.starts_with("c:") { 1 } else { 2 };
+    window_micros.saturating_mul(windows)
 }
 
 impl Bucket {
-    fn new(key: &str, time: Ts) -> Bucket {
+    fn new(key: &str, time: Ts, window_micros: i64) -> Bucket {
         Bucket {
             idp: Box::default(),
             notes: Box::default(),
             packed: PackedBucket::new(key),
             earliest: time,
-            latest: time,
+            deadline: Ts(time.0.saturating_add(span(key, window_micros))),
         }
+    }
+
+    /// Its newest record's time (what a checkpoint keeps).
+    fn latest(&self, window_micros: i64) -> Ts {
+        Ts(self
+            .deadline
+            .0
+            .saturating_sub(span(self.key(), window_micros)))
+    }
+
+    /// Takes in a record at `time`.
+    fn extend_to(&mut self, time: Ts, window_micros: i64) {
+        self.earliest = self.earliest.min(time);
+        let deadline = Ts(time.0.saturating_add(span(self.key(), window_micros)));
+        self.deadline = self.deadline.max(deadline);
     }
 
     fn key(&self) -> &str {
@@ -148,7 +172,7 @@ struct BucketState {
 
 /// A live bucket, serialized as a [`BucketState`] (plus `fuzzy`, implied by the key).
 #[derive(Debug)]
-pub struct BucketRef<'a>(&'a Bucket);
+pub struct BucketRef<'a>(&'a Bucket, i64);
 
 impl serde::Serialize for BucketRef<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -159,7 +183,7 @@ impl serde::Serialize for BucketRef<'_> {
         out.serialize_field("notes", &bucket.notes)?;
         out.serialize_field("gateway", &packed::Writes(&bucket.packed))?;
         out.serialize_field("earliest", &bucket.earliest)?;
-        out.serialize_field("latest", &bucket.latest)?;
+        out.serialize_field("latest", &bucket.latest(self.1))?;
         out.serialize_field("fuzzy", &bucket.fuzzy())?;
         out.end()
     }
@@ -282,7 +306,7 @@ impl Joiner {
         let mut buckets: Vec<(&str, BucketRef)> = self
             .buckets
             .iter()
-            .map(|b| (b.key(), BucketRef(b)))
+            .map(|b| (b.key(), BucketRef(b, self.window_micros)))
             .collect();
         buckets.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut pool: Vec<&PoolEntry> = self.pool.values().collect();
@@ -307,8 +331,8 @@ impl Joiner {
             joiner.directory.learn(&app, &id, &user);
         }
         for (key, state) in state.buckets {
-            let mut bucket = Bucket::new(&key, state.earliest);
-            bucket.latest = state.latest;
+            let mut bucket = Bucket::new(&key, state.latest, joiner.window_micros);
+            bucket.earliest = state.earliest;
             for write in &state.gateway {
                 bucket.packed.push(&write.unpack());
             }
@@ -333,9 +357,7 @@ impl Joiner {
                 }
             }
             let hash = joiner.hash(key.as_bytes());
-            joiner
-                .expiry
-                .push(deadline_of(&bucket, joiner.window_micros), hash);
+            joiner.expiry.push(bucket.deadline, hash);
             joiner.floor.push(bucket.earliest, hash);
             let hasher = &joiner.hasher;
             joiner.buckets.insert_unique(hash, Box::new(bucket), |b| {
@@ -410,11 +432,9 @@ impl Joiner {
     /// Drops expiry entries, due before `before` if given, of buckets settled or since given
     /// a later deadline: entries not yet due stay unchecked.
     fn clean_expiry(&mut self, before: Option<Ts>) {
-        let (buckets, window) = (&self.buckets, self.window_micros);
+        let buckets = &self.buckets;
         self.expiry.clean(before, |t, hash| {
-            buckets
-                .find(hash, |b| deadline_of(b, window) == t)
-                .is_some()
+            buckets.find(hash, |b| b.deadline == t).is_some()
         });
     }
 
@@ -539,11 +559,10 @@ impl Joiner {
         match entry {
             Entry::Occupied(mut entry) => {
                 let bucket = entry.get_mut();
-                let (old_deadline, old_earliest) = (deadline_of(bucket, window), bucket.earliest);
+                let (old_deadline, old_earliest) = (bucket.deadline, bucket.earliest);
                 add(bucket);
-                bucket.earliest = bucket.earliest.min(time);
-                bucket.latest = bucket.latest.max(time);
-                let (deadline, earliest) = (deadline_of(bucket, window), bucket.earliest);
+                bucket.extend_to(time, window);
+                let (deadline, earliest) = (bucket.deadline, bucket.earliest);
                 // The old entries stay behind, stale, until they surface.
                 if deadline != old_deadline {
                     self.expiry.push(deadline, hash);
@@ -553,9 +572,9 @@ impl Joiner {
                 }
             }
             Entry::Vacant(entry) => {
-                let mut bucket = Box::new(Bucket::new(key, time));
+                let mut bucket = Box::new(Bucket::new(key, time, window));
                 add(&mut bucket);
-                self.expiry.push(deadline_of(&bucket, window), hash);
+                self.expiry.push(bucket.deadline, hash);
                 self.floor.push(time, hash);
                 entry.insert(bucket);
             }
@@ -643,15 +662,12 @@ impl Joiner {
     /// by hash, which is random per process. Each settles while the later ones still compete
     /// for writes, as if settled one by one.
     fn settle_due(&mut self, deadline: Ts, out: &mut Vec<Joined>) {
-        let window = self.window_micros;
         // The due hashes' list is kept between calls: this runs for every settled key.
         let mut hashes = std::mem::take(&mut self.due);
         self.expiry.take_at(deadline, &mut hashes);
         if let [hash] = hashes[..] {
             // One entry (nearly always): no order to decide.
-            let entry = self
-                .buckets
-                .find_entry(hash, |b| deadline_of(b, window) == deadline);
+            let entry = self.buckets.find_entry(hash, |b| b.deadline == deadline);
             if let Ok(entry) = entry {
                 let bucket = entry.remove().0;
                 self.settle(*bucket, out);
@@ -664,7 +680,7 @@ impl Joiner {
             let due = self
                 .buckets
                 .iter_hash(hash)
-                .filter(|b| deadline_of(b, window) == deadline);
+                .filter(|b| b.deadline == deadline);
             keys.extend(due.map(|b| b.key().into()));
         }
         self.due = hashes;
@@ -927,15 +943,6 @@ impl Joiner {
         }
         result
     }
-}
-
-/// When a bucket expires: a window (two without a shared ID) past its newest record.
-fn deadline_of(bucket: &Bucket, window_micros: i64) -> Ts {
-    let windows = if bucket.fuzzy() { 2 } else { 1 };
-    Ts(bucket
-        .latest
-        .0
-        .saturating_add(window_micros.saturating_mul(windows)))
 }
 
 /// Pending buckets by a time (deadline, or earliest record), soonest first: (time, key hash).
