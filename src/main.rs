@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use scimwatch::audit::export::{export, verify, Quarter};
 use scimwatch::audit::schema::Table;
-use scimwatch::audit::{AuditWriter, WriterThread};
+use scimwatch::audit::AuditWriter;
 use scimwatch::config::{Config, ConfigError};
 use scimwatch::parse::{Field, LineParser};
 use scimwatch::replay::{replay, source_files, ReplayOptions};
@@ -75,9 +75,9 @@ enum Command {
         /// With --parquet: rows per file (and per date) before a new file is started.
         #[arg(long, default_value_t = 1_000_000)]
         rows_per_file: usize,
-        /// Threads to use: 1 runs everything on one; 2 reads and parses the files on a second;
-        /// 3 also writes Parquet on a third. The answers are the same. Default: 3, or 1 on a
-        /// single core.
+        /// Threads to use: 1 runs everything on one; 2 reads and parses the files, and writes
+        /// Parquet, on a second; 3 writes Parquet on a third. The answers are the same.
+        /// Default: the cores available, at most 3.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
     },
@@ -213,14 +213,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `replay --threads` when not given: all three a replay can use once there are two cores (on
-/// two cores, three threads beat two with `--parquet`: 3.73 s against 4.03 s on the 1M set),
-/// else one.
+/// `replay --threads` when not given: one per core, up to the three a replay can use.
 fn default_threads() -> usize {
-    match std::thread::available_parallelism() {
-        Ok(cores) if cores.get() >= 2 => 3,
-        _ => 1,
-    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(3))
 }
 
 fn run_replay(
@@ -245,7 +240,7 @@ fn run_replay(
         ),
         None => None,
     };
-    let writer = match &parquet {
+    let mut writer = match &parquet {
         Some((dir, rows_per_file)) => {
             let names = config.sources.iter().map(|s| s.name.clone()).collect();
             let now = scimwatch::daemon::wall_clock();
@@ -255,41 +250,18 @@ fn run_replay(
         None => None,
     };
     let ingested_at = scimwatch::daemon::wall_clock();
-    // Parquet is written on the replay's own thread, or (from 3 threads) on one of its own.
-    enum Sink {
-        None,
-        Here(AuditWriter),
-        Thread(WriterThread),
-    }
-    let mut sink = match writer {
-        None => Sink::None,
-        Some(writer) if options.threads >= 3 => Sink::Thread(
-            WriterThread::spawn(writer, ingested_at).context("starting the Parquet writer")?,
-        ),
-        Some(writer) => Sink::Here(writer),
-    };
+    // Runs on whichever thread `--threads` gives the sink (outputs arrive in the same order).
     let (report, _) = replay(&config, &options, |output, as_of| {
-        match &mut sink {
-            Sink::None => {}
-            Sink::Here(writer) => {
-                writer.add(&output, ingested_at, as_of)?;
-                if writer.needs_flush() {
-                    writer.flush()?;
-                }
+        if let Some(writer) = writer.as_mut() {
+            writer.add(&output, ingested_at, as_of)?;
+            if writer.needs_flush() {
+                writer.flush()?;
             }
-            Sink::Thread(thread) => thread.add(output, as_of)?,
         }
         Ok(())
     })?;
-    let writer = match sink {
-        Sink::None => None,
-        Sink::Here(mut writer) => {
-            writer.flush()?;
-            Some(writer)
-        }
-        Sink::Thread(thread) => Some(thread.finish()?),
-    };
-    if let (Some(writer), Some((dir, _))) = (&writer, &parquet) {
+    if let (Some(writer), Some((dir, _))) = (writer.as_mut(), &parquet) {
+        writer.flush()?;
         eprintln!(
             "wrote {} operations and {} leaver rows under {}",
             writer.rows_written(Table::Operations),

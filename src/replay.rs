@@ -13,7 +13,7 @@ use crate::report::{Report, ReportBuilder};
 use crate::source::reader::{Line, LineReader};
 use crate::source::IngestStats;
 use crate::time::Ts;
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::fs::File;
@@ -28,8 +28,8 @@ pub struct ReplayOptions {
     pub gateway_files: Vec<PathBuf>,
     /// The report's instant; default: the newest event time.
     pub as_of: Option<Ts>,
-    /// 1 (or 0): everything on the calling thread; 2 or more: the files are read and parsed
-    /// on a second thread.
+    /// 1 (or 0): everything on the calling thread; 2: the files are read and parsed, and the
+    /// sink run, on a second thread; 3 or more: the sink on a third (see [`replay`]).
     pub threads: usize,
 }
 
@@ -100,22 +100,45 @@ pub fn source_files(config: &Config, options: &ReplayOptions) -> anyhow::Result<
     Ok(all)
 }
 
-/// Records handed from the reading thread to the engine's at a time: enough that a batch costs
-/// the channel nothing per record, few enough that `BATCHES_IN_FLIGHT` of them stay small.
-const BATCH_RECORDS: usize = 1024;
+/// Records (or outputs) handed from one thread to another at a time: enough that a batch costs
+/// the channel nothing per item, few enough that `BATCHES_IN_FLIGHT` of them stay small.
+const BATCH: usize = 1024;
 const BATCHES_IN_FLIGHT: usize = 8;
+
+/// What the reading thread sends the engine: records in merged order, then the input's stats.
+enum ToEngine {
+    Records(Vec<Record>),
+    Done(IngestStats),
+}
+
+type Outputs = Vec<(Output, Ts)>;
+
+/// A thread found the other end of its channel gone: the other side stopped, and its own
+/// error (or its panic) is the one to report.
+#[derive(Debug)]
+struct HungUp;
+
+impl std::fmt::Display for HungUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a replay thread stopped")
+    }
+}
+
+impl std::error::Error for HungUp {}
 
 /// Runs the core over the configured files. Every output also goes to `sink` (Parquet), with
 /// the instant open episodes are judged at (`--as-of`, else the newest event so far; final
 /// for the episodes `finish` reports).
 ///
-/// With `options.threads` ≥ 2, the files are read and parsed on a thread of their own while
-/// the calling thread joins and judges (and runs `sink`): the same records reach the engine in
-/// the same order either way, so the report and every output are the same.
+/// `options.threads`: with 1, everything runs on the calling thread. With 2, the files are
+/// read and parsed on a second thread, which also runs `sink` between batches, while the
+/// calling thread joins and judges. With 3 or more, `sink` runs on a third. The engine sees
+/// the same records in the same order and `sink` the same outputs in the same order either
+/// way, so the report and every output are the same.
 pub fn replay(
     config: &Config,
     options: &ReplayOptions,
-    sink: impl FnMut(Output, Ts) -> anyhow::Result<()>,
+    mut sink: impl FnMut(Output, Ts) -> anyhow::Result<()> + Send,
 ) -> anyhow::Result<(Report, IngestStats)> {
     let files = source_files(config, options)?;
     let mut parsers = Vec::new();
@@ -154,64 +177,168 @@ pub fn replay(
         engine: Engine::new(EngineSettings::from_config(config)),
         builder: ReportBuilder::new(&config.slo),
         as_of: options.as_of,
-        sink,
     };
     if options.threads <= 1 {
         merge(&mut streams, &parsers, &mut stats, |record| {
-            core.push(record)
+            core.push(record, &mut sink)
         })?;
-        let report = core.finish(&stats)?;
+        let report = core.finish(&stats, &mut sink)?;
         return Ok((report, stats));
     }
-    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Record>>(BATCHES_IN_FLIGHT);
-    let reading = std::thread::Builder::new()
-        .name("replay-read".into())
-        .spawn(move || -> anyhow::Result<IngestStats> {
-            let mut batch = Vec::with_capacity(BATCH_RECORDS);
-            merge(&mut streams, &parsers, &mut stats, |record| {
-                batch.push(record);
-                if batch.len() == BATCH_RECORDS {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_RECORDS));
-                    // The engine's side hung up: it failed, and says why.
-                    batches
-                        .send(full)
-                        .map_err(|_| anyhow!("the engine stopped"))?;
-                }
-                Ok(())
+    let sink = &mut sink;
+    let (to_engine, from_reader) = std::sync::mpsc::sync_channel::<ToEngine>(BATCHES_IN_FLIGHT);
+    let input = Input {
+        streams,
+        parsers,
+        stats,
+        to_engine,
+    };
+    std::thread::scope(|scope| {
+        let (engine, others) = if options.threads == 2 {
+            // Unbounded, so the engine never waits for the reader (which may be waiting for
+            // the engine): it holds what the engine settles while one batch is parsed.
+            let (outputs, from_engine) = std::sync::mpsc::channel::<Outputs>();
+            let reader = spawn(scope, "replay-read", move || {
+                let mut write =
+                    |batch: Outputs| batch.into_iter().try_for_each(|(o, t)| sink(o, t));
+                input.read(|| from_engine.try_iter().try_for_each(&mut write))?;
+                // The engine still settles what was pending at the end of input.
+                from_engine.iter().try_for_each(&mut write)
             })?;
-            if !batch.is_empty() {
-                batches
-                    .send(batch)
-                    .map_err(|_| anyhow!("the engine stopped"))?;
+            let engine = engine_side(core, from_reader, |batch| outputs.send(batch).is_ok());
+            (engine, vec![reader])
+        } else {
+            let (outputs, from_engine) =
+                std::sync::mpsc::sync_channel::<Outputs>(BATCHES_IN_FLIGHT);
+            let reader = spawn(scope, "replay-read", move || input.read(|| Ok(())))?;
+            let writer = spawn(scope, "replay-sink", move || {
+                from_engine
+                    .iter()
+                    .try_for_each(|batch| batch.into_iter().try_for_each(|(o, t)| sink(o, t)))
+            })?;
+            let engine = engine_side(core, from_reader, |batch| outputs.send(batch).is_ok());
+            (engine, vec![reader, writer])
+        };
+        // The engine's ends of its channels are closed: every other thread ends, and the
+        // error to report is the one that stopped the rest (not a thread's hang-up).
+        let mut first_error = None;
+        for thread in others {
+            let result = thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            if let Err(error) = result {
+                if first_error.is_none() && error.downcast_ref::<HungUp>().is_none() {
+                    first_error = Some(error);
+                }
             }
-            Ok(stats)
-        })
-        .context("starting the reading thread")?;
-    let engine_side = received
-        .iter()
-        .try_for_each(|batch| batch.into_iter().try_for_each(|record| core.push(record)));
-    // Hanging up stops the reader if the engine failed; else it has finished.
-    drop(received);
-    let read = reading
-        .join()
-        .map_err(|_| anyhow!("the reading thread panicked"))?;
-    engine_side?;
-    let stats = read?;
-    let report = core.finish(&stats)?;
-    Ok((report, stats))
+        }
+        match (engine, first_error) {
+            (Err(error), _) if error.downcast_ref::<HungUp>().is_none() => Err(error),
+            (_, Some(error)) | (Err(error), None) => Err(error),
+            (Ok(Some(done)), None) => Ok(done),
+            (Ok(None), None) => bail!("the reading thread stopped before the end of input"),
+        }
+    })
 }
 
-/// The engine's side of a replay: records in, in time order; outputs to the report and the
-/// sink.
-struct Core<S> {
+fn spawn<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    work: impl FnOnce() -> anyhow::Result<()> + Send + 'scope,
+) -> anyhow::Result<std::thread::ScopedJoinHandle<'scope, anyhow::Result<()>>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(scope, work)
+        .with_context(|| format!("starting the {name} thread"))
+}
+
+/// The reading side of a threaded replay.
+struct Input {
+    streams: Vec<Stream>,
+    parsers: Vec<LineParser>,
+    stats: IngestStats,
+    to_engine: std::sync::mpsc::SyncSender<ToEngine>,
+}
+
+impl Input {
+    /// Reads and parses everything, sending the records on in batches, then the stats;
+    /// `between` runs after each batch sent.
+    fn read(mut self, mut between: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let send = |message| self.to_engine.send(message).map_err(|_| HungUp);
+        let mut batch = Vec::with_capacity(BATCH);
+        merge(
+            &mut self.streams,
+            &self.parsers,
+            &mut self.stats,
+            |record| {
+                batch.push(record);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    send(ToEngine::Records(full))?;
+                    between()?;
+                }
+                Ok(())
+            },
+        )?;
+        if !batch.is_empty() {
+            send(ToEngine::Records(batch))?;
+        }
+        send(ToEngine::Done(self.stats))?;
+        Ok(())
+    }
+}
+
+/// The engine's side of a threaded replay: records in until the reader is done, outputs sent
+/// on in batches. Returns `None` if the reader hung up before it was done (it failed).
+fn engine_side(
+    mut core: Core,
+    from_reader: std::sync::mpsc::Receiver<ToEngine>,
+    mut send: impl FnMut(Outputs) -> bool,
+) -> anyhow::Result<Option<(Report, IngestStats)>> {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut emit = |output: Output, as_of: Ts| {
+        batch.push((output, as_of));
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if !send(full) {
+                return Err(HungUp.into());
+            }
+        }
+        Ok(())
+    };
+    for message in from_reader {
+        match message {
+            ToEngine::Records(records) => {
+                for record in records {
+                    core.push(record, &mut emit)?;
+                }
+            }
+            ToEngine::Done(stats) => {
+                let report = core.finish(&stats, &mut emit)?;
+                if !batch.is_empty() && !send(std::mem::take(&mut batch)) {
+                    return Err(HungUp.into());
+                }
+                return Ok(Some((report, stats)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The engine's side of a replay: records in, in time order; outputs to the report and to
+/// `emit`.
+struct Core {
     engine: Engine,
     builder: ReportBuilder,
     as_of: Option<Ts>,
-    sink: S,
 }
 
-impl<S: FnMut(Output, Ts) -> anyhow::Result<()>> Core<S> {
-    fn push(&mut self, record: Record) -> anyhow::Result<()> {
+impl Core {
+    fn push(
+        &mut self,
+        record: Record,
+        emit: &mut impl FnMut(Output, Ts) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let engine = &mut self.engine;
         engine.ingest(record);
         if let Some(watermark) = engine.watermark() {
@@ -220,19 +347,23 @@ impl<S: FnMut(Output, Ts) -> anyhow::Result<()>> Core<S> {
         let as_of = self.as_of.or(engine.watermark()).unwrap_or_default();
         for output in engine.drain() {
             self.builder.add(&output);
-            (self.sink)(output, as_of)?;
+            emit(output, as_of)?;
         }
         Ok(())
     }
 
     /// At the end of input every pending join is settled as if its window had passed.
-    fn finish(mut self, stats: &IngestStats) -> anyhow::Result<Report> {
+    fn finish(
+        mut self,
+        stats: &IngestStats,
+        emit: &mut impl FnMut(Output, Ts) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Report> {
         let engine = &mut self.engine;
         engine.finish();
         let as_of = self.as_of.or(engine.watermark());
         for output in engine.drain() {
             self.builder.add(&output);
-            (self.sink)(output, as_of.unwrap_or_default())?;
+            emit(output, as_of.unwrap_or_default())?;
         }
         Ok(self.builder.build(as_of, stats, engine.join_stats()))
     }

@@ -717,7 +717,7 @@ fn replay_on_one_two_or_three_threads_gives_the_same_report_and_the_same_parquet
 }
 
 #[test]
-fn a_parquet_write_that_fails_on_the_writer_thread_fails_the_replay_and_names_the_path() {
+fn a_parquet_write_that_fails_on_any_thread_fails_the_replay_and_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let (idp, gateway) = generated(&dir.path().join("logs"));
     // A file where the first date's partition directory must go: creating it fails.
@@ -731,14 +731,23 @@ fn a_parquet_write_that_fails_on_the_writer_thread_fails_the_replay_and_names_th
         .filter(|name| name.starts_with("date="))
         .min()
         .unwrap();
-    for threads in ["1", "3"] {
+    // The sink runs on the engine's thread (1), the reader's (2) or its own (3).
+    for threads in ["1", "2", "3"] {
         let data = dir.path().join(format!("store-{threads}"));
         std::fs::create_dir_all(data.join("operations")).unwrap();
         std::fs::write(data.join("operations").join(&first_day), "not a directory").unwrap();
         let output = replay_generated(
             &idp,
             &gateway,
-            &["--threads", threads, "--parquet", data.to_str().unwrap()],
+            // Files of 1,000 rows: the first is written (and fails) mid-replay, in the sink.
+            &[
+                "--threads",
+                threads,
+                "--parquet",
+                data.to_str().unwrap(),
+                "--rows-per-file",
+                "1000",
+            ],
         );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(

@@ -10,4 +10,4 @@ pub mod export;
 pub mod schema;
 pub mod writer;
 
-pub use writer::{AuditWriter, WriterThread};
+pub use writer::AuditWriter;

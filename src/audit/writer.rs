@@ -37,9 +37,6 @@ pub enum AuditError {
     },
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
-    /// A [`WriterThread`] asked for more after its error was returned.
-    #[error("the Parquet writer thread has stopped after an error")]
-    Stopped,
 }
 
 impl AuditError {
@@ -477,99 +474,6 @@ impl AuditWriter {
         durable::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
         self.sequence += 1;
         Ok(dir.join(format!("{}-{:06}.parquet", self.file_prefix, self.sequence)))
-    }
-}
-
-/// Outputs handed to a [`WriterThread`] at a time, and how many batches may wait.
-const THREAD_BATCH: usize = 1024;
-const THREAD_BATCHES_IN_FLIGHT: usize = 8;
-
-/// An [`AuditWriter`] on a thread of its own (`replay --threads 3`): outputs are sent over in
-/// batches and written in the order sent, each full file committed as it closes, exactly as
-/// the writer itself would on the sending thread.
-pub struct WriterThread {
-    batch: Vec<(Output, Ts)>,
-    sender: Option<std::sync::mpsc::SyncSender<Vec<(Output, Ts)>>>,
-    thread: Option<std::thread::JoinHandle<Result<AuditWriter, AuditError>>>,
-}
-
-impl WriterThread {
-    /// Starts the thread; `ingested_at` stamps every operation row, as in [`AuditWriter::add`].
-    pub fn spawn(mut writer: AuditWriter, ingested_at: Ts) -> std::io::Result<WriterThread> {
-        let (sender, received) =
-            std::sync::mpsc::sync_channel::<Vec<(Output, Ts)>>(THREAD_BATCHES_IN_FLIGHT);
-        let thread = std::thread::Builder::new()
-            .name("replay-parquet".into())
-            .spawn(move || {
-                for batch in received {
-                    for (output, as_of) in batch {
-                        writer.add(&output, ingested_at, as_of)?;
-                        if writer.needs_flush() {
-                            writer.flush()?;
-                        }
-                    }
-                }
-                writer.flush()?;
-                Ok(writer)
-            })?;
-        Ok(WriterThread {
-            batch: Vec::with_capacity(THREAD_BATCH),
-            sender: Some(sender),
-            thread: Some(thread),
-        })
-    }
-
-    /// Queues an output. If the thread has failed, returns its error.
-    pub fn add(&mut self, output: Output, as_of: Ts) -> Result<(), AuditError> {
-        self.batch.push((output, as_of));
-        if self.batch.len() >= THREAD_BATCH {
-            self.send()?;
-        }
-        Ok(())
-    }
-
-    fn send(&mut self) -> Result<(), AuditError> {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(THREAD_BATCH));
-        let sent = match &self.sender {
-            Some(sender) => sender.send(batch).is_ok(),
-            None => false,
-        };
-        if sent {
-            return Ok(());
-        }
-        // The thread hung up: it returned an error, which this join collects.
-        self.join().map(|_| ())
-    }
-
-    /// Sends what is queued, waits for every row to be written and every file committed, and
-    /// gives the writer back (for its counts).
-    pub fn finish(mut self) -> Result<AuditWriter, AuditError> {
-        if !self.batch.is_empty() {
-            self.send()?;
-        }
-        self.join()
-    }
-
-    fn join(&mut self) -> Result<AuditWriter, AuditError> {
-        self.sender = None;
-        let Some(thread) = self.thread.take() else {
-            return Err(AuditError::Stopped);
-        };
-        match thread.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-}
-
-impl Drop for WriterThread {
-    /// On an error path the thread is told to stop (its writer removes what it left
-    /// uncommitted) and waited for.
-    fn drop(&mut self) {
-        self.sender = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
