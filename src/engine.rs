@@ -588,6 +588,7 @@ mod tests {
         fn finish(&mut self) -> &mut Self {
             self.engine.episodes.assert_open_index();
             self.engine.finish();
+            self.engine.episodes.assert_open_index();
             self.outputs.extend(self.engine.drain());
             self
         }
@@ -720,6 +721,35 @@ mod tests {
         assert_eq!(episode.state, crate::judge::EpisodeState::Open);
         assert!(episode.breached(at(901)));
         assert!(!episode.breached(at(899)));
+    }
+
+    /// The index of open episodes follows each way in and out: opened and left open (a 404),
+    /// closed later by another leaver operation, opened and closed by one operation.
+    #[test]
+    fn the_open_index_follows_episodes_closed_by_a_later_operation_or_at_once() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Leaver, "a@x", Some(IdpStatus::Failure))
+            .gateway(1, "c1", WriteKind::Disable, 404);
+        s.engine.advance(at(2000));
+        s.engine.episodes.assert_open_index();
+        assert_eq!(s.engine.open_episode_count(), 1, "the 404 leaves it open");
+        s.idp(2100, "c2", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+            .gateway(2101, "c2", WriteKind::Disable, 200)
+            .idp(2102, "c3", Stage::Leaver, "b@x", Some(IdpStatus::Success))
+            .gateway(2103, "c3", WriteKind::Disable, 200);
+        s.engine.advance(at(4000));
+        s.engine.episodes.assert_open_index();
+        assert_eq!(s.engine.open_episode_count(), 0, "both disabled");
+        s.outputs.extend(s.engine.drain());
+        s.finish();
+        let states: Vec<_> = s.episodes().iter().map(|e| (e.user(), e.state)).collect();
+        assert_eq!(
+            states,
+            [
+                ("a@x", crate::judge::EpisodeState::Disabled),
+                ("b@x", crate::judge::EpisodeState::Disabled)
+            ]
+        );
     }
 
     #[test]

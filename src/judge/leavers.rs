@@ -639,7 +639,11 @@ impl Episodes {
     ) {
         let policy = &self.policy;
         let pair = self.pairs.entry(pair_key.clone()).or_default();
-        if pair.open.is_none() {
+        // An episode opened here joins the open index only if it is still open at the end:
+        // most leavers are disabled by the operation that starts their episode, and the
+        // index is a B-tree of string pairs.
+        let opened_here = pair.open.is_none();
+        if opened_here {
             if pair.last_closed_at.is_some() && !pair.rehired_since_close {
                 return; // already disabled, no rehire since: not a new episode (clar. 15)
             }
@@ -683,7 +687,6 @@ impl Episodes {
                 state: EpisodeState::Open,
                 initiated_by,
             }));
-            self.open_keys.insert(pair_key.clone());
         }
         let Some(episode) = pair.open.as_mut() else {
             return;
@@ -705,6 +708,9 @@ impl Episodes {
         }
         // Only a 2xx closes; a 404 leaves it open for a person (clarification 14).
         let Some(disabled_at) = op.first_success else {
+            if opened_here {
+                self.open_keys.insert(pair_key.clone());
+            }
             return;
         };
         let Some(mut episode) = pair.open.take() else {
@@ -714,7 +720,9 @@ impl Episodes {
         episode.state = EpisodeState::Disabled;
         pair.last_closed_at = Some(disabled_at);
         pair.rehired_since_close = false;
-        self.open_keys.remove(pair_key);
+        if !opened_here {
+            self.open_keys.remove(pair_key);
+        }
         if let Some(login) = &episode.user_login {
             let intervals = self.disabled.entry(key_of(login)).or_default();
             crate::model::push_small(
