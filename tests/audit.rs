@@ -756,6 +756,11 @@ fn a_parquet_write_that_fails_on_any_thread_fails_the_replay_and_names_the_path(
             "--threads {threads}: {stderr}"
         );
         assert!(stderr.contains(&first_day), "--threads {threads}: {stderr}");
+        assert_eq!(
+            stderr.matches("os error").count(),
+            1,
+            "the cause once: {stderr}"
+        );
         assert!(
             !stderr.contains("panicked"),
             "--threads {threads}: {stderr}"

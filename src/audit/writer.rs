@@ -22,18 +22,19 @@ use std::path::{Path, PathBuf};
 /// Rows per row group: large enough for good compression, small enough for readers to skip.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// An audit store failure, naming the path.
+/// An audit store failure, naming the path. The cause is part of the message, not a source of
+/// its own: `{:#}` would print it twice ("…: File exists (os error 17): File exists …").
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: cannot write Parquet: {source}")]
+    #[error("{path}: cannot write Parquet: {error}")]
     Parquet {
         path: PathBuf,
-        source: parquet::errors::ParquetError,
+        error: parquet::errors::ParquetError,
     },
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
@@ -43,7 +44,7 @@ impl AuditError {
     pub fn io(path: &Path, source: std::io::Error) -> AuditError {
         AuditError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 }
@@ -118,17 +119,17 @@ pub fn write_uncommitted(
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
         let mut writer = ArrowWriter::try_new(file, table.schema(), Some(properties(table)))
-            .map_err(|source| AuditError::Parquet {
+            .map_err(|error| AuditError::Parquet {
                 path: tmp.clone(),
-                source,
+                error,
             })?;
-        writer.write(batch).map_err(|source| AuditError::Parquet {
+        writer.write(batch).map_err(|error| AuditError::Parquet {
             path: tmp.clone(),
-            source,
+            error,
         })?;
-        let file = writer.into_inner().map_err(|source| AuditError::Parquet {
+        let file = writer.into_inner().map_err(|error| AuditError::Parquet {
             path: tmp.clone(),
-            source,
+            error,
         })?;
         file.sync_all().map_err(|e| AuditError::io(&tmp, e))
     })();
@@ -274,9 +275,9 @@ pub struct AuditWriter {
 }
 
 fn parquet_error(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> AuditError + '_ {
-    move |source| AuditError::Parquet {
+    move |error| AuditError::Parquet {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
