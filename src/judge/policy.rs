@@ -171,7 +171,13 @@ mod tests {
             "github*",
             "*a*a*",
             "ab*ba",
+            "*ADMIN*@Corp.Example",
+            "*aa*aa*",
+            "*a*b*a*",
+            "x*y*z",
         ];
+        let long = format!("{}Admin{}@corp.example", "x".repeat(200), "ü".repeat(40));
+        let long_miss = format!("{}adm{}@corp.example", "x".repeat(200), "in".repeat(40));
         let values = [
             "aws-prod",
             "AWS-Prod",
@@ -198,6 +204,14 @@ mod tests {
             "ábc",
             "Kadmin@corp.example",
             "\u{212A}admin@corp.example",
+            "aaa",
+            "aaaa",
+            "ABA",
+            "Ä-aDmIn-ä@corp.example",
+            "xyz",
+            "xzy",
+            &long,
+            &long_miss,
         ];
         for pattern in patterns {
             let fast = Matcher::new(pattern).unwrap();
