@@ -115,16 +115,9 @@ type Outputs = Vec<(Output, Ts)>;
 
 /// A thread found the other end of its channel gone: the other side stopped, and its own
 /// error (or its panic) is the one to report.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("a replay thread stopped")]
 struct HungUp;
-
-impl std::fmt::Display for HungUp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a replay thread stopped")
-    }
-}
-
-impl std::error::Error for HungUp {}
 
 /// Runs the core over the configured files. Every output also goes to `sink` (Parquet), with
 /// the instant open episodes are judged at (`--as-of`, else the newest event so far; final
@@ -199,8 +192,7 @@ pub fn replay(
             // the engine): it holds what the engine settles while one batch is parsed.
             let (outputs, from_engine) = std::sync::mpsc::channel::<Outputs>();
             let reader = spawn(scope, "replay-read", move || {
-                let mut write =
-                    |batch: Outputs| batch.into_iter().try_for_each(|(o, t)| sink(o, t));
+                let mut write = |batch| write_outputs(sink, batch);
                 input.read(|| from_engine.try_iter().try_for_each(&mut write))?;
                 // The engine still settles what was pending at the end of input.
                 from_engine.iter().try_for_each(&mut write)
@@ -214,7 +206,7 @@ pub fn replay(
             let writer = spawn(scope, "replay-sink", move || {
                 from_engine
                     .iter()
-                    .try_for_each(|batch| batch.into_iter().try_for_each(|(o, t)| sink(o, t)))
+                    .try_for_each(|batch| write_outputs(sink, batch))
             })?;
             let engine = engine_side(core, from_reader, |batch| outputs.send(batch).is_ok());
             (engine, vec![reader, writer])
@@ -239,6 +231,16 @@ pub fn replay(
             (Ok(None), None) => bail!("the reading thread stopped before the end of input"),
         }
     })
+}
+
+/// Hands a batch the engine sent to the sink, in order.
+fn write_outputs(
+    sink: &mut impl FnMut(Output, Ts) -> anyhow::Result<()>,
+    batch: Outputs,
+) -> anyhow::Result<()> {
+    batch
+        .into_iter()
+        .try_for_each(|(output, as_of)| sink(output, as_of))
 }
 
 fn spawn<'scope>(

@@ -117,9 +117,14 @@ struct Bucket {
     deadline: Ts,
 }
 
+/// Whether a bucket key joins by resource id / user name rather than a shared ID.
+fn fuzzy_key(key: &[u8]) -> bool {
+    !key.starts_with(b"c:")
+}
+
 /// How long a bucket waits after its newest record: a window, or two without a shared ID.
 fn span(key: &str, window_micros: i64) -> i64 {
-    let windows = if key.starts_with("c:") { 1 } else { 2 };
+    let windows = if fuzzy_key(key.as_bytes()) { 2 } else { 1 };
     window_micros.saturating_mul(windows)
 }
 
@@ -142,11 +147,10 @@ impl Bucket {
             .saturating_sub(span(self.key(), window_micros)))
     }
 
-    /// Takes in a record at `time`.
-    fn extend_to(&mut self, time: Ts, window_micros: i64) {
+    /// Takes in a record at `time`; `span` is the key's.
+    fn extend_to(&mut self, time: Ts, span: i64) {
         self.earliest = self.earliest.min(time);
-        let deadline = Ts(time.0.saturating_add(span(self.key(), window_micros)));
-        self.deadline = self.deadline.max(deadline);
+        self.deadline = self.deadline.max(Ts(time.0.saturating_add(span)));
     }
 
     fn key(&self) -> &str {
@@ -155,7 +159,7 @@ impl Bucket {
 
     /// Joined by resource id / user name rather than a shared ID.
     fn fuzzy(&self) -> bool {
-        !self.packed.key_bytes().starts_with(b"c:")
+        fuzzy_key(self.packed.key_bytes())
     }
 }
 
@@ -561,7 +565,7 @@ impl Joiner {
                 let bucket = entry.get_mut();
                 let (old_deadline, old_earliest) = (bucket.deadline, bucket.earliest);
                 add(bucket);
-                bucket.extend_to(time, window);
+                bucket.extend_to(time, span(key, window));
                 let (deadline, earliest) = (bucket.deadline, bucket.earliest);
                 // The old entries stay behind, stale, until they surface.
                 if deadline != old_deadline {
