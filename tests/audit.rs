@@ -19,7 +19,14 @@ fn python() -> PathBuf {
 
 /// Runs DuckDB over a store (tests/python/read_parquet.py); `make test` installs it.
 fn duckdb_read(data: &Path) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_parquet.py");
+    duckdb_script("read_parquet.py", data)
+}
+
+/// Runs a DuckDB script of tests/python over a store and reads the JSON it prints.
+fn duckdb_script(name: &str, data: &Path) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name);
     let output = Command::new(python())
         .arg(script)
         .arg(data)
@@ -607,18 +614,7 @@ fn an_unwritable_or_full_store_is_a_clear_error_with_nothing_half_written() {
 /// What a store holds, as DuckDB reads it: rows, a hash over every column but `ingested_at`,
 /// and files per date (tests/python/digest_parquet.py).
 fn duckdb_digest(data: &Path) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/digest_parquet.py");
-    let output = Command::new(python())
-        .arg(script)
-        .arg(data)
-        .output()
-        .expect("run `make deps` to install DuckDB");
-    assert!(
-        output.status.success(),
-        "DuckDB failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    duckdb_script("digest_parquet.py", data)
 }
 
 /// Generated traffic (8,000 operations over two days, with incidents) for the threads tests.
@@ -661,6 +657,25 @@ fn replay_generated(idp: &str, gateway: &str, extra: &[&str]) -> std::process::O
     run(&args)
 }
 
+/// `replay --threads T --parquet DATA --rows-per-file N` on the generated logs.
+fn replay_threads(
+    (idp, gateway): (&str, &str),
+    threads: &str,
+    data: &Path,
+    rows_per_file: &str,
+) -> std::process::Output {
+    let data = data.to_str().unwrap();
+    let args = [
+        "--threads",
+        threads,
+        "--parquet",
+        data,
+        "--rows-per-file",
+        rows_per_file,
+    ];
+    replay_generated(idp, gateway, &args)
+}
+
 #[test]
 fn replay_on_one_two_or_three_threads_gives_the_same_report_and_the_same_parquet() {
     let dir = tempfile::tempdir().unwrap();
@@ -668,19 +683,8 @@ fn replay_on_one_two_or_three_threads_gives_the_same_report_and_the_same_parquet
     let mut results = Vec::new();
     for threads in ["1", "2", "3"] {
         let data = dir.path().join(format!("store-{threads}"));
-        let output = replay_generated(
-            &idp,
-            &gateway,
-            &[
-                "--threads",
-                threads,
-                "--parquet",
-                data.to_str().unwrap(),
-                // Several files a day, so the writer thread closes and commits files mid-run.
-                "--rows-per-file",
-                "1500",
-            ],
-        );
+        // Several files a day, so the writer thread closes and commits files mid-run.
+        let output = replay_threads((&idp, &gateway), threads, &data, "1500");
         assert!(output.status.success(), "{output:?}");
         let report: Value = serde_json::from_slice(&output.stdout).unwrap();
         let digest = duckdb_digest(&data);
@@ -736,19 +740,8 @@ fn a_parquet_write_that_fails_on_any_thread_fails_the_replay_and_names_the_path(
         let data = dir.path().join(format!("store-{threads}"));
         std::fs::create_dir_all(data.join("operations")).unwrap();
         std::fs::write(data.join("operations").join(&first_day), "not a directory").unwrap();
-        let output = replay_generated(
-            &idp,
-            &gateway,
-            // Files of 1,000 rows: the first is written (and fails) mid-replay, in the sink.
-            &[
-                "--threads",
-                threads,
-                "--parquet",
-                data.to_str().unwrap(),
-                "--rows-per-file",
-                "1000",
-            ],
-        );
+        // Files of 1,000 rows: the first is written (and fails) mid-replay, in the sink.
+        let output = replay_threads((&idp, &gateway), threads, &data, "1000");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(
             output.status.code(),
