@@ -25,8 +25,9 @@ impl Matcher {
         if !pattern.is_ascii() || pattern.contains(['?', '[', ']']) {
             Some(Matcher::Glob(glob))
         } else if pattern.contains('*') {
+            // Folded once here, so matching folds only the value's side.
             Some(Matcher::Stars(
-                pattern.split('*').map(str::to_string).collect(),
+                pattern.split('*').map(str::to_ascii_lowercase).collect(),
             ))
         } else {
             Some(Matcher::Literal(pattern.to_string()))
@@ -59,19 +60,26 @@ fn stars_match(parts: &[String], value: &[u8]) -> bool {
     }
     let mut rest = &value[first.len()..value.len() - last.len()];
     for part in middle {
-        let part = part.as_bytes();
-        if part.is_empty() {
-            continue;
-        }
-        match rest
-            .windows(part.len())
-            .position(|w| w.eq_ignore_ascii_case(part))
-        {
+        match find_folded(rest, part.as_bytes()) {
             Some(at) => rest = &rest[at + part.len()..],
             None => return false,
         }
     }
     true
+}
+
+/// Where `part` (ASCII, already lowercase) first appears in `value`, ignoring ASCII case: a
+/// scan for its first byte, the rest compared only there (this runs for every operation's
+/// login against patterns like `*admin*`).
+fn find_folded(value: &[u8], part: &[u8]) -> Option<usize> {
+    let Some((&head, tail)) = part.split_first() else {
+        return Some(0);
+    };
+    let last_start = value.len().checked_sub(part.len())?;
+    (0..=last_start).find(|&at| {
+        value[at].to_ascii_lowercase() == head
+            && value[at + 1..at + part.len()].eq_ignore_ascii_case(tail)
+    })
 }
 
 #[derive(Debug, Clone)]
