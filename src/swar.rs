@@ -52,9 +52,46 @@ pub fn has_ascii_uppercase(bytes: &[u8]) -> bool {
     })
 }
 
+/// `a == b`, comparing texts of 4 to 16 bytes (a JSON member's name with its quotes and
+/// colon) as two overlapping words each, inline, where slice equality calls `memcmp`.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+        bytes[at..at + N].try_into().expect("N bytes")
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        8..=16 => {
+            let same = |at| u64::from_ne_bytes(word(a, at)) == u64::from_ne_bytes(word(b, at));
+            same(0) && same(n - 8)
+        }
+        4..=7 => {
+            let same = |at| u32::from_ne_bytes(word(a, at)) == u32::from_ne_bytes(word(b, at));
+            same(0) && same(n - 4)
+        }
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_agrees_with_slice_equality_for_a_difference_at_every_offset() {
+        for len in 0..24 {
+            let a: Vec<u8> = (0..len as u8).map(|i| b'a' + i).collect();
+            assert!(same_bytes(&a, &a.clone()), "{len}");
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "{len}, differing at {at}");
+            }
+            assert!(!same_bytes(&a, &a[..len.saturating_sub(1)]) || len == 0);
+        }
+    }
 
     #[test]
     fn find_from_finds_what_a_byte_search_finds_at_every_offset() {
