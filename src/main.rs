@@ -255,7 +255,7 @@ fn run_replay(
         if let Some(writer) = writer.as_mut() {
             writer.add(&output, ingested_at, as_of)?;
             if writer.needs_flush() {
-                writer.flush()?;
+                writer.commit_full()?;
             }
         }
         Ok(())

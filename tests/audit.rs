@@ -721,6 +721,62 @@ fn replay_on_one_two_or_three_threads_gives_the_same_report_and_the_same_parquet
 }
 
 #[test]
+fn files_fill_to_rows_per_file_though_rows_reach_the_encoder_a_few_thousand_at_a_time() {
+    // 12,000 operations on one day, files of 5,000 rows: rows go to the encoder 4,096 at a
+    // time, so a file fills partway through a write and the rest starts the next file. That
+    // file stays open (only the full one is committed), so every file but the last is full,
+    // and the other table's open file is left as it is.
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let generate = run(&[
+        "generate",
+        "--out",
+        logs.to_str().unwrap(),
+        "--operations",
+        "12000",
+        "--users",
+        "3000",
+        "--mean-gap-secs",
+        "1",
+        "--seed",
+        "5",
+    ]);
+    assert!(generate.status.success(), "{generate:?}");
+    let (idp, gateway) = (logs.join("idp.jsonl"), logs.join("gateway.log"));
+    let data = dir.path().join("store");
+    let output = replay_threads(
+        (idp.to_str().unwrap(), gateway.to_str().unwrap()),
+        "2",
+        &data,
+        "5000",
+    );
+    assert!(output.status.success(), "{output:?}");
+    let digest = duckdb_digest(&data);
+    let days = digest["operations"]["file_rows"].as_object().unwrap();
+    assert_eq!(days.len(), 1, "{digest}");
+    let files: Vec<u64> = days
+        .values()
+        .next()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    let total = digest["operations"]["rows"].as_u64().unwrap();
+    assert!(total > 10_000, "{digest}");
+    let mut expected = vec![5000; (total / 5000) as usize];
+    expected.extend(Some(total % 5000).filter(|&rest| rest > 0));
+    assert_eq!(files, expected, "{digest}");
+    // Committing a full operations file leaves the leavers' open file alone.
+    assert_eq!(
+        digest["leavers"]["files_per_date"],
+        serde_json::json!({ "2026-07-01": 1 }),
+        "{digest}"
+    );
+}
+
+#[test]
 fn a_parquet_write_that_fails_on_any_thread_fails_the_replay_and_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let (idp, gateway) = generated(&dir.path().join("logs"));

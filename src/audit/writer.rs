@@ -22,6 +22,11 @@ use std::path::{Path, PathBuf};
 /// Rows per row group: large enough for good compression, small enough for readers to skip.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
+/// Rows buffered before they are handed to the Parquet encoder, which keeps adding them to the
+/// open row group: the encoding work comes in small steps while the rows are still in cache,
+/// rather than in one pause per row group (a threaded replay's engine waited out each pause).
+const SPILL_ROWS: usize = 4 * 1024;
+
 /// An audit store failure, naming the path. The cause is part of the message, not a source of
 /// its own: `{:#}` would print it twice ("…: File exists (os error 17): File exists …").
 #[derive(Debug, thiserror::Error)]
@@ -254,9 +259,10 @@ struct OpenFile {
     rows: u64,
 }
 
-/// Streams rows into atomically committed files: rows are buffered a row group at a time
-/// (64 Ki rows) and written to the open file of their table and date, so memory does not grow
-/// with `rows_per_file`. Nothing is visible until the owner commits: `flush`, or `prepare` +
+/// Streams rows into atomically committed files: rows are buffered a few thousand at a time
+/// ([`SPILL_ROWS`]) and written to the open file of their table and date, in row groups of
+/// 64 Ki rows, so memory does not grow with `rows_per_file`. Nothing is visible until the
+/// owner commits: `flush`, `commit_full` for the files that filled up, or `prepare` +
 /// `commit_prepared` for the daemon's exactly-once checkpoints; `needs_flush` says when a file
 /// is full and waiting.
 pub struct AuditWriter {
@@ -332,7 +338,7 @@ impl AuditWriter {
                 let day = day_of(row.time());
                 let buffer = self.operations.entry(day).or_default();
                 buffer.append(&row);
-                if buffer.len() >= self.group_rows() {
+                if buffer.len() >= self.spill_rows() {
                     self.spill(Table::Operations, day)?;
                 }
             }
@@ -341,7 +347,7 @@ impl AuditWriter {
                     let day = day_of(row.initiated_at);
                     let buffer = self.leavers.entry(day).or_default();
                     buffer.push(row);
-                    if buffer.len() >= self.group_rows() {
+                    if buffer.len() >= self.spill_rows() {
                         self.spill(Table::Leavers, day)?;
                     }
                 }
@@ -351,9 +357,9 @@ impl AuditWriter {
         Ok(())
     }
 
-    /// Rows per write: a row group, or fewer when files are smaller than that.
-    fn group_rows(&self) -> usize {
-        ROW_GROUP_ROWS.min(self.rows_per_file)
+    /// Rows per write to the encoder: [`SPILL_ROWS`], or fewer when files are smaller.
+    fn spill_rows(&self) -> usize {
+        SPILL_ROWS.min(self.rows_per_file)
     }
 
     /// Writes the buffered rows of a table and day to its open file (opening one as needed,
@@ -437,6 +443,14 @@ impl AuditWriter {
     /// Whether a file is full and waiting to be committed.
     pub fn needs_flush(&self) -> bool {
         !self.finished.is_empty()
+    }
+
+    /// Makes the files that filled up visible, leaving the rest buffered or open (a replay
+    /// commits each file as it fills; only its end flushes what remains).
+    pub fn commit_full(&mut self) -> Result<Vec<PathBuf>, AuditError> {
+        let full = std::mem::take(&mut self.finished);
+        commit_prepared(&full)?;
+        Ok(full.into_iter().map(|p| p.path).collect())
     }
 
     /// Writes every buffer out and makes the files visible. Returns the files written.

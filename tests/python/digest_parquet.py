@@ -1,8 +1,9 @@
 """What a replay's Parquet store holds, as DuckDB reads it, for tests/audit.rs.
 
 Usage: digest_parquet.py DATA_DIR   prints JSON: per table, the row count, the number of files
-per date partition, and a hash over every row and column but `ingested_at` (the wall clock of
-the run), rows taken in a fixed order, so two stores with the same contents print the same.
+per date partition and the rows in each (largest first), and a hash over every row and column
+but `ingested_at` (the wall clock of the run), so two stores with the same contents print the
+same.
 """
 import json
 import sys
@@ -22,5 +23,10 @@ for table in ("operations", "leavers"):
     files = dict(con.execute(
         f"SELECT date::VARCHAR, count(DISTINCT filename) FROM {source} GROUP BY ALL ORDER BY 1"
     ).fetchall())
-    out[table] = {"rows": rows, "hash": str(digest), "files_per_date": files}
+    file_rows = {}
+    for date, count in con.execute(
+        f"SELECT date::VARCHAR, count(*) FROM {source} GROUP BY date, filename ORDER BY 1, 2 DESC"
+    ).fetchall():
+        file_rows.setdefault(date, []).append(count)
+    out[table] = {"rows": rows, "hash": str(digest), "files_per_date": files, "file_rows": file_rows}
 print(json.dumps(out))
