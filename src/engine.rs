@@ -352,19 +352,44 @@ impl Engine {
         if let Some(pending) = self.joiner.pending_floor() {
             floor = floor.min(pending);
         }
-        self.release_timeline(Some(floor));
+        self.release_timeline(Some(floor), usize::MAX);
     }
 
     /// Settles everything as if every window had passed (end of replay input), then reports
     /// the episodes still open as of `as_of`.
     pub fn finish(&mut self) {
+        self.finish_in_steps(usize::MAX, |_| Ok::<(), std::convert::Infallible>(()))
+            .unwrap_or_else(|never| match never {});
+    }
+
+    /// [`Engine::finish`] in steps of at most `step` operations or timeline items, calling
+    /// `between` after each so the outputs so far can be taken ([`Engine::drain`]) and worked
+    /// on while the rest are settled. The outputs, and their order, are [`Engine::finish`]'s.
+    pub fn finish_in_steps<E>(
+        &mut self,
+        step: usize,
+        mut between: impl FnMut(&mut Engine) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let step = step.max(1);
         let mut joined = std::mem::take(&mut self.joined);
         self.joiner.expire_all(&mut joined);
-        self.settle_joined(&mut joined);
-        self.release_timeline(None);
+        let mut pending = joined.into_iter();
+        let mut chunk = Vec::new();
+        loop {
+            chunk.extend(pending.by_ref().take(step));
+            if chunk.is_empty() {
+                break;
+            }
+            self.settle_joined(&mut chunk);
+            between(self)?;
+        }
+        while self.release_timeline(None, step) {
+            between(self)?;
+        }
         for episode in self.episodes.open_episodes() {
             self.outputs.push(Output::Episode(episode.clone()));
         }
+        between(self)
     }
 
     /// Takes what has been settled so far.
@@ -395,8 +420,13 @@ impl Engine {
         }
     }
 
-    fn release_timeline(&mut self, floor: Option<Ts>) {
-        while let Some(item) = self.timeline.pop_before(floor) {
+    /// Releases the timeline's items before `floor` in order, at most `limit` of them: `true`
+    /// when it stopped at the limit (there may be more).
+    fn release_timeline(&mut self, floor: Option<Ts>, limit: usize) -> bool {
+        for _ in 0..limit {
+            let Some(item) = self.timeline.pop_before(floor) else {
+                return false;
+            };
             match item {
                 TimelineItem::Trigger(trigger) => self.episodes.on_trigger(&trigger),
                 TimelineItem::Operation(op) => {
@@ -413,6 +443,7 @@ impl Engine {
                 });
             }
         }
+        true
     }
 }
 
@@ -565,6 +596,27 @@ mod tests {
                 user_name: None,
                 resource_id: Some(resource.into()),
                 write: Some(write),
+                error_detail: None,
+                origin,
+            }));
+            self
+        }
+
+        /// A read authenticated as `user` (no write: it only goes on the timeline).
+        fn request(&mut self, secs: i64, user: &str) -> &mut Self {
+            let origin = self.origin(1);
+            self.engine.ingest(Record::Gateway(GatewayRecord {
+                time: at(secs),
+                correlation_id: None,
+                method: Method::Get,
+                path: "/api/projects".into(),
+                status: 200,
+                duration_ms: None,
+                app: Some("aws-prod".into()),
+                principal: Some(user.into()),
+                user_name: None,
+                resource_id: None,
+                write: None,
                 error_detail: None,
                 origin,
             }));
@@ -749,6 +801,57 @@ mod tests {
                 ("a@x", crate::judge::EpisodeState::Disabled),
                 ("b@x", crate::judge::EpisodeState::Disabled)
             ]
+        );
+    }
+
+    #[test]
+    fn finishing_in_steps_gives_the_outputs_of_finishing_at_once_in_the_same_order() {
+        // Pending at the end: joiners, a leaver disabled, one left open (a 404) with a
+        // trigger, and one whose account is then used: operations, episodes and a
+        // post-disable request all come out of the finish.
+        let pending = |s: &mut Scenario| {
+            for (i, user) in ["a@x", "b@x", "c@x", "d@x", "e@x"].iter().enumerate() {
+                let (t, cid) = (i as i64 * 10, format!("j{i}"));
+                s.idp(t, &cid, Stage::Joiner, user, Some(IdpStatus::Success))
+                    .gateway(t + 1, &cid, WriteKind::CreateUser, 201);
+            }
+            s.trigger(100, "a@x")
+                .idp(101, "l1", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+                .gateway(102, "l1", WriteKind::Disable, 404)
+                .idp(110, "l2", Stage::Leaver, "b@x", Some(IdpStatus::Success))
+                .gateway(111, "l2", WriteKind::Disable, 200)
+                .request(150, "b@x");
+        };
+        let mut at_once = Scenario::new();
+        pending(&mut at_once);
+        at_once.finish();
+        let mut stepped = Scenario::new();
+        pending(&mut stepped);
+        let (mut outputs, mut steps_with_outputs) = (Vec::new(), 0);
+        stepped
+            .engine
+            .finish_in_steps(2, |engine| {
+                let before = outputs.len();
+                outputs.extend(engine.drain());
+                steps_with_outputs += usize::from(outputs.len() > before);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!(outputs, at_once.outputs);
+        let kinds = |o: &Output| std::mem::discriminant(o);
+        let distinct: std::collections::HashSet<_> = outputs.iter().map(kinds).collect();
+        assert_eq!(
+            distinct.len(),
+            3,
+            "operations, episodes and activity: {outputs:?}"
+        );
+        assert!(steps_with_outputs >= 4, "{steps_with_outputs} steps");
+        // An error in a step stops the finish and is returned.
+        let mut failing = Scenario::new();
+        pending(&mut failing);
+        assert_eq!(
+            failing.engine.finish_in_steps(2, |_| Err("sink")),
+            Err("sink")
         );
     }
 

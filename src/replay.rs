@@ -360,14 +360,18 @@ impl Core {
         stats: &IngestStats,
         emit: &mut impl FnMut(Output, Ts) -> anyhow::Result<()>,
     ) -> anyhow::Result<Report> {
-        let engine = &mut self.engine;
-        engine.finish();
-        let as_of = self.as_of.or(engine.watermark());
-        for output in engine.drain() {
-            self.builder.add(&output);
-            emit(output, as_of.unwrap_or_default())?;
-        }
-        Ok(self.builder.build(as_of, stats, engine.join_stats()))
+        let as_of = self.as_of.or(self.engine.watermark());
+        let builder = &mut self.builder;
+        // In steps, so that a sink on another thread works on the first outputs while the
+        // engine settles the rest.
+        self.engine.finish_in_steps(BATCH, |engine| {
+            for output in engine.drain() {
+                builder.add(&output);
+                emit(output, as_of.unwrap_or_default())?;
+            }
+            anyhow::Ok(())
+        })?;
+        Ok(self.builder.build(as_of, stats, self.engine.join_stats()))
     }
 }
 
