@@ -151,6 +151,7 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 static ALLOCATOR: scimwatch::alloc::Mimalloc = scimwatch::alloc::Mimalloc;
 
 fn main() -> ExitCode {
+    scimwatch::alloc::without_transparent_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run_daemon(&config),

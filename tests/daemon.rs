@@ -86,6 +86,46 @@ fn a_second_daemon_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
     assert_eq!(again.stop(), Some(0));
 }
 
+/// The daemon turns transparent huge pages off for itself (README "Performance": 2 MiB page
+/// clears were 5–7% of a replay), and leaves them as they are when `MIMALLOC_ALLOW_THP` is set.
+#[test]
+fn transparent_huge_pages_are_off_unless_mimalloc_allow_thp_is_set() {
+    let thp = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_string()))
+    };
+    let Some(ours) = thp(std::process::id()) else {
+        eprintln!("skipped: this kernel does not report THP_enabled");
+        return;
+    };
+    for (allow, expected) in [(None, "0".to_string()), (Some("1"), ours)] {
+        let setup = Setup::new(CONFIG);
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_scimwatch"));
+        command
+            .args(["run", "--config", setup.config().to_str().unwrap()])
+            .env_remove("MIMALLOC_ALLOW_THP")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(allow) = allow {
+            command.env("MIMALLOC_ALLOW_THP", allow);
+        }
+        let daemon = common::daemon::Daemon {
+            child: command.spawn().unwrap(),
+        };
+        // Running once it serves its first committed rows: well past the start of `main`.
+        let expected_ops = write_ops(&setup, "thp", 0..2, "logs/gateway.log");
+        assert_exactly_once(&setup, &expected_ops);
+        assert_eq!(
+            thp(daemon.child.id()).as_deref(),
+            Some(expected.as_str()),
+            "MIMALLOC_ALLOW_THP={allow:?}"
+        );
+        assert_eq!(daemon.stop(), Some(0));
+    }
+}
+
 #[test]
 fn rename_rotation_keeps_reading_the_old_file_to_its_end() {
     let setup = Setup::new(CONFIG);
