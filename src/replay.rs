@@ -233,6 +233,12 @@ pub fn replay(
     })
 }
 
+/// Adds `item` to `batch`; once it holds [`BATCH`] items, takes them out to be sent.
+fn add_to_batch<T>(batch: &mut Vec<T>, item: T) -> Option<Vec<T>> {
+    batch.push(item);
+    (batch.len() == BATCH).then(|| std::mem::replace(batch, Vec::with_capacity(BATCH)))
+}
+
 /// Hands a batch the engine sent to the sink, in order.
 fn write_outputs(
     sink: &mut impl FnMut(Output, Ts) -> anyhow::Result<()>,
@@ -273,9 +279,7 @@ impl Input {
             &self.parsers,
             &mut self.stats,
             |record| {
-                batch.push(record);
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if let Some(full) = add_to_batch(&mut batch, record) {
                     send(ToEngine::Records(full))?;
                     between()?;
                 }
@@ -299,14 +303,12 @@ fn engine_side(
 ) -> anyhow::Result<Option<(Report, IngestStats)>> {
     let mut batch = Vec::with_capacity(BATCH);
     let mut emit = |output: Output, as_of: Ts| {
-        batch.push((output, as_of));
-        if batch.len() == BATCH {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if !send(full) {
-                return Err(HungUp.into());
-            }
+        let full = add_to_batch(&mut batch, (output, as_of));
+        if full.is_none_or(&mut send) {
+            Ok(())
+        } else {
+            Err(HungUp.into())
         }
-        Ok(())
     };
     for message in from_reader {
         match message {

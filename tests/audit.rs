@@ -619,12 +619,7 @@ fn duckdb_digest(data: &Path) -> Value {
 
 /// Generated traffic (8,000 operations over two days, with incidents) for the threads tests.
 fn generated(dir: &Path) -> (String, String) {
-    let out = dir.to_str().unwrap();
-    let generate = run(&[
-        "generate",
-        "--out",
-        out,
-        "--operations",
+    let args = [
         "8000",
         "--users",
         "1500",
@@ -632,7 +627,15 @@ fn generated(dir: &Path) -> (String, String) {
         "25",
         "--seed",
         "11",
-    ]);
+    ];
+    generated_with(dir, &args)
+}
+
+/// `scimwatch generate --out DIR --operations ARGS…`: the IdP and gateway logs' paths.
+fn generated_with(dir: &Path, operations_and_more: &[&str]) -> (String, String) {
+    let mut args = vec!["generate", "--out", dir.to_str().unwrap(), "--operations"];
+    args.extend_from_slice(operations_and_more);
+    let generate = run(&args);
     assert!(generate.status.success(), "{generate:?}");
     (
         dir.join("idp.jsonl").to_str().unwrap().to_string(),
@@ -727,12 +730,7 @@ fn files_fill_to_rows_per_file_though_rows_reach_the_encoder_a_few_thousand_at_a
     // file stays open (only the full one is committed), so every file but the last is full,
     // and the other table's open file is left as it is.
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    let generate = run(&[
-        "generate",
-        "--out",
-        logs.to_str().unwrap(),
-        "--operations",
+    let args = [
         "12000",
         "--users",
         "3000",
@@ -740,16 +738,10 @@ fn files_fill_to_rows_per_file_though_rows_reach_the_encoder_a_few_thousand_at_a
         "1",
         "--seed",
         "5",
-    ]);
-    assert!(generate.status.success(), "{generate:?}");
-    let (idp, gateway) = (logs.join("idp.jsonl"), logs.join("gateway.log"));
+    ];
+    let (idp, gateway) = generated_with(&dir.path().join("logs"), &args);
     let data = dir.path().join("store");
-    let output = replay_threads(
-        (idp.to_str().unwrap(), gateway.to_str().unwrap()),
-        "2",
-        &data,
-        "5000",
-    );
+    let output = replay_threads((&idp, &gateway), "2", &data, "5000");
     assert!(output.status.success(), "{output:?}");
     let digest = duckdb_digest(&data);
     let days = digest["operations"]["file_rows"].as_object().unwrap();

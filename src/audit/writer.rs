@@ -171,6 +171,12 @@ pub fn commit_prepared(files: &[PreparedFile]) -> Result<(), AuditError> {
     Ok(())
 }
 
+/// [`commit_prepared`], then the paths of the files now visible.
+fn commit_files(files: Vec<PreparedFile>) -> Result<Vec<PathBuf>, AuditError> {
+    commit_prepared(&files)?;
+    Ok(files.into_iter().map(|p| p.path).collect())
+}
+
 /// The `operations` row of a judged operation, borrowed from it.
 pub fn operation_view<'a>(
     op: &'a Operation,
@@ -448,16 +454,12 @@ impl AuditWriter {
     /// Makes the files that filled up visible, leaving the rest buffered or open (a replay
     /// commits each file as it fills; only its end flushes what remains).
     pub fn commit_full(&mut self) -> Result<Vec<PathBuf>, AuditError> {
-        let full = std::mem::take(&mut self.finished);
-        commit_prepared(&full)?;
-        Ok(full.into_iter().map(|p| p.path).collect())
+        commit_files(std::mem::take(&mut self.finished))
     }
 
     /// Writes every buffer out and makes the files visible. Returns the files written.
     pub fn flush(&mut self) -> Result<Vec<PathBuf>, AuditError> {
-        let prepared = self.prepare()?;
-        commit_prepared(&prepared)?;
-        Ok(prepared.into_iter().map(|p| p.path).collect())
+        commit_files(self.prepare()?)
     }
 
     /// Writes every buffer out and closes every file, under temporary names (at most
