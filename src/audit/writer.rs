@@ -124,18 +124,9 @@ pub fn write_uncommitted(
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
         let mut writer = ArrowWriter::try_new(file, table.schema(), Some(properties(table)))
-            .map_err(|error| AuditError::Parquet {
-                path: tmp.clone(),
-                error,
-            })?;
-        writer.write(batch).map_err(|error| AuditError::Parquet {
-            path: tmp.clone(),
-            error,
-        })?;
-        let file = writer.into_inner().map_err(|error| AuditError::Parquet {
-            path: tmp.clone(),
-            error,
-        })?;
+            .map_err(parquet_error(&tmp))?;
+        writer.write(batch).map_err(parquet_error(&tmp))?;
+        let file = writer.into_inner().map_err(parquet_error(&tmp))?;
         file.sync_all().map_err(|e| AuditError::io(&tmp, e))
     })();
     if result.is_err() {
