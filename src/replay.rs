@@ -133,6 +133,7 @@ pub fn replay(
     options: &ReplayOptions,
     mut sink: impl FnMut(Output, Ts) -> anyhow::Result<()> + Send,
 ) -> anyhow::Result<(Report, IngestStats)> {
+    let _cache = crate::alloc::cache_this_thread();
     let files = source_files(config, options)?;
     let mut parsers = Vec::new();
     let mut stats = IngestStats::default();
@@ -256,7 +257,10 @@ fn spawn<'scope>(
 ) -> anyhow::Result<std::thread::ScopedJoinHandle<'scope, anyhow::Result<()>>> {
     std::thread::Builder::new()
         .name(name.into())
-        .spawn_scoped(scope, work)
+        .spawn_scoped(scope, move || {
+            let _cache = crate::alloc::cache_this_thread();
+            work()
+        })
         .with_context(|| format!("starting the {name} thread"))
 }
 
