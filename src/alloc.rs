@@ -46,7 +46,7 @@ fn class_of(layout: Layout) -> Option<usize> {
 /// mimalloc hands a page's free blocks out in the order they were freed a batch earlier, and
 /// frees a block another thread allocated through that thread's atomic list. In a replay with
 /// two threads, where one thread parses what the other frees and the other judges what the
-/// first writes out, keeping the blocks a thread frees for its own next allocations took 5% off
+/// first writes out, keeping the blocks a thread frees for its own next allocations took 3–5% off
 /// the wall time (README "Performance"). On one thread it changes nothing: the cache miss on
 /// the free list's link (9–10% of the samples) moves to the first write into the block, which
 /// held something nobody has read since it was written.
