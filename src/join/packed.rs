@@ -165,7 +165,8 @@ impl std::fmt::Debug for PackedBucket {
 
 impl PackedBucket {
     pub fn new(key: &str) -> PackedBucket {
-        let mut out = Vec::with_capacity(key.len() + 2);
+        // Exact, so `into_boxed_slice` has no spare room to give back with a `realloc`.
+        let mut out = Vec::with_capacity(varint_len(key.len() as u64) + key.len());
         put_varint(&mut out, key.len() as u64);
         out.extend_from_slice(key.as_bytes());
         PackedBucket(out.into_boxed_slice())
@@ -205,7 +206,7 @@ impl PackedBucket {
         write.clear();
         pack_into(record, !implied, write);
         let header = ((write.len() as u64) << 1) | u64::from(implied);
-        let header_len = (64 - header.leading_zeros()).div_ceil(7).max(1) as usize;
+        let header_len = varint_len(header);
         let mut out = std::mem::take(&mut self.0).into_vec();
         out.reserve_exact(header_len + write.len());
         put_varint(&mut out, header);
@@ -281,6 +282,11 @@ fn write_code(write: WriteKind) -> u8 {
         WriteKind::Update => 4,
         WriteKind::UnknownUpdate => 5,
     }
+}
+
+/// The bytes [`put_varint`] writes for `value`.
+fn varint_len(value: u64) -> usize {
+    (64 - value.leading_zeros()).div_ceil(7).max(1) as usize
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -380,6 +386,20 @@ mod tests {
                 file: 70_000,
                 line: u64::MAX,
             },
+        }
+    }
+
+    #[test]
+    fn varint_len_counts_the_bytes_put_varint_writes() {
+        let mut values = vec![0, u64::MAX];
+        for bits in 1..64 {
+            values.extend([(1u64 << bits) - 1, 1u64 << bits]);
+        }
+        for value in values {
+            let mut out = Vec::new();
+            put_varint(&mut out, value);
+            assert_eq!(varint_len(value), out.len(), "{value}");
+            assert_eq!(Reader(&out).varint(), value);
         }
     }
 
