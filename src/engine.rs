@@ -527,23 +527,35 @@ mod tests {
             self
         }
 
-        fn gateway(&mut self, secs: i64, cid: &str, write: WriteKind, status: u16) -> &mut Self {
-            let origin = self.origin(1);
-            self.engine.ingest(Record::Gateway(GatewayRecord {
+        /// A gateway line on the gateway source at `secs`: a PATCH to `aws-prod` that the
+        /// helpers below make a write or a read.
+        fn gateway_line(&mut self, secs: i64) -> GatewayRecord {
+            GatewayRecord {
                 time: at(secs),
-                correlation_id: Some(cid.into()),
+                correlation_id: None,
                 method: Method::Patch,
                 path: "/scim/v2/Users/u-1".into(),
-                status,
+                status: 200,
                 duration_ms: None,
                 app: Some("aws-prod".into()),
                 principal: None,
                 user_name: None,
+                resource_id: None,
+                write: None,
+                error_detail: None,
+                origin: self.origin(1),
+            }
+        }
+
+        fn gateway(&mut self, secs: i64, cid: &str, write: WriteKind, status: u16) -> &mut Self {
+            let record = GatewayRecord {
+                correlation_id: Some(cid.into()),
+                status,
                 resource_id: Some("u-1".into()),
                 write: Some(write),
-                error_detail: None,
-                origin,
-            }));
+                ..self.gateway_line(secs)
+            };
+            self.engine.ingest(Record::Gateway(record));
             self
         }
 
@@ -583,43 +595,26 @@ mod tests {
             write: WriteKind,
             status: u16,
         ) -> &mut Self {
-            let origin = self.origin(1);
-            self.engine.ingest(Record::Gateway(GatewayRecord {
-                time: at(secs),
-                correlation_id: None,
-                method: Method::Patch,
+            let record = GatewayRecord {
                 path: format!("/scim/v2/Users/{resource}"),
                 status,
-                duration_ms: None,
-                app: Some("aws-prod".into()),
-                principal: None,
-                user_name: None,
                 resource_id: Some(resource.into()),
                 write: Some(write),
-                error_detail: None,
-                origin,
-            }));
+                ..self.gateway_line(secs)
+            };
+            self.engine.ingest(Record::Gateway(record));
             self
         }
 
         /// A read authenticated as `user` (no write: it only goes on the timeline).
         fn request(&mut self, secs: i64, user: &str) -> &mut Self {
-            let origin = self.origin(1);
-            self.engine.ingest(Record::Gateway(GatewayRecord {
-                time: at(secs),
-                correlation_id: None,
+            let record = GatewayRecord {
                 method: Method::Get,
                 path: "/api/projects".into(),
-                status: 200,
-                duration_ms: None,
-                app: Some("aws-prod".into()),
                 principal: Some(user.into()),
-                user_name: None,
-                resource_id: None,
-                write: None,
-                error_detail: None,
-                origin,
-            }));
+                ..self.gateway_line(secs)
+            };
+            self.engine.ingest(Record::Gateway(record));
             self
         }
 

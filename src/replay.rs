@@ -353,11 +353,7 @@ impl Core {
             engine.advance(watermark);
         }
         let as_of = self.as_of.or(engine.watermark()).unwrap_or_default();
-        for output in engine.drain() {
-            self.builder.add(&output);
-            emit(output, as_of)?;
-        }
-        Ok(())
+        hand_on(engine, &mut self.builder, as_of, emit)
     }
 
     /// At the end of input every pending join is settled as if its window had passed.
@@ -371,14 +367,24 @@ impl Core {
         // In steps, so that a sink on another thread works on the first outputs while the
         // engine settles the rest.
         self.engine.finish_in_steps(BATCH, |engine| {
-            for output in engine.drain() {
-                builder.add(&output);
-                emit(output, as_of.unwrap_or_default())?;
-            }
-            anyhow::Ok(())
+            hand_on(engine, builder, as_of.unwrap_or_default(), emit)
         })?;
         Ok(self.builder.build(as_of, stats, self.engine.join_stats()))
     }
+}
+
+/// Hands what the engine has settled so far to the report and to `emit`, in order.
+fn hand_on(
+    engine: &mut Engine,
+    builder: &mut ReportBuilder,
+    as_of: Ts,
+    emit: &mut impl FnMut(Output, Ts) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for output in engine.drain() {
+        builder.add(&output);
+        emit(output, as_of)?;
+    }
+    Ok(())
 }
 
 /// Merges the streams by the time of their next record, handing each record to `emit`.
