@@ -185,7 +185,7 @@ impl PackedBucket {
 
     pub fn key(&self) -> &str {
         // Packed from a `&str`, so always valid UTF-8.
-        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
+        crate::swar::text_of(self.key_bytes()).unwrap_or_default()
     }
 
     /// The correlation ID a write in this bucket may leave out: the key's, if it has one.
@@ -344,7 +344,7 @@ impl Reader<'_> {
         let (head, rest) = self.0.split_at(len);
         self.0 = rest;
         // Packed from a `&str`, so always valid UTF-8 (and checked, never trusted).
-        match std::str::from_utf8(head) {
+        match crate::swar::text_of(head) {
             Ok(text) => text.to_owned(),
             Err(_) => String::from_utf8_lossy(head).into_owned(),
         }

@@ -555,7 +555,7 @@ impl LineParser {
                 format!("{} bytes", line.len()),
             ));
         }
-        let text = std::str::from_utf8(line).map_err(|e| {
+        let text = crate::swar::text_of(line).map_err(|e| {
             ParseError::new(
                 Reason::InvalidUtf8,
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
