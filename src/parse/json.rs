@@ -388,7 +388,7 @@ impl<'a> Scan<'a> {
             {
                 Value::Escaped(contents)
             } else {
-                string_value(contents, escaped)
+                string_value(picked, contents, escaped)
             };
             set_fields(picked, &node.fields, value);
             return Some(());
@@ -396,7 +396,8 @@ impl<'a> Scan<'a> {
         let start = self.at;
         self.skip()?;
         let raw = &self.text[start..self.at];
-        set_fields(picked, &node.fields, value_of_raw(raw));
+        let value = value_of_raw(picked, raw);
+        set_fields(picked, &node.fields, value);
         if !node.children.is_empty() {
             match raw.as_bytes()[0] {
                 b'{' => Scan::new(raw).object(node, picked, None)?,
@@ -738,7 +739,7 @@ impl<'de> serde::Deserialize<'de> for CowStr<'de> {
 fn set_fields<'a>(picked: &mut Picked<'a>, fields: &[(Field, u8)], value: Value<'a>) {
     if let Some((&(field, priority), others)) = fields.split_last() {
         for &(field, priority) in others {
-            picked.set_at(field, priority, value.clone());
+            picked.set_at(field, priority, value);
         }
         picked.set_at(field, priority, value);
     }
@@ -791,23 +792,24 @@ fn last_string_member<'t>(object: &'t str, key: &str) -> Option<Option<&'t str>>
 
 /// The value of a JSON string's contents: borrowed without escapes, else unescaped (null
 /// where serde_json would refuse an escape).
-fn string_value(contents: &str, escaped: bool) -> Value<'_> {
+fn string_value<'a>(picked: &mut Picked<'a>, contents: &'a str, escaped: bool) -> Value<'a> {
     if !escaped {
-        return Value::Str(Cow::Borrowed(contents));
+        return Value::Str(contents);
     }
     match unescaped(contents) {
-        Some(text) => Value::Str(Cow::Owned(text)),
+        Some(text) => picked.own(text),
         None => Value::Null,
     }
 }
 
 /// Turns the raw JSON text of a picked member into a [`Value`].
-fn value_of_raw(raw: &str) -> Value<'_> {
+fn value_of_raw<'a>(picked: &mut Picked<'a>, raw: &'a str) -> Value<'a> {
     match raw.as_bytes().first() {
         // Raw values are valid JSON: a string is its text between quotes.
         Some(b'"') if raw.len() >= 2 => {
             let contents = &raw[1..raw.len() - 1];
             string_value(
+                picked,
                 contents,
                 memchr::memchr(b'\\', contents.as_bytes()).is_some(),
             )
@@ -918,8 +920,9 @@ impl<'de, 'n, 'p> DeserializeSeed<'de> for NodeSeed<'n, 'p, 'de> {
         // The node's own value is wanted (or its array must be searched): keep it raw.
         let raw: &'de RawValue = serde::Deserialize::deserialize(deserializer)?;
         let text = raw.get();
-        for &(field, priority) in &self.node.fields {
-            self.picked.set_at(field, priority, value_of_raw(text));
+        if !self.node.fields.is_empty() {
+            let value = value_of_raw(self.picked, text);
+            set_fields(self.picked, &self.node.fields, value);
         }
         if !self.node.children.is_empty() && matches!(text.as_bytes().first(), Some(b'{' | b'[')) {
             let mut inner = serde_json::Deserializer::from_str(text);
@@ -1103,10 +1106,7 @@ mod tests {
             ],
             line,
         );
-        assert_eq!(
-            picked.get(Field::Action),
-            Some(&Value::Str(Cow::Borrowed("x")))
-        );
+        assert_eq!(picked.get(Field::Action), Some(&Value::Str("x")));
         assert_eq!(picked.get(Field::Status), Some(&Value::Num("12.5")));
         assert_eq!(picked.get(Field::Body), Some(&Value::Raw(r#"{"k":[1]}"#)));
         assert_eq!(picked.get(Field::Error), Some(&Value::Bool(true)));
@@ -1123,18 +1123,41 @@ mod tests {
             ],
             line,
         );
-        assert_eq!(
-            picked.get(Field::Action),
-            Some(&Value::Str(Cow::Borrowed("one")))
-        );
-        assert_eq!(
-            picked.get(Field::App),
-            Some(&Value::Str(Cow::Borrowed("slash")))
-        );
-        assert_eq!(
-            picked.get(Field::Error),
-            Some(&Value::Str(Cow::Owned("tab\there".into())))
-        );
+        assert_eq!(picked.get(Field::Action), Some(&Value::Str("one")));
+        assert_eq!(picked.get(Field::App), Some(&Value::Str("slash")));
+        assert_eq!(picked.get(Field::Error), Some(&Value::Own(0)));
+        assert_eq!(picked.text(Field::Error), Some("tab\there"));
+    }
+
+    #[test]
+    fn each_unescaped_string_keeps_its_own_text() {
+        // Escaped strings on both paths: the fast scan, and serde_json's (a pointer that walks
+        // into a number sends the line there). Two pointers to one member share its text.
+        for (tail, fast) in [("", true), (r#","z":{"n":1}"#, false)] {
+            let line = format!(r#"{{"a":"x\ty","b":"p\nq","c":"plain","d":"\"q\""{tail}}}"#);
+            let mut selector = Selector::default();
+            for (pointer, field) in [
+                ("/a", Field::Action),
+                ("/b", Field::App),
+                ("/c", Field::Error),
+                ("/d", Field::UserLogin),
+                ("/d", Field::UserId),
+                ("/z/n/x", Field::Status),
+            ] {
+                selector.add(pointer, field).unwrap();
+            }
+            let mut scratch = Picked::default();
+            let scanned = Scan::new(&line).line(&selector.root, &mut scratch, &mut vec![]);
+            assert_eq!(scanned.is_some(), fast, "{line}");
+            let mut picked = Picked::default();
+            selector.pick(&line, &mut picked).unwrap();
+            assert_eq!(picked.text(Field::Action), Some("x\ty"), "{line}");
+            assert_eq!(picked.text(Field::App), Some("p\nq"), "{line}");
+            assert_eq!(picked.text(Field::Error), Some("plain"), "{line}");
+            assert_eq!(picked.text(Field::UserLogin), Some("\"q\""), "{line}");
+            assert_eq!(picked.text(Field::UserId), Some("\"q\""), "{line}");
+            assert_eq!(picked.text(Field::Status), None, "{line}");
+        }
     }
 
     #[test]
@@ -1245,9 +1268,10 @@ mod tests {
                     let expected = pick_with_serde_only(selector, line, &mut slow);
                     assert_eq!(got, expected, "{line}");
                     // A body kept escaped reads, unescaped, as serde_json's string.
-                    for (_, value) in quick.values.iter_mut().flatten() {
-                        if let Value::Escaped(raw) = *value {
-                            *value = string_value(raw, true);
+                    for slot in 0..quick.values.len() {
+                        if let Some((priority, Value::Escaped(raw))) = quick.values[slot] {
+                            let value = string_value(&mut quick, raw, true);
+                            quick.values[slot] = Some((priority, value));
                         }
                     }
                     assert_eq!(format!("{quick:?}"), format!("{slow:?}"), "{line}");
