@@ -371,3 +371,38 @@ fn decimals_read_exactly_as_the_full_parser_reads_them() {
         );
     }
 }
+
+#[test]
+fn the_first_number_of_a_list_is_read_as_splitting_finds_it() {
+    let by_splitting = |text: &str| {
+        let first = text.split([',', ':', ' ']).find(|s| !s.trim().is_empty())?;
+        let value = parse_decimal(crate::model::trim(first))?;
+        (value.is_finite() && value >= 0.0).then_some(value)
+    };
+    for text in [
+        "0.090",
+        "0.139, 0.002",
+        ", 0.5",
+        ": 1",
+        "1:2",
+        " 7 ",
+        "",
+        " ",
+        "-",
+        "-1",
+        "abc",
+        "\u{a0}",
+        "\u{a0}1\u{a0}",
+        "\t3\t",
+        "1e3",
+        "inf",
+        "NaN",
+        "0.1 , 2",
+    ] {
+        assert_eq!(
+            first_number(text).map(f64::to_bits),
+            by_splitting(text).map(f64::to_bits),
+            "{text:?}"
+        );
+    }
+}
