@@ -39,22 +39,6 @@ fn word_at(bytes: &[u8], at: usize) -> u64 {
     }
 }
 
-/// The index of the first of `needles` at or after `from` (the length if none). `needles`
-/// must not hold a zero.
-pub fn find_from(bytes: &[u8], from: usize, needles: &[u8]) -> usize {
-    let mut at = from;
-    while at < bytes.len() {
-        let word = word_at(bytes, at);
-        let flags = needles.iter().fold(0, |all, &n| all | flags_of(word, n));
-        let found = flags & (ONES << 7);
-        if found != 0 {
-            return at + found.trailing_zeros() as usize / 8;
-        }
-        at += 8;
-    }
-    bytes.len()
-}
-
 /// Whether ASCII `bytes` hold an uppercase letter: for a byte below 0x80, adding 0x3F sets
 /// its top bit from `A` up, and adding 0x25 from past `Z` up, with no carry into the next
 /// byte.
@@ -161,40 +145,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn find_from_finds_what_a_byte_search_finds_at_every_offset() {
-        let naive = |bytes: &[u8], from: usize, needles: &[u8]| {
-            bytes[from..]
-                .iter()
-                .position(|b| needles.contains(b))
-                .map_or(bytes.len(), |n| from + n)
-        };
-        for len in 0..20 {
-            for at in 0..len {
-                for second in [None, Some(at + 3)] {
-                    let mut bytes = vec![b'a'; len];
-                    bytes[at] = b'/';
-                    if let Some(second) = second.filter(|s| *s < len) {
-                        bytes[second] = b'#';
-                    }
-                    for from in 0..=len {
-                        for needles in [&b"/"[..], b"#", b"?#", b"#/"] {
-                            assert_eq!(
-                                find_from(&bytes, from, needles),
-                                naive(&bytes, from, needles),
-                                "{bytes:?} from {from} for {needles:?}"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        // High bytes (UTF-8) are never mistaken for a needle.
-        let text = "ü/é#".as_bytes();
-        assert_eq!(find_from(text, 0, b"/"), 2);
-        assert_eq!(find_from(text, 0, b"#"), 5);
     }
 
     #[test]
