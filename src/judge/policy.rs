@@ -1,6 +1,7 @@
 //! The high-risk leaver policy: which leavers must be disabled fast, and how fast.
 
 use crate::config::SloConfig;
+use crate::swar::eq_ignore_ascii_case;
 use glob::{MatchOptions, Pattern};
 
 const CASE_INSENSITIVE: MatchOptions = MatchOptions {
@@ -37,7 +38,7 @@ impl Matcher {
     /// Case-insensitive for ASCII letters, exact otherwise: as `glob` compares.
     fn matches(&self, value: &str) -> bool {
         match self {
-            Matcher::Literal(text) => text.eq_ignore_ascii_case(value),
+            Matcher::Literal(text) => eq_ignore_ascii_case(text.as_bytes(), value.as_bytes()),
             Matcher::Stars(parts) => stars_match(parts, value.as_bytes()),
             Matcher::Glob(pattern) => pattern.matches_with(value, CASE_INSENSITIVE),
         }
@@ -53,8 +54,8 @@ fn stars_match(parts: &[String], value: &[u8]) -> bool {
     let (last, middle) = rest.split_last().expect("a star yields two parts");
     let (first, last) = (first.as_bytes(), last.as_bytes());
     if value.len() < first.len() + last.len()
-        || !value[..first.len()].eq_ignore_ascii_case(first)
-        || !value[value.len() - last.len()..].eq_ignore_ascii_case(last)
+        || !eq_ignore_ascii_case(&value[..first.len()], first)
+        || !eq_ignore_ascii_case(&value[value.len() - last.len()..], last)
     {
         return false;
     }
