@@ -56,7 +56,7 @@ pub fn cloudtrail(picked: &mut Picked<'_>, role: Role) -> bool {
                 },
                 Some(code) => status_of_error(code),
             };
-            picked.replace(Field::Method, Some(method.as_str().to_string()));
+            picked.replace_static(Field::Method, method.as_str());
             picked.replace(Field::Path, Some(path));
             picked.replace(Field::Status, Some(status.to_string()));
         }
@@ -74,7 +74,7 @@ pub fn cloudtrail(picked: &mut Picked<'_>, role: Role) -> bool {
             } else {
                 "success"
             };
-            picked.replace(Field::Status, Some(status.to_string()));
+            picked.replace_static(Field::Status, status);
             if picked.text(Field::UserLogin).is_none() {
                 let login = body
                     .as_ref()

@@ -194,6 +194,10 @@ impl<'a> Picked<'a> {
             _ => self.text(Field::Body).and_then(scim::request_body),
         }
     }
+    /// Replaces a field with fixed text whatever was there (a preset's derived value).
+    pub fn replace_static(&mut self, field: Field, value: &'static str) {
+        self.values[field as usize] = Some((0, Value::Str(value)));
+    }
     /// Replaces a field whatever was there (a preset's derived value).
     pub fn replace(&mut self, field: Field, value: Option<String>) {
         self.values[field as usize] = value.map(|v| (0, self.own(v)));

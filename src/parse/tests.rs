@@ -406,3 +406,23 @@ fn the_first_number_of_a_list_is_read_as_splitting_finds_it() {
         );
     }
 }
+
+#[test]
+fn texts_made_for_a_line_are_its_own_line_after_line() {
+    let parser = idp_parser();
+    for n in 0..50 {
+        // Escaped strings are unescaped into texts of the line's own.
+        let line = format!(
+            r#"{{"ts":"2026-07-01T10:00:00Z","cid":"c-{n}","action":"create","app":"a\u0070p{n}","user":"u\t{n}@corp.example","result":"success","error":"e\"{n}"}}"#
+        );
+        let Record::Idp(idp) = parse(&parser, &line).unwrap() else {
+            panic!("{line}")
+        };
+        assert_eq!(idp.app.as_deref(), Some(format!("app{n}").as_str()));
+        assert_eq!(
+            idp.user_login.as_deref(),
+            Some(format!("u\t{n}@corp.example").as_str())
+        );
+        assert_eq!(idp.error.as_deref(), Some(format!("e\"{n}").as_str()));
+    }
+}
