@@ -3,9 +3,11 @@
 
 /// A byte of 1 in every lane.
 pub const ONES: u64 = u64::from_ne_bytes([1; 8]);
+/// The top bit of every lane: where the tests below flag a byte.
+pub const HIGH: u64 = ONES << 7;
 
 /// The bytes of a little-endian word equal to `byte`, flagged in their top bit once masked
-/// with `ONES << 7`, and some bytes above the first of them (a borrow only runs upward): the
+/// with [`HIGH`], and some bytes above the first of them (a borrow only runs upward): the
 /// lowest flag is the first.
 pub fn flags_of(word: u64, byte: u8) -> u64 {
     let x = word ^ (ONES * u64::from(byte));
@@ -20,33 +22,47 @@ pub fn flags_of(word: u64, byte: u8) -> u64 {
 /// `memcpy` call and a stalled load of the word it had just written in parts, ~2% of a
 /// replay's samples (the case-folding of keys every line takes).
 fn word_at(bytes: &[u8], at: usize) -> u64 {
-    match bytes.get(at..at + 8) {
-        Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
-        None => {
-            let rest = bytes.get(at..).unwrap_or_default();
-            let n = rest.len();
-            let u32_at =
-                |i: usize| u64::from(u32::from_le_bytes(rest[i..i + 4].try_into().expect("4")));
-            let u16_at =
-                |i: usize| u64::from(u16::from_le_bytes(rest[i..i + 2].try_into().expect("2")));
-            match n {
-                4..=7 => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
-                2 | 3 => u64::from(rest[0]) | u16_at(n - 2) << (8 * (n - 2)),
-                1 => u64::from(rest[0]),
-                _ => 0,
-            }
+    if let Some(chunk) = bytes.get(at..at + 8) {
+        full_word(chunk, 0)
+    } else {
+        let rest = bytes.get(at..).unwrap_or_default();
+        let n = rest.len();
+        let u32_at =
+            |i: usize| u64::from(u32::from_le_bytes(rest[i..i + 4].try_into().expect("4")));
+        let u16_at =
+            |i: usize| u64::from(u16::from_le_bytes(rest[i..i + 2].try_into().expect("2")));
+        match n {
+            4..=7 => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
+            2 | 3 => u64::from(rest[0]) | u16_at(n - 2) << (8 * (n - 2)),
+            1 => u64::from(rest[0]),
+            _ => 0,
         }
     }
 }
 
-/// Whether ASCII `bytes` hold an uppercase letter: for a byte below 0x80, adding 0x3F sets
-/// its top bit from `A` up, and adding 0x25 from past `Z` up, with no carry into the next
-/// byte.
+/// The eight bytes of `bytes` at `at`, all there, as a word.
+fn full_word(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// The bytes `A`–`Z` of a word of ASCII bytes, flagged in their top bit: for a byte below
+/// 0x80, adding 0x3F sets its top bit from `A` up, and adding 0x25 from past `Z` up, with no
+/// carry into the next byte.
+fn ascii_uppercase_flags(word: u64) -> u64 {
+    word.wrapping_add(ONES * 0x3F) & !word.wrapping_add(ONES * 0x25) & HIGH
+}
+
+/// [`ascii_uppercase_flags`] of any word: tested on the low seven bits, a byte of 0x80 and up
+/// never flagged.
+fn uppercase_flags(word: u64) -> u64 {
+    ascii_uppercase_flags(word & !HIGH) & !word
+}
+
+/// Whether ASCII `bytes` hold an uppercase letter.
 pub fn has_ascii_uppercase(bytes: &[u8]) -> bool {
-    (0..bytes.len()).step_by(8).any(|at| {
-        let word = word_at(bytes, at);
-        word.wrapping_add(ONES * 0x3F) & !word.wrapping_add(ONES * 0x25) & (ONES * 0x80) != 0
-    })
+    (0..bytes.len())
+        .step_by(8)
+        .any(|at| ascii_uppercase_flags(word_at(bytes, at)) != 0)
 }
 
 /// `a == b`, comparing texts of 4 to 16 bytes (a JSON member's name with its quotes and
@@ -83,8 +99,7 @@ pub fn eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
     if n < 8 {
         return a.eq_ignore_ascii_case(b);
     }
-    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight"));
-    let same = |at: usize| lowercase(word(a, at)) == lowercase(word(b, at));
+    let same = |at: usize| lowercase(full_word(a, at)) == lowercase(full_word(b, at));
     let mut at = 0;
     while at + 8 <= n {
         if !same(at) {
@@ -95,13 +110,9 @@ pub fn eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
     same(n - 8)
 }
 
-/// The word with each byte `A`–`Z` made lowercase, every other byte (0x80 and up too) as it
-/// was: on the low seven bits, adding 0x3F sets a byte's top bit from `A` up and adding 0x25
-/// from past `Z` up, with no carry into the next byte.
+/// The word with each byte `A`–`Z` made lowercase (0x20 added), every other byte as it was.
 fn lowercase(word: u64) -> u64 {
-    let low = word & (ONES * 0x7F);
-    let upper = low.wrapping_add(ONES * 0x3F) & !low.wrapping_add(ONES * 0x25) & !word;
-    word | ((upper & (ONES * 0x80)) >> 2)
+    word | (uppercase_flags(word) >> 2)
 }
 
 /// `bytes` as text, exactly as `std::str::from_utf8` reads them (the same error for the same
@@ -121,12 +132,11 @@ pub fn text_of(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
 /// Whether every byte is below 0x80: 32 bytes at a time, then a word at a time, then the
 /// last eight bytes as one word (overlapping what was tested already).
 pub fn is_ascii(bytes: &[u8]) -> bool {
-    const HIGH: u64 = ONES << 7;
     let n = bytes.len();
     if n < 8 {
         return word_at(bytes, 0) & HIGH == 0;
     }
-    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+    let word = |at: usize| full_word(bytes, at);
     let mut at = 0;
     while at + 32 <= n {
         if (word(at) | word(at + 8) | word(at + 16) | word(at + 24)) & HIGH != 0 {

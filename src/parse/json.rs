@@ -6,7 +6,7 @@
 //! escapes. That is what keeps parsing near memory speed on wide vendor records.
 
 use super::{Field, Picked, Value};
-use crate::swar::{flags_of, ONES};
+use crate::swar::{flags_of, HIGH, ONES};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -672,7 +672,7 @@ fn special_from_swar(bytes: &[u8], from: usize) -> usize {
     while let Some(chunk) = bytes.get(at..at + 8) {
         let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
         let control = word.wrapping_sub(ONES * 0x20) & !word;
-        let found = (control | flags_of(word, b'"') | flags_of(word, b'\\')) & (ONES << 7);
+        let found = (control | flags_of(word, b'"') | flags_of(word, b'\\')) & HIGH;
         if found != 0 {
             return at + found.trailing_zeros() as usize / 8;
         }
@@ -891,7 +891,7 @@ pub(super) fn unescaped(contents: &str) -> Option<String> {
 
 /// How many bytes of a little-endian word come before its first backslash (8 if none).
 fn backslash_in(word: u64) -> usize {
-    (flags_of(word, b'\\') & (ONES << 7)).trailing_zeros() as usize / 8
+    (flags_of(word, b'\\') & HIGH).trailing_zeros() as usize / 8
 }
 
 /// Four hex digits (`from_str_radix` alone would also take a sign).
