@@ -257,6 +257,7 @@ pub enum IdpStatus {
 }
 
 impl IdpStatus {
+    pub const ALL: [IdpStatus; 3] = [IdpStatus::Success, IdpStatus::Failure, IdpStatus::Skipped];
     pub fn as_str(self) -> &'static str {
         match self {
             IdpStatus::Success => "success",
@@ -312,6 +313,14 @@ pub enum Method {
 }
 
 impl Method {
+    pub const ALL: [Method; 6] = [
+        Method::Get,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+        Method::Other,
+    ];
     pub fn parse(text: &str) -> Method {
         match trim(text) {
             m if m.eq_ignore_ascii_case("GET") => Method::Get,

@@ -6,6 +6,8 @@ mod common;
 
 use common::{bin, fixture, replay_json, run};
 use scimwatch::audit::export::{read_leavers, read_operations};
+use scimwatch::audit::schema::{operations_columns, OperationRow, Table};
+use scimwatch::audit::writer::write_file;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,12 +26,17 @@ fn duckdb_read(data: &Path) -> Value {
 
 /// Runs a DuckDB script of tests/python over a store and reads the JSON it prints.
 fn duckdb_script(name: &str, data: &Path) -> Value {
+    duckdb_run(name, &[data.to_str().unwrap()])
+}
+
+/// Runs a DuckDB script of tests/python with `args` and reads the JSON it prints.
+fn duckdb_run(name: &str, args: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(name);
     let output = Command::new(python())
         .arg(script)
-        .arg(data)
+        .args(args)
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -397,6 +404,140 @@ fn a_real_kill_9_mid_write_never_leaves_a_partial_parquet_file() {
         }
     }
     eprintln!("checked {seen_files} committed files across 4 kills");
+}
+
+/// One `operations` row whose coded columns (stage, outcome, cause, method, IdP status and
+/// source, join method) take the `i`th value of shapes chosen to reach every case of their
+/// encoding: alternating values (bit-packed), runs just under and over eight (where a repeat
+/// must first fill a bit-packed group), runs of thousands, a row group of nothing but nulls, a
+/// list of one text (indexes of zero bits), and texts none of the enums has.
+fn shaped_row(i: usize) -> OperationRow {
+    const STAGES: [&str; 3] = ["joiner", "mover", "leaver"];
+    const OUTCOMES: [&str; 5] = [
+        "succeeded",
+        "failed",
+        "unconfirmed",
+        "skipped",
+        "unattributed",
+    ];
+    let second_group = i >= 65_536;
+    let stage = match i {
+        0..20_000 => STAGES[i % 3],
+        20_000..40_000 => STAGES[(i / 9) % 3],
+        40_000..50_000 => STAGES[(i / 7) % 3],
+        50_000..65_536 => STAGES[(i / 5_000) % 3],
+        _ => "leaver",
+    };
+    let text = |s: &str| Some(s.to_string());
+    OperationRow {
+        correlation_id: Some(format!("c-{i}")),
+        join_method: "correlation_id".into(),
+        stage: stage.into(),
+        app: text("app"),
+        user_id: None,
+        user_login: None,
+        action: text("create"),
+        idp_source: match second_group {
+            false => text("okta-prod"),
+            true if (i / 3).is_multiple_of(2) => None,
+            true => text("entra-corp"),
+        },
+        idp_time: Some(i as i64),
+        idp_status: text(if i % 1_007 < 1_000 {
+            "success"
+        } else {
+            "failure"
+        }),
+        first_attempt_time: None,
+        last_attempt_time: None,
+        attempts: 1,
+        http_status: Some(200),
+        method: match i % 23 {
+            0 => None,
+            1..=10 => text("POST"),
+            _ => text("PATCH"),
+        },
+        path: None,
+        outcome: OUTCOMES[i % 5].into(),
+        cause: match (second_group, i % 4) {
+            (false, _) => None,
+            (true, 0) => None,
+            (true, 1) => text("timeout"),
+            (true, 2) => text("teapot"),
+            (true, _) => text(
+                "a cause no enum has, and longer than a statistic's 64 bytes, to be kept whole",
+            ),
+        },
+        lag_ms: None,
+        disagreement: false,
+        high_risk: false,
+        ingested_at: 0,
+    }
+}
+
+#[test]
+fn coded_columns_of_every_shape_read_back_the_same_by_duckdb_and_our_reader() {
+    // scimwatch writes these columns' pages itself (src/audit/coded.rs), not parquet-rs.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("operations.parquet");
+    let rows: Vec<OperationRow> = (0..70_000).map(shaped_row).collect();
+    let columns = operations_columns(&rows).unwrap();
+    write_file(&path, Table::Operations, &columns).unwrap();
+
+    assert_eq!(
+        read_operations(&path).unwrap(),
+        rows,
+        "our reader (arrow-rs)"
+    );
+
+    let coded = [
+        "join_method",
+        "stage",
+        "idp_source",
+        "idp_status",
+        "method",
+        "outcome",
+        "cause",
+    ];
+    let mut args = vec![path.to_str().unwrap()];
+    args.extend(coded);
+    let read = duckdb_run("dump_columns.py", &args);
+    let texts = |row: &OperationRow| {
+        [
+            Some(row.join_method.clone()),
+            Some(row.stage.clone()),
+            row.idp_source.clone(),
+            row.idp_status.clone(),
+            row.method.clone(),
+            Some(row.outcome.clone()),
+            row.cause.clone(),
+        ]
+    };
+    let got = read["rows"].as_array().unwrap();
+    assert_eq!(got.len(), rows.len());
+    for (i, (row, got)) in rows.iter().zip(got).enumerate() {
+        assert_eq!(got, &serde_json::json!(texts(row)), "DuckDB, row {i}");
+    }
+
+    // Each chunk's statistics: the least and greatest text present, and the nulls.
+    let mut expected = Vec::new();
+    for (group, rows) in rows.chunks(65_536).enumerate() {
+        for (c, name) in coded.iter().enumerate() {
+            let present: Vec<String> = rows.iter().filter_map(|r| texts(r)[c].clone()).collect();
+            expected.push(serde_json::json!([
+                group,
+                name,
+                present.iter().min(),
+                present.iter().max(),
+                rows.len() - present.len()
+            ]));
+        }
+    }
+    assert_eq!(
+        read["chunks"],
+        serde_json::json!(expected),
+        "DuckDB, statistics"
+    );
 }
 
 fn export(data: &Path, out: &Path) -> std::process::Output {

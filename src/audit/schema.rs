@@ -4,6 +4,9 @@
 //! maps micros with isAdjustedToUTC to `TimestampType`); integers are signed. Each file's
 //! key-value metadata carries the schema version and the producer.
 
+use super::coded::{Coded, CodedBuilder};
+use crate::join::JoinMethod;
+use crate::model::{Cause, IdpStatus, Method, Outcome, Stage};
 use arrow_array::builder::{
     BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, PrimitiveBuilder, StringBuilder,
     TimestampMicrosecondBuilder,
@@ -14,7 +17,7 @@ use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, PrimitiveArray, RecordBatch,
     StringArray, TimestampMicrosecondArray,
 };
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, LazyLock};
 
 /// Bumped whenever a column changes meaning or type.
@@ -230,27 +233,28 @@ impl OperationView<'_> {
 }
 
 /// Column builders of the `operations` table: rows are appended one by one and taken out as a
-/// batch, with no per-row allocation.
-#[derive(Debug, Default)]
+/// batch, with no per-row allocation. The columns whose texts come from the engine's enums
+/// (and the IdP source's name) are coded ([`super::coded`]).
+#[derive(Debug)]
 pub struct OperationsBuilder {
     correlation_id: StringBuilder,
-    join_method: StringBuilder,
-    stage: StringBuilder,
+    join_method: CodedBuilder,
+    stage: CodedBuilder,
     app: StringBuilder,
     user_id: StringBuilder,
     user_login: StringBuilder,
     action: StringBuilder,
-    idp_source: StringBuilder,
+    idp_source: CodedBuilder,
     idp_time: TimestampMicrosecondBuilder,
-    idp_status: StringBuilder,
+    idp_status: CodedBuilder,
     first_attempt_time: TimestampMicrosecondBuilder,
     last_attempt_time: TimestampMicrosecondBuilder,
     attempts: Int32Builder,
     http_status: Int32Builder,
-    method: StringBuilder,
+    method: CodedBuilder,
     path: StringBuilder,
-    outcome: StringBuilder,
-    cause: StringBuilder,
+    outcome: CodedBuilder,
+    cause: CodedBuilder,
     lag_ms: Int64Builder,
     disagreement: BooleanBuilder,
     high_risk: BooleanBuilder,
@@ -261,24 +265,24 @@ pub struct OperationsBuilder {
 impl OperationsBuilder {
     pub fn append(&mut self, row: &OperationView) {
         self.correlation_id.append_option(row.correlation_id);
-        self.join_method.append_value(row.join_method);
-        self.stage.append_value(row.stage);
+        self.join_method.append(Some(row.join_method));
+        self.stage.append(Some(row.stage));
         self.app.append_option(row.app);
         self.user_id.append_option(row.user_id);
         self.user_login.append_option(row.user_login);
         self.action.append_option(row.action);
-        self.idp_source.append_option(row.idp_source);
+        self.idp_source.append(row.idp_source);
         self.idp_time.append_option(row.idp_time);
-        self.idp_status.append_option(row.idp_status);
+        self.idp_status.append(row.idp_status);
         self.first_attempt_time
             .append_option(row.first_attempt_time);
         self.last_attempt_time.append_option(row.last_attempt_time);
         self.attempts.append_value(row.attempts);
         self.http_status.append_option(row.http_status);
-        self.method.append_option(row.method);
+        self.method.append(row.method);
         self.path.append_option(row.path);
-        self.outcome.append_value(row.outcome);
-        self.cause.append_option(row.cause);
+        self.outcome.append(Some(row.outcome));
+        self.cause.append(row.cause);
         self.lag_ms.append_option(row.lag_ms);
         self.disagreement.append_value(row.disagreement);
         self.high_risk.append_value(row.high_risk);
@@ -299,11 +303,17 @@ impl OperationsBuilder {
     /// for as many rows and bytes again: the next batch is most likely the same size, and
     /// growing each column from nothing by doubling copied it ~17 times a batch (0.5% of a
     /// replay's instructions, in `realloc`).
-    pub fn finish(&mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
-        fn text(builder: &mut StringBuilder, rows: usize) -> ArrayRef {
+    pub fn take(&mut self) -> Result<Columns, ArrowError> {
+        fn text(builder: &mut StringBuilder, rows: usize) -> Column {
             let array = builder.finish();
             *builder = StringBuilder::with_capacity(rows, array.value_data().len());
-            Arc::new(array)
+            Column::Arrow(Arc::new(array))
+        }
+        fn coded(builder: &mut CodedBuilder, name: &str) -> Result<Column, ArrowError> {
+            builder
+                .finish()
+                .map(Column::Coded)
+                .map_err(|e| ArrowError::InvalidArgumentError(format!("column {name}: {e}")))
         }
         fn number<T: arrow_array::types::ArrowPrimitiveType>(
             builder: &mut PrimitiveBuilder<T>,
@@ -313,54 +323,131 @@ impl OperationsBuilder {
             *builder = PrimitiveBuilder::with_capacity(rows);
             array
         }
-        fn utc(builder: &mut TimestampMicrosecondBuilder, rows: usize) -> ArrayRef {
-            Arc::new(number(builder, rows).with_timezone("UTC"))
+        fn utc(builder: &mut TimestampMicrosecondBuilder, rows: usize) -> Column {
+            Column::Arrow(Arc::new(number(builder, rows).with_timezone("UTC")))
         }
-        fn flag(builder: &mut BooleanBuilder, rows: usize) -> ArrayRef {
+        fn count<T: arrow_array::types::ArrowPrimitiveType>(
+            builder: &mut PrimitiveBuilder<T>,
+            rows: usize,
+        ) -> Column {
+            Column::Arrow(Arc::new(number(builder, rows)))
+        }
+        fn flag(builder: &mut BooleanBuilder, rows: usize) -> Column {
             let array = builder.finish();
             *builder = BooleanBuilder::with_capacity(rows);
-            Arc::new(array)
+            Column::Arrow(Arc::new(array))
         }
         let rows = std::mem::take(&mut self.len);
-        let columns: Vec<ArrayRef> = vec![
+        let columns = vec![
             text(&mut self.correlation_id, rows),
-            text(&mut self.join_method, rows),
-            text(&mut self.stage, rows),
+            coded(&mut self.join_method, "join_method")?,
+            coded(&mut self.stage, "stage")?,
             text(&mut self.app, rows),
             text(&mut self.user_id, rows),
             text(&mut self.user_login, rows),
             text(&mut self.action, rows),
-            text(&mut self.idp_source, rows),
+            coded(&mut self.idp_source, "idp_source")?,
             utc(&mut self.idp_time, rows),
-            text(&mut self.idp_status, rows),
+            coded(&mut self.idp_status, "idp_status")?,
             utc(&mut self.first_attempt_time, rows),
             utc(&mut self.last_attempt_time, rows),
-            Arc::new(number(&mut self.attempts, rows)),
-            Arc::new(number(&mut self.http_status, rows)),
-            text(&mut self.method, rows),
+            count(&mut self.attempts, rows),
+            count(&mut self.http_status, rows),
+            coded(&mut self.method, "method")?,
             text(&mut self.path, rows),
-            text(&mut self.outcome, rows),
-            text(&mut self.cause, rows),
-            Arc::new(number(&mut self.lag_ms, rows)),
+            coded(&mut self.outcome, "outcome")?,
+            coded(&mut self.cause, "cause")?,
+            count(&mut self.lag_ms, rows),
             flag(&mut self.disagreement, rows),
             flag(&mut self.high_risk, rows),
             utc(&mut self.ingested_at, rows),
         ];
-        RecordBatch::try_new(Table::Operations.schema(), columns)
+        Ok(Columns { rows, columns })
+    }
+
+    /// [`OperationsBuilder::take`] as an Arrow batch.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.take()?.into_batch(Table::Operations)
+    }
+}
+
+impl Default for OperationsBuilder {
+    fn default() -> OperationsBuilder {
+        OperationsBuilder {
+            correlation_id: StringBuilder::new(),
+            join_method: CodedBuilder::new(JoinMethod::ALL.map(JoinMethod::as_str)),
+            stage: CodedBuilder::new(Stage::ALL.map(Stage::as_str)),
+            app: StringBuilder::new(),
+            user_id: StringBuilder::new(),
+            user_login: StringBuilder::new(),
+            action: StringBuilder::new(),
+            idp_source: CodedBuilder::default(),
+            idp_time: TimestampMicrosecondBuilder::new(),
+            idp_status: CodedBuilder::new(IdpStatus::ALL.map(IdpStatus::as_str)),
+            first_attempt_time: TimestampMicrosecondBuilder::new(),
+            last_attempt_time: TimestampMicrosecondBuilder::new(),
+            attempts: Int32Builder::new(),
+            http_status: Int32Builder::new(),
+            method: CodedBuilder::new(Method::ALL.map(Method::as_str)),
+            path: StringBuilder::new(),
+            outcome: CodedBuilder::new(Outcome::ALL.map(Outcome::as_str)),
+            cause: CodedBuilder::new(Cause::ALL.map(Cause::as_str)),
+            lag_ms: Int64Builder::new(),
+            disagreement: BooleanBuilder::new(),
+            high_risk: BooleanBuilder::new(),
+            ingested_at: TimestampMicrosecondBuilder::new(),
+            len: 0,
+        }
+    }
+}
+
+/// A batch of one table's rows as the writer takes them: a column is an Arrow array or, for
+/// the coded ones, codes into a list of texts.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    pub rows: usize,
+    pub columns: Vec<Column>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Column {
+    Arrow(ArrayRef),
+    Coded(Coded),
+}
+
+impl Columns {
+    pub fn from_batch(batch: &RecordBatch) -> Columns {
+        Columns {
+            rows: batch.num_rows(),
+            columns: batch.columns().iter().cloned().map(Column::Arrow).collect(),
+        }
+    }
+
+    /// The batch with its coded columns as Arrow strings.
+    pub fn into_batch(self, table: Table) -> Result<RecordBatch, ArrowError> {
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|column| match column {
+                Column::Arrow(array) => array,
+                Column::Coded(coded) => coded.to_array(),
+            })
+            .collect();
+        RecordBatch::try_new(table.schema(), columns)
     }
 }
 
 /// Builds a batch of `operations` rows.
-pub fn operations_batch(rows: &[OperationRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+pub fn operations_columns(rows: &[OperationRow]) -> Result<Columns, ArrowError> {
     let mut builder = OperationsBuilder::default();
     for row in rows {
         builder.append(&row.view());
     }
-    builder.finish()
+    builder.take()
 }
 
 /// Builds a batch of `leavers` rows.
-pub fn leavers_batch(rows: &[LeaverRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+pub fn leavers_batch(rows: &[LeaverRow]) -> Result<RecordBatch, ArrowError> {
     let mut ids = ListBuilder::new(StringBuilder::new());
     for row in rows {
         for id in &row.correlation_ids {

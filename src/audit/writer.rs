@@ -5,21 +5,28 @@
 //! replay at the end). Every file is written aside, synced and renamed into
 //! `<root>/<table>/date=YYYY-MM-DD/`, so a reader never sees a part of one.
 
-use super::schema::{self, LeaverRow, OperationView, OperationsBuilder, Table};
+use super::coded::CodedChunk;
+use super::schema::{self, Column, Columns, LeaverRow, OperationView, OperationsBuilder, Table};
 use crate::durable;
 use crate::engine::Output;
 use crate::judge::{Episode, EpisodeState, Operation};
 use crate::time::Ts;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// Rows per row group: large enough for good compression, small enough for readers to skip.
+/// Rows per row group ([`TableWriter`] closes them): large enough for good compression, small
+/// enough for readers to skip.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// Rows buffered before they are handed to the Parquet encoder, which keeps adding them to the
@@ -78,10 +85,7 @@ fn properties(table: Table) -> WriterProperties {
         ),
     };
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
-        ))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_compression(Compression::ZSTD(zstd_level()))
         .set_key_value_metadata(Some(vec![
             KeyValue::new(
                 "scimwatch.schema_version".into(),
@@ -100,12 +104,12 @@ fn properties(table: Table) -> WriterProperties {
     builder.build()
 }
 
+fn zstd_level() -> ZstdLevel {
+    ZstdLevel::try_new(1).expect("1 is a valid zstd level")
+}
+
 /// Writes one batch as a Parquet file at `path`, atomically. On any error nothing is left.
-pub fn write_file(
-    path: &Path,
-    table: Table,
-    batch: &arrow_array::RecordBatch,
-) -> Result<(), AuditError> {
+pub fn write_file(path: &Path, table: Table, batch: &Columns) -> Result<(), AuditError> {
     let tmp = write_uncommitted(path, table, batch)?;
     durable::commit(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -118,15 +122,16 @@ pub fn write_file(
 pub fn write_uncommitted(
     path: &Path,
     table: Table,
-    batch: &arrow_array::RecordBatch,
+    batch: &Columns,
 ) -> Result<PathBuf, AuditError> {
     let tmp = durable::tmp_path(path);
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
-        let mut writer = ArrowWriter::try_new(file, table.schema(), Some(properties(table)))
+        let mut writer = TableWriter::new(file, table).map_err(parquet_error(&tmp))?;
+        writer
+            .write(batch, 0..batch.rows)
             .map_err(parquet_error(&tmp))?;
-        writer.write(batch).map_err(parquet_error(&tmp))?;
-        let file = writer.into_inner().map_err(parquet_error(&tmp))?;
+        let file = writer.finish().map_err(parquet_error(&tmp))?;
         file.sync_all().map_err(|e| AuditError::io(&tmp, e))
     })();
     if result.is_err() {
@@ -248,11 +253,142 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
     })
 }
 
+/// Writes one table's rows as a Parquet file, a row group at a time: Arrow columns through
+/// parquet-rs's column writers, coded ones through [`CodedChunk`]. Schema, properties and
+/// footer (with the Arrow schema) are `ArrowWriter`'s own; only the coded columns' pages are
+/// made here.
+pub struct TableWriter<W: Write + Send> {
+    writer: SerializedFileWriter<W>,
+    factory: ArrowRowGroupWriterFactory,
+    table: Table,
+    /// The row group being filled: a column's encoder per column, none before its first row.
+    group: Vec<ColumnEncoder>,
+    group_rows: usize,
+    groups_written: usize,
+}
+
+enum ColumnEncoder {
+    /// Boxed: parquet-rs's writer is 1.5 KB, a chunk 32 bytes.
+    Arrow(Box<ArrowColumnWriter>),
+    Coded(CodedChunk),
+}
+
+impl<W: Write + Send> TableWriter<W> {
+    pub fn new(sink: W, table: Table) -> Result<TableWriter<W>, ParquetError> {
+        let (writer, factory) =
+            ArrowWriter::try_new(sink, table.schema(), Some(properties(table)))?
+                .into_serialized_writer()?;
+        Ok(TableWriter {
+            writer,
+            factory,
+            table,
+            group: Vec::new(),
+            group_rows: 0,
+            groups_written: 0,
+        })
+    }
+
+    /// Adds `rows` of `batch`, closing each row group as it reaches [`ROW_GROUP_ROWS`].
+    pub fn write(&mut self, batch: &Columns, rows: Range<usize>) -> Result<(), ParquetError> {
+        let mut start = rows.start;
+        while start < rows.end {
+            let end = rows.end.min(start + ROW_GROUP_ROWS - self.group_rows);
+            self.write_to_group(batch, start..end)?;
+            start = end;
+            if self.group_rows == ROW_GROUP_ROWS {
+                self.flush_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_to_group(&mut self, batch: &Columns, rows: Range<usize>) -> Result<(), ParquetError> {
+        let schema = self.table.schema();
+        if batch.columns.len() != schema.fields().len() {
+            return Err(ParquetError::General(format!(
+                "a batch of {} columns for table {}, which has {}",
+                batch.columns.len(),
+                self.table.name(),
+                schema.fields().len()
+            )));
+        }
+        if self.group.is_empty() {
+            let writers = self.factory.create_column_writers(self.groups_written)?;
+            if writers.len() != schema.fields().len() {
+                // Each of our columns is one Parquet leaf (the one list holds plain texts).
+                return Err(ParquetError::General(format!(
+                    "table {} has a column of several Parquet leaves",
+                    self.table.name()
+                )));
+            }
+            self.group = writers
+                .into_iter()
+                .zip(&batch.columns)
+                .map(|(writer, column)| match column {
+                    Column::Arrow(_) => ColumnEncoder::Arrow(Box::new(writer)),
+                    Column::Coded(_) => ColumnEncoder::Coded(CodedChunk::default()),
+                })
+                .collect();
+        }
+        let columns = self.group.iter_mut().zip(&batch.columns);
+        for ((encoder, column), field) in columns.zip(schema.fields()) {
+            match (encoder, column) {
+                (ColumnEncoder::Arrow(writer), Column::Arrow(array)) => {
+                    let slice = array.slice(rows.start, rows.len());
+                    for leaf in compute_leaves(field, &slice)? {
+                        writer.write(&leaf)?;
+                    }
+                }
+                (ColumnEncoder::Coded(chunk), Column::Coded(coded)) => {
+                    chunk.extend(coded, rows.clone())
+                }
+                _ => {
+                    return Err(ParquetError::General(format!(
+                        "column {} changed kind within a row group",
+                        field.name()
+                    )))
+                }
+            }
+        }
+        self.group_rows += rows.len();
+        Ok(())
+    }
+
+    /// Writes the row group being filled, if it has rows.
+    fn flush_group(&mut self) -> Result<(), ParquetError> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        let encoders = std::mem::take(&mut self.group);
+        let descriptors = self.writer.schema_descr().columns().to_vec();
+        let mut group = self.writer.next_row_group()?;
+        for (encoder, descriptor) in encoders.into_iter().zip(&descriptors) {
+            match encoder {
+                ColumnEncoder::Arrow(writer) => writer.close()?.append_to_row_group(&mut group)?,
+                ColumnEncoder::Coded(chunk) => {
+                    let (bytes, close) = chunk.write(descriptor, zstd_level())?;
+                    group.append_column(&bytes, close)?;
+                }
+            }
+        }
+        group.close()?;
+        self.group_rows = 0;
+        self.groups_written += 1;
+        Ok(())
+    }
+
+    /// Writes what is left and the footer; returns the sink.
+    pub fn finish(mut self) -> Result<W, ParquetError> {
+        self.flush_group()?;
+        self.writer.into_inner()
+    }
+}
+
 /// A Parquet file being written under its temporary name, a row group at a time.
 struct OpenFile {
     path: PathBuf,
     tmp: PathBuf,
-    writer: ArrowWriter<File>,
+    writer: TableWriter<File>,
     rows: u64,
 }
 
@@ -365,11 +501,13 @@ impl AuditWriter {
     fn spill(&mut self, table: Table, day: i64) -> Result<(), AuditError> {
         let batch = match table {
             Table::Operations => match self.operations.get_mut(&day) {
-                Some(buffer) if !buffer.is_empty() => buffer.finish(),
+                Some(buffer) if !buffer.is_empty() => buffer.take(),
                 _ => return Ok(()),
             },
             Table::Leavers => match self.leavers.get_mut(&day) {
-                Some(rows) if !rows.is_empty() => schema::leavers_batch(&std::mem::take(rows)),
+                Some(rows) if !rows.is_empty() => {
+                    schema::leavers_batch(&std::mem::take(rows)).map(|b| Columns::from_batch(&b))
+                }
                 _ => return Ok(()),
             },
         }
@@ -379,16 +517,15 @@ impl AuditWriter {
         })?;
         let key = (table, day);
         let mut offset = 0;
-        while offset < batch.num_rows() {
+        while offset < batch.rows {
             if !self.open.contains_key(&key) {
                 let path = self.next_path(table, day)?;
                 let tmp = durable::tmp_path(&path);
                 let file = File::create(&tmp).map_err(|e| AuditError::io(&tmp, e))?;
-                let writer = ArrowWriter::try_new(file, table.schema(), Some(properties(table)))
-                    .map_err(|e| {
-                        let _ = fs::remove_file(&tmp);
-                        parquet_error(&tmp)(e)
-                    })?;
+                let writer = TableWriter::new(file, table).map_err(|e| {
+                    let _ = fs::remove_file(&tmp);
+                    parquet_error(&tmp)(e)
+                })?;
                 self.open.insert(
                     key,
                     OpenFile {
@@ -401,9 +538,9 @@ impl AuditWriter {
             }
             let open = self.open.get_mut(&key).expect("opened above");
             let room = self.rows_per_file - open.rows as usize;
-            let take = room.min(batch.num_rows() - offset);
+            let take = room.min(batch.rows - offset);
             open.writer
-                .write(&batch.slice(offset, take))
+                .write(&batch, offset..offset + take)
                 .map_err(parquet_error(&open.tmp))?;
             open.rows += take as u64;
             offset += take;
@@ -420,7 +557,7 @@ impl AuditWriter {
             return Ok(());
         };
         let result = (|| {
-            let file = open.writer.into_inner().map_err(parquet_error(&open.tmp))?;
+            let file = open.writer.finish().map_err(parquet_error(&open.tmp))?;
             file.sync_all().map_err(|e| AuditError::io(&open.tmp, e))
         })();
         if let Err(error) = result {
