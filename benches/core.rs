@@ -1,18 +1,24 @@
 //! Criterion benchmarks of the deterministic core on the bundled example logs
 //! (`examples/logs`, made by `scimwatch generate`): the IdP and gateway parsers, every vendor
 //! preset's parsers (on `tests/fixtures/vendors`), the join alone, judging alone, and the
-//! whole engine (join, judge, leaver episodes). Run: `cargo bench --bench core`.
+//! whole engine (join, judge, leaver episodes), and the `operations` table's Parquet encoding.
+//! Run: `cargo bench --bench core`.
 //!
 //! Whole-pipeline throughput against DuckDB is `scripts/bench-replay.sh`; live throughput is
 //! `scripts/bench-live.sh`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use parquet::arrow::ArrowWriter;
+use scimwatch::audit::schema::{OperationsBuilder, Table};
+use scimwatch::audit::writer::{operation_view, properties, TableWriter};
 use scimwatch::config::{Config, Role};
-use scimwatch::engine::{Engine, EngineSettings};
+use scimwatch::engine::{Engine, EngineSettings, Output};
 use scimwatch::join::{Joined, Joiner};
 use scimwatch::judge::judge;
+use scimwatch::judge::Operation;
 use scimwatch::model::Record;
 use scimwatch::parse::LineParser;
+use scimwatch::time::Ts;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
@@ -202,11 +208,81 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
+/// The `operations` table's Parquet encoding alone: the example's judged operations, repeated
+/// to fill two row groups, appended row by row and handed to the encoder 4,096 at a time as
+/// the audit writer does, into memory (no file, no fsync).
+fn parquet(c: &mut Criterion) {
+    const ROWS: usize = 2 * 65_536;
+    let (config, idp, gateway) = example();
+    let mut engine = Engine::new(EngineSettings::from_config(&config));
+    let mut operations: Vec<Operation> = Vec::new();
+    let mut keep = |outputs: &mut dyn Iterator<Item = Output>| {
+        operations.extend(outputs.filter_map(|output| match output {
+            Output::Operation(op) => Some(*op),
+            _ => None,
+        }))
+    };
+    for record in records(&config, &idp, &gateway) {
+        engine.ingest(record);
+        if let Some(watermark) = engine.watermark() {
+            engine.advance(watermark);
+        }
+        keep(&mut engine.drain());
+    }
+    engine.finish();
+    keep(&mut engine.drain());
+    let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    let mut group = c.benchmark_group("audit/parquet");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function(format!("{ROWS} operations rows"), |b| {
+        b.iter(|| {
+            let mut writer = TableWriter::new(Vec::new(), Table::Operations).expect("writer");
+            let mut builder = OperationsBuilder::default();
+            for (i, op) in operations.iter().cycle().take(ROWS).enumerate() {
+                builder.append(&operation_view(op, &sources, Ts(0)));
+                if builder.len() == 4_096 || i + 1 == ROWS {
+                    let batch = builder.take().expect("a batch");
+                    writer.write(&batch, 0..batch.rows).expect("written");
+                }
+            }
+            writer.finish().expect("a file").len()
+        })
+    });
+    // The same rows with every column parquet-rs's, the coded ones turned back into strings
+    // (which the writer before the coded columns did not need to do, so this overstates their
+    // saving a little).
+    group.bench_function(
+        format!("{ROWS} operations rows, all through ArrowWriter"),
+        |b| {
+            b.iter(|| {
+                let mut writer = ArrowWriter::try_new(
+                    Vec::new(),
+                    Table::Operations.schema(),
+                    Some(properties(Table::Operations)),
+                )
+                .expect("writer");
+                let mut builder = OperationsBuilder::default();
+                for (i, op) in operations.iter().cycle().take(ROWS).enumerate() {
+                    builder.append(&operation_view(op, &sources, Ts(0)));
+                    if builder.len() == 4_096 || i + 1 == ROWS {
+                        writer
+                            .write(&builder.finish().expect("a batch"))
+                            .expect("written");
+                    }
+                }
+                writer.into_inner().expect("a file").len()
+            })
+        },
+    );
+    group.finish();
+}
+
 criterion_group!(
     benches,
     parsers,
     vendor_parsers,
     join_and_judge_apart,
-    engine
+    engine,
+    parquet
 );
 criterion_main!(benches);

@@ -66,7 +66,7 @@ impl AuditError {
 /// 43.3 MB); times and lags written as deltas leave zstd half the bytes (−2% of a replay's
 /// instructions, for 1% more on disk); `path` gains from a dictionary (2.6 → 2.2 MB), while
 /// users and IDs lose (`user_login` 4.3 → 5.3 MB: nearly every value is new to its group).
-fn properties(table: Table) -> WriterProperties {
+pub fn properties(table: Table) -> WriterProperties {
     // Nearly every value distinct: no dictionary.
     let (distinct, deltas): (&[&str], &[&str]) = match table {
         Table::Operations => (
