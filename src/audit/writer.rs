@@ -66,11 +66,16 @@ impl AuditError {
 /// 43.3 MB); times and lags written as deltas leave zstd half the bytes (−2% of a replay's
 /// instructions, for 1% more on disk); `path` gains from a dictionary (2.6 → 2.2 MB), while
 /// users and IDs lose (`user_login` 4.3 → 5.3 MB: nearly every value is new to its group).
+/// Those texts have their lengths written apart from their bytes (`DELTA_LENGTH_BYTE_ARRAY`):
+/// zstd sees 4 bytes a value fewer, and the 100k set's files are 6% smaller for 0.7% fewer
+/// instructions. (The coded columns' pages are made in [`super::coded`], whatever is set
+/// here.)
 pub fn properties(table: Table) -> WriterProperties {
-    // Nearly every value distinct: no dictionary.
-    let (distinct, deltas): (&[&str], &[&str]) = match table {
+    // Nearly every value distinct: no dictionary; the texts' lengths apart.
+    let (texts, numbers, deltas): (&[&str], &[&str], &[&str]) = match table {
         Table::Operations => (
             &["correlation_id", "user_id", "user_login"],
+            &[],
             &[
                 "idp_time",
                 "first_attempt_time",
@@ -80,10 +85,12 @@ pub fn properties(table: Table) -> WriterProperties {
             ],
         ),
         Table::Leavers => (
-            &["user_id", "user_login", "latency_seconds"],
+            &["user_id", "user_login", "correlation_ids.list.item"],
+            &["latency_seconds"],
             &["initiated_at", "first_attempt_at", "disabled_at"],
         ),
     };
+    let path = |dotted: &str| ColumnPath::new(dotted.split('.').map(String::from).collect());
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(zstd_level()))
         .set_key_value_metadata(Some(vec![
@@ -94,12 +101,14 @@ pub fn properties(table: Table) -> WriterProperties {
             KeyValue::new("scimwatch.producer".into(), schema::producer()),
             KeyValue::new("scimwatch.table".into(), table.name().to_string()),
         ]));
-    for column in distinct.iter().chain(deltas) {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    for column in texts.iter().chain(numbers).chain(deltas) {
+        builder = builder.set_column_dictionary_enabled(path(column), false);
+    }
+    for column in texts {
+        builder = builder.set_column_encoding(path(column), Encoding::DELTA_LENGTH_BYTE_ARRAY);
     }
     for column in deltas {
-        builder =
-            builder.set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED);
+        builder = builder.set_column_encoding(path(column), Encoding::DELTA_BINARY_PACKED);
     }
     builder.build()
 }
