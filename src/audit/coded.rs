@@ -41,7 +41,7 @@ pub type Texts = Arc<Vec<Cow<'static, str>>>;
 pub struct CodedBuilder {
     texts: Texts,
     codes: Vec<u16>,
-    /// A new text arrived when the list was full: `finish` reports it.
+    /// A new text arrived when the list was full.
     overflowed: bool,
 }
 
@@ -94,14 +94,20 @@ impl CodedBuilder {
         self.codes.is_empty()
     }
 
+    /// Whether a text arrived when the list was full (it was kept as a null, which must not be
+    /// written: `finish` refuses from then on).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
     /// Takes the codes appended so far, with the list they point into. The builder keeps its
-    /// list and room for as many rows again.
+    /// list and room for as many rows again. After an overflow it refuses and takes nothing.
     pub fn finish(&mut self) -> Result<Coded, TooManyTexts> {
-        let room = self.codes.len();
-        let codes = std::mem::replace(&mut self.codes, Vec::with_capacity(room));
-        if std::mem::take(&mut self.overflowed) {
+        if self.overflowed {
             return Err(TooManyTexts);
         }
+        let room = self.codes.len();
+        let codes = std::mem::replace(&mut self.codes, Vec::with_capacity(room));
         Ok(Coded {
             texts: self.texts.clone(),
             codes,
@@ -500,13 +506,14 @@ mod tests {
         for i in 0..=MAX_TEXTS {
             builder.append(Some(&i.to_string()));
         }
+        assert!(builder.overflowed());
         assert!(builder.finish().is_err());
-        builder.append(Some("0"));
         assert_eq!(
-            builder.finish().unwrap().codes,
-            [1],
-            "the next batch is fine"
+            builder.len(),
+            MAX_TEXTS + 1,
+            "the rows are kept, not written with a null"
         );
+        assert!(builder.finish().is_err(), "and refused again");
     }
 
     #[test]

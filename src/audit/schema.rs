@@ -4,7 +4,7 @@
 //! maps micros with isAdjustedToUTC to `TimestampType`); integers are signed. Each file's
 //! key-value metadata carries the schema version and the producer.
 
-use super::coded::{Coded, CodedBuilder};
+use super::coded::{Coded, CodedBuilder, TooManyTexts};
 use crate::join::JoinMethod;
 use crate::model::{Cause, IdpStatus, Method, Outcome, Stage};
 use arrow_array::builder::{
@@ -337,6 +337,21 @@ impl OperationsBuilder {
             *builder = BooleanBuilder::with_capacity(rows);
             Column::Arrow(Arc::new(array))
         }
+        // Checked before anything is taken, so that an error leaves every column as it was.
+        let coded_columns = [
+            (&self.join_method, "join_method"),
+            (&self.stage, "stage"),
+            (&self.idp_source, "idp_source"),
+            (&self.idp_status, "idp_status"),
+            (&self.method, "method"),
+            (&self.outcome, "outcome"),
+            (&self.cause, "cause"),
+        ];
+        if let Some((_, name)) = coded_columns.iter().find(|(c, _)| c.overflowed()) {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "column {name}: {TooManyTexts}"
+            )));
+        }
         let rows = std::mem::take(&mut self.len);
         let columns = vec![
             text(&mut self.correlation_id, rows),
@@ -647,5 +662,22 @@ mod tests {
             assert!(builder.is_empty());
             assert_eq!(&operations_rows(&batch).expect("rows"), rows);
         }
+    }
+
+    #[test]
+    fn a_coded_column_past_its_limit_fails_the_batch_and_takes_nothing() {
+        let mut builder = OperationsBuilder::default();
+        let rows: Vec<OperationRow> = (0..=super::super::coded::MAX_TEXTS as i64)
+            .map(|n| OperationRow {
+                cause: Some(format!("cause-{n}")),
+                ..row(n, false)
+            })
+            .collect();
+        for row in &rows {
+            builder.append(&row.view());
+        }
+        let error = builder.take().expect_err("too many causes").to_string();
+        assert!(error.contains("column cause"), "{error}");
+        assert_eq!(builder.len(), rows.len(), "every column keeps its rows");
     }
 }
