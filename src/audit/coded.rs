@@ -5,10 +5,12 @@
 //! A row keeps a code: 0 for null, `i + 1` for the list's `i`th text. A row group's column is
 //! then one dictionary page (the list) and one data page (the codes, as the dictionary indexes
 //! Parquet calls RLE_DICTIONARY), with the chunk's statistics and page index: to a reader, the
-//! same column parquet-rs writes. parquet-rs's own dictionary encoder is handed an Arrow string
-//! per row, hashes it into its dictionary and compares it with the chunk's running minimum and
-//! maximum; here a row costs a compare of addresses, since a judged operation's texts are the
-//! enums' own `&'static str`s.
+//! column parquet-rs would write, in one data page a row group rather than several (readers
+//! check that: `tests/audit.rs`, DuckDB and arrow-rs). parquet-rs's own dictionary encoder is
+//! handed an Arrow string per row, hashes it into its dictionary and compares it with the
+//! chunk's running minimum and maximum; here a row costs a compare of addresses, since a judged
+//! operation's texts are the enums' own `&'static str`s (−5.1% of a replay's instructions:
+//! docs/performance-log.md, fifth stop).
 
 use arrow_array::{ArrayRef, StringArray};
 use bytes::Bytes;
