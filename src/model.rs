@@ -313,6 +313,7 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in the order the join's packed records number them (`join/packed.rs`).
     pub const ALL: [Method; 6] = [
         Method::Get,
         Method::Post,

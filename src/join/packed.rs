@@ -23,14 +23,6 @@ const RESOURCE_ID: u8 = 1 << 5;
 const WRITE: u8 = 1 << 6;
 const ERROR_DETAIL: u8 = 1 << 7;
 
-const METHODS: [Method; 6] = [
-    Method::Get,
-    Method::Post,
-    Method::Put,
-    Method::Patch,
-    Method::Delete,
-    Method::Other,
-];
 const WRITES: [WriteKind; 6] = [
     WriteKind::CreateUser,
     WriteKind::DeleteUser,
@@ -118,7 +110,7 @@ fn unpack_from(bytes: &[u8], whole: bool) -> GatewayRecord {
     let has = |flag: u8| presence & flag != 0;
     let time = Ts(i64::from_le_bytes(input.array()));
     let status = u16::from_le_bytes(input.array());
-    let method = METHODS[input.byte() as usize];
+    let method = Method::ALL[input.byte() as usize];
     let origin = Origin {
         source: u16::from_le_bytes(input.array()),
         file: u32::from_le_bytes(input.array()),
@@ -260,7 +252,7 @@ impl serde::Serialize for Writes<'_> {
     }
 }
 
-/// A method's index in [`METHODS`]: a match, so a new method cannot be left out.
+/// A method's index in [`Method::ALL`]: a match, so a new method cannot be left out.
 fn method_code(method: Method) -> u8 {
     match method {
         Method::Get => 0,
@@ -423,7 +415,7 @@ mod tests {
             origin: Origin::default(),
         };
         assert_eq!(PackedGateway::pack(&bare).unpack(), bare);
-        for method in METHODS {
+        for method in Method::ALL {
             for write in WRITES.map(Some).into_iter().chain([None]) {
                 let one = GatewayRecord {
                     method,
