@@ -3,7 +3,7 @@
 //! the producer and the quarter's figures. The same store gives byte-identical files, so an
 //! auditor can re-run the export and compare hashes; `verify` re-checks a pack.
 
-use super::schema::{self, Columns, LeaverRow, OperationRow, Table};
+use super::schema::{self, LeaverRow, OperationRow, Table};
 use super::writer::{write_file, AuditError};
 use crate::config::SloConfig;
 use crate::durable;
@@ -334,12 +334,10 @@ pub fn export(
             },
         );
         let leavers_path = staging.join("leavers.parquet");
-        let batch = schema::leavers_batch(&leavers)
-            .map(|b| Columns::from_batch(&b))
-            .map_err(|e| AuditError::Corrupt {
-                path: leavers_path.clone(),
-                message: e.to_string(),
-            })?;
+        let batch = schema::leavers_columns(&leavers).map_err(|e| AuditError::Corrupt {
+            path: leavers_path.clone(),
+            message: e.to_string(),
+        })?;
         write_file(&leavers_path, Table::Leavers, &batch)?;
         files.insert(
             "leavers".to_string(),

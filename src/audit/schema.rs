@@ -309,11 +309,12 @@ impl OperationsBuilder {
             *builder = StringBuilder::with_capacity(rows, array.value_data().len());
             Column::Arrow(Arc::new(array))
         }
-        fn coded(builder: &mut CodedBuilder, name: &str) -> Result<Column, ArrowError> {
-            builder
-                .finish()
-                .map(Column::Coded)
-                .map_err(|e| ArrowError::InvalidArgumentError(format!("column {name}: {e}")))
+        fn coded(builder: &mut CodedBuilder) -> Column {
+            Column::Coded(
+                builder
+                    .finish()
+                    .expect("no coded column overflowed: checked above"),
+            )
         }
         fn number<T: arrow_array::types::ArrowPrimitiveType>(
             builder: &mut PrimitiveBuilder<T>,
@@ -355,23 +356,23 @@ impl OperationsBuilder {
         let rows = std::mem::take(&mut self.len);
         let columns = vec![
             text(&mut self.correlation_id, rows),
-            coded(&mut self.join_method, "join_method")?,
-            coded(&mut self.stage, "stage")?,
+            coded(&mut self.join_method),
+            coded(&mut self.stage),
             text(&mut self.app, rows),
             text(&mut self.user_id, rows),
             text(&mut self.user_login, rows),
             text(&mut self.action, rows),
-            coded(&mut self.idp_source, "idp_source")?,
+            coded(&mut self.idp_source),
             utc(&mut self.idp_time, rows),
-            coded(&mut self.idp_status, "idp_status")?,
+            coded(&mut self.idp_status),
             utc(&mut self.first_attempt_time, rows),
             utc(&mut self.last_attempt_time, rows),
             count(&mut self.attempts, rows),
             count(&mut self.http_status, rows),
-            coded(&mut self.method, "method")?,
+            coded(&mut self.method),
             text(&mut self.path, rows),
-            coded(&mut self.outcome, "outcome")?,
-            coded(&mut self.cause, "cause")?,
+            coded(&mut self.outcome),
+            coded(&mut self.cause),
             count(&mut self.lag_ms, rows),
             flag(&mut self.disagreement, rows),
             flag(&mut self.high_risk, rows),
@@ -431,7 +432,7 @@ pub enum Column {
 }
 
 impl Columns {
-    pub fn from_batch(batch: &RecordBatch) -> Columns {
+    fn from_batch(batch: &RecordBatch) -> Columns {
         Columns {
             rows: batch.num_rows(),
             columns: batch.columns().iter().cloned().map(Column::Arrow).collect(),
@@ -462,7 +463,7 @@ pub fn operations_columns(rows: &[OperationRow]) -> Result<Columns, ArrowError> 
 }
 
 /// Builds a batch of `leavers` rows.
-pub fn leavers_batch(rows: &[LeaverRow]) -> Result<RecordBatch, ArrowError> {
+pub fn leavers_columns(rows: &[LeaverRow]) -> Result<Columns, ArrowError> {
     let mut ids = ListBuilder::new(StringBuilder::new());
     for row in rows {
         for id in &row.correlation_ids {
@@ -501,7 +502,7 @@ pub fn leavers_batch(rows: &[LeaverRow]) -> Result<RecordBatch, ArrowError> {
         strings(rows.iter().map(|r| Some(r.state.as_str()))),
     ];
     // The list builder names its item field "item", nullable, as the schema says.
-    RecordBatch::try_new(Table::Leavers.schema(), columns)
+    RecordBatch::try_new(Table::Leavers.schema(), columns).map(|batch| Columns::from_batch(&batch))
 }
 
 /// Why a file is not one of our tables.

@@ -339,6 +339,8 @@ impl<W: Write + Send> TableWriter<W> {
                     self.table.name()
                 )));
             }
+            // parquet-rs makes a writer for every column (there is no asking for some): a
+            // coded column's is dropped unused, once a row group.
             self.group = writers
                 .into_iter()
                 .zip(&batch.columns)
@@ -523,9 +525,7 @@ impl AuditWriter {
                 _ => return Ok(()),
             },
             Table::Leavers => match self.leavers.get_mut(&day) {
-                Some(rows) if !rows.is_empty() => {
-                    schema::leavers_batch(&std::mem::take(rows)).map(|b| Columns::from_batch(&b))
-                }
+                Some(rows) if !rows.is_empty() => schema::leavers_columns(&std::mem::take(rows)),
                 _ => return Ok(()),
             },
         }
