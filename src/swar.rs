@@ -21,7 +21,7 @@ pub fn flags_of(word: u64, byte: u8) -> u64 {
 /// and put together in a register: copying it into a zeroed array on the stack instead cost a
 /// `memcpy` call and a stalled load of the word it had just written in parts, ~2% of a
 /// replay's samples (the case-folding of keys every line takes).
-fn word_at(bytes: &[u8], at: usize) -> u64 {
+pub fn word_at(bytes: &[u8], at: usize) -> u64 {
     if let Some(chunk) = bytes.get(at..at + 8) {
         full_word(chunk, 0)
     } else {

@@ -6,7 +6,7 @@
 //! escapes. That is what keeps parsing near memory speed on wide vendor records.
 
 use super::{Field, Picked, Value};
-use crate::swar::{flags_of, HIGH, ONES};
+use crate::swar::{flags_of, HIGH};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -471,33 +471,11 @@ impl<'a> Scan<'a> {
             return self.quoted_string();
         }
         self.eat(b'"')?;
-        self.unicode = false;
         let start = self.at;
-        let mut escaped = false;
-        loop {
-            self.at = special_from(self.bytes(), self.at);
-            match self.peek()? {
-                b'"' => {
-                    self.at += 1;
-                    return Some((&self.text[start..self.at - 1], escaped));
-                }
-                b'\\' if !self.plain => self.at += 1,
-                _ => return None, // a control character (serde_json refuses it), or an escape in a plain scan
-            }
-            escaped = true;
-            match self.peek()? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
-                b'u' => {
-                    let hex = self.bytes().get(self.at + 1..self.at + 5)?;
-                    if !hex.iter().all(u8::is_ascii_hexdigit) {
-                        return None;
-                    }
-                    self.at += 5;
-                    self.unicode = true;
-                }
-                _ => return None,
-            }
-        }
+        let (end, escaped, unicode) = string_end(self.bytes(), start, !self.plain)?;
+        self.unicode = unicode;
+        self.at = end + 1;
+        Some((&self.text[start..end], escaped))
     }
 
     /// A string of a quoted scan: `\"`, contents with no backslash, `\"`. The text is a
@@ -627,64 +605,142 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// The index of the first `"`, `\\` or control character at or after `from` (the length if
-/// none): sixteen bytes at a time with SSE2 (every x86-64 CPU has it), the rest as below.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn special_from(bytes: &[u8], from: usize) -> usize {
-    // SAFETY: the function only needs SSE2, which this build targets (the `cfg` above; every
-    // x86-64 CPU has it). It reads the slice through safe indexing only.
-    unsafe { special_from_sse2(bytes, from) }
+/// Where a string whose contents start at `from` ends: the index of its closing quote, and
+/// whether its contents hold escapes and a `\u` escape among them. `None` at a control
+/// character (serde_json refuses them), at an escape when `escapes` is false or one serde_json
+/// would refuse when skipping (a `\u` needs four hex digits; surrogates are not checked
+/// there), or at the end of the text.
+///
+/// Sixteen bytes at a time: an escape is stepped over inside the block its backslash is in,
+/// so a logged request body (a dozen `\"` in a line) costs a few instructions an escape
+/// rather than a new search each.
+fn string_end(bytes: &[u8], from: usize, escapes: bool) -> Option<(usize, bool, bool)> {
+    let (mut escaped, mut unicode) = (false, false);
+    let mut at = from;
+    'blocks: loop {
+        let (mut marks, width) = marks_at(bytes, at);
+        while marks != 0 {
+            let i = marks.trailing_zeros() as usize;
+            let found = at + i;
+            match bytes[found] {
+                b'"' => return Some((found, escaped, unicode)),
+                b'\\' if escapes => {}
+                _ => return None,
+            }
+            escaped = true;
+            let length = match *bytes.get(found + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                b'u' => {
+                    let hex = bytes.get(found + 2..found + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    unicode = true;
+                    6
+                }
+                _ => return None,
+            };
+            let after = i + length;
+            if after >= width {
+                at += after;
+                continue 'blocks;
+            }
+            marks &= u32::MAX << after;
+        }
+        if width == 0 {
+            return None;
+        }
+        at += width;
+    }
 }
 
+/// The index of the first `"`, `\\` or control character at or after `from` (the length if
+/// none).
+fn special_from(bytes: &[u8], from: usize) -> usize {
+    let mut at = from;
+    loop {
+        let (marks, width) = marks_at(bytes, at);
+        if marks != 0 {
+            return at + marks.trailing_zeros() as usize;
+        }
+        if width == 0 {
+            return at;
+        }
+        at += width;
+    }
+}
+
+/// The `"`, `\\` and control characters among the (up to) sixteen bytes from `at`, bit `i`
+/// for the byte at `at + i`, and how many bytes that was (0 at the end): with SSE2 (every
+/// x86-64 CPU has it), else a byte at a time.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[target_feature(enable = "sse2")]
-fn special_from_sse2(bytes: &[u8], from: usize) -> usize {
+#[inline(always)]
+fn marks_at(bytes: &[u8], at: usize) -> (u32, usize) {
+    let half = |chunk: &[u8]| i64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+    let block = |chunk: &[u8]| marks_sse2(half(&chunk[..8]), half(&chunk[8..]));
+    if let Some(chunk) = bytes.get(at..at + 16) {
+        return (block(chunk), 16);
+    }
+    // The last bytes: the text's last sixteen, shifted past those before `at`.
+    let width = bytes.len().saturating_sub(at);
+    match bytes
+        .len()
+        .checked_sub(16)
+        .and_then(|last| bytes.get(last..))
+    {
+        Some(chunk) => (block(chunk) >> (16 - width), width),
+        None => short_marks(bytes, at),
+    }
+}
+
+/// [`marks_at`] in a text shorter than sixteen bytes, zero-padded (zeros are control
+/// characters: masked off).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(never)]
+fn short_marks(bytes: &[u8], at: usize) -> (u32, usize) {
+    let width = bytes.len().saturating_sub(at);
+    let word = |from: usize| crate::swar::word_at(bytes, from) as i64;
+    let marks = marks_sse2(word(at), word(at + 8));
+    (marks & ((1 << width) - 1), width)
+}
+
+/// The marks of sixteen bytes given as two little-endian words.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn marks_sse2(low: i64, high: i64) -> u32 {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         _mm_set_epi64x,
     };
-    let half = |chunk: &[u8]| i64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-    let (quote, backslash) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\\' as i8));
-    let below_space = _mm_set1_epi8(0x1F);
-    let mut at = from;
-    while let Some(chunk) = bytes.get(at..at + 16) {
-        let v = _mm_set_epi64x(half(&chunk[8..]), half(&chunk[..8]));
+    // SAFETY: these intrinsics only need SSE2, which this build targets (the `cfg` above;
+    // every x86-64 CPU has it), and touch no memory.
+    unsafe {
+        let v = _mm_set_epi64x(high, low);
+        let (quote, backslash) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\\' as i8));
         // A control byte is one the unsigned minimum with 0x1F leaves unchanged.
-        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, below_space), v);
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
         let marks = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
-        let found = _mm_movemask_epi8(_mm_or_si128(marks, control)) as u32;
-        if found != 0 {
-            return at + found.trailing_zeros() as usize;
-        }
-        at += 16;
+        _mm_movemask_epi8(_mm_or_si128(marks, control)) as u32
     }
-    special_from_swar(bytes, at)
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn special_from(bytes: &[u8], from: usize) -> usize {
-    special_from_swar(bytes, from)
+fn marks_at(bytes: &[u8], at: usize) -> (u32, usize) {
+    marks_at_bytes(bytes, at)
 }
 
-/// [`special_from`] eight bytes at a time, as serde_json looks for the end of a string.
-fn special_from_swar(bytes: &[u8], from: usize) -> usize {
-    let mut at = from;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let control = word.wrapping_sub(ONES * 0x20) & !word;
-        let found = (control | flags_of(word, b'"') | flags_of(word, b'\\')) & HIGH;
-        if found != 0 {
-            return at + found.trailing_zeros() as usize / 8;
-        }
-        at += 8;
-    }
-    while let Some(&byte) = bytes.get(at) {
-        if byte == b'"' || byte == b'\\' || byte < 0x20 {
-            break;
-        }
-        at += 1;
-    }
-    at
+/// [`marks_at`] a byte at a time: for other targets, and the reference the tests hold the
+/// SSE2 one to.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn marks_at_bytes(bytes: &[u8], at: usize) -> (u32, usize) {
+    let block = bytes.get(at..).unwrap_or_default();
+    let block = &block[..block.len().min(16)];
+    let marks = block
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'"' || b == b'\\' || b < 0x20)
+        .fold(0, |marks, (i, _)| marks | 1 << i);
+    (marks, block.len())
 }
 
 fn unescape(segment: &str) -> String {
@@ -1087,11 +1143,98 @@ mod tests {
                             naive(&bytes, from),
                             "{special:#x} at {at} of {len}, from {from}"
                         );
-                        assert_eq!(super::special_from_swar(&bytes, from), naive(&bytes, from));
+                        assert_eq!(
+                            super::marks_at(&bytes, from),
+                            super::marks_at_bytes(&bytes, from),
+                            "{special:#x} at {at} of {len}, from {from}"
+                        );
                     }
                 }
             }
         }
+    }
+
+    /// `string_end` against a reader that takes a byte at a time, on strings made of pieces
+    /// (escapes good and bad, quotes, control and multi-byte characters) placed at every
+    /// offset of a block, so escapes straddle the sixteen-byte blocks and the text's end.
+    #[test]
+    fn string_ends_are_found_as_a_byte_at_a_time_reader_finds_them() {
+        fn reference(bytes: &[u8], from: usize, escapes: bool) -> Option<(usize, bool, bool)> {
+            let (mut escaped, mut unicode, mut at) = (false, false, from);
+            loop {
+                match *bytes.get(at)? {
+                    b'"' => return Some((at, escaped, unicode)),
+                    b'\\' if escapes => {
+                        escaped = true;
+                        match *bytes.get(at + 1)? {
+                            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                            b'u' => {
+                                let hex = bytes.get(at + 2..at + 6)?;
+                                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                    return None;
+                                }
+                                unicode = true;
+                                at += 6;
+                            }
+                            _ => return None,
+                        }
+                    }
+                    byte if byte < 0x20 || byte == b'\\' => return None,
+                    _ => at += 1,
+                }
+            }
+        }
+        let pieces: [&[u8]; 14] = [
+            b"a",
+            b"abcdefg",
+            b"\"",
+            b"\\\"",
+            b"\\\\",
+            b"\\n",
+            b"\\u00e9",
+            b"\\uD83D",
+            b"\\u12G4",
+            b"\\x",
+            b"\\",
+            b"\x01",
+            b"\x7f",
+            "é€".as_bytes(),
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let (mut ends, mut escapes_seen) = (0, 0);
+        for _ in 0..20_000 {
+            let mut bytes = vec![b'a'; next(18)];
+            let from = bytes.len();
+            for _ in 0..next(9) {
+                bytes.extend_from_slice(pieces[next(pieces.len())]);
+            }
+            // Mostly with plain text before the end, so most strings end at a quote.
+            if next(4) > 0 {
+                bytes.extend_from_slice(b"bcd\"}");
+            }
+            for escapes in [true, false] {
+                let expected = reference(&bytes, from, escapes);
+                assert_eq!(
+                    super::string_end(&bytes, from, escapes),
+                    expected,
+                    "{:?} from {from}, escapes {escapes}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                ends += usize::from(expected.is_some());
+                escapes_seen += usize::from(expected.is_some_and(|(_, escaped, _)| escaped));
+            }
+        }
+        // The mix is not degenerate: strings end, with and without escapes, and some do not.
+        assert!(
+            ends > 8_000 && escapes_seen > 2_000 && ends < 38_000,
+            "{ends} {escapes_seen}"
+        );
     }
 
     #[test]
