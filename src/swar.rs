@@ -129,7 +129,8 @@ pub fn text_of(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
     std::str::from_utf8(bytes)
 }
 
-/// Whether every byte is below 0x80: 32 bytes at a time, then a word at a time, then the
+/// Whether every byte is below 0x80: 64 bytes at a time (eight words ORed together, which
+/// the compiler turns into four SSE2 loads and ORs), then 32, then a word at a time, then the
 /// last eight bytes as one word (overlapping what was tested already).
 pub fn is_ascii(bytes: &[u8]) -> bool {
     let n = bytes.len();
@@ -138,7 +139,14 @@ pub fn is_ascii(bytes: &[u8]) -> bool {
     }
     let word = |at: usize| full_word(bytes, at);
     let mut at = 0;
-    while at + 32 <= n {
+    while let Some(block) = bytes.get(at..at + 64) {
+        let any = (0..8).fold(0, |any, i| any | full_word(block, i * 8));
+        if any & HIGH != 0 {
+            return false;
+        }
+        at += 64;
+    }
+    if at + 32 <= n {
         if (word(at) | word(at + 8) | word(at + 16) | word(at + 24)) & HIGH != 0 {
             return false;
         }
@@ -208,7 +216,7 @@ mod tests {
 
     #[test]
     fn text_of_reads_bytes_as_from_utf8_does_with_a_high_byte_at_every_offset() {
-        for len in 0..70 {
+        for len in 0..140 {
             let ascii: Vec<u8> = (0..len).map(|i| b' ' + (i % 90) as u8).collect();
             assert!(is_ascii(&ascii), "{len}");
             assert_eq!(text_of(&ascii), std::str::from_utf8(&ascii), "{len}");
