@@ -45,6 +45,11 @@ pub fn push_small<T>(items: &mut Vec<T>, item: T) {
 /// Appends to a boxed slice, growing it by exactly one: for lists that are short, many, and
 /// rarely grow (a pending operation's records).
 pub fn push_boxed<T>(items: &mut Box<[T]>, item: T) {
+    if items.is_empty() {
+        // The usual case (one record): an allocation, not a reallocation from nothing.
+        *items = Box::new([item]);
+        return;
+    }
     let mut vec = std::mem::take(items).into_vec();
     vec.reserve_exact(1);
     vec.push(item);
