@@ -6,6 +6,7 @@
 //! builds a quarter's pack (one file per table, sorted, plus a manifest with hashes and the
 //! quarter's figures) and verifies one.
 
+mod chunk;
 pub mod coded;
 pub mod export;
 pub mod schema;

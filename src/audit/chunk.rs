@@ -1,0 +1,309 @@
+//! A column chunk written here rather than by parquet-rs's column writers (the coded
+//! columns, [`super::coded`]; the IDs, [`super::ids`]): its pages, statistics, page index and
+//! metadata, and the encodings those pages use (parquet-format Encodings.md). A chunk is at
+//! most a dictionary page and one data page (v1); `SerializedRowGroupWriter::append_column`
+//! splices it into the row group.
+
+use bytes::Bytes;
+use parquet::basic::{Compression, Encoding, EncodingMask, PageType, Type, ZstdLevel};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::data_type::ByteArray;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{
+    ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder, PageEncodingStats,
+};
+use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
+
+/// A chunk's data page, encoded but not compressed, and what its statistics say.
+pub struct Pages<'a> {
+    /// The page's bytes: the definition levels (length-prefixed) for an optional column, then
+    /// the values in `encoding`.
+    pub data: &'a [u8],
+    pub rows: usize,
+    pub encoding: Encoding,
+    pub nulls: usize,
+    /// The least and greatest value, as bytes (UTF-8's sort order); `None` when every row
+    /// is null.
+    pub min_max: Option<(&'a [u8], &'a [u8])>,
+}
+
+/// Encodes a chunk of `column` of a byte-array type: a dictionary page when given (PLAIN
+/// values, and how many), then the data page. Returns its bytes (pages with their headers,
+/// at offset 0) and what `SerializedRowGroupWriter::append_column` needs to splice them in.
+pub fn write(
+    column: &ColumnDescPtr,
+    level: ZstdLevel,
+    dictionary: Option<(&[u8], usize)>,
+    pages: Pages<'_>,
+) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+    if pages.nulls > 0 && column.max_def_level() == 0 {
+        return Err(ParquetError::General(format!(
+            "column {} may not be null, and {} rows are",
+            column.path(),
+            pages.nulls
+        )));
+    }
+    let mut sink = TrackedWrite::new(Vec::new());
+    let (dictionary_page, data_page) = {
+        let mut writer = SerializedPageWriter::new(&mut sink);
+        let dictionary_page = match dictionary {
+            Some((values, count)) => Some(writer.write_page(CompressedPage::new(
+                Page::DictionaryPage {
+                    buf: compress(values, level)?,
+                    num_values: count as u32,
+                    encoding: Encoding::PLAIN,
+                    is_sorted: false,
+                },
+                values.len(),
+            ))?),
+            None => None,
+        };
+        let data_page = writer.write_page(CompressedPage::new(
+            Page::DataPage {
+                buf: compress(pages.data, level)?,
+                num_values: pages.rows as u32,
+                encoding: pages.encoding,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            },
+            pages.data.len(),
+        ))?;
+        (dictionary_page, data_page)
+    };
+    let bytes = Bytes::from(sink.into_inner()?);
+
+    let (min, max) = pages.min_max.unwrap_or_default();
+    let all_null = pages.min_max.is_none();
+    let statistics = Statistics::ByteArray(ValueStatistics::new(
+        (!all_null).then(|| ByteArray::from(min.to_vec())),
+        (!all_null).then(|| ByteArray::from(max.to_vec())),
+        None,
+        Some(pages.nulls as u64),
+        false,
+    ));
+    let mut column_index = ColumnIndexBuilder::new(Type::BYTE_ARRAY);
+    column_index.append(
+        all_null,
+        min.to_vec(),
+        max.to_vec(),
+        pages.nulls as i64,
+        None,
+    );
+    let mut offset_index = OffsetIndexBuilder::new();
+    offset_index.append_row_count(pages.rows as i64);
+    offset_index.append_offset_and_size(data_page.offset as i64, data_page.compressed_size as i32);
+
+    let mut encodings = vec![Encoding::RLE, pages.encoding];
+    let mut page_stats = Vec::new();
+    let (mut compressed, mut uncompressed) = (0, 0);
+    if let Some(page) = &dictionary_page {
+        encodings.push(Encoding::PLAIN);
+        page_stats.push(PageEncodingStats {
+            page_type: PageType::DICTIONARY_PAGE,
+            encoding: Encoding::PLAIN,
+            count: 1,
+        });
+        (compressed, uncompressed) = (page.compressed_size, page.uncompressed_size);
+    }
+    page_stats.push(PageEncodingStats {
+        page_type: PageType::DATA_PAGE,
+        encoding: pages.encoding,
+        count: 1,
+    });
+    compressed += data_page.compressed_size;
+    uncompressed += data_page.uncompressed_size;
+    let metadata = ColumnChunkMetaData::builder(column.clone())
+        .set_compression(Compression::ZSTD(level))
+        .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
+        .set_page_encoding_stats(page_stats)
+        .set_total_compressed_size(compressed as i64)
+        .set_total_uncompressed_size(uncompressed as i64)
+        .set_num_values(pages.rows as i64)
+        .set_dictionary_page_offset(dictionary_page.map(|page| page.offset as i64))
+        .set_data_page_offset(data_page.offset as i64)
+        .set_statistics(statistics)
+        .build()?;
+    let close = ColumnCloseResult {
+        bytes_written: compressed as u64,
+        rows_written: pages.rows as u64,
+        metadata,
+        bloom_filter: None,
+        column_index: Some(column_index.build()?),
+        offset_index: Some(offset_index.build()),
+    };
+    Ok((bytes, close))
+}
+
+/// Appends an optional column's definition levels to a data page: their length (four bytes,
+/// little-endian), then the levels in the hybrid encoding at one bit each.
+pub fn definition_levels(levels: &[u16], out: &mut Vec<u8>) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    hybrid(levels, 1, out);
+    let length = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&length.to_le_bytes());
+}
+
+fn compress(data: &[u8], level: ZstdLevel) -> Result<Bytes, ParquetError> {
+    zstd::bulk::compress(data, level.compression_level())
+        .map(Bytes::from)
+        .map_err(|e| ParquetError::External(Box::new(e)))
+}
+
+/// Appends `values` to `out` in Parquet's RLE / bit-packing hybrid encoding at `width` bits a
+/// value (parquet-format Encodings.md, "Run Length Encoding / Bit-Packing Hybrid"): a value
+/// repeated eight times or more is one run, the rest are bit-packed eight at a time.
+pub fn hybrid(values: &[u16], width: u8, out: &mut Vec<u8>) {
+    let mut packed_from = 0;
+    let mut start = 0;
+    while start < values.len() {
+        let value = values[start];
+        let mut end = start + 1;
+        while end < values.len() && values[end] == value {
+            end += 1;
+        }
+        // Bit-packed runs hold whole groups of eight, and only the stream's last may be padded:
+        // the values waiting before this repeat take enough of it to fill their last group.
+        let fill = (8 - (start - packed_from) % 8) % 8;
+        if end - start >= fill + 8 {
+            bit_packed(&values[packed_from..start + fill], width, out);
+            repeated(value, end - start - fill, width, out);
+            packed_from = end;
+        }
+        start = end;
+    }
+    bit_packed(&values[packed_from..], width, out);
+}
+
+/// Bit-packed runs of at most 63 groups (a one-byte header, as parquet-mr writes them), the
+/// last group padded with zeros.
+fn bit_packed(values: &[u16], width: u8, out: &mut Vec<u8>) {
+    for run in values.chunks(63 * 8) {
+        let groups = run.len().div_ceil(8);
+        uleb128((groups << 1 | 1) as u64, out);
+        let mut bits: u64 = 0;
+        let mut filled = 0;
+        for i in 0..groups * 8 {
+            bits |= u64::from(run.get(i).copied().unwrap_or(0)) << filled;
+            filled += u32::from(width);
+            while filled >= 8 {
+                out.push(bits as u8);
+                bits >>= 8;
+                filled -= 8;
+            }
+        }
+        debug_assert_eq!(filled, 0, "eight values fill whole bytes");
+    }
+}
+
+/// A run of `count` copies of `value`, which takes `width` rounded up to bytes, little-endian.
+fn repeated(value: u16, count: usize, width: u8, out: &mut Vec<u8>) {
+    uleb128((count as u64) << 1, out);
+    out.extend_from_slice(&value.to_le_bytes()[..usize::from(width).div_ceil(8)]);
+}
+
+pub fn uleb128(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parquet's hybrid decoding, as the format describes it, for `count` values.
+    fn decode(mut bytes: &[u8], width: u8, count: usize) -> Vec<u16> {
+        fn uleb(bytes: &mut &[u8]) -> u64 {
+            let (mut value, mut shift) = (0u64, 0);
+            loop {
+                let byte = bytes[0];
+                *bytes = &bytes[1..];
+                value |= u64::from(byte & 0x7f) << shift;
+                if byte < 0x80 {
+                    return value;
+                }
+                shift += 7;
+            }
+        }
+        let mut values = Vec::new();
+        while values.len() < count {
+            let header = uleb(&mut bytes);
+            if header & 1 == 0 {
+                let size = usize::from(width).div_ceil(8);
+                let mut le = [0u8; 2];
+                le[..size].copy_from_slice(&bytes[..size]);
+                bytes = &bytes[size..];
+                values.extend(std::iter::repeat_n(
+                    u16::from_le_bytes(le),
+                    (header >> 1) as usize,
+                ));
+            } else {
+                let n = (header >> 1) as usize * 8;
+                let mut bit = 0;
+                for _ in 0..n {
+                    let mut value = 0u16;
+                    for b in 0..usize::from(width) {
+                        let at = bit + b;
+                        value |= u16::from(bytes[at / 8] >> (at % 8) & 1) << b;
+                    }
+                    bit += usize::from(width);
+                    values.push(value);
+                }
+                bytes = &bytes[n * usize::from(width) / 8..];
+            }
+        }
+        assert!(bytes.is_empty(), "{} bytes past the values", bytes.len());
+        values.truncate(count);
+        values
+    }
+
+    #[test]
+    fn hybrid_encoding_decodes_to_its_values_at_every_width_and_run_shape() {
+        let mut cases: Vec<Vec<u16>> = vec![vec![], vec![0], vec![1; 7], vec![1; 8], vec![1; 9]];
+        for run in [1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 200, 503, 504, 505, 5_000] {
+            // Repeats of `run` at every offset into a bit-packed group.
+            for lead in 0..9 {
+                let mut values: Vec<u16> = (0..lead).map(|i| i % 3).collect();
+                values.extend(std::iter::repeat_n(2, run));
+                values.extend((0..lead).map(|i| (i + 1) % 3));
+                cases.push(values);
+            }
+        }
+        cases.push((0..3_000).map(|i| (i * i % 7) as u16).collect());
+        cases.push((0..3_000).map(|i| (i / 11 % 2) as u16).collect());
+        for width in 0..=10u8 {
+            let top = (1u32 << width) - 1;
+            for case in &cases {
+                let values: Vec<u16> = case.iter().map(|&v| (u32::from(v) & top) as u16).collect();
+                let mut out = Vec::new();
+                hybrid(&values, width, &mut out);
+                assert_eq!(decode(&out, width, values.len()), values, "width {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_repeats_are_one_run_and_mixed_values_are_bit_packed() {
+        let mut out = Vec::new();
+        hybrid(&[3; 10_000], 2, &mut out);
+        assert_eq!(
+            out,
+            [0xa0, 0x9c, 0x01, 3],
+            "10,000 << 1 as ULEB128, then the value"
+        );
+        out.clear();
+        hybrid(&[0, 1, 2, 3, 0, 1, 2, 3], 2, &mut out);
+        assert_eq!(
+            out,
+            [0b11, 0b1110_0100, 0b1110_0100],
+            "one group of eight, two bits each"
+        );
+    }
+}
