@@ -430,12 +430,24 @@ fn shaped_row(i: usize) -> OperationRow {
     };
     let text = |s: &str| Some(s.to_string());
     OperationRow {
+        // Never null (its chunks are copied at once), of lengths 3 to 7.
         correlation_id: Some(format!("c-{i}")),
         join_method: "correlation_id".into(),
         stage: stage.into(),
         app: text("app"),
-        user_id: None,
-        user_login: None,
+        // None in the first row group; empty, non-ASCII and long ones in the second.
+        user_id: match (second_group, i % 5) {
+            (false, _) | (true, 0) => None,
+            (true, 1) => text(""),
+            (true, 2) => Some(format!("üser-{i}")),
+            (true, 3) => Some(format!(
+                "{i}-an ID longer than a statistic's 64 bytes, kept whole"
+            )),
+            (true, _) => Some(format!("u-{i:06}")),
+        },
+        // Heads that tie (the first eight bytes are the same), and a null now and then.
+        user_login: (!i.is_multiple_of(11))
+            .then(|| format!("login-{}@corp.example", (i * 7_919) % 100_003)),
         action: text("create"),
         idp_source: match second_group {
             false => text("okta-prod"),
@@ -476,8 +488,8 @@ fn shaped_row(i: usize) -> OperationRow {
 }
 
 #[test]
-fn coded_columns_of_every_shape_read_back_the_same_by_duckdb_and_our_reader() {
-    // scimwatch writes these columns' pages itself (src/audit/coded.rs), not parquet-rs.
+fn coded_and_id_columns_of_every_shape_read_back_the_same_by_duckdb_and_our_reader() {
+    // scimwatch writes the coded columns' pages itself (src/audit/coded.rs), not parquet-rs.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("operations.parquet");
     let rows: Vec<OperationRow> = (0..70_000).map(shaped_row).collect();
@@ -490,9 +502,13 @@ fn coded_columns_of_every_shape_read_back_the_same_by_duckdb_and_our_reader() {
         "our reader (arrow-rs)"
     );
 
+    // And the IDs', whose pages it also writes (src/audit/ids.rs). In the table's order.
     let coded = [
+        "correlation_id",
         "join_method",
         "stage",
+        "user_id",
+        "user_login",
         "idp_source",
         "idp_status",
         "method",
@@ -504,8 +520,11 @@ fn coded_columns_of_every_shape_read_back_the_same_by_duckdb_and_our_reader() {
     let read = duckdb_run("dump_columns.py", &args);
     let texts = |row: &OperationRow| {
         [
+            row.correlation_id.clone(),
             Some(row.join_method.clone()),
             Some(row.stage.clone()),
+            row.user_id.clone(),
+            row.user_login.clone(),
             row.idp_source.clone(),
             row.idp_status.clone(),
             row.method.clone(),

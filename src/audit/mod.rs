@@ -9,6 +9,7 @@
 mod chunk;
 pub mod coded;
 pub mod export;
+mod ids;
 pub mod schema;
 pub mod writer;
 

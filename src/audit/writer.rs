@@ -6,11 +6,13 @@
 //! `<root>/<table>/date=YYYY-MM-DD/`, so a reader never sees a part of one.
 
 use super::coded::CodedChunk;
+use super::ids::IdChunk;
 use super::schema::{self, Column, Columns, LeaverRow, OperationView, OperationsBuilder, Table};
 use crate::durable;
 use crate::engine::Output;
 use crate::judge::{Episode, EpisodeState, Operation};
 use crate::time::Ts;
+use arrow_array::{Array, StringArray};
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -74,9 +76,9 @@ impl AuditError {
 /// are made in [`super::coded`], whatever is set here.)
 pub fn properties(table: Table) -> WriterProperties {
     // Nearly every value distinct: no dictionary; the texts' lengths apart.
-    let (texts, numbers, deltas): (&[&str], &[&str], &[&str]) = match table {
+    let texts = distinct_texts(table);
+    let (numbers, deltas): (&[&str], &[&str]) = match table {
         Table::Operations => (
-            &["correlation_id", "user_id", "user_login"],
             &[],
             &[
                 "idp_time",
@@ -87,7 +89,6 @@ pub fn properties(table: Table) -> WriterProperties {
             ],
         ),
         Table::Leavers => (
-            &["user_id", "user_login", "correlation_ids.list.item"],
             &["latency_seconds"],
             &["initiated_at", "first_attempt_at", "disabled_at"],
         ),
@@ -120,6 +121,16 @@ pub fn properties(table: Table) -> WriterProperties {
         builder = builder.set_column_compression(path(column), Compression::UNCOMPRESSED);
     }
     builder.build()
+}
+
+/// The text columns whose values are nearly all distinct (IDs and logins), by dotted path:
+/// written as `DELTA_LENGTH_BYTE_ARRAY` without a dictionary, the top-level ones by
+/// [`IdChunk`] (the leavers' list of correlation IDs by parquet-rs).
+fn distinct_texts(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Operations => &["correlation_id", "user_id", "user_login"],
+        Table::Leavers => &["user_id", "user_login", "correlation_ids.list.item"],
+    }
 }
 
 fn zstd_level() -> ZstdLevel {
@@ -271,10 +282,10 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
     })
 }
 
-/// Writes one table's rows as a Parquet file, a row group at a time: Arrow columns through
-/// parquet-rs's column writers, coded ones through [`CodedChunk`]. Schema, properties and
-/// footer (with the Arrow schema) are `ArrowWriter`'s own; only the coded columns' pages are
-/// made here.
+/// Writes one table's rows as a Parquet file, a row group at a time: coded columns through
+/// [`CodedChunk`], IDs and logins through [`IdChunk`], the rest through parquet-rs's column
+/// writers. Schema, properties and footer (with the Arrow schema) are `ArrowWriter`'s own;
+/// only the coded and ID columns' pages are made here.
 pub struct TableWriter<W: Write + Send> {
     writer: SerializedFileWriter<W>,
     factory: ArrowRowGroupWriterFactory,
@@ -289,6 +300,7 @@ enum ColumnEncoder {
     /// Boxed: parquet-rs's writer is 1.5 KB, a chunk 32 bytes.
     Arrow(Box<ArrowColumnWriter>),
     Coded(CodedChunk),
+    Ids(IdChunk),
 }
 
 impl<W: Write + Send> TableWriter<W> {
@@ -340,11 +352,16 @@ impl<W: Write + Send> TableWriter<W> {
                 )));
             }
             // parquet-rs makes a writer for every column (there is no asking for some): a
-            // coded column's is dropped unused, once a row group.
+            // coded or ID column's is dropped unused, once a row group.
+            let ids = distinct_texts(self.table);
             self.group = writers
                 .into_iter()
                 .zip(&batch.columns)
-                .map(|(writer, column)| match column {
+                .zip(schema.fields())
+                .map(|((writer, column), field)| match column {
+                    Column::Arrow(_) if ids.contains(&field.name().as_str()) => {
+                        ColumnEncoder::Ids(IdChunk::default())
+                    }
                     Column::Arrow(_) => ColumnEncoder::Arrow(Box::new(writer)),
                     Column::Coded(_) => ColumnEncoder::Coded(CodedChunk::default()),
                 })
@@ -361,6 +378,19 @@ impl<W: Write + Send> TableWriter<W> {
                 }
                 (ColumnEncoder::Coded(chunk), Column::Coded(coded)) => {
                     chunk.extend(coded, rows.clone())
+                }
+                (ColumnEncoder::Ids(chunk), Column::Arrow(array)) => {
+                    let texts = array
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .ok_or_else(|| {
+                            ParquetError::General(format!(
+                                "column {} holds {}, not strings",
+                                field.name(),
+                                array.data_type()
+                            ))
+                        })?;
+                    chunk.extend(texts, rows.clone())
                 }
                 _ => {
                     return Err(ParquetError::General(format!(
@@ -383,13 +413,15 @@ impl<W: Write + Send> TableWriter<W> {
         let descriptors = self.writer.schema_descr().columns().to_vec();
         let mut group = self.writer.next_row_group()?;
         for (encoder, descriptor) in encoders.into_iter().zip(&descriptors) {
-            match encoder {
-                ColumnEncoder::Arrow(writer) => writer.close()?.append_to_row_group(&mut group)?,
-                ColumnEncoder::Coded(chunk) => {
-                    let (bytes, close) = chunk.write(descriptor, zstd_level())?;
-                    group.append_column(&bytes, close)?;
+            let (bytes, close) = match encoder {
+                ColumnEncoder::Arrow(writer) => {
+                    writer.close()?.append_to_row_group(&mut group)?;
+                    continue;
                 }
-            }
+                ColumnEncoder::Coded(chunk) => chunk.write(descriptor, zstd_level())?,
+                ColumnEncoder::Ids(chunk) => chunk.write(descriptor, zstd_level())?,
+            };
+            group.append_column(&bytes, close)?;
         }
         group.close()?;
         self.group_rows = 0;
