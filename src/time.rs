@@ -212,19 +212,15 @@ fn parse_rfc3339(text: &str, cache: &MinuteCache) -> Option<Ts> {
     let mut micros = 0i64;
     if b.get(pos) == Some(&b'.') || b.get(pos) == Some(&b',') {
         pos += 1;
-        let mut scale = 100_000i64;
-        let start = pos;
-        while let Some(&c) = b.get(pos) {
-            if !c.is_ascii_digit() {
-                break;
-            }
-            micros += i64::from(c - b'0') * scale;
-            scale /= 10;
-            pos += 1;
-        }
-        if pos == start {
+        let end = pos + b[pos..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if end == pos {
             return None;
         }
+        // The first six digits, scaled to microseconds; any more are cut off.
+        let kept = &b[pos..end.min(pos + 6)];
+        const SCALE: [i64; 6] = [100_000, 10_000, 1_000, 100, 10, 1];
+        micros = kept.iter().fold(0, |n, &c| n * 10 + i64::from(c - b'0')) * SCALE[kept.len() - 1];
+        pos = end;
     }
     let offset_secs = match b.get(pos) {
         None => 0,
@@ -399,6 +395,27 @@ mod tests {
             auto("2025-03-03T10:41:12.5Z").to_string(),
             "2025-03-03T10:41:12.500Z"
         );
+    }
+
+    #[test]
+    fn a_fraction_of_any_length_is_read_as_digit_by_digit_scaling_reads_it() {
+        let base = auto("2025-03-03T10:41:12Z");
+        for digits in 1..=20 {
+            let fraction: String = (0..digits)
+                .map(|i| char::from(b'1' + (i * 7 % 9) as u8))
+                .collect();
+            // Digit by digit: tenths, hundredths, ..., nothing past the sixth.
+            let (mut expected, mut scale) = (0, 100_000);
+            for c in fraction.bytes() {
+                expected += i64::from(c - b'0') * scale;
+                scale /= 10;
+            }
+            for zone in ["Z", "+00:00"] {
+                let text = format!("2025-03-03T10:41:12.{fraction}{zone}");
+                assert_eq!(auto(&text).0 - base.0, expected, "{text}");
+            }
+        }
+        assert!(parse_time("2025-03-03T10:41:12.Z", TimeFormat::Rfc3339).is_err());
     }
 
     #[test]
