@@ -434,7 +434,13 @@ fn shaped_row(i: usize) -> OperationRow {
         correlation_id: Some(format!("c-{i}")),
         join_method: "correlation_id".into(),
         stage: stage.into(),
-        app: text("app"),
+        // A few names (and nulls) in the first row group; one a row in the second, where a
+        // dictionary would not pay.
+        app: match (second_group, i % 13) {
+            (false, 0) => None,
+            (false, _) => text(["okta", "box", "zendesk"][i % 3]),
+            (true, _) => Some(format!("app-{i}")),
+        },
         // None in the first row group; empty, non-ASCII and long ones in the second.
         user_id: match (second_group, i % 5) {
             (false, _) | (true, 0) => None,
@@ -448,7 +454,8 @@ fn shaped_row(i: usize) -> OperationRow {
         // Heads that tie (the first eight bytes are the same), and a null now and then.
         user_login: (!i.is_multiple_of(11))
             .then(|| format!("login-{}@corp.example", (i * 7_919) % 100_003)),
-        action: text("create"),
+        // Runs of names in the first row group; none at all in the second.
+        action: (!second_group).then(|| ["create", "update", "deactivate"][i / 1_000 % 3].into()),
         idp_source: match second_group {
             false => text("okta-prod"),
             true if (i / 3).is_multiple_of(2) => None,
@@ -502,13 +509,16 @@ fn coded_and_id_columns_of_every_shape_read_back_the_same_by_duckdb_and_our_read
         "our reader (arrow-rs)"
     );
 
-    // And the IDs', whose pages it also writes (src/audit/ids.rs). In the table's order.
+    // And the IDs', apps' and actions', whose pages it also writes (src/audit/ids.rs,
+    // src/audit/names.rs). In the table's order.
     let coded = [
         "correlation_id",
         "join_method",
         "stage",
+        "app",
         "user_id",
         "user_login",
+        "action",
         "idp_source",
         "idp_status",
         "method",
@@ -523,8 +533,10 @@ fn coded_and_id_columns_of_every_shape_read_back_the_same_by_duckdb_and_our_read
             row.correlation_id.clone(),
             Some(row.join_method.clone()),
             Some(row.stage.clone()),
+            row.app.clone(),
             row.user_id.clone(),
             row.user_login.clone(),
+            row.action.clone(),
             row.idp_source.clone(),
             row.idp_status.clone(),
             row.method.clone(),
@@ -557,6 +569,11 @@ fn coded_and_id_columns_of_every_shape_read_back_the_same_by_duckdb_and_our_read
         serde_json::json!(expected),
         "DuckDB, statistics"
     );
+    // The apps have a dictionary where it pays, and none where every row has its own.
+    let encodings = |chunk: &str| read["encodings"][chunk].as_str().unwrap().to_string();
+    assert!(encodings("0/app").contains("RLE_DICTIONARY"));
+    assert!(!encodings("1/app").contains("DICTIONARY"));
+    assert!(encodings("1/app").contains("DELTA_LENGTH_BYTE_ARRAY"));
 }
 
 fn export(data: &Path, out: &Path) -> std::process::Output {

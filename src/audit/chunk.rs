@@ -154,6 +154,22 @@ fn compress(data: &[u8], level: ZstdLevel) -> Result<Bytes, ParquetError> {
         .map_err(|e| ParquetError::External(Box::new(e)))
 }
 
+/// Bits an index into a dictionary of `texts` texts takes (0 for a dictionary of one).
+pub fn bit_width(texts: usize) -> u8 {
+    (usize::BITS - texts.saturating_sub(1).leading_zeros()) as u8
+}
+
+/// Byte arrays as a PLAIN page holds them (a dictionary page's values): each one's length in
+/// four bytes, little-endian, then its bytes.
+pub fn plain_byte_arrays<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for value in values {
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
 /// Appends `values` to `out` in Parquet's RLE / bit-packing hybrid encoding at `width` bits a
 /// value (parquet-format Encodings.md, "Run Length Encoding / Bit-Packing Hybrid"): a value
 /// repeated eight times or more is one run, the rest are bit-packed eight at a time.
@@ -425,5 +441,11 @@ mod tests {
             [128, 1, 4, 128, 1, 64, 0, 0, 0, 0, 0],
             "header, least delta, widths"
         );
+    }
+
+    #[test]
+    fn bit_width_fits_the_largest_index() {
+        let widths: Vec<u8> = [0, 1, 2, 3, 4, 5, 8, 9, 14, 1024].map(bit_width).to_vec();
+        assert_eq!(widths, [0, 0, 1, 2, 2, 3, 3, 4, 4, 10]);
     }
 }

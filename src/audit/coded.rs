@@ -196,16 +196,11 @@ impl CodedChunk {
             let levels: Vec<u16> = self.codes.iter().map(|&c| u16::from(c != 0)).collect();
             chunk::definition_levels(&levels, &mut data);
         }
-        let width = bit_width(self.texts.len());
+        let width = chunk::bit_width(self.texts.len());
         data.push(width);
         chunk::hybrid(&indexes, width, &mut data);
 
-        // The dictionary page: each text, PLAIN (a 4-byte little-endian length, the bytes).
-        let mut dictionary = Vec::new();
-        for text in self.texts.iter() {
-            dictionary.extend_from_slice(&(text.len() as u32).to_le_bytes());
-            dictionary.extend_from_slice(text.as_bytes());
-        }
+        let dictionary = chunk::plain_byte_arrays(self.texts.iter().map(|t| t.as_bytes()));
 
         // Statistics over the texts that occur, compared as bytes (UTF-8's sort order).
         let occurring = self
@@ -231,20 +226,9 @@ impl CodedChunk {
     }
 }
 
-/// Bits an index into a list of `texts` texts takes (0 for a list of one).
-fn bit_width(texts: usize) -> u8 {
-    (usize::BITS - texts.saturating_sub(1).leading_zeros()) as u8
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bit_width_fits_the_largest_index() {
-        let widths: Vec<u8> = [0, 1, 2, 3, 4, 5, 8, 9, 14, 1024].map(bit_width).to_vec();
-        assert_eq!(widths, [0, 0, 1, 2, 2, 3, 3, 4, 4, 10]);
-    }
 
     #[test]
     fn a_text_is_found_by_address_or_by_content_and_new_ones_are_added() {

@@ -10,6 +10,7 @@ mod chunk;
 pub mod coded;
 pub mod export;
 mod ids;
+mod names;
 pub mod schema;
 pub mod writer;
 

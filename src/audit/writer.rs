@@ -7,12 +7,14 @@
 
 use super::coded::CodedChunk;
 use super::ids::IdChunk;
+use super::names::NameChunk;
 use super::schema::{self, Column, Columns, LeaverRow, OperationView, OperationsBuilder, Table};
 use crate::durable;
 use crate::engine::Output;
 use crate::judge::{Episode, EpisodeState, Operation};
 use crate::time::Ts;
-use arrow_array::{Array, StringArray};
+use arrow_array::{Array, ArrayRef, StringArray};
+use arrow_schema::Field;
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -130,6 +132,15 @@ fn distinct_texts(table: Table) -> &'static [&'static str] {
     match table {
         Table::Operations => &["correlation_id", "user_id", "user_login"],
         Table::Leavers => &["user_id", "user_login", "correlation_ids.list.item"],
+    }
+}
+
+/// The text columns of names that repeat (apps, IdP actions): written by [`NameChunk`], as a
+/// dictionary chunk.
+fn repeated_names(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Operations => &["app", "action"],
+        Table::Leavers => &["app"],
     }
 }
 
@@ -283,9 +294,9 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
 }
 
 /// Writes one table's rows as a Parquet file, a row group at a time: coded columns through
-/// [`CodedChunk`], IDs and logins through [`IdChunk`], the rest through parquet-rs's column
-/// writers. Schema, properties and footer (with the Arrow schema) are `ArrowWriter`'s own;
-/// only the coded and ID columns' pages are made here.
+/// [`CodedChunk`], IDs and logins through [`IdChunk`], apps and actions through
+/// [`NameChunk`], the rest through parquet-rs's column writers. Schema, properties and footer
+/// (with the Arrow schema) are `ArrowWriter`'s own; only those columns' pages are made here.
 pub struct TableWriter<W: Write + Send> {
     writer: SerializedFileWriter<W>,
     factory: ArrowRowGroupWriterFactory,
@@ -301,6 +312,7 @@ enum ColumnEncoder {
     Arrow(Box<ArrowColumnWriter>),
     Coded(CodedChunk),
     Ids(IdChunk),
+    Names(NameChunk),
 }
 
 impl<W: Write + Send> TableWriter<W> {
@@ -351,9 +363,9 @@ impl<W: Write + Send> TableWriter<W> {
                     self.table.name()
                 )));
             }
-            // parquet-rs makes a writer for every column (there is no asking for some): a
-            // coded or ID column's is dropped unused, once a row group.
-            let ids = distinct_texts(self.table);
+            // parquet-rs makes a writer for every column (there is no asking for some): the
+            // others' are dropped unused, once a row group.
+            let (ids, names) = (distinct_texts(self.table), repeated_names(self.table));
             self.group = writers
                 .into_iter()
                 .zip(&batch.columns)
@@ -361,6 +373,9 @@ impl<W: Write + Send> TableWriter<W> {
                 .map(|((writer, column), field)| match column {
                     Column::Arrow(_) if ids.contains(&field.name().as_str()) => {
                         ColumnEncoder::Ids(IdChunk::default())
+                    }
+                    Column::Arrow(_) if names.contains(&field.name().as_str()) => {
+                        ColumnEncoder::Names(NameChunk::default())
                     }
                     Column::Arrow(_) => ColumnEncoder::Arrow(Box::new(writer)),
                     Column::Coded(_) => ColumnEncoder::Coded(CodedChunk::default()),
@@ -380,17 +395,10 @@ impl<W: Write + Send> TableWriter<W> {
                     chunk.extend(coded, rows.clone())
                 }
                 (ColumnEncoder::Ids(chunk), Column::Arrow(array)) => {
-                    let texts = array
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .ok_or_else(|| {
-                            ParquetError::General(format!(
-                                "column {} holds {}, not strings",
-                                field.name(),
-                                array.data_type()
-                            ))
-                        })?;
-                    chunk.extend(texts, rows.clone())
+                    chunk.extend(strings(field, array)?, rows.clone())
+                }
+                (ColumnEncoder::Names(chunk), Column::Arrow(array)) => {
+                    chunk.extend(strings(field, array)?, rows.clone())
                 }
                 _ => {
                     return Err(ParquetError::General(format!(
@@ -420,6 +428,7 @@ impl<W: Write + Send> TableWriter<W> {
                 }
                 ColumnEncoder::Coded(chunk) => chunk.write(descriptor, zstd_level())?,
                 ColumnEncoder::Ids(chunk) => chunk.write(descriptor, zstd_level())?,
+                ColumnEncoder::Names(chunk) => chunk.write(descriptor, zstd_level())?,
             };
             group.append_column(&bytes, close)?;
         }
@@ -434,6 +443,17 @@ impl<W: Write + Send> TableWriter<W> {
         self.flush_group()?;
         self.writer.into_inner()
     }
+}
+
+/// A column's array as strings, which the ID and names columns are.
+fn strings<'a>(field: &Field, array: &'a ArrayRef) -> Result<&'a StringArray, ParquetError> {
+    array.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+        ParquetError::General(format!(
+            "column {} holds {}, not strings",
+            field.name(),
+            array.data_type()
+        ))
+    })
 }
 
 /// A Parquet file being written under its temporary name, a row group at a time.
