@@ -36,6 +36,8 @@ impl IdChunk {
     pub fn extend(&mut self, array: &StringArray, rows: Range<usize>) {
         let offsets = array.value_offsets();
         let data = array.value_data();
+        self.levels.reserve(rows.len());
+        self.lengths.reserve(rows.len());
         if array.null_count() == 0 {
             // The usual case: the rows' bytes are already back to back.
             let base = self.bytes.len();
@@ -116,10 +118,8 @@ impl IdChunk {
 /// A text's first eight bytes as a big-endian number, zero-padded: texts whose heads differ
 /// compare as their heads do.
 fn head(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    let n = bytes.len().min(8);
-    word[..n].copy_from_slice(&bytes[..n]);
-    u64::from_be_bytes(word)
+    // The little-endian word, byte-swapped: one load for a text of eight bytes or more.
+    crate::swar::word_at(bytes, 0).swap_bytes()
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub struct NameChunk {
 impl NameChunk {
     /// Adds rows `rows` of `array`.
     pub fn extend(&mut self, array: &StringArray, rows: Range<usize>) {
+        self.rows.reserve(rows.len());
         for row in rows {
             if array.is_null(row) {
                 self.rows.push(0);
