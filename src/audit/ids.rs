@@ -32,6 +32,19 @@ pub struct IdChunk {
 }
 
 impl IdChunk {
+    /// A chunk with room for `bytes` bytes of values.
+    pub fn with_capacity(bytes: usize) -> IdChunk {
+        IdChunk {
+            bytes: Vec::with_capacity(bytes),
+            ..IdChunk::default()
+        }
+    }
+
+    /// How many bytes of values the chunk holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Adds rows `rows` of `array`.
     pub fn extend(&mut self, array: &StringArray, rows: Range<usize>) {
         let offsets = array.value_offsets();

@@ -305,6 +305,9 @@ pub struct TableWriter<W: Write + Send> {
     group: Vec<ColumnEncoder>,
     group_rows: usize,
     groups_written: usize,
+    /// The bytes each column's last [`IdChunk`] held (0 for the other columns): the next
+    /// row group's chunk takes room for as many at once, rather than doubling up to it.
+    id_bytes: Vec<usize>,
 }
 
 enum ColumnEncoder {
@@ -327,6 +330,7 @@ impl<W: Write + Send> TableWriter<W> {
             group: Vec::new(),
             group_rows: 0,
             groups_written: 0,
+            id_bytes: Vec::new(),
         })
     }
 
@@ -366,13 +370,16 @@ impl<W: Write + Send> TableWriter<W> {
             // parquet-rs makes a writer for every column (there is no asking for some): the
             // others' are dropped unused, once a row group.
             let (ids, names) = (distinct_texts(self.table), repeated_names(self.table));
+            let id_bytes = &self.id_bytes;
             self.group = writers
                 .into_iter()
                 .zip(&batch.columns)
                 .zip(schema.fields())
-                .map(|((writer, column), field)| match column {
+                .enumerate()
+                .map(|(i, ((writer, column), field))| match column {
                     Column::Arrow(_) if ids.contains(&field.name().as_str()) => {
-                        ColumnEncoder::Ids(IdChunk::default())
+                        let bytes = id_bytes.get(i).copied().unwrap_or(0);
+                        ColumnEncoder::Ids(IdChunk::with_capacity(bytes))
                     }
                     Column::Arrow(_) if names.contains(&field.name().as_str()) => {
                         ColumnEncoder::Names(NameChunk::default())
@@ -418,6 +425,13 @@ impl<W: Write + Send> TableWriter<W> {
             return Ok(());
         }
         let encoders = std::mem::take(&mut self.group);
+        self.id_bytes = encoders
+            .iter()
+            .map(|encoder| match encoder {
+                ColumnEncoder::Ids(chunk) => chunk.bytes(),
+                _ => 0,
+            })
+            .collect();
         let descriptors = self.writer.schema_descr().columns().to_vec();
         let mut group = self.writer.next_row_group()?;
         for (encoder, descriptor) in encoders.into_iter().zip(&descriptors) {
