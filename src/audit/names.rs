@@ -27,9 +27,9 @@ const MAX_DICTIONARY_BYTES: usize = 1 << 20;
 #[derive(Debug, Default)]
 pub struct NameChunk {
     /// Each name's code, in the order names first appeared (which is the dictionary's).
-    codes_of: FastMap<Box<[u8]>, u32>,
+    codes_of: FastMap<Box<str>, u32>,
     /// The names by code.
-    names: Vec<Box<[u8]>>,
+    names: Vec<Box<str>>,
     /// The names' bytes, as the dictionary page holds them (a 4-byte length before each).
     dictionary_bytes: usize,
     /// A row's code plus one; 0 for a null.
@@ -45,7 +45,7 @@ impl NameChunk {
                 self.rows.push(0);
                 continue;
             }
-            let name = array.value(row).as_bytes();
+            let name = array.value(row);
             let code = match self.codes_of.get(name) {
                 Some(&code) => code,
                 None => {
@@ -79,10 +79,7 @@ impl NameChunk {
             let names: StringArray = self
                 .rows
                 .iter()
-                .map(|&code| {
-                    let name = code.checked_sub(1).map(|c| &self.names[c as usize]);
-                    name.map(|name| std::str::from_utf8(name).expect("names come from strings"))
-                })
+                .map(|&code| code.checked_sub(1).map(|c| &*self.names[c as usize]))
                 .collect();
             let mut ids = IdChunk::default();
             ids.extend(&names, 0..names.len());
@@ -102,9 +99,9 @@ impl NameChunk {
         let width = chunk::bit_width(self.names.len());
         data.push(width);
         chunk::hybrid(&indexes, width, &mut data);
-        let dictionary = chunk::plain_byte_arrays(self.names.iter().map(|n| &n[..]));
-        let min = self.names.iter().min().map(|n| &n[..]);
-        let max = self.names.iter().max().map(|n| &n[..]);
+        let dictionary = chunk::plain_byte_arrays(self.names.iter().map(|n| n.as_bytes()));
+        let min = self.names.iter().min().map(|n| n.as_bytes());
+        let max = self.names.iter().max().map(|n| n.as_bytes());
         chunk::write(
             column,
             level,
@@ -136,8 +133,8 @@ mod tests {
     fn names_are_coded_in_the_order_they_first_appear() {
         let chunk = chunk(&[Some("okta"), None, Some("box"), Some("okta"), Some("box")]);
         assert_eq!(chunk.rows, [1, 0, 2, 1, 2]);
-        let names: Vec<&[u8]> = chunk.names.iter().map(|n| &n[..]).collect();
-        assert_eq!(names, [b"okta".as_slice(), b"box"]);
+        let names: Vec<&str> = chunk.names.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["okta", "box"]);
         assert!(chunk.dictionary_pays());
     }
 

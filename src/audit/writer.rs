@@ -75,7 +75,8 @@ impl AuditError {
 /// instructions. The delta-packed IdP times, lags and leaver times are dense bits zstd cannot
 /// shrink (1.000 of their size on the 1M set; the attempt times, 0.82–0.84): they are left
 /// uncompressed, −0.4% of the instructions for 0.01% more on disk. (The coded columns' pages
-/// are made in [`super::coded`], whatever is set here.)
+/// are made in [`super::coded`], the top-level IDs' in [`super::ids`], the apps' and
+/// actions' in [`super::names`], whatever is set here.)
 pub fn properties(table: Table) -> WriterProperties {
     // Nearly every value distinct: no dictionary; the texts' lengths apart.
     let texts = distinct_texts(table);
@@ -311,7 +312,7 @@ pub struct TableWriter<W: Write + Send> {
 }
 
 enum ColumnEncoder {
-    /// Boxed: parquet-rs's writer is 1.5 KB, a chunk 32 bytes.
+    /// Boxed: parquet-rs's writer is 1.5 KB, our chunks 32 to ~140 bytes.
     Arrow(Box<ArrowColumnWriter>),
     Coded(CodedChunk),
     Ids(IdChunk),
