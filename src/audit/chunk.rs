@@ -138,6 +138,61 @@ pub fn write(
     Ok((bytes, close))
 }
 
+/// Encodes a dictionary chunk of `column`: `texts` as the dictionary page (PLAIN), then one
+/// data page of each row's index into it. A row's code is 0 for a null, `i + 1` for
+/// `texts[i]`; the statistics are over the texts that occur.
+pub fn write_dictionary<C: Copy + Into<u32>>(
+    column: &ColumnDescPtr,
+    level: ZstdLevel,
+    texts: &[&[u8]],
+    codes: &[C],
+) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+    if texts.len() > usize::from(u16::MAX) + 1 {
+        return Err(ParquetError::General(format!(
+            "column {}: a dictionary of {} texts (at most 65,536)",
+            column.path(),
+            texts.len()
+        )));
+    }
+    let mut present = vec![false; texts.len()];
+    let mut indexes = Vec::with_capacity(codes.len());
+    for &code in codes {
+        if let Some(i) = code.into().checked_sub(1) {
+            present[i as usize] = true;
+            indexes.push(i as u16);
+        }
+    }
+    // A v1 data page: the definition levels, then the indexes' width and the indexes.
+    let mut data = Vec::new();
+    if column.max_def_level() > 0 {
+        let levels: Vec<u16> = codes.iter().map(|&c| u16::from(c.into() != 0)).collect();
+        definition_levels(&levels, &mut data);
+    }
+    let width = bit_width(texts.len());
+    data.push(width);
+    hybrid(&indexes, width, &mut data);
+    let dictionary = plain_byte_arrays(texts.iter().copied());
+    // Compared as bytes: UTF-8's sort order.
+    let occurring = texts
+        .iter()
+        .zip(&present)
+        .filter(|(_, &p)| p)
+        .map(|(t, _)| *t);
+    let min_max = occurring.clone().min().zip(occurring.max());
+    write(
+        column,
+        level,
+        Some((&dictionary, texts.len())),
+        Pages {
+            data: &data,
+            rows: codes.len(),
+            encoding: Encoding::RLE_DICTIONARY,
+            nulls: codes.len() - indexes.len(),
+            min_max,
+        },
+    )
+}
+
 /// Appends an optional column's definition levels to a data page: their length (four bytes,
 /// little-endian), then the levels in the hybrid encoding at one bit each.
 pub fn definition_levels(levels: &[u16], out: &mut Vec<u8>) {
@@ -155,13 +210,13 @@ fn compress(data: &[u8], level: ZstdLevel) -> Result<Bytes, ParquetError> {
 }
 
 /// Bits an index into a dictionary of `texts` texts takes (0 for a dictionary of one).
-pub fn bit_width(texts: usize) -> u8 {
+fn bit_width(texts: usize) -> u8 {
     (usize::BITS - texts.saturating_sub(1).leading_zeros()) as u8
 }
 
 /// Byte arrays as a PLAIN page holds them (a dictionary page's values): each one's length in
 /// four bytes, little-endian, then its bytes.
-pub fn plain_byte_arrays<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+fn plain_byte_arrays<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut out = Vec::new();
     for value in values {
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
@@ -173,7 +228,7 @@ pub fn plain_byte_arrays<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<u8> 
 /// Appends `values` to `out` in Parquet's RLE / bit-packing hybrid encoding at `width` bits a
 /// value (parquet-format Encodings.md, "Run Length Encoding / Bit-Packing Hybrid"): a value
 /// repeated eight times or more is one run, the rest are bit-packed eight at a time.
-pub fn hybrid(values: &[u16], width: u8, out: &mut Vec<u8>) {
+fn hybrid(values: &[u16], width: u8, out: &mut Vec<u8>) {
     let mut packed_from = 0;
     let mut start = 0;
     while start < values.len() {

@@ -12,10 +12,10 @@
 //! operation's texts are the enums' own `&'static str`s (−5.1% of a replay's instructions:
 //! docs/performance-log.md, fifth stop).
 
-use super::chunk::{self, Pages};
+use super::chunk;
 use arrow_array::{ArrayRef, StringArray};
 use bytes::Bytes;
-use parquet::basic::{Encoding, ZstdLevel};
+use parquet::basic::ZstdLevel;
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
 use parquet::schema::types::ColumnDescPtr;
@@ -179,50 +179,8 @@ impl CodedChunk {
         column: &ColumnDescPtr,
         level: ZstdLevel,
     ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
-        let rows = self.codes.len();
-        let mut present = vec![false; self.texts.len()];
-        let mut indexes = Vec::with_capacity(rows);
-        for &code in &self.codes {
-            if let Some(i) = code.checked_sub(1) {
-                present[i as usize] = true;
-                indexes.push(i);
-            }
-        }
-        let nulls = rows - indexes.len();
-
-        // A v1 data page: the definition levels, then the indexes' width and the indexes.
-        let mut data = Vec::new();
-        if column.max_def_level() > 0 {
-            let levels: Vec<u16> = self.codes.iter().map(|&c| u16::from(c != 0)).collect();
-            chunk::definition_levels(&levels, &mut data);
-        }
-        let width = chunk::bit_width(self.texts.len());
-        data.push(width);
-        chunk::hybrid(&indexes, width, &mut data);
-
-        let dictionary = chunk::plain_byte_arrays(self.texts.iter().map(|t| t.as_bytes()));
-
-        // Statistics over the texts that occur, compared as bytes (UTF-8's sort order).
-        let occurring = self
-            .texts
-            .iter()
-            .zip(&present)
-            .filter(|(_, &p)| p)
-            .map(|(t, _)| t.as_bytes());
-        let min = occurring.clone().min().unwrap_or_default();
-        let max = occurring.max().unwrap_or_default();
-        chunk::write(
-            column,
-            level,
-            Some((&dictionary, self.texts.len())),
-            Pages {
-                data: &data,
-                rows,
-                encoding: Encoding::RLE_DICTIONARY,
-                nulls,
-                min_max: (!indexes.is_empty()).then_some((min, max)),
-            },
-        )
+        let texts: Vec<&[u8]> = self.texts.iter().map(|t| t.as_bytes()).collect();
+        chunk::write_dictionary(column, level, &texts, &self.codes)
     }
 }
 

@@ -84,18 +84,14 @@ impl IdChunk {
     fn note(&mut self, value: Range<usize>) {
         let bytes = &self.bytes;
         let key = head(&bytes[value.clone()]);
-        let before = |(other, other_key): &(Range<usize>, u64)| match key.cmp(other_key) {
-            std::cmp::Ordering::Equal => bytes[value.clone()] < bytes[other.clone()],
-            order => order.is_lt(),
+        let order = |(other, other_key): &(Range<usize>, u64)| {
+            key.cmp(other_key)
+                .then_with(|| bytes[value.clone()].cmp(&bytes[other.clone()]))
         };
-        let after = |(other, other_key): &(Range<usize>, u64)| match key.cmp(other_key) {
-            std::cmp::Ordering::Equal => bytes[value.clone()] > bytes[other.clone()],
-            order => order.is_gt(),
-        };
-        if self.min.as_ref().is_none_or(before) {
+        if self.min.as_ref().is_none_or(|min| order(min).is_lt()) {
             self.min = Some((value.clone(), key));
         }
-        if self.max.as_ref().is_none_or(after) {
+        if self.max.as_ref().is_none_or(|max| order(max).is_gt()) {
             self.max = Some((value, key));
         }
     }

@@ -9,12 +9,12 @@
 //! pointer that picks an ID by mistake) is written without one, as the IDs are
 //! ([`IdChunk`]), so no input makes the writer fail.
 
-use super::chunk::{self, Pages};
+use super::chunk;
 use super::ids::IdChunk;
 use crate::model::FastMap;
 use arrow_array::{Array, StringArray};
 use bytes::Bytes;
-use parquet::basic::{Encoding, ZstdLevel};
+use parquet::basic::ZstdLevel;
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
 use parquet::schema::types::ColumnDescPtr;
@@ -85,35 +85,8 @@ impl NameChunk {
             ids.extend(&names, 0..names.len());
             return ids.write(column, level);
         }
-        let mut data = Vec::new();
-        if column.max_def_level() > 0 {
-            let levels: Vec<u16> = self.rows.iter().map(|&c| u16::from(c != 0)).collect();
-            chunk::definition_levels(&levels, &mut data);
-        }
-        let indexes: Vec<u16> = self
-            .rows
-            .iter()
-            .filter_map(|c| c.checked_sub(1))
-            .map(|c| c as u16) // fewer names than half a row group's rows: checked above
-            .collect();
-        let width = chunk::bit_width(self.names.len());
-        data.push(width);
-        chunk::hybrid(&indexes, width, &mut data);
-        let dictionary = chunk::plain_byte_arrays(self.names.iter().map(|n| n.as_bytes()));
-        let min = self.names.iter().min().map(|n| n.as_bytes());
-        let max = self.names.iter().max().map(|n| n.as_bytes());
-        chunk::write(
-            column,
-            level,
-            Some((&dictionary, self.names.len())),
-            Pages {
-                data: &data,
-                rows: self.rows.len(),
-                encoding: Encoding::RLE_DICTIONARY,
-                nulls: self.rows.len() - indexes.len(),
-                min_max: min.zip(max),
-            },
-        )
+        let names: Vec<&[u8]> = self.names.iter().map(|n| n.as_bytes()).collect();
+        chunk::write_dictionary(column, level, &names, &self.rows)
     }
 }
 
