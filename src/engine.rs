@@ -16,7 +16,7 @@ use crate::judge::leavers::{LeaverEvent, LifecycleOp, Request, Trigger};
 use crate::judge::policy::Subject;
 use crate::judge::{judge, Episode, Episodes, Operation, Policy, PostDisableActivity};
 use crate::model::{Origin, Outcome, Record, Stage};
-use crate::queue::MinQueue;
+use crate::queue::{prefetch, MinQueue};
 use crate::time::Ts;
 
 /// What the engine produces, in the order it is settled.
@@ -65,6 +65,16 @@ enum TimelineItem {
     Request(Request),
 }
 
+impl TimelineItem {
+    fn prefetch(&self) {
+        match self {
+            TimelineItem::Trigger(_) => {}
+            TimelineItem::Operation(op) => op.prefetch(),
+            TimelineItem::Request(request) => request.prefetch(),
+        }
+    }
+}
+
 /// An item on the timeline, ordered by its key alone (keys are unique: kind and origin).
 #[derive(Debug)]
 struct Timed(TimelineKey, TimelineItem);
@@ -109,6 +119,15 @@ impl Timeline {
         let first = self.0[lane].peek()?;
         if floor.is_some_and(|floor| first.0 .0 >= floor) {
             return None;
+        }
+        // An item waits a window or more here: by the time it comes out, it and its text
+        // have long left the cache. Ask for the item eight places behind it in the same lane,
+        // and for the text of the one four places behind (whose item was asked for earlier).
+        if let Some(later) = self.0[lane].ahead(8) {
+            prefetch(later);
+        }
+        if let Some(Timed(_, later)) = self.0[lane].ahead(4) {
+            later.prefetch();
         }
         self.0[lane].pop().map(|Timed(_, item)| item)
     }

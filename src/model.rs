@@ -87,6 +87,11 @@ impl<const N: usize> Texts<N> {
         }
     }
 
+    /// Asks the cache for the text (see [`crate::queue::prefetch`]).
+    pub fn prefetch(&self) {
+        crate::queue::prefetch(&*self.text);
+    }
+
     /// Part `i`, if present.
     pub fn get(&self, i: usize) -> Option<&str> {
         if self.present & (1 << i) == 0 {

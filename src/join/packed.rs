@@ -171,6 +171,11 @@ impl PackedBucket {
         input.0.split_at(len)
     }
 
+    /// The whole allocation: key, then writes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn key_bytes(&self) -> &[u8] {
         self.split().0
     }

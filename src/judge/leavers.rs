@@ -120,6 +120,11 @@ pub struct LifecycleOpFields {
 }
 
 impl LifecycleOp {
+    /// Asks the cache for its text (it waits on the timeline long enough to leave it).
+    pub fn prefetch(&self) {
+        self.texts.prefetch();
+    }
+
     /// The lifecycle parts of a judged operation.
     pub fn of(operation: &Operation) -> LifecycleOp {
         LifecycleOp {
@@ -250,6 +255,11 @@ pub struct RequestFields {
 }
 
 impl Request {
+    /// Asks the cache for its text (it waits on the timeline long enough to leave it).
+    pub fn prefetch(&self) {
+        self.texts.prefetch();
+    }
+
     pub fn new(
         time: Ts,
         principal: &str,
