@@ -472,6 +472,22 @@ impl Record {
             Record::Ignored(t) => *t,
         }
     }
+
+    /// Asks the cache for the texts the engine reads first (see [`crate::queue::prefetch`]):
+    /// with `replay --threads 2` another thread parsed them, and they sit in its core's cache.
+    pub fn prefetch(&self) {
+        let texts = match self {
+            Record::Idp(r) => [&r.correlation_id, &r.app, &r.user_id, &r.user_login],
+            Record::Gateway(r) => [&r.correlation_id, &r.app, &r.principal, &r.user_name],
+            _ => return,
+        };
+        for text in texts.into_iter().flatten() {
+            crate::queue::prefetch(text.as_str());
+        }
+        if let Record::Gateway(r) = self {
+            crate::queue::prefetch(r.path.as_str());
+        }
+    }
 }
 
 #[cfg(test)]

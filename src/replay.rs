@@ -317,7 +317,12 @@ fn engine_side(
     for message in from_reader {
         match message {
             ToEngine::Records(records) => {
-                for record in records {
+                let mut records = records.into_iter();
+                while let Some(record) = records.next() {
+                    // The reading thread wrote the texts: ask for a later record's now.
+                    if let Some(later) = records.as_slice().get(3) {
+                        later.prefetch();
+                    }
                     core.push(record, &mut emit)?;
                 }
             }
