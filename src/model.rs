@@ -476,17 +476,34 @@ impl Record {
     /// Asks the cache for the texts the engine reads first (see [`crate::queue::prefetch`]):
     /// with `replay --threads 2` another thread parsed them, and they sit in its core's cache.
     pub fn prefetch(&self) {
-        let texts = match self {
-            Record::Idp(r) => [&r.correlation_id, &r.app, &r.user_id, &r.user_login],
-            Record::Gateway(r) => [&r.correlation_id, &r.app, &r.principal, &r.user_name],
-            _ => return,
-        };
+        match self {
+            Record::Idp(r) => r.prefetch(),
+            Record::Gateway(r) => {
+                let texts = [&r.correlation_id, &r.app, &r.principal, &r.user_name];
+                for text in texts.into_iter().flatten() {
+                    crate::queue::prefetch(text.as_str());
+                }
+                crate::queue::prefetch(r.path.as_str());
+            }
+            _ => {}
+        }
+    }
+}
+
+impl IdpRecord {
+    /// Asks the cache for the texts joining and judging read (see
+    /// [`crate::queue::prefetch`]): its IDs, app, login and action.
+    pub fn prefetch(&self) {
+        let texts = [
+            &self.correlation_id,
+            &self.app,
+            &self.user_id,
+            &self.user_login,
+        ];
         for text in texts.into_iter().flatten() {
             crate::queue::prefetch(text.as_str());
         }
-        if let Record::Gateway(r) = self {
-            crate::queue::prefetch(r.path.as_str());
-        }
+        crate::queue::prefetch(self.action.as_str());
     }
 }
 

@@ -723,16 +723,7 @@ impl Joiner {
         }
         if let Some(bucket) = due(0) {
             for record in &bucket.idp {
-                let texts = [
-                    &record.correlation_id,
-                    &record.app,
-                    &record.user_id,
-                    &record.user_login,
-                ];
-                for text in texts.into_iter().flatten() {
-                    prefetch(text.as_str());
-                }
-                prefetch(record.action.as_str());
+                record.prefetch();
             }
         }
     }
