@@ -5,10 +5,11 @@
 #
 # Generates a deterministic data set with `scimwatch generate` (stage mix 60/25/15, 20 apps,
 # 200k users, 3% IdP-only, 2% gateway-only, 5% retried, realistic statuses and lags) into
-# target/bench-data, then times `scimwatch replay --parquet` (one thread) and DuckDB from PyPI
-# (2 threads: read both files, join on the ID within the join window taking the last attempt,
-# classify, per-stage rates, leaver latency quantiles, zstd Parquet) under /usr/bin/time, and
-# prints wall time, MB/s, events/s, peak RSS and the ratio.
+# target/bench-data, then times `scimwatch replay --parquet` (one thread and two) and DuckDB
+# from PyPI (2 threads, the target's terms, and 1 thread, like for like: read both files, join
+# on the ID within the join window taking the last attempt, classify, per-stage rates, leaver
+# latency quantiles, zstd Parquet) under /usr/bin/time, and prints wall time, MB/s, events/s,
+# peak RSS and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,12 +56,15 @@ cmp -s "$OUT/scimwatch-1.json" "$OUT/scimwatch-2.json" || { echo "the reports di
 cp "$OUT/scimwatch-1.json" "$OUT/scimwatch.json"
 measure "$OUT/duckdb.time" "$VENV/bin/python" scripts/bench_duckdb.py "$IDP" "$GW" "$OUT/duckdb.parquet" 2 \
   > "$OUT/duckdb.json"
+# DuckDB held to one thread as well: the like-for-like figure beside the target's.
+measure "$OUT/duckdb-1.time" "$VENV/bin/python" scripts/bench_duckdb.py "$IDP" "$GW" "$OUT/duckdb-1.parquet" 1 \
+  > "$OUT/duckdb-1.json"
 
 python3 - "$OUT" "$BYTES" "$LINES" <<'EOF'
 import json, sys
 out, size, lines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rows = []
-for name in ["scimwatch-1", "scimwatch-2", "duckdb"]:
+for name in ["scimwatch-1", "scimwatch-2", "duckdb", "duckdb-1"]:
     wall, rss = open(f"{out}/{name}.time").read().split()[-2:]
     rows.append((name, float(wall), int(rss) / 1024))
 print()
@@ -70,12 +74,14 @@ labels = {
     "scimwatch-1": "scimwatch replay (1 thread)",
     "scimwatch-2": "scimwatch replay (2 threads)",
     "duckdb": "DuckDB 2.0.1 (2 threads)",
+    "duckdb-1": "DuckDB 2.0.1 (1 thread)",
 }
 for name, wall, rss in rows:
     print(f"| {labels[name]:<33} | {wall:7.2f} | {size / 1e6 / wall:7.1f} | {lines / wall:10,.0f} | {rss:12.0f} |")
-duck = rows[2][1]
-print(f"\nscimwatch on 1 thread is {duck / rows[0][1]:.2f}x DuckDB's speed on the same work; "
+duck, duck1 = rows[2][1], rows[3][1]
+print(f"\nscimwatch on 1 thread is {duck / rows[0][1]:.2f}x DuckDB's speed (2 threads) on the same work; "
       f"on 2 threads, {duck / rows[1][1]:.2f}x.")
+print(f"Like for like: scimwatch on 1 thread is {duck1 / rows[0][1]:.2f}x DuckDB on 1 thread.")
 report = json.load(open(f"{out}/scimwatch.json"))
 duck = json.load(open(f"{out}/duckdb.json"))
 print("\nsanity (operations per stage, scimwatch vs DuckDB):")
