@@ -1,7 +1,7 @@
 # The two commands that matter: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo replay test lint deps build bench
+.PHONY: demo replay test lint deps build build-pgo bench
 
 ## The daemon on live generated traffic with incidents, for 75 seconds.
 demo:
@@ -25,6 +25,10 @@ deps:
 
 build:
 	$(CARGO) build --release
+
+## A profile-guided release build, trained on generated traffic: target/pgo/release/scimwatch.
+build-pgo:
+	bash scripts/build-pgo.sh
 
 ## Replay vs DuckDB side by side, then the daemon's live throughput (README "Performance").
 bench:

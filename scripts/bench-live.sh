@@ -3,11 +3,12 @@
 # appended as fast as possible, and the line-to-/metrics delay (p50/p99) at a steady rate.
 #
 #   scripts/bench-live.sh [OPERATIONS]     (default 300000: ~630k lines)
+#   SCIMWATCH_BIN=target/pgo/release/scimwatch scripts/bench-live.sh    (another build, e.g. PGO)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPS="${1:-300000}"
 DATA="target/bench-data/$OPS"
-BIN=target/release/scimwatch
+BIN=${SCIMWATCH_BIN:-target/release/scimwatch}
 cargo build --release --quiet
 if [ ! -s "$DATA/gateway.log" ]; then
   mkdir -p "$DATA"

@@ -2,6 +2,7 @@
 # The replay throughput harness: scimwatch vs. DuckDB on the same logs, side by side.
 #
 #   scripts/bench-replay.sh [OPERATIONS]     (default 1000000: ~1M IdP events, ~1.05M gateway lines)
+#   PGO=1 scripts/bench-replay.sh            (also the profile-guided build, scripts/build-pgo.sh)
 #
 # Generates a deterministic data set with `scimwatch generate` (stage mix 60/25/15, 20 apps,
 # 200k users, 3% IdP-only, 2% gateway-only, 5% retried, realistic statuses and lags) into
@@ -19,6 +20,10 @@ BIN=target/release/scimwatch
 VENV="${SCIMWATCH_TEST_VENV:-$PWD/.venv}"
 
 cargo build --release --quiet
+PGO_BIN=target/pgo/release/scimwatch
+if [ "${PGO:-0}" = 1 ]; then
+  bash scripts/build-pgo.sh
+fi
 if ! "$VENV/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.1'
@@ -46,13 +51,20 @@ measure() {
 OUT=target/bench-out
 rm -rf "$OUT" && mkdir -p "$OUT"
 # One thread (the target's terms), then two: reading, parsing and writing Parquet on one,
-# the engine on the other: the two threads DuckDB gets.
-for threads in 1 2; do
-  measure "$OUT/scimwatch-$threads.time" "$BIN" replay --config examples/scimwatch.toml --idp "$IDP" \
-    --gateway "$GW" --format json --threads "$threads" --parquet "$OUT/scimwatch-parquet-$threads" \
-    > "$OUT/scimwatch-$threads.json"
+# the engine on the other: the two threads DuckDB gets. With PGO=1, the same for the
+# profile-guided build, whose report must be the plain build's.
+BUILDS=("scimwatch:$BIN")
+[ "${PGO:-0}" = 1 ] && BUILDS+=("pgo:$PGO_BIN")
+for build in "${BUILDS[@]}"; do
+  name=${build%%:*} bin=${build#*:}
+  for threads in 1 2; do
+    measure "$OUT/$name-$threads.time" "$bin" replay --config examples/scimwatch.toml --idp "$IDP" \
+      --gateway "$GW" --format json --threads "$threads" --parquet "$OUT/$name-parquet-$threads" \
+      > "$OUT/$name-$threads.json"
+    cmp -s "$OUT/scimwatch-1.json" "$OUT/$name-$threads.json" \
+      || { echo "$name on $threads threads: the report differs" >&2; exit 1; }
+  done
 done
-cmp -s "$OUT/scimwatch-1.json" "$OUT/scimwatch-2.json" || { echo "the reports differ by threads" >&2; exit 1; }
 cp "$OUT/scimwatch-1.json" "$OUT/scimwatch.json"
 measure "$OUT/duckdb.time" "$VENV/bin/python" scripts/bench_duckdb.py "$IDP" "$GW" "$OUT/duckdb.parquet" 2 \
   > "$OUT/duckdb.json"
@@ -64,7 +76,10 @@ python3 - "$OUT" "$BYTES" "$LINES" <<'EOF'
 import json, sys
 out, size, lines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rows = []
-for name in ["scimwatch-1", "scimwatch-2", "duckdb", "duckdb-1"]:
+import os
+names = ["scimwatch-1", "scimwatch-2"]
+names += [n for n in ["pgo-1", "pgo-2"] if os.path.exists(f"{out}/{n}.time")]
+for name in names + ["duckdb", "duckdb-1"]:
     wall, rss = open(f"{out}/{name}.time").read().split()[-2:]
     rows.append((name, float(wall), int(rss) / 1024))
 print()
@@ -73,15 +88,21 @@ print(f"|{'-'*35}|{'-'*9}|{'-'*9}|{'-'*12}|{'-'*14}|")
 labels = {
     "scimwatch-1": "scimwatch replay (1 thread)",
     "scimwatch-2": "scimwatch replay (2 threads)",
+    "pgo-1": "scimwatch, PGO build (1 thread)",
+    "pgo-2": "scimwatch, PGO build (2 threads)",
     "duckdb": "DuckDB 2.0.1 (2 threads)",
     "duckdb-1": "DuckDB 2.0.1 (1 thread)",
 }
 for name, wall, rss in rows:
     print(f"| {labels[name]:<33} | {wall:7.2f} | {size / 1e6 / wall:7.1f} | {lines / wall:10,.0f} | {rss:12.0f} |")
-duck, duck1 = rows[2][1], rows[3][1]
-print(f"\nscimwatch on 1 thread is {duck / rows[0][1]:.2f}x DuckDB's speed (2 threads) on the same work; "
-      f"on 2 threads, {duck / rows[1][1]:.2f}x.")
-print(f"Like for like: scimwatch on 1 thread is {duck1 / rows[0][1]:.2f}x DuckDB on 1 thread.")
+wall = {name: w for name, w, _ in rows}
+duck, duck1 = wall["duckdb"], wall["duckdb-1"]
+print()
+for build, label in [("scimwatch", "scimwatch"), ("pgo", "The PGO build")]:
+    if f"{build}-1" in wall:
+        one, two = wall[f"{build}-1"], wall[f"{build}-2"]
+        print(f"{label} on 1 thread is {duck / one:.2f}x DuckDB's speed (2 threads) on the same work; "
+              f"on 2 threads, {duck / two:.2f}x. Like for like, on 1 thread: {duck1 / one:.2f}x DuckDB on 1 thread.")
 report = json.load(open(f"{out}/scimwatch.json"))
 duck = json.load(open(f"{out}/duckdb.json"))
 print("\nsanity (operations per stage, scimwatch vs DuckDB):")
