@@ -73,10 +73,9 @@ measure "$OUT/duckdb-1.time" "$VENV/bin/python" scripts/bench_duckdb.py "$IDP" "
   > "$OUT/duckdb-1.json"
 
 python3 - "$OUT" "$BYTES" "$LINES" <<'EOF'
-import json, sys
+import json, os, sys
 out, size, lines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rows = []
-import os
 names = ["scimwatch-1", "scimwatch-2"]
 names += [n for n in ["pgo-1", "pgo-2"] if os.path.exists(f"{out}/{n}.time")]
 for name in names + ["duckdb", "duckdb-1"]:
