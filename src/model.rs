@@ -478,13 +478,10 @@ impl Record {
     pub fn prefetch(&self) {
         match self {
             Record::Idp(r) => r.prefetch(),
-            Record::Gateway(r) => {
-                let texts = [&r.correlation_id, &r.app, &r.principal, &r.user_name];
-                for text in texts.into_iter().flatten() {
-                    crate::queue::prefetch(text.as_str());
-                }
-                crate::queue::prefetch(r.path.as_str());
-            }
+            Record::Gateway(r) => prefetch_texts(
+                [&r.correlation_id, &r.app, &r.principal, &r.user_name],
+                &r.path,
+            ),
             _ => {}
         }
     }
@@ -500,11 +497,16 @@ impl IdpRecord {
             &self.user_id,
             &self.user_login,
         ];
-        for text in texts.into_iter().flatten() {
-            crate::queue::prefetch(text.as_str());
-        }
-        crate::queue::prefetch(self.action.as_str());
+        prefetch_texts(texts, &self.action);
     }
+}
+
+/// [`crate::queue::prefetch`] of each text a record has of `texts`, then of `last`.
+fn prefetch_texts<const N: usize>(texts: [&Option<String>; N], last: &str) {
+    for text in texts.into_iter().flatten() {
+        crate::queue::prefetch(text.as_str());
+    }
+    crate::queue::prefetch(last);
 }
 
 #[cfg(test)]
