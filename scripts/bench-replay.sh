@@ -42,11 +42,17 @@ echo "data: $IDP + $GW: $LINES lines, $((BYTES / 1000000)) MB"
 # Warm the page cache so both read from memory.
 cat "$IDP" "$GW" > /dev/null
 
-# Peak RSS (KiB) and wall seconds from GNU time.
+# Wall seconds, peak RSS (KiB) and CPU seconds (user, system) from GNU time.
 measure() {
   local log=$1; shift
-  /usr/bin/time -f '%e %M' -o "$log" "$@"
+  /usr/bin/time -f '%e %M %U %S' -o "$log" "$@"
 }
+
+# The machine the figures belong to (a VM may name its CPU only "Xeon": its caches say more).
+cache() { lscpu 2>/dev/null | awk -F: -v k="$1" '$1 == k {gsub(/^ +/, "", $2); print $2}'; }
+echo "machine: $(cache 'Model name'), $(nproc) cores, L2 $(cache 'L2 cache'), L3 $(cache 'L3 cache')," \
+  "$(free -g | awk '/^Mem:/ {print $2}') GiB; $(uname -sr); $(rustc --version | cut -d' ' -f1-2);" \
+  "scimwatch $(git rev-parse --short HEAD 2>/dev/null || echo '(no git)')"
 
 OUT=target/bench-out
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -79,11 +85,11 @@ rows = []
 names = ["scimwatch-1", "scimwatch-2"]
 names += [n for n in ["pgo-1", "pgo-2"] if os.path.exists(f"{out}/{n}.time")]
 for name in names + ["duckdb", "duckdb-1"]:
-    wall, rss = open(f"{out}/{name}.time").read().split()[-2:]
-    rows.append((name, float(wall), int(rss) / 1024))
+    wall, rss, user, system = open(f"{out}/{name}.time").read().split()[-4:]
+    rows.append((name, float(wall), int(rss) / 1024, float(user) + float(system)))
 print()
-print(f"| {'engine':<33} | {'wall s':>7} | {'MB/s':>7} | {'lines/s':>10} | {'peak RSS MiB':>12} |")
-print(f"|{'-'*35}|{'-'*9}|{'-'*9}|{'-'*12}|{'-'*14}|")
+print(f"| {'engine':<33} | {'wall s':>7} | {'CPU s':>6} | {'MB/s':>7} | {'lines/s':>10} | {'peak RSS MiB':>12} |")
+print(f"|{'-'*35}|{'-'*9}|{'-'*8}|{'-'*9}|{'-'*12}|{'-'*14}|")
 labels = {
     "scimwatch-1": "scimwatch replay (1 thread)",
     "scimwatch-2": "scimwatch replay (2 threads)",
@@ -92,9 +98,9 @@ labels = {
     "duckdb": "DuckDB 2.0.1 (2 threads)",
     "duckdb-1": "DuckDB 2.0.1 (1 thread)",
 }
-for name, wall, rss in rows:
-    print(f"| {labels[name]:<33} | {wall:7.2f} | {size / 1e6 / wall:7.1f} | {lines / wall:10,.0f} | {rss:12.0f} |")
-wall = {name: w for name, w, _ in rows}
+for name, wall, rss, cpu in rows:
+    print(f"| {labels[name]:<33} | {wall:7.2f} | {cpu:6.2f} | {size / 1e6 / wall:7.1f} | {lines / wall:10,.0f} | {rss:12.0f} |")
+wall = {name: w for name, w, _, _ in rows}
 duck, duck1 = wall["duckdb"], wall["duckdb-1"]
 print()
 for build, label in [("scimwatch", "scimwatch"), ("pgo", "The PGO build")]:
