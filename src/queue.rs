@@ -23,20 +23,27 @@ pub struct MinQueue<T> {
 /// on what the program does. Up to the first four cache lines of it, as many as it spans.
 #[inline(always)]
 pub fn prefetch<T: ?Sized>(item: &T) {
+    prefetch_up_to(item, 4)
+}
+
+/// [`prefetch`], up to `most` cache lines of `item`: for one whose last lines are read too (an
+/// IdP record is 264 bytes, and its time, stage and status are at its end).
+#[inline(always)]
+pub fn prefetch_up_to<T: ?Sized>(item: &T, most: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         const LINE: usize = 64;
         let start = (item as *const T).cast::<u8>();
         let lines = (start as usize % LINE + std::mem::size_of_val(item)).div_ceil(LINE);
-        for line in 0..lines.min(4) {
+        for line in 0..lines.min(most) {
             // SAFETY: a prefetch reads nothing the program sees and cannot fault; the address
             // is in (or on the cache line of) a live value.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line * LINE).cast()) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = item;
+    let _ = (item, most);
 }
 
 impl<T> Default for MinQueue<T> {

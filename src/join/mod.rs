@@ -23,7 +23,7 @@ mod packed;
 
 use crate::model::{fold_case, push_boxed, push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
-use crate::queue::{prefetch, MinQueue};
+use crate::queue::{prefetch, prefetch_up_to, MinQueue};
 use crate::time::Ts;
 use directory::Directory;
 use hashbrown::hash_table::{Entry, HashTable};
@@ -737,7 +737,9 @@ impl Joiner {
         }
         if let Some(bucket) = due(2) {
             prefetch(bucket.packed.bytes());
-            prefetch(&*bucket.idp);
+            // Settling reads each record's time, and judging the last one's stage and status:
+            // the end of a 264-byte record, past the four lines `prefetch` asks for.
+            prefetch_up_to(&*bucket.idp, 12);
         }
         if let Some(bucket) = due(0) {
             for record in &bucket.idp {
