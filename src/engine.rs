@@ -332,8 +332,10 @@ impl Engine {
                     );
                 }
                 // Only SCIM writes are attempts (clarification 4); reads never join.
-                if gateway.write.is_some() && !self.joiner.join_gateway(&gateway) {
-                    self.joiner.pool_gateway(gateway);
+                if gateway.write.is_some() {
+                    if let Some(app) = self.joiner.join_gateway(&gateway) {
+                        self.joiner.pool_gateway(gateway, app);
+                    }
                 }
             }
             Record::Trigger(trigger) => {

@@ -489,18 +489,19 @@ impl Joiner {
 
     /// Adds a gateway SCIM write (reads and non-SCIM requests never reach the join).
     pub fn push_gateway(&mut self, record: GatewayRecord) {
-        if !self.join_gateway(&record) {
-            self.pool_gateway(record);
+        if let Some(app) = self.join_gateway(&record) {
+            self.pool_gateway(record, app);
         }
     }
 
     /// [`Joiner::push_gateway`]'s first step, on a write the caller keeps: learns the names it
     /// shows, and adds it to its correlation ID's bucket when IDs join (packed: nothing of the
-    /// record is kept). `false` when it has no ID to join by: pool it, with
-    /// [`Joiner::pool_gateway`]. Borrowed rather than moved, since moving the record here
-    /// copied it (216 bytes, by `memcpy`) just before reading it back, and the reads waited
-    /// for the copy to reach the cache (README "Performance").
-    pub fn join_gateway(&mut self, record: &GatewayRecord) -> bool {
+    /// record is kept). When it has no ID to join by, returns its app, case-folded: pool it
+    /// with that, with [`Joiner::pool_gateway`]. Borrowed rather than moved, since moving the
+    /// record here copied it (216 bytes, by `memcpy`) just before reading it back, and the
+    /// reads waited for the copy to reach the cache (README "Performance").
+    #[must_use = "a write not joined must be pooled"]
+    pub fn join_gateway(&mut self, record: &GatewayRecord) -> Option<String> {
         debug_assert!(record.write.is_some());
         let app = record.app.as_deref().map(fold_case).unwrap_or_default();
         if let (Some(id), Some(name)) = (&record.resource_id, &record.user_name) {
@@ -515,16 +516,15 @@ impl Joiner {
                 });
                 self.packing = packing;
                 self.scratch = key;
-                return true;
+                return None;
             }
         }
-        false
+        Some(app.into_owned())
     }
 
-    /// Pools a write [`Joiner::join_gateway`] did not join, for an operation without a shared
-    /// ID to claim by its resource and user.
-    pub fn pool_gateway(&mut self, record: GatewayRecord) {
-        let app = record.app.as_deref().map(lower).unwrap_or_default();
+    /// Pools a write [`Joiner::join_gateway`] did not join (with the app it returned), for an
+    /// operation without a shared ID to claim by its resource and user.
+    pub fn pool_gateway(&mut self, record: GatewayRecord, app: String) {
         let user = record.user_name.as_deref().map(lower).or_else(|| {
             record
                 .resource_id
