@@ -218,22 +218,42 @@ unsafe impl GlobalAlloc for Mimalloc {
         unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
     }
 
+    /// A block that must move goes through [`Mimalloc::alloc`] and [`Mimalloc::dealloc`]
+    /// rather than `mi_realloc`, so the move takes its block from the thread's cache or asks
+    /// for the next free one ([`fetch_next_free`]: `mi_realloc` copies over the link that
+    /// reads), and the old block goes back to the cache. A pending join bucket grows this way
+    /// when its gateway write comes (`PackedBucket::push_via`).
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        use libmimalloc_sys::{mi_realloc, mi_realloc_aligned};
-        // SAFETY: `ptr` came from this allocator; the new block keeps `layout`'s alignment.
+        use libmimalloc_sys::mi_realloc_aligned;
+        // SAFETY: `ptr` came from this allocator with `layout`, so it is a live mimalloc
+        // block; the new block keeps `layout`'s alignment and gets the bytes both share.
         unsafe {
-            if plain(new_size, layout.align()) {
-                mi_realloc(ptr.cast(), new_size).cast()
-            } else {
-                mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
+            if !plain(new_size, layout.align()) {
+                return mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast();
             }
+            // Where `mi_realloc` keeps the block: it fits, and no more than half is left idle.
+            let usable = mi_usable_size(ptr.cast());
+            if new_size <= usable && new_size >= usable / 2 {
+                return ptr;
+            }
+            let moved = self.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
+            if !moved.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            moved
         }
     }
 }
 
+unsafe extern "C" {
+    /// mimalloc's own count of a block's bytes (the `extended` API, not bound by the crate).
+    fn mi_usable_size(block: *const std::ffi::c_void) -> usize;
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Mimalloc;
+    use super::{mi_usable_size, Mimalloc};
     use std::alloc::{GlobalAlloc, Layout};
 
     /// Every size up to 64 KiB that is a multiple of each alignment up to 4 KiB comes back
@@ -298,11 +318,6 @@ mod tests {
             // SAFETY: `grown` is live with `new_layout`.
             unsafe { Mimalloc.dealloc(grown, new_layout) };
         }
-    }
-
-    unsafe extern "C" {
-        /// mimalloc's own count of a block's bytes (the `extended` API, not bound by the crate).
-        fn mi_usable_size(block: *const std::ffi::c_void) -> usize;
     }
 
     fn cached() -> usize {
