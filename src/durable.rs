@@ -24,7 +24,13 @@ pub fn is_tmp_name(name: &str) -> bool {
 }
 
 /// Flushes a directory's entries (a rename or create in it) to disk.
+/// The empty path (the parent of a bare name such as `pack`) is the working directory.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)?.sync_all()
 }
 
