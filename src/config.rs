@@ -780,6 +780,30 @@ impl Config {
                 return Err(err(name.into(), "must be greater than 0".into()));
             }
         }
+        // A join window or lateness of years would hold every write pending for ever: joins
+        // never settle. A day is far past any provisioning retry.
+        const DAY: u64 = 86_400;
+        for (name, value, max) in [
+            ("slo.join_window_secs", slo.join_window_secs, DAY),
+            ("slo.allowed_lateness_secs", slo.allowed_lateness_secs, DAY),
+            (
+                "slo.evaluation_window_secs",
+                slo.evaluation_window_secs,
+                30 * DAY,
+            ),
+            (
+                "slo.standard_disable_within_secs",
+                slo.standard_disable_within_secs,
+                365 * DAY,
+            ),
+        ] {
+            if value > max {
+                return Err(err(
+                    name.into(),
+                    format!("{value} is more than the maximum {max}"),
+                ));
+            }
+        }
         for (index, policy) in slo.high_risk.iter().enumerate() {
             let key = |field: &str| format!("slo.high_risk[{index}].{field}");
             if policy.apps.is_empty() && policy.users.is_empty() && policy.groups.is_empty() {
@@ -802,6 +826,16 @@ impl Config {
                 return Err(err(
                     key("disable_within_secs"),
                     "must be greater than 0".into(),
+                ));
+            }
+            if policy.disable_within_secs > 365 * DAY {
+                return Err(err(
+                    key("disable_within_secs"),
+                    format!(
+                        "{} is more than the maximum {}",
+                        policy.disable_within_secs,
+                        365 * DAY
+                    ),
                 ));
             }
         }
@@ -926,7 +960,6 @@ impl Config {
                 return Err(err(name.into(), "must be greater than 0".into()));
             }
         }
-        const DAY: u64 = 86_400;
         for (name, value, max) in [
             ("alerting.hold_secs", alerting.hold_secs, 30 * DAY),
             (
@@ -1039,14 +1072,75 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let message = error.message().to_string();
-    // serde names the unknown key in the message; the span points at it.
+    // The span points at an unknown key, or at a value of the wrong type or range: either
+    // way the key is what its line has before `=`, in the table whose header is above it.
     let key = error
         .span()
-        .and_then(|span| text.get(span.clone()))
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .filter(|s| !s.is_empty() && s.len() < 80 && !s.contains('\n'))
+        .and_then(|span| key_at(text, span.start))
+        .or_else(|| {
+            error
+                .span()
+                .and_then(|span| text.get(span))
+                .map(|s| s.trim().trim_matches('"').to_string())
+                .filter(|s| !s.is_empty() && s.len() < 80 && !s.contains('\n'))
+        })
         .unwrap_or_else(|| "(file)".into());
     ConfigError { key, line, message }
+}
+
+/// The dotted key written on the line holding byte `at` (`slo.min_operations`,
+/// `receiver[0].email.tls`): the text before its `=`, under the nearest table header above
+/// (an array of tables' entries counted from 0). `None` off a `key = value` line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let before = text.get(..at)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let (name, _) = line.split_once('=')?;
+    let name = name.trim().trim_matches('"');
+    if name.is_empty() || name.starts_with('[') || name.starts_with('#') {
+        return None;
+    }
+    let header = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['));
+    let Some(header) = header else {
+        return Some(name.to_string());
+    };
+    let table = match header.strip_prefix("[[") {
+        Some(rest) => {
+            let table = rest.split("]]").next().unwrap_or_default().trim();
+            let wanted = format!("[[{table}]]");
+            let index = text[..line_start]
+                .lines()
+                .filter(|l| l.trim() == wanted)
+                .count()
+                .saturating_sub(1);
+            format!("{table}[{index}]")
+        }
+        None => {
+            let table = header
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default();
+            match table.trim().split_once('.') {
+                // `[receiver.email]` under the last `[[receiver]]`: `receiver[i].email`.
+                Some((parent, rest)) if text.contains(&format!("[[{parent}]]")) => {
+                    let wanted = format!("[[{parent}]]");
+                    let index = text[..line_start]
+                        .lines()
+                        .filter(|l| l.trim() == wanted)
+                        .count()
+                        .saturating_sub(1);
+                    format!("{parent}[{index}].{rest}")
+                }
+                _ => table.trim().to_string(),
+            }
+        }
+    };
+    Some(format!("{table}.{name}"))
 }
 
 /// Finds the line of a dotted key like `source[1].fields.time` or `slo.join_window_secs` by

@@ -75,6 +75,11 @@ enum Command {
         /// With --parquet: rows per file (and per date) before a new file is started.
         #[arg(long, default_value_t = 1_000_000)]
         rows_per_file: usize,
+        /// With --parquet: add this replay's rows to a store that already holds files (by
+        /// default such a directory is refused: replaying the same logs into it again would
+        /// count every row twice).
+        #[arg(long, requires = "parquet")]
+        append: bool,
         /// Threads to use: 1 runs everything on one; 2 reads and parses the files, and writes
         /// Parquet, on a second; 3 writes Parquet on a third. The answers are the same.
         /// Default: the cores available, at most 3.
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
             as_of,
             parquet,
             rows_per_file,
+            append,
             threads,
         } => run_replay(
             &config,
@@ -179,7 +185,7 @@ fn main() -> ExitCode {
             },
             format,
             as_of,
-            parquet.map(|dir| (dir, rows_per_file)),
+            parquet.map(|dir| (dir, rows_per_file, append)),
         ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Export {
@@ -224,7 +230,7 @@ fn run_replay(
     mut options: ReplayOptions,
     format: OutputFormat,
     as_of: Option<String>,
-    parquet: Option<(PathBuf, usize)>,
+    parquet: Option<(PathBuf, usize, bool)>,
 ) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     options.as_of = match as_of {
@@ -235,14 +241,25 @@ fn run_replay(
         None => None,
     };
     let _lock = match &parquet {
-        Some((dir, _)) => Some(
-            scimwatch::durable::DirLock::acquire(dir)
-                .with_context(|| format!("--parquet {}", dir.display()))?,
-        ),
+        Some((dir, _, append)) => {
+            let lock = scimwatch::durable::DirLock::acquire(dir)
+                .with_context(|| format!("--parquet {}", dir.display()))?;
+            let stored = scimwatch::audit::export::stored_files(dir)?;
+            if stored > 0 && !append {
+                return Err(UsageError(format!(
+                    "--parquet {}: the store already holds {stored} Parquet file(s); replaying \
+                     the same logs into it again would count every row twice. Give an empty \
+                     directory, or --append to add this replay's rows to the store",
+                    dir.display()
+                ))
+                .into());
+            }
+            Some(lock)
+        }
         None => None,
     };
     let mut writer = match &parquet {
-        Some((dir, rows_per_file)) => {
+        Some((dir, rows_per_file, _)) => {
             let names = config.sources.iter().map(|s| s.name.clone()).collect();
             let now = scimwatch::daemon::wall_clock();
             let prefix = format!("replay-{}-{}", now.0, std::process::id());
@@ -261,7 +278,7 @@ fn run_replay(
         }
         Ok(())
     })?;
-    if let (Some(writer), Some((dir, _))) = (writer.as_mut(), &parquet) {
+    if let (Some(writer), Some((dir, _, _))) = (writer.as_mut(), &parquet) {
         writer.flush()?;
         eprintln!(
             "wrote {} operations and {} leaver rows under {}",
@@ -276,59 +293,28 @@ fn run_replay(
         }
         OutputFormat::Text => text::render(&report),
     };
+    print_out(&rendered, "the report")
+}
+
+/// Writes a command's output to stdout; a reader that has gone (`| head`) is not an error.
+fn print_out(text: &str, what: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(rendered.as_bytes()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing the report"),
+        other => other.with_context(|| format!("writing {what}")),
     }
 }
 
 fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     let files = source_files(&config, &ReplayOptions::default())?;
-    println!("config {} is valid", config_path.display());
-    println!("server: listen {}", config.server.listen);
-    println!("storage: data_dir {}", config.storage.data_dir.display());
-    for (index, source) in config.sources.iter().enumerate() {
-        let parser = LineParser::new(source, &config.apps, index as u16)?;
-        let mapped: Vec<&str> = Field::ALL
-            .into_iter()
-            .filter(|f| parser.maps(*f))
-            .map(Field::name)
-            .collect();
-        println!(
-            "source {:?}: role {}, format {}, {} file(s) match now, fields: {}",
-            source.name,
-            source.role.as_str(),
-            source.format,
-            files[index].len(),
-            mapped.join(", ")
-        );
-    }
-    let slo = &config.slo;
-    println!(
-        "slo: healthy >= {}, incident < {}, min {} operations, window {}s, join window {}s, standard leaver deadline {}s",
-        slo.healthy_ratio, slo.incident_ratio, slo.min_operations, slo.evaluation_window_secs, slo.join_window_secs, slo.standard_disable_within_secs
-    );
-    for policy in &slo.high_risk {
-        println!(
-            "high-risk: apps {:?} users {:?} groups {:?} -> disable within {}s",
-            policy.apps, policy.users, policy.groups, policy.disable_within_secs
-        );
-    }
-    for receiver in &config.receivers {
-        let kinds: Vec<&str> = [
-            receiver.email.as_ref().map(|_| "email"),
-            receiver.webhook.as_ref().map(|_| "webhook"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        println!("receiver {:?}: {}", receiver.name, kinds.join(" + "));
-    }
     if !config.receivers.is_empty() {
-        // Every credential must resolve now (env var set, file readable), not at 03:00.
+        // Every credential must resolve now (env var set, file readable), not at 03:00, and
+        // before anything is called valid.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -339,15 +325,65 @@ fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
                 .map_err(|e| UsageError(format!("{e:#}")))?;
         }
     }
+    use std::fmt::Write;
+    let mut out = String::new();
+    writeln!(out, "config {} is valid", config_path.display())?;
+    writeln!(out, "server: listen {}", config.server.listen)?;
+    writeln!(
+        out,
+        "storage: data_dir {}",
+        config.storage.data_dir.display()
+    )?;
+    for (index, source) in config.sources.iter().enumerate() {
+        let parser = LineParser::new(source, &config.apps, index as u16)?;
+        let mapped: Vec<&str> = Field::ALL
+            .into_iter()
+            .filter(|f| parser.maps(*f))
+            .map(Field::name)
+            .collect();
+        writeln!(
+            out,
+            "source {:?}: role {}, format {}, {} file(s) match now, fields: {}",
+            source.name,
+            source.role.as_str(),
+            source.format,
+            files[index].len(),
+            mapped.join(", ")
+        )?;
+    }
+    let slo = &config.slo;
+    writeln!(
+        out,
+        "slo: healthy >= {}, incident < {}, min {} operations, window {}s, join window {}s, standard leaver deadline {}s",
+        slo.healthy_ratio, slo.incident_ratio, slo.min_operations, slo.evaluation_window_secs, slo.join_window_secs, slo.standard_disable_within_secs
+    )?;
+    for policy in &slo.high_risk {
+        writeln!(
+            out,
+            "high-risk: apps {:?} users {:?} groups {:?} -> disable within {}s",
+            policy.apps, policy.users, policy.groups, policy.disable_within_secs
+        )?;
+    }
+    for receiver in &config.receivers {
+        let kinds: Vec<&str> = [
+            receiver.email.as_ref().map(|_| "email"),
+            receiver.webhook.as_ref().map(|_| "webhook"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        writeln!(out, "receiver {:?}: {}", receiver.name, kinds.join(" + "))?;
+    }
     let a = &config.alerting;
-    println!(
+    writeln!(
+        out,
         "alerting: hold {}s, keep firing {}s, repeat every {}s, group wait {}s / interval {}s, retry for {}s",
         a.hold_secs, a.keep_firing_secs, a.repeat_interval_secs, a.group_wait_secs, a.group_interval_secs, a.retry_for_secs
-    );
+    )?;
     for route in &config.routes {
-        println!("route {:?} -> {}", route.matchers, route.receiver);
+        writeln!(out, "route {:?} -> {}", route.matchers, route.receiver)?;
     }
-    Ok(())
+    print_out(&out, "the config summary")
 }
 
 fn generate(

@@ -57,6 +57,47 @@ fn replay_to_parquet(data: &Path) -> Value {
     replay_json(&fixture("core/scimwatch.toml"), &["--parquet", data])
 }
 
+/// A store that already holds files is refused (the same logs again would count every row
+/// twice), naming the directory and `--append`; with `--append` the rows are added.
+#[test]
+fn a_replay_into_a_store_with_files_is_refused_unless_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    replay_to_parquet(&data);
+    let before = parquet_files(&data);
+    let config = fixture("core/scimwatch.toml");
+    let again = |extra: &[&str]| {
+        bin()
+            .args(["replay", "--format", "json", "--config"])
+            .arg(&config)
+            .arg("--parquet")
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = again(&[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(data.to_str().unwrap())
+            && stderr.contains(&format!("already holds {} Parquet file", before.len()))
+            && stderr.contains("--append"),
+        "{stderr}"
+    );
+    assert_eq!(parquet_files(&data), before, "nothing written when refused");
+    let appended = again(&["--append"]);
+    assert!(
+        appended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&appended.stderr)
+    );
+    assert_eq!(parquet_files(&data).len(), 2 * before.len());
+    // --append means nothing without --parquet.
+    let usage = run(&["replay", "--config", config.to_str().unwrap(), "--append"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in walk(dir) {
@@ -303,7 +344,11 @@ fn a_crashed_write_leaves_no_visible_partial_file_and_is_cleaned_at_start() {
         "DuckDB's glob does not see it"
     );
     // The next writer to open the store removes it.
-    replay_to_parquet(dir.path());
+    let data = dir.path().to_str().unwrap();
+    replay_json(
+        &fixture("core/scimwatch.toml"),
+        &["--parquet", data, "--append"],
+    );
     assert!(!partial.exists());
     assert!(walk(dir.path()).iter().all(|p| !p
         .file_name()
@@ -624,19 +669,20 @@ fn an_export_is_byte_identical_when_repeated_and_its_manifest_adds_up() {
         "{}",
         String::from_utf8_lossy(&verified.stdout)
     );
-    // Another quarter holds nothing.
+    // Another quarter holds nothing. `--out` a bare name: a pack in the working directory
+    // (its parent is the empty path, which once failed the directory's sync after writing).
     let empty = dir.path().join("pack-q2");
-    assert!(run(&[
-        "export",
-        "--data",
-        data.to_str().unwrap(),
-        "--quarter",
-        "2026Q2",
-        "--out",
-        empty.to_str().unwrap()
-    ])
-    .status
-    .success());
+    let output = bin()
+        .current_dir(dir.path())
+        .args(["export", "--data", "data", "--quarter", "2026Q2"])
+        .args(["--out", "pack-q2"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(empty.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["files"]["operations"]["rows"], 0);

@@ -64,6 +64,41 @@ fn an_unknown_key_is_named_with_its_line() {
     assert!(stderr.contains("line 7"), "{stderr}");
 }
 
+/// A value of the wrong type or range is named by its key, not by the value (which once came
+/// out as "`-1`: invalid value"), in its table and entry.
+#[test]
+fn a_value_of_the_wrong_type_names_its_key() {
+    for (text, key, line) in [
+        (
+            format!("{GOOD}\n[slo]\nmin_operations = -1\n"),
+            "`slo.min_operations`",
+            "line 18",
+        ),
+        (
+            format!("{GOOD}\n[slo]\njoin_window_secs = \"20\"\n"),
+            "`slo.join_window_secs`",
+            "line 18",
+        ),
+        (
+            GOOD.replace("time = \"/ts\"", "time = 5"),
+            "`source[0].fields.time`",
+            "line 8",
+        ),
+        (
+            format!("{GOOD}\n[[receiver]]\nname = \"x\"\n[receiver.email]\ntls = \"maybe\"\n"),
+            "`receiver[0].email.tls`",
+            "line 20",
+        ),
+    ] {
+        let (code, _, stderr) = check(&text);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(line),
+            "{key} {line}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_bad_pointer_names_the_field_and_line() {
     let text = GOOD.replace("time = \"/ts\"", "time = \"ts\"");
@@ -169,13 +204,14 @@ fn a_credential_that_does_not_resolve_is_named_before_anything_runs() {
     let text = format!(
         "{GOOD}\n[[receiver]]\nname = \"oncall\"\n[receiver.email]\nsmtp_url = \"smtp://127.0.0.1:2525\"\ntls = \"none\"\nfrom = \"a@corp.example\"\nto = [\"c@corp.example\"]\nusername_env = \"SCIMWATCH_TEST_UNSET_USER\"\npassword_file = \"/nonexistent/smtp-password\"\n"
     );
-    let (code, _, stderr) = check(&text);
+    let (code, stdout, stderr) = check(&text);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("receiver \"oncall\" email.username")
+        stderr.contains("receiver \"oncall\" email.username_env")
             && stderr.contains("SCIMWATCH_TEST_UNSET_USER is not set"),
         "{stderr}"
     );
+    assert!(!stdout.contains("is valid"), "{stdout}");
 }
 
 #[test]
@@ -195,4 +231,63 @@ fn every_memory_cap_must_be_positive_and_is_named() {
         let (code, _, stderr) = check(&format!("[pipeline]\n{key} = 5000\n{GOOD}"));
         assert_eq!(code, 0, "{key}: {stderr}");
     }
+}
+
+/// `check-config … | head -1`: a reader that has gone is not a crash (it once aborted on
+/// `println!`'s broken-pipe panic, exit 134).
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scimwatch.toml");
+    fs::write(&path, GOOD).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = bin()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A window of years would keep every write pending for ever (joins never settle): the SLO
+/// windows and deadlines have maxima, named with the key.
+#[test]
+fn slo_windows_have_a_maximum() {
+    for (line, key, max) in [
+        (
+            "join_window_secs = 18446744073709551615",
+            "slo.join_window_secs",
+            "86400",
+        ),
+        (
+            "allowed_lateness_secs = 86401",
+            "slo.allowed_lateness_secs",
+            "86400",
+        ),
+        (
+            "evaluation_window_secs = 2592001",
+            "slo.evaluation_window_secs",
+            "2592000",
+        ),
+        (
+            "[[slo.high_risk]]\napps = [\"a\"]\ndisable_within_secs = 31536001",
+            "slo.high_risk[0].disable_within_secs",
+            "31536000",
+        ),
+    ] {
+        let (code, _, stderr) = check(&format!("{GOOD}\n[slo]\n{line}\n"));
+        assert_eq!(code, 2, "{line}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(&format!("maximum {max}")),
+            "{line}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = check(&format!("{GOOD}\n[slo]\njoin_window_secs = 86400\n"));
+    assert_eq!(code, 0, "{stderr}");
 }

@@ -116,6 +116,18 @@ pub struct Manifest {
     pub summary: Summary,
 }
 
+/// How many committed Parquet files the store under `data` holds, over both tables and every
+/// date (0 where a table's directory is missing).
+pub fn stored_files(data: &Path) -> Result<usize, AuditError> {
+    let mut count = 0;
+    for table in Table::ALL {
+        if data.join(table.name()).is_dir() {
+            count += table_files(data, table, "", "\u{10ffff}")?.len();
+        }
+    }
+    Ok(count)
+}
+
 /// Lists a table's committed files for dates in `[from, to)` (temporaries are skipped).
 fn table_files(
     data: &Path,

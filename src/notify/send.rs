@@ -21,7 +21,8 @@ pub enum SendResult {
     Permanent(String),
 }
 
-/// A secret from an environment variable or a file (trimmed), never from the config text.
+/// A secret from an environment variable or a file (trimmed), never from the config text;
+/// `what` names its keys without their `_env` / `_file`.
 fn secret(
     env: Option<&String>,
     file: Option<&std::path::PathBuf>,
@@ -29,12 +30,12 @@ fn secret(
 ) -> anyhow::Result<Option<String>> {
     if let Some(var) = env {
         let value = std::env::var(var)
-            .with_context(|| format!("{what}: environment variable {var} is not set"))?;
+            .with_context(|| format!("{what}_env: environment variable {var} is not set"))?;
         return Ok(Some(value.trim().to_string()));
     }
     if let Some(path) = file {
         let value = std::fs::read_to_string(path)
-            .with_context(|| format!("{what}: cannot read {}", path.display()))?;
+            .with_context(|| format!("{what}_file: cannot read {}", path.display()))?;
         return Ok(Some(value.trim().to_string()));
     }
     Ok(None)
