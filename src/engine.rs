@@ -748,6 +748,33 @@ mod tests {
         assert_eq!(outcomes, [Outcome::Unconfirmed, Outcome::Unattributed]);
     }
 
+    /// A write no IdP record claims, refused with 401: not a cause in the report
+    /// (clarification 1), but a refused token all the same, which ScimAuthFailures counts
+    /// and samples.
+    #[test]
+    fn an_unattributed_write_refused_with_401_counts_as_an_auth_failure() {
+        let mut s = Scenario::new();
+        s.gateway(0, "stolen-1", WriteKind::Update, 401)
+            .gateway(1, "manual-1", WriteKind::Update, 200)
+            .finish();
+        let ops = s.operations();
+        assert!(ops
+            .iter()
+            .all(|o| o.outcome == Outcome::Unattributed && o.cause.is_none()));
+        let causes: Vec<_> = ops.iter().map(|o| o.alert_cause()).collect();
+        assert_eq!(causes, [Some(crate::model::Cause::Unauthorized), None]);
+        let mut evidence = crate::alert::evidence::Evidence::default();
+        for op in &ops {
+            evidence.record_operation(op);
+        }
+        assert_eq!(evidence.auth_failures_by_app(at(-60))["aws-prod"], 1);
+        assert_eq!(
+            evidence.sample_auth_failures("aws-prod", at(-60), 5),
+            ["stolen-1"]
+        );
+        assert_eq!(evidence.unattributed_auth_failures("aws-prod", at(-60)), 1);
+    }
+
     #[test]
     fn an_id_used_again_after_a_window_is_two_operations_each_with_its_own_attempts() {
         let mut s = Scenario::new();

@@ -328,6 +328,13 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
                 details.push(format!("  {} ×{n}: {}", cause.as_str(), cause.hint()));
             }
         }
+        let unattributed = inputs.evidence.unattributed_auth_failures(&app, since);
+        if unattributed > 0 {
+            details.push(format!(
+                "  {unattributed} of them writes with no IdP record: a client other than the IdP \
+                 holds a token for {app} (a leaked one?): find it before rotating"
+            ));
+        }
         let samples = inputs.evidence.sample_auth_failures(&app, since, SAMPLES);
         details.push(format!("Sample correlation IDs: {}", samples.join(", ")));
         out.push(condition(
@@ -541,6 +548,39 @@ mod tests {
             .eval(100 + 960)
             .iter()
             .all(|c| c.alert != "ScimAuthFailures"));
+    }
+
+    /// Writes no IdP record claims, refused with 401, page as ScimAuthFailures for their app
+    /// (a client other than the IdP holds a token), besides the UnattributedWrites ticket.
+    #[test]
+    fn unattributed_writes_refused_with_401_page_as_auth_failures() {
+        let mut w = World::new();
+        for i in 0..3 {
+            w.evidence.push(Notable {
+                time: at(10 + i),
+                kind: NotableKind::Unattributed,
+                stage: Some(Stage::Mover),
+                app: "github".into(),
+                cause: Some(Cause::Unauthorized),
+                cid: Some(format!("stolen-{i}")),
+                user: None,
+                what: Some("PATCH /scim/v2/Users/9 -> 401".into()),
+            });
+        }
+        let all = w.eval(30);
+        assert_eq!(
+            keys(&all),
+            [
+                "ScimAuthFailures{app=github}",
+                "UnattributedWrites{app=github}"
+            ]
+        );
+        let details = all[0].details.join("\n");
+        assert!(
+            details.contains("3 of them writes with no IdP record")
+                && details.contains("stolen-2, stolen-1, stolen-0"),
+            "{details}"
+        );
     }
 
     #[test]

@@ -82,10 +82,10 @@ impl Evidence {
     }
 
     pub(crate) fn push(&mut self, event: Notable) {
+        if event.kind != NotableKind::PostDisable && Self::is_auth_failure(&event) {
+            bump(&mut self.auth_failure_counts, &event.app, event.time)
+        }
         match event.kind {
-            NotableKind::Failure if Self::is_auth_failure(&event) => {
-                bump(&mut self.auth_failure_counts, &event.app, event.time)
-            }
             NotableKind::Failure => {}
             NotableKind::Unattributed => {
                 bump(&mut self.unattributed_counts, &event.app, event.time)
@@ -115,7 +115,7 @@ impl Evidence {
             kind,
             stage: Some(op.stage),
             app: op.app.clone().unwrap_or_else(|| "unknown".into()),
-            cause: op.cause,
+            cause: op.alert_cause(),
             cid: op.correlation_id.clone(),
             user: op.user().map(str::to_string),
             what: match (&op.method, &op.path, op.http_status) {
@@ -237,21 +237,35 @@ impl Evidence {
         matches!(e.cause, Some(Cause::Unauthorized | Cause::Forbidden))
     }
 
-    /// 401/403 failures per app since `since` (exact, in whole minutes).
+    /// 401/403 answers per app since `since` (exact, in whole minutes): failed operations,
+    /// and unattributed writes (no IdP record) refused so.
     pub fn auth_failures_by_app(&self, since: Ts) -> BTreeMap<String, u64> {
         totals(&self.auth_failure_counts, since)
     }
 
-    /// The newest 401/403 correlation IDs of an app.
+    /// The newest 401/403 correlation IDs of an app (operations and unattributed writes).
     pub fn sample_auth_failures(&self, app: &str, since: Ts, n: usize) -> Vec<String> {
-        self.failures
+        let mut refused: Vec<&Notable> = self
+            .failures
             .iter()
-            .rev()
+            .chain(&self.unattributed)
             .filter(|e| e.time >= since && e.app == app)
             .filter(|e| Self::is_auth_failure(e))
+            .collect();
+        refused.sort_by_key(|e| std::cmp::Reverse(e.time));
+        refused
+            .into_iter()
             .filter_map(|e| e.cid.clone())
             .take(n)
             .collect()
+    }
+
+    /// Of an app's 401/403 answers since `since`, those to unattributed writes (among the
+    /// events kept).
+    pub fn unattributed_auth_failures(&self, app: &str, since: Ts) -> usize {
+        self.since(NotableKind::Unattributed, since)
+            .filter(|e| e.app == app && Self::is_auth_failure(e))
+            .count()
     }
 
     /// Unattributed writes per app since `since`: (app, newest samples, exact count).

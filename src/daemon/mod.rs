@@ -500,7 +500,7 @@ impl Pipeline {
         match output {
             Output::Operation(op) => {
                 let app = self.metrics.app_label(op.app.as_deref());
-                let (outcome, cause) = m::outcome_labels(op.outcome, op.cause);
+                let (outcome, cause) = m::outcome_labels(op.outcome, op.alert_cause());
                 self.metrics
                     .operations
                     .get_or_create(&m::OperationLabels {

@@ -398,6 +398,9 @@ fn valid_outcome_causes() -> Vec<(&'static str, &'static str)> {
         ("succeeded", "none"),
         ("skipped", "none"),
         ("unattributed", "none"),
+        // An unattributed write refused with 401/403: ScimAuthFailures counts it.
+        ("unattributed", "unauthorized"),
+        ("unattributed", "forbidden"),
         ("unconfirmed", "unconfirmed"),
     ];
     for cause in Cause::ALL {

@@ -68,6 +68,18 @@ impl Operation {
     pub fn hint(&self) -> Option<&'static str> {
         self.cause.map(Cause::hint)
     }
+
+    /// The cause alerts and metrics count: [`Operation::cause`], and for an unattributed
+    /// write refused with 401/403 that refusal (a token another client holds, perhaps a
+    /// leaked one), which the report's `causes` leave out (clarification 1).
+    pub fn alert_cause(&self) -> Option<Cause> {
+        if self.outcome != Outcome::Unattributed {
+            return self.cause;
+        }
+        self.http_status
+            .and_then(Cause::from_http_status)
+            .filter(|c| matches!(c, Cause::Unauthorized | Cause::Forbidden))
+    }
     /// Time of the first 2xx attempt, if any.
     pub fn first_success(&self) -> Option<Ts> {
         self.attempts

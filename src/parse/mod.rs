@@ -273,10 +273,16 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    /// The detail may quote the line (`status "Bearer …" is not an HTTP status`): scrubbed,
+    /// since it reaches logs and the report's samples.
     fn new(reason: Reason, detail: impl Into<String>) -> ParseError {
+        let detail = detail.into();
         ParseError {
             reason,
-            detail: detail.into(),
+            detail: match redact::scrub(&detail) {
+                std::borrow::Cow::Borrowed(_) => detail,
+                std::borrow::Cow::Owned(scrubbed) => scrubbed,
+            },
         }
     }
     fn missing(field: Field) -> ParseError {

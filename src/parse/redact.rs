@@ -9,24 +9,37 @@ use std::sync::LazyLock;
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 
+/// An authorization scheme and its credential (`Bearer eyJ…`, `SSWS 00a…`); or the word
+/// `token` before something long enough to be one (`SCIM token: 9f8e…`), which leaves
+/// "token expired" readable.
 static CREDENTIAL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(bearer|basic|token|ssws|sharedaccesssignature)\s+[A-Za-z0-9._~+/=:%-]{4,}")
+    Regex::new(
+        r"(?i)\b(bearer|basic|ssws|sharedaccesssignature)\s+[A-Za-z0-9._~+/=:%-]{4,}|\b(token)\b\s*[:=]?\s*[A-Za-z0-9._~+/=%-]{16,}",
+    )
+    .expect("static regex")
+});
+
+/// A JSON Web Token wherever it stands: a header and a payload, each base64url JSON (`eyJ`).
+static JWT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?")
         .expect("static regex")
 });
 
 static SECRET_PAIR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)("?\b(?:password|passwd|pwd|secret|client_secret|access_token|refresh_token|id_token|api[_-]?key|authorization)\b"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,&;}]+)"#,
+        r#"(?i)("?\b(?:password|passwd|pwd|secret|client_secret|(?:[a-z]+_)?token|jwt|session_?id|sid|cookie|private_key|api[_-]?key|authorization)\b"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,&;}]+)"#,
     )
     .expect("static regex")
 });
 
-/// Query parameter names whose values are credentials.
+/// Query parameter names whose values are credentials: any holding one of these words, or
+/// named `sid` (a session).
 fn is_secret_param(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     [
         "token",
         "password",
+        "passwd",
         "secret",
         "signature",
         "apikey",
@@ -35,9 +48,15 @@ fn is_secret_param(name: &str) -> bool {
         "code",
         "sig",
         "auth",
+        "jwt",
+        "session",
+        "assertion",
+        "credential",
+        "cookie",
     ]
     .iter()
     .any(|needle| name.contains(needle))
+        || name == "sid"
 }
 
 /// Replaces credentials in free text (an IdP error message, a principal, a header value).
@@ -50,12 +69,17 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let first = CREDENTIAL.replace_all(text, |caps: &regex::Captures<'_>| {
-        format!("{} {REDACTED}", &caps[1])
+        let word = caps.get(1).or(caps.get(2)).map_or("", |m| m.as_str());
+        format!("{word} {REDACTED}")
     });
-    match SECRET_PAIR.replace_all(&first, |caps: &regex::Captures<'_>| {
+    let second = match SECRET_PAIR.replace_all(&first, |caps: &regex::Captures<'_>| {
         format!("{}{REDACTED}", &caps[1])
     }) {
         Cow::Borrowed(_) => first,
+        Cow::Owned(owned) => Cow::Owned(owned),
+    };
+    match JWT.replace_all(&second, REDACTED) {
+        Cow::Borrowed(_) => second,
         Cow::Owned(owned) => Cow::Owned(owned),
     }
 }
@@ -101,6 +125,40 @@ mod tests {
         assert!(!scrubbed.contains("eyJhbGciOiJIUzI1NiJ9"), "{scrubbed}");
         assert!(!scrubbed.contains("Hunter2!"), "{scrubbed}");
         assert!(scrubbed.contains(r#""userName":"a""#));
+    }
+
+    /// What the QA pass found getting through: a token after `token:`, a JSON `bearer_token`,
+    /// a bare JWT, and `jwt`, `sessionid`, `sid` parameters; while "token expired", an
+    /// unrelated `side=` parameter and SCIM's own parameters stay as they are.
+    #[test]
+    fn tokens_in_error_text_and_session_parameters_are_replaced() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlX2hlcmU";
+        for text in [
+            format!("SCIM token: {jwt} rejected"),
+            "SCIM token: 9f8e7d6c5b4a39281706f5e4d3c2b1a0 rejected".to_string(),
+            format!(r#"{{"bearer_token":"{jwt}"}}"#),
+            format!("upstream said no to {jwt}"),
+            format!("session_id={jwt}"),
+        ] {
+            let scrubbed = scrub(&text);
+            assert!(
+                !scrubbed.contains("eyJ") && !scrubbed.contains("9f8e7d6c"),
+                "{text} -> {scrubbed}"
+            );
+            assert!(scrubbed.contains(REDACTED), "{scrubbed}");
+        }
+        assert_eq!(
+            scrub("SCIM token expired or revoked"),
+            "SCIM token expired or revoked"
+        );
+        assert_eq!(
+            redact_path("/scim/v2/Users?jwt=abc&sessionid=def&sid=ghi&side=left&count=10"),
+            "/scim/v2/Users?jwt=[REDACTED]&sessionid=[REDACTED]&sid=[REDACTED]&side=left&count=10"
+        );
+        assert_eq!(
+            redact_path("/scim/v2/Users?filter=userName%20eq%20%22a%22&startIndex=1&attributes=id"),
+            "/scim/v2/Users?filter=userName%20eq%20%22a%22&startIndex=1&attributes=id"
+        );
     }
 
     #[test]
