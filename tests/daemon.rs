@@ -265,6 +265,95 @@ fn a_high_risk_leaver_with_no_further_input_is_reported_overdue_on_time() {
     assert!(log.contains("alert=LeaverDisableOverdue"), "{log}");
 }
 
+/// Waits (up to 20 s) until `ready` holds for the committed `leavers` rows.
+fn wait_for_leavers(
+    setup: &Setup,
+    ready: impl Fn(&[scimwatch::audit::schema::LeaverRow]) -> bool,
+) -> Vec<scimwatch::audit::schema::LeaverRow> {
+    let start = std::time::Instant::now();
+    loop {
+        let rows = setup.leavers();
+        if ready(&rows) || start.elapsed() > SETTLE {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A high-risk leaver still open past its deadline is evidence at once, not only once it is
+/// disabled: a `leavers` row with state `open`, written once across a kill -9 and a restart.
+/// When it is disabled its `disabled` row follows, and the quarter's pack holds the episode
+/// once, as a breach.
+#[test]
+fn an_overdue_leaver_is_a_leavers_row_before_it_is_disabled() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"stuck\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"root-admin@corp.example\",\"result\":\"failure\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"stuck\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-1\",\"status\":503,\"app\":\"vault\"}}\n"));
+    let rows = wait_for_leavers(&setup, |rows| !rows.is_empty());
+    assert_eq!(rows.len(), 1, "{rows:?}\n{}", setup.daemon_log());
+    let open = &rows[0];
+    assert_eq!(
+        (
+            open.state.as_str(),
+            open.met_slo,
+            open.disabled_at,
+            open.high_risk
+        ),
+        ("open", false, None, true),
+        "{open:?}"
+    );
+    assert_eq!(open.user_login.as_deref(), Some("root-admin@corp.example"));
+    daemon.kill9();
+    let daemon = setup.start();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(setup.leavers().len(), 1, "written once across kill -9");
+
+    // A retry is answered 204: the episode closes, late.
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"retry\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"root-admin@corp.example\",\"result\":\"success\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"retry\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-1\",\"status\":204,\"app\":\"vault\"}}\n"));
+    let rows = wait_for_leavers(&setup, |rows| rows.len() >= 2);
+    assert_eq!(daemon.stop(), Some(0));
+    let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+    assert_eq!(states.len(), 2, "{rows:?}");
+    assert!(
+        states.contains(&"open") && states.contains(&"disabled"),
+        "{states:?}"
+    );
+
+    let quarter = format!(
+        "{}Q{}",
+        &t[..4],
+        (t[5..7].parse::<u32>().unwrap() - 1) / 3 + 1
+    );
+    let pack = setup.path("pack");
+    let output = common::run(&[
+        "export",
+        "--data",
+        setup.path("data").to_str().unwrap(),
+        "--quarter",
+        &quarter,
+        "--out",
+        pack.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pack.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["files"]["leavers"]["rows"], 1, "{manifest}");
+    assert_eq!(manifest["summary"]["leavers"]["breaches"], 1, "{manifest}");
+    let packed = scimwatch::audit::export::read_leavers(&pack.join("leavers.parquet")).unwrap();
+    assert_eq!(
+        (packed[0].state.as_str(), packed[0].met_slo),
+        ("disabled", false)
+    );
+}
+
 #[test]
 fn sigterm_commits_and_a_restart_resumes_without_rereading() {
     let setup = Setup::new(CONFIG);

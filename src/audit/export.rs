@@ -116,6 +116,38 @@ pub struct Manifest {
     pub summary: Summary,
 }
 
+/// The daemon writes an episode's row when it passes its deadline still open (state `open`)
+/// and again when it is disabled: keeps one row per episode, the disabled one where there is
+/// one. Rows are one episode when app and `initiated_at` are the same and so is the login or
+/// the user ID (an episode learns its login from a later operation, so the open row may lack
+/// it).
+fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
+    let rank = |row: &LeaverRow| u8::from(row.state != "disabled");
+    rows.sort_by(|a, b| {
+        (&a.app, a.initiated_at, rank(a))
+            .cmp(&(&b.app, b.initiated_at, rank(b)))
+            .then(b.correlation_ids.len().cmp(&a.correlation_ids.len()))
+    });
+    let same_user = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+    let mut kept: Vec<LeaverRow> = Vec::with_capacity(rows.len());
+    let mut group_start = 0;
+    for row in rows {
+        if kept
+            .get(group_start)
+            .is_none_or(|first| (&first.app, first.initiated_at) != (&row.app, row.initiated_at))
+        {
+            group_start = kept.len();
+        }
+        let duplicate = kept[group_start..].iter().any(|k| {
+            same_user(&k.user_login, &row.user_login) || same_user(&k.user_id, &row.user_id)
+        });
+        if !duplicate {
+            kept.push(row);
+        }
+    }
+    kept
+}
+
 /// How many committed Parquet files the store under `data` holds, over both tables and every
 /// date (0 where a table's directory is missing).
 pub fn stored_files(data: &Path) -> Result<usize, AuditError> {
@@ -313,6 +345,7 @@ pub fn export(
                 .filter(|r| (start.0..end.0).contains(&r.initiated_at)),
         );
     }
+    let mut leavers = one_row_per_episode(leavers);
     // A total order, so the same rows always give the same bytes.
     operations.sort_by(|a, b| (a.time(), a).cmp(&(b.time(), b)));
     leavers.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -438,6 +471,50 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(app: &str, login: Option<&str>, id: Option<&str>, at: i64, state: &str) -> LeaverRow {
+        LeaverRow {
+            app: app.into(),
+            user_id: id.map(str::to_string),
+            user_login: login.map(str::to_string),
+            initiated_at: at,
+            first_attempt_at: None,
+            disabled_at: (state == "disabled").then_some(at + 10),
+            latency_seconds: None,
+            high_risk: true,
+            deadline_seconds: 900,
+            met_slo: false,
+            correlation_ids: vec![],
+            state: state.into(),
+        }
+    }
+
+    /// An episode's `open` row (written as it passed its deadline) gives way to its
+    /// `disabled` row, also when only the later one knows the login; two users' episodes
+    /// that started at the same instant in the same app stay two.
+    #[test]
+    fn an_episode_breached_then_disabled_is_one_row() {
+        let rows = vec![
+            row("vault", None, Some("u-1"), 5, "open"),
+            row("vault", Some("root@x"), Some("u-1"), 5, "disabled"),
+            row("vault", Some("ops@x"), Some("u-2"), 5, "open"),
+            row("vault", Some("ops@x"), Some("u-2"), 5, "open"),
+            row("wiki", Some("root@x"), Some("u-1"), 5, "open"),
+        ];
+        let kept = one_row_per_episode(rows);
+        let states: Vec<_> = kept
+            .iter()
+            .map(|r| (r.app.as_str(), r.user_id.as_deref(), r.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("vault", Some("u-1"), "disabled"),
+                ("vault", Some("u-2"), "open"),
+                ("wiki", Some("u-1"), "open"),
+            ]
+        );
+    }
 
     #[test]
     fn quarters_parse_and_span_their_months() {

@@ -34,6 +34,10 @@ pub struct Checkpoint {
     /// Each source's newest event time, so a source silent across a restart is still stale.
     #[serde(default)]
     pub last_events: std::collections::BTreeMap<String, Ts>,
+    /// Open episodes past their deadline whose `open` row is in the tables: (app, user,
+    /// initiated_at).
+    #[serde(default)]
+    pub breach_rows: std::collections::BTreeSet<(String, String, Ts)>,
 }
 
 /// What [`store`] writes: a [`Checkpoint`] borrowed from the live daemon, field for field, so
@@ -48,6 +52,7 @@ pub struct CheckpointRef<'a> {
     pub windows: &'a crate::slo::Windows,
     pub evidence: &'a crate::alert::Evidence,
     pub last_events: std::collections::BTreeMap<&'a str, Ts>,
+    pub breach_rows: &'a std::collections::BTreeSet<(String, String, Ts)>,
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only

@@ -33,7 +33,7 @@ use crate::tail::{TailSource, Tailer};
 use crate::time::{Ts, MICROS_PER_SEC};
 use anyhow::Context;
 use status::{LiveStatus, OpenLeaver, OverdueLeaver};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,6 +54,9 @@ const VIEW_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How many open (and overdue) leavers the status lists, oldest first; gauges count them all.
 const MAX_LISTED: usize = 1000;
+
+/// An episode's identity in the daemon's breach bookkeeping: app, user, initiated_at.
+type BreachKey = (String, String, Ts);
 
 /// The wall clock, outside the core.
 pub fn wall_clock() -> Ts {
@@ -102,6 +105,12 @@ pub struct Pipeline {
     /// logged once.
     reported_overdue: std::collections::HashSet<u64>,
     overdue_hasher: ahash::RandomState,
+    /// The open episodes past their deadline whose `leavers` row (state `open`) is written:
+    /// (app, user, initiated_at). Checkpointed with the rows, so each is written once across
+    /// restarts; an episode leaves the set when it is no longer open.
+    breach_rows: BTreeSet<BreachKey>,
+    /// Episodes that passed their deadline since the last pass, for their `open` row.
+    new_breaches: Vec<crate::judge::Episode>,
     metrics: Arc<Metrics>,
     recent: Arc<Mutex<RecentOperations>>,
     alerts: crate::alert::AlertEngine,
@@ -130,7 +139,7 @@ impl Pipeline {
             .with_context(|| format!("creating storage.data_dir {}", data_dir.display()))?;
         let saved = checkpoint::load(&data_dir)?;
         let settings = EngineSettings::from_config(&config);
-        let (engine, positions, windows, evidence, last_events) = match saved {
+        let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(saved) => {
                 // Files written for the last checkpoint but perhaps not yet renamed.
                 commit_prepared(&saved.pending_files)?;
@@ -141,6 +150,7 @@ impl Pipeline {
                     saved.windows,
                     saved.evidence,
                     saved.last_events,
+                    saved.breach_rows,
                 )
             }
             None => (
@@ -149,6 +159,7 @@ impl Pipeline {
                 crate::slo::Windows::default(),
                 crate::alert::Evidence::default(),
                 BTreeMap::new(),
+                BTreeSet::new(),
             ),
         };
         let alerts = checkpoint::load_alerts(&data_dir)?;
@@ -198,6 +209,8 @@ impl Pipeline {
             overdue_high_risk: Vec::new(),
             reported_overdue: std::collections::HashSet::new(),
             overdue_hasher: ahash::RandomState::new(),
+            breach_rows,
+            new_breaches: Vec::new(),
             last_checkpoint_cost: Duration::ZERO,
             metrics,
             recent,
@@ -398,6 +411,11 @@ impl Pipeline {
             .last_view
             .is_none_or(|at| at.elapsed() >= VIEW_INTERVAL);
         self.refresh_gauges(clock);
+        // An episode still open past its deadline is a breach now, whenever it is disabled:
+        // its row goes to the `leavers` table with this pass's rows.
+        for episode in std::mem::take(&mut self.new_breaches) {
+            self.audit.add(&Output::Episode(episode), wall, clock)?;
+        }
         let interval = Duration::from_secs(self.config.pipeline.checkpoint_interval_secs)
             .max(self.last_checkpoint_cost * 10);
         if self.audit.needs_flush() || self.last_checkpoint.elapsed() >= interval {
@@ -474,6 +492,7 @@ impl Pipeline {
             pending_files: &prepared,
             windows: &self.windows,
             evidence: &self.evidence,
+            breach_rows: &self.breach_rows,
             last_events: self
                 .parsers
                 .iter()
@@ -592,6 +611,7 @@ impl Pipeline {
         let mut listed = Vec::new();
         let mut overdue_listed = Vec::new();
         let mut overdue_seen = std::collections::HashSet::new();
+        let mut breached = BTreeSet::new();
         self.overdue_high_risk.clear();
         for episode in &open {
             let overdue = episode.due_at() < clock;
@@ -624,6 +644,15 @@ impl Pipeline {
                     tracing::warn!(app = %episode.app, user = %episode.user(), high_risk = episode.high_risk, initiated_at = %episode.initiated_at, due_at = %episode.due_at(), "Leaver overdue: still not disabled.");
                 }
                 overdue_seen.insert(key);
+                let breach = (
+                    episode.app.clone(),
+                    episode.user().to_string(),
+                    episode.initiated_at,
+                );
+                if !self.breach_rows.contains(&breach) {
+                    self.new_breaches.push((*episode).clone());
+                }
+                breached.insert(breach);
                 if overdue_listed.len() < MAX_LISTED {
                     overdue_listed.push(OverdueLeaver {
                         app: episode.app.clone(),
@@ -670,6 +699,7 @@ impl Pipeline {
         self.live.open_leavers = Arc::new(listed);
         self.live.leavers_overdue = Arc::new(overdue_listed);
         self.reported_overdue = overdue_seen;
+        self.breach_rows = breached;
     }
 
     /// Gauges, SLO windows, open leavers and the alert conditions that hold at `clock`.
