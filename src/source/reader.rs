@@ -101,6 +101,11 @@ impl<R: Read> LineReader<R> {
     }
 
     /// Offset just past the last line returned: where a checkpoint may resume.
+    /// The reader it reads from.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     pub fn offset(&self) -> u64 {
         self.offset
     }

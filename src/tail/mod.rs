@@ -12,7 +12,7 @@
 use crate::source::reader::{Line, LineReader};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -112,12 +112,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Hash of the first `len` bytes of a file (`None` if it has fewer).
-fn head_hash(path: &Path, len: u64) -> io::Result<Option<u64>> {
+/// The hash of a file's first `len` bytes (`None` if it is shorter), read through a handle
+/// already open on it, at its start, without moving its position: never by path, which may
+/// name another file by now (a rotation between the listing and the read).
+fn head_hash(file: &File, len: u64) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; len as usize];
-    let mut file = File::open(path)?;
     let mut read = 0;
     while read < buf.len() {
-        let n = file.read(&mut buf[read..])?;
+        let n = file.read_at(&mut buf[read..], read as u64)?;
         if n == 0 {
             return Ok(None);
         }
@@ -318,9 +321,11 @@ impl Tailer {
             file.path = path.to_path_buf();
         }
         let truncated = len < file.reader.offset();
+        // The held handle is this inode, whatever the path names now.
+        let held = file.reader.get_ref();
         let head_changed = file.head_len > 0
             && len >= file.head_len
-            && head_hash(path, file.head_len)? != Some(file.head_hash);
+            && head_hash(held, file.head_len)? != Some(file.head_hash);
         if truncated || head_changed || (file.head_len > 0 && len < file.head_len) {
             if truncated && !head_changed {
                 self.counters.truncations += 1;
@@ -335,19 +340,20 @@ impl Tailer {
                 line: file.reader.line_number(),
                 ended: Instant::now(),
             });
-            let handle = File::open(path)?;
+            let mut handle = file.reader.get_ref().try_clone()?;
+            handle.seek(SeekFrom::Start(0))?;
+            let head_len = len.min(HEAD_BYTES);
+            file.head_len = head_len;
+            file.head_hash = head_hash(&handle, head_len)?.unwrap_or(0);
             let max = self.sources[file.source].max_line_bytes;
             file.reader = LineReader::starting_at(handle, max, 0, 0).wait_for_newline();
             file.consumed_offset = 0;
             file.consumed_line = 0;
-            let head_len = len.min(HEAD_BYTES);
-            file.head_len = head_len;
-            file.head_hash = head_hash(path, head_len)?.unwrap_or(0);
             return Ok(());
         }
         if file.head_len < HEAD_BYTES && len > file.head_len {
             let head_len = len.min(HEAD_BYTES);
-            if let Some(hash) = head_hash(path, head_len)? {
+            if let Some(hash) = head_hash(file.reader.get_ref(), head_len)? {
                 file.head_len = head_len;
                 file.head_hash = hash;
             }
@@ -363,8 +369,20 @@ impl Tailer {
         ino: u64,
         len: u64,
     ) -> io::Result<()> {
+        // Opened first, then checked to be the file that was listed: a path renamed or
+        // removed since is looked at again next pass, not read as another file or an error.
+        let mut handle = match File::open(path) {
+            Ok(handle) => handle,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let meta = handle.metadata()?;
+        if (meta.dev(), meta.ino()) != (dev, ino) {
+            return Ok(());
+        }
+        let held = &handle;
         let head_len = len.min(HEAD_BYTES);
-        let Some(hash) = head_hash(path, head_len)? else {
+        let Some(hash) = head_hash(held, head_len)? else {
             return Ok(());
         };
         let name = self.sources[source].name.clone();
@@ -377,7 +395,7 @@ impl Tailer {
                 && p.ino == ino
                 && len >= p.offset
                 && p.head_len <= len
-                && head_hash(path, p.head_len).ok().flatten() == Some(p.head_hash)
+                && head_hash(held, p.head_len).ok().flatten() == Some(p.head_hash)
         }) {
             let p = self.resume.remove(position);
             start = (p.offset, p.line);
@@ -389,7 +407,7 @@ impl Tailer {
                 .files
                 .iter()
                 .filter(|f| f.source == source && f.head_len > 0 && f.head_len <= len)
-                .find(|f| head_hash(path, f.head_len).ok().flatten() == Some(f.head_hash))
+                .find(|f| head_hash(held, f.head_len).ok().flatten() == Some(f.head_hash))
                 .map(|f| (f.reader.offset(), f.reader.line_number()));
             let copy_of = copy_of.or_else(|| {
                 self.previous
@@ -398,7 +416,7 @@ impl Tailer {
                     .filter(|g| {
                         g.source == source && g.head_len > 0 && g.head_len <= len && g.offset <= len
                     })
-                    .find(|g| head_hash(path, g.head_len).ok().flatten() == Some(g.head_hash))
+                    .find(|g| head_hash(held, g.head_len).ok().flatten() == Some(g.head_hash))
                     .map(|g| (g.offset, g.line))
             });
             let copy_of = copy_of.or_else(|| {
@@ -409,7 +427,7 @@ impl Tailer {
                             && p.head_len > 0
                             && p.head_len <= len
                             && p.offset <= len
-                            && head_hash(path, p.head_len).ok().flatten() == Some(p.head_hash)
+                            && head_hash(held, p.head_len).ok().flatten() == Some(p.head_hash)
                     })
                     .map(|p| (p.offset, p.line))
             });
@@ -418,7 +436,6 @@ impl Tailer {
                 start = position;
             }
         }
-        let mut handle = File::open(path)?;
         handle.seek(SeekFrom::Start(start.0))?;
         let id = file_id.unwrap_or_else(|| {
             let id = self.next_file_id;
@@ -509,6 +526,37 @@ mod tests {
                 self.tailer.mark_consumed(id, next, number);
             }
         }
+    }
+
+    /// Between listing a path and opening it, a rotation may rename another file onto it or
+    /// remove it: neither is read as the listed file, nor stops the daemon (both once did,
+    /// QA on 2026-12-05: lines read twice, and "No such file or directory"); the next pass
+    /// reads what is there.
+    #[test]
+    fn a_path_replaced_or_removed_after_listing_is_not_read_as_the_listed_file() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one"]);
+        let listed = fs::metadata(h.path("app.log")).unwrap();
+        let (dev, ino, len) = (listed.dev(), listed.ino(), listed.len());
+        h.append("other", &["two"]);
+        let _keep = File::open(h.path("app.log")).unwrap(); // its inode stays in use
+        fs::rename(h.path("other"), h.path("app.log")).unwrap();
+        h.tailer
+            .open_new(0, &h.path("app.log"), dev, ino, len)
+            .unwrap();
+        assert!(
+            h.tailer.files.is_empty(),
+            "another file: looked at next pass"
+        );
+        fs::remove_file(h.path("app.log")).unwrap();
+        h.tailer
+            .open_new(0, &h.path("app.log"), dev, ino, len)
+            .unwrap();
+        assert!(h.tailer.files.is_empty(), "gone: not an error");
+        h.append("app.log", &["three"]);
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["three"]);
     }
 
     #[test]
