@@ -268,8 +268,15 @@ impl Engine {
     /// Rebuilds an engine from a checkpoint; the policy comes from the current config.
     pub fn restore(state: EngineState, settings: EngineSettings) -> Engine {
         Engine {
-            joiner: crate::join::Joiner::restore(state.joiner),
-            lateness_micros: state.lateness_micros,
+            // The config's window and lateness, not the checkpoint's: a config changed across
+            // a restart applies (the daemon's clock already uses the config's lateness).
+            joiner: crate::join::Joiner::restore(
+                state.joiner,
+                settings.join_window_secs,
+                settings.gateway_cid_joins,
+            ),
+            lateness_micros: (settings.allowed_lateness_secs as i64)
+                .saturating_mul(crate::time::MICROS_PER_SEC),
             episodes: Episodes::restore(settings.policy, state.episodes),
             timeline: state.timeline.into_iter().collect(),
             watermark: state.watermark,
@@ -715,6 +722,32 @@ mod tests {
         }
         assert_eq!(whole.outputs, restored.outputs);
         assert_eq!(whole.episodes().len(), 2);
+    }
+
+    /// The join window and lateness come from the config on a restore, not from the
+    /// checkpoint: a window shortened across a restart settles what is pending by it.
+    #[test]
+    fn a_restore_takes_the_configs_join_window_and_lateness() {
+        let mut s = Scenario::new();
+        s.idp(0, "c1", Stage::Mover, "a@x", Some(IdpStatus::Success));
+        s.engine.advance(at(30));
+        assert_eq!(s.engine.join_pending(), 1, "600 s window: still pending");
+        let json = serde_json::to_string(&s.engine.snapshot()).unwrap();
+        let mut settings = Scenario::settings();
+        settings.join_window_secs = 5;
+        settings.allowed_lateness_secs = 1;
+        let mut engine = Engine::restore(serde_json::from_str(&json).unwrap(), settings);
+        let restored: serde_json::Value = serde_json::to_value(engine.snapshot()).unwrap();
+        assert_eq!(restored["lateness_micros"], 1_000_000);
+        engine.advance(at(30));
+        assert_eq!(engine.join_pending(), 0, "5 s window: settled");
+        let settled: Vec<Output> = engine.drain().collect();
+        assert!(
+            settled
+                .iter()
+                .any(|o| matches!(o, Output::Operation(op) if op.outcome == Outcome::Unconfirmed)),
+            "{settled:?}"
+        );
     }
 
     #[test]

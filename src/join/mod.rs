@@ -327,9 +327,11 @@ impl Joiner {
     }
 
     /// Rebuilds a joiner, indexes included, from a checkpoint.
-    pub fn restore(state: JoinerState) -> Joiner {
-        let mut joiner = Joiner::new(0, state.gateway_cid_joins);
-        joiner.window_micros = state.window_micros;
+    /// A joiner from a checkpoint, with the config's join window and join keys (a config
+    /// changed across a restart applies: the pending buckets' deadlines are taken again from
+    /// the new window).
+    pub fn restore(state: JoinerState, join_window_secs: u64, gateway_cid_joins: bool) -> Joiner {
+        let mut joiner = Joiner::new(join_window_secs, gateway_cid_joins);
         joiner.stats = state.stats;
         for (app, id, user) in state.names {
             joiner.directory.learn(&app, &id, &user);
