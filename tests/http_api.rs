@@ -27,6 +27,8 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
     setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"op-1\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"ada@corp.example\",\"result\":\"success\"}}\n"));
     setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"op-1\",\"method\":\"PATCH\",\"path\":\"/scim/v2/Users/u-1\",\"status\":429,\"app\":\"vault\"}}\n"));
     setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"op-1\",\"method\":\"PATCH\",\"path\":\"/scim/v2/Users/u-1\",\"status\":401,\"app\":\"vault\"}}\n"));
+    // A bad line is counted by reason; a blank one is not a line read (as in `replay`).
+    setup.append("logs/idp.jsonl", "not json\n\n");
     wait_until(Duration::from_secs(15), || {
         get(port, "/api/v1/operations/op-1", Some("s3cret-token")).0 == 200
     });
@@ -115,7 +117,9 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
         "scimwatch_leavers_overdue{risk=\"high\"} 1",
         "scimwatch_stage_success_ratio{stage=\"leaver\",window=\"1h\"} 0.0",
         "scimwatch_lines_total{source=\"gateway\"} 2",
-        "scimwatch_parse_errors_total{source=\"idp\",reason=\"invalid_json\"} 0",
+        "scimwatch_parse_errors_total{source=\"idp\",reason=\"invalid_json\"} 1",
+        "scimwatch_parse_errors_total{source=\"idp\",reason=\"missing_field\"} 0",
+        "scimwatch_lines_total{source=\"idp\"} 2",
         "scimwatch_alerts_firing{alert=\"LeaverDisableOverdue\"} 1",
         "scimwatch_join_pending",
         "scimwatch_source_last_event_timestamp_seconds{source=\"idp\"}",

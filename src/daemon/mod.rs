@@ -280,7 +280,12 @@ impl Pipeline {
         self.tailer
             .poll(&mut |source, line| {
                 let parser = &parsers[source.source];
-                lines_read[source.source] += 1;
+                // Blank lines are neither records nor errors, and not lines read (as in
+                // `replay`, whose report must be the same).
+                if !matches!(&line, Line::Text { bytes, .. } if bytes.iter().all(u8::is_ascii_whitespace))
+                {
+                    lines_read[source.source] += 1;
+                }
                 let queued = match line {
                     Line::TooLong {
                         length,
@@ -471,6 +476,13 @@ impl Pipeline {
                         .unwrap_or_default();
                     let source = self.parsers[queued.source].name.as_str();
                     tracing::warn!(source, file = %path, line = queued.number, offset, reason = error.reason.as_str(), error = %error.detail, "Line set aside.");
+                    self.metrics
+                        .parse_errors
+                        .get_or_create(&m::ParseErrorLabels {
+                            source: source.to_string(),
+                            reason: error.reason.as_str().into(),
+                        })
+                        .inc();
                     self.stats
                         .error_in(source, path, queued.number, offset, &error);
                 }
