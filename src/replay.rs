@@ -77,6 +77,12 @@ pub fn source_files(config: &Config, options: &ReplayOptions) -> anyhow::Result<
                     if !file.is_file() {
                         bail!("{} is not a readable file", file.display());
                     }
+                    if crate::source::is_compressed(file) {
+                        bail!(
+                            "{} is compressed: decompress it first (for example with zcat)",
+                            file.display()
+                        );
+                    }
                 }
                 files.clone()
             }
@@ -87,7 +93,7 @@ pub fn source_files(config: &Config, options: &ReplayOptions) -> anyhow::Result<
                         format!("source {:?}: bad glob {pattern:?}", source.name)
                     })?;
                     for path in paths.flatten() {
-                        if path.is_file() {
+                        if path.is_file() && !crate::source::is_compressed(&path) {
                             found.insert(path);
                         }
                     }

@@ -11,6 +11,17 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// Whether a path is a compressed file by its name (`gateway.log.2.gz`, as logrotate's
+/// `compress` leaves them): a glob such as `gateway.log*` matches those too, and read as text
+/// every one of their lines would be set aside. Globs skip them; they are not logs to tail.
+pub fn is_compressed(path: &std::path::Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["gz", "bz2", "xz", "zst", "lz4", "zip", "z", "lzma", "br"]
+            .iter()
+            .any(|c| e.eq_ignore_ascii_case(c))
+    })
+}
+
 /// How many bad lines per source are kept with their location.
 pub const MAX_ERROR_SAMPLES: usize = 5;
 
@@ -96,6 +107,34 @@ impl IngestStats {
                 reason: error.reason.as_str(),
                 detail: error.detail.clone(),
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_compressed;
+    use std::path::Path;
+
+    #[test]
+    fn compressed_rotations_are_known_by_their_names() {
+        for name in [
+            "gateway.log.2.gz",
+            "idp.jsonl.1.bz2",
+            "a.log.xz",
+            "a.log.ZST",
+            "x.Z",
+        ] {
+            assert!(is_compressed(Path::new(name)), "{name}");
+        }
+        for name in [
+            "gateway.log",
+            "gateway.log.1",
+            "idp.jsonl",
+            "gz",
+            "a.gzip.log",
+        ] {
+            assert!(!is_compressed(Path::new(name)), "{name}");
         }
     }
 }

@@ -67,6 +67,12 @@ struct TailedFile {
     consumed_offset: u64,
     consumed_line: u64,
     gone_since: Option<Instant>,
+    /// Its length when last listed, when that last changed, and its modification time: a
+    /// file that stopped growing while a newer one of its source goes on has been rotated
+    /// away, and its last line is whole even without a newline.
+    len: u64,
+    grew_at: Instant,
+    modified: Option<std::time::SystemTime>,
 }
 
 /// Information about the file a line came from.
@@ -261,6 +267,7 @@ impl Tailer {
                     paths.extend(found.flatten());
                 }
             }
+            paths.retain(|p| !crate::source::is_compressed(p));
             paths.sort();
             paths.dedup();
             for path in paths {
@@ -273,6 +280,11 @@ impl Tailer {
                 let (dev, ino, len) = (meta.dev(), meta.ino(), meta.len());
                 if let Some(index) = self.files.iter().position(|f| f.dev == dev && f.ino == ino) {
                     seen[index] = true;
+                    let file = &mut self.files[index];
+                    if file.len != len {
+                        (file.len, file.grew_at) = (len, now);
+                    }
+                    file.modified = meta.modified().ok();
                     self.check_known(index, &path, len)?;
                     continue;
                 }
@@ -290,6 +302,17 @@ impl Tailer {
         let rotate_wait = self.rotate_wait;
         self.previous
             .retain(|g| now.duration_since(g.ended) < rotate_wait.max(Duration::from_secs(1)));
+        // Per source, the newest modification among the files still listed.
+        let mut newest = vec![None; self.sources.len()];
+        for (file, found) in self
+            .files
+            .iter()
+            .zip(seen.iter().chain(std::iter::repeat(&true)))
+        {
+            if *found && file.modified > newest[file.source] {
+                newest[file.source] = file.modified;
+            }
+        }
         let mut closed = 0;
         let mut index = 0;
         self.files.retain_mut(|file| {
@@ -297,7 +320,11 @@ impl Tailer {
             index += 1;
             if found {
                 file.gone_since = None;
-                file.reader.set_final_partial_is_line(false);
+                // Rotated away (a newer file of its source is written; this one has not grown
+                // for rotate_wait): a last line without a newline will not get one.
+                let superseded = file.modified < newest[file.source];
+                let idle = now.duration_since(file.grew_at) >= rotate_wait;
+                file.reader.set_final_partial_is_line(superseded && idle);
                 return true;
             }
             let since = *file.gone_since.get_or_insert(now);
@@ -455,6 +482,9 @@ impl Tailer {
             consumed_offset: start.0,
             consumed_line: start.1,
             gone_since: None,
+            len,
+            grew_at: Instant::now(),
+            modified: meta.modified().ok(),
         });
         self.counters.files_opened += 1;
         Ok(())
@@ -557,6 +587,37 @@ mod tests {
         h.poll();
         h.poll();
         assert_eq!(h.seen, ["three"]);
+    }
+
+    /// A rotated-away file whose last line has no newline: once a newer file of the source
+    /// is written and the old one has not grown for `rotate_wait`, that line is read (as
+    /// `replay` reads it); the active file's partial line still waits.
+    #[test]
+    fn a_rotated_files_last_line_without_a_newline_is_read_once_it_is_superseded() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one"]);
+        fs::OpenOptions::new()
+            .append(true)
+            .open(h.path("app.log"))
+            .unwrap()
+            .write_all(b"tw")
+            .unwrap();
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["one"]);
+        fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // a later modification time
+        h.append("app.log", &["three"]);
+        fs::OpenOptions::new()
+            .append(true)
+            .open(h.path("app.log"))
+            .unwrap()
+            .write_all(b"fo")
+            .unwrap();
+        for _ in 0..4 {
+            h.poll();
+        }
+        assert_eq!(h.seen, ["one", "tw", "three"]);
     }
 
     #[test]
