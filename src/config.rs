@@ -669,6 +669,15 @@ impl Config {
             line: None,
             message,
         };
+        let at_most = |key: &str, value: u64, max: u64| {
+            if value > max {
+                return Err(err(
+                    key.into(),
+                    format!("{value} is more than the maximum {max}"),
+                ));
+            }
+            Ok(())
+        };
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err(
                 "server.listen".into(),
@@ -797,12 +806,7 @@ impl Config {
                 365 * DAY,
             ),
         ] {
-            if value > max {
-                return Err(err(
-                    name.into(),
-                    format!("{value} is more than the maximum {max}"),
-                ));
-            }
+            at_most(name, value, max)?;
         }
         for (index, policy) in slo.high_risk.iter().enumerate() {
             let key = |field: &str| format!("slo.high_risk[{index}].{field}");
@@ -828,16 +832,11 @@ impl Config {
                     "must be greater than 0".into(),
                 ));
             }
-            if policy.disable_within_secs > 365 * DAY {
-                return Err(err(
-                    key("disable_within_secs"),
-                    format!(
-                        "{} is more than the maximum {}",
-                        policy.disable_within_secs,
-                        365 * DAY
-                    ),
-                ));
-            }
+            at_most(
+                &key("disable_within_secs"),
+                policy.disable_within_secs,
+                365 * DAY,
+            )?;
         }
         let mut receiver_names = std::collections::BTreeSet::new();
         for (index, receiver) in self.receivers.iter().enumerate() {
@@ -1015,12 +1014,7 @@ impl Config {
                 30 * DAY,
             ),
         ] {
-            if value > max {
-                return Err(err(
-                    name.into(),
-                    format!("{value} is more than the maximum {max}"),
-                ));
-            }
+            at_most(name, value, max)?;
         }
         for (name, url) in [
             ("alerting.runbook_url", Some(&alerting.runbook_url)),
@@ -1108,35 +1102,27 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     let Some(header) = header else {
         return Some(name.to_string());
     };
+    // `[[receiver]]`'s entry above the line, as `receiver[i]`.
+    let entry = |table: &str| {
+        let wanted = format!("[[{table}]]");
+        let index = text[..line_start]
+            .lines()
+            .filter(|l| l.trim() == wanted)
+            .count()
+            .saturating_sub(1);
+        format!("{table}[{index}]")
+    };
     let table = match header.strip_prefix("[[") {
-        Some(rest) => {
-            let table = rest.split("]]").next().unwrap_or_default().trim();
-            let wanted = format!("[[{table}]]");
-            let index = text[..line_start]
-                .lines()
-                .filter(|l| l.trim() == wanted)
-                .count()
-                .saturating_sub(1);
-            format!("{table}[{index}]")
-        }
+        Some(rest) => entry(rest.split("]]").next().unwrap_or_default().trim()),
         None => {
-            let table = header
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or_default();
-            match table.trim().split_once('.') {
+            let table = header.trim_start_matches('[').split(']').next();
+            let table = table.unwrap_or_default().trim();
+            match table.split_once('.') {
                 // `[receiver.email]` under the last `[[receiver]]`: `receiver[i].email`.
                 Some((parent, rest)) if text.contains(&format!("[[{parent}]]")) => {
-                    let wanted = format!("[[{parent}]]");
-                    let index = text[..line_start]
-                        .lines()
-                        .filter(|l| l.trim() == wanted)
-                        .count()
-                        .saturating_sub(1);
-                    format!("{parent}[{index}].{rest}")
+                    format!("{}.{rest}", entry(parent))
                 }
-                _ => table.trim().to_string(),
+                _ => table.to_string(),
             }
         }
     };

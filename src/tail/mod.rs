@@ -117,7 +117,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// Hash of the first `len` bytes of a file (`None` if it has fewer).
 /// The hash of a file's first `len` bytes (`None` if it is shorter), read through a handle
 /// already open on it, at its start, without moving its position: never by path, which may
 /// name another file by now (a rotation between the listing and the read).
