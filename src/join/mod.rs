@@ -326,8 +326,7 @@ impl Joiner {
         }
     }
 
-    /// Rebuilds a joiner, indexes included, from a checkpoint.
-    /// A joiner from a checkpoint, with the config's join window and join keys (a config
+    /// Rebuilds a joiner, indexes included, from a checkpoint, with the config's join window and join keys (a config
     /// changed across a restart applies: the pending buckets' deadlines are taken again from
     /// the new window).
     pub fn restore(state: JoinerState, join_window_secs: u64, gateway_cid_joins: bool) -> Joiner {
