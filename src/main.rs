@@ -42,7 +42,8 @@ enum Command {
     /// Live demo: writes realistic traffic (with incidents) into a temporary directory, runs
     /// the daemon on it and prints its status every few seconds.
     Demo {
-        /// How long to generate traffic.
+        /// How long to generate traffic (at least 5); the daemon then runs 20 s more, so
+        /// the last joins settle and the last deadlines pass.
         #[arg(long, default_value_t = 75)]
         duration_secs: u64,
         /// Directory to work in (default: a new temporary directory, kept for inspection).
