@@ -313,6 +313,7 @@ fn print_out(text: &str, what: &str) -> anyhow::Result<()> {
 fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     let files = source_files(&config, &ReplayOptions::default())?;
+    scimwatch::http::api_token(&config).map_err(|e| UsageError(format!("{e:#}")))?;
     if !config.receivers.is_empty() {
         // Every credential must resolve now (env var set, file readable), not at 03:00, and
         // before anything is called valid.

@@ -291,3 +291,29 @@ fn slo_windows_have_a_maximum() {
     let (code, _, stderr) = check(&format!("{GOOD}\n[slo]\njoin_window_secs = 86400\n"));
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// An API token asked for but empty (an empty file, an empty variable) is refused: taken as
+/// "no token", it once served /api/v1 to anyone, and check-config called the config valid.
+#[test]
+fn an_empty_api_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scimwatch.toml");
+    fs::write(
+        &path,
+        format!("[server]\napi_token_file = \"token\"\n{GOOD}"),
+    )
+    .unwrap();
+    fs::write(dir.path().join("token"), "  \n").unwrap();
+    for command in ["check-config", "run"] {
+        let output = bin()
+            .args([command, "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("server.api_token_file") && stderr.contains("empty"),
+            "{command}: {stderr}"
+        );
+    }
+}

@@ -67,20 +67,29 @@ pub struct AppState {
 }
 
 /// The bearer token for `/api/*`, from `server.api_token_env` or `server.api_token_file`.
+/// A token asked for but empty is an error: taken as "no token", it left `/api/v1` open.
 pub fn api_token(config: &crate::config::Config) -> anyhow::Result<Option<String>> {
-    if let Some(var) = &config.server.api_token_env {
+    let (key, value) = if let Some(var) = &config.server.api_token_env {
         let value = std::env::var(var).map_err(|_| {
             anyhow::anyhow!("server.api_token_env: environment variable {var} is not set")
         })?;
-        return Ok(Some(value.trim().to_string()).filter(|t| !t.is_empty()));
-    }
-    if let Some(file) = &config.server.api_token_file {
+        ("server.api_token_env", value)
+    } else if let Some(file) = &config.server.api_token_file {
         let value = std::fs::read_to_string(file).map_err(|e| {
             anyhow::anyhow!("server.api_token_file: cannot read {}: {e}", file.display())
         })?;
-        return Ok(Some(value.trim().to_string()).filter(|t| !t.is_empty()));
+        ("server.api_token_file", value)
+    } else {
+        return Ok(None);
+    };
+    let token = value.trim();
+    if token.is_empty() {
+        anyhow::bail!(
+            "{key}: the token is empty, which would leave /api/v1 open; give it a token, or \
+             remove {key} to serve the API without one"
+        );
     }
-    Ok(None)
+    Ok(Some(token.to_string()))
 }
 
 pub fn router(state: AppState) -> Router {

@@ -27,7 +27,7 @@ static JWT: LazyLock<Regex> = LazyLock::new(|| {
 
 static SECRET_PAIR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)("?\b(?:password|passwd|pwd|secret|client_secret|(?:[a-z]+_)?token|jwt|session_?id|sid|cookie|private_key|api[_-]?key|authorization)\b"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,&;}]+)"#,
+        r#"(?i)(\\?"?\b(?:password|passwd|pwd|secret|client_secret|(?:[a-z]+_)?token|jwt|session_?id|sid|cookie|private_key|api[_-]?key|authorization)\b\\?"?\s*[:=]\s*)(\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\]|\\.)*"|[^\s,&;}]+)"#,
     )
     .expect("static regex")
 });
@@ -40,6 +40,7 @@ fn is_secret_param(name: &str) -> bool {
         "token",
         "password",
         "passwd",
+        "pwd",
         "secret",
         "signature",
         "apikey",
@@ -84,8 +85,38 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// Redacts credential-looking query parameters in a request path (`?access_token=…`).
+/// Redacts credential-looking query parameters in a request path (`?access_token=…`), path
+/// parameters (`;jsessionid=…`), and a JSON Web Token wherever it stands in the path.
 pub fn redact_path(path: &str) -> Cow<'_, str> {
+    // Nearly every path has neither: one search for each before any copy.
+    let jwt = path.contains("eyJ") && JWT.is_match(path);
+    let session = path.contains(';');
+    if !jwt && !session {
+        return redact_query(path);
+    }
+    let mut path = if jwt {
+        JWT.replace_all(path, REDACTED).into_owned()
+    } else {
+        path.to_string()
+    };
+    if session {
+        path = PATH_PARAM
+            .replace_all(&path, |caps: &regex::Captures<'_>| {
+                format!("{}{REDACTED}", &caps[1])
+            })
+            .into_owned();
+    }
+    Cow::Owned(redact_query(&path).into_owned())
+}
+
+/// `;jsessionid=…` and the like: a path parameter whose name says it is a session or secret.
+static PATH_PARAM: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(;[a-z_]*(?:session|sid|token|secret|auth)[a-z_]*=)[^;/?&#]+")
+        .expect("static regex")
+});
+
+/// The query part of [`redact_path`].
+fn redact_query(path: &str) -> Cow<'_, str> {
     let Some((base, query)) = path.split_once('?') else {
         return Cow::Borrowed(path);
     };
@@ -147,6 +178,12 @@ mod tests {
             );
             assert!(scrubbed.contains(REDACTED), "{scrubbed}");
         }
+        // JSON quoted inside a message (a parse error's detail quoting a line).
+        let quoted = scrub(r#"bad body "{\"client_secret\":\"hunter2-s3cret\",\"a\":1}""#);
+        assert!(
+            !quoted.contains("hunter2") && quoted.contains(r#"\"a\":1"#),
+            "{quoted}"
+        );
         assert_eq!(
             scrub("SCIM token expired or revoked"),
             "SCIM token expired or revoked"
@@ -155,6 +192,22 @@ mod tests {
             redact_path("/scim/v2/Users?jwt=abc&sessionid=def&sid=ghi&side=left&count=10"),
             "/scim/v2/Users?jwt=[REDACTED]&sessionid=[REDACTED]&sid=[REDACTED]&side=left&count=10"
         );
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlX2hlcmU";
+        for path in [
+            format!("/scim/v2/Users/u7/{jwt}"),
+            format!("/scim/v2/Users?state={jwt}&count=1"),
+            "/app;jsessionid=0123456789ABCDEF/scim/v2/Users".to_string(),
+            "/scim/v2/Users?pwd=hunter2".to_string(),
+        ] {
+            let redacted = redact_path(&path);
+            assert!(
+                !redacted.contains("eyJ")
+                    && !redacted.contains("0123456789ABCDEF")
+                    && !redacted.contains("hunter2")
+                    && redacted.contains(REDACTED),
+                "{path} -> {redacted}"
+            );
+        }
         assert_eq!(
             redact_path("/scim/v2/Users?filter=userName%20eq%20%22a%22&startIndex=1&attributes=id"),
             "/scim/v2/Users?filter=userName%20eq%20%22a%22&startIndex=1&attributes=id"
