@@ -12,7 +12,8 @@
 //! The clock: while any file has unread bytes the engine advances on the event watermark, as
 //! in `replay`. Once every file is read to its end, silence is information — no line older
 //! than `allowed_lateness_secs` can still arrive — so the watermark moves with the wall clock
-//! (`max(watermark, wall − lateness)`). The live clock shown and used for deadlines is
+//! (`max(watermark, wall − lateness)`; the engine, which keeps the lateness for late lines
+//! itself, is given the wall clock). The live clock shown and used for deadlines is
 //! `min(wall clock, watermark + lateness)`: leaver deadlines fire on time with no new input.
 
 pub mod checkpoint;
@@ -367,7 +368,12 @@ impl Pipeline {
             (false, None) => Ts(i64::MIN),
         };
         let clock = Ts(wall.0.min(effective.0.saturating_add(lateness)));
-        self.engine.advance(wall.min(effective));
+        // The engine's clock is a watermark it settles a window plus the allowed lateness
+        // behind. Caught up, that is the wall clock itself (a line arriving now is at most the
+        // allowed lateness late); passing `effective` (already the wall clock less the
+        // lateness) took the lateness off twice, and joins settled a lateness late.
+        self.engine
+            .advance(if caught_up { wall } else { wall.min(effective) });
         let evictions = self.engine.enforce_caps(&self.config.pipeline);
         self.live.evicted_joins += evictions.joins;
         self.live.evicted_episodes += evictions.episodes;
@@ -871,6 +877,88 @@ fn last_events_by_index(names: &[String], saved: &BTreeMap<String, Ts>) -> Vec<O
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Caught up, a pending operation settles a join window plus the allowed lateness after
+    /// its time, on the wall clock alone: not a window plus twice the lateness (the engine
+    /// was handed the wall clock less the lateness, and took it off again). Driven with
+    /// made-up wall times, so nothing here depends on timing.
+    #[test]
+    fn caught_up_joins_settle_a_window_plus_the_lateness_after_their_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "{data}"
+[[source]]
+name = "idp"
+role = "idp"
+format = "json"
+paths = ["{logs}/idp.jsonl"]
+[source.fields]
+time = "/ts"
+correlation_id = "/cid"
+action = "/action"
+app = "/app"
+user_login = "/user"
+[[source]]
+name = "gateway"
+role = "gateway"
+format = "json"
+paths = ["{logs}/gateway.log"]
+[source.fields]
+time = "/ts"
+correlation_id = "/cid"
+method = "/method"
+path = "/path"
+status = "/status"
+[slo]
+join_window_secs = 10
+allowed_lateness_secs = 5
+"#,
+            data = dir.path().join("data").display(),
+            logs = dir.path().display()
+        );
+        let config = Config::from_toml(&text, dir.path()).unwrap();
+        let t = Ts::from_secs(1_782_892_800);
+        std::fs::write(
+            dir.path().join("idp.jsonl"),
+            format!(
+                "{{\"ts\":\"{}\",\"cid\":\"c1\",\"action\":\"create\",\"app\":\"wiki\",\"user\":\"a@x\"}}\n",
+                t
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("gateway.log"), "").unwrap();
+        let metrics = Arc::new(Metrics::new(&config));
+        let mut pipeline = Pipeline::open(
+            config,
+            Arc::new(Mutex::new(LiveStatus::default())),
+            metrics,
+            Arc::new(Mutex::new(crate::http::RecentOperations::with_capacity(10))),
+            None,
+        )
+        .unwrap();
+        let at = |secs: i64| Ts(t.0 + secs * MICROS_PER_SEC);
+        pipeline.step(at(1)).unwrap();
+        pipeline.step(at(1)).unwrap();
+        assert_eq!(pipeline.engine.join_pending(), 1);
+        pipeline.step(at(14)).unwrap();
+        assert_eq!(
+            pipeline.engine.join_pending(),
+            1,
+            "inside window + lateness"
+        );
+        pipeline.step(at(16)).unwrap();
+        assert_eq!(
+            pipeline.engine.join_pending(),
+            0,
+            "settled once 10 s + 5 s have passed, not 10 s + 2 × 5 s"
+        );
+    }
+
     #[test]
     fn opens_and_reads_do_not_wake_the_pipeline() {
         use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
