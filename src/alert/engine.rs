@@ -132,9 +132,11 @@ impl AlertEngine {
                 tracked.absent_since = Some(now);
             }
         }
+        // What holds, or still fires (kept firing through a flap): it suppresses below.
+        let live = |t: &&Tracked| t.absent_since.is_none() || t.firing_since.is_some();
         // The fastest burn tier firing (or about to) per stage suppresses slower ones.
         let mut fastest: BTreeMap<String, usize> = BTreeMap::new();
-        for tracked in self.alerts.values().filter(|t| t.absent_since.is_none()) {
+        for tracked in self.alerts.values().filter(live) {
             if let (Some(rank), Some(stage)) = (
                 tier_rank(&tracked.condition),
                 tracked.condition.labels.get("stage"),
@@ -143,11 +145,14 @@ impl AlertEngine {
                 *entry = (*entry).min(rank);
             }
         }
-        // A stage in incident already pages: its burn-rate alerts add nothing at 03:00.
+        // A stage in incident already pages: its burn-rate alerts add nothing at 03:00, also
+        // while the incident is kept firing through a moment above the threshold (that
+        // moment once let every stage's slow burn page right after its incident).
         let incident_stages: std::collections::BTreeSet<String> = self
             .alerts
             .values()
-            .filter(|t| t.absent_since.is_none() && t.condition.alert == "StageSuccessIncident")
+            .filter(live)
+            .filter(|t| t.condition.alert == "StageSuccessIncident")
             .filter_map(|t| t.condition.labels.get("stage").cloned())
             .collect();
         let mut out = Vec::new();
@@ -371,6 +376,52 @@ mod tests {
                     "StageSuccessIncident{stage=joiner}".to_string()
                 ),
             ]
+        );
+    }
+
+    /// The incident's condition lapses for a moment (the ratio back above the threshold)
+    /// while the budget still burns: the incident is kept firing, and still silences the
+    /// burn page until it resolves.
+    #[test]
+    fn an_incident_kept_firing_through_a_flap_still_silences_the_burn_page() {
+        let mut engine = AlertEngine::default();
+        let incident = condition("StageSuccessIncident", &[("stage", "joiner")]);
+        let burn = condition(
+            "ErrorBudgetBurn",
+            &[("burn_tier", "slow"), ("stage", "joiner")],
+        );
+        let both = || vec![incident.clone(), burn.clone()];
+        engine.evaluate(at(0), both(), SETTINGS);
+        assert_eq!(
+            kinds(&engine.evaluate(at(60), both(), SETTINGS)),
+            [(
+                NotificationKind::Firing,
+                "StageSuccessIncident{stage=joiner}".to_string()
+            )]
+        );
+        for t in [120, 200, 400] {
+            assert!(
+                engine
+                    .evaluate(at(t), vec![burn.clone()], SETTINGS)
+                    .is_empty(),
+                "at {t} s the incident is kept firing: no burn page"
+            );
+        }
+        // Five minutes after the incident lapsed it resolves; then the burn, still holding,
+        // pages on its own.
+        assert_eq!(
+            kinds(&engine.evaluate(at(420), vec![burn.clone()], SETTINGS)),
+            [(
+                NotificationKind::Resolved,
+                "StageSuccessIncident{stage=joiner}".to_string()
+            )]
+        );
+        assert_eq!(
+            kinds(&engine.evaluate(at(421), vec![burn.clone()], SETTINGS)),
+            [(
+                NotificationKind::Firing,
+                "ErrorBudgetBurn{burn_tier=slow,stage=joiner}".to_string()
+            )]
         );
     }
 
