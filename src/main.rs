@@ -234,6 +234,26 @@ fn run_replay(
     parquet: Option<(PathBuf, usize, bool)>,
 ) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
+    // Files named on the command line that cannot be read as logs are bad usage (exit 2).
+    for (flag, file) in options
+        .idp_files
+        .iter()
+        .map(|f| ("--idp", f))
+        .chain(options.gateway_files.iter().map(|f| ("--gateway", f)))
+    {
+        if !file.is_file() {
+            return Err(
+                UsageError(format!("{flag} {}: not a readable file", file.display())).into(),
+            );
+        }
+        if scimwatch::source::is_compressed(file) {
+            return Err(UsageError(format!(
+                "{flag} {}: compressed; decompress it first (for example with zcat)",
+                file.display()
+            ))
+            .into());
+        }
+    }
     options.as_of = match as_of {
         Some(text) => Some(
             parse_time(&text, TimeFormat::Rfc3339)
@@ -455,6 +475,13 @@ fn export_pack(
         Some(path) => load_config(&path)?.slo,
         None => scimwatch::config::SloConfig::default(),
     };
+    if std::fs::read_dir(&out).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(UsageError(format!(
+            "--out {}: already exists and is not empty; refusing to overwrite a pack",
+            out.display()
+        ))
+        .into());
+    }
     let manifest = export(&data, quarter, &out, &slo)?;
     println!(
         "evidence pack for {} written to {}",

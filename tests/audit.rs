@@ -745,7 +745,7 @@ fn export_errors_name_the_path_and_leave_nothing_behind() {
     std::fs::remove_file(&corrupt).unwrap();
     assert!(export(&data, &pack).status.success());
     let again = export(&data, &pack);
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(2), "bad usage");
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
 }
 

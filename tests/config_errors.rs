@@ -317,3 +317,29 @@ fn an_empty_api_token_is_refused() {
         );
     }
 }
+
+/// A file named on `replay`'s command line that cannot be read as a log is bad usage (exit
+/// 2), named with its flag: one that is not there, and a compressed rotation.
+#[test]
+fn replay_names_a_file_it_cannot_read_as_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scimwatch.toml");
+    fs::write(&path, GOOD).unwrap();
+    fs::write(dir.path().join("gw.log.2.gz"), b"\x1f\x8b\x08\x00").unwrap();
+    for (flag, file, said) in [
+        ("--idp", "missing.jsonl", "not a readable file"),
+        ("--gateway", "gw.log.2.gz", "compressed"),
+    ] {
+        let output = bin()
+            .args(["replay", "--config", path.to_str().unwrap(), flag])
+            .arg(dir.path().join(file))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(file) && stderr.contains(said),
+            "{flag}: {stderr}"
+        );
+    }
+}
