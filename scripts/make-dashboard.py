@@ -40,7 +40,7 @@ JUDGED = 'outcome=~"succeeded|failed|unconfirmed"'
 row("Overview")
 panel("stat", "Success over the last hour", [('scimwatch_stage_success_ratio{window="1h"}', "{{stage}}")], w=6, unit="percentunit", thresholds=SLO)
 panel("timeseries", "Success ratio (1h) against the SLO", [('scimwatch_stage_success_ratio{window="1h"}', "{{stage}}"), ("vector(0.99)", "healthy 99%"), ("vector(0.95)", "incident 95%")], w=8, x=6, unit="percentunit")
-panel("stat", "Error budget left (30 days)", [(f'1 - (1 - sum by (stage) (increase(scimwatch_operations_total{{outcome="succeeded"}}[30d])) / sum by (stage) (increase(scimwatch_operations_total{{{JUDGED}}}[30d]))) / 0.01', "{{stage}}")], w=4, x=14, unit="percentunit", thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 0}])
+panel("stat", "Error budget left (30 days)", [(f'1 - (1 - sum by (stage) (increase(scimwatch_operations_total{{outcome="succeeded"}}[30d])) / (sum by (stage) (increase(scimwatch_operations_total{{{JUDGED}}}[30d])) > 0)) / 0.01', "{{stage}}")], w=4, x=14, unit="percentunit", thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 0}])
 panel("stat", "Alerts firing (daemon)", [("sum(scimwatch_alerts_firing)", "firing")], w=3, x=18, thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}])
 panel("stat", "Overdue high-risk leavers", [('scimwatch_leavers_overdue{risk="high"}', "overdue")], w=3, x=21, thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}])
 y += 8
