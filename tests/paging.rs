@@ -349,6 +349,40 @@ fn a_page_fired_while_the_mail_server_is_down_arrives_once_it_is_up() {
     assert_eq!(daemon.stop(), Some(0));
 }
 
+/// One recipient refused for good (550, a departed colleague's mailbox) does not keep the
+/// page from the others: each recipient has an envelope of its own, and the refusal is
+/// logged. (One message to both was refused whole and dead-lettered: nobody was paged.)
+#[test]
+fn a_refused_recipient_does_not_keep_the_page_from_the_others() {
+    let port = free_port();
+    let receiver = email_receiver(port).replace(
+        r#"to = ["iam-oncall@corp.example"]"#,
+        r#"to = ["gone@corp.example", "iam-oncall@corp.example"]"#,
+    );
+    let setup = Setup::new(&config(&receiver));
+    let inbox = setup.path("inbox");
+    let _smtp = SmtpSink::start(port, &inbox);
+    let daemon = setup.start();
+    stuck_leaver(&setup);
+    wait_until(WAIT, || !mails(&inbox).is_empty());
+    std::thread::sleep(Duration::from_secs(2));
+    let pages = mails(&inbox);
+    assert_eq!(
+        pages.len(),
+        1,
+        "one copy, to the address that exists: {pages:#?}"
+    );
+    assert!(subject(&pages[0]).contains("LeaverDisableOverdue"));
+    assert!(pages[0].contains("X-Envelope-To: iam-oncall@corp.example"));
+    assert_eq!(daemon.stop(), Some(0));
+    let log = setup.daemon_log();
+    assert!(
+        log.contains("A recipient refused the page") && log.contains("gone@corp.example"),
+        "{log}"
+    );
+    assert!(!setup.path("data/dead-letter.jsonl").exists());
+}
+
 /// Notifications waiting in the daemon's outbox (which it makes at start: a missing one is
 /// counted as never empty, so a wrong path cannot pass).
 fn outbox_entries(setup: &Setup) -> usize {

@@ -41,13 +41,19 @@ fn secret(
     Ok(None)
 }
 
-/// An SMTP relay.
+/// An SMTP relay. Each send opens its own connection (no pool: a send cut short by the
+/// timeout left a pooled connection one reply behind, and a later refusal was read as the
+/// previous command's success), and each recipient gets its own envelope, so one refused
+/// address does not keep the page from the others.
 pub struct EmailChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
     timeout: Duration,
     host: String,
+    /// Per batch still being retried: which recipients have it, and the refusals so far, so
+    /// a retry goes only to the rest (no second copy for those who have it).
+    progress: std::sync::Mutex<std::collections::HashMap<u64, Progress>>,
 }
 
 fn host_port(url: &str) -> anyhow::Result<(String, Option<u16>)> {
@@ -125,6 +131,7 @@ impl EmailChannel {
             to,
             timeout,
             host: host_name,
+            progress: Default::default(),
         })
     }
 
@@ -140,17 +147,91 @@ impl EmailChannel {
             Ok(m) => m,
             Err(e) => return SendResult::Permanent(format!("building the message: {e}")),
         };
-        // lettre bounds only the connect: the whole dialogue gets a timeout of its own.
-        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
-            Err(_) => SendResult::Retry(
-                format!("SMTP send timed out after {:?}", self.timeout),
-                None,
-            ),
-            Ok(Ok(_)) => SendResult::Sent,
-            Ok(Err(e)) if e.is_permanent() => SendResult::Permanent(format!("SMTP: {e}")),
-            Ok(Err(e)) => SendResult::Retry(format!("SMTP: {e}"), None),
+        let bytes = message.formatted();
+        let key = batch_key(batch);
+        let mut progress = self
+            .progress
+            .lock()
+            .map(|mut p| p.remove(&key).unwrap_or_default())
+            .unwrap_or_default();
+        let mut retry = None;
+        for (index, to) in self.to.iter().enumerate() {
+            if progress.done.contains(&index) {
+                continue;
+            }
+            let envelope = match lettre::address::Envelope::new(
+                Some(self.from.email.clone()),
+                vec![to.email.clone()],
+            ) {
+                Ok(envelope) => envelope,
+                Err(e) => return SendResult::Permanent(format!("the envelope to {to}: {e}")),
+            };
+            // lettre bounds only the connect: the whole dialogue gets a timeout of its own.
+            let sent =
+                tokio::time::timeout(self.timeout, self.transport.send_raw(&envelope, &bytes));
+            match sent.await {
+                Ok(Ok(_)) => {
+                    progress.done.push(index);
+                    progress.delivered += 1;
+                }
+                Ok(Err(e)) if e.is_permanent() => {
+                    progress.done.push(index);
+                    progress.refused.push(format!("{}: {e}", to.email));
+                }
+                Ok(Err(e)) => retry = Some(format!("SMTP to {}: {e}", to.email)),
+                Err(_) => {
+                    retry = Some(format!(
+                        "SMTP send to {} timed out after {:?}",
+                        to.email, self.timeout
+                    ))
+                }
+            }
+        }
+        if let Some(reason) = retry {
+            if let Ok(mut all) = self.progress.lock() {
+                if all.len() >= 1024 {
+                    all.clear(); // batches given up on long ago; at worst a second copy
+                }
+                all.insert(key, progress);
+            }
+            return SendResult::Retry(reason, None);
+        }
+        match (progress.delivered, progress.refused.is_empty()) {
+            (_, true) => SendResult::Sent,
+            (0, false) => SendResult::Permanent(format!(
+                "SMTP: every recipient refused it: {}",
+                progress.refused.join("; ")
+            )),
+            (delivered, false) => {
+                tracing::error!(
+                    delivered,
+                    refused = %progress.refused.join("; "),
+                    "A recipient refused the page; the others have it."
+                );
+                SendResult::Sent
+            }
         }
     }
+}
+
+/// How far a batch's email has got: recipients done (delivered or refused for good), how many
+/// were delivered, and the refusals.
+#[derive(Debug, Default)]
+struct Progress {
+    done: Vec<usize>,
+    delivered: usize,
+    refused: Vec<String>,
+}
+
+/// A batch's identity across retries: its notifications' keys, kinds and times.
+fn batch_key(batch: &[Notification]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for n in batch {
+        (&n.dedup_key, n.at, n.firing_since).hash(&mut hasher);
+        std::mem::discriminant(&n.kind).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 fn hostname() -> String {
@@ -284,7 +365,7 @@ impl WebhookChannel {
 
 /// One way a receiver is reached.
 pub enum Channel {
-    Email(EmailChannel),
+    Email(Box<EmailChannel>),
     Webhook(WebhookChannel),
 }
 
@@ -307,7 +388,7 @@ pub fn channels(
     if let Some(email) = &receiver.email {
         out.push((
             format!("{}/email", receiver.name),
-            Channel::Email(EmailChannel::new(&receiver.name, email, timeout)?),
+            Channel::Email(Box::new(EmailChannel::new(&receiver.name, email, timeout)?)),
         ));
     }
     if let Some(webhook) = &receiver.webhook {

@@ -1,6 +1,6 @@
 """A real SMTP server on loopback for tests/paging.rs: aiosmtpd, saving every message it
 accepts, decoded, as <outdir>/<n>.eml (written to a temporary name, then renamed, so a reader never sees
-half a mail). Prints "ready" once it listens.
+half a mail). Refuses any recipient gone@… with 550. Prints "ready" once it listens.
 
 usage: smtp_sink.py PORT OUTDIR
 """
@@ -18,6 +18,13 @@ class Save:
     def __init__(self, outdir):
         self.outdir = outdir
         self.count = len([n for n in os.listdir(outdir) if n.endswith(".eml")])
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # A mailbox that no longer exists, as a relay answers for a departed colleague.
+        if address.startswith("gone@"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
