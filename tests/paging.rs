@@ -383,6 +383,83 @@ fn a_refused_recipient_does_not_keep_the_page_from_the_others() {
     assert!(!setup.path("data/dead-letter.jsonl").exists());
 }
 
+/// A relay that answers the first message only after the send has timed out, then answers
+/// the third with 451. Each send has its own connection, so the timed-out dialogue cannot
+/// leave its late answer to be read as the next command's: the 451 is retried and the page
+/// arrives. (With lettre's pool, the 451 was read as a success and the page was lost.)
+#[test]
+fn a_send_that_timed_out_leaves_no_reply_to_be_misread_by_the_next() {
+    let port = free_port();
+    let setup = Setup::new(&config(&email_receiver(port)));
+    let events = setup.path("smtp-events.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/stall_smtp.py");
+    // send_timeout_secs is 5 (`config`): the first answer comes after 8.
+    let mut server = Command::new(python())
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&events)
+        .arg("8")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let answered = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let daemon = setup.start();
+    stuck_leaver(&setup);
+    // The overdue page times out once, then goes through on a new connection.
+    wait_until(WAIT, || {
+        setup
+            .daemon_log()
+            .contains("Notification delivered. target_name=oncall/email key=LeaverDisableOverdue")
+    });
+    joiner_incident(&setup);
+    // The incident page is answered 451, retried, and accepted.
+    wait_until(WAIT, || {
+        answered().iter().any(|e| {
+            e["answer"] == 250
+                && e["message"].as_u64() > Some(3)
+                && e["subject"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("StageSuccessIncident")
+        })
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let _ = server.kill();
+    let _ = server.wait();
+    let log = setup.daemon_log();
+    let events = answered();
+    assert!(
+        events.iter().any(|e| e["answer"] == 451),
+        "the third message was refused: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["answer"] == 250
+            && e["message"].as_u64() > Some(3)
+            && e["subject"]
+                .as_str()
+                .unwrap_or("")
+                .contains("StageSuccessIncident")),
+        "the incident page arrived after its 451: {events:?}\n{log}"
+    );
+    assert!(log.contains("timed out after 5s"), "{log}");
+    assert!(
+        log.contains("transient error (451)"),
+        "the 451 was seen as a 451: {log}"
+    );
+    assert!(!setup.path("data/dead-letter.jsonl").exists());
+}
+
 /// Notifications waiting in the daemon's outbox (which it makes at start: a missing one is
 /// counted as never empty, so a wrong path cannot pass).
 fn outbox_entries(setup: &Setup) -> usize {
