@@ -241,17 +241,8 @@ fn run_replay(
         .map(|f| ("--idp", f))
         .chain(options.gateway_files.iter().map(|f| ("--gateway", f)))
     {
-        if !file.is_file() {
-            return Err(
-                UsageError(format!("{flag} {}: not a readable file", file.display())).into(),
-            );
-        }
-        if scimwatch::source::is_compressed(file) {
-            return Err(UsageError(format!(
-                "{flag} {}: compressed; decompress it first (for example with zcat)",
-                file.display()
-            ))
-            .into());
+        if let Some(why) = scimwatch::source::unreadable_log(file) {
+            return Err(UsageError(format!("{flag} {}: {why}", file.display())).into());
         }
     }
     options.as_of = match as_of {
@@ -475,14 +466,12 @@ fn export_pack(
         Some(path) => load_config(&path)?.slo,
         None => scimwatch::config::SloConfig::default(),
     };
-    if std::fs::read_dir(&out).is_ok_and(|mut entries| entries.next().is_some()) {
-        return Err(UsageError(format!(
-            "--out {}: already exists and is not empty; refusing to overwrite a pack",
-            out.display()
-        ))
-        .into());
-    }
-    let manifest = export(&data, quarter, &out, &slo)?;
+    let manifest = export(&data, quarter, &out, &slo).map_err(|e| match e {
+        e @ scimwatch::audit::AuditError::PackExists { .. } => {
+            anyhow::Error::from(UsageError(format!("--out {e}")))
+        }
+        e => e.into(),
+    })?;
     println!(
         "evidence pack for {} written to {}",
         manifest.quarter,

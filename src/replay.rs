@@ -74,14 +74,8 @@ pub fn source_files(config: &Config, options: &ReplayOptions) -> anyhow::Result<
         let files = match overridden {
             Some(files) => {
                 for file in files {
-                    if !file.is_file() {
-                        bail!("{} is not a readable file", file.display());
-                    }
-                    if crate::source::is_compressed(file) {
-                        bail!(
-                            "{} is compressed: decompress it first (for example with zcat)",
-                            file.display()
-                        );
+                    if let Some(why) = crate::source::unreadable_log(file) {
+                        bail!("{}: {why}", file.display());
                     }
                 }
                 files.clone()

@@ -322,9 +322,8 @@ pub fn export(
             .next()
             .is_some()
     {
-        return Err(AuditError::Corrupt {
+        return Err(AuditError::PackExists {
             path: out.to_path_buf(),
-            message: "already exists and is not empty; refusing to overwrite a pack".into(),
         });
     }
     let (start, end) = quarter.range();

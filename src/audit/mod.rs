@@ -14,4 +14,4 @@ mod names;
 pub mod schema;
 pub mod writer;
 
-pub use writer::AuditWriter;
+pub use writer::{AuditError, AuditWriter};

@@ -54,6 +54,9 @@ pub enum AuditError {
     },
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// An export's `--out` holds something already: bad usage, not a fault of the store.
+    #[error("{path}: already exists and is not empty; refusing to overwrite a pack")]
+    PackExists { path: PathBuf },
 }
 
 impl AuditError {

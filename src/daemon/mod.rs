@@ -102,13 +102,10 @@ pub struct Pipeline {
     /// Overdue high-risk leavers as of the last view, in listing order: the leaver alert
     /// conditions of every pass in between (a deadline is minutes; a view is 100 ms old).
     overdue_high_risk: Vec<crate::judge::Episode>,
-    /// Overdue episodes already logged (keyed hashes of app, user, initiated_at), so each is
-    /// logged once.
-    reported_overdue: std::collections::HashSet<u64>,
-    overdue_hasher: ahash::RandomState,
-    /// The open episodes past their deadline whose `leavers` row (state `open`) is written:
-    /// (app, user, initiated_at). Checkpointed with the rows, so each is written once across
-    /// restarts; an episode leaves the set when it is no longer open.
+    /// The open episodes past their deadline, already logged and with their `leavers` row
+    /// (state `open`) written: (app, user, initiated_at). Checkpointed with the rows, so each
+    /// is logged and written once, across restarts too; an episode leaves the set when it is
+    /// no longer open.
     breach_rows: BTreeSet<BreachKey>,
     /// Episodes that passed their deadline since the last pass, for their `open` row.
     new_breaches: Vec<crate::judge::Episode>,
@@ -208,8 +205,6 @@ impl Pipeline {
             last_view: None,
             views_due: true,
             overdue_high_risk: Vec::new(),
-            reported_overdue: std::collections::HashSet::new(),
-            overdue_hasher: ahash::RandomState::new(),
             breach_rows,
             new_breaches: Vec::new(),
             last_checkpoint_cost: Duration::ZERO,
@@ -628,7 +623,6 @@ impl Pipeline {
         let (mut oldest_high, mut oldest_standard) = (0.0f64, 0.0f64);
         let mut listed = Vec::new();
         let mut overdue_listed = Vec::new();
-        let mut overdue_seen = std::collections::HashSet::new();
         let mut breached = BTreeSet::new();
         self.overdue_high_risk.clear();
         for episode in &open {
@@ -650,24 +644,15 @@ impl Pipeline {
                 oldest_standard = oldest_standard.max(age);
             }
             if overdue {
-                // Each view sees every overdue leaver again; only the new ones are logged.
-                // They are known by a keyed hash of (app, user, initiated_at): no copies, and
-                // a collision could at worst skip one log line (gauges and API still count it).
-                let key = self.overdue_hasher.hash_one((
-                    episode.app.as_str(),
-                    episode.user(),
-                    episode.initiated_at,
-                ));
-                if !self.reported_overdue.contains(&key) {
-                    tracing::warn!(app = %episode.app, user = %episode.user(), high_risk = episode.high_risk, initiated_at = %episode.initiated_at, due_at = %episode.due_at(), "Leaver overdue: still not disabled.");
-                }
-                overdue_seen.insert(key);
+                // Each view sees every overdue leaver again; only the new ones are logged and
+                // written as breaches.
                 let breach = (
                     episode.app.clone(),
                     episode.user().to_string(),
                     episode.initiated_at,
                 );
                 if !self.breach_rows.contains(&breach) {
+                    tracing::warn!(app = %episode.app, user = %episode.user(), high_risk = episode.high_risk, initiated_at = %episode.initiated_at, due_at = %episode.due_at(), "Leaver overdue: still not disabled.");
                     self.new_breaches.push((*episode).clone());
                 }
                 breached.insert(breach);
@@ -716,7 +701,6 @@ impl Pipeline {
         }
         self.live.open_leavers = Arc::new(listed);
         self.live.leavers_overdue = Arc::new(overdue_listed);
-        self.reported_overdue = overdue_seen;
         self.breach_rows = breached;
     }
 

@@ -22,6 +22,15 @@ pub fn is_compressed(path: &std::path::Path) -> bool {
     })
 }
 
+/// Why a file named for reading (`replay --idp FILE`) cannot be read as a log, if it cannot:
+/// it is not there (or not a regular file), or it is compressed.
+pub fn unreadable_log(path: &std::path::Path) -> Option<&'static str> {
+    if !path.is_file() {
+        return Some("not a readable file");
+    }
+    is_compressed(path).then_some("compressed; decompress it first (for example with zcat)")
+}
+
 /// How many bad lines per source are kept with their location.
 pub const MAX_ERROR_SAMPLES: usize = 5;
 
