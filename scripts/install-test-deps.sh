@@ -20,6 +20,17 @@ if ! "$VENV/bin/python" -c 'import duckdb, aiosmtpd' >/dev/null 2>&1; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.1' 'aiosmtpd==1.4.6'
 fi
 
+# openssl makes the private CA and server certificates of the TLS paging tests.
+if ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+  else
+    echo "install openssl for the TLS paging tests" >&2
+    exit 1
+  fi
+fi
+
 # promtool, a Prometheus server (Debian's `prometheus`, 2.42) and amtool (Debian's
 # `prometheus-alertmanager`) for the metrics, rules and end-to-end tests.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then

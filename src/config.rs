@@ -541,6 +541,10 @@ pub struct EmailConfig {
     /// File holding the SMTP password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted beside the public roots: a relay whose certificate
+    /// a private (corporate) CA signed. Needs `tls` = `starttls` or `implicit`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -578,6 +582,10 @@ pub struct WebhookConfig {
     /// Environment variable holding the PagerDuty routing key.
     #[serde(default)]
     pub routing_key_env: Option<String>,
+    /// PEM file of CA certificates trusted beside the public roots, for an `https://`
+    /// receiver whose certificate a private (corporate) CA signed.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -639,16 +647,20 @@ impl Config {
             }
         }
         for receiver in &mut config.receivers {
-            let email = receiver
-                .email
-                .as_mut()
-                .into_iter()
-                .flat_map(|e| [e.username_file.as_mut(), e.password_file.as_mut()]);
-            let webhook = receiver
-                .webhook
-                .as_mut()
-                .into_iter()
-                .flat_map(|w| [w.url_file.as_mut(), w.routing_key_file.as_mut()]);
+            let email = receiver.email.as_mut().into_iter().flat_map(|e| {
+                [
+                    e.username_file.as_mut(),
+                    e.password_file.as_mut(),
+                    e.ca_file.as_mut(),
+                ]
+            });
+            let webhook = receiver.webhook.as_mut().into_iter().flat_map(|w| {
+                [
+                    w.url_file.as_mut(),
+                    w.routing_key_file.as_mut(),
+                    w.ca_file.as_mut(),
+                ]
+            });
             for file in email.chain(webhook).flatten() {
                 if file.is_relative() {
                     *file = base_dir.join(&*file);
@@ -872,6 +884,12 @@ impl Config {
                 if email.to.is_empty() {
                     return Err(err(key("email.to"), "needs at least one recipient".into()));
                 }
+                if email.ca_file.is_some() && email.tls == SmtpTls::None {
+                    return Err(err(
+                        key("email.ca_file"),
+                        "a CA file needs tls = \"starttls\" or \"implicit\"".into(),
+                    ));
+                }
             }
             if let Some(webhook) = &receiver.webhook {
                 let sources = [
@@ -890,6 +908,12 @@ impl Config {
                         return Err(err(
                             key("webhook.url"),
                             format!("{url:?} must be an http(s) URL"),
+                        ));
+                    }
+                    if webhook.ca_file.is_some() && !url.starts_with("https://") {
+                        return Err(err(
+                            key("webhook.ca_file"),
+                            "a CA file needs an https:// url".into(),
                         ));
                     }
                 }

@@ -214,6 +214,64 @@ fn a_credential_that_does_not_resolve_is_named_before_anything_runs() {
     assert!(!stdout.contains("is valid"), "{stdout}");
 }
 
+/// A private CA's file for TLS: refused where there is no TLS to use it, and named when it
+/// cannot be read or holds no certificate (a PEM reader takes such a file as no roots, and
+/// every page would fail later, on the night it matters).
+#[test]
+fn a_ca_file_is_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_only = dir.path().join("key.pem");
+    fs::write(
+        &key_only,
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let email = |tls: &str, ca: &str| {
+        format!(
+            "{GOOD}\n[[receiver]]\nname = \"oncall\"\n[receiver.email]\nsmtp_url = \"smtp://mail.corp.example\"\ntls = \"{tls}\"\nfrom = \"a@corp.example\"\nto = [\"c@corp.example\"]\nca_file = {ca:?}\n"
+        )
+    };
+    let (code, _, stderr) = check(&email("none", "ca.pem"));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("receiver[0].email.ca_file") && stderr.contains("needs tls"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = check(&email("starttls", key_only.to_str().unwrap()));
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stderr.contains("receiver \"oncall\" email.ca_file")
+            && stderr.contains("holds no PEM certificate"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check(&email("implicit", "/nonexistent/ca.pem"));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("email.ca_file") && stderr.contains("cannot read /nonexistent/ca.pem"),
+        "{stderr}"
+    );
+    let webhook = format!(
+        "{GOOD}\n[[receiver]]\nname = \"hook\"\n[receiver.webhook]\nurl = \"http://hooks.corp.example/x\"\nformat = \"json\"\nca_file = \"ca.pem\"\n"
+    );
+    let (code, _, stderr) = check(&webhook);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("receiver[0].webhook.ca_file") && stderr.contains("https://"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check(
+        &webhook
+            .replace("http://", "https://")
+            .replace("\"ca.pem\"", &format!("{key_only:?}")),
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("receiver \"hook\" webhook.ca_file")
+            && stderr.contains("holds no PEM certificate"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn every_memory_cap_must_be_positive_and_is_named() {
     for key in [

@@ -28,11 +28,25 @@ struct SmtpSink {
 
 impl SmtpSink {
     fn start(port: u16, dir: &Path) -> SmtpSink {
+        SmtpSink::start_with(port, dir, &[])
+    }
+
+    /// The same, speaking TLS (`starttls` or `implicit`) with `pki`'s server certificate.
+    fn start_tls(port: u16, dir: &Path, mode: &str, pki: &Pki) -> SmtpSink {
+        SmtpSink::start_with(
+            port,
+            dir,
+            &[mode.as_ref(), pki.cert.as_ref(), pki.key.as_ref()],
+        )
+    }
+
+    fn start_with(port: u16, dir: &Path, tls: &[&std::ffi::OsStr]) -> SmtpSink {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/smtp_sink.py");
         let mut child = Command::new(python())
             .arg(script)
             .arg(port.to_string())
             .arg(dir)
+            .args(tls)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
@@ -456,6 +470,272 @@ fn a_send_that_timed_out_leaves_no_reply_to_be_misread_by_the_next() {
     assert!(
         log.contains("transient error (451)"),
         "the 451 was seen as a 451: {log}"
+    );
+    assert!(!setup.path("data/dead-letter.jsonl").exists());
+}
+
+/// A private CA and a server certificate it signed for `localhost` and 127.0.0.1, made with
+/// the openssl command line: what a corporate relay or receiver presents.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl (`make test` installs it): {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=scimwatch test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        Pki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    }
+}
+
+/// An email receiver `name` to `localhost:port` over `tls`, trusting `ca` if given.
+fn tls_email_receiver(name: &str, url: &str, tls: &str, to: &str, ca: Option<&Path>) -> String {
+    let ca = ca
+        .map(|ca| format!("ca_file = {:?}\n", ca))
+        .unwrap_or_default();
+    format!(
+        r#"
+[[receiver]]
+name = "{name}"
+[receiver.email]
+smtp_url = "{url}"
+tls = "{tls}"
+from = "scimwatch@corp.example"
+to = ["{to}"]
+{ca}"#
+    )
+}
+
+/// A relay that takes mail only after STARTTLS, with a certificate a private CA signed: the
+/// receiver given the CA's file (`ca_file`) pages over TLS, and the one without it refuses the
+/// certificate (it is checked, not waved through) and says why in the log, retrying, never
+/// falling back to plain text. (No routes: every receiver gets every page.)
+#[test]
+fn pages_go_over_starttls_to_a_relay_a_private_ca_signed_and_only_if_the_ca_is_trusted() {
+    let port = free_port();
+    let url = format!("smtp://localhost:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let receivers =
+        tls_email_receiver(
+            "trusted",
+            &url,
+            "starttls",
+            "iam-oncall@corp.example",
+            Some(&pki.ca),
+        ) + &tls_email_receiver("untrusted", &url, "starttls", "sre@corp.example", None);
+    let setup = Setup::new(&config(&receivers));
+    let inbox = setup.path("inbox");
+    let _smtp = SmtpSink::start_tls(port, &inbox, "starttls", &pki);
+    let daemon = setup.start();
+    stuck_leaver(&setup);
+    wait_until(WAIT, || !mails(&inbox).is_empty());
+    wait_until(WAIT, || {
+        setup
+            .daemon_log()
+            .contains("target_name=untrusted/email alert=LeaverDisableOverdue attempt=2")
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let pages = mails(&inbox);
+    assert_eq!(
+        pages.len(),
+        1,
+        "only the receiver that trusts the CA: {pages:#?}"
+    );
+    assert!(subject(&pages[0]).contains("LeaverDisableOverdue"));
+    assert!(pages[0].contains("X-Envelope-To: iam-oncall@corp.example"));
+    assert!(pages[0].starts_with("X-TLS: TLSv1."), "{}", pages[0]);
+    let log = setup.daemon_log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("target_name=untrusted/email") && l.contains("will retry"))
+        .collect();
+    assert!(!refused.is_empty(), "{log}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| l.contains("UnknownIssuer") && l.contains("ca_file")),
+        "the reason is the certificate's issuer, with the key that fixes it: {refused:#?}"
+    );
+}
+
+/// Implicit TLS (port-465 style, TLS from the first byte) to a relay, and an `https://`
+/// webhook, both with certificates a private CA signed and trusted through `ca_file`.
+#[test]
+fn implicit_tls_mail_and_an_https_webhook_trust_a_private_ca() {
+    let (smtp_port, https_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let mut receivers = tls_email_receiver(
+        "oncall",
+        &format!("smtps://localhost:{smtp_port}"),
+        "implicit",
+        "iam-oncall@corp.example",
+        Some(&pki.ca),
+    );
+    receivers.push_str(&format!(
+        r#"
+[[receiver]]
+name = "hook"
+[receiver.webhook]
+url = "https://localhost:{https_port}/hook"
+format = "json"
+ca_file = {:?}
+
+[[receiver]]
+name = "hook-untrusted"
+[receiver.webhook]
+url = "https://localhost:{https_port}/untrusted"
+format = "json"
+"#,
+        pki.ca
+    ));
+    let setup = Setup::new(&config(&receivers));
+    let inbox = setup.path("inbox");
+    let _smtp = SmtpSink::start_tls(smtp_port, &inbox, "implicit", &pki);
+    let posted = setup.path("posted.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/https_sink.py");
+    let mut https = Command::new(python())
+        .arg(script)
+        .arg(https_port.to_string())
+        .arg(&pki.cert)
+        .arg(&pki.key)
+        .arg(&posted)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(https.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let daemon = setup.start();
+    stuck_leaver(&setup);
+    let bodies = || -> Vec<Value> {
+        std::fs::read_to_string(&posted)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until(WAIT, || !mails(&inbox).is_empty() && !bodies().is_empty());
+    wait_until(WAIT, || {
+        setup
+            .daemon_log()
+            .contains("target_name=hook-untrusted/webhook alert=LeaverDisableOverdue attempt=2")
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let _ = https.kill();
+    let _ = https.wait();
+    let pages = mails(&inbox);
+    assert_eq!(pages.len(), 1, "{pages:#?}");
+    assert!(pages[0].starts_with("X-TLS: TLSv1."), "{}", pages[0]);
+    assert!(subject(&pages[0]).contains("LeaverDisableOverdue"));
+    let posts = bodies();
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(posts[0]["path"], "/hook");
+    assert!(
+        posts[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("LeaverDisableOverdue"),
+        "{posts:#?}"
+    );
+    // The receiver without the CA refused its certificate, and the log says so (reqwest's own
+    // text is only "error sending request") without the URL.
+    let log = setup.daemon_log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("target_name=hook-untrusted/webhook") && l.contains("will retry"))
+        .collect();
+    assert!(!refused.is_empty(), "{log}");
+    assert!(
+        refused.iter().all(|l| l.contains("UnknownIssuer")
+            && l.contains("ca_file")
+            && !l.contains("/untrusted")),
+        "{refused:#?}"
     );
     assert!(!setup.path("data/dead-letter.jsonl").exists());
 }

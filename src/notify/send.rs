@@ -8,6 +8,7 @@ use crate::config::{EmailConfig, ReceiverConfig, SmtpTls, WebhookConfig, Webhook
 use anyhow::{bail, Context};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
@@ -39,6 +40,37 @@ fn secret(
         return Ok(Some(value.trim().to_string()));
     }
     Ok(None)
+}
+
+/// The PEM text of a `ca_file`: read, and holding at least one certificate (a PEM reader
+/// takes a file with none, or a key, as an empty list, and every send would then fail on a
+/// certificate it was meant to trust).
+fn ca_bundle(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let pem = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let marker = b"-----BEGIN CERTIFICATE-----";
+    if !pem.windows(marker.len()).any(|w| w == marker) {
+        bail!("{} holds no PEM certificate", file.display());
+    }
+    Ok(pem)
+}
+
+/// An error and its causes, `outer: inner: …` (each once), with a hint where the cause is a
+/// certificate no trusted root signed: the usual first-day problem with a corporate relay.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    if text.contains("UnknownIssuer") {
+        text.push_str(" (a private CA's certificate? name its PEM file in ca_file)");
+    }
+    text
 }
 
 /// An SMTP relay. Each send opens its own connection (no pool: a send cut short by the
@@ -82,12 +114,23 @@ impl EmailChannel {
     ) -> anyhow::Result<EmailChannel> {
         let what = |field: &str| format!("receiver {name:?} email.{field}");
         let (host, port) = host_port(&config.smtp_url).with_context(|| what("smtp_url"))?;
+        // The public roots (webpki-roots), and a private CA's if `ca_file` names one; the
+        // certificate must name `host`. Ports default as lettre's relays do: 587, 465, 25.
+        let tls = || -> anyhow::Result<TlsParameters> {
+            let mut parameters = TlsParameters::builder(host.clone());
+            if let Some(file) = &config.ca_file {
+                let pem = ca_bundle(file).with_context(|| what("ca_file"))?;
+                let certificates = Certificate::from_pem(&pem)
+                    .with_context(|| format!("{}: {}", what("ca_file"), file.display()))?;
+                parameters = parameters.add_root_certificate(certificates);
+            }
+            parameters.build().with_context(|| what("smtp_url"))
+        };
+        let plain = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host);
         let mut builder = match config.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
-                .with_context(|| what("smtp_url"))?,
-            SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
-                .with_context(|| what("smtp_url"))?,
+            SmtpTls::None => plain,
+            SmtpTls::Starttls => plain.port(587).tls(Tls::Required(tls()?)),
+            SmtpTls::Implicit => plain.port(465).tls(Tls::Wrapper(tls()?)),
         };
         if let Some(port) = port {
             builder = builder.port(port);
@@ -178,7 +221,7 @@ impl EmailChannel {
                     progress.done.push(index);
                     progress.refused.push(format!("{}: {e}", to.email));
                 }
-                Ok(Err(e)) => retry = Some(format!("SMTP to {}: {e}", to.email)),
+                Ok(Err(e)) => retry = Some(format!("SMTP to {}: {}", to.email, with_causes(&e))),
                 Err(_) => {
                     retry = Some(format!(
                         "SMTP send to {} timed out after {:?}",
@@ -280,11 +323,18 @@ impl WebhookChannel {
                 what("routing_key_file")
             );
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .timeout(timeout)
-            .user_agent(concat!("scimwatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+            .user_agent(concat!("scimwatch/", env!("CARGO_PKG_VERSION")));
+        if let Some(file) = &config.ca_file {
+            let pem = ca_bundle(file).with_context(|| what("ca_file"))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: {}", what("ca_file"), file.display()))?;
+            for certificate in certificates {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        let client = client.build().context("building the HTTP client")?;
         Ok(WebhookChannel {
             client,
             url,
@@ -334,8 +384,13 @@ impl WebhookChannel {
             .send()
             .await;
         match response {
-            // The URL may be a secret (Slack's): never put it in an error.
-            Err(e) => SendResult::Retry(format!("HTTP: {}", e.without_url()), None),
+            // The URL may be a secret (Slack's): never put it in an error. reqwest's own
+            // text is only "error sending request"; why is in its causes.
+            Err(e) => {
+                let e = e.without_url();
+                let why = with_causes(&e).replace(self.url.as_str(), "(url)");
+                SendResult::Retry(format!("HTTP: {why}"), None)
+            }
             Ok(response) => {
                 let status = response.status();
                 if status.is_success() {

@@ -2,13 +2,19 @@
 accepts, decoded, as <outdir>/<n>.eml (written to a temporary name, then renamed, so a reader never sees
 half a mail). Refuses any recipient gone@… with 550. Prints "ready" once it listens.
 
-usage: smtp_sink.py PORT OUTDIR
+With starttls or implicit, it speaks TLS with CERT and KEY (PEM): starttls refuses mail
+before STARTTLS (530), implicit takes TLS from the first byte. Each saved mail says how it
+came, as an X-TLS header: the TLS version, or "none".
+
+usage: smtp_sink.py PORT OUTDIR [starttls|implicit CERT KEY]
 """
 
 import threading
 import email
 import email.policy
+import logging
 import os
+import ssl
 import sys
 
 from aiosmtpd.controller import Controller
@@ -34,7 +40,9 @@ class Save:
         message = email.message_from_bytes(
             envelope.original_content or envelope.content, policy=email.policy.default
         )
+        tls = server.transport.get_extra_info("ssl_object") if server.transport else None
         with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"X-TLS: {tls.version() if tls else 'none'}\n")
             f.write(f"X-Envelope-From: {envelope.mail_from}\n")
             f.write(f"X-Envelope-To: {','.join(envelope.rcpt_tos)}\n")
             for key, value in message.items():
@@ -48,7 +56,20 @@ class Save:
 def main():
     port, outdir = int(sys.argv[1]), sys.argv[2]
     os.makedirs(outdir, exist_ok=True)
-    controller = Controller(Save(outdir), hostname="127.0.0.1", port=port)
+    tls = {}
+    if len(sys.argv) > 3:
+        mode, cert, key = sys.argv[3:6]
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        if mode == "starttls":
+            tls = {"tls_context": context, "require_starttls": True}
+        elif mode == "implicit":
+            tls = {"ssl_context": context}
+        else:
+            sys.exit(f"unknown TLS mode {mode!r}")
+        # A client refusing the certificate is what a test wants; not a traceback each time.
+        logging.getLogger("mail.log").setLevel(logging.CRITICAL)
+    controller = Controller(Save(outdir), hostname="127.0.0.1", port=port, **tls)
     controller.start()
     print("ready", flush=True)
     try:
