@@ -400,8 +400,7 @@ impl WebhookChannel {
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .and_then(|v| retry_after(v, std::time::SystemTime::now()));
                 let text = response.text().await.unwrap_or_default();
                 let detail = format!(
                     "HTTP {}: {}",
@@ -416,6 +415,47 @@ impl WebhookChannel {
             }
         }
     }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): seconds, or an HTTP date (IMF-fixdate, `Sun, 06
+/// Nov 1994 08:49:37 GMT`, the form senders must use), as the wait from `now`; a date already
+/// past is no wait. Anything else is ignored (the backoff stands).
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut parts = value.split_ascii_whitespace();
+    let (_weekday, day, month, year, time, zone) = (
+        parts.next()?.strip_suffix(',')?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if zone != "GMT" || parts.next().is_some() || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let mut hms = time.split(':').map(|p| match p.len() {
+        2 => p.parse::<i64>().ok(),
+        _ => None,
+    });
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let at = crate::time::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec;
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(Duration::from_secs_f64((at as f64 - now).max(0.0)))
 }
 
 /// One way a receiver is reached.
@@ -453,4 +493,49 @@ pub fn channels(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        // 2026-12-05T12:00:00Z.
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_472_000);
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Sat, 05 Dec 2026 12:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        // Already past: no wait. Leap years and the year's end are the calendar's.
+        assert_eq!(
+            retry_after("Sat, 05 Dec 2026 11:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after("Fri, 01 Jan 2027 00:00:00 GMT", now),
+            Some(Duration::from_secs((26 * 24 + 12) * 3600))
+        );
+        let leap = UNIX_EPOCH + Duration::from_secs(1_709_164_800); // 2024-02-29T00:00:00Z
+        assert_eq!(
+            retry_after("Fri, 01 Mar 2024 00:00:00 GMT", leap),
+            Some(Duration::from_secs(86_400))
+        );
+        for bad in [
+            "",
+            "-5",
+            "soon",
+            "Sat, 05 Dec 2026 12:01:30 UTC",
+            "Sat, 5 Dec 2026 12:01:30 GMT",
+            "Sat, 05 Dez 2026 12:01:30 GMT",
+            "Sat, 05 Dec 2026 24:01:30 GMT",
+            "Sat, 05 Dec 2026 12:01 GMT",
+            "Sat 05 Dec 2026 12:01:30 GMT",
+            "Sat, 05 Dec 2026 12:01:30 GMT x",
+        ] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
 }
