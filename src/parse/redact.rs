@@ -33,13 +33,13 @@ static SECRET_PAIR: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Query parameter names whose values are credentials: any holding one of these words, or
-/// named `sid` (a session).
+/// one of the short names that are whole words only (`pin` is in "mapping", `otp` in
+/// "footprint").
 fn is_secret_param(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     [
         "token",
-        "password",
-        "passwd",
+        "pass",
         "pwd",
         "secret",
         "signature",
@@ -49,6 +49,8 @@ fn is_secret_param(name: &str) -> bool {
         "code",
         "sig",
         "auth",
+        "bearer",
+        "refresh",
         "jwt",
         "session",
         "assertion",
@@ -57,7 +59,27 @@ fn is_secret_param(name: &str) -> bool {
     ]
     .iter()
     .any(|needle| name.contains(needle))
-        || name == "sid"
+        || ["sid", "pw", "pin", "otp"].contains(&name.as_str())
+}
+
+/// Whether a query value holds a credential whatever its parameter's name (`q=Bearer%20…`):
+/// decoded, it holds a word a credential follows and [`scrub`] would change it. Most values
+/// hold none of the words and cost one pass.
+fn is_secret_value(value: &str) -> bool {
+    let holds = |word: &str| {
+        value
+            .as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    if !["bearer", "basic", "ssws", "token", "eyj", "sharedaccess"]
+        .iter()
+        .any(|word| holds(word))
+    {
+        return false;
+    }
+    let decoded = super::scim::percent_decode(value);
+    matches!(scrub(&decoded), Cow::Owned(_))
 }
 
 /// Replaces credentials in free text (an IdP error message, a principal, a header value).
@@ -85,13 +107,16 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// Redacts credential-looking query parameters in a request path (`?access_token=…`), path
-/// parameters (`;jsessionid=…`), and a JSON Web Token wherever it stands in the path.
+/// Redacts credential-looking query parameters in a request path (`?access_token=…`, and
+/// after a `#`, where implicit-grant tokens ride), any value that decodes to a credential,
+/// path parameters (`;jsessionid=…`), the user and password of an absolute URI
+/// (`https://user:pass@host/…`), and a JSON Web Token wherever it stands in the path.
 pub fn redact_path(path: &str) -> Cow<'_, str> {
-    // Nearly every path has neither: one search for each before any copy.
+    // Nearly every path has none of these: one search for each before any copy.
     let jwt = path.contains("eyJ") && JWT.is_match(path);
     let session = path.contains(';');
-    if !jwt && !session {
+    let userinfo = path.contains("://") && USERINFO.is_match(path);
+    if !jwt && !session && !userinfo {
         return redact_query(path);
     }
     let mut path = if jwt {
@@ -106,6 +131,13 @@ pub fn redact_path(path: &str) -> Cow<'_, str> {
             })
             .into_owned();
     }
+    if userinfo {
+        path = USERINFO
+            .replace(&path, |caps: &regex::Captures<'_>| {
+                format!("{}{REDACTED}@", &caps[1])
+            })
+            .into_owned();
+    }
     Cow::Owned(redact_query(&path).into_owned())
 }
 
@@ -115,32 +147,44 @@ static PATH_PARAM: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 
-/// The query part of [`redact_path`].
+/// The user (and password) of an absolute URI, as a proxy logs a request's absolute form.
+static USERINFO: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@").expect("static regex"));
+
+/// The query and fragment part of [`redact_path`]: `name=value` pairs after the first `?` or
+/// `#`, separated by `&`, `?` or `#`, each kept as it is unless its name or its value says
+/// it is a credential.
 fn redact_query(path: &str) -> Cow<'_, str> {
-    let Some((base, query)) = path.split_once('?') else {
+    let Some(start) = path.find(['?', '#']) else {
         return Cow::Borrowed(path);
     };
-    if !query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or("");
-        is_secret_param(name)
-    }) {
+    let secret = |pair: &str| match pair.split_once('=') {
+        Some((name, value)) => is_secret_param(name) || is_secret_value(value),
+        None => false,
+    };
+    let rest = &path[start + 1..];
+    if !rest.split(['&', '?', '#']).any(secret) {
         return Cow::Borrowed(path);
     }
     let mut out = String::with_capacity(path.len());
-    out.push_str(base);
-    out.push('?');
-    for (index, pair) in query.split('&').enumerate() {
-        if index > 0 {
-            out.push('&');
-        }
+    out.push_str(&path[..=start]);
+    let mut tail = rest;
+    loop {
+        let end = tail.find(['&', '?', '#']).unwrap_or(tail.len());
+        let pair = &tail[..end];
         match pair.split_once('=') {
-            Some((name, _)) if is_secret_param(name) => {
+            Some((name, _)) if secret(pair) => {
                 out.push_str(name);
                 out.push('=');
                 out.push_str(REDACTED);
             }
             _ => out.push_str(pair),
         }
+        let Some(separator) = tail[end..].chars().next() else {
+            break;
+        };
+        out.push(separator);
+        tail = &tail[end + 1..];
     }
     Cow::Owned(out)
 }
@@ -212,6 +256,57 @@ mod tests {
             redact_path("/scim/v2/Users?filter=userName%20eq%20%22a%22&startIndex=1&attributes=id"),
             "/scim/v2/Users?filter=userName%20eq%20%22a%22&startIndex=1&attributes=id"
         );
+    }
+
+    /// What the audit QA pass found in the Parquet `path` column: credentials in an absolute
+    /// URI, short or unusual parameter names, a bearer token percent-encoded in any value, and
+    /// a token after `#`; while SCIM's own parameters and look-alike names stay as they are.
+    #[test]
+    fn userinfo_short_names_encoded_values_and_fragments_are_redacted() {
+        for (path, want) in [
+            (
+                "https://scim:SEKRETU1@scim.example/scim/v2/Users",
+                "https://[REDACTED]@scim.example/scim/v2/Users",
+            ),
+            (
+                "/scim/v2/Users?pw=S1&count=1",
+                "/scim/v2/Users?pw=[REDACTED]&count=1",
+            ),
+            ("/Users?pass=S2", "/Users?pass=[REDACTED]"),
+            ("/Users?Passphrase=S3", "/Users?Passphrase=[REDACTED]"),
+            (
+                "/Users?bearer=S4&refresh=S5",
+                "/Users?bearer=[REDACTED]&refresh=[REDACTED]",
+            ),
+            (
+                "/Users?pin=1234&otp=987654",
+                "/Users?pin=[REDACTED]&otp=[REDACTED]",
+            ),
+            (
+                "/Users?q=Bearer%20SEKRETU8abcdef&count=2",
+                "/Users?q=[REDACTED]&count=2",
+            ),
+            ("/Users?q=Bearer+SEKRETU9abcdef", "/Users?q=[REDACTED]"),
+            (
+                "/scim/v2/Users/u99#access_token=SEKRET10&state=x",
+                "/scim/v2/Users/u99#access_token=[REDACTED]&state=x",
+            ),
+            (
+                "/Users?count=1#id_token=SEKRET11",
+                "/Users?count=1#id_token=[REDACTED]",
+            ),
+        ] {
+            assert_eq!(redact_path(path), want, "{path}");
+        }
+        for kept in [
+            "/scim/v2/Users?filter=userName%20eq%20%22bearer.bob%40corp.example%22",
+            "/scim/v2/Groups?mapping=1&shipping=2&footprint=3&opinion=4",
+            "/scim/v2/Users#section",
+            "https://scim.example/scim/v2/Users?count=1",
+            "/scim/v2/Users/alice@corp.example",
+        ] {
+            assert!(matches!(redact_path(kept), Cow::Borrowed(_)), "{kept}");
+        }
     }
 
     #[test]
