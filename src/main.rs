@@ -488,6 +488,10 @@ fn export_pack(
         "  leavers: {} episodes, {} breaches ({} high-risk)",
         leavers.episodes, leavers.breaches, leavers.high_risk_breaches
     );
+    println!(
+        "  manifest.json sha256 {} (keep it apart from the pack)",
+        scimwatch::audit::export::manifest_sha256(&out)?
+    );
     Ok(())
 }
 
@@ -495,8 +499,12 @@ fn verify_pack(pack: &std::path::Path) -> anyhow::Result<()> {
     let problems = verify(pack)?;
     if problems.is_empty() {
         println!(
-            "pack {} verified: every file matches its manifest",
+            "pack {} verified: every file matches its manifest, and its figures the rows",
             pack.display()
+        );
+        println!(
+            "manifest.json sha256 {}",
+            scimwatch::audit::export::manifest_sha256(pack)?
         );
         return Ok(());
     }

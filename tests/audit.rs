@@ -713,6 +713,77 @@ fn verify_catches_one_flipped_byte() {
     );
 }
 
+/// What the audit QA pass got past `verify`: figures, the quarter and the time range edited
+/// in the manifest, a file that is not part of a pack, and a manifest path that leaves the
+/// pack. Each is named; the untouched pack still verifies, and its leavers are in time order.
+#[test]
+fn verify_works_out_the_manifest_again_from_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    replay_to_parquet(&data);
+    let pack = dir.path().join("pack");
+    assert!(export(&data, &pack).status.success());
+    let leavers = read_leavers(&pack.join("leavers.parquet")).unwrap();
+    assert!(leavers
+        .windows(2)
+        .all(|w| w[0].initiated_at <= w[1].initiated_at));
+    let manifest = std::fs::read_to_string(pack.join("manifest.json")).unwrap();
+    let tampered = |name: &str, edit: &dyn Fn(&Path)| -> String {
+        let copy = dir.path().join(name);
+        let status = std::process::Command::new("cp")
+            .args(["-r", pack.to_str().unwrap(), copy.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        edit(&copy);
+        let output = run(&["export", "--verify", copy.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1), "{name} passed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let rewrite = |from: &'static str, to: &'static str| {
+        let manifest = manifest.clone();
+        move |copy: &Path| {
+            assert!(manifest.contains(from), "{from}");
+            std::fs::write(copy.join("manifest.json"), manifest.replacen(from, to, 1)).unwrap();
+        }
+    };
+    let out = tampered("breaches", &rewrite("\"breaches\": 3", "\"breaches\": 0"));
+    assert!(
+        out.contains("MISMATCH summary.leavers.breaches: the rows give 3, manifest says 0"),
+        "{out}"
+    );
+    let out = tampered(
+        "quarter",
+        &rewrite("\"quarter\": \"2026Q3\"", "\"quarter\": \"2025Q1\""),
+    );
+    assert!(out.contains("rows outside 2025Q1"), "{out}");
+    let out = tampered(
+        "range",
+        &rewrite(
+            "\"from\": \"2026-07-01T09:00:00Z\"",
+            "\"from\": \"2026-07-01T00:00:00Z\"",
+        ),
+    );
+    assert!(out.contains("MISMATCH time_range"), "{out}");
+    let out = tampered("extra", &|copy: &Path| {
+        std::fs::write(copy.join("leavers2.parquet"), b"PAR1").unwrap()
+    });
+    assert!(
+        out.contains("MISMATCH leavers2.parquet: not part of a pack"),
+        "{out}"
+    );
+    let out = tampered(
+        "escape",
+        &rewrite(
+            "\"path\": \"leavers.parquet\"",
+            "\"path\": \"../pack/leavers.parquet\"",
+        ),
+    );
+    assert!(out.contains("a pack's file is leavers.parquet"), "{out}");
+    let output = run(&["export", "--verify", pack.to_str().unwrap()]);
+    assert!(output.status.success());
+}
+
 #[test]
 fn export_errors_name_the_path_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();

@@ -302,6 +302,36 @@ fn summarize(operations: &[OperationRow], leavers: &[LeaverRow], slo: &SloConfig
     }
 }
 
+/// The manifest's `format`.
+const PACK_FORMAT: &str = "scimwatch-evidence-pack";
+/// What a pack holds: its two tables' files, by these names, and its manifest.
+const PACK_FILES: [&str; 3] = ["operations.parquet", "leavers.parquet", "manifest.json"];
+
+/// The first and last time among a pack's rows (operations by their time, leavers by when
+/// the episode started).
+fn time_range(operations: &[OperationRow], leavers: &[LeaverRow]) -> TimeRange {
+    let times = || {
+        operations
+            .iter()
+            .map(OperationRow::time)
+            .chain(leavers.iter().map(|r| r.initiated_at))
+    };
+    TimeRange {
+        from: times().min().map(|t| Ts(t).to_string()),
+        to: times().max().map(|t| Ts(t).to_string()),
+    }
+}
+
+/// Leavers by when their episode started, then by everything else: a total order, so the same
+/// rows always give the same bytes.
+fn sort_leavers(leavers: &mut [LeaverRow]) {
+    leavers.sort_by(|a, b| {
+        a.initiated_at
+            .cmp(&b.initiated_at)
+            .then(a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal))
+    });
+}
+
 /// Builds the evidence pack of `quarter` from the store at `data` into the new directory `out`.
 /// The pack is assembled beside `out` and renamed into place, so it appears whole or not at all.
 pub fn export(
@@ -347,7 +377,7 @@ pub fn export(
     let mut leavers = one_row_per_episode(leavers);
     // A total order, so the same rows always give the same bytes.
     operations.sort_by(|a, b| (a.time(), a).cmp(&(b.time(), b)));
-    leavers.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    sort_leavers(&mut leavers);
 
     let parent = out
         .parent()
@@ -391,20 +421,12 @@ pub fn export(
                 sha256: sha256_of(&leavers_path)?,
             },
         );
-        let times: Vec<i64> = operations
-            .iter()
-            .map(OperationRow::time)
-            .chain(leavers.iter().map(|r| r.initiated_at))
-            .collect();
         let manifest = Manifest {
-            format: "scimwatch-evidence-pack".into(),
+            format: PACK_FORMAT.into(),
             schema_version: schema::SCHEMA_VERSION.into(),
             producer: schema::producer(),
             quarter: quarter.to_string(),
-            time_range: TimeRange {
-                from: times.iter().min().map(|t| Ts(*t).to_string()),
-                to: times.iter().max().map(|t| Ts(*t).to_string()),
-            },
+            time_range: time_range(&operations, &leavers),
             files,
             summary: summarize(&operations, &leavers, slo),
         };
@@ -425,7 +447,20 @@ pub fn export(
     result
 }
 
+/// The SHA-256 of a pack's `manifest.json`: kept apart from the pack (a ticket, the audit
+/// request), it pins the manifest, and through the manifest every file.
+pub fn manifest_sha256(pack: &Path) -> Result<String, AuditError> {
+    sha256_of(&pack.join("manifest.json"))
+}
+
 /// Re-checks a pack against its manifest. Returns what differs (empty when all is well).
+///
+/// Each file is re-hashed and re-read, and everything the manifest says of the rows is worked
+/// out again from them: row counts, that every row lies in the quarter, the time range, and
+/// the figures (judged with the thresholds the manifest records). A pack holds its three
+/// files and nothing else. What this cannot catch is a manifest rewritten whole to match
+/// altered files: for that, keep the manifest's SHA-256 (`export` prints it) apart from the
+/// pack, or sign the pack.
 pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
     let manifest_path = pack.join("manifest.json");
     let text = fs::read_to_string(&manifest_path).map_err(|e| AuditError::io(&manifest_path, e))?;
@@ -434,37 +469,141 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
         message: format!("not a scimwatch manifest: {e}"),
     })?;
     let mut problems = Vec::new();
-    for table in Table::ALL {
+    if manifest.format != PACK_FORMAT {
+        problems.push(format!(
+            "manifest format is {:?}, not {PACK_FORMAT:?}",
+            manifest.format
+        ));
+    }
+    for entry in fs::read_dir(pack).map_err(|e| AuditError::io(pack, e))? {
+        let name = entry
+            .map_err(|e| AuditError::io(pack, e))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if !PACK_FILES.contains(&name.as_str()) {
+            problems.push(format!("{name}: not part of a pack"));
+        }
+    }
+    let mut operations = None;
+    let mut leavers = None;
+    for (table, name) in Table::ALL.into_iter().zip(PACK_FILES) {
         let Some(entry) = manifest.files.get(table.name()) else {
             problems.push(format!("manifest lists no {} file", table.name()));
             continue;
         };
-        let path = pack.join(&entry.path);
+        if entry.path != name {
+            problems.push(format!(
+                "manifest names {:?} for {}; a pack's file is {name}",
+                entry.path,
+                table.name()
+            ));
+            continue;
+        }
+        let path = pack.join(name);
         if !path.is_file() {
-            problems.push(format!("{}: missing", entry.path));
+            problems.push(format!("{name}: missing"));
             continue;
         }
         let hash = sha256_of(&path)?;
         if hash != entry.sha256 {
             problems.push(format!(
-                "{}: SHA-256 is {hash}, manifest says {}",
-                entry.path, entry.sha256
+                "{name}: SHA-256 is {hash}, manifest says {}",
+                entry.sha256
             ));
         }
         let rows = match table {
-            Table::Operations => read_operations(&path).map(|r| r.len() as u64),
-            Table::Leavers => read_leavers(&path).map(|r| r.len() as u64),
+            Table::Operations => read_operations(&path).map(|rows| {
+                let count = rows.len() as u64;
+                operations = Some(rows);
+                count
+            }),
+            Table::Leavers => read_leavers(&path).map(|rows| {
+                let count = rows.len() as u64;
+                leavers = Some(rows);
+                count
+            }),
         };
         match rows {
-            Ok(rows) if rows != entry.rows => problems.push(format!(
-                "{}: {rows} rows, manifest says {}",
-                entry.path, entry.rows
-            )),
+            Ok(rows) if rows != entry.rows => {
+                problems.push(format!("{name}: {rows} rows, manifest says {}", entry.rows))
+            }
             Ok(_) => {}
-            Err(error) => problems.push(format!("{}: {error}", entry.path)),
+            Err(error) => problems.push(format!("{name}: {error}")),
         }
     }
+    let (Some(operations), Some(leavers)) = (operations, leavers) else {
+        return Ok(problems);
+    };
+    match Quarter::parse(&manifest.quarter) {
+        None => problems.push(format!(
+            "manifest quarter {:?} is not a quarter",
+            manifest.quarter
+        )),
+        Some(quarter) => {
+            let (start, end) = quarter.range();
+            let inside = |t: i64| (start.0..end.0).contains(&t);
+            let outside = operations.iter().filter(|r| !inside(r.time())).count();
+            if outside > 0 {
+                problems.push(format!(
+                    "operations.parquet: {outside} rows outside {quarter}"
+                ));
+            }
+            let outside = leavers.iter().filter(|r| !inside(r.initiated_at)).count();
+            if outside > 0 {
+                problems.push(format!(
+                    "leavers.parquet: {outside} episodes started outside {quarter}"
+                ));
+            }
+        }
+    }
+    if time_range(&operations, &leavers) != manifest.time_range {
+        problems.push(format!(
+            "time_range: the rows span {:?}, manifest says {:?}",
+            time_range(&operations, &leavers),
+            manifest.time_range
+        ));
+    }
+    let said = &manifest.summary;
+    let slo = SloConfig {
+        healthy_ratio: said.healthy_ratio,
+        incident_ratio: said.incident_ratio,
+        min_operations: said.min_operations,
+        ..SloConfig::default()
+    };
+    let worked_out =
+        serde_json::to_value(summarize(&operations, &leavers, &slo)).expect("a summary serializes");
+    let said = serde_json::to_value(said).expect("a summary serializes");
+    differences("summary", &worked_out, &said, &mut problems);
     Ok(problems)
+}
+
+/// Where `said` differs from what the rows give (`worked_out`), one line per field.
+fn differences(
+    at: &str,
+    worked_out: &serde_json::Value,
+    said: &serde_json::Value,
+    problems: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (worked_out, said) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let (x, y) = (&a.get(key), &b.get(key));
+                match (x, y) {
+                    (Some(x), Some(y)) => differences(&format!("{at}.{key}"), x, y, problems),
+                    _ => problems.push(format!(
+                        "{at}.{key}: the rows give {}, manifest says {}",
+                        x.map_or("nothing".into(), Value::to_string),
+                        y.map_or("nothing".into(), Value::to_string)
+                    )),
+                }
+            }
+        }
+        (a, b) if a != b => problems.push(format!("{at}: the rows give {a}, manifest says {b}")),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
