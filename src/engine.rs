@@ -313,6 +313,13 @@ impl Engine {
         evictions
     }
 
+    /// Takes up leaver episodes an earlier replay left open (see [`Episodes::carry_over`]).
+    pub fn carry_over(&mut self, episodes: impl IntoIterator<Item = Episode>) {
+        for episode in episodes {
+            self.episodes.carry_over(episode);
+        }
+    }
+
     /// Takes one parsed record. Nothing is settled until [`Engine::advance`].
     pub fn ingest(&mut self, record: Record) {
         let time = record.time();

@@ -183,6 +183,7 @@ fn main() -> ExitCode {
                 gateway_files: gateway,
                 as_of: None,
                 threads: threads.map_or_else(default_threads, usize::from),
+                carried_over: Vec::new(),
             },
             format,
             as_of,
@@ -270,6 +271,21 @@ fn run_replay(
         }
         None => None,
     };
+    // Appending: leavers the store holds as still open are carried on with, so a disable in
+    // these logs closes them (late, if it is) rather than starting a new episode.
+    if let Some((dir, _, true)) = &parquet {
+        let open = scimwatch::audit::export::open_episodes(dir)?;
+        if !open.is_empty() {
+            eprintln!(
+                "carrying on with {} leaver episode(s) the store holds as still open",
+                open.len()
+            );
+        }
+        options.carried_over = open
+            .iter()
+            .map(scimwatch::audit::writer::open_episode)
+            .collect();
+    }
     let mut writer = match &parquet {
         Some((dir, rows_per_file, _)) => {
             let names = config.sources.iter().map(|s| s.name.clone()).collect();
@@ -485,8 +501,12 @@ fn export_pack(
     }
     let leavers = &manifest.summary.leavers;
     println!(
-        "  leavers: {} episodes, {} breaches ({} high-risk)",
-        leavers.episodes, leavers.breaches, leavers.high_risk_breaches
+        "  leavers: {} episodes ({} disabled, {} still open), {} breaches ({} high-risk)",
+        leavers.episodes,
+        leavers.disabled,
+        leavers.open.unwrap_or(0),
+        leavers.breaches,
+        leavers.high_risk_breaches
     );
     println!(
         "  manifest.json sha256 {} (keep it apart from the pack)",

@@ -31,6 +31,9 @@ pub struct ReplayOptions {
     /// 1 (or 0): everything on the calling thread; 2: the files are read and parsed, and the
     /// sink run, on a second thread; 3 or more: the sink on a third (see [`replay`]).
     pub threads: usize,
+    /// Leaver episodes an earlier replay into the same store left open (`--append`): this
+    /// one carries on with them, so a disable in these logs closes them, late if it is.
+    pub carried_over: Vec<crate::judge::Episode>,
 }
 
 struct Stream {
@@ -167,8 +170,10 @@ pub fn replay(
             });
         }
     }
+    let mut engine = Engine::new(EngineSettings::from_config(config));
+    engine.carry_over(options.carried_over.iter().cloned());
     let mut core = Core {
-        engine: Engine::new(EngineSettings::from_config(config)),
+        engine,
         builder: ReportBuilder::new(&config.slo),
         as_of: options.as_of,
     };

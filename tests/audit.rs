@@ -784,6 +784,123 @@ fn verify_works_out_the_manifest_again_from_the_rows() {
     assert!(output.status.success());
 }
 
+/// A replay split at midnight, the second half appended to the same store: a high-risk
+/// leaver whose disable failed at 23:50 and went through at 00:20 is one episode of 1801 s,
+/// a breach, as one replay of the whole logs says. (The second replay began a new episode at
+/// 00:20, disabled in a second, and the breach was gone from the evidence.) A leaver still
+/// open at the end of a replay has its row (state `open`), which the pack counts.
+#[test]
+fn a_replay_appended_to_a_store_carries_on_with_the_leavers_it_left_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let body =
+        r#""request_body":"{\"Operations\":[{\"op\":\"replace\",\"value\":{\"active\":false}}]}""#;
+    let idp = |ts: &str, cid: &str, result: &str| {
+        format!("{{\"ts\":\"{ts}\",\"cid\":\"{cid}\",\"action\":\"deactivate\",\"app\":\"github\",\"user\":\"leaver1@corp.example\",\"user_id\":\"l1\",\"result\":\"{result}\"}}\n")
+    };
+    let gateway = |time: &str, cid: &str, status: u16| {
+        format!("{{\"time\":\"{time}\",\"xrid\":\"{cid}\",\"method\":\"PATCH\",\"uri\":\"/scim/v2/Users/l1\",\"status\":{status},\"request_time\":0.1,\"remote_user\":\"scim-github\",\"app\":\"github\",{body}}}\n")
+    };
+    let (idp_a, idp_b) = (
+        idp("2026-09-30T23:50:00Z", "L1a", "failure"),
+        idp("2026-10-01T00:20:00Z", "L1b", "success"),
+    );
+    let (gw_a, gw_b) = (
+        gateway("2026-09-30T23:50:01Z", "L1a", 503),
+        gateway("2026-10-01T00:20:01Z", "L1b", 204),
+    );
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
+    let replay = |idp: &Path, gateway: &Path, store: &Path, append: bool| -> Value {
+        let mut command = bin();
+        command
+            .args(["replay", "--format", "json", "--config"])
+            .arg(&config)
+            .arg("--idp")
+            .arg(idp)
+            .arg("--gateway")
+            .arg(gateway)
+            .arg("--parquet")
+            .arg(store);
+        if append {
+            command.arg("--append");
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let store = dir.path().join("store");
+    let first = replay(
+        &write("a-idp.jsonl", &idp_a),
+        &write("a-gw.log", &gw_a),
+        &store,
+        false,
+    );
+    assert_eq!(first["leavers"]["open"], 1, "{first:#}");
+    let rows = store_leavers(&store);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].state.as_str(), rows[0].met_slo), ("open", true));
+    replay(
+        &write("b-idp.jsonl", &idp_b),
+        &write("b-gw.log", &gw_b),
+        &store,
+        true,
+    );
+    let whole = replay(
+        &write("idp.jsonl", &(idp_a + &idp_b)),
+        &write("gw.log", &(gw_a + &gw_b)),
+        &dir.path().join("whole"),
+        false,
+    );
+    assert_eq!(whole["leavers"]["breaches"], 1, "{whole:#}");
+    for store in [store, dir.path().join("whole")] {
+        let pack = store.with_extension("pack");
+        let output = run(&[
+            "export",
+            "--data",
+            store.to_str().unwrap(),
+            "--quarter",
+            "2026Q3",
+            "--out",
+            pack.to_str().unwrap(),
+        ]);
+        assert!(output.status.success());
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(pack.join("manifest.json")).unwrap()).unwrap();
+        let leavers = &manifest["summary"]["leavers"];
+        assert_eq!(
+            (&leavers["episodes"], &leavers["disabled"], &leavers["open"]),
+            (&Value::from(1), &Value::from(1), &Value::from(0)),
+            "{store:?}: {leavers:#}"
+        );
+        assert_eq!(leavers["high_risk_breaches"], 1, "{store:?}: {leavers:#}");
+        assert_eq!(
+            leavers["latency_seconds_max"], 1801.0,
+            "{store:?}: {leavers:#}"
+        );
+    }
+}
+
+/// Every `leavers` row under a store, over all its files.
+fn store_leavers(store: &Path) -> Vec<scimwatch::audit::schema::LeaverRow> {
+    let mut files: Vec<PathBuf> = parquet_files(store)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/leavers/"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| read_leavers(f).unwrap())
+        .collect()
+}
+
 #[test]
 fn export_errors_name_the_path_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();

@@ -133,7 +133,8 @@ pub struct OperationRow {
     pub ingested_at: i64,
 }
 
-/// One row of `leavers`: a closed or breached episode.
+/// One row of `leavers`: an episode disabled, or still open when it was written (at the end of
+/// a replay, or by the daemon once past its deadline).
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
 pub struct LeaverRow {
     pub app: String,

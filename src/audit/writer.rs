@@ -267,14 +267,31 @@ fn date_of_day(day: i64) -> String {
     .date()
 }
 
-/// The `leavers` row of an episode: closed ones, and open ones already past their deadline at
-/// `as_of`. Cancelled episodes (a rehire while open) and open ones still in time have none.
+/// The open episode a `state = open` row stands for, to carry on with (`replay --append`).
+pub fn open_episode(row: &LeaverRow) -> Episode {
+    Episode {
+        app: row.app.clone(),
+        user_id: row.user_id.clone(),
+        user_login: row.user_login.clone(),
+        initiated_at: Ts(row.initiated_at),
+        first_attempt_at: row.first_attempt_at.map(Ts),
+        disabled_at: None,
+        high_risk: row.high_risk,
+        deadline_seconds: u64::try_from(row.deadline_seconds).unwrap_or(0),
+        correlation_ids: row.correlation_ids.clone(),
+        state: EpisodeState::Open,
+        initiated_by: "an earlier replay".into(),
+    }
+}
+
+/// The `leavers` row of an episode: disabled ones, and open ones as they stand at `as_of`
+/// (`met_slo` false once past the deadline). Cancelled episodes (a rehire while open) have
+/// none. The engine hands on an open episode when it passes its deadline (the daemon), at the
+/// end of a replay, and when a memory cap drops it.
 pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
     let breached = episode.breached(as_of);
-    match episode.state {
-        EpisodeState::Cancelled => return None,
-        EpisodeState::Open if !breached => return None,
-        _ => {}
+    if episode.state == EpisodeState::Cancelled {
+        return None;
     }
     Some(LeaverRow {
         app: episode.app.clone(),

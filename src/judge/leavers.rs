@@ -472,6 +472,22 @@ impl Episodes {
         }
     }
 
+    /// Takes up an episode an earlier run left open (`replay --append`): it stays open under
+    /// its pair, with its start and deadline, until an operation closes it. A pair that
+    /// already has an open episode keeps its own.
+    pub fn carry_over(&mut self, episode: Episode) {
+        let keys = user_keys(episode.user_login.as_deref(), episode.user_id.as_deref());
+        let app = episode.app.clone();
+        let Some(pair_key) = self.pair_key(&app, &keys) else {
+            return;
+        };
+        let pair = self.pairs.entry(pair_key.clone()).or_default();
+        if pair.open.is_none() {
+            pair.open = Some(Box::new(episode));
+            self.open_keys.insert(pair_key);
+        }
+    }
+
     /// Drops the oldest open episode to respect a memory cap; the caller writes it if it is
     /// already breached.
     pub fn evict_oldest_open(&mut self) -> Option<Episode> {
