@@ -297,7 +297,7 @@ fn run_replay(
     };
     let ingested_at = scimwatch::daemon::wall_clock();
     // Runs on whichever thread `--threads` gives the sink (outputs arrive in the same order).
-    let (report, _) = replay(&config, &options, |output, as_of| {
+    let (report, stats) = replay(&config, &options, |output, as_of| {
         if let Some(writer) = writer.as_mut() {
             writer.add(&output, ingested_at, as_of)?;
             if writer.needs_flush() {
@@ -314,6 +314,18 @@ fn run_replay(
             writer.rows_written(Table::Leavers),
             dir.display()
         );
+    }
+    // An instant before the logs end judges open leavers then, but every operation read is
+    // still counted: say so rather than let the report pass for a view of that moment.
+    let newest = stats.sources.values().filter_map(|s| s.last_event).max();
+    if let (Some(as_of), Some(newest)) = (options.as_of, newest) {
+        if as_of < newest {
+            eprintln!(
+                "warning: --as-of {as_of} is before the newest event read ({newest}): open \
+                 leavers are judged as of {as_of}, but the counts include everything read; \
+                 give only the logs up to then for a report of that moment"
+            );
+        }
     }
     let rendered = match format {
         OutputFormat::Json => {

@@ -909,6 +909,16 @@ fn export_errors_name_the_path_and_leave_nothing_behind() {
     let output = export(&missing, &dir.path().join("pack"));
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains(missing.to_str().unwrap()));
+    // A directory that is not a store (it used to fail on "operations: No such file").
+    std::fs::create_dir_all(&missing).unwrap();
+    let output = export(&missing, &dir.path().join("pack"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("is not a scimwatch data directory (it has no operations/ or leavers/)"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // A corrupt file in the store.
     let data = dir.path().join("data");
     replay_to_parquet(&data);

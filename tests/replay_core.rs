@@ -164,6 +164,20 @@ fn as_of_can_be_moved_back_before_the_open_leaver_was_due() {
         !users.contains(&"dave@corp.example"),
         "10 minutes open is within 15: {users:?}"
     );
+    // The logs go on past that instant, and everything read is counted: the run says so.
+    let config = fixture("core/scimwatch.toml");
+    let output = run(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--as-of",
+        "2026-07-01T09:40:00Z",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: --as-of 2026-07-01T09:40:00Z is before the newest event read"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -367,10 +367,13 @@ pub fn export(
     out: &Path,
     slo: &SloConfig,
 ) -> Result<Manifest, AuditError> {
-    if !data.is_dir() {
+    if !Table::ALL
+        .iter()
+        .any(|table| data.join(table.name()).is_dir())
+    {
         return Err(AuditError::Corrupt {
             path: data.to_path_buf(),
-            message: "is not a scimwatch data directory".into(),
+            message: "is not a scimwatch data directory (it has no operations/ or leavers/)".into(),
         });
     }
     if out.exists()
@@ -385,8 +388,13 @@ pub fn export(
     }
     let (start, end) = quarter.range();
     let (from, to) = (start.date(), end.date());
+    // A store may have rows in one table only (no leaver yet): the other is empty.
+    let files = |table: Table| match data.join(table.name()).is_dir() {
+        true => table_files(data, table, &from, &to),
+        false => Ok(Vec::new()),
+    };
     let mut operations = Vec::new();
-    for path in table_files(data, Table::Operations, &from, &to)? {
+    for path in files(Table::Operations)? {
         operations.extend(
             read_operations(&path)?
                 .into_iter()
@@ -394,7 +402,7 @@ pub fn export(
         );
     }
     let mut leavers = Vec::new();
-    for path in table_files(data, Table::Leavers, &from, &to)? {
+    for path in files(Table::Leavers)? {
         leavers.extend(
             read_leavers(&path)?
                 .into_iter()
