@@ -690,10 +690,25 @@ impl Config {
             }
             Ok(())
         };
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        let Ok(listen) = self.server.listen.parse::<std::net::SocketAddr>() else {
             return Err(err(
                 "server.listen".into(),
                 format!("{:?} is not an address:port", self.server.listen),
+            ));
+        };
+        // /api/v1 shows user logins and correlation IDs: beyond loopback, only behind a token.
+        if !listen.ip().is_loopback()
+            && self.server.api_token_env.is_none()
+            && self.server.api_token_file.is_none()
+        {
+            return Err(err(
+                "server.listen".into(),
+                format!(
+                    "{listen} is reachable beyond this machine, and /api/v1 (user logins, \
+                     correlation IDs) would be open to anyone who can reach it: set \
+                     server.api_token_env or server.api_token_file (/metrics and the health \
+                     checks stay open for scrapers), or listen on 127.0.0.1"
+                ),
             ));
         }
         if !self.sources.iter().any(|s| s.role == Role::Idp) {

@@ -553,8 +553,11 @@ fn verify_pack(pack: &std::path::Path) -> anyhow::Result<()> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCIMWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: journald and log files got escape codes.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(terminal && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -668,10 +671,21 @@ fn run_daemon(config_path: &std::path::Path) -> anyhow::Result<()> {
     tracing::info!(config = %config_path.display(), data_dir = %config.storage.data_dir.display(), "Starting.");
     let listen = config.server.listen.clone();
     let runtime = runtime()?;
-    let mut running = start_daemon(config, runtime.handle())?;
+    // The port first: a port in use stops the start before anything is locked or read.
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(&listen))
         .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
+    let mut running = start_daemon(config, runtime.handle())?;
+    // SIGHUP's default is to end the process, with no final checkpoint: a habit (or an
+    // `ExecReload=`) would kill the daemon. There is nothing to reload; say so.
+    runtime.spawn(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+            while hangups.recv().await.is_some() {
+                tracing::warn!("SIGHUP ignored: scimwatch does not reload its config; restart it to read the config again.");
+            }
+        }
+    });
     tracing::info!(listen = %listen, "Serving /metrics, /healthz, /readyz and /api/v1.");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(scimwatch::http::serve(
@@ -688,7 +702,9 @@ fn run_daemon(config_path: &std::path::Path) -> anyhow::Result<()> {
         }
     });
     let _ = stop_http.send(());
-    let _ = runtime.block_on(server);
+    // `serve` gives requests under way a few seconds; this bounds it whatever happens.
+    let waited = scimwatch::http::DRAIN + std::time::Duration::from_secs(2);
+    let _ = runtime.block_on(async { tokio::time::timeout(waited, server).await });
     running.stop()
 }
 

@@ -272,6 +272,28 @@ fn a_ca_file_is_checked_before_anything_runs() {
     );
 }
 
+/// Listening beyond loopback without an API token would open /api/v1 (logins, IDs) to the
+/// network: refused, naming the key and the way out; with a token it is accepted.
+#[test]
+fn a_listener_beyond_loopback_needs_an_api_token() {
+    let open = format!("{GOOD}\n[server]\nlisten = \"0.0.0.0:9898\"\n");
+    let (code, _, stderr) = check(&open);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("server.listen") && stderr.contains("api_token_env"),
+        "{stderr}"
+    );
+    std::env::set_var("SCIMWATCH_TEST_LISTEN_TOKEN", "t0ken-for-the-network");
+    let guarded = open.replace(
+        "listen = \"0.0.0.0:9898\"",
+        "listen = \"0.0.0.0:9898\"\napi_token_env = \"SCIMWATCH_TEST_LISTEN_TOKEN\"",
+    );
+    let (code, _, stderr) = check(&guarded);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = check(&format!("{GOOD}\n[server]\nlisten = \"[::1]:9898\"\n"));
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[test]
 fn every_memory_cap_must_be_positive_and_is_named() {
     for key in [

@@ -5,7 +5,7 @@ mod common;
 
 use common::daemon::{now, Setup, CONFIG};
 use common::{free_port, get, wait_until};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 #[test]
@@ -42,6 +42,24 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
             "{body}"
         );
     }
+    // The token guards all of /api before anything else: a path that does not decode, or
+    // does not exist, is a 401 too, not a 400 or a 404 that maps the API.
+    for path in [
+        "/api/v1/operations/%ff%fe",
+        "/api/v2/anything",
+        "/api/v1/leavers",
+    ] {
+        let (status, body) = get(port, path, None);
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    assert_eq!(get(port, "/api/v2/anything", Some("s3cret-token")).0, 404);
+    // The scheme is case-insensitive (RFC 9110): `bearer` works as `Bearer` does.
+    let (status, body) = raw_get(
+        port,
+        "/api/v1/operations/op-1",
+        "Authorization: bearer s3cret-token\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
     let (status, body) = get(port, "/api/v1/operations/op-1", Some("s3cret-token"));
     assert_eq!(status, 200, "{body}");
     let op: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -154,6 +172,112 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
         String::from_utf8_lossy(&checked.stderr)
     );
     assert_eq!(daemon.stop(), Some(0));
+}
+
+/// A GET with extra header lines, as written: (status, the rest).
+fn raw_get(port: u16, path: &str, headers: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// Clients that open connections and never finish a request (slowloris): past the cap they
+/// wait in the kernel's backlog instead of taking the daemon's file descriptors (with 20,000
+/// of them a QA run stopped the pipeline: "Too many open files"), each is closed once the
+/// header timeout passes, the daemon goes on tailing, and a SIGTERM ends it at once rather
+/// than when the clients leave (it waited for them for good).
+#[test]
+fn stalled_clients_neither_exhaust_the_daemon_nor_hold_up_its_stop() {
+    let port = free_port();
+    let setup = Setup::new(&CONFIG.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    ));
+    let daemon = setup.start();
+    wait_until(Duration::from_secs(10), || {
+        get(port, "/readyz", None).0 == 200
+    });
+    let stall = |count: usize| -> Vec<std::net::TcpStream> {
+        (0..count)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+                stream
+            })
+            .collect()
+    };
+    let stalled = stall(scimwatch::http::MAX_CONNECTIONS + 100);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        fds() < scimwatch::http::MAX_CONNECTIONS + 100,
+        "{} descriptors: the cap did not hold",
+        fds()
+    );
+    // The pipeline goes on meanwhile.
+    let (idp, gw) = common::daemon::operation_lines("during-the-flood");
+    setup.append("logs/idp.jsonl", &idp);
+    setup.append("logs/gateway.log", &gw);
+    // The header timeout closes the stalled connections; then the daemon answers again.
+    let timeout = scimwatch::http::HEADER_READ_TIMEOUT;
+    let mut first = stalled.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(timeout + Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = first.read_to_end(&mut rest);
+    wait_until(timeout * 3, || get(port, "/healthz", None).0 == 200);
+    wait_until(Duration::from_secs(20), || {
+        get(port, "/metrics", None)
+            .1
+            .contains("scimwatch_lines_total{source=\"gateway\"} 1")
+    });
+    assert_eq!(get(port, "/healthz", None).0, 200);
+    // Its row reaches the store, and the counter of rows written says so (it stayed at 0).
+    wait_until(Duration::from_secs(20), || {
+        get(port, "/metrics", None)
+            .1
+            .contains("scimwatch_parquet_rows_total{table=\"operations\"} 1")
+    });
+    let metrics = get(port, "/metrics", None).1;
+    for line in [
+        "scimwatch_lines_total{source=\"gateway\"} 1",
+        "scimwatch_parquet_rows_total{table=\"operations\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    // New stalled clients, then SIGTERM: the daemon stops within a few seconds, cleanly.
+    let _held = stall(20);
+    let started = std::time::Instant::now();
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(
+        started.elapsed() < scimwatch::http::DRAIN + Duration::from_secs(5),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    let log = setup.daemon_log();
+    assert!(
+        !log.contains("Too many open files") && !log.contains("panicked"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -521,9 +521,14 @@ impl Pipeline {
         self.live.checkpoints += 1;
         self.live.last_checkpoint = Some(wall);
         for table in Table::ALL {
-            self.live
+            let written = self.audit.rows_written(table);
+            let before = self.live.parquet_rows.insert(table.name(), written);
+            self.metrics
                 .parquet_rows
-                .insert(table.name(), self.audit.rows_written(table));
+                .get_or_create(&m::TableLabels {
+                    table: table.name().into(),
+                })
+                .inc_by(written.saturating_sub(before.unwrap_or(0)));
         }
         Ok(())
     }
@@ -531,7 +536,13 @@ impl Pipeline {
     fn count(&mut self, output: &Output) {
         match output {
             Output::Operation(op) => {
-                let app = self.metrics.app_label(op.app.as_deref());
+                // A write no IdP record claims may name any app (a client's `Host` header):
+                // it must not take one of the bounded label slots from the real ones.
+                let app = if op.outcome == crate::model::Outcome::Unattributed {
+                    self.metrics.unclaimed_app_label(op.app.as_deref())
+                } else {
+                    self.metrics.app_label(op.app.as_deref())
+                };
                 let (outcome, cause) = m::outcome_labels(op.outcome, op.alert_cause());
                 self.metrics
                     .operations

@@ -2,7 +2,9 @@
 //!
 //! Labels are bounded: `stage`, `outcome`, `cause`, `risk`, `window`, `source`, `reason`,
 //! `table` are enums; `app` takes the names the config knows plus the first
-//! [`MAX_APPS`] seen in the logs, then `other`. Never a user or a correlation ID. Known label
+//! [`MAX_APPS`] others that an IdP record names, then `other`: a write nothing on the IdP side
+//! claims (its app may come from a client's `Host` header) can use a name already known but
+//! never take a slot. Never a user or a correlation ID. Known label
 //! sets are created at zero so `rate()` sees the first increment.
 
 use crate::config::Config;
@@ -116,7 +118,8 @@ pub struct Metrics {
     pub parquet_rows: Family<TableLabels, Counter>,
     pub notifications: Family<ChannelLabels, Counter>,
     pub alerts_firing: Family<AlertLabels, Gauge>,
-    apps: Mutex<BTreeSet<String>>,
+    /// The `app` values in use, and how many of them came from the logs (not the config).
+    apps: Mutex<(BTreeSet<String>, usize)>,
 }
 
 /// The alert kinds of design.md (for `scimwatch_alerts_firing{alert}`).
@@ -256,7 +259,7 @@ impl Metrics {
             parquet_rows,
             notifications,
             alerts_firing,
-            apps: Mutex::new(BTreeSet::new()),
+            apps: Mutex::new((BTreeSet::new(), 0)),
         };
         metrics.initialise(config);
         metrics
@@ -276,7 +279,7 @@ impl Metrics {
             );
         }
         if let Ok(mut known) = self.apps.lock() {
-            known.extend(apps.iter().cloned());
+            known.0.extend(apps.iter().cloned());
         }
         for app in &apps {
             for stage in Stage::ALL {
@@ -366,19 +369,32 @@ impl Metrics {
         }
     }
 
-    /// The `app` label for an app name: bounded (see the module docs).
+    /// The `app` label for an app name an IdP record (or the config) vouches for: bounded (see
+    /// the module docs).
     pub fn app_label(&self, app: Option<&str>) -> String {
+        self.label_of(app, true)
+    }
+
+    /// The `app` label for an app name only the gateway gives (an unattributed write): a name
+    /// already in use, else `other`.
+    pub fn unclaimed_app_label(&self, app: Option<&str>) -> String {
+        self.label_of(app, false)
+    }
+
+    fn label_of(&self, app: Option<&str>, may_admit: bool) -> String {
         let Some(app) = app.filter(|a| !a.is_empty()) else {
             return "unknown".into();
         };
         let Ok(mut known) = self.apps.lock() else {
             return "other".into();
         };
-        if known.contains(app) {
+        let (names, learned) = &mut *known;
+        if names.contains(app) {
             return app.to_string();
         }
-        if known.len() < MAX_APPS {
-            known.insert(app.to_string());
+        if may_admit && *learned < MAX_APPS {
+            names.insert(app.to_string());
+            *learned += 1;
             return app.to_string();
         }
         "other".into()
@@ -414,4 +430,38 @@ fn valid_outcome_causes() -> Vec<(&'static str, &'static str)> {
 /// The `outcome`/`cause` labels of an operation.
 pub fn outcome_labels(outcome: Outcome, cause: Option<Cause>) -> (&'static str, &'static str) {
     (outcome.as_str(), cause.map_or("none", Cause::as_str))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The QA pass's flood: 70 writes to made-up apps that no IdP record claims took every
+    /// slot, and the real apps that came next were counted as `other`. The config's own
+    /// names do not count against the slots either.
+    #[test]
+    fn only_names_an_idp_record_claims_take_app_label_slots() {
+        let config = Config::from_toml(
+            "[[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"okta\"\npaths = [\"i\"]\n\
+             [[source]]\nname = \"gw\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"g\"]\n\
+             [apps.aliases]\nslack = []\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let metrics = Metrics::new(&config);
+        for i in 0..70 {
+            let name = format!("evil-{i}");
+            assert_eq!(metrics.unclaimed_app_label(Some(&name)), "other");
+        }
+        assert_eq!(metrics.unclaimed_app_label(Some("slack")), "slack");
+        for i in 0..MAX_APPS {
+            let name = format!("real-{i}");
+            assert_eq!(metrics.app_label(Some(&name)), name);
+            // Once claimed, a name is its own label for unattributed writes too.
+            assert_eq!(metrics.unclaimed_app_label(Some(&name)), name);
+        }
+        assert_eq!(metrics.app_label(Some("one-too-many")), "other");
+        assert_eq!(metrics.app_label(Some("slack")), "slack");
+        assert_eq!(metrics.app_label(None), "unknown");
+    }
 }

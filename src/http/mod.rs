@@ -7,8 +7,9 @@ pub mod metrics;
 
 use crate::daemon::status::LiveStatus;
 use crate::judge::Operation;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,6 +17,7 @@ use metrics::Metrics;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The most recent operations by correlation ID, for `/api/v1/operations/{id}`.
 #[derive(Default)]
@@ -93,15 +95,36 @@ pub fn api_token(config: &crate::config::Config) -> anyhow::Result<Option<String
 }
 
 pub fn router(state: AppState) -> Router {
+    // The token is checked before anything else looks at an `/api` request: before a path is
+    // decoded, and for paths that do not exist (a 401, not a 404 that maps the API).
+    let api = Router::new()
+        .route("/v1/slo", get(slo))
+        .route("/v1/alerts", get(alerts))
+        .route("/v1/leavers/open", get(open_leavers))
+        .route("/v1/operations/{id}", get(operation))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such API endpoint"})),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/api/v1/slo", get(slo))
-        .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/leavers/open", get(open_leavers))
-        .route("/api/v1/operations/{id}", get(operation))
+        .nest("/api", api)
         .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match denied(&state, request.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
 }
 
 /// Serves OpenMetrics to clients that ask for it (Prometheus does), and the classic text
@@ -184,11 +207,13 @@ fn denied(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.token else {
         return None;
     };
+    // `Bearer` in any case, then one or more spaces (RFC 9110 §11.4).
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, credentials)| credentials.trim_start_matches(' '));
     if same(given.as_bytes(), token.as_bytes()) {
         None
     } else {
@@ -207,26 +232,17 @@ fn snapshot(state: &AppState) -> LiveStatus {
     state.status.lock().map(|s| s.clone()).unwrap_or_default()
 }
 
-async fn slo(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(response) = denied(&state, &headers) {
-        return response;
-    }
+async fn slo(State(state): State<AppState>) -> Response {
     let status = snapshot(&state);
     Json(json!({"as_of": status.clock, "stages": status.slo})).into_response()
 }
 
-async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(response) = denied(&state, &headers) {
-        return response;
-    }
+async fn alerts(State(state): State<AppState>) -> Response {
     let status = snapshot(&state);
     Json(json!({"as_of": status.clock, "alerts": status.alerts})).into_response()
 }
 
-async fn open_leavers(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(response) = denied(&state, &headers) {
-        return response;
-    }
+async fn open_leavers(State(state): State<AppState>) -> Response {
     let status = snapshot(&state);
     Json(
         json!({"as_of": status.clock, "open": status.leavers_open, "leavers": status.open_leavers}),
@@ -234,14 +250,7 @@ async fn open_leavers(State(state): State<AppState>, headers: HeaderMap) -> Resp
     .into_response()
 }
 
-async fn operation(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(response) = denied(&state, &headers) {
-        return response;
-    }
+async fn operation(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let found = state.operations.lock().ok().and_then(|ops| ops.get(&id));
     match found {
         Some(op) => {
@@ -259,13 +268,71 @@ async fn operation(
     }
 }
 
-/// Serves until `shutdown` resolves.
+/// Connections served at once. A scrape, a dashboard and a few people on the API need a
+/// handful; past this, new ones wait in the kernel's backlog, so a flood of connections cannot
+/// take the file descriptors the daemon needs for its logs and its store.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A client has this long to send a request's headers (and, between requests, the next
+/// one's); then its connection is closed. Without it, connections that send a byte now and
+/// then were held forever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// After `shutdown`, requests under way get this long to finish.
+pub const DRAIN: Duration = Duration::from_secs(3);
+
+/// Serves until `shutdown` resolves, then lets requests under way finish (for at most
+/// [`DRAIN`]) and returns: a client that never finishes its request cannot hold the daemon up.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let router = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait, rather than spin on the error.
+                    tracing::warn!(%error, "Cannot accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut closed = closed.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = closed.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN, connection).await;
+                }
+            }
+        });
+    }
+    let _ = closing.send(true);
+    drop(listener);
+    let _ = tokio::time::timeout(
+        DRAIN + Duration::from_millis(500),
+        slots.acquire_many(MAX_CONNECTIONS as u32),
+    )
+    .await;
+    Ok(())
 }

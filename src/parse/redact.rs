@@ -158,8 +158,15 @@ fn redact_query(path: &str) -> Cow<'_, str> {
     let Some(start) = path.find(['?', '#']) else {
         return Cow::Borrowed(path);
     };
+    // A name may be percent-encoded as well (`%74oken=`).
     let secret = |pair: &str| match pair.split_once('=') {
-        Some((name, value)) => is_secret_param(name) || is_secret_value(value),
+        Some((name, value)) => {
+            (if name.contains('%') {
+                is_secret_param(&super::scim::percent_decode(name))
+            } else {
+                is_secret_param(name)
+            }) || is_secret_value(value)
+        }
         None => false,
     };
     let rest = &path[start + 1..];
@@ -294,6 +301,12 @@ mod tests {
             (
                 "/Users?count=1#id_token=SEKRET11",
                 "/Users?count=1#id_token=[REDACTED]",
+            ),
+            // The HTTP QA pass: an encoded name, and a second `?`.
+            ("/Users?%74oken=SEKRET12", "/Users?%74oken=[REDACTED]"),
+            (
+                "/Users?a=1?access_token=SEKRET13",
+                "/Users?a=1?access_token=[REDACTED]",
             ),
         ] {
             assert_eq!(redact_path(path), want, "{path}");
