@@ -264,6 +264,21 @@ fn stalled_clients_neither_exhaust_the_daemon_nor_hold_up_its_stop() {
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+    // SIGHUP, whose default ends a process, is logged and ignored: there is no reload.
+    let mut daemon = daemon;
+    std::process::Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        setup.daemon_log().contains("SIGHUP ignored")
+    });
+    assert!(setup.daemon_log().contains("SIGHUP ignored"));
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended it"
+    );
+    assert_eq!(get(port, "/healthz", None).0, 200);
     // New stalled clients, then SIGTERM: the daemon stops within a few seconds, cleanly.
     let _held = stall(20);
     let started = std::time::Instant::now();
