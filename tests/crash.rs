@@ -188,7 +188,13 @@ fn kill_9_while_appending_and_rotating_loses_and_duplicates_nothing() {
         "missing {missing:#?}\nextra {extra:#?}"
     );
     let mut got: Vec<String> = setup.leavers().iter().map(leaver_key).collect();
-    let mut want: Vec<String> = expected_leavers.iter().map(leaver_key).collect();
+    // The replay also writes the episodes still open, in time, at its end; the daemon, which
+    // has no end, writes an open one only once it is overdue.
+    let mut want: Vec<String> = expected_leavers
+        .iter()
+        .filter(|row| row.state != "open" || !row.met_slo)
+        .map(leaver_key)
+        .collect();
     got.sort();
     want.sort();
     assert_eq!(got, want);
