@@ -4,7 +4,7 @@
 mod common;
 
 use common::daemon::{now, Setup, CONFIG};
-use common::{free_port, get, wait_until};
+use common::{free_port, get, get_with, wait_until};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
     }
     assert_eq!(get(port, "/api/v2/anything", Some("s3cret-token")).0, 404);
     // The scheme is case-insensitive (RFC 9110): `bearer` works as `Bearer` does.
-    let (status, body) = raw_get(
+    let (status, body) = get_with(
         port,
         "/api/v1/operations/op-1",
         "Authorization: bearer s3cret-token\r\n",
@@ -172,27 +172,6 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
         String::from_utf8_lossy(&checked.stderr)
     );
     assert_eq!(daemon.stop(), Some(0));
-}
-
-/// A GET with extra header lines, as written: (status, the rest).
-fn raw_get(port: u16, path: &str, headers: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
 }
 
 /// Clients that open connections and never finish a request (slowloris): past the cap they

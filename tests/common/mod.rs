@@ -47,6 +47,14 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP/1.1 GET: (status, body).
 pub fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    get_with(port, path, &auth)
+}
+
+/// [`get`] with header lines of the caller's, as written (each ending in `\r\n`).
+pub fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
     let mut stream = match std::net::TcpStream::connect(("127.0.0.1", port)) {
         Ok(stream) => stream,
         Err(_) => return (0, String::new()),
@@ -54,12 +62,9 @@ pub fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
