@@ -42,6 +42,24 @@ pub const BURN_TIERS: [(&str, u64, u64, f64, &str); 4] = [
 /// How many sample correlation IDs and causes a page carries.
 const SAMPLES: usize = 5;
 const TOP_CAUSES: usize = 3;
+/// Apps that get an alert of their own from what only the gateway says (its app may come from
+/// a client's `Host` header): the ones with the most, then one alert for the rest, `app` =
+/// `other`, as the metrics' `app` label does. Made-up names cannot make thousands of alerts.
+const MAX_GATEWAY_APPS: usize = crate::http::metrics::MAX_APPS;
+
+/// The `MAX_GATEWAY_APPS − 1` apps with the highest counts (ties by name), and the rest.
+fn busiest<T>(
+    mut by_app: Vec<T>,
+    count: impl Fn(&T) -> u64,
+    app: impl Fn(&T) -> &str,
+) -> (Vec<T>, Vec<T>) {
+    if by_app.len() <= MAX_GATEWAY_APPS {
+        return (by_app, Vec::new());
+    }
+    by_app.sort_by(|a, b| count(b).cmp(&count(a)).then_with(|| app(a).cmp(app(b))));
+    let rest = by_app.split_off(MAX_GATEWAY_APPS - 1);
+    (by_app, rest)
+}
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -311,10 +329,44 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
         ));
     }
     let since = clock.minus_secs(a.auth_failure_window_secs);
-    for (app, count) in inputs.evidence.auth_failures_by_app(since) {
-        if count < a.auth_failure_threshold {
-            continue;
-        }
+    let over: Vec<(String, u64)> = inputs
+        .evidence
+        .auth_failures_by_app(since)
+        .into_iter()
+        .filter(|(_, count)| *count >= a.auth_failure_threshold)
+        .collect();
+    let (over, rest) = busiest(over, |(_, count)| *count, |(app, _)| app);
+    if !rest.is_empty() {
+        let count: u64 = rest.iter().map(|(_, n)| n).sum();
+        let names: Vec<&str> = rest
+            .iter()
+            .take(SAMPLES)
+            .map(|(app, _)| app.as_str())
+            .collect();
+        out.push(condition(
+            inputs,
+            "ScimAuthFailures",
+            "page",
+            labels(&[("app", "other")]),
+            format!(
+                "SCIM calls to {} more apps are refused (401/403): {count} in the last {}",
+                rest.len(),
+                window_name(a.auth_failure_window_secs)
+            ),
+            vec![format!(
+                "Apps beyond the {} with the most refusals: {}{}; so many apps at once is \
+                 more likely made-up Host names than expired tokens",
+                MAX_GATEWAY_APPS - 1,
+                names.join(", "),
+                if rest.len() > names.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            )],
+        ));
+    }
+    for (app, count) in over {
         let mut details = vec![format!(
             "{count} operations to {app} were refused with 401/403 in the last {} (threshold {})",
             window_name(a.auth_failure_window_secs),
@@ -350,7 +402,40 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
         ));
     }
     let since = clock.minus_secs(a.unattributed_window_secs);
-    for (app, samples, count) in inputs.evidence.unattributed_by_app(since, SAMPLES) {
+    let (by_app, rest) = busiest(
+        inputs.evidence.unattributed_by_app(since, SAMPLES),
+        |(_, _, count)| *count,
+        |(app, _, _)| app,
+    );
+    if !rest.is_empty() {
+        let count: u64 = rest.iter().map(|(_, _, n)| n).sum();
+        let samples: Vec<&String> = rest.iter().flat_map(|(_, s, _)| s).take(SAMPLES).collect();
+        out.push(condition(
+            inputs,
+            "UnattributedWrites",
+            "ticket",
+            labels(&[("app", "other")]),
+            format!(
+                "{count} SCIM write(s) to {} more apps in the last {} have no IdP record",
+                rest.len(),
+                window_name(a.unattributed_window_secs)
+            ),
+            vec![
+                format!(
+                    "Sample writes: {}",
+                    samples
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "Hint: writes to so many apps at once are more likely made-up Host names than \
+                 hand edits: look at who sends them"
+                    .into(),
+            ],
+        ));
+    }
+    for (app, samples, count) in by_app {
         out.push(condition(
             inputs,
             "UnattributedWrites",
@@ -581,6 +666,45 @@ mod tests {
                 && details.contains("stolen-2, stolen-1, stolen-0"),
             "{details}"
         );
+    }
+
+    /// The HTTP QA pass's flood: writes, refused with 401, to thousands of made-up apps (a
+    /// client's `Host` header) made an alert each. The busiest 63 keep theirs; the rest are one
+    /// alert, `app` = `other`.
+    #[test]
+    fn writes_to_a_flood_of_made_up_apps_make_a_bounded_number_of_alerts() {
+        let mut w = World::new();
+        for i in 0..200u32 {
+            // app-0 gets the most writes, then app-1 …; each over the auth failure threshold.
+            for n in 0..(w.alerting.auth_failure_threshold + u64::from(200 - i)) {
+                w.evidence.push(Notable {
+                    time: at(10),
+                    kind: NotableKind::Unattributed,
+                    stage: Some(Stage::Mover),
+                    app: format!("app-{i:03}"),
+                    cause: Some(Cause::Unauthorized),
+                    cid: Some(format!("x-{i}-{n}")),
+                    user: None,
+                    what: Some("PATCH /scim/v2/Users/9 -> 401".into()),
+                });
+            }
+        }
+        let all = w.eval(30);
+        for alert in ["ScimAuthFailures", "UnattributedWrites"] {
+            let of: Vec<&Condition> = all.iter().filter(|c| c.alert == alert).collect();
+            assert_eq!(of.len(), MAX_GATEWAY_APPS, "{alert}");
+            let apps: Vec<&str> = of.iter().map(|c| c.labels["app"].as_str()).collect();
+            assert!(
+                apps.contains(&"app-000") && apps.contains(&"app-062"),
+                "{apps:?}"
+            );
+            assert!(
+                !apps.contains(&"app-063") && apps.contains(&"other"),
+                "{apps:?}"
+            );
+            let other = of.iter().find(|c| c.labels["app"] == "other").unwrap();
+            assert!(other.summary.contains("137 more apps"), "{}", other.summary);
+        }
     }
 
     #[test]
