@@ -115,7 +115,8 @@ pub fn redact_path(path: &str) -> Cow<'_, str> {
     // Nearly every path has none of these: one search for each before any copy.
     let jwt = path.contains("eyJ") && JWT.is_match(path);
     let session = path.contains(';');
-    let userinfo = path.contains("://") && USERINFO.is_match(path);
+    // Only an absolute URI (not `/…`, what nearly every log has) can hold a user and password.
+    let userinfo = !path.starts_with('/') && path.contains("://") && USERINFO.is_match(path);
     if !jwt && !session && !userinfo {
         return redact_query(path);
     }
@@ -155,7 +156,7 @@ static USERINFO: LazyLock<Regex> =
 /// `#`, separated by `&`, `?` or `#`, each kept as it is unless its name or its value says
 /// it is a credential.
 fn redact_query(path: &str) -> Cow<'_, str> {
-    let Some(start) = path.find(['?', '#']) else {
+    let Some(start) = memchr::memchr2(b'?', b'#', path.as_bytes()) else {
         return Cow::Borrowed(path);
     };
     // A name may be percent-encoded as well (`%74oken=`).
