@@ -109,12 +109,24 @@ pub enum TimeFormat {
 
 /// Why a time did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unrecognised time {0:?}")]
+#[error("unrecognised time {0:?} (or outside 1970–2099)")]
 pub struct BadTime(pub String);
 
 /// Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138, while 1e11
-/// milliseconds is 1973, before any log this tool will read.
+/// milliseconds is 1973, before any log this tool will read. Microseconds and nanoseconds
+/// start at 1e14 and 1e17 in the same way.
 const EPOCH_MILLIS_THRESHOLD: f64 = 1e11;
+const EPOCH_MICROS_THRESHOLD: f64 = 1e14;
+const EPOCH_NANOS_THRESHOLD: f64 = 1e17;
+
+/// Times a log line may carry: 1970-01-01 up to 2100-01-01. Event time drives the engine's
+/// clock, so one line from the year 9999 (or an epoch in the wrong unit) would settle every
+/// pending join at once and judge every open leaver as overdue: such a time is a bad line.
+const PLAUSIBLE: std::ops::Range<i64> = 0..4_102_444_800 * MICROS_PER_SEC;
+
+fn plausible(ts: Ts) -> Option<Ts> {
+    PLAUSIBLE.contains(&ts.0).then_some(ts)
+}
 
 /// The last minute an RFC 3339 time started with (`YYYY-MM-DDTHH:MM`, its first 16 bytes)
 /// and that minute in seconds since the epoch, before any offset. A log's lines come in time
@@ -146,7 +158,9 @@ pub fn parse_time_with(text: &str, format: TimeFormat, cache: &MinuteCache) -> R
             }
         }
     };
-    parsed.ok_or_else(|| BadTime(text.chars().take(64).collect()))
+    parsed
+        .and_then(plausible)
+        .ok_or_else(|| BadTime(text.chars().take(64).collect()))
 }
 
 /// Parses a JSON number as an epoch time (seconds or milliseconds as `format` says).
@@ -156,14 +170,17 @@ pub fn time_from_number(value: f64, format: TimeFormat) -> Option<Ts> {
         TimeFormat::EpochMillis => from_epoch(value, 1e-3),
         _ => epoch_auto(value),
     }
+    .and_then(plausible)
 }
 
 fn epoch_auto(value: f64) -> Option<Ts> {
-    if value.abs() >= EPOCH_MILLIS_THRESHOLD {
-        from_epoch(value, 1e-3)
-    } else {
-        from_epoch(value, 1.0)
-    }
+    let unit = match value.abs() {
+        v if v >= EPOCH_NANOS_THRESHOLD => 1e-9,
+        v if v >= EPOCH_MICROS_THRESHOLD => 1e-6,
+        v if v >= EPOCH_MILLIS_THRESHOLD => 1e-3,
+        _ => 1.0,
+    };
+    from_epoch(value, unit)
 }
 
 fn from_epoch(value: f64, secs_per_unit: f64) -> Option<Ts> {
@@ -428,6 +445,35 @@ mod tests {
             time_from_number(1740998472000.0, TimeFormat::Auto),
             Some(base)
         );
+        // Microseconds and nanoseconds too (microseconds were read as milliseconds: the year
+        // 57000, which settled every join at once).
+        assert_eq!(auto("1740998472000000"), base);
+        assert_eq!(auto("1740998472000000000"), base);
+        assert_eq!(
+            time_from_number(1740998472000000.0, TimeFormat::Auto),
+            Some(base)
+        );
+    }
+
+    /// One line from the year 9999 moved the engine's clock there: every pending join settled
+    /// unconfirmed and every open leaver was overdue. Such times are bad lines now.
+    #[test]
+    fn times_outside_1970_to_2099_are_rejected() {
+        for bad in [
+            "9999-12-31T23:59:59Z",
+            "2100-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "01/Jan/2150:00:00:00 +0000",
+        ] {
+            assert!(parse_time(bad, TimeFormat::Auto).is_err(), "{bad}");
+        }
+        assert!(parse_time("4102444800", TimeFormat::EpochSecs).is_err());
+        assert_eq!(
+            time_from_number(4_102_444_800.0, TimeFormat::EpochSecs),
+            None
+        );
+        assert!(parse_time("2099-12-31T23:59:59Z", TimeFormat::Auto).is_ok());
+        assert!(parse_time("1970-01-01T00:00:00Z", TimeFormat::Auto).is_ok());
     }
 
     #[test]

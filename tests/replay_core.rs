@@ -290,3 +290,46 @@ fn an_over_long_line_is_counted_once_and_the_lines_around_it_survive() {
         "the lines before and after the 10 MB line are read"
     );
 }
+
+/// One gateway line from the year 9999 moved the engine's clock there: every join after it
+/// settled at once (three of five leavers unconfirmed, three false breaches). Now it is a bad
+/// line (`bad_time`, with its file, line and offset) and the rest join as if it were absent.
+#[test]
+fn a_line_from_the_far_future_is_a_bad_line_not_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scimwatch.toml");
+    std::fs::write(
+        &config,
+        "[[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
+         [source.fields]\ntime = \"/at\"\ncorrelation_id = \"/cid\"\naction = \"/action\"\n\
+         status = \"/status\"\nuser_login = \"/user\"\napp = \"/app\"\n\
+         [[source]]\nname = \"nginx\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
+         [slo]\nmin_operations = 1\n",
+    )
+    .unwrap();
+    let (mut idp, mut gw) = (String::new(), String::new());
+    for i in 0..5 {
+        idp.push_str(&format!("{{\"at\":\"2026-07-01T09:0{i}:00Z\",\"cid\":\"c{i}\",\"action\":\"disable\",\"user\":\"u{i}@x\",\"status\":\"success\",\"app\":\"acme\"}}\n"));
+        gw.push_str(&format!("{{\"time\":\"2026-07-01T09:0{i}:01Z\",\"xrid\":\"c{i}\",\"method\":\"PATCH\",\"uri\":\"/scim/v2/Users/u{i}\",\"status\":200,\"app\":\"acme\",\"request_body\":\"{{\\\"Operations\\\":[{{\\\"op\\\":\\\"replace\\\",\\\"path\\\":\\\"active\\\",\\\"value\\\":false}}]}}\"}}\n"));
+        if i == 1 {
+            gw.push_str("{\"time\":\"9999-12-31T23:59:59Z\",\"xrid\":\"bogus\",\"method\":\"GET\",\"uri\":\"/health\",\"status\":200,\"app\":\"acme\"}\n");
+            // An epoch in microseconds, which `auto` once read as milliseconds (year 58467).
+            gw.push_str("{\"time\":1782896461000000,\"xrid\":\"us\",\"method\":\"GET\",\"uri\":\"/health\",\"status\":200,\"app\":\"acme\"}\n");
+        }
+    }
+    std::fs::write(dir.path().join("idp.jsonl"), idp).unwrap();
+    std::fs::write(dir.path().join("gw.log"), gw).unwrap();
+    let r = replay_json(&config, &[]);
+    assert_eq!(r["as_of"], "2026-07-01T09:04:01Z", "{r:#}");
+    assert_eq!(r["stages"]["leaver"]["succeeded"], 5, "{r:#}");
+    assert_eq!(r["parse_errors_by_reason"]["nginx"], json!({"bad_time": 1}));
+    let sample = &r["parse_error_samples"][0];
+    assert_eq!(
+        (&sample["line"], &sample["reason"]),
+        (&json!(3), &json!("bad_time"))
+    );
+    assert!(
+        sample["detail"].as_str().unwrap().contains("9999-12-31"),
+        "{sample}"
+    );
+}
