@@ -7,7 +7,7 @@ CARGO ?= cargo
 demo:
 	$(CARGO) run --release --quiet -- demo
 
-## Judge the bundled example logs (a day of provisioning with incidents) in one batch.
+## Judge the bundled example logs (a working day, 08:00–16:11, of provisioning with incidents) in one batch.
 replay:
 	$(CARGO) run --release --quiet -- replay --config examples/scimwatch.toml
 

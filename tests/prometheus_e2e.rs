@@ -145,9 +145,11 @@ fn prometheus_scrapes_the_daemon_and_every_rule_and_dashboard_query_returns_data
         rules.replace("interval: 1m", "interval: 1s"),
     )
     .unwrap();
+    // A second target where nothing listens: a scimwatch that is down, for ScimwatchDown.
+    let down_port = free_port();
     std::fs::write(
         setup.path("prometheus.yml"),
-        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nscrape_configs:\n- job_name: scimwatch\n  static_configs:\n  - targets: ['127.0.0.1:{daemon_port}']\n"),
+        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nscrape_configs:\n- job_name: scimwatch\n  static_configs:\n  - targets: ['127.0.0.1:{daemon_port}', '127.0.0.1:{down_port}']\n"),
     )
     .unwrap();
     let prometheus = Prometheus(

@@ -26,6 +26,9 @@ pub struct Inputs<'a> {
     pub open_episodes: &'a [&'a Episode],
     /// Each source's name and newest event time.
     pub sources: Vec<(&'a str, Option<Ts>)>,
+    /// When the daemon started: a source with no line yet has been silent since then (a
+    /// mistyped `paths` glob matches nothing, and must not go unnoticed).
+    pub started: Ts,
     /// Every file read to its end: only then is a silent source really silent.
     pub caught_up: bool,
 }
@@ -459,19 +462,25 @@ fn source_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     }
     let stale = inputs.alerting.stale_after_secs as f64;
     for (name, last) in &inputs.sources {
-        let Some(last) = last else { continue };
-        let silent = inputs.clock.secs_since(*last);
+        let silent = inputs.clock.secs_since(last.unwrap_or(inputs.started));
         if silent > stale {
+            let since = match last {
+                Some(last) => format!("newest event {last}"),
+                None => format!("none since scimwatch started at {}", inputs.started),
+            };
             out.push(condition(
                 inputs,
                 "SourceStale",
                 "page",
                 labels(&[("source", name)]),
                 format!(
-                    "No line from source {name} for {:.0} min (newest event {last}): scimwatch is blind",
+                    "No line from source {name} for {:.0} min ({since}): scimwatch is blind",
                     silent / 60.0
                 ),
-                vec!["Hint: check the log shipper, the source's paths and the file permissions".into()],
+                vec![
+                    "Hint: check the log shipper, the source's paths and the file permissions"
+                        .into(),
+                ],
             ));
         }
     }
@@ -548,6 +557,7 @@ mod tests {
                 evidence: &self.evidence,
                 open_episodes: &open,
                 sources: self.sources.clone(),
+                started: at(0),
                 caught_up: self.caught_up,
             })
         }
@@ -788,5 +798,18 @@ mod tests {
         let all = w.eval(1000);
         assert_eq!(keys(&all), ["SourceStale{source=okta}"]);
         assert_eq!(all[0].severity, "ticket");
+        // A source with no line at all is silent since the start (a glob matching nothing).
+        w.sources.push(("entra", None));
+        let all = w.eval(1000);
+        assert_eq!(
+            keys(&all),
+            ["SourceStale{source=okta}", "SourceStale{source=entra}"]
+        );
+        assert!(
+            all[1].summary.contains("none since scimwatch started"),
+            "{}",
+            all[1].summary
+        );
+        assert!(w.eval(800).iter().all(|c| c.labels["source"] != "entra"));
     }
 }

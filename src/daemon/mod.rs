@@ -118,6 +118,8 @@ pub struct Pipeline {
     windows: crate::slo::Windows,
     /// Newest event time per source (by parser index), synced to stats and metrics per pass.
     last_event: Vec<Option<Ts>>,
+    /// When this process started: a source with no line yet is silent since then.
+    started: Ts,
     /// How long the last checkpoint took: checkpoints are spaced to at least ten times that,
     /// so a large pending state costs at most a tenth of the pipeline's time.
     last_checkpoint_cost: Duration,
@@ -214,6 +216,7 @@ impl Pipeline {
             notifier,
             evidence,
             last_event: last_events_by_index(&source_names, &last_events),
+            started: wall_clock(),
             windows,
         })
     }
@@ -467,6 +470,11 @@ impl Pipeline {
                     let time = record.time();
                     let last = &mut self.last_event[queued.source];
                     *last = Some(last.map_or(time, |t| t.max(time)));
+                    if let Record::Idp(idp) = record.as_ref() {
+                        if let Some(app) = idp.app.as_deref().filter(|a| !a.is_empty()) {
+                            self.metrics.claim_app(app);
+                        }
+                    }
                     self.engine.ingest(*record);
                 }
                 Item::Error(error, offset) => {
@@ -721,9 +729,16 @@ impl Pipeline {
             self.refresh_leaver_views(clock);
         }
         for (index, last) in self.last_event.iter().enumerate() {
-            let Some(last) = *last else { continue };
             let name = &self.parsers[index].name;
-            self.stats.source_mut(name).last_event = Some(last);
+            // With no line yet, the gauge holds the start, so the SourceStale rule sees a
+            // source that never speaks (a mistyped glob) as well as one that fell silent.
+            let last = match *last {
+                Some(last) => {
+                    self.stats.source_mut(name).last_event = Some(last);
+                    last
+                }
+                None => self.started,
+            };
             self.metrics
                 .source_last_event
                 .get_or_create(&m::SourceLabels {
@@ -796,6 +811,7 @@ impl Pipeline {
             evidence: &self.evidence,
             open_episodes: &self.overdue_high_risk.iter().collect::<Vec<_>>(),
             sources,
+            started: self.started,
             caught_up: self.live.caught_up,
         });
         let settings = crate::alert::AlertSettings {

@@ -281,37 +281,10 @@ impl Metrics {
         if let Ok(mut known) = self.apps.lock() {
             known.0.extend(apps.iter().cloned());
         }
-        for app in &apps {
-            for stage in Stage::ALL {
-                for (outcome, cause) in valid_outcome_causes() {
-                    self.operations
-                        .get_or_create(&OperationLabels {
-                            stage: stage.as_str().into(),
-                            app: app.clone(),
-                            outcome: outcome.into(),
-                            cause: cause.into(),
-                        })
-                        .inc_by(0);
-                }
-            }
-            for risk in ["high", "standard"] {
-                // Touching the family creates the series with empty buckets.
-                let _ = self
-                    .leaver_disable_latency
-                    .get_or_create(&LatencyLabels {
-                        app: app.clone(),
-                        risk: risk.into(),
-                    })
-                    .clone();
-            }
-            let _ = self
-                .provisioning_lag
-                .get_or_create(&AppLabels { app: app.clone() })
-                .clone();
-            let app = AppLabels { app: app.clone() };
-            self.unattributed_writes.get_or_create(&app).inc_by(0);
-            self.disagreements.get_or_create(&app).inc_by(0);
-            self.post_disable_requests.get_or_create(&app).inc_by(0);
+        // `other` and `unknown` too: the first increment of a series that did not exist is
+        // one `increase()` cannot see.
+        for app in apps.iter().map(String::as_str).chain(["other", "unknown"]) {
+            self.zero_app(app);
         }
         for risk in ["high", "standard"] {
             self.leavers_open
@@ -369,6 +342,43 @@ impl Metrics {
         }
     }
 
+    /// Creates every per-app series of `app` at zero (its stage × outcome × cause counts, its
+    /// latency, lag, unattributed, disagreement and post-disable series), so that the rules'
+    /// `increase()` sees its first events.
+    fn zero_app(&self, app: &str) {
+        let app = app.to_string();
+        for stage in Stage::ALL {
+            for (outcome, cause) in valid_outcome_causes() {
+                self.operations
+                    .get_or_create(&OperationLabels {
+                        stage: stage.as_str().into(),
+                        app: app.clone(),
+                        outcome: outcome.into(),
+                        cause: cause.into(),
+                    })
+                    .inc_by(0);
+            }
+        }
+        for risk in ["high", "standard"] {
+            // Touching the family creates the series with empty buckets.
+            let _ = self
+                .leaver_disable_latency
+                .get_or_create(&LatencyLabels {
+                    app: app.clone(),
+                    risk: risk.into(),
+                })
+                .clone();
+        }
+        let _ = self
+            .provisioning_lag
+            .get_or_create(&AppLabels { app: app.clone() })
+            .clone();
+        let app = AppLabels { app: app.clone() };
+        self.unattributed_writes.get_or_create(&app).inc_by(0);
+        self.disagreements.get_or_create(&app).inc_by(0);
+        self.post_disable_requests.get_or_create(&app).inc_by(0);
+    }
+
     /// The `app` label for an app name an IdP record (or the config) vouches for: bounded (see
     /// the module docs).
     pub fn app_label(&self, app: Option<&str>) -> String {
@@ -395,9 +405,22 @@ impl Metrics {
         if may_admit && *learned < MAX_APPS {
             names.insert(app.to_string());
             *learned += 1;
+            drop(known);
+            self.zero_app(app);
             return app.to_string();
         }
         "other".into()
+    }
+
+    /// An IdP record names `app`: it takes an `app` label slot now (if one is free), and its
+    /// series start at zero, a join window before its first operation is judged, so the
+    /// rules' `increase()` counts that operation (a series born with its first count hides
+    /// it). Nothing is allocated for a name already known.
+    pub fn claim_app(&self, app: &str) {
+        let known = self.apps.lock().is_ok_and(|known| known.0.contains(app));
+        if !known {
+            let _ = self.app_label(Some(app));
+        }
     }
 
     /// The registry in the OpenMetrics text format.
@@ -436,6 +459,30 @@ pub fn outcome_labels(outcome: Outcome, cause: Option<Cause>) -> (&'static str, 
 mod tests {
     use super::*;
 
+    /// An app an IdP record names mid-run gets all its series at zero then, a join window
+    /// before its first operation is judged: the rules' `increase()` sees that operation (a
+    /// series born with its first count hid it, and the rules read whole lifetimes instead).
+    #[test]
+    fn an_app_the_idp_names_starts_at_zero_before_its_first_operation() {
+        let config = Config::from_toml(
+            "[[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"okta\"\npaths = [\"i\"]\n\
+             [[source]]\nname = \"gw\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"g\"]\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let metrics = Metrics::new(&config);
+        assert!(!metrics.encode().contains("app=\"zoom\""));
+        metrics.claim_app("zoom");
+        let text = metrics.encode();
+        for series in [
+            "scimwatch_operations_total{stage=\"leaver\",app=\"zoom\",outcome=\"failed\",cause=\"unauthorized\"} 0",
+            "scimwatch_post_disable_requests_total{app=\"zoom\"} 0",
+            "scimwatch_unattributed_writes_total{app=\"zoom\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+    }
+
     /// The QA pass's flood: 70 writes to made-up apps that no IdP record claims took every
     /// slot, and the real apps that came next were counted as `other`. The config's own
     /// names do not count against the slots either.
@@ -461,6 +508,10 @@ mod tests {
             assert_eq!(metrics.unclaimed_app_label(Some(&name)), name);
         }
         assert_eq!(metrics.app_label(Some("one-too-many")), "other");
+        // `other` (and `unknown`) start at zero like the config's apps.
+        assert!(metrics
+            .encode()
+            .contains("scimwatch_unattributed_writes_total{app=\"other\"} 0"));
         assert_eq!(metrics.app_label(Some("slack")), "slack");
         assert_eq!(metrics.app_label(None), "unknown");
     }
