@@ -198,7 +198,9 @@ impl Cause {
     pub fn from_http_status(status: u16) -> Option<Cause> {
         Some(match status {
             200..=299 => return None,
-            0 | 504 => Cause::Timeout,
+            // 499 is nginx's "client closed request": the IdP gave up waiting (its own timeout),
+            // not a refusal by the target.
+            0 | 499 | 504 => Cause::Timeout,
             400 => Cause::BadRequest,
             401 => Cause::Unauthorized,
             403 => Cause::Forbidden,
@@ -248,7 +250,7 @@ impl Cause {
             Cause::PayloadTooLarge => "request too large (bulk or group with many members): lower the batch size in the IdP",
             Cause::RateLimited => "target rate-limited the IdP: slow bulk moves, spread the sync, ask the vendor for a higher limit",
             Cause::ServerError => "target app failed (5xx): check the app's status page; the IdP will retry",
-            Cause::Timeout => "no answer in time (504 or no response): check the target's latency and the gateway's upstream timeout",
+            Cause::Timeout => "no answer in time (504, no response, or 499: the IdP gave up waiting): check the target's latency and the gateway's upstream timeout",
             Cause::Other4xx => "target refused the request: read the SCIM error detail in the gateway log",
             Cause::UnexpectedStatus => "target answered neither success nor error (redirect?): check the SCIM base URL configured in the IdP",
             Cause::IdpError => "the IdP failed before calling the target: read the IdP's error text (mapping, scoping or connector failure)",
@@ -520,6 +522,24 @@ mod tests {
         let cases = "| |-|x|ab| a|a |\ta\n|\u{b}a\u{c}|\u{a0}a|a\u{a0}|\u{2003}é\u{3000}|é|ab\u{85}|\u{7f}a";
         for case in cases.split('|') {
             assert_eq!(super::trim(case), case.trim(), "{case:?}");
+        }
+    }
+
+    /// nginx's 499 (the client, the IdP, closed the request) is a timeout, not a refusal.
+    #[test]
+    fn statuses_give_their_causes() {
+        use super::Cause;
+        for (status, cause) in [
+            (200, None),
+            (0, Some(Cause::Timeout)),
+            (499, Some(Cause::Timeout)),
+            (504, Some(Cause::Timeout)),
+            (498, Some(Cause::Other4xx)),
+            (401, Some(Cause::Unauthorized)),
+            (503, Some(Cause::ServerError)),
+            (302, Some(Cause::UnexpectedStatus)),
+        ] {
+            assert_eq!(Cause::from_http_status(status), cause, "{status}");
         }
     }
 

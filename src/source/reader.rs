@@ -133,10 +133,7 @@ impl<R: Read> LineReader<R> {
                         next,
                     }));
                 }
-                let mut bytes = &self.buf[start..start + found];
-                if bytes.last() == Some(&b'\r') {
-                    bytes = &bytes[..bytes.len() - 1];
-                }
+                let bytes = line_text(&self.buf[start..start + found], line_offset);
                 if bytes.len() > self.max_line_bytes {
                     return Ok(Some(Line::TooLong {
                         length: bytes.len() as u64,
@@ -210,10 +207,7 @@ impl<R: Read> LineReader<R> {
             self.pos = self.filled;
             self.offset += length as u64;
             self.line_number += 1;
-            let mut bytes = &self.buf[start..self.filled];
-            if bytes.last() == Some(&b'\r') {
-                bytes = &bytes[..bytes.len() - 1];
-            }
+            let bytes = line_text(&self.buf[start..self.filled], line_offset);
             return Some(Line::Text {
                 bytes,
                 number: self.line_number,
@@ -225,9 +219,28 @@ impl<R: Read> LineReader<R> {
     }
 }
 
+/// A line's text: without its `\r` (CRLF files), and for the file's first line without a
+/// UTF-8 byte order mark (Windows tools write one; the first record was lost to it).
+fn line_text(bytes: &[u8], offset: u64) -> &[u8] {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    match offset {
+        0 => bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes),
+        _ => bytes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        assert_eq!(
+            lines(b"\xEF\xBB\xBF{\"a\":1}\r\n\xEF\xBB\xBFx\n", 100),
+            ["1@0:{\"a\":1}", "2@12:\u{feff}x"]
+        );
+        assert_eq!(lines(b"\xEF\xBB\xBFlast", 100), ["1@0:last"]);
+    }
 
     fn lines(input: &[u8], max: usize) -> Vec<String> {
         let mut reader = LineReader::new(input, max);
