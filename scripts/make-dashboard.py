@@ -54,7 +54,7 @@ y += 8
 
 row("Leavers")
 panel("heatmap", "Disable latency", [("sum by (le) (increase(scimwatch_leaver_disable_latency_seconds_bucket[$__rate_interval]))", "{{le}}")], w=8, extra={"options": {"calculate": False}})
-panel("stat", "High-risk leavers disabled within 15 minutes (1 day)", [('sum(increase(scimwatch_leaver_disable_latency_seconds_bucket{risk="high",le=~"900(\\\\.0)?"}[1d])) / sum(increase(scimwatch_leaver_disable_latency_seconds_count{risk="high"}[1d]))', "within 15 min")], w=5, x=8, unit="percentunit", thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}])
+panel("stat", "High-risk leavers disabled within 15 minutes (1 day; those still overdue count against)", [('sum(increase(scimwatch_leaver_disable_latency_seconds_bucket{risk="high",le=~"900(\\\\.0)?"}[1d])) / (sum(increase(scimwatch_leaver_disable_latency_seconds_count{risk="high"}[1d])) + sum(scimwatch_leavers_overdue{risk="high"}))', "within 15 min")], w=5, x=8, unit="percentunit", thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}])
 panel("timeseries", "Open and overdue leavers", [("scimwatch_leavers_open", "open {{risk}}"), ("scimwatch_leavers_overdue", "overdue {{risk}}")], w=6, x=13)
 panel("stat", "Oldest open leaver", [("scimwatch_leaver_oldest_open_age_seconds", "{{risk}}")], w=5, x=19, unit="s")
 y += 8
