@@ -290,6 +290,19 @@ impl ParseError {
     }
 }
 
+/// The key of the array a line is a batch of (Event Hub's `records`, a Graph page's `value`,
+/// CloudTrail's S3 file `Records`), if it starts as one.
+fn batch_of(text: &str) -> Option<&'static str> {
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    ["records", "Records", "value"].into_iter().find(|key| {
+        rest.strip_prefix('"')
+            .and_then(|r| r.strip_prefix(key))
+            .and_then(|r| r.strip_prefix('"'))
+            .and_then(|r| r.trim_start().strip_prefix(':'))
+            .is_some_and(|r| r.trim_start().starts_with('['))
+    })
+}
+
 enum Format {
     Json(json::Selector),
     Regex {
@@ -619,11 +632,21 @@ impl LineParser {
             // Another AWS service's event in the same trail: not ours, but its time counts.
             return Ok(Record::Ignored(self.required_time(&picked)?));
         }
-        match self.role {
+        let record = match self.role {
             Role::Idp => self.idp_record(&picked, origin),
             Role::Gateway => self.gateway_record(&picked, origin),
             Role::Trigger => self.trigger_record(&picked, origin),
-        }
+        };
+        record.map_err(|error| match batch_of(text) {
+            Some(key) if error.reason == Reason::MissingField => ParseError::new(
+                Reason::MissingField,
+                format!(
+                    "a batch of records (a \"{key}\" array), not one record: scimwatch reads \
+                     one record a line; unwrap it first, e.g. jq -c '.{key}[]'"
+                ),
+            ),
+            _ => error,
+        })
     }
 
     fn time_of(&self, picked: &Picked<'_>, field: Field) -> Result<Option<Ts>, ParseError> {

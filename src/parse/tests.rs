@@ -101,6 +101,36 @@ fn each_kind_of_bad_line_gets_its_reason() {
     assert_eq!(reason(&vec![b' '; 2000]), Reason::LineTooLong);
 }
 
+/// A whole batch on one line (Event Hub's `records`, a Graph page's `value`, a CloudTrail S3
+/// file's `Records`) is one bad line that says what it is and how to unwrap it, not "no time
+/// field".
+#[test]
+fn a_batch_of_records_on_one_line_says_so() {
+    let parser = idp_parser();
+    for (line, key) in [
+        (
+            r#"{"records":[{"ts":"2026-07-01T08:00:00Z","action":"create"}]}"#,
+            "records",
+        ),
+        (r#"{ "value" : [ ]}"#, "value"),
+        (
+            r#"{"Records":[{"eventTime":"2026-07-01T08:00:00Z"}]}"#,
+            "Records",
+        ),
+    ] {
+        let error = parser.parse(line.as_bytes(), 0, 1).unwrap_err();
+        assert_eq!(error.reason, Reason::MissingField, "{line}");
+        assert!(
+            error.detail.contains(&format!("a \"{key}\" array"))
+                && error.detail.contains(&format!("jq -c '.{key}[]'")),
+            "{}",
+            error.detail
+        );
+    }
+    let error = parser.parse(br#"{"action":"create"}"#, 0, 1).unwrap_err();
+    assert_eq!(error.detail, "no time field");
+}
+
 #[test]
 fn idp_error_text_is_scrubbed_of_credentials() {
     let line = r#"{"ts":"2026-07-01T10:00:00Z","action":"create","result":"failure","error":"401 with Authorization: Bearer abcdef123456"}"#;
