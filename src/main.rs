@@ -778,6 +778,14 @@ fn run_demo(
     running.stop()?;
     if let Some(live) = final_status {
         println!("\n{}", demo_status_line(started.elapsed().as_secs(), &live));
+        if live.join_pending > 0 {
+            println!(
+                "{} write(s) or IdP record(s) were still inside their join window when the demo \
+                 stopped: `replay` settles them as if the window had passed, so its counts can \
+                 differ by that many.",
+                live.join_pending
+            );
+        }
     }
     println!("\nParquet evidence: {}", dir.join("data").display());
     println!(

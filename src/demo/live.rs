@@ -140,6 +140,11 @@ pub fn start(
                     (timed.time.0 - now.0).clamp(1_000, 100_000) as u64,
                 ));
             }
+            // Stopped while waiting: this line's time has not come, and the daemon is stopping
+            // (written anyway, `replay` read one line the daemon never saw).
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
             let name = if timed.gateway {
                 "gateway.log"
             } else {
