@@ -84,9 +84,10 @@ const GENERIC_STATUS: &[(IdpStatus, &[&str])] = &[
 /// tolerated (many sites append fields). `$remote_user` is the authenticated principal.
 pub const NGINX_COMBINED_PATTERN: &str = r#"^(?P<remote_addr>\S+) \S+ (?P<principal>\S+) \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<body_bytes_sent>\d+|-) "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<user_agent>(?:[^"\\]|\\.)*)"(?:\s.*)?$"#;
 
-/// Envoy's default access log format (formats.md §5b). `%RESPONSE_CODE%` 0 means no response
-/// was sent; `request_id` is Envoy's (possibly generated) `x-request-id`, so it is not mapped.
-pub const ENVOY_PATTERN: &str = r#"^\[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>[^"]*)" (?P<status>\d+) (?P<response_flags>\S+) (?P<bytes_received>\d+|-) (?P<bytes_sent>\d+|-) (?P<duration_ms>\d+|-) (?P<upstream_service_time>\S+) "(?P<forwarded_for>[^"]*)" "(?P<user_agent>[^"]*)" "(?P<request_id>[^"]*)" "(?P<authority>[^"]*)" "(?P<upstream_host>[^"]*)"\s*$"#;
+/// Envoy's default access log format (formats.md §5b), with any fields appended after it
+/// (ignored). `%RESPONSE_CODE%` 0 means no response was sent; `request_id` is Envoy's (possibly
+/// generated) `x-request-id`, so it is not mapped.
+pub const ENVOY_PATTERN: &str = r#"^\[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>[^"]*)" (?P<status>\d+) (?P<response_flags>\S+) (?P<bytes_received>\d+|-) (?P<bytes_sent>\d+|-) (?P<duration_ms>\d+|-) (?P<upstream_service_time>\S+) "(?P<forwarded_for>[^"]*)" "(?P<user_agent>[^"]*)" "(?P<request_id>[^"]*)" "(?P<authority>[^"]*)" "(?P<upstream_host>[^"]*)"(?:\s.*)?$"#;
 
 const fn generic(name: &'static str, kind: Kind) -> Preset {
     Preset {

@@ -336,6 +336,19 @@ fn envoy_response_code_zero_means_no_response() {
     assert_eq!(gw.duration_ms, Some(30000.0));
 }
 
+/// Fields appended to Envoy's default format (`"%RESP(LOCATION)%"`, say) no longer make every
+/// line `no_match`; the default fields are read as before.
+#[test]
+fn envoy_lines_with_fields_appended_still_match() {
+    let envoy = preset(Role::Gateway, "envoy");
+    let line = r#"[2026-07-01T09:20:01.000Z] "POST /scim/v2/Users HTTP/1.1" 201 - 120 300 45 44 "10.0.0.5" "ua" "9c1e0a52-3333" "acme.example" "10.0.1.7:8080" "https://acme.example/scim/v2/Users/u-9" "x""#;
+    let Ok(Record::Gateway(gw)) = parse(&envoy, line) else {
+        panic!("{:?}", parse(&envoy, line))
+    };
+    assert_eq!((gw.status, gw.path.as_str()), (201, "/scim/v2/Users"));
+    assert_eq!(gw.app.as_deref(), Some("acme.example"));
+}
+
 #[test]
 fn decimals_read_exactly_as_the_full_parser_reads_them() {
     let full = |text: &str| text.parse::<f64>().ok().map(f64::to_bits);
