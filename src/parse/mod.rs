@@ -774,9 +774,13 @@ impl LineParser {
         let (method, path) = match (picked.text(Field::Method), picked.text(Field::Path)) {
             (Some(method), Some(path)) => (Method::parse(method), path),
             _ => {
-                let request = picked
-                    .text(Field::Request)
-                    .ok_or_else(|| ParseError::missing(Field::Method))?;
+                // nginx logs "-" for a client that sent no request line (a probe, a closed
+                // connection): a request like a garbled one, not a bad line.
+                let request = match picked.text(Field::Request) {
+                    Some(request) => request,
+                    None if self.mapped.contains(&Field::Request) => "",
+                    None => return Err(ParseError::missing(Field::Method)),
+                };
                 // "$request" is "METHOD PATH PROTOCOL"; a garbled one (a TLS handshake sent to
                 // a plain port) is kept as Other and never becomes an operation.
                 let mut parts = request.split(' ');

@@ -158,6 +158,13 @@ fn nginx_combined_lines_become_gateway_records() {
     assert_eq!(gw.resource_id.as_deref(), Some("u-7731"));
     assert_eq!(gw.principal.as_deref(), Some("scim-client"));
     assert_eq!(gw.time.to_string(), "2025-03-03T10:41:11Z");
+    // A client that sent no request line: nginx logs "-" and 400. A request that is not an
+    // operation, not a bad line.
+    let probe = r#"198.51.100.9 - - [03/Mar/2025:10:41:12 +0000] "-" 400 0 "-" "-""#;
+    let Ok(Record::Gateway(gw)) = parse(&parser, probe) else {
+        panic!("{:?}", parse(&parser, probe))
+    };
+    assert_eq!((gw.method, gw.write, gw.status), (Method::Other, None, 400));
 }
 
 #[test]
