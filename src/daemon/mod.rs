@@ -153,14 +153,28 @@ impl Pipeline {
                     saved.breach_rows,
                 )
             }
-            None => (
-                Engine::new(settings),
-                Vec::new(),
-                crate::slo::Windows::default(),
-                crate::alert::Evidence::default(),
-                BTreeMap::new(),
-                BTreeSet::new(),
-            ),
+            None => {
+                // No checkpoint, yet rows in the store: every log would be read from its start
+                // again and every row written twice, silently (a deleted or lost checkpoint).
+                let stored = crate::audit::export::stored_files(&data_dir)?;
+                if stored > 0 {
+                    anyhow::bail!(
+                        "{} holds {stored} Parquet file(s) but no checkpoint \
+                         (state/checkpoint.json): starting afresh would read every log from \
+                         its start and write every row again. Restore the checkpoint, or move \
+                         the store aside (its operations/ and leavers/) to start over",
+                        data_dir.display()
+                    );
+                }
+                (
+                    Engine::new(settings),
+                    Vec::new(),
+                    crate::slo::Windows::default(),
+                    crate::alert::Evidence::default(),
+                    BTreeMap::new(),
+                    BTreeSet::new(),
+                )
+            }
         };
         let alerts = checkpoint::load_alerts(&data_dir)?;
         let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();

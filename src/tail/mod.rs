@@ -103,6 +103,8 @@ pub struct Tailer {
     small: std::collections::HashMap<(u64, u64), u64>,
     resume: Vec<FilePosition>,
     next_file_id: u32,
+    /// Files that could not be opened (by dev, ino), each reported once.
+    unreadable: std::collections::HashSet<(u64, u64)>,
     read_budget_bytes: usize,
     rotate_wait: Duration,
     counters: TailCounters,
@@ -150,6 +152,7 @@ impl Tailer {
             small: std::collections::HashMap::new(),
             resume,
             next_file_id,
+            unreadable: Default::default(),
             read_budget_bytes: read_budget_bytes.max(1),
             rotate_wait,
             counters: TailCounters::default(),
@@ -375,6 +378,13 @@ impl Tailer {
             file.reader = LineReader::starting_at(handle, max, 0, 0).wait_for_newline();
             file.consumed_offset = 0;
             file.consumed_line = 0;
+            // A new id for the new generation: its line numbers start again at 1, and (file,
+            // line) must still name one line (the join's pending writes are keyed by it: under
+            // the old id, a copytruncated file's new line 3 replaced the old line 3's pending
+            // write, which was lost or joined to the wrong operation). Lines of the old
+            // generation still queued keep the old id.
+            file.id = self.next_file_id;
+            self.next_file_id += 1;
             return Ok(());
         }
         if file.head_len < HEAD_BYTES && len > file.head_len {
@@ -400,8 +410,16 @@ impl Tailer {
         let mut handle = match File::open(path) {
             Ok(handle) => handle,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => {
+                // One file the daemon may not read (a rotation's `create 0600`) is said, once,
+                // with its path, and looked at again each pass; the other files go on.
+                if self.unreadable.insert((dev, ino)) {
+                    tracing::error!(path = %path.display(), error = %e, "Cannot open a log file; skipping it until it can be read.");
+                }
+                return Ok(());
+            }
         };
+        self.unreadable.remove(&(dev, ino));
         let meta = handle.metadata()?;
         if (meta.dev(), meta.ino()) != (dev, ino) {
             return Ok(());
@@ -414,9 +432,12 @@ impl Tailer {
         let name = self.sources[source].name.clone();
         let mut start = (0u64, 0u64);
         let mut file_id = None;
-        // 1. This very file, from the last checkpoint (same inode, same head, not shorter).
+        // 1. This very file, from the last checkpoint (same inode, same head, not shorter),
+        //    under this source's name, or under a name no source has now (a renamed source:
+        //    its files are not read again from the start).
+        let renamed = |p: &FilePosition| !self.sources.iter().any(|s| s.name == p.source);
         if let Some(position) = self.resume.iter().position(|p| {
-            p.source == name
+            (p.source == name || renamed(p))
                 && p.dev == dev
                 && p.ino == ino
                 && len >= p.offset
@@ -424,6 +445,9 @@ impl Tailer {
                 && head_hash(held, p.head_len).ok().flatten() == Some(p.head_hash)
         }) {
             let p = self.resume.remove(position);
+            if p.source != name {
+                tracing::warn!(path = %path.display(), from = %p.source, to = %name, "A source was renamed: its file carries on from its checkpointed position.");
+            }
             start = (p.offset, p.line);
             file_id = Some(p.file_id);
         } else {
@@ -499,6 +523,8 @@ mod tests {
         dir: tempfile::TempDir,
         tailer: Tailer,
         seen: Vec<String>,
+        /// (file id, line number) of each line seen, in order.
+        keys: Vec<(u32, u64)>,
     }
 
     impl Harness {
@@ -519,6 +545,7 @@ mod tests {
                 dir,
                 tailer,
                 seen: Vec::new(),
+                keys: Vec::new(),
             }
         }
         fn path(&self, name: &str) -> PathBuf {
@@ -552,6 +579,7 @@ mod tests {
                 })
                 .unwrap();
             for (id, next, number) in ids {
+                self.keys.push((id, number));
                 self.tailer.mark_consumed(id, next, number);
             }
         }
@@ -617,6 +645,78 @@ mod tests {
             h.poll();
         }
         assert_eq!(h.seen, ["one", "tw", "three"]);
+    }
+
+    /// (file id, line) names one line, also across a truncation: the join keys pending writes
+    /// by it, and under one id a copytruncated file's new line 1 took the place of the old
+    /// line 1's pending write (lost, or joined to the wrong operation).
+    #[test]
+    fn a_truncated_file_s_new_lines_come_under_a_new_id() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one", "two"]);
+        h.poll();
+        h.poll();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(h.path("app.log"))
+            .unwrap();
+        h.poll();
+        h.append("app.log", &["three", "four"]);
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["one", "two", "three", "four"]);
+        let mut keys = h.keys.clone();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 4, "{:?}", h.keys);
+        assert_ne!(h.keys[0].0, h.keys[2].0, "{:?}", h.keys);
+    }
+
+    /// A source renamed in the config carries on from its checkpointed position (its file was
+    /// read again from the start, and every operation written twice), and a file the daemon
+    /// may not open is skipped, not the end of the daemon.
+    #[test]
+    fn a_renamed_source_resumes_and_an_unreadable_file_is_skipped() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one", "two"]);
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["one", "two"]);
+        let positions = h.tailer.positions();
+        let glob = h.dir.path().join("app.log*").to_string_lossy().into_owned();
+        let mut renamed = Tailer::new(
+            vec![TailSource {
+                name: "renamed".into(),
+                globs: vec![glob],
+                max_line_bytes: 1024,
+            }],
+            positions,
+            1 << 20,
+            Duration::from_secs(0),
+        );
+        h.append("app.log", &["three"]);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            renamed
+                .poll(&mut |_, line| {
+                    if let Line::Text { bytes, .. } = line {
+                        seen.push(String::from_utf8_lossy(bytes).into_owned());
+                    }
+                })
+                .unwrap();
+        }
+        assert_eq!(seen, ["three"]);
+        // A file that cannot be opened (a symlink to itself: ELOOP; as root, a permission
+        // cannot be denied in a test) is skipped and said once, not the end of the daemon.
+        let looped = h.path("app.log.loop");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        assert!(File::open(&looped).is_err());
+        for _ in 0..2 {
+            let result = renamed.open_new(0, &looped, 1, 2, 10);
+            assert!(result.is_ok(), "{result:?}");
+        }
+        assert!(renamed.unreadable.contains(&(1, 2)));
     }
 
     #[test]
