@@ -38,6 +38,36 @@ pub struct Checkpoint {
     /// initiated_at).
     #[serde(default)]
     pub breach_rows: std::collections::BTreeSet<(String, String, Ts)>,
+    /// The config's source names in order: the engine's pending state names sources by their
+    /// place in this list (empty in checkpoints from before it was kept).
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+/// Why the checkpoint cannot be taken up under `current` (the config's source names in order):
+/// a source it knew now stands at another place, so its pending operations would be credited
+/// to another source. A source renamed in place, or added at the end, is fine.
+pub fn moved_sources(saved: &[String], current: &[String]) -> Option<String> {
+    let moved: Vec<String> = saved
+        .iter()
+        .enumerate()
+        .filter_map(|(was, name)| {
+            let now = current.iter().position(|c| c == name)?;
+            (now != was).then(|| format!("{name:?} was source {} and is now {}", was + 1, now + 1))
+        })
+        .collect();
+    (!moved.is_empty()).then(|| {
+        format!(
+            "the [[source]] blocks were reordered since the checkpoint ({}): put them back in \
+             the order {} (a source may be renamed in place, or added at the end)",
+            moved.join("; "),
+            saved
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 /// What [`store`] writes: a [`Checkpoint`] borrowed from the live daemon, field for field, so
@@ -53,6 +83,7 @@ pub struct CheckpointRef<'a> {
     pub evidence: &'a crate::alert::Evidence,
     pub last_events: std::collections::BTreeMap<&'a str, Ts>,
     pub breach_rows: &'a std::collections::BTreeSet<(String, String, Ts)>,
+    pub sources: Vec<&'a str>,
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only
@@ -119,4 +150,35 @@ pub fn store(data_dir: &Path, checkpoint: &CheckpointRef<'_>) -> anyhow::Result<
         serde_json::to_writer(out, checkpoint).map_err(std::io::Error::other)
     })
     .with_context(|| format!("writing {}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::moved_sources;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// The engine's pending state names sources by place: swapping two [[source]] blocks
+    /// credited pending IdP operations to the gateway source (QA: `idp_source` = nginx).
+    #[test]
+    fn a_reorder_is_refused_and_a_rename_in_place_or_an_addition_at_the_end_is_not() {
+        let saved = names(&["okta", "nginx"]);
+        let why = moved_sources(&saved, &names(&["nginx", "okta"])).unwrap();
+        assert!(
+            why.contains("\"okta\" was source 1 and is now 2")
+                && why.contains("the order \"okta\", \"nginx\""),
+            "{why}"
+        );
+        assert_eq!(moved_sources(&saved, &names(&["okta", "nginx"])), None);
+        assert_eq!(moved_sources(&saved, &names(&["okta-idp", "nginx"])), None);
+        assert_eq!(
+            moved_sources(&saved, &names(&["okta", "nginx", "trigger"])),
+            None
+        );
+        assert!(moved_sources(&saved, &names(&["trigger", "okta", "nginx"])).is_some());
+        // A checkpoint from before the list was kept.
+        assert_eq!(moved_sources(&[], &names(&["nginx", "okta"])), None);
+    }
 }

@@ -141,6 +141,10 @@ impl Pipeline {
         let settings = EngineSettings::from_config(&config);
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(saved) => {
+                let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+                if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
+                    anyhow::bail!("{}: {why}", checkpoint::path(&data_dir).display());
+                }
                 // Files written for the last checkpoint but perhaps not yet renamed.
                 commit_prepared(&saved.pending_files)?;
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
@@ -528,6 +532,7 @@ impl Pipeline {
             windows: &self.windows,
             evidence: &self.evidence,
             breach_rows: &self.breach_rows,
+            sources: self.parsers.iter().map(|p| p.name.as_str()).collect(),
             last_events: self
                 .parsers
                 .iter()
