@@ -120,6 +120,9 @@ pub struct Pipeline {
     last_event: Vec<Option<Ts>>,
     /// When this process started: a source with no line yet is silent since then.
     started: Ts,
+    /// Joins and episodes evicted since the last "Memory cap reached" warning, and when that was.
+    unwarned_evictions: (u64, u64),
+    last_eviction_warning: Option<Instant>,
     /// How long the last checkpoint took: checkpoints are spaced to at least ten times that,
     /// so a large pending state costs at most a tenth of the pipeline's time.
     last_checkpoint_cost: Duration,
@@ -235,6 +238,8 @@ impl Pipeline {
             evidence,
             last_event: last_events_by_index(&source_names, &last_events),
             started: wall_clock(),
+            unwarned_evictions: (0, 0),
+            last_eviction_warning: None,
             windows,
         })
     }
@@ -394,12 +399,35 @@ impl Pipeline {
         self.live.evicted_joins += evictions.joins;
         self.live.evicted_episodes += evictions.episodes;
         self.live.forgotten_names += evictions.names;
-        if evictions.joins + evictions.episodes > 0 {
+        for (kind, count) in [
+            ("joins", evictions.joins),
+            ("episodes", evictions.episodes),
+            ("names", evictions.names),
+        ] {
+            if count > 0 {
+                self.metrics
+                    .evictions
+                    .get_or_create(&m::EvictionLabels { kind: kind.into() })
+                    .inc_by(count);
+            }
+        }
+        // Once a minute at most, with the totals since: at a cap every pass evicts, and a
+        // warning a pass was thousands of lines a minute.
+        self.unwarned_evictions.0 += evictions.joins;
+        self.unwarned_evictions.1 += evictions.episodes;
+        let (joins, episodes) = self.unwarned_evictions;
+        if joins + episodes > 0
+            && self
+                .last_eviction_warning
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
             tracing::warn!(
-                joins = evictions.joins,
-                episodes = evictions.episodes,
-                "Memory cap reached: oldest pending state settled early."
+                joins,
+                episodes,
+                "Memory cap reached: oldest pending state settled early (counts since the last such warning; scimwatch_evictions_total counts all)."
             );
+            self.unwarned_evictions = (0, 0);
+            self.last_eviction_warning = Some(Instant::now());
         }
         if evictions.names > 0 {
             tracing::debug!(

@@ -70,6 +70,12 @@ pub struct ParseErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    /// `joins`, `episodes` or `names`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabels {
     pub table: String,
 }
@@ -118,6 +124,7 @@ pub struct Metrics {
     pub parquet_rows: Family<TableLabels, Counter>,
     pub notifications: Family<ChannelLabels, Counter>,
     pub alerts_firing: Family<AlertLabels, Gauge>,
+    pub evictions: Family<EvictionLabels, Counter>,
     /// The `app` values in use, and how many of them came from the logs (not the config).
     apps: Mutex<(BTreeSet<String>, usize)>,
 }
@@ -220,6 +227,13 @@ impl Metrics {
             "Operations and writes waiting for their join window",
             join_pending.clone(),
         );
+        let evictions = Family::<EvictionLabels, Counter>::default();
+        registry.register(
+            "evictions",
+            "Pending state a memory cap dropped: joins settled early, open episodes written \
+             early, learned id-userName pairs forgotten",
+            evictions.clone(),
+        );
         let parquet_rows = Family::<TableLabels, Counter>::default();
         registry.register(
             "parquet_rows",
@@ -259,6 +273,7 @@ impl Metrics {
             parquet_rows,
             notifications,
             alerts_firing,
+            evictions,
             apps: Mutex::new((BTreeSet::new(), 0)),
         };
         metrics.initialise(config);
@@ -315,6 +330,11 @@ impl Metrics {
                     })
                     .inc_by(0);
             }
+        }
+        for kind in ["joins", "episodes", "names"] {
+            self.evictions
+                .get_or_create(&EvictionLabels { kind: kind.into() })
+                .inc_by(0);
         }
         for table in ["operations", "leavers"] {
             self.parquet_rows
