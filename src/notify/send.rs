@@ -425,6 +425,8 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
+    // `Sun, 06 Nov 1994 08:49:37 GMT` is the Common Log Format's `06/Nov/1994:08:49:37 +0000`
+    // spelt differently: read by the parser the gateway logs already use.
     let mut parts = value.split_ascii_whitespace();
     let (_weekday, day, month, year, time, zone) = (
         parts.next()?.strip_suffix(',')?,
@@ -434,28 +436,16 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
         parts.next()?,
         parts.next()?,
     );
-    if zone != "GMT" || parts.next().is_some() || day.len() != 2 || year.len() != 4 {
+    if zone != "GMT" || parts.next().is_some() || day.len() != 2 || time.len() != 8 {
         return None;
     }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let mut hms = time.split(':').map(|p| match p.len() {
-        2 => p.parse::<i64>().ok(),
-        _ => None,
-    });
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    let at = crate::time::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec;
+    let clf = format!("{day}/{month}/{year}:{time} +0000");
+    let at = crate::time::parse_time(&clf, crate::time::TimeFormat::Clf).ok()?;
     let now = now
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs_f64();
-    Some(Duration::from_secs_f64((at as f64 - now).max(0.0)))
+    Some(Duration::from_secs_f64((at.0 as f64 / 1e6 - now).max(0.0)))
 }
 
 /// One way a receiver is reached.
