@@ -161,11 +161,8 @@ fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
 /// The leaver episodes the store under `data` holds as still open (no disabled row for them):
 /// what a replay appended to the store carries on with.
 pub fn open_episodes(data: &Path) -> Result<Vec<LeaverRow>, AuditError> {
-    if !data.join(Table::Leavers.name()).is_dir() {
-        return Ok(Vec::new());
-    }
     let mut rows = Vec::new();
-    for path in table_files(data, Table::Leavers, "", "\u{10ffff}")? {
+    for path in table_files(data, Table::Leavers, ALL_DATES)? {
         rows.extend(read_leavers(&path)?);
     }
     let mut open = one_row_per_episode(rows);
@@ -179,23 +176,28 @@ pub fn open_episodes(data: &Path) -> Result<Vec<LeaverRow>, AuditError> {
 pub fn stored_files(data: &Path) -> Result<usize, AuditError> {
     let mut count = 0;
     for table in Table::ALL {
-        if data.join(table.name()).is_dir() {
-            count += table_files(data, table, "", "\u{10ffff}")?.len();
-        }
+        count += table_files(data, table, ALL_DATES)?.len();
     }
     Ok(count)
 }
 
-/// Lists a table's committed files for dates in `[from, to)` (temporaries are skipped).
+/// Every `date=` partition.
+const ALL_DATES: (&str, &str) = ("", "\u{10ffff}");
+
+/// Lists a table's committed files for dates in `[from, to)` (temporaries are skipped); none
+/// where the table's directory is missing (a store with no leaver yet).
 fn table_files(
     data: &Path,
     table: Table,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
 ) -> Result<Vec<PathBuf>, AuditError> {
     let dir = data.join(table.name());
     let mut files = Vec::new();
-    let entries = fs::read_dir(&dir).map_err(|e| AuditError::io(&dir, e))?;
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(AuditError::io(&dir, e)),
+    };
     for entry in entries {
         let entry = entry.map_err(|e| AuditError::io(&dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -388,13 +390,8 @@ pub fn export(
     }
     let (start, end) = quarter.range();
     let (from, to) = (start.date(), end.date());
-    // A store may have rows in one table only (no leaver yet): the other is empty.
-    let files = |table: Table| match data.join(table.name()).is_dir() {
-        true => table_files(data, table, &from, &to),
-        false => Ok(Vec::new()),
-    };
     let mut operations = Vec::new();
-    for path in files(Table::Operations)? {
+    for path in table_files(data, Table::Operations, (&from, &to))? {
         operations.extend(
             read_operations(&path)?
                 .into_iter()
@@ -402,7 +399,7 @@ pub fn export(
         );
     }
     let mut leavers = Vec::new();
-    for path in files(Table::Leavers)? {
+    for path in table_files(data, Table::Leavers, (&from, &to))? {
         leavers.extend(
             read_leavers(&path)?
                 .into_iter()
@@ -548,16 +545,8 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
             ));
         }
         let rows = match table {
-            Table::Operations => read_operations(&path).map(|rows| {
-                let count = rows.len() as u64;
-                operations = Some(rows);
-                count
-            }),
-            Table::Leavers => read_leavers(&path).map(|rows| {
-                let count = rows.len() as u64;
-                leavers = Some(rows);
-                count
-            }),
+            Table::Operations => read_operations(&path).map(|r| operations.insert(r).len() as u64),
+            Table::Leavers => read_leavers(&path).map(|r| leavers.insert(r).len() as u64),
         };
         match rows {
             Ok(rows) if rows != entry.rows => {
@@ -592,10 +581,10 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
             }
         }
     }
-    if time_range(&operations, &leavers) != manifest.time_range {
+    let span = time_range(&operations, &leavers);
+    if span != manifest.time_range {
         problems.push(format!(
-            "time_range: the rows span {:?}, manifest says {:?}",
-            time_range(&operations, &leavers),
+            "time_range: the rows span {span:?}, manifest says {:?}",
             manifest.time_range
         ));
     }

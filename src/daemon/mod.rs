@@ -142,9 +142,9 @@ impl Pipeline {
             .with_context(|| format!("creating storage.data_dir {}", data_dir.display()))?;
         let saved = checkpoint::load(&data_dir)?;
         let settings = EngineSettings::from_config(&config);
+        let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(saved) => {
-                let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
                 if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
                     anyhow::bail!("{}: {why}", checkpoint::path(&data_dir).display());
                 }
@@ -184,7 +184,6 @@ impl Pipeline {
             }
         };
         let alerts = checkpoint::load_alerts(&data_dir)?;
-        let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         let source_names = names.clone();
         let prefix = format!("part-{}-{}", wall_clock().0, std::process::id());
         let audit = AuditWriter::open(

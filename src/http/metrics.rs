@@ -412,35 +412,39 @@ impl Metrics {
     }
 
     fn label_of(&self, app: Option<&str>, may_admit: bool) -> String {
-        let Some(app) = app.filter(|a| !a.is_empty()) else {
-            return "unknown".into();
-        };
+        match app.filter(|a| !a.is_empty()) {
+            None => "unknown".into(),
+            Some(app) if self.admit(app, may_admit) => app.to_string(),
+            Some(_) => "other".into(),
+        }
+    }
+
+    /// Whether `app` is its own label: known, or (with `may_admit`) given a free slot now, its
+    /// series created at zero. One lock, nothing allocated for a name already known.
+    fn admit(&self, app: &str, may_admit: bool) -> bool {
         let Ok(mut known) = self.apps.lock() else {
-            return "other".into();
+            return false;
         };
         let (names, learned) = &mut *known;
         if names.contains(app) {
-            return app.to_string();
+            return true;
         }
-        if may_admit && *learned < MAX_APPS {
-            names.insert(app.to_string());
-            *learned += 1;
-            drop(known);
-            self.zero_app(app);
-            return app.to_string();
+        if !may_admit || *learned >= MAX_APPS {
+            return false;
         }
-        "other".into()
+        names.insert(app.to_string());
+        *learned += 1;
+        drop(known);
+        self.zero_app(app);
+        true
     }
 
     /// An IdP record names `app`: it takes an `app` label slot now (if one is free), and its
     /// series start at zero, a join window before its first operation is judged, so the
     /// rules' `increase()` counts that operation (a series born with its first count hides
-    /// it). Nothing is allocated for a name already known.
+    /// it).
     pub fn claim_app(&self, app: &str) {
-        let known = self.apps.lock().is_ok_and(|known| known.0.contains(app));
-        if !known {
-            let _ = self.app_label(Some(app));
-        }
+        self.admit(app, true);
     }
 
     /// The registry in the OpenMetrics text format.
