@@ -816,6 +816,26 @@ fn verify_works_out_the_manifest_again_from_the_rows() {
     assert!(out.contains("a pack's file is leavers.parquet"), "{out}");
     let output = run(&["export", "--verify", pack.to_str().unwrap()]);
     assert!(output.status.success());
+    // A pack from before `latency_resolution_ms` (whole-second quantiles) still verifies.
+    let older = dir.path().join("older");
+    std::fs::create_dir(&older).unwrap();
+    for file in ["operations.parquet", "leavers.parquet"] {
+        std::fs::copy(pack.join(file), older.join(file)).unwrap();
+    }
+    let field = "\"latency_resolution_ms\": 1,";
+    assert!(manifest.contains(field), "{manifest}");
+    let without: String = manifest
+        .lines()
+        .filter(|l| l.trim() != field)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(older.join("manifest.json"), without).unwrap();
+    let output = run(&["export", "--verify", older.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 /// A replay split at midnight, the second half appended to the same store: a high-risk

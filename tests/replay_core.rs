@@ -333,3 +333,75 @@ fn a_line_from_the_far_future_is_a_bad_line_not_the_clock() {
         "{sample}"
     );
 }
+
+/// Clarification 11: latency quantiles to 3 significant digits. They were recorded in whole
+/// seconds into a histogram that clamped past 2,047 (`saturating_record` never grows): these
+/// leavers read p50 1 s and p95 2 s, for latencies of 0.834 s and of three hours and two days.
+#[test]
+fn leaver_latency_quantiles_keep_milliseconds_and_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scimwatch.toml");
+    std::fs::write(
+        &config,
+        "[[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
+         [source.fields]\ntime = \"/at\"\ncorrelation_id = \"/cid\"\naction = \"/action\"\n\
+         status = \"/status\"\nuser_login = \"/user\"\napp = \"/app\"\n\
+         [[source]]\nname = \"nginx\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
+         [slo]\nmin_operations = 1\n",
+    )
+    .unwrap();
+    let (mut idp, mut gw) = (String::new(), String::new());
+    let mut disable = |cid: &str, user: &str, at: &str, answered: &str, status: u16| {
+        let ok = if status < 300 { "success" } else { "failure" };
+        idp.push_str(&format!("{{\"at\":\"{at}\",\"cid\":\"{cid}\",\"action\":\"disable\",\"user\":\"{user}@x\",\"status\":\"{ok}\",\"app\":\"acme\"}}\n"));
+        gw.push_str(&format!("{{\"time\":\"{answered}\",\"xrid\":\"{cid}\",\"method\":\"PATCH\",\"uri\":\"/scim/v2/Users/{user}\",\"status\":{status},\"app\":\"acme\",\"request_body\":\"{{\\\"Operations\\\":[{{\\\"op\\\":\\\"replace\\\",\\\"path\\\":\\\"active\\\",\\\"value\\\":false}}]}}\"}}\n"));
+    };
+    for user in ["a", "b", "c"] {
+        let cid = format!("fast-{user}");
+        disable(
+            &cid,
+            user,
+            "2026-07-01T09:00:00Z",
+            "2026-07-01T09:00:00.834Z",
+            200,
+        );
+    }
+    // Failed, then done by a second operation three hours and two days on.
+    disable(
+        "slow-1",
+        "d",
+        "2026-07-01T09:00:00Z",
+        "2026-07-01T09:00:01Z",
+        500,
+    );
+    disable(
+        "slow-2",
+        "d",
+        "2026-07-01T12:00:00Z",
+        "2026-07-01T12:00:00.5Z",
+        200,
+    );
+    disable(
+        "slower-1",
+        "e",
+        "2026-07-01T09:00:00Z",
+        "2026-07-01T09:00:01Z",
+        500,
+    );
+    disable(
+        "slower-2",
+        "e",
+        "2026-07-03T09:00:00Z",
+        "2026-07-03T09:00:00.5Z",
+        200,
+    );
+    std::fs::write(dir.path().join("idp.jsonl"), idp).unwrap();
+    std::fs::write(dir.path().join("gw.log"), gw).unwrap();
+    let r = replay_json(&config, &[]);
+    assert_eq!(r["leavers"]["disabled"], 5, "{r:#}");
+    assert_eq!(
+        r["leavers"]["latency_seconds"],
+        json!({"p50": 0.834, "p95": 173_000.0, "p99": 173_000.0, "max": 172_800.5}),
+        "{r:#}"
+    );
+}

@@ -8,7 +8,7 @@ use super::writer::{write_file, AuditError};
 use crate::config::SloConfig;
 use crate::durable;
 use crate::model::Stage;
-use crate::report::SloStatus;
+use crate::report::{LatencyQuantiles, SloStatus};
 use crate::time::{days_from_civil, Ts, MICROS_PER_SEC};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
@@ -91,6 +91,10 @@ pub struct LeaverSummary {
     pub open: Option<u64>,
     pub breaches: u64,
     pub high_risk_breaches: u64,
+    /// What the latency quantiles were recorded in: 1 (ms). Absent from packs made before it,
+    /// whose quantiles were whole seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_resolution_ms: Option<u64>,
     pub latency_seconds_p50: Option<f64>,
     pub latency_seconds_p95: Option<f64>,
     pub latency_seconds_max: Option<f64>,
@@ -275,7 +279,14 @@ fn sha256_of(path: &Path) -> Result<String, AuditError> {
         .collect())
 }
 
-fn summarize(operations: &[OperationRow], leavers: &[LeaverRow], slo: &SloConfig) -> Summary {
+/// The quarter's figures from its rows; leaver latencies at `resolution_ms` (see
+/// [`LatencyQuantiles`]).
+fn summarize(
+    operations: &[OperationRow],
+    leavers: &[LeaverRow],
+    slo: &SloConfig,
+    resolution_ms: u64,
+) -> Summary {
     let mut stages = BTreeMap::new();
     for stage in Stage::ALL {
         let of_stage = operations.iter().filter(|r| r.stage == stage.as_str());
@@ -301,13 +312,10 @@ fn summarize(operations: &[OperationRow], leavers: &[LeaverRow], slo: &SloConfig
             },
         );
     }
-    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("valid precision");
-    let mut max: Option<f64> = None;
-    for latency in leavers.iter().filter_map(|r| r.latency_seconds) {
-        histogram.saturating_record(latency.round() as u64);
-        max = Some(max.map_or(latency, |m: f64| m.max(latency)));
+    let mut latency = LatencyQuantiles::new(resolution_ms);
+    for seconds in leavers.iter().filter_map(|r| r.latency_seconds) {
+        latency.record(seconds);
     }
-    let quantile = |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64);
     Summary {
         healthy_ratio: slo.healthy_ratio,
         incident_ratio: slo.incident_ratio,
@@ -324,9 +332,10 @@ fn summarize(operations: &[OperationRow], leavers: &[LeaverRow], slo: &SloConfig
             open: Some(leavers.iter().filter(|r| r.state == "open").count() as u64),
             breaches: leavers.iter().filter(|r| !r.met_slo).count() as u64,
             high_risk_breaches: leavers.iter().filter(|r| !r.met_slo && r.high_risk).count() as u64,
-            latency_seconds_p50: quantile(0.5),
-            latency_seconds_p95: quantile(0.95),
-            latency_seconds_max: max,
+            latency_resolution_ms: Some(resolution_ms),
+            latency_seconds_p50: latency.quantile(0.5),
+            latency_seconds_p95: latency.quantile(0.95),
+            latency_seconds_max: latency.max(),
         },
     }
 }
@@ -460,7 +469,7 @@ pub fn export(
             quarter: quarter.to_string(),
             time_range: time_range(&operations, &leavers),
             files,
-            summary: summarize(&operations, &leavers, slo),
+            summary: summarize(&operations, &leavers, slo, LatencyQuantiles::RESOLUTION_MS),
         };
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes") + "\n";
         let manifest_path = staging.join("manifest.json");
@@ -595,9 +604,14 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
         min_operations: said.min_operations,
         ..SloConfig::default()
     };
-    let mut worked_out = summarize(&operations, &leavers, &slo);
+    // A pack from before the resolution was recorded: whole seconds.
+    let resolution = said.leavers.latency_resolution_ms.unwrap_or(1000);
+    let mut worked_out = summarize(&operations, &leavers, &slo, resolution);
     if said.leavers.open.is_none() {
         worked_out.leavers.open = None; // a pack from before the count
+    }
+    if said.leavers.latency_resolution_ms.is_none() {
+        worked_out.leavers.latency_resolution_ms = None;
     }
     let worked_out = serde_json::to_value(worked_out).expect("a summary serializes");
     let said = serde_json::to_value(said).expect("a summary serializes");
@@ -658,6 +672,29 @@ mod tests {
             correlation_ids: vec![],
             state: state.into(),
         }
+    }
+
+    /// A pack's quantiles are worked out in the resolution its manifest names: packs from
+    /// before `latency_resolution_ms` recorded whole seconds, and verify must not call them a
+    /// mismatch.
+    #[test]
+    fn latency_quantiles_are_worked_out_in_the_manifest_s_resolution() {
+        let mut rows = vec![
+            row("vault", Some("a@x"), Some("u-1"), 5, "disabled"),
+            row("vault", Some("b@x"), Some("u-2"), 6, "disabled"),
+        ];
+        rows[0].latency_seconds = Some(0.834);
+        rows[1].latency_seconds = Some(2.4);
+        let figures = |resolution| {
+            let l = summarize(&[], &rows, &SloConfig::default(), resolution).leavers;
+            (
+                l.latency_resolution_ms,
+                l.latency_seconds_p50,
+                l.latency_seconds_p95,
+            )
+        };
+        assert_eq!(figures(1), (Some(1), Some(0.834), Some(2.4)));
+        assert_eq!(figures(1000), (Some(1000), Some(1.0), Some(2.0)));
     }
 
     /// An episode's `open` row (written as it passed its deadline) gives way to its

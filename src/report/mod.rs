@@ -184,13 +184,82 @@ pub struct ReportBuilder {
     join_methods: BTreeMap<&'static str, u64>,
 }
 
+/// Leaver latency quantiles (clarification 11): an HDR histogram with 3 significant digits,
+/// recorded in milliseconds and read back in seconds to 3 significant digits, so 0.834 s is
+/// 0.834 and not 1. Auto-resizing, so a leaver disabled after months still counts. (Before
+/// manifests said `latency_resolution_ms` it was whole seconds, clamped past 2,047.)
+pub struct LatencyQuantiles {
+    histogram: Histogram<u64>,
+    resolution_ms: u64,
+    max: Option<f64>,
+}
+
+impl LatencyQuantiles {
+    /// The resolution every report and manifest now uses.
+    pub const RESOLUTION_MS: u64 = 1;
+
+    /// `resolution_ms` is [`Self::RESOLUTION_MS`], or 1000 to work out a figure as packs made
+    /// before the field had it (whole seconds, read back unrounded).
+    pub fn new(resolution_ms: u64) -> LatencyQuantiles {
+        LatencyQuantiles {
+            histogram: Histogram::<u64>::new(3).expect("3 significant digits is valid"),
+            resolution_ms: resolution_ms.max(1),
+            max: None,
+        }
+    }
+
+    pub fn record(&mut self, seconds: f64) {
+        let units = (seconds * 1000.0 / self.resolution_ms as f64).round() as u64;
+        // `record` grows the histogram; `saturating_record` never does, and clamped every
+        // latency past its first 2,047 units to 2 (a leaver disabled after an hour read 2 s).
+        // The whole-second figures of older packs are worked out as they were made.
+        if self.resolution_ms == 1000 || self.histogram.record(units).is_err() {
+            self.histogram.saturating_record(units);
+        }
+        self.max = Some(self.max.map_or(seconds, |m| m.max(seconds)));
+    }
+
+    /// `value_at_quantile`, in seconds; `None` with nothing recorded.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.histogram.is_empty() {
+            return None;
+        }
+        let value = self.histogram.value_at_quantile(q);
+        if self.resolution_ms == 1000 {
+            return Some(value as f64);
+        }
+        // The middle of the value's bucket, to 3 digits: the top (what `value_at_quantile`
+        // gives) read 5 s as 5.001 and 12.345 s as 12.4.
+        let value = self.histogram.median_equivalent(value);
+        Some(significant_3((value * self.resolution_ms) as f64 / 1000.0))
+    }
+
+    /// The longest latency recorded, exactly.
+    pub fn max(&self) -> Option<f64> {
+        self.max
+    }
+}
+
+/// `x` to 3 significant digits: what the histogram holds, without the bucket's top digits
+/// (5.000 s reads back as the top of its bucket, 5.001).
+fn significant_3(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let shift = 2 - x.abs().log10().floor() as i32;
+    if shift >= 0 {
+        let scale = 10f64.powi(shift);
+        (x * scale).round() / scale
+    } else {
+        let scale = 10f64.powi(-shift);
+        (x / scale).round() * scale
+    }
+}
+
 /// Leaver episodes folded as they end: a year's replay holds the open ones (whose breach
 /// depends on `as_of`) and the breached ones (which the report lists), not every episode.
 struct LeaverTally {
-    /// Whole seconds, 3 significant digits (clarification 11); auto-resizing so a leaver
-    /// disabled after months still counts.
-    latency: Histogram<u64>,
-    max: Option<f64>,
+    latency: LatencyQuantiles,
     episodes: u64,
     disabled: u64,
     cancelled: u64,
@@ -203,8 +272,7 @@ struct LeaverTally {
 impl LeaverTally {
     fn new() -> LeaverTally {
         LeaverTally {
-            latency: Histogram::<u64>::new(3).expect("3 significant digits is valid"),
-            max: None,
+            latency: LatencyQuantiles::new(LatencyQuantiles::RESOLUTION_MS),
             episodes: 0,
             disabled: 0,
             cancelled: 0,
@@ -230,8 +298,7 @@ impl LeaverTally {
     /// Counts an episode's latency and lists it if breached (`as_of` matters for open ones only).
     fn record(&mut self, arrival: u64, episode: &Episode, as_of: Ts) {
         if let Some(latency) = episode.latency_seconds() {
-            self.latency.saturating_record(latency.round() as u64);
-            self.max = Some(self.max.map_or(latency, |m: f64| m.max(latency)));
+            self.latency.record(latency);
         }
         if episode.breached(as_of) {
             self.breached.push((
@@ -266,9 +333,7 @@ impl LeaverTally {
                 b_arrival,
             ))
         });
-        let histogram = &self.latency;
-        let quantile =
-            |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64);
+        let quantile = |q: f64| self.latency.quantile(q);
         Leavers {
             episodes: self.episodes,
             disabled: self.disabled,
@@ -279,7 +344,7 @@ impl LeaverTally {
                 p50: quantile(0.50),
                 p95: quantile(0.95),
                 p99: quantile(0.99),
-                max: self.max,
+                max: self.latency.max(),
             },
             breached: self.breached.into_iter().map(|(_, b)| b).collect(),
         }
@@ -437,5 +502,51 @@ impl ReportBuilder {
             parse_errors_by_reason,
             parse_error_samples,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clarification 11's 3 significant digits: a sub-second latency keeps its milliseconds
+    /// (recorded in whole seconds, 0.834 s was 1), a whole second stays whole (not the top
+    /// of its bucket, 5.001), and a long one is cut to 3 digits, as the histogram holds it.
+    #[test]
+    fn latency_quantiles_keep_3_significant_digits() {
+        let quantiles = |latencies: &[f64], resolution: u64| {
+            let mut q = LatencyQuantiles::new(resolution);
+            latencies.iter().for_each(|l| q.record(*l));
+            (q.quantile(0.5), q.quantile(0.99), q.max())
+        };
+        assert_eq!(
+            quantiles(&[0.834], LatencyQuantiles::RESOLUTION_MS),
+            (Some(0.834), Some(0.834), Some(0.834))
+        );
+        assert_eq!(
+            quantiles(&[0.834], 1000),
+            (Some(1.0), Some(1.0), Some(0.834))
+        );
+        assert_eq!(
+            quantiles(&[5.0, 5.0, 1320.0], LatencyQuantiles::RESOLUTION_MS),
+            (Some(5.0), Some(1320.0), Some(1320.0))
+        );
+        assert_eq!(
+            quantiles(&[12.345, 86_461.0], LatencyQuantiles::RESOLUTION_MS),
+            (Some(12.3), Some(86_500.0), Some(86_461.0))
+        );
+        assert_eq!(
+            quantiles(&[], LatencyQuantiles::RESOLUTION_MS),
+            (None, None, None)
+        );
+        // Past the histogram's first buckets (it grows; it used to clamp to 2, as the
+        // whole-second figures of older packs still are).
+        assert_eq!(quantiles(&[3.0 * 3600.0], 1000).0, Some(2.0));
+        assert_eq!(
+            quantiles(&[3.0 * 3600.0; 3], LatencyQuantiles::RESOLUTION_MS),
+            (Some(10_800.0), Some(10_800.0), Some(10_800.0))
+        );
+        assert_eq!(significant_3(0.0004567), 0.000457);
+        assert_eq!(significant_3(999.6), 1000.0);
     }
 }
