@@ -257,7 +257,7 @@ fn run_replay(
         Some((dir, _, append)) => {
             let lock = scimwatch::durable::DirLock::acquire(dir)
                 .with_context(|| format!("--parquet {}", dir.display()))?;
-            let stored = scimwatch::audit::export::stored_files(dir)?;
+            let stored = scimwatch::audit::export::stored_files(dir)?.len();
             if stored > 0 && !append {
                 return Err(UsageError(format!(
                     "--parquet {}: the store already holds {stored} Parquet file(s); replaying \

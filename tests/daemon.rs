@@ -70,10 +70,7 @@ fn a_second_daemon_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
     let first = setup.start();
     let expected = write_ops(&setup, "lock", 0..3, "logs/gateway.log");
     assert_exactly_once(&setup, &expected);
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_scimwatch"))
-        .args(["run", "--config", setup.config().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let second = setup.run_refused();
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("in use by another scimwatch"), "{stderr}");
@@ -379,10 +376,7 @@ fn a_store_with_rows_but_no_checkpoint_is_refused_rather_than_doubled() {
     setup.wait_for(SETTLE, |rows| rows.len() >= 10);
     assert_eq!(daemon.stop(), Some(0));
     std::fs::remove_file(setup.path("data/state/checkpoint.json")).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scimwatch"))
-        .args(["run", "--config", setup.config().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = setup.run_refused();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -391,6 +385,43 @@ fn a_store_with_rows_but_no_checkpoint_is_refused_rather_than_doubled() {
         "{stderr}"
     );
     assert_eq!(setup.operations().len(), 10);
+}
+
+/// An older checkpoint put back (from a backup) beside a store written past it: resuming would
+/// read the logs again from its positions and write every row since a second time (QA: only a
+/// missing checkpoint was caught). The daemon refuses, names the newer files, and the store is
+/// left as it was; with the newest checkpoint back it resumes.
+#[test]
+fn a_checkpoint_older_than_the_store_is_refused_rather_than_doubled() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    write_ops(&setup, "one", 0..10, "logs/gateway.log");
+    setup.wait_for(SETTLE, |rows| rows.len() >= 10);
+    assert_eq!(daemon.stop(), Some(0));
+    let checkpoint = setup.path("data/state/checkpoint.json");
+    let old = std::fs::read(&checkpoint).unwrap();
+    let daemon = setup.start();
+    write_ops(&setup, "two", 0..10, "logs/gateway.log");
+    setup.wait_for(SETTLE, |rows| rows.len() >= 20);
+    assert_eq!(daemon.stop(), Some(0));
+    let newest = std::fs::read(&checkpoint).unwrap();
+    std::fs::write(&checkpoint, &old).unwrap();
+    let output = setup.run_refused();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the checkpoint is older than the store")
+            && stderr.contains("newest: ")
+            && stderr.contains(".parquet"),
+        "{stderr}"
+    );
+    assert_eq!(setup.operations().len(), 20);
+    std::fs::write(&checkpoint, &newest).unwrap();
+    let daemon = setup.start();
+    write_ops(&setup, "three", 0..5, "logs/gateway.log");
+    setup.wait_for(SETTLE, |rows| rows.len() >= 25);
+    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(setup.operations().len(), 25);
 }
 
 /// At a memory cap every pass evicts: the evictions are a metric, and the warning comes at most

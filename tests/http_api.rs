@@ -282,10 +282,7 @@ fn the_server_listens_on_loopback_by_default_and_a_taken_port_is_a_clear_error()
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{port}\""),
     ));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scimwatch"))
-        .args(["run", "--config", setup.config().to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = setup.run_refused();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains(&format!("server.listen: cannot listen on 127.0.0.1:{port}")));

@@ -175,14 +175,14 @@ pub fn open_episodes(data: &Path) -> Result<Vec<LeaverRow>, AuditError> {
     Ok(open)
 }
 
-/// How many committed Parquet files the store under `data` holds, over both tables and every
-/// date (0 where a table's directory is missing).
-pub fn stored_files(data: &Path) -> Result<usize, AuditError> {
-    let mut count = 0;
+/// The committed Parquet files the store under `data` holds, over both tables and every date
+/// (none where a table's directory is missing).
+pub fn stored_files(data: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    let mut files = Vec::new();
     for table in Table::ALL {
-        count += table_files(data, table, ALL_DATES)?.len();
+        files.extend(table_files(data, table, ALL_DATES)?);
     }
-    Ok(count)
+    Ok(files)
 }
 
 /// Every `date=` partition.

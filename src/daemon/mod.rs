@@ -126,6 +126,9 @@ pub struct Pipeline {
     /// How long the last checkpoint took: checkpoints are spaced to at least ten times that,
     /// so a large pending state costs at most a tenth of the pipeline's time.
     last_checkpoint_cost: Duration,
+    /// How many of its Parquet files the daemon has committed to the store (counted at start,
+    /// then kept), for the checkpoint to say (see [`checkpoint::older_than_store`]).
+    store_files: u64,
 }
 
 impl Pipeline {
@@ -143,6 +146,7 @@ impl Pipeline {
         let saved = checkpoint::load(&data_dir)?;
         let settings = EngineSettings::from_config(&config);
         let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        let mut store_files = 0;
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(saved) => {
                 if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
@@ -150,6 +154,25 @@ impl Pipeline {
                 }
                 // Files written for the last checkpoint but perhaps not yet renamed.
                 commit_prepared(&saved.pending_files)?;
+                let prefix = format!("{}-", checkpoint::FILE_PREFIX);
+                let mut files = crate::audit::export::stored_files(&data_dir)?;
+                files.retain(|f| {
+                    let name = f.file_name().unwrap_or_default().to_string_lossy();
+                    name.starts_with(&prefix)
+                });
+                if let Some(known) = saved.store_files {
+                    if let Some(why) = checkpoint::older_than_store(known, &files) {
+                        anyhow::bail!("{}: {why}", checkpoint::path(&data_dir).display());
+                    }
+                    if (files.len() as u64) < known {
+                        tracing::warn!(
+                            missing = known - files.len() as u64,
+                            "Parquet files the checkpoint counted are no longer in the store \
+                             (moved or deleted by hand?); carrying on."
+                        );
+                    }
+                }
+                store_files = files.len() as u64;
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 (
                     Engine::restore(saved.engine, settings),
@@ -163,7 +186,7 @@ impl Pipeline {
             None => {
                 // No checkpoint, yet rows in the store: every log would be read from its start
                 // again and every row written twice, silently (a deleted or lost checkpoint).
-                let stored = crate::audit::export::stored_files(&data_dir)?;
+                let stored = crate::audit::export::stored_files(&data_dir)?.len();
                 if stored > 0 {
                     anyhow::bail!(
                         "{} holds {stored} Parquet file(s) but no checkpoint \
@@ -185,7 +208,12 @@ impl Pipeline {
         };
         let alerts = checkpoint::load_alerts(&data_dir)?;
         let source_names = names.clone();
-        let prefix = format!("part-{}-{}", wall_clock().0, std::process::id());
+        let prefix = format!(
+            "{}-{}-{}",
+            checkpoint::FILE_PREFIX,
+            wall_clock().0,
+            std::process::id()
+        );
         let audit = AuditWriter::open(
             &data_dir,
             config.pipeline.parquet_rows_per_file,
@@ -230,6 +258,7 @@ impl Pipeline {
             breach_rows,
             new_breaches: Vec::new(),
             last_checkpoint_cost: Duration::ZERO,
+            store_files,
             metrics,
             recent,
             alerts,
@@ -560,6 +589,7 @@ impl Pipeline {
             evidence: &self.evidence,
             breach_rows: &self.breach_rows,
             sources: self.parsers.iter().map(|p| p.name.as_str()).collect(),
+            store_files: Some(self.store_files + prepared.len() as u64),
             last_events: self
                 .parsers
                 .iter()
@@ -569,6 +599,7 @@ impl Pipeline {
         };
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
+        self.store_files += prepared.len() as u64;
         checkpoint::store_alerts(&self.config.storage.data_dir, &self.alerts)?;
         self.last_checkpoint = Instant::now();
         self.last_checkpoint_cost = started.elapsed();

@@ -77,6 +77,27 @@ impl Setup {
     pub fn config(&self) -> PathBuf {
         self.path("scimwatch.toml")
     }
+    /// `scimwatch run` where it should refuse to start: its output, once it exits. One that
+    /// starts after all is killed after 30 s (status `None`), so the test fails, not hangs.
+    pub fn run_refused(&self) -> std::process::Output {
+        let child = Command::new(env!("CARGO_BIN_EXE_scimwatch"))
+            .args(["run", "--config", self.config().to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (done, waited) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if waited.recv_timeout(Duration::from_secs(30)).is_err() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        });
+        let output = child.wait_with_output().unwrap();
+        let _ = done.send(());
+        watchdog.join().unwrap();
+        output
+    }
     /// Appends text to a log file (creating it).
     pub fn append(&self, relative: &str, text: &str) {
         let mut file = std::fs::OpenOptions::new()
