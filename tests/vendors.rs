@@ -131,6 +131,7 @@ fn cloudtrail_is_the_target_side_evidence_for_aws_identity_center() {
 #[test]
 fn kong_joins_on_the_callers_correlation_header_and_knows_its_consumer() {
     let r = vendor("kong");
+    // The joiner's header was sent twice, which Kong logs as an array: its first value.
     assert_eq!(stage(&r, "joiner"), (1, 0, 0));
     assert_eq!(stage(&r, "leaver"), (1, 0, 0));
     // A 401 from Kong's auth plugin (latencies.proxy = -1: the upstream never saw it).

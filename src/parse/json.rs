@@ -858,6 +858,18 @@ fn string_value<'a>(picked: &mut Picked<'a>, contents: &'a str, escaped: bool) -
     }
 }
 
+/// The first element of a raw JSON array when it is a string without escapes: a header sent
+/// twice, which Kong (and any Lua or Node logger) writes as an array (`["k4","k4"]`).
+pub(super) fn first_string(raw: &str) -> Option<&str> {
+    let mut scan = Scan::plain(raw);
+    scan.eat(b'[')?;
+    scan.space();
+    match scan.string()? {
+        (contents, false) => Some(contents),
+        (_, true) => None,
+    }
+}
+
 /// Turns the raw JSON text of a picked member into a [`Value`].
 fn value_of_raw<'a>(picked: &mut Picked<'a>, raw: &'a str) -> Value<'a> {
     match raw.as_bytes().first() {
@@ -1122,6 +1134,18 @@ mod tests {
         let mut picked = Picked::default();
         selector.pick(line, &mut picked).unwrap();
         picked
+    }
+
+    /// A header sent twice is logged as an array (Kong, any Lua or Node logger): its text is
+    /// the first value; an array of anything else, or an escaped first string, stays raw.
+    #[test]
+    fn an_array_of_strings_reads_as_its_first() {
+        assert_eq!(first_string(r#"["k4","k5"]"#), Some("k4"));
+        assert_eq!(first_string(r#"[ "k4" ]"#), Some("k4"));
+        assert_eq!(first_string(r#"[1,"k4"]"#), None);
+        assert_eq!(first_string(r#"["a\"b"]"#), None);
+        assert_eq!(first_string(r#"[]"#), None);
+        assert_eq!(first_string(r#"{"k":"v"}"#), None);
     }
 
     #[test]

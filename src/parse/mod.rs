@@ -205,13 +205,14 @@ impl<'a> Picked<'a> {
     pub fn get(&self, field: Field) -> Option<&Value<'a>> {
         self.values[field as usize].as_ref().map(|(_, v)| v)
     }
-    /// The field as text; `-`, empty strings and JSON null are absent (nginx writes `-`).
+    /// The field as text; `-`, empty strings and JSON null are absent (nginx writes `-`). An
+    /// array of strings is its first (a repeated header, as Kong logs one).
     pub fn text(&self, field: Field) -> Option<&str> {
         let text = match *self.get(field)? {
             Value::Str(s) => s,
             Value::Own(index) => self.owned[index].as_str(),
             Value::Num(n) => n,
-            Value::Raw(r) => r,
+            Value::Raw(r) => json::first_string(r).unwrap_or(r),
             Value::Bool(true) => "true",
             Value::Bool(false) => "false",
             Value::Null | Value::Escaped(_) => return None,
