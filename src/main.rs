@@ -753,6 +753,7 @@ fn run_demo(
         http_state,
         std::future::pending(),
     ));
+    let mut last_shown = String::new();
     runtime.block_on(async {
         let mut ticker =
             tokio::time::interval(std::time::Duration::from_secs(status_every_secs.max(1)));
@@ -763,7 +764,9 @@ fn run_demo(
                 _ = &mut running.done => break,
                 _ = ticker.tick() => {
                     if let Ok(live) = status.lock() {
-                        println!("{}", demo_status_line(started.elapsed().as_secs(), &live));
+                        let line = demo_status_line(started.elapsed().as_secs(), &live);
+                        println!("{line}");
+                        last_shown = strip_elapsed(&line).to_string();
                     }
                     if started.elapsed() > duration + std::time::Duration::from_secs(20) {
                         break;
@@ -777,7 +780,11 @@ fn run_demo(
     let final_status = status.lock().map(|s| s.clone()).ok();
     running.stop()?;
     if let Some(live) = final_status {
-        println!("\n{}", demo_status_line(started.elapsed().as_secs(), &live));
+        // The last status again only if the stop changed it (it commits what was pending).
+        let line = demo_status_line(started.elapsed().as_secs(), &live);
+        if strip_elapsed(&line) != last_shown {
+            println!("\nAt the stop:\n{line}");
+        }
         if live.join_pending > 0 {
             println!(
                 "{} write(s) or IdP record(s) were still inside their join window when the demo \
@@ -795,6 +802,11 @@ fn run_demo(
     Ok(())
 }
 
+/// A status line without its `[ 95s]` prefix.
+fn strip_elapsed(line: &str) -> &str {
+    line.split_once("] ").map_or(line, |(_, rest)| rest)
+}
+
 fn demo_status_line(elapsed: u64, live: &scimwatch::daemon::status::LiveStatus) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -809,7 +821,22 @@ fn demo_status_line(elapsed: u64, live: &scimwatch::daemon::status::LiveStatus) 
         } else {
             "-".into()
         };
-        let _ = write!(out, "{stage} {}/{} {rate}  ", counts.succeeded, total);
+        // The stage's SLO status over the evaluation window, as the alerts judge it.
+        let status = live
+            .slo
+            .get(stage)
+            .and_then(|windows| windows.iter().find(|w| w.window == "evaluation"))
+            .map_or("", |w| match w.status {
+                scimwatch::report::SloStatus::Healthy => "ok",
+                scimwatch::report::SloStatus::Degraded => "DEGRADED",
+                scimwatch::report::SloStatus::Incident => "INCIDENT",
+                scimwatch::report::SloStatus::InsufficientData => "",
+            });
+        let _ = write!(
+            out,
+            "{stage} {}/{} {rate} {status}  ",
+            counts.succeeded, total
+        );
     }
     let _ = write!(
         out,
@@ -829,6 +856,39 @@ fn demo_status_line(elapsed: u64, live: &scimwatch::daemon::status::LiveStatus) 
             .map(|(c, n)| format!("{c} {n}"))
             .collect();
         let _ = write!(out, "\n        top causes: {}", top.join(", "));
+    }
+    // What is firing, by kind, with what each is about (its stage, app or user).
+    let mut firing: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for condition in &live.alerts {
+        let about = ["stage", "app", "user"]
+            .iter()
+            .find_map(|k| condition.labels.get(*k))
+            .map_or("", String::as_str);
+        let seen = firing.entry(&condition.alert).or_default();
+        if !seen.contains(&about) {
+            seen.push(about); // a stage's burn tiers are one stage
+        }
+    }
+    if !firing.is_empty() {
+        let kinds: Vec<String> = firing
+            .iter()
+            .map(|(alert, about)| {
+                let mut shown: Vec<&str> =
+                    about.iter().copied().filter(|a| !a.is_empty()).collect();
+                let more = shown.len().saturating_sub(3);
+                shown.truncate(3);
+                let mut what = shown.join(", ");
+                if more > 0 {
+                    let _ = write!(what, " +{more}");
+                }
+                if what.is_empty() {
+                    alert.to_string()
+                } else {
+                    format!("{alert} ({what})")
+                }
+            })
+            .collect();
+        let _ = write!(out, "\n        firing: {}", kinds.join("; "));
     }
     for overdue in live.leavers_overdue.iter() {
         let _ = write!(

@@ -76,6 +76,24 @@ fn time_of(line: &str) -> Option<Ts> {
     None
 }
 
+/// The demo's traffic from `start`: 12 operations a second for `duration`, an hour of the
+/// incident schedule every 10 s.
+pub fn traffic_spec(start: Ts, duration: Duration) -> TrafficSpec {
+    TrafficSpec {
+        seed: start.0 as u64,
+        start,
+        operations: (duration.as_secs_f64() * 12.0) as u64,
+        mean_gap_secs: 1.0 / 12.0,
+        users: 500,
+        trouble: true,
+        trouble_unit_secs: 10,
+        // 0.05–0.53 s between retries, inside the 5 s join window (an hour is 10 s here).
+        retry_gap_scale: 1.0 / 40.0,
+        incident_share: 0.25,
+        ..TrafficSpec::default()
+    }
+}
+
 /// Writes the demo's config and starts appending traffic for `duration` in a thread. Returns
 /// the config path. The thread stops early when `stop` is set.
 pub fn start(
@@ -87,17 +105,7 @@ pub fn start(
     let config = dir.join("scimwatch.toml");
     fs::write(&config, DEMO_CONFIG)?;
     let start = crate::daemon::wall_clock();
-    let operations = (duration.as_secs_f64() * 12.0) as u64;
-    let spec = TrafficSpec {
-        seed: start.0 as u64,
-        start,
-        operations,
-        mean_gap_secs: 1.0 / 12.0,
-        users: 500,
-        trouble: true,
-        trouble_unit_secs: 10,
-        ..TrafficSpec::default()
-    };
+    let spec = traffic_spec(start, duration);
     let (mut idp, mut gateway) = (Vec::new(), Vec::new());
     generate(&spec, &mut idp, &mut gateway)?;
     let mut lines: Vec<Timed> = Vec::new();
@@ -170,4 +178,57 @@ pub fn start(
         }
     });
     Ok((config, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// What a newcomer sees must be what happened: the demo's retries come within its 5 s join
+    /// window (they came 2–21 s apart, so most 429 retries were unattributed writes and their
+    /// operations failed as `rate_limited`: 23 apps had an UnattributedWrites ticket), and its
+    /// expired token hits enough jira requests to pass the auth alert's threshold of 3.
+    #[test]
+    fn the_demo_s_retries_join_and_its_incidents_are_big_enough_to_see() {
+        for start in [
+            1_782_892_800_000_000,
+            1_800_000_000_123_456,
+            1_790_000_000_654_321,
+        ] {
+            let spec = traffic_spec(Ts(start), Duration::from_secs(75));
+            let (mut idp, mut gateway) = (Vec::new(), Vec::new());
+            generate(&spec, &mut idp, &mut gateway).unwrap();
+            let field = |line: &str, key: &str| -> Option<String> {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                Some(
+                    v.get(key)?
+                        .as_str()
+                        .map_or(v[key].to_string(), str::to_string),
+                )
+            };
+            let idp_time: HashMap<String, Ts> = String::from_utf8(idp)
+                .unwrap()
+                .lines()
+                .map(|l| (field(l, "cid").unwrap(), time_of(l).unwrap()))
+                .collect();
+            let (mut joined, mut jira_401, mut gave_up) = (0, 0, 0);
+            for line in String::from_utf8(gateway).unwrap().lines() {
+                let cid = field(line, "xrid").unwrap();
+                let Some(at) = idp_time.get(&cid) else {
+                    continue; // a hand-made write, "-"
+                };
+                let lag = time_of(line).unwrap().secs_since(*at);
+                assert!((0.0..5.0).contains(&lag), "{lag} s: {line}");
+                joined += 1;
+                let status = field(line, "status").unwrap();
+                let app = field(line, "app").unwrap();
+                jira_401 += usize::from(app == "jira" && status == "401");
+                gave_up += usize::from(app == "github" && status == "429");
+            }
+            assert!(joined > 800, "{joined}");
+            assert!(jira_401 >= 6, "{jira_401} 401s from jira");
+            assert!(gave_up >= 1, "{gave_up} 429s from github");
+        }
+    }
 }

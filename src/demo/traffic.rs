@@ -28,6 +28,14 @@ pub struct TrafficSpec {
     /// Seconds of traffic that stand for one hour of the incident schedule (3600 = real
     /// time; the live demo squeezes an hour into seconds).
     pub trouble_unit_secs: u64,
+    /// Scales the seconds between a 429 and its retry (1 = the 2–21 s an IdP waits). The
+    /// live demo squeezes them with its hours, inside its short join window: retries a real
+    /// 2–21 s apart there were unattributed writes, and their operations failed as `rate_limited`.
+    pub retry_gap_scale: f64,
+    /// During an incident's window, the share of operations sent to its app (0 = the app's
+    /// usual share): the live demo's few seconds of an expired token must hit enough requests
+    /// to be seen, and some of its 429 storm's operations give up.
+    pub incident_share: f64,
 }
 
 impl Default for TrafficSpec {
@@ -41,6 +49,8 @@ impl Default for TrafficSpec {
             apps: DEFAULT_APPS.iter().map(|s| s.to_string()).collect(),
             trouble: true,
             trouble_unit_secs: 3600,
+            retry_gap_scale: 1.0,
+            incident_share: 0.0,
         }
     }
 }
@@ -172,7 +182,17 @@ pub fn generate(
             60..=84 => Kind::Mover,
             _ => Kind::Leaver,
         };
-        let app = spec.apps[rng.below(spec.apps.len() as u64) as usize].as_str();
+        let mut app = spec.apps[rng.below(spec.apps.len() as u64) as usize].as_str();
+        let token_window = (2 * hour..2 * hour + 3 * hour / 4).contains(&since_start);
+        let storm_window = (5 * hour..5 * hour + hour / 6).contains(&since_start);
+        // (No draw at all with no share, so `generate`'s sets stay as they were.)
+        if spec.trouble
+            && spec.incident_share > 0.0
+            && (token_window || storm_window)
+            && rng.chance(spec.incident_share)
+        {
+            app = if token_window { "jira" } else { "github" };
+        }
         let user_number = rng.below(spec.users);
         let user = format!("user{user_number}@corp.example");
         let user_id = format!("u-{user_number:06}");
@@ -180,12 +200,8 @@ pub fn generate(
 
         // Trouble windows (hours after start): 401s in jira 2:00–2:45, 429s in github
         // 5:00–5:10 (with retries), 409s for some joiners all day.
-        let token_expired = spec.trouble
-            && app == "jira"
-            && (2 * hour..2 * hour + 3 * hour / 4).contains(&since_start);
-        let rate_storm = spec.trouble
-            && app == "github"
-            && (5 * hour..5 * hour + hour / 6).contains(&since_start);
+        let token_expired = spec.trouble && app == "jira" && token_window;
+        let rate_storm = spec.trouble && app == "github" && storm_window;
 
         let (action, method, path) = match kind {
             Kind::Joiner => ("create", "POST", "/scim/v2/Users".to_string()),
@@ -209,6 +225,8 @@ pub fn generate(
         };
         let final_status: u16 = if token_expired {
             401
+        } else if rate_storm && spec.incident_share > 0.0 && rng.chance(0.5) {
+            429 // the IdP gave up retrying
         } else if kind == Kind::Joiner && rng.chance(0.01) {
             409
         } else {
@@ -265,7 +283,8 @@ pub fn generate(
                         &body,
                         &mut rng,
                     );
-                    t += (2.0 + rng.unit() * 20.0) as i64 * MICROS_PER_SEC;
+                    let wait = (2.0 + rng.unit() * 20.0) as i64 as f64 * spec.retry_gap_scale;
+                    t += (wait * MICROS_PER_SEC as f64) as i64;
                 }
             }
             push_gateway(
