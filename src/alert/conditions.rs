@@ -281,11 +281,11 @@ fn leaver_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             "page",
             labels(&[("app", &episode.app), ("user", user)]),
             format!(
-                "High-risk leaver {user} in {} is still not disabled {:.0} min after {} (deadline {} min)",
+                "High-risk leaver {user} in {} is still not disabled {} after {} (deadline {})",
                 episode.app,
-                age / 60.0,
+                crate::report::text::human_duration(age),
                 episode.initiated_by,
-                episode.deadline_seconds / 60
+                window_name(episode.deadline_seconds)
             ),
             details,
         ));
@@ -782,7 +782,7 @@ mod tests {
         );
         assert!(all[0]
             .summary
-            .contains("still not disabled 15 min after deactivate"));
+            .contains("still not disabled 15m 01s after deactivate (deadline 15m)"));
     }
 
     #[test]
