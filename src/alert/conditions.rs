@@ -279,7 +279,7 @@ fn leaver_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             inputs,
             "LeaverDisableOverdue",
             "page",
-            labels(&[("app", &episode.app), ("user", user)]),
+            labels(&[("app", &episode.app), ("user", episode.alert_user())]),
             format!(
                 "High-risk leaver {user} in {} is still not disabled {} after {} (deadline {})",
                 episode.app,
@@ -772,6 +772,7 @@ mod tests {
                 correlation_ids: vec!["d-1".into()],
                 state: EpisodeState::Open,
                 initiated_by: "deactivate".into(),
+                known_as: String::new(),
             });
         }
         assert!(w.eval(900).is_empty(), "due, not yet overdue");
@@ -783,6 +784,12 @@ mod tests {
         assert!(all[0]
             .summary
             .contains("still not disabled 15m 01s after deactivate (deadline 15m)"));
+        // Known by its id when it opened: the alert keeps that name (a stable dedup key).
+        w.episodes[0].known_as = "u-root".into();
+        assert_eq!(
+            keys(&w.eval(901)),
+            ["LeaverDisableOverdue{app=aws-prod,user=u-root}"]
+        );
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub fn open_episode(row: &LeaverRow) -> Episode {
         correlation_ids: row.correlation_ids.clone(),
         state: EpisodeState::Open,
         initiated_by: "an earlier replay".into(),
+        known_as: String::new(),
     }
 }
 

@@ -42,6 +42,11 @@ pub struct Episode {
     pub state: EpisodeState,
     /// What started the clock: the trigger event, else the first leaver operation's action.
     pub initiated_by: String,
+    /// [`Episode::user`] as the episode opened: a name its alert keeps when a later record
+    /// adds the login (the page's dedup key changed, and the first page was resolved while
+    /// the account was still live). Empty in checkpoints from before it was kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub known_as: String,
 }
 
 impl Episode {
@@ -69,6 +74,14 @@ impl Episode {
             .as_deref()
             .or(self.user_id.as_deref())
             .unwrap_or("")
+    }
+    /// Who the episode's alert is about, for its whole life: [`Episode::user`] as it opened.
+    pub fn alert_user(&self) -> &str {
+        if self.known_as.is_empty() {
+            self.user()
+        } else {
+            &self.known_as
+        }
     }
 }
 
@@ -597,6 +610,12 @@ impl Episodes {
             correlation_ids: Vec::new(),
             state: EpisodeState::Open,
             initiated_by: trigger.event.clone(),
+            known_as: trigger
+                .user_login
+                .as_deref()
+                .or(trigger.user_id.as_deref())
+                .unwrap_or("")
+                .to_string(),
         }));
         self.open_keys.insert(pair_key);
     }
@@ -712,6 +731,7 @@ impl Episodes {
                 correlation_ids: Vec::new(),
                 state: EpisodeState::Open,
                 initiated_by,
+                known_as: op.user_login().or(op.user_id()).unwrap_or("").to_string(),
             }));
         }
         let Some(episode) = pair.open.as_mut() else {
@@ -847,6 +867,40 @@ mod tests {
             let restored: LifecycleOp = serde_json::from_str(&saved).expect("deserializes");
             assert_eq!(restored, op);
         }
+    }
+
+    /// A leaver known first by id and then, on the IdP's retry, by login too is one episode
+    /// whose alert keeps the name it opened with (QA: the page for `u-42` was resolved and a
+    /// second one sent for the login, while the account was still live).
+    #[test]
+    fn an_episode_s_alert_name_holds_when_a_later_record_adds_the_login() {
+        let mut episodes = super::Episodes::new(super::super::Policy::from_config(
+            &crate::config::SloConfig::default(),
+        ));
+        let op = |login: Option<&str>, cid: &str, time: i64| {
+            LifecycleOp::from(LifecycleOpFields {
+                stage: Stage::Leaver,
+                outcome: Outcome::Failed,
+                time: Ts(time),
+                app: Some("vault".into()),
+                user_id: Some("u-42".into()),
+                user_login: login.map(str::to_string),
+                action: "deactivate".into(),
+                correlation_id: Some(cid.into()),
+                trigger_time: None,
+                first_attempt_time: Some(Ts(time)),
+                first_success: None,
+                groups: vec![],
+            })
+        };
+        let mut out = Vec::new();
+        episodes.on_operation(&op(None, "L1", 1), &mut out);
+        episodes.on_operation(&op(Some("ada.admin@corp.example"), "L2", 2), &mut out);
+        let open = episodes.open_episodes();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].user(), "ada.admin@corp.example");
+        assert_eq!(open[0].alert_user(), "u-42");
+        assert_eq!(open[0].correlation_ids, ["L1", "L2"]);
     }
 
     #[test]
