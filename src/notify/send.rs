@@ -375,6 +375,35 @@ impl WebhookChannel {
         }
     }
 
+    /// `text` (a receiver's answer) without the URL or the routing key: a 404 page quoting
+    /// the request path ("The requested URL /services/T000/B000/SECRET was not found") put
+    /// Slack's secret URL in the log and the dead-letter file. Its path, its query and each of
+    /// their parts are cut out too.
+    fn scrub(&self, text: &str) -> String {
+        let mut secrets: Vec<String> = vec![self.url.clone()];
+        if let Ok(url) = reqwest::Url::parse(&self.url) {
+            let path = url.path().to_string();
+            let query = url.query().unwrap_or_default().to_string();
+            secrets.push(format!("{path}?{query}"));
+            secrets.extend(
+                path.split('/')
+                    .chain(query.split(['&', '=']))
+                    .filter(|part| part.len() >= 6)
+                    .map(str::to_string),
+            );
+            secrets.push(path);
+            secrets.push(query);
+        }
+        secrets.extend(self.routing_key.clone());
+        secrets.retain(|s| s.len() >= 6 && s != "/");
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut text = text.to_string();
+        for secret in secrets {
+            text = text.replace(&secret, "(url)");
+        }
+        text
+    }
+
     pub async fn post(&self, body: &serde_json::Value) -> SendResult {
         let response = self
             .client
@@ -402,10 +431,11 @@ impl WebhookChannel {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| retry_after(v, std::time::SystemTime::now()));
                 let text = response.text().await.unwrap_or_default();
+                let text: String = text.chars().take(2000).collect();
                 let detail = format!(
                     "HTTP {}: {}",
                     status.as_u16(),
-                    text.chars().take(200).collect::<String>()
+                    self.scrub(&text).chars().take(200).collect::<String>()
                 );
                 if status.as_u16() == 429 || status.is_server_error() {
                     SendResult::Retry(detail, retry_after)
@@ -489,6 +519,26 @@ pub fn channels(
 mod tests {
     use super::retry_after;
     use std::time::{Duration, UNIX_EPOCH};
+
+    /// A receiver's error page quoting the request path put Slack's secret URL in the log and
+    /// the dead-letter file (QA helper-14, F3).
+    #[test]
+    fn a_receiver_s_answer_is_quoted_without_the_url() {
+        let config: crate::config::WebhookConfig = toml::from_str(
+            "url = \"https://hooks.slack.example/services/T000/B000/SLACKSECRETXYZ?token=QSECRET123\"\nformat = \"slack\"",
+        )
+        .unwrap();
+        let hook = super::WebhookChannel::new("slack", &config, Duration::from_secs(1)).unwrap();
+        let page = "<html><p>The requested URL /services/T000/B000/SLACKSECRETXYZ was not \
+                    found (https://hooks.slack.example/services/T000/B000/SLACKSECRETXYZ?token=QSECRET123, \
+                    token QSECRET123, B000/SLACKSECRETXYZ)</p></html>";
+        let scrubbed = hook.scrub(page);
+        assert!(
+            !scrubbed.contains("SLACKSECRETXYZ") && !scrubbed.contains("QSECRET123"),
+            "{scrubbed}"
+        );
+        assert!(scrubbed.contains("was not found"), "{scrubbed}");
+    }
 
     #[test]
     fn retry_after_takes_seconds_or_an_http_date() {
