@@ -405,3 +405,41 @@ fn leaver_latency_quantiles_keep_milliseconds_and_hours() {
         "{r:#}"
     );
 }
+
+/// A caller fills the correlation ID: one that holds a credential (`Bearer …`, a client's
+/// mistake) reached pages, `/api/v1/alerts` and the report's samples (QA helper-14). It is a
+/// stand-in from the parser on, the same on both sides, so the operation still joins.
+#[test]
+fn a_credential_in_a_correlation_id_never_reaches_the_report_and_still_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scimwatch.toml");
+    std::fs::write(
+        &config,
+        "[[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
+         [source.fields]\ntime = \"/at\"\ncorrelation_id = \"/cid\"\naction = \"/action\"\n\
+         status = \"/status\"\nuser_login = \"/user\"\napp = \"/app\"\n\
+         [[source]]\nname = \"nginx\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
+         [slo]\nmin_operations = 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("idp.jsonl"),
+        "{\"at\":\"2026-07-01T09:00:00Z\",\"cid\":\"Bearer CIDSECRET777\",\"action\":\"update\",\"user\":\"a@x\",\"status\":\"success\",\"app\":\"acme\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("gw.log"),
+        "{\"time\":\"2026-07-01T09:00:01Z\",\"xrid\":\"Bearer CIDSECRET777\",\"method\":\"PATCH\",\"uri\":\"/scim/v2/Users/u1\",\"status\":200,\"app\":\"acme\"}\n\
+         {\"time\":\"2026-07-01T09:00:02Z\",\"xrid\":\"Bearer CIDSECRET778\",\"method\":\"PATCH\",\"uri\":\"/scim/v2/Users/u2\",\"status\":200,\"app\":\"acme\"}\n",
+    )
+    .unwrap();
+    let r = replay_json(&config, &[]);
+    let text = r.to_string();
+    assert!(!text.contains("CIDSECRET"), "{r:#}");
+    assert_eq!(r["stages"]["mover"]["succeeded"], 1, "{r:#}");
+    assert_eq!(r["unattributed"], 1, "{r:#}");
+    let sample = r["unattributed_samples"][0]["correlation_id"]
+        .as_str()
+        .unwrap();
+    assert!(sample.starts_with("[REDACTED:"), "{sample}");
+}

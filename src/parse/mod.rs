@@ -732,7 +732,7 @@ impl LineParser {
                 return Ok(Record::Note(NoteRecord {
                     time,
                     operation_id: owned(picked.text(Field::OperationId)),
-                    correlation_id: owned(picked.text(Field::CorrelationId)),
+                    correlation_id: correlation_id(picked),
                     cause: *cause,
                     origin,
                 }));
@@ -741,7 +741,7 @@ impl LineParser {
         };
         Ok(Record::Idp(IdpRecord {
             time,
-            correlation_id: owned(picked.text(Field::CorrelationId)),
+            correlation_id: correlation_id(picked),
             operation_id: owned(picked.text(Field::OperationId)),
             action: action.to_string(),
             stage,
@@ -817,7 +817,7 @@ impl LineParser {
         Ok(Record::Gateway(GatewayRecord {
             time,
             // API Gateway writes this in place of a client's request ID that was not a UUID.
-            correlation_id: owned(picked.text(Field::CorrelationId))
+            correlation_id: correlation_id(picked)
                 .filter(|id| id != "UUID_REPLACED_INVALID_REQUEST_ID"),
             method,
             path: redact::redact_path(path).into_owned(),
@@ -883,6 +883,14 @@ fn is_masked(value: &str) -> bool {
 
 fn owned(text: Option<&str>) -> Option<String> {
     text.map(str::to_string)
+}
+
+/// The record's correlation ID, with a credential in it replaced (see
+/// [`redact::correlation_id`]): the field is the caller's to fill.
+fn correlation_id(picked: &Picked<'_>) -> Option<String> {
+    picked
+        .text(Field::CorrelationId)
+        .map(|id| redact::correlation_id(id).into_owned())
 }
 
 /// A decimal as `str::parse::<f64>` reads it, quickly for the common shape (`200`, `0.139`):
