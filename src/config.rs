@@ -598,6 +598,25 @@ pub struct RouteConfig {
     pub receiver: String,
 }
 
+/// Whether an `smtp://host:port` URL names a loopback host (`localhost`, 127.0.0.0/8, ::1).
+fn smtp_host_is_loopback(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("smtp://")
+        .or_else(|| url.strip_prefix("smtps://"))
+        .unwrap_or(url);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A configuration problem, naming the key and (when found) its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -899,6 +918,22 @@ impl Config {
                 if email.to.is_empty() {
                     return Err(err(key("email.to"), "needs at least one recipient".into()));
                 }
+                // Credentials in clear text cross only loopback: `none` is for a local relay.
+                let has_credentials = email.username_env.is_some()
+                    || email.username_file.is_some()
+                    || email.password_env.is_some()
+                    || email.password_file.is_some();
+                if email.tls == SmtpTls::None
+                    && has_credentials
+                    && !smtp_host_is_loopback(&email.smtp_url)
+                {
+                    return Err(err(
+                        key("email.tls"),
+                        "\"none\" would send the SMTP password in clear text to a relay that is \
+                         not on loopback: use \"starttls\" or \"implicit\""
+                            .into(),
+                    ));
+                }
                 if email.ca_file.is_some() && email.tls == SmtpTls::None {
                     return Err(err(
                         key("email.ca_file"),
@@ -1072,12 +1107,38 @@ impl Config {
                     format!("no receiver is named {:?}", route.receiver),
                 ));
             }
-            for matcher in route.matchers.keys() {
-                if !["alert", "stage", "app", "severity"].contains(&matcher.as_str()) {
-                    return Err(err(
-                        format!("route[{index}].match"),
-                        format!("unknown key {matcher:?} (expected alert, stage, app, severity)"),
-                    ));
+            // A value no alert can have routes nothing: a typo (`LeaverOverdue`) sent a page
+            // nowhere and check-config called the file valid.
+            let severities: std::collections::BTreeSet<&str> = ["page", "ticket"]
+                .into_iter()
+                .chain(self.alerting.severity.values().map(String::as_str))
+                .collect();
+            for (matcher, value) in &route.matchers {
+                let key = format!("route[{index}].match.{matcher}");
+                let known: Option<Vec<&str>> = match matcher.as_str() {
+                    "alert" => Some(ALERT_KINDS.to_vec()),
+                    "stage" => Some(vec!["joiner", "mover", "leaver"]),
+                    "severity" => Some(severities.iter().copied().collect()),
+                    "app" => None,
+                    _ => {
+                        return Err(err(
+                            format!("route[{index}].match"),
+                            format!(
+                                "unknown key {matcher:?} (expected alert, stage, app, severity)"
+                            ),
+                        ))
+                    }
+                };
+                if let Some(known) = known {
+                    if !known.contains(&value.as_str()) {
+                        return Err(err(
+                            key,
+                            format!(
+                                "{value:?} matches no alert (expected one of {})",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
                 }
             }
         }

@@ -199,6 +199,77 @@ fn a_webhook_takes_exactly_one_url_source() {
     );
 }
 
+/// Found by paging QA (helper-14): a route whose `alert` is a typo sent the page nowhere and
+/// the file was called valid; `tls = "none"` sent the SMTP password in clear text to a
+/// remote relay; an empty password file failed only at the first page.
+#[test]
+fn a_route_that_matches_no_alert_clear_text_credentials_and_an_empty_secret_are_refused() {
+    let receiver = "\n[[receiver]]\nname = \"oncall\"\n[receiver.email]\nsmtp_url = \"smtp://127.0.0.1:2525\"\ntls = \"none\"\nfrom = \"a@corp.example\"\nto = [\"c@corp.example\"]\n";
+    for (route, key, said) in [
+        (
+            "alert = \"LeaverOverdue\"",
+            "route[0].match.alert",
+            "LeaverDisableOverdue",
+        ),
+        (
+            "stage = \"leavers\"",
+            "route[0].match.stage",
+            "joiner, mover, leaver",
+        ),
+        (
+            "severity = \"critical\"",
+            "route[0].match.severity",
+            "page, ticket",
+        ),
+    ] {
+        let text =
+            format!("{GOOD}{receiver}[[route]]\nmatch = {{ {route} }}\nreceiver = \"oncall\"\n");
+        let (code, _, stderr) = check(&text);
+        assert_eq!(code, 2, "{route}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains("matches no alert") && stderr.contains(said),
+            "{stderr}"
+        );
+    }
+    let fine = format!(
+        "{GOOD}{receiver}[[route]]\nmatch = {{ alert = \"LeaverDisableOverdue\", app = \"vault\" }}\nreceiver = \"oncall\"\n"
+    );
+    let (code, _, stderr) = check(&fine);
+    assert_eq!(code, 0, "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (user, password) = (dir.path().join("user"), dir.path().join("password"));
+    fs::write(&user, "smtpuser\n").unwrap();
+    fs::write(&password, "s3cret\n").unwrap();
+    let credentials = format!(
+        "username_file = \"{}\"\npassword_file = \"{}\"\n",
+        user.display(),
+        password.display()
+    );
+    let remote = format!(
+        "{GOOD}{}{credentials}",
+        receiver.replace("127.0.0.1:2525", "mail.corp.example:25")
+    );
+    let (code, _, stderr) = check(&remote);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("receiver[0].email.tls") && stderr.contains("clear text"),
+        "{stderr}"
+    );
+    // On loopback (a local relay), or with TLS, the same credentials are fine.
+    let (code, _, stderr) = check(&format!("{GOOD}{receiver}{credentials}"));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = check(&remote.replace("tls = \"none\"", "tls = \"starttls\""));
+    assert_eq!(code, 0, "{stderr}");
+    fs::write(&password, "\n").unwrap();
+    let (code, _, stderr) = check(&format!("{GOOD}{receiver}{credentials}"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("email.password_file") && stderr.contains("is empty"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_credential_that_does_not_resolve_is_named_before_anything_runs() {
     let text = format!(

@@ -169,7 +169,7 @@ impl Notifier {
     pub fn submit(&mut self, notification: &Notification) {
         let receivers = self.receivers_for(notification);
         if receivers.is_empty() && !self.targets.is_empty() {
-            tracing::info!(key = %notification.dedup_key, "No route matches this alert; it is only logged.");
+            tracing::warn!(key = %notification.dedup_key, "No route matches this alert: it reaches no receiver and is only logged (add a route, or a last route with no match).");
         }
         for receiver in receivers {
             for (target, kind) in self.targets.get(&receiver).cloned().unwrap_or_default() {

@@ -29,14 +29,21 @@ fn secret(
     file: Option<&std::path::PathBuf>,
     what: &str,
 ) -> anyhow::Result<Option<String>> {
+    // An empty secret is a mistake found now, not an AUTH failure at 03:00.
     if let Some(var) = env {
         let value = std::env::var(var)
             .with_context(|| format!("{what}_env: environment variable {var} is not set"))?;
+        if value.trim().is_empty() {
+            bail!("{what}_env: environment variable {var} is empty");
+        }
         return Ok(Some(value.trim().to_string()));
     }
     if let Some(path) = file {
         let value = std::fs::read_to_string(path)
             .with_context(|| format!("{what}_file: cannot read {}", path.display()))?;
+        if value.trim().is_empty() {
+            bail!("{what}_file: {} is empty", path.display());
+        }
         return Ok(Some(value.trim().to_string()));
     }
     Ok(None)
