@@ -424,6 +424,39 @@ fn a_checkpoint_older_than_the_store_is_refused_rather_than_doubled() {
     assert_eq!(setup.operations().len(), 25);
 }
 
+/// A source that never speaks (a glob matching nothing) is silent since the daemon began to
+/// watch it, across restarts: it was since the process's start, so every restart resolved its
+/// SourceStale page and paged again later (QA helper-14, F2). Its gauge, which the
+/// SourceStale rule reads, holds the same time after a restart.
+#[test]
+fn a_never_seen_source_stays_silent_since_it_was_first_watched_across_a_restart() {
+    let port = common::free_port();
+    let config = CONFIG.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    ) + "\n[[source]]\nname = \"hr\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"logs/hr-*.log\"]\n";
+    let setup = Setup::new(&config);
+    let gauge = || {
+        let (_, metrics) = common::get(port, "/metrics", None);
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("scimwatch_source_last_event_timestamp_seconds{source=\"hr\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let daemon = setup.start();
+    write_ops(&setup, "one", 0..3, "logs/gateway.log");
+    setup.wait_for(SETTLE, |rows| rows.len() >= 3);
+    common::wait_until(Duration::from_secs(10), || gauge().is_some());
+    let first = gauge().expect("the gauge of a silent source");
+    assert_eq!(daemon.stop(), Some(0));
+    let daemon = setup.start();
+    common::wait_until(Duration::from_secs(10), || gauge().is_some());
+    assert_eq!(gauge(), Some(first));
+    assert_eq!(daemon.stop(), Some(0));
+}
+
 /// At a memory cap every pass evicts: the evictions are a metric, and the warning comes at most
 /// once a minute with the counts since (a QA run with `max_pending_joins` = 50 logged 46,000
 /// warnings, 6 MB, in six minutes, and no metric showed what was dropped).

@@ -24,11 +24,10 @@ pub struct Inputs<'a> {
     /// Open leaver episodes in listing order; only overdue high-risk ones matter, so the
     /// daemon passes just those.
     pub open_episodes: &'a [&'a Episode],
-    /// Each source's name and newest event time.
-    pub sources: Vec<(&'a str, Option<Ts>)>,
-    /// When the daemon started: a source with no line yet has been silent since then (a
-    /// mistyped `paths` glob matches nothing, and must not go unnoticed).
-    pub started: Ts,
+    /// Each source's name, newest event time, and since when the daemon has watched it (kept
+    /// across restarts): a source with no line yet has been silent since then (a mistyped
+    /// `paths` glob matches nothing, and must not go unnoticed).
+    pub sources: Vec<(&'a str, Option<Ts>, Ts)>,
     /// Every file read to its end: only then is a silent source really silent.
     pub caught_up: bool,
 }
@@ -461,12 +460,12 @@ fn source_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
         return;
     }
     let stale = inputs.alerting.stale_after_secs as f64;
-    for (name, last) in &inputs.sources {
-        let silent = inputs.clock.secs_since(last.unwrap_or(inputs.started));
+    for (name, last, watched_since) in &inputs.sources {
+        let silent = inputs.clock.secs_since(last.unwrap_or(*watched_since));
         if silent > stale {
             let since = match last {
                 Some(last) => format!("newest event {last}"),
-                None => format!("none since scimwatch started at {}", inputs.started),
+                None => format!("none since scimwatch began watching it at {watched_since}"),
             };
             out.push(condition(
                 inputs,
@@ -505,7 +504,7 @@ mod tests {
         windows: Windows,
         evidence: Evidence,
         episodes: Vec<Episode>,
-        sources: Vec<(&'static str, Option<Ts>)>,
+        sources: Vec<(&'static str, Option<Ts>, Ts)>,
         caught_up: bool,
     }
 
@@ -557,7 +556,6 @@ mod tests {
                 evidence: &self.evidence,
                 open_episodes: &open,
                 sources: self.sources.clone(),
-                started: at(0),
                 caught_up: self.caught_up,
             })
         }
@@ -795,7 +793,10 @@ mod tests {
     #[test]
     fn a_silent_source_is_stale_only_once_everything_is_read_and_severities_can_be_set() {
         let mut w = World::new();
-        w.sources = vec![("okta", Some(at(0))), ("gateway", Some(at(1000)))];
+        w.sources = vec![
+            ("okta", Some(at(0)), at(0)),
+            ("gateway", Some(at(1000)), at(0)),
+        ];
         w.alerting
             .severity
             .insert("SourceStale".into(), "ticket".into());
@@ -805,15 +806,18 @@ mod tests {
         let all = w.eval(1000);
         assert_eq!(keys(&all), ["SourceStale{source=okta}"]);
         assert_eq!(all[0].severity, "ticket");
-        // A source with no line at all is silent since the start (a glob matching nothing).
-        w.sources.push(("entra", None));
+        // A source with no line at all is silent since it was first watched (a glob matching
+        // nothing), across restarts: not since this process started.
+        w.sources.push(("entra", None, at(0)));
         let all = w.eval(1000);
         assert_eq!(
             keys(&all),
             ["SourceStale{source=okta}", "SourceStale{source=entra}"]
         );
         assert!(
-            all[1].summary.contains("none since scimwatch started"),
+            all[1]
+                .summary
+                .contains("none since scimwatch began watching it"),
             "{}",
             all[1].summary
         );

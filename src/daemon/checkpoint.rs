@@ -47,6 +47,11 @@ pub struct Checkpoint {
     /// written past this checkpoint, which is then an old one put back.
     #[serde(default)]
     pub store_files: Option<u64>,
+    /// Since when each source has been watched: one that never spoke stays silent since then
+    /// across a restart (it was since the process's start, so every restart resolved its
+    /// SourceStale and paged again later).
+    #[serde(default)]
+    pub watched_since: std::collections::BTreeMap<String, Ts>,
 }
 
 /// Why the checkpoint cannot be taken up under `current` (the config's source names in order):
@@ -129,6 +134,7 @@ pub struct CheckpointRef<'a> {
     pub breach_rows: &'a std::collections::BTreeSet<(String, String, Ts)>,
     pub sources: Vec<&'a str>,
     pub store_files: Option<u64>,
+    pub watched_since: std::collections::BTreeMap<&'a str, Ts>,
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only

@@ -118,8 +118,9 @@ pub struct Pipeline {
     windows: crate::slo::Windows,
     /// Newest event time per source (by parser index), synced to stats and metrics per pass.
     last_event: Vec<Option<Ts>>,
-    /// When this process started: a source with no line yet is silent since then.
-    started: Ts,
+    /// Since when each source (by parser index) has been watched, kept across restarts: a
+    /// source with no line yet is silent since then.
+    watched_since: Vec<Ts>,
     /// Joins and episodes evicted since the last "Memory cap reached" warning, and when that was.
     unwarned_evictions: (u64, u64),
     last_eviction_warning: Option<Instant>,
@@ -147,6 +148,7 @@ impl Pipeline {
         let settings = EngineSettings::from_config(&config);
         let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         let mut store_files = 0;
+        let mut watched_since = BTreeMap::new();
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(saved) => {
                 if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
@@ -173,6 +175,7 @@ impl Pipeline {
                     }
                 }
                 store_files = files.len() as u64;
+                watched_since = saved.watched_since;
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 (
                     Engine::restore(saved.engine, settings),
@@ -265,7 +268,10 @@ impl Pipeline {
             notifier,
             evidence,
             last_event: last_events_by_index(&source_names, &last_events),
-            started: wall_clock(),
+            watched_since: source_names
+                .iter()
+                .map(|n| watched_since.get(n).copied().unwrap_or_else(wall_clock))
+                .collect(),
             unwarned_evictions: (0, 0),
             last_eviction_warning: None,
             windows,
@@ -590,6 +596,12 @@ impl Pipeline {
             breach_rows: &self.breach_rows,
             sources: self.parsers.iter().map(|p| p.name.as_str()).collect(),
             store_files: Some(self.store_files + prepared.len() as u64),
+            watched_since: self
+                .parsers
+                .iter()
+                .zip(&self.watched_since)
+                .map(|(p, since)| (p.name.as_str(), *since))
+                .collect(),
             last_events: self
                 .parsers
                 .iter()
@@ -814,7 +826,7 @@ impl Pipeline {
                     self.stats.source_mut(name).last_event = Some(last);
                     last
                 }
-                None => self.started,
+                None => self.watched_since[index],
             };
             self.metrics
                 .source_last_event
@@ -859,13 +871,15 @@ impl Pipeline {
                 .set(m::status_value(status));
             self.live.slo.insert(stage.as_str(), reports);
         }
-        let sources: Vec<(&str, Option<Ts>)> = self
+        let sources: Vec<(&str, Option<Ts>, Ts)> = self
             .parsers
             .iter()
-            .map(|p| {
+            .zip(&self.watched_since)
+            .map(|(p, since)| {
                 (
                     p.name.as_str(),
                     self.stats.sources.get(&p.name).and_then(|s| s.last_event),
+                    *since,
                 )
             })
             .collect();
@@ -888,7 +902,6 @@ impl Pipeline {
             evidence: &self.evidence,
             open_episodes: &self.overdue_high_risk.iter().collect::<Vec<_>>(),
             sources,
-            started: self.started,
             caught_up: self.live.caught_up,
         });
         let settings = crate::alert::AlertSettings {
