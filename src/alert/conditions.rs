@@ -296,6 +296,12 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     let clock = inputs.clock;
     let since = clock.minus_secs(a.post_disable_window_secs);
     for (app, (count, events)) in inputs.evidence.post_disable_by_app(since) {
+        // The counts are kept by whole minutes and reach back up to a minute past the window;
+        // the requests themselves are exact. With none left in the window the alert is over
+        // (it held on for that minute and resolved saying "0 disabled user(s)").
+        if events.is_empty() {
+            continue;
+        }
         let users: Vec<String> = {
             let mut u: Vec<String> = events.iter().filter_map(|e| e.user.clone()).collect();
             u.sort();
@@ -750,7 +756,11 @@ mod tests {
         assert!(all[0].details.join("\n").contains("gone@corp.example"));
         assert_eq!(all[1].severity, "ticket");
         assert!(all[1].details[0].contains("PATCH /scim/v2/Users/9 -> 200 (manual-1)"));
-        // The post-disable window is 10 minutes; the unattributed one an hour.
+        // The post-disable window is 10 minutes, to the second (its counts are by the minute,
+        // and held it up to a minute longer with no request left to name); the unattributed
+        // one an hour.
+        assert!(keys(&w.eval(619)).contains(&"PostDisableActivity{app=github}".to_string()));
+        assert_eq!(keys(&w.eval(621)), ["UnattributedWrites{app=github}"]);
         assert_eq!(keys(&w.eval(700)), ["UnattributedWrites{app=github}"]);
     }
 
