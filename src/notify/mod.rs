@@ -362,13 +362,15 @@ impl Dispatcher {
             delivery.notification.condition.alert.clone(),
         );
         let group = self.groups.entry(key).or_default();
-        // A newer notification of the same alert and kind replaces one still waiting (a
-        // firing and its resolve are both kept: the resolve must not be lost).
+        // A newer notification of the same alert and kind replaces one still waiting, and a
+        // resolve replaces whatever of its alert still waits: one message said an alert was
+        // both FIRING and RESOLVED (its count one too many). The resolve is never dropped.
         let mut replaced = Vec::new();
         if !group.in_flight {
+            let resolve = delivery.notification.kind == crate::alert::NotificationKind::Resolved;
             group.items.retain(|d| {
                 let same = d.notification.dedup_key == delivery.notification.dedup_key
-                    && d.notification.kind == delivery.notification.kind;
+                    && (resolve || d.notification.kind == delivery.notification.kind);
                 if same {
                     replaced.push(d.id);
                 }
@@ -663,6 +665,96 @@ mod tests {
             }
         });
         (port, bodies)
+    }
+
+    /// An alert that fired and resolved before its group went out is sent once, resolved: one
+    /// message listed it as both FIRING and RESOLVED, counted twice (QA helper-14, F7). Its
+    /// replaced firing leaves the outbox too.
+    #[test]
+    fn a_resolve_replaces_its_alert_s_firing_still_waiting() {
+        let (port, bodies) = receiver();
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(
+            &format!(
+                r#"
+[storage]
+data_dir = "data"
+[alerting]
+group_wait_secs = 1
+[[source]]
+name = "idp"
+role = "idp"
+format = "json"
+paths = ["idp.jsonl"]
+[source.fields]
+time = "/ts"
+action = "/action"
+[[source]]
+name = "gw"
+role = "gateway"
+format = "nginx_json"
+paths = ["gw.log"]
+[[receiver]]
+name = "hook"
+[receiver.webhook]
+url = "http://127.0.0.1:{port}/hook"
+format = "json"
+"#
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new(&config));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut notifier = Notifier::start(&config, metrics, runtime.handle()).unwrap();
+        let overdue = |user| {
+            notification(
+                "LeaverDisableOverdue",
+                "page",
+                &[("app", "vault"), ("user", user)],
+            )
+        };
+        notifier.submit(&overdue("a"));
+        notifier.submit(&overdue("b"));
+        let mut resolved = overdue("a");
+        resolved.kind = NotificationKind::Resolved;
+        notifier.submit(&resolved);
+        let outbox = dir.path().join("data/outbox");
+        let waiting = || std::fs::read_dir(&outbox).unwrap().count();
+        runtime.block_on(async {
+            for _ in 0..100 {
+                if !bodies.lock().unwrap().is_empty() && waiting() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let sent: Vec<(String, String)> = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["notifications"].as_array().cloned().unwrap_or_default())
+            .map(|n| {
+                (
+                    n["condition"]["labels"]["user"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    n["kind"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("b".to_string(), "firing".to_string()),
+                ("a".to_string(), "resolved".to_string())
+            ]
+        );
+        assert_eq!(waiting(), 0);
     }
 
     #[test]
