@@ -151,22 +151,27 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
         let c = inputs.windows.counts(stage, window, clock);
         let since = clock.minus_secs(window);
         let status = crate::report::SloStatus::judge(c.succeeded, c.operations(), slo);
-        let kind = match status {
-            crate::report::SloStatus::Incident => Some((
-                "StageSuccessIncident",
-                "page",
-                slo.incident_ratio,
-                "incident",
-            )),
-            crate::report::SloStatus::Degraded => Some((
-                "StageSuccessDegraded",
-                "ticket",
-                slo.healthy_ratio,
-                "healthy",
-            )),
-            _ => None,
+        let incident = (
+            "StageSuccessIncident",
+            "page",
+            slo.incident_ratio,
+            "incident",
+        );
+        let degraded = (
+            "StageSuccessDegraded",
+            "ticket",
+            slo.healthy_ratio,
+            "healthy",
+        );
+        // Below the incident threshold is below the healthy one too: Degraded holds through an
+        // incident (the incident inhibits its notifications, as rules/alertmanager.example.yml
+        // does), so getting worse does not resolve the ticket.
+        let kinds = match status {
+            crate::report::SloStatus::Incident => vec![incident, degraded],
+            crate::report::SloStatus::Degraded => vec![degraded],
+            _ => vec![],
         };
-        if let Some((alert, severity, threshold, name)) = kind {
+        for (alert, severity, threshold, name) in kinds {
             let mut details = vec![counts_line(&c, stage, window)];
             details.extend(stage_evidence(inputs, stage, since));
             out.push(condition(

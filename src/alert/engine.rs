@@ -155,6 +155,23 @@ impl AlertEngine {
             .filter(|t| t.condition.alert == "StageSuccessIncident")
             .filter_map(|t| t.condition.labels.get("stage").cloned())
             .collect();
+        // What another alert inhibits (the rules' Alertmanager inhibitions, built in): a slower
+        // burn tier of a stage whose faster tier fires; a stage's burn tiers and its Degraded
+        // ticket while it is in incident. Inhibited, an alert neither fires nor repeats, and
+        // one already firing is not resolved by it.
+        let inhibited = |condition: &Condition| -> bool {
+            let Some(stage) = condition.labels.get("stage") else {
+                return false;
+            };
+            match tier_rank(condition) {
+                Some(rank) => {
+                    fastest.get(stage).is_some_and(|f| *f < rank) || incident_stages.contains(stage)
+                }
+                None => {
+                    condition.alert == "StageSuccessDegraded" && incident_stages.contains(stage)
+                }
+            }
+        };
         let mut out = Vec::new();
         let mut resolved = Vec::new();
         for (key, tracked) in self.alerts.iter_mut() {
@@ -173,17 +190,7 @@ impl AlertEngine {
                     }
                 }
                 (None, None) => {
-                    let suppressed = match (
-                        tier_rank(&tracked.condition),
-                        tracked.condition.labels.get("stage"),
-                    ) {
-                        (Some(rank), Some(stage)) => {
-                            fastest.get(stage).is_some_and(|f| *f < rank)
-                                || incident_stages.contains(stage)
-                        }
-                        _ => false,
-                    };
-                    if !suppressed
+                    if !inhibited(&tracked.condition)
                         && now.secs_since(tracked.first_seen) >= settings.hold_secs as f64
                     {
                         tracked.firing_since = Some(now);
@@ -200,7 +207,7 @@ impl AlertEngine {
                 (None, Some(since)) => {
                     let due = tracked.last_notified.is_none_or(|last| {
                         now.secs_since(last) >= settings.repeat_interval_secs as f64
-                    });
+                    }) && !inhibited(&tracked.condition);
                     if due {
                         tracked.last_notified = Some(now);
                         out.push(Notification {
@@ -313,6 +320,65 @@ mod tests {
         );
         assert!(engine.evaluate(at(30), vec![], SETTINGS).is_empty());
         assert!(engine.evaluate(at(400), vec![], SETTINGS).is_empty());
+    }
+
+    /// Getting worse is not getting better: a stage going from degraded to incident kept
+    /// its Degraded ticket (the conditions hold it through an incident) without a RESOLVED
+    /// (QA helper-14, F10); the incident inhibits its repeats; the ticket resolves once the
+    /// stage is healthy. A stage that goes straight to incident pages once, with no ticket.
+    #[test]
+    fn an_incident_inhibits_its_stage_s_degraded_ticket_and_does_not_resolve_it() {
+        let mut engine = AlertEngine::default();
+        let degraded = || condition("StageSuccessDegraded", &[("stage", "leaver")]);
+        let incident = || condition("StageSuccessIncident", &[("stage", "leaver")]);
+        engine.evaluate(at(0), vec![degraded()], SETTINGS);
+        assert_eq!(engine.evaluate(at(60), vec![degraded()], SETTINGS).len(), 1);
+        let worse = || vec![incident(), degraded()];
+        assert!(engine.evaluate(at(100), worse(), SETTINGS).is_empty());
+        let paged = kinds(&engine.evaluate(at(160), worse(), SETTINGS));
+        assert_eq!(
+            paged,
+            [(
+                NotificationKind::Firing,
+                "StageSuccessIncident{stage=leaver}".to_string()
+            )]
+        );
+        // An hour on, only the incident repeats.
+        let repeats = kinds(&engine.evaluate(at(3770), worse(), SETTINGS));
+        assert_eq!(
+            repeats,
+            [(
+                NotificationKind::Repeat,
+                "StageSuccessIncident{stage=leaver}".to_string()
+            )]
+        );
+        // Healthy again: both resolve.
+        engine.evaluate(at(3800), vec![], SETTINGS);
+        let mut resolved = kinds(&engine.evaluate(at(4200), vec![], SETTINGS));
+        resolved.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            resolved,
+            [
+                (
+                    NotificationKind::Resolved,
+                    "StageSuccessDegraded{stage=leaver}".to_string()
+                ),
+                (
+                    NotificationKind::Resolved,
+                    "StageSuccessIncident{stage=leaver}".to_string()
+                )
+            ]
+        );
+        // Straight to incident: one page, and the ticket stays quiet.
+        let mut engine = AlertEngine::default();
+        engine.evaluate(at(0), worse(), SETTINGS);
+        assert_eq!(
+            kinds(&engine.evaluate(at(60), worse(), SETTINGS)),
+            [(
+                NotificationKind::Firing,
+                "StageSuccessIncident{stage=leaver}".to_string()
+            )]
+        );
     }
 
     #[test]
