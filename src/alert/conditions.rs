@@ -41,6 +41,24 @@ pub const BURN_TIERS: [(&str, u64, u64, f64, &str); 4] = [
     ("ticket-slow", 259_200, 21_600, 1.0, "ticket"),
 ];
 
+/// How long the evidence must reach back: the longest window a page quotes it over, a burn
+/// tier's long window included (the 6 h, 1 d and 3 d tiers paged with counts and no causes
+/// when it was kept an hour). The store is capped at `evidence::CAPACITY` entries whatever
+/// the time.
+pub fn evidence_horizon_secs(slo: &SloConfig, alerting: &AlertingConfig) -> u64 {
+    BURN_TIERS
+        .iter()
+        .map(|tier| tier.1)
+        .chain([
+            slo.evaluation_window_secs,
+            alerting.auth_failure_window_secs,
+            alerting.unattributed_window_secs,
+            alerting.post_disable_window_secs,
+        ])
+        .max()
+        .unwrap_or(3600)
+}
+
 /// How many sample correlation IDs and causes a page carries.
 const SAMPLES: usize = 5;
 const TOP_CAUSES: usize = 3;
@@ -635,6 +653,29 @@ mod tests {
             later.iter().any(|k| k.contains("burn_tier=slow")),
             "{later:?}"
         );
+    }
+
+    /// A slow burn quotes the causes of its long window: failures 90 minutes old were pruned
+    /// from the evidence after an hour, and the slow and ticket tiers paged with counts only
+    /// (QA helper-14, F9).
+    #[test]
+    fn a_slow_burn_page_still_names_the_causes_of_its_window() {
+        let mut w = World::new();
+        w.ops(Stage::Mover, 60, 40, Cause::Conflict, 0, 600);
+        let now = 5400;
+        w.evidence
+            .prune(at(now), evidence_horizon_secs(&w.slo, &w.alerting));
+        let all = w.eval(now);
+        let slow = all
+            .iter()
+            .find(|c| {
+                c.labels
+                    .get("burn_tier")
+                    .is_some_and(|t| t == "ticket-fast")
+            })
+            .expect("the ticket-fast tier holds");
+        let details = slow.details.join("\n");
+        assert!(details.contains("conflict"), "{details}");
     }
 
     #[test]

@@ -884,15 +884,7 @@ impl Pipeline {
             })
             .collect();
         let alerting = &self.config.alerting;
-        let keep = [
-            slo.evaluation_window_secs,
-            alerting.auth_failure_window_secs,
-            alerting.unattributed_window_secs,
-            alerting.post_disable_window_secs,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(3600);
+        let keep = crate::alert::conditions::evidence_horizon_secs(slo, alerting);
         self.evidence.prune(clock, keep);
         let conditions = crate::alert::conditions::evaluate(&crate::alert::conditions::Inputs {
             clock,
