@@ -397,6 +397,85 @@ fn a_refused_recipient_does_not_keep_the_page_from_the_others() {
     assert!(!setup.path("data/dead-letter.jsonl").exists());
 }
 
+/// A retry goes to whoever still lacks a page and carries only what they lack: a batch that
+/// grew during the backoff (a second leaver overdue) was a new batch, and the recipient who
+/// had the first page got it again inside the second (QA helper-14, F11). The real
+/// EmailChannel against aiosmtpd, which defers later@ twice.
+#[test]
+fn a_retry_sends_each_recipient_only_the_pages_it_lacks() {
+    use scimwatch::alert::{Condition, Notification, NotificationKind};
+    use scimwatch::notify::send::{EmailChannel, SendResult};
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let _smtp = SmtpSink::start(port, &inbox);
+    let config: scimwatch::config::EmailConfig = toml::from_str(&format!(
+        "smtp_url = \"smtp://127.0.0.1:{port}\"\ntls = \"none\"\nfrom = \"scimwatch@corp.example\"\nto = [\"oncall@corp.example\", \"later@corp.example\"]\n"
+    ))
+    .unwrap();
+    let channel = EmailChannel::new("oncall", &config, Duration::from_secs(10)).unwrap();
+    let overdue = |user: &str| {
+        let condition = Condition {
+            alert: "LeaverDisableOverdue".into(),
+            severity: "page".into(),
+            labels: [("app", "vault"), ("user", user)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            summary: format!("High-risk leaver {user} in vault is still not disabled"),
+            details: vec![],
+        };
+        Notification {
+            kind: NotificationKind::Firing,
+            dedup_key: condition.dedup_key(),
+            condition,
+            firing_since: scimwatch::time::Ts::from_secs(1_782_892_800),
+            at: scimwatch::time::Ts::from_secs(1_782_892_800),
+        }
+    };
+    let links = scimwatch::notify::render::Links {
+        runbook: "https://example.invalid/runbook".into(),
+        dashboard: None,
+        repeat_interval_secs: 3600,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = (overdue("ada@corp.example"), overdue("bob@corp.example"));
+    let first = runtime.block_on(channel.send(std::slice::from_ref(&a), &links));
+    assert!(matches!(first, SendResult::Retry(..)), "later@ deferred");
+    // The group grew while it waited: a's page and b's.
+    let grown = [a, b];
+    let second = runtime.block_on(channel.send(&grown, &links));
+    assert!(
+        matches!(second, SendResult::Retry(..)),
+        "later@ deferred again"
+    );
+    let third = runtime.block_on(channel.send(&grown, &links));
+    assert!(matches!(third, SendResult::Sent), "later@ takes it");
+    let received = |to: &str| -> Vec<String> {
+        mails(&inbox)
+            .iter()
+            .filter(|m| m.contains(&format!("X-Envelope-To: {to}")))
+            .map(|m| subject(m).to_string())
+            .collect()
+    };
+    let oncall = received("oncall@corp.example");
+    assert_eq!(oncall.len(), 2, "{oncall:#?}");
+    assert!(
+        oncall[0].contains("ada@corp.example") && !oncall[0].contains("bob@"),
+        "{oncall:#?}"
+    );
+    assert!(
+        oncall[1].contains("bob@corp.example") && !oncall[1].contains("ada@"),
+        "a's page once, b's alone: {oncall:#?}"
+    );
+    let later = received("later@corp.example");
+    assert_eq!(later.len(), 1, "{later:#?}");
+}
+
 /// A relay that answers the first message only after the send has timed out, then answers
 /// the third with 451. Each send has its own connection, so the timed-out dialogue cannot
 /// leave its late answer to be read as the next command's: the 451 is retried and the page

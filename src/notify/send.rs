@@ -90,8 +90,8 @@ pub struct EmailChannel {
     to: Vec<Mailbox>,
     timeout: Duration,
     host: String,
-    /// Per batch still being retried: which recipients have it, and the refusals so far, so
-    /// a retry goes only to the rest (no second copy for those who have it).
+    /// Per notification still being retried: which recipients have it, and the refusals so
+    /// far, so a retry goes only to the rest (no second copy for those who have it).
     progress: std::sync::Mutex<std::collections::HashMap<u64, Progress>>,
 }
 
@@ -186,76 +186,104 @@ impl EmailChannel {
     }
 
     pub async fn send(&self, batch: &[Notification], links: &Links) -> SendResult {
-        let mut message = Message::builder()
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            .from(self.from.clone())
-            .subject(render::email_subject(batch));
-        for to in &self.to {
-            message = message.to(to.clone());
-        }
-        let message = match message.body(render::email_body(batch, links, &self.host)) {
-            Ok(m) => m,
-            Err(e) => return SendResult::Permanent(format!("building the message: {e}")),
+        // What each notification has reached, so a retry goes to whoever still lacks it and
+        // carries only what they lack: kept per notification, not per batch (a batch that
+        // grew during the backoff was a new batch, and those who had its first page got it
+        // again inside the second).
+        let keys: Vec<u64> = batch.iter().map(notification_key).collect();
+        let mut progress: Vec<Progress> = {
+            let mut all = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter()
+                .map(|k| all.remove(k).unwrap_or_default())
+                .collect()
         };
-        let bytes = message.formatted();
-        let key = batch_key(batch);
-        let mut progress = self
-            .progress
-            .lock()
-            .map(|mut p| p.remove(&key).unwrap_or_default())
-            .unwrap_or_default();
-        let mut retry = None;
-        for (index, to) in self.to.iter().enumerate() {
-            if progress.done.contains(&index) {
-                continue;
+        // Recipients by what they still need (nearly always one group: everyone, everything).
+        let mut needs: std::collections::BTreeMap<Vec<usize>, Vec<usize>> = Default::default();
+        for recipient in 0..self.to.len() {
+            let lacking: Vec<usize> = (0..batch.len())
+                .filter(|n| !progress[*n].done.contains(&recipient))
+                .collect();
+            if !lacking.is_empty() {
+                needs.entry(lacking).or_default().push(recipient);
             }
-            let envelope = match lettre::address::Envelope::new(
-                Some(self.from.email.clone()),
-                vec![to.email.clone()],
-            ) {
-                Ok(envelope) => envelope,
-                Err(e) => return SendResult::Permanent(format!("the envelope to {to}: {e}")),
+        }
+        let mut retry = None;
+        for (lacking, recipients) in needs {
+            let part: Vec<Notification> = lacking.iter().map(|n| batch[*n].clone()).collect();
+            let mut message = Message::builder()
+                .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                .from(self.from.clone())
+                .subject(render::email_subject(&part));
+            for to in &self.to {
+                message = message.to(to.clone());
+            }
+            let message = match message.body(render::email_body(&part, links, &self.host)) {
+                Ok(m) => m,
+                Err(e) => return SendResult::Permanent(format!("building the message: {e}")),
             };
-            // lettre bounds only the connect: the whole dialogue gets a timeout of its own.
-            let sent =
-                tokio::time::timeout(self.timeout, self.transport.send_raw(&envelope, &bytes));
-            match sent.await {
-                Ok(Ok(_)) => {
-                    progress.done.push(index);
-                    progress.delivered += 1;
-                }
-                Ok(Err(e)) if e.is_permanent() => {
-                    progress.done.push(index);
-                    progress.refused.push(format!("{}: {e}", to.email));
-                }
-                Ok(Err(e)) => retry = Some(format!("SMTP to {}: {}", to.email, with_causes(&e))),
-                Err(_) => {
-                    retry = Some(format!(
-                        "SMTP send to {} timed out after {:?}",
-                        to.email, self.timeout
-                    ))
+            let bytes = message.formatted();
+            for recipient in recipients {
+                let to = &self.to[recipient];
+                let envelope = match lettre::address::Envelope::new(
+                    Some(self.from.email.clone()),
+                    vec![to.email.clone()],
+                ) {
+                    Ok(envelope) => envelope,
+                    Err(e) => return SendResult::Permanent(format!("the envelope to {to}: {e}")),
+                };
+                // lettre bounds only the connect: the whole dialogue gets a timeout of its own.
+                let sent =
+                    tokio::time::timeout(self.timeout, self.transport.send_raw(&envelope, &bytes));
+                let done = match sent.await {
+                    Ok(Ok(_)) => Some(None),
+                    Ok(Err(e)) if e.is_permanent() => Some(Some(format!("{}: {e}", to.email))),
+                    Ok(Err(e)) => {
+                        retry = Some(format!("SMTP to {}: {}", to.email, with_causes(&e)));
+                        None
+                    }
+                    Err(_) => {
+                        retry = Some(format!(
+                            "SMTP send to {} timed out after {:?}",
+                            to.email, self.timeout
+                        ));
+                        None
+                    }
+                };
+                if let Some(refused) = done {
+                    for n in &lacking {
+                        let p = &mut progress[*n];
+                        p.done.push(recipient);
+                        match &refused {
+                            None => p.delivered += 1,
+                            Some(why) => p.refused.push(why.clone()),
+                        }
+                    }
                 }
             }
         }
         if let Some(reason) = retry {
             if let Ok(mut all) = self.progress.lock() {
                 if all.len() >= 1024 {
-                    all.clear(); // batches given up on long ago; at worst a second copy
+                    all.clear(); // notifications given up on long ago; at worst a second copy
                 }
-                all.insert(key, progress);
+                all.extend(keys.into_iter().zip(progress));
             }
             return SendResult::Retry(reason, None);
         }
-        match (progress.delivered, progress.refused.is_empty()) {
+        let delivered: usize = progress.iter().map(|p| p.delivered).sum();
+        let mut refused: Vec<String> = progress.into_iter().flat_map(|p| p.refused).collect();
+        refused.sort();
+        refused.dedup();
+        match (delivered, refused.is_empty()) {
             (_, true) => SendResult::Sent,
             (0, false) => SendResult::Permanent(format!(
                 "SMTP: every recipient refused it: {}",
-                progress.refused.join("; ")
+                refused.join("; ")
             )),
             (delivered, false) => {
                 tracing::error!(
                     delivered,
-                    refused = %progress.refused.join("; "),
+                    refused = %refused.join("; "),
                     "A recipient refused the page; the others have it."
                 );
                 SendResult::Sent
@@ -264,8 +292,8 @@ impl EmailChannel {
     }
 }
 
-/// How far a batch's email has got: recipients done (delivered or refused for good), how many
-/// were delivered, and the refusals.
+/// How far a notification's email has got: recipients done (delivered or refused for good),
+/// how many were delivered, and the refusals.
 #[derive(Debug, Default)]
 struct Progress {
     done: Vec<usize>,
@@ -274,13 +302,12 @@ struct Progress {
 }
 
 /// A batch's identity across retries: its notifications' keys, kinds and times.
-fn batch_key(batch: &[Notification]) -> u64 {
+/// A notification's identity across retries.
+fn notification_key(n: &Notification) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for n in batch {
-        (&n.dedup_key, n.at, n.firing_since).hash(&mut hasher);
-        std::mem::discriminant(&n.kind).hash(&mut hasher);
-    }
+    (&n.dedup_key, n.at, n.firing_since).hash(&mut hasher);
+    std::mem::discriminant(&n.kind).hash(&mut hasher);
     hasher.finish()
 }
 

@@ -1,6 +1,7 @@
 """A real SMTP server on loopback for tests/paging.rs: aiosmtpd, saving every message it
 accepts, decoded, as <outdir>/<n>.eml (written to a temporary name, then renamed, so a reader never sees
-half a mail). Refuses any recipient gone@… with 550. Prints "ready" once it listens.
+half a mail). Refuses any recipient gone@… with 550, defers later@… with 451 twice, then
+takes it. Prints "ready" once it listens.
 
 With starttls or implicit, it speaks TLS with CERT and KEY (PEM): starttls refuses mail
 before STARTTLS (530), implicit takes TLS from the first byte. Each saved mail says how it
@@ -29,6 +30,11 @@ class Save:
         # A mailbox that no longer exists, as a relay answers for a departed colleague.
         if address.startswith("gone@"):
             return "550 5.1.1 no such user"
+        # A mailbox whose server is busy: deferred twice, then taken.
+        if address.startswith("later@"):
+            self.deferred = getattr(self, "deferred", 0) + 1
+            if self.deferred <= 2:
+                return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
