@@ -900,6 +900,25 @@ impl Config {
                 ));
             }
             if let Some(email) = &receiver.email {
+                for (field, env, file) in [
+                    (
+                        "username",
+                        email.username_env.is_some(),
+                        email.username_file.is_some(),
+                    ),
+                    (
+                        "password",
+                        email.password_env.is_some(),
+                        email.password_file.is_some(),
+                    ),
+                ] {
+                    if env && file {
+                        return Err(err(
+                            key(&format!("email.{field}_file")),
+                            format!("set one of {field}_env and {field}_file, not both"),
+                        ));
+                    }
+                }
                 // First, and without echoing the URL: it may hold a password.
                 if email.smtp_url.contains('@') {
                     return Err(err(
@@ -913,6 +932,12 @@ impl Config {
                     return Err(err(
                         key("email.smtp_url"),
                         format!("{:?} must start with smtp:// or smtps://", email.smtp_url),
+                    ));
+                }
+                if email.smtp_url.starts_with("smtps://") && email.tls != SmtpTls::Implicit {
+                    return Err(err(
+                        key("email.tls"),
+                        "an smtps:// URL is TLS from the first byte: tls = \"implicit\"".into(),
                     ));
                 }
                 if email.to.is_empty() {
@@ -953,7 +978,36 @@ impl Config {
                         "set exactly one of url, url_env, url_file".into(),
                     ));
                 }
+                if webhook.routing_key_env.is_some() && webhook.routing_key_file.is_some() {
+                    return Err(err(
+                        key("webhook.routing_key_file"),
+                        "set one of routing_key_env and routing_key_file, not both".into(),
+                    ));
+                }
+                if webhook.format != WebhookFormat::Pagerduty
+                    && (webhook.routing_key_env.is_some() || webhook.routing_key_file.is_some())
+                {
+                    return Err(err(
+                        key("webhook.routing_key_file"),
+                        "a routing key is for format = \"pagerduty\" only".into(),
+                    ));
+                }
                 if let Some(url) = &webhook.url {
+                    // Without echoing the URL: it may hold a password.
+                    let authority = url
+                        .split_once("://")
+                        .map_or(url.as_str(), |(_, rest)| rest)
+                        .split(['/', '?', '#'])
+                        .next()
+                        .unwrap_or("");
+                    if authority.contains('@') {
+                        return Err(err(
+                            key("webhook.url"),
+                            "credentials do not belong in the URL: give the whole URL in url_env \
+                             or url_file"
+                                .into(),
+                        ));
+                    }
                     if !url.starts_with("http://") && !url.starts_with("https://") {
                         return Err(err(
                             key("webhook.url"),

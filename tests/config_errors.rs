@@ -270,6 +270,60 @@ fn a_route_that_matches_no_alert_clear_text_credentials_and_an_empty_secret_are_
     );
 }
 
+/// What else paging QA (helper-14) found accepted: an smtps:// URL with STARTTLS (sent to
+/// port 587), a secret given both as env and file (the env silently won), a routing key on a
+/// webhook that is not PagerDuty (ignored), credentials in a webhook URL, and a username with
+/// no password named as the username's problem.
+#[test]
+fn contradictory_paging_settings_are_refused_by_name() {
+    let email = |extra: &str| {
+        format!(
+            "{GOOD}\n[[receiver]]\nname = \"oncall\"\n[receiver.email]\nsmtp_url = \"smtp://127.0.0.1:2525\"\ntls = \"none\"\nfrom = \"a@corp.example\"\nto = [\"c@corp.example\"]\n{extra}"
+        )
+    };
+    let webhook =
+        |lines: &str| format!("{GOOD}\n[[receiver]]\nname = \"hook\"\n[receiver.webhook]\n{lines}");
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path().join("user");
+    fs::write(&user, "smtpuser\n").unwrap();
+    let cases = [
+        (
+            email("").replace("smtp://127.0.0.1:2525\"\ntls = \"none\"", "smtps://127.0.0.1:465\"\ntls = \"starttls\""),
+            "receiver[0].email.tls",
+            "implicit",
+        ),
+        (
+            email("username_env = \"SMTP_USER\"\nusername_file = \"/run/secrets/user\"\n"),
+            "receiver[0].email.username_file",
+            "not both",
+        ),
+        (
+            webhook("url = \"https://hooks.example/x\"\nformat = \"slack\"\nrouting_key_file = \"/run/key\"\n"),
+            "receiver[0].webhook.routing_key_file",
+            "pagerduty",
+        ),
+        (
+            webhook("url = \"https://bob:hunter2@hooks.example/x\"\nformat = \"json\"\n"),
+            "receiver[0].webhook.url",
+            "credentials do not belong in the URL",
+        ),
+        (
+            email(&format!("username_file = \"{}\"\n", user.display())),
+            "email.password_file",
+            "a username without a password",
+        ),
+    ];
+    for (text, key, said) in cases {
+        let (code, _, stderr) = check(&text);
+        assert_eq!(code, 2, "{text}\n{stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(said),
+            "{key} / {said}: {stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
 #[test]
 fn a_credential_that_does_not_resolve_is_named_before_anything_runs() {
     let text = format!(

@@ -419,7 +419,9 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             ));
         }
         let samples = inputs.evidence.sample_auth_failures(&app, since, SAMPLES);
-        details.push(format!("Sample correlation IDs: {}", samples.join(", ")));
+        if !samples.is_empty() {
+            details.push(format!("Sample correlation IDs: {}", samples.join(", ")));
+        }
         out.push(condition(
             inputs,
             "ScimAuthFailures",

@@ -157,9 +157,13 @@ impl EmailChannel {
                 builder = builder.credentials(Credentials::new(user, password))
             }
             (None, None) => {}
-            _ => bail!(
-                "{}: set both a username and a password, or neither",
-                what("username_env")
+            (Some(_), None) => bail!(
+                "{}: a username without a password (set password_env or password_file)",
+                what("password_file")
+            ),
+            (None, Some(_)) => bail!(
+                "{}: a password without a username (set username_env or username_file)",
+                what("username_file")
             ),
         }
         let from: Mailbox = config
