@@ -252,6 +252,48 @@ impl Engine {
         self.episodes.open_episodes()
     }
 
+    /// The time before which the leaver episodes have seen every operation: nothing pending
+    /// in the join or waiting its turn in the timeline is earlier (what `advance` releases).
+    pub fn episodes_final_before(&mut self) -> Ts {
+        let settled_until = Ts(self.clock.0.saturating_sub(self.lateness_micros));
+        let floor = Ts(settled_until.0.saturating_sub(self.joiner.window_micros()));
+        match self.joiner.pending_floor() {
+            Some(pending) => floor.min(pending),
+            None => floor,
+        }
+    }
+
+    /// The (app, user) pairs, folded (the user by login and by id), of leaver operations with
+    /// a 2xx at or before `by` that the episodes have not seen yet: pending in the join, or
+    /// joined and waiting in the timeline. Until one is seen, an episode past its deadline may still turn
+    /// out disabled in time (a retry that succeeded before the deadline settles a join window
+    /// plus the allowed lateness after it).
+    pub fn unseen_leavers(&self, by: Ts) -> std::collections::HashSet<(String, String)> {
+        let mut pairs = std::collections::HashSet::new();
+        let mut add = |app: Option<&str>, users: [Option<&str>; 2]| {
+            let app = crate::model::fold_case(app.unwrap_or_default()).into_owned();
+            for user in users.into_iter().flatten() {
+                pairs.insert((app.clone(), crate::model::fold_case(user).into_owned()));
+            }
+        };
+        for record in self.joiner.pending_successes(by) {
+            if record.stage == Stage::Leaver {
+                add(
+                    record.app.as_deref(),
+                    [record.user_login.as_deref(), record.user_id.as_deref()],
+                );
+            }
+        }
+        for Timed(_, item) in self.timeline.0.iter().flat_map(|lane| lane.iter()) {
+            if let TimelineItem::Operation(op) = item {
+                if op.stage == Stage::Leaver && op.first_success.is_some_and(|t| t <= by) {
+                    add(op.app(), [op.user_login(), op.user_id()]);
+                }
+            }
+        }
+        pairs
+    }
+
     /// The engine's state, for a checkpoint (taken between records, never inside one):
     /// borrowed, and serialized exactly as an [`EngineState`] is read back.
     pub fn snapshot(&self) -> EngineStateRef<'_> {

@@ -58,6 +58,20 @@ fn uppercase_flags(word: u64) -> u64 {
     ascii_uppercase_flags(word & !HIGH) & !word
 }
 
+/// Whether `bytes` hold any of the four (non-zero) bytes of `set`, eight at a time. A false
+/// flag only ever sits above a true one, so any flag is a find.
+pub fn has_any_of(bytes: &[u8], set: [u8; 4]) -> bool {
+    (0..bytes.len()).step_by(8).any(|at| {
+        let word = word_at(bytes, at);
+        (flags_of(word, set[0])
+            | flags_of(word, set[1])
+            | flags_of(word, set[2])
+            | flags_of(word, set[3]))
+            & HIGH
+            != 0
+    })
+}
+
 /// Whether ASCII `bytes` hold an uppercase letter.
 pub fn has_ascii_uppercase(bytes: &[u8]) -> bool {
     (0..bytes.len())
@@ -164,6 +178,25 @@ pub fn is_ascii(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn has_any_of_agrees_with_a_byte_by_byte_search_at_every_length_and_offset() {
+        let set = [b'=', b':', b' ', b'J'];
+        for len in 0..=20 {
+            for at in 0..len {
+                for byte in [b'=', b':', b' ', b'J', b'j', b'a', 0x80, b'<', b'\xff'] {
+                    let mut text = vec![b'x'; len];
+                    text[at] = byte;
+                    assert_eq!(
+                        has_any_of(&text, set),
+                        text.iter().any(|b| set.contains(b)),
+                        "{len} {at} {byte}"
+                    );
+                }
+            }
+            assert!(!has_any_of(&vec![b'5'; len], set));
+        }
+    }
 
     #[test]
     fn same_bytes_agrees_with_slice_equality_for_a_difference_at_every_offset() {

@@ -262,6 +262,37 @@ fn a_high_risk_leaver_with_no_further_input_is_reported_overdue_on_time() {
     assert!(log.contains("alert=LeaverDisableOverdue"), "{log}");
 }
 
+/// A disable retried and done before the deadline, but settled after it (a join window plus
+/// the allowed lateness later), is not a breach: the daemon paged it and wrote a breached
+/// `open` row, while replay rightly said disabled in time (QA helper-15: with the default
+/// settings, every high-risk leaver disabled between 4 and 15 minutes in). Here the window is
+/// 3 s, the lateness 1 s, the deadline 8 s, and the retry succeeds 6 s in.
+#[test]
+fn a_disable_done_in_time_but_settled_after_the_deadline_is_not_overdue() {
+    let config = CONFIG
+        .replace("join_window_secs = 1", "join_window_secs = 3")
+        .replace("disable_within_secs = 2", "disable_within_secs = 8");
+    let setup = Setup::new(&config);
+    let daemon = setup.start();
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"try-1\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"root-admin@corp.example\",\"result\":\"failure\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"try-1\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-1\",\"status\":503,\"app\":\"vault\"}}\n"));
+    std::thread::sleep(Duration::from_secs(6));
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"try-2\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"root-admin@corp.example\",\"result\":\"success\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"try-2\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-1\",\"status\":204,\"app\":\"vault\"}}\n"));
+    let rows = wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "disabled"));
+    let log = setup.daemon_log();
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(!log.contains("Leaver overdue"), "{log}");
+    assert!(!log.contains("alert=LeaverDisableOverdue"), "{log}");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].state.as_str(), rows[0].met_slo),
+        ("disabled", true)
+    );
+}
+
 /// Waits (up to 20 s) until `ready` holds for the committed `leavers` rows.
 fn wait_for_leavers(
     setup: &Setup,

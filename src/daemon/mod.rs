@@ -725,7 +725,30 @@ impl Pipeline {
     /// alert conditions. Only when the views are due: walking every open episode on every pass
     /// was most of a busy daemon's time; the gauges keep their values in between.
     fn refresh_leaver_views(&mut self, clock: Ts) {
+        // An episode past its deadline is overdue once nothing that could still close it in
+        // time is on its way: a disable that succeeded before the deadline reaches the episode
+        // only a join window plus the allowed lateness later, and until then it was paged and
+        // written as a breach (QA: every high-risk leaver disabled between 4 and 15 minutes
+        // in, with the default settings). Before `final_before` the episodes have seen all.
+        let final_before = self.engine.episodes_final_before();
         let open = self.engine.open_episodes();
+        let latest_undecided = open
+            .iter()
+            .map(|e| e.due_at())
+            .filter(|due| *due < clock && *due >= final_before)
+            .max();
+        let unseen = latest_undecided
+            .map(|by| self.engine.unseen_leavers(by))
+            .unwrap_or_default();
+        let may_still_close = |episode: &crate::judge::Episode| {
+            let app = crate::model::fold_case(&episode.app).into_owned();
+            [episode.user_login.as_deref(), episode.user_id.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|user| {
+                    unseen.contains(&(app.clone(), crate::model::fold_case(user).into_owned()))
+                })
+        };
         let (mut open_high, mut open_standard, mut overdue_high, mut overdue_standard) =
             (0, 0, 0, 0);
         let (mut oldest_high, mut oldest_standard) = (0.0f64, 0.0f64);
@@ -734,7 +757,8 @@ impl Pipeline {
         let mut breached = BTreeSet::new();
         self.overdue_high_risk.clear();
         for episode in &open {
-            let overdue = episode.due_at() < clock;
+            let due = episode.due_at();
+            let overdue = due < clock && (due < final_before || !may_still_close(episode));
             match (episode.high_risk, overdue) {
                 (true, true) => {
                     overdue_high += 1;

@@ -415,6 +415,20 @@ impl Joiner {
         self.directory.shrink_to(max)
     }
 
+    /// The IdP records of every operation still pending that has a 2xx write at or before
+    /// `by` (one that may turn out to have succeeded by then).
+    pub fn pending_successes(&self, by: Ts) -> impl Iterator<Item = &IdpRecord> {
+        self.buckets
+            .iter()
+            .filter(move |bucket| {
+                bucket
+                    .packed
+                    .writes()
+                    .any(|w| (200..300).contains(&w.status) && w.time <= by)
+            })
+            .flat_map(|bucket| bucket.idp.iter())
+    }
+
     /// The earliest time any pending operation may still have.
     pub fn pending_floor(&mut self) -> Option<Ts> {
         self.clean_floor();
