@@ -276,13 +276,11 @@ impl Engine {
                 pairs.insert((app.clone(), crate::model::fold_case(user).into_owned()));
             }
         };
-        for record in self.joiner.pending_successes(by) {
-            if record.stage == Stage::Leaver {
-                add(
-                    record.app.as_deref(),
-                    [record.user_login.as_deref(), record.user_id.as_deref()],
-                );
-            }
+        for record in self.joiner.pending_leaver_successes(by) {
+            add(
+                record.app.as_deref(),
+                [record.user_login.as_deref(), record.user_id.as_deref()],
+            );
         }
         for Timed(_, item) in self.timeline.0.iter().flat_map(|lane| lane.iter()) {
             if let TimelineItem::Operation(op) = item {

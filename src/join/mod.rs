@@ -22,7 +22,7 @@ mod directory;
 mod packed;
 
 use crate::model::{fold_case, push_boxed, push_small, FastMap};
-use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, WriteKind};
+use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, Stage, WriteKind};
 use crate::queue::{prefetch, prefetch_up_to, MinQueue};
 use crate::time::Ts;
 use directory::Directory;
@@ -415,18 +415,20 @@ impl Joiner {
         self.directory.shrink_to(max)
     }
 
-    /// The IdP records of every operation still pending that has a 2xx write at or before
-    /// `by` (one that may turn out to have succeeded by then).
-    pub fn pending_successes(&self, by: Ts) -> impl Iterator<Item = &IdpRecord> {
+    /// The leaver IdP records of every operation still pending that has a 2xx write at or
+    /// before `by` (one that may turn out to have disabled the account by then). Only the
+    /// leavers' writes are unpacked.
+    pub fn pending_leaver_successes(&self, by: Ts) -> impl Iterator<Item = &IdpRecord> {
         self.buckets
             .iter()
+            .filter(|bucket| bucket.idp.iter().any(|r| r.stage == Stage::Leaver))
             .filter(move |bucket| {
                 bucket
                     .packed
                     .writes()
                     .any(|w| (200..300).contains(&w.status) && w.time <= by)
             })
-            .flat_map(|bucket| bucket.idp.iter())
+            .flat_map(|bucket| bucket.idp.iter().filter(|r| r.stage == Stage::Leaver))
     }
 
     /// The earliest time any pending operation may still have.
