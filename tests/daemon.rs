@@ -382,6 +382,61 @@ fn an_overdue_leaver_is_a_leavers_row_before_it_is_disabled() {
     );
 }
 
+/// A leaver rehired after the deadline passed: the episode was written as a breached `open`
+/// row, and the rehire cancels it (clarification 15: no latency, no breach). Its `cancelled`
+/// row takes that one's place, and the quarter's pack holds no breach (QA helper-15: the pack
+/// counted the `open` row as a breach, since a cancelled episode wrote no row).
+#[test]
+fn a_leaver_rehired_after_the_deadline_leaves_no_breach_in_the_pack() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"leave\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"root-admin@corp.example\",\"result\":\"failure\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"leave\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-1\",\"status\":503,\"app\":\"vault\"}}\n"));
+    let rows = wait_for_leavers(&setup, |rows| !rows.is_empty());
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.state.as_str(), r.met_slo))
+            .collect::<Vec<_>>(),
+        [("open", false)]
+    );
+    let t2 = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t2}\",\"cid\":\"rehire\",\"action\":\"create\",\"app\":\"vault\",\"user\":\"root-admin@corp.example\",\"result\":\"success\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t2}\",\"cid\":\"rehire\",\"method\":\"POST\",\"path\":\"/scim/v2/Users\",\"status\":201,\"app\":\"vault\"}}\n"));
+    let rows = wait_for_leavers(&setup, |rows| rows.len() >= 2);
+    assert_eq!(daemon.stop(), Some(0));
+    let mut states: Vec<(&str, bool)> =
+        rows.iter().map(|r| (r.state.as_str(), r.met_slo)).collect();
+    states.sort();
+    assert_eq!(states, [("cancelled", true), ("open", false)], "{rows:?}");
+    let quarter = format!(
+        "{}Q{}",
+        &t[..4],
+        (t[5..7].parse::<u32>().unwrap() - 1) / 3 + 1
+    );
+    let pack = setup.path("pack");
+    let output = common::run(&[
+        "export",
+        "--data",
+        setup.path("data").to_str().unwrap(),
+        "--quarter",
+        &quarter,
+        "--out",
+        pack.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pack.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["files"]["leavers"]["rows"], 0, "{manifest}");
+    assert_eq!(manifest["summary"]["leavers"]["breaches"], 0, "{manifest}");
+    let verified = common::run(&["export", "--verify", pack.to_str().unwrap()]);
+    assert!(verified.status.success());
+}
+
 #[test]
 fn sigterm_commits_and_a_restart_resumes_without_rereading() {
     let setup = Setup::new(CONFIG);

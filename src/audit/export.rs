@@ -125,15 +125,15 @@ pub struct Manifest {
 }
 
 /// The daemon writes an episode's row when it passes its deadline still open (state `open`)
-/// and again when it is disabled: keeps one row per episode, the disabled one where there is
-/// one. Rows are one episode when app and `initiated_at` are the same and so is the login or
+/// and again when it is disabled or cancelled: keeps one row per episode, the one that ended
+/// it where there is one. Rows are one episode when app and `initiated_at` are the same and so is the login or
 /// the user ID (an episode learns its login from a later operation, so the open row may lack
 /// it).
 fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
-    // The disabled row; else the open row written past the deadline (an open episode only
-    // goes from in time to breached); else any.
+    // The disabled or cancelled row (an episode ends one way); else the open row written past
+    // the deadline (an open episode only goes from in time to breached); else any.
     let rank = |row: &LeaverRow| match (row.state.as_str(), row.met_slo) {
-        ("disabled", _) => 0u8,
+        ("disabled" | "cancelled", _) => 0u8,
         (_, false) => 1,
         _ => 2,
     };
@@ -416,6 +416,9 @@ pub fn export(
         );
     }
     let mut leavers = one_row_per_episode(leavers);
+    // A cancelled episode (a rehire while open) is neither closed nor breached: not in a pack,
+    // and its row took the place of any `open` one written before.
+    leavers.retain(|row| row.state != "cancelled");
     // A total order, so the same rows always give the same bytes.
     operations.sort_by(|a, b| (a.time(), a).cmp(&(b.time(), b)));
     sort_leavers(&mut leavers);

@@ -285,16 +285,15 @@ pub fn open_episode(row: &LeaverRow) -> Episode {
     }
 }
 
-/// The `leavers` row of an episode: disabled ones, and open ones as they stand at `as_of`
-/// (`met_slo` false once past the deadline). Cancelled episodes (a rehire while open) have
-/// none. The engine hands on an open episode when it passes its deadline (the daemon), at the
-/// end of a replay, and when a memory cap drops it.
-pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
+/// The `leavers` row of an episode: disabled ones, open ones as they stand at `as_of`
+/// (`met_slo` false once past the deadline), and cancelled ones (a rehire while open: no
+/// latency, no breach), whose row supersedes an `open` one written before (the daemon wrote
+/// one past the deadline, and it stood as a breach in the store and in packs). The engine
+/// hands on an open episode when it passes its deadline (the daemon), at the end of a replay,
+/// and when a memory cap drops it.
+pub fn leaver_row(episode: &Episode, as_of: Ts) -> LeaverRow {
     let breached = episode.breached(as_of);
-    if episode.state == EpisodeState::Cancelled {
-        return None;
-    }
-    Some(LeaverRow {
+    LeaverRow {
         app: episode.app.clone(),
         user_id: episode.user_id.clone(),
         user_login: episode.user_login.clone(),
@@ -312,7 +311,7 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> Option<LeaverRow> {
             EpisodeState::Cancelled => "cancelled",
         }
         .to_string(),
-    })
+    }
 }
 
 /// Writes one table's rows as a Parquet file, a row group at a time: coded columns through
@@ -584,13 +583,12 @@ impl AuditWriter {
                 }
             }
             Output::Episode(episode) => {
-                if let Some(row) = leaver_row(episode, as_of) {
-                    let day = day_of(row.initiated_at);
-                    let buffer = self.leavers.entry(day).or_default();
-                    buffer.push(row);
-                    if buffer.len() >= self.spill_rows() {
-                        self.spill(Table::Leavers, day)?;
-                    }
+                let row = leaver_row(episode, as_of);
+                let day = day_of(row.initiated_at);
+                let buffer = self.leavers.entry(day).or_default();
+                buffer.push(row);
+                if buffer.len() >= self.spill_rows() {
+                    self.spill(Table::Leavers, day)?;
                 }
             }
             Output::PostDisable(_) => {}
