@@ -73,6 +73,9 @@ struct TailedFile {
     len: u64,
     grew_at: Instant,
     modified: Option<std::time::SystemTime>,
+    /// When it was first listed: a file that turns up after another stopped growing is what
+    /// rotated it away; one that was there all along (another node's log) is not.
+    seen_at: Instant,
 }
 
 /// Information about the file a line came from.
@@ -304,17 +307,26 @@ impl Tailer {
         let rotate_wait = self.rotate_wait;
         self.previous
             .retain(|g| now.duration_since(g.ended) < rotate_wait.max(Duration::from_secs(1)));
-        // Per source, the newest modification among the files still listed.
-        let mut newest = vec![None; self.sources.len()];
-        for (file, found) in self
+        // Per file, whether another file of its source, written since, turned up after it
+        // last grew: the file that rotated it away. (A newer modification alone also said so
+        // of two nodes' logs written side by side, and a line one of them wrote in two parts
+        // a while apart became two bad lines.)
+        let listed: Vec<(usize, u32, Instant, Option<std::time::SystemTime>)> = self
             .files
             .iter()
             .zip(seen.iter().chain(std::iter::repeat(&true)))
-        {
-            if *found && file.modified > newest[file.source] {
-                newest[file.source] = file.modified;
-            }
-        }
+            .filter(|(_, found)| **found)
+            .map(|(f, _)| (f.source, f.id, f.seen_at, f.modified))
+            .collect();
+        let rotated_away = |file: &TailedFile| {
+            listed.iter().any(|(source, id, seen_at, modified)| {
+                *source == file.source
+                    && *id != file.id
+                    // (a second's slack: files listed together at a start are one listing)
+                    && *seen_at + Duration::from_secs(1) >= file.grew_at
+                    && *modified > file.modified
+            })
+        };
         let mut closed = 0;
         let mut index = 0;
         self.files.retain_mut(|file| {
@@ -322,11 +334,11 @@ impl Tailer {
             index += 1;
             if found {
                 file.gone_since = None;
-                // Rotated away (a newer file of its source is written; this one has not grown
-                // for rotate_wait): a last line without a newline will not get one.
-                let superseded = file.modified < newest[file.source];
+                // Rotated away (a file of its source that turned up since is written; this one
+                // has not grown for rotate_wait): a last line without a newline will not get one.
                 let idle = now.duration_since(file.grew_at) >= rotate_wait;
-                file.reader.set_final_partial_is_line(superseded && idle);
+                let rotated = idle && rotated_away(file);
+                file.reader.set_final_partial_is_line(rotated);
                 return true;
             }
             let since = *file.gone_since.get_or_insert(now);
@@ -507,6 +519,7 @@ impl Tailer {
             gone_since: None,
             len,
             grew_at: Instant::now(),
+            seen_at: Instant::now(),
             modified: meta.modified().ok(),
         });
         self.counters.files_opened += 1;
@@ -645,6 +658,42 @@ mod tests {
             h.poll();
         }
         assert_eq!(h.seen, ["one", "tw", "three"]);
+    }
+
+    /// Two nodes' logs of one source, written side by side: one node's line written in two
+    /// parts a while apart is one line, though the other file is written meanwhile (it was
+    /// taken as a rotation: the part was read as a line, and the rest as a second, both bad).
+    #[test]
+    fn a_partial_line_waits_while_another_file_of_its_source_is_written_side_by_side() {
+        let mut h = Harness::new();
+        h.append("app.log.a", &["one"]);
+        h.append("app.log.b", &["x"]);
+        h.poll();
+        h.poll();
+        // Both have been there since long before either stops mid-line.
+        std::thread::sleep(Duration::from_millis(1100));
+        let write = |h: &Harness, name: &str, bytes: &[u8]| {
+            fs::OpenOptions::new()
+                .append(true)
+                .open(h.path(name))
+                .unwrap()
+                .write_all(bytes)
+                .unwrap()
+        };
+        write(&h, "app.log.a", b"tw");
+        h.poll();
+        for line in ["y", "z"] {
+            std::thread::sleep(Duration::from_millis(20)); // a later modification time
+            h.append("app.log.b", &[line]);
+            h.poll();
+            h.poll();
+        }
+        write(&h, "app.log.a", b"o\n");
+        h.poll();
+        h.poll();
+        let mut seen = h.seen.clone();
+        seen.sort();
+        assert_eq!(seen, ["one", "two", "x", "y", "z"]);
     }
 
     /// (file id, line) names one line, also across a truncation: the join keys pending writes
