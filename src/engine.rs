@@ -263,29 +263,33 @@ impl Engine {
         }
     }
 
-    /// The (app, user) pairs, folded (the user by login and by id), of leaver operations with
-    /// a 2xx at or before `by` that the episodes have not seen yet: pending in the join, or
-    /// joined and waiting in the timeline. Until one is seen, an episode past its deadline may still turn
-    /// out disabled in time (a retry that succeeded before the deadline settles a join window
-    /// plus the allowed lateness after it).
-    pub fn unseen_leavers(&self, by: Ts) -> std::collections::HashSet<(String, String)> {
-        let mut pairs = std::collections::HashSet::new();
-        let mut add = |app: Option<&str>, users: [Option<&str>; 2]| {
+    /// The (app, user) pairs, folded (the user by login and by id), of leaver operations the
+    /// episodes have not seen yet — pending in the join, or joined and waiting in the timeline
+    /// — with the earliest time each may have disabled the user. Until such an operation is
+    /// seen, an episode past its deadline may still turn out disabled in time (a retry that
+    /// succeeded before the deadline settles a join window plus the allowed lateness after
+    /// it, or two windows without a shared ID).
+    pub fn unseen_leavers(&self) -> std::collections::HashMap<(String, String), Ts> {
+        let mut pairs: std::collections::HashMap<(String, String), Ts> = Default::default();
+        let mut add = |app: Option<&str>, users: [Option<&str>; 2], at: Ts| {
             let app = crate::model::fold_case(app.unwrap_or_default()).into_owned();
             for user in users.into_iter().flatten() {
-                pairs.insert((app.clone(), crate::model::fold_case(user).into_owned()));
+                let key = (app.clone(), crate::model::fold_case(user).into_owned());
+                let earliest = pairs.entry(key).or_insert(at);
+                *earliest = (*earliest).min(at);
             }
         };
-        for record in self.joiner.pending_leaver_successes(by) {
+        for (record, at) in self.joiner.pending_leavers() {
             add(
                 record.app.as_deref(),
                 [record.user_login.as_deref(), record.user_id.as_deref()],
+                at,
             );
         }
         for Timed(_, item) in self.timeline.0.iter().flat_map(|lane| lane.iter()) {
             if let TimelineItem::Operation(op) = item {
-                if op.stage == Stage::Leaver && op.first_success.is_some_and(|t| t <= by) {
-                    add(op.app(), [op.user_login(), op.user_id()]);
+                if let (Stage::Leaver, Some(at)) = (op.stage, op.first_success) {
+                    add(op.app(), [op.user_login(), op.user_id()], at);
                 }
             }
         }

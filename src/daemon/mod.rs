@@ -732,21 +732,23 @@ impl Pipeline {
         // in, with the default settings). Before `final_before` the episodes have seen all.
         let final_before = self.engine.episodes_final_before();
         let open = self.engine.open_episodes();
-        let latest_undecided = open
+        let undecided = open
             .iter()
-            .map(|e| e.due_at())
-            .filter(|due| *due < clock && *due >= final_before)
-            .max();
-        let unseen = latest_undecided
-            .map(|by| self.engine.unseen_leavers(by))
-            .unwrap_or_default();
+            .any(|e| e.due_at() < clock && e.due_at() >= final_before);
+        let unseen = if undecided {
+            self.engine.unseen_leavers()
+        } else {
+            Default::default()
+        };
+        // Whether an operation on its way may have disabled the user by the deadline.
         let may_still_close = |episode: &crate::judge::Episode| {
-            let app = crate::model::fold_case(&episode.app).into_owned();
+            let app = crate::model::fold_case(&episode.app);
             [episode.user_login.as_deref(), episode.user_id.as_deref()]
                 .into_iter()
                 .flatten()
                 .any(|user| {
-                    unseen.contains(&(app.clone(), crate::model::fold_case(user).into_owned()))
+                    let key = (app.to_string(), crate::model::fold_case(user).into_owned());
+                    unseen.get(&key).is_some_and(|at| *at <= episode.due_at())
                 })
         };
         let (mut open_high, mut open_standard, mut overdue_high, mut overdue_standard) =
@@ -778,9 +780,11 @@ impl Pipeline {
             if overdue {
                 // Each view sees every overdue leaver again; only the new ones are logged and
                 // written as breaches.
+                // Under the name the episode opened with: a login learned later is the same
+                // episode (its second `open` row and warning were written under the new name).
                 let breach = (
                     episode.app.clone(),
-                    episode.user().to_string(),
+                    episode.alert_user().to_string(),
                     episode.initiated_at,
                 );
                 if !self.breach_rows.contains(&breach) {

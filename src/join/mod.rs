@@ -415,20 +415,40 @@ impl Joiner {
         self.directory.shrink_to(max)
     }
 
-    /// The leaver IdP records of every operation still pending that has a 2xx write at or
-    /// before `by` (one that may turn out to have disabled the account by then). Only the
-    /// leavers' writes are unpacked.
-    pub fn pending_leaver_successes(&self, by: Ts) -> impl Iterator<Item = &IdpRecord> {
+    /// Every pending leaver operation that may yet turn out to have disabled its user: its
+    /// IdP records, and the earliest time it may have done so. That is its first 2xx write
+    /// when it holds one; with no write yet (one joined without a shared ID waits in the pool
+    /// until the operation settles, and a gateway log read behind the IdP's has not sent it),
+    /// its first IdP record unless the IdP says it failed. A failed claim with only failed
+    /// writes cannot disable anyone.
+    pub fn pending_leavers(&self) -> impl Iterator<Item = (&IdpRecord, Ts)> {
         self.buckets
             .iter()
             .filter(|bucket| bucket.idp.iter().any(|r| r.stage == Stage::Leaver))
-            .filter(move |bucket| {
-                bucket
-                    .packed
-                    .writes()
-                    .any(|w| (200..300).contains(&w.status) && w.time <= by)
+            .filter_map(|bucket| {
+                let mut writes = bucket.packed.attempts().peekable();
+                let first_2xx = if writes.peek().is_some() {
+                    writes
+                        .filter(|w| (200..300).contains(&w.status))
+                        .map(|w| w.time)
+                        .min()
+                } else {
+                    bucket
+                        .idp
+                        .iter()
+                        .filter(|r| r.status != Some(crate::model::IdpStatus::Failure))
+                        .map(|r| r.time)
+                        .min()
+                };
+                first_2xx.map(|at| (bucket, at))
             })
-            .flat_map(|bucket| bucket.idp.iter().filter(|r| r.stage == Stage::Leaver))
+            .flat_map(|(bucket, at)| {
+                bucket
+                    .idp
+                    .iter()
+                    .filter(|r| r.stage == Stage::Leaver)
+                    .map(move |r| (r, at))
+            })
     }
 
     /// The earliest time any pending operation may still have.
@@ -1221,6 +1241,41 @@ mod tests {
         let mut out = Vec::new();
         joiner.expire(Ts::from_secs(clock), &mut out);
         out
+    }
+
+    /// What the daemon's overdue hold asks of the pending state: a leaver operation that may
+    /// yet have disabled its user, and from when. With a 2xx write, from that write; with no
+    /// write in the bucket yet (no shared ID: its writes wait in the pool; or the gateway's log
+    /// read behind), from the IdP record unless the IdP says it failed; a failed claim with
+    /// only failed writes, never. (QA review: the hold first looked only at buckets' writes,
+    /// and did nothing for IdPs that send no shared ID.)
+    #[test]
+    fn pending_leavers_say_from_when_they_may_have_disabled_their_user() {
+        let mut joiner = Joiner::new(600, true);
+        let found = |joiner: &Joiner| -> Vec<(String, i64)> {
+            let mut found: Vec<(String, i64)> = joiner
+                .pending_leavers()
+                .map(|(r, at)| (r.correlation_id.clone().unwrap(), at.0 / 1_000_000))
+                .collect();
+            found.sort();
+            found
+        };
+        joiner.push_idp(idp(100, "claimed", 1));
+        let mut failed = idp(100, "failed", 2);
+        failed.status = Some(IdpStatus::Failure);
+        joiner.push_idp(failed);
+        let mut failed_with_write = idp(100, "refused", 3);
+        failed_with_write.status = Some(IdpStatus::Failure);
+        joiner.push_idp(failed_with_write);
+        let mut refused = write(101, "refused", 4);
+        refused.status = 503;
+        joiner.push_gateway(refused);
+        joiner.push_idp(idp(100, "done", 5));
+        joiner.push_gateway(write(107, "done", 6));
+        assert_eq!(
+            found(&joiner),
+            [("claimed".to_string(), 100), ("done".to_string(), 107)]
+        );
     }
 
     /// The time indexes keep stale entries when a bucket's deadline or earliest time moves, and
