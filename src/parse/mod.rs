@@ -206,13 +206,22 @@ impl<'a> Picked<'a> {
         self.values[field as usize].as_ref().map(|(_, v)| v)
     }
     /// The field as text; `-`, empty strings and JSON null are absent (nginx writes `-`). An
-    /// array of strings is its first (a repeated header, as Kong logs one).
+    /// ID or a `Location` logged as an array of strings is its first (a header sent twice, as
+    /// Kong logs one); any other array stays its JSON text.
     pub fn text(&self, field: Field) -> Option<&str> {
         let text = match *self.get(field)? {
             Value::Str(s) => s,
             Value::Own(index) => self.owned[index].as_str(),
             Value::Num(n) => n,
-            Value::Raw(r) => json::first_string(r).unwrap_or(r),
+            Value::Raw(r)
+                if matches!(
+                    field,
+                    Field::CorrelationId | Field::OperationId | Field::Location
+                ) =>
+            {
+                json::first_string(r).unwrap_or(r)
+            }
+            Value::Raw(r) => r,
             Value::Bool(true) => "true",
             Value::Bool(false) => "false",
             Value::Null | Value::Escaped(_) => return None,

@@ -109,6 +109,12 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
 /// bare JWT) as a stand-in that keeps it apart from other IDs and joins with itself:
 /// `[REDACTED:` and 12 hex digits of its SHA-256 `]`. Any other ID as it is.
 pub fn correlation_id(id: &str) -> Cow<'_, str> {
+    // A credential in an ID has a scheme's space, a pair's `=` or `:`, or a JWT's dots; IDs
+    // (UUIDs, ULIDs, hex, base62) have none, and skip the regexes (`J` alone, which `scrub`
+    // looks for, is in half of all ULIDs).
+    if !crate::swar::has_any_of(id.as_bytes(), [b'=', b':', b' ', b'.']) {
+        return Cow::Borrowed(id);
+    }
     match scrub(id) {
         Cow::Borrowed(_) => Cow::Borrowed(id),
         Cow::Owned(_) => {

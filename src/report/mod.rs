@@ -231,7 +231,9 @@ impl LatencyQuantiles {
         // The middle of the value's bucket, to 3 digits: the top (what `value_at_quantile`
         // gives) read 5 s as 5.001 and 12.345 s as 12.4.
         let value = self.histogram.median_equivalent(value);
-        Some(significant_3((value * self.resolution_ms) as f64 / 1000.0))
+        let seconds = significant_3((value * self.resolution_ms) as f64 / 1000.0);
+        // Never past the exact longest (3 digits of 86,461 s read 86,500).
+        Some(self.max.map_or(seconds, |max| seconds.min(max)))
     }
 
     /// The longest latency recorded, exactly.
@@ -533,7 +535,7 @@ mod tests {
         );
         assert_eq!(
             quantiles(&[12.345, 86_461.0], LatencyQuantiles::RESOLUTION_MS),
-            (Some(12.3), Some(86_500.0), Some(86_461.0))
+            (Some(12.3), Some(86_461.0), Some(86_461.0))
         );
         assert_eq!(
             quantiles(&[], LatencyQuantiles::RESOLUTION_MS),

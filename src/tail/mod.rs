@@ -322,8 +322,10 @@ impl Tailer {
             listed.iter().any(|(source, id, seen_at, modified)| {
                 *source == file.source
                     && *id != file.id
-                    // (a second's slack: files listed together at a start are one listing)
-                    && *seen_at + Duration::from_secs(1) >= file.grew_at
+                    // (with `rotate_wait` of slack: files listed together at a start are one
+                    // listing, and an app may write the old file a while after the new one
+                    // appears, until logrotate's postrotate signal reaches it)
+                    && *seen_at + rotate_wait.max(Duration::from_secs(1)) >= file.grew_at
                     && *modified > file.modified
             })
         };
