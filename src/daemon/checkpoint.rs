@@ -47,6 +47,9 @@ pub struct Checkpoint {
     /// written past this checkpoint, which is then an old one put back.
     #[serde(default)]
     pub store_files: Option<u64>,
+    /// The newest of those files, as [`file_order`] places it.
+    #[serde(default)]
+    pub store_newest: Option<(u64, u64)>,
     /// Since when each source has been watched: one that never spoke stays silent since then
     /// across a restart (it was since the process's start, so every restart resolved its
     /// SourceStale and paged again later).
@@ -83,39 +86,59 @@ pub fn moved_sources(saved: &[String], current: &[String]) -> Option<String> {
 /// The name every Parquet file the daemon writes starts with (`replay`'s start `replay-`).
 pub const FILE_PREFIX: &str = "part";
 
-/// Why the checkpoint cannot be taken up: the store holds more of the daemon's files than it
-/// knew of (`known`), so they were committed after it and it is an older checkpoint put back
-/// (from a backup, say). Resuming would read the logs again from its older positions and write
-/// their rows a second time. `daemon_files` are the store's files named [`FILE_PREFIX`]`-`.
-pub fn older_than_store(known: u64, daemon_files: &[PathBuf]) -> Option<String> {
-    let newer = (daemon_files.len() as u64)
-        .checked_sub(known)
-        .filter(|n| *n > 0)?;
-    // `part-<start ms>-<pid>-<sequence>.parquet`: a run's start, then its own order.
-    let order = |path: &PathBuf| -> (u64, u64) {
-        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-        let mut parts = stem
-            .split('-')
-            .skip(1)
-            .map(|p| p.parse::<u64>().unwrap_or(0));
-        (parts.next().unwrap_or(0), parts.nth(1).unwrap_or(0))
-    };
+/// Where a daemon file stands among all of them: `part-<start ms>-<pid>-<sequence>.parquet`,
+/// its run's start, then its place in that run.
+pub fn file_order(path: &Path) -> (u64, u64) {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let mut parts = stem
+        .split('-')
+        .skip(1)
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.nth(1).unwrap_or(0))
+}
+
+/// Why the checkpoint cannot be taken up: the store holds daemon files committed after it
+/// (later than the newest it knew, `newest`; or, for a checkpoint from before that was kept,
+/// more than the `known` count), so it is an older checkpoint put back (from a backup, say).
+/// Resuming would read the logs again from its older positions and write their rows a second
+/// time. `daemon_files` are the store's files named [`FILE_PREFIX`]`-`. Comparing the newest
+/// and not only the count also catches an old checkpoint after old partitions were archived.
+pub fn older_than_store(
+    known: u64,
+    newest: Option<(u64, u64)>,
+    daemon_files: &[PathBuf],
+) -> Option<String> {
     let mut files: Vec<&PathBuf> = daemon_files.iter().collect();
-    files.sort_by_key(|p| order(p));
-    let newest: Vec<String> = files
+    files.sort_by_key(|p| file_order(p));
+    let newer: Vec<&PathBuf> = match newest {
+        Some(newest) => files
+            .iter()
+            .copied()
+            .filter(|p| file_order(p) > newest)
+            .collect(),
+        None => {
+            let extra = (daemon_files.len() as u64).saturating_sub(known) as usize;
+            files[files.len() - extra..].to_vec()
+        }
+    };
+    if newer.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = newer
         .iter()
         .rev()
         .take(3)
         .map(|p| p.display().to_string())
         .collect();
     Some(format!(
-        "the checkpoint is older than the store: it knew of {known} Parquet file(s) written by \
-         the daemon, and the store holds {} (a checkpoint put back from a backup?). Resuming \
-         from it would read the logs again from older positions and write their rows a second \
-         time. Put back the newest checkpoint, or move aside the {newer} newest file(s) to take \
-         their rows up again from this one (newest: {})",
-        daemon_files.len(),
-        newest.join(", ")
+        "the checkpoint is older than the store: the store holds {} Parquet file(s) the daemon \
+         wrote after it (a checkpoint put back from a backup?). Resuming from it would read the \
+         logs again from older positions and write their rows a second time. Put back the \
+         newest checkpoint, or, if the logs still hold those rows, move aside the {} newest \
+         file(s) to take them up again from this one (newest: {})",
+        newer.len(),
+        newer.len(),
+        shown.join(", ")
     ))
 }
 
@@ -134,6 +157,7 @@ pub struct CheckpointRef<'a> {
     pub breach_rows: &'a std::collections::BTreeSet<(String, String, Ts)>,
     pub sources: Vec<&'a str>,
     pub store_files: Option<u64>,
+    pub store_newest: Option<(u64, u64)>,
     pub watched_since: std::collections::BTreeMap<&'a str, Ts>,
 }
 
@@ -222,10 +246,10 @@ mod tests {
         .iter()
         .map(PathBuf::from)
         .collect();
-        let why = older_than_store(2, &files).unwrap();
+        // Knew the first run's files up to its third: two are newer.
+        let why = older_than_store(2, Some((1_700_000_000_000, 3)), &files).unwrap();
         assert!(
-            why.contains("knew of 2 Parquet file(s)")
-                && why.contains("the store holds 4")
+            why.contains("holds 2 Parquet file(s) the daemon wrote after it")
                 && why.contains("move aside the 2 newest"),
             "{why}"
         );
@@ -234,8 +258,16 @@ mod tests {
             newest.starts_with("operations/date=2026-07-01/part-1800000000000-7-000001.parquet, operations/date=2026-07-02/part-1700000000000-42-000010.parquet"),
             "{newest}"
         );
-        assert_eq!(older_than_store(4, &files), None);
-        assert_eq!(older_than_store(9, &files), None);
+        assert_eq!(
+            older_than_store(4, Some((1_800_000_000_000, 1)), &files),
+            None
+        );
+        // Old partitions archived (fewer files than it counted), and still newer ones: refused.
+        assert!(older_than_store(9, Some((1_700_000_000_000, 3)), &files).is_some());
+        // A checkpoint from before the newest was kept: by count.
+        assert!(older_than_store(2, None, &files).is_some());
+        assert_eq!(older_than_store(4, None, &files), None);
+        assert_eq!(older_than_store(9, None, &files), None);
     }
 
     fn names(list: &[&str]) -> Vec<String> {

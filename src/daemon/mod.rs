@@ -130,6 +130,8 @@ pub struct Pipeline {
     /// How many of its Parquet files the daemon has committed to the store (counted at start,
     /// then kept), for the checkpoint to say (see [`checkpoint::older_than_store`]).
     store_files: u64,
+    /// The newest of them ([`checkpoint::file_order`]).
+    store_newest: Option<(u64, u64)>,
 }
 
 impl Pipeline {
@@ -148,6 +150,7 @@ impl Pipeline {
         let settings = EngineSettings::from_config(&config);
         let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         let mut store_files = 0;
+        let mut store_newest = None;
         let mut watched_since = BTreeMap::new();
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(saved) => {
@@ -163,7 +166,9 @@ impl Pipeline {
                     name.starts_with(&prefix)
                 });
                 if let Some(known) = saved.store_files {
-                    if let Some(why) = checkpoint::older_than_store(known, &files) {
+                    if let Some(why) =
+                        checkpoint::older_than_store(known, saved.store_newest, &files)
+                    {
                         anyhow::bail!("{}: {why}", checkpoint::path(&data_dir).display());
                     }
                     if (files.len() as u64) < known {
@@ -175,6 +180,7 @@ impl Pipeline {
                     }
                 }
                 store_files = files.len() as u64;
+                store_newest = files.iter().map(|f| checkpoint::file_order(f)).max();
                 watched_since = saved.watched_since;
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 (
@@ -262,6 +268,7 @@ impl Pipeline {
             new_breaches: Vec::new(),
             last_checkpoint_cost: Duration::ZERO,
             store_files,
+            store_newest,
             metrics,
             recent,
             alerts,
@@ -596,6 +603,11 @@ impl Pipeline {
             breach_rows: &self.breach_rows,
             sources: self.parsers.iter().map(|p| p.name.as_str()).collect(),
             store_files: Some(self.store_files + prepared.len() as u64),
+            store_newest: prepared
+                .iter()
+                .map(|f| checkpoint::file_order(&f.path))
+                .chain(self.store_newest)
+                .max(),
             watched_since: self
                 .parsers
                 .iter()
@@ -612,6 +624,11 @@ impl Pipeline {
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
         self.store_files += prepared.len() as u64;
+        self.store_newest = prepared
+            .iter()
+            .map(|f| checkpoint::file_order(&f.path))
+            .chain(self.store_newest)
+            .max();
         checkpoint::store_alerts(&self.config.storage.data_dir, &self.alerts)?;
         self.last_checkpoint = Instant::now();
         self.last_checkpoint_cost = started.elapsed();
