@@ -351,28 +351,7 @@ fn an_overdue_leaver_is_a_leavers_row_before_it_is_disabled() {
         "{states:?}"
     );
 
-    let quarter = format!(
-        "{}Q{}",
-        &t[..4],
-        (t[5..7].parse::<u32>().unwrap() - 1) / 3 + 1
-    );
-    let pack = setup.path("pack");
-    let output = common::run(&[
-        "export",
-        "--data",
-        setup.path("data").to_str().unwrap(),
-        "--quarter",
-        &quarter,
-        "--out",
-        pack.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(pack.join("manifest.json")).unwrap()).unwrap();
+    let (pack, manifest) = export_quarter_of(&setup, &t);
     assert_eq!(manifest["files"]["leavers"]["rows"], 1, "{manifest}");
     assert_eq!(manifest["summary"]["leavers"]["breaches"], 1, "{manifest}");
     let packed = scimwatch::audit::export::read_leavers(&pack.join("leavers.parquet")).unwrap();
@@ -409,6 +388,15 @@ fn a_leaver_rehired_after_the_deadline_leaves_no_breach_in_the_pack() {
         rows.iter().map(|r| (r.state.as_str(), r.met_slo)).collect();
     states.sort();
     assert_eq!(states, [("cancelled", true), ("open", false)], "{rows:?}");
+    let (pack, manifest) = export_quarter_of(&setup, &t);
+    assert_eq!(manifest["files"]["leavers"]["rows"], 0, "{manifest}");
+    assert_eq!(manifest["summary"]["leavers"]["breaches"], 0, "{manifest}");
+    let verified = common::run(&["export", "--verify", pack.to_str().unwrap()]);
+    assert!(verified.status.success());
+}
+
+/// `scimwatch export` of the quarter holding the time `t`, into `pack/`: where, and its manifest.
+fn export_quarter_of(setup: &Setup, t: &str) -> (std::path::PathBuf, serde_json::Value) {
     let quarter = format!(
         "{}Q{}",
         &t[..4],
@@ -429,12 +417,9 @@ fn a_leaver_rehired_after_the_deadline_leaves_no_breach_in_the_pack() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let manifest: serde_json::Value =
+    let manifest =
         serde_json::from_slice(&std::fs::read(pack.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["files"]["leavers"]["rows"], 0, "{manifest}");
-    assert_eq!(manifest["summary"]["leavers"]["breaches"], 0, "{manifest}");
-    let verified = common::run(&["export", "--verify", pack.to_str().unwrap()]);
-    assert!(verified.status.success());
+    (pack, manifest)
 }
 
 #[test]

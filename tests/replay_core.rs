@@ -294,8 +294,9 @@ fn an_over_long_line_is_counted_once_and_the_lines_around_it_survive() {
 /// One gateway line from the year 9999 moved the engine's clock there: every join after it
 /// settled at once (three of five leavers unconfirmed, three false breaches). Now it is a bad
 /// line (`bad_time`, with its file, line and offset) and the rest join as if it were absent.
-#[test]
-fn a_line_from_the_far_future_is_a_bad_line_not_the_clock() {
+/// A directory with a config for `idp.jsonl` (generic JSON: `at`, `cid`, `action`, `status`,
+/// `user`, `app`) and `gw.log` (nginx JSON), judging from one operation on.
+fn small_config() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("scimwatch.toml");
     std::fs::write(
@@ -307,6 +308,12 @@ fn a_line_from_the_far_future_is_a_bad_line_not_the_clock() {
          [slo]\nmin_operations = 1\n",
     )
     .unwrap();
+    (dir, config)
+}
+
+#[test]
+fn a_line_from_the_far_future_is_a_bad_line_not_the_clock() {
+    let (dir, config) = small_config();
     let (mut idp, mut gw) = (String::new(), String::new());
     for i in 0..5 {
         idp.push_str(&format!("{{\"at\":\"2026-07-01T09:0{i}:00Z\",\"cid\":\"c{i}\",\"action\":\"disable\",\"user\":\"u{i}@x\",\"status\":\"success\",\"app\":\"acme\"}}\n"));
@@ -339,17 +346,7 @@ fn a_line_from_the_far_future_is_a_bad_line_not_the_clock() {
 /// leavers read p50 1 s and p95 2 s, for latencies of 0.834 s and of three hours and two days.
 #[test]
 fn leaver_latency_quantiles_keep_milliseconds_and_hours() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("scimwatch.toml");
-    std::fs::write(
-        &config,
-        "[[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
-         [source.fields]\ntime = \"/at\"\ncorrelation_id = \"/cid\"\naction = \"/action\"\n\
-         status = \"/status\"\nuser_login = \"/user\"\napp = \"/app\"\n\
-         [[source]]\nname = \"nginx\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
-         [slo]\nmin_operations = 1\n",
-    )
-    .unwrap();
+    let (dir, config) = small_config();
     let (mut idp, mut gw) = (String::new(), String::new());
     let mut disable = |cid: &str, user: &str, at: &str, answered: &str, status: u16| {
         let ok = if status < 300 { "success" } else { "failure" };
@@ -411,17 +408,7 @@ fn leaver_latency_quantiles_keep_milliseconds_and_hours() {
 /// stand-in from the parser on, the same on both sides, so the operation still joins.
 #[test]
 fn a_credential_in_a_correlation_id_never_reaches_the_report_and_still_joins() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("scimwatch.toml");
-    std::fs::write(
-        &config,
-        "[[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
-         [source.fields]\ntime = \"/at\"\ncorrelation_id = \"/cid\"\naction = \"/action\"\n\
-         status = \"/status\"\nuser_login = \"/user\"\napp = \"/app\"\n\
-         [[source]]\nname = \"nginx\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
-         [slo]\nmin_operations = 1\n",
-    )
-    .unwrap();
+    let (dir, config) = small_config();
     std::fs::write(
         dir.path().join("idp.jsonl"),
         "{\"at\":\"2026-07-01T09:00:00Z\",\"cid\":\"Bearer CIDSECRET777\",\"action\":\"update\",\"user\":\"a@x\",\"status\":\"success\",\"app\":\"acme\"}\n",

@@ -621,6 +621,22 @@ mod tests {
         );
     }
 
+    /// A config whose one receiver is a JSON webhook on `port`, with `alerting` settings.
+    fn hook_config(port: u16, dir: &std::path::Path, alerting: &str) -> Config {
+        Config::from_toml(
+            &format!(
+                "[storage]\ndata_dir = \"data\"\n[alerting]\n{alerting}\n\
+                 [[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
+                 [source.fields]\ntime = \"/ts\"\naction = \"/action\"\n\
+                 [[source]]\nname = \"gw\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
+                 [[receiver]]\nname = \"hook\"\n[receiver.webhook]\n\
+                 url = \"http://127.0.0.1:{port}/hook\"\nformat = \"json\"\n"
+            ),
+            dir,
+        )
+        .unwrap()
+    }
+
     /// A local HTTP receiver answering 200 to every POST; returns its port and the bodies.
     fn receiver() -> (u16, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
         use std::io::{Read, Write};
@@ -674,36 +690,7 @@ mod tests {
     fn a_resolve_replaces_its_alert_s_firing_still_waiting() {
         let (port, bodies) = receiver();
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(
-            &format!(
-                r#"
-[storage]
-data_dir = "data"
-[alerting]
-group_wait_secs = 1
-[[source]]
-name = "idp"
-role = "idp"
-format = "json"
-paths = ["idp.jsonl"]
-[source.fields]
-time = "/ts"
-action = "/action"
-[[source]]
-name = "gw"
-role = "gateway"
-format = "nginx_json"
-paths = ["gw.log"]
-[[receiver]]
-name = "hook"
-[receiver.webhook]
-url = "http://127.0.0.1:{port}/hook"
-format = "json"
-"#
-            ),
-            dir.path(),
-        )
-        .unwrap();
+        let config = hook_config(port, dir.path(), "group_wait_secs = 1");
         let metrics = Arc::new(Metrics::new(&config));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -761,38 +748,11 @@ format = "json"
     fn a_full_queue_loses_nothing_the_outbox_delivers_it() {
         let (port, bodies) = receiver();
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(
-            &format!(
-                r#"
-[storage]
-data_dir = "data"
-[alerting]
-queue_capacity = 1
-group_wait_secs = 0
-group_interval_secs = 0
-[[source]]
-name = "idp"
-role = "idp"
-format = "json"
-paths = ["idp.jsonl"]
-[source.fields]
-time = "/ts"
-action = "/action"
-[[source]]
-name = "gw"
-role = "gateway"
-format = "nginx_json"
-paths = ["gw.log"]
-[[receiver]]
-name = "hook"
-[receiver.webhook]
-url = "http://127.0.0.1:{port}/hook"
-format = "json"
-"#
-            ),
+        let config = hook_config(
+            port,
             dir.path(),
-        )
-        .unwrap();
+            "queue_capacity = 1\ngroup_wait_secs = 0\ngroup_interval_secs = 0",
+        );
         let metrics = Arc::new(Metrics::new(&config));
         // A current-thread runtime not yet driven: the dispatcher cannot drain the queue while
         // the pipeline submits, so all but the first find it full.
