@@ -361,9 +361,23 @@ fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
             .build()?;
         let _entered = runtime.enter();
         let timeout = std::time::Duration::from_secs(config.alerting.send_timeout_secs);
-        for receiver in &config.receivers {
-            scimwatch::notify::send::channels(receiver, timeout)
-                .map_err(|e| UsageError(format!("{e:#}")))?;
+        // The line of the key a credential error names (`receiver "x" email.password_file:
+        // …`), as the config's own errors give it.
+        let text = std::fs::read_to_string(config_path).unwrap_or_default();
+        for (index, receiver) in config.receivers.iter().enumerate() {
+            scimwatch::notify::send::channels(receiver, timeout).map_err(|e| {
+                let message = format!("{e:#}");
+                let field = message
+                    .strip_prefix(&format!("receiver {:?} ", receiver.name))
+                    .and_then(|rest| rest.split([':', ' ']).next());
+                let line = field.and_then(|field| {
+                    scimwatch::config::line_of_key(&text, &format!("receiver[{index}].{field}"))
+                });
+                UsageError(match line {
+                    Some(line) => format!("line {line}: {message}"),
+                    None => message,
+                })
+            })?;
         }
     }
     use std::fmt::Write;

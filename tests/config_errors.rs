@@ -336,6 +336,13 @@ fn a_credential_that_does_not_resolve_is_named_before_anything_runs() {
             && stderr.contains("SCIMWATCH_TEST_UNSET_USER is not set"),
         "{stderr}"
     );
+    // With the key's line, as the config's own errors have it.
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("username_env"))
+        .unwrap()
+        + 1;
+    assert!(stderr.contains(&format!("line {line}: ")), "{stderr}");
     assert!(!stdout.contains("is valid"), "{stdout}");
 }
 
