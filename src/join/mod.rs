@@ -433,11 +433,17 @@ impl Joiner {
                         .map(|w| w.time)
                         .min()
                 } else {
-                    bucket
+                    let claimed = bucket
                         .idp
                         .iter()
                         .filter(|r| r.status != Some(crate::model::IdpStatus::Failure))
                         .map(|r| r.time)
+                        .min();
+                    // Without a shared ID its writes wait in the pool: a 2xx disable there for
+                    // its app and user may be its own (also when the IdP logged a failure).
+                    claimed
+                        .into_iter()
+                        .chain(self.pooled_disable(&bucket.idp))
                         .min()
                 };
                 first_2xx.map(|at| (bucket, at))
@@ -449,6 +455,43 @@ impl Joiner {
                     .filter(|r| r.stage == Stage::Leaver)
                     .map(move |r| (r, at))
             })
+    }
+
+    /// The first 2xx disable or delete in the pool that an operation without a shared ID with
+    /// these IdP records could claim: same app, by its target's id or its user's login (the
+    /// window is not checked: a hold, not a join).
+    fn pooled_disable(&self, idp: &[IdpRecord]) -> Option<Ts> {
+        let app = idp
+            .iter()
+            .find_map(|r| r.app.as_deref())
+            .map(lower)
+            .unwrap_or_default();
+        let mut keys: Vec<OriginKey> = Vec::new();
+        for record in idp {
+            if let Some(target) = &record.target_id {
+                keys.extend(self.pool_by_resource.get(target).into_iter().flatten());
+            }
+            if let Some(login) = record.user_login.as_deref().map(lower) {
+                keys.extend(self.pool_by_user.get(&login).into_iter().flatten());
+                for scope in [app.as_str(), ""] {
+                    for id in self.directory.resources_of(scope, &login) {
+                        keys.extend(self.pool_by_resource.get(id).into_iter().flatten());
+                    }
+                }
+            }
+        }
+        keys.iter()
+            .filter_map(|key| self.pool.get(key))
+            .filter(|entry| {
+                apps_match(&app, &entry.app)
+                    && (200..300).contains(&entry.record.status)
+                    && matches!(
+                        entry.record.write,
+                        Some(WriteKind::Disable | WriteKind::DeleteUser)
+                    )
+            })
+            .map(|entry| entry.record.time)
+            .min()
     }
 
     /// The earliest time any pending operation may still have.
@@ -1276,6 +1319,24 @@ mod tests {
             found(&joiner),
             [("claimed".to_string(), 100), ("done".to_string(), 107)]
         );
+        // No shared ID: the IdP logged a failure, and the target's 2xx to the disable waits in
+        // the pool (QA helper-17: paged though disabled in time).
+        let mut joiner = Joiner::new(600, true);
+        let mut failed = idp(100, "", 1);
+        failed.correlation_id = None;
+        failed.operation_id = Some("op-1".into());
+        failed.target_id = Some("u-1".into());
+        failed.status = Some(IdpStatus::Failure);
+        joiner.push_idp(failed);
+        let mut done = write(106, "", 2);
+        done.correlation_id = None;
+        done.status = 204;
+        joiner.push_gateway(done);
+        let at: Vec<i64> = joiner
+            .pending_leavers()
+            .map(|(_, at)| at.0 / 1_000_000)
+            .collect();
+        assert_eq!(at, [106]);
     }
 
     /// The time indexes keep stale entries when a bucket's deadline or earliest time moves, and
