@@ -598,23 +598,15 @@ pub struct RouteConfig {
     pub receiver: String,
 }
 
-/// Whether an `smtp://host:port` URL names a loopback host (`localhost`, 127.0.0.0/8, ::1).
+/// Whether an `smtp://host:port` URL names a loopback host (`localhost`, 127.0.0.0/8, ::1),
+/// read as the relay's transport reads it.
 fn smtp_host_is_loopback(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("smtp://")
-        .or_else(|| url.strip_prefix("smtps://"))
-        .unwrap_or(url);
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    crate::notify::send::host_port(url).is_ok_and(|(host, _)| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// A configuration problem, naming the key and (when found) its line.

@@ -426,11 +426,7 @@ impl Engine {
         self.joiner.expire(settled_until, &mut joined);
         self.settle_joined(&mut joined);
         self.joined = joined;
-        let window = self.joiner.window_micros();
-        let mut floor = Ts(settled_until.0.saturating_sub(window));
-        if let Some(pending) = self.joiner.pending_floor() {
-            floor = floor.min(pending);
-        }
+        let floor = self.episodes_final_before();
         self.release_timeline(Some(floor), usize::MAX);
     }
 

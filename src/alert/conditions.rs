@@ -189,9 +189,13 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             crate::report::SloStatus::Degraded => vec![degraded],
             _ => vec![],
         };
-        for (alert, severity, threshold, name) in kinds {
+        // One stage's evidence, the same for both.
+        let details = (!kinds.is_empty()).then(|| {
             let mut details = vec![counts_line(&c, stage, window)];
             details.extend(stage_evidence(inputs, stage, since));
+            details
+        });
+        for (alert, severity, threshold, name) in kinds {
             out.push(condition(
                 inputs,
                 alert,
@@ -206,7 +210,7 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
                     c.failed + c.unconfirmed,
                     c.operations()
                 ),
-                details,
+                details.clone().unwrap_or_default(),
             ));
         }
         let budget = 1.0 - slo.healthy_ratio;

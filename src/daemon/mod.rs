@@ -592,6 +592,13 @@ impl Pipeline {
     fn checkpoint(&mut self, wall: Ts) -> anyhow::Result<()> {
         let started = Instant::now();
         let prepared = self.audit.prepare()?;
+        // What the store holds once these are committed (the checkpoint says so first).
+        let store_files = self.store_files + prepared.len() as u64;
+        let store_newest = prepared
+            .iter()
+            .map(|f| checkpoint::file_order(&f.path))
+            .chain(self.store_newest)
+            .max();
         let saved = checkpoint::CheckpointRef {
             version: checkpoint::CHECKPOINT_VERSION,
             written_at: wall,
@@ -602,12 +609,8 @@ impl Pipeline {
             evidence: &self.evidence,
             breach_rows: &self.breach_rows,
             sources: self.parsers.iter().map(|p| p.name.as_str()).collect(),
-            store_files: Some(self.store_files + prepared.len() as u64),
-            store_newest: prepared
-                .iter()
-                .map(|f| checkpoint::file_order(&f.path))
-                .chain(self.store_newest)
-                .max(),
+            store_files: Some(store_files),
+            store_newest,
             watched_since: self
                 .parsers
                 .iter()
@@ -623,12 +626,7 @@ impl Pipeline {
         };
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
-        self.store_files += prepared.len() as u64;
-        self.store_newest = prepared
-            .iter()
-            .map(|f| checkpoint::file_order(&f.path))
-            .chain(self.store_newest)
-            .max();
+        (self.store_files, self.store_newest) = (store_files, store_newest);
         checkpoint::store_alerts(&self.config.storage.data_dir, &self.alerts)?;
         self.last_checkpoint = Instant::now();
         self.last_checkpoint_cost = started.elapsed();

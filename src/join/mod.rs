@@ -461,26 +461,10 @@ impl Joiner {
     /// these IdP records could claim: same app, by its target's id or its user's login (the
     /// window is not checked: a hold, not a join).
     fn pooled_disable(&self, idp: &[IdpRecord]) -> Option<Ts> {
-        let app = idp
+        let (app, by_resource, by_user) = self.pool_candidates(idp);
+        by_resource
             .iter()
-            .find_map(|r| r.app.as_deref())
-            .map(lower)
-            .unwrap_or_default();
-        let mut keys: Vec<OriginKey> = Vec::new();
-        for record in idp {
-            if let Some(target) = &record.target_id {
-                keys.extend(self.pool_by_resource.get(target).into_iter().flatten());
-            }
-            if let Some(login) = record.user_login.as_deref().map(lower) {
-                keys.extend(self.pool_by_user.get(&login).into_iter().flatten());
-                for scope in [app.as_str(), ""] {
-                    for id in self.directory.resources_of(scope, &login) {
-                        keys.extend(self.pool_by_resource.get(id).into_iter().flatten());
-                    }
-                }
-            }
-        }
-        keys.iter()
+            .chain(&by_user)
             .filter_map(|key| self.pool.get(key))
             .filter(|entry| {
                 apps_match(&app, &entry.app)
@@ -940,6 +924,45 @@ impl Joiner {
         }
     }
 
+    /// The pooled writes an operation without a shared ID with these IdP records may claim,
+    /// before the window, app and stage are checked: by its target's id, and by its user's
+    /// login (named in the write, or an id learned for it). With the operation's app, folded.
+    fn pool_candidates(
+        &self,
+        idp: &[IdpRecord],
+    ) -> (String, BTreeSet<OriginKey>, BTreeSet<OriginKey>) {
+        let app = idp
+            .iter()
+            .find_map(|r| r.app.as_deref())
+            .map(lower)
+            .unwrap_or_default();
+        let targets: BTreeSet<&String> = idp.iter().filter_map(|r| r.target_id.as_ref()).collect();
+        let logins: BTreeSet<String> = idp
+            .iter()
+            .filter_map(|r| r.user_login.as_deref().map(lower))
+            .collect();
+        fn pooled<'a>(
+            index: &'a FastMap<String, Vec<OriginKey>>,
+            key: &str,
+        ) -> impl Iterator<Item = OriginKey> + 'a {
+            index.get(key).into_iter().flatten().copied()
+        }
+        let mut by_resource: BTreeSet<OriginKey> = BTreeSet::new();
+        for target in targets {
+            by_resource.extend(pooled(&self.pool_by_resource, target));
+        }
+        let mut by_user: BTreeSet<OriginKey> = BTreeSet::new();
+        for login in &logins {
+            by_user.extend(pooled(&self.pool_by_user, login));
+            for scope in [app.as_str(), ""] {
+                for id in self.directory.resources_of(scope, login) {
+                    by_user.extend(pooled(&self.pool_by_resource, id));
+                }
+            }
+        }
+        (app, by_resource, by_user)
+    }
+
     /// Finds the pooled writes an operation without a shared ID claims.
     fn claim_fuzzy(&mut self, own_key: &str, operation: &mut Joined) {
         let window = self.window_micros;
@@ -949,42 +972,7 @@ impl Joiner {
         let stage = first.stage;
         let start = first.time.0;
         let end = operation.idp.last().map_or(start, |r| r.time.0);
-        let app = operation
-            .idp
-            .iter()
-            .find_map(|r| r.app.as_deref())
-            .map(lower)
-            .unwrap_or_default();
-        let targets: BTreeSet<String> = operation
-            .idp
-            .iter()
-            .filter_map(|r| r.target_id.clone())
-            .collect();
-        let logins: BTreeSet<String> = operation
-            .idp
-            .iter()
-            .filter_map(|r| r.user_login.as_deref().map(lower))
-            .collect();
-
-        let mut by_resource: BTreeSet<OriginKey> = BTreeSet::new();
-        for target in &targets {
-            by_resource.extend(
-                self.pool_by_resource
-                    .get(target)
-                    .into_iter()
-                    .flatten()
-                    .copied(),
-            );
-        }
-        let mut by_user: BTreeSet<OriginKey> = BTreeSet::new();
-        for login in &logins {
-            by_user.extend(self.pool_by_user.get(login).into_iter().flatten().copied());
-            for scope in [app.as_str(), ""] {
-                for id in self.directory.resources_of(scope, login) {
-                    by_user.extend(self.pool_by_resource.get(id).into_iter().flatten().copied());
-                }
-            }
-        }
+        let (app, by_resource, by_user) = self.pool_candidates(&operation.idp);
         for (candidates, method) in [
             (by_resource, JoinMethod::ResourceId),
             (by_user, JoinMethod::UserName),

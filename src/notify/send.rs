@@ -95,7 +95,7 @@ pub struct EmailChannel {
     progress: std::sync::Mutex<std::collections::HashMap<u64, Progress>>,
 }
 
-fn host_port(url: &str) -> anyhow::Result<(String, Option<u16>)> {
+pub(crate) fn host_port(url: &str) -> anyhow::Result<(String, Option<u16>)> {
     let rest = url
         .strip_prefix("smtps://")
         .or_else(|| url.strip_prefix("smtp://"))
@@ -306,6 +306,29 @@ struct Progress {
 }
 
 /// A batch's identity across retries: its notifications' keys, kinds and times.
+/// A webhook's URL, its path and query and each of their parts, and its routing key: longest
+/// first, so a part is replaced only where its whole is not.
+fn secrets_of(url: &str, routing_key: Option<&str>) -> Vec<String> {
+    let mut secrets: Vec<String> = vec![url.to_string()];
+    if let Ok(url) = reqwest::Url::parse(url) {
+        let path = url.path().to_string();
+        let query = url.query().unwrap_or_default().to_string();
+        secrets.push(format!("{path}?{query}"));
+        secrets.extend(
+            path.split('/')
+                .chain(query.split(['&', '=']))
+                .map(str::to_string),
+        );
+        secrets.push(path);
+        secrets.push(query);
+    }
+    secrets.extend(routing_key.map(str::to_string));
+    secrets.retain(|s| s.len() >= 6);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
 /// A notification's identity across retries.
 fn notification_key(n: &Notification) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -327,6 +350,8 @@ pub struct WebhookChannel {
     url: String,
     format: WebhookFormat,
     routing_key: Option<String>,
+    /// What never goes into an error text: see [`WebhookChannel::scrub`].
+    secrets: Vec<String>,
 }
 
 impl WebhookChannel {
@@ -373,11 +398,13 @@ impl WebhookChannel {
             }
         }
         let client = client.build().context("building the HTTP client")?;
+        let secrets = secrets_of(&url, routing_key.as_deref());
         Ok(WebhookChannel {
             client,
             url,
             format: config.format,
             routing_key,
+            secrets,
         })
     }
 
@@ -418,26 +445,9 @@ impl WebhookChannel {
     /// Slack's secret URL in the log and the dead-letter file. Its path, its query and each of
     /// their parts are cut out too.
     fn scrub(&self, text: &str) -> String {
-        let mut secrets: Vec<String> = vec![self.url.clone()];
-        if let Ok(url) = reqwest::Url::parse(&self.url) {
-            let path = url.path().to_string();
-            let query = url.query().unwrap_or_default().to_string();
-            secrets.push(format!("{path}?{query}"));
-            secrets.extend(
-                path.split('/')
-                    .chain(query.split(['&', '=']))
-                    .filter(|part| part.len() >= 6)
-                    .map(str::to_string),
-            );
-            secrets.push(path);
-            secrets.push(query);
-        }
-        secrets.extend(self.routing_key.clone());
-        secrets.retain(|s| s.len() >= 6 && s != "/");
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         let mut text = text.to_string();
-        for secret in secrets {
-            text = text.replace(&secret, "(url)");
+        for secret in &self.secrets {
+            text = text.replace(secret, "(url)");
         }
         text
     }
@@ -455,7 +465,7 @@ impl WebhookChannel {
             // text is only "error sending request"; why is in its causes.
             Err(e) => {
                 let e = e.without_url();
-                let why = with_causes(&e).replace(self.url.as_str(), "(url)");
+                let why = self.scrub(&with_causes(&e));
                 SendResult::Retry(format!("HTTP: {why}"), None)
             }
             Ok(response) => {
