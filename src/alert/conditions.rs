@@ -259,10 +259,17 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
 
 fn leaver_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     let clock = inputs.clock;
-    for episode in inputs.open_episodes {
-        if !episode.high_risk || episode.due_at() >= clock {
-            continue;
-        }
+    let overdue = || {
+        inputs
+            .open_episodes
+            .iter()
+            .filter(|episode| episode.high_risk && episode.due_at() < clock)
+    };
+    let wanted = overdue()
+        .flat_map(|episode| episode.correlation_ids.iter().map(String::as_str))
+        .collect();
+    let causes_by_id = inputs.evidence.causes_by_id(&wanted);
+    for episode in overdue() {
         let user = episode.user();
         let age = clock.secs_since(episode.initiated_at).max(0.0);
         let mut details = vec![
@@ -291,9 +298,7 @@ fn leaver_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
                 .collect();
             details.push(format!("Correlation IDs: {}", ids.join(", ")));
         }
-        let causes = inputs
-            .evidence
-            .causes_of(&episode.correlation_ids, episode.initiated_at);
+        let causes = causes_by_id.causes_of(&episode.correlation_ids, episode.initiated_at);
         for (cause, count) in causes.iter().take(TOP_CAUSES) {
             details.push(format!(
                 "  failed with {} ×{count}: {}",

@@ -8,7 +8,7 @@ use crate::judge::{Operation, PostDisableActivity};
 use crate::model::{Cause, Outcome, Stage};
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// Events kept at most per kind, whatever the windows: a storm cannot grow memory.
 pub const CAPACITY: usize = 20_000;
@@ -218,19 +218,22 @@ impl Evidence {
             .collect()
     }
 
-    /// Causes of the failures among `cids` since `since`, most frequent first.
-    pub fn causes_of(&self, cids: &[String], since: Ts) -> Vec<(Cause, u64)> {
-        let mut counts: BTreeMap<Cause, u64> = BTreeMap::new();
-        for e in self.since(NotableKind::Failure, since) {
-            if let (Some(cause), Some(cid)) = (e.cause, &e.cid) {
-                if cids.contains(cid) {
-                    *counts.entry(cause).or_default() += 1;
+    /// The failures whose correlation ID is one of `wanted`, indexed by it, so that many
+    /// episodes' causes cost one pass over the store ([`CausesById::causes_of`]). A lookup per
+    /// episode through the store was a string comparison per failure and ID: with a thousand
+    /// overdue leavers and a full store, most of a busy daemon's time.
+    pub fn causes_by_id<'a>(&'a self, wanted: &HashSet<&str>) -> CausesById<'a> {
+        let mut by_id: HashMap<&'a str, Vec<(Ts, Cause)>> = HashMap::new();
+        if !wanted.is_empty() {
+            for e in &self.failures {
+                if let (Some(cause), Some(cid)) = (e.cause, e.cid.as_deref()) {
+                    if wanted.contains(cid) {
+                        by_id.entry(cid).or_default().push((e.time, cause));
+                    }
                 }
             }
         }
-        let mut ranked: Vec<(Cause, u64)> = counts.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked
+        CausesById { by_id }
     }
 
     fn is_auth_failure(e: &Notable) -> bool {
@@ -314,6 +317,31 @@ impl Evidence {
     }
 }
 
+/// Failure causes by correlation ID ([`Evidence::causes_by_id`]).
+pub struct CausesById<'a> {
+    by_id: HashMap<&'a str, Vec<(Ts, Cause)>>,
+}
+
+impl CausesById<'_> {
+    /// Causes of the failures among `cids` since `since`, most frequent first.
+    pub fn causes_of(&self, cids: &[String], since: Ts) -> Vec<(Cause, u64)> {
+        let mut ids: Vec<&str> = cids.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut counts: BTreeMap<Cause, u64> = BTreeMap::new();
+        for failures in ids.iter().filter_map(|id| self.by_id.get(id)) {
+            for (time, cause) in failures {
+                if *time >= since {
+                    *counts.entry(*cause).or_default() += 1;
+                }
+            }
+        }
+        let mut ranked: Vec<(Cause, u64)> = counts.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,5 +384,42 @@ mod tests {
         let mut pruned = evidence.clone();
         pruned.prune(Ts::from_secs(1_782_892_800 + 3600), 600);
         assert!(pruned.is_empty() && pruned.auth_failures_by_app(since).is_empty());
+    }
+
+    #[test]
+    fn causes_by_id_counts_each_failure_of_an_episode_once_from_its_start() {
+        let mut evidence = Evidence::default();
+        let mut failure = |secs: i64, cid: &str, cause: Cause| {
+            let mut e = event(NotableKind::Failure, Some(cause), secs);
+            e.cid = Some(cid.into());
+            evidence.push(e);
+        };
+        failure(0, "a", Cause::Unauthorized); // before the episode's start
+        failure(10, "a", Cause::RateLimited);
+        failure(11, "a", Cause::RateLimited);
+        failure(12, "b", Cause::ServerError);
+        failure(13, "c", Cause::RateLimited); // another episode's
+        let mut no_cause = event(NotableKind::Failure, None, 14);
+        no_cause.cid = Some("a".into());
+        evidence.push(no_cause);
+        let wanted: HashSet<&str> = ["a", "b", "z"].into_iter().collect();
+        let index = evidence.causes_by_id(&wanted);
+        let since = Ts::from_secs(1_782_892_800 + 5);
+        // "a" twice in the episode's list counts its failures once, as the old scan did.
+        let ids = ["a".to_string(), "b".to_string(), "a".to_string()];
+        assert_eq!(
+            index.causes_of(&ids, since),
+            [(Cause::RateLimited, 2), (Cause::ServerError, 1)]
+        );
+        assert_eq!(
+            index.causes_of(&["a".to_string()], Ts::from_secs(1_782_892_800)),
+            [(Cause::RateLimited, 2), (Cause::Unauthorized, 1)]
+        );
+        // Only the wanted IDs are indexed, and nothing when none is wanted.
+        assert!(index.causes_of(&["c".to_string()], since).is_empty());
+        assert!(evidence
+            .causes_by_id(&HashSet::new())
+            .causes_of(&ids, since)
+            .is_empty());
     }
 }
