@@ -3,6 +3,10 @@ a line takes from being written to counting in /metrics.
 
 usage: bench_live.py SCIMWATCH_BIN IDP_JSONL GATEWAY_LOG WORKDIR
 
+BENCH_LIVE_WEBHOOK=1 pages a webhook receiver on loopback (this script answers 200), so that with
+BENCH_LIVE_HIGH_RISK=1 the run includes a page storm: every overdue leaver paged, each delivery a
+synced outbox file.
+
 BENCH_LIVE_HIGH_RISK=1 makes every leaver high-risk (a 900 s deadline): the leavers the data set
 leaves failing go overdue while their retries may still be joining, the daemon's worst case for
 the overdue hold (which looks through the pending leaver operations at every view).
@@ -14,6 +18,7 @@ the overdue hold (which looks through the pending leaver operations at every vie
    every 5 ms; each batch's delay is the first scrape that counts it minus its write time.
 """
 
+import http.server
 import json
 import os
 import re
@@ -37,6 +42,24 @@ def free_port():
 
 
 port = free_port()
+hook_port = free_port()
+pages = []
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        pages.append(1)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+if os.environ.get("BENCH_LIVE_WEBHOOK") == "1":
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
 config = os.path.join(work, "scimwatch.toml")
 with open(config, "w") as f:
     f.write(
@@ -72,6 +95,21 @@ allowed_lateness_secs = 3600
     )
     if os.environ.get("BENCH_LIVE_HIGH_RISK") == "1":
         f.write('[[slo.high_risk]]\napps = ["*"]\ndisable_within_secs = 900\n')
+    if os.environ.get("BENCH_LIVE_WEBHOOK") == "1":
+        f.write(
+            f"""
+[alerting]
+hold_secs = 0
+group_wait_secs = 0
+[[receiver]]
+name = "hook"
+[receiver.webhook]
+url = "http://127.0.0.1:{hook_port}/hook"
+format = "slack"
+[[route]]
+receiver = "hook"
+"""
+        )
 
 LINES = re.compile(rb'^scimwatch_lines_total\{source="[^"]*"\} (\d+)', re.M)
 
@@ -187,6 +225,7 @@ try:
                 "delay_p50_ms": round(q(0.5) * 1000, 1) if delays else None,
                 "delay_p99_ms": round(q(0.99) * 1000, 1) if delays else None,
                 "peak_rss_mib": round(rss_kib / 1024),
+                "webhook_posts": len(pages),
             }
         )
     )

@@ -182,11 +182,16 @@ pub fn load_alerts(data_dir: &Path) -> anyhow::Result<crate::alert::AlertEngine>
 }
 
 pub fn store_alerts(data_dir: &Path, alerts: &crate::alert::AlertEngine) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(alerts).context("encoding the alert state")?;
+    store_alert_bytes(data_dir, &bytes)
+}
+
+/// [`store_alerts`] of an alert state already encoded.
+pub fn store_alert_bytes(data_dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let file = alerts_path(data_dir);
     let dir = file.parent().unwrap_or(data_dir);
     crate::durable::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bytes = serde_json::to_vec(alerts).context("encoding the alert state")?;
-    durable::write_atomic(&file, &bytes).with_context(|| format!("writing {}", file.display()))
+    durable::write_atomic(&file, bytes).with_context(|| format!("writing {}", file.display()))
 }
 
 /// `<data_dir>/state/checkpoint.json`.

@@ -330,8 +330,29 @@ impl Pipeline {
 
     fn stop(mut self) -> anyhow::Result<()> {
         self.checkpoint(wall_clock())?;
+        if let Some(notifier) = self.notifier.take() {
+            notifier.finish();
+        }
         self.publish();
         tracing::info!("Stopped: rows committed and checkpoint written.");
+        Ok(())
+    }
+
+    /// Writes the alert state; with a notifier, on its outbox writer after the deliveries
+    /// handed to it (a crash in between may page twice, never not at all), so that a page
+    /// storm's synced files never hold up the pipeline.
+    fn store_alerts(&self) -> anyhow::Result<()> {
+        let data_dir = &self.config.storage.data_dir;
+        let Some(notifier) = &self.notifier else {
+            return checkpoint::store_alerts(data_dir, &self.alerts);
+        };
+        let bytes = serde_json::to_vec(&self.alerts)?;
+        let data_dir = data_dir.clone();
+        notifier.after_deliveries(move || {
+            if let Err(error) = checkpoint::store_alert_bytes(&data_dir, &bytes) {
+                tracing::error!(error = %format!("{error:#}"), "Cannot persist the alert state.");
+            }
+        });
         Ok(())
     }
 
@@ -627,7 +648,7 @@ impl Pipeline {
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
         (self.store_files, self.store_newest) = (store_files, store_newest);
-        checkpoint::store_alerts(&self.config.storage.data_dir, &self.alerts)?;
+        self.store_alerts()?;
         self.last_checkpoint = Instant::now();
         self.last_checkpoint_cost = started.elapsed();
         self.live.checkpoints += 1;
@@ -979,9 +1000,7 @@ impl Pipeline {
             }
         }
         if !notifications.is_empty() {
-            if let Err(error) =
-                checkpoint::store_alerts(&self.config.storage.data_dir, &self.alerts)
-            {
+            if let Err(error) = self.store_alerts() {
                 tracing::error!(error = %format!("{error:#}"), "Cannot persist the alert state.");
             }
         }

@@ -1,9 +1,11 @@
 //! Notify: delivering the alert engine's notifications without ever stalling ingestion.
 //!
 //! The pipeline thread routes each notification (first matching `[[route]]`; with no routes,
-//! every receiver), writes one outbox file per target, and hands it to a bounded queue with
-//! `try_send` — when the queue is full the outbox file stays and the dispatcher picks it up
-//! from disk; the pipeline never blocks. A tokio task (`Dispatcher`) groups deliveries per
+//! every receiver) and hands one delivery per target to the outbox writer, a thread of its
+//! own: it writes each to an outbox file (synced) and then to a bounded queue with `try_send`
+//! — when the queue is full the outbox file stays and the dispatcher picks it up from disk.
+//! The pipeline never blocks, not on the network and not on the disk: a page storm (a
+//! thousand overdue leavers at once) is a thousand synced files. A tokio task (`Dispatcher`) groups deliveries per
 //! target and alert kind (group wait, group interval) and sends each group in a task of its
 //! own (a black-holed mail server delays nobody else's pages), with a timeout; it retries
 //! network errors, 429 and 5xx with jittered exponential backoff for `retry_for` per
@@ -71,17 +73,70 @@ pub fn route_matches(route: &RouteConfig, notification: &Notification) -> bool {
     })
 }
 
-/// The pipeline's side: route, persist, enqueue. Never blocks on the network.
+/// The pipeline's side: route, and hand over to the outbox writer. Never blocks.
 pub struct Notifier {
     routes: Vec<RouteConfig>,
     /// Receiver name → its targets (`name/email`, `name/webhook`) and their channel kinds.
     targets: BTreeMap<String, Vec<(String, &'static str)>>,
+    writer: std::sync::mpsc::Sender<Job>,
+    writing: Option<std::thread::JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    next_id: u64,
+}
+
+/// What the outbox writer does, in the order handed over.
+enum Job {
+    /// Persist a delivery, then queue it for the dispatcher.
+    Put(Delivery, &'static str),
+    /// Anything that must reach the disk after the deliveries handed over before it.
+    Then(Box<dyn FnOnce() + Send>),
+}
+
+/// The outbox writer's side: each delivery on disk before the dispatcher may send it (and
+/// remove its file).
+struct Writer {
     outbox: Outbox,
     queue: mpsc::Sender<Delivery>,
     /// Set when a delivery could only be left in the outbox: the dispatcher rescans it.
     rescan: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-    next_id: u64,
+}
+
+impl Writer {
+    fn run(self, jobs: std::sync::mpsc::Receiver<Job>) {
+        for job in jobs {
+            match job {
+                Job::Put(delivery, kind) => self.put(delivery, kind),
+                Job::Then(write) => write(),
+            }
+        }
+    }
+
+    fn put(&self, delivery: Delivery, kind: &'static str) {
+        let on_disk = match self.outbox.put(&delivery) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "Cannot write the outbox; delivering from memory only.");
+                false
+            }
+        };
+        match self.queue.try_send(delivery) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(delivery)) => {
+                if on_disk {
+                    // Not lost: the dispatcher reads it from the outbox.
+                    tracing::warn!(key = %delivery.notification.dedup_key, "Notification queue full (alerting.queue_capacity); delivering from the outbox.");
+                    self.rescan.store(true, Ordering::Release);
+                } else {
+                    count(&self.metrics, kind, "dropped", 1);
+                    tracing::error!(key = %delivery.notification.dedup_key, "Notification dropped: queue full and the outbox cannot be written.");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(delivery)) => {
+                tracing::error!(key = %delivery.notification.dedup_key, "The delivery task has stopped; the outbox keeps this notification for the next start.");
+            }
+        }
+    }
 }
 
 impl Notifier {
@@ -141,15 +196,38 @@ impl Notifier {
             done_tx,
         };
         runtime.spawn(dispatcher.run(receiver, done, waiting));
-        Ok(Notifier {
-            routes: config.routes.clone(),
-            targets,
+        let writer = Writer {
             outbox,
             queue,
             rescan,
+            metrics: metrics.clone(),
+        };
+        let (jobs, received) = std::sync::mpsc::channel();
+        let writing = std::thread::Builder::new()
+            .name("outbox".into())
+            .spawn(move || writer.run(received))?;
+        Ok(Notifier {
+            routes: config.routes.clone(),
+            targets,
+            writer: jobs,
+            writing: Some(writing),
             metrics,
             next_id,
         })
+    }
+
+    /// Runs `write` on the outbox writer once every delivery submitted before it is on disk:
+    /// the alert state, so that a crash in between may page twice, never not at all.
+    pub fn after_deliveries(&self, write: impl FnOnce() + Send + 'static) {
+        if self.writer.send(Job::Then(Box::new(write))).is_err() {
+            tracing::error!("The outbox writer has stopped; the alert state is not written.");
+        }
+    }
+
+    /// Waits until everything handed over is on disk, then stops the writer (and with it
+    /// the dispatcher: the outbox keeps what was not delivered). Dropping does the same.
+    pub fn finish(self) {
+        drop(self)
     }
 
     /// The receiver a notification goes to: the first matching route's; with no routes at
@@ -165,7 +243,7 @@ impl Notifier {
             .unwrap_or_default()
     }
 
-    /// Routes, persists and queues one notification.
+    /// Routes one notification and hands its deliveries to the outbox writer.
     pub fn submit(&mut self, notification: &Notification) {
         let receivers = self.receivers_for(notification);
         if receivers.is_empty() && !self.targets.is_empty() {
@@ -179,30 +257,23 @@ impl Notifier {
                     target,
                     notification: notification.clone(),
                 };
-                let on_disk = match self.outbox.put(&delivery) {
-                    Ok(()) => true,
-                    Err(error) => {
-                        tracing::error!(%error, "Cannot write the outbox; delivering from memory only.");
-                        false
-                    }
-                };
-                match self.queue.try_send(delivery) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(delivery)) => {
-                        if on_disk {
-                            // Not lost: the dispatcher reads it from the outbox.
-                            tracing::warn!(key = %delivery.notification.dedup_key, "Notification queue full (alerting.queue_capacity); delivering from the outbox.");
-                            self.rescan.store(true, Ordering::Release);
-                        } else {
-                            count(&self.metrics, kind, "dropped", 1);
-                            tracing::error!(key = %delivery.notification.dedup_key, "Notification dropped: queue full and the outbox cannot be written.");
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Closed(delivery)) => {
-                        tracing::error!(key = %delivery.notification.dedup_key, "The delivery task has stopped; the outbox keeps this notification for the next start.");
-                    }
+                if let Err(std::sync::mpsc::SendError(Job::Put(delivery, _))) =
+                    self.writer.send(Job::Put(delivery, kind))
+                {
+                    count(&self.metrics, kind, "dropped", 1);
+                    tracing::error!(key = %delivery.notification.dedup_key, "Notification dropped: the outbox writer has stopped.");
                 }
             }
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let (closed, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.writer, closed));
+        if let Some(writing) = self.writing.take() {
+            let _ = writing.join();
         }
     }
 }
@@ -768,12 +839,14 @@ mod tests {
                 &[("app", "vault"), ("user", user)],
             ));
         }
+        // What is handed to the writer after them (the alert state) finds them on disk.
         let outbox = dir.path().join("data/outbox");
-        assert_eq!(
-            std::fs::read_dir(&outbox).unwrap().count(),
-            5,
-            "all on disk"
-        );
+        let (written, on_disk) = std::sync::mpsc::channel();
+        let listed = outbox.clone();
+        notifier.after_deliveries(move || {
+            let _ = written.send(std::fs::read_dir(&listed).unwrap().count());
+        });
+        assert_eq!(on_disk.recv().unwrap(), 5, "all on disk");
         runtime.block_on(async {
             for _ in 0..200 {
                 let delivered: usize = bodies
