@@ -23,11 +23,17 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
+/// The example config and logs; `SCIMWATCH_BENCH_LOGS=DIR` takes `idp.jsonl` and
+/// `gateway.log` from DIR instead (a set from `scimwatch generate`, e.g.
+/// `target/bench-data/100000`), to see how a cost grows with the state.
 fn example() -> (Config, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let config = Config::load(&root.join("scimwatch.toml")).expect("example config");
+    let logs = std::env::var_os("SCIMWATCH_BENCH_LOGS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("logs"));
     let lines = |name: &str| -> Vec<Vec<u8>> {
-        std::fs::read(root.join("logs").join(name))
+        std::fs::read(logs.join(name))
             .expect("example logs")
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
@@ -208,6 +214,53 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
+/// The daemon's overdue hold: while leavers are past their deadline and not yet decided, each
+/// view (every 100 ms) asks whether a leaver operation still pending or waiting may have
+/// disabled them in time. Here every record is pending (nothing settled), and ten leavers
+/// are undecided: the cost per pending operation scales to the daemon's 1M.
+fn overdue_hold(c: &mut Criterion) {
+    let (config, idp, gateway) = example();
+    let records = records(&config, &idp, &gateway);
+    let folded: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Idp(r) if r.stage == scimwatch::model::Stage::Leaver => Some((
+                scimwatch::model::fold_case(r.app.as_deref()?).into_owned(),
+                scimwatch::model::fold_case(r.user_login.as_deref()?).into_owned(),
+            )),
+            _ => None,
+        })
+        .step_by(97)
+        .take(10)
+        .collect();
+    let wanted: scimwatch::model::FastMap<(&str, &str), usize> = folded
+        .iter()
+        .enumerate()
+        .map(|(i, (app, user))| ((app.as_str(), user.as_str()), i))
+        .collect();
+    let settings = EngineSettings {
+        // A working day's records all still within the join window and the lateness.
+        join_window_secs: 86_400,
+        allowed_lateness_secs: 86_400,
+        ..EngineSettings::from_config(&config)
+    };
+    let mut engine = Engine::new(settings);
+    for record in records {
+        engine.ingest(record);
+    }
+    let mut group = c.benchmark_group("engine/overdue_hold");
+    group.throughput(Throughput::Elements(engine.join_pending() as u64));
+    group.bench_function(
+        format!(
+            "{} undecided, {} pending operations",
+            wanted.len(),
+            engine.join_pending()
+        ),
+        |b| b.iter(|| black_box(engine.unseen_leavers(&wanted)).len()),
+    );
+    group.finish();
+}
+
 /// The `operations` table's Parquet encoding alone: the example's judged operations, repeated
 /// to fill two row groups (each with an ID of its own), appended row by row and handed to the encoder 4,096 at a time as
 /// the audit writer does, into memory (no file, no fsync).
@@ -293,6 +346,7 @@ criterion_group!(
     vendor_parsers,
     join_and_judge_apart,
     engine,
+    overdue_hold,
     parquet
 );
 criterion_main!(benches);

@@ -99,6 +99,9 @@ impl Ord for Timed {
     }
 }
 
+/// The timeline lane (and key kind) of judged operations.
+const OPERATIONS: u8 = 1;
+
 /// The timeline, one queue per kind: each kind arrives nearly in time order (requests a window
 /// late, operations as their joins settle), so each queue is mostly a sorted run; together
 /// they release in key order.
@@ -263,37 +266,67 @@ impl Engine {
         }
     }
 
-    /// The (app, user) pairs, folded (the user by login and by id), of leaver operations the
-    /// episodes have not seen yet — pending in the join, or joined and waiting in the timeline
-    /// — with the earliest time each may have disabled the user. Until such an operation is
-    /// seen, an episode past its deadline may still turn out disabled in time (a retry that
-    /// succeeded before the deadline settles a join window plus the allowed lateness after
-    /// it, or two windows without a shared ID).
-    pub fn unseen_leavers(&self) -> std::collections::HashMap<(String, String), Ts> {
-        let mut pairs: std::collections::HashMap<(String, String), Ts> = Default::default();
+    /// For each of the `wanted` (app, user) pairs, folded (the user by login or by id), the
+    /// earliest time a leaver operation the episodes have not seen yet — pending in the join,
+    /// or joined and waiting in the timeline — may have disabled that user, by the pair's
+    /// index. Until such an operation is seen, an episode past its deadline may still turn out
+    /// disabled in time (a retry that succeeded before the deadline settles a join window plus
+    /// the allowed lateness after it, or two windows without a shared ID). Only the wanted
+    /// pairs are looked at: the daemon asks for the few leavers still undecided, at every view.
+    pub fn unseen_leavers(
+        &self,
+        wanted: &crate::model::FastMap<(&str, &str), usize>,
+    ) -> Vec<Option<Ts>> {
+        let mut earliest: Vec<Option<Ts>> = vec![None; wanted.len()];
+        if wanted.is_empty() {
+            return earliest;
+        }
+        let index = |app: Option<&str>, user: &str| {
+            let app = crate::model::fold_case(app.unwrap_or_default());
+            let user = crate::model::fold_case(user);
+            wanted.get(&(app.as_ref(), user.as_ref())).copied()
+        };
+        let wanted_record = |app: Option<&str>, users: [Option<&str>; 2]| {
+            users
+                .into_iter()
+                .flatten()
+                .any(|user| index(app, user).is_some())
+        };
         let mut add = |app: Option<&str>, users: [Option<&str>; 2], at: Ts| {
-            let app = crate::model::fold_case(app.unwrap_or_default()).into_owned();
-            for user in users.into_iter().flatten() {
-                let key = (app.clone(), crate::model::fold_case(user).into_owned());
-                let earliest = pairs.entry(key).or_insert(at);
-                *earliest = (*earliest).min(at);
+            for i in users
+                .into_iter()
+                .flatten()
+                .filter_map(|user| index(app, user))
+            {
+                earliest[i] = Some(earliest[i].map_or(at, |t| t.min(at)));
             }
         };
-        for (record, at) in self.joiner.pending_leavers() {
+        let pairs: Vec<u64> = wanted
+            .keys()
+            .map(|(app, user)| self.joiner.pair_hash(Some(app), user))
+            .collect();
+        let pending = self.joiner.pending_leavers(&pairs, |record| {
+            wanted_record(
+                record.app.as_deref(),
+                [record.user_login.as_deref(), record.user_id.as_deref()],
+            )
+        });
+        for (record, at) in pending {
             add(
                 record.app.as_deref(),
                 [record.user_login.as_deref(), record.user_id.as_deref()],
                 at,
             );
         }
-        for Timed(_, item) in self.timeline.0.iter().flat_map(|lane| lane.iter()) {
+        // The operations' lane only: the requests' holds every request of the last window.
+        for Timed(_, item) in self.timeline.0[usize::from(OPERATIONS)].iter() {
             if let TimelineItem::Operation(op) = item {
                 if let (Stage::Leaver, Some(at)) = (op.stage, op.first_success) {
                     add(op.app(), [op.user_login(), op.user_id()], at);
                 }
             }
         }
-        pairs
+        earliest
     }
 
     /// The engine's state, for a checkpoint (taken between records, never inside one):
@@ -487,7 +520,7 @@ impl Engine {
                 && !matches!(operation.outcome, Outcome::Unattributed | Outcome::Skipped);
             if lifecycle {
                 self.timeline.push(
-                    (operation.time, 1, origin_key(origin)),
+                    (operation.time, OPERATIONS, origin_key(origin)),
                     TimelineItem::Operation(LifecycleOp::of(&operation)),
                 );
             }

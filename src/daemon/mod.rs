@@ -768,24 +768,27 @@ impl Pipeline {
         // in, with the default settings). Before `final_before` the episodes have seen all.
         let final_before = self.engine.episodes_final_before();
         let open = self.engine.open_episodes();
-        let undecided = open
+        let undecided =
+            |e: &crate::judge::Episode| e.due_at() < clock && e.due_at() >= final_before;
+        let folded: Vec<(String, String)> = open
             .iter()
-            .any(|e| e.due_at() < clock && e.due_at() >= final_before);
-        let unseen = if undecided {
-            self.engine.unseen_leavers()
-        } else {
-            Default::default()
-        };
+            .filter(|e| undecided(e))
+            .flat_map(|e| folded_pairs(e))
+            .collect();
+        let wanted: crate::model::FastMap<(&str, &str), usize> = folded
+            .iter()
+            .enumerate()
+            .map(|(i, (app, user))| ((app.as_str(), user.as_str()), i))
+            .collect();
+        let unseen = self.engine.unseen_leavers(&wanted);
         // Whether an operation on its way may have disabled the user by the deadline.
         let may_still_close = |episode: &crate::judge::Episode| {
-            let app = crate::model::fold_case(&episode.app);
-            [episode.user_login.as_deref(), episode.user_id.as_deref()]
-                .into_iter()
-                .flatten()
-                .any(|user| {
-                    let key = (app.to_string(), crate::model::fold_case(user).into_owned());
-                    unseen.get(&key).is_some_and(|at| *at <= episode.due_at())
-                })
+            folded_pairs(episode).any(|(app, user)| {
+                wanted
+                    .get(&(app.as_str(), user.as_str()))
+                    .and_then(|&i| unseen[i])
+                    .is_some_and(|at| at <= episode.due_at())
+            })
         };
         let (mut open_high, mut open_standard, mut overdue_high, mut overdue_standard) =
             (0, 0, 0, 0);
@@ -1030,6 +1033,16 @@ impl Pipeline {
             *status = self.live.clone();
         }
     }
+}
+
+/// A leaver's (app, user) pairs, folded, by the user's login and by id: what the overdue hold
+/// asks the engine about.
+fn folded_pairs(e: &crate::judge::Episode) -> impl Iterator<Item = (String, String)> + '_ {
+    let app = crate::model::fold_case(&e.app).into_owned();
+    [e.user_login.as_deref(), e.user_id.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(move |user| (app.clone(), crate::model::fold_case(user).into_owned()))
 }
 
 /// Each parser's newest event time from a checkpoint's `last_events`, by source name.
