@@ -245,6 +245,7 @@ fn overdue_hold(c: &mut Criterion) {
         ..EngineSettings::from_config(&config)
     };
     let mut engine = Engine::new(settings);
+    engine.track_leavers();
     for record in records {
         engine.ingest(record);
     }

@@ -266,6 +266,12 @@ impl Engine {
         }
     }
 
+    /// Keeps what [`Engine::unseen_leavers`] needs from now on (the daemon; `replay` never
+    /// holds an episode).
+    pub fn track_leavers(&mut self) {
+        self.joiner.track_leavers();
+    }
+
     /// For each of the `wanted` (app, user) pairs, folded (the user by login or by id), the
     /// earliest time a leaver operation the episodes have not seen yet — pending in the join,
     /// or joined and waiting in the timeline — may have disabled that user, by the pair's

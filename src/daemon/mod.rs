@@ -249,6 +249,9 @@ impl Pipeline {
         );
         let lateness_micros =
             (config.slo.allowed_lateness_secs as i64).saturating_mul(MICROS_PER_SEC);
+        // The overdue hold asks the engine about the pending leaver operations.
+        let mut engine = engine;
+        engine.track_leavers();
         Ok(Pipeline {
             config,
             parsers,

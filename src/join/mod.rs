@@ -231,7 +231,10 @@ pub struct Joiner {
     /// (app, user) pair, folded, the user by login and by id ([`Joiner::pair_hash`]): the
     /// daemon's overdue hold asks about a few undecided leavers at every view, and a scan of
     /// every pending bucket took ~155 ns a bucket (~160 ms a view at a million pending).
+    /// Kept only once [`Joiner::track_leavers`] asks (the daemon): `replay` never holds, and
+    /// keeping it cost 1.4% of a replay's instructions.
     leavers: FastMap<u64, Vec<u64>>,
+    track_leavers: bool,
     /// Pending fuzzy buckets by the keys their records carry.
     fuzzy_by_resource: FastMap<String, BTreeSet<Key>>,
     fuzzy_by_user: FastMap<String, BTreeSet<Key>>,
@@ -305,6 +308,7 @@ impl Joiner {
             pool_by_resource: FastMap::default(),
             pool_by_user: FastMap::default(),
             leavers: Default::default(),
+            track_leavers: false,
             fuzzy_by_resource: FastMap::default(),
             fuzzy_by_user: FastMap::default(),
             directory: Directory::default(),
@@ -375,9 +379,6 @@ impl Joiner {
             let hash = joiner.hash(key.as_bytes());
             joiner.expiry.push(bucket.deadline, hash);
             joiner.floor.push(bucket.earliest, hash);
-            for record in bucket.idp.iter() {
-                joiner.index_leaver(joiner.leaver_pairs(record), hash);
-            }
             let hasher = &joiner.hasher;
             joiner.buckets.insert_unique(hash, Box::new(bucket), |b| {
                 hasher.hash_one(b.packed.key_bytes())
@@ -442,6 +443,7 @@ impl Joiner {
         pairs: &[u64],
         wanted: impl Fn(&IdpRecord) -> bool + 'a,
     ) -> impl Iterator<Item = (&'a IdpRecord, Ts)> + 'a {
+        debug_assert!(self.track_leavers, "pending_leavers without track_leavers");
         let mut hashes: Vec<u64> = pairs
             .iter()
             .filter_map(|pair| self.leavers.get(pair))
@@ -499,9 +501,28 @@ impl Joiner {
         self.hasher.hash_one((app.as_ref(), user.as_ref()))
     }
 
-    /// A leaver record's pair hashes, by its user's login and by id (none for another stage).
+    /// Keeps the index of pending leaver operations from now on (built from what is pending),
+    /// for [`Joiner::pending_leavers`].
+    pub fn track_leavers(&mut self) {
+        if std::mem::replace(&mut self.track_leavers, true) {
+            return;
+        }
+        let mut indexed = Vec::new();
+        for bucket in self.buckets.iter() {
+            let hash = self.hash(bucket.packed.key_bytes());
+            for record in bucket.idp.iter() {
+                indexed.push((self.leaver_pairs(record), hash));
+            }
+        }
+        for (pairs, hash) in indexed {
+            self.index_leaver(pairs, hash);
+        }
+    }
+
+    /// A leaver record's pair hashes, by its user's login and by id (none for another stage,
+    /// or while the index is not kept).
     fn leaver_pairs(&self, record: &IdpRecord) -> [Option<u64>; 2] {
-        if record.stage != Stage::Leaver {
+        if record.stage != Stage::Leaver || !self.track_leavers {
             return [None, None];
         }
         let app = record.app.as_deref();
@@ -522,7 +543,7 @@ impl Joiner {
     /// Drops a bucket just taken out of the table from the leaver index, unless another
     /// bucket under the same hash still holds that pair.
     fn unindex_leavers(&mut self, bucket: &Bucket) {
-        if !bucket.has_leaver() {
+        if !self.track_leavers || !bucket.has_leaver() {
             return;
         }
         let hash = self.hash(bucket.packed.key_bytes());
@@ -1397,6 +1418,7 @@ mod tests {
     #[test]
     fn pending_leavers_say_from_when_they_may_have_disabled_their_user() {
         let mut joiner = Joiner::new(600, true);
+        joiner.track_leavers();
         let found = |joiner: &Joiner| -> Vec<(String, i64)> {
             let mut found: Vec<(String, i64)> = joiner
                 .pending_leavers(&joiner.leaver_pair_hashes(), |_| true)
@@ -1424,6 +1446,7 @@ mod tests {
         // No shared ID: the IdP logged a failure, and the target's 2xx to the disable waits in
         // the pool (QA helper-17: paged though disabled in time).
         let mut joiner = Joiner::new(600, true);
+        joiner.track_leavers();
         let mut failed = idp(100, "", 1);
         failed.correlation_id = None;
         failed.operation_id = Some("op-1".into());
@@ -1467,6 +1490,7 @@ mod tests {
             all
         };
         let mut joiner = Joiner::new(600, true);
+        joiner.track_leavers();
         let mut seed = 7u64;
         let mut next = |n: u64| {
             seed ^= seed << 13;
@@ -1522,7 +1546,9 @@ mod tests {
         }
         assert!(checked > 1_000, "leavers were pending when checked");
         let saved = serde_json::to_string(&joiner.snapshot()).unwrap();
-        let restored = Joiner::restore(serde_json::from_str(&saved).unwrap(), 600, true);
+        // Restored, the index is built from what is pending when the daemon asks for it.
+        let mut restored = Joiner::restore(serde_json::from_str(&saved).unwrap(), 600, true);
+        restored.track_leavers();
         assert_eq!(indexed(&restored), scan(&joiner));
         let mut out = Vec::new();
         joiner.expire_all(&mut out);
