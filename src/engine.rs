@@ -266,12 +266,6 @@ impl Engine {
         }
     }
 
-    /// Keeps what [`Engine::unseen_leavers`] needs from now on (the daemon; `replay` never
-    /// holds an episode).
-    pub fn track_leavers(&mut self) {
-        self.joiner.track_leavers();
-    }
-
     /// For each of the `wanted` (app, user) pairs, folded (the user by login or by id), the
     /// earliest time a leaver operation the episodes have not seen yet — pending in the join,
     /// or joined and waiting in the timeline — may have disabled that user, by the pair's
@@ -279,11 +273,17 @@ impl Engine {
     /// disabled in time (a retry that succeeded before the deadline settles a join window plus
     /// the allowed lateness after it, or two windows without a shared ID). Only the wanted
     /// pairs are looked at: the daemon asks for the few leavers still undecided, at every view.
+    ///
+    /// The first call starts the join's index of pending leaver operations (from what is
+    /// pending), kept from then on: `replay` never asks, and keeping it cost 1.4% of its
+    /// instructions.
     pub fn unseen_leavers(
-        &self,
+        &mut self,
         wanted: &crate::model::FastMap<(&str, &str), usize>,
     ) -> Vec<Option<Ts>> {
-        let mut earliest: Vec<Option<Ts>> = vec![None; wanted.len()];
+        self.joiner.track_leavers();
+        let mut earliest: Vec<Option<Ts>> =
+            vec![None; wanted.values().max().map_or(0, |last| last + 1)];
         if wanted.is_empty() {
             return earliest;
         }
