@@ -224,6 +224,16 @@ impl Notifier {
         }
     }
 
+    /// Waits until everything handed over so far is on disk.
+    pub fn flush(&self) {
+        let (written, on_disk) = std::sync::mpsc::channel();
+        self.after_deliveries(move || {
+            let _ = written.send(());
+        });
+        // An error: the writer has stopped (and said so), nothing left to wait for.
+        let _ = on_disk.recv();
+    }
+
     /// Waits until everything handed over is on disk, then stops the writer (and with it
     /// the dispatcher: the outbox keeps what was not delivered). Dropping does the same.
     pub fn finish(self) {
@@ -839,14 +849,14 @@ mod tests {
                 &[("app", "vault"), ("user", user)],
             ));
         }
-        // What is handed to the writer after them (the alert state) finds them on disk.
+        // Once flushed (as before a checkpoint), all are on disk.
         let outbox = dir.path().join("data/outbox");
-        let (written, on_disk) = std::sync::mpsc::channel();
-        let listed = outbox.clone();
-        notifier.after_deliveries(move || {
-            let _ = written.send(std::fs::read_dir(&listed).unwrap().count());
-        });
-        assert_eq!(on_disk.recv().unwrap(), 5, "all on disk");
+        notifier.flush();
+        assert_eq!(
+            std::fs::read_dir(&outbox).unwrap().count(),
+            5,
+            "all on disk"
+        );
         runtime.block_on(async {
             for _ in 0..200 {
                 let delivered: usize = bodies
