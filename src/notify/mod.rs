@@ -102,24 +102,57 @@ struct Writer {
     metrics: Arc<Metrics>,
 }
 
+/// Deliveries written together at most (one group commit).
+const BATCH: usize = 1024;
+
 impl Writer {
+    /// Takes what has been handed over, in order: the deliveries waiting together are written
+    /// as one group commit (a page storm's files synced one by one, directory and all, were
+    /// what a checkpoint waited for), anything else after the deliveries before it.
     fn run(self, jobs: std::sync::mpsc::Receiver<Job>) {
-        for job in jobs {
-            match job {
-                Job::Put(delivery, kind) => self.put(delivery, kind),
-                Job::Then(write) => write(),
+        let mut batch: Vec<(Delivery, &'static str)> = Vec::new();
+        while let Ok(first) = jobs.recv() {
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Put(delivery, kind) => batch.push((delivery, kind)),
+                    Job::Then(write) => {
+                        self.put_all(std::mem::take(&mut batch));
+                        write();
+                    }
+                }
+                if batch.len() < BATCH {
+                    next = jobs.try_recv().ok();
+                }
             }
+            self.put_all(std::mem::take(&mut batch));
         }
     }
 
-    fn put(&self, delivery: Delivery, kind: &'static str) {
-        let on_disk = match self.outbox.put(&delivery) {
+    fn put_all(&self, batch: Vec<(Delivery, &'static str)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let together = batch.len() > 1 && self.outbox.put_all(batch.iter().map(|(d, _)| d)).is_ok();
+        for (delivery, kind) in batch {
+            let on_disk = together || self.put(&delivery);
+            self.send(delivery, kind, on_disk);
+        }
+    }
+
+    /// Writes one delivery's file: whether it is on disk.
+    fn put(&self, delivery: &Delivery) -> bool {
+        match self.outbox.put(delivery) {
             Ok(()) => true,
             Err(error) => {
                 tracing::error!(%error, "Cannot write the outbox; delivering from memory only.");
                 false
             }
-        };
+        }
+    }
+
+    /// Hands a delivery to the dispatcher.
+    fn send(&self, delivery: Delivery, kind: &'static str, on_disk: bool) {
         match self.queue.try_send(delivery) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(delivery)) => {
@@ -823,6 +856,36 @@ mod tests {
             ]
         );
         assert_eq!(waiting(), 0);
+    }
+
+    /// A page storm's deliveries are written as one group commit: each whole, in order, and
+    /// no temporary left, also when it fails (the directory gone).
+    #[test]
+    fn a_group_commit_writes_every_delivery_whole_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let deliveries: Vec<Delivery> = (1..=50)
+            .map(|id| Delivery {
+                id,
+                target: "hook/webhook".into(),
+                notification: notification(
+                    "LeaverDisableOverdue",
+                    "page",
+                    &[("app", "vault"), ("user", &format!("u{id}"))],
+                ),
+            })
+            .collect();
+        outbox.put_all(&deliveries).unwrap();
+        assert_eq!(outbox.load(), deliveries);
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("outbox"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 50);
+        assert!(names.iter().all(|n| n.ends_with(".json")));
+        std::fs::remove_dir_all(dir.path().join("outbox")).unwrap();
+        assert!(outbox.put_all(&deliveries).is_err());
+        assert!(!dir.path().join("outbox").exists());
     }
 
     #[test]

@@ -44,6 +44,40 @@ impl Outbox {
         crate::durable::write_atomic(&self.path(delivery.id), &bytes)
     }
 
+    /// [`Outbox::put`] of many at once, as one group commit: each file written, then each
+    /// synced (the disk takes the later ones with the first), renamed, and the directory
+    /// synced once rather than once a file. All or nothing as far as the caller knows: on an
+    /// error what was renamed stays (it is whole), and the caller writes each again alone.
+    pub fn put_all<'a>(
+        &self,
+        deliveries: impl IntoIterator<Item = &'a Delivery>,
+    ) -> std::io::Result<()> {
+        let mut written = Vec::new();
+        let result = (|| {
+            for delivery in deliveries {
+                let bytes = serde_json::to_vec(delivery).map_err(std::io::Error::other)?;
+                let path = self.path(delivery.id);
+                let tmp = crate::durable::tmp_path(&path);
+                let mut file = std::fs::File::create(&tmp)?;
+                written.push((tmp, path));
+                file.write_all(&bytes)?;
+            }
+            for (tmp, _) in &written {
+                std::fs::File::open(tmp)?.sync_all()?;
+            }
+            for (tmp, path) in &written {
+                std::fs::rename(tmp, path)?;
+            }
+            crate::durable::sync_dir(&self.dir)
+        })();
+        if result.is_err() {
+            for (tmp, _) in &written {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+        result
+    }
+
     pub fn remove(&self, id: u64) {
         if let Err(error) = std::fs::remove_file(self.path(id)) {
             if error.kind() != std::io::ErrorKind::NotFound {
