@@ -340,7 +340,7 @@ impl Pipeline {
 
     /// Writes the alert state; with a notifier, on its outbox writer after the deliveries
     /// handed to it (a crash in between may page twice, never not at all), so that a page
-    /// storm's synced files never hold up the pipeline.
+    /// storm's synced files hold up the pipeline only at a checkpoint.
     fn store_alerts(&self) -> anyhow::Result<()> {
         let data_dir = &self.config.storage.data_dir;
         let Some(notifier) = &self.notifier else {

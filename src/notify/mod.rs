@@ -2,9 +2,10 @@
 //!
 //! The pipeline thread routes each notification (first matching `[[route]]`; with no routes,
 //! every receiver) and hands one delivery per target to the outbox writer, a thread of its
-//! own: it writes each to an outbox file (synced) and then to a bounded queue with `try_send`
-//! — when the queue is full the outbox file stays and the dispatcher picks it up from disk.
-//! The pipeline never blocks, not on the network and not on the disk: a page storm (a
+//! own: it writes each to an outbox file (synced; those waiting together as one group commit)
+//! and then to a bounded queue with `try_send` — when the queue is full the outbox file stays
+//! and the dispatcher picks it up from disk. The pipeline never waits for the network, and for
+//! the disk only at a checkpoint, for the files handed over before it: a page storm (a
 //! thousand overdue leavers at once) is a thousand synced files. A tokio task (`Dispatcher`) groups deliveries per
 //! target and alert kind (group wait, group interval) and sends each group in a task of its
 //! own (a black-holed mail server delays nobody else's pages), with a timeout; it retries
@@ -133,9 +134,12 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        let together = batch.len() > 1 && self.outbox.put_all(batch.iter().map(|(d, _)| d)).is_ok();
+        let grouped = batch.len() > 1;
+        let together = grouped && self.outbox.put_all(batch.iter().map(|(d, _)| d)).is_ok();
         for (delivery, kind) in batch {
-            let on_disk = together || self.put(&delivery);
+            // After a failed group, one by one; what it renamed is whole and stays.
+            let on_disk =
+                together || (grouped && self.outbox.holds(delivery.id)) || self.put(&delivery);
             self.send(delivery, kind, on_disk);
         }
     }
@@ -886,6 +890,50 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("outbox")).unwrap();
         assert!(outbox.put_all(&deliveries).is_err());
         assert!(!dir.path().join("outbox").exists());
+    }
+
+    /// A group commit that fails after renaming some files: those are whole and stay, handed
+    /// over once (written again, a rescan might have sent and removed one, and it would go
+    /// twice: QA helper-19); the rest are written alone, or delivered from memory.
+    #[test]
+    fn a_failed_group_commit_keeps_what_it_renamed_and_hands_each_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = hook_config(1, dir.path(), "");
+        let outbox = Outbox::open(&config.storage.data_dir).unwrap();
+        let (queue, mut handed) = mpsc::channel(16);
+        let writer = Writer {
+            outbox: outbox.clone(),
+            queue,
+            rescan: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::new(Metrics::new(&config)),
+        };
+        let delivery = |id| Delivery {
+            id,
+            target: "hook/webhook".into(),
+            notification: notification("LeaverDisableOverdue", "page", &[("app", "vault")]),
+        };
+        // The third's name is taken by a directory: the group renames two, then fails, and
+        // the third cannot be written alone either.
+        let outbox_dir = config.storage.data_dir.join("outbox");
+        std::fs::create_dir_all(outbox_dir.join(format!("{:020}.json", 3)).join("x")).unwrap();
+        writer.put_all((1..=3).map(|id| (delivery(id), "webhook")).collect());
+        let mut ids = Vec::new();
+        while let Ok(d) = handed.try_recv() {
+            ids.push(d.id);
+        }
+        assert_eq!(ids, [1, 2, 3], "each once, the third from memory");
+        assert!(outbox.holds(1) && outbox.holds(2) && !outbox.holds(3));
+        assert_eq!(
+            outbox.load().iter().map(|d| d.id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let temporaries = std::fs::read_dir(&outbox_dir)
+            .unwrap()
+            .filter(|e| {
+                crate::durable::is_tmp_name(&e.as_ref().unwrap().file_name().to_string_lossy())
+            })
+            .count();
+        assert_eq!(temporaries, 0);
     }
 
     #[test]

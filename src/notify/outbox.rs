@@ -44,10 +44,11 @@ impl Outbox {
         crate::durable::write_atomic(&self.path(delivery.id), &bytes)
     }
 
-    /// [`Outbox::put`] of many at once, as one group commit: each file written, then each
-    /// synced (the disk takes the later ones with the first), renamed, and the directory
-    /// synced once rather than once a file. All or nothing as far as the caller knows: on an
-    /// error what was renamed stays (it is whole), and the caller writes each again alone.
+    /// [`Outbox::put`] of many at once, as one group commit: each file written and synced on
+    /// its own handle (one open at a time; a close's error is not lost to a second handle,
+    /// as on NFS), then all renamed, and the directory synced once rather than once a file.
+    /// On an error what was renamed stays (it is whole, see [`Outbox::holds`]) and the
+    /// temporaries go.
     pub fn put_all<'a>(
         &self,
         deliveries: impl IntoIterator<Item = &'a Delivery>,
@@ -61,9 +62,7 @@ impl Outbox {
                 let mut file = std::fs::File::create(&tmp)?;
                 written.push((tmp, path));
                 file.write_all(&bytes)?;
-            }
-            for (tmp, _) in &written {
-                std::fs::File::open(tmp)?.sync_all()?;
+                file.sync_all()?;
             }
             for (tmp, path) in &written {
                 std::fs::rename(tmp, path)?;
@@ -76,6 +75,12 @@ impl Outbox {
             }
         }
         result
+    }
+
+    /// Whether a delivery's file is in the outbox (renamed whole by a group commit that then
+    /// failed: written again, a rescan might have sent and removed it, and it would go twice).
+    pub fn holds(&self, id: u64) -> bool {
+        self.path(id).is_file()
     }
 
     pub fn remove(&self, id: u64) {
