@@ -44,11 +44,12 @@ impl Outbox {
         crate::durable::write_atomic(&self.path(delivery.id), &bytes)
     }
 
-    /// [`Outbox::put`] of many at once, as one group commit: each file written and synced on
-    /// its own handle (one open at a time; a close's error is not lost to a second handle,
-    /// as on NFS), then all renamed, and the directory synced once rather than once a file.
-    /// On an error what was renamed stays (it is whole, see [`Outbox::holds`]) and the
-    /// temporaries go.
+    /// [`Outbox::put`] of many at once, as one group commit: every file written, then each
+    /// synced on the handle that wrote it (the disk takes the later ones with the first; a
+    /// second handle could miss a write error, as on NFS), then all renamed, and the
+    /// directory synced once rather than once a file. The caller keeps a group to a few
+    /// hundred, well inside the open-file limit. On an error what was renamed stays (it is
+    /// whole, see [`Outbox::holds`]) and the temporaries go.
     pub fn put_all<'a>(
         &self,
         deliveries: impl IntoIterator<Item = &'a Delivery>,
@@ -59,18 +60,25 @@ impl Outbox {
                 let bytes = serde_json::to_vec(delivery).map_err(std::io::Error::other)?;
                 let path = self.path(delivery.id);
                 let tmp = crate::durable::tmp_path(&path);
-                let mut file = std::fs::File::create(&tmp)?;
-                written.push((tmp, path));
-                file.write_all(&bytes)?;
-                file.sync_all()?;
+                let file = std::fs::File::create(&tmp)?;
+                // Listed before it is written: a failed write's temporary goes too.
+                written.push((tmp, path, Some(file)));
+                if let Some((_, _, Some(file))) = written.last_mut() {
+                    file.write_all(&bytes)?;
+                }
             }
-            for (tmp, path) in &written {
+            for (_, _, file) in &mut written {
+                if let Some(file) = file.take() {
+                    file.sync_all()?;
+                }
+            }
+            for (tmp, path, _) in &written {
                 std::fs::rename(tmp, path)?;
             }
             crate::durable::sync_dir(&self.dir)
         })();
         if result.is_err() {
-            for (tmp, _) in &written {
+            for (tmp, _, _) in &written {
                 let _ = std::fs::remove_file(tmp);
             }
         }
