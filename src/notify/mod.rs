@@ -6,9 +6,10 @@
 //! and then to a bounded queue with `try_send` — when the queue is full the outbox file stays
 //! and the dispatcher picks it up from disk. The pipeline never waits for the network, and for
 //! the disk only at a checkpoint, for the files handed over before it: a page storm (a
-//! thousand overdue leavers at once) is a thousand synced files. A tokio task (`Dispatcher`) groups deliveries per
-//! target and alert kind (group wait, group interval) and sends each group in a task of its
-//! own (a black-holed mail server delays nobody else's pages), with a timeout; it retries
+//! thousand overdue leavers at once) is a thousand synced files. A tokio task (`Dispatcher`)
+//! groups deliveries per target and alert kind (group wait, group interval) and sends each
+//! group in a task of its own (a black-holed mail server delays nobody else's pages), with a
+//! timeout; it retries
 //! network errors, 429 and 5xx with jittered exponential backoff for `retry_for` per
 //! notification, dead-letters what cannot be delivered, and counts everything in
 //! `scimwatch_notifications_total`.
@@ -74,7 +75,8 @@ pub fn route_matches(route: &RouteConfig, notification: &Notification) -> bool {
     })
 }
 
-/// The pipeline's side: route, and hand over to the outbox writer. Never blocks.
+/// The pipeline's side: route, and hand over to the outbox writer. Never blocks, but for
+/// [`Notifier::flush`] (a checkpoint's).
 pub struct Notifier {
     routes: Vec<RouteConfig>,
     /// Receiver name → its targets (`name/email`, `name/webhook`) and their channel kinds.
