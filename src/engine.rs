@@ -266,10 +266,9 @@ impl Engine {
         }
     }
 
-    /// For each of the `wanted` (app, user) pairs, folded (the user by login or by id), the
-    /// earliest time a leaver operation the episodes have not seen yet — pending in the join,
-    /// or joined and waiting in the timeline — may have disabled that user, by the pair's
-    /// index. Until such an operation is seen, an episode past its deadline may still turn out
+    /// For each of the `pairs` (app, user), folded (the user by login or by id), the earliest
+    /// time a leaver operation the episodes have not seen yet — pending in the join, or joined
+    /// and waiting in the timeline — may have disabled that user, in the pairs' order. Until such an operation is seen, an episode past its deadline may still turn out
     /// disabled in time (a retry that succeeded before the deadline settles a join window plus
     /// the allowed lateness after it, or two windows without a shared ID). Only the wanted
     /// pairs are looked at: the daemon asks for the few leavers still undecided, at every view.
@@ -277,15 +276,16 @@ impl Engine {
     /// The first call starts the join's index of pending leaver operations (from what is
     /// pending), kept from then on: `replay` never asks, and keeping it cost 1.4% of its
     /// instructions.
-    pub fn unseen_leavers(
-        &mut self,
-        wanted: &crate::model::FastMap<(&str, &str), usize>,
-    ) -> Vec<Option<Ts>> {
+    pub fn unseen_leavers(&mut self, pairs: &[(String, String)]) -> Vec<Option<Ts>> {
         self.joiner.track_leavers();
-        let mut earliest: Vec<Option<Ts>> =
-            vec![None; wanted.values().max().map_or(0, |last| last + 1)];
-        if wanted.is_empty() {
+        let mut earliest: Vec<Option<Ts>> = vec![None; pairs.len()];
+        if pairs.is_empty() {
             return earliest;
+        }
+        // Each pair's first place; one listed twice gets the same answer at both.
+        let mut wanted: crate::model::FastMap<(&str, &str), usize> = Default::default();
+        for (i, (app, user)) in pairs.iter().enumerate() {
+            wanted.entry((app.as_str(), user.as_str())).or_insert(i);
         }
         let index = |app: Option<&str>, user: &str| {
             let app = crate::model::fold_case(app.unwrap_or_default());
@@ -307,11 +307,11 @@ impl Engine {
                 earliest[i] = Some(earliest[i].map_or(at, |t| t.min(at)));
             }
         };
-        let pairs: Vec<u64> = wanted
+        let hashes: Vec<u64> = wanted
             .keys()
             .map(|(app, user)| self.joiner.pair_hash(Some(app), user))
             .collect();
-        let pending = self.joiner.pending_leavers(&pairs, |record| {
+        let pending = self.joiner.pending_leavers(&hashes, |record| {
             wanted_record(
                 record.app.as_deref(),
                 [record.user_login.as_deref(), record.user_id.as_deref()],
@@ -331,6 +331,9 @@ impl Engine {
                     add(op.app(), [op.user_login(), op.user_id()], at);
                 }
             }
+        }
+        for (i, (app, user)) in pairs.iter().enumerate() {
+            earliest[i] = earliest[wanted[&(app.as_str(), user.as_str())]];
         }
         earliest
     }

@@ -26,6 +26,13 @@ fn bump(counts: &mut Counts, app: &str, time: Ts) {
         .or_default() += 1;
 }
 
+/// Causes by count, most frequent first (ties in the causes' order).
+fn ranked(counts: BTreeMap<Cause, u64>) -> Vec<(Cause, u64)> {
+    let mut ranked: Vec<(Cause, u64)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked
+}
+
 /// Per app, the count over the whole minutes from `since`'s minute on.
 fn totals(counts: &Counts, since: Ts) -> BTreeMap<String, u64> {
     let first = since.0.div_euclid(MINUTE);
@@ -194,9 +201,7 @@ impl Evidence {
                 *counts.entry(cause).or_default() += 1;
             }
         }
-        let mut ranked: Vec<(Cause, u64)> = counts.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked
+        ranked(counts)
     }
 
     /// The newest failed correlation IDs (of a stage and/or app), newest first.
@@ -336,9 +341,7 @@ impl CausesById<'_> {
                 }
             }
         }
-        let mut ranked: Vec<(Cause, u64)> = counts.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked
+        ranked(counts)
     }
 }
 

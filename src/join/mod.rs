@@ -437,6 +437,7 @@ impl Joiner {
     /// behind the IdP's has not sent it), its first IdP record unless the IdP says it failed.
     /// A failed claim with only failed writes cannot disable anyone. Only the wanted ones'
     /// writes are unpacked.
+    ///
     /// Looked up by the hashes of the (app, user) pairs asked about ([`Joiner::pair_hash`]).
     pub fn pending_leavers<'a>(
         &'a self,
