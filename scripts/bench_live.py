@@ -11,6 +11,12 @@ BENCH_LIVE_HIGH_RISK=1 makes every leaver high-risk (a 900 s deadline): the leav
 leaves failing go overdue while their retries may still be joining, the daemon's worst case for
 the overdue hold (which looks through the pending leaver operations at every view).
 
+BENCH_LIVE_OUTAGE=1 takes three apps (slack, gitlab, box: ~15% of the operations) down for the
+middle half of the logs: their gateway answers 503 and the IdP logs each operation failed, so
+the run includes an incident (burn-rate alerts firing, the failure evidence full, every leaver of
+those apps failing; with BENCH_LIVE_HIGH_RISK=1 those go overdue too). The changed logs are
+written before the clock starts.
+
 1. Throughput: both logs are appended to the tailed files in 1 MiB chunks as fast as the disk
    takes them while the daemon runs; the rate is lines / (time until scimwatch_lines_total
    shows every line, from the first append).
@@ -40,6 +46,29 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+OUTAGE_APPS = (b'"app":"slack"', b'"app":"gitlab"', b'"app":"box"')
+
+
+def with_outage(src):
+    """A copy of a log in `work` whose outage apps fail in its middle half."""
+    with open(src, "rb") as f:
+        lines = f.readlines()
+    down, up = len(lines) // 4, len(lines) * 3 // 4
+    for n in range(down, up):
+        if any(app in lines[n] for app in OUTAGE_APPS):
+            line = re.sub(rb'"status":20[01],', b'"status":503,', lines[n])
+            lines[n] = line.replace(
+                b'"result":"success"', b'"result":"failure","error":"target answered 503"'
+            )
+    dst = os.path.join(work, "outage-" + os.path.basename(src))
+    with open(dst, "wb") as out:
+        out.writelines(lines)
+    return dst
+
+
+if os.environ.get("BENCH_LIVE_OUTAGE") == "1":
+    idp_src, gw_src = with_outage(idp_src), with_outage(gw_src)
 
 port = free_port()
 hook_port = free_port()
@@ -112,14 +141,19 @@ receiver = "hook"
         )
 
 LINES = re.compile(rb'^scimwatch_lines_total\{source="[^"]*"\} (\d+)', re.M)
+NOTIFIED = re.compile(rb'^scimwatch_notifications_total\{[^}]*result="sent"[^}]*\} (\d+)', re.M)
+
+
+def counted(pattern):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return sum(int(n) for n in pattern.findall(r.read()))
+    except OSError:
+        return -1
 
 
 def lines_counted():
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            return sum(int(n) for n in LINES.findall(r.read()))
-    except OSError:
-        return -1
+    return counted(LINES)
 
 
 def cpu_seconds(pid):
@@ -226,6 +260,8 @@ try:
                 "delay_p99_ms": round(q(0.99) * 1000, 1) if delays else None,
                 "peak_rss_mib": round(rss_kib / 1024),
                 "webhook_posts": len(pages),
+                # Notifications sent so far (each a delivery through the outbox).
+                "notifications_sent": counted(NOTIFIED),
             }
         )
     )
