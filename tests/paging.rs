@@ -822,13 +822,10 @@ format = "json"
 /// Notifications waiting in the daemon's outbox (which it makes at start: a missing one is
 /// counted as never empty, so a wrong path cannot pass).
 fn outbox_entries(setup: &Setup) -> usize {
-    std::fs::read_dir(setup.path("data/outbox"))
-        .map(|dir| {
-            dir.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                .count()
-        })
-        .unwrap_or(usize::MAX)
+    if !setup.path("data/outbox").is_dir() {
+        return usize::MAX;
+    }
+    scimwatch::notify::outbox::waiting_ids(&setup.path("data")).len()
 }
 
 #[test]

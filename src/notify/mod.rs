@@ -2,14 +2,14 @@
 //!
 //! The pipeline thread routes each notification (first matching `[[route]]`; with no routes,
 //! every receiver) and hands one delivery per target to the outbox writer, a thread of its
-//! own: it writes each to an outbox file (synced; those waiting together as one group commit)
-//! and then to a bounded queue with `try_send` — when the queue is full the outbox file stays
-//! and the dispatcher picks it up from disk. The pipeline never waits for the network, and for
-//! the disk only at a checkpoint, for the files handed over before it: a page storm (a
-//! thousand overdue leavers at once) is a thousand synced files. A tokio task (`Dispatcher`)
-//! groups deliveries per target and alert kind (group wait, group interval) and sends each
-//! group in a task of its own (a black-holed mail server delays nobody else's pages), with a
-//! timeout; it retries
+//! own: it writes the deliveries waiting together to the outbox as one synced segment file
+//! and then hands each to a bounded queue with `try_send` — when the queue is full the
+//! delivery stays on disk and the dispatcher picks it up from there. The pipeline never waits
+//! for the network, and for the disk only at a checkpoint, for the deliveries handed over
+//! before it: a page storm (a thousand overdue leavers at once) is a few segments. A tokio
+//! task (`Dispatcher`) groups deliveries per target and alert kind (group wait, group
+//! interval) and sends each group in a task of its own (a black-holed mail server delays
+//! nobody else's pages), with a timeout; it retries
 //! network errors, 429 and 5xx with jittered exponential backoff for `retry_for` per
 //! notification, dead-letters what cannot be delivered, and counts everything in
 //! `scimwatch_notifications_total`.
@@ -24,7 +24,7 @@ use crate::http::metrics::{ChannelLabels, Metrics};
 use outbox::{Delivery, Outbox};
 use render::Links;
 use send::{Channel, SendResult};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,14 +105,13 @@ struct Writer {
     metrics: Arc<Metrics>,
 }
 
-/// Deliveries written together at most (one group commit, each file open until synced: well
-/// inside the usual limit of 1,024 open files).
+/// Deliveries written together at most, as one outbox segment (~1 KiB each).
 const BATCH: usize = 256;
 
 impl Writer {
     /// Takes what has been handed over, in order: the deliveries waiting together are written
-    /// as one group commit (a page storm's files synced one by one, directory and all, were
-    /// what a checkpoint waited for), anything else after the deliveries before it.
+    /// as one segment (a page storm's files, one a delivery, were what a checkpoint waited
+    /// for), anything else after the deliveries before it.
     fn run(self, jobs: std::sync::mpsc::Receiver<Job>) {
         let mut batch: Vec<(Delivery, &'static str)> = Vec::new();
         while let Ok(first) = jobs.recv() {
@@ -140,9 +139,8 @@ impl Writer {
         let grouped = batch.len() > 1;
         let together = grouped && self.outbox.put_all(batch.iter().map(|(d, _)| d)).is_ok();
         for (delivery, kind) in batch {
-            // After a failed group, one by one; what it renamed is whole and stays.
-            let on_disk =
-                together || (grouped && self.outbox.holds(delivery.id)) || self.put(&delivery);
+            // A failed group leaves no file: then one by one.
+            let on_disk = together || self.put(&delivery);
             self.send(delivery, kind, on_disk);
         }
     }
@@ -331,12 +329,54 @@ impl Drop for Notifier {
 /// Deliveries of one target and alert kind, sent together.
 #[derive(Default)]
 struct Group {
-    items: Vec<Delivery>,
+    /// By id: in the order they came.
+    items: BTreeMap<u64, Delivery>,
+    /// The ids in `items` by dedup key: a page storm puts thousands of deliveries in one group
+    /// while a send is under way, and each replacement looked through all of them.
+    by_key: HashMap<String, Vec<u64>>,
     ready_at: Option<Instant>,
     last_sent: Option<Instant>,
     attempts: u32,
     /// A send of this group is under way.
     in_flight: bool,
+}
+
+impl Group {
+    fn insert(&mut self, delivery: Delivery) {
+        self.by_key
+            .entry(delivery.notification.dedup_key.clone())
+            .or_default()
+            .push(delivery.id);
+        self.items.insert(delivery.id, delivery);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Delivery> {
+        let delivery = self.items.remove(&id)?;
+        let key = &delivery.notification.dedup_key;
+        if let Some(ids) = self.by_key.get_mut(key) {
+            ids.retain(|&other| other != id);
+            if ids.is_empty() {
+                self.by_key.remove(key);
+            }
+        }
+        Some(delivery)
+    }
+
+    /// The waiting deliveries `delivery` replaces: of its alert and kind, or, for a resolve,
+    /// anything of its alert.
+    fn replaced_by(&self, delivery: &Delivery) -> Vec<u64> {
+        let resolve = delivery.notification.kind == crate::alert::NotificationKind::Resolved;
+        let ids = self.by_key.get(&delivery.notification.dedup_key);
+        ids.into_iter()
+            .flatten()
+            .filter(|id| {
+                self.items
+                    .get(id)
+                    .is_some_and(|d| resolve || d.notification.kind == delivery.notification.kind)
+            })
+            .copied()
+            .collect()
+    }
 }
 
 /// How one attempt at a group ended.
@@ -455,7 +495,7 @@ impl Dispatcher {
                 _ = rescan_tick.tick() => {
                     if self.rescan.swap(false, Ordering::AcqRel) {
                         let now = Instant::now();
-                        for delivery in self.outbox.load() {
+                        for delivery in self.outbox.rescan() {
                             self.add(delivery, now, false);
                         }
                     }
@@ -488,17 +528,12 @@ impl Dispatcher {
         // both FIRING and RESOLVED (its count one too many). The resolve is never dropped.
         let mut replaced = Vec::new();
         if !group.in_flight {
-            let resolve = delivery.notification.kind == crate::alert::NotificationKind::Resolved;
-            group.items.retain(|d| {
-                let same = d.notification.dedup_key == delivery.notification.dedup_key
-                    && (resolve || d.notification.kind == delivery.notification.kind);
-                if same {
-                    replaced.push(d.id);
-                }
-                !same
-            });
+            replaced = group.replaced_by(&delivery);
+            for &id in &replaced {
+                group.remove(id);
+            }
         }
-        group.items.push(delivery);
+        group.insert(delivery);
         if group.ready_at.is_none() && !group.in_flight {
             group.ready_at = Some(if immediately {
                 now
@@ -544,7 +579,7 @@ impl Dispatcher {
             let task = attempt(
                 channel.clone(),
                 key.clone(),
-                group.items.clone(),
+                group.items.values().cloned().collect(),
                 self.links.clone(),
             );
             tokio::spawn(async move {
@@ -579,7 +614,7 @@ impl Dispatcher {
         };
         group.in_flight = false;
         let mut settled: Vec<u64> = Vec::new();
-        for delivery in group.items.iter().filter(|d| sent.contains(&d.id)) {
+        for delivery in sent.iter().filter_map(|id| group.items.get(id)) {
             tracing::info!(target_name = %delivery.target, key = %delivery.notification.dedup_key, kind = ?delivery.notification.kind, "Notification delivered.");
             self.outbox.remove(delivery.id);
             settled.push(delivery.id);
@@ -589,7 +624,7 @@ impl Dispatcher {
             group.last_sent = Some(now);
         }
         for (id, error) in &refused {
-            if let Some(delivery) = group.items.iter().find(|d| d.id == *id) {
+            if let Some(delivery) = group.items.get(id) {
                 self.outbox.dead_letter(delivery, wall, error);
                 settled.push(*id);
             }
@@ -600,9 +635,10 @@ impl Dispatcher {
             group.attempts += 1;
             let attempts = group.attempts;
             // Each unsettled delivery of the attempt keeps its own retry clock.
+            let done: HashSet<u64> = settled.iter().copied().collect();
             let pending: Vec<u64> = ids
                 .iter()
-                .filter(|id| !settled.contains(id))
+                .filter(|id| !done.contains(id))
                 .copied()
                 .collect();
             let mut retried = 0;
@@ -610,7 +646,7 @@ impl Dispatcher {
             for id in pending {
                 let since = *self.failing_since.entry(id).or_insert(now);
                 if now.duration_since(since) >= self.settings.retry_for {
-                    if let Some(delivery) = group.items.iter().find(|d| d.id == id) {
+                    if let Some(delivery) = group.items.get(&id) {
                         self.outbox.dead_letter(
                             delivery,
                             wall,
@@ -640,7 +676,9 @@ impl Dispatcher {
         let Some(group) = self.groups.get_mut(&key) else {
             return;
         };
-        group.items.retain(|d| !settled.contains(&d.id));
+        for &id in &settled {
+            group.remove(id);
+        }
         group.ready_at = if group.items.is_empty() {
             None
         } else if let Some(delay) = wait {
@@ -865,41 +903,133 @@ mod tests {
         assert_eq!(waiting(), 0);
     }
 
-    /// A page storm's deliveries are written as one group commit: each whole, in order, and
-    /// no temporary left, also when it fails (the directory gone).
+    /// A group finds what a new delivery replaces through its index by dedup key: of the same
+    /// alert and kind, or anything of its alert for a resolve; the index empties with it.
     #[test]
-    fn a_group_commit_writes_every_delivery_whole_and_leaves_no_temporaries() {
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path()).unwrap();
-        let deliveries: Vec<Delivery> = (1..=50)
-            .map(|id| Delivery {
+    fn a_group_replaces_by_dedup_key_and_kind() {
+        let mut group = Group::default();
+        let user = |id, user: &str, kind| {
+            let mut notification = notification("LeaverDisableOverdue", "page", &[("user", user)]);
+            notification.kind = kind;
+            Delivery {
                 id,
                 target: "hook/webhook".into(),
-                notification: notification(
-                    "LeaverDisableOverdue",
-                    "page",
-                    &[("app", "vault"), ("user", &format!("u{id}"))],
-                ),
-            })
-            .collect();
-        outbox.put_all(&deliveries).unwrap();
-        assert_eq!(outbox.load(), deliveries);
-        let names: Vec<String> = std::fs::read_dir(dir.path().join("outbox"))
+                notification,
+            }
+        };
+        group.insert(user(1, "a", NotificationKind::Firing));
+        group.insert(user(2, "b", NotificationKind::Firing));
+        group.insert(user(3, "a", NotificationKind::Resolved));
+        assert_eq!(
+            group.replaced_by(&user(4, "a", NotificationKind::Firing)),
+            [1]
+        );
+        assert_eq!(
+            group.replaced_by(&user(4, "a", NotificationKind::Resolved)),
+            [1, 3]
+        );
+        assert_eq!(
+            group.replaced_by(&user(4, "c", NotificationKind::Firing)),
+            [0u64; 0]
+        );
+        for id in [3, 1, 2, 2] {
+            group.remove(id);
+        }
+        assert!(group.items.is_empty() && group.by_key.is_empty());
+    }
+
+    fn overdue_delivery(id: u64) -> Delivery {
+        Delivery {
+            id,
+            target: "hook/webhook".into(),
+            notification: notification(
+                "LeaverDisableOverdue",
+                "page",
+                &[("app", "vault"), ("user", &format!("u{id}"))],
+            ),
+        }
+    }
+
+    fn file_names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.len(), 50);
-        assert!(names.iter().all(|n| n.ends_with(".json")));
+        names.sort();
+        names
+    }
+
+    /// A page storm's deliveries are written as one segment: each whole, in order, and no
+    /// temporary left, also when it fails (the directory gone).
+    #[test]
+    fn a_group_is_one_segment_with_every_delivery_whole_and_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let deliveries: Vec<Delivery> = (1..=50).map(overdue_delivery).collect();
+        outbox.put_all(&deliveries).unwrap();
+        assert_eq!(
+            file_names(&dir.path().join("outbox")),
+            [format!("{:020}.jsonl", 1)]
+        );
+        assert_eq!(outbox.rescan(), deliveries);
+        assert_eq!(Outbox::open(dir.path()).unwrap().load(), deliveries);
         std::fs::remove_dir_all(dir.path().join("outbox")).unwrap();
         assert!(outbox.put_all(&deliveries).is_err());
         assert!(!dir.path().join("outbox").exists());
     }
 
-    /// A group commit that fails after renaming some files: those are whole and stay, handed
-    /// over once (written again, a rescan might have sent and removed one, and it would go
-    /// twice: QA helper-19); the rest are written alone, or delivered from memory.
+    /// A segment goes once each of its deliveries is sent or dead-lettered; what is done
+    /// before a crash is not sent again at the restart (done.log), what is not done is; an
+    /// unreadable line moves its segment aside and loses none of the readable ones.
     #[test]
-    fn a_failed_group_commit_keeps_what_it_renamed_and_hands_each_over_once() {
+    fn a_segment_goes_when_all_of_it_is_done_and_a_restart_sends_only_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox_dir = dir.path().join("outbox");
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let first: Vec<Delivery> = (1..=3).map(overdue_delivery).collect();
+        let second: Vec<Delivery> = (4..=5).map(overdue_delivery).collect();
+        outbox.put_all(&first).unwrap();
+        outbox.put_all(&second).unwrap();
+        outbox.remove(2);
+        outbox.dead_letter(&first[0], Ts::from_secs(0), "refused");
+        outbox.remove(4);
+        outbox.remove(4); // twice: no harm
+        outbox.remove(99); // never written: no harm
+        assert_eq!(crate::notify::outbox::waiting_ids(dir.path()), [3, 5]);
+        assert!(outbox_dir.join("done.log").exists());
+        // kill -9 here: a restart delivers 3 and 5 only.
+        let restarted = Outbox::open(dir.path()).unwrap();
+        let ids = |ds: Vec<Delivery>| ds.iter().map(|d| d.id).collect::<Vec<_>>();
+        assert_eq!(ids(restarted.load()), [3, 5]);
+        restarted.remove(5);
+        assert_eq!(
+            file_names(&outbox_dir),
+            [format!("{:020}.jsonl", 1), "done.log".into()]
+        );
+        restarted.remove(3);
+        assert!(
+            file_names(&outbox_dir).is_empty(),
+            "segments and done.log gone"
+        );
+        // A damaged segment: its readable deliveries come back, the file is kept aside.
+        outbox.put_all(&second).unwrap();
+        let path = outbox_dir.join(format!("{:020}.jsonl", 4));
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.insert_str(0, "{not json\n");
+        std::fs::write(&path, text).unwrap();
+        let restarted = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ids(restarted.load()), [4, 5]);
+        assert_eq!(
+            file_names(&outbox_dir),
+            [format!("{:020}.jsonl", 4), format!("{:020}.unreadable", 4)]
+        );
+        assert_eq!(crate::notify::outbox::waiting_ids(dir.path()), [4, 5]);
+    }
+
+    /// A group that cannot be written leaves no file, and each of its deliveries is then
+    /// written alone, or delivered from memory; each handed over once.
+    #[test]
+    fn a_failed_group_is_written_one_by_one_and_each_handed_over_once() {
         let dir = tempfile::tempdir().unwrap();
         let config = hook_config(1, dir.path(), "");
         let outbox = Outbox::open(&config.storage.data_dir).unwrap();
@@ -910,31 +1040,27 @@ mod tests {
             rescan: Arc::new(AtomicBool::new(false)),
             metrics: Arc::new(Metrics::new(&config)),
         };
-        let delivery = |id| Delivery {
-            id,
-            target: "hook/webhook".into(),
-            notification: notification("LeaverDisableOverdue", "page", &[("app", "vault")]),
-        };
-        // The third's name is taken by a directory: the group renames two, then fails, and
-        // the third cannot be written alone either.
+        // The group's name is taken by a directory: the group fails, and the first cannot be
+        // written alone either.
         let outbox_dir = config.storage.data_dir.join("outbox");
-        std::fs::create_dir_all(outbox_dir.join(format!("{:020}.json", 3)).join("x")).unwrap();
-        writer.put_all((1..=3).map(|id| (delivery(id), "webhook")).collect());
+        std::fs::create_dir_all(outbox_dir.join(format!("{:020}.jsonl", 1)).join("x")).unwrap();
+        writer.put_all(
+            (1..=3)
+                .map(|id| (overdue_delivery(id), "webhook"))
+                .collect(),
+        );
         let mut ids = Vec::new();
         while let Ok(d) = handed.try_recv() {
             ids.push(d.id);
         }
-        assert_eq!(ids, [1, 2, 3], "each once, the third from memory");
-        assert!(outbox.holds(1) && outbox.holds(2) && !outbox.holds(3));
+        assert_eq!(ids, [1, 2, 3], "each once, the first from memory");
         assert_eq!(
-            outbox.load().iter().map(|d| d.id).collect::<Vec<_>>(),
-            [1, 2]
+            outbox.rescan().iter().map(|d| d.id).collect::<Vec<_>>(),
+            [2, 3]
         );
-        let temporaries = std::fs::read_dir(&outbox_dir)
-            .unwrap()
-            .filter(|e| {
-                crate::durable::is_tmp_name(&e.as_ref().unwrap().file_name().to_string_lossy())
-            })
+        let temporaries = file_names(&outbox_dir)
+            .iter()
+            .filter(|n| crate::durable::is_tmp_name(n))
             .count();
         assert_eq!(temporaries, 0);
     }
@@ -967,7 +1093,7 @@ mod tests {
         let outbox = dir.path().join("data/outbox");
         notifier.flush();
         assert_eq!(
-            std::fs::read_dir(&outbox).unwrap().count(),
+            crate::notify::outbox::waiting_ids(&dir.path().join("data")).len(),
             5,
             "all on disk"
         );
