@@ -55,24 +55,53 @@ impl fmt::Display for Ts {
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            y,
-            m,
-            d,
-            sod / 3600,
-            (sod % 3600) / 60,
-            sod % 60
-        )?;
-        if micros != 0 {
-            if micros % 1000 == 0 {
+        let Some(year) = u32::try_from(y).ok().filter(|y| *y <= 9999) else {
+            // Outside four digits (no log gets here: times are checked when parsed).
+            write!(
+                f,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                y,
+                m,
+                d,
+                sod / 3600,
+                (sod % 3600) / 60,
+                sod % 60
+            )?;
+            if micros % 1000 != 0 {
+                write!(f, ".{micros:06}")?;
+            } else if micros != 0 {
                 write!(f, ".{:03}", micros / 1000)?;
-            } else {
-                write!(f, ".{:06}", micros)?;
             }
-        }
-        f.write_str("Z")
+            return f.write_str("Z");
+        };
+        // By hand rather than through `write!`: an alert state or a page storm's conditions
+        // format thousands of times at a view, and core::fmt's padding took most of it.
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        put_digits(&mut out[0..4], year);
+        put_digits(&mut out[5..7], m as u32);
+        put_digits(&mut out[8..10], d as u32);
+        put_digits(&mut out[11..13], (sod / 3600) as u32);
+        put_digits(&mut out[14..16], ((sod % 3600) / 60) as u32);
+        put_digits(&mut out[17..19], (sod % 60) as u32);
+        let end = if micros == 0 {
+            19
+        } else if micros % 1000 == 0 {
+            put_digits(&mut out[20..23], (micros / 1000) as u32);
+            23
+        } else {
+            put_digits(&mut out[20..26], micros as u32);
+            26
+        };
+        out[end] = b'Z';
+        f.write_str(std::str::from_utf8(&out[..=end]).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Writes `n`'s last `out.len()` decimal digits, zero-padded.
+fn put_digits(out: &mut [u8], mut n: u32) {
+    for byte in out.iter_mut().rev() {
+        *byte = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -398,6 +427,54 @@ mod tests {
 
     fn auto(text: &str) -> Ts {
         parse_time(text, TimeFormat::Auto).unwrap()
+    }
+
+    /// The hand-written display is what `write!` with padded fields wrote (its first
+    /// version), for times in and out of four-digit years, with and without fractions; and
+    /// what it writes parses back to the same instant.
+    #[test]
+    fn display_writes_rfc3339_as_the_padded_format_did_and_parses_back() {
+        fn reference(ts: Ts) -> String {
+            let secs = ts.0.div_euclid(MICROS_PER_SEC);
+            let micros = ts.0.rem_euclid(MICROS_PER_SEC);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            let mut out = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                y,
+                m,
+                d,
+                sod / 3600,
+                (sod % 3600) / 60,
+                sod % 60
+            );
+            if micros != 0 {
+                if micros % 1000 == 0 {
+                    out += &format!(".{:03}", micros / 1000);
+                } else {
+                    out += &format!(".{micros:06}");
+                }
+            }
+            out + "Z"
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut times = vec![0, 1, 1000, 999_999, -1, -86_400_000_000, i64::MIN / 2];
+        times.push(253_402_300_800 * MICROS_PER_SEC); // 10000-01-01
+        times.push(253_402_300_799 * MICROS_PER_SEC + 500_000); // 9999-12-31T23:59:59.5
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let t = (x % (4_102_444_800 * MICROS_PER_SEC as u64)) as i64;
+            times.extend([t, t - t % 1000, t - t % MICROS_PER_SEC]);
+        }
+        for t in times {
+            let text = Ts(t).to_string();
+            assert_eq!(text, reference(Ts(t)), "{t}");
+            if (0..4_102_444_800 * MICROS_PER_SEC).contains(&t) {
+                assert_eq!(parse_time(&text, TimeFormat::Rfc3339), Ok(Ts(t)), "{text}");
+            }
+        }
     }
 
     #[test]

@@ -112,23 +112,33 @@ impl AlertEngine {
         conditions: Vec<Condition>,
         settings: AlertSettings,
     ) -> Vec<Notification> {
-        let mut present: BTreeMap<String, Condition> = BTreeMap::new();
+        // Each condition moves into its alert (a page storm's thousands, judged every view,
+        // were cloned twice each); of two with one key the last holds.
+        let mut present = std::collections::HashSet::new();
         for condition in conditions {
-            present.insert(condition.dedup_key(), condition);
-        }
-        for (key, condition) in &present {
-            let tracked = self.alerts.entry(key.clone()).or_insert_with(|| Tracked {
-                condition: condition.clone(),
-                first_seen: now,
-                firing_since: None,
-                last_notified: None,
-                absent_since: None,
-            });
-            tracked.condition = condition.clone();
-            tracked.absent_since = None;
+            let key = condition.dedup_key();
+            match self.alerts.get_mut(&key) {
+                Some(tracked) => {
+                    tracked.condition = condition;
+                    tracked.absent_since = None;
+                }
+                None => {
+                    self.alerts.insert(
+                        key.clone(),
+                        Tracked {
+                            condition,
+                            first_seen: now,
+                            firing_since: None,
+                            last_notified: None,
+                            absent_since: None,
+                        },
+                    );
+                }
+            }
+            present.insert(key);
         }
         for (key, tracked) in self.alerts.iter_mut() {
-            if !present.contains_key(key) && tracked.absent_since.is_none() {
+            if !present.contains(key) && tracked.absent_since.is_none() {
                 tracked.absent_since = Some(now);
             }
         }
