@@ -873,7 +873,7 @@ fn demo_status_line(elapsed: u64, live: &scimwatch::daemon::status::LiveStatus) 
     }
     // What is firing, by kind, with what each is about (its stage, app or user).
     let mut firing: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for condition in &live.alerts {
+    for condition in live.alerts.iter() {
         let about = ["stage", "app", "user"]
             .iter()
             .find_map(|k| condition.labels.get(*k))

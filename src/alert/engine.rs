@@ -12,6 +12,7 @@
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Timing of the lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +77,8 @@ pub struct Notification {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Tracked {
-    condition: Condition,
+    /// Shared with the status page's list of what holds (thousands in a page storm).
+    condition: Arc<Condition>,
     first_seen: Ts,
     firing_since: Option<Ts>,
     last_notified: Option<Ts>,
@@ -102,20 +104,21 @@ impl AlertEngine {
         self.alerts
             .iter()
             .filter(|(_, t)| t.firing_since.is_some())
-            .map(|(k, t)| (k, &t.condition))
+            .map(|(k, t)| (k, &*t.condition))
     }
 
     /// Advances to `now` with the conditions that hold; returns what to deliver, in key order.
     pub fn evaluate(
         &mut self,
         now: Ts,
-        conditions: Vec<Condition>,
+        conditions: impl IntoIterator<Item = impl Into<Arc<Condition>>>,
         settings: AlertSettings,
     ) -> Vec<Notification> {
-        // Each condition moves into its alert (a page storm's thousands, judged every view,
+        // Each condition goes into its alert as it is (a page storm's thousands, judged every view,
         // were cloned twice each); of two with one key the last holds.
         let mut present = std::collections::HashSet::new();
         for condition in conditions {
+            let condition: Arc<Condition> = condition.into();
             let key = condition.dedup_key();
             match self.alerts.get_mut(&key) {
                 Some(tracked) => {
@@ -192,7 +195,7 @@ impl AlertEngine {
                         out.push(Notification {
                             kind: NotificationKind::Resolved,
                             dedup_key: key.clone(),
-                            condition: tracked.condition.clone(),
+                            condition: Condition::clone(&tracked.condition),
                             firing_since: since,
                             at: now,
                         });
@@ -208,7 +211,7 @@ impl AlertEngine {
                         out.push(Notification {
                             kind: NotificationKind::Firing,
                             dedup_key: key.clone(),
-                            condition: tracked.condition.clone(),
+                            condition: Condition::clone(&tracked.condition),
                             firing_since: now,
                             at: now,
                         });
@@ -223,7 +226,7 @@ impl AlertEngine {
                         out.push(Notification {
                             kind: NotificationKind::Repeat,
                             dedup_key: key.clone(),
-                            condition: tracked.condition.clone(),
+                            condition: Condition::clone(&tracked.condition),
                             firing_since: since,
                             at: now,
                         });
@@ -266,6 +269,8 @@ mod tests {
             .collect()
     }
 
+    const NONE: [Condition; 0] = [];
+
     const SETTINGS: AlertSettings = AlertSettings {
         hold_secs: 60,
         keep_firing_secs: 300,
@@ -297,13 +302,13 @@ mod tests {
             NotificationKind::Repeat
         );
         assert!(
-            engine.evaluate(at(3700), vec![], SETTINGS).is_empty(),
+            engine.evaluate(at(3700), NONE, SETTINGS).is_empty(),
             "keep firing"
         );
-        let resolved = engine.evaluate(at(4000), vec![], SETTINGS);
+        let resolved = engine.evaluate(at(4000), NONE, SETTINGS);
         assert_eq!(resolved[0].kind, NotificationKind::Resolved);
         assert!(
-            engine.evaluate(at(4100), vec![], SETTINGS).is_empty(),
+            engine.evaluate(at(4100), NONE, SETTINGS).is_empty(),
             "resolves once"
         );
     }
@@ -314,9 +319,9 @@ mod tests {
         let c = || vec![condition("ScimAuthFailures", &[("app", "jira")])];
         engine.evaluate(at(0), c(), SETTINGS);
         assert_eq!(engine.evaluate(at(60), c(), SETTINGS).len(), 1);
-        assert!(engine.evaluate(at(100), vec![], SETTINGS).is_empty());
+        assert!(engine.evaluate(at(100), NONE, SETTINGS).is_empty());
         assert!(engine.evaluate(at(200), c(), SETTINGS).is_empty());
-        assert!(engine.evaluate(at(450), vec![], SETTINGS).is_empty());
+        assert!(engine.evaluate(at(450), NONE, SETTINGS).is_empty());
         assert_eq!(engine.firing().count(), 1);
     }
 
@@ -328,8 +333,8 @@ mod tests {
             vec![condition("SourceStale", &[("source", "okta")])],
             SETTINGS,
         );
-        assert!(engine.evaluate(at(30), vec![], SETTINGS).is_empty());
-        assert!(engine.evaluate(at(400), vec![], SETTINGS).is_empty());
+        assert!(engine.evaluate(at(30), NONE, SETTINGS).is_empty());
+        assert!(engine.evaluate(at(400), NONE, SETTINGS).is_empty());
     }
 
     /// Getting worse is not getting better: a stage going from degraded to incident kept
@@ -363,8 +368,8 @@ mod tests {
             )]
         );
         // Healthy again: both resolve.
-        engine.evaluate(at(3800), vec![], SETTINGS);
-        let mut resolved = kinds(&engine.evaluate(at(4200), vec![], SETTINGS));
+        engine.evaluate(at(3800), NONE, SETTINGS);
+        let mut resolved = kinds(&engine.evaluate(at(4200), NONE, SETTINGS));
         resolved.sort_by(|a, b| a.1.cmp(&b.1));
         assert_eq!(
             resolved,
@@ -518,11 +523,11 @@ mod tests {
             restarted.evaluate(at(120), c(), SETTINGS).is_empty(),
             "no second page"
         );
-        restarted.evaluate(at(200), vec![], SETTINGS);
+        restarted.evaluate(at(200), NONE, SETTINGS);
         let saved = serde_json::to_string(&restarted).unwrap();
         let mut again: AlertEngine = serde_json::from_str(&saved).unwrap();
         assert_eq!(
-            again.evaluate(at(600), vec![], SETTINGS)[0].kind,
+            again.evaluate(at(600), NONE, SETTINGS)[0].kind,
             NotificationKind::Resolved
         );
     }

@@ -985,7 +985,12 @@ impl Pipeline {
                 .collect();
             conditions.extend(held);
         }
-        let notifications = self.alerts.evaluate(clock, conditions.clone(), settings);
+        // Shared by the alert engine and the status page, not copied for each.
+        let conditions: Vec<Arc<crate::alert::Condition>> =
+            conditions.into_iter().map(Arc::new).collect();
+        let notifications = self
+            .alerts
+            .evaluate(clock, conditions.iter().cloned(), settings);
         for notification in &notifications {
             let condition = &notification.condition;
             if notification.kind == crate::alert::NotificationKind::Resolved {
@@ -1016,7 +1021,7 @@ impl Pipeline {
                 .get_or_create(&m::AlertLabels { alert: kind.into() })
                 .set(firing);
         }
-        self.live.alerts = conditions;
+        self.live.alerts = Arc::new(conditions);
     }
 
     fn publish(&mut self) {

@@ -81,7 +81,8 @@ pub struct LiveStatus {
     pub open_leavers: std::sync::Arc<Vec<OpenLeaver>>,
     /// Per stage, every window's exact counts, ratio, status and burn rate.
     pub slo: BTreeMap<&'static str, Vec<crate::slo::WindowReport>>,
-    pub alerts: Vec<crate::alert::Condition>,
+    /// What holds now, shared like `open_leavers`.
+    pub alerts: std::sync::Arc<Vec<std::sync::Arc<crate::alert::Condition>>>,
     /// The oldest overdue episodes (at most 1,000), shared like `open_leavers`.
     pub leavers_overdue: std::sync::Arc<Vec<OverdueLeaver>>,
     pub leavers_disabled: u64,
