@@ -329,7 +329,8 @@ impl Drop for Notifier {
 /// Deliveries of one target and alert kind, sent together.
 #[derive(Default)]
 struct Group {
-    /// By id: in the order they came.
+    /// By id, oldest first: ids increase as notifications are made, so one that comes back
+    /// late from the outbox (the queue was full) still sorts where it was made.
     items: BTreeMap<u64, Delivery>,
     /// The ids in `items` by dedup key: a page storm puts thousands of deliveries in one group
     /// while a send is under way, and each replacement looked through all of them.
@@ -362,13 +363,14 @@ impl Group {
         Some(delivery)
     }
 
-    /// The waiting deliveries `delivery` replaces: of its alert and kind, or, for a resolve,
-    /// anything of its alert.
+    /// The older waiting deliveries `delivery` replaces: of its alert and kind, or, for a
+    /// resolve, anything of its alert.
     fn replaced_by(&self, delivery: &Delivery) -> Vec<u64> {
         let resolve = delivery.notification.kind == crate::alert::NotificationKind::Resolved;
         let ids = self.by_key.get(&delivery.notification.dedup_key);
         ids.into_iter()
             .flatten()
+            .filter(|&&id| id < delivery.id)
             .filter(|id| {
                 self.items
                     .get(id)
@@ -376,6 +378,22 @@ impl Group {
             })
             .copied()
             .collect()
+    }
+
+    /// Whether a newer delivery waiting here replaces `delivery`: one that comes back late
+    /// from the outbox (the queue was full) after its alert's resolve, say, must not follow it
+    /// as a FIRING.
+    fn superseded(&self, delivery: &Delivery) -> bool {
+        use crate::alert::NotificationKind::Resolved;
+        let ids = self.by_key.get(&delivery.notification.dedup_key);
+        ids.into_iter()
+            .flatten()
+            .filter(|&&id| id > delivery.id)
+            .filter_map(|id| self.items.get(id))
+            .any(|newer| {
+                newer.notification.kind == Resolved
+                    || newer.notification.kind == delivery.notification.kind
+            })
     }
 }
 
@@ -523,6 +541,11 @@ impl Dispatcher {
             delivery.notification.condition.alert.clone(),
         );
         let group = self.groups.entry(key).or_default();
+        if group.superseded(&delivery) {
+            self.outbox.remove(delivery.id);
+            self.forget(delivery.id);
+            return;
+        }
         // A newer notification of the same alert and kind replaces one still waiting, and a
         // resolve replaces whatever of its alert still waits: one message said an alert was
         // both FIRING and RESOLVED (its count one too many). The resolve is never dropped.
@@ -904,7 +927,8 @@ mod tests {
     }
 
     /// A group finds what a new delivery replaces through its index by dedup key: of the same
-    /// alert and kind, or anything of its alert for a resolve; the index empties with it.
+    /// alert and kind, or anything of its alert for a resolve, older than it; the index
+    /// empties with it.
     #[test]
     fn a_group_replaces_by_dedup_key_and_kind() {
         let mut group = Group::default();
@@ -932,6 +956,15 @@ mod tests {
             group.replaced_by(&user(4, "c", NotificationKind::Firing)),
             [0u64; 0]
         );
+        // One older than those waiting (back late from the outbox) replaces nothing newer,
+        // and goes if a newer one replaces it.
+        assert!(group.superseded(&user(0, "a", NotificationKind::Firing)));
+        assert!(!group.superseded(&user(0, "b", NotificationKind::Resolved)));
+        assert_eq!(
+            group.replaced_by(&user(0, "b", NotificationKind::Resolved)),
+            [0u64; 0]
+        );
+        assert!(!group.superseded(&user(4, "a", NotificationKind::Firing)));
         for id in [3, 1, 2, 2] {
             group.remove(id);
         }
@@ -1024,6 +1057,76 @@ mod tests {
             [format!("{:020}.jsonl", 4), format!("{:020}.unreadable", 4)]
         );
         assert_eq!(crate::notify::outbox::waiting_ids(dir.path()), [4, 5]);
+        let aside = outbox_dir.join(format!("{:020}.unreadable", 4));
+        assert!(std::fs::read_to_string(&aside)
+            .unwrap()
+            .starts_with("{not json\n"));
+    }
+
+    /// Nothing of a damaged segment is lost when it cannot be set aside (its readable
+    /// deliveries go from memory, the file stays for the next start, and what was done stays
+    /// done); a segment that cannot be removed once done is noted done to its last delivery;
+    /// a last line of done.log without its newline (an append cut short) is not read.
+    #[test]
+    fn an_outbox_that_cannot_be_tidied_keeps_every_page_and_what_was_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox_dir = dir.path().join("outbox");
+        let ids = |ds: Vec<Delivery>| ds.iter().map(|d| d.id).collect::<Vec<_>>();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let first: Vec<Delivery> = (1..=3).map(overdue_delivery).collect();
+        outbox.put_all(&first).unwrap();
+        outbox.remove(1);
+        let path = outbox_dir.join(format!("{:020}.jsonl", 1));
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{not json\n");
+        std::fs::write(&path, &text).unwrap();
+        // Its place aside is taken (a directory): it cannot be set aside.
+        let aside = outbox_dir.join(format!("{:020}.unreadable", 1));
+        std::fs::create_dir(&aside).unwrap();
+        for _ in 0..2 {
+            let restarted = Outbox::open(dir.path()).unwrap();
+            assert_eq!(ids(restarted.load()), [2, 3], "1 stays done");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "untouched");
+        }
+        std::fs::remove_dir(&aside).unwrap();
+        let restarted = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ids(restarted.load()), [2, 3]);
+        assert_eq!(
+            file_names(&outbox_dir),
+            [format!("{:020}.unreadable", 1), format!("{:020}.jsonl", 2)]
+        );
+        restarted.remove(2);
+        restarted.remove(3);
+        std::fs::remove_file(&aside).unwrap();
+        assert!(file_names(&outbox_dir).is_empty());
+
+        // A segment that cannot be removed (its name now a directory with something in it).
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let second: Vec<Delivery> = (4..=5).map(overdue_delivery).collect();
+        outbox.put_all(&second).unwrap();
+        let path = outbox_dir.join(format!("{:020}.jsonl", 4));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir_all(path.join("x")).unwrap();
+        outbox.remove(4);
+        outbox.remove(5);
+        assert_eq!(
+            std::fs::read_to_string(outbox_dir.join("done.log")).unwrap(),
+            "4\n5\n"
+        );
+        // It cannot be read either: left for the next start, and done.log with it.
+        assert_eq!(ids(Outbox::open(dir.path()).unwrap().load()), [0u64; 0]);
+        assert_eq!(
+            std::fs::read_to_string(outbox_dir.join("done.log")).unwrap(),
+            "4\n5\n"
+        );
+        std::fs::remove_dir_all(&path).unwrap();
+
+        // An append cut short: "1" of "12" is not taken for done.
+        let third: Vec<Delivery> = [1, 12].map(overdue_delivery).into();
+        outbox.put_all(&third).unwrap();
+        std::fs::write(outbox_dir.join("done.log"), "4\n1").unwrap();
+        assert_eq!(crate::notify::outbox::waiting_ids(dir.path()), [1, 12]);
+        assert_eq!(ids(Outbox::open(dir.path()).unwrap().load()), [1, 12]);
     }
 
     /// A group that cannot be written leaves no file, and each of its deliveries is then

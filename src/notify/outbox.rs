@@ -6,11 +6,11 @@
 //! `<first id>.jsonl`, one delivery a line, written whole (a temporary, synced, renamed, the
 //! directory synced): a page storm of thousands of deliveries is a few dozen files, not a
 //! file each (created, synced, renamed and removed again, each delivery cost more CPU in the
-//! kernel than the pipeline spent on a thousand lines). A delivery sent or dead-lettered is
-//! appended to `done.log` (not synced: after a power cut a page may go twice, never not at
-//! all); a segment goes once all of its deliveries are done, and `done.log` once no segment
-//! is left (in an endless storm it grows by ~20 bytes a delivery until the next start tidies
-//! it). Files `<id>.json` of one delivery each (written by earlier versions) are read as
+//! kernel than the pipeline spent on a thousand lines). A delivery sent, dead-lettered or
+//! replaced is appended to `done.log` (not synced: after a power cut a page may go twice,
+//! never not at all); a segment goes once all of its deliveries are done (the last is not
+//! noted unless the file cannot be removed), and `done.log` once no segment is left (in an
+//! endless storm it grows by ~20 bytes a delivery until the next start tidies it). Files `<id>.json` of one delivery each (written by earlier versions) are read as
 //! segments of one.
 
 use crate::alert::Notification;
@@ -55,6 +55,8 @@ struct Segment {
     deliveries: Vec<Delivery>,
     /// Lines that are not a delivery: (line number, error).
     unreadable: Vec<(usize, String)>,
+    /// The file could not be read (an I/O error: perhaps not for good).
+    unread: Option<String>,
 }
 
 const DONE_LOG: &str = "done.log";
@@ -99,7 +101,7 @@ impl Outbox {
         let Some(first) = first else {
             return Ok(());
         };
-        let path = self.dir.join(format!("{first:020}.jsonl"));
+        let path = self.segment_path(first);
         let tmp = crate::durable::tmp_path(&path);
         let written = (|| {
             let mut file = File::create(&tmp)?;
@@ -116,6 +118,10 @@ impl Outbox {
             tracing::warn!(%error, dir = %self.dir.display(), "Cannot sync the outbox directory; its newest deliveries may not survive a power cut.");
         }
         Ok(())
+    }
+
+    fn segment_path(&self, first: u64) -> PathBuf {
+        self.dir.join(format!("{first:020}.jsonl"))
     }
 
     fn hold(&self, path: &Path, ids: HashSet<u64>) {
@@ -137,17 +143,21 @@ impl Outbox {
             left.is_empty()
         });
         if finished {
-            held.segments.remove(&path);
-            if let Err(error) = std::fs::remove_file(&path) {
-                if error.kind() != std::io::ErrorKind::NotFound {
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    // Kept listed (with nothing left in it) so that `done.log` stays and
+                    // says this last one is done too: the next start sends none of it.
                     tracing::warn!(%error, file = %path.display(), "Cannot remove a delivered segment from the outbox.");
                 }
+                _ => {
+                    held.segments.remove(&path);
+                    if held.segments.is_empty() {
+                        held.done_log = None;
+                        self.remove_done_log();
+                    }
+                    return;
+                }
             }
-            if held.segments.is_empty() {
-                held.done_log = None;
-                self.remove_done_log();
-            }
-            return;
         }
         if held.done_log.is_none() {
             held.done_log = std::fs::OpenOptions::new()
@@ -158,7 +168,8 @@ impl Outbox {
                 .ok();
         }
         if let Some(log) = held.done_log.as_mut() {
-            // One write: a line cut short by a crash cannot join the next into another id.
+            // One write: a line cut short by a crash cannot join the next into another id
+            // (and a last line without its newline is not read).
             if let Err(error) = log.write_all(format!("{id}\n").as_bytes()) {
                 tracing::warn!(%error, "Cannot append to the outbox's done.log; a restart may send a delivered notification again.");
             }
@@ -174,29 +185,40 @@ impl Outbox {
     }
 
     /// At start: everything waiting, oldest first, and the disk settled: a segment whose
-    /// deliveries are all done goes, one with unreadable lines is renamed `*.unreadable`
-    /// (logged) and its readable deliveries written again, and `done.log` keeps only the ids
-    /// of the segments still there.
+    /// deliveries are all done goes, one with unreadable lines is set aside as
+    /// `*.unreadable` (logged) once its readable deliveries are written again, and `done.log`
+    /// keeps only the ids of the segments still there. A segment that cannot be read at all
+    /// (an I/O error) is left where it is for the next start, and logged.
     pub fn load(&self) -> Vec<Delivery> {
         let (segments, done) = scan(&self.dir);
         let mut out = Vec::new();
         let mut kept_done = Vec::new();
         for segment in segments {
+            if let Some(error) = &segment.unread {
+                tracing::error!(file = %segment.path.display(), %error, "Cannot read an outbox segment; it is left for the next start.");
+                // Which of its deliveries are done is not known: `done.log` keeps them all.
+                kept_done.extend(done.iter().copied());
+                continue;
+            }
             let (left, finished): (Vec<Delivery>, Vec<Delivery>) = segment
                 .deliveries
                 .into_iter()
                 .partition(|d| !done.contains(&d.id));
             if !segment.unreadable.is_empty() {
                 for (line, error) in &segment.unreadable {
-                    tracing::error!(file = %segment.path.display(), line, %error, "Unreadable outbox entry; its segment is moved aside.");
+                    tracing::error!(file = %segment.path.display(), line, %error, "Unreadable outbox entry; its segment is set aside.");
                 }
-                // Aside first: the readable ones may be written under the same name.
-                let _ = std::fs::rename(&segment.path, segment.path.with_extension("unreadable"));
-                if let Err(error) = self.put_all(&left) {
-                    tracing::error!(%error, "Cannot write the readable deliveries of an unreadable segment again; delivering them from memory.");
+                if !self.set_aside(&segment.path, &left) {
+                    kept_done.extend(finished.iter().map(|d| d.id));
                 }
             } else if left.is_empty() {
-                let _ = std::fs::remove_file(&segment.path);
+                match std::fs::remove_file(&segment.path) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(%error, file = %segment.path.display(), "Cannot remove a delivered segment from the outbox.");
+                        kept_done.extend(finished.iter().map(|d| d.id));
+                    }
+                    _ => {}
+                }
             } else {
                 kept_done.extend(finished.iter().map(|d| d.id));
                 self.hold(&segment.path, left.iter().map(|d| d.id).collect());
@@ -211,6 +233,7 @@ impl Outbox {
             })
         } else {
             kept_done.sort_unstable();
+            kept_done.dedup();
             let text: String = kept_done.iter().map(|id| format!("{id}\n")).collect();
             crate::durable::write_atomic(&log, text.as_bytes())
         };
@@ -219,6 +242,34 @@ impl Outbox {
         }
         out.sort_by_key(|d| d.id);
         out
+    }
+
+    /// A segment with unreadable lines: a copy of it goes aside as `*.unreadable`, then its
+    /// readable deliveries not yet done are written again (under its own name if its first
+    /// line was readable), and only then does the original go. Should any step fail, the
+    /// original stays for the next start, and its deliveries go from memory now: a page may
+    /// go twice, never not at all.
+    fn set_aside(&self, path: &Path, left: &[Delivery]) -> bool {
+        let aside = path.with_extension("unreadable");
+        let copied = std::fs::copy(path, &aside).and_then(|_| File::open(&aside)?.sync_all());
+        if let Err(error) = copied {
+            tracing::error!(%error, file = %aside.display(), "Cannot set an unreadable outbox segment aside; it is left for the next start, and its readable notifications are delivered from memory.");
+            return false;
+        }
+        if let Err(error) = self.put_all(left) {
+            tracing::error!(%error, "Cannot write the readable deliveries of an unreadable segment again; it is left for the next start, and they are delivered from memory.");
+            return false;
+        }
+        let rewritten = left
+            .first()
+            .is_some_and(|d| self.segment_path(d.id) == path);
+        if !rewritten {
+            if let Err(error) = std::fs::remove_file(path) {
+                tracing::error!(%error, file = %path.display(), "Cannot remove an unreadable outbox segment once set aside; the next start may send its notifications again.");
+                return false;
+            }
+        }
+        true
     }
 
     /// While running (the queue was full): the deliveries on disk not yet done, oldest first.
@@ -281,7 +332,13 @@ pub fn waiting_ids(data_dir: &Path) -> Vec<u64> {
 /// Reads every segment (`*.jsonl`, and `*.json` of earlier versions) and the done ids.
 fn scan(dir: &Path) -> (Vec<Segment>, HashSet<u64>) {
     let done: HashSet<u64> = std::fs::read_to_string(dir.join(DONE_LOG))
-        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .map(|text| {
+            // A last line without its newline may be an append cut short: not read.
+            text.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let mut segments = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -299,6 +356,7 @@ fn scan(dir: &Path) -> (Vec<Segment>, HashSet<u64>) {
             path,
             deliveries: Vec::new(),
             unreadable: Vec::new(),
+            unread: None,
         };
         match std::fs::read(&segment.path) {
             Ok(bytes) => {
@@ -312,7 +370,7 @@ fn scan(dir: &Path) -> (Vec<Segment>, HashSet<u64>) {
                     }
                 }
             }
-            Err(error) => segment.unreadable.push((0, error.to_string())),
+            Err(error) => segment.unread = Some(error.to_string()),
         }
         segments.push(segment);
     }
