@@ -317,6 +317,8 @@ enum Format {
     Json(json::Selector),
     Regex {
         regex: regex::Regex,
+        /// The preset's slower pattern for a line `regex` does not match (same captures).
+        unescaped: Option<regex::Regex>,
         /// (capture group index, field, priority)
         captures: Vec<(usize, Field, u8)>,
     },
@@ -405,8 +407,16 @@ pub fn resolve_source(
             }
             Format::Json(selector)
         }
-        Kind::Regex(preset_pattern) => {
+        Kind::Regex(preset_pattern, unescaped) => {
             let pattern = source.pattern.as_deref().unwrap_or(preset_pattern);
+            // A pattern of the config's own replaces both of the preset's.
+            let unescaped = match (&source.pattern, unescaped) {
+                (None, Some(unescaped)) => Some(
+                    regex::Regex::new(unescaped)
+                        .map_err(|e| ("pattern".to_string(), format!("not a valid regex: {e}")))?,
+                ),
+                _ => None,
+            };
             if pattern.is_empty() {
                 return Err((
                     "pattern".into(),
@@ -442,7 +452,11 @@ pub fn resolve_source(
                     captures.push((index, *field, priority as u8));
                 }
             }
-            Format::Regex { regex, captures }
+            Format::Regex {
+                regex,
+                unescaped,
+                captures,
+            }
         }
     };
     let mapped: Vec<Field> = mapping.iter().map(|(f, _)| *f).collect();
@@ -627,10 +641,17 @@ impl LineParser {
             Format::Json(selector) => selector
                 .pick(text, &mut picked)
                 .map_err(|e| ParseError::new(Reason::InvalidJson, e))?,
-            Format::Regex { regex, captures } => {
-                let caps = regex.captures(text).ok_or_else(|| {
-                    ParseError::new(Reason::NoMatch, "line does not match the pattern")
-                })?;
+            Format::Regex {
+                regex,
+                unescaped,
+                captures,
+            } => {
+                let caps = regex
+                    .captures(text)
+                    .or_else(|| unescaped.as_ref()?.captures(text))
+                    .ok_or_else(|| {
+                        ParseError::new(Reason::NoMatch, "line does not match the pattern")
+                    })?;
                 for (index, field, priority) in captures {
                     if let Some(m) = caps.get(*index) {
                         picked.set_at(*field, *priority, Value::Str(m.as_str()));

@@ -356,6 +356,53 @@ fn envoy_lines_with_fields_appended_still_match() {
     assert_eq!(gw.app.as_deref(), Some("acme.example"));
 }
 
+/// Envoy does not escape the client's headers: quotes in them leave the line readable, and the
+/// request line, status, duration and authority are read as they were logged.
+#[test]
+fn envoy_lines_with_quotes_in_the_client_s_headers_are_read() {
+    let envoy = preset(Role::Gateway, "envoy");
+    let head =
+        r#"[2026-07-01T09:20:01.000Z] "PATCH /scim/v2/Users/u-5 HTTP/1.1" 200 - 120 300 45 44 "#;
+    for tail in [
+        r#""10.0.0.5" "curl "quoted" 8.0" "9c1e0a52-3333" "acme.example" "10.0.1.7:8080""#,
+        r#""10.0.0.5, "x"" "ua" "id "with" quotes" "acme.example" "10.0.1.7:8080""#,
+        r#""10.0.0.5" "ua"" "" "acme.example" "-""#,
+        r#""10.0.0.5" "curl "quoted" 8.0" "9c1e0a52-3333" "acme.example" "10.0.1.7:8080" "https://acme.example/x" "y""#,
+    ] {
+        let line = format!("{head}{tail}");
+        let Ok(Record::Gateway(gw)) = parse(&envoy, &line) else {
+            panic!("{line}: {:?}", parse(&envoy, &line))
+        };
+        assert_eq!(
+            (gw.method, gw.path.as_str(), gw.status),
+            (crate::model::Method::Patch, "/scim/v2/Users/u-5", 200),
+            "{line}"
+        );
+        assert_eq!(gw.duration_ms, Some(45.0), "{line}");
+        assert_eq!(gw.app.as_deref(), Some("acme.example"), "{line}");
+    }
+    // The slower pattern reads the same captures, in the same order, as the strict one.
+    let names = |p: &str| {
+        regex::Regex::new(p)
+            .unwrap()
+            .capture_names()
+            .map(|n| n.map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(crate::parse::presets::ENVOY_PATTERN),
+        names(crate::parse::presets::ENVOY_UNESCAPED_PATTERN)
+    );
+    // `" "` written into a header can only move which of the client's headers is the
+    // authority; the line is still read.
+    let line =
+        format!(r#"{head}"10.0.0.5" "a" "b" "9c1e0a52-3333" "acme.example" "10.0.1.7:8080""#);
+    let Ok(Record::Gateway(gw)) = parse(&envoy, &line) else {
+        panic!("{:?}", parse(&envoy, &line))
+    };
+    assert_eq!((gw.path.as_str(), gw.status), ("/scim/v2/Users/u-5", 200));
+}
+
 #[test]
 fn decimals_read_exactly_as_the_full_parser_reads_them() {
     let full = |text: &str| text.parse::<f64>().ok().map(f64::to_bits);
