@@ -542,8 +542,8 @@ impl Dispatcher {
         );
         let group = self.groups.entry(key).or_default();
         if group.superseded(&delivery) {
+            // Still known: its copy in the queue, if it has one, is dropped too when it comes.
             self.outbox.remove(delivery.id);
-            self.forget(delivery.id);
             return;
         }
         // A newer notification of the same alert and kind replaces one still waiting, and a
@@ -1063,10 +1063,11 @@ mod tests {
             .starts_with("{not json\n"));
     }
 
-    /// Nothing of a damaged segment is lost when it cannot be set aside (its readable
-    /// deliveries go from memory, the file stays for the next start, and what was done stays
-    /// done); a segment that cannot be removed once done is noted done to its last delivery;
-    /// a last line of done.log without its newline (an append cut short) is not read.
+    /// Nothing of a damaged segment is lost when it cannot be set aside: it stays for the
+    /// next start, its readable deliveries are sent from it and noted done, and what was done
+    /// stays done, while other segments come and go; a segment that cannot be removed once
+    /// done is noted done to its last delivery; a last line of done.log without its newline
+    /// (an append cut short) is not read.
     #[test]
     fn an_outbox_that_cannot_be_tidied_keeps_every_page_and_what_was_done() {
         let dir = tempfile::tempdir().unwrap();
@@ -1083,19 +1084,25 @@ mod tests {
         // Its place aside is taken (a directory): it cannot be set aside.
         let aside = outbox_dir.join(format!("{:020}.unreadable", 1));
         std::fs::create_dir(&aside).unwrap();
+        let restarted = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ids(restarted.load()), [2, 3], "1 stays done");
+        // Running: 2 is sent, and another segment comes and goes whole.
+        restarted.remove(2);
+        restarted.put_all(&[overdue_delivery(7)]).unwrap();
+        restarted.remove(7);
         for _ in 0..2 {
             let restarted = Outbox::open(dir.path()).unwrap();
-            assert_eq!(ids(restarted.load()), [2, 3], "1 stays done");
+            assert_eq!(ids(restarted.load()), [3], "1 and 2 stay done");
             assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "untouched");
         }
         std::fs::remove_dir(&aside).unwrap();
         let restarted = Outbox::open(dir.path()).unwrap();
-        assert_eq!(ids(restarted.load()), [2, 3]);
+        assert_eq!(ids(restarted.load()), [3]);
         assert_eq!(
             file_names(&outbox_dir),
-            [format!("{:020}.unreadable", 1), format!("{:020}.jsonl", 2)]
+            [format!("{:020}.unreadable", 1), format!("{:020}.jsonl", 3)]
         );
-        restarted.remove(2);
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), text);
         restarted.remove(3);
         std::fs::remove_file(&aside).unwrap();
         assert!(file_names(&outbox_dir).is_empty());
@@ -1109,9 +1116,12 @@ mod tests {
         std::fs::create_dir_all(path.join("x")).unwrap();
         outbox.remove(4);
         outbox.remove(5);
+        outbox.put_all(&[overdue_delivery(6)]).unwrap();
+        outbox.remove(6);
         assert_eq!(
             std::fs::read_to_string(outbox_dir.join("done.log")).unwrap(),
-            "4\n5\n"
+            "4\n5\n",
+            "kept while the segment is there"
         );
         // It cannot be read either: left for the next start, and done.log with it.
         assert_eq!(ids(Outbox::open(dir.path()).unwrap().load()), [0u64; 0]);

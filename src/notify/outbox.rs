@@ -45,6 +45,10 @@ struct Held {
     segments: HashMap<PathBuf, HashSet<u64>>,
     /// Delivery id → its segment.
     segment_of: HashMap<u64, PathBuf>,
+    /// Files left where they are for the next start (unreadable, not set aside, or not
+    /// removable): never removed while running, so `done.log` stays beside them and notes
+    /// every one of their deliveries done.
+    pinned: HashSet<PathBuf>,
     /// `done.log`, open for appending while a segment is on disk.
     done_log: Option<File>,
 }
@@ -127,9 +131,23 @@ impl Outbox {
     fn hold(&self, path: &Path, ids: HashSet<u64>) {
         let mut held = self.held();
         for &id in &ids {
-            held.segment_of.insert(id, path.to_path_buf());
+            // In two files (a damaged segment written again, its original not removable):
+            // the newer holds it, so the older's others can still finish.
+            if let Some(older) = held.segment_of.insert(id, path.to_path_buf()) {
+                if older != path {
+                    if let Some(left) = held.segments.get_mut(&older) {
+                        left.remove(&id);
+                    }
+                }
+            }
         }
         held.segments.insert(path.to_path_buf(), ids);
+    }
+
+    /// Holds a file that stays where it is until the next start.
+    fn pin(&self, path: &Path, ids: HashSet<u64>) {
+        self.hold(path, ids);
+        self.held().pinned.insert(path.to_path_buf());
     }
 
     /// Marks a delivery done: its segment goes once all of its deliveries are done.
@@ -142,12 +160,13 @@ impl Outbox {
             left.remove(&id);
             left.is_empty()
         });
-        if finished {
+        if finished && !held.pinned.contains(&path) {
             match std::fs::remove_file(&path) {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                    // Kept listed (with nothing left in it) so that `done.log` stays and
-                    // says this last one is done too: the next start sends none of it.
+                    // Kept (with nothing left in it) so that `done.log` stays and says this
+                    // last one is done too: the next start sends none of it.
                     tracing::warn!(%error, file = %path.display(), "Cannot remove a delivered segment from the outbox.");
+                    held.pinned.insert(path.clone());
                 }
                 _ => {
                     held.segments.remove(&path);
@@ -188,7 +207,8 @@ impl Outbox {
     /// deliveries are all done goes, one with unreadable lines is set aside as
     /// `*.unreadable` (logged) once its readable deliveries are written again, and `done.log`
     /// keeps only the ids of the segments still there. A segment that cannot be read at all
-    /// (an I/O error) is left where it is for the next start, and logged.
+    /// (an I/O error), set aside or removed is left where it is for the next start (logged),
+    /// and `done.log` kept beside it.
     pub fn load(&self) -> Vec<Delivery> {
         let (segments, done) = scan(&self.dir);
         let mut out = Vec::new();
@@ -198,6 +218,7 @@ impl Outbox {
                 tracing::error!(file = %segment.path.display(), %error, "Cannot read an outbox segment; it is left for the next start.");
                 // Which of its deliveries are done is not known: `done.log` keeps them all.
                 kept_done.extend(done.iter().copied());
+                self.pin(&segment.path, HashSet::new());
                 continue;
             }
             let (left, finished): (Vec<Delivery>, Vec<Delivery>) = segment
@@ -216,6 +237,7 @@ impl Outbox {
                     Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                         tracing::warn!(%error, file = %segment.path.display(), "Cannot remove a delivered segment from the outbox.");
                         kept_done.extend(finished.iter().map(|d| d.id));
+                        self.pin(&segment.path, HashSet::new());
                     }
                     _ => {}
                 }
@@ -246,18 +268,21 @@ impl Outbox {
 
     /// A segment with unreadable lines: a copy of it goes aside as `*.unreadable`, then its
     /// readable deliveries not yet done are written again (under its own name if its first
-    /// line was readable), and only then does the original go. Should any step fail, the
-    /// original stays for the next start, and its deliveries go from memory now: a page may
-    /// go twice, never not at all.
+    /// line was readable), and only then does the original go. Should a step fail, the
+    /// original stays for the next start (false), held: its deliveries are sent from it now
+    /// and noted done as usual.
     fn set_aside(&self, path: &Path, left: &[Delivery]) -> bool {
         let aside = path.with_extension("unreadable");
-        let copied = std::fs::copy(path, &aside).and_then(|_| File::open(&aside)?.sync_all());
+        let copied =
+            std::fs::read(path).and_then(|bytes| crate::durable::write_atomic(&aside, &bytes));
         if let Err(error) = copied {
-            tracing::error!(%error, file = %aside.display(), "Cannot set an unreadable outbox segment aside; it is left for the next start, and its readable notifications are delivered from memory.");
+            tracing::error!(%error, file = %aside.display(), "Cannot set an unreadable outbox segment aside; it is left for the next start.");
+            self.pin(path, left.iter().map(|d| d.id).collect());
             return false;
         }
         if let Err(error) = self.put_all(left) {
-            tracing::error!(%error, "Cannot write the readable deliveries of an unreadable segment again; it is left for the next start, and they are delivered from memory.");
+            tracing::error!(%error, "Cannot write the readable deliveries of an unreadable segment again; it is left for the next start.");
+            self.pin(path, left.iter().map(|d| d.id).collect());
             return false;
         }
         let rewritten = left
@@ -265,7 +290,9 @@ impl Outbox {
             .is_some_and(|d| self.segment_path(d.id) == path);
         if !rewritten {
             if let Err(error) = std::fs::remove_file(path) {
-                tracing::error!(%error, file = %path.display(), "Cannot remove an unreadable outbox segment once set aside; the next start may send its notifications again.");
+                tracing::error!(%error, file = %path.display(), "Cannot remove an unreadable outbox segment once set aside; it is left for the next start.");
+                // Its deliveries are held by the segment just written.
+                self.pin(path, HashSet::new());
                 return false;
             }
         }
