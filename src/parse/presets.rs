@@ -93,14 +93,14 @@ pub const ENVOY_PATTERN: &str = r#"^\[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<pa
 
 /// [`ENVOY_PATTERN`] for a line it does not match. Envoy's text format does not escape what
 /// it logs, and `X-Forwarded-For`, `User-Agent`, `X-Request-Id` and the authority (`Host`)
-/// are the client's: a `"` in one must not make the line unreadable (a caller could hide its
-/// requests from the post-disable check with one). Those four are matched up to the first
-/// `" "` that leaves a well-formed rest: the upstream host (Envoy's own, `ip:port` or `-`),
-/// then the line's end or appended fields. A client that writes `" "` into a header can
-/// shift which of its own headers is read as the authority, nothing more: the time, request
-/// line, status and duration come before them. A third of the speed of the strict pattern
-/// (criterion), so only for the lines that need it.
-pub const ENVOY_UNESCAPED_PATTERN: &str = r#"^\[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>[^"]*)" (?P<status>\d+) (?P<response_flags>\S+) (?P<bytes_received>\d+|-) (?P<bytes_sent>\d+|-) (?P<duration_ms>\d+|-) (?P<upstream_service_time>\S+) "(?P<forwarded_for>.*?)" "(?P<user_agent>.*?)" "(?P<request_id>.*?)" "(?P<authority>.*?)" "(?P<upstream_host>[^"\s]*)"(?:\s.*)?$"#;
+/// are the client's: a `"` in one must not make the request unreadable (set aside, never
+/// judged). Those four are matched up to the first `" "` that leaves a well-formed rest: the
+/// upstream host (Envoy's own, `ip:port` or `-`), then the line's end or appended fields.
+/// The time, request line, status and duration come before them and are read as logged; a
+/// client that writes `" "` into its headers can, with either pattern, shift which of them
+/// is read as the authority, so a request's `app` is as trustworthy as the client's `Host`.
+/// A third of the strict pattern's speed (criterion), so only for the lines that need it.
+pub const ENVOY_UNESCAPED_PATTERN: &str = r#"^\[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>[^"]*)" (?P<status>\d+) (?P<response_flags>\S+) (?P<bytes_received>\d+|-) (?P<bytes_sent>\d+|-) (?P<duration_ms>\d+|-) (?P<upstream_service_time>\S+) "(?P<forwarded_for>.*?)" "(?P<user_agent>.*?)" "(?P<request_id>.*?)" "(?P<authority>.*?)" "(?P<upstream_host>[^"\s]+)"(?:\s.*)?$"#;
 
 const fn generic(name: &'static str, kind: Kind) -> Preset {
     Preset {

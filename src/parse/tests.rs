@@ -393,14 +393,16 @@ fn envoy_lines_with_quotes_in_the_client_s_headers_are_read() {
         names(crate::parse::presets::ENVOY_PATTERN),
         names(crate::parse::presets::ENVOY_UNESCAPED_PATTERN)
     );
-    // `" "` written into a header can only move which of the client's headers is the
-    // authority; the line is still read.
+    // `" "` written into a header moves which of the client's headers is read as the
+    // authority (with the strict pattern as well): the line is read, the app is not to be
+    // trusted further than the client's `Host`.
     let line =
         format!(r#"{head}"10.0.0.5" "a" "b" "9c1e0a52-3333" "acme.example" "10.0.1.7:8080""#);
     let Ok(Record::Gateway(gw)) = parse(&envoy, &line) else {
         panic!("{:?}", parse(&envoy, &line))
     };
     assert_eq!((gw.path.as_str(), gw.status), ("/scim/v2/Users/u-5", 200));
+    assert_eq!(gw.app.as_deref(), Some("9c1e0a52-3333"));
 }
 
 #[test]
