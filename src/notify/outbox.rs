@@ -10,8 +10,8 @@
 //! replaced is appended to `done.log` (not synced: after a power cut a page may go twice,
 //! never not at all); a segment goes once all of its deliveries are done (the last is not
 //! noted unless the file cannot be removed), and `done.log` once no segment is left (in an
-//! endless storm it grows by ~20 bytes a delivery until the next start tidies it). Files `<id>.json` of one delivery each (written by earlier versions) are read as
-//! segments of one.
+//! endless storm it grows by ~20 bytes a delivery until the next start tidies it). Files
+//! `<id>.json` of one delivery each (written by earlier versions) are read as segments of one.
 
 use crate::alert::Notification;
 use crate::time::Ts;
