@@ -207,11 +207,10 @@ impl Notifier {
                 "Delivering notifications left in the outbox."
             );
         }
-        let next_id = waiting
-            .iter()
-            .map(|d| d.id + 1)
-            .max()
-            .unwrap_or(0)
+        // Above every id on disk, done or not: one reused would be taken for done, or written
+        // over a file kept for the next start.
+        let next_id = (outbox.highest_id() + 1)
+            .max(waiting.iter().map(|d| d.id + 1).max().unwrap_or(0))
             .max(crate::daemon::wall_clock().0.max(0) as u64);
         let (queue, receiver) = mpsc::channel(config.alerting.queue_capacity);
         let rescan = Arc::new(AtomicBool::new(false));
@@ -1120,14 +1119,14 @@ mod tests {
         outbox.remove(6);
         assert_eq!(
             std::fs::read_to_string(outbox_dir.join("done.log")).unwrap(),
-            "4\n5\n",
-            "kept while the segment is there"
+            "4\n5\n6\n",
+            "kept while the segment is there, and noting a segment's last while one is pinned"
         );
         // It cannot be read either: left for the next start, and done.log with it.
         assert_eq!(ids(Outbox::open(dir.path()).unwrap().load()), [0u64; 0]);
         assert_eq!(
             std::fs::read_to_string(outbox_dir.join("done.log")).unwrap(),
-            "4\n5\n"
+            "4\n5\n6\n"
         );
         std::fs::remove_dir_all(&path).unwrap();
 

@@ -51,6 +51,9 @@ struct Held {
     pinned: HashSet<PathBuf>,
     /// `done.log`, open for appending while a segment is on disk.
     done_log: Option<File>,
+    /// The highest id found at start, done or not (a file's name counts for a file that
+    /// cannot be read): new ids start above it even if the clock has gone back.
+    highest: u64,
 }
 
 /// A segment as read from disk.
@@ -173,8 +176,13 @@ impl Outbox {
                     if held.segments.is_empty() {
                         held.done_log = None;
                         self.remove_done_log();
+                        return;
                     }
-                    return;
+                    if held.pinned.is_empty() {
+                        return;
+                    }
+                    // A pinned file may hold this one too (a damaged segment written again
+                    // whose original could not be removed): noted, or every start sends it.
                 }
             }
         }
@@ -211,6 +219,17 @@ impl Outbox {
     /// and `done.log` kept beside it.
     pub fn load(&self) -> Vec<Delivery> {
         let (segments, done) = scan(&self.dir);
+        let named = segments
+            .iter()
+            .filter_map(|s| s.path.file_stem()?.to_str()?.parse().ok());
+        let listed = segments.iter().flat_map(|s| &s.deliveries).map(|d| d.id);
+        self.held().highest = done
+            .iter()
+            .copied()
+            .chain(named)
+            .chain(listed)
+            .max()
+            .unwrap_or(0);
         let mut out = Vec::new();
         let mut kept_done = Vec::new();
         for segment in segments {
@@ -297,6 +316,11 @@ impl Outbox {
             }
         }
         true
+    }
+
+    /// The highest delivery id found at start, done or not.
+    pub fn highest_id(&self) -> u64 {
+        self.held().highest
     }
 
     /// While running (the queue was full): the deliveries on disk not yet done, oldest first.
@@ -402,4 +426,67 @@ fn scan(dir: &Path) -> (Vec<Segment>, HashSet<u64>) {
         segments.push(segment);
     }
     (segments, done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Condition, NotificationKind};
+
+    fn delivery(id: u64) -> Delivery {
+        let condition = Condition {
+            alert: "LeaverDisableOverdue".into(),
+            severity: "page".into(),
+            labels: [("user".to_string(), format!("u{id}"))].into(),
+            summary: String::new(),
+            details: vec![],
+        };
+        Delivery {
+            id,
+            target: "hook/webhook".into(),
+            notification: Notification {
+                kind: NotificationKind::Firing,
+                dedup_key: condition.dedup_key(),
+                condition,
+                firing_since: Ts::from_secs(0),
+                at: Ts::from_secs(0),
+            },
+        }
+    }
+
+    /// A damaged segment written again whose original could not be removed: the original is
+    /// pinned with nothing of its own, and the rewrite's last delivery, whose segment goes,
+    /// is still noted done, or every start would send it again from the original.
+    #[test]
+    fn the_last_of_a_rewrite_is_noted_done_while_its_original_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let original = outbox.segment_path(1);
+        std::fs::write(&original, "{not json\n").unwrap();
+        outbox.put_all(&[delivery(2), delivery(3)]).unwrap();
+        outbox.pin(&original, HashSet::new());
+        outbox.remove(2);
+        outbox.remove(3);
+        assert!(!outbox.segment_path(2).exists());
+        assert_eq!(
+            std::fs::read_to_string(outbox.dir.join(DONE_LOG)).unwrap(),
+            "2\n3\n"
+        );
+    }
+
+    /// New ids start above every id on disk, done or not, and above the name of a file that
+    /// cannot be read.
+    #[test]
+    fn the_highest_id_counts_done_ones_and_unreadable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox.put_all(&[delivery(5)]).unwrap();
+        std::fs::write(outbox.dir.join(DONE_LOG), "500\n").unwrap();
+        assert_eq!(Outbox::open(dir.path()).unwrap().load(), [delivery(5)]);
+        std::fs::create_dir_all(outbox.segment_path(900).join("x")).unwrap();
+        std::fs::write(outbox.dir.join(DONE_LOG), "500\n").unwrap();
+        let restarted = Outbox::open(dir.path()).unwrap();
+        restarted.load();
+        assert_eq!(restarted.highest_id(), 900);
+    }
 }
