@@ -99,7 +99,8 @@ enum Job {
 /// remove its file).
 struct Writer {
     outbox: Outbox,
-    queue: mpsc::Sender<Delivery>,
+    /// Each delivery with whether it is on disk.
+    queue: mpsc::Sender<(Delivery, bool)>,
     /// Set when a delivery could only be left in the outbox: the dispatcher rescans it.
     rescan: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -158,9 +159,9 @@ impl Writer {
 
     /// Hands a delivery to the dispatcher.
     fn send(&self, delivery: Delivery, kind: &'static str, on_disk: bool) {
-        match self.queue.try_send(delivery) {
+        match self.queue.try_send((delivery, on_disk)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(delivery)) => {
+            Err(mpsc::error::TrySendError::Full((delivery, _))) => {
                 if on_disk {
                     // Not lost: the dispatcher reads it from the outbox.
                     tracing::warn!(key = %delivery.notification.dedup_key, "Notification queue full (alerting.queue_capacity); delivering from the outbox.");
@@ -170,11 +171,35 @@ impl Writer {
                     tracing::error!(key = %delivery.notification.dedup_key, "Notification dropped: queue full and the outbox cannot be written.");
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(delivery)) => {
+            Err(mpsc::error::TrySendError::Closed((delivery, _))) => {
                 tracing::error!(key = %delivery.notification.dedup_key, "The delivery task has stopped; the outbox keeps this notification for the next start.");
             }
         }
     }
+}
+
+/// Every receiver's channels by target (`receiver/email`), and each receiver's targets with
+/// their kinds.
+type Channels = (
+    BTreeMap<String, Arc<Channel>>,
+    BTreeMap<String, Vec<(String, &'static str)>>,
+);
+
+/// Builds every channel, reading credentials from their env vars or files.
+fn channels(config: &Config) -> anyhow::Result<Channels> {
+    let timeout = Duration::from_secs(config.alerting.send_timeout_secs);
+    let mut channels = BTreeMap::new();
+    let mut targets: BTreeMap<String, Vec<(String, &'static str)>> = BTreeMap::new();
+    for receiver in &config.receivers {
+        for (target, channel) in send::channels(receiver, timeout)? {
+            targets
+                .entry(receiver.name.clone())
+                .or_default()
+                .push((target.clone(), channel.kind()));
+            channels.insert(target, Arc::new(channel));
+        }
+    }
+    Ok((channels, targets))
 }
 
 impl Notifier {
@@ -187,18 +212,7 @@ impl Notifier {
     ) -> anyhow::Result<Notifier> {
         // lettre's connection pool spawns its reaper task when built.
         let _runtime = runtime.enter();
-        let timeout = Duration::from_secs(config.alerting.send_timeout_secs);
-        let mut channels = BTreeMap::new();
-        let mut targets: BTreeMap<String, Vec<(String, &'static str)>> = BTreeMap::new();
-        for receiver in &config.receivers {
-            for (target, channel) in send::channels(receiver, timeout)? {
-                targets
-                    .entry(receiver.name.clone())
-                    .or_default()
-                    .push((target.clone(), channel.kind()));
-                channels.insert(target, Arc::new(channel));
-            }
-        }
+        let (channels, targets) = channels(config)?;
         let outbox = Outbox::open(&config.storage.data_dir)?;
         let waiting = outbox.load();
         if !waiting.is_empty() {
@@ -215,23 +229,15 @@ impl Notifier {
         let (queue, receiver) = mpsc::channel(config.alerting.queue_capacity);
         let rescan = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = mpsc::unbounded_channel();
-        let dispatcher = Dispatcher {
+        let dispatcher = Dispatcher::new(
+            config,
             channels,
-            groups: BTreeMap::new(),
-            settings: DeliverySettings::from_config(config),
-            links: Arc::new(Links {
-                runbook: config.alerting.runbook_url.clone(),
-                dashboard: config.alerting.dashboard_url.clone(),
-                repeat_interval_secs: config.alerting.repeat_interval_secs,
-            }),
-            outbox: outbox.clone(),
-            metrics: metrics.clone(),
-            rng: next_id | 1,
-            failing_since: BTreeMap::new(),
-            known: BTreeSet::new(),
-            rescan: rescan.clone(),
+            outbox.clone(),
+            metrics.clone(),
+            rescan.clone(),
             done_tx,
-        };
+            next_id | 1,
+        );
         runtime.spawn(dispatcher.run(receiver, done, waiting));
         let writer = Writer {
             outbox,
@@ -483,9 +489,37 @@ pub struct Dispatcher {
 const FAR: Duration = Duration::from_secs(365 * 86_400);
 
 impl Dispatcher {
+    fn new(
+        config: &Config,
+        channels: BTreeMap<String, Arc<Channel>>,
+        outbox: Outbox,
+        metrics: Arc<Metrics>,
+        rescan: Arc<AtomicBool>,
+        done_tx: mpsc::UnboundedSender<Attempted>,
+        rng: u64,
+    ) -> Dispatcher {
+        Dispatcher {
+            channels,
+            groups: BTreeMap::new(),
+            settings: DeliverySettings::from_config(config),
+            links: Arc::new(Links {
+                runbook: config.alerting.runbook_url.clone(),
+                dashboard: config.alerting.dashboard_url.clone(),
+                repeat_interval_secs: config.alerting.repeat_interval_secs,
+            }),
+            outbox,
+            metrics,
+            rng,
+            failing_since: BTreeMap::new(),
+            known: BTreeSet::new(),
+            rescan,
+            done_tx,
+        }
+    }
+
     async fn run(
         mut self,
-        mut queue: mpsc::Receiver<Delivery>,
+        mut queue: mpsc::Receiver<(Delivery, bool)>,
         mut done: mpsc::UnboundedReceiver<Attempted>,
         waiting: Vec<Delivery>,
     ) {
@@ -505,7 +539,7 @@ impl Dispatcher {
             let sleep = tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + FAR));
             tokio::select! {
                 received = queue.recv() => match received {
-                    Some(delivery) => self.add(delivery, Instant::now(), false),
+                    Some((delivery, on_disk)) => self.received(delivery, on_disk, Instant::now()),
                     None => return, // shutting down: the outbox keeps what is left
                 },
                 Some(attempted) = done.recv() => self.finish(attempted, Instant::now()),
@@ -520,6 +554,17 @@ impl Dispatcher {
                 _ = sleep => {}
             }
         }
+    }
+
+    /// A delivery from the queue. One on disk that the outbox no longer holds is settled
+    /// already: a rescan (the queue was full) took it from disk before this copy came, and
+    /// it was sent, dead-lettered or replaced since (sent again, a FIRING could follow its
+    /// RESOLVED).
+    fn received(&mut self, delivery: Delivery, on_disk: bool, now: Instant) {
+        if on_disk && !self.outbox.holds(delivery.id) {
+            return;
+        }
+        self.add(delivery, now, false);
     }
 
     fn add(&mut self, delivery: Delivery, now: Instant, immediately: bool) {
@@ -541,8 +586,8 @@ impl Dispatcher {
         );
         let group = self.groups.entry(key).or_default();
         if group.superseded(&delivery) {
-            // Still known: its copy in the queue, if it has one, is dropped too when it comes.
             self.outbox.remove(delivery.id);
+            self.forget(delivery.id);
             return;
         }
         // A newer notification of the same alert and kind replaces one still waiting, and a
@@ -1162,10 +1207,14 @@ mod tests {
                 .collect(),
         );
         let mut ids = Vec::new();
-        while let Ok(d) = handed.try_recv() {
-            ids.push(d.id);
+        while let Ok((d, on_disk)) = handed.try_recv() {
+            ids.push((d.id, on_disk));
         }
-        assert_eq!(ids, [1, 2, 3], "each once, the first from memory");
+        assert_eq!(
+            ids,
+            [(1, false), (2, true), (3, true)],
+            "each once, the first from memory"
+        );
         assert_eq!(
             outbox.rescan().iter().map(|d| d.id).collect::<Vec<_>>(),
             [2, 3]
@@ -1175,6 +1224,67 @@ mod tests {
             .filter(|n| crate::durable::is_tmp_name(n))
             .count();
         assert_eq!(temporaries, 0);
+    }
+
+    /// The queue was full, so a rescan took a FIRING and its RESOLVED from the outbox; the
+    /// resolve replaced the firing and was sent. Copies of either still in the queue, coming
+    /// after, are settled already and dropped (the FIRING would follow its RESOLVED); one
+    /// delivered from memory only (the outbox unwritable) is taken as ever.
+    #[test]
+    fn a_queued_copy_of_a_delivery_a_rescan_settled_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = hook_config(1, dir.path(), "");
+        let outbox = Outbox::open(&config.storage.data_dir).unwrap();
+        let (channels, _) = channels(&config).unwrap();
+        let (done_tx, _done) = mpsc::unbounded_channel();
+        let mut dispatcher = Dispatcher::new(
+            &config,
+            channels,
+            outbox.clone(),
+            Arc::new(Metrics::new(&config)),
+            Arc::new(AtomicBool::new(false)),
+            done_tx,
+            1,
+        );
+        let firing = overdue_delivery(1);
+        let mut resolved = overdue_delivery(1);
+        resolved.id = 2;
+        resolved.notification.kind = NotificationKind::Resolved;
+        outbox.put_all([&firing, &resolved]).unwrap();
+        let now = Instant::now();
+        for delivery in outbox.rescan() {
+            dispatcher.add(delivery, now, false);
+        }
+        let key = (
+            "hook/webhook".to_string(),
+            "LeaverDisableOverdue".to_string(),
+        );
+        let waiting = |d: &Dispatcher| -> Vec<u64> {
+            d.groups
+                .get(&key)
+                .map(|g| g.items.keys().copied().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(waiting(&dispatcher), [2], "the resolve replaced the firing");
+        dispatcher.groups.get_mut(&key).unwrap().in_flight = true;
+        dispatcher.finish(
+            Attempted {
+                key: key.clone(),
+                kind: "webhook",
+                ids: vec![2],
+                sent: vec![2],
+                refused: vec![],
+                retry: None,
+            },
+            now,
+        );
+        assert_eq!(waiting(&dispatcher), [0u64; 0]);
+        dispatcher.received(firing, true, now);
+        dispatcher.received(resolved, true, now);
+        assert_eq!(waiting(&dispatcher), [0u64; 0], "neither sent again");
+        dispatcher.received(overdue_delivery(3), false, now);
+        assert_eq!(waiting(&dispatcher), [3], "from memory: taken");
+        assert!(crate::notify::outbox::waiting_ids(&config.storage.data_dir).is_empty());
     }
 
     #[test]

@@ -318,6 +318,11 @@ impl Outbox {
         true
     }
 
+    /// Whether a delivery is on disk and not yet done.
+    pub fn holds(&self, id: u64) -> bool {
+        self.held().segment_of.contains_key(&id)
+    }
+
     /// The highest delivery id found at start, done or not.
     pub fn highest_id(&self) -> u64 {
         self.held().highest
