@@ -268,7 +268,8 @@ impl Engine {
 
     /// For each of the `pairs` (app, user), folded (the user by login or by id), the earliest
     /// time a leaver operation the episodes have not seen yet — pending in the join, or joined
-    /// and waiting in the timeline — may have disabled that user, in the pairs' order. Until such an operation is seen, an episode past its deadline may still turn out
+    /// and waiting in the timeline — may have disabled that user, in the pairs' order. Until
+    /// such an operation is seen, an episode past its deadline may still turn out
     /// disabled in time (a retry that succeeded before the deadline settles a join window plus
     /// the allowed lateness after it, or two windows without a shared ID). Only the wanted
     /// pairs are looked at: the daemon asks for the few leavers still undecided, at every view.

@@ -1015,7 +1015,7 @@ mod tests {
         assert!(group.items.is_empty() && group.by_key.is_empty());
     }
 
-    fn overdue_delivery(id: u64) -> Delivery {
+    pub(super) fn overdue_delivery(id: u64) -> Delivery {
         Delivery {
             id,
             target: "hook/webhook".into(),

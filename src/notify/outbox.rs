@@ -436,28 +436,8 @@ fn scan(dir: &Path) -> (Vec<Segment>, HashSet<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{Condition, NotificationKind};
-
-    fn delivery(id: u64) -> Delivery {
-        let condition = Condition {
-            alert: "LeaverDisableOverdue".into(),
-            severity: "page".into(),
-            labels: [("user".to_string(), format!("u{id}"))].into(),
-            summary: String::new(),
-            details: vec![],
-        };
-        Delivery {
-            id,
-            target: "hook/webhook".into(),
-            notification: Notification {
-                kind: NotificationKind::Firing,
-                dedup_key: condition.dedup_key(),
-                condition,
-                firing_since: Ts::from_secs(0),
-                at: Ts::from_secs(0),
-            },
-        }
-    }
+    // The notifier's tests make their deliveries the same way.
+    use crate::notify::tests::overdue_delivery as delivery;
 
     /// A damaged segment written again whose original could not be removed: the original is
     /// pinned with nothing of its own, and the rewrite's last delivery, whose segment goes,
