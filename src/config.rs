@@ -249,7 +249,15 @@ impl Role {
                 "request",
                 "response_body",
             ],
-            Role::Trigger => &["time", "app", "user_id", "user_login", "event", "groups"],
+            Role::Trigger => &[
+                "time",
+                "app",
+                "user_id",
+                "user_login",
+                "event",
+                "status",
+                "groups",
+            ],
         }
     }
     /// Fields without which a line of this role cannot become a record.

@@ -106,6 +106,27 @@ fn an_entra_leaver_logged_forty_minutes_late_still_joins_its_answer() {
 }
 
 #[test]
+fn entra_s_audit_log_starts_the_clock_so_the_provisioning_cycle_counts() {
+    let r = replay_json(&fixture("vendors/entra/with-audit.toml"), &[]);
+    let leavers = &r["leavers"];
+    assert_eq!(leavers["episodes"], 2);
+    assert_eq!(leavers["disabled"], 2);
+    // ada was disabled in Entra at 08:51:10 and Entra's next cycle disabled her in acme at
+    // 09:30:02: 38m52s, a breach of acme's 15 minutes that the provisioning log alone (1 s)
+    // does not show.
+    assert_eq!(leavers["breaches"], 1);
+    let breach = &leavers["breached"][0];
+    assert_eq!(breach["user"], "ada@corp.example");
+    assert_eq!(breach["initiated_at"], "2026-07-01T08:51:10Z");
+    assert_eq!(breach["latency_seconds"], 2332.0);
+    // dan's delete failed at 09:00 (ignored) and succeeded at 09:35, in the Azure Monitor
+    // export's shape with a deleted user's prefixed UPN: matched by object id, 301 s.
+    assert_eq!(leavers["latency_seconds"]["p50"], 301.0);
+    // zed's disable at 09:45 opens nothing: no app provisions zed.
+    assert_eq!(r["parse_errors"]["entra-audit"], 0);
+}
+
+#[test]
 fn cloudtrail_is_the_target_side_evidence_for_aws_identity_center() {
     let r = vendor("cloudtrail");
     assert_eq!(

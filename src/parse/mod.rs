@@ -515,15 +515,16 @@ pub fn resolve_source(
         }
         stages.extend(values.iter().map(|v| (v.to_ascii_lowercase(), stage)));
     }
-    if source.role == Role::Idp {
+    // A trigger preset's events are its own (the generic formats' stage words are an IdP's).
+    if source.role == Role::Idp || preset.role == Some(Role::Trigger) {
         for (stage, values) in preset.stages {
             if !source.stages.contains_key(stage.as_str()) {
                 stages.extend(values.iter().map(|v| (v.to_ascii_lowercase(), *stage)));
             }
         }
-        if !source.stages.contains_key("trigger") {
-            triggers.extend(preset.triggers.iter().map(|v| v.to_ascii_lowercase()));
-        }
+    }
+    if source.role == Role::Idp && !source.stages.contains_key("trigger") {
+        triggers.extend(preset.triggers.iter().map(|v| v.to_ascii_lowercase()));
     }
     if source.role == Role::Trigger && stages.is_empty() {
         return Err((
@@ -886,6 +887,14 @@ impl LineParser {
         event: &str,
         origin: Origin,
     ) -> Result<Record, ParseError> {
+        // A lifecycle event the source of truth logs as failed did not happen: the user is
+        // still active there, and a clock started by it would run from an attempt.
+        let status = picked
+            .text(Field::Status)
+            .and_then(|s| self.idp_status_of(s));
+        if status == Some(IdpStatus::Failure) {
+            return Ok(Record::Ignored(time));
+        }
         let user_id = owned(picked.text(Field::UserId));
         let user_login = owned(picked.text(Field::UserLogin));
         if user_id.is_none() && user_login.is_none() {

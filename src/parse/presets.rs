@@ -82,6 +82,13 @@ const GENERIC_STATUS: &[(IdpStatus, &[&str])] = &[
     (IdpStatus::Skipped, &["skipped", "skip"]),
 ];
 
+/// Okta System Log events that start a leaver clock at the source of truth.
+const OKTA_LIFECYCLE_TRIGGERS: &[&str] = &[
+    "user.lifecycle.deactivate",
+    "user.lifecycle.suspend",
+    "application.user_membership.remove",
+];
+
 /// nginx's predefined `combined` format (formats.md §5a), with anything after the user agent
 /// tolerated (many sites append fields). `$remote_user` is the authenticated principal.
 pub const NGINX_COMBINED_PATTERN: &str = r#"^(?P<remote_addr>\S+) \S+ (?P<principal>\S+) \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<body_bytes_sent>\d+|-) "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<user_agent>(?:[^"\\]|\\.)*)"(?:\s.*)?$"#;
@@ -191,11 +198,7 @@ pub const PRESETS: &[Preset] = &[
             ),
         ],
         status: GENERIC_STATUS,
-        triggers: &[
-            "user.lifecycle.deactivate",
-            "user.lifecycle.suspend",
-            "application.user_membership.remove",
-        ],
+        triggers: OKTA_LIFECYCLE_TRIGGERS,
         causes: &[(
             Cause::RateLimited,
             &["application.integration.rate_limit_exceeded"],
@@ -294,6 +297,88 @@ pub const PRESETS: &[Preset] = &[
             (IdpStatus::Success, &["success", "warning"]),
             (IdpStatus::Failure, &["failure"]),
             (IdpStatus::Skipped, &["skipped"]),
+        ],
+        triggers: &[],
+        causes: &[],
+        derive: Derive::None,
+    },
+    // Okta's lifecycle events read from a stream of their own (a System Log export filtered
+    // to them, or another Okta org than the one provisioning): the same events an `okta` IdP
+    // source takes as triggers. A user-level event names no app and covers every app the user
+    // leaves; an unassignment names its app. A FAILURE outcome did not happen.
+    Preset {
+        name: "okta",
+        kind: Kind::Json,
+        role: Some(Role::Trigger),
+        fields: &[
+            ("time", &["/published"]),
+            ("event", &["/eventType"]),
+            ("status", &["/outcome/result"]),
+            (
+                "app",
+                &[
+                    "/target[type=AppInstance]/alternateId",
+                    "/target[type=AppInstance]/displayName",
+                ],
+            ),
+            (
+                "user_login",
+                &[
+                    "/target[type=User]/alternateId",
+                    "/target[type=AppUser]/alternateId",
+                ],
+            ),
+            ("user_id", &["/target[type=User]/id"]),
+        ],
+        stages: &[(Stage::Leaver, OKTA_LIFECYCLE_TRIGGERS)],
+        status: GENERIC_STATUS,
+        triggers: &[],
+        causes: &[],
+        derive: Derive::None,
+    },
+    // Microsoft Entra ID's audit log (Graph `directoryAudit`, and the Azure Monitor `AuditLogs`
+    // export with its `properties` envelope): "Disable account" or "Delete user" at the source
+    // of truth starts the leaver clock, so Entra's ~40-minute provisioning cycle counts in
+    // the disable latency. The user is the target of type User: its object id is the
+    // provisioning log's `sourceIdentity.id` (a deleted user's UPN gains a prefix, the id
+    // does not). No app: one disable covers every app the user is provisioned to.
+    Preset {
+        name: "entra",
+        kind: Kind::Json,
+        role: Some(Role::Trigger),
+        fields: &[
+            (
+                "time",
+                &["/activityDateTime", "/properties/activityDateTime", "/time"],
+            ),
+            (
+                "event",
+                &[
+                    "/activityDisplayName",
+                    "/properties/activityDisplayName",
+                    "/operationName",
+                ],
+            ),
+            ("status", &["/result", "/properties/result"]),
+            (
+                "user_id",
+                &[
+                    "/targetResources[type=User]/id",
+                    "/properties/targetResources[type=User]/id",
+                ],
+            ),
+            (
+                "user_login",
+                &[
+                    "/targetResources[type=User]/userPrincipalName",
+                    "/properties/targetResources[type=User]/userPrincipalName",
+                ],
+            ),
+        ],
+        stages: &[(Stage::Leaver, &["Disable account", "Delete user"])],
+        status: &[
+            (IdpStatus::Success, &["success"]),
+            (IdpStatus::Failure, &["failure", "timeout"]),
         ],
         triggers: &[],
         causes: &[],

@@ -277,6 +277,80 @@ fn okta_lifecycle_events_are_triggers_and_rate_limit_events_are_notes() {
 }
 
 #[test]
+fn a_lifecycle_event_that_failed_at_the_source_starts_no_clock() {
+    let okta = preset(Role::Idp, "okta");
+    let failed = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"user.lifecycle.deactivate","outcome":{"result":"FAILURE","reason":"INSUFFICIENT_PERMISSIONS"},"target":[{"id":"00u1","type":"User","alternateId":"rita@corp.example"}],"transaction":{"id":"T1"}}"#;
+    assert!(matches!(parse(&okta, failed), Ok(Record::Ignored(_))));
+    // A generic trigger source that maps a status reads it with the generic words.
+    let mut hr = source(
+        Role::Trigger,
+        "json",
+        &[
+            ("time", "/at"),
+            ("user_login", "/email"),
+            ("event", "/event"),
+            ("status", "/state"),
+        ],
+    );
+    hr.stages.insert("leaver".into(), vec!["terminated".into()]);
+    let hr = resolve_source(&hr, &AppsConfig::default()).unwrap();
+    let line = |state: &str| {
+        format!(
+            r#"{{"at":"2026-07-01T10:00:00Z","email":"rita@corp.example","event":"terminated","state":"{state}"}}"#
+        )
+    };
+    assert!(matches!(
+        parse(&hr, &line("failed")),
+        Ok(Record::Ignored(_))
+    ));
+    assert!(matches!(parse(&hr, &line("ok")), Ok(Record::Trigger(_))));
+}
+
+#[test]
+fn okta_and_entra_read_as_trigger_sources_of_their_own() {
+    let okta = preset(Role::Trigger, "okta");
+    let deactivate = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"user.lifecycle.deactivate","outcome":{"result":"SUCCESS"},"target":[{"id":"00u1","type":"User","alternateId":"rita@corp.example"}]}"#;
+    let Ok(Record::Trigger(trigger)) = parse(&okta, deactivate) else {
+        panic!()
+    };
+    assert_eq!(trigger.app, None);
+    assert_eq!(trigger.user_id.as_deref(), Some("00u1"));
+    assert_eq!(trigger.user_login.as_deref(), Some("rita@corp.example"));
+    assert_eq!(trigger.event, "user.lifecycle.deactivate");
+    let unassign = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"application.user_membership.remove","outcome":{"result":"SUCCESS"},"target":[{"id":"0ua1","type":"AppUser","alternateId":"rita@corp.example"},{"id":"0oa1","type":"AppInstance","alternateId":"Acme"}]}"#;
+    let Ok(Record::Trigger(trigger)) = parse(&okta, unassign) else {
+        panic!()
+    };
+    assert_eq!(trigger.app.as_deref(), Some("Acme"));
+    let push = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"application.provision.user.push","outcome":{"result":"SUCCESS"},"target":[]}"#;
+    assert!(matches!(parse(&okta, push), Ok(Record::Ignored(_))));
+
+    let entra = preset(Role::Trigger, "entra");
+    let graph = r#"{"id":"Directory_1","category":"UserManagement","correlationId":"da15","result":"success","resultReason":"","activityDisplayName":"Disable account","activityDateTime":"2026-07-01T08:51:10.1234567Z","loggedByService":"Core Directory","operationType":"Update","initiatedBy":{"user":{"id":"adm-1","userPrincipalName":"it-admin@corp.example"}},"targetResources":[{"id":"src-7","displayName":"Ada Lo","type":"User","userPrincipalName":"ada@corp.example","modifiedProperties":[]}],"additionalDetails":[]}"#;
+    let monitor = r#"{"time":"2026-07-01T08:51:11.0000000Z","operationName":"Disable account","category":"AuditLogs","correlationId":"da15","properties":{"id":"Directory_1","category":"UserManagement","result":"success","activityDisplayName":"Disable account","activityDateTime":"2026-07-01T08:51:10.1234567Z","initiatedBy":{"user":{"id":"adm-1","userPrincipalName":"it-admin@corp.example"}},"targetResources":[{"id":"src-7","type":"User","userPrincipalName":"ada@corp.example"}]}}"#;
+    for line in [graph, monitor] {
+        let Ok(Record::Trigger(trigger)) = parse(&entra, line) else {
+            panic!("{line}")
+        };
+        assert_eq!(trigger.app, None, "one disable covers every app");
+        assert_eq!(
+            trigger.user_id.as_deref(),
+            Some("src-7"),
+            "not the admin's id"
+        );
+        assert_eq!(trigger.user_login.as_deref(), Some("ada@corp.example"));
+        assert_eq!(trigger.time.to_string(), "2026-07-01T08:51:10.123456Z");
+    }
+    let failed = graph.replace(r#""result":"success""#, r#""result":"failure""#);
+    assert!(matches!(parse(&entra, &failed), Ok(Record::Ignored(_))));
+    let update = graph.replace("Disable account", "Update user");
+    assert!(matches!(parse(&entra, &update), Ok(Record::Ignored(_))));
+    // The IdP-role `entra` is still the provisioning log: an audit line has no action.
+    let err = parse(&preset(Role::Idp, "entra"), graph).unwrap_err();
+    assert_eq!(err.reason, Reason::MissingField);
+}
+
+#[test]
 fn cloudtrail_as_the_idp_side_turns_an_active_false_patch_into_a_leaver() {
     let trail = preset(Role::Idp, "cloudtrail");
     let patch = r#"{"eventTime":"2026-07-01T09:30:01Z","eventSource":"identitystore-scim.amazonaws.com","eventName":"PatchUser","requestParameters":{"id":"u-1","httpBody":{"Operations":[{"op":"REPLACE","path":"active","value":"false"}]}},"requestID":"r-1"}"#;
