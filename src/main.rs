@@ -235,6 +235,9 @@ fn run_replay(
     parquet: Option<(PathBuf, usize, bool)>,
 ) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
+    if let Some(why) = scimwatch::replay::ambiguous_override(&config, &options) {
+        return Err(UsageError(why).into());
+    }
     // Files named on the command line that cannot be read as logs are bad usage (exit 2).
     for (flag, file) in options
         .idp_files

@@ -47,26 +47,36 @@ struct Stream {
     last_event: Option<Ts>,
 }
 
-/// The files of each source, after `--idp`/`--gateway` overrides and glob expansion.
-pub fn source_files(config: &Config, options: &ReplayOptions) -> anyhow::Result<Vec<Vec<PathBuf>>> {
-    let mut all = Vec::new();
-    for (role, files, flag) in [
+/// Why `--idp`/`--gateway` cannot be applied: it replaces the files of the one source of its
+/// role, and the config has several.
+pub fn ambiguous_override(config: &Config, options: &ReplayOptions) -> Option<String> {
+    [
         (Role::Idp, &options.idp_files, "--idp"),
         (Role::Gateway, &options.gateway_files, "--gateway"),
-    ] {
+    ]
+    .into_iter()
+    .find_map(|(role, files, flag)| {
         let matching: Vec<&str> = config
             .sources
             .iter()
             .filter(|s| s.role == role)
             .map(|s| s.name.as_str())
             .collect();
-        if !files.is_empty() && matching.len() > 1 {
-            bail!(
+        (!files.is_empty() && matching.len() > 1).then(|| {
+            format!(
                 "{flag} is ambiguous: sources {} all have role {}",
                 matching.join(", "),
                 role.as_str()
-            );
-        }
+            )
+        })
+    })
+}
+
+/// The files of each source, after `--idp`/`--gateway` overrides and glob expansion.
+pub fn source_files(config: &Config, options: &ReplayOptions) -> anyhow::Result<Vec<Vec<PathBuf>>> {
+    let mut all = Vec::new();
+    if let Some(why) = ambiguous_override(config, options) {
+        bail!(why);
     }
     for source in &config.sources {
         let overridden = match source.role {

@@ -555,3 +555,29 @@ fn replay_names_a_file_it_cannot_read_as_a_log() {
         );
     }
 }
+
+/// `--gateway` replaces the files of the one gateway source; with two it is bad usage (exit
+/// 2), refused before `--parquet`'s store is locked or written to.
+#[test]
+fn replay_refuses_a_file_flag_that_fits_two_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scimwatch.toml");
+    let second = "\n[[source]]\nname = \"gw2\"\nrole = \"gateway\"\nformat = \"kong\"\npaths = [\"kong.log\"]\n";
+    fs::write(&path, format!("{GOOD}{second}")).unwrap();
+    fs::write(dir.path().join("gw.log"), "").unwrap();
+    let store = dir.path().join("store");
+    let output = bin()
+        .args(["replay", "--config", path.to_str().unwrap(), "--gateway"])
+        .arg(dir.path().join("gw.log"))
+        .arg("--parquet")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--gateway is ambiguous") && stderr.contains("gw, gw2"),
+        "{stderr}"
+    );
+    assert!(!store.exists(), "the store was touched");
+}
