@@ -449,6 +449,7 @@ impl Engine {
                         user_login: trigger.user_login,
                         event: trigger.event,
                         groups: trigger.groups,
+                        returns: trigger.returns,
                     }),
                 );
             }
@@ -546,7 +547,9 @@ impl Engine {
                 return false;
             };
             match item {
-                TimelineItem::Trigger(trigger) => self.episodes.on_trigger(&trigger),
+                TimelineItem::Trigger(trigger) => {
+                    self.episodes.on_trigger(&trigger, &mut self.leaver_events)
+                }
                 TimelineItem::Operation(op) => {
                     self.episodes.on_operation(&op, &mut self.leaver_events)
                 }
@@ -737,14 +740,27 @@ mod tests {
         }
 
         fn trigger(&mut self, secs: i64, user: &str) -> &mut Self {
+            self.source_event(secs, user, None, false)
+        }
+
+        /// A lifecycle event at the source of truth: a trigger, or (`returns`) the user
+        /// enabled again; with `app`, for that app only.
+        fn source_event(
+            &mut self,
+            secs: i64,
+            user: &str,
+            app: Option<&str>,
+            returns: bool,
+        ) -> &mut Self {
             let origin = self.origin(2);
             self.engine.ingest(Record::Trigger(TriggerRecord {
                 time: at(secs),
-                app: None,
+                app: app.map(str::to_string),
                 user_id: None,
                 user_login: Some(user.into()),
-                event: "terminated".into(),
+                event: if returns { "enabled" } else { "terminated" }.into(),
                 groups: vec![],
+                returns,
                 origin,
             }));
             self
@@ -1078,6 +1094,68 @@ mod tests {
             episode.breached(at(2402)),
             "40 minutes of sync lag breaks a 15-minute deadline"
         );
+    }
+
+    /// A disable undone at the source within one provisioning cycle sends no SCIM call; its
+    /// trigger must not start the clock of the user's real leave months later.
+    #[test]
+    fn a_disable_undone_at_the_source_starts_no_later_clock() {
+        let months = 90 * 86_400;
+        let mut s = Scenario::new();
+        s.trigger(0, "a@x")
+            .source_event(300, "A@X", None, true)
+            .idp(months, "c1", Stage::Leaver, "a@x", None)
+            .gateway(months + 2, "c1", WriteKind::Disable, 204)
+            .finish();
+        let episode = s.episodes()[0];
+        assert_eq!(
+            episode.initiated_at,
+            at(months),
+            "not the undone trigger's time"
+        );
+        assert_eq!(episode.latency_seconds(), Some(2.0));
+        assert!(!episode.breached(at(months + 2)));
+        // A return only drops the triggers before it: a disable after it still counts.
+        let mut s = Scenario::new();
+        s.source_event(0, "a@x", None, true)
+            .trigger(10, "a@x")
+            .idp(2400, "c1", Stage::Leaver, "a@x", None)
+            .gateway(2402, "c1", WriteKind::Disable, 204)
+            .finish();
+        assert_eq!(s.episodes()[0].initiated_at, at(10));
+    }
+
+    /// The user enabled again at the source while a disable is still failing: the episode
+    /// the source's trigger started is cancelled (no breach, no overdue page), one the IdP
+    /// started by itself (an unassignment) is not; with an app, that pair's episode is.
+    #[test]
+    fn a_return_at_the_source_cancels_the_clocks_it_started() {
+        let mut s = Scenario::new();
+        s.trigger(0, "a@x")
+            .idp(2400, "c1", Stage::Leaver, "a@x", None)
+            .gateway(2402, "c1", WriteKind::Disable, 500)
+            .idp(2500, "c2", Stage::Leaver, "b@x", None)
+            .gateway(2502, "c2", WriteKind::Disable, 500)
+            .source_event(0, "c@x", Some("aws-prod"), false)
+            .source_event(3000, "a@x", None, true)
+            .source_event(3000, "b@x", None, true)
+            .source_event(3100, "c@x", Some("aws-prod"), true)
+            .finish();
+        let state = |user: &str| {
+            let episodes = s.episodes();
+            let episode = episodes
+                .iter()
+                .find(|e| e.user_login.as_deref() == Some(user))
+                .unwrap();
+            (episode.state, episode.breached(at(100_000)))
+        };
+        assert_eq!(state("a@x"), (crate::judge::EpisodeState::Cancelled, false));
+        assert_eq!(
+            state("b@x"),
+            (crate::judge::EpisodeState::Open, true),
+            "the IdP's own leaver"
+        );
+        assert_eq!(state("c@x"), (crate::judge::EpisodeState::Cancelled, false));
     }
 
     #[test]

@@ -428,7 +428,8 @@ pub struct GatewayRecord {
     pub origin: Origin,
 }
 
-/// A lifecycle event at the source of truth that starts a leaver clock.
+/// A lifecycle event at the source of truth that starts a leaver clock, or (`returns`) stops
+/// one: the user enabled or assigned again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TriggerRecord {
     pub time: Ts,
@@ -438,6 +439,9 @@ pub struct TriggerRecord {
     pub user_login: Option<String>,
     pub event: String,
     pub groups: Vec<String>,
+    /// A return (Entra "Enable account", Okta `user.lifecycle.reactivate`), not a leave.
+    #[serde(default)]
+    pub returns: bool,
     pub origin: Origin,
 }
 

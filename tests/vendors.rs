@@ -122,7 +122,7 @@ fn entra_s_audit_log_starts_the_clock_so_the_provisioning_cycle_counts() {
     // dan's delete failed at 09:00 (ignored) and succeeded at 09:35, in the Azure Monitor
     // export's shape with a deleted user's prefixed UPN: matched by object id, 301 s.
     assert_eq!(leavers["latency_seconds"]["p50"], 301.0);
-    // zed's disable at 09:45 opens nothing: no app provisions zed.
+    // zed's disable at 09:45 (and his enable at 09:50) opens nothing: no app provisions zed.
     assert_eq!(r["parse_errors"]["entra-audit"], 0);
 }
 

@@ -231,6 +231,9 @@ impl From<LifecycleOp> for LifecycleOpFields {
     }
 }
 
+/// What an episode's `initiated_by` says when an app-less trigger started its clock.
+const APP_LESS_TRIGGER: &str = "trigger";
+
 /// A lifecycle trigger at the source of truth.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trigger {
@@ -240,6 +243,10 @@ pub struct Trigger {
     pub user_login: Option<String>,
     pub event: String,
     pub groups: Vec<String>,
+    /// The user enabled or assigned again at the source of truth (see
+    /// [`Episodes::on_trigger`]). Absent from checkpoints written before it existed.
+    #[serde(default)]
+    pub returns: bool,
 }
 
 /// A gateway request authenticated as someone. Every such request waits on the timeline for
@@ -573,8 +580,11 @@ impl Episodes {
         Some(primary_key)
     }
 
-    pub fn on_trigger(&mut self, trigger: &Trigger) {
+    pub fn on_trigger(&mut self, trigger: &Trigger, out: &mut Vec<LeaverEvent>) {
         let keys = user_keys(trigger.user_login.as_deref(), trigger.user_id.as_deref());
+        if trigger.returns {
+            return self.on_return(trigger, &keys, out);
+        }
         let Some(app) = &trigger.app else {
             for key in keys.iter() {
                 self.user_triggers
@@ -618,6 +628,63 @@ impl Episodes {
                 .to_string(),
         }));
         self.open_keys.insert(pair_key);
+    }
+
+    /// The user enabled again at the source of truth (or, with an app, assigned to it again):
+    /// the clocks the source started are stopped. Without an app, the user's earlier app-less
+    /// triggers are dropped (else one from a disable undone within a provisioning cycle, with
+    /// no SCIM call, would start the clock of a leaver months later: a false breach), and
+    /// the open episodes they started are cancelled; with an app, that pair's open episode is
+    /// cancelled, as a joiner operation for it would. Cancelled: no latency, no breach.
+    fn on_return(&mut self, trigger: &Trigger, keys: &[Cow<'_, str>], out: &mut Vec<LeaverEvent>) {
+        let mut cancel: Vec<(String, String)> = Vec::new();
+        match &trigger.app {
+            None => {
+                for key in keys {
+                    if let Some(times) = self.user_triggers.get_mut(key.as_ref()) {
+                        times.retain(|t| *t > trigger.time);
+                        if times.is_empty() {
+                            self.user_triggers.remove(key.as_ref());
+                        }
+                    }
+                }
+                // Rare (a re-enable), so the open index is walked rather than kept by user.
+                cancel.extend(
+                    self.open_keys
+                        .iter()
+                        .filter(|(_, user)| keys.iter().any(|k| k.as_ref() == user))
+                        .filter(|key| {
+                            self.pairs
+                                .get(*key)
+                                .and_then(|pair| pair.open.as_deref())
+                                .is_some_and(|e| {
+                                    e.initiated_by == APP_LESS_TRIGGER
+                                        && e.initiated_at <= trigger.time
+                                })
+                        })
+                        .cloned(),
+                );
+            }
+            Some(app) => {
+                if let Some(key) = keys
+                    .iter()
+                    .map(|k| (app.clone(), k.to_string()))
+                    .find(|key| self.pairs.get(key).is_some_and(|p| p.open.is_some()))
+                {
+                    cancel.push(key);
+                }
+            }
+        }
+        for key in cancel {
+            let Some(pair) = self.pairs.get_mut(&key) else {
+                continue;
+            };
+            if let Some(mut episode) = pair.open.take() {
+                episode.state = EpisodeState::Cancelled;
+                self.open_keys.remove(&key);
+                out.push(LeaverEvent::Ended(*episode));
+            }
+        }
     }
 
     pub fn on_operation(&mut self, op: &LifecycleOp, out: &mut Vec<LeaverEvent>) {
@@ -707,7 +774,7 @@ impl Episodes {
                 if candidate < initiated_at {
                     initiated_at = candidate;
                     initiated_by = if Some(candidate) == trigger {
-                        "trigger".into()
+                        APP_LESS_TRIGGER.into()
                     } else {
                         "trigger_time".into()
                     };

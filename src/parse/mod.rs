@@ -335,6 +335,8 @@ pub struct LineParser {
     mapped: Vec<Field>,
     stages: Vec<(String, Stage)>,
     triggers: Vec<String>,
+    /// IdP actions that stop a leaver clock at the source of truth (the user enabled again).
+    returns: Vec<String>,
     causes: Vec<(String, Cause)>,
     status: Vec<(String, IdpStatus)>,
     default_app: Option<String>,
@@ -488,29 +490,35 @@ pub fn resolve_source(
     // sources) lists actions that are leaver triggers at the source of truth.
     let mut stages: Vec<(String, Stage)> = Vec::new();
     let mut triggers: Vec<String> = Vec::new();
+    let mut returns: Vec<String> = Vec::new();
     for (key, values) in &source.stages {
         if source.role == Role::Gateway {
             return Err((format!("stages.{key}"), "gateway records take their stage from the request; stages are for idp and trigger sources".into()));
         }
-        let stage = match key.as_str() {
-            "joiner" => Stage::Joiner,
-            "mover" => Stage::Mover,
-            "leaver" => Stage::Leaver,
-            "trigger" if source.role == Role::Idp => {
-                triggers.extend(values.iter().map(|v| v.to_ascii_lowercase()));
-                continue;
-            }
-            other => {
-                return Err((
+        let stage =
+            match key.as_str() {
+                "joiner" => Stage::Joiner,
+                "mover" => Stage::Mover,
+                "leaver" => Stage::Leaver,
+                "trigger" if source.role == Role::Idp => {
+                    triggers.extend(values.iter().map(|v| v.to_ascii_lowercase()));
+                    continue;
+                }
+                "return" if source.role == Role::Idp => {
+                    returns.extend(values.iter().map(|v| v.to_ascii_lowercase()));
+                    continue;
+                }
+                other => return Err((
                     format!("stages.{other}"),
-                    "stages are joiner, mover, leaver (and trigger for an idp source)".into(),
-                ))
-            }
-        };
-        if source.role == Role::Trigger && stage != Stage::Leaver {
+                    "stages are joiner, mover, leaver (and trigger and return for an idp source)"
+                        .into(),
+                )),
+            };
+        if source.role == Role::Trigger && stage == Stage::Mover {
             return Err((
                 format!("stages.{key}"),
-                "a trigger source maps only `leaver` events".into(),
+                "a trigger source maps `leaver` events (and `joiner` ones: the user enabled again)"
+                    .into(),
             ));
         }
         stages.extend(values.iter().map(|v| (v.to_ascii_lowercase(), stage)));
@@ -526,7 +534,10 @@ pub fn resolve_source(
     if source.role == Role::Idp && !source.stages.contains_key("trigger") {
         triggers.extend(preset.triggers.iter().map(|v| v.to_ascii_lowercase()));
     }
-    if source.role == Role::Trigger && stages.is_empty() {
+    if source.role == Role::Idp && !source.stages.contains_key("return") {
+        returns.extend(preset.returns.iter().map(|v| v.to_ascii_lowercase()));
+    }
+    if source.role == Role::Trigger && !stages.iter().any(|(_, s)| *s == Stage::Leaver) {
         return Err((
             "stages.leaver".into(),
             "a trigger source must list its leaver events in [source.stages] leaver = [...]".into(),
@@ -586,6 +597,7 @@ pub fn resolve_source(
         mapped,
         stages,
         triggers,
+        returns,
         causes,
         status,
         default_app: source.app.clone(),
@@ -753,7 +765,10 @@ impl LineParser {
             .ok_or_else(|| ParseError::missing(Field::Action))?;
         let Some(stage) = self.stage_of(action) else {
             if self.triggers.iter().any(|t| t.eq_ignore_ascii_case(action)) {
-                return self.trigger_from(picked, time, action, origin);
+                return self.trigger_from(picked, time, action, false, origin);
+            }
+            if self.returns.iter().any(|t| t.eq_ignore_ascii_case(action)) {
+                return self.trigger_from(picked, time, action, true, origin);
             }
             if let Some((_, cause)) = self
                 .causes
@@ -874,17 +889,21 @@ impl LineParser {
         let event = picked
             .text(Field::Event)
             .ok_or_else(|| ParseError::missing(Field::Event))?;
-        if self.stage_of(event) != Some(Stage::Leaver) {
-            return Ok(Record::Ignored(time));
-        }
-        self.trigger_from(picked, time, event, origin)
+        let returns = match self.stage_of(event) {
+            Some(Stage::Leaver) => false,
+            Some(Stage::Joiner) => true,
+            _ => return Ok(Record::Ignored(time)),
+        };
+        self.trigger_from(picked, time, event, returns, origin)
     }
 
+    /// A trigger, or (`returns`) the user enabled again at the source of truth.
     fn trigger_from(
         &self,
         picked: &Picked<'_>,
         time: Ts,
         event: &str,
+        returns: bool,
         origin: Origin,
     ) -> Result<Record, ParseError> {
         // A lifecycle event the source of truth logs as failed did not happen: the user is
@@ -910,6 +929,7 @@ impl LineParser {
             user_login,
             event: event.to_string(),
             groups: groups_of(picked),
+            returns,
             origin,
         }))
     }

@@ -44,6 +44,8 @@ pub struct Preset {
     pub status: &'static [(IdpStatus, &'static [&'static str])],
     /// IdP actions that are leaver triggers at the source of truth.
     pub triggers: &'static [&'static str],
+    /// IdP actions that stop a leaver clock at the source of truth (the user enabled again).
+    pub returns: &'static [&'static str],
     /// IdP actions that are notes on why an operation failed.
     pub causes: &'static [(Cause, &'static [&'static str])],
     pub derive: Derive,
@@ -89,6 +91,14 @@ const OKTA_LIFECYCLE_TRIGGERS: &[&str] = &[
     "application.user_membership.remove",
 ];
 
+/// Okta System Log events that stop a leaver clock: the user enabled, or assigned, again.
+const OKTA_LIFECYCLE_RETURNS: &[&str] = &[
+    "user.lifecycle.activate",
+    "user.lifecycle.reactivate",
+    "user.lifecycle.unsuspend",
+    "application.user_membership.add",
+];
+
 /// nginx's predefined `combined` format (formats.md §5a), with anything after the user agent
 /// tolerated (many sites append fields). `$remote_user` is the authenticated principal.
 pub const NGINX_COMBINED_PATTERN: &str = r#"^(?P<remote_addr>\S+) \S+ (?P<principal>\S+) \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<body_bytes_sent>\d+|-) "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<user_agent>(?:[^"\\]|\\.)*)"(?:\s.*)?$"#;
@@ -118,6 +128,7 @@ const fn generic(name: &'static str, kind: Kind) -> Preset {
         stages: GENERIC_STAGES,
         status: GENERIC_STATUS,
         triggers: &[],
+        returns: &[],
         causes: &[],
         derive: Derive::None,
     }
@@ -132,6 +143,7 @@ const fn gateway(name: &'static str, kind: Kind, fields: Fields) -> Preset {
         stages: &[],
         status: &[],
         triggers: &[],
+        returns: &[],
         causes: &[],
         derive: Derive::None,
     }
@@ -199,6 +211,7 @@ pub const PRESETS: &[Preset] = &[
         ],
         status: GENERIC_STATUS,
         triggers: OKTA_LIFECYCLE_TRIGGERS,
+        returns: OKTA_LIFECYCLE_RETURNS,
         causes: &[(
             Cause::RateLimited,
             &["application.integration.rate_limit_exceeded"],
@@ -299,6 +312,7 @@ pub const PRESETS: &[Preset] = &[
             (IdpStatus::Skipped, &["skipped"]),
         ],
         triggers: &[],
+        returns: &[],
         causes: &[],
         derive: Derive::None,
     },
@@ -321,18 +335,24 @@ pub const PRESETS: &[Preset] = &[
                     "/target[type=AppInstance]/displayName",
                 ],
             ),
+            // The app's login first, as the IdP preset reads it: an unassignment opens the
+            // (app, AppUser login) pair that the app's operations name.
             (
                 "user_login",
                 &[
-                    "/target[type=User]/alternateId",
                     "/target[type=AppUser]/alternateId",
+                    "/target[type=User]/alternateId",
                 ],
             ),
             ("user_id", &["/target[type=User]/id"]),
         ],
-        stages: &[(Stage::Leaver, OKTA_LIFECYCLE_TRIGGERS)],
+        stages: &[
+            (Stage::Leaver, OKTA_LIFECYCLE_TRIGGERS),
+            (Stage::Joiner, OKTA_LIFECYCLE_RETURNS),
+        ],
         status: GENERIC_STATUS,
         triggers: &[],
+        returns: &[],
         causes: &[],
         derive: Derive::None,
     },
@@ -375,12 +395,16 @@ pub const PRESETS: &[Preset] = &[
                 ],
             ),
         ],
-        stages: &[(Stage::Leaver, &["Disable account", "Delete user"])],
+        stages: &[
+            (Stage::Leaver, &["Disable account", "Delete user"]),
+            (Stage::Joiner, &["Enable account", "Restore user"]),
+        ],
         status: &[
             (IdpStatus::Success, &["success"]),
             (IdpStatus::Failure, &["failure", "timeout"]),
         ],
         triggers: &[],
+        returns: &[],
         causes: &[],
         derive: Derive::None,
     },
@@ -408,6 +432,7 @@ pub const PRESETS: &[Preset] = &[
         stages: &[],
         status: &[],
         triggers: &[],
+        returns: &[],
         causes: &[],
         derive: Derive::CloudTrail,
     },
@@ -447,6 +472,7 @@ pub const PRESETS: &[Preset] = &[
             (IdpStatus::Failure, &["failure"]),
         ],
         triggers: &[],
+        returns: &[],
         causes: &[],
         derive: Derive::CloudTrail,
     },
@@ -560,6 +586,7 @@ pub fn find(name: &str, role: Role) -> Result<&'static Preset, String> {
 /// Names for error messages.
 pub fn names() -> String {
     let mut names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+    names.sort_unstable();
     names.dedup();
     names.join(", ")
 }

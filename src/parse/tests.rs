@@ -224,6 +224,16 @@ fn config_mistakes_name_the_field() {
         "fields.action"
     );
     assert_eq!(err(source(Role::Idp, "nginx_json", &[])), "format");
+    // A trigger source maps leaver events, and may map joiner ones (enabled again); never
+    // mover ones, and never joiner ones alone.
+    let trigger = |stage: &str| {
+        let mut config = source(Role::Trigger, "json", &[("time", "/t"), ("event", "/e")]);
+        config.stages.insert(stage.into(), vec!["x".into()]);
+        config
+    };
+    assert_eq!(err(trigger("mover")), "stages.mover");
+    assert_eq!(err(trigger("joiner")), "stages.leaver");
+    assert!(resolve_source(&trigger("leaver"), &apps).is_ok());
 }
 
 #[test]
@@ -281,6 +291,14 @@ fn a_lifecycle_event_that_failed_at_the_source_starts_no_clock() {
     let okta = preset(Role::Idp, "okta");
     let failed = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"user.lifecycle.deactivate","outcome":{"result":"FAILURE","reason":"INSUFFICIENT_PERMISSIONS"},"target":[{"id":"00u1","type":"User","alternateId":"rita@corp.example"}],"transaction":{"id":"T1"}}"#;
     assert!(matches!(parse(&okta, failed), Ok(Record::Ignored(_))));
+    // In the IdP stream a reactivation is a return, and a failed one did not happen either.
+    let reactivated = failed.replace("user.lifecycle.deactivate", "user.lifecycle.reactivate");
+    assert!(matches!(parse(&okta, &reactivated), Ok(Record::Ignored(_))));
+    let reactivated = reactivated.replace("FAILURE", "SUCCESS");
+    let Ok(Record::Trigger(trigger)) = parse(&okta, &reactivated) else {
+        panic!()
+    };
+    assert!(trigger.returns);
     // A generic trigger source that maps a status reads it with the generic words.
     let mut hr = source(
         Role::Trigger,
@@ -317,11 +335,28 @@ fn okta_and_entra_read_as_trigger_sources_of_their_own() {
     assert_eq!(trigger.user_id.as_deref(), Some("00u1"));
     assert_eq!(trigger.user_login.as_deref(), Some("rita@corp.example"));
     assert_eq!(trigger.event, "user.lifecycle.deactivate");
-    let unassign = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"application.user_membership.remove","outcome":{"result":"SUCCESS"},"target":[{"id":"0ua1","type":"AppUser","alternateId":"rita@corp.example"},{"id":"0oa1","type":"AppInstance","alternateId":"Acme"}]}"#;
+    assert!(!trigger.returns);
+    // A real unassignment names the User, the AppUser and the AppInstance: the pair it opens
+    // is the app's login, the one the app's operations name.
+    let unassign = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"application.user_membership.remove","outcome":{"result":"SUCCESS"},"target":[{"id":"00u1","type":"User","alternateId":"rita@corp.example"},{"id":"0ua1","type":"AppUser","alternateId":"rodun"},{"id":"0oa1","type":"AppInstance","alternateId":"Acme"}]}"#;
     let Ok(Record::Trigger(trigger)) = parse(&okta, unassign) else {
         panic!()
     };
     assert_eq!(trigger.app.as_deref(), Some("Acme"));
+    assert_eq!(trigger.user_login.as_deref(), Some("rodun"));
+    assert_eq!(trigger.user_id.as_deref(), Some("00u1"));
+    for (event, returns) in [
+        ("user.lifecycle.reactivate", true),
+        ("user.lifecycle.unsuspend", true),
+        ("application.user_membership.add", true),
+        ("user.lifecycle.suspend", false),
+    ] {
+        let line = deactivate.replace("user.lifecycle.deactivate", event);
+        let Ok(Record::Trigger(trigger)) = parse(&okta, &line) else {
+            panic!("{event}")
+        };
+        assert_eq!(trigger.returns, returns, "{event}");
+    }
     let push = r#"{"published":"2026-07-01T10:00:00.000Z","eventType":"application.provision.user.push","outcome":{"result":"SUCCESS"},"target":[]}"#;
     assert!(matches!(parse(&okta, push), Ok(Record::Ignored(_))));
 
@@ -345,6 +380,17 @@ fn okta_and_entra_read_as_trigger_sources_of_their_own() {
     assert!(matches!(parse(&entra, &failed), Ok(Record::Ignored(_))));
     let update = graph.replace("Disable account", "Update user");
     assert!(matches!(parse(&entra, &update), Ok(Record::Ignored(_))));
+    for (event, returns) in [
+        ("Delete user", false),
+        ("Enable account", true),
+        ("Restore user", true),
+    ] {
+        let line = monitor.replace("Disable account", event);
+        let Ok(Record::Trigger(trigger)) = parse(&entra, &line) else {
+            panic!("{event}")
+        };
+        assert_eq!(trigger.returns, returns, "{event}");
+    }
     // The IdP-role `entra` is still the provisioning log: an audit line has no action.
     let err = parse(&preset(Role::Idp, "entra"), graph).unwrap_err();
     assert_eq!(err.reason, Reason::MissingField);
