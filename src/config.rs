@@ -292,8 +292,9 @@ pub struct SourceConfig {
     /// log). Overrides the preset's mapping; an empty string unsets a preset field.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSource>,
-    /// Stage → the action values (IdP) or event values (trigger: `leaver` only) meaning it.
-    /// Matched case-insensitively. Replaces the preset's list for that stage.
+    /// Stage → the action values (IdP) or event values (trigger: `leaver`, and `joiner` for
+    /// the user enabled again) meaning it. Matched case-insensitively. Replaces the preset's
+    /// list for that stage.
     #[serde(default)]
     pub stages: BTreeMap<String, Vec<String>>,
     /// `success` / `failure` / `skipped` → the IdP status values meaning it (case-insensitive).
@@ -314,6 +315,23 @@ pub struct SourceConfig {
     /// Lines longer than this are counted as `line_too_long` and skipped (default 1 MiB).
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// How long this source may go without a line before SourceStale fires; 0 never. Unset:
+    /// `alerting.stale_after_secs`, except for a trigger source (an HR feed is quiet for
+    /// hours, and without it leaver clocks start at the IdP's operation: less exact, not
+    /// blind), which is then never stale.
+    #[serde(default)]
+    pub stale_after_secs: Option<u64>,
+}
+
+impl SourceConfig {
+    /// The SourceStale threshold of this source in seconds (0: never), given the default.
+    pub fn stale_after(&self, default_secs: u64) -> u64 {
+        match (self.stale_after_secs, self.role) {
+            (Some(secs), _) => secs,
+            (None, Role::Trigger) => 0,
+            (None, _) => default_secs,
+        }
+    }
 }
 
 const fn default_max_line_bytes() -> usize {

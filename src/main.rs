@@ -399,9 +399,13 @@ fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
             .filter(|f| parser.maps(*f))
             .map(Field::name)
             .collect();
+        let stale = match source.stale_after(config.alerting.stale_after_secs) {
+            0 => "never stale".to_string(),
+            secs => format!("stale after {secs}s"),
+        };
         writeln!(
             out,
-            "source {:?}: role {}, format {}, {} file(s) match now, fields: {}",
+            "source {:?}: role {}, format {}, {} file(s) match now, {stale}, fields: {}",
             source.name,
             source.role.as_str(),
             source.format,

@@ -46,6 +46,27 @@ fn a_good_config_is_summarised() {
         stdout.contains("source \"gw\": role gateway, format nginx_json"),
         "{stdout}"
     );
+    assert!(stdout.contains("stale after 900s"), "{stdout}");
+    // SourceStale's threshold per source: the alerting default, a source's own, and a
+    // trigger source (an HR feed, quiet for hours) never unless it sets one.
+    let hr = "\n[[source]]\nname = \"hr\"\nrole = \"trigger\"\nformat = \"json\"\npaths = [\"hr.jsonl\"]\n[source.fields]\ntime = \"/at\"\nuser_login = \"/email\"\nevent = \"/event\"\n[source.stages]\nleaver = [\"terminated\"]\n";
+    let text = format!("{GOOD}{hr}").replace(
+        "paths = [\"gw.log*\"]",
+        "paths = [\"gw.log*\"]\nstale_after_secs = 7200",
+    );
+    let (code, stdout, stderr) = check(&format!("[alerting]\nstale_after_secs = 600\n{text}"));
+    assert_eq!(code, 0, "{stderr}");
+    for (source, stale) in [
+        ("idp", "stale after 600s"),
+        ("gw", "stale after 7200s"),
+        ("hr", "never stale"),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("source \"{source}\"")))
+            .unwrap();
+        assert!(line.contains(stale), "{line}");
+    }
     assert!(
         stdout.contains("slo: healthy >= 0.99, incident < 0.95"),
         "{stdout}"

@@ -141,6 +141,7 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
         "scimwatch_alerts_firing{alert=\"LeaverDisableOverdue\"} 1",
         "scimwatch_join_pending",
         "scimwatch_source_last_event_timestamp_seconds{source=\"idp\"}",
+        "scimwatch_source_stale_after_seconds{source=\"idp\"} 900",
         "scimwatch_leaver_disable_latency_seconds_bucket",
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");

@@ -24,12 +24,23 @@ pub struct Inputs<'a> {
     /// Open leaver episodes in listing order; only overdue high-risk ones matter, so the
     /// daemon passes just those.
     pub open_episodes: &'a [&'a Episode],
-    /// Each source's name, newest event time, and since when the daemon has watched it (kept
-    /// across restarts): a source with no line yet has been silent since then (a mistyped
-    /// `paths` glob matches nothing, and must not go unnoticed).
-    pub sources: Vec<(&'a str, Option<Ts>, Ts)>,
+    /// How fresh each source is.
+    pub sources: Vec<Freshness<'a>>,
     /// Every file read to its end: only then is a silent source really silent.
     pub caught_up: bool,
+}
+
+/// A source's newest event and how long it may be silent.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness<'a> {
+    pub source: &'a str,
+    pub last_event: Option<Ts>,
+    /// Since when the daemon has watched it (kept across restarts): a source with no line yet
+    /// has been silent since then (a mistyped `paths` glob matches nothing, and must not go
+    /// unnoticed).
+    pub watched_since: Ts,
+    /// SourceStale's threshold for it ([`crate::config::SourceConfig::stale_after`]); 0 never.
+    pub stale_after_secs: u64,
 }
 
 /// Multi-window burn-rate tiers (SRE workbook, ch. 5): tier, long and short window, factor,
@@ -499,13 +510,18 @@ fn source_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     if !inputs.caught_up {
         return;
     }
-    let stale = inputs.alerting.stale_after_secs as f64;
-    for (name, last, watched_since) in &inputs.sources {
-        let silent = inputs.clock.secs_since(last.unwrap_or(*watched_since));
-        if silent > stale {
+    for source in &inputs.sources {
+        let (name, last) = (source.source, source.last_event);
+        let silent = inputs
+            .clock
+            .secs_since(last.unwrap_or(source.watched_since));
+        if source.stale_after_secs > 0 && silent > source.stale_after_secs as f64 {
             let since = match last {
                 Some(last) => format!("newest event {last}"),
-                None => format!("none since scimwatch began watching it at {watched_since}"),
+                None => format!(
+                    "none since scimwatch began watching it at {}",
+                    source.watched_since
+                ),
             };
             out.push(condition(
                 inputs,
@@ -544,7 +560,7 @@ mod tests {
         windows: Windows,
         evidence: Evidence,
         episodes: Vec<Episode>,
-        sources: Vec<(&'static str, Option<Ts>, Ts)>,
+        sources: Vec<Freshness<'static>>,
         caught_up: bool,
     }
 
@@ -860,9 +876,18 @@ mod tests {
     #[test]
     fn a_silent_source_is_stale_only_once_everything_is_read_and_severities_can_be_set() {
         let mut w = World::new();
+        let source = |source, last_event, stale_after_secs| Freshness {
+            source,
+            last_event,
+            watched_since: at(0),
+            stale_after_secs,
+        };
         w.sources = vec![
-            ("okta", Some(at(0)), at(0)),
-            ("gateway", Some(at(1000)), at(0)),
+            source("okta", Some(at(0)), 900),
+            source("gateway", Some(at(1000)), 900),
+            // Never stale (an HR feed, by default), and stale only after its own hour.
+            source("hr", Some(at(0)), 0),
+            source("audit", Some(at(0)), 3600),
         ];
         w.alerting
             .severity
@@ -875,7 +900,7 @@ mod tests {
         assert_eq!(all[0].severity, "ticket");
         // A source with no line at all is silent since it was first watched (a glob matching
         // nothing), across restarts: not since this process started.
-        w.sources.push(("entra", None, at(0)));
+        w.sources.push(source("entra", None, 900));
         let all = w.eval(1000);
         assert_eq!(
             keys(&all),
@@ -889,5 +914,14 @@ mod tests {
             all[1].summary
         );
         assert!(w.eval(800).iter().all(|c| c.labels["source"] != "entra"));
+        assert_eq!(
+            keys(&w.eval(3601)),
+            [
+                "SourceStale{source=okta}",
+                "SourceStale{source=gateway}",
+                "SourceStale{source=audit}",
+                "SourceStale{source=entra}"
+            ]
+        );
     }
 }

@@ -19,6 +19,7 @@
 pub mod checkpoint;
 pub mod status;
 
+use crate::alert::conditions::Freshness;
 use crate::audit::schema::Table;
 use crate::audit::writer::commit_prepared;
 use crate::audit::AuditWriter;
@@ -766,6 +767,16 @@ impl Pipeline {
     /// Counts, lists and logs the open leavers, and notes the overdue high-risk ones for the
     /// alert conditions. Only when the views are due: walking every open episode on every pass
     /// was most of a busy daemon's time; the gauges keep their values in between.
+    /// A source's SourceStale threshold in seconds (0: never).
+    fn stale_after_secs(&self, source: &str) -> u64 {
+        let default = self.config.alerting.stale_after_secs;
+        self.config
+            .sources
+            .iter()
+            .find(|s| s.name == source)
+            .map_or(default, |s| s.stale_after(default))
+    }
+
     fn refresh_leaver_views(&mut self, clock: Ts) {
         // An episode past its deadline is overdue once nothing that could still close it in
         // time is on its way: a disable that succeeded before the deadline reaches the episode
@@ -891,12 +902,18 @@ impl Pipeline {
                 }
                 None => self.watched_since[index],
             };
+            let labels = m::SourceLabels {
+                source: name.clone(),
+            };
             self.metrics
                 .source_last_event
-                .get_or_create(&m::SourceLabels {
-                    source: name.clone(),
-                })
+                .get_or_create(&labels)
                 .set(last.0 as f64 / 1e6);
+            let stale_after = self.stale_after_secs(name);
+            self.metrics
+                .source_stale_after
+                .get_or_create(&labels)
+                .set(i64::try_from(stale_after).unwrap_or(i64::MAX));
         }
         let slo = &self.config.slo;
         self.windows.prune(clock);
@@ -943,19 +960,18 @@ impl Pipeline {
         if !self.views_due {
             return;
         }
-        let sources: Vec<(&str, Option<Ts>, Ts)> = self
+        let alerting = &self.config.alerting;
+        let sources: Vec<Freshness> = self
             .parsers
             .iter()
             .zip(&self.watched_since)
-            .map(|(p, since)| {
-                (
-                    p.name.as_str(),
-                    self.stats.sources.get(&p.name).and_then(|s| s.last_event),
-                    *since,
-                )
+            .map(|(p, since)| Freshness {
+                source: p.name.as_str(),
+                last_event: self.stats.sources.get(&p.name).and_then(|s| s.last_event),
+                watched_since: *since,
+                stale_after_secs: self.stale_after_secs(&p.name),
             })
             .collect();
-        let alerting = &self.config.alerting;
         let keep = crate::alert::conditions::evidence_horizon_secs(slo, alerting);
         self.evidence.prune(clock, keep);
         let conditions = crate::alert::conditions::evaluate(&crate::alert::conditions::Inputs {

@@ -120,6 +120,7 @@ pub struct Metrics {
     pub lines: Family<SourceLabels, Counter>,
     pub parse_errors: Family<ParseErrorLabels, Counter>,
     pub source_last_event: Family<SourceLabels, FloatGauge>,
+    pub source_stale_after: Family<SourceLabels, Gauge>,
     pub join_pending: Gauge,
     pub parquet_rows: Family<TableLabels, Counter>,
     pub notifications: Family<ChannelLabels, Counter>,
@@ -221,6 +222,12 @@ impl Metrics {
             "Event time of the newest parsed line, per source",
             source_last_event.clone(),
         );
+        let source_stale_after = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "source_stale_after_seconds",
+            "How long a source may go without a line before SourceStale fires (0: never)",
+            source_stale_after.clone(),
+        );
         let join_pending = Gauge::default();
         registry.register(
             "join_pending",
@@ -269,6 +276,7 @@ impl Metrics {
             lines,
             parse_errors,
             source_last_event,
+            source_stale_after,
             join_pending,
             parquet_rows,
             notifications,

@@ -27,6 +27,7 @@ fn source(role: Role, format: &str, fields: &[(&str, &str)]) -> SourceConfig {
         app: None,
         time_format: TimeFormat::Auto,
         max_line_bytes: 1024,
+        stale_after_secs: None,
     }
 }
 
