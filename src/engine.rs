@@ -99,6 +99,9 @@ impl Ord for Timed {
     }
 }
 
+/// The timeline lane (and key kind) of triggers and returns at the source of truth.
+const SOURCE_EVENTS: u8 = 0;
+
 /// The timeline lane (and key kind) of judged operations.
 const OPERATIONS: u8 = 1;
 
@@ -333,6 +336,31 @@ impl Engine {
                 }
             }
         }
+        // Returns at the source waiting in the timeline: one cancels the episode when it is
+        // seen (an app-less one, if its clock was an app-less trigger's; held for any pair of
+        // the user here, only until the return is seen).
+        for Timed(_, item) in self.timeline.0[usize::from(SOURCE_EVENTS)].iter() {
+            let TimelineItem::Trigger(t) = item else {
+                continue;
+            };
+            if !t.returns {
+                continue;
+            }
+            let users: Vec<_> = [t.user_login.as_deref(), t.user_id.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(crate::model::fold_case)
+                .collect();
+            for (&(app, user), &i) in &wanted {
+                let app_matches = t
+                    .app
+                    .as_deref()
+                    .is_none_or(|a| crate::model::fold_case(a) == app);
+                if app_matches && users.iter().any(|u| u == user) {
+                    earliest[i] = Some(earliest[i].map_or(t.time, |e| e.min(t.time)));
+                }
+            }
+        }
         for (i, (app, user)) in pairs.iter().enumerate() {
             earliest[i] = earliest[wanted[&(app.as_str(), user.as_str())]];
         }
@@ -441,7 +469,7 @@ impl Engine {
             }
             Record::Trigger(trigger) => {
                 self.timeline.push(
-                    (trigger.time, 0, origin_key(trigger.origin)),
+                    (trigger.time, SOURCE_EVENTS, origin_key(trigger.origin)),
                     TimelineItem::Trigger(Trigger {
                         time: trigger.time,
                         app: trigger.app,
@@ -752,11 +780,22 @@ mod tests {
             app: Option<&str>,
             returns: bool,
         ) -> &mut Self {
+            self.source_event_with_id(secs, user, None, app, returns)
+        }
+
+        fn source_event_with_id(
+            &mut self,
+            secs: i64,
+            user: &str,
+            user_id: Option<&str>,
+            app: Option<&str>,
+            returns: bool,
+        ) -> &mut Self {
             let origin = self.origin(2);
             self.engine.ingest(Record::Trigger(TriggerRecord {
                 time: at(secs),
                 app: app.map(str::to_string),
-                user_id: None,
+                user_id: user_id.map(str::to_string),
                 user_login: Some(user.into()),
                 event: if returns { "enabled" } else { "terminated" }.into(),
                 groups: vec![],
@@ -1156,6 +1195,60 @@ mod tests {
             "the IdP's own leaver"
         );
         assert_eq!(state("c@x"), (crate::judge::EpisodeState::Cancelled, false));
+    }
+
+    /// Okta: the app's operations name the user by the app's login (`rodun`), the lifecycle
+    /// events by the Okta login; both carry the Okta user id. The reactivation cancels the
+    /// episode the deactivation started through the id.
+    #[test]
+    fn a_return_finds_the_episode_by_either_of_the_user_s_keys() {
+        let mut s = Scenario::new();
+        s.source_event_with_id(0, "rita@corp.example", Some("00u1"), None, false);
+        let origin = s.origin(0);
+        s.engine.ingest(Record::Idp(IdpRecord {
+            time: at(2400),
+            correlation_id: Some("c1".into()),
+            operation_id: None,
+            action: "deactivate".into(),
+            stage: Stage::Leaver,
+            app: Some("aws-prod".into()),
+            user_id: Some("00u1".into()),
+            user_login: Some("rodun".into()),
+            target_id: None,
+            status: None,
+            error: None,
+            trigger_time: None,
+            groups: vec![],
+            origin,
+        }));
+        s.gateway(2402, "c1", WriteKind::Disable, 500)
+            .source_event_with_id(3000, "rita@corp.example", Some("00u1"), None, true)
+            .finish();
+        let episode = s.episodes()[0];
+        assert_eq!(episode.initiated_at, at(0), "started by the deactivation");
+        assert_eq!(episode.state, crate::judge::EpisodeState::Cancelled);
+    }
+
+    /// A return waiting in the timeline holds the daemon's overdue page of the episodes it
+    /// may cancel (from its time), as a disable on its way does.
+    #[test]
+    fn a_return_not_yet_seen_may_still_end_an_episode() {
+        let mut s = Scenario::new();
+        s.source_event(0, "c@x", Some("aws-prod"), false)
+            .source_event(0, "d@x", Some("aws-prod"), false)
+            .source_event(600, "c@x", Some("aws-prod"), true)
+            .source_event(650, "E@x", None, true);
+        s.engine.advance(at(1000));
+        assert_eq!(s.engine.open_episodes().len(), 2, "both triggers seen");
+        let pairs = [
+            ("aws-prod".to_string(), "c@x".to_string()),
+            ("aws-prod".to_string(), "d@x".to_string()),
+            ("aws-prod".to_string(), "e@x".to_string()),
+        ];
+        assert_eq!(
+            s.engine.unseen_leavers(&pairs),
+            [Some(at(600)), None, Some(at(650))]
+        );
     }
 
     #[test]

@@ -648,11 +648,19 @@ impl Episodes {
                         }
                     }
                 }
-                // Rare (a re-enable), so the open index is walked rather than kept by user.
+                // The open episodes are walked (bounded by `max_open_episodes`) rather than
+                // indexed by user: a pair is keyed by one of its user's keys, and the trigger
+                // that started it may have matched the other (Okta: the operations name the
+                // app's login, the lifecycle events the Okta login; both carry the user id).
+                // The user matches as the trigger did, by any key.
+                let names_user = |e: &Episode| {
+                    user_keys(e.user_login.as_deref(), e.user_id.as_deref())
+                        .iter()
+                        .any(|k| keys.contains(k))
+                };
                 cancel.extend(
                     self.open_keys
                         .iter()
-                        .filter(|(_, user)| keys.iter().any(|k| k.as_ref() == user))
                         .filter(|key| {
                             self.pairs
                                 .get(*key)
@@ -660,6 +668,7 @@ impl Episodes {
                                 .is_some_and(|e| {
                                     e.initiated_by == APP_LESS_TRIGGER
                                         && e.initiated_at <= trigger.time
+                                        && names_user(e)
                                 })
                         })
                         .cloned(),
