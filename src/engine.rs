@@ -1229,6 +1229,40 @@ mod tests {
         assert_eq!(episode.state, crate::judge::EpisodeState::Cancelled);
     }
 
+    /// A user disabled, then enabled again at the source (a leave of absence): Entra
+    /// re-enables the app's account with an `update`, no joiner. The return is the rehire:
+    /// requests after it are not post-disable activity, and the next leave opens an episode.
+    #[test]
+    fn a_return_after_a_disable_is_a_rehire() {
+        let later = 90 * 86_400;
+        let run = |with_return: bool| {
+            let mut s = Scenario::new();
+            s.trigger(0, "a@x")
+                .idp(100, "c1", Stage::Leaver, "a@x", None)
+                .gateway(101, "c1", WriteKind::Disable, 204)
+                .request(500, "a@x");
+            if with_return {
+                s.source_event(1000, "a@x", None, true);
+            }
+            s.request(1500, "a@x")
+                .trigger(later, "a@x")
+                .idp(later + 60, "c2", Stage::Leaver, "a@x", None)
+                .gateway(later + 61, "c2", WriteKind::Disable, 204)
+                .finish();
+            let post_disable = s
+                .outputs
+                .iter()
+                .filter(|o| matches!(o, Output::PostDisable(_)))
+                .count();
+            let episodes: Vec<Ts> = s.episodes().iter().map(|e| e.initiated_at).collect();
+            (post_disable, episodes)
+        };
+        assert_eq!(run(true), (1, vec![at(0), at(later)]));
+        // Without it, as before: the request after the re-enable is post-disable activity and
+        // the second leave is never measured.
+        assert_eq!(run(false), (2, vec![at(0)]));
+    }
+
     /// A return waiting in the timeline holds the daemon's overdue page of the episodes it
     /// may cancel (from its time), as a disable on its way does.
     #[test]

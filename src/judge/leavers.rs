@@ -694,6 +694,41 @@ impl Episodes {
                 out.push(LeaverEvent::Ended(*episode));
             }
         }
+        self.mark_returned(trigger, keys);
+    }
+
+    /// The user back at the source: for the pairs it speaks of (every app without one), what
+    /// a joiner operation does for a disabled account, a rehire. Entra re-enables an app's
+    /// account with an `update`, which is no joiner: without this the user's next leave
+    /// opened no episode (clarification 15 wants a rehire in between), and every request
+    /// after the return was post-disable activity. The pairs are found through the disabled
+    /// intervals, kept by login.
+    fn mark_returned(&mut self, trigger: &Trigger, keys: &[Cow<'_, str>]) {
+        let Episodes {
+            pairs, disabled, ..
+        } = self;
+        let speaks_of = |app: &str| trigger.app.as_deref().is_none_or(|a| a == app);
+        let rehire = |pair: Option<&mut Pair>| {
+            if let Some(pair) = pair {
+                if pair.open.is_none() && pair.last_closed_at.is_some_and(|t| t <= trigger.time) {
+                    pair.rehired_since_close = true;
+                }
+            }
+        };
+        for key in keys {
+            if let Some(intervals) = disabled.get_mut(key.as_ref()) {
+                for interval in intervals
+                    .iter_mut()
+                    .filter(|i| i.until.is_none() && i.from <= trigger.time && speaks_of(&i.app))
+                {
+                    interval.until = Some(trigger.time);
+                    rehire(pairs.get_mut(&PairRef(&interval.app, key)));
+                }
+            }
+            if let Some(app) = &trigger.app {
+                rehire(pairs.get_mut(&PairRef(app, key)));
+            }
+        }
     }
 
     pub fn on_operation(&mut self, op: &LifecycleOp, out: &mut Vec<LeaverEvent>) {
