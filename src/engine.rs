@@ -1263,6 +1263,41 @@ mod tests {
         assert_eq!(run(false), (2, vec![at(0)]));
     }
 
+    /// A return undoes only what the source did: not an IdP's own leaver (b) or an
+    /// unassignment from the app (c), whose requests after it are still post-disable
+    /// activity; and one logged late, older than the episode, cancels nothing (d).
+    #[test]
+    fn a_return_undoes_only_what_the_source_did() {
+        let mut s = Scenario::new();
+        s.idp(100, "c1", Stage::Leaver, "b@x", None)
+            .gateway(101, "c1", WriteKind::Disable, 204)
+            .source_event(0, "c@x", Some("aws-prod"), false)
+            .idp(100, "c2", Stage::Leaver, "c@x", None)
+            .gateway(101, "c2", WriteKind::Disable, 204)
+            .source_event(1000, "b@x", None, true)
+            .source_event(1000, "c@x", None, true)
+            .request(1500, "b@x")
+            .request(1500, "c@x")
+            .source_event(2000, "d@x", Some("aws-prod"), false)
+            .source_event(1000, "d@x", Some("aws-prod"), true)
+            .finish();
+        let flagged: Vec<&str> = s
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::PostDisable(p) => Some(p.user.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(flagged, ["b@x", "c@x"]);
+        let d = s
+            .episodes()
+            .into_iter()
+            .find(|e| e.user() == "d@x")
+            .unwrap();
+        assert_eq!(d.state, crate::judge::EpisodeState::Open);
+    }
+
     /// A return waiting in the timeline holds the daemon's overdue page of the episodes it
     /// may cancel (from its time), as a disable on its way does.
     #[test]

@@ -125,7 +125,7 @@ fn prometheus_scrapes_the_daemon_and_every_rule_and_dashboard_query_returns_data
     let daemon_port = free_port();
     let config = CONFIG
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{daemon_port}\""))
-        .replace("app = \"/app\"\n\n[slo]", "app = \"/app\"\nprincipal = \"/principal\"\n\n[[source]]\nname = \"hr\"\nrole = \"trigger\"\nformat = \"json\"\npaths = [\"logs/hr.jsonl\"]\n[source.fields]\ntime = \"/at\"\nuser_login = \"/email\"\nevent = \"/event\"\n[source.stages]\nleaver = [\"terminated\"]\n\n[slo]")
+        .replace("app = \"/app\"\n\n[slo]", "app = \"/app\"\nprincipal = \"/principal\"\n\n[[source]]\nname = \"hr\"\nrole = \"trigger\"\nformat = \"json\"\npaths = [\"logs/hr.jsonl\"]\nstale_after_secs = 900\n[source.fields]\ntime = \"/at\"\nuser_login = \"/email\"\nevent = \"/event\"\n[source.stages]\nleaver = [\"terminated\"]\n\n[slo]")
         + "\n[apps]\naliases = { \"jira\" = [], \"wiki\" = [], \"vault\" = [] }\n";
     let setup = Setup::new(&config);
     let daemon = setup.start();
@@ -180,7 +180,8 @@ fn prometheus_scrapes_the_daemon_and_every_rule_and_dashboard_query_returns_data
 
     // Traffic that makes every alert condition true: a joiner outage with expired tokens,
     // a degraded mover stage, a disabled and an overdue high-risk leaver, a disabled user's
-    // request, a hand-made write, and an HR feed that went quiet 20 minutes ago.
+    // request, a hand-made write, and an HR feed that went quiet 20 minutes ago (watched: a
+    // trigger source is never stale unless it sets `stale_after_secs`).
     let t = now();
     let old = scimwatch::time::Ts(scimwatch::daemon::wall_clock().0 - 1_200_000_000);
     line(

@@ -367,6 +367,11 @@ struct Disabled {
     user_id: Option<String>,
     from: Ts,
     until: Option<Ts>,
+    /// Its episode's clock was an app-less trigger's (the user disabled at the source), so
+    /// the user enabled again at the source undoes it; an unassignment from the app is not.
+    /// Absent (false) in checkpoints from before it existed: such an interval stays open.
+    #[serde(default)]
+    by_source: bool,
 }
 
 /// The episode state machine over all (app, user) pairs.
@@ -675,10 +680,16 @@ impl Episodes {
                 );
             }
             Some(app) => {
+                // Not an episode that began after it (a return logged late).
+                let began_before = |pair: &Pair| {
+                    pair.open
+                        .as_deref()
+                        .is_some_and(|e| e.initiated_at <= trigger.time)
+                };
                 if let Some(key) = keys
                     .iter()
                     .map(|k| (app.clone(), k.to_string()))
-                    .find(|key| self.pairs.get(key).is_some_and(|p| p.open.is_some()))
+                    .find(|key| self.pairs.get(key).is_some_and(began_before))
                 {
                     cancel.push(key);
                 }
@@ -697,17 +708,21 @@ impl Episodes {
         self.mark_returned(trigger, keys);
     }
 
-    /// The user back at the source: for the pairs it speaks of (every app without one), what
-    /// a joiner operation does for a disabled account, a rehire. Entra re-enables an app's
-    /// account with an `update`, which is no joiner: without this the user's next leave
-    /// opened no episode (clarification 15 wants a rehire in between), and every request
-    /// after the return was post-disable activity. The pairs are found through the disabled
-    /// intervals, kept by login.
+    /// The user back at the source: for the pairs it speaks of, what a joiner operation does
+    /// for a disabled account, a rehire. Entra re-enables an app's account with an `update`,
+    /// which is no joiner: without this the user's next leave opened no episode
+    /// (clarification 15 wants a rehire in between), and every request after the return was
+    /// post-disable activity. With an app, that app's; without, the apps the source's own
+    /// disable took the user out of (an unassignment from an app is not undone by enabling
+    /// the user). The pairs are found through the disabled intervals, kept by login.
     fn mark_returned(&mut self, trigger: &Trigger, keys: &[Cow<'_, str>]) {
         let Episodes {
             pairs, disabled, ..
         } = self;
-        let speaks_of = |app: &str| trigger.app.as_deref().is_none_or(|a| a == app);
+        let speaks_of = |interval: &Disabled| match trigger.app.as_deref() {
+            Some(app) => interval.app == app,
+            None => interval.by_source,
+        };
         let rehire = |pair: Option<&mut Pair>| {
             if let Some(pair) = pair {
                 if pair.open.is_none() && pair.last_closed_at.is_some_and(|t| t <= trigger.time) {
@@ -719,7 +734,7 @@ impl Episodes {
             if let Some(intervals) = disabled.get_mut(key.as_ref()) {
                 for interval in intervals
                     .iter_mut()
-                    .filter(|i| i.until.is_none() && i.from <= trigger.time && speaks_of(&i.app))
+                    .filter(|i| i.until.is_none() && i.from <= trigger.time && speaks_of(i))
                 {
                     interval.until = Some(trigger.time);
                     rehire(pairs.get_mut(&PairRef(&interval.app, key)));
@@ -890,6 +905,7 @@ impl Episodes {
                     user_id: episode.user_id.clone(),
                     from: disabled_at,
                     until: None,
+                    by_source: episode.initiated_by == APP_LESS_TRIGGER,
                 },
             );
         }
