@@ -567,3 +567,63 @@ fn a_memory_cap_s_evictions_are_counted_and_warned_about_once_a_minute() {
     let log = setup.daemon_log();
     assert_eq!(log.matches("Memory cap reached").count(), 1, "{log}");
 }
+
+/// `run` on Entra's provisioning log, its audit log as the trigger source and Envoy's access
+/// log (the vendor fixture): the leaver rows it commits are `replay`'s, the audit log's
+/// "Disable account" starting ada's clock 39 minutes before Entra's cycle disabled her.
+#[test]
+fn the_daemon_times_leavers_from_entra_s_audit_log_as_replay_does() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vendors/entra");
+    let config = std::fs::read_to_string(fixture.join("with-audit.toml"))
+        .unwrap()
+        .replace("paths = [\"", "paths = [\"logs/");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"data\"\n[pipeline]\npoll_interval_ms = 50\ncheckpoint_interval_secs = 1\n{config}"
+    );
+    let setup = Setup::new(&config);
+    for file in ["provisioning.jsonl", "audit.jsonl", "envoy-access.log"] {
+        std::fs::copy(fixture.join(file), setup.path(&format!("logs/{file}"))).unwrap();
+    }
+    let replayed = setup.path("replayed");
+    let output = common::run(&[
+        "replay",
+        "--config",
+        setup.config().to_str().unwrap(),
+        "--parquet",
+        replayed.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = |r: &scimwatch::audit::schema::LeaverRow| {
+        (
+            r.app.clone(),
+            r.user_login.clone(),
+            r.initiated_at,
+            r.disabled_at,
+            r.met_slo,
+            r.state.clone(),
+        )
+    };
+    let mut want: Vec<_> = common::daemon::read_dir_leavers(&replayed.join("leavers"))
+        .iter()
+        .map(key)
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 2, "{want:?}");
+    let ada = want
+        .iter()
+        .find(|k| k.1.as_deref() == Some("ada@corp.example"))
+        .unwrap();
+    assert!(!ada.4, "ada's 2,332 s broke acme's 15 minutes");
+
+    let daemon = setup.start();
+    common::wait_until(SETTLE, || setup.leavers().len() >= want.len());
+    assert_eq!(daemon.stop(), Some(0));
+    let mut got: Vec<_> = setup.leavers().iter().map(key).collect();
+    got.sort();
+    assert_eq!(got, want, "{}", setup.daemon_log());
+}
