@@ -137,20 +137,7 @@ fn kill_9_while_appending_and_rotating_loses_and_duplicates_nothing() {
 
     // What replay writes for the same files.
     let replayed = setup.path("replayed");
-    let output = common::run(&[
-        "replay",
-        "--config",
-        setup.config().to_str().unwrap(),
-        "--format",
-        "json",
-        "--parquet",
-        replayed.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::daemon::replay_into(&setup.config(), &replayed);
     let expected_ops: Vec<OperationRow> =
         common::daemon::read_dir_rows(&replayed.join("operations"));
     let expected_leavers: Vec<LeaverRow> =

@@ -586,18 +586,7 @@ fn the_daemon_times_leavers_from_entra_s_audit_log_as_replay_does() {
         std::fs::copy(fixture.join(file), setup.path(&format!("logs/{file}"))).unwrap();
     }
     let replayed = setup.path("replayed");
-    let output = common::run(&[
-        "replay",
-        "--config",
-        setup.config().to_str().unwrap(),
-        "--parquet",
-        replayed.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::daemon::replay_into(&setup.config(), &replayed);
     let key = |r: &scimwatch::audit::schema::LeaverRow| {
         (
             r.app.clone(),

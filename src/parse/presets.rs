@@ -84,6 +84,18 @@ const GENERIC_STATUS: &[(IdpStatus, &[&str])] = &[
     (IdpStatus::Skipped, &["skipped", "skip"]),
 ];
 
+/// Where an Okta System Log event names the app and the user: the app's own login first (what
+/// the app's operations and its user name joins know), the Okta login after it.
+const OKTA_APP: &[&str] = &[
+    "/target[type=AppInstance]/alternateId",
+    "/target[type=AppInstance]/displayName",
+];
+const OKTA_USER_LOGIN: &[&str] = &[
+    "/target[type=AppUser]/alternateId",
+    "/target[type=User]/alternateId",
+];
+const OKTA_USER_ID: &[&str] = &["/target[type=User]/id"];
+
 /// Okta System Log events that start a leaver clock at the source of truth.
 const OKTA_LIFECYCLE_TRIGGERS: &[&str] = &[
     "user.lifecycle.deactivate",
@@ -165,21 +177,9 @@ pub const PRESETS: &[Preset] = &[
             ("action", &["/eventType"]),
             ("status", &["/outcome/result"]),
             ("error", &["/outcome/reason"]),
-            (
-                "app",
-                &[
-                    "/target[type=AppInstance]/alternateId",
-                    "/target[type=AppInstance]/displayName",
-                ],
-            ),
-            (
-                "user_login",
-                &[
-                    "/target[type=AppUser]/alternateId",
-                    "/target[type=User]/alternateId",
-                ],
-            ),
-            ("user_id", &["/target[type=User]/id"]),
+            ("app", OKTA_APP),
+            ("user_login", OKTA_USER_LOGIN),
+            ("user_id", OKTA_USER_ID),
         ],
         stages: &[
             (
@@ -328,23 +328,11 @@ pub const PRESETS: &[Preset] = &[
             ("time", &["/published"]),
             ("event", &["/eventType"]),
             ("status", &["/outcome/result"]),
-            (
-                "app",
-                &[
-                    "/target[type=AppInstance]/alternateId",
-                    "/target[type=AppInstance]/displayName",
-                ],
-            ),
-            // The app's login first, as the IdP preset reads it: an unassignment opens the
-            // (app, AppUser login) pair that the app's operations name.
-            (
-                "user_login",
-                &[
-                    "/target[type=AppUser]/alternateId",
-                    "/target[type=User]/alternateId",
-                ],
-            ),
-            ("user_id", &["/target[type=User]/id"]),
+            // As the IdP preset reads them: an unassignment opens the (app, AppUser login)
+            // pair that the app's operations name.
+            ("app", OKTA_APP),
+            ("user_login", OKTA_USER_LOGIN),
+            ("user_id", OKTA_USER_ID),
         ],
         stages: &[
             (Stage::Leaver, OKTA_LIFECYCLE_TRIGGERS),

@@ -227,6 +227,24 @@ pub fn by_cid(rows: &[OperationRow]) -> std::collections::BTreeMap<String, Vec<S
     map
 }
 
+/// `replay --parquet DIR` of a config: a reference store for what the daemon commits.
+pub fn replay_into(config: &Path, dir: &Path) {
+    let output = super::run(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        "json",
+        "--parquet",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Every operation row of a table directory (`…/operations`).
 pub fn read_dir_rows(dir: &Path) -> Vec<OperationRow> {
     rows(dir, read_operations)
