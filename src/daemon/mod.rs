@@ -764,9 +764,6 @@ impl Pipeline {
         }
     }
 
-    /// Counts, lists and logs the open leavers, and notes the overdue high-risk ones for the
-    /// alert conditions. Only when the views are due: walking every open episode on every pass
-    /// was most of a busy daemon's time; the gauges keep their values in between.
     /// A source's SourceStale threshold in seconds (0: never).
     fn stale_after_secs(&self, source: &str) -> u64 {
         let default = self.config.alerting.stale_after_secs;
@@ -777,6 +774,9 @@ impl Pipeline {
             .map_or(default, |s| s.stale_after(default))
     }
 
+    /// Counts, lists and logs the open leavers, and notes the overdue high-risk ones for the
+    /// alert conditions. Only when the views are due: walking every open episode on every pass
+    /// was most of a busy daemon's time; the gauges keep their values in between.
     fn refresh_leaver_views(&mut self, clock: Ts) {
         // An episode past its deadline is overdue once nothing that could still close it in
         // time is on its way: a disable that succeeded before the deadline reaches the episode

@@ -640,7 +640,8 @@ impl Episodes {
     /// triggers are dropped (else one from a disable undone within a provisioning cycle, with
     /// no SCIM call, would start the clock of a leaver months later: a false breach), and
     /// the open episodes they started are cancelled; with an app, that pair's open episode is
-    /// cancelled, as a joiner operation for it would. Cancelled: no latency, no breach.
+    /// cancelled if it began before the return, as a joiner operation for it would be.
+    /// Cancelled: no latency, no breach. Then [`Episodes::mark_returned`].
     fn on_return(&mut self, trigger: &Trigger, keys: &[Cow<'_, str>], out: &mut Vec<LeaverEvent>) {
         let mut cancel: Vec<(String, String)> = Vec::new();
         match &trigger.app {

@@ -487,7 +487,9 @@ pub fn resolve_source(
         ));
     }
     // Stages: preset lists, each replaced by the user's list for that stage. `trigger` (IdP
-    // sources) lists actions that are leaver triggers at the source of truth.
+    // sources) lists actions that are leaver triggers at the source of truth, and `return`
+    // those that stop them (the user enabled again); a trigger source's `joiner` events are
+    // its returns.
     let mut stages: Vec<(String, Stage)> = Vec::new();
     let mut triggers: Vec<String> = Vec::new();
     let mut returns: Vec<String> = Vec::new();
