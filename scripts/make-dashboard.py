@@ -62,7 +62,8 @@ y += 8
 row("Pipeline health")
 panel("timeseries", "Lines read per second", [("sum by (source) (rate(scimwatch_lines_total[$__rate_interval]))", "{{source}}")], w=5, unit="reqps")
 panel("timeseries", "Lines set aside (1h)", [("sum by (source, reason) (increase(scimwatch_parse_errors_total[1h]))", "{{source}} {{reason}}")], w=5, x=5)
-panel("timeseries", "Source staleness", [("time() - scimwatch_source_last_event_timestamp_seconds", "{{source}}")], w=5, x=10, unit="s")
+# Sources set never to be stale (a trigger feed, by default) would climb for hours and squash the rest.
+panel("timeseries", "Source staleness", [("time() - scimwatch_source_last_event_timestamp_seconds unless on(source, job, instance) scimwatch_source_stale_after_seconds == 0", "{{source}}")], w=5, x=10, unit="s")
 panel("timeseries", "Join backlog", [("scimwatch_join_pending", "pending")], w=3, x=15)
 panel("timeseries", "Notifications (1h)", [("sum by (channel, result) (increase(scimwatch_notifications_total[1h]))", "{{channel}} {{result}}")], w=3, x=18)
 panel("timeseries", "Parquet rows (1h)", [("sum by (table) (increase(scimwatch_parquet_rows_total[1h]))", "{{table}}")], w=3, x=21)

@@ -782,6 +782,10 @@ impl Config {
             if source.max_line_bytes < 64 {
                 return Err(err(key("max_line_bytes"), "must be at least 64".into()));
             }
+            // As `alerting.stale_after_secs`; 0 is allowed here: never stale.
+            if let Some(secs) = source.stale_after_secs {
+                at_most(&key("stale_after_secs"), secs, 30 * 86_400)?;
+            }
             for pattern in &source.paths {
                 glob::Pattern::new(pattern)
                     .map_err(|e| err(key("paths"), format!("{pattern:?} is not a glob: {e}")))?;

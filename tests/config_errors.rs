@@ -602,3 +602,22 @@ fn replay_refuses_a_file_flag_that_fits_two_sources() {
     );
     assert!(!store.exists(), "the store was touched");
 }
+
+/// A source's own SourceStale threshold is held to the alerting one's bound, named with its
+/// source; 0 (never) is allowed.
+#[test]
+fn a_source_s_stale_threshold_is_bounded() {
+    let text = GOOD.replace(
+        "paths = [\"gw.log*\"]",
+        "paths = [\"gw.log*\"]\nstale_after_secs = 99999999",
+    );
+    let (code, _, stderr) = check(&text);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("source[1].stale_after_secs") && stderr.contains("2592000"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = check(&text.replace("99999999", "0"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("never stale"), "{stdout}");
+}
