@@ -68,6 +68,26 @@ fn okta_joins_on_the_app_user_login_and_its_lifecycle_events_start_the_clock() {
     assert_eq!(r["unattributed"], 0);
 }
 
+/// The same Okta logs with a stream of Okta lifecycle events as a trigger source: returns at
+/// the source undo what the source started (the stream's failed deactivation of sam reads
+/// without error; that it starts no clock is `parse::tests`').
+#[test]
+fn okta_lifecycle_returns_cancel_and_rehire() {
+    let plain = vendor("okta");
+    let r = replay_json(&fixture("vendors/okta/with-lifecycle.toml"), &[]);
+    assert_eq!(r["stages"], plain["stages"], "operations are judged alike");
+    // zoe, unassigned at 11:30 (open in the plain run), assigned again at 11:45: cancelled.
+    assert_eq!(plain["leavers"]["open"], 1);
+    assert_eq!(r["leavers"]["open"], 0);
+    assert_eq!(r["leavers"]["cancelled"], 1);
+    assert_eq!(r["leavers"]["disabled"], 1);
+    // rita, deactivated at 10:00 and disabled in acme at 10:05, reactivated at the source at
+    // 10:10: her 10:20 request is hers again, not post-disable activity.
+    assert_eq!(plain["post_disable_activity"].as_array().unwrap().len(), 1);
+    assert_eq!(r["post_disable_activity"], json!([]));
+    assert_eq!(r["parse_errors"]["okta-lifecycle"], 0);
+}
+
 #[test]
 fn entra_joins_on_the_target_identity_and_reads_both_of_its_log_shapes() {
     let r = vendor("entra");
