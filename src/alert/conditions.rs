@@ -854,6 +854,7 @@ mod tests {
                 state: EpisodeState::Open,
                 initiated_by: "deactivate".into(),
                 known_as: String::new(),
+                by_source: false,
             });
         }
         assert!(w.eval(900).is_empty(), "due, not yet overdue");

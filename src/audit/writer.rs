@@ -282,6 +282,8 @@ pub fn open_episode(row: &LeaverRow) -> Episode {
         state: EpisodeState::Open,
         initiated_by: "an earlier replay".into(),
         known_as: String::new(),
+        // The store does not keep what started it: a return in these logs leaves it alone.
+        by_source: false,
     }
 }
 

@@ -1113,6 +1113,7 @@ mod tests {
                 state: crate::judge::EpisodeState::Open,
                 initiated_by: "deactivate".into(),
                 known_as: String::new(),
+                by_source: false,
             }
         };
         let open = [

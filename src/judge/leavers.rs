@@ -47,6 +47,11 @@ pub struct Episode {
     /// the account was still live). Empty in checkpoints from before it was kept.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub known_as: String,
+    /// Its clock is an app-less trigger's (the user disabled at the source of truth): the
+    /// user enabled again there cancels it, or ends its disable. False in checkpoints from
+    /// before it was kept (such an episode is left to the IdP's operations).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_source: bool,
 }
 
 impl Episode {
@@ -631,6 +636,7 @@ impl Episodes {
                 .or(trigger.user_id.as_deref())
                 .unwrap_or("")
                 .to_string(),
+            by_source: false,
         }));
         self.open_keys.insert(pair_key);
     }
@@ -672,9 +678,7 @@ impl Episodes {
                                 .get(*key)
                                 .and_then(|pair| pair.open.as_deref())
                                 .is_some_and(|e| {
-                                    e.initiated_by == APP_LESS_TRIGGER
-                                        && e.initiated_at <= trigger.time
-                                        && names_user(e)
+                                    e.by_source && e.initiated_at <= trigger.time && names_user(e)
                                 })
                         })
                         .cloned(),
@@ -830,10 +834,12 @@ impl Episodes {
                 .min();
             let mut initiated_at = op.time;
             let mut initiated_by = op.action().to_string();
+            let mut by_source = false;
             for candidate in [trigger, op.trigger_time].into_iter().flatten() {
                 if candidate < initiated_at {
                     initiated_at = candidate;
-                    initiated_by = if Some(candidate) == trigger {
+                    by_source = Some(candidate) == trigger;
+                    initiated_by = if by_source {
                         APP_LESS_TRIGGER.into()
                     } else {
                         "trigger_time".into()
@@ -859,6 +865,7 @@ impl Episodes {
                 state: EpisodeState::Open,
                 initiated_by,
                 known_as: op.user_login().or(op.user_id()).unwrap_or("").to_string(),
+                by_source,
             }));
         }
         let Some(episode) = pair.open.as_mut() else {
@@ -906,7 +913,7 @@ impl Episodes {
                     user_id: episode.user_id.clone(),
                     from: disabled_at,
                     until: None,
-                    by_source: episode.initiated_by == APP_LESS_TRIGGER,
+                    by_source: episode.by_source,
                 },
             );
         }
