@@ -351,11 +351,9 @@ impl Engine {
                 .flatten()
                 .map(crate::model::fold_case)
                 .collect();
+            let return_app = t.app.as_deref().map(crate::model::fold_case);
             for (&(app, user), &i) in &wanted {
-                let app_matches = t
-                    .app
-                    .as_deref()
-                    .is_none_or(|a| crate::model::fold_case(a) == app);
+                let app_matches = return_app.as_deref().is_none_or(|a| a == app);
                 if app_matches && users.iter().any(|u| u == user) {
                     earliest[i] = Some(earliest[i].map_or(t.time, |e| e.min(t.time)));
                 }

@@ -122,6 +122,9 @@ pub struct Pipeline {
     /// Since when each source (by parser index) has been watched, kept across restarts: a
     /// source with no line yet is silent since then.
     watched_since: Vec<Ts>,
+    /// Each source's SourceStale threshold in seconds (by parser index; 0: never), from the
+    /// config.
+    stale_after: Vec<u64>,
     /// Joins and episodes evicted since the last "Memory cap reached" warning, and when that was.
     unwarned_evictions: (u64, u64),
     last_eviction_warning: Option<Instant>,
@@ -218,6 +221,11 @@ impl Pipeline {
         };
         let alerts = checkpoint::load_alerts(&data_dir)?;
         let source_names = names.clone();
+        let stale_after: Vec<u64> = config
+            .sources
+            .iter()
+            .map(|s| s.stale_after(config.alerting.stale_after_secs))
+            .collect();
         let prefix = format!(
             "{}-{}-{}",
             checkpoint::FILE_PREFIX,
@@ -280,6 +288,7 @@ impl Pipeline {
                 .iter()
                 .map(|n| watched_since.get(n).copied().unwrap_or_else(wall_clock))
                 .collect(),
+            stale_after,
             unwarned_evictions: (0, 0),
             last_eviction_warning: None,
             windows,
@@ -764,16 +773,6 @@ impl Pipeline {
         }
     }
 
-    /// A source's SourceStale threshold in seconds (0: never).
-    fn stale_after_secs(&self, source: &str) -> u64 {
-        let default = self.config.alerting.stale_after_secs;
-        self.config
-            .sources
-            .iter()
-            .find(|s| s.name == source)
-            .map_or(default, |s| s.stale_after(default))
-    }
-
     /// Counts, lists and logs the open leavers, and notes the overdue high-risk ones for the
     /// alert conditions. Only when the views are due: walking every open episode on every pass
     /// was most of a busy daemon's time; the gauges keep their values in between.
@@ -909,11 +908,10 @@ impl Pipeline {
                 .source_last_event
                 .get_or_create(&labels)
                 .set(last.0 as f64 / 1e6);
-            let stale_after = self.stale_after_secs(name);
             self.metrics
                 .source_stale_after
                 .get_or_create(&labels)
-                .set(i64::try_from(stale_after).unwrap_or(i64::MAX));
+                .set(self.stale_after[index] as i64);
         }
         let slo = &self.config.slo;
         self.windows.prune(clock);
@@ -964,12 +962,12 @@ impl Pipeline {
         let sources: Vec<Freshness> = self
             .parsers
             .iter()
-            .zip(&self.watched_since)
-            .map(|(p, since)| Freshness {
+            .zip(self.watched_since.iter().zip(&self.stale_after))
+            .map(|(p, (since, &stale_after_secs))| Freshness {
                 source: p.name.as_str(),
                 last_event: self.stats.sources.get(&p.name).and_then(|s| s.last_event),
                 watched_since: *since,
-                stale_after_secs: self.stale_after_secs(&p.name),
+                stale_after_secs,
             })
             .collect();
         let keep = crate::alert::conditions::evidence_horizon_secs(slo, alerting);

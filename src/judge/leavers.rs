@@ -236,6 +236,23 @@ impl From<LifecycleOp> for LifecycleOpFields {
     }
 }
 
+/// Ends a pair's open episode as cancelled (no latency, no breach), out of the open index:
+/// whether it had one.
+fn cancel_open(
+    pair: &mut Pair,
+    key: &(String, String),
+    open_keys: &mut BTreeSet<(String, String)>,
+    out: &mut Vec<LeaverEvent>,
+) -> bool {
+    let Some(mut episode) = pair.open.take() else {
+        return false;
+    };
+    episode.state = EpisodeState::Cancelled;
+    open_keys.remove(key);
+    out.push(LeaverEvent::Ended(*episode));
+    true
+}
+
 /// What an episode's `initiated_by` says when an app-less trigger started its clock.
 const APP_LESS_TRIGGER: &str = "trigger";
 
@@ -701,13 +718,8 @@ impl Episodes {
             }
         }
         for key in cancel {
-            let Some(pair) = self.pairs.get_mut(&key) else {
-                continue;
-            };
-            if let Some(mut episode) = pair.open.take() {
-                episode.state = EpisodeState::Cancelled;
-                self.open_keys.remove(&key);
-                out.push(LeaverEvent::Ended(*episode));
+            if let Some(pair) = self.pairs.get_mut(&key) {
+                cancel_open(pair, &key, &mut self.open_keys, out);
             }
         }
         self.mark_returned(trigger, keys);
@@ -784,12 +796,9 @@ impl Episodes {
         let Some(pair) = self.pairs.get_mut(pair_key) else {
             return;
         };
-        if let Some(mut episode) = pair.open.take() {
-            episode.state = EpisodeState::Cancelled;
-            self.open_keys.remove(pair_key);
+        if cancel_open(pair, pair_key, &mut self.open_keys, out) {
             pair.last_closed_at = None;
             pair.rehired_since_close = false;
-            out.push(LeaverEvent::Ended(*episode));
         } else if pair.last_closed_at.is_some() && !pair.rehired_since_close {
             // A rehire: the account is live again from here, and a new leaver starts afresh.
             pair.rehired_since_close = true;

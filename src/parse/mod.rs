@@ -346,6 +346,10 @@ pub struct LineParser {
     minutes: crate::time::MinuteCache,
 }
 
+/// What `[source.stages]` may name.
+const STAGE_KEYS: &str =
+    "stages are joiner, mover, leaver (and trigger and return for an idp source)";
+
 /// Resolves a source's config into a parser, or names the offending key and what is wrong.
 pub fn resolve_source(
     source: &SourceConfig,
@@ -497,25 +501,20 @@ pub fn resolve_source(
         if source.role == Role::Gateway {
             return Err((format!("stages.{key}"), "gateway records take their stage from the request; stages are for idp and trigger sources".into()));
         }
-        let stage =
-            match key.as_str() {
-                "joiner" => Stage::Joiner,
-                "mover" => Stage::Mover,
-                "leaver" => Stage::Leaver,
-                "trigger" if source.role == Role::Idp => {
-                    triggers.extend(values.iter().map(|v| v.to_ascii_lowercase()));
-                    continue;
-                }
-                "return" if source.role == Role::Idp => {
-                    returns.extend(values.iter().map(|v| v.to_ascii_lowercase()));
-                    continue;
-                }
-                other => return Err((
-                    format!("stages.{other}"),
-                    "stages are joiner, mover, leaver (and trigger and return for an idp source)"
-                        .into(),
-                )),
-            };
+        let stage = match key.as_str() {
+            "joiner" => Stage::Joiner,
+            "mover" => Stage::Mover,
+            "leaver" => Stage::Leaver,
+            "trigger" if source.role == Role::Idp => {
+                triggers.extend(values.iter().map(|v| v.to_ascii_lowercase()));
+                continue;
+            }
+            "return" if source.role == Role::Idp => {
+                returns.extend(values.iter().map(|v| v.to_ascii_lowercase()));
+                continue;
+            }
+            other => return Err((format!("stages.{other}"), STAGE_KEYS.into())),
+        };
         if source.role == Role::Trigger && stage == Stage::Mover {
             return Err((
                 format!("stages.{key}"),
