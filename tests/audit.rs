@@ -8,7 +8,7 @@ use common::{bin, fixture, replay_json, run};
 use scimwatch::audit::export::{read_leavers, read_operations};
 use scimwatch::audit::schema::{operations_columns, OperationRow, Table};
 use scimwatch::audit::writer::write_file;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -176,7 +176,7 @@ fn replay_writes_both_tables_partitioned_by_date_and_our_reader_reads_them_back(
         .unwrap();
     assert_eq!(
         (dave.state.as_str(), dave.met_slo, dave.disabled_at),
-        ("open", false, None)
+        ("open", Some(false), None)
     );
 }
 
@@ -197,7 +197,7 @@ fn duckdb_reads_both_tables_with_utc_timestamps_and_the_reports_numbers() {
         ),
         (
             "leavers",
-            &["initiated_at", "first_attempt_at", "disabled_at"][..],
+            &["initiated_at", "first_attempt_at", "disabled_at", "as_of"][..],
         ),
     ] {
         for column in columns {
@@ -248,10 +248,42 @@ fn duckdb_reads_both_tables_with_utc_timestamps_and_the_reports_numbers() {
         .unwrap();
     assert_eq!(bob["latency_seconds"], 1320.0);
     assert_eq!(bob["met_slo"], false);
+    // Where the clock started and which operation's 2xx stopped it; a closed row's state is
+    // final, so it has no as_of.
     assert_eq!(
-        bob["correlation_ids"],
-        serde_json::json!(["l-bob-1", "l-bob-2"])
+        (
+            &bob["clock_start"],
+            &bob["initiated_by"],
+            &bob["disabled_by"],
+            &bob["as_of"]
+        ),
+        (
+            &json!("operation"),
+            &json!("deactivate"),
+            &json!("l-bob-2"),
+            &Value::Null
+        )
     );
+    assert_eq!(read["leavers"]["types"]["clock_start"], "VARCHAR");
+    // dave, still open past his deadline at the replay's end: judged at its as_of.
+    let dave = read["leaver_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user"] == "dave@corp.example")
+        .unwrap();
+    assert_eq!(
+        (&dave["state"], &dave["met_slo"]),
+        (&json!("open"), &json!(false))
+    );
+    // DuckDB prints the report's `as_of` (whole seconds here) its own way.
+    let as_of = report["as_of"].as_str().unwrap();
+    assert_eq!(
+        dave["as_of"],
+        as_of.replace('T', " ").replace('Z', "+00:00"),
+        "{as_of}"
+    );
+    assert_eq!(bob["correlation_ids"], json!(["l-bob-1", "l-bob-2"]));
 }
 
 #[test]
@@ -652,7 +684,7 @@ fn an_export_is_byte_identical_when_repeated_and_its_manifest_adds_up() {
         serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["files"]["operations"]["rows"], 24);
     assert_eq!(manifest["files"]["leavers"]["rows"], 7);
-    assert_eq!(manifest["schema_version"], "1");
+    assert_eq!(manifest["schema_version"], "2");
     assert_eq!(manifest["time_range"]["from"], "2026-07-01T09:00:00Z");
     assert_eq!(manifest["summary"]["stages"]["leaver"]["succeeded"], 6);
     assert_eq!(manifest["summary"]["leavers"]["breaches"], 3);
@@ -900,7 +932,8 @@ fn a_replay_appended_to_a_store_carries_on_with_the_leavers_it_left_open() {
     assert_eq!(first["leavers"]["open"], 1, "{first:#}");
     let rows = store_leavers(&store);
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].state.as_str(), rows[0].met_slo), ("open", true));
+    // Open and inside its deadline at the replay's end: not judged yet (met_slo null).
+    assert_eq!((rows[0].state.as_str(), rows[0].met_slo), ("open", None));
     replay(
         &write("b-idp.jsonl", &idp_b),
         &write("b-gw.log", &gw_b),
@@ -1284,4 +1317,126 @@ fn a_parquet_write_that_fails_on_any_thread_fails_the_replay_and_names_the_path(
         assert!(output.stdout.is_empty(), "no report after a failed write");
         assert!(parquet_files(&data).is_empty(), "--threads {threads}");
     }
+}
+
+/// `replay --append` carries on with an episode the store holds as open, and with what
+/// started its clock. ada, disabled in Entra (its audit log is a trigger source), gets a
+/// disable in acme the target never answered, so her episode is open, timed from Entra, when
+/// the first replay ends; the second replay's logs hold only Entra enabling her again. As
+/// one replay of all the logs says, that cancels the episode: before the store kept
+/// `clock_start` (schema version 2), the carried-over episode could not tell a return at
+/// the source had anything to do with it, and stayed open (a breach in every later pack).
+#[test]
+fn an_appended_replay_knows_what_started_a_carried_over_clock() {
+    let fixture = fixture("vendors/entra");
+    let read = |name: &str| std::fs::read_to_string(fixture.join(name)).unwrap();
+    let line = |name: &str, needle: &str| {
+        read(name)
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .to_string()
+    };
+    let disabled = line("audit.jsonl", "Directory_7f1c0d2a_A1");
+    let enabled = disabled
+        .replace("Directory_7f1c0d2a_A1", "Directory_7f1c0d2a_A9")
+        .replace("Disable account", "Enable account")
+        .replace("08:51:10", "09:40:00")
+        .replace("[false]", "[true]");
+    let ada_s_disable = line("provisioning.jsonl", "\"changeId\":\"ch-dis\"");
+    let dir = tempfile::tempdir().unwrap();
+    let part = |name: &str, audit: &[&str], provisioning: &[&str]| {
+        let at = dir.path().join(name);
+        std::fs::create_dir(&at).unwrap();
+        std::fs::copy(fixture.join("with-audit.toml"), at.join("scimwatch.toml")).unwrap();
+        let lines = |lines: &[&str]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        std::fs::write(at.join("audit.jsonl"), lines(audit)).unwrap();
+        std::fs::write(at.join("provisioning.jsonl"), lines(provisioning)).unwrap();
+        // The target never answers ada's disable: unconfirmed, her episode stays open.
+        std::fs::write(at.join("envoy-access.log"), "").unwrap();
+        at.join("scimwatch.toml")
+    };
+    let first = part("first", &[&disabled], &[&ada_s_disable]);
+    let second = part("second", &[&enabled], &[]);
+    let whole = part("whole", &[&disabled, &enabled], &[&ada_s_disable]);
+
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let report = replay_json(&first, &["--parquet", store_arg]);
+    assert_eq!(report["leavers"]["open"], 1, "{report:#}");
+    let rows = store_leavers(&store);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            rows[0].state.as_str(),
+            rows[0].clock_start.as_deref(),
+            rows[0].initiated_by.as_deref(),
+            rows[0].initiated_at
+        ),
+        (
+            "open",
+            Some("user_trigger"),
+            Some("trigger"),
+            ts("2026-07-01T08:51:10Z")
+        )
+    );
+    // Open 38m50s at the replay's end (09:30:00.87): past acme's 15 minutes, judged so.
+    assert_eq!(rows[0].met_slo, Some(false));
+    assert_eq!(rows[0].as_of, Some(ts("2026-07-01T09:30:00.869547Z")));
+
+    let report = replay_json(&second, &["--parquet", store_arg, "--append"]);
+    assert_eq!(report["leavers"]["open"], 0, "{report:#}");
+    let mut states: Vec<String> = store_leavers(&store).into_iter().map(|r| r.state).collect();
+    states.sort();
+    assert_eq!(states, ["cancelled", "open"]);
+
+    let once = dir.path().join("once");
+    let report = replay_json(&whole, &["--parquet", once.to_str().unwrap()]);
+    assert_eq!(report["leavers"]["open"], 0, "{report:#}");
+    let rows = store_leavers(&once);
+    assert_eq!(
+        rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(),
+        ["cancelled"]
+    );
+}
+
+fn ts(text: &str) -> i64 {
+    scimwatch::time::parse_time(text, scimwatch::time::TimeFormat::Rfc3339)
+        .unwrap()
+        .0
+}
+
+/// A leavers row that contradicts itself is caught by `verify` even when the pack was
+/// exported from it, manifest and all (QA helper-30: a store row's `met_slo` set to true
+/// beside a latency of 1,320 s and a deadline of 900 s gave a pack with one breach fewer, and
+/// `verify` said it was fine).
+#[test]
+fn verify_catches_a_leaver_row_that_contradicts_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    replay_to_parquet(&data);
+    let file = parquet_files(&data)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("/leavers/"))
+        .unwrap();
+    let mut rows = read_leavers(&file).unwrap();
+    let bob = rows
+        .iter_mut()
+        .find(|r| r.user_login.as_deref() == Some("bob@corp.example"))
+        .unwrap();
+    assert_eq!(bob.met_slo, Some(false));
+    bob.met_slo = Some(true);
+    let batch = scimwatch::audit::schema::leavers_columns(&rows).unwrap();
+    write_file(&file, Table::Leavers, &batch).unwrap();
+    let pack = dir.path().join("pack");
+    assert!(export(&data, &pack).status.success());
+    let output = run(&["export", "--verify", pack.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "(aws-prod bob@corp.example): met_slo true, but 1320 s against a deadline of 900 s"
+        ),
+        "{out}"
+    );
 }

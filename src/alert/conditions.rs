@@ -855,6 +855,8 @@ mod tests {
                 initiated_by: "deactivate".into(),
                 known_as: String::new(),
                 by_source: false,
+                started_by: crate::judge::ClockStart::Operation,
+                disabled_by: None,
             });
         }
         assert!(w.eval(900).is_empty(), "due, not yet overdue");

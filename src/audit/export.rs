@@ -134,7 +134,7 @@ fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
     // the deadline (an open episode only goes from in time to breached); else any.
     let rank = |row: &LeaverRow| match (row.state.as_str(), row.met_slo) {
         ("disabled" | "cancelled", _) => 0u8,
-        (_, false) => 1,
+        (_, Some(false)) => 1,
         _ => 2,
     };
     rows.sort_by(|a, b| {
@@ -330,8 +330,11 @@ fn summarize(
             episodes: leavers.len() as u64,
             disabled: leavers.iter().filter(|r| r.state == "disabled").count() as u64,
             open: Some(leavers.iter().filter(|r| r.state == "open").count() as u64),
-            breaches: leavers.iter().filter(|r| !r.met_slo).count() as u64,
-            high_risk_breaches: leavers.iter().filter(|r| !r.met_slo && r.high_risk).count() as u64,
+            breaches: leavers.iter().filter(|r| r.met_slo == Some(false)).count() as u64,
+            high_risk_breaches: leavers
+                .iter()
+                .filter(|r| r.met_slo == Some(false) && r.high_risk)
+                .count() as u64,
             latency_resolution_ms: Some(resolution_ms),
             latency_seconds_p50: latency.quantile(0.5),
             latency_seconds_p95: latency.quantile(0.95),
@@ -593,6 +596,7 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
             }
         }
     }
+    problems.extend(contradictions(&leavers));
     let span = time_range(&operations, &leavers);
     if span != manifest.time_range {
         problems.push(format!(
@@ -621,6 +625,85 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
     differences("summary", &worked_out, &said, &mut problems);
     Ok(problems)
 }
+
+/// The `leavers` rows that contradict themselves: a latency that is not `disabled_at −
+/// initiated_at`, a state that does not fit `disabled_at`, or a `met_slo` that is not what the
+/// latency, the deadline and (for an open episode) `as_of` say. A row edited to hide a breach
+/// and its manifest figures changed to match are caught here. One line per row, and at most
+/// [`CONTRADICTIONS_SHOWN`] of them, then a count.
+fn contradictions(leavers: &[LeaverRow]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (index, row) in leavers.iter().enumerate() {
+        let latency = row
+            .disabled_at
+            .map(|d| Ts(d).secs_since(Ts(row.initiated_at)).max(0.0));
+        let deadline = row.deadline_seconds as f64;
+        let wrong = match row.state.as_str() {
+            _ if row.latency_seconds != latency => Some(format!(
+                "latency_seconds {:?}, but disabled_at − initiated_at is {latency:?}",
+                row.latency_seconds
+            )),
+            "disabled" => match latency {
+                None => Some("state disabled without disabled_at".to_string()),
+                Some(l) if row.met_slo != Some(l <= deadline) => Some(format!(
+                    "met_slo {}, but {l} s against a deadline of {deadline} s",
+                    shown(row.met_slo)
+                )),
+                Some(_) => None,
+            },
+            "open" => match (latency, row.as_of) {
+                (Some(_), _) => Some("state open with a disabled_at".to_string()),
+                (None, Some(as_of)) => {
+                    let breached = Ts(as_of).secs_since(Ts(row.initiated_at)) > deadline;
+                    (row.met_slo != breached.then_some(false)).then(|| {
+                        format!(
+                            "met_slo {}, but open {} s at as_of against a deadline of \
+                             {deadline} s",
+                            shown(row.met_slo),
+                            Ts(as_of).secs_since(Ts(row.initiated_at))
+                        )
+                    })
+                }
+                // A row from before as_of was kept (schema version 1): not judged here.
+                (None, None) => None,
+            },
+            other => Some(format!(
+                "state {other:?} (a pack holds disabled and open episodes)"
+            )),
+        };
+        if let Some(wrong) = wrong {
+            found.push(format!(
+                "leavers.parquet: row {} ({} {}): {wrong}",
+                index + 1,
+                row.app,
+                row.user_login
+                    .as_deref()
+                    .or(row.user_id.as_deref())
+                    .unwrap_or("?")
+            ));
+        }
+    }
+    if found.len() > CONTRADICTIONS_SHOWN {
+        let more = found.len() - CONTRADICTIONS_SHOWN;
+        found.truncate(CONTRADICTIONS_SHOWN);
+        found.push(format!(
+            "leavers.parquet: {more} more rows contradict themselves"
+        ));
+    }
+    found
+}
+
+/// A nullable flag as a reader shows it.
+fn shown(flag: Option<bool>) -> &'static str {
+    match flag {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "null",
+    }
+}
+
+/// How many self-contradicting rows `verify` names before it counts the rest.
+const CONTRADICTIONS_SHOWN: usize = 20;
 
 /// Where `said` differs from what the rows give (`worked_out`), one line per field.
 fn differences(
@@ -671,9 +754,13 @@ mod tests {
             latency_seconds: None,
             high_risk: true,
             deadline_seconds: 900,
-            met_slo: false,
+            met_slo: Some(false),
             correlation_ids: vec![],
             state: state.into(),
+            clock_start: Some("operation".into()),
+            initiated_by: Some("deactivate".into()),
+            disabled_by: None,
+            as_of: Some(at + 1_000_000_000),
         }
     }
 

@@ -20,8 +20,13 @@ use arrow_array::{
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, LazyLock};
 
-/// Bumped whenever a column changes meaning or type.
-pub const SCHEMA_VERSION: &str = "1";
+/// Bumped whenever a column changes meaning or type. 2: `leavers.met_slo` is null while an
+/// open episode is still inside its deadline (it was true), and `leavers` gained `clock_start`,
+/// `initiated_by`, `disabled_by` and `as_of` (null in rows from version 1 files).
+pub const SCHEMA_VERSION: &str = "2";
+
+/// The `leavers` columns version 1 files lack: read as null from those.
+const LEAVERS_SINCE_2: [&str; 4] = ["clock_start", "initiated_by", "disabled_by", "as_of"];
 
 /// Who wrote a file.
 pub fn producer() -> String {
@@ -96,13 +101,17 @@ static LEAVERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("latency_seconds", DataType::Float64, true),
         Field::new("high_risk", DataType::Boolean, false),
         Field::new("deadline_seconds", DataType::Int64, false),
-        Field::new("met_slo", DataType::Boolean, false),
+        Field::new("met_slo", DataType::Boolean, true),
         Field::new(
             "correlation_ids",
             DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             false,
         ),
         Field::new("state", DataType::Utf8, false),
+        Field::new("clock_start", DataType::Utf8, true),
+        Field::new("initiated_by", DataType::Utf8, true),
+        Field::new("disabled_by", DataType::Utf8, true),
+        Field::new("as_of", timestamp(), true),
     ]))
 });
 
@@ -146,9 +155,20 @@ pub struct LeaverRow {
     pub latency_seconds: Option<f64>,
     pub high_risk: bool,
     pub deadline_seconds: i64,
-    pub met_slo: bool,
+    /// Disabled within the deadline; false once past it still open; null while an open
+    /// episode is inside it (and for a cancelled one: no latency, no breach).
+    pub met_slo: Option<bool>,
     pub correlation_ids: Vec<String>,
     pub state: String,
+    /// What started the clock ([`crate::judge::ClockStart`]).
+    pub clock_start: Option<String>,
+    /// The trigger's event, the IdP's action, or `trigger_time`.
+    pub initiated_by: Option<String>,
+    /// The correlation ID of the operation whose 2xx disabled it.
+    pub disabled_by: Option<String>,
+    /// For an `open` row, the event time it was judged at (still open then); null for a
+    /// closed one, whose state is final.
+    pub as_of: Option<i64>,
 }
 
 fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
@@ -494,13 +514,13 @@ pub fn leavers_columns(rows: &[LeaverRow]) -> Result<Columns, ArrowError> {
                 .map(|r| Some(r.deadline_seconds))
                 .collect::<Int64Array>(),
         ),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.met_slo))
-                .collect::<BooleanArray>(),
-        ),
+        Arc::new(rows.iter().map(|r| r.met_slo).collect::<BooleanArray>()),
         Arc::new(ids.finish()),
         strings(rows.iter().map(|r| Some(r.state.as_str()))),
+        strings(rows.iter().map(|r| r.clock_start.as_deref())),
+        strings(rows.iter().map(|r| r.initiated_by.as_deref())),
+        strings(rows.iter().map(|r| r.disabled_by.as_deref())),
+        times(rows.iter().map(|r| r.as_of)),
     ];
     // The list builder names its item field "item", nullable, as the schema says.
     RecordBatch::try_new(Table::Leavers.schema(), columns).map(|batch| Columns::from_batch(&batch))
@@ -515,7 +535,10 @@ fn check_schema(batch: &RecordBatch, table: Table) -> Result<(), SchemaMismatch>
     let expected = table.schema();
     let actual = batch.schema();
     for field in expected.fields() {
+        let added_later =
+            table == Table::Leavers && LEAVERS_SINCE_2.contains(&field.name().as_str());
         match actual.field_with_name(field.name()) {
+            Err(_) if added_later => {}
             Ok(found) if found.data_type() == field.data_type() => {}
             Ok(found) => {
                 return Err(SchemaMismatch(format!(
@@ -534,6 +557,12 @@ fn check_schema(batch: &RecordBatch, table: Table) -> Result<(), SchemaMismatch>
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
     let index = batch.schema().index_of(name).expect("schema checked");
     batch.column(index)
+}
+
+/// A column version 1 files lack ([`LEAVERS_SINCE_2`]): `None` in those.
+fn later_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a ArrayRef> {
+    let index = batch.schema().index_of(name).ok()?;
+    Some(batch.column(index))
 }
 
 fn opt_string(array: &ArrayRef, i: usize) -> Option<String> {
@@ -589,6 +618,7 @@ pub fn operations_rows(batch: &RecordBatch) -> Result<Vec<OperationRow>, SchemaM
 pub fn leavers_rows(batch: &RecordBatch) -> Result<Vec<LeaverRow>, SchemaMismatch> {
     check_schema(batch, Table::Leavers)?;
     let c = |name| column(batch, name);
+    let later = |name| later_column(batch, name);
     let mut rows = Vec::with_capacity(batch.num_rows());
     let lists = c("correlation_ids").as_list::<i32>();
     for i in 0..batch.num_rows() {
@@ -605,9 +635,13 @@ pub fn leavers_rows(batch: &RecordBatch) -> Result<Vec<LeaverRow>, SchemaMismatc
             latency_seconds: (!latency.is_null(i)).then(|| latency.value(i)),
             high_risk: c("high_risk").as_boolean().value(i),
             deadline_seconds: opt_i64::<Int64Type>(c("deadline_seconds"), i).unwrap_or(0),
-            met_slo: c("met_slo").as_boolean().value(i),
+            met_slo: (!c("met_slo").is_null(i)).then(|| c("met_slo").as_boolean().value(i)),
             correlation_ids: (0..ids.len()).map(|j| ids.value(j).to_string()).collect(),
             state: opt_string(c("state"), i).unwrap_or_default(),
+            clock_start: later("clock_start").and_then(|a| opt_string(a, i)),
+            initiated_by: later("initiated_by").and_then(|a| opt_string(a, i)),
+            disabled_by: later("disabled_by").and_then(|a| opt_string(a, i)),
+            as_of: later("as_of").and_then(|a| opt_i64::<TimestampMicrosecondType>(a, i)),
         });
     }
     Ok(rows)

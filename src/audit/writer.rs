@@ -11,7 +11,7 @@ use super::names::NameChunk;
 use super::schema::{self, Column, Columns, LeaverRow, OperationView, OperationsBuilder, Table};
 use crate::durable;
 use crate::engine::Output;
-use crate::judge::{Episode, EpisodeState, Operation};
+use crate::judge::{ClockStart, Episode, EpisodeState, Operation};
 use crate::time::Ts;
 use arrow_array::{Array, ArrayRef, StringArray};
 use arrow_schema::Field;
@@ -96,7 +96,7 @@ pub fn properties(table: Table) -> WriterProperties {
         ),
         Table::Leavers => (
             &["latency_seconds"],
-            &["initiated_at", "first_attempt_at", "disabled_at"],
+            &["initiated_at", "first_attempt_at", "disabled_at", "as_of"],
         ),
     };
     let incompressible: &[&str] = match table {
@@ -135,7 +135,12 @@ pub fn properties(table: Table) -> WriterProperties {
 fn distinct_texts(table: Table) -> &'static [&'static str] {
     match table {
         Table::Operations => &["correlation_id", "user_id", "user_login"],
-        Table::Leavers => &["user_id", "user_login", "correlation_ids.list.item"],
+        Table::Leavers => &[
+            "user_id",
+            "user_login",
+            "correlation_ids.list.item",
+            "disabled_by",
+        ],
     }
 }
 
@@ -144,7 +149,7 @@ fn distinct_texts(table: Table) -> &'static [&'static str] {
 fn repeated_names(table: Table) -> &'static [&'static str] {
     match table {
         Table::Operations => &["app", "action"],
-        Table::Leavers => &["app"],
+        Table::Leavers => &["app", "clock_start", "initiated_by"],
     }
 }
 
@@ -280,10 +285,20 @@ pub fn open_episode(row: &LeaverRow) -> Episode {
         deadline_seconds: u64::try_from(row.deadline_seconds).unwrap_or(0),
         correlation_ids: row.correlation_ids.clone(),
         state: EpisodeState::Open,
-        initiated_by: "an earlier replay".into(),
+        // A row from before the store kept what started it (schema version 1): a return in
+        // these logs leaves the episode alone.
+        initiated_by: row
+            .initiated_by
+            .clone()
+            .unwrap_or_else(|| "an earlier replay".into()),
         known_as: String::new(),
-        // The store does not keep what started it: a return in these logs leaves it alone.
-        by_source: false,
+        by_source: row.clock_start.as_deref() == Some(ClockStart::UserTrigger.as_str()),
+        started_by: row
+            .clock_start
+            .as_deref()
+            .and_then(ClockStart::parse)
+            .unwrap_or_default(),
+        disabled_by: None,
     }
 }
 
@@ -305,7 +320,11 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> LeaverRow {
         latency_seconds: episode.latency_seconds(),
         high_risk: episode.high_risk,
         deadline_seconds: episode.deadline_seconds.min(i64::MAX as u64) as i64,
-        met_slo: !breached,
+        met_slo: match episode.state {
+            EpisodeState::Disabled => Some(!breached),
+            EpisodeState::Open => breached.then_some(false),
+            EpisodeState::Cancelled => None,
+        },
         correlation_ids: episode.correlation_ids.clone(),
         state: match episode.state {
             EpisodeState::Open => "open",
@@ -313,6 +332,11 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> LeaverRow {
             EpisodeState::Cancelled => "cancelled",
         }
         .to_string(),
+        clock_start: Some(episode.clock_start().as_str().to_string()),
+        initiated_by: Some(episode.initiated_by.clone()),
+        disabled_by: episode.disabled_by.clone(),
+        // A closed row's state is final; only an open one depends on when it was judged.
+        as_of: (episode.state == EpisodeState::Open).then_some(as_of.0),
     }
 }
 

@@ -1112,6 +1112,8 @@ mod tests {
                 initiated_by: "deactivate".into(),
                 known_as: String::new(),
                 by_source: false,
+                started_by: crate::judge::ClockStart::Operation,
+                disabled_by: None,
             }
         };
         let open = [

@@ -52,6 +52,50 @@ pub struct Episode {
     /// before it was kept (such an episode is left to the IdP's operations).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub by_source: bool,
+    /// What started the clock, for the evidence ([`Episode::clock_start`]). `Operation` in
+    /// checkpoints from before it was kept.
+    #[serde(default)]
+    pub started_by: ClockStart,
+    /// The correlation ID of the operation whose 2xx disabled it (none when that operation
+    /// had no ID, and while open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<String>,
+}
+
+/// What started a leaver episode's clock: the `leavers` table's `clock_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockStart {
+    /// The first leaver operation's IdP record.
+    #[default]
+    Operation,
+    /// The trigger time an IdP record carries (a `trigger_time` field).
+    TriggerTime,
+    /// A trigger source's event naming the app.
+    AppTrigger,
+    /// A trigger source's event naming no app: the user disabled at the source of truth,
+    /// which times every app the user leaves.
+    UserTrigger,
+}
+
+impl ClockStart {
+    pub const ALL: [ClockStart; 4] = [
+        ClockStart::Operation,
+        ClockStart::TriggerTime,
+        ClockStart::AppTrigger,
+        ClockStart::UserTrigger,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockStart::Operation => "operation",
+            ClockStart::TriggerTime => "trigger_time",
+            ClockStart::AppTrigger => "app_trigger",
+            ClockStart::UserTrigger => "user_trigger",
+        }
+    }
+    pub fn parse(text: &str) -> Option<ClockStart> {
+        ClockStart::ALL.into_iter().find(|c| c.as_str() == text)
+    }
 }
 
 impl Episode {
@@ -59,6 +103,15 @@ impl Episode {
     pub fn latency_seconds(&self) -> Option<f64> {
         self.disabled_at
             .map(|d| d.secs_since(self.initiated_at).max(0.0))
+    }
+    /// What started the clock. An episode from a checkpoint older than [`Episode::started_by`]
+    /// knows only whether a user trigger did.
+    pub fn clock_start(&self) -> ClockStart {
+        if self.by_source {
+            ClockStart::UserTrigger
+        } else {
+            self.started_by
+        }
     }
     /// Breach: latency over the deadline, or still open at `as_of` past it.
     pub fn breached(&self, as_of: Ts) -> bool {
@@ -654,6 +707,8 @@ impl Episodes {
                 .unwrap_or("")
                 .to_string(),
             by_source: false,
+            started_by: ClockStart::AppTrigger,
+            disabled_by: None,
         }));
         self.open_keys.insert(pair_key);
     }
@@ -844,14 +899,15 @@ impl Episodes {
             let mut initiated_at = op.time;
             let mut initiated_by = op.action().to_string();
             let mut by_source = false;
+            let mut started_by = ClockStart::Operation;
             for candidate in [trigger, op.trigger_time].into_iter().flatten() {
                 if candidate < initiated_at {
                     initiated_at = candidate;
                     by_source = Some(candidate) == trigger;
-                    initiated_by = if by_source {
-                        APP_LESS_TRIGGER.into()
+                    (initiated_by, started_by) = if by_source {
+                        (APP_LESS_TRIGGER.into(), ClockStart::UserTrigger)
                     } else {
-                        "trigger_time".into()
+                        ("trigger_time".into(), ClockStart::TriggerTime)
                     };
                 }
             }
@@ -875,6 +931,8 @@ impl Episodes {
                 initiated_by,
                 known_as: op.user_login().or(op.user_id()).unwrap_or("").to_string(),
                 by_source,
+                started_by,
+                disabled_by: None,
             }));
         }
         let Some(episode) = pair.open.as_mut() else {
@@ -906,6 +964,7 @@ impl Episodes {
             return;
         };
         episode.disabled_at = Some(disabled_at);
+        episode.disabled_by = op.correlation_id().map(str::to_string);
         episode.state = EpisodeState::Disabled;
         pair.last_closed_at = Some(disabled_at);
         pair.rehired_since_close = false;

@@ -40,9 +40,11 @@ out["stage_outcomes"] = {
 }
 out["leaver_rows"] = [
     {"user": user, "latency_seconds": latency, "met_slo": met, "state": state, "correlation_ids": ids,
-     "initiated_at": str(initiated)}
-    for user, latency, met, state, ids, initiated in con.execute(
-        f"SELECT user_login, latency_seconds, met_slo, state, correlation_ids, initiated_at "
+     "initiated_at": str(initiated), "clock_start": clock, "initiated_by": by, "disabled_by": closed_by,
+     "as_of": None if as_of is None else str(as_of)}
+    for user, latency, met, state, ids, initiated, clock, by, closed_by, as_of in con.execute(
+        f"SELECT user_login, latency_seconds, met_slo, state, correlation_ids, initiated_at, "
+        f"clock_start, initiated_by, disabled_by, as_of "
         f"FROM read_parquet('{data}/leavers/*/*.parquet') ORDER BY initiated_at, user_login"
     ).fetchall()
 ]
