@@ -38,6 +38,20 @@ fn status_word(status: SloStatus) -> &'static str {
 }
 
 /// Renders the text report.
+/// How many causes the text shows (the JSON lists them all).
+const CAUSES_SHOWN: usize = 6;
+
+/// A line saying a list shows `shown` of `total` and where the rest are, when it does not
+/// show them all.
+fn more(out: &mut String, total: usize, shown: usize, what: &str, rest: &str) {
+    if total > shown {
+        let _ = writeln!(out, "  … and {} more {what} ({rest})", total - shown);
+    }
+}
+
+/// Where every operation a sample list leaves out is.
+const EVERY_OPERATION: &str = "with `--parquet`, every one is a row of the `operations` table";
+
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let as_of = report
@@ -73,7 +87,7 @@ pub fn render(report: &Report) -> String {
 
     if !report.top_causes.is_empty() {
         let _ = writeln!(out, "\nTop causes");
-        for cause in report.top_causes.iter().take(6) {
+        for cause in report.top_causes.iter().take(CAUSES_SHOWN) {
             let _ = writeln!(
                 out,
                 "  {:>5}  {:<20} {}",
@@ -96,6 +110,13 @@ pub fn render(report: &Report) -> String {
                 );
             }
         }
+        more(
+            &mut out,
+            report.top_causes.len(),
+            CAUSES_SHOWN,
+            "causes",
+            "`--format json` lists them all",
+        );
     }
 
     let l = &report.leavers;
@@ -185,6 +206,13 @@ pub fn render(report: &Report) -> String {
                 d.app.as_deref().unwrap_or("")
             );
         }
+        more(
+            &mut out,
+            report.disagreements as usize,
+            report.disagreement_samples.len(),
+            "disagreements",
+            EVERY_OPERATION,
+        );
     }
     if !report.unattributed_samples.is_empty() {
         let _ = writeln!(
@@ -202,6 +230,13 @@ pub fn render(report: &Report) -> String {
                 u.app.as_deref().unwrap_or("")
             );
         }
+        more(
+            &mut out,
+            report.unattributed as usize,
+            report.unattributed_samples.len(),
+            "unattributed writes",
+            EVERY_OPERATION,
+        );
     }
     let total_errors: u64 = report.parse_errors.values().sum();
     let _ = writeln!(
