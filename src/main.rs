@@ -84,7 +84,7 @@ enum Command {
         /// Threads to use: 1 runs everything on one; 2 reads and parses the files, and writes
         /// Parquet, on a second; 3 writes Parquet on a third. The answers are the same.
         /// Default: the cores available, at most 3.
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=3))]
         threads: Option<u16>,
     },
     /// Build a quarter's evidence pack from the Parquet store, or verify a pack.
@@ -412,6 +412,17 @@ fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
             files[index].len(),
             mapped.join(", ")
         )?;
+        if files[index].is_empty() {
+            // Valid (the daemon picks the files up when they appear), but most often a
+            // mistyped glob: said as replay says it.
+            eprintln!(
+                "warning: source {:?} has no files matching {:?}",
+                source.name, source.paths
+            );
+        }
+    }
+    for (app, names) in &config.apps.aliases {
+        writeln!(out, "app {app:?}: also named {names:?}")?;
     }
     let slo = &config.slo;
     writeln!(

@@ -621,3 +621,41 @@ fn a_source_s_stale_threshold_is_bounded() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("never stale"), "{stdout}");
 }
+
+/// `check-config` on GOOD (whose files do not exist in the temporary directory): valid, exit 0,
+/// and a warning per source that matches no file, as `replay` gives (QA helper-29: it said
+/// "0 file(s) match now" and nothing more, while a mistyped glob is the likeliest cause). It
+/// prints the app aliases it understood.
+#[test]
+fn check_config_warns_of_a_source_that_matches_no_file() {
+    let (code, stdout, stderr) = check(&format!(
+        "{GOOD}\n[apps]\naliases = {{ \"github\" = [\"GitHub Enterprise\"] }}\n"
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: source \"idp\" has no files matching [\"idp.jsonl\"]")
+            && stderr.contains("warning: source \"gw\" has no files matching [\"gw.log*\"]"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("app \"github\": also named [\"GitHub Enterprise\"]"),
+        "{stdout}"
+    );
+}
+
+/// `replay --threads` takes 1, 2 or 3, as its help says; 4 was taken silently as 3.
+#[test]
+fn replay_threads_is_one_two_or_three() {
+    let output = bin()
+        .args(["replay", "--config"])
+        .arg(fixture("core/scimwatch.toml"))
+        .args(["--threads", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("4 is not in 1..=3"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -350,6 +350,20 @@ pub struct LineParser {
 const STAGE_KEYS: &str =
     "stages are joiner, mover, leaver (and trigger and return for an idp source)";
 
+/// The keys of a `[[source]]` that are not tables: one written below `[source.fields]` is
+/// read as a field.
+const SOURCE_KEYS: [&str; 9] = [
+    "name",
+    "role",
+    "format",
+    "paths",
+    "pattern",
+    "app",
+    "time_format",
+    "max_line_bytes",
+    "stale_after_secs",
+];
+
 /// Resolves a source's config into a parser, or names the offending key and what is wrong.
 pub fn resolve_source(
     source: &SourceConfig,
@@ -368,11 +382,26 @@ pub fn resolve_source(
     }
     for (name, targets) in &source.fields {
         if !allowed.contains(&name.as_str()) {
+            let role = source.role.as_str();
+            let article = if role.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            // TOML puts every key after `[source.fields]` in that table, so a source's own
+            // key written below it lands here.
+            let misplaced = if SOURCE_KEYS.contains(&name.as_str()) {
+                format!(
+                    "; `{name}` is a key of the [[source]] itself: write it above \
+                     [source.fields], as every key below a table header belongs to that table"
+                )
+            } else {
+                String::new()
+            };
             return Err((
                 format!("fields.{name}"),
                 format!(
-                    "a {} source has no field {name:?} (fields: {})",
-                    source.role.as_str(),
+                    "{article} {role} source has no field {name:?} (fields: {}){misplaced}",
                     allowed.join(", ")
                 ),
             ));

@@ -220,6 +220,20 @@ fn config_mistakes_name_the_field() {
         "fields.method"
     );
     assert_eq!(err(source(Role::Idp, "jsn", &[])), "format");
+    // `paths` written below `[source.fields]` (TOML makes it a field): said so, with where it
+    // belongs.
+    let (key, message) = resolve_source(
+        &source(Role::Idp, "json", &[("time", "/t"), ("paths", "/p")]),
+        &apps,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(key, "fields.paths");
+    assert!(
+        message.starts_with("an idp source has no field \"paths\"")
+            && message.contains("write it above [source.fields]"),
+        "{message}"
+    );
     assert_eq!(
         err(source(Role::Idp, "json", &[("time", "/t")])),
         "fields.action"
