@@ -264,3 +264,35 @@ fn every_example_config_is_valid() {
         "one example per vendor plus the main one; found {checked}"
     );
 }
+
+/// The Okta fixture without its `[apps] aliases` line: Okta names the app "Acme SCIM", nginx
+/// "acme", so every operation is unconfirmed and every write unattributed, and nothing said
+/// why (QA helper-29). The report names the apps only one side names, and the text says how
+/// to map them; with the alias, none.
+#[test]
+fn apps_only_one_side_names_are_reported_with_the_alias_that_maps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixture("vendors/okta");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let config = dir.path().join("scimwatch.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("aliases = { \"acme\" = [\"Acme SCIM\"] }"));
+    std::fs::write(&config, text.replace("aliases = ", "# aliases = ")).unwrap();
+    let r = replay_json(&config, &[]);
+    assert_eq!(
+        r["one_sided_apps"],
+        json!({"idp": ["Acme SCIM"], "gateway": ["acme"]})
+    );
+    let output = common::run(&["replay", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("aliases = { \"acme\" = [\"Acme SCIM\"] }")
+            && text.contains("the IdP's, never answered at the gateway: Acme SCIM"),
+        "{text}"
+    );
+    let r = vendor("okta");
+    assert_eq!(r["one_sided_apps"], json!({"idp": [], "gateway": []}));
+}

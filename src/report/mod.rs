@@ -160,6 +160,31 @@ pub struct Report {
     pub joins: BTreeMap<&'static str, u64>,
     pub parse_errors_by_reason: BTreeMap<String, BTreeMap<&'static str, u64>>,
     pub parse_error_samples: Vec<ErrorSample>,
+    pub one_sided_apps: OneSidedApps,
+}
+
+/// Apps only one side names: the IdP's operations for `idp` never reached the gateway (all
+/// unconfirmed, none answered), and the gateway's writes for `gateway` match no IdP record
+/// (all unattributed). Both at once is most often one app under two names (Okta's app label,
+/// the gateway's host): `[apps] aliases` maps them. At most [`ONE_SIDED_SHOWN`] names each.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OneSidedApps {
+    pub idp: Vec<String>,
+    pub gateway: Vec<String>,
+}
+
+/// How many names each list of [`OneSidedApps`] keeps.
+const ONE_SIDED_SHOWN: usize = 20;
+
+/// What each side said of one app, for [`OneSidedApps`].
+#[derive(Debug, Default, Clone, Copy)]
+struct AppSides {
+    /// IdP operations the gateway never answered.
+    unconfirmed: u64,
+    /// Operations with at least one gateway attempt joined to an IdP record.
+    answered: u64,
+    /// Gateway writes no IdP record claims.
+    unattributed: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -182,6 +207,7 @@ pub struct ReportBuilder {
     leavers: LeaverTally,
     post_disable: Vec<PostDisableActivity>,
     join_methods: BTreeMap<&'static str, u64>,
+    apps: crate::model::FastMap<String, AppSides>,
 }
 
 /// Leaver latency quantiles (clarification 11): an HDR histogram with 3 significant digits,
@@ -373,6 +399,7 @@ impl ReportBuilder {
                 .iter()
                 .map(|m| (m.as_str(), 0))
                 .collect(),
+            apps: Default::default(),
         }
     }
 
@@ -399,6 +426,20 @@ impl ReportBuilder {
                 self.unattributed += 1;
                 if self.unattributed_samples.len() < SAMPLES {
                     self.unattributed_samples.push(OperationSample::of(op));
+                }
+            }
+        }
+        if let Some(app) = op.app.as_deref() {
+            let count: Option<fn(&mut AppSides)> = match op.outcome {
+                Outcome::Unconfirmed => Some(|s| s.unconfirmed += 1),
+                Outcome::Unattributed => Some(|s| s.unattributed += 1),
+                _ if !op.attempts.is_empty() => Some(|s| s.answered += 1),
+                _ => None,
+            };
+            if let Some(count) = count {
+                match self.apps.get_mut(app) {
+                    Some(sides) => count(sides),
+                    None => count(self.apps.entry(app.to_string()).or_default()),
                 }
             }
         }
@@ -503,7 +544,26 @@ impl ReportBuilder {
             joins,
             parse_errors_by_reason,
             parse_error_samples,
+            one_sided_apps: one_sided(&self.apps),
         }
+    }
+}
+
+/// [`OneSidedApps`] from the tally, names sorted.
+fn one_sided(apps: &crate::model::FastMap<String, AppSides>) -> OneSidedApps {
+    let names = |keep: fn(&AppSides) -> bool| {
+        let mut names: Vec<String> = apps
+            .iter()
+            .filter(|(_, sides)| keep(sides))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names.truncate(ONE_SIDED_SHOWN);
+        names
+    };
+    OneSidedApps {
+        idp: names(|s| s.unconfirmed > 0 && s.answered == 0 && s.unattributed == 0),
+        gateway: names(|s| s.unattributed > 0 && s.answered == 0 && s.unconfirmed == 0),
     }
 }
 

@@ -238,6 +238,25 @@ pub fn render(report: &Report) -> String {
             EVERY_OPERATION,
         );
     }
+    let one_sided = &report.one_sided_apps;
+    if !one_sided.idp.is_empty() && !one_sided.gateway.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nApps only one side names (the same apps under other names? map them with \
+             [apps] aliases = {{ \"{}\" = [\"{}\"] }})",
+            one_sided.gateway[0], one_sided.idp[0]
+        );
+        let _ = writeln!(
+            out,
+            "  the IdP's, never answered at the gateway: {}",
+            one_sided.idp.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "  the gateway's, claimed by no IdP record:  {}",
+            one_sided.gateway.join(", ")
+        );
+    }
     let total_errors: u64 = report.parse_errors.values().sum();
     let _ = writeln!(
         out,
