@@ -312,9 +312,10 @@ fn run_replay(
     if let (Some(writer), Some((dir, _, _))) = (writer.as_mut(), &parquet) {
         writer.flush()?;
         eprintln!(
-            "wrote {} operations and {} leaver rows under {}",
+            "wrote {} operations, {} leaver rows and {} post-disable requests under {}",
             writer.rows_written(Table::Operations),
             writer.rows_written(Table::Leavers),
+            writer.rows_written(Table::PostDisableActivity),
             dir.display()
         );
     }
@@ -539,7 +540,7 @@ fn export_pack(
     );
     for (table, entry) in &manifest.files {
         println!(
-            "  {:<10} {:>8} rows  sha256 {}  {}",
+            "  {:<21} {:>8} rows  sha256 {}  {}",
             table, entry.rows, entry.sha256, entry.path
         );
     }
@@ -552,6 +553,9 @@ fn export_pack(
         leavers.breaches,
         leavers.high_risk_breaches
     );
+    if let Some(requests) = manifest.summary.post_disable_requests {
+        println!("  requests made as a user after their disable: {requests}");
+    }
     println!(
         "  manifest.json sha256 {} (keep it apart from the pack)",
         scimwatch::audit::export::manifest_sha256(&out)?

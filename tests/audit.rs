@@ -125,11 +125,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn replay_writes_both_tables_partitioned_by_date_and_our_reader_reads_them_back() {
+fn replay_writes_every_table_partitioned_by_date_and_our_reader_reads_them_back() {
     let dir = tempfile::tempdir().unwrap();
     let report = replay_to_parquet(dir.path());
     let files = parquet_files(dir.path());
-    assert_eq!(files.len(), 2, "{files:?}");
+    // operations, leavers, and alice's post-disable request.
+    assert_eq!(files.len(), 3, "{files:?}");
     assert!(files
         .iter()
         .all(|f| f.parent().unwrap().file_name().unwrap() == "date=2026-07-01"));
@@ -213,6 +214,29 @@ fn duckdb_reads_both_tables_with_utc_timestamps_and_the_reports_numbers() {
     assert_eq!(read["leavers"]["types"]["latency_seconds"], "DOUBLE");
     assert_eq!(read["operations"]["rows"], 24);
     assert_eq!(read["leavers"]["rows"], 7);
+    // alice's token still calling aws-prod 17 minutes after her disable: evidence too.
+    assert_eq!(read["post_disable_activity"]["rows"], 1);
+    for (column, kind) in [
+        ("time", "TIMESTAMP WITH TIME ZONE"),
+        ("disabled_at", "TIMESTAMP WITH TIME ZONE"),
+        ("http_status", "INTEGER"),
+        ("user", "VARCHAR"),
+    ] {
+        assert_eq!(
+            read["post_disable_activity"]["types"][column], kind,
+            "{column}"
+        );
+    }
+    assert_eq!(
+        read["post_disable_activity"]["strings"],
+        json!([
+            "/api/v1/instances?access_token=[REDACTED]",
+            "GET",
+            "alice@corp.example",
+            "aws-prod",
+            "req-2"
+        ])
+    );
     // The report's stage counts, recomputed by DuckDB from the rows.
     for stage in ["joiner", "mover", "leaver"] {
         for outcome in ["succeeded", "failed", "unconfirmed"] {
@@ -345,8 +369,10 @@ fn secrets_planted_in_the_logs_never_reach_parquet() {
     // …and every decoded string value.
     let read = duckdb_read(dir.path());
     let strings = format!(
-        "{}{}",
-        read["operations"]["strings"], read["leavers"]["strings"]
+        "{}{}{}",
+        read["operations"]["strings"],
+        read["leavers"]["strings"],
+        read["post_disable_activity"]["strings"]
     );
     for secret in secrets {
         assert!(
@@ -357,6 +383,12 @@ fn secrets_planted_in_the_logs_never_reach_parquet() {
     assert!(
         strings.contains("access_token=[REDACTED]"),
         "the redacted path is kept: {strings}"
+    );
+    assert!(
+        read["post_disable_activity"]["strings"]
+            .to_string()
+            .contains("/api/v1/instances?access_token=[REDACTED]"),
+        "{read:#}"
     );
 }
 
@@ -673,7 +705,12 @@ fn an_export_is_byte_identical_when_repeated_and_its_manifest_adds_up() {
     let (a, b) = (dir.path().join("pack-a"), dir.path().join("pack-b"));
     assert!(export(&data, &a).status.success());
     assert!(export(&data, &b).status.success());
-    for file in ["operations.parquet", "leavers.parquet", "manifest.json"] {
+    for file in [
+        "operations.parquet",
+        "leavers.parquet",
+        "post_disable_activity.parquet",
+        "manifest.json",
+    ] {
         assert_eq!(
             std::fs::read(a.join(file)).unwrap(),
             std::fs::read(b.join(file)).unwrap(),
@@ -684,6 +721,23 @@ fn an_export_is_byte_identical_when_repeated_and_its_manifest_adds_up() {
         serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["files"]["operations"]["rows"], 24);
     assert_eq!(manifest["files"]["leavers"]["rows"], 7);
+    assert_eq!(manifest["files"]["post_disable_activity"]["rows"], 1);
+    assert_eq!(manifest["summary"]["post_disable_requests"], 1);
+    let activity =
+        scimwatch::audit::export::read_post_disable(&a.join("post_disable_activity.parquet"))
+            .unwrap();
+    assert_eq!(
+        (
+            activity[0].user.as_str(),
+            activity[0].path.as_str(),
+            activity[0].correlation_id.as_deref()
+        ),
+        (
+            "alice@corp.example",
+            "/api/v1/instances?access_token=[REDACTED]",
+            Some("req-2")
+        )
+    );
     assert_eq!(manifest["schema_version"], "2");
     assert_eq!(manifest["time_range"]["from"], "2026-07-01T09:00:00Z");
     assert_eq!(manifest["summary"]["stages"]["leaver"]["succeeded"], 6);
@@ -851,7 +905,11 @@ fn verify_works_out_the_manifest_again_from_the_rows() {
     // A pack from before `latency_resolution_ms` (whole-second quantiles) still verifies.
     let older = dir.path().join("older");
     std::fs::create_dir(&older).unwrap();
-    for file in ["operations.parquet", "leavers.parquet"] {
+    for file in [
+        "operations.parquet",
+        "leavers.parquet",
+        "post_disable_activity.parquet",
+    ] {
         std::fs::copy(pack.join(file), older.join(file)).unwrap();
     }
     let field = "\"latency_resolution_ms\": 1,";
@@ -863,6 +921,38 @@ fn verify_works_out_the_manifest_again_from_the_rows() {
         .collect();
     std::fs::write(older.join("manifest.json"), without).unwrap();
     let output = run(&["export", "--verify", older.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    // A pack of schema version 1 has no post_disable_activity file, and verifies without it;
+    // one of version 2 without it does not.
+    let v1 = dir.path().join("v1");
+    std::fs::create_dir(&v1).unwrap();
+    for file in ["operations.parquet", "leavers.parquet"] {
+        std::fs::copy(pack.join(file), v1.join(file)).unwrap();
+    }
+    let mut old: Value = serde_json::from_str(&manifest).unwrap();
+    old["files"]
+        .as_object_mut()
+        .unwrap()
+        .remove("post_disable_activity");
+    old["summary"]
+        .as_object_mut()
+        .unwrap()
+        .remove("post_disable_requests");
+    std::fs::write(v1.join("manifest.json"), old.to_string()).unwrap();
+    let output = run(&["export", "--verify", v1.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("manifest lists no post_disable_activity file"),
+        "{out}"
+    );
+    old["schema_version"] = json!("1");
+    std::fs::write(v1.join("manifest.json"), old.to_string()).unwrap();
+    let output = run(&["export", "--verify", v1.to_str().unwrap()]);
     assert!(
         output.status.success(),
         "{}",

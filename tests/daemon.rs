@@ -620,3 +620,46 @@ fn the_daemon_times_leavers_from_entra_s_audit_log_as_replay_does() {
     got.sort();
     assert_eq!(got, want, "{}", setup.daemon_log());
 }
+
+/// The daemon commits post-disable activity to its store as `replay` does: alice's token
+/// calling aws-prod 17 minutes after her disable (the core fixture) is a row of
+/// `post_disable_activity`, not only a page and a log line (QA helper-30: it was in no table,
+/// so an evidence pack could not show a leaver still using an API token).
+#[test]
+fn the_daemon_stores_post_disable_activity_as_replay_does() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/core");
+    let config = std::fs::read_to_string(fixture.join("scimwatch.toml"))
+        .unwrap()
+        .replace("paths = [\"", "paths = [\"logs/");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"data\"\n[pipeline]\npoll_interval_ms = 50\ncheckpoint_interval_secs = 1\n{config}"
+    );
+    let setup = Setup::new(&config);
+    for file in ["idp.jsonl", "gateway.jsonl", "hr.jsonl"] {
+        std::fs::copy(fixture.join(file), setup.path(&format!("logs/{file}"))).unwrap();
+    }
+    let replayed = setup.path("replayed");
+    common::daemon::replay_into(&setup.config(), &replayed);
+    let read = |dir: &std::path::Path| {
+        let mut rows = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
+                // Committed files only (a temporary is hidden until renamed).
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".parquet") && !name.starts_with('.') {
+                    rows.extend(scimwatch::audit::export::read_post_disable(&file.path()).unwrap());
+                }
+            }
+        }
+        rows
+    };
+    let want = read(&replayed.join("post_disable_activity"));
+    assert_eq!(want.len(), 1, "{want:?}");
+    assert_eq!(want[0].user, "alice@corp.example");
+
+    let daemon = setup.start();
+    let store = setup.path("data/post_disable_activity");
+    common::wait_until(SETTLE, || !read(&store).is_empty());
+    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(read(&store), want, "{}", setup.daemon_log());
+}

@@ -3,7 +3,7 @@
 //! the producer and the quarter's figures. The same store gives byte-identical files, so an
 //! auditor can re-run the export and compare hashes; `verify` re-checks a pack.
 
-use super::schema::{self, LeaverRow, OperationRow, Table};
+use super::schema::{self, LeaverRow, OperationRow, PostDisableRow, Table};
 use super::writer::{write_file, AuditError};
 use crate::config::SloConfig;
 use crate::durable;
@@ -110,6 +110,10 @@ pub struct Summary {
     pub unattributed: u64,
     pub skipped: u64,
     pub leavers: LeaverSummary,
+    /// Requests made as a user after their account was disabled. Absent from packs made
+    /// before the `post_disable_activity` table (schema version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_disable_requests: Option<u64>,
 }
 
 /// `manifest.json`.
@@ -254,6 +258,20 @@ pub fn read_operations(path: &Path) -> Result<Vec<OperationRow>, AuditError> {
     Ok(rows)
 }
 
+/// Reads every `post_disable_activity` row of a file.
+pub fn read_post_disable(path: &Path) -> Result<Vec<PostDisableRow>, AuditError> {
+    let mut rows = Vec::new();
+    for batch in read_batches(path)? {
+        rows.extend(
+            schema::post_disable_rows(&batch).map_err(|e| AuditError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.0,
+            })?,
+        );
+    }
+    Ok(rows)
+}
+
 /// Reads every `leavers` row of a file.
 pub fn read_leavers(path: &Path) -> Result<Vec<LeaverRow>, AuditError> {
     let mut rows = Vec::new();
@@ -284,6 +302,7 @@ fn sha256_of(path: &Path) -> Result<String, AuditError> {
 fn summarize(
     operations: &[OperationRow],
     leavers: &[LeaverRow],
+    post_disable: Option<&[PostDisableRow]>,
     slo: &SloConfig,
     resolution_ms: u64,
 ) -> Summary {
@@ -340,13 +359,18 @@ fn summarize(
             latency_seconds_p95: latency.quantile(0.95),
             latency_seconds_max: latency.max(),
         },
+        post_disable_requests: post_disable.map(|rows| rows.len() as u64),
     }
 }
 
 /// The manifest's `format`.
 const PACK_FORMAT: &str = "scimwatch-evidence-pack";
-/// What a pack holds: its two tables' files, by these names, and its manifest.
-const PACK_FILES: [&str; 3] = ["operations.parquet", "leavers.parquet", "manifest.json"];
+
+/// A table's file in a pack: `operations.parquet`, `leavers.parquet`,
+/// `post_disable_activity.parquet` (beside them, `manifest.json`).
+fn pack_file(table: Table) -> String {
+    format!("{}.parquet", table.name())
+}
 
 /// The first and last time among a pack's rows (operations by their time, leavers by when
 /// the episode started).
@@ -422,9 +446,18 @@ pub fn export(
     // A cancelled episode (a rehire while open) is neither closed nor breached: not in a pack,
     // and its row took the place of any `open` one written before.
     leavers.retain(|row| row.state != "cancelled");
+    let mut post_disable = Vec::new();
+    for path in table_files(data, Table::PostDisableActivity, (&from, &to))? {
+        post_disable.extend(
+            read_post_disable(&path)?
+                .into_iter()
+                .filter(|r| (start.0..end.0).contains(&r.time)),
+        );
+    }
     // A total order, so the same rows always give the same bytes.
     operations.sort_by(|a, b| (a.time(), a).cmp(&(b.time(), b)));
     sort_leavers(&mut leavers);
+    post_disable.sort();
 
     let parent = out
         .parent()
@@ -440,34 +473,31 @@ pub fn export(
         let _ = fs::remove_dir_all(&staging);
         durable::create_dir_all(&staging).map_err(|e| AuditError::io(&staging, e))?;
         let mut files = BTreeMap::new();
-        let operations_path = staging.join("operations.parquet");
-        let batch = schema::operations_columns(&operations).map_err(|e| AuditError::Corrupt {
-            path: operations_path.clone(),
-            message: e.to_string(),
-        })?;
-        write_file(&operations_path, Table::Operations, &batch)?;
-        files.insert(
-            "operations".to_string(),
-            FileEntry {
-                path: "operations.parquet".into(),
-                rows: operations.len() as u64,
-                sha256: sha256_of(&operations_path)?,
-            },
-        );
-        let leavers_path = staging.join("leavers.parquet");
-        let batch = schema::leavers_columns(&leavers).map_err(|e| AuditError::Corrupt {
-            path: leavers_path.clone(),
-            message: e.to_string(),
-        })?;
-        write_file(&leavers_path, Table::Leavers, &batch)?;
-        files.insert(
-            "leavers".to_string(),
-            FileEntry {
-                path: "leavers.parquet".into(),
-                rows: leavers.len() as u64,
-                sha256: sha256_of(&leavers_path)?,
-            },
-        );
+        for table in Table::ALL {
+            let name = pack_file(table);
+            let path = staging.join(&name);
+            let (batch, rows) = match table {
+                Table::Operations => (schema::operations_columns(&operations), operations.len()),
+                Table::Leavers => (schema::leavers_columns(&leavers), leavers.len()),
+                Table::PostDisableActivity => (
+                    schema::post_disable_columns(&post_disable),
+                    post_disable.len(),
+                ),
+            };
+            let batch = batch.map_err(|e| AuditError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            write_file(&path, table, &batch)?;
+            files.insert(
+                table.name().to_string(),
+                FileEntry {
+                    path: name,
+                    rows: rows as u64,
+                    sha256: sha256_of(&path)?,
+                },
+            );
+        }
         let manifest = Manifest {
             format: PACK_FORMAT.into(),
             schema_version: schema::SCHEMA_VERSION.into(),
@@ -475,7 +505,13 @@ pub fn export(
             quarter: quarter.to_string(),
             time_range: time_range(&operations, &leavers),
             files,
-            summary: summarize(&operations, &leavers, slo, LatencyQuantiles::RESOLUTION_MS),
+            summary: summarize(
+                &operations,
+                &leavers,
+                Some(&post_disable),
+                slo,
+                LatencyQuantiles::RESOLUTION_MS,
+            ),
         };
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes") + "\n";
         let manifest_path = staging.join("manifest.json");
@@ -528,15 +564,22 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if !PACK_FILES.contains(&name.as_str()) {
+        let known = name == "manifest.json" || Table::ALL.iter().any(|t| pack_file(*t) == name);
+        if !known {
             problems.push(format!("{name}: not part of a pack"));
         }
     }
+    // A pack of schema version 1 predates the post_disable_activity table.
+    let version_1 = manifest.schema_version == "1";
     let mut operations = None;
     let mut leavers = None;
-    for (table, name) in Table::ALL.into_iter().zip(PACK_FILES) {
+    let mut post_disable = None;
+    for table in Table::ALL {
+        let name = pack_file(table);
         let Some(entry) = manifest.files.get(table.name()) else {
-            problems.push(format!("manifest lists no {} file", table.name()));
+            if !(version_1 && table == Table::PostDisableActivity) {
+                problems.push(format!("manifest lists no {} file", table.name()));
+            }
             continue;
         };
         if entry.path != name {
@@ -547,7 +590,7 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
             ));
             continue;
         }
-        let path = pack.join(name);
+        let path = pack.join(&name);
         if !path.is_file() {
             problems.push(format!("{name}: missing"));
             continue;
@@ -562,6 +605,9 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
         let rows = match table {
             Table::Operations => read_operations(&path).map(|r| operations.insert(r).len() as u64),
             Table::Leavers => read_leavers(&path).map(|r| leavers.insert(r).len() as u64),
+            Table::PostDisableActivity => {
+                read_post_disable(&path).map(|r| post_disable.insert(r).len() as u64)
+            }
         };
         match rows {
             Ok(rows) if rows != entry.rows => {
@@ -594,6 +640,16 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
                     "leavers.parquet: {outside} episodes started outside {quarter}"
                 ));
             }
+            let outside = post_disable
+                .iter()
+                .flatten()
+                .filter(|r| !inside(r.time))
+                .count();
+            if outside > 0 {
+                problems.push(format!(
+                    "post_disable_activity.parquet: {outside} requests outside {quarter}"
+                ));
+            }
         }
     }
     problems.extend(contradictions(&leavers));
@@ -613,7 +669,13 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
     };
     // A pack from before the resolution was recorded: whole seconds.
     let resolution = said.leavers.latency_resolution_ms.unwrap_or(1000);
-    let mut worked_out = summarize(&operations, &leavers, &slo, resolution);
+    let mut worked_out = summarize(
+        &operations,
+        &leavers,
+        post_disable.as_deref(),
+        &slo,
+        resolution,
+    );
     if said.leavers.open.is_none() {
         worked_out.leavers.open = None; // a pack from before the count
     }
@@ -776,7 +838,7 @@ mod tests {
         rows[0].latency_seconds = Some(0.834);
         rows[1].latency_seconds = Some(2.4);
         let figures = |resolution| {
-            let l = summarize(&[], &rows, &SloConfig::default(), resolution).leavers;
+            let l = summarize(&[], &rows, None, &SloConfig::default(), resolution).leavers;
             (
                 l.latency_resolution_ms,
                 l.latency_seconds_p50,

@@ -41,20 +41,28 @@ pub fn producer() -> String {
 pub enum Table {
     Operations,
     Leavers,
+    /// Requests made as a user after their account was disabled (since schema version 2).
+    PostDisableActivity,
 }
 
 impl Table {
-    pub const ALL: [Table; 2] = [Table::Operations, Table::Leavers];
+    pub const ALL: [Table; 3] = [
+        Table::Operations,
+        Table::Leavers,
+        Table::PostDisableActivity,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Table::Operations => "operations",
             Table::Leavers => "leavers",
+            Table::PostDisableActivity => "post_disable_activity",
         }
     }
     pub fn schema(self) -> SchemaRef {
         match self {
             Table::Operations => OPERATIONS_SCHEMA.clone(),
             Table::Leavers => LEAVERS_SCHEMA.clone(),
+            Table::PostDisableActivity => POST_DISABLE_SCHEMA.clone(),
         }
     }
 }
@@ -114,6 +122,78 @@ static LEAVERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("as_of", timestamp(), true),
     ]))
 });
+
+static POST_DISABLE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp(), false),
+        Field::new("app", DataType::Utf8, false),
+        Field::new("user", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new("method", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("http_status", DataType::Int32, false),
+        Field::new("correlation_id", DataType::Utf8, true),
+        Field::new("disabled_at", timestamp(), false),
+    ]))
+});
+
+/// One row of `post_disable_activity`: a request made as a user after their account in the
+/// app was disabled (clarification 13). Field order is the sort order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PostDisableRow {
+    pub time: i64,
+    pub app: String,
+    /// The login when known, else the user ID (clarification 12).
+    pub user: String,
+    pub user_id: Option<String>,
+    pub method: String,
+    /// Secrets in the query, fragment and URI redacted at parse time.
+    pub path: String,
+    pub http_status: i32,
+    pub correlation_id: Option<String>,
+    pub disabled_at: i64,
+}
+
+/// Arrow columns of `post_disable_activity` rows.
+pub fn post_disable_columns(rows: &[PostDisableRow]) -> Result<Columns, ArrowError> {
+    let columns: Vec<ArrayRef> = vec![
+        times(rows.iter().map(|r| Some(r.time))),
+        strings(rows.iter().map(|r| Some(r.app.as_str()))),
+        strings(rows.iter().map(|r| Some(r.user.as_str()))),
+        strings(rows.iter().map(|r| r.user_id.as_deref())),
+        strings(rows.iter().map(|r| Some(r.method.as_str()))),
+        strings(rows.iter().map(|r| Some(r.path.as_str()))),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.http_status))
+                .collect::<arrow_array::Int32Array>(),
+        ),
+        strings(rows.iter().map(|r| r.correlation_id.as_deref())),
+        times(rows.iter().map(|r| Some(r.disabled_at))),
+    ];
+    RecordBatch::try_new(Table::PostDisableActivity.schema(), columns)
+        .map(|batch| Columns::from_batch(&batch))
+}
+
+/// Reads `post_disable_activity` rows back from a batch.
+pub fn post_disable_rows(batch: &RecordBatch) -> Result<Vec<PostDisableRow>, SchemaMismatch> {
+    check_schema(batch, Table::PostDisableActivity)?;
+    let c = |name| column(batch, name);
+    let status = c("http_status").as_primitive::<Int32Type>();
+    Ok((0..batch.num_rows())
+        .map(|i| PostDisableRow {
+            time: opt_i64::<TimestampMicrosecondType>(c("time"), i).unwrap_or(0),
+            app: opt_string(c("app"), i).unwrap_or_default(),
+            user: opt_string(c("user"), i).unwrap_or_default(),
+            user_id: opt_string(c("user_id"), i),
+            method: opt_string(c("method"), i).unwrap_or_default(),
+            path: opt_string(c("path"), i).unwrap_or_default(),
+            http_status: status.value(i),
+            correlation_id: opt_string(c("correlation_id"), i),
+            disabled_at: opt_i64::<TimestampMicrosecondType>(c("disabled_at"), i).unwrap_or(0),
+        })
+        .collect())
+}
 
 /// One row of `operations`. Field order is the sort order after the row's time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

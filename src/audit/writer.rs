@@ -8,10 +8,12 @@
 use super::coded::CodedChunk;
 use super::ids::IdChunk;
 use super::names::NameChunk;
-use super::schema::{self, Column, Columns, LeaverRow, OperationView, OperationsBuilder, Table};
+use super::schema::{
+    self, Column, Columns, LeaverRow, OperationView, OperationsBuilder, PostDisableRow, Table,
+};
 use crate::durable;
 use crate::engine::Output;
-use crate::judge::{ClockStart, Episode, EpisodeState, Operation};
+use crate::judge::{ClockStart, Episode, EpisodeState, Operation, PostDisableActivity};
 use crate::time::Ts;
 use arrow_array::{Array, ArrayRef, StringArray};
 use arrow_schema::Field;
@@ -98,10 +100,12 @@ pub fn properties(table: Table) -> WriterProperties {
             &["latency_seconds"],
             &["initiated_at", "first_attempt_at", "disabled_at", "as_of"],
         ),
+        Table::PostDisableActivity => (&["http_status"], &["time", "disabled_at"]),
     };
     let incompressible: &[&str] = match table {
         Table::Operations => &["idp_time", "lag_ms"],
         Table::Leavers => &["initiated_at", "first_attempt_at", "disabled_at"],
+        Table::PostDisableActivity => &[],
     };
     let path = |dotted: &str| ColumnPath::new(dotted.split('.').map(String::from).collect());
     let mut builder = WriterProperties::builder()
@@ -141,6 +145,7 @@ fn distinct_texts(table: Table) -> &'static [&'static str] {
             "correlation_ids.list.item",
             "disabled_by",
         ],
+        Table::PostDisableActivity => &["user", "user_id", "correlation_id"],
     }
 }
 
@@ -150,6 +155,7 @@ fn repeated_names(table: Table) -> &'static [&'static str] {
     match table {
         Table::Operations => &["app", "action"],
         Table::Leavers => &["app", "clock_start", "initiated_by"],
+        Table::PostDisableActivity => &["app", "method"],
     }
 }
 
@@ -299,6 +305,21 @@ pub fn open_episode(row: &LeaverRow) -> Episode {
             .and_then(ClockStart::parse)
             .unwrap_or_default(),
         disabled_by: None,
+    }
+}
+
+/// The `post_disable_activity` row of a request made as a disabled user.
+pub fn post_disable_row(activity: &PostDisableActivity) -> PostDisableRow {
+    PostDisableRow {
+        time: activity.time.0,
+        app: activity.app.clone(),
+        user: activity.user.clone(),
+        user_id: activity.user_id.clone(),
+        method: activity.method.clone(),
+        path: activity.path.clone(),
+        http_status: i32::from(activity.status),
+        correlation_id: activity.correlation_id.clone(),
+        disabled_at: activity.disabled_at.0,
     }
 }
 
@@ -538,6 +559,7 @@ pub struct AuditWriter {
     /// Rows not yet written, by table and day.
     operations: BTreeMap<i64, OperationsBuilder>,
     leavers: BTreeMap<i64, Vec<LeaverRow>>,
+    post_disable: BTreeMap<i64, Vec<PostDisableRow>>,
     open: BTreeMap<(Table, i64), OpenFile>,
     /// Files closed (full) but not yet handed to the owner.
     finished: Vec<PreparedFile>,
@@ -573,6 +595,7 @@ impl AuditWriter {
             source_names,
             operations: BTreeMap::new(),
             leavers: BTreeMap::new(),
+            post_disable: BTreeMap::new(),
             open: BTreeMap::new(),
             finished: Vec::new(),
             file_prefix,
@@ -593,6 +616,7 @@ impl AuditWriter {
             .map(OperationsBuilder::len)
             .sum::<usize>()
             + self.leavers.values().map(Vec::len).sum::<usize>()
+            + self.post_disable.values().map(Vec::len).sum::<usize>()
     }
 
     /// Adds what the engine produced. `as_of` judges episodes still open. A full row group is
@@ -617,7 +641,15 @@ impl AuditWriter {
                     self.spill(Table::Leavers, day)?;
                 }
             }
-            Output::PostDisable(_) => {}
+            Output::PostDisable(activity) => {
+                let row = post_disable_row(activity);
+                let day = day_of(row.time);
+                let buffer = self.post_disable.entry(day).or_default();
+                buffer.push(row);
+                if buffer.len() >= self.spill_rows() {
+                    self.spill(Table::PostDisableActivity, day)?;
+                }
+            }
         }
         Ok(())
     }
@@ -638,6 +670,12 @@ impl AuditWriter {
             },
             Table::Leavers => match self.leavers.get_mut(&day) {
                 Some(rows) if !rows.is_empty() => schema::leavers_columns(&std::mem::take(rows)),
+                _ => return Ok(()),
+            },
+            Table::PostDisableActivity => match self.post_disable.get_mut(&day) {
+                Some(rows) if !rows.is_empty() => {
+                    schema::post_disable_columns(&std::mem::take(rows))
+                }
                 _ => return Ok(()),
             },
         }
@@ -728,12 +766,18 @@ impl AuditWriter {
             .keys()
             .map(|&d| (Table::Operations, d))
             .chain(self.leavers.keys().map(|&d| (Table::Leavers, d)))
+            .chain(
+                self.post_disable
+                    .keys()
+                    .map(|&d| (Table::PostDisableActivity, d)),
+            )
             .collect();
         for (table, day) in days {
             self.spill(table, day)?;
         }
         self.operations.clear();
         self.leavers.clear();
+        self.post_disable.clear();
         let open: Vec<(Table, i64)> = self.open.keys().copied().collect();
         for key in open {
             self.close(&key)?;

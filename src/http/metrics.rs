@@ -344,7 +344,7 @@ impl Metrics {
                 .get_or_create(&EvictionLabels { kind: kind.into() })
                 .inc_by(0);
         }
-        for table in ["operations", "leavers"] {
+        for table in crate::audit::schema::Table::ALL.map(|t| t.name()) {
             self.parquet_rows
                 .get_or_create(&TableLabels {
                     table: table.into(),

@@ -3,6 +3,7 @@
 Usage: read_parquet.py DATA_DIR   prints a JSON summary of both tables: row counts, column
 types as DuckDB sees them, every string value (for the secrets check) and a few rows.
 """
+import glob
 import json
 import sys
 
@@ -11,7 +12,10 @@ import duckdb
 data = sys.argv[1]
 con = duckdb.connect()
 out = {}
-for table in ("operations", "leavers"):
+for table in ("operations", "leavers", "post_disable_activity"):
+    if not glob.glob(f"{data}/{table}/*/*.parquet"):
+        out[table] = {"rows": 0, "types": {}, "strings": []}
+        continue
     source = f"read_parquet('{data}/{table}/*/*.parquet', hive_partitioning = true)"
     desc = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
     types = {row[0]: str(row[1]) for row in desc}
