@@ -10,7 +10,7 @@ use scimwatch::config::{Config, ConfigError};
 use scimwatch::parse::{Field, LineParser};
 use scimwatch::replay::{replay, source_files, ReplayOptions};
 use scimwatch::report::text;
-use scimwatch::time::{parse_time, TimeFormat};
+use scimwatch::time::{parse_time, TimeFormat, Ts};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -276,7 +276,9 @@ fn run_replay(
     };
     // Appending: leavers the store holds as still open are carried on with, so a disable in
     // these logs closes them (late, if it is) rather than starting a new episode.
+    let mut stored_until = None;
     if let Some((dir, _, true)) = &parquet {
+        stored_until = scimwatch::audit::export::newest_operation_time(dir)?;
         let open = scimwatch::audit::export::open_episodes(dir)?;
         if !open.is_empty() {
             eprintln!(
@@ -318,6 +320,23 @@ fn run_replay(
             writer.rows_written(Table::PostDisableActivity),
             dir.display()
         );
+        // Logs replayed twice into one store count twice, and nothing downstream can tell
+        // (QA helper-30: monthly exports that overlap at their edges doubled a pack's
+        // operations, and verify passed). Logs of an earlier period appended later start
+        // before the store's newest too: hence a warning, not a refusal.
+        if let (Some(stored), Some(oldest)) = (stored_until, writer.oldest_operation()) {
+            if oldest < stored {
+                eprintln!(
+                    "warning: these logs' operations start at {}, before the newest the store \
+                     already held ({}): if they overlap logs replayed into it before, the \
+                     overlap's operations are in the store twice now, and every pack will \
+                     count them twice. Replay overlapping logs into a fresh store, or cut them \
+                     where the last replay's logs ended",
+                    Ts(oldest),
+                    Ts(stored)
+                );
+            }
+        }
     }
     // An instant before the logs end judges open leavers then, but every operation read is
     // still counted: say so rather than let the report pass for a view of that moment.

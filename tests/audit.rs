@@ -93,6 +93,16 @@ fn a_replay_into_a_store_with_files_is_refused_unless_appending() {
         String::from_utf8_lossy(&appended.stderr)
     );
     assert_eq!(parquet_files(&data).len(), 2 * before.len());
+    // The same logs again: every operation is in the store twice now, which the replay says
+    // (QA helper-30: overlapping monthly logs doubled a pack's operations, silently).
+    let stderr = String::from_utf8_lossy(&appended.stderr);
+    assert!(
+        stderr.contains(
+            "warning: these logs' operations start at 2026-07-01T09:00:00Z, before the newest \
+             the store already held"
+        ),
+        "{stderr}"
+    );
     // --append means nothing without --parquet.
     let usage = run(&["replay", "--config", config.to_str().unwrap(), "--append"]);
     assert_eq!(usage.status.code(), Some(2));
@@ -1005,6 +1015,12 @@ fn a_replay_appended_to_a_store_carries_on_with_the_leavers_it_left_open() {
             command.arg("--append");
         }
         let output = command.output().unwrap();
+        // The second half starts where the first ended: no overlap to warn of.
+        assert!(
+            !String::from_utf8_lossy(&output.stderr).contains("warning"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert!(
             output.status.success(),
             "{}",
@@ -1516,6 +1532,13 @@ fn verify_catches_a_leaver_row_that_contradicts_itself() {
         .unwrap();
     assert_eq!(bob.met_slo, Some(false));
     bob.met_slo = Some(true);
+    // dave, open past his deadline: his as_of and met_slo cleared, as if never judged.
+    let dave = rows
+        .iter_mut()
+        .find(|r| r.user_login.as_deref() == Some("dave@corp.example"))
+        .unwrap();
+    assert_eq!((dave.state.as_str(), dave.met_slo), ("open", Some(false)));
+    (dave.as_of, dave.met_slo) = (None, None);
     let batch = scimwatch::audit::schema::leavers_columns(&rows).unwrap();
     write_file(&file, Table::Leavers, &batch).unwrap();
     let pack = dir.path().join("pack");
@@ -1527,6 +1550,10 @@ fn verify_catches_a_leaver_row_that_contradicts_itself() {
         out.contains(
             "(aws-prod bob@corp.example): met_slo true, but 1320 s against a deadline of 900 s"
         ),
+        "{out}"
+    );
+    assert!(
+        out.contains("(aws-prod dave@corp.example): state open without as_of"),
         "{out}"
     );
 }

@@ -268,7 +268,8 @@ fn every_example_config_is_valid() {
 /// The Okta fixture without its `[apps] aliases` line: Okta names the app "Acme SCIM", nginx
 /// "acme", so every operation is unconfirmed and every write unattributed, and nothing said
 /// why (QA helper-29). The report names the apps only one side names, and the text says how
-/// to map them; with the alias, none.
+/// to map them (not which to pair: a Host header is the client's to choose); with the alias,
+/// none.
 #[test]
 fn apps_only_one_side_names_are_reported_with_the_alias_that_maps_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -289,8 +290,9 @@ fn apps_only_one_side_names_are_reported_with_the_alias_that_maps_them() {
     let output = common::run(&["replay", "--config", config.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
-        text.contains("aliases = { \"acme\" = [\"Acme SCIM\"] }")
-            && text.contains("the IdP's, never answered at the gateway: Acme SCIM"),
+        text.contains("map them with [apps] aliases")
+            && text.contains("the IdP's, never answered at the gateway: Acme SCIM")
+            && text.contains("the gateway's, claimed by no IdP record:  acme"),
         "{text}"
     );
     let r = vendor("okta");

@@ -855,7 +855,7 @@ mod tests {
                 initiated_by: "deactivate".into(),
                 known_as: String::new(),
                 by_source: false,
-                started_by: crate::judge::ClockStart::Operation,
+                started_by: Some(crate::judge::ClockStart::Operation),
                 disabled_by: None,
             });
         }

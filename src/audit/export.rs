@@ -141,9 +141,12 @@ fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
         (_, Some(false)) => 1,
         _ => 2,
     };
+    // Among rows of one rank, the one judged last (an open row written again later knows
+    // more), then the one that knows most operations.
     rows.sort_by(|a, b| {
         (&a.app, a.initiated_at, rank(a))
             .cmp(&(&b.app, b.initiated_at, rank(b)))
+            .then(b.as_of.cmp(&a.as_of))
             .then(b.correlation_ids.len().cmp(&a.correlation_ids.len()))
     });
     let same_user = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
@@ -242,6 +245,34 @@ fn read_batches(path: &Path) -> Result<Vec<arrow_array::RecordBatch>, AuditError
         batches.push(batch.map_err(|e| corrupt(format!("unreadable data: {e}")))?);
     }
     Ok(batches)
+}
+
+/// The newest operation time (its IdP record's, else its first attempt's) the store under
+/// `data` holds, from its files' footers (the row groups' statistics; no row is read): what
+/// an appended replay's logs should start after.
+pub fn newest_operation_time(data: &Path) -> Result<Option<i64>, AuditError> {
+    use parquet::file::statistics::Statistics;
+    let mut newest = None;
+    for path in table_files(data, Table::Operations, ALL_DATES)? {
+        let file = File::open(&path).map_err(|e| AuditError::io(&path, e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| AuditError::Corrupt {
+                path: path.clone(),
+                message: format!("not a readable Parquet file: {e}"),
+            })?;
+        for group in builder.metadata().row_groups() {
+            for column in group.columns() {
+                let path = column.column_path().string();
+                if path != "idp_time" && path != "first_attempt_time" {
+                    continue;
+                }
+                if let Some(Statistics::Int64(stats)) = column.statistics() {
+                    newest = newest.max(stats.max_opt().copied());
+                }
+            }
+        }
+    }
+    Ok(newest)
 }
 
 /// Reads every `operations` row of a file.
@@ -373,13 +404,18 @@ fn pack_file(table: Table) -> String {
 }
 
 /// The first and last time among a pack's rows (operations by their time, leavers by when
-/// the episode started).
-fn time_range(operations: &[OperationRow], leavers: &[LeaverRow]) -> TimeRange {
+/// the episode started, post-disable requests by theirs).
+fn time_range(
+    operations: &[OperationRow],
+    leavers: &[LeaverRow],
+    post_disable: &[PostDisableRow],
+) -> TimeRange {
     let times = || {
         operations
             .iter()
             .map(OperationRow::time)
             .chain(leavers.iter().map(|r| r.initiated_at))
+            .chain(post_disable.iter().map(|r| r.time))
     };
     TimeRange {
         from: times().min().map(|t| Ts(t).to_string()),
@@ -503,7 +539,7 @@ pub fn export(
             schema_version: schema::SCHEMA_VERSION.into(),
             producer: schema::producer(),
             quarter: quarter.to_string(),
-            time_range: time_range(&operations, &leavers),
+            time_range: time_range(&operations, &leavers, &post_disable),
             files,
             summary: summarize(
                 &operations,
@@ -653,7 +689,22 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
         }
     }
     problems.extend(contradictions(&leavers));
-    let span = time_range(&operations, &leavers);
+    let span = time_range(
+        &operations,
+        &leavers,
+        post_disable.as_deref().unwrap_or_default(),
+    );
+    let early = post_disable
+        .iter()
+        .flatten()
+        .filter(|r| r.time < r.disabled_at)
+        .count();
+    if early > 0 {
+        problems.push(format!(
+            "post_disable_activity.parquet: {early} requests made before the disable they \
+             are said to follow"
+        ));
+    }
     if span != manifest.time_range {
         problems.push(format!(
             "time_range: the rows span {span:?}, manifest says {:?}",
@@ -726,8 +777,12 @@ fn contradictions(leavers: &[LeaverRow]) -> Vec<String> {
                         )
                     })
                 }
-                // A row from before as_of was kept (schema version 1): not judged here.
-                (None, None) => None,
+                // A row from before as_of was kept (schema version 1): not judged here. One
+                // that knows what started its clock is of version 2, which always writes it.
+                (None, None) => row
+                    .clock_start
+                    .is_some()
+                    .then(|| "state open without as_of".to_string()),
             },
             other => Some(format!(
                 "state {other:?} (a pack holds disabled and open episodes)"

@@ -58,6 +58,18 @@ impl Table {
             Table::PostDisableActivity => "post_disable_activity",
         }
     }
+    /// The tables' directories in a store, as a message names them:
+    /// "operations/, leavers/ and post_disable_activity/".
+    pub fn store_dirs() -> String {
+        let dirs: Vec<String> = Table::ALL
+            .iter()
+            .map(|t| format!("{}/", t.name()))
+            .collect();
+        match dirs.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => dirs.concat(),
+        }
+    }
     pub fn schema(self) -> SchemaRef {
         match self {
             Table::Operations => OPERATIONS_SCHEMA.clone(),
@@ -699,6 +711,9 @@ pub fn leavers_rows(batch: &RecordBatch) -> Result<Vec<LeaverRow>, SchemaMismatc
     check_schema(batch, Table::Leavers)?;
     let c = |name| column(batch, name);
     let later = |name| later_column(batch, name);
+    // Version 1 wrote `met_slo` true for an open episode still in time: read as version 2
+    // says it, undecided (null), so a pack of version 2 never shows it as disabled in time.
+    let version_1 = later("as_of").is_none();
     let mut rows = Vec::with_capacity(batch.num_rows());
     let lists = c("correlation_ids").as_list::<i32>();
     for i in 0..batch.num_rows() {
@@ -715,7 +730,12 @@ pub fn leavers_rows(batch: &RecordBatch) -> Result<Vec<LeaverRow>, SchemaMismatc
             latency_seconds: (!latency.is_null(i)).then(|| latency.value(i)),
             high_risk: c("high_risk").as_boolean().value(i),
             deadline_seconds: opt_i64::<Int64Type>(c("deadline_seconds"), i).unwrap_or(0),
-            met_slo: (!c("met_slo").is_null(i)).then(|| c("met_slo").as_boolean().value(i)),
+            met_slo: match (!c("met_slo").is_null(i)).then(|| c("met_slo").as_boolean().value(i)) {
+                Some(true) if version_1 && opt_string(c("state"), i).as_deref() == Some("open") => {
+                    None
+                }
+                met_slo => met_slo,
+            },
             correlation_ids: (0..ids.len()).map(|j| ids.value(j).to_string()).collect(),
             state: opt_string(c("state"), i).unwrap_or_default(),
             clock_start: later("clock_start").and_then(|a| opt_string(a, i)),
@@ -795,5 +815,61 @@ mod tests {
         let error = builder.take().expect_err("too many causes").to_string();
         assert!(error.contains("column cause"), "{error}");
         assert_eq!(builder.len(), rows.len(), "every column keeps its rows");
+    }
+
+    /// A `leavers` batch of schema version 1 (no clock_start … as_of) reads with those null,
+    /// and its open episode still in time, which version 1 wrote as met_slo true, reads as
+    /// version 2 says it: undecided. A breached open row and a disabled one keep theirs.
+    #[test]
+    fn leavers_of_schema_version_1_read_as_version_2_says() {
+        let leaver = |state: &str, met_slo: bool| LeaverRow {
+            app: "vault".into(),
+            user_id: None,
+            user_login: Some("a@x".into()),
+            initiated_at: 0,
+            first_attempt_at: None,
+            disabled_at: (state == "disabled").then_some(5_000_000),
+            latency_seconds: (state == "disabled").then_some(5.0),
+            high_risk: true,
+            deadline_seconds: 900,
+            met_slo: Some(met_slo),
+            correlation_ids: vec![],
+            state: state.into(),
+            clock_start: None,
+            initiated_by: None,
+            disabled_by: None,
+            as_of: None,
+        };
+        let rows = [
+            leaver("open", true),
+            leaver("open", false),
+            leaver("disabled", true),
+        ];
+        let batch = leavers_columns(&rows)
+            .unwrap()
+            .into_batch(Table::Leavers)
+            .unwrap();
+        let v2 = leavers_rows(&batch).unwrap();
+        assert_eq!(
+            v2[0].met_slo,
+            Some(true),
+            "a version 2 batch is read as written"
+        );
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| !LEAVERS_SINCE_2.contains(&batch.schema().field(i).name().as_str()))
+            .collect();
+        let v1 = leavers_rows(&batch.project(&keep).unwrap()).unwrap();
+        let read: Vec<_> = v1.iter().map(|r| (r.state.as_str(), r.met_slo)).collect();
+        assert_eq!(
+            read,
+            [
+                ("open", None),
+                ("open", Some(false)),
+                ("disabled", Some(true))
+            ]
+        );
+        assert!(v1
+            .iter()
+            .all(|r| r.clock_start.is_none() && r.as_of.is_none()));
     }
 }

@@ -299,11 +299,7 @@ pub fn open_episode(row: &LeaverRow) -> Episode {
             .unwrap_or_else(|| "an earlier replay".into()),
         known_as: String::new(),
         by_source: row.clock_start.as_deref() == Some(ClockStart::UserTrigger.as_str()),
-        started_by: row
-            .clock_start
-            .as_deref()
-            .and_then(ClockStart::parse)
-            .unwrap_or_default(),
+        started_by: row.clock_start.as_deref().and_then(ClockStart::parse),
         disabled_by: None,
     }
 }
@@ -353,7 +349,7 @@ pub fn leaver_row(episode: &Episode, as_of: Ts) -> LeaverRow {
             EpisodeState::Cancelled => "cancelled",
         }
         .to_string(),
-        clock_start: Some(episode.clock_start().as_str().to_string()),
+        clock_start: episode.clock_start().map(|c| c.as_str().to_string()),
         initiated_by: Some(episode.initiated_by.clone()),
         disabled_by: episode.disabled_by.clone(),
         // A closed row's state is final; only an open one depends on when it was judged.
@@ -566,6 +562,8 @@ pub struct AuditWriter {
     file_prefix: String,
     sequence: u64,
     rows_written: BTreeMap<Table, u64>,
+    /// The oldest operation time among the rows added.
+    oldest_operation: Option<i64>,
 }
 
 fn parquet_error(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> AuditError + '_ {
@@ -601,12 +599,19 @@ impl AuditWriter {
             file_prefix,
             sequence: 0,
             rows_written: BTreeMap::new(),
+            oldest_operation: None,
         })
     }
 
     /// Rows written so far, per table.
     pub fn rows_written(&self, table: Table) -> u64 {
         self.rows_written.get(&table).copied().unwrap_or(0)
+    }
+
+    /// The oldest operation time among the rows added (an operation's time: its IdP record's,
+    /// else its first attempt's).
+    pub fn oldest_operation(&self) -> Option<i64> {
+        self.oldest_operation
     }
 
     /// Rows buffered in memory, not yet in a file.
@@ -625,7 +630,9 @@ impl AuditWriter {
         match output {
             Output::Operation(op) => {
                 let row = operation_view(op, &self.source_names, ingested_at);
-                let day = day_of(row.time());
+                let time = row.time();
+                self.oldest_operation = Some(self.oldest_operation.map_or(time, |t| t.min(time)));
+                let day = day_of(time);
                 let buffer = self.operations.entry(day).or_default();
                 buffer.append(&row);
                 if buffer.len() >= self.spill_rows() {

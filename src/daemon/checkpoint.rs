@@ -209,7 +209,7 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Option<Checkpoint>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
     let checkpoint: Checkpoint = serde_json::from_str(&text).with_context(|| {
-        format!("{} is not a readable checkpoint (restore it from a backup; or, to start from the beginning of every file, move it aside together with the store's operations/ and leavers/, or every row is written twice)", file.display())
+        format!("{} is not a readable checkpoint (restore it from a backup; or, to start from the beginning of every file, move it aside together with the store's {}, or every row is written twice)", file.display(), crate::audit::schema::Table::store_dirs())
     })?;
     if checkpoint.version != CHECKPOINT_VERSION {
         anyhow::bail!(

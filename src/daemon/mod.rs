@@ -205,8 +205,9 @@ impl Pipeline {
                         "{} holds {stored} Parquet file(s) but no checkpoint \
                          (state/checkpoint.json): starting afresh would read every log from \
                          its start and write every row again. Restore the checkpoint, or move \
-                         the store aside (its operations/ and leavers/) to start over",
-                        data_dir.display()
+                         the store aside (its {}) to start over",
+                        data_dir.display(),
+                        crate::audit::schema::Table::store_dirs()
                     );
                 }
                 (
@@ -1112,7 +1113,7 @@ mod tests {
                 initiated_by: "deactivate".into(),
                 known_as: String::new(),
                 by_source: false,
-                started_by: crate::judge::ClockStart::Operation,
+                started_by: Some(crate::judge::ClockStart::Operation),
                 disabled_by: None,
             }
         };

@@ -52,10 +52,11 @@ pub struct Episode {
     /// before it was kept (such an episode is left to the IdP's operations).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub by_source: bool,
-    /// What started the clock, for the evidence ([`Episode::clock_start`]). `Operation` in
-    /// checkpoints from before it was kept.
-    #[serde(default)]
-    pub started_by: ClockStart,
+    /// What started the clock, for the evidence ([`Episode::clock_start`]). Unknown (`None`)
+    /// in checkpoints from before it was kept, and for an episode carried over from a store
+    /// row of schema version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<ClockStart>,
     /// The correlation ID of the operation whose 2xx disabled it (none when that operation
     /// had no ID, and while open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,11 +64,10 @@ pub struct Episode {
 }
 
 /// What started a leaver episode's clock: the `leavers` table's `clock_start`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClockStart {
     /// The first leaver operation's IdP record.
-    #[default]
     Operation,
     /// The trigger time an IdP record carries (a `trigger_time` field).
     TriggerTime,
@@ -104,11 +104,11 @@ impl Episode {
         self.disabled_at
             .map(|d| d.secs_since(self.initiated_at).max(0.0))
     }
-    /// What started the clock. An episode from a checkpoint older than [`Episode::started_by`]
-    /// knows only whether a user trigger did.
-    pub fn clock_start(&self) -> ClockStart {
+    /// What started the clock, where known. An episode from a checkpoint older than
+    /// [`Episode::started_by`] knows only whether a user trigger did.
+    pub fn clock_start(&self) -> Option<ClockStart> {
         if self.by_source {
-            ClockStart::UserTrigger
+            Some(ClockStart::UserTrigger)
         } else {
             self.started_by
         }
@@ -707,7 +707,7 @@ impl Episodes {
                 .unwrap_or("")
                 .to_string(),
             by_source: false,
-            started_by: ClockStart::AppTrigger,
+            started_by: Some(ClockStart::AppTrigger),
             disabled_by: None,
         }));
         self.open_keys.insert(pair_key);
@@ -931,7 +931,7 @@ impl Episodes {
                 initiated_by,
                 known_as: op.user_login().or(op.user_id()).unwrap_or("").to_string(),
                 by_source,
-                started_by,
+                started_by: Some(started_by),
                 disabled_by: None,
             }));
         }

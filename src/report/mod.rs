@@ -176,6 +176,9 @@ pub struct OneSidedApps {
 /// How many names each list of [`OneSidedApps`] keeps.
 const ONE_SIDED_SHOWN: usize = 20;
 
+/// How many app names the report tallies for [`OneSidedApps`] (the first seen).
+const APPS_TALLIED: usize = 1024;
+
 /// What each side said of one app, for [`OneSidedApps`].
 #[derive(Debug, Default, Clone, Copy)]
 struct AppSides {
@@ -437,9 +440,12 @@ impl ReportBuilder {
                 _ => None,
             };
             if let Some(count) = count {
+                // Bounded: a gateway's writes may name any Host a client sends.
+                let room = self.apps.len() < APPS_TALLIED;
                 match self.apps.get_mut(app) {
                     Some(sides) => count(sides),
-                    None => count(self.apps.entry(app.to_string()).or_default()),
+                    None if room => count(self.apps.entry(app.to_string()).or_default()),
+                    None => {}
                 }
             }
         }

@@ -240,11 +240,13 @@ pub fn render(report: &Report) -> String {
     }
     let one_sided = &report.one_sided_apps;
     if !one_sided.idp.is_empty() && !one_sided.gateway.is_empty() {
+        // Names only: which pairs are one app is for a person to say (a Host header is the
+        // client's to choose), and the alias's key must be the name the high-risk patterns
+        // use, or a high-risk app's leavers fall to the standard deadline.
         let _ = writeln!(
             out,
-            "\nApps only one side names (the same apps under other names? map them with \
-             [apps] aliases = {{ \"{}\" = [\"{}\"] }})",
-            one_sided.gateway[0], one_sided.idp[0]
+            "\nApps only one side names (one app under two names? map them with [apps] aliases, \
+             keyed by the name your [[slo.high_risk]] patterns use)"
         );
         let _ = writeln!(
             out,
