@@ -372,37 +372,53 @@ fn print_out(text: &str, what: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Every credential the config names must resolve now (env var set, file readable, not
+/// empty), not at 03:00: the API token and each receiver's. A failure is said as the
+/// config's own errors are, `config FILE: line N: \`KEY\`: what is wrong` (exit 2).
+fn check_credentials(config_path: &std::path::Path, config: &Config) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config_path).unwrap_or_default();
+    let said = |key: &str, what: &str| {
+        let line = scimwatch::config::line_of_key(&text, key)
+            .map_or(String::new(), |line| format!("line {line}: "));
+        UsageError(format!(
+            "config {}: {line}`{key}`: {what}",
+            config_path.display()
+        ))
+    };
+    // "server.api_token_env: environment variable X is not set"
+    scimwatch::http::api_token(config).map_err(|e| {
+        let message = format!("{e:#}");
+        match message.split_once(": ") {
+            Some((key, what)) => said(key, what),
+            None => UsageError(message),
+        }
+    })?;
+    if config.receivers.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _entered = runtime.enter();
+    let timeout = std::time::Duration::from_secs(config.alerting.send_timeout_secs);
+    for (index, receiver) in config.receivers.iter().enumerate() {
+        // "receiver \"x\" email.password_file: cannot read …"
+        scimwatch::notify::send::channels(receiver, timeout).map_err(|e| {
+            let message = format!("{e:#}");
+            let rest = message.strip_prefix(&format!("receiver {:?} ", receiver.name));
+            match rest.and_then(|rest| rest.split_once(": ")) {
+                Some((field, what)) => said(&format!("receiver[{index}].{field}"), what),
+                None => UsageError(message),
+            }
+        })?;
+    }
+    Ok(())
+}
+
 fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     let files = source_files(&config, &ReplayOptions::default())?;
-    scimwatch::http::api_token(&config).map_err(|e| UsageError(format!("{e:#}")))?;
-    if !config.receivers.is_empty() {
-        // Every credential must resolve now (env var set, file readable), not at 03:00, and
-        // before anything is called valid.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let _entered = runtime.enter();
-        let timeout = std::time::Duration::from_secs(config.alerting.send_timeout_secs);
-        // The line of the key a credential error names (`receiver "x" email.password_file:
-        // …`), as the config's own errors give it.
-        let text = std::fs::read_to_string(config_path).unwrap_or_default();
-        for (index, receiver) in config.receivers.iter().enumerate() {
-            scimwatch::notify::send::channels(receiver, timeout).map_err(|e| {
-                let message = format!("{e:#}");
-                let field = message
-                    .strip_prefix(&format!("receiver {:?} ", receiver.name))
-                    .and_then(|rest| rest.split([':', ' ']).next());
-                let line = field.and_then(|field| {
-                    scimwatch::config::line_of_key(&text, &format!("receiver[{index}].{field}"))
-                });
-                UsageError(match line {
-                    Some(line) => format!("line {line}: {message}"),
-                    None => message,
-                })
-            })?;
-        }
-    }
+    check_credentials(config_path, &config)?;
     use std::fmt::Write;
     let mut out = String::new();
     writeln!(out, "config {} is valid", config_path.display())?;
@@ -723,6 +739,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_daemon(config_path: &std::path::Path) -> anyhow::Result<()> {
     init_logging();
     let config = load_config(config_path)?;
+    check_credentials(config_path, &config)?;
     tracing::info!(config = %config_path.display(), data_dir = %config.storage.data_dir.display(), "Starting.");
     let listen = config.server.listen.clone();
     let runtime = runtime()?;
@@ -788,8 +805,22 @@ fn run_demo(
         "  logs    {}  (the gateway log is rotated every 300 lines)",
         dir.join("logs").display()
     );
-    println!("  incidents: an expired SCIM token (401s) at ~20s, a high-risk admin whose disable keeps failing from ~30s,");
-    println!("             a 429 storm at ~50s, hand-made writes, and a disabled user's token still in use. Ctrl-C stops.\n");
+    // The traffic's schedule (demo::live, ten seconds a unit): only what this run will reach.
+    let scheduled = [
+        (20, "an expired SCIM token (401s) at ~20s"),
+        (
+            30,
+            "a high-risk admin whose disable keeps failing from ~30s",
+        ),
+        (50, "a 429 storm at ~50s"),
+    ];
+    let mut incidents: Vec<&str> = scheduled
+        .iter()
+        .filter(|(at, _)| *at < duration.as_secs())
+        .map(|(_, what)| *what)
+        .collect();
+    incidents.push("hand-made writes, and a disabled user's token still in use");
+    println!("  incidents: {}. Ctrl-C stops.\n", incidents.join(", "));
     let listen = config.server.listen.clone();
     let runtime = runtime()?;
     let mut running = start_daemon(config, runtime.handle())?;

@@ -352,19 +352,38 @@ fn a_credential_that_does_not_resolve_is_named_before_anything_runs() {
     );
     let (code, stdout, stderr) = check(&text);
     assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("receiver \"oncall\" email.username_env")
-            && stderr.contains("SCIMWATCH_TEST_UNSET_USER is not set"),
-        "{stderr}"
-    );
-    // With the key's line, as the config's own errors have it.
+    // Said as the config's own errors are: the file, the key's line, the key, what is wrong,
+    // once (QA helper-29: it had no file, a receiver's name for the key, and "is not set:
+    // environment variable not found").
     let line = text
         .lines()
         .position(|l| l.starts_with("username_env"))
         .unwrap()
         + 1;
-    assert!(stderr.contains(&format!("line {line}: ")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            ": line {line}: `receiver[0].email.username_env`: environment variable \
+             SCIMWATCH_TEST_UNSET_USER is not set\n"
+        )) && stderr.contains("scimwatch: config "),
+        "{stderr}"
+    );
     assert!(!stdout.contains("is valid"), "{stdout}");
+    // `run` says it the same way, before it binds or locks anything.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scimwatch.toml");
+    fs::write(&path, &text).unwrap();
+    let output = bin()
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let run_stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{run_stderr}");
+    assert!(
+        run_stderr.contains(&format!(
+            ": line {line}: `receiver[0].email.username_env`: environment variable"
+        )),
+        "{run_stderr}"
+    );
 }
 
 /// A private CA's file for TLS: refused where there is no TLS to use it, and named when it
@@ -393,7 +412,7 @@ fn a_ca_file_is_checked_before_anything_runs() {
     let (code, stdout, stderr) = check(&email("starttls", key_only.to_str().unwrap()));
     assert_eq!(code, 2, "{stdout}");
     assert!(
-        stderr.contains("receiver \"oncall\" email.ca_file")
+        stderr.contains("`receiver[0].email.ca_file`")
             && stderr.contains("holds no PEM certificate"),
         "{stderr}"
     );
@@ -419,7 +438,7 @@ fn a_ca_file_is_checked_before_anything_runs() {
     );
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("receiver \"hook\" webhook.ca_file")
+        stderr.contains("`receiver[0].webhook.ca_file`")
             && stderr.contains("holds no PEM certificate"),
         "{stderr}"
     );

@@ -31,8 +31,14 @@ fn secret(
 ) -> anyhow::Result<Option<String>> {
     // An empty secret is a mistake found now, not an AUTH failure at 03:00.
     if let Some(var) = env {
-        let value = std::env::var(var)
-            .with_context(|| format!("{what}_env: environment variable {var} is not set"))?;
+        let value = std::env::var(var).map_err(|e| match e {
+            std::env::VarError::NotPresent => {
+                anyhow::anyhow!("{what}_env: environment variable {var} is not set")
+            }
+            std::env::VarError::NotUnicode(_) => {
+                anyhow::anyhow!("{what}_env: environment variable {var} is not UTF-8")
+            }
+        })?;
         if value.trim().is_empty() {
             bail!("{what}_env: environment variable {var} is empty");
         }
