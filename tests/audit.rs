@@ -719,6 +719,7 @@ fn an_export_is_byte_identical_when_repeated_and_its_manifest_adds_up() {
         "operations.parquet",
         "leavers.parquet",
         "post_disable_activity.parquet",
+        "README.md",
         "manifest.json",
     ] {
         assert_eq!(
@@ -732,6 +733,24 @@ fn an_export_is_byte_identical_when_repeated_and_its_manifest_adds_up() {
     assert_eq!(manifest["files"]["operations"]["rows"], 24);
     assert_eq!(manifest["files"]["leavers"]["rows"], 7);
     assert_eq!(manifest["files"]["post_disable_activity"]["rows"], 1);
+    // The pack explains itself to whoever opens it (QA helper-30: column meanings were only
+    // in scimwatch's README): every column of every table is in its README.md.
+    let readme = std::fs::read_to_string(a.join("README.md")).unwrap();
+    assert_eq!(manifest["readme"]["path"], "README.md");
+    for table in Table::ALL {
+        assert!(
+            readme.contains(&format!("## `{}`", table.name())),
+            "{table:?}"
+        );
+        for field in table.schema().fields() {
+            assert!(
+                readme.contains(&format!("`{}`", field.name())),
+                "{}.{} is not explained in the pack's README.md",
+                table.name(),
+                field.name()
+            );
+        }
+    }
     assert_eq!(manifest["summary"]["post_disable_requests"], 1);
     let activity =
         scimwatch::audit::export::read_post_disable(&a.join("post_disable_activity.parquet"))
@@ -895,6 +914,12 @@ fn verify_works_out_the_manifest_again_from_the_rows() {
         ),
     );
     assert!(out.contains("MISMATCH time_range"), "{out}");
+    let out = tampered("readme", &|copy: &Path| {
+        let mut text = std::fs::read_to_string(copy.join("README.md")).unwrap();
+        text.push_str("\nmet_slo true means nothing.\n");
+        std::fs::write(copy.join("README.md"), text).unwrap()
+    });
+    assert!(out.contains("MISMATCH README.md: SHA-256 is"), "{out}");
     let out = tampered("extra", &|copy: &Path| {
         std::fs::write(copy.join("leavers2.parquet"), b"PAR1").unwrap()
     });
@@ -919,6 +944,7 @@ fn verify_works_out_the_manifest_again_from_the_rows() {
         "operations.parquet",
         "leavers.parquet",
         "post_disable_activity.parquet",
+        "README.md",
     ] {
         std::fs::copy(pack.join(file), older.join(file)).unwrap();
     }
@@ -952,12 +978,14 @@ fn verify_works_out_the_manifest_again_from_the_rows() {
         .as_object_mut()
         .unwrap()
         .remove("post_disable_requests");
+    old.as_object_mut().unwrap().remove("readme");
     std::fs::write(v1.join("manifest.json"), old.to_string()).unwrap();
     let output = run(&["export", "--verify", v1.to_str().unwrap()]);
     let out = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{out}");
     assert!(
-        out.contains("manifest lists no post_disable_activity file"),
+        out.contains("manifest lists no post_disable_activity file")
+            && out.contains("manifest lists no README.md"),
         "{out}"
     );
     old["schema_version"] = json!("1");

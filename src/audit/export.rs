@@ -125,8 +125,23 @@ pub struct Manifest {
     pub quarter: String,
     pub time_range: TimeRange,
     pub files: BTreeMap<String, FileEntry>,
+    /// The pack's `README.md`: what each file and column means, for whoever opens it without
+    /// scimwatch's own documentation. Absent from packs of schema version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readme: Option<ReadmeEntry>,
     pub summary: Summary,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadmeEntry {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// A pack's `README.md`, the same in every pack of this schema version.
+const PACK_README: &str = include_str!("pack-readme.md");
+/// Its name in a pack.
+const README_FILE: &str = "README.md";
 
 /// The daemon writes an episode's row when it passes its deadline still open (state `open`)
 /// and again when it is disabled or cancelled: keeps one row per episode, the one that ended
@@ -534,6 +549,9 @@ pub fn export(
                 },
             );
         }
+        let readme_path = staging.join(README_FILE);
+        durable::write_atomic(&readme_path, PACK_README.as_bytes())
+            .map_err(|e| AuditError::io(&readme_path, e))?;
         let manifest = Manifest {
             format: PACK_FORMAT.into(),
             schema_version: schema::SCHEMA_VERSION.into(),
@@ -541,6 +559,10 @@ pub fn export(
             quarter: quarter.to_string(),
             time_range: time_range(&operations, &leavers, &post_disable),
             files,
+            readme: Some(ReadmeEntry {
+                path: README_FILE.into(),
+                sha256: sha256_of(&readme_path)?,
+            }),
             summary: summarize(
                 &operations,
                 &leavers,
@@ -600,13 +622,35 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        let known = name == "manifest.json" || Table::ALL.iter().any(|t| pack_file(*t) == name);
+        let known = name == "manifest.json"
+            || (name == README_FILE && manifest.readme.is_some())
+            || Table::ALL.iter().any(|t| pack_file(*t) == name);
         if !known {
             problems.push(format!("{name}: not part of a pack"));
         }
     }
-    // A pack of schema version 1 predates the post_disable_activity table.
+    // A pack of schema version 1 predates the post_disable_activity table and README.md.
     let version_1 = manifest.schema_version == "1";
+    match &manifest.readme {
+        None if !version_1 => problems.push(format!("manifest lists no {README_FILE}")),
+        None => {}
+        Some(readme) if readme.path != README_FILE => problems.push(format!(
+            "manifest names {:?} for the readme; a pack's is {README_FILE}",
+            readme.path
+        )),
+        Some(readme) => match pack.join(README_FILE) {
+            path if !path.is_file() => problems.push(format!("{README_FILE}: missing")),
+            path => {
+                let hash = sha256_of(&path)?;
+                if hash != readme.sha256 {
+                    problems.push(format!(
+                        "{README_FILE}: SHA-256 is {hash}, manifest says {}",
+                        readme.sha256
+                    ));
+                }
+            }
+        },
+    }
     let mut operations = None;
     let mut leavers = None;
     let mut post_disable = None;
