@@ -1305,6 +1305,23 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     Some(format!("{table}.{name}"))
 }
 
+/// A table header line as written without its comment and spaces (`[[receiver]]  # pages`
+/// and `[ source.fields ]` are `[[receiver]]` and `[source.fields]`); any other line trimmed.
+fn header_of(line: &str) -> String {
+    let trimmed = line.trim();
+    if !trimmed.starts_with('[') {
+        return trimmed.to_string();
+    }
+    let close = if trimmed.starts_with("[[") { "]]" } else { "]" };
+    match trimmed.find(close) {
+        Some(end) => trimmed[..end + close.len()]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect(),
+        None => trimmed.to_string(),
+    }
+}
+
 /// Finds the line of a dotted key like `source[1].fields.time` or `slo.join_window_secs` by
 /// walking the table headers in the text. Good enough to point a person at the right line;
 /// `None` when the key is not written (a default that conflicts with another key).
@@ -1324,7 +1341,7 @@ pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let mut start = None;
     let mut seen = 0;
     for (number, line) in lines.iter().enumerate() {
-        let trimmed = line.trim();
+        let trimmed = header_of(line);
         let is_entry = match index {
             Some(_) => trimmed == format!("[[{table}]]"),
             None => trimmed == format!("[{table}]"),
@@ -1350,7 +1367,7 @@ pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
         let mut found = None;
         let mut count = 0;
         for (offset, line) in lines[position..].iter().enumerate() {
-            let trimmed = line.trim();
+            let trimmed = header_of(line);
             if trimmed == header_single
                 || (trimmed == header_array && nested_index.is_none_or(|i| i == count))
             {
@@ -1384,4 +1401,20 @@ pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
         }
     }
     Some(position + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_of_key;
+
+    /// A header with a comment after it, as design.md's own example has
+    /// (`[[receiver]]   # where pages go`), or spaces inside its brackets, is still that
+    /// header: the key was named at another receiver's line (QA helper-32).
+    #[test]
+    fn a_key_is_found_under_a_header_with_a_comment_or_spaces() {
+        let text = "[[receiver]]   # where pages go\nname = \"a\"\n[receiver.email]\nusername_env = \"A\"\n\n[[ receiver ]]\nname = \"b\"\n[ receiver.email ] # b's\nusername_env = \"B\"\n";
+        assert_eq!(line_of_key(text, "receiver[0].email.username_env"), Some(4));
+        assert_eq!(line_of_key(text, "receiver[1].email.username_env"), Some(9));
+        assert_eq!(line_of_key(text, "receiver[1].name"), Some(7));
+    }
 }

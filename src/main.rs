@@ -325,9 +325,9 @@ fn run_replay(
         // operations, and verify passed). Logs of an earlier period appended later start
         // before the store's newest too: hence a warning, not a refusal.
         if let (Some(stored), Some(oldest)) = (stored_until, writer.oldest_operation()) {
-            if oldest < stored {
+            if oldest <= stored {
                 eprintln!(
-                    "warning: these logs' operations start at {}, before the newest the store \
+                    "warning: these logs' operations start at {}, not after the newest the store \
                      already held ({}): if they overlap logs replayed into it before, the \
                      overlap's operations are in the store twice now, and every pack will \
                      count them twice. Replay overlapping logs into a fresh store, or cut them \

@@ -98,8 +98,8 @@ fn a_replay_into_a_store_with_files_is_refused_unless_appending() {
     let stderr = String::from_utf8_lossy(&appended.stderr);
     assert!(
         stderr.contains(
-            "warning: these logs' operations start at 2026-07-01T09:00:00Z, before the newest \
-             the store already held"
+            "warning: these logs' operations start at 2026-07-01T09:00:00Z, not after the \
+             newest the store already held (2026-07-01T10:10:00Z)"
         ),
         "{stderr}"
     );
@@ -984,8 +984,7 @@ fn verify_works_out_the_manifest_again_from_the_rows() {
     let out = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{out}");
     assert!(
-        out.contains("manifest lists no post_disable_activity file")
-            && out.contains("manifest lists no README.md"),
+        out.contains("manifest lists no post_disable_activity file") && !out.contains("README.md"),
         "{out}"
     );
     old["schema_version"] = json!("1");
@@ -1583,5 +1582,55 @@ fn verify_catches_a_leaver_row_that_contradicts_itself() {
     assert!(
         out.contains("(aws-prod dave@corp.example): state open without as_of"),
         "{out}"
+    );
+}
+
+/// The overlap warning compares the time each operation is filed under (its IdP record's),
+/// not its gateway answer's: logs that start after the store's last operation but before that
+/// operation's answer overlap nothing; logs that repeat the store's last instant may (QA
+/// helper-32: the first warned falsely, the second was missed).
+#[test]
+fn the_append_overlap_warning_compares_operation_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let idp = |ts: &str, cid: &str| {
+        format!("{{\"ts\":\"{ts}\",\"cid\":\"{cid}\",\"action\":\"create\",\"app\":\"github\",\"user\":\"u@corp.example\",\"user_id\":\"u1\",\"result\":\"success\"}}\n")
+    };
+    let gateway = |time: &str, cid: &str| {
+        format!("{{\"time\":\"{time}\",\"xrid\":\"{cid}\",\"method\":\"POST\",\"uri\":\"/scim/v2/Users\",\"status\":201,\"request_time\":0.1,\"remote_user\":\"scim-github\",\"app\":\"github\"}}\n")
+    };
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
+    let store = dir.path().join("store");
+    let replay = |name: &str, at: &str, answered: &str| -> String {
+        let output = bin()
+            .args(["replay", "--format", "json", "--config"])
+            .arg(&config)
+            .arg("--idp")
+            .arg(write(&format!("{name}-idp.jsonl"), idp(at, name)))
+            .arg("--gateway")
+            .arg(write(&format!("{name}-gw.log"), gateway(answered, name)))
+            .arg("--parquet")
+            .arg(&store)
+            .arg("--append")
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // One operation at 10:00:00, answered at 10:00:05.
+    let stderr = replay("c1", "2026-07-01T10:00:00Z", "2026-07-01T10:00:05Z");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // The next logs start at 10:00:02: after it, though before its answer.
+    let stderr = replay("c2", "2026-07-01T10:00:02Z", "2026-07-01T10:00:03Z");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // Logs that start at the store's newest instant may repeat its last record.
+    let stderr = replay("c3", "2026-07-01T10:00:02Z", "2026-07-01T10:00:04Z");
+    assert!(
+        stderr.contains("not after the newest the store already held (2026-07-01T10:00:02Z)"),
+        "{stderr}"
     );
 }

@@ -1,5 +1,5 @@
-//! The quarterly evidence pack: one Parquet file per table for a quarter, sorted by time, and
-//! `manifest.json` with row counts, SHA-256 of each file, the time range, the schema version,
+//! The quarterly evidence pack: one Parquet file per table for a quarter, sorted by time, a
+//! `README.md` saying what they hold, and `manifest.json` with row counts, SHA-256 of each file, the time range, the schema version,
 //! the producer and the quarter's figures. The same store gives byte-identical files, so an
 //! auditor can re-run the export and compare hashes; `verify` re-checks a pack.
 
@@ -262,28 +262,49 @@ fn read_batches(path: &Path) -> Result<Vec<arrow_array::RecordBatch>, AuditError
     Ok(batches)
 }
 
-/// The newest operation time (its IdP record's, else its first attempt's) the store under
-/// `data` holds, from its files' footers (the row groups' statistics; no row is read): what
-/// an appended replay's logs should start after.
+/// The newest operation time (its IdP record's, else its first attempt's: the time a row is
+/// filed under) the store under `data` holds: what an appended replay's logs should start
+/// after. Reads those two columns only.
 pub fn newest_operation_time(data: &Path) -> Result<Option<i64>, AuditError> {
-    use parquet::file::statistics::Statistics;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMicrosecondType;
+    use arrow_array::Array;
+    use parquet::arrow::ProjectionMask;
     let mut newest = None;
     for path in table_files(data, Table::Operations, ALL_DATES)? {
+        let corrupt = |e: parquet::errors::ParquetError| AuditError::Corrupt {
+            path: path.clone(),
+            message: format!("not a readable Parquet file: {e}"),
+        };
         let file = File::open(&path).map_err(|e| AuditError::io(&path, e))?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| AuditError::Corrupt {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(corrupt)?;
+        let leaves: Vec<usize> = ["idp_time", "first_attempt_time"]
+            .iter()
+            .filter_map(|name| {
+                let columns = builder.parquet_schema().columns();
+                columns.iter().position(|c| c.name() == *name)
+            })
+            .collect();
+        if leaves.len() != 2 {
+            return Err(corrupt(parquet::errors::ParquetError::General(
+                "no idp_time or first_attempt_time column".into(),
+            )));
+        }
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
+        for batch in builder.with_projection(mask).build().map_err(corrupt)? {
+            let batch = batch.map_err(|e| AuditError::Corrupt {
                 path: path.clone(),
-                message: format!("not a readable Parquet file: {e}"),
+                message: format!("unreadable data: {e}"),
             })?;
-        for group in builder.metadata().row_groups() {
-            for column in group.columns() {
-                let path = column.column_path().string();
-                if path != "idp_time" && path != "first_attempt_time" {
-                    continue;
-                }
-                if let Some(Statistics::Int64(stats)) = column.statistics() {
-                    newest = newest.max(stats.max_opt().copied());
-                }
+            let idp = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+            let first = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+            for row in 0..batch.num_rows() {
+                let time = if idp.is_valid(row) {
+                    Some(idp.value(row))
+                } else {
+                    first.is_valid(row).then(|| first.value(row))
+                };
+                newest = newest.max(time);
             }
         }
     }
@@ -598,8 +619,8 @@ pub fn manifest_sha256(pack: &Path) -> Result<String, AuditError> {
 ///
 /// Each file is re-hashed and re-read, and everything the manifest says of the rows is worked
 /// out again from them: row counts, that every row lies in the quarter, the time range, and
-/// the figures (judged with the thresholds the manifest records). A pack holds its three
-/// files and nothing else. What this cannot catch is a manifest rewritten whole to match
+/// the figures (judged with the thresholds the manifest records). A pack holds a file per
+/// table, its README and its manifest, and nothing else. What this cannot catch is a manifest rewritten whole to match
 /// altered files: for that, keep the manifest's SHA-256 (`export` prints it) apart from the
 /// pack, or sign the pack.
 pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
@@ -631,8 +652,9 @@ pub fn verify(pack: &Path) -> Result<Vec<String>, AuditError> {
     }
     // A pack of schema version 1 predates the post_disable_activity table and README.md.
     let version_1 = manifest.schema_version == "1";
+    // A pack without a README (of version 1, or made before packs had one) is not a mismatch:
+    // dropping it from a manifest changes the manifest's SHA-256, kept apart.
     match &manifest.readme {
-        None if !version_1 => problems.push(format!("manifest lists no {README_FILE}")),
         None => {}
         Some(readme) if readme.path != README_FILE => problems.push(format!(
             "manifest names {:?} for the readme; a pack's is {README_FILE}",
