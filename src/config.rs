@@ -1305,6 +1305,15 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     Some(format!("{table}.{name}"))
 }
 
+/// A secret's environment variable, or what is wrong with it ("environment variable X is not
+/// set"), for a message that names the key before it.
+pub fn env_secret(var: &str) -> Result<String, String> {
+    std::env::var(var).map_err(|e| match e {
+        std::env::VarError::NotPresent => format!("environment variable {var} is not set"),
+        std::env::VarError::NotUnicode(_) => format!("environment variable {var} is not UTF-8"),
+    })
+}
+
 /// A table header line as written without its comment and spaces (`[[receiver]]  # pages`
 /// and `[ source.fields ]` are `[[receiver]]` and `[source.fields]`); any other line trimmed.
 fn header_of(line: &str) -> String {

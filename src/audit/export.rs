@@ -311,46 +311,34 @@ pub fn newest_operation_time(data: &Path) -> Result<Option<i64>, AuditError> {
     Ok(newest)
 }
 
-/// Reads every `operations` row of a file.
-pub fn read_operations(path: &Path) -> Result<Vec<OperationRow>, AuditError> {
+/// Reads every row of a file with `rows_of`, one of [`schema`]'s readers.
+fn read_rows<T>(
+    path: &Path,
+    rows_of: fn(&arrow_array::RecordBatch) -> Result<Vec<T>, schema::SchemaMismatch>,
+) -> Result<Vec<T>, AuditError> {
     let mut rows = Vec::new();
     for batch in read_batches(path)? {
-        rows.extend(
-            schema::operations_rows(&batch).map_err(|e| AuditError::Corrupt {
-                path: path.to_path_buf(),
-                message: e.0,
-            })?,
-        );
+        rows.extend(rows_of(&batch).map_err(|e| AuditError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.0,
+        })?);
     }
     Ok(rows)
 }
 
-/// Reads every `post_disable_activity` row of a file.
-pub fn read_post_disable(path: &Path) -> Result<Vec<PostDisableRow>, AuditError> {
-    let mut rows = Vec::new();
-    for batch in read_batches(path)? {
-        rows.extend(
-            schema::post_disable_rows(&batch).map_err(|e| AuditError::Corrupt {
-                path: path.to_path_buf(),
-                message: e.0,
-            })?,
-        );
-    }
-    Ok(rows)
+/// Reads every `operations` row of a file.
+pub fn read_operations(path: &Path) -> Result<Vec<OperationRow>, AuditError> {
+    read_rows(path, schema::operations_rows)
 }
 
 /// Reads every `leavers` row of a file.
 pub fn read_leavers(path: &Path) -> Result<Vec<LeaverRow>, AuditError> {
-    let mut rows = Vec::new();
-    for batch in read_batches(path)? {
-        rows.extend(
-            schema::leavers_rows(&batch).map_err(|e| AuditError::Corrupt {
-                path: path.to_path_buf(),
-                message: e.0,
-            })?,
-        );
-    }
-    Ok(rows)
+    read_rows(path, schema::leavers_rows)
+}
+
+/// Reads every `post_disable_activity` row of a file.
+pub fn read_post_disable(path: &Path) -> Result<Vec<PostDisableRow>, AuditError> {
+    read_rows(path, schema::post_disable_rows)
 }
 
 fn sha256_of(path: &Path) -> Result<String, AuditError> {

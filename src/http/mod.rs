@@ -72,14 +72,8 @@ pub struct AppState {
 /// A token asked for but empty is an error: taken as "no token", it left `/api/v1` open.
 pub fn api_token(config: &crate::config::Config) -> anyhow::Result<Option<String>> {
     let (key, value) = if let Some(var) = &config.server.api_token_env {
-        let value = std::env::var(var).map_err(|e| match e {
-            std::env::VarError::NotPresent => {
-                anyhow::anyhow!("server.api_token_env: environment variable {var} is not set")
-            }
-            std::env::VarError::NotUnicode(_) => {
-                anyhow::anyhow!("server.api_token_env: environment variable {var} is not UTF-8")
-            }
-        })?;
+        let value = crate::config::env_secret(var)
+            .map_err(|wrong| anyhow::anyhow!("server.api_token_env: {wrong}"))?;
         ("server.api_token_env", value)
     } else if let Some(file) = &config.server.api_token_file {
         let value = std::fs::read_to_string(file).map_err(|e| {

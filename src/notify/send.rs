@@ -31,14 +31,8 @@ fn secret(
 ) -> anyhow::Result<Option<String>> {
     // An empty secret is a mistake found now, not an AUTH failure at 03:00.
     if let Some(var) = env {
-        let value = std::env::var(var).map_err(|e| match e {
-            std::env::VarError::NotPresent => {
-                anyhow::anyhow!("{what}_env: environment variable {var} is not set")
-            }
-            std::env::VarError::NotUnicode(_) => {
-                anyhow::anyhow!("{what}_env: environment variable {var} is not UTF-8")
-            }
-        })?;
+        let value = crate::config::env_secret(var)
+            .map_err(|wrong| anyhow::anyhow!("{what}_env: {wrong}"))?;
         if value.trim().is_empty() {
             bail!("{what}_env: environment variable {var} is empty");
         }
