@@ -22,6 +22,13 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
         get(port, "/readyz", None).0 == 200
     });
     assert_eq!(get(port, "/healthz", None), (200, "ok\n".to_string()));
+    // `/` says where to look, without a token and without data.
+    let (status, index) = get(port, "/", None);
+    assert_eq!(status, 200);
+    assert!(
+        index.contains("/metrics") && index.contains("/api/v1/leavers/open"),
+        "{index}"
+    );
 
     let t = now();
     setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"op-1\",\"action\":\"deactivate\",\"app\":\"vault\",\"user\":\"ada@corp.example\",\"result\":\"success\"}}\n"));

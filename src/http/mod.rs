@@ -93,6 +93,16 @@ pub fn api_token(config: &crate::config::Config) -> anyhow::Result<Option<String
     Ok(Some(token.to_string()))
 }
 
+/// What `GET /` answers: where to look (a person's first `curl` got an empty 404).
+const INDEX: &str = "scimwatch\n\
+  /metrics                   Prometheus metrics\n\
+  /healthz                   ok while the process runs\n\
+  /readyz                    ok once the checkpoint is loaded and every source polled\n\
+  /api/v1/slo                per-stage success over every window (JSON)\n\
+  /api/v1/alerts             the alert conditions that hold now (JSON)\n\
+  /api/v1/leavers/open       open leaver episodes, oldest first (JSON)\n\
+  /api/v1/operations/{id}    one recent operation, end to end (JSON)\n";
+
 pub fn router(state: AppState) -> Router {
     // The token is checked before anything else looks at an `/api` request: before a path is
     // decoded, and for paths that do not exist (a 401, not a 404 that maps the API).
@@ -112,6 +122,7 @@ pub fn router(state: AppState) -> Router {
             require_token,
         ));
     Router::new()
+        .route("/", get(|| async { INDEX }))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
