@@ -433,6 +433,13 @@ impl Engine {
         }
     }
 
+    /// Takes up pairs an earlier replay saw disabled (see [`Episodes::carry_closed`]).
+    pub fn carry_closed(&mut self, pairs: &[crate::judge::Closed]) {
+        for closed in pairs {
+            self.episodes.carry_closed(closed);
+        }
+    }
+
     /// Takes one parsed record. Nothing is settled until [`Engine::advance`].
     pub fn ingest(&mut self, record: Record) {
         let time = record.time();

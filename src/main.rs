@@ -184,6 +184,7 @@ fn main() -> ExitCode {
                 as_of: None,
                 threads: threads.map_or_else(default_threads, usize::from),
                 carried_over: Vec::new(),
+                carried_closed: Vec::new(),
             },
             format,
             as_of,
@@ -290,6 +291,13 @@ fn run_replay(
             .iter()
             .map(scimwatch::audit::writer::open_episode)
             .collect();
+        options.carried_closed = scimwatch::audit::export::closed_pairs(dir)?;
+        if !options.carried_closed.is_empty() {
+            eprintln!(
+                "carrying on with {} (app, user) pair(s) the store holds as disabled",
+                options.carried_closed.len()
+            );
+        }
     }
     let mut writer = match &parquet {
         Some((dir, rows_per_file, _)) => {

@@ -34,6 +34,8 @@ pub struct ReplayOptions {
     /// Leaver episodes an earlier replay into the same store left open (`--append`): this
     /// one carries on with them, so a disable in these logs closes them, late if it is.
     pub carried_over: Vec<crate::judge::Episode>,
+    /// Pairs an earlier replay into the same store saw disabled (`--append`).
+    pub carried_closed: Vec<crate::judge::Closed>,
 }
 
 struct Stream {
@@ -181,6 +183,7 @@ pub fn replay(
         }
     }
     let mut engine = Engine::new(EngineSettings::from_config(config));
+    engine.carry_closed(&options.carried_closed);
     engine.carry_over(options.carried_over.iter().cloned());
     let mut core = Core {
         engine,

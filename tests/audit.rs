@@ -1634,3 +1634,104 @@ fn the_append_overlap_warning_compares_operation_times() {
         "{stderr}"
     );
 }
+
+/// `replay --append` carries on with who the store saw disabled. leaver1 was disabled in
+/// github before the split and is deactivated again after it (an IdP re-sync, a delete after
+/// the disable): no second episode, as one replay says (clarification 15), and their token
+/// still calling github after the split is post-disable activity (13). leaver2 was disabled
+/// and rehired before the split, so their leave after it is a new episode. The second replay
+/// used to open a second episode for leaver1 (disabled in a second) and see no post-disable
+/// activity at all (QA helper-30).
+#[test]
+fn an_appended_replay_knows_who_the_store_saw_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.concat()).unwrap();
+        path
+    };
+    let idp = |ts: &str, cid: &str, action: &str, user: &str| {
+        format!("{{\"ts\":\"{ts}\",\"cid\":\"{cid}\",\"action\":\"{action}\",\"app\":\"github\",\"user\":\"{user}@corp.example\",\"user_id\":\"{user}\",\"result\":\"success\"}}\n")
+    };
+    let gateway = |time: &str, cid: &str, method: &str, status: u16, principal: &str| {
+        format!("{{\"time\":\"{time}\",\"xrid\":\"{cid}\",\"method\":\"{method}\",\"uri\":\"/scim/v2/Users/x\",\"status\":{status},\"request_time\":0.1,\"remote_user\":\"{principal}\",\"app\":\"github\"}}\n")
+    };
+    let first_idp = [
+        idp("2026-09-30T23:40:00Z", "a1", "deactivate", "leaver1"),
+        idp("2026-09-30T23:41:00Z", "b1", "deactivate", "leaver2"),
+        idp("2026-09-30T23:45:00Z", "b2", "create", "leaver2"),
+    ];
+    let first_gw = [
+        gateway("2026-09-30T23:40:01Z", "a1", "PATCH", 204, "scim-github"),
+        gateway("2026-09-30T23:41:01Z", "b1", "PATCH", 204, "scim-github"),
+        gateway("2026-09-30T23:45:01Z", "b2", "POST", 201, "scim-github"),
+    ];
+    let second_idp = [
+        idp("2026-10-01T00:20:00Z", "a2", "deactivate", "leaver1"),
+        idp("2026-10-01T00:25:00Z", "b3", "deactivate", "leaver2"),
+    ];
+    let second_gw = [
+        gateway("2026-10-01T00:20:01Z", "a2", "DELETE", 204, "scim-github"),
+        gateway("2026-10-01T00:25:01Z", "b3", "PATCH", 204, "scim-github"),
+        gateway(
+            "2026-10-01T00:30:00Z",
+            "",
+            "GET",
+            200,
+            "leaver1@corp.example",
+        ),
+    ];
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
+    let replay = |idp: &Path, gateway: &Path, store: &Path, append: bool| -> Value {
+        let mut command = bin();
+        command
+            .args(["replay", "--format", "json", "--config"])
+            .arg(&config)
+            .arg("--idp")
+            .arg(idp)
+            .arg("--gateway")
+            .arg(gateway)
+            .arg("--parquet")
+            .arg(store);
+        if append {
+            command.arg("--append");
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let store = dir.path().join("store");
+    let first = replay(
+        &write("a-idp.jsonl", &first_idp),
+        &write("a-gw.log", &first_gw),
+        &store,
+        false,
+    );
+    assert_eq!(first["leavers"]["disabled"], 2, "{first:#}");
+    let second = replay(
+        &write("b-idp.jsonl", &second_idp),
+        &write("b-gw.log", &second_gw),
+        &store,
+        true,
+    );
+    let whole = replay(
+        &write("w-idp.jsonl", &[first_idp.concat(), second_idp.concat()]),
+        &write("w-gw.log", &[first_gw.concat(), second_gw.concat()]),
+        &dir.path().join("whole"),
+        false,
+    );
+    // One replay: leaver1 one episode, leaver2 two (rehired between), one request after.
+    assert_eq!(whole["leavers"]["episodes"], 3, "{whole:#}");
+    assert_eq!(whole["post_disable_activity"].as_array().unwrap().len(), 1);
+    // The appended one: only leaver2's second leave is an episode, and the request is seen.
+    assert_eq!(second["leavers"]["episodes"], 1, "{second:#}");
+    assert_eq!(
+        second["post_disable_activity"][0]["user"], "leaver1@corp.example",
+        "{second:#}"
+    );
+    assert_eq!(store_leavers(&store).len(), 3);
+}

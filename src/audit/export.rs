@@ -197,6 +197,150 @@ pub fn open_episodes(data: &Path) -> Result<Vec<LeaverRow>, AuditError> {
     Ok(open)
 }
 
+/// The pairs the store under `data` holds as disabled, each at its latest disable, with the
+/// first rehire (a joiner for the pair) the store's operations show after it: what a replay
+/// appended to the store carries on with, so a second leaver operation opens no new episode
+/// and a request made as the user is post-disable activity, as one replay of all the logs
+/// says. Reads the leavers and five columns of the operations.
+pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError> {
+    use crate::model::fold_case;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMicrosecondType;
+    use arrow_array::Array;
+    use parquet::arrow::ProjectionMask;
+    let mut rows = Vec::new();
+    for path in table_files(data, Table::Leavers, ALL_DATES)? {
+        rows.extend(read_leavers(&path)?);
+    }
+    let mut latest: BTreeMap<(String, String), crate::judge::Closed> = BTreeMap::new();
+    for row in one_row_per_episode(rows) {
+        let (Some(disabled_at), "disabled") = (row.disabled_at, row.state.as_str()) else {
+            continue;
+        };
+        let Some(user) = row.user_login.as_deref().or(row.user_id.as_deref()) else {
+            continue;
+        };
+        let key = (row.app.clone(), fold_case(user).into_owned());
+        if latest
+            .get(&key)
+            .is_some_and(|c| c.disabled_at.0 >= disabled_at)
+        {
+            continue;
+        }
+        latest.insert(
+            key,
+            crate::judge::Closed {
+                app: row.app.clone(),
+                user_id: row.user_id.clone(),
+                user_login: row.user_login.clone(),
+                disabled_at: Ts(disabled_at),
+                by_source: row.clock_start.as_deref() == Some("user_trigger"),
+                rehired_at: None,
+            },
+        );
+    }
+    if latest.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each pair by each of its user's names, for the joiners.
+    let mut by_name: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    for (key, closed) in &latest {
+        for name in [&closed.user_login, &closed.user_id].into_iter().flatten() {
+            by_name.insert(
+                (closed.app.clone(), fold_case(name).into_owned()),
+                key.clone(),
+            );
+        }
+    }
+    const COLUMNS: [&str; 7] = [
+        "stage",
+        "app",
+        "user_id",
+        "user_login",
+        "idp_time",
+        "first_attempt_time",
+        "outcome",
+    ];
+    for path in table_files(data, Table::Operations, ALL_DATES)? {
+        let corrupt = |message: String| AuditError::Corrupt {
+            path: path.clone(),
+            message,
+        };
+        let file = File::open(&path).map_err(|e| AuditError::io(&path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        let columns = builder.parquet_schema().columns();
+        let mut leaves = Vec::new();
+        for name in COLUMNS {
+            let leaf = columns
+                .iter()
+                .position(|c| c.name() == name)
+                .ok_or_else(|| corrupt(format!("no column {name}")))?;
+            leaves.push(leaf);
+        }
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| corrupt(format!("unreadable data: {e}")))?;
+            // A projection keeps the file's column order, whatever the mask's; the types are
+            // checked, as every reader of the tables checks them.
+            let column = |name: &str| -> Result<&arrow_array::ArrayRef, AuditError> {
+                let index = batch
+                    .schema()
+                    .index_of(name)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                Ok(batch.column(index))
+            };
+            let text = |name: &str| {
+                column(name)?
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| corrupt(format!("column {name} is not text")))
+            };
+            let time = |name: &str| {
+                column(name)?
+                    .as_primitive_opt::<TimestampMicrosecondType>()
+                    .ok_or_else(|| corrupt(format!("column {name} is not a timestamp (µs)")))
+            };
+            let (stage, app, outcome) = (text("stage")?, text("app")?, text("outcome")?);
+            let (user_id, user_login) = (text("user_id")?, text("user_login")?);
+            let (idp_time, first) = (time("idp_time")?, time("first_attempt_time")?);
+            for row in 0..batch.num_rows() {
+                if stage.value(row) != "joiner"
+                    || matches!(outcome.value(row), "skipped" | "unattributed")
+                    || app.is_null(row)
+                {
+                    continue;
+                }
+                let time = if idp_time.is_valid(row) {
+                    idp_time.value(row)
+                } else if first.is_valid(row) {
+                    first.value(row)
+                } else {
+                    continue;
+                };
+                let names = [user_login, user_id];
+                let pair = names
+                    .iter()
+                    .filter(|names| names.is_valid(row))
+                    .find_map(|names| {
+                        let name = fold_case(names.value(row)).into_owned();
+                        by_name.get(&(app.value(row).to_string(), name))
+                    });
+                let Some(closed) = pair.and_then(|key| latest.get_mut(key)) else {
+                    continue;
+                };
+                if time > closed.disabled_at.0 && closed.rehired_at.is_none_or(|r| time < r.0) {
+                    closed.rehired_at = Some(Ts(time));
+                }
+            }
+        }
+    }
+    Ok(latest.into_values().collect())
+}
+
 /// The committed Parquet files the store under `data` holds, over both tables and every date
 /// (none where a table's directory is missing).
 pub fn stored_files(data: &Path) -> Result<Vec<PathBuf>, AuditError> {
@@ -296,8 +440,16 @@ pub fn newest_operation_time(data: &Path) -> Result<Option<i64>, AuditError> {
                 path: path.clone(),
                 message: format!("unreadable data: {e}"),
             })?;
-            let idp = batch.column(0).as_primitive::<TimestampMicrosecondType>();
-            let first = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+            let time = |index: usize| {
+                batch
+                    .column(index)
+                    .as_primitive_opt::<TimestampMicrosecondType>()
+                    .ok_or_else(|| AuditError::Corrupt {
+                        path: path.clone(),
+                        message: "an operation time column is not a timestamp (µs)".into(),
+                    })
+            };
+            let (idp, first) = (time(0)?, time(1)?);
             for row in 0..batch.num_rows() {
                 let time = if idp.is_valid(row) {
                     Some(idp.value(row))

@@ -434,6 +434,19 @@ struct Pair {
     rehired_since_close: bool,
 }
 
+/// A pair an earlier run saw disabled, for [`Episodes::carry_closed`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closed {
+    pub app: String,
+    pub user_id: Option<String>,
+    pub user_login: Option<String>,
+    pub disabled_at: Ts,
+    /// Its clock was the user disabled at the source of truth (a return there undoes it).
+    pub by_source: bool,
+    /// The first joiner for the pair after `disabled_at` the earlier run saw: a rehire.
+    pub rehired_at: Option<Ts>,
+}
+
 /// An interval in which the user's account in `app` was disabled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Disabled {
@@ -585,6 +598,37 @@ impl Episodes {
         if pair.open.is_none() {
             pair.open = Some(Box::new(episode));
             self.open_keys.insert(pair_key);
+        }
+    }
+
+    /// Takes up a pair an earlier run saw disabled (`replay --append`, from the store's
+    /// `disabled` rows): closed at `disabled_at`, so a later leaver operation with no rehire
+    /// between opens no new episode (clarification 15), and a request made as the user in
+    /// that app is post-disable activity (13) until `rehired_at`, a joiner the earlier run
+    /// saw. A pair that knows a later closure, or holds an open episode, keeps its own.
+    pub fn carry_closed(&mut self, closed: &Closed) {
+        let keys = user_keys(closed.user_login.as_deref(), closed.user_id.as_deref());
+        let Some(pair_key) = self.pair_key(&closed.app, &keys) else {
+            return;
+        };
+        let pair = self.pairs.entry(pair_key).or_default();
+        if pair.open.is_some() || pair.last_closed_at >= Some(closed.disabled_at) {
+            return;
+        }
+        pair.last_closed_at = Some(closed.disabled_at);
+        pair.rehired_since_close = closed.rehired_at.is_some();
+        if let Some(login) = &closed.user_login {
+            crate::model::push_small(
+                self.disabled.entry(key_of(login)).or_default(),
+                Disabled {
+                    app: closed.app.clone(),
+                    login: login.clone(),
+                    user_id: closed.user_id.clone(),
+                    from: closed.disabled_at,
+                    until: closed.rehired_at,
+                    by_source: closed.by_source,
+                },
+            );
         }
     }
 

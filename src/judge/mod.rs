@@ -5,6 +5,6 @@ pub mod leavers;
 pub mod operation;
 pub mod policy;
 
-pub use leavers::{ClockStart, Episode, EpisodeState, Episodes, PostDisableActivity};
+pub use leavers::{ClockStart, Closed, Episode, EpisodeState, Episodes, PostDisableActivity};
 pub use operation::{judge, Attempt, Operation};
 pub use policy::Policy;
