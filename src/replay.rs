@@ -183,8 +183,10 @@ pub fn replay(
         }
     }
     let mut engine = Engine::new(EngineSettings::from_config(config));
-    engine.carry_closed(&options.carried_closed);
+    // Open episodes first: a pair with one keeps it, and no closure from before it (an
+    // episode opened after a closure means the user was rehired in between).
     engine.carry_over(options.carried_over.iter().cloned());
+    engine.carry_closed(&options.carried_closed);
     let mut core = Core {
         engine,
         builder: ReportBuilder::new(&config.slo),

@@ -1671,6 +1671,14 @@ fn an_appended_replay_knows_who_the_store_saw_disabled() {
         idp("2026-10-01T00:25:00Z", "b3", "deactivate", "leaver2"),
     ];
     let second_gw = [
+        // leaver2, rehired before the split, still works there until their leave at 00:25.
+        gateway(
+            "2026-10-01T00:10:00Z",
+            "",
+            "GET",
+            200,
+            "leaver2@corp.example",
+        ),
         gateway("2026-10-01T00:20:01Z", "a2", "DELETE", 204, "scim-github"),
         gateway("2026-10-01T00:25:01Z", "b3", "PATCH", 204, "scim-github"),
         gateway(
@@ -1729,9 +1737,43 @@ fn an_appended_replay_knows_who_the_store_saw_disabled() {
     assert_eq!(whole["post_disable_activity"].as_array().unwrap().len(), 1);
     // The appended one: only leaver2's second leave is an episode, and the request is seen.
     assert_eq!(second["leavers"]["episodes"], 1, "{second:#}");
-    assert_eq!(
-        second["post_disable_activity"][0]["user"], "leaver1@corp.example",
-        "{second:#}"
-    );
+    let activity = second["post_disable_activity"].as_array().unwrap();
+    assert_eq!(activity.len(), 1, "{second:#}");
+    assert_eq!(activity[0]["user"], "leaver1@corp.example");
     assert_eq!(store_leavers(&store).len(), 3);
+}
+
+/// Which closures an appended replay carries: those whose clock was an operation (core
+/// fixture: bob, disabled in aws-prod), not those of a user disabled at the source (the Entra
+/// fixture's audit log: ada and dan), whose return there the store would not show (QA
+/// helper-33: carrying them hid the next leave of a user Entra had re-enabled).
+#[test]
+fn only_closures_the_store_can_vouch_for_carry_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core");
+    replay_to_parquet(&core);
+    let closed = scimwatch::audit::export::closed_pairs(&core).unwrap();
+    assert!(
+        closed
+            .iter()
+            .any(|c| c.app == "aws-prod" && c.user_login.as_deref() == Some("bob@corp.example")),
+        "{closed:?}"
+    );
+    assert!(closed
+        .windows(2)
+        .all(|w| w[0].disabled_at <= w[1].disabled_at));
+    let entra = dir.path().join("entra");
+    replay_json(
+        &fixture("vendors/entra/with-audit.toml"),
+        &["--parquet", entra.to_str().unwrap()],
+    );
+    let rows = store_leavers(&entra);
+    assert!(rows
+        .iter()
+        .any(|r| r.clock_start.as_deref() == Some("user_trigger") && r.state == "disabled"));
+    assert_eq!(
+        scimwatch::audit::export::closed_pairs(&entra).unwrap(),
+        [],
+        "{rows:?}"
+    );
 }

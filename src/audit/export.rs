@@ -7,6 +7,7 @@ use super::schema::{self, LeaverRow, OperationRow, PostDisableRow, Table};
 use super::writer::{write_file, AuditError};
 use crate::config::SloConfig;
 use crate::durable;
+use crate::judge::ClockStart;
 use crate::model::Stage;
 use crate::report::{LatencyQuantiles, SloStatus};
 use crate::time::{days_from_civil, Ts, MICROS_PER_SEC};
@@ -197,11 +198,15 @@ pub fn open_episodes(data: &Path) -> Result<Vec<LeaverRow>, AuditError> {
     Ok(open)
 }
 
-/// The pairs the store under `data` holds as disabled, each at its latest disable, with the
-/// first rehire (a joiner for the pair) the store's operations show after it: what a replay
-/// appended to the store carries on with, so a second leaver operation opens no new episode
-/// and a request made as the user is post-disable activity, as one replay of all the logs
-/// says. Reads the leavers and five columns of the operations.
+/// The pairs the store under `data` holds as disabled, with the first rehire (a joiner for
+/// the pair) its operations show after the disabling operation: what a replay appended to the
+/// store carries on with, so a second leaver operation opens no new episode and a request
+/// made as the user is post-disable activity, as one replay of all the logs says. A pair is
+/// carried only where the store can show its closure still stood at the split: its latest
+/// episode is the disabled one (a later one, open or cancelled, means it was rehired), and
+/// that episode's clock was not the user disabled at the source (a return there, which the
+/// store does not record, would have undone it) nor unknown (a version 1 row). Reads the
+/// leavers and eight columns of the operations.
 pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError> {
     use crate::model::fold_case;
     use arrow_array::cast::AsArray;
@@ -212,47 +217,59 @@ pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError
     for path in table_files(data, Table::Leavers, ALL_DATES)? {
         rows.extend(read_leavers(&path)?);
     }
-    let mut latest: BTreeMap<(String, String), crate::judge::Closed> = BTreeMap::new();
+    // Each pair's latest episode, keyed as the engine keys pairs: the login, else the id.
+    let mut latest: BTreeMap<(String, String), LeaverRow> = BTreeMap::new();
     for row in one_row_per_episode(rows) {
-        let (Some(disabled_at), "disabled") = (row.disabled_at, row.state.as_str()) else {
-            continue;
-        };
         let Some(user) = row.user_login.as_deref().or(row.user_id.as_deref()) else {
             continue;
         };
         let key = (row.app.clone(), fold_case(user).into_owned());
         if latest
             .get(&key)
-            .is_some_and(|c| c.disabled_at.0 >= disabled_at)
+            .is_none_or(|known| known.initiated_at < row.initiated_at)
         {
-            continue;
+            latest.insert(key, row);
         }
-        latest.insert(
-            key,
-            crate::judge::Closed {
-                app: row.app.clone(),
-                user_id: row.user_id.clone(),
-                user_login: row.user_login.clone(),
-                disabled_at: Ts(disabled_at),
-                by_source: row.clock_start.as_deref() == Some("user_trigger"),
-                rehired_at: None,
-            },
-        );
     }
-    if latest.is_empty() {
+    struct Candidate {
+        closed: crate::judge::Closed,
+        disabled_by: Option<String>,
+        /// The disabling operation's time (the engine closes when it releases it).
+        closed_at: Option<i64>,
+        joiners: Vec<i64>,
+    }
+    let mut candidates: BTreeMap<(String, String), Candidate> = latest
+        .into_iter()
+        .filter_map(|(key, row)| {
+            let disabled_at = row.disabled_at.filter(|_| row.state == "disabled")?;
+            let clock = row.clock_start.as_deref()?;
+            (clock != ClockStart::UserTrigger.as_str()).then(|| {
+                let candidate = Candidate {
+                    closed: crate::judge::Closed {
+                        app: row.app,
+                        user_id: row.user_id,
+                        user_login: row.user_login,
+                        disabled_at: Ts(disabled_at),
+                        by_source: false,
+                        rehired_at: None,
+                    },
+                    disabled_by: row.disabled_by,
+                    closed_at: None,
+                    joiners: Vec::new(),
+                };
+                (key, candidate)
+            })
+        })
+        .collect();
+    if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    // Each pair by each of its user's names, for the joiners.
-    let mut by_name: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
-    for (key, closed) in &latest {
-        for name in [&closed.user_login, &closed.user_id].into_iter().flatten() {
-            by_name.insert(
-                (closed.app.clone(), fold_case(name).into_owned()),
-                key.clone(),
-            );
-        }
-    }
-    const COLUMNS: [&str; 7] = [
+    let closing: BTreeMap<(String, String), (String, String)> = candidates
+        .iter()
+        .filter_map(|(key, c)| Some(((key.0.clone(), c.disabled_by.clone()?), key.clone())))
+        .collect();
+    const COLUMNS: [&str; 8] = [
+        "correlation_id",
         "stage",
         "app",
         "user_id",
@@ -304,14 +321,16 @@ pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError
                     .as_primitive_opt::<TimestampMicrosecondType>()
                     .ok_or_else(|| corrupt(format!("column {name} is not a timestamp (µs)")))
             };
-            let (stage, app, outcome) = (text("stage")?, text("app")?, text("outcome")?);
+            let (cid, stage, app, outcome) = (
+                text("correlation_id")?,
+                text("stage")?,
+                text("app")?,
+                text("outcome")?,
+            );
             let (user_id, user_login) = (text("user_id")?, text("user_login")?);
             let (idp_time, first) = (time("idp_time")?, time("first_attempt_time")?);
             for row in 0..batch.num_rows() {
-                if stage.value(row) != "joiner"
-                    || matches!(outcome.value(row), "skipped" | "unattributed")
-                    || app.is_null(row)
-                {
+                if app.is_null(row) || matches!(outcome.value(row), "skipped" | "unattributed") {
                     continue;
                 }
                 let time = if idp_time.is_valid(row) {
@@ -321,24 +340,53 @@ pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError
                 } else {
                     continue;
                 };
-                let names = [user_login, user_id];
-                let pair = names
-                    .iter()
-                    .filter(|names| names.is_valid(row))
-                    .find_map(|names| {
-                        let name = fold_case(names.value(row)).into_owned();
-                        by_name.get(&(app.value(row).to_string(), name))
-                    });
-                let Some(closed) = pair.and_then(|key| latest.get_mut(key)) else {
+                let app = app.value(row);
+                if cid.is_valid(row) {
+                    let by = (app.to_string(), cid.value(row).to_string());
+                    if let Some(key) = closing.get(&by) {
+                        if let Some(candidate) = candidates.get_mut(key) {
+                            candidate.closed_at = Some(time);
+                        }
+                    }
+                }
+                if stage.value(row) != "joiner" {
                     continue;
-                };
-                if time > closed.disabled_at.0 && closed.rehired_at.is_none_or(|r| time < r.0) {
-                    closed.rehired_at = Some(Ts(time));
+                }
+                // A joiner reaches a pair by any of its names that is the pair's key.
+                for names in [user_login, user_id] {
+                    if names.is_null(row) {
+                        continue;
+                    }
+                    let key = (app.to_string(), fold_case(names.value(row)).into_owned());
+                    if let Some(candidate) = candidates.get_mut(&key) {
+                        candidate.joiners.push(time);
+                        break;
+                    }
                 }
             }
         }
     }
-    Ok(latest.into_values().collect())
+    let mut pairs: Vec<crate::judge::Closed> = candidates
+        .into_values()
+        .map(|mut candidate| {
+            // The engine takes operations in time order and closes the episode as it takes
+            // the disabling one: a joiner after that is a rehire (one before it, while the
+            // episode was open, would have cancelled it).
+            let after = candidate
+                .closed_at
+                .unwrap_or(candidate.closed.disabled_at.0);
+            candidate.closed.rehired_at = candidate
+                .joiners
+                .iter()
+                .copied()
+                .filter(|&j| j > after)
+                .min()
+                .map(Ts);
+            candidate.closed
+        })
+        .collect();
+    pairs.sort_by_key(|c| c.disabled_at);
+    Ok(pairs)
 }
 
 /// The committed Parquet files the store under `data` holds, over both tables and every date
