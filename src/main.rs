@@ -279,25 +279,26 @@ fn run_replay(
     // these logs closes them (late, if it is) rather than starting a new episode.
     let mut stored_until = None;
     if let Some((dir, _, true)) = &parquet {
-        stored_until = scimwatch::audit::export::newest_operation_time(dir)?;
-        let open = scimwatch::audit::export::open_episodes(dir)?;
-        if !open.is_empty() {
+        let carried = scimwatch::audit::export::carry_over(dir)?;
+        stored_until = carried.newest_operation;
+        if !carried.open.is_empty() {
             eprintln!(
                 "carrying on with {} leaver episode(s) the store holds as still open",
-                open.len()
+                carried.open.len()
             );
         }
-        options.carried_over = open
+        options.carried_over = carried
+            .open
             .iter()
             .map(scimwatch::audit::writer::open_episode)
             .collect();
-        options.carried_closed = scimwatch::audit::export::closed_pairs(dir)?;
-        if !options.carried_closed.is_empty() {
+        if !carried.closed.is_empty() {
             eprintln!(
                 "carrying on with {} (app, user) pair(s) the store holds as disabled",
-                options.carried_closed.len()
+                carried.closed.len()
             );
         }
+        options.carried_closed = carried.closed;
     }
     let mut writer = match &parquet {
         Some((dir, rows_per_file, _)) => {

@@ -1752,7 +1752,7 @@ fn only_closures_the_store_can_vouch_for_carry_over() {
     let dir = tempfile::tempdir().unwrap();
     let core = dir.path().join("core");
     replay_to_parquet(&core);
-    let closed = scimwatch::audit::export::closed_pairs(&core).unwrap();
+    let closed = scimwatch::audit::export::carry_over(&core).unwrap().closed;
     assert!(
         closed
             .iter()
@@ -1772,7 +1772,7 @@ fn only_closures_the_store_can_vouch_for_carry_over() {
         .iter()
         .any(|r| r.clock_start.as_deref() == Some("user_trigger") && r.state == "disabled"));
     assert_eq!(
-        scimwatch::audit::export::closed_pairs(&entra).unwrap(),
+        scimwatch::audit::export::carry_over(&entra).unwrap().closed,
         [],
         "{rows:?}"
     );

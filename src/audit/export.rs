@@ -185,41 +185,43 @@ fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
     kept
 }
 
-/// The leaver episodes the store under `data` holds as still open (no disabled row for them):
-/// what a replay appended to the store carries on with.
-pub fn open_episodes(data: &Path) -> Result<Vec<LeaverRow>, AuditError> {
-    let mut rows = Vec::new();
-    for path in table_files(data, Table::Leavers, ALL_DATES)? {
-        rows.extend(read_leavers(&path)?);
-    }
-    let mut open = one_row_per_episode(rows);
-    open.retain(|row| row.state == "open");
-    sort_leavers(&mut open);
-    Ok(open)
+/// What a replay appended to the store carries on with, read in one pass over each table
+/// (`replay --append`).
+#[derive(Debug, Default)]
+pub struct CarryOver {
+    /// The leaver episodes the store holds as still open (no disabled row for them).
+    pub open: Vec<LeaverRow>,
+    /// The pairs it holds as disabled, with the first rehire its operations show after the
+    /// disabling operation: so a second leaver operation opens no new episode and a request
+    /// made as the user is post-disable activity, as one replay of all the logs says. A pair
+    /// is carried only where the store shows its closure still stood: its latest episode is
+    /// the disabled one (a later one, open or cancelled, means it was rehired), and that
+    /// episode's clock was not the user disabled at the source (a return there, which the
+    /// store does not record, would have undone it) nor unknown (a version 1 row).
+    pub closed: Vec<crate::judge::Closed>,
+    /// The newest operation time (its IdP record's, else its first attempt's: the time a row
+    /// is filed under): what the appended logs should start after.
+    pub newest_operation: Option<i64>,
 }
 
-/// The pairs the store under `data` holds as disabled, with the first rehire (a joiner for
-/// the pair) its operations show after the disabling operation: what a replay appended to the
-/// store carries on with, so a second leaver operation opens no new episode and a request
-/// made as the user is post-disable activity, as one replay of all the logs says. A pair is
-/// carried only where the store can show its closure still stood at the split: its latest
-/// episode is the disabled one (a later one, open or cancelled, means it was rehired), and
-/// that episode's clock was not the user disabled at the source (a return there, which the
-/// store does not record, would have undone it) nor unknown (a version 1 row). Reads the
-/// leavers and eight columns of the operations.
-pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError> {
+/// Reads what a replay appended to the store under `data` carries on with ([`CarryOver`]):
+/// every leaver row once, and eight columns of the operations once.
+pub fn carry_over(data: &Path) -> Result<CarryOver, AuditError> {
     use crate::model::fold_case;
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::TimestampMicrosecondType;
-    use arrow_array::Array;
-    use parquet::arrow::ProjectionMask;
     let mut rows = Vec::new();
     for path in table_files(data, Table::Leavers, ALL_DATES)? {
         rows.extend(read_leavers(&path)?);
     }
+    let episodes = one_row_per_episode(rows);
+    let mut open: Vec<LeaverRow> = episodes
+        .iter()
+        .filter(|row| row.state == "open")
+        .cloned()
+        .collect();
+    sort_leavers(&mut open);
     // Each pair's latest episode, keyed as the engine keys pairs: the login, else the id.
     let mut latest: BTreeMap<(String, String), LeaverRow> = BTreeMap::new();
-    for row in one_row_per_episode(rows) {
+    for row in episodes {
         let Some(user) = row.user_login.as_deref().or(row.user_id.as_deref()) else {
             continue;
         };
@@ -250,7 +252,6 @@ pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError
                         user_id: row.user_id,
                         user_login: row.user_login,
                         disabled_at: Ts(disabled_at),
-                        by_source: false,
                         rehired_at: None,
                     },
                     disabled_by: row.disabled_by,
@@ -261,13 +262,87 @@ pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError
             })
         })
         .collect();
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
     let closing: BTreeMap<(String, String), (String, String)> = candidates
         .iter()
         .filter_map(|(key, c)| Some(((key.0.clone(), c.disabled_by.clone()?), key.clone())))
         .collect();
+    let mut newest_operation = None;
+    for_each_operation(data, |op| {
+        newest_operation = newest_operation.max(Some(op.time));
+        if candidates.is_empty() || op.skipped_or_unattributed {
+            return;
+        }
+        let Some(app) = op.app else {
+            return;
+        };
+        if let Some(cid) = op.correlation_id {
+            if let Some(key) = closing.get(&(app.to_string(), cid.to_string())) {
+                if let Some(candidate) = candidates.get_mut(key) {
+                    candidate.closed_at = Some(op.time);
+                }
+            }
+        }
+        if !op.joiner {
+            return;
+        }
+        // A joiner reaches a pair by any of its names that is the pair's key.
+        for name in [op.user_login, op.user_id].into_iter().flatten() {
+            let key = (app.to_string(), fold_case(name).into_owned());
+            if let Some(candidate) = candidates.get_mut(&key) {
+                candidate.joiners.push(op.time);
+                break;
+            }
+        }
+    })?;
+    let mut closed: Vec<crate::judge::Closed> = candidates
+        .into_values()
+        .map(|mut candidate| {
+            // The engine takes operations in time order and closes the episode as it takes
+            // the disabling one: a joiner after that is a rehire (one before it, while the
+            // episode was open, would have cancelled it).
+            let after = candidate
+                .closed_at
+                .unwrap_or(candidate.closed.disabled_at.0);
+            candidate.closed.rehired_at = candidate
+                .joiners
+                .iter()
+                .copied()
+                .filter(|&j| j > after)
+                .min()
+                .map(Ts);
+            candidate.closed
+        })
+        .collect();
+    closed.sort_by_key(|c| c.disabled_at);
+    Ok(CarryOver {
+        open,
+        closed,
+        newest_operation,
+    })
+}
+
+/// The columns of an `operations` row [`for_each_operation`] hands on.
+struct OperationFacts<'a> {
+    /// The time the row is filed under: its IdP record's, else its first attempt's.
+    time: i64,
+    correlation_id: Option<&'a str>,
+    app: Option<&'a str>,
+    user_id: Option<&'a str>,
+    user_login: Option<&'a str>,
+    joiner: bool,
+    skipped_or_unattributed: bool,
+}
+
+/// Calls `each` for every `operations` row of the store that has a time, reading eight
+/// columns of each file (the types checked, as every reader of the tables checks them).
+fn for_each_operation(
+    data: &Path,
+    mut each: impl FnMut(OperationFacts<'_>),
+) -> Result<(), AuditError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMicrosecondType;
+    use arrow_array::Array;
+    use parquet::arrow::ProjectionMask;
     const COLUMNS: [&str; 8] = [
         "correlation_id",
         "stage",
@@ -302,8 +377,7 @@ pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError
             .map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
         for batch in reader {
             let batch = batch.map_err(|e| corrupt(format!("unreadable data: {e}")))?;
-            // A projection keeps the file's column order, whatever the mask's; the types are
-            // checked, as every reader of the tables checks them.
+            // A projection keeps the file's column order, whatever the mask's.
             let column = |name: &str| -> Result<&arrow_array::ArrayRef, AuditError> {
                 let index = batch
                     .schema()
@@ -329,10 +403,10 @@ pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError
             );
             let (user_id, user_login) = (text("user_id")?, text("user_login")?);
             let (idp_time, first) = (time("idp_time")?, time("first_attempt_time")?);
+            fn value(array: &arrow_array::StringArray, row: usize) -> Option<&str> {
+                array.is_valid(row).then(|| array.value(row))
+            }
             for row in 0..batch.num_rows() {
-                if app.is_null(row) || matches!(outcome.value(row), "skipped" | "unattributed") {
-                    continue;
-                }
                 let time = if idp_time.is_valid(row) {
                     idp_time.value(row)
                 } else if first.is_valid(row) {
@@ -340,53 +414,22 @@ pub fn closed_pairs(data: &Path) -> Result<Vec<crate::judge::Closed>, AuditError
                 } else {
                     continue;
                 };
-                let app = app.value(row);
-                if cid.is_valid(row) {
-                    let by = (app.to_string(), cid.value(row).to_string());
-                    if let Some(key) = closing.get(&by) {
-                        if let Some(candidate) = candidates.get_mut(key) {
-                            candidate.closed_at = Some(time);
-                        }
-                    }
-                }
-                if stage.value(row) != "joiner" {
-                    continue;
-                }
-                // A joiner reaches a pair by any of its names that is the pair's key.
-                for names in [user_login, user_id] {
-                    if names.is_null(row) {
-                        continue;
-                    }
-                    let key = (app.to_string(), fold_case(names.value(row)).into_owned());
-                    if let Some(candidate) = candidates.get_mut(&key) {
-                        candidate.joiners.push(time);
-                        break;
-                    }
-                }
+                each(OperationFacts {
+                    time,
+                    correlation_id: value(cid, row),
+                    app: value(app, row),
+                    user_id: value(user_id, row),
+                    user_login: value(user_login, row),
+                    joiner: stage.value(row) == "joiner",
+                    skipped_or_unattributed: matches!(
+                        outcome.value(row),
+                        "skipped" | "unattributed"
+                    ),
+                });
             }
         }
     }
-    let mut pairs: Vec<crate::judge::Closed> = candidates
-        .into_values()
-        .map(|mut candidate| {
-            // The engine takes operations in time order and closes the episode as it takes
-            // the disabling one: a joiner after that is a rehire (one before it, while the
-            // episode was open, would have cancelled it).
-            let after = candidate
-                .closed_at
-                .unwrap_or(candidate.closed.disabled_at.0);
-            candidate.closed.rehired_at = candidate
-                .joiners
-                .iter()
-                .copied()
-                .filter(|&j| j > after)
-                .min()
-                .map(Ts);
-            candidate.closed
-        })
-        .collect();
-    pairs.sort_by_key(|c| c.disabled_at);
-    Ok(pairs)
+    Ok(())
 }
 
 /// The committed Parquet files the store under `data` holds, over both tables and every date
@@ -452,63 +495,6 @@ fn read_batches(path: &Path) -> Result<Vec<arrow_array::RecordBatch>, AuditError
         batches.push(batch.map_err(|e| corrupt(format!("unreadable data: {e}")))?);
     }
     Ok(batches)
-}
-
-/// The newest operation time (its IdP record's, else its first attempt's: the time a row is
-/// filed under) the store under `data` holds: what an appended replay's logs should start
-/// after. Reads those two columns only.
-pub fn newest_operation_time(data: &Path) -> Result<Option<i64>, AuditError> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::TimestampMicrosecondType;
-    use arrow_array::Array;
-    use parquet::arrow::ProjectionMask;
-    let mut newest = None;
-    for path in table_files(data, Table::Operations, ALL_DATES)? {
-        let corrupt = |e: parquet::errors::ParquetError| AuditError::Corrupt {
-            path: path.clone(),
-            message: format!("not a readable Parquet file: {e}"),
-        };
-        let file = File::open(&path).map_err(|e| AuditError::io(&path, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(corrupt)?;
-        let leaves: Vec<usize> = ["idp_time", "first_attempt_time"]
-            .iter()
-            .filter_map(|name| {
-                let columns = builder.parquet_schema().columns();
-                columns.iter().position(|c| c.name() == *name)
-            })
-            .collect();
-        if leaves.len() != 2 {
-            return Err(corrupt(parquet::errors::ParquetError::General(
-                "no idp_time or first_attempt_time column".into(),
-            )));
-        }
-        let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
-        for batch in builder.with_projection(mask).build().map_err(corrupt)? {
-            let batch = batch.map_err(|e| AuditError::Corrupt {
-                path: path.clone(),
-                message: format!("unreadable data: {e}"),
-            })?;
-            let time = |index: usize| {
-                batch
-                    .column(index)
-                    .as_primitive_opt::<TimestampMicrosecondType>()
-                    .ok_or_else(|| AuditError::Corrupt {
-                        path: path.clone(),
-                        message: "an operation time column is not a timestamp (µs)".into(),
-                    })
-            };
-            let (idp, first) = (time(0)?, time(1)?);
-            for row in 0..batch.num_rows() {
-                let time = if idp.is_valid(row) {
-                    Some(idp.value(row))
-                } else {
-                    first.is_valid(row).then(|| first.value(row))
-                };
-                newest = newest.max(time);
-            }
-        }
-    }
-    Ok(newest)
 }
 
 /// Reads every row of a file with `rows_of`, one of [`schema`]'s readers.

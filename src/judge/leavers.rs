@@ -441,8 +441,6 @@ pub struct Closed {
     pub user_id: Option<String>,
     pub user_login: Option<String>,
     pub disabled_at: Ts,
-    /// Its clock was the user disabled at the source of truth (a return there undoes it).
-    pub by_source: bool,
     /// The first joiner for the pair after `disabled_at` the earlier run saw: a rehire.
     pub rehired_at: Option<Ts>,
 }
@@ -626,7 +624,9 @@ impl Episodes {
                     user_id: closed.user_id.clone(),
                     from: closed.disabled_at,
                     until: closed.rehired_at,
-                    by_source: closed.by_source,
+                    // Only closures the source did not start are carried: none a return
+                    // there could undo.
+                    by_source: false,
                 },
             );
         }
