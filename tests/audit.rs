@@ -12,6 +12,26 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `replay --format json` of the example config on `idp` and `gateway` into the store
+/// `store`, appending to it when `append`.
+fn replay_example(idp: &Path, gateway: &Path, store: &Path, append: bool) -> std::process::Output {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
+    let mut command = bin();
+    command
+        .args(["replay", "--format", "json", "--config"])
+        .arg(&config)
+        .arg("--idp")
+        .arg(idp)
+        .arg("--gateway")
+        .arg(gateway)
+        .arg("--parquet")
+        .arg(store);
+    if append {
+        command.arg("--append");
+    }
+    command.output().unwrap()
+}
+
 fn python() -> PathBuf {
     match std::env::var_os("SCIMWATCH_TEST_PYTHON") {
         Some(path) => PathBuf::from(path),
@@ -1026,22 +1046,8 @@ fn a_replay_appended_to_a_store_carries_on_with_the_leavers_it_left_open() {
         gateway("2026-09-30T23:50:01Z", "L1a", 503),
         gateway("2026-10-01T00:20:01Z", "L1b", 204),
     );
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
     let replay = |idp: &Path, gateway: &Path, store: &Path, append: bool| -> Value {
-        let mut command = bin();
-        command
-            .args(["replay", "--format", "json", "--config"])
-            .arg(&config)
-            .arg("--idp")
-            .arg(idp)
-            .arg("--gateway")
-            .arg(gateway)
-            .arg("--parquet")
-            .arg(store);
-        if append {
-            command.arg("--append");
-        }
-        let output = command.output().unwrap();
+        let output = replay_example(idp, gateway, store, append);
         // The second half starts where the first ended: no overlap to warn of.
         assert!(
             !String::from_utf8_lossy(&output.stderr).contains("warning"),
@@ -1603,21 +1609,14 @@ fn the_append_overlap_warning_compares_operation_times() {
     let gateway = |time: &str, cid: &str| {
         format!("{{\"time\":\"{time}\",\"xrid\":\"{cid}\",\"method\":\"POST\",\"uri\":\"/scim/v2/Users\",\"status\":201,\"request_time\":0.1,\"remote_user\":\"scim-github\",\"app\":\"github\"}}\n")
     };
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
     let store = dir.path().join("store");
     let replay = |name: &str, at: &str, answered: &str| -> String {
-        let output = bin()
-            .args(["replay", "--format", "json", "--config"])
-            .arg(&config)
-            .arg("--idp")
-            .arg(write(&format!("{name}-idp.jsonl"), idp(at, name)))
-            .arg("--gateway")
-            .arg(write(&format!("{name}-gw.log"), gateway(answered, name)))
-            .arg("--parquet")
-            .arg(&store)
-            .arg("--append")
-            .output()
-            .unwrap();
+        let output = replay_example(
+            &write(&format!("{name}-idp.jsonl"), idp(at, name)),
+            &write(&format!("{name}-gw.log"), gateway(answered, name)),
+            &store,
+            true,
+        );
         assert!(output.status.success());
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
@@ -1689,22 +1688,8 @@ fn an_appended_replay_knows_who_the_store_saw_disabled() {
             "leaver1@corp.example",
         ),
     ];
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
     let replay = |idp: &Path, gateway: &Path, store: &Path, append: bool| -> Value {
-        let mut command = bin();
-        command
-            .args(["replay", "--format", "json", "--config"])
-            .arg(&config)
-            .arg("--idp")
-            .arg(idp)
-            .arg("--gateway")
-            .arg(gateway)
-            .arg("--parquet")
-            .arg(store);
-        if append {
-            command.arg("--append");
-        }
-        let output = command.output().unwrap();
+        let output = replay_example(idp, gateway, store, append);
         assert!(
             output.status.success(),
             "{}",
