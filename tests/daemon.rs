@@ -577,20 +577,11 @@ fn a_memory_cap_s_evictions_are_counted_and_warned_about_once_a_minute() {
 /// "Disable account" starting ada's clock 39 minutes before Entra's cycle disabled her.
 #[test]
 fn the_daemon_times_leavers_from_entra_s_audit_log_as_replay_does() {
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vendors/entra");
-    let config = std::fs::read_to_string(fixture.join("with-audit.toml"))
-        .unwrap()
-        .replace("paths = [\"", "paths = [\"logs/");
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"data\"\n[pipeline]\npoll_interval_ms = 50\ncheckpoint_interval_secs = 1\n{config}"
+    let (setup, replayed) = fixture_daemon(
+        "vendors/entra",
+        "with-audit.toml",
+        &["provisioning.jsonl", "audit.jsonl", "envoy-access.log"],
     );
-    let setup = Setup::new(&config);
-    for file in ["provisioning.jsonl", "audit.jsonl", "envoy-access.log"] {
-        std::fs::copy(fixture.join(file), setup.path(&format!("logs/{file}"))).unwrap();
-    }
-    let replayed = setup.path("replayed");
-    common::daemon::replay_into(&setup.config(), &replayed);
     let key = |r: &scimwatch::audit::schema::LeaverRow| {
         (
             r.app.clone(),
@@ -627,19 +618,11 @@ fn the_daemon_times_leavers_from_entra_s_audit_log_as_replay_does() {
 /// so an evidence pack could not show a leaver still using an API token).
 #[test]
 fn the_daemon_stores_post_disable_activity_as_replay_does() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/core");
-    let config = std::fs::read_to_string(fixture.join("scimwatch.toml"))
-        .unwrap()
-        .replace("paths = [\"", "paths = [\"logs/");
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"data\"\n[pipeline]\npoll_interval_ms = 50\ncheckpoint_interval_secs = 1\n{config}"
+    let (setup, replayed) = fixture_daemon(
+        "core",
+        "scimwatch.toml",
+        &["idp.jsonl", "gateway.jsonl", "hr.jsonl"],
     );
-    let setup = Setup::new(&config);
-    for file in ["idp.jsonl", "gateway.jsonl", "hr.jsonl"] {
-        std::fs::copy(fixture.join(file), setup.path(&format!("logs/{file}"))).unwrap();
-    }
-    let replayed = setup.path("replayed");
-    common::daemon::replay_into(&setup.config(), &replayed);
     let read = |dir: &std::path::Path| {
         let mut rows = Vec::new();
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -662,4 +645,23 @@ fn the_daemon_stores_post_disable_activity_as_replay_does() {
     common::wait_until(SETTLE, || !read(&store).is_empty());
     assert_eq!(daemon.stop(), Some(0));
     assert_eq!(read(&store), want, "{}", setup.daemon_log());
+}
+
+/// A daemon's setup on a fixture's config and logs (under `logs/`, polled every 50 ms,
+/// checkpointed every second), and the store `replay` writes from the same logs.
+fn fixture_daemon(dir: &str, config: &str, logs: &[&str]) -> (Setup, std::path::PathBuf) {
+    let fixture = common::fixture(dir);
+    let config = std::fs::read_to_string(fixture.join(config))
+        .unwrap()
+        .replace("paths = [\"", "paths = [\"logs/");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"data\"\n[pipeline]\npoll_interval_ms = 50\ncheckpoint_interval_secs = 1\n{config}"
+    );
+    let setup = Setup::new(&config);
+    for file in logs {
+        std::fs::copy(fixture.join(file), setup.path(&format!("logs/{file}"))).unwrap();
+    }
+    let replayed = setup.path("replayed");
+    common::daemon::replay_into(&setup.config(), &replayed);
+    (setup, replayed)
 }
