@@ -63,13 +63,15 @@ enum TimelineItem {
     Trigger(Trigger),
     Operation(LifecycleOp),
     Request(Request),
+    /// A leaver operation whose 2xx disables its episode, at the 2xx's time.
+    Close(LifecycleOp),
 }
 
 impl TimelineItem {
     fn prefetch(&self) {
         match self {
             TimelineItem::Trigger(_) => {}
-            TimelineItem::Operation(op) => op.prefetch(),
+            TimelineItem::Operation(op) | TimelineItem::Close(op) => op.prefetch(),
             TimelineItem::Request(request) => request.prefetch(),
         }
     }
@@ -105,11 +107,18 @@ const SOURCE_EVENTS: u8 = 0;
 /// The timeline lane (and key kind) of judged operations.
 const OPERATIONS: u8 = 1;
 
+/// The timeline lane (and key kind) of requests made as a user, a window after their time.
+const REQUESTS: u8 = 2;
+
+/// The timeline lane (and key kind) of disables at their 2xx's time: after the operations
+/// and requests of the same instant.
+const CLOSURES: u8 = 3;
+
 /// The timeline, one queue per kind: each kind arrives nearly in time order (requests a window
-/// late, operations as their joins settle), so each queue is mostly a sorted run; together
-/// they release in key order.
+/// late, operations as their joins settle, closures as their operations are released), so
+/// each queue is mostly a sorted run; together they release in key order.
 #[derive(Debug, Default)]
-struct Timeline([MinQueue<Timed>; 3]);
+struct Timeline([MinQueue<Timed>; 4]);
 
 impl Timeline {
     fn push(&mut self, key: TimelineKey, item: TimelineItem) {
@@ -117,7 +126,7 @@ impl Timeline {
     }
 
     /// Takes the first item if its time is before `floor` (any first item without a floor).
-    fn pop_before(&mut self, floor: Option<Ts>) -> Option<TimelineItem> {
+    fn pop_before(&mut self, floor: Option<Ts>) -> Option<Timed> {
         let lane = (0..self.0.len())
             .filter_map(|lane| self.0[lane].peek().map(|first| (&first.0, lane)))
             .min()?
@@ -135,7 +144,7 @@ impl Timeline {
         if let Some(Timed(_, later)) = self.0[lane].ahead(4) {
             later.prefetch();
         }
-        self.0[lane].pop().map(|Timed(_, item)| item)
+        self.0[lane].pop()
     }
 
     /// Every item in key order, borrowed (for a checkpoint).
@@ -336,6 +345,14 @@ impl Engine {
                 }
             }
         }
+        // Disables waiting for their 2xx's turn: the episode is closed then.
+        for Timed(_, item) in self.timeline.0[usize::from(CLOSURES)].iter() {
+            if let TimelineItem::Close(op) = item {
+                if let Some(at) = op.first_success {
+                    add(op.app(), [op.user_login(), op.user_id()], at);
+                }
+            }
+        }
         // Returns at the source waiting in the timeline: one cancels the episode when it is
         // seen (an app-less one, if its clock was an app-less trigger's; held for any pair of
         // the user here, only until the return is seen).
@@ -453,7 +470,7 @@ impl Engine {
                     // can trail its answer by up to a window).
                     let shifted = Ts(gateway.time.0.saturating_add(self.joiner.window_micros()));
                     self.timeline.push(
-                        (shifted, 2, origin_key(gateway.origin)),
+                        (shifted, REQUESTS, origin_key(gateway.origin)),
                         TimelineItem::Request(Request::new(
                             gateway.time,
                             principal,
@@ -576,7 +593,7 @@ impl Engine {
     /// when it stopped at the limit (there may be more).
     fn release_timeline(&mut self, floor: Option<Ts>, limit: usize) -> bool {
         for _ in 0..limit {
-            let Some(item) = self.timeline.pop_before(floor) else {
+            let Some(Timed(key, item)) = self.timeline.pop_before(floor) else {
                 return false;
             };
             match item {
@@ -584,11 +601,20 @@ impl Engine {
                     self.episodes.on_trigger(&trigger, &mut self.leaver_events)
                 }
                 TimelineItem::Operation(op) => {
-                    self.episodes.on_operation(&op, &mut self.leaver_events)
+                    if self.episodes.on_operation(&op, &mut self.leaver_events) {
+                        // It disables at its 2xx, so it closes then (never before its own
+                        // place): an operation logged later but answered earlier closes
+                        // first. Requests are checked a window after their time, by when
+                        // every disable answered before them has closed.
+                        let at = op.first_success.map_or(key.0, |t| t.max(key.0));
+                        self.timeline
+                            .push((at, CLOSURES, key.2), TimelineItem::Close(op));
+                    }
                 }
                 TimelineItem::Request(request) => {
                     self.episodes.on_request(&request, &mut self.leaver_events)
                 }
+                TimelineItem::Close(op) => self.episodes.on_close(&op, &mut self.leaver_events),
             }
             for event in self.leaver_events.drain(..) {
                 self.outputs.push(match event {
@@ -999,6 +1025,69 @@ mod tests {
         assert_eq!(episode.state, crate::judge::EpisodeState::Open);
         assert!(episode.breached(at(901)));
         assert!(!episode.breached(at(899)));
+    }
+
+    /// Operations reach the timeline in the order of their IdP records, but the first 2xx
+    /// disables: A, logged at 0 and answered at 480 (after a 503), comes before B, logged at
+    /// 300 and answered at 360. B disabled the account, so a request made as the user at 420
+    /// is post-disable activity, and the episode's clock still starts at A.
+    #[test]
+    fn the_first_2xx_disables_whichever_operation_was_logged_first() {
+        let mut s = Scenario::new();
+        s.idp(0, "cA", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+            .gateway(1, "cA", WriteKind::Disable, 503)
+            .idp(300, "cB", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+            .gateway(360, "cB", WriteKind::Disable, 200)
+            .request(420, "a@x")
+            .gateway(480, "cA", WriteKind::Disable, 200)
+            .finish();
+        let episodes = s.episodes();
+        assert_eq!(episodes.len(), 1, "{episodes:?}");
+        let episode = episodes[0];
+        assert_eq!(episode.state, crate::judge::EpisodeState::Disabled);
+        assert_eq!(episode.initiated_at, at(0));
+        assert_eq!(episode.disabled_at, Some(at(360)));
+        assert_eq!(episode.disabled_by.as_deref(), Some("cB"));
+        assert_eq!(episode.correlation_ids, ["cA", "cB"]);
+        let after: Vec<_> = s
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::PostDisable(p) => Some((p.time, p.disabled_at)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(after, [(at(420), at(360))]);
+    }
+
+    /// Between its operation and its 2xx's turn, an episode is open and held (the daemon
+    /// does not call it overdue), and a checkpoint keeps the disable waiting.
+    #[test]
+    fn a_disable_waiting_for_its_2xx_holds_the_episode_across_a_checkpoint() {
+        let pair = [("aws-prod".to_string(), "a@x".to_string())];
+        let mut s = Scenario::new();
+        s.idp(0, "cA", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+            .gateway(1, "cA", WriteKind::Disable, 503)
+            .gateway(480, "cA", WriteKind::Disable, 200)
+            .idp(100, "cC", Stage::Mover, "b@x", Some(IdpStatus::Success))
+            .gateway(1000, "cC", WriteKind::Update, 200);
+        // The join settles A a window and the lateness after its last attempt; C, still
+        // pending, holds the timeline at its time (100): A (at 0) is released, its 2xx (at
+        // 480) not yet.
+        s.engine.advance(at(480 + 661));
+        assert_eq!(s.engine.join_pending(), 1);
+        assert_eq!(s.engine.open_episodes().len(), 1);
+        assert_eq!(s.engine.unseen_leavers(&pair), [Some(at(480))]);
+        let json = serde_json::to_string(&s.engine.snapshot()).unwrap();
+        s.engine = Engine::restore(serde_json::from_str(&json).unwrap(), Scenario::settings());
+        assert_eq!(s.engine.unseen_leavers(&pair), [Some(at(480))]);
+        s.engine.advance(at(1000 + 661));
+        s.outputs.extend(s.engine.drain());
+        let episodes = s.episodes();
+        assert_eq!(episodes.len(), 1);
+        assert_eq!(episodes[0].disabled_at, Some(at(480)));
+        assert_eq!(s.engine.unseen_leavers(&pair), [None]);
+        s.finish();
     }
 
     /// The index of open episodes follows each way in and out: opened and left open (a 404),

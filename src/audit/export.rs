@@ -236,7 +236,7 @@ pub fn carry_over(data: &Path) -> Result<CarryOver, AuditError> {
     struct Candidate {
         closed: crate::judge::Closed,
         disabled_by: Option<String>,
-        /// The disabling operation's time (the engine closes when it releases it).
+        /// The disabling operation's time (the engine closes at its 2xx, never before it).
         closed_at: Option<i64>,
         joiners: Vec<i64>,
     }
@@ -297,12 +297,13 @@ pub fn carry_over(data: &Path) -> Result<CarryOver, AuditError> {
     let mut closed: Vec<crate::judge::Closed> = candidates
         .into_values()
         .map(|mut candidate| {
-            // The engine takes operations in time order and closes the episode as it takes
-            // the disabling one: a joiner after that is a rehire (one before it, while the
-            // episode was open, would have cancelled it).
+            // The engine takes operations in time order and closes the episode at the
+            // disabling one's 2xx (or its own time, if later): a joiner after that is a
+            // rehire (one before it, while the episode was open, would have cancelled it).
+            let disabled_at = candidate.closed.disabled_at.0;
             let after = candidate
                 .closed_at
-                .unwrap_or(candidate.closed.disabled_at.0);
+                .map_or(disabled_at, |t| t.max(disabled_at));
             candidate.closed.rehired_at = candidate
                 .joiners
                 .iter()

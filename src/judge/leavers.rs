@@ -862,9 +862,14 @@ impl Episodes {
         }
     }
 
-    pub fn on_operation(&mut self, op: &LifecycleOp, out: &mut Vec<LeaverEvent>) {
+    /// A lifecycle operation, in the timeline's order: a joiner cancels or rehires, a leaver
+    /// opens or joins its pair's episode. `true` when it is a leaver whose 2xx disables that
+    /// episode: the caller hands it to [`Episodes::on_close`] at the 2xx's time (not the
+    /// operation's), once every operation that may have disabled the user earlier has been
+    /// seen here.
+    pub fn on_operation(&mut self, op: &LifecycleOp, out: &mut Vec<LeaverEvent>) -> bool {
         if op.outcome == Outcome::Skipped || op.outcome == Outcome::Unattributed {
-            return;
+            return false;
         }
         let keys = user_keys(op.user_login(), op.user_id());
         let app = op.app().unwrap_or_default();
@@ -874,16 +879,17 @@ impl Episodes {
                 .iter()
                 .any(|key| self.pairs.contains_key(&PairRef(app, key)))
         {
-            return;
+            return false;
         }
         let Some(pair_key) = self.pair_key(app, &keys) else {
-            return;
+            return false;
         };
         match op.stage {
             Stage::Joiner => self.on_joiner(&pair_key, op, out),
-            Stage::Leaver => self.on_leaver(&pair_key, &keys, op, out),
+            Stage::Leaver => return self.on_leaver(&pair_key, &keys, op),
             Stage::Mover => {}
         }
+        false
     }
 
     fn on_joiner(
@@ -914,22 +920,19 @@ impl Episodes {
         }
     }
 
+    /// Opens the pair's episode or adds the operation to it; `true` when the operation's 2xx
+    /// is to close it ([`Episodes::on_operation`]).
     fn on_leaver(
         &mut self,
         pair_key: &(String, String),
         keys: &[Cow<'_, str>],
         op: &LifecycleOp,
-        out: &mut Vec<LeaverEvent>,
-    ) {
+    ) -> bool {
         let policy = &self.policy;
         let pair = self.pairs.entry(pair_key.clone()).or_default();
-        // An episode opened here joins the open index only if it is still open at the end:
-        // most leavers are disabled by the operation that starts their episode, and the
-        // index is a B-tree of string pairs.
-        let opened_here = pair.open.is_none();
-        if opened_here {
+        if pair.open.is_none() {
             if pair.last_closed_at.is_some() && !pair.rehired_since_close {
-                return; // already disabled, no rehire since: not a new episode (clar. 15)
+                return false; // already disabled, no rehire since: not a new episode (clar. 15)
             }
             // The earliest app-less trigger after the pair's last closure counts (clar. 16).
             let after = pair.last_closed_at.unwrap_or(Ts(i64::MIN));
@@ -978,9 +981,10 @@ impl Episodes {
                 started_by: Some(started_by),
                 disabled_by: None,
             }));
+            self.open_keys.insert(pair_key.clone());
         }
         let Some(episode) = pair.open.as_mut() else {
-            return;
+            return false;
         };
         if episode.user_login.is_none() {
             episode.user_login = op.user_login().map(str::to_string);
@@ -998,10 +1002,34 @@ impl Episodes {
                 Some(episode.first_attempt_at.map_or(first, |t| t.min(first)));
         }
         // Only a 2xx closes; a 404 leaves it open for a person (clarification 14).
+        op.first_success.is_some()
+    }
+
+    /// A leaver operation's 2xx, at its time ([`Episodes::on_operation`] said it closes): the
+    /// pair's open episode is disabled then, by that operation. Operations reach the timeline
+    /// in the order of their IdP records, not of their answers: one logged at 10:00 and
+    /// answered at 10:08 comes before one logged at 10:05 and answered at 10:06, which is
+    /// the one that disabled the account. Nothing when the episode has already ended (an
+    /// earlier 2xx, a rehire or a return in between).
+    pub fn on_close(&mut self, op: &LifecycleOp, out: &mut Vec<LeaverEvent>) {
         let Some(disabled_at) = op.first_success else {
-            if opened_here {
-                self.open_keys.insert(pair_key.clone());
-            }
+            return;
+        };
+        let app = op.app().unwrap_or_default();
+        let keys = user_keys(op.user_login(), op.user_id());
+        let Episodes {
+            pairs,
+            disabled,
+            open_keys,
+            ..
+        } = self;
+        // Under whichever of the user's keys the pair is held (a later record may have
+        // re-keyed it by login since the operation was seen).
+        let Some((pair_key, pair)) = keys
+            .iter()
+            .find(|key| pairs.contains_key(&PairRef(app, key)))
+            .and_then(|key| pairs.get_key_value_mut(&PairRef(app, key)))
+        else {
             return;
         };
         let Some(mut episode) = pair.open.take() else {
@@ -1012,11 +1040,9 @@ impl Episodes {
         episode.state = EpisodeState::Disabled;
         pair.last_closed_at = Some(disabled_at);
         pair.rehired_since_close = false;
-        if !opened_here {
-            self.open_keys.remove(pair_key);
-        }
+        open_keys.remove(pair_key);
         if let Some(login) = &episode.user_login {
-            let intervals = self.disabled.entry(key_of(login)).or_default();
+            let intervals = disabled.entry(key_of(login)).or_default();
             crate::model::push_small(
                 intervals,
                 Disabled {
