@@ -381,10 +381,21 @@ fn print_out(text: &str, what: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Every credential the config names must resolve now (env var set, file readable, not
-/// empty), not at 03:00: the API token and each receiver's. A failure is said as the
-/// config's own errors are, `config FILE: line N: \`KEY\`: what is wrong` (exit 2).
-fn check_credentials(config_path: &std::path::Path, config: &Config) -> anyhow::Result<()> {
+/// Every credential the config names, read once (a secret may come through a pipe that gives
+/// it once): the API token and each receiver's channels, built in `runtime`, the one that will
+/// deliver. Each must resolve now (env var set, file readable, not empty), not at 03:00; a
+/// failure is said as the config's own errors are, `config FILE: line N: \`KEY\`: what is
+/// wrong` (exit 2).
+struct Credentials {
+    api_token: Option<String>,
+    channels: scimwatch::notify::Channels,
+}
+
+fn credentials(
+    config_path: &std::path::Path,
+    config: &Config,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<Credentials> {
     let text = std::fs::read_to_string(config_path).unwrap_or_default();
     let said = |key: &str, what: &str| {
         let line = scimwatch::config::line_of_key(&text, key)
@@ -395,39 +406,41 @@ fn check_credentials(config_path: &std::path::Path, config: &Config) -> anyhow::
         ))
     };
     // "server.api_token_env: environment variable X is not set"
-    scimwatch::http::api_token(config).map_err(|e| {
+    let api_token = scimwatch::http::api_token(config).map_err(|e| {
         let message = format!("{e:#}");
         match message.split_once(": ") {
             Some((key, what)) => said(key, what),
             None => UsageError(message),
         }
     })?;
-    if config.receivers.is_empty() {
-        return Ok(());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let _entered = runtime.enter();
-    let timeout = std::time::Duration::from_secs(config.alerting.send_timeout_secs);
-    for (index, receiver) in config.receivers.iter().enumerate() {
-        // "receiver \"x\" email.password_file: cannot read …"
-        scimwatch::notify::send::channels(receiver, timeout).map_err(|e| {
-            let message = format!("{e:#}");
-            let rest = message.strip_prefix(&format!("receiver {:?} ", receiver.name));
-            match rest.and_then(|rest| rest.split_once(": ")) {
-                Some((field, what)) => said(&format!("receiver[{index}].{field}"), what),
-                None => UsageError(message),
-            }
-        })?;
-    }
-    Ok(())
+    // "receiver \"x\" email.password_file: cannot read …"
+    let channels = scimwatch::notify::Channels::build(config).map_err(|e| {
+        let message = format!("{e:#}");
+        config
+            .receivers
+            .iter()
+            .enumerate()
+            .find_map(|(index, receiver)| {
+                let rest = message.strip_prefix(&format!("receiver {:?} ", receiver.name))?;
+                let (field, what) = rest.split_once(": ")?;
+                Some(said(&format!("receiver[{index}].{field}"), what))
+            })
+            .unwrap_or(UsageError(message))
+    })?;
+    Ok(Credentials {
+        api_token,
+        channels,
+    })
 }
 
 fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     let files = source_files(&config, &ReplayOptions::default())?;
-    check_credentials(config_path, &config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    credentials(config_path, &config, runtime.handle())?;
     use std::fmt::Write;
     let mut out = String::new();
     writeln!(out, "config {} is valid", config_path.display())?;
@@ -652,27 +665,33 @@ struct Running {
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
-fn start_daemon(config: Config, runtime: &tokio::runtime::Handle) -> anyhow::Result<Running> {
+fn start_daemon(
+    config: Config,
+    credentials: Credentials,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<Running> {
     use scimwatch::daemon::{status::LiveStatus, Control, Pipeline};
     let status = std::sync::Arc::new(std::sync::Mutex::new(LiveStatus::default()));
     let metrics = std::sync::Arc::new(scimwatch::http::metrics::Metrics::new(&config));
     let operations = std::sync::Arc::new(std::sync::Mutex::new(
         scimwatch::http::RecentOperations::with_capacity(config.pipeline.recent_operations),
     ));
-    let token = scimwatch::http::api_token(&config).map_err(|e| UsageError(format!("{e:#}")))?;
     let http = scimwatch::http::AppState {
         metrics: metrics.clone(),
         status: status.clone(),
         operations: operations.clone(),
-        token: token.map(|t| t.into()),
+        token: credentials.api_token.map(|t| t.into()),
     };
     // Before anything in the data directory is touched (outbox and Parquet temporaries are
     // swept at start): one daemon per directory.
     let lock = scimwatch::durable::DirLock::acquire(&config.storage.data_dir)
         .with_context(|| format!("storage.data_dir {}", config.storage.data_dir.display()))?;
-    // A missing credential is a configuration error (exit 2), found before anything runs.
-    let notifier = scimwatch::notify::Notifier::start(&config, metrics.clone(), runtime)
-        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let notifier = scimwatch::notify::Notifier::start_with(
+        &config,
+        credentials.channels,
+        metrics.clone(),
+        runtime,
+    )?;
     let pipeline = Pipeline::open(config, status.clone(), metrics, operations, Some(notifier))?;
     let (control, receiver) = std::sync::mpsc::channel();
     // inotify is only a wake-up hint: the poll loop finds everything on its own.
@@ -748,15 +767,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_daemon(config_path: &std::path::Path) -> anyhow::Result<()> {
     init_logging();
     let config = load_config(config_path)?;
-    check_credentials(config_path, &config)?;
+    let runtime = runtime()?;
+    let credentials = credentials(config_path, &config, runtime.handle())?;
     tracing::info!(config = %config_path.display(), data_dir = %config.storage.data_dir.display(), "Starting.");
     let listen = config.server.listen.clone();
-    let runtime = runtime()?;
     // The port first: a port in use stops the start before anything is locked or read.
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(&listen))
         .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
-    let mut running = start_daemon(config, runtime.handle())?;
+    let mut running = start_daemon(config, credentials, runtime.handle())?;
     // SIGHUP's default is to end the process, with no final checkpoint: a habit (or an
     // `ExecReload=`) would kill the daemon. There is nothing to reload; say so.
     runtime.spawn(async {
@@ -832,7 +851,8 @@ fn run_demo(
     println!("  incidents: {}. Ctrl-C stops.\n", incidents.join(", "));
     let listen = config.server.listen.clone();
     let runtime = runtime()?;
-    let mut running = start_daemon(config, runtime.handle())?;
+    let credentials = credentials(&config_path, &config, runtime.handle())?;
+    let mut running = start_daemon(config, credentials, runtime.handle())?;
     let started = std::time::Instant::now();
     let status = running.status.clone();
     // The demo takes the configured port if free, else any free loopback port.

@@ -963,6 +963,46 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<(String, Vec<u8>)> {
     Some((path, buffer[header_end..].to_vec()))
 }
 
+/// A credential file may be a pipe a secrets agent writes once (`password_file =
+/// /run/secrets/...` as a FIFO): `run` reads each credential once, and pages with it. It read
+/// every one twice (a check, then the notifier), and the second read of a pipe waits forever
+/// for a writer: the daemon never started.
+#[test]
+fn a_credential_read_from_a_pipe_is_read_once_and_pages() {
+    let receiver = Receiver::start(&[("/hook", &[200])]);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("hook-url");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let url = receiver.url("/hook");
+    let writer = {
+        let fifo = fifo.clone();
+        // Opening a pipe to write waits for its reader: one reader gets the URL, once.
+        std::thread::spawn(move || std::fs::write(&fifo, url).unwrap())
+    };
+    let setup = Setup::new(&config(&format!(
+        r#"
+[[receiver]]
+name = "hook"
+[receiver.webhook]
+url_file = "{}"
+format = "json"
+"#,
+        fifo.display()
+    )));
+    let daemon = setup.start();
+    writer.join().unwrap();
+    stuck_leaver(&setup);
+    wait_until(WAIT, || !receiver.at("/hook").is_empty());
+    let pages = receiver.at("/hook");
+    assert!(
+        pages.iter().any(|p| p.to_string().contains("root-admin@corp.example")),
+        "{pages:?}\n{}",
+        setup.daemon_log()
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
 #[test]
 fn webhooks_speak_each_receivers_format_retry_5xx_and_dead_letter_4xx() {
     let receiver = Receiver::start(&[

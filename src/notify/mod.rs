@@ -178,41 +178,63 @@ impl Writer {
     }
 }
 
-/// Every receiver's channels by target (`receiver/email`), and each receiver's targets with
-/// their kinds.
-type Channels = (
-    BTreeMap<String, Arc<Channel>>,
-    BTreeMap<String, Vec<(String, &'static str)>>,
-);
+/// Every receiver's channels, with their credentials: built once, as the daemon starts.
+pub struct Channels {
+    /// By target (`receiver/email`).
+    by_target: BTreeMap<String, Arc<Channel>>,
+    /// Each receiver's targets with their kinds.
+    targets: BTreeMap<String, Vec<(String, &'static str)>>,
+}
 
-/// Builds every channel, reading credentials from their env vars or files.
-fn channels(config: &Config) -> anyhow::Result<Channels> {
-    let timeout = Duration::from_secs(config.alerting.send_timeout_secs);
-    let mut channels = BTreeMap::new();
-    let mut targets: BTreeMap<String, Vec<(String, &'static str)>> = BTreeMap::new();
-    for receiver in &config.receivers {
-        for (target, channel) in send::channels(receiver, timeout)? {
-            targets
-                .entry(receiver.name.clone())
-                .or_default()
-                .push((target.clone(), channel.kind()));
-            channels.insert(target, Arc::new(channel));
+impl Channels {
+    /// Builds every channel, reading each credential from its env var or file once (a secret
+    /// may come through a pipe that gives it once). Call it inside the runtime that will
+    /// deliver: lettre's connection pool spawns its reaper task when built. An error names
+    /// the receiver and its field (`receiver "x" email.password_file: cannot read …`).
+    pub fn build(config: &Config) -> anyhow::Result<Channels> {
+        let timeout = Duration::from_secs(config.alerting.send_timeout_secs);
+        let mut by_target = BTreeMap::new();
+        let mut targets: BTreeMap<String, Vec<(String, &'static str)>> = BTreeMap::new();
+        for receiver in &config.receivers {
+            for (target, channel) in send::channels(receiver, timeout)? {
+                targets
+                    .entry(receiver.name.clone())
+                    .or_default()
+                    .push((target.clone(), channel.kind()));
+                by_target.insert(target, Arc::new(channel));
+            }
         }
+        Ok(Channels { by_target, targets })
     }
-    Ok((channels, targets))
 }
 
 impl Notifier {
-    /// Builds every channel (reading credentials from their env vars or files), loads what the
-    /// outbox still holds, and spawns the dispatcher on `runtime`.
+    /// Builds every channel ([`Channels::build`]) and starts ([`Notifier::start_with`]).
     pub fn start(
         config: &Config,
         metrics: Arc<Metrics>,
         runtime: &tokio::runtime::Handle,
     ) -> anyhow::Result<Notifier> {
-        // lettre's connection pool spawns its reaper task when built.
+        let channels = {
+            let _runtime = runtime.enter();
+            Channels::build(config)?
+        };
+        Notifier::start_with(config, channels, metrics, runtime)
+    }
+
+    /// Loads what the outbox still holds and spawns the dispatcher, delivering through
+    /// `channels`, on `runtime` (the one they were built in).
+    pub fn start_with(
+        config: &Config,
+        channels: Channels,
+        metrics: Arc<Metrics>,
+        runtime: &tokio::runtime::Handle,
+    ) -> anyhow::Result<Notifier> {
         let _runtime = runtime.enter();
-        let (channels, targets) = channels(config)?;
+        let Channels {
+            by_target: channels,
+            targets,
+        } = channels;
         let outbox = Outbox::open(&config.storage.data_dir)?;
         let waiting = outbox.load();
         if !waiting.is_empty() {
