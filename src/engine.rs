@@ -8,7 +8,9 @@
 //! 1. the join holds records until their window has passed, then judges whole operations;
 //! 2. a timeline re-sorts what lifecycle logic needs (operations, triggers, requests made as a
 //!    user) by event time, releasing an item only once nothing earlier can still come out of
-//!    the join. That is what makes a rehire logged late still land between two leavers.
+//!    the join. That is what makes a rehire logged late still land between two leavers. A
+//!    disabling operation goes back on it as a closure at its 2xx's time, so the first 2xx
+//!    closes the episode whichever operation was logged first.
 
 use crate::config::Config;
 use crate::join::{Joined, Joiner};
@@ -54,8 +56,9 @@ impl EngineSettings {
     }
 }
 
-/// Timeline order: time, then kind (triggers before operations before requests), then where
-/// the item came from — all properties of the data, none of arrival order.
+/// Timeline order: time, then kind (triggers before operations before closures before
+/// requests), then where the item came from — all properties of the data, none of arrival
+/// order.
 type TimelineKey = (Ts, u8, (u16, u32, u64));
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -107,22 +110,33 @@ const SOURCE_EVENTS: u8 = 0;
 /// The timeline lane (and key kind) of judged operations.
 const OPERATIONS: u8 = 1;
 
-/// The timeline lane (and key kind) of requests made as a user, a window after their time.
-const REQUESTS: u8 = 2;
+/// The key kind of disables at their 2xx's time: after the operations of the same instant,
+/// before its requests (a request at the instant of the disable is after it). They wait in
+/// the operations' lane (few at a time, out of its order: in its heap), so that taking an
+/// item compares three lanes, not four.
+const CLOSURES: u8 = 2;
 
-/// The timeline lane (and key kind) of disables at their 2xx's time: after the operations
-/// and requests of the same instant.
-const CLOSURES: u8 = 3;
+/// The key kind of requests made as a user, a window after their time (checkpoints from
+/// before closures had them as 2: they still sort by time first).
+const REQUESTS: u8 = 3;
 
-/// The timeline, one queue per kind: each kind arrives nearly in time order (requests a window
-/// late, operations as their joins settle, closures as their operations are released), so
-/// each queue is mostly a sorted run; together they release in key order.
+/// The lanes: source events, operations and closures, requests.
+const REQUEST_LANE: usize = 2;
+
+/// The timeline, one queue per kind (closures with the operations): each kind arrives nearly
+/// in time order (requests a window late, operations as their joins settle), so each queue is
+/// mostly a sorted run; together they release in key order.
 #[derive(Debug, Default)]
-struct Timeline([MinQueue<Timed>; 4]);
+struct Timeline([MinQueue<Timed>; 3]);
 
 impl Timeline {
     fn push(&mut self, key: TimelineKey, item: TimelineItem) {
-        self.0[usize::from(key.1)].push(Timed(key, item));
+        let lane = match item {
+            TimelineItem::Trigger(_) => usize::from(SOURCE_EVENTS),
+            TimelineItem::Operation(_) | TimelineItem::Close(_) => usize::from(OPERATIONS),
+            TimelineItem::Request(_) => REQUEST_LANE,
+        };
+        self.0[lane].push(Timed(key, item));
     }
 
     /// Takes the first item if its time is before `floor` (any first item without a floor).
@@ -279,8 +293,9 @@ impl Engine {
     }
 
     /// For each of the `pairs` (app, user), folded (the user by login or by id), the earliest
-    /// time a leaver operation the episodes have not seen yet — pending in the join, or joined
-    /// and waiting in the timeline — may have disabled that user, in the pairs' order. Until
+    /// time a leaver operation the episodes have not acted on yet — pending in the join,
+    /// joined and waiting in the timeline, or seen and its closure waiting there — may have
+    /// disabled that user, in the pairs' order. Until
     /// such an operation is seen, an episode past its deadline may still turn out
     /// disabled in time (a retry that succeeded before the deadline settles a join window plus
     /// the allowed lateness after it, or two windows without a shared ID). Only the wanted
@@ -338,17 +353,10 @@ impl Engine {
             );
         }
         // The operations' lane only: the requests' holds every request of the last window.
+        // A disable waiting for its 2xx's turn (a closure) closes the episode then.
         for Timed(_, item) in self.timeline.0[usize::from(OPERATIONS)].iter() {
-            if let TimelineItem::Operation(op) = item {
+            if let TimelineItem::Operation(op) | TimelineItem::Close(op) = item {
                 if let (Stage::Leaver, Some(at)) = (op.stage, op.first_success) {
-                    add(op.app(), [op.user_login(), op.user_id()], at);
-                }
-            }
-        }
-        // Disables waiting for their 2xx's turn: the episode is closed then.
-        for Timed(_, item) in self.timeline.0[usize::from(CLOSURES)].iter() {
-            if let TimelineItem::Close(op) = item {
-                if let Some(at) = op.first_success {
                     add(op.app(), [op.user_login(), op.user_id()], at);
                 }
             }
@@ -687,6 +695,19 @@ mod tests {
             user: &str,
             status: Option<IdpStatus>,
         ) -> &mut Self {
+            self.idp_naming(secs, cid, stage, Some(user), None, status)
+        }
+
+        /// An IdP record naming the user by login, by id, or both.
+        fn idp_naming(
+            &mut self,
+            secs: i64,
+            cid: &str,
+            stage: Stage,
+            login: Option<&str>,
+            id: Option<&str>,
+            status: Option<IdpStatus>,
+        ) -> &mut Self {
             let origin = self.origin(0);
             self.engine.ingest(Record::Idp(IdpRecord {
                 time: at(secs),
@@ -695,8 +716,8 @@ mod tests {
                 action: format!("{stage:?}").to_lowercase(),
                 stage,
                 app: Some("aws-prod".into()),
-                user_id: None,
-                user_login: Some(user.into()),
+                user_id: id.map(str::to_string),
+                user_login: login.map(str::to_string),
                 target_id: None,
                 status,
                 error: None,
@@ -1088,6 +1109,126 @@ mod tests {
         assert_eq!(episodes[0].disabled_at, Some(at(480)));
         assert_eq!(s.engine.unseen_leavers(&pair), [None]);
         s.finish();
+    }
+
+    /// A disable seen under the user id alone closes its episode though a later record (the
+    /// IdP's retry, naming the login too) re-keys the pair by login before its 2xx's turn.
+    #[test]
+    fn a_waiting_disable_finds_its_episode_re_keyed_by_login() {
+        let mut s = Scenario::new();
+        s.idp_naming(
+            0,
+            "c1",
+            Stage::Leaver,
+            None,
+            Some("u-42"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(300, "c1", WriteKind::Disable, 200)
+        .idp_naming(
+            100,
+            "c2",
+            Stage::Leaver,
+            Some("ada@x"),
+            Some("u-42"),
+            Some(IdpStatus::Failure),
+        )
+        .gateway(101, "c2", WriteKind::Disable, 503)
+        .finish();
+        let episodes = s.episodes();
+        assert_eq!(episodes.len(), 1, "{episodes:?}");
+        assert_eq!(episodes[0].state, crate::judge::EpisodeState::Disabled);
+        assert_eq!(episodes[0].disabled_at, Some(at(300)));
+        assert_eq!(episodes[0].disabled_by.as_deref(), Some("c1"));
+    }
+
+    /// A user renamed while their episode is open (the disable refused under the old login,
+    /// the retry sent under the new one, the same user id) has one episode, timed from the
+    /// first operation; requests under either login after the disable are post-disable
+    /// activity. It was two: the old one open for ever (a false breach and page).
+    #[test]
+    fn a_user_renamed_while_leaving_has_one_episode() {
+        let mut s = Scenario::new();
+        s.idp_naming(
+            0,
+            "c1",
+            Stage::Leaver,
+            Some("alice@x"),
+            Some("u-100"),
+            Some(IdpStatus::Failure),
+        )
+        .gateway(1, "c1", WriteKind::Disable, 503)
+        .idp_naming(
+            170,
+            "c2",
+            Stage::Mover,
+            Some("alice.smith@x"),
+            Some("u-100"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(171, "c2", WriteKind::Update, 200)
+        .idp_naming(
+            180,
+            "c3",
+            Stage::Leaver,
+            Some("alice.smith@x"),
+            Some("u-100"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(181, "c3", WriteKind::Disable, 200)
+        .request(1200, "alice@x")
+        .request(1500, "Alice.Smith@x")
+        .finish();
+        let episodes = s.episodes();
+        assert_eq!(episodes.len(), 1, "{episodes:?}");
+        let episode = episodes[0];
+        assert_eq!(episode.state, crate::judge::EpisodeState::Disabled);
+        assert_eq!(episode.initiated_at, at(0));
+        assert_eq!(episode.disabled_at, Some(at(181)));
+        assert_eq!(episode.user_login.as_deref(), Some("alice@x"));
+        assert_eq!(episode.correlation_ids, ["c1", "c3"]);
+        let after: Vec<_> = s
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::PostDisable(p) => Some((p.time, p.user.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(after, [(at(1200), "alice@x"), (at(1500), "alice.smith@x")]);
+    }
+
+    /// An episode whose disable has been seen is not dropped by the memory cap while it waits
+    /// for its 2xx's turn, and a disable of an episode a rehire cancelled closes no later one.
+    #[test]
+    fn a_waiting_disable_is_not_evicted_and_closes_only_its_own_episode() {
+        let mut s = Scenario::new();
+        s.idp(0, "cA", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+            .gateway(1, "cA", WriteKind::Disable, 503)
+            .gateway(480, "cA", WriteKind::Disable, 200)
+            .idp(100, "cC", Stage::Mover, "b@x", Some(IdpStatus::Success))
+            .gateway(1000, "cC", WriteKind::Update, 200);
+        s.engine.advance(at(480 + 661));
+        assert_eq!(s.engine.open_episodes().len(), 1);
+        assert_eq!(s.engine.episodes.evict_oldest_open(), None);
+        // A rehire at 200 (before A's 2xx) cancels A's episode; a leaver at 300 refused
+        // with 404 opens another, which A's 2xx at 480 does not close.
+        let mut s = Scenario::new();
+        s.idp(0, "cA", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+            .gateway(1, "cA", WriteKind::Disable, 503)
+            .gateway(480, "cA", WriteKind::Disable, 200)
+            .idp(200, "cJ", Stage::Joiner, "a@x", Some(IdpStatus::Success))
+            .gateway(201, "cJ", WriteKind::CreateUser, 201)
+            .idp(300, "cL", Stage::Leaver, "a@x", Some(IdpStatus::Failure))
+            .gateway(301, "cL", WriteKind::Disable, 404)
+            .finish();
+        let states: Vec<_> = s
+            .episodes()
+            .iter()
+            .map(|e| (e.initiated_at, e.state))
+            .collect();
+        use crate::judge::EpisodeState::{Cancelled, Open};
+        assert_eq!(states, [(at(0), Cancelled), (at(300), Open)]);
     }
 
     /// The index of open episodes follows each way in and out: opened and left open (a 404),

@@ -996,7 +996,9 @@ format = "json"
     wait_until(WAIT, || !receiver.at("/hook").is_empty());
     let pages = receiver.at("/hook");
     assert!(
-        pages.iter().any(|p| p.to_string().contains("root-admin@corp.example")),
+        pages
+            .iter()
+            .any(|p| p.to_string().contains("root-admin@corp.example")),
         "{pages:?}\n{}",
         setup.daemon_log()
     );

@@ -290,18 +290,19 @@ impl From<LifecycleOp> for LifecycleOpFields {
 }
 
 /// Ends a pair's open episode as cancelled (no latency, no breach), out of the open index:
-/// whether it had one.
+/// whether it had one. A disable of it waiting for its 2xx's turn no longer closes anything.
 fn cancel_open(
     pair: &mut Pair,
     key: &(String, String),
-    open_keys: &mut BTreeSet<(String, String)>,
+    open: &mut OpenIndex,
     out: &mut Vec<LeaverEvent>,
 ) -> bool {
     let Some(mut episode) = pair.open.take() else {
         return false;
     };
+    pair.closing = None;
     episode.state = EpisodeState::Cancelled;
-    open_keys.remove(key);
+    open.remove(key, &episode);
     out.push(LeaverEvent::Ended(*episode));
     true
 }
@@ -432,6 +433,10 @@ struct Pair {
     /// When the last episode closed, and whether a rehire came since.
     last_closed_at: Option<Ts>,
     rehired_since_close: bool,
+    /// The earliest 2xx among the open episode's leaver operations seen so far: the episode
+    /// closes at it ([`Episodes::on_close`]), when the timeline reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closing: Option<Ts>,
 }
 
 /// A pair an earlier run saw disabled, for [`Episodes::carry_closed`].
@@ -469,9 +474,49 @@ pub struct Episodes {
     user_triggers: FastMap<String, Vec<Ts>>,
     /// Disabled intervals by lowercased login, for post-disable activity.
     disabled: FastMap<String, Vec<Disabled>>,
-    /// The pairs with an open episode: the daemon lists them every pass, and `pairs` keeps
-    /// every (app, user) that ever left, so it is not walked for that.
-    open_keys: BTreeSet<(String, String)>,
+    open: OpenIndex,
+}
+
+/// The pairs with an open episode: the daemon lists them every pass, and `pairs` keeps every
+/// (app, user) that ever left, so it is not walked for that.
+#[derive(Debug, Default)]
+struct OpenIndex {
+    keys: BTreeSet<(String, String)>,
+    /// A hash of (app, folded user id) → the user key of the pair whose open episode has that
+    /// id: a user renamed while an episode is open keeps the id (the SCIM resource, the IdP's
+    /// user), so an operation under the new login still finds it. Hashed, so that an entry
+    /// costs one allocation: a hit is checked against the episode ([`Episodes::open_by_id`]).
+    ids: FastMap<u64, String>,
+    hasher: ahash::RandomState,
+}
+
+impl OpenIndex {
+    fn insert(&mut self, key: &(String, String), episode: &Episode) {
+        self.keys.insert(key.clone());
+        self.note_id(key, episode);
+    }
+
+    fn id_hash(&self, app: &str, id: &str) -> u64 {
+        self.hasher.hash_one((app, fold_case(id).as_ref()))
+    }
+
+    /// Indexes the episode's user id, once it has one.
+    fn note_id(&mut self, key: &(String, String), episode: &Episode) {
+        if let Some(id) = &episode.user_id {
+            let hash = self.id_hash(&key.0, id);
+            self.ids.insert(hash, key.1.clone());
+        }
+    }
+
+    fn remove(&mut self, key: &(String, String), episode: &Episode) {
+        self.keys.remove(key);
+        if let Some(id) = &episode.user_id {
+            let hash = self.id_hash(&key.0, id);
+            if self.ids.get(&hash).is_some_and(|user| *user == key.1) {
+                self.ids.remove(&hash);
+            }
+        }
+    }
 }
 
 /// What [`Episodes`] holds, for a checkpoint.
@@ -546,7 +591,7 @@ impl Episodes {
             pairs: Default::default(),
             user_triggers: FastMap::default(),
             disabled: FastMap::default(),
-            open_keys: BTreeSet::new(),
+            open: OpenIndex::default(),
         }
     }
 
@@ -568,18 +613,18 @@ impl Episodes {
 
     /// Rebuilds the machine from a checkpoint.
     pub fn restore(policy: Policy, state: EpisodesState) -> Episodes {
-        let open_keys = state
-            .pairs
-            .iter()
-            .filter(|(_, p)| p.open.is_some())
-            .map(|(key, _)| key.clone())
-            .collect();
+        let mut open = OpenIndex::default();
+        for (key, pair) in &state.pairs {
+            if let Some(episode) = &pair.open {
+                open.insert(key, episode);
+            }
+        }
         Episodes {
             policy,
             pairs: state.pairs.into_iter().collect(),
             user_triggers: state.user_triggers.into_iter().collect(),
             disabled: state.disabled.into_iter().collect(),
-            open_keys,
+            open,
         }
     }
 
@@ -594,8 +639,8 @@ impl Episodes {
         };
         let pair = self.pairs.entry(pair_key.clone()).or_default();
         if pair.open.is_none() {
+            self.open.insert(&pair_key, &episode);
             pair.open = Some(Box::new(episode));
-            self.open_keys.insert(pair_key);
         }
     }
 
@@ -633,20 +678,22 @@ impl Episodes {
     }
 
     /// Drops the oldest open episode to respect a memory cap; the caller writes it if it is
-    /// already breached.
+    /// already breached. Not one whose disable has been seen: it closes at its 2xx's turn.
     pub fn evict_oldest_open(&mut self) -> Option<Episode> {
         let key = self
-            .open_keys
+            .open
+            .keys
             .iter()
             .filter_map(|key| {
-                let episode = self.pairs.get(key)?.open.as_ref()?;
-                Some((episode.initiated_at, key))
+                let pair = self.pairs.get(key).filter(|pair| pair.closing.is_none())?;
+                Some((pair.open.as_ref()?.initiated_at, key))
             })
             .min()?
             .1
             .clone();
-        self.open_keys.remove(&key);
-        self.pairs.get_mut(&key)?.open.take().map(|e| *e)
+        let episode = self.pairs.get_mut(&key)?.open.take()?;
+        self.open.remove(&key, &episode);
+        Some(*episode)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -655,7 +702,7 @@ impl Episodes {
 
     /// Episodes currently open.
     pub fn open_count(&self) -> usize {
-        self.open_keys.len()
+        self.open.keys.len()
     }
 
     /// The index of open pairs agrees with the pairs themselves.
@@ -667,13 +714,29 @@ impl Episodes {
             .filter(|(_, p)| p.open.is_some())
             .map(|(k, _)| k.clone())
             .collect();
-        assert_eq!(open, self.open_keys);
+        assert_eq!(open, self.open.keys);
+        let mut ids = FastMap::default();
+        for (key, pair) in &self.pairs {
+            if let Some(id) = pair.open.as_ref().and_then(|e| e.user_id.as_deref()) {
+                ids.insert(self.open.id_hash(&key.0, id), key.1.clone());
+            }
+        }
+        assert_eq!(ids, self.open.ids);
+    }
+
+    /// The key of the pair of `app` whose open episode has the user id `id`, if any.
+    fn open_by_id(&self, app: &str, id: &str) -> Option<(String, String)> {
+        let user = self.open.ids.get(&self.open.id_hash(app, id))?;
+        let pair = self.pairs.get(&PairRef(app, user))?;
+        let known = pair.open.as_ref()?.user_id.as_deref()?;
+        (fold_case(known) == fold_case(id)).then(|| (app.to_string(), user.clone()))
     }
 
     /// Every open episode, in (initiated_at, app, user) order.
     pub fn open_episodes(&self) -> Vec<&Episode> {
         let mut open: Vec<&Episode> = self
-            .open_keys
+            .open
+            .keys
             .iter()
             .filter_map(|key| self.pairs.get(key)?.open.as_deref())
             .collect();
@@ -694,8 +757,9 @@ impl Episodes {
         for other in &keys[1..] {
             let other_key = (app.to_string(), other.to_string());
             if let Some(pair) = self.pairs.remove(&other_key) {
-                if self.open_keys.remove(&other_key) {
-                    self.open_keys.insert(primary_key.clone());
+                if let Some(episode) = &pair.open {
+                    self.open.remove(&other_key, episode);
+                    self.open.insert(&primary_key, episode);
                 }
                 self.pairs.insert(primary_key.clone(), pair);
                 return Some(primary_key);
@@ -754,7 +818,9 @@ impl Episodes {
             started_by: Some(ClockStart::AppTrigger),
             disabled_by: None,
         }));
-        self.open_keys.insert(pair_key);
+        if let Some(episode) = &pair.open {
+            self.open.insert(&pair_key, episode);
+        }
     }
 
     /// The user enabled again at the source of truth (or, with an app, assigned to it again):
@@ -787,7 +853,8 @@ impl Episodes {
                         .any(|k| keys.contains(k))
                 };
                 cancel.extend(
-                    self.open_keys
+                    self.open
+                        .keys
                         .iter()
                         .filter(|key| {
                             self.pairs
@@ -818,7 +885,7 @@ impl Episodes {
         }
         for key in cancel {
             if let Some(pair) = self.pairs.get_mut(&key) {
-                cancel_open(pair, &key, &mut self.open_keys, out);
+                cancel_open(pair, &key, &mut self.open, out);
             }
         }
         self.mark_returned(trigger, keys);
@@ -886,10 +953,34 @@ impl Episodes {
         };
         match op.stage {
             Stage::Joiner => self.on_joiner(&pair_key, op, out),
-            Stage::Leaver => return self.on_leaver(&pair_key, &keys, op),
+            Stage::Leaver => {
+                let pair_key = self.renamed(&pair_key, op.user_id()).unwrap_or(pair_key);
+                return self.on_leaver(&pair_key, &keys, op);
+            }
             Stage::Mover => {}
         }
         false
+    }
+
+    /// The pair whose open episode has the user id `user_id`, when the pair `pair_key` names
+    /// has none: the user was renamed while it was open (the first disable refused under
+    /// the old login, the retry sent under the new one), and it is the same episode.
+    fn renamed(
+        &self,
+        pair_key: &(String, String),
+        user_id: Option<&str>,
+    ) -> Option<(String, String)> {
+        let id = user_id?;
+        if self.open.ids.is_empty()
+            || self
+                .pairs
+                .get(pair_key)
+                .is_some_and(|pair| pair.open.is_some())
+        {
+            return None;
+        }
+        self.open_by_id(&pair_key.0, id)
+            .filter(|found| found.1 != pair_key.1)
     }
 
     fn on_joiner(
@@ -901,7 +992,7 @@ impl Episodes {
         let Some(pair) = self.pairs.get_mut(pair_key) else {
             return;
         };
-        if cancel_open(pair, pair_key, &mut self.open_keys, out) {
+        if cancel_open(pair, pair_key, &mut self.open, out) {
             pair.last_closed_at = None;
             pair.rehired_since_close = false;
         } else if pair.last_closed_at.is_some() && !pair.rehired_since_close {
@@ -981,7 +1072,9 @@ impl Episodes {
                 started_by: Some(started_by),
                 disabled_by: None,
             }));
-            self.open_keys.insert(pair_key.clone());
+            if let Some(episode) = &pair.open {
+                self.open.insert(pair_key, episode);
+            }
         }
         let Some(episode) = pair.open.as_mut() else {
             return false;
@@ -989,8 +1082,9 @@ impl Episodes {
         if episode.user_login.is_none() {
             episode.user_login = op.user_login().map(str::to_string);
         }
-        if episode.user_id.is_none() {
+        if episode.user_id.is_none() && op.user_id().is_some() {
             episode.user_id = op.user_id().map(str::to_string);
+            self.open.note_id(pair_key, episode);
         }
         if let Some(cid) = op.correlation_id() {
             if !episode.correlation_ids.iter().any(|known| known == cid) {
@@ -1002,52 +1096,66 @@ impl Episodes {
                 Some(episode.first_attempt_at.map_or(first, |t| t.min(first)));
         }
         // Only a 2xx closes; a 404 leaves it open for a person (clarification 14).
-        op.first_success.is_some()
+        let Some(success) = op.first_success else {
+            return false;
+        };
+        pair.closing = Some(pair.closing.map_or(success, |t| t.min(success)));
+        true
     }
 
     /// A leaver operation's 2xx, at its time ([`Episodes::on_operation`] said it closes): the
-    /// pair's open episode is disabled then, by that operation. Operations reach the timeline
-    /// in the order of their IdP records, not of their answers: one logged at 10:00 and
-    /// answered at 10:08 comes before one logged at 10:05 and answered at 10:06, which is
-    /// the one that disabled the account. Nothing when the episode has already ended (an
-    /// earlier 2xx, a rehire or a return in between).
+    /// pair's open episode is disabled then, by that operation, if its 2xx is the earliest of
+    /// the episode's. Operations reach the timeline in the order of their IdP records, not of
+    /// their answers: one logged at 10:00 and answered at 10:08 comes before one logged at
+    /// 10:05 and answered at 10:06, which is the one that disabled the account. Nothing when
+    /// the episode has already ended (an earlier 2xx, a rehire or a return in between), nor
+    /// for a later episode of the pair.
     pub fn on_close(&mut self, op: &LifecycleOp, out: &mut Vec<LeaverEvent>) {
         let Some(disabled_at) = op.first_success else {
             return;
         };
         let app = op.app().unwrap_or_default();
         let keys = user_keys(op.user_login(), op.user_id());
-        let Episodes {
-            pairs,
-            disabled,
-            open_keys,
-            ..
-        } = self;
-        // Under whichever of the user's keys the pair is held (a later record may have
-        // re-keyed it by login since the operation was seen).
-        let Some((pair_key, pair)) = keys
-            .iter()
-            .find(|key| pairs.contains_key(&PairRef(app, key)))
-            .and_then(|key| pairs.get_key_value_mut(&PairRef(app, key)))
-        else {
+        // Under one of the user's keys; else, by the user id, a pair re-keyed by login since
+        // the operation was seen, or the user's open episode under an earlier login.
+        let pair_key = match keys.iter().find(|key| {
+            self.pairs
+                .get(&PairRef(app, key))
+                .is_some_and(|pair| pair.open.is_some())
+        }) {
+            Some(key) => (app.to_string(), key.to_string()),
+            None => match op.user_id().and_then(|id| self.open_by_id(app, id)) {
+                Some(key) => key,
+                None => return,
+            },
+        };
+        let Some(pair) = self.pairs.get_mut(&pair_key) else {
             return;
         };
+        if pair.closing != Some(disabled_at) {
+            return;
+        }
         let Some(mut episode) = pair.open.take() else {
             return;
         };
+        pair.closing = None;
         episode.disabled_at = Some(disabled_at);
         episode.disabled_by = op.correlation_id().map(str::to_string);
         episode.state = EpisodeState::Disabled;
         pair.last_closed_at = Some(disabled_at);
         pair.rehired_since_close = false;
-        open_keys.remove(pair_key);
-        if let Some(login) = &episode.user_login {
-            let intervals = disabled.entry(key_of(login)).or_default();
+        self.open.remove(&pair_key, &episode);
+        // Requests are matched by login: the episode's, and the disabling operation's when
+        // the user was renamed in between (a token may be under either).
+        let renamed_to = op.user_login().filter(|login| {
+            (episode.user_login.as_deref()).is_some_and(|l| fold_case(l) != fold_case(login))
+        });
+        for login in episode.user_login.as_deref().into_iter().chain(renamed_to) {
             crate::model::push_small(
-                intervals,
+                self.disabled.entry(key_of(login)).or_default(),
                 Disabled {
                     app: episode.app.clone(),
-                    login: login.clone(),
+                    login: login.to_string(),
                     user_id: episode.user_id.clone(),
                     from: disabled_at,
                     until: None,

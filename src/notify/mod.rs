@@ -1257,7 +1257,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = hook_config(1, dir.path(), "");
         let outbox = Outbox::open(&config.storage.data_dir).unwrap();
-        let (channels, _) = channels(&config).unwrap();
+        let channels = Channels::build(&config).unwrap().by_target;
         let (done_tx, _done) = mpsc::unbounded_channel();
         let mut dispatcher = Dispatcher::new(
             &config,
