@@ -604,6 +604,8 @@ impl Engine {
             let Some(Timed(key, item)) = self.timeline.pop_before(floor) else {
                 return false;
             };
+            #[cfg(test)]
+            self.episodes.assert_open_index();
             match item {
                 TimelineItem::Trigger(trigger) => {
                     self.episodes.on_trigger(&trigger, &mut self.leaver_events)
@@ -1177,7 +1179,28 @@ mod tests {
         )
         .gateway(181, "c3", WriteKind::Disable, 200)
         .request(1200, "alice@x")
-        .request(1500, "Alice.Smith@x")
+        .request(1250, "Alice.Smith@x")
+        // A delete under the new login after the disable opens no second episode
+        // (clarification 15); a rehire under it ends its post-disable interval.
+        .idp_naming(
+            1300,
+            "c4",
+            Stage::Leaver,
+            Some("alice.smith@x"),
+            Some("u-100"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(1301, "c4", WriteKind::DeleteUser, 204)
+        .idp_naming(
+            1400,
+            "c5",
+            Stage::Joiner,
+            Some("alice.smith@x"),
+            Some("u-100"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(1401, "c5", WriteKind::CreateUser, 201)
+        .request(1500, "alice.smith@x")
         .finish();
         let episodes = s.episodes();
         assert_eq!(episodes.len(), 1, "{episodes:?}");
@@ -1195,7 +1218,50 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(after, [(at(1200), "alice@x"), (at(1500), "alice.smith@x")]);
+        assert_eq!(after, [(at(1200), "alice@x"), (at(1250), "alice.smith@x")]);
+    }
+
+    /// Two open episodes of one app under one user id (an app trigger naming another login
+    /// with the same id): the index by id follows both, and the one left is found by id
+    /// once the other ends (it named the later one, and lost both when that one ended).
+    #[test]
+    fn the_index_by_user_id_follows_two_open_episodes_sharing_an_id() {
+        let mut s = Scenario::new();
+        s.idp_naming(
+            0,
+            "c1",
+            Stage::Leaver,
+            Some("alice@x"),
+            Some("u-7"),
+            Some(IdpStatus::Failure),
+        )
+        .gateway(1, "c1", WriteKind::Disable, 404)
+        .source_event_with_id(10, "zed@x", Some("u-7"), Some("aws-prod"), false)
+        .idp(20, "c2", Stage::Joiner, "zed@x", Some(IdpStatus::Success))
+        .gateway(21, "c2", WriteKind::CreateUser, 201)
+        .idp_naming(
+            30,
+            "c3",
+            Stage::Leaver,
+            Some("new@x"),
+            Some("u-7"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(31, "c3", WriteKind::Disable, 200)
+        .finish();
+        let ended: Vec<_> = s
+            .episodes()
+            .iter()
+            .map(|e| (e.user_login.clone().unwrap_or_default(), e.state))
+            .collect();
+        use crate::judge::EpisodeState::{Cancelled, Disabled};
+        assert_eq!(
+            ended,
+            [
+                ("zed@x".to_string(), Cancelled),
+                ("alice@x".to_string(), Disabled)
+            ]
+        );
     }
 
     /// An episode whose disable has been seen is not dropped by the memory cap while it waits

@@ -292,20 +292,26 @@ impl From<LifecycleOp> for LifecycleOpFields {
 /// Ends a pair's open episode as cancelled (no latency, no breach), out of the open index:
 /// whether it had one. A disable of it waiting for its 2xx's turn no longer closes anything.
 fn cancel_open(
-    pair: &mut Pair,
+    pairs: &mut PairMap,
     key: &(String, String),
     open: &mut OpenIndex,
     out: &mut Vec<LeaverEvent>,
 ) -> bool {
+    let Some(pair) = pairs.get_mut(key) else {
+        return false;
+    };
     let Some(mut episode) = pair.open.take() else {
         return false;
     };
     pair.closing = None;
     episode.state = EpisodeState::Cancelled;
-    open.remove(key, &episode);
+    open.remove(key, &episode, pairs);
     out.push(LeaverEvent::Ended(*episode));
     true
 }
+
+/// Every (app, user) pair that ever had a leaver, by (app, folded user key).
+type PairMap = hashbrown::HashMap<(String, String), Pair, ahash::RandomState>;
 
 /// What an episode's `initiated_by` says when an app-less trigger started its clock.
 const APP_LESS_TRIGGER: &str = "trigger";
@@ -469,7 +475,7 @@ struct Disabled {
 #[derive(Debug)]
 pub struct Episodes {
     policy: Policy,
-    pairs: hashbrown::HashMap<(String, String), Pair, ahash::RandomState>,
+    pairs: PairMap,
     /// Triggers without an app, by user key: they cover every app of that user.
     user_triggers: FastMap<String, Vec<Ts>>,
     /// Disabled intervals by lowercased login, for post-disable activity.
@@ -486,7 +492,9 @@ struct OpenIndex {
     /// id: a user renamed while an episode is open keeps the id (the SCIM resource, the IdP's
     /// user), so an operation under the new login still finds it. Hashed, so that an entry
     /// costs one allocation: a hit is checked against the episode ([`Episodes::open_by_id`]).
-    ids: FastMap<u64, String>,
+    /// With how many open episodes share it: the entry names the smallest of their user keys,
+    /// whatever the order they opened in (a restored run finds the one a live run does).
+    ids: FastMap<u64, (String, u32)>,
     hasher: ahash::RandomState,
 }
 
@@ -504,16 +512,55 @@ impl OpenIndex {
     fn note_id(&mut self, key: &(String, String), episode: &Episode) {
         if let Some(id) = &episode.user_id {
             let hash = self.id_hash(&key.0, id);
-            self.ids.insert(hash, key.1.clone());
+            match self.ids.entry(hash) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert((key.1.clone(), 1));
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    let (user, count) = slot.get_mut();
+                    *count += 1;
+                    if key.1 < *user {
+                        *user = key.1.clone();
+                    }
+                }
+            }
         }
     }
 
-    fn remove(&mut self, key: &(String, String), episode: &Episode) {
+    /// Takes the pair out; `pairs` (this one's already without its episode) finds another
+    /// open episode with the same id when the entry named this one.
+    fn remove(&mut self, key: &(String, String), episode: &Episode, pairs: &PairMap) {
         self.keys.remove(key);
-        if let Some(id) = &episode.user_id {
-            let hash = self.id_hash(&key.0, id);
-            if self.ids.get(&hash).is_some_and(|user| *user == key.1) {
-                self.ids.remove(&hash);
+        let Some(id) = &episode.user_id else {
+            return;
+        };
+        let hash = self.id_hash(&key.0, id);
+        let Some((user, count)) = self.ids.get_mut(&hash) else {
+            return;
+        };
+        if *count <= 1 {
+            self.ids.remove(&hash);
+            return;
+        }
+        *count -= 1;
+        if *user == key.1 {
+            // Rare: two open episodes of one app under one id. The next smallest.
+            let folded = fold_case(id);
+            let next = self
+                .keys
+                .range((key.0.clone(), String::new())..)
+                .take_while(|k| k.0 == key.0)
+                .find(|k| {
+                    pairs
+                        .get(*k)
+                        .and_then(|p| p.open.as_ref()?.user_id.as_deref())
+                        .is_some_and(|other| fold_case(other) == folded)
+                });
+            match next {
+                Some(next) => *user = next.1.clone(),
+                None => {
+                    self.ids.remove(&hash);
+                }
             }
         }
     }
@@ -692,7 +739,7 @@ impl Episodes {
             .1
             .clone();
         let episode = self.pairs.get_mut(&key)?.open.take()?;
-        self.open.remove(&key, &episode);
+        self.open.remove(&key, &episode, &self.pairs);
         Some(*episode)
     }
 
@@ -715,10 +762,16 @@ impl Episodes {
             .map(|(k, _)| k.clone())
             .collect();
         assert_eq!(open, self.open.keys);
-        let mut ids = FastMap::default();
+        let mut ids: FastMap<u64, (String, u32)> = FastMap::default();
         for (key, pair) in &self.pairs {
             if let Some(id) = pair.open.as_ref().and_then(|e| e.user_id.as_deref()) {
-                ids.insert(self.open.id_hash(&key.0, id), key.1.clone());
+                let entry = ids
+                    .entry(self.open.id_hash(&key.0, id))
+                    .or_insert_with(|| (key.1.clone(), 0));
+                entry.1 += 1;
+                if key.1 < entry.0 {
+                    entry.0 = key.1.clone();
+                }
             }
         }
         assert_eq!(ids, self.open.ids);
@@ -726,7 +779,7 @@ impl Episodes {
 
     /// The key of the pair of `app` whose open episode has the user id `id`, if any.
     fn open_by_id(&self, app: &str, id: &str) -> Option<(String, String)> {
-        let user = self.open.ids.get(&self.open.id_hash(app, id))?;
+        let (user, _) = self.open.ids.get(&self.open.id_hash(app, id))?;
         let pair = self.pairs.get(&PairRef(app, user))?;
         let known = pair.open.as_ref()?.user_id.as_deref()?;
         (fold_case(known) == fold_case(id)).then(|| (app.to_string(), user.clone()))
@@ -758,7 +811,7 @@ impl Episodes {
             let other_key = (app.to_string(), other.to_string());
             if let Some(pair) = self.pairs.remove(&other_key) {
                 if let Some(episode) = &pair.open {
-                    self.open.remove(&other_key, episode);
+                    self.open.remove(&other_key, episode, &self.pairs);
                     self.open.insert(&primary_key, episode);
                 }
                 self.pairs.insert(primary_key.clone(), pair);
@@ -884,9 +937,7 @@ impl Episodes {
             }
         }
         for key in cancel {
-            if let Some(pair) = self.pairs.get_mut(&key) {
-                cancel_open(pair, &key, &mut self.open, out);
-            }
+            cancel_open(&mut self.pairs, &key, &mut self.open, out);
         }
         self.mark_returned(trigger, keys);
     }
@@ -989,10 +1040,11 @@ impl Episodes {
         op: &LifecycleOp,
         out: &mut Vec<LeaverEvent>,
     ) {
+        let cancelled = cancel_open(&mut self.pairs, pair_key, &mut self.open, out);
         let Some(pair) = self.pairs.get_mut(pair_key) else {
             return;
         };
-        if cancel_open(pair, pair_key, &mut self.open, out) {
+        if cancelled {
             pair.last_closed_at = None;
             pair.rehired_since_close = false;
         } else if pair.last_closed_at.is_some() && !pair.rehired_since_close {
@@ -1116,25 +1168,23 @@ impl Episodes {
         };
         let app = op.app().unwrap_or_default();
         let keys = user_keys(op.user_login(), op.user_id());
-        // Under one of the user's keys; else, by the user id, a pair re-keyed by login since
-        // the operation was seen, or the user's open episode under an earlier login.
-        let pair_key = match keys.iter().find(|key| {
-            self.pairs
-                .get(&PairRef(app, key))
-                .is_some_and(|pair| pair.open.is_some())
-        }) {
+        // The open episode this 2xx is the earliest of: under one of the user's keys; else,
+        // by the user id, a pair re-keyed by login since the operation was seen, or the
+        // user's open episode under an earlier login.
+        let closes = |pair: &Pair| pair.open.is_some() && pair.closing == Some(disabled_at);
+        let pair_key = match keys
+            .iter()
+            .find(|key| self.pairs.get(&PairRef(app, key)).is_some_and(closes))
+        {
             Some(key) => (app.to_string(), key.to_string()),
             None => match op.user_id().and_then(|id| self.open_by_id(app, id)) {
-                Some(key) => key,
-                None => return,
+                Some(key) if self.pairs.get(&key).is_some_and(closes) => key,
+                _ => return,
             },
         };
         let Some(pair) = self.pairs.get_mut(&pair_key) else {
             return;
         };
-        if pair.closing != Some(disabled_at) {
-            return;
-        }
         let Some(mut episode) = pair.open.take() else {
             return;
         };
@@ -1144,12 +1194,25 @@ impl Episodes {
         episode.state = EpisodeState::Disabled;
         pair.last_closed_at = Some(disabled_at);
         pair.rehired_since_close = false;
-        self.open.remove(&pair_key, &episode);
+        self.open.remove(&pair_key, &episode, &self.pairs);
         // Requests are matched by login: the episode's, and the disabling operation's when
         // the user was renamed in between (a token may be under either).
         let renamed_to = op.user_login().filter(|login| {
             (episode.user_login.as_deref()).is_some_and(|l| fold_case(l) != fold_case(login))
         });
+        if let Some(login) = renamed_to {
+            // The new login's pair is closed too: a later leaver under it (a delete after
+            // the disable) opens no episode, and a joiner under it is the rehire that ends
+            // the interval below.
+            let pair = self
+                .pairs
+                .entry((app.to_string(), key_of(login)))
+                .or_default();
+            if pair.open.is_none() && pair.last_closed_at <= Some(disabled_at) {
+                pair.last_closed_at = Some(disabled_at);
+                pair.rehired_since_close = false;
+            }
+        }
         for login in episode.user_login.as_deref().into_iter().chain(renamed_to) {
             crate::model::push_small(
                 self.disabled.entry(key_of(login)).or_default(),
