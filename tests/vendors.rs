@@ -298,3 +298,21 @@ fn apps_only_one_side_names_are_reported_with_the_alias_that_maps_them() {
     let r = vendor("okta");
     assert_eq!(r["one_sided_apps"], json!({"idp": [], "gateway": []}));
 }
+
+/// A user renamed by a SCIM PATCH (Okta sends no correlation ID, so writes join by userName):
+/// the PATCH's new userName, in either of RFC 7644's shapes, joins the IdP's profile push
+/// and teaches the resource id its new name, so the later deactivate joins too. Unread, the
+/// rename and the disable were unattributed writes and unconfirmed operations, and rita and
+/// tom, disabled at 10:30, were high-risk breaches "still not disabled" (QA helper-35).
+#[test]
+fn a_rename_by_patch_joins_and_so_does_the_disable_after_it() {
+    let r = vendor("okta_rename");
+    assert_eq!(stage(&r, "mover"), (3, 0, 0));
+    assert_eq!(stage(&r, "leaver"), (3, 0, 0));
+    assert_eq!(r["unattributed"], 0);
+    assert_eq!(r["joins"]["none"], 0);
+    assert_eq!(r["leavers"]["disabled"], 3);
+    assert_eq!(r["leavers"]["breaches"], 0);
+    // rita, under her new login, calling the API after her disable.
+    assert_eq!(r["post_disable_activity"][0]["user"], "rita.o@corp.example");
+}

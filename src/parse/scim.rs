@@ -114,6 +114,28 @@ pub struct RequestBody {
     put_active: Option<bool>,
     patch_active: Option<bool>,
     user_name: Option<String>,
+    /// The `userName` the last `replace`/`add` operation sets (a rename by PATCH, as Okta
+    /// and others send it).
+    patch_user_name: Option<String>,
+}
+
+/// What a PATCH's operations set, the last setting of each winning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PatchSets {
+    active: Option<bool>,
+    user_name: Option<String>,
+}
+
+impl PatchSets {
+    /// Takes what a later operation sets over what an earlier one did.
+    fn then(&mut self, later: PatchSets) {
+        if later.active.is_some() {
+            self.active = later.active;
+        }
+        if later.user_name.is_some() {
+            self.user_name = later.user_name;
+        }
+    }
 }
 
 impl RequestBody {
@@ -172,10 +194,12 @@ fn plain_body(mut scan: Scan<'_>) -> Option<RequestBody> {
         }
     })?;
     scan.space();
+    let sets = operations.flatten().unwrap_or_default();
     scan.at_end().then(|| RequestBody {
         put_active: active.flatten(),
-        patch_active: operations.flatten().flatten(),
+        patch_active: sets.active,
         user_name: user_name.flatten(),
+        patch_user_name: sets.user_name,
     })
 }
 
@@ -214,20 +238,18 @@ fn plain_text<'a>(scan: &mut Scan<'a>) -> Option<Option<&'a str>> {
 }
 
 /// `Operations`, as [`Operations`] reads it.
-fn plain_operations(scan: &mut Scan<'_>) -> Option<Option<Option<bool>>> {
+fn plain_operations(scan: &mut Scan<'_>) -> Option<Option<PatchSets>> {
     if scan.peek()? != b'[' {
         scan.skip()?;
         return Some(None);
     }
     scan.eat(b'[')?;
     scan.space();
-    let mut active = None;
+    let mut sets = PatchSets::default();
     if scan.eat(b']').is_none() {
         loop {
             scan.space();
-            if let Some(set) = plain_operation(scan)? {
-                active = Some(set);
-            }
+            sets.then(plain_operation(scan)?);
             scan.space();
             match scan.peek()? {
                 b',' => scan.eat(b',')?,
@@ -238,14 +260,14 @@ fn plain_operations(scan: &mut Scan<'_>) -> Option<Option<Option<bool>>> {
             }
         }
     }
-    Some(Some(active))
+    Some(Some(sets))
 }
 
-/// One PATCH operation, as [`Operation`] reads it: `Some(flag)` when it sets `active`.
-fn plain_operation(scan: &mut Scan<'_>) -> Option<Option<bool>> {
+/// One PATCH operation, as [`Operation`] reads it: what it sets of `active` and `userName`.
+fn plain_operation(scan: &mut Scan<'_>) -> Option<PatchSets> {
     if scan.peek()? != b'{' {
         scan.skip()?;
-        return Some(None);
+        return Some(PatchSets::default());
     }
     let (mut op, mut value, mut path) = (None, None, None);
     members(scan, |scan, key| {
@@ -260,42 +282,34 @@ fn plain_operation(scan: &mut Scan<'_>) -> Option<Option<bool>> {
         }
     })?;
     let op = op.flatten().unwrap_or_default();
-    if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
-        return Some(None);
-    }
-    let value = value.unwrap_or_default();
-    Some(match path.flatten() {
-        Some(path) if path.eq_ignore_ascii_case("active") => value.itself,
-        Some(_) => None,
-        None => value.active,
-    })
+    Some(value.unwrap_or_default().set_by(op, path.flatten()))
 }
 
 /// An operation's `value`, as [`OperationValue`] reads it.
 fn plain_operation_value(scan: &mut Scan<'_>) -> Option<OperationValue> {
     match scan.peek()? {
         b'{' => {
-            let mut active = None;
+            let (mut active, mut user_name) = (None, None);
             members(scan, |scan, key| {
                 if key.eq_ignore_ascii_case("active") {
                     once(&mut active, plain_scalar(scan)?.and_then(flag))
+                } else if key.eq_ignore_ascii_case("userName") {
+                    once(&mut user_name, plain_text(scan)?.map(str::to_string))
                 } else {
                     scan.skip()
                 }
             })?;
             Some(OperationValue {
-                itself: None,
                 active: active.flatten(),
+                user_name: user_name.flatten(),
+                ..OperationValue::default()
             })
         }
         b'[' => {
             scan.skip()?;
             Some(OperationValue::default())
         }
-        _ => Some(OperationValue {
-            itself: plain_scalar(scan)?.and_then(flag),
-            active: None,
-        }),
+        _ => Some(OperationValue::scalar(plain_scalar(scan)?)),
     }
 }
 
@@ -420,11 +434,53 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
-/// An operation's `value`: a flag itself, or an object with an `active` flag.
+/// An operation's `value`: a flag or a text itself, or an object with an `active` flag and a
+/// `userName`.
 #[derive(Default)]
 struct OperationValue {
     itself: Option<bool>,
+    text: Option<String>,
     active: Option<bool>,
+    user_name: Option<String>,
+}
+
+impl OperationValue {
+    /// A value that is not an object (`None`: anything but a scalar the reader looks at).
+    fn scalar(seen: Option<Seen<'_>>) -> OperationValue {
+        let text = match &seen {
+            Some(Seen::Str(text)) => Some(text.to_string()),
+            _ => None,
+        };
+        OperationValue {
+            itself: seen.and_then(flag),
+            text,
+            ..OperationValue::default()
+        }
+    }
+
+    /// What an operation `op` with `path` and this value sets: only `replace` and `add` set
+    /// anything; a path names the attribute the value is, else the value is an object of
+    /// attributes.
+    fn set_by(self, op: &str, path: Option<&str>) -> PatchSets {
+        if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
+            return PatchSets::default();
+        }
+        match path {
+            Some(path) if path.eq_ignore_ascii_case("active") => PatchSets {
+                active: self.itself,
+                user_name: None,
+            },
+            Some(path) if path.eq_ignore_ascii_case("userName") => PatchSets {
+                active: None,
+                user_name: self.text,
+            },
+            Some(_) => PatchSets::default(),
+            None => PatchSets {
+                active: self.active,
+                user_name: self.user_name,
+            },
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for OperationValue {
@@ -436,34 +492,35 @@ impl<'de> Deserialize<'de> for OperationValue {
                 f.write_str("any JSON value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OperationValue, A::Error> {
-                let mut active = Chosen::new();
+                let (mut active, mut user_name) = (Chosen::new(), Chosen::new());
                 while let Some(CowStr(key)) = map.next_key()? {
                     if key.eq_ignore_ascii_case("active") {
                         let Flag(value) = map.next_value()?;
                         active.offer(key, value);
+                    } else if key.eq_ignore_ascii_case("userName") {
+                        let Text(value) = map.next_value()?;
+                        user_name.offer(key, value);
                     } else {
                         map.next_value::<Skipped>()?;
                     }
                 }
                 Ok(OperationValue {
-                    itself: None,
                     active: active.value.flatten(),
+                    user_name: user_name.value.flatten(),
+                    ..OperationValue::default()
                 })
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<OperationValue, A::Error> {
                 Read(|_: Seen<'_>| OperationValue::default()).visit_seq(seq)
             }
-            forward_scalars!(|seen: Seen<'_>| OperationValue {
-                itself: flag(seen),
-                active: None,
-            });
+            forward_scalars!(|seen: Seen<'_>| OperationValue::scalar(Some(seen)));
         }
         deserializer.deserialize_any(V)
     }
 }
 
-/// One PATCH operation, as far as `active` goes: `Some(flag)` when it sets it.
-struct Operation(Option<bool>);
+/// One PATCH operation: what it sets of `active` and `userName`.
+struct Operation(PatchSets);
 
 impl<'de> Deserialize<'de> for Operation {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -489,27 +546,22 @@ impl<'de> Deserialize<'de> for Operation {
                     }
                 }
                 let op = op.value.flatten().unwrap_or_default();
-                if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
-                    return Ok(Operation(None));
-                }
                 let value = value.value.unwrap_or_default();
-                Ok(Operation(match path.value.flatten() {
-                    Some(path) if path.eq_ignore_ascii_case("active") => value.itself,
-                    Some(_) => None,
-                    None => value.active,
-                }))
+                Ok(Operation(
+                    value.set_by(&op, path.value.flatten().as_deref()),
+                ))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Operation, A::Error> {
-                Read(|_: Seen<'_>| Operation(None)).visit_seq(seq)
+                Read(|_: Seen<'_>| Operation(PatchSets::default())).visit_seq(seq)
             }
-            forward_scalars!(|_: Seen<'_>| Operation(None));
+            forward_scalars!(|_: Seen<'_>| Operation(PatchSets::default()));
         }
         deserializer.deserialize_any(V)
     }
 }
 
 /// `Operations`: `Some(active)` as the list leaves it when it is an array, else `None`.
-struct Operations(Option<Option<bool>>);
+struct Operations(Option<PatchSets>);
 
 impl<'de> Deserialize<'de> for Operations {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -520,13 +572,11 @@ impl<'de> Deserialize<'de> for Operations {
                 f.write_str("any JSON value")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Operations, A::Error> {
-                let mut active = None;
+                let mut sets = PatchSets::default();
                 while let Some(Operation(set)) = seq.next_element()? {
-                    if set.is_some() {
-                        active = set;
-                    }
+                    sets.then(set);
                 }
-                Ok(Operations(Some(active)))
+                Ok(Operations(Some(sets)))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Operations, A::Error> {
                 Read(|_: Seen<'_>| Operations(None)).visit_map(map)
@@ -554,10 +604,12 @@ fn read_object<'de, A: MapAccess<'de>>(mut map: A) -> Result<RequestBody, A::Err
             map.next_value::<Skipped>()?;
         }
     }
+    let sets = operations.value.flatten().unwrap_or_default();
     Ok(RequestBody {
         put_active: active.value.flatten(),
-        patch_active: operations.value.flatten().flatten(),
+        patch_active: sets.active,
         user_name: user_name.value.flatten(),
+        patch_user_name: sets.user_name,
     })
 }
 
@@ -642,9 +694,10 @@ pub fn classify_resource_write(
     }
 }
 
-/// `userName` from a body (POST/PUT), else from a `filter=userName eq "…"` query.
+/// `userName` from a body (POST/PUT, or the one a PATCH sets: a rename), else from a
+/// `filter=userName eq "…"` query.
 pub fn user_name_of(path: &str, body: Option<&RequestBody>) -> Option<String> {
-    if let Some(name) = body.and_then(|b| b.user_name.as_ref()) {
+    if let Some(name) = body.and_then(|b| b.user_name.as_ref().or(b.patch_user_name.as_ref())) {
         return Some(name.clone());
     }
     let (_, query) = path.split_once('?')?;
@@ -766,6 +819,32 @@ mod tests {
             .map(|(_, v)| v)
     }
 
+    /// The `userName` a PATCH body's operations set, if any. The last operation wins.
+    fn patch_user_name_in_body(body: &Value) -> Option<String> {
+        let operations = get_ignore_case(body.as_object()?, "Operations")?.as_array()?;
+        let mut user_name = None;
+        for operation in operations.iter().filter_map(Value::as_object) {
+            let op = get_ignore_case(operation, "op")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
+                continue;
+            }
+            let value = get_ignore_case(operation, "value");
+            let set = match get_ignore_case(operation, "path").and_then(Value::as_str) {
+                Some(path) if path.eq_ignore_ascii_case("userName") => value,
+                Some(_) => None,
+                None => value
+                    .and_then(Value::as_object)
+                    .and_then(|v| get_ignore_case(v, "userName")),
+            };
+            if let Some(name) = set.and_then(Value::as_str) {
+                user_name = Some(name.to_string());
+            }
+        }
+        user_name
+    }
+
     /// The value a PATCH or PUT body gives `active`, if it sets it. The last operation wins.
     fn active_in_body(method: Method, body: &Value) -> Option<bool> {
         let object = body.as_object()?;
@@ -815,6 +894,7 @@ mod tests {
                 .and_then(|o| get_ignore_case(o, "userName"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            patch_user_name: patch_user_name_in_body(&tree),
         })
     }
 
@@ -843,6 +923,9 @@ mod tests {
             // Escapes in a value read, and in one skipped (a lone surrogate the tree refuses).
             r#"{"userName":"rita\u0040corp.example","active":false}"#,
             r#"{"active":false,"note":"\ud800"}"#,
+            // A rename by PATCH, both shapes, and one that sets it twice.
+            r#"{"Operations":[{"op":"replace","path":"userName","value":"new@x"}]}"#,
+            r#"{"Operations":[{"op":"replace","value":{"userName":"b@x","USERNAME":"c@x","active":true}},{"op":"add","path":"UserName","value":"d@x"},{"op":"remove","path":"userName"}]}"#,
         ];
         let alphabet = "{}[]:,\"\\ 0123456789-.etrufalsnAO/\u{1}é";
         let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
@@ -884,6 +967,8 @@ mod tests {
             r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"rita@corp.example","name":{"givenName":"Rita"},"emails":[{"value":"rita@corp.example","primary":true}],"active":false}"#,
             r#"{"userName":"sam@corp.example","active":true,"password":"Init-1"}"#,
             r#"{"Operations":[{"op":"add","path":"members","value":[{"value":"u-1"}]}]}"#,
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"userName","value":"rita.o@corp.example"}]}"#,
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"userName":"thomas@corp.example"}}]}"#,
         ] {
             assert!(plain_body(Scan::plain(common)).is_some(), "{common}");
             assert_eq!(
