@@ -1297,6 +1297,72 @@ mod tests {
         assert_eq!(states, [(at(0), Cancelled), (at(300), Open)]);
     }
 
+    /// A login handed on to another account (a contractor's login kept by the employee, a
+    /// departed user's reused): the new account, created just before the old one is
+    /// disabled, has another user id, and its own leave months later opens its own episode.
+    /// It opened none (the pair was disabled with no rehire since): no row, no page.
+    #[test]
+    fn a_leave_of_another_account_under_a_disabled_login_opens_its_episode() {
+        let mut s = Scenario::new();
+        s.idp_naming(
+            0,
+            "new",
+            Stage::Joiner,
+            Some("noah@x"),
+            Some("u-2"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(1, "new", WriteKind::CreateUser, 201)
+        .idp_naming(
+            20,
+            "old",
+            Stage::Leaver,
+            Some("noah@x"),
+            Some("u-1"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(21, "old", WriteKind::Disable, 200)
+        // The same account's delete after its disable opens nothing (clarification 15).
+        .idp_naming(
+            100,
+            "old-delete",
+            Stage::Leaver,
+            Some("noah@x"),
+            Some("U-1"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(101, "old-delete", WriteKind::DeleteUser, 204)
+        .idp_naming(
+            90_000,
+            "leave",
+            Stage::Leaver,
+            Some("noah@x"),
+            Some("u-2"),
+            Some(IdpStatus::Failure),
+        )
+        .gateway(90_001, "leave", WriteKind::Disable, 503)
+        .finish();
+        let episodes: Vec<_> = s
+            .episodes()
+            .iter()
+            .map(|e| {
+                (
+                    e.user_id.clone().unwrap_or_default(),
+                    e.initiated_at,
+                    e.state,
+                )
+            })
+            .collect();
+        use crate::judge::EpisodeState::{Disabled, Open};
+        assert_eq!(
+            episodes,
+            [
+                ("u-1".to_string(), at(20), Disabled),
+                ("u-2".to_string(), at(90_000), Open)
+            ]
+        );
+    }
+
     /// The index of open episodes follows each way in and out: opened and left open (a 404),
     /// closed later by another leaver operation, opened and closed by one operation.
     #[test]

@@ -443,6 +443,23 @@ struct Pair {
     /// closes at it ([`Episodes::on_close`]), when the timeline reaches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     closing: Option<Ts>,
+    /// The user id of the account the last episode disabled, when known: a leaver operation
+    /// naming another id under the same login is another account (a login handed on, a
+    /// contractor's login kept by the employee), whose leave opens its own episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closed_user_id: Option<String>,
+}
+
+impl Pair {
+    /// Disabled, with no rehire since, for the account `user_id` names: a leaver operation
+    /// for it opens no new episode (clarification 15).
+    fn disabled_for(&self, user_id: Option<&str>) -> bool {
+        let another_account = match (user_id, self.closed_user_id.as_deref()) {
+            (Some(id), Some(closed)) => fold_case(id) != fold_case(closed),
+            _ => false,
+        };
+        self.last_closed_at.is_some() && !self.rehired_since_close && !another_account
+    }
 }
 
 /// A pair an earlier run saw disabled, for [`Episodes::carry_closed`].
@@ -707,6 +724,7 @@ impl Episodes {
         }
         pair.last_closed_at = Some(closed.disabled_at);
         pair.rehired_since_close = closed.rehired_at.is_some();
+        pair.closed_user_id.clone_from(&closed.user_id);
         if let Some(login) = &closed.user_login {
             crate::model::push_small(
                 self.disabled.entry(key_of(login)).or_default(),
@@ -1074,7 +1092,7 @@ impl Episodes {
         let policy = &self.policy;
         let pair = self.pairs.entry(pair_key.clone()).or_default();
         if pair.open.is_none() {
-            if pair.last_closed_at.is_some() && !pair.rehired_since_close {
+            if pair.disabled_for(op.user_id()) {
                 return false; // already disabled, no rehire since: not a new episode (clar. 15)
             }
             // The earliest app-less trigger after the pair's last closure counts (clar. 16).
@@ -1194,6 +1212,7 @@ impl Episodes {
         episode.state = EpisodeState::Disabled;
         pair.last_closed_at = Some(disabled_at);
         pair.rehired_since_close = false;
+        pair.closed_user_id.clone_from(&episode.user_id);
         self.open.remove(&pair_key, &episode, &self.pairs);
         // Requests are matched by login: the episode's, and the disabling operation's when
         // the user was renamed in between (a token may be under either).
@@ -1211,6 +1230,7 @@ impl Episodes {
             if pair.open.is_none() && pair.last_closed_at <= Some(disabled_at) {
                 pair.last_closed_at = Some(disabled_at);
                 pair.rehired_since_close = false;
+                pair.closed_user_id.clone_from(&episode.user_id);
             }
         }
         for login in episode.user_login.as_deref().into_iter().chain(renamed_to) {
