@@ -492,8 +492,8 @@ impl Engine {
                 }
                 // Only SCIM writes are attempts (clarification 4); reads never join.
                 if gateway.write.is_some() {
-                    if let Some(app) = self.joiner.join_gateway(&gateway) {
-                        self.joiner.pool_gateway(gateway, app);
+                    if let Some(unjoined) = self.joiner.join_gateway(&gateway) {
+                        self.joiner.pool_gateway(gateway, unjoined);
                     }
                 }
             }
@@ -1361,6 +1361,36 @@ mod tests {
                 ("u-2".to_string(), at(90_000), Open)
             ]
         );
+    }
+
+    /// The account a disabled pair is kept for is the disabling operation's user id, not the
+    /// trigger's that opened the episode (an HR feed's employee number): the same account's
+    /// delete after its disable opens no episode.
+    #[test]
+    fn a_trigger_s_own_user_id_does_not_make_another_account() {
+        let mut s = Scenario::new();
+        s.source_event_with_id(0, "ann@x", Some("E123"), Some("aws-prod"), false)
+            .idp_naming(
+                10,
+                "off",
+                Stage::Leaver,
+                Some("ann@x"),
+                Some("00u1"),
+                Some(IdpStatus::Success),
+            )
+            .gateway(11, "off", WriteKind::Disable, 200)
+            .idp_naming(
+                100,
+                "delete",
+                Stage::Leaver,
+                Some("ann@x"),
+                Some("00u1"),
+                Some(IdpStatus::Failure),
+            )
+            .gateway(101, "delete", WriteKind::DeleteUser, 404)
+            .finish();
+        let states: Vec<_> = s.episodes().iter().map(|e| e.state).collect();
+        assert_eq!(states, [crate::judge::EpisodeState::Disabled]);
     }
 
     /// The index of open episodes follows each way in and out: opened and left open (a 404),

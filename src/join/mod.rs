@@ -204,6 +204,18 @@ struct PoolEntry {
     record: GatewayRecord,
     app: String,
     user: Option<String>,
+    /// The name its resource had before this write renamed it: the IdP may log the rename
+    /// under either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    renamed_from: Option<String>,
+}
+
+/// A write [`Joiner::join_gateway`] did not join: its app, case-folded, and the name its
+/// resource had if the write renames it. Pool it with [`Joiner::pool_gateway`].
+#[derive(Debug)]
+pub struct Unjoined {
+    app: String,
+    renamed_from: Option<String>,
 }
 
 /// The join state machine.
@@ -393,7 +405,7 @@ impl Joiner {
                     .or_default()
                     .push(key);
             }
-            if let Some(user) = &entry.user {
+            for user in entry.user.iter().chain(&entry.renamed_from) {
                 joiner
                     .pool_by_user
                     .entry(user.clone())
@@ -687,8 +699,8 @@ impl Joiner {
 
     /// Adds a gateway SCIM write (reads and non-SCIM requests never reach the join).
     pub fn push_gateway(&mut self, record: GatewayRecord) {
-        if let Some(app) = self.join_gateway(&record) {
-            self.pool_gateway(record, app);
+        if let Some(unjoined) = self.join_gateway(&record) {
+            self.pool_gateway(record, unjoined);
         }
     }
 
@@ -699,11 +711,20 @@ impl Joiner {
     /// record here copied it (216 bytes, by `memcpy`) just before reading it back, and the
     /// reads waited for the copy to reach the cache (README "Performance").
     #[must_use = "a write not joined must be pooled"]
-    pub fn join_gateway(&mut self, record: &GatewayRecord) -> Option<String> {
+    pub fn join_gateway(&mut self, record: &GatewayRecord) -> Option<Unjoined> {
         debug_assert!(record.write.is_some());
         let app = record.app.as_deref().map(fold_case).unwrap_or_default();
+        let mut renamed_from = None;
         if let (Some(id), Some(name)) = (&record.resource_id, &record.user_name) {
-            self.directory.learn(&app, id, &fold_case(name));
+            let name = fold_case(name);
+            if let Some(known) = self.directory.name_of(&app, id).filter(|k| **k != *name) {
+                renamed_from = Some(known.to_string());
+            }
+            // Only a write the target took teaches: a rename refused (409, the name taken by
+            // someone else) leaves the id its name.
+            if (200..300).contains(&record.status) {
+                self.directory.learn(&app, id, &name);
+            }
         }
         if self.gateway_cid_joins {
             if let Some(cid) = &record.correlation_id {
@@ -717,12 +738,16 @@ impl Joiner {
                 return None;
             }
         }
-        Some(app.into_owned())
+        Some(Unjoined {
+            app: app.into_owned(),
+            renamed_from,
+        })
     }
 
     /// Pools a write [`Joiner::join_gateway`] did not join (with the app it returned), for an
     /// operation without a shared ID to claim by its resource and user.
-    pub fn pool_gateway(&mut self, record: GatewayRecord, app: String) {
+    pub fn pool_gateway(&mut self, record: GatewayRecord, unjoined: Unjoined) {
+        let Unjoined { app, renamed_from } = unjoined;
         let user = record.user_name.as_deref().map(lower).or_else(|| {
             record
                 .resource_id
@@ -733,7 +758,7 @@ impl Joiner {
         if let Some(id) = &record.resource_id {
             push_small(self.pool_by_resource.entry(id.clone()).or_default(), key);
         }
-        if let Some(user) = &user {
+        for user in user.iter().chain(&renamed_from) {
             push_small(self.pool_by_user.entry(user.clone()).or_default(), key);
         }
         let deadline = Ts(record
@@ -741,7 +766,15 @@ impl Joiner {
             .0
             .saturating_add(self.window_micros.saturating_mul(3)));
         self.pool_expiry.insert((deadline, key));
-        self.pool.insert(key, PoolEntry { record, app, user });
+        self.pool.insert(
+            key,
+            PoolEntry {
+                record,
+                app,
+                user,
+                renamed_from,
+            },
+        );
     }
 
     /// The bucket key of a correlation ID, built in the reused buffer (hand it back to
@@ -971,7 +1004,7 @@ impl Joiner {
         if let Some(id) = &entry.record.resource_id {
             remove_from(&mut self.pool_by_resource, id, key);
         }
-        if let Some(user) = &entry.user {
+        for user in entry.user.iter().chain(&entry.renamed_from) {
             remove_from(&mut self.pool_by_user, user, key);
         }
         let deadline = Ts(entry
@@ -1168,7 +1201,7 @@ impl Joiner {
         if let Some(id) = &entry.record.resource_id {
             keys.extend(self.fuzzy_by_resource.get(id).into_iter().flatten());
         }
-        if let Some(user) = &entry.user {
+        for user in entry.user.iter().chain(&entry.renamed_from) {
             keys.extend(self.fuzzy_by_user.get(user).into_iter().flatten());
         }
         let window = self.window_micros;
@@ -1649,6 +1682,54 @@ mod tests {
                 assert_eq!(joined[0].attempts.len(), 1, "{out:?}");
                 assert_eq!(joined[0].join_method, JoinMethod::UserName);
             }
+        }
+    }
+
+    /// A rename (a write showing the id and a new userName) joins an IdP record logged under
+    /// either name, and teaches the id its new name only if the target took it: refused (409,
+    /// the name taken), the id keeps its name, and the user's later disable still joins.
+    #[test]
+    fn a_rename_joins_under_either_name_and_teaches_only_if_taken() {
+        let no_id = |mut record: GatewayRecord| {
+            record.correlation_id = None;
+            record
+        };
+        let operation = |secs: i64, login: &str, stage: Stage, line: u64| {
+            let mut record = idp(secs, "", line);
+            record.correlation_id = None;
+            record.operation_id = Some(format!("op-{line}"));
+            record.user_login = Some(login.into());
+            record.stage = stage;
+            record
+        };
+        for (logged_as, status) in [("ann@x", 200), ("ann.lee@x", 200), ("ann@x", 409)] {
+            let mut joiner = Joiner::new(600, true);
+            let mut create = no_id(write(100, "", 1));
+            create.user_name = Some("ann@x".into());
+            create.resource_id = Some("u-7".into());
+            joiner.push_gateway(create);
+            settled(&mut joiner, 1000);
+            joiner.push_idp(operation(2000, logged_as, Stage::Mover, 2));
+            let mut rename = no_id(write(2001, "", 3));
+            rename.user_name = Some("Ann.Lee@x".into());
+            rename.resource_id = Some("u-7".into());
+            rename.write = Some(WriteKind::Update);
+            rename.status = status;
+            joiner.push_gateway(rename);
+            let out = settled(&mut joiner, 5000);
+            let joined: Vec<_> = out.iter().filter(|j| !j.idp.is_empty()).collect();
+            assert_eq!(joined.len(), 1, "{logged_as} {status}: {out:?}");
+            assert_eq!(joined[0].attempts.len(), 1, "{logged_as} {status}: {out:?}");
+            // The disable names only the id: it joins the name the id has now.
+            let now_named = if status == 200 { "ann.lee@x" } else { "ann@x" };
+            joiner.push_idp(operation(6000, now_named, Stage::Leaver, 4));
+            let mut disable = no_id(write(6001, "", 5));
+            disable.resource_id = Some("u-7".into());
+            joiner.push_gateway(disable);
+            let out = settled(&mut joiner, 9000);
+            let joined: Vec<_> = out.iter().filter(|j| !j.idp.is_empty()).collect();
+            assert_eq!(joined.len(), 1, "{logged_as} {status}: {out:?}");
+            assert_eq!(joined[0].attempts.len(), 1, "{logged_as} {status}: {out:?}");
         }
     }
 

@@ -443,9 +443,10 @@ struct Pair {
     /// closes at it ([`Episodes::on_close`]), when the timeline reaches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     closing: Option<Ts>,
-    /// The user id of the account the last episode disabled, when known: a leaver operation
-    /// naming another id under the same login is another account (a login handed on, a
-    /// contractor's login kept by the employee), whose leave opens its own episode.
+    /// The user id the operation that disabled the last episode named, when known (not a
+    /// trigger's, which a source of truth may give in a scheme of its own): a leaver
+    /// operation naming another id under the same login is another account (a login handed
+    /// on, a contractor's login kept by the employee), whose leave opens its own episode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     closed_user_id: Option<String>,
 }
@@ -724,7 +725,9 @@ impl Episodes {
         }
         pair.last_closed_at = Some(closed.disabled_at);
         pair.rehired_since_close = closed.rehired_at.is_some();
-        pair.closed_user_id.clone_from(&closed.user_id);
+        // Not the row's user id: it may be a trigger's. Unknown, the next leaver operation
+        // under the login opens no episode, as before accounts were told apart.
+        pair.closed_user_id = None;
         if let Some(login) = &closed.user_login {
             crate::model::push_small(
                 self.disabled.entry(key_of(login)).or_default(),
@@ -1212,7 +1215,7 @@ impl Episodes {
         episode.state = EpisodeState::Disabled;
         pair.last_closed_at = Some(disabled_at);
         pair.rehired_since_close = false;
-        pair.closed_user_id.clone_from(&episode.user_id);
+        pair.closed_user_id = op.user_id().map(str::to_string);
         self.open.remove(&pair_key, &episode, &self.pairs);
         // Requests are matched by login: the episode's, and the disabling operation's when
         // the user was renamed in between (a token may be under either).
@@ -1230,7 +1233,7 @@ impl Episodes {
             if pair.open.is_none() && pair.last_closed_at <= Some(disabled_at) {
                 pair.last_closed_at = Some(disabled_at);
                 pair.rehired_since_close = false;
-                pair.closed_user_id.clone_from(&episode.user_id);
+                pair.closed_user_id = op.user_id().map(str::to_string);
             }
         }
         for login in episode.user_login.as_deref().into_iter().chain(renamed_to) {

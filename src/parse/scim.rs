@@ -694,11 +694,15 @@ pub fn classify_resource_write(
     }
 }
 
-/// `userName` from a body (POST/PUT, or the one a PATCH sets: a rename), else from a
-/// `filter=userName eq "…"` query.
+/// `userName` from a body (POST/PUT, or the one a PATCH sets: a rename, not on a group),
+/// else from a `filter=userName eq "…"` query.
 pub fn user_name_of(path: &str, body: Option<&RequestBody>) -> Option<String> {
-    if let Some(name) = body.and_then(|b| b.user_name.as_ref().or(b.patch_user_name.as_ref())) {
-        return Some(name.clone());
+    let on_group = matches!(resource_of(path), Some(Resource::Groups(_)));
+    if let Some(body) = body {
+        let renamed = body.patch_user_name.as_ref().filter(|_| !on_group);
+        if let Some(name) = body.user_name.as_ref().or(renamed) {
+            return Some(name.clone());
+        }
     }
     let (_, query) = path.split_once('?')?;
     let decoded = percent_decode(query);
@@ -1101,6 +1105,14 @@ mod tests {
 
     #[test]
     fn user_name_comes_from_the_body_or_an_encoded_filter() {
+        // A PATCH renaming a user; the same body on a group names no user.
+        let rename =
+            request_body(r#"{"Operations":[{"op":"replace","path":"userName","value":"b@x"}]}"#);
+        assert_eq!(
+            user_name_of("/scim/v2/Users/u-1", rename.as_ref()).as_deref(),
+            Some("b@x")
+        );
+        assert_eq!(user_name_of("/scim/v2/Groups/g-1", rename.as_ref()), None);
         let q = "/scim/v2/Users?filter=userName%20eq%20%22rita%40corp.example%22&startIndex=1";
         assert_eq!(user_name_of(q, None).as_deref(), Some("rita@corp.example"));
         let body = request_body(r#"{"userName":"sam@corp.example"}"#);
