@@ -823,10 +823,17 @@ mod tests {
             .map(|(_, v)| v)
     }
 
-    /// The `userName` a PATCH body's operations set, if any. The last operation wins.
-    fn patch_user_name_in_body(body: &Value) -> Option<String> {
-        let operations = get_ignore_case(body.as_object()?, "Operations")?.as_array()?;
-        let mut user_name = None;
+    /// What a PATCH body's `replace`/`add` operations set of `attribute`, in order: the
+    /// value of one whose `path` names it, or its member in a `value` object without a path.
+    fn set_by_operations<'v>(body: &'v Value, attribute: &str) -> Vec<&'v Value> {
+        let Some(operations) = body
+            .as_object()
+            .and_then(|o| get_ignore_case(o, "Operations"))
+            .and_then(Value::as_array)
+        else {
+            return Vec::new();
+        };
+        let mut set = Vec::new();
         for operation in operations.iter().filter_map(Value::as_object) {
             let op = get_ignore_case(operation, "op")
                 .and_then(Value::as_str)
@@ -835,59 +842,39 @@ mod tests {
                 continue;
             }
             let value = get_ignore_case(operation, "value");
-            let set = match get_ignore_case(operation, "path").and_then(Value::as_str) {
-                Some(path) if path.eq_ignore_ascii_case("userName") => value,
-                Some(_) => None,
-                None => value
-                    .and_then(Value::as_object)
-                    .and_then(|v| get_ignore_case(v, "userName")),
-            };
-            if let Some(name) = set.and_then(Value::as_str) {
-                user_name = Some(name.to_string());
-            }
+            set.extend(
+                match get_ignore_case(operation, "path").and_then(Value::as_str) {
+                    Some(path) if path.eq_ignore_ascii_case(attribute) => value,
+                    Some(_) => None,
+                    None => value
+                        .and_then(Value::as_object)
+                        .and_then(|v| get_ignore_case(v, attribute)),
+                },
+            );
         }
-        user_name
+        set
     }
 
     /// The value a PATCH or PUT body gives `active`, if it sets it. The last operation wins.
     fn active_in_body(method: Method, body: &Value) -> Option<bool> {
-        let object = body.as_object()?;
         if method == Method::Put {
-            return get_ignore_case(object, "active").and_then(as_active_flag);
+            return get_ignore_case(body.as_object()?, "active").and_then(as_active_flag);
         }
-        let operations = get_ignore_case(object, "Operations")?.as_array()?;
-        let mut active = None;
-        for operation in operations {
-            let Some(operation) = operation.as_object() else {
-                continue;
-            };
-            let op = get_ignore_case(operation, "op")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
-                continue;
-            }
-            let value = get_ignore_case(operation, "value");
-            match get_ignore_case(operation, "path").and_then(Value::as_str) {
-                Some(path) if path.eq_ignore_ascii_case("active") => {
-                    if let Some(flag) = value.and_then(as_active_flag) {
-                        active = Some(flag);
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if let Some(flag) = value
-                        .and_then(Value::as_object)
-                        .and_then(|v| get_ignore_case(v, "active"))
-                        .and_then(as_active_flag)
-                    {
-                        active = Some(flag);
-                    }
-                }
-            }
-        }
-        active
+        set_by_operations(body, "active")
+            .into_iter()
+            .filter_map(as_active_flag)
+            .next_back()
     }
+
+    /// The `userName` a PATCH body's operations set, if any. The last operation wins.
+    fn patch_user_name_in_body(body: &Value) -> Option<String> {
+        set_by_operations(body, "userName")
+            .into_iter()
+            .filter_map(Value::as_str)
+            .next_back()
+            .map(str::to_string)
+    }
+
     fn read_from_tree(body: &str) -> Option<RequestBody> {
         let tree = parse_body(body)?;
         Some(RequestBody {
