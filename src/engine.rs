@@ -1083,8 +1083,10 @@ mod tests {
         assert_eq!(after, [(at(420), at(360))]);
     }
 
-    /// Between its operation and its 2xx's turn, an episode is open and held (the daemon
-    /// does not call it overdue), and a checkpoint keeps the disable waiting.
+    /// Between its operation and its 2xx's turn, an episode is open but no longer listed among
+    /// the open (its disable has been seen: the daemon does not call it overdue, nor does the
+    /// memory cap drop it), the hold still counts the waiting 2xx, and a checkpoint keeps the
+    /// disable waiting.
     #[test]
     fn a_disable_waiting_for_its_2xx_holds_the_episode_across_a_checkpoint() {
         let pair = [("aws-prod".to_string(), "a@x".to_string())];
@@ -1099,7 +1101,7 @@ mod tests {
         // 480) not yet.
         s.engine.advance(at(480 + 661));
         assert_eq!(s.engine.join_pending(), 1);
-        assert_eq!(s.engine.open_episodes().len(), 1);
+        assert_eq!(s.engine.open_episodes().len(), 0);
         assert_eq!(s.engine.unseen_leavers(&pair), [Some(at(480))]);
         let json = serde_json::to_string(&s.engine.snapshot()).unwrap();
         s.engine = Engine::restore(serde_json::from_str(&json).unwrap(), Scenario::settings());
@@ -1275,8 +1277,11 @@ mod tests {
             .idp(100, "cC", Stage::Mover, "b@x", Some(IdpStatus::Success))
             .gateway(1000, "cC", WriteKind::Update, 200);
         s.engine.advance(at(480 + 661));
-        assert_eq!(s.engine.open_episodes().len(), 1);
+        assert_eq!(s.engine.open_episodes().len(), 0);
         assert_eq!(s.engine.episodes.evict_oldest_open(), None);
+        s.finish();
+        let disabled: Vec<_> = s.episodes().iter().map(|e| e.disabled_at).collect();
+        assert_eq!(disabled, [Some(at(480))]);
         // A rehire at 200 (before A's 2xx) cancels A's episode; a leaver at 300 refused
         // with 404 opens another, which A's 2xx at 480 does not close.
         let mut s = Scenario::new();
