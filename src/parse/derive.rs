@@ -78,7 +78,7 @@ pub fn cloudtrail(picked: &mut Picked<'_>, role: Role) -> bool {
             if picked.text(Field::UserLogin).is_none() {
                 let login = body
                     .as_ref()
-                    .and_then(|b| scim::user_name_of("", Some(b)))
+                    .and_then(|b| scim::user_name_of("", None, Some(b)))
                     .filter(|n| n != "HIDDEN_DUE_TO_SECURITY_REASONS");
                 picked.replace(Field::UserLogin, login);
             }

@@ -888,7 +888,7 @@ impl LineParser {
             _ => None,
         };
         let user_name = owned(picked.text(Field::UserName))
-            .or_else(|| scim::user_name_of(path, body.as_ref()))
+            .or_else(|| scim::user_name_of(path, resource, body.as_ref()))
             .filter(|name| !is_masked(name));
         Ok(Record::Gateway(GatewayRecord {
             time,

@@ -695,16 +695,17 @@ pub fn classify_resource_write(
 }
 
 /// `userName` from a body (POST/PUT, or the one a PATCH sets: a rename, not on a group),
-/// else from a `filter=userName eq "…"` query.
-pub fn user_name_of(path: &str, body: Option<&RequestBody>) -> Option<String> {
+/// else from a `filter=userName eq "…"` query. `resource` is the path's ([`resource_of`]),
+/// which the caller has already read.
+pub fn user_name_of(
+    path: &str,
+    resource: Option<Resource<'_>>,
+    body: Option<&RequestBody>,
+) -> Option<String> {
     if let Some(body) = body {
-        if let Some(name) = &body.user_name {
-            return Some(name.clone());
-        }
-        // The path is looked at only for a rename (reading it for every write cost 1% of a
-        // replay).
-        let on_group = || matches!(resource_of(path), Some(Resource::Groups(_)));
-        if let Some(name) = body.patch_user_name.as_ref().filter(|_| !on_group()) {
+        let on_group = matches!(resource, Some(Resource::Groups(_)));
+        let renamed = body.patch_user_name.as_ref().filter(|_| !on_group);
+        if let Some(name) = body.user_name.as_ref().or(renamed) {
             return Some(name.clone());
         }
     }
@@ -1110,15 +1111,30 @@ mod tests {
         let rename =
             request_body(r#"{"Operations":[{"op":"replace","path":"userName","value":"b@x"}]}"#);
         assert_eq!(
-            user_name_of("/scim/v2/Users/u-1", rename.as_ref()).as_deref(),
+            user_name_of(
+                "/scim/v2/Users/u-1",
+                resource_of("/scim/v2/Users/u-1"),
+                rename.as_ref()
+            )
+            .as_deref(),
             Some("b@x")
         );
-        assert_eq!(user_name_of("/scim/v2/Groups/g-1", rename.as_ref()), None);
+        assert_eq!(
+            user_name_of(
+                "/scim/v2/Groups/g-1",
+                resource_of("/scim/v2/Groups/g-1"),
+                rename.as_ref()
+            ),
+            None
+        );
         let q = "/scim/v2/Users?filter=userName%20eq%20%22rita%40corp.example%22&startIndex=1";
-        assert_eq!(user_name_of(q, None).as_deref(), Some("rita@corp.example"));
+        assert_eq!(
+            user_name_of(q, resource_of(q), None).as_deref(),
+            Some("rita@corp.example")
+        );
         let body = request_body(r#"{"userName":"sam@corp.example"}"#);
         assert_eq!(
-            user_name_of("/Users", body.as_ref()).as_deref(),
+            user_name_of("/Users", resource_of("/Users"), body.as_ref()).as_deref(),
             Some("sam@corp.example")
         );
     }
