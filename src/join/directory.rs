@@ -35,8 +35,9 @@ struct Pair {
 
 impl Directory {
     /// Learns that `id` in `app` is the user `name` (already case-folded). A pair already
-    /// known keeps its place; an id that now names someone else is moved to them.
-    pub fn learn(&mut self, app: &str, id: &str, name: &str) {
+    /// known keeps its place; an id that now names someone else is moved to them, and the
+    /// name it had is handed back (a rename).
+    pub fn learn(&mut self, app: &str, id: &str, name: &str) -> Option<Box<str>> {
         let app = self.intern(app);
         let id_hash = self.hasher.hash_one((app, id));
         let (pairs, first) = (&self.pairs, self.first);
@@ -47,15 +48,15 @@ impl Directory {
         if let Some(&seq) = known {
             let index = (seq - first) as usize;
             if *self.pairs[index].name == *name {
-                return;
+                return None;
             }
             let old_hash = self.hasher.hash_one((app, &*self.pairs[index].name));
             if let Ok(entry) = self.by_name.find_entry(old_hash, |&s| s == seq) {
                 entry.remove();
             }
-            self.pairs[index].name = name.into();
+            let previous = std::mem::replace(&mut self.pairs[index].name, name.into());
             self.insert_name(seq);
-            return;
+            return Some(previous);
         }
         let seq = self.first + self.pairs.len() as u64;
         self.pairs.push_back(Pair {
@@ -69,6 +70,7 @@ impl Directory {
             hasher.hash_one((pair.app, &*pair.id))
         });
         self.insert_name(seq);
+        None
     }
 
     /// Indexes pair `seq` by its (app, name).

@@ -717,14 +717,15 @@ impl Joiner {
         let mut renamed_from = None;
         if let (Some(id), Some(name)) = (&record.resource_id, &record.user_name) {
             let name = fold_case(name);
-            if let Some(known) = self.directory.name_of(&app, id).filter(|k| **k != *name) {
-                renamed_from = Some(known.to_string());
-            }
             // Only a write the target took teaches: a rename refused (409, the name taken by
-            // someone else) leaves the id its name.
-            if (200..300).contains(&record.status) {
-                self.directory.learn(&app, id, &name);
-            }
+            // someone else) leaves the id its name. Either way a rename says the name it had.
+            renamed_from = if (200..300).contains(&record.status) {
+                self.directory.learn(&app, id, &name).map(String::from)
+            } else {
+                (self.directory.name_of(&app, id))
+                    .filter(|known| **known != *name)
+                    .map(str::to_string)
+            };
         }
         if self.gateway_cid_joins {
             if let Some(cid) = &record.correlation_id {
