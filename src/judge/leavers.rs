@@ -452,6 +452,13 @@ struct Pair {
 }
 
 impl Pair {
+    /// Disabled at `at` by the leaver operation `op`, with no rehire since.
+    fn disabled(&mut self, at: Ts, op: &LifecycleOp) {
+        self.last_closed_at = Some(at);
+        self.rehired_since_close = false;
+        self.closed_user_id = op.user_id().map(str::to_string);
+    }
+
     /// Disabled, with no rehire since, for the account `user_id` names: a leaver operation
     /// for it opens no new episode (clarification 15).
     fn disabled_for(&self, user_id: Option<&str>) -> bool {
@@ -1237,9 +1244,7 @@ impl Episodes {
         episode.disabled_at = Some(disabled_at);
         episode.disabled_by = op.correlation_id().map(str::to_string);
         episode.state = EpisodeState::Disabled;
-        pair.last_closed_at = Some(disabled_at);
-        pair.rehired_since_close = false;
-        pair.closed_user_id = op.user_id().map(str::to_string);
+        pair.disabled(disabled_at, op);
         // Not listed since its disable was seen: by id only.
         self.open.forget_id(&pair_key, &episode, &self.pairs);
         // Requests are matched by login: the episode's, and the disabling operation's when
@@ -1256,9 +1261,7 @@ impl Episodes {
                 .entry((app.to_string(), key_of(login)))
                 .or_default();
             if pair.open.is_none() && pair.last_closed_at <= Some(disabled_at) {
-                pair.last_closed_at = Some(disabled_at);
-                pair.rehired_since_close = false;
-                pair.closed_user_id = op.user_id().map(str::to_string);
+                pair.disabled(disabled_at, op);
             }
         }
         for login in episode.user_login.as_deref().into_iter().chain(renamed_to) {
