@@ -746,6 +746,7 @@ mod tests {
                 resource_id: None,
                 write: None,
                 error_detail: None,
+                members: Box::default(),
                 origin: self.origin(1),
             }
         }

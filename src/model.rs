@@ -425,6 +425,10 @@ pub struct GatewayRecord {
     pub write: Option<WriteKind>,
     /// A SCIM error body's `scimType` and `detail`, redacted.
     pub error_detail: Option<String>,
+    /// The member ids a write to `/Groups/{id}` adds, removes or sets
+    /// ([`crate::parse::scim::group_members`]): whose membership it changes.
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    pub members: Box<[String]>,
     pub origin: Origin,
 }
 

@@ -316,3 +316,33 @@ fn a_rename_by_patch_joins_and_so_does_the_disable_after_it() {
     // rita, under her new login, calling the API after her disable.
     assert_eq!(r["post_disable_activity"][0]["user"], "rita.o@corp.example");
 }
+
+/// A department move under Okta: a profile push per user (`PUT /Users/{id}`) and two
+/// membership changes (`PATCH /Groups/{id}`, the member named by id only). Each group PATCH
+/// joins the membership event of the member it names, by the name learned for that id, and a
+/// membership event never takes the user's PUT nor a profile push a group's PATCH. Before,
+/// every membership event took the nearest PUT and no group PATCH joined: 7 of 14 mover
+/// operations unconfirmed and 9 writes unattributed, an incident that did not happen (QA
+/// helper-35, "bulk-okta").
+#[test]
+fn a_group_membership_change_joins_the_group_write_naming_its_member() {
+    let r = vendor("okta_group_move");
+    // 4 profile pushes + dee's retry, 4 removes, 5 adds: dee's first push was rate-limited,
+    // cal's add to g-admins got a 404.
+    assert_eq!(stage(&r, "mover"), (12, 2, 0));
+    assert_eq!(
+        nonzero_causes(&r),
+        json!({"rate_limited": 1, "not_found": 1})
+    );
+    let samples: Vec<&Value> = r["top_causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["samples"].as_array().unwrap())
+        .collect();
+    assert_eq!(samples, [&json!("TX-cal-admins"), &json!("TX-dee-profile")]);
+    assert_eq!(r["unattributed"], 0);
+    assert_eq!(r["joins"]["none"], 0);
+    assert_eq!(r["joins"]["user_name"], 18);
+    assert_eq!(r["disagreements"], 0);
+}

@@ -9,11 +9,13 @@
 //! 2. `resource_id` — without a shared ID (real IdPs send none), the IdP's target identity
 //!    (Entra `targetIdentity.id`) against the id in the gateway path or a 201's `Location`;
 //! 3. `user_name` — the IdP's login (Okta AppUser) against the `userName` in the logged body, a
-//!    `filter=userName eq "…"` query, or an id↔userName pair learned from earlier writes.
-//!    Keys 2 and 3 need a compatible write (clarification 17) inside the window, and each write
-//!    goes to the nearest IdP operation in time (ties: the earlier operation, then the smaller
-//!    key). Such operations wait two windows, so every operation that could compete for a
-//!    write has arrived; writes wait three before they are declared unattributed.
+//!    `filter=userName eq "…"` query, or an id↔userName pair learned from earlier writes; a
+//!    group's write by the names learned for the member ids it names.
+//!    Keys 2 and 3 need a compatible write (clarification 17; and a membership change a
+//!    group's write, see [`fits`]) inside the window, and each write goes to the nearest IdP
+//!    operation in time (ties: the earlier operation, then the smaller key). Such operations
+//!    wait two windows, so every operation that could compete for a write has arrived; writes
+//!    wait three before they are declared unattributed.
 //!
 //! Deterministic: the result depends only on the set of records (and on lines being at most
 //! the allowed lateness out of order), never on arrival order.
@@ -23,6 +25,7 @@ mod packed;
 
 use crate::model::{fold_case, push_boxed, push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, Stage, WriteKind};
+use crate::parse::scim::{resource_of, Resource};
 use crate::queue::{prefetch, prefetch_up_to, MinQueue};
 use crate::time::Ts;
 use directory::Directory;
@@ -208,6 +211,17 @@ struct PoolEntry {
     /// under either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     renamed_from: Option<String>,
+    /// The users a group write adds, removes or sets (its member ids, by the names learned
+    /// for them): the IdP logs a membership change under the member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<String>,
+}
+
+impl PoolEntry {
+    /// Every user name the write is pooled under.
+    fn names(&self) -> impl Iterator<Item = &String> {
+        (self.user.iter().chain(&self.renamed_from)).chain(&self.members)
+    }
 }
 
 /// A write [`Joiner::join_gateway`] did not join: its app, case-folded, and the name its
@@ -397,28 +411,7 @@ impl Joiner {
             });
         }
         for entry in state.pool {
-            let key = origin_key(entry.record.origin);
-            if let Some(id) = &entry.record.resource_id {
-                joiner
-                    .pool_by_resource
-                    .entry(id.clone())
-                    .or_default()
-                    .push(key);
-            }
-            for user in entry.user.iter().chain(&entry.renamed_from) {
-                joiner
-                    .pool_by_user
-                    .entry(user.clone())
-                    .or_default()
-                    .push(key);
-            }
-            let deadline = Ts(entry
-                .record
-                .time
-                .0
-                .saturating_add(joiner.window_micros.saturating_mul(3)));
-            joiner.pool_expiry.insert((deadline, key));
-            joiner.pool.insert(key, entry);
+            joiner.pool_entry(entry);
         }
         joiner
     }
@@ -755,27 +748,40 @@ impl Joiner {
                 .as_ref()
                 .and_then(|id| self.directory.name_of(&app, id).map(str::to_string))
         });
-        let key = origin_key(record.origin);
-        if let Some(id) = &record.resource_id {
+        let mut members: Vec<String> = Vec::new();
+        for id in &record.members {
+            let name = self.directory.name_of(&app, id);
+            if let Some(name) = name.filter(|name| !members.iter().any(|m| m == name)) {
+                members.push(name.to_string());
+            }
+        }
+        members.retain(|name| Some(name) != user.as_ref() && Some(name) != renamed_from.as_ref());
+        self.pool_entry(PoolEntry {
+            record,
+            app,
+            user,
+            renamed_from,
+            members,
+        });
+    }
+
+    /// Pools a write, indexed by its resource and every name it is pooled under, until three
+    /// windows after it.
+    fn pool_entry(&mut self, entry: PoolEntry) {
+        let key = origin_key(entry.record.origin);
+        if let Some(id) = &entry.record.resource_id {
             push_small(self.pool_by_resource.entry(id.clone()).or_default(), key);
         }
-        for user in user.iter().chain(&renamed_from) {
+        for user in entry.names() {
             push_small(self.pool_by_user.entry(user.clone()).or_default(), key);
         }
-        let deadline = Ts(record
+        let deadline = Ts(entry
+            .record
             .time
             .0
             .saturating_add(self.window_micros.saturating_mul(3)));
         self.pool_expiry.insert((deadline, key));
-        self.pool.insert(
-            key,
-            PoolEntry {
-                record,
-                app,
-                user,
-                renamed_from,
-            },
-        );
+        self.pool.insert(key, entry);
     }
 
     /// The bucket key of a correlation ID, built in the reused buffer (hand it back to
@@ -1005,7 +1011,7 @@ impl Joiner {
         if let Some(id) = &entry.record.resource_id {
             remove_from(&mut self.pool_by_resource, id, key);
         }
-        for user in entry.user.iter().chain(&entry.renamed_from) {
+        for user in entry.names() {
             remove_from(&mut self.pool_by_user, user, key);
         }
         let deadline = Ts(entry
@@ -1139,7 +1145,6 @@ impl Joiner {
         let Some(first) = operation.idp.first() else {
             return;
         };
-        let stage = first.stage;
         let start = first.time.0;
         let end = operation.idp.last().map_or(start, |r| r.time.0);
         let (app, by_resource, by_user) = self.pool_candidates(&operation.idp);
@@ -1152,10 +1157,9 @@ impl Joiner {
                 let Some(entry) = self.pool.get(&key) else {
                     continue;
                 };
-                let write = entry.record.write.unwrap_or(WriteKind::Update);
                 let t = entry.record.time.0;
                 if !apps_match(&app, &entry.app)
-                    || !write.compatible_with(stage)
+                    || !fits(first, &entry.record)
                     || t < start.saturating_sub(window)
                     || t > end.saturating_add(window)
                 {
@@ -1202,12 +1206,11 @@ impl Joiner {
         if let Some(id) = &entry.record.resource_id {
             keys.extend(self.fuzzy_by_resource.get(id).into_iter().flatten());
         }
-        for user in entry.user.iter().chain(&entry.renamed_from) {
+        for user in entry.names() {
             keys.extend(self.fuzzy_by_user.get(user).into_iter().flatten());
         }
         let window = self.window_micros;
         let t = entry.record.time.0;
-        let write = entry.record.write.unwrap_or(WriteKind::Update);
         let mut result = Competition::None;
         for key in keys {
             if &**key == own_key {
@@ -1221,7 +1224,7 @@ impl Joiner {
                 let their = record.time.0;
                 let their_distance = t.saturating_sub(their).saturating_abs();
                 if !apps_match(&app, &entry.app)
-                    || !write.compatible_with(record.stage)
+                    || !fits(record, &entry.record)
                     || their_distance > window
                 {
                     continue;
@@ -1292,6 +1295,30 @@ enum Competition {
     None,
     Won,
     Lost,
+}
+
+/// Whether an operation without a shared ID (one of its IdP records) can be this write: the
+/// write's kind fits its stage (clarification 17), and a membership change goes with a
+/// group's write. An operation its IdP names after a group (Okta's
+/// `application.provision.group_membership.add`) takes only writes to `/Groups`; any other
+/// takes writes to `/Users`, and a group's write only when its target is that group (Entra
+/// logs a group's provisioning as the group's own).
+fn fits(record: &IdpRecord, write: &GatewayRecord) -> bool {
+    let kind = write.write.unwrap_or(WriteKind::Update);
+    if !kind.compatible_with(record.stage) {
+        return false;
+    }
+    let on_group = matches!(resource_of(&write.path), Some(Resource::Groups(_)));
+    if names_a_group(&record.action) {
+        on_group
+    } else {
+        !on_group || (record.target_id.is_some() && record.target_id == write.resource_id)
+    }
+}
+
+/// Whether an IdP action names a group (`group` in any case).
+fn names_a_group(action: &str) -> bool {
+    (action.as_bytes().windows(5)).any(|word| word.eq_ignore_ascii_case(b"group"))
 }
 
 fn apps_match(a: &str, b: &str) -> bool {
@@ -1430,6 +1457,7 @@ mod tests {
             resource_id: Some("u-1".into()),
             write: Some(WriteKind::Disable),
             error_detail: None,
+            members: Box::default(),
             origin: Origin {
                 source: 1,
                 file: 0,
@@ -1731,6 +1759,81 @@ mod tests {
             let joined: Vec<_> = out.iter().filter(|j| !j.idp.is_empty()).collect();
             assert_eq!(joined.len(), 1, "{logged_as} {status}: {out:?}");
             assert_eq!(joined[0].attempts.len(), 1, "{logged_as} {status}: {out:?}");
+        }
+    }
+
+    /// A membership change (an action naming a group, as Okta's do) joins the group's write
+    /// that names its member, by the name learned for the member's id, and never the member's
+    /// own write; any other operation takes a group's write only when it targets the group
+    /// (Entra logs a group as an object of its own). Each write here is nearer in time to an
+    /// operation it does not belong to. The same once the pending state is checkpointed.
+    #[test]
+    fn a_membership_change_joins_the_group_write_naming_its_member() {
+        let operation = |secs: i64, login: Option<&str>, action: &str, line: u64| {
+            let mut record = idp(secs, "", line);
+            record.correlation_id = None;
+            record.operation_id = Some(format!("op-{line}"));
+            record.user_login = login.map(str::to_string);
+            record.action = action.into();
+            record.stage = Stage::Mover;
+            record
+        };
+        let written = |secs: i64, path: &str, members: &[&str], line: u64| {
+            let mut record = write(secs, "", line);
+            record.correlation_id = None;
+            record.path = path.into();
+            record.resource_id = path.rsplit('/').next().map(str::to_string);
+            record.write = Some(WriteKind::Update);
+            record.members = members.iter().map(|m| m.to_string()).collect();
+            record
+        };
+        for checkpointed in [false, true] {
+            let mut joiner = Joiner::new(600, true);
+            for (line, (id, name)) in [(1, ("u-1", "amy@x")), (2, ("u-2", "ben@x"))] {
+                let mut create = written(100, "/scim/v2/Users", &[], line);
+                (create.method, create.status) = (Method::Post, 201);
+                create.write = Some(WriteKind::CreateUser);
+                create.resource_id = Some(id.into());
+                create.user_name = Some(name.into());
+                joiner.push_gateway(create);
+            }
+            assert_eq!(
+                settled(&mut joiner, 1901).len(),
+                2,
+                "the creates, unattributed"
+            );
+            joiner.push_idp(operation(2000, Some("amy@x"), "update", 10));
+            joiner.push_idp(operation(2001, Some("AMY@x"), "group_membership.add", 11));
+            joiner.push_idp(operation(2001, Some("ben@x"), "Group_Membership.Add", 12));
+            let mut entra = operation(2003, None, "update", 13);
+            entra.target_id = Some("g-9".into());
+            joiner.push_idp(entra);
+            joiner.push_gateway(written(2002, "/scim/v2/Users/u-1", &[], 20));
+            joiner.push_gateway(written(2000, "/scim/v2/Groups/g-1", &["u-1"], 21));
+            joiner.push_gateway(written(2001, "/scim/v2/Groups/g-1", &["u-2", "u-404"], 22));
+            joiner.push_gateway(written(2003, "/scim/v2/Groups/g-9", &["u-1"], 23));
+            if checkpointed {
+                let saved = serde_json::to_string(&joiner.snapshot()).unwrap();
+                joiner = Joiner::restore(serde_json::from_str(&saved).unwrap(), 600, true);
+            }
+            let out = settled(&mut joiner, 9000);
+            let joined: Vec<(Option<&str>, Vec<u64>)> = out
+                .iter()
+                .map(|j| {
+                    let id = j.idp.first().and_then(|r| r.operation_id.as_deref());
+                    (id, j.attempts.iter().map(|a| a.origin.line).collect())
+                })
+                .collect();
+            assert_eq!(
+                joined,
+                [
+                    (Some("op-10"), vec![20]),
+                    (Some("op-11"), vec![21]),
+                    (Some("op-12"), vec![22]),
+                    (Some("op-13"), vec![23]),
+                ],
+                "checkpointed: {checkpointed}"
+            );
         }
     }
 

@@ -5,6 +5,8 @@
 //! Layout: a presence byte, then the fixed fields (time, status, method, origin; duration and
 //! write kind when present), then the strings in field order, each as a LEB128 length and
 //! its UTF-8 bytes. Only this module reads or writes it; checkpoints hold the record itself.
+//! A group write's member ids are not packed: only writes joined by a correlation ID are, and
+//! that ID, not the members, names their operation.
 //!
 //! A bucket's key and all its pending writes share one allocation, [`PackedBucket`]: the key
 //! (a LEB128 length and its bytes), then each write as a LEB128 length and its packed bytes.
@@ -138,6 +140,7 @@ fn unpack_from(bytes: &[u8], whole: bool) -> GatewayRecord {
         resource_id,
         write,
         error_detail,
+        members: Box::default(),
         origin,
     }
 }
@@ -378,6 +381,7 @@ mod tests {
             resource_id: Some("2819c223".into()),
             write: Some(WriteKind::Disable),
             error_detail: Some("tooMany: slow down 🐢".into()),
+            members: Box::default(),
             origin: Origin {
                 source: 3,
                 file: 70_000,
@@ -414,6 +418,7 @@ mod tests {
             resource_id: None,
             write: None,
             error_detail: None,
+            members: Box::default(),
             method: Method::Other,
             status: 0,
             time: Ts(i64::MIN),

@@ -194,6 +194,19 @@ impl<'a> Picked<'a> {
             _ => self.text(Field::Body).and_then(scim::request_body),
         }
     }
+    /// The member ids a group write's body names ([`scim::group_members`]), from the body's
+    /// text however it was logged.
+    pub fn group_members(&self) -> Box<[String]> {
+        let members = match self.get(Field::Body) {
+            Some(Value::Escaped(raw)) if !scim::may_name_members(raw) => None,
+            Some(Value::Escaped(raw)) => json::unescaped(raw)
+                .as_deref()
+                .and_then(present)
+                .map(scim::group_members),
+            _ => self.text(Field::Body).map(scim::group_members),
+        };
+        members.unwrap_or_default().into_boxed_slice()
+    }
     /// Replaces a field with fixed text whatever was there (a preset's derived value).
     pub fn replace_static(&mut self, field: Field, value: &'static str) {
         self.values[field as usize] = Some((0, Value::Str(value)));
@@ -890,6 +903,10 @@ impl LineParser {
         let user_name = owned(picked.text(Field::UserName))
             .or_else(|| scim::user_name_of(path, resource, body.as_ref()))
             .filter(|name| !is_masked(name));
+        let members = match resource {
+            Some(scim::Resource::Groups(Some(_))) if write.is_some() => picked.group_members(),
+            _ => Box::default(),
+        };
         Ok(Record::Gateway(GatewayRecord {
             time,
             // API Gateway writes this in place of a client's request ID that was not a UUID.
@@ -910,6 +927,7 @@ impl LineParser {
                 .as_ref()
                 .and_then(scim::error_detail)
                 .map(|d| redact::scrub(&d).into_owned()),
+            members,
             origin,
         }))
     }

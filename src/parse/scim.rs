@@ -719,6 +719,122 @@ pub fn user_name_of(
     Some(rest[..end].to_string())
 }
 
+/// The member ids a group write names (RFC 7644 §3.5.2): the `value`s of a PATCH operation
+/// whose `path` is `members` (add, remove or replace), each `value eq "…"` of a
+/// `members[…]` filter (Okta's and Entra's remove), a `members` list in a path-less
+/// operation's `value` object, and a PUT's whole `members` list. Each once, in first-seen
+/// order. Read with serde's tree, and only when the text may name `members`.
+pub fn group_members(body: &str) -> Vec<String> {
+    if !may_name_members(body) {
+        return Vec::new();
+    }
+    let Some(Value::Object(body)) = parse_body(body) else {
+        return Vec::new();
+    };
+    let mut members = Vec::new();
+    fn values_of(list: Option<&Value>, members: &mut Vec<String>) {
+        let Some(list) = list.and_then(Value::as_array) else {
+            return;
+        };
+        let ids = list.iter().filter_map(|member| match member {
+            Value::Object(member) => member_of(member, "value").and_then(Value::as_str),
+            _ => None,
+        });
+        members.extend(ids.map(str::to_string));
+    }
+    values_of(member_of(&body, "members"), &mut members);
+    let operations = member_of(&body, "Operations").and_then(Value::as_array);
+    for operation in operations
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+    {
+        let value = member_of(operation, "value");
+        match member_of(operation, "path").and_then(Value::as_str) {
+            None => values_of(
+                value
+                    .and_then(Value::as_object)
+                    .and_then(|v| member_of(v, "members")),
+                &mut members,
+            ),
+            Some(path) => match members_filter(path) {
+                Some(filter) => members.extend(filter_values(filter)),
+                None if path.trim().eq_ignore_ascii_case("members") => {
+                    values_of(value, &mut members)
+                }
+                None => {}
+            },
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    members.retain(|id| !id.is_empty() && seen.insert(id.clone()));
+    members
+}
+
+/// Whether a body's text (logged, perhaps still escaped) has `members` in it in any case, or
+/// a `\u` escape that could spell it: a group write that changes no membership (a PATCH of
+/// `displayName`) is passed over without building its tree. Found by its `m` and the `u` of
+/// `\u`, not by the backslash: an escaped body has one before every quote.
+pub fn may_name_members(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr::memchr3_iter(b'm', b'M', b'u', bytes).any(|at| match bytes[at] {
+        b'u' => at > 0 && bytes[at - 1] == b'\\',
+        _ => bytes
+            .get(at..at + 7)
+            .is_some_and(|word| word.eq_ignore_ascii_case(b"members")),
+    })
+}
+
+/// An object's member, its name matched ignoring case.
+fn member_of<'v>(object: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
+    object
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+}
+
+/// The filter of a `members[…]` path (anything after the `]`, a sub-attribute, ignored).
+fn members_filter(path: &str) -> Option<&str> {
+    let path = path.trim();
+    let head = path.get(..7)?;
+    if !head.eq_ignore_ascii_case("members") {
+        return None;
+    }
+    let rest = path[7..].trim_start().strip_prefix('[')?;
+    Some(&rest[..rest.rfind(']')?])
+}
+
+/// The ids a filter compares `value` with: each `value eq "…"` (joined by `or`, any case).
+fn filter_values(filter: &str) -> impl Iterator<Item = String> + '_ {
+    let lower = filter.to_ascii_lowercase();
+    let mut at = 0;
+    std::iter::from_fn(move || loop {
+        let found = at + lower[at..].find("value")?;
+        at = found + "value".len();
+        // `value` as a whole word: not the end of `displayvalue` or the start of `values`.
+        let before = lower[..found].bytes().next_back();
+        if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_') {
+            continue;
+        }
+        let rest = filter[at..].trim_start();
+        let Some(rest) = rest
+            .get(..2)
+            .filter(|op| op.eq_ignore_ascii_case("eq"))
+            .map(|_| rest[2..].trim_start())
+        else {
+            continue;
+        };
+        let Some(quoted) = rest.strip_prefix('"') else {
+            continue;
+        };
+        let Some(end) = quoted.find('"') else {
+            continue;
+        };
+        at = filter.len() - quoted.len() + end + 1;
+        return Some(quoted[..end].to_string());
+    })
+}
+
 /// The id of a created resource: the last segment of `Location`, else the body's `id`.
 pub fn created_id(location: Option<&str>, response_body: Option<&Value>) -> Option<String> {
     if let Some(location) = location {
@@ -1158,6 +1274,68 @@ mod tests {
             Some("u-8")
         );
         assert_eq!(created_id(None, body.as_ref()).as_deref(), Some("u-9"));
+    }
+
+    /// The shapes IdPs send a membership change in (formats.md §0.3, §1c, §2c), each id once.
+    #[test]
+    fn a_group_write_names_the_members_it_changes() {
+        let members = |body: &str| group_members(body);
+        // Entra: `Add`/`Remove` with a `members` path and a list of `{"$ref", "value"}`.
+        assert_eq!(
+            members(
+                r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Add","path":"members","value":[{"$ref":null,"value":"u-1"},{"$ref":null,"value":"u-2"}]}]}"#
+            ),
+            ["u-1", "u-2"]
+        );
+        // Okta: a remove by filter, an add by list, in one body; ids repeated count once.
+        assert_eq!(
+            members(
+                r#"{"Operations":[{"op":"remove","path":"members[value eq \"ji-1\"]"},{"op":"add","path":"members","value":[{"value":"ji-2","display":"ben"},{"value":"ji-1"}]}]}"#
+            ),
+            ["ji-1", "ji-2"]
+        );
+        // A filter naming several members, in any case and spacing; `display` is not `value`.
+        assert_eq!(
+            members(
+                r#"{"Operations":[{"op":"remove","path":" Members [ Value EQ \"a\" or displayValue eq \"x\" or value eq \"b\"]"}]}"#
+            ),
+            ["a", "b"]
+        );
+        // Replace of the whole list; a path-less value object; a PUT of the group.
+        assert_eq!(
+            members(
+                r#"{"Operations":[{"op":"replace","path":"members","value":[{"value":"c"}]},{"op":"replace","value":{"members":[{"value":"d"}],"displayName":"Eng"}}]}"#
+            ),
+            ["c", "d"]
+        );
+        assert_eq!(
+            members(
+                r#"{"displayName":"Eng","MEMBERS":[{"value":"e"},{"value":""},"f",{"value":7}]}"#
+            ),
+            ["e"]
+        );
+        // A body logged as a JSON string (nginx `escape=json`).
+        assert_eq!(
+            members(
+                r#""{\"Operations\":[{\"op\":\"add\",\"path\":\"members\",\"value\":[{\"value\":\"g\"}]}]}""#
+            ),
+            ["g"]
+        );
+        // Nothing about members, another attribute's values, or not JSON: none.
+        for body in [
+            r#"{"Operations":[{"op":"replace","path":"displayName","value":"Eng"}]}"#,
+            r#"{"Operations":[{"op":"add","path":"emails","value":[{"value":"a@b"}]}]}"#,
+            r#"{"Operations":[{"op":"remove","path":"members[display eq \"x\"]"}]}"#,
+            "members",
+            "",
+        ] {
+            assert!(members(body).is_empty(), "{body}");
+        }
+        // Spelled with escapes, `members` is still read.
+        assert_eq!(members(r#"{"\u006dembers":[{"value":"h"}]}"#), ["h"]);
+        assert!(!may_name_members(r#"{"displayName":"Eng"}"#));
+        assert!(may_name_members(r#"{\"Members\":[]}"#));
+        assert!(may_name_members(r#"{\"\\u006dembers\":[]}"#));
     }
 
     #[test]
