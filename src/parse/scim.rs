@@ -313,6 +313,23 @@ fn plain_operation_value(scan: &mut Scan<'_>) -> Option<OperationValue> {
     }
 }
 
+/// A PATCH path without the URN of the core schema of `resource` (`User`, `Group`) that
+/// RFC 7644 §3.10 lets a client put before the attribute
+/// (`urn:ietf:params:scim:schemas:core:2.0:User:active`); any other path as it is.
+pub fn unqualified<'p>(path: &'p str, resource: &str) -> &'p str {
+    strip_prefix_ignoring_case(path, "urn:ietf:params:scim:schemas:core:2.0:")
+        .and_then(|rest| strip_prefix_ignoring_case(rest, resource))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .unwrap_or(path)
+}
+
+/// `text` after `prefix`, matched ignoring ASCII case.
+fn strip_prefix_ignoring_case<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
 /// The body as logged: read, or a string to read again.
 enum Outer {
     Read(RequestBody),
@@ -465,7 +482,7 @@ impl OperationValue {
         if !op.eq_ignore_ascii_case("replace") && !op.eq_ignore_ascii_case("add") {
             return PatchSets::default();
         }
-        match path {
+        match path.map(|path| unqualified(path, "User")) {
             Some(path) if path.eq_ignore_ascii_case("active") => PatchSets {
                 active: self.itself,
                 user_name: None,
@@ -750,7 +767,8 @@ pub fn group_members(body: &str) -> Vec<String> {
         .filter_map(Value::as_object)
     {
         let value = member_of(operation, "value");
-        match member_of(operation, "path").and_then(Value::as_str) {
+        let path = member_of(operation, "path").and_then(Value::as_str);
+        match path.map(|path| unqualified(path, "Group")) {
             None => values_of(
                 value
                     .and_then(Value::as_object)
@@ -795,12 +813,8 @@ fn member_of<'v>(object: &'v serde_json::Map<String, Value>, name: &str) -> Opti
 
 /// The filter of a `members[…]` path (anything after the `]`, a sub-attribute, ignored).
 fn members_filter(path: &str) -> Option<&str> {
-    let path = path.trim();
-    let head = path.get(..7)?;
-    if !head.eq_ignore_ascii_case("members") {
-        return None;
-    }
-    let rest = path[7..].trim_start().strip_prefix('[')?;
+    let rest = strip_prefix_ignoring_case(path.trim(), "members")?;
+    let rest = rest.trim_start().strip_prefix('[')?;
     Some(&rest[..rest.rfind(']')?])
 }
 
@@ -963,9 +977,16 @@ mod tests {
                 continue;
             }
             let value = get_ignore_case(operation, "value");
+            // RFC 7644 §3.10: an attribute may be named with its schema's URN before it.
+            let qualified = format!("urn:ietf:params:scim:schemas:core:2.0:User:{attribute}");
             set.extend(
                 match get_ignore_case(operation, "path").and_then(Value::as_str) {
-                    Some(path) if path.eq_ignore_ascii_case(attribute) => value,
+                    Some(path)
+                        if path.eq_ignore_ascii_case(attribute)
+                            || path.eq_ignore_ascii_case(&qualified) =>
+                    {
+                        value
+                    }
                     Some(_) => None,
                     None => value
                         .and_then(Value::as_object)
@@ -1038,6 +1059,9 @@ mod tests {
             // A rename by PATCH, both shapes, and one that sets it twice.
             r#"{"Operations":[{"op":"replace","path":"userName","value":"new@x"}]}"#,
             r#"{"Operations":[{"op":"replace","value":{"userName":"b@x","USERNAME":"c@x","active":true}},{"op":"add","path":"UserName","value":"d@x"},{"op":"remove","path":"userName"}]}"#,
+            // Paths qualified with the core schema's URN (RFC 7644 §3.10), in any case.
+            r#"{"Operations":[{"op":"replace","path":"urn:ietf:params:scim:schemas:core:2.0:User:active","value":false}]}"#,
+            r#"{"Operations":[{"op":"Replace","path":"URN:IETF:params:scim:schemas:core:2.0:user:userName","value":"q@x"},{"op":"replace","path":"urn:ietf:params:scim:schemas:core:2.0:User:name","value":"x"}]}"#,
         ];
         let alphabet = "{}[]:,\"\\ 0123456789-.etrufalsnAO/\u{1}é";
         let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
@@ -1186,6 +1210,18 @@ mod tests {
             kind("DELETE", "/scim/v2/Users/u-1", ""),
             Some(WriteKind::DeleteUser)
         );
+        // The attribute named with its schema's URN (RFC 7644 §3.10), as some clients send it.
+        let qualified = r#"{"Operations":[{"op":"replace","path":"urn:ietf:params:scim:schemas:core:2.0:User:active","value":false}]}"#;
+        assert_eq!(
+            kind("PATCH", "/scim/v2/Users/u-1", qualified),
+            Some(WriteKind::Disable)
+        );
+        let other_schema =
+            r#"{"Operations":[{"op":"replace","path":"urn:example:User:active","value":false}]}"#;
+        assert_eq!(
+            kind("PATCH", "/scim/v2/Users/u-1", other_schema),
+            Some(WriteKind::Update)
+        );
     }
 
     #[test]
@@ -1313,6 +1349,13 @@ mod tests {
                 r#"{"displayName":"Eng","MEMBERS":[{"value":"e"},{"value":""},"f",{"value":7}]}"#
             ),
             ["e"]
+        );
+        // Named with the Group schema's URN (RFC 7644 §3.10).
+        assert_eq!(
+            members(
+                r#"{"Operations":[{"op":"add","path":"urn:ietf:params:scim:schemas:core:2.0:Group:members","value":[{"value":"u-3"}]}]}"#
+            ),
+            ["u-3"]
         );
         // A body logged as a JSON string (nginx `escape=json`).
         assert_eq!(
