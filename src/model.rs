@@ -403,6 +403,61 @@ impl WriteKind {
     }
 }
 
+/// A member a group write names, by its SCIM id, and what the write does to its membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub change: MemberChange,
+}
+
+/// What a group write does to a member (RFC 7644 §3.5.2: the PATCH operation's `op`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    Add,
+    Remove,
+    /// The list replaced, or a PUT of the group, or added and removed in one request.
+    Set,
+}
+
+impl MemberChange {
+    /// Whether an IdP action can be this change: an action naming a removal (Okta's
+    /// `group_membership.remove`) a removal, one naming an addition an addition, any other
+    /// either; a list replaced goes with both.
+    pub fn done_by(self, action: &str) -> bool {
+        let words = action
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .map(str::to_ascii_lowercase);
+        let (mut adds, mut removes) = (false, false);
+        for word in words {
+            match word.as_str() {
+                "add" | "added" | "assign" | "assigned" => adds = true,
+                "remove" | "removed" | "unassign" | "unassigned" | "delete" | "deleted" => {
+                    removes = true
+                }
+                _ => {}
+            }
+        }
+        match self {
+            MemberChange::Set => true,
+            MemberChange::Add => adds || !removes,
+            MemberChange::Remove => removes || !adds,
+        }
+    }
+
+    /// The change of a PATCH operation `op`; `None` for an unknown one.
+    pub fn of_op(op: &str) -> Option<MemberChange> {
+        [
+            ("add", MemberChange::Add),
+            ("remove", MemberChange::Remove),
+            ("replace", MemberChange::Set),
+        ]
+        .into_iter()
+        .find(|(name, _)| op.eq_ignore_ascii_case(name))
+        .map(|(_, change)| change)
+    }
+}
+
 /// One request the gateway logged, with what the target answered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GatewayRecord {
@@ -425,10 +480,10 @@ pub struct GatewayRecord {
     pub write: Option<WriteKind>,
     /// A SCIM error body's `scimType` and `detail`, redacted.
     pub error_detail: Option<String>,
-    /// The member ids a write to `/Groups/{id}` adds, removes or sets
+    /// The members a write to `/Groups/{id}` adds, removes or sets, by id
     /// ([`crate::parse::scim::group_members`]): whose membership it changes.
-    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
-    pub members: Box<[String]>,
+    #[serde(default, skip_serializing_if = "<[Member]>::is_empty")]
+    pub members: Box<[Member]>,
     pub origin: Origin,
 }
 

@@ -318,18 +318,20 @@ fn a_rename_by_patch_joins_and_so_does_the_disable_after_it() {
 }
 
 /// A department move under Okta: a profile push per user (`PUT /Users/{id}`) and two
-/// membership changes (`PATCH /Groups/{id}`, the member named by id only). Each group PATCH
-/// joins the membership event of the member it names, by the name learned for that id, and a
-/// membership event never takes the user's PUT nor a profile push a group's PATCH. Before,
-/// every membership event took the nearest PUT and no group PATCH joined: 7 of 14 mover
-/// operations unconfirmed and 9 writes unattributed, an incident that did not happen (QA
-/// helper-35, "bulk-okta").
+/// membership changes (`PATCH /Groups/{id}`, the member named by id only), each logged by Okta
+/// just after its PATCH; eve and fay are moved together, by one PATCH per group naming both.
+/// Each group PATCH joins the membership change of the member it names (by the name learned
+/// for that id) that does what the PATCH does (a removal, an addition), and a PATCH naming two
+/// members is an attempt of both their changes; a membership change never takes the user's
+/// PUT, nor a profile push a group's PATCH. Before, every membership change took the nearest
+/// PUT and no group PATCH joined: 12 of 18 mover operations unconfirmed and 11 writes
+/// unattributed, an incident that did not happen (QA helper-35, "bulk-okta").
 #[test]
 fn a_group_membership_change_joins_the_group_write_naming_its_member() {
     let r = vendor("okta_group_move");
-    // 4 profile pushes + dee's retry, 4 removes, 5 adds: dee's first push was rate-limited,
-    // cal's add to g-admins got a 404.
-    assert_eq!(stage(&r, "mover"), (12, 2, 0));
+    // 4 profile pushes + dee's retry, 6 removals, 7 additions: dee's first push was
+    // rate-limited, cal's addition to g-admins got a 404.
+    assert_eq!(stage(&r, "mover"), (16, 2, 0));
     assert_eq!(
         nonzero_causes(&r),
         json!({"rate_limited": 1, "not_found": 1})
@@ -343,6 +345,6 @@ fn a_group_membership_change_joins_the_group_write_naming_its_member() {
     assert_eq!(samples, [&json!("TX-cal-admins"), &json!("TX-dee-profile")]);
     assert_eq!(r["unattributed"], 0);
     assert_eq!(r["joins"]["none"], 0);
-    assert_eq!(r["joins"]["user_name"], 18);
+    assert_eq!(r["joins"]["user_name"], 24);
     assert_eq!(r["disagreements"], 0);
 }

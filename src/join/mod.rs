@@ -12,7 +12,7 @@
 //!    `filter=userName eq "…"` query, or an id↔userName pair learned from earlier writes; a
 //!    group's write by the names learned for the member ids it names.
 //!    Keys 2 and 3 need a compatible write (clarification 17; and a membership change a
-//!    group's write, see [`fits`]) inside the window, and each write goes to the nearest IdP
+//!    group's write, see [`claim_of`]) inside the window, and each write goes to the nearest IdP
 //!    operation in time (ties: the earlier operation, then the smaller key). Such operations
 //!    wait two windows, so every operation that could compete for a write has arrived; writes
 //!    wait three before they are declared unattributed.
@@ -23,8 +23,9 @@
 mod directory;
 mod packed;
 
+use crate::model::WriteKind;
 use crate::model::{fold_case, push_boxed, push_small, FastMap};
-use crate::model::{Cause, GatewayRecord, IdpRecord, NoteRecord, Origin, Stage, WriteKind};
+use crate::model::{Cause, GatewayRecord, IdpRecord, Member, NoteRecord, Origin, Stage};
 use crate::parse::scim::{resource_of, Resource};
 use crate::queue::{prefetch, prefetch_up_to, MinQueue};
 use crate::time::Ts;
@@ -211,16 +212,22 @@ struct PoolEntry {
     /// under either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     renamed_from: Option<String>,
-    /// The users a group write adds, removes or sets (its member ids, by the names learned
-    /// for them): the IdP logs a membership change under the member.
+    /// The members a group write adds, removes or sets (moved out of its record), less those
+    /// whose changes have taken their share. The IdP logs a membership change under the
+    /// member's login, matched to an id by the directory when the change settles, so a name
+    /// learned after the write still joins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    members: Vec<String>,
+    members: Vec<Member>,
+    /// Some members' operations have taken it (one request changing several memberships is
+    /// an attempt of each change): it waits for the others', and is never unattributed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    shared: bool,
 }
 
 impl PoolEntry {
     /// Every user name the write is pooled under.
     fn names(&self) -> impl Iterator<Item = &String> {
-        (self.user.iter().chain(&self.renamed_from)).chain(&self.members)
+        self.user.iter().chain(&self.renamed_from)
     }
 }
 
@@ -253,6 +260,8 @@ pub struct Joiner {
     pool_expiry: BTreeSet<(Ts, OriginKey)>,
     pool_by_resource: FastMap<String, Vec<OriginKey>>,
     pool_by_user: FastMap<String, Vec<OriginKey>>,
+    /// Pooled group writes by the ids of the members they change.
+    pool_by_member: FastMap<String, Vec<OriginKey>>,
     /// The pending buckets holding a leaver record (their key hashes), by the hash of its
     /// (app, user) pair, folded, the user by login and by id ([`Joiner::pair_hash`]): the
     /// daemon's overdue hold asks about a few undecided leavers at every view, and a scan of
@@ -333,6 +342,7 @@ impl Joiner {
             pool_expiry: BTreeSet::new(),
             pool_by_resource: FastMap::default(),
             pool_by_user: FastMap::default(),
+            pool_by_member: FastMap::default(),
             leavers: Default::default(),
             track_leavers: false,
             fuzzy_by_resource: FastMap::default(),
@@ -597,7 +607,12 @@ impl Joiner {
     /// these IdP records could claim: same app, by its target's id or its user's login (the
     /// window is not checked: a hold, not a join).
     fn pooled_disable(&self, idp: &[IdpRecord]) -> Option<Ts> {
-        let (app, by_resource, by_user) = self.pool_candidates(idp);
+        let Candidates {
+            app,
+            by_resource,
+            by_user,
+            ..
+        } = self.pool_candidates(idp);
         by_resource
             .iter()
             .chain(&by_user)
@@ -740,7 +755,7 @@ impl Joiner {
 
     /// Pools a write [`Joiner::join_gateway`] did not join (with the app it returned), for an
     /// operation without a shared ID to claim by its resource and user.
-    pub fn pool_gateway(&mut self, record: GatewayRecord, unjoined: Unjoined) {
+    pub fn pool_gateway(&mut self, mut record: GatewayRecord, unjoined: Unjoined) {
         let Unjoined { app, renamed_from } = unjoined;
         let user = record.user_name.as_deref().map(lower).or_else(|| {
             record
@@ -748,20 +763,14 @@ impl Joiner {
                 .as_ref()
                 .and_then(|id| self.directory.name_of(&app, id).map(str::to_string))
         });
-        let mut members: Vec<String> = Vec::new();
-        for id in &record.members {
-            let name = self.directory.name_of(&app, id);
-            if let Some(name) = name.filter(|name| !members.iter().any(|m| m == name)) {
-                members.push(name.to_string());
-            }
-        }
-        members.retain(|name| Some(name) != user.as_ref() && Some(name) != renamed_from.as_ref());
+        let members = std::mem::take(&mut record.members).into_vec();
         self.pool_entry(PoolEntry {
             record,
             app,
             user,
             renamed_from,
             members,
+            shared: false,
         });
     }
 
@@ -774,6 +783,12 @@ impl Joiner {
         }
         for user in entry.names() {
             push_small(self.pool_by_user.entry(user.clone()).or_default(), key);
+        }
+        for member in &entry.members {
+            push_small(
+                self.pool_by_member.entry(member.id.clone()).or_default(),
+                key,
+            );
         }
         let deadline = Ts(entry
             .record
@@ -991,7 +1006,7 @@ impl Joiner {
         let Some((_, key)) = self.pool_expiry.pop_first() else {
             return;
         };
-        if let Some(entry) = self.take_from_pool(key) {
+        if let Some(entry) = self.take_from_pool(key).filter(|entry| !entry.shared) {
             out.push(Joined {
                 correlation_id: entry
                     .record
@@ -1013,6 +1028,9 @@ impl Joiner {
         }
         for user in entry.names() {
             remove_from(&mut self.pool_by_user, user, key);
+        }
+        for member in &entry.members {
+            remove_from(&mut self.pool_by_member, &member.id, key);
         }
         let deadline = Ts(entry
             .record
@@ -1102,11 +1120,8 @@ impl Joiner {
 
     /// The pooled writes an operation without a shared ID with these IdP records may claim,
     /// before the window, app and stage are checked: by its target's id, and by its user's
-    /// login (named in the write, or an id learned for it). With the operation's app, folded.
-    fn pool_candidates(
-        &self,
-        idp: &[IdpRecord],
-    ) -> (String, BTreeSet<OriginKey>, BTreeSet<OriginKey>) {
+    /// login (named in the write, or an id learned for it).
+    fn pool_candidates(&self, idp: &[IdpRecord]) -> Candidates {
         let app = idp
             .iter()
             .find_map(|r| r.app.as_deref())
@@ -1128,15 +1143,32 @@ impl Joiner {
             by_resource.extend(pooled(&self.pool_by_resource, target));
         }
         let mut by_user: BTreeSet<OriginKey> = BTreeSet::new();
+        let mut ids: BTreeSet<String> = BTreeSet::new();
         for login in &logins {
             by_user.extend(pooled(&self.pool_by_user, login));
-            for scope in [app.as_str(), ""] {
-                for id in self.directory.resources_of(scope, login) {
-                    by_user.extend(pooled(&self.pool_by_resource, id));
-                }
+            for id in self.ids_of(&app, login) {
+                by_user.extend(pooled(&self.pool_by_resource, id));
+                by_user.extend(pooled(&self.pool_by_member, id));
+                ids.insert(id.to_string());
             }
         }
-        (app, by_resource, by_user)
+        Candidates {
+            app,
+            ids,
+            by_resource,
+            by_user,
+        }
+    }
+
+    /// The resource ids the directory has learned for a (folded) login, in `app` or in none.
+    fn ids_of<'d>(&'d self, app: &'d str, login: &'d str) -> impl Iterator<Item = &'d str> {
+        let scopes = [app, ""].into_iter();
+        scopes.flat_map(move |scope| self.directory.resources_of(scope, login))
+    }
+
+    /// The (folded) login the directory has learned for a resource id, in `app` or in none.
+    fn name_of(&self, app: &str, id: &str) -> Option<&str> {
+        (self.directory.name_of(app, id)).or_else(|| self.directory.name_of("", id))
     }
 
     /// Finds the pooled writes an operation without a shared ID claims.
@@ -1147,7 +1179,12 @@ impl Joiner {
         };
         let start = first.time.0;
         let end = operation.idp.last().map_or(start, |r| r.time.0);
-        let (app, by_resource, by_user) = self.pool_candidates(&operation.idp);
+        let Candidates {
+            app,
+            ids,
+            by_resource,
+            by_user,
+        } = self.pool_candidates(&operation.idp);
         for (candidates, method) in [
             (by_resource, JoinMethod::ResourceId),
             (by_user, JoinMethod::UserName),
@@ -1159,31 +1196,40 @@ impl Joiner {
                 };
                 let t = entry.record.time.0;
                 if !apps_match(&app, &entry.app)
-                    || !fits(first, &entry.record)
                     || t < start.saturating_sub(window)
                     || t > end.saturating_add(window)
                 {
                     continue;
                 }
+                // Any of its records: one transaction may log a profile push and a membership
+                // change, and a competitor is judged by each of its records.
+                let ours = |id: &str| ids.contains(id);
+                let claim = (operation.idp.iter()).find_map(|r| claim_of(r, ours, entry));
+                let Some(claim) = claim else {
+                    continue;
+                };
                 let own_distance = distance(t, start, end);
-                match self.nearer_competitor(own_key, (first.time, own_key), entry, own_distance) {
-                    Competition::None => claimed.push(key),
+                let rank = (first.time, own_key);
+                match self.nearer_competitor(own_key, rank, entry, &claim, own_distance) {
+                    Competition::None => claimed.push((key, claim)),
                     Competition::Lost => {
                         self.stats.ambiguous += 1;
                     }
                     Competition::Won => {
                         self.stats.ambiguous += 1;
-                        claimed.push(key);
+                        claimed.push((key, claim));
                     }
                 }
             }
             if claimed.is_empty() {
                 continue;
             }
-            for key in claimed {
-                if let Some(entry) = self.take_from_pool(key) {
-                    operation.attempts.push(entry.record);
-                }
+            for (key, claim) in claimed {
+                let record = match claim {
+                    Claim::Share(share) => self.share_of_pooled(key, &share),
+                    Claim::Whole => self.take_from_pool(key).map(|entry| entry.record),
+                };
+                operation.attempts.extend(record);
             }
             operation
                 .attempts
@@ -1193,20 +1239,40 @@ impl Joiner {
         }
     }
 
-    /// Whether another pending operation without a shared ID could claim this write, and if
-    /// so whether it is nearer (it then claims it when it settles).
+    /// A group's write for the members `share` names (ids), left pooled for its other
+    /// members: a copy of the record.
+    fn share_of_pooled(&mut self, key: OriginKey, share: &[String]) -> Option<GatewayRecord> {
+        let entry = self.pool.get_mut(&key)?;
+        entry.members.retain(|member| !share.contains(&member.id));
+        entry.shared = true;
+        let record = entry.record.clone();
+        for id in share {
+            remove_from(&mut self.pool_by_member, id, key);
+        }
+        Some(record)
+    }
+
+    /// Whether another pending operation without a shared ID could make this claim on the
+    /// write, or part of it, and if so whether it is nearer (it then claims it when it
+    /// settles). The operations of a group write's other members take shares of their own.
     fn nearer_competitor(
         &self,
         own_key: &str,
         own_rank: (Ts, &str),
         entry: &PoolEntry,
+        claim: &Claim,
         own_distance: i64,
     ) -> Competition {
         let mut keys: BTreeSet<&Key> = BTreeSet::new();
         if let Some(id) = &entry.record.resource_id {
             keys.extend(self.fuzzy_by_resource.get(id).into_iter().flatten());
         }
-        for user in entry.names() {
+        let members = match claim {
+            Claim::Share(share) => share.clone(),
+            Claim::Whole => entry.members.iter().map(|m| m.id.clone()).collect(),
+        };
+        let members = members.iter().filter_map(|id| self.name_of(&entry.app, id));
+        for user in entry.names().map(String::as_str).chain(members) {
             keys.extend(self.fuzzy_by_user.get(user).into_iter().flatten());
         }
         let window = self.window_micros;
@@ -1223,10 +1289,13 @@ impl Joiner {
                 let app = record.app.as_deref().map(lower).unwrap_or_default();
                 let their = record.time.0;
                 let their_distance = t.saturating_sub(their).saturating_abs();
-                if !apps_match(&app, &entry.app)
-                    || !fits(record, &entry.record)
-                    || their_distance > window
-                {
+                if !apps_match(&app, &entry.app) || their_distance > window {
+                    continue;
+                }
+                let login = record.user_login.as_deref().map(lower).unwrap_or_default();
+                let their_ids: Vec<&str> = self.ids_of(&entry.app, &login).collect();
+                let theirs = claim_of(record, |id| their_ids.contains(&id), entry);
+                if !theirs.is_some_and(|theirs| theirs.overlaps(claim)) {
                     continue;
                 }
                 if their_distance < own_distance
@@ -1297,22 +1366,70 @@ enum Competition {
     Lost,
 }
 
-/// Whether an operation without a shared ID (one of its IdP records) can be this write: the
-/// write's kind fits its stage (clarification 17), and a membership change goes with a
-/// group's write. An operation its IdP names after a group (Okta's
-/// `application.provision.group_membership.add`) takes only writes to `/Groups`; any other
-/// takes writes to `/Users`, and a group's write only when its target is that group (Entra
-/// logs a group's provisioning as the group's own).
-fn fits(record: &IdpRecord, write: &GatewayRecord) -> bool {
-    let kind = write.write.unwrap_or(WriteKind::Update);
-    if !kind.compatible_with(record.stage) {
-        return false;
+/// The pooled writes an operation without a shared ID may claim, before the window, app and
+/// stage are checked ([`Joiner::pool_candidates`]).
+struct Candidates {
+    /// The operation's app, folded.
+    app: String,
+    /// The resource ids learned for its users' logins.
+    ids: BTreeSet<String>,
+    /// By its target's id.
+    by_resource: BTreeSet<OriginKey>,
+    /// By its users' logins: named in the write, or an id learned for one (the write's
+    /// resource, or a member of a group it changes).
+    by_user: BTreeSet<OriginKey>,
+}
+
+/// What an operation without a shared ID can take of a pooled write, judged by one of its IdP
+/// records and whether a resource id is one the directory learned for its users. The write's
+/// kind must fit the record's stage (clarification 17), and a membership change goes with a
+/// group's write: a mover its IdP names after a group (Okta's
+/// `application.provision.group_membership.add`) takes only writes to `/Groups`, its users'
+/// share of one (the members it names, changed the way the action says,
+/// [`MemberChange::done_by`]); any other operation takes writes to `/Users`, and a group's write
+/// only when its target is that group (Entra logs a group's provisioning as the group's own),
+/// which it takes whole.
+fn claim_of(record: &IdpRecord, ours: impl Fn(&str) -> bool, entry: &PoolEntry) -> Option<Claim> {
+    let write = &entry.record;
+    if !(write.write.unwrap_or(WriteKind::Update)).compatible_with(record.stage) {
+        return None;
     }
-    let on_group = matches!(resource_of(&write.path), Some(Resource::Groups(_)));
-    if names_a_group(&record.action) {
-        on_group
-    } else {
-        !on_group || (record.target_id.is_some() && record.target_id == write.resource_id)
+    let membership = record.stage == Stage::Mover && names_a_group(&record.action);
+    if !matches!(resource_of(&write.path), Some(Resource::Groups(_))) {
+        return (!membership).then_some(Claim::Whole);
+    }
+    if record.target_id.is_some() && record.target_id == write.resource_id {
+        return Some(Claim::Whole);
+    }
+    if !membership {
+        return None;
+    }
+    let share: Vec<String> = (entry.members.iter())
+        .filter(|member| ours(&member.id) && member.change.done_by(&record.action))
+        .map(|member| member.id.clone())
+        .collect();
+    match share.len() {
+        0 => None,
+        n if n == entry.members.len() && entry.names().next().is_none() => Some(Claim::Whole),
+        _ => Some(Claim::Share(share)),
+    }
+}
+
+/// What an operation takes of a pooled write: all of it, or the share of some of a group
+/// write's members, by id (the write stays pooled for the others).
+#[derive(Debug)]
+enum Claim {
+    Whole,
+    Share(Vec<String>),
+}
+
+impl Claim {
+    /// Whether two claims want some of the same: a whole write, or a member in common.
+    fn overlaps(&self, other: &Claim) -> bool {
+        match (self, other) {
+            (Claim::Share(a), Claim::Share(b)) => a.iter().any(|name| b.contains(name)),
+            _ => true,
+        }
     }
 }
 
@@ -1418,7 +1535,7 @@ fn nearest_span(operations: &[Joined], time: Ts, window: i64) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{IdpStatus, Method, Stage};
+    use crate::model::{IdpStatus, Member, MemberChange, Method, Stage};
 
     fn idp(secs: i64, cid: &str, line: u64) -> IdpRecord {
         IdpRecord {
@@ -1464,6 +1581,15 @@ mod tests {
                 line,
             },
         }
+    }
+
+    /// Members a group write adds.
+    fn added(ids: &[&str]) -> Box<[Member]> {
+        let added = |id: &&str| Member {
+            id: id.to_string(),
+            change: MemberChange::Add,
+        };
+        ids.iter().map(added).collect()
     }
 
     fn settled(joiner: &mut Joiner, clock: i64) -> Vec<Joined> {
@@ -1784,7 +1910,7 @@ mod tests {
             record.path = path.into();
             record.resource_id = path.rsplit('/').next().map(str::to_string);
             record.write = Some(WriteKind::Update);
-            record.members = members.iter().map(|m| m.to_string()).collect();
+            record.members = added(members);
             record
         };
         for checkpointed in [false, true] {
@@ -1835,6 +1961,226 @@ mod tests {
                 "checkpointed: {checkpointed}"
             );
         }
+    }
+
+    /// One PATCH that changes several memberships (a bulk move, formats.md §0.3) is an
+    /// attempt of each member's change: each takes its share, the others' competitors never
+    /// count against it, and what no change takes is not unattributed once one has. Also
+    /// across a checkpoint taken between two shares.
+    #[test]
+    fn a_write_changing_several_memberships_is_an_attempt_of_each() {
+        let change = |secs: i64, login: &str, line: u64| {
+            let mut record = idp(secs, "", line);
+            record.correlation_id = None;
+            record.operation_id = Some(format!("op-{line}"));
+            record.user_login = Some(login.into());
+            record.action = "application.provision.group_membership.add".into();
+            record.stage = Stage::Mover;
+            record
+        };
+        let group_write = |secs: i64, members: &[&str], line: u64| {
+            let mut record = write(secs, "", line);
+            record.correlation_id = None;
+            record.path = "/scim/v2/Groups/g-1".into();
+            record.resource_id = Some("g-1".into());
+            record.write = Some(WriteKind::Update);
+            record.members = added(members);
+            record
+        };
+        let learned = || {
+            let mut joiner = Joiner::new(600, true);
+            for (id, name) in [("u-1", "amy@x"), ("u-2", "ben@x"), ("u-3", "cy@x")] {
+                joiner.directory.learn("wiki", id, name);
+            }
+            joiner
+        };
+        let joined = |out: &[Joined]| -> Vec<(Option<String>, Vec<u64>)> {
+            (out.iter())
+                .map(|j| {
+                    let id = j.idp.first().and_then(|r| r.operation_id.clone());
+                    (id, j.attempts.iter().map(|a| a.origin.line).collect())
+                })
+                .collect()
+        };
+        for checkpointed in [false, true] {
+            let mut joiner = learned();
+            joiner.push_idp(change(2000, "amy@x", 1));
+            joiner.push_idp(change(2500, "ben@x", 2));
+            // Nearer to amy's change than ben's, and to a later write than cy's own.
+            joiner.push_gateway(group_write(2002, &["u-1", "u-2", "u-404"], 10));
+            joiner.push_idp(change(2003, "cy@x", 3));
+            joiner.push_gateway(group_write(2004, &["u-3"], 11));
+            let mut out = settled(&mut joiner, 3300);
+            if checkpointed {
+                let saved = serde_json::to_string(&joiner.snapshot()).unwrap();
+                joiner = Joiner::restore(serde_json::from_str(&saved).unwrap(), 600, true);
+            }
+            out.extend(settled(&mut joiner, 9000));
+            assert_eq!(
+                joined(&out),
+                [
+                    (Some("op-1".into()), vec![10]),
+                    (Some("op-3".into()), vec![11]),
+                    (Some("op-2".into()), vec![10]),
+                ],
+                "checkpointed: {checkpointed}"
+            );
+        }
+        // Only amy's change was logged: ben's share waits out the pool and goes quietly.
+        let mut joiner = learned();
+        joiner.push_idp(change(2000, "amy@x", 1));
+        joiner.push_gateway(group_write(2002, &["u-1", "u-2"], 10));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(joined(&out), [(Some("op-1".into()), vec![10])]);
+        assert_eq!(joiner.pending(), 0);
+    }
+
+    /// A member's removal and addition, logged together, each take the write that does
+    /// what its action says, whichever is nearer in time; a replaced list goes with either.
+    #[test]
+    fn a_membership_change_takes_the_write_doing_what_its_action_names() {
+        let change = |secs: i64, action: &str, line: u64| {
+            let mut record = idp(secs, "", line);
+            record.correlation_id = None;
+            record.operation_id = Some(format!("op-{line}"));
+            record.user_login = Some("amy@x".into());
+            record.action = action.into();
+            record.stage = Stage::Mover;
+            record
+        };
+        let group_write = |secs: i64, group: &str, change: MemberChange, line: u64| {
+            let mut record = write(secs, "", line);
+            record.correlation_id = None;
+            record.path = format!("/scim/v2/Groups/{group}");
+            record.resource_id = Some(group.into());
+            record.write = Some(WriteKind::Update);
+            record.members = Box::new([Member {
+                id: "u-1".into(),
+                change,
+            }]);
+            record
+        };
+        let mut joiner = Joiner::new(600, true);
+        joiner.directory.learn("wiki", "u-1", "amy@x");
+        joiner.push_idp(change(2000, "group_membership.remove", 1));
+        joiner.push_idp(change(2001, "group_membership.add", 2));
+        joiner.push_idp(change(2100, "Add user to group", 3));
+        joiner.push_idp(change(2200, "group_push.push_memberships", 4));
+        // The removal is nearer the add op's time, the addition nearer the remove op's.
+        joiner.push_gateway(group_write(2001, "g-sales", MemberChange::Remove, 10));
+        joiner.push_gateway(group_write(2000, "g-eng", MemberChange::Add, 11));
+        joiner.push_gateway(group_write(2101, "g-ops", MemberChange::Add, 12));
+        joiner.push_gateway(group_write(2201, "g-all", MemberChange::Set, 13));
+        let out = settled(&mut joiner, 9000);
+        let joined: Vec<(Option<&str>, Vec<u64>)> = (out.iter())
+            .map(|j| {
+                let id = j.idp.first().and_then(|r| r.operation_id.as_deref());
+                (id, j.attempts.iter().map(|a| a.origin.line).collect())
+            })
+            .collect();
+        assert_eq!(
+            joined,
+            [
+                (Some("op-1"), vec![10]),
+                (Some("op-2"), vec![11]),
+                (Some("op-3"), vec![12]),
+                (Some("op-4"), vec![13]),
+            ]
+        );
+        assert!(MemberChange::Remove.done_by("application.provision.group_membership.remove"));
+        assert!(!MemberChange::Remove.done_by("Group_Membership.ADD"));
+        assert!(!MemberChange::Add.done_by("user removed from group"));
+        assert!(MemberChange::Add.done_by("group_membership.update"));
+        assert!(MemberChange::Set.done_by("group_membership.remove"));
+        assert!(!MemberChange::Add.done_by("groupaddress.remove"));
+    }
+
+    /// From helper-38's review: a member's name learned only after the group's write (its
+    /// profile push logged later) still joins; a transaction logging a profile push and a
+    /// membership change takes both writes; and only movers are membership changes (a
+    /// leaver whose action names a group takes its `/Users` disable).
+    #[test]
+    fn membership_joins_do_not_depend_on_order_or_a_transactions_first_record() {
+        let operation = |secs: i64, id: &str, action: &str, stage: Stage, line: u64| {
+            let mut record = idp(secs, "", line);
+            record.correlation_id = None;
+            record.operation_id = Some(id.into());
+            record.user_login = Some("amy@x".into());
+            record.action = action.into();
+            record.stage = stage;
+            record
+        };
+        let written = |secs: i64, path: &str, line: u64| {
+            let mut record = write(secs, "", line);
+            record.correlation_id = None;
+            record.path = path.into();
+            record.resource_id = path.rsplit('/').next().map(str::to_string);
+            record.write = Some(WriteKind::Update);
+            if path.contains("Groups") {
+                record.members = added(&["u-1"]);
+            } else {
+                record.user_name = Some("amy@x".into());
+            }
+            record
+        };
+        let joined = |out: &[Joined]| -> Vec<(Option<String>, Vec<u64>)> {
+            (out.iter())
+                .map(|j| {
+                    let id = j.idp.first().and_then(|r| r.operation_id.clone());
+                    (id, j.attempts.iter().map(|a| a.origin.line).collect())
+                })
+                .collect()
+        };
+        // The group's PATCH arrives before anything says u-1 is amy; her PUT says so after.
+        let mut joiner = Joiner::new(600, true);
+        joiner.push_idp(operation(
+            2000,
+            "op-add",
+            "group_membership.add",
+            Stage::Mover,
+            1,
+        ));
+        joiner.push_gateway(written(2001, "/scim/v2/Groups/g-1", 10));
+        joiner.push_idp(operation(2002, "op-put", "push_profile", Stage::Mover, 2));
+        joiner.push_gateway(written(2003, "/scim/v2/Users/u-1", 11));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(
+            joined(&out),
+            [
+                (Some("op-add".into()), vec![10]),
+                (Some("op-put".into()), vec![11])
+            ]
+        );
+        // One transaction: its profile push first, its membership change second.
+        let mut joiner = Joiner::new(600, true);
+        joiner.directory.learn("wiki", "u-1", "amy@x");
+        joiner.push_idp(operation(2000, "tx", "push_profile", Stage::Mover, 1));
+        joiner.push_idp(operation(
+            2000,
+            "tx",
+            "group_membership.add",
+            Stage::Mover,
+            2,
+        ));
+        joiner.push_gateway(written(2001, "/scim/v2/Users/u-1", 10));
+        joiner.push_gateway(written(2002, "/scim/v2/Groups/g-1", 11));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(joined(&out), [(Some("tx".into()), vec![10, 11])]);
+        // A leaver named after a group is no membership change.
+        let mut joiner = Joiner::new(600, true);
+        joiner.directory.learn("wiki", "u-1", "amy@x");
+        joiner.push_idp(operation(
+            2000,
+            "off",
+            "remove_from_groups_and_disable",
+            Stage::Leaver,
+            1,
+        ));
+        let mut disable = written(2001, "/scim/v2/Users/u-1", 10);
+        disable.write = Some(WriteKind::Disable);
+        joiner.push_gateway(disable);
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(joined(&out), [(Some("off".into()), vec![10])]);
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl<'a> Picked<'a> {
     }
     /// The member ids a group write's body names ([`scim::group_members`]), from the body's
     /// text however it was logged.
-    pub fn group_members(&self) -> Box<[String]> {
+    pub fn group_members(&self) -> Box<[crate::model::Member]> {
         let members = match self.get(Field::Body) {
             Some(Value::Escaped(raw)) if !scim::may_name_members(raw) => None,
             Some(Value::Escaped(raw)) => json::unescaped(raw)

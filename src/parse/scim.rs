@@ -7,7 +7,7 @@
 //! (Entra sends `Replace`, CloudTrail `REPLACE`).
 
 use super::json::{members, CowStr, Scan};
-use crate::model::{Method, WriteKind};
+use crate::model::{Member, MemberChange, Method, WriteKind};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -739,53 +739,74 @@ pub fn user_name_of(
 /// The member ids a group write names (RFC 7644 §3.5.2): the `value`s of a PATCH operation
 /// whose `path` is `members` (add, remove or replace), each `value eq "…"` of a
 /// `members[…]` filter (Okta's and Entra's remove), a `members` list in a path-less
-/// operation's `value` object, and a PUT's whole `members` list. Each once, in first-seen
-/// order. Read with serde's tree, and only when the text may name `members`.
-pub fn group_members(body: &str) -> Vec<String> {
+/// operation's `value` object, and a PUT's whole `members` list; each with what the
+/// operation's `op` does to it. Each id once, in first-seen order. Read with serde's tree, and
+/// only when the text may name `members`.
+pub fn group_members(body: &str) -> Vec<Member> {
     if !may_name_members(body) {
         return Vec::new();
     }
     let Some(Value::Object(body)) = parse_body(body) else {
         return Vec::new();
     };
-    let mut members = Vec::new();
-    fn values_of(list: Option<&Value>, members: &mut Vec<String>) {
-        let Some(list) = list.and_then(Value::as_array) else {
+    let mut members: Vec<Member> = Vec::new();
+    // Where each id is in `members`: a bulk PATCH may name thousands.
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    let mut add = |id: &str, change: MemberChange| {
+        if id.is_empty() {
             return;
-        };
-        let ids = list.iter().filter_map(|member| match member {
+        }
+        match seen.get(id) {
+            // Added and removed in one request: its membership is set, either way.
+            Some(&at) if members[at].change != change => members[at].change = MemberChange::Set,
+            Some(_) => {}
+            None => {
+                seen.insert(id.to_string(), members.len());
+                members.push(Member {
+                    id: id.to_string(),
+                    change,
+                });
+            }
+        }
+    };
+    fn values_of(list: Option<&Value>) -> impl Iterator<Item = &str> {
+        let list = list.and_then(Value::as_array).into_iter().flatten();
+        list.filter_map(|member| match member {
             Value::Object(member) => member_of(member, "value").and_then(Value::as_str),
             _ => None,
-        });
-        members.extend(ids.map(str::to_string));
+        })
     }
-    values_of(member_of(&body, "members"), &mut members);
+    for id in values_of(member_of(&body, "members")) {
+        add(id, MemberChange::Set);
+    }
     let operations = member_of(&body, "Operations").and_then(Value::as_array);
     for operation in operations
         .into_iter()
         .flatten()
         .filter_map(Value::as_object)
     {
+        let op = member_of(operation, "op").and_then(Value::as_str);
+        let Some(change) = op.and_then(MemberChange::of_op) else {
+            continue;
+        };
         let value = member_of(operation, "value");
         let path = member_of(operation, "path").and_then(Value::as_str);
         match path.map(|path| unqualified(path, "Group")) {
-            None => values_of(
-                value
-                    .and_then(Value::as_object)
-                    .and_then(|v| member_of(v, "members")),
-                &mut members,
-            ),
+            None => {
+                let object = value.and_then(Value::as_object);
+                for id in values_of(object.and_then(|v| member_of(v, "members"))) {
+                    add(id, change);
+                }
+            }
             Some(path) => match members_filter(path) {
-                Some(filter) => members.extend(filter_values(filter)),
+                Some(filter) => filter_values(filter).for_each(|id| add(&id, change)),
                 None if path.trim().eq_ignore_ascii_case("members") => {
-                    values_of(value, &mut members)
+                    values_of(value).for_each(|id| add(id, change))
                 }
                 None => {}
             },
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    members.retain(|id| !id.is_empty() && seen.insert(id.clone()));
     members
 }
 
@@ -1315,7 +1336,13 @@ mod tests {
     /// The shapes IdPs send a membership change in (formats.md §0.3, §1c, §2c), each id once.
     #[test]
     fn a_group_write_names_the_members_it_changes() {
-        let members = |body: &str| group_members(body);
+        let members =
+            |body: &str| -> Vec<String> { group_members(body).into_iter().map(|m| m.id).collect() };
+        let changes = |body: &str| -> Vec<(String, MemberChange)> {
+            (group_members(body).into_iter())
+                .map(|m| (m.id, m.change))
+                .collect()
+        };
         // Entra: `Add`/`Remove` with a `members` path and a list of `{"$ref", "value"}`.
         assert_eq!(
             members(
@@ -1363,6 +1390,22 @@ mod tests {
                 r#""{\"Operations\":[{\"op\":\"add\",\"path\":\"members\",\"value\":[{\"value\":\"g\"}]}]}""#
             ),
             ["g"]
+        );
+        // What each operation does to its members; one added and removed in one request is
+        // set; an unknown `op` changes nothing.
+        assert_eq!(
+            changes(
+                r#"{"Operations":[{"op":"Remove","path":"members[value eq \"a\"]"},{"op":"add","path":"members","value":[{"value":"b"},{"value":"a"}]},{"op":"replace","path":"members","value":[{"value":"c"}]},{"op":"copy","path":"members","value":[{"value":"d"}]}]}"#
+            ),
+            [
+                ("a".to_string(), MemberChange::Set),
+                ("b".to_string(), MemberChange::Add),
+                ("c".to_string(), MemberChange::Set),
+            ]
+        );
+        assert_eq!(
+            changes(r#"{"displayName":"Eng","members":[{"value":"e"}]}"#),
+            [("e".to_string(), MemberChange::Set)]
         );
         // Nothing about members, another attribute's values, or not JSON: none.
         for body in [
