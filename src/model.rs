@@ -425,18 +425,27 @@ impl MemberChange {
     /// `group_membership.remove`) a removal, one naming an addition an addition, any other
     /// either; a list replaced goes with both.
     pub fn done_by(self, action: &str) -> bool {
-        let words = action
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .map(str::to_ascii_lowercase);
+        // Words split at anything not a letter or digit, and where a capital follows a small
+        // letter (`AddMemberToGroup`).
         let (mut adds, mut removes) = (false, false);
-        for word in words {
-            match word.as_str() {
-                "add" | "added" | "assign" | "assigned" => adds = true,
-                "remove" | "removed" | "unassign" | "unassigned" | "delete" | "deleted" => {
-                    removes = true
+        let mut word = String::new();
+        let mut previous = ' ';
+        for c in action.chars().chain([' ']) {
+            let starts = c.is_ascii_uppercase() && previous.is_ascii_lowercase();
+            if !c.is_ascii_alphanumeric() || starts {
+                match word.as_str() {
+                    "add" | "added" | "assign" | "assigned" => adds = true,
+                    "remove" | "removed" | "unassign" | "unassigned" | "delete" | "deleted" => {
+                        removes = true
+                    }
+                    _ => {}
                 }
-                _ => {}
+                word.clear();
             }
+            if c.is_ascii_alphanumeric() {
+                word.push(c.to_ascii_lowercase());
+            }
+            previous = c;
         }
         match self {
             MemberChange::Set => true,

@@ -23,16 +23,16 @@
 mod directory;
 mod packed;
 
-use crate::model::WriteKind;
 use crate::model::{fold_case, push_boxed, push_small, FastMap};
 use crate::model::{Cause, GatewayRecord, IdpRecord, Member, NoteRecord, Origin, Stage};
+use crate::model::{MemberChange, WriteKind};
 use crate::parse::scim::{resource_of, Resource};
 use crate::queue::{prefetch, prefetch_up_to, MinQueue};
 use crate::time::Ts;
 use directory::Directory;
 use hashbrown::hash_table::{Entry, HashTable};
 use packed::{PackedBucket, PackedGateway};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How an operation's records were matched (a Parquet column and an API field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -216,8 +216,8 @@ struct PoolEntry {
     /// whose changes have taken their share. The IdP logs a membership change under the
     /// member's login, matched to an id by the directory when the change settles, so a name
     /// learned after the write still joins.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    members: Vec<Member>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    members: BTreeMap<String, MemberChange>,
     /// Some members' operations have taken it (one request changing several memberships is
     /// an attempt of each change): it waits for the others', and is never unattributed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -763,7 +763,9 @@ impl Joiner {
                 .as_ref()
                 .and_then(|id| self.directory.name_of(&app, id).map(str::to_string))
         });
-        let members = std::mem::take(&mut record.members).into_vec();
+        let members = (std::mem::take(&mut record.members).into_vec().into_iter())
+            .map(|Member { id, change }| (id, change))
+            .collect();
         self.pool_entry(PoolEntry {
             record,
             app,
@@ -784,11 +786,8 @@ impl Joiner {
         for user in entry.names() {
             push_small(self.pool_by_user.entry(user.clone()).or_default(), key);
         }
-        for member in &entry.members {
-            push_small(
-                self.pool_by_member.entry(member.id.clone()).or_default(),
-                key,
-            );
+        for id in entry.members.keys() {
+            push_small(self.pool_by_member.entry(id.clone()).or_default(), key);
         }
         let deadline = Ts(entry
             .record
@@ -1029,8 +1028,8 @@ impl Joiner {
         for user in entry.names() {
             remove_from(&mut self.pool_by_user, user, key);
         }
-        for member in &entry.members {
-            remove_from(&mut self.pool_by_member, &member.id, key);
+        for id in entry.members.keys() {
+            remove_from(&mut self.pool_by_member, id, key);
         }
         let deadline = Ts(entry
             .record
@@ -1185,7 +1184,11 @@ impl Joiner {
             by_resource,
             by_user,
         } = self.pool_candidates(&operation.idp);
-        for (candidates, method) in [
+        let rank = (first.time, own_key);
+        // The best key that finds a write is the join method; a membership change found by
+        // its target's id also takes its share of group writes, found by its members.
+        let mut method = None;
+        for (candidates, by) in [
             (by_resource, JoinMethod::ResourceId),
             (by_user, JoinMethod::UserName),
         ] {
@@ -1201,49 +1204,78 @@ impl Joiner {
                 {
                     continue;
                 }
-                // Any of its records: one transaction may log a profile push and a membership
-                // change, and a competitor is judged by each of its records.
-                let ours = |id: &str| ids.contains(id);
-                let claim = (operation.idp.iter()).find_map(|r| claim_of(r, ours, entry));
-                let Some(claim) = claim else {
-                    continue;
-                };
-                let own_distance = distance(t, start, end);
-                let rank = (first.time, own_key);
-                match self.nearer_competitor(own_key, rank, entry, &claim, own_distance) {
-                    Competition::None => claimed.push((key, claim)),
-                    Competition::Lost => {
-                        self.stats.ambiguous += 1;
+                // Any of its records: one transaction may log a profile push and membership
+                // changes (of several users, in a group push), each judged by its action.
+                let mut whole = false;
+                let mut members: BTreeSet<String> = BTreeSet::new();
+                for record in &operation.idp {
+                    match claim_of(record, ids.iter().map(String::as_str), entry) {
+                        Some(Claim::Whole) => whole = true,
+                        Some(Claim::Members(ids)) => members.extend(ids),
+                        None => {}
                     }
-                    Competition::Won => {
-                        self.stats.ambiguous += 1;
-                        claimed.push((key, claim));
+                }
+                let own_distance = distance(t, start, end);
+                if whole && method.is_none() {
+                    match self.nearer_competitor(own_key, rank, entry, None, own_distance) {
+                        Competition::None => claimed.push((key, None)),
+                        Competition::Lost => self.stats.ambiguous += 1,
+                        Competition::Won => {
+                            self.stats.ambiguous += 1;
+                            claimed.push((key, None));
+                        }
+                    }
+                } else if !members.is_empty() {
+                    // Member by member: a nearer change of one member takes only its share.
+                    let mut contested = false;
+                    members.retain(|id| {
+                        let competition =
+                            self.nearer_competitor(own_key, rank, entry, Some(id), own_distance);
+                        contested |= competition != Competition::None;
+                        competition != Competition::Lost
+                    });
+                    self.stats.ambiguous += u64::from(contested);
+                    if !members.is_empty() {
+                        claimed.push((key, Some(members)));
                     }
                 }
             }
             if claimed.is_empty() {
                 continue;
             }
-            for (key, claim) in claimed {
-                let record = match claim {
-                    Claim::Share(share) => self.share_of_pooled(key, &share),
-                    Claim::Whole => self.take_from_pool(key).map(|entry| entry.record),
+            for (key, members) in claimed {
+                let record = match members {
+                    Some(members) => self.share_of_pooled(key, &members),
+                    None => self.take_from_pool(key).map(|entry| entry.record),
                 };
                 operation.attempts.extend(record);
             }
+            method.get_or_insert(by);
+        }
+        if let Some(method) = method {
             operation
                 .attempts
                 .sort_by_key(|r| (r.time, origin_key(r.origin)));
             operation.join_method = method;
-            return;
         }
     }
 
-    /// A group's write for the members `share` names (ids), left pooled for its other
-    /// members: a copy of the record.
-    fn share_of_pooled(&mut self, key: OriginKey, share: &[String]) -> Option<GatewayRecord> {
+    /// A group's write for the members `share` names (ids): a copy of the record, the write
+    /// left pooled for its other members; or the write itself when no others are left.
+    fn share_of_pooled(
+        &mut self,
+        key: OriginKey,
+        share: &BTreeSet<String>,
+    ) -> Option<GatewayRecord> {
+        let entry = self.pool.get(&key)?;
+        // `share` is some of its members (what `claim_of` found among them).
+        if entry.members.len() <= share.len() && entry.names().next().is_none() {
+            return self.take_from_pool(key).map(|entry| entry.record);
+        }
         let entry = self.pool.get_mut(&key)?;
-        entry.members.retain(|member| !share.contains(&member.id));
+        for id in share {
+            entry.members.remove(id);
+        }
         entry.shared = true;
         let record = entry.record.clone();
         for id in share {
@@ -1252,27 +1284,34 @@ impl Joiner {
         Some(record)
     }
 
-    /// Whether another pending operation without a shared ID could make this claim on the
-    /// write, or part of it, and if so whether it is nearer (it then claims it when it
-    /// settles). The operations of a group write's other members take shares of their own.
+    /// Whether another pending operation without a shared ID could claim this write (with
+    /// `member`, that member's share of a group's write), and if so whether it is nearer (it
+    /// then claims it when it settles). Judged by the rule the claimer is: [`claim_of`] on
+    /// each of its records, with the ids learned for its login in its app.
     fn nearer_competitor(
         &self,
         own_key: &str,
         own_rank: (Ts, &str),
         entry: &PoolEntry,
-        claim: &Claim,
+        member: Option<&String>,
         own_distance: i64,
     ) -> Competition {
         let mut keys: BTreeSet<&Key> = BTreeSet::new();
         if let Some(id) = &entry.record.resource_id {
             keys.extend(self.fuzzy_by_resource.get(id).into_iter().flatten());
         }
-        let members = match claim {
-            Claim::Share(share) => share.clone(),
-            Claim::Whole => entry.members.iter().map(|m| m.id.clone()).collect(),
+        let members: Vec<&String> = match member {
+            Some(member) => vec![member],
+            None => entry.members.keys().collect(),
         };
-        let members = members.iter().filter_map(|id| self.name_of(&entry.app, id));
-        for user in entry.names().map(String::as_str).chain(members) {
+        let members = members
+            .into_iter()
+            .filter_map(|id| self.name_of(&entry.app, id));
+        let names = entry
+            .names()
+            .map(String::as_str)
+            .filter(|_| member.is_none());
+        for user in names.chain(members) {
             keys.extend(self.fuzzy_by_user.get(user).into_iter().flatten());
         }
         let window = self.window_micros;
@@ -1293,9 +1332,13 @@ impl Joiner {
                     continue;
                 }
                 let login = record.user_login.as_deref().map(lower).unwrap_or_default();
-                let their_ids: Vec<&str> = self.ids_of(&entry.app, &login).collect();
-                let theirs = claim_of(record, |id| their_ids.contains(&id), entry);
-                if !theirs.is_some_and(|theirs| theirs.overlaps(claim)) {
+                let ids = self.ids_of(&app, &login);
+                let wants = match (claim_of(record, ids, entry), member) {
+                    (None, _) => false,
+                    (Some(Claim::Members(ids)), Some(member)) => ids.contains(member),
+                    (Some(_), _) => true,
+                };
+                if !wants {
                     continue;
                 }
                 if their_distance < own_distance
@@ -1360,6 +1403,7 @@ impl TimeQueue {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Competition {
     None,
     Won,
@@ -1381,15 +1425,19 @@ struct Candidates {
 }
 
 /// What an operation without a shared ID can take of a pooled write, judged by one of its IdP
-/// records and whether a resource id is one the directory learned for its users. The write's
-/// kind must fit the record's stage (clarification 17), and a membership change goes with a
-/// group's write: a mover its IdP names after a group (Okta's
+/// records and the resource ids the directory learned for its users (`ours`). The write's kind
+/// must fit the record's stage (clarification 17), and a membership change goes with a group's
+/// write: a mover its IdP names after a group (Okta's
 /// `application.provision.group_membership.add`) takes only writes to `/Groups`, its users'
-/// share of one (the members it names, changed the way the action says,
+/// shares of one (the members it names, changed the way the action says,
 /// [`MemberChange::done_by`]); any other operation takes writes to `/Users`, and a group's write
 /// only when its target is that group (Entra logs a group's provisioning as the group's own),
 /// which it takes whole.
-fn claim_of(record: &IdpRecord, ours: impl Fn(&str) -> bool, entry: &PoolEntry) -> Option<Claim> {
+fn claim_of<'a>(
+    record: &IdpRecord,
+    ours: impl IntoIterator<Item = &'a str>,
+    entry: &PoolEntry,
+) -> Option<Claim> {
     let write = &entry.record;
     if !(write.write.unwrap_or(WriteKind::Update)).compatible_with(record.stage) {
         return None;
@@ -1404,33 +1452,18 @@ fn claim_of(record: &IdpRecord, ours: impl Fn(&str) -> bool, entry: &PoolEntry) 
     if !membership {
         return None;
     }
-    let share: Vec<String> = (entry.members.iter())
-        .filter(|member| ours(&member.id) && member.change.done_by(&record.action))
-        .map(|member| member.id.clone())
-        .collect();
-    match share.len() {
-        0 => None,
-        n if n == entry.members.len() && entry.names().next().is_none() => Some(Claim::Whole),
-        _ => Some(Claim::Share(share)),
-    }
+    let changed =
+        |id: &&str| (entry.members.get(*id)).is_some_and(|change| change.done_by(&record.action));
+    let members: Vec<String> = ours.into_iter().filter(changed).map(String::from).collect();
+    (!members.is_empty()).then_some(Claim::Members(members))
 }
 
-/// What an operation takes of a pooled write: all of it, or the share of some of a group
+/// What an operation can take of a pooled write: all of it, or the shares of some of a group
 /// write's members, by id (the write stays pooled for the others).
 #[derive(Debug)]
 enum Claim {
     Whole,
-    Share(Vec<String>),
-}
-
-impl Claim {
-    /// Whether two claims want some of the same: a whole write, or a member in common.
-    fn overlaps(&self, other: &Claim) -> bool {
-        match (self, other) {
-            (Claim::Share(a), Claim::Share(b)) => a.iter().any(|name| b.contains(name)),
-            _ => true,
-        }
-    }
+    Members(Vec<String>),
 }
 
 /// Whether an IdP action names a group (`group` in any case).
@@ -2093,6 +2126,9 @@ mod tests {
         assert!(MemberChange::Add.done_by("group_membership.update"));
         assert!(MemberChange::Set.done_by("group_membership.remove"));
         assert!(!MemberChange::Add.done_by("groupaddress.remove"));
+        assert!(MemberChange::Add.done_by("AddMemberToGroup"));
+        assert!(!MemberChange::Add.done_by("DeleteGroupMembership"));
+        assert!(!MemberChange::Remove.done_by("AddMemberToGroup"));
     }
 
     /// From helper-38's review: a member's name learned only after the group's write (its
@@ -2181,6 +2217,88 @@ mod tests {
         joiner.push_gateway(disable);
         let out = settled(&mut joiner, 9000);
         assert_eq!(joined(&out), [(Some("off".into()), vec![10])]);
+    }
+
+    /// From helper-39's review: the claimer and its competitors judged alike. An operation
+    /// with no app finds no id learned in an app, so it neither takes a group's write nor
+    /// keeps a nearer one with an app from it; a transaction changing two members loses only
+    /// the member a nearer change wants; and a transaction found by its target's id still
+    /// takes its share of a group's write.
+    #[test]
+    fn claims_on_a_group_write_are_judged_alike_and_member_by_member() {
+        let change = |secs: i64, login: &str, id: &str, line: u64| {
+            let mut record = idp(secs, "", line);
+            record.correlation_id = None;
+            record.operation_id = Some(id.into());
+            record.user_login = Some(login.into());
+            record.action = "group_membership.add".into();
+            record.stage = Stage::Mover;
+            record
+        };
+        let group_write = |secs: i64, members: &[&str], line: u64| {
+            let mut record = write(secs, "", line);
+            record.correlation_id = None;
+            record.path = "/scim/v2/Groups/g-1".into();
+            record.resource_id = Some("g-1".into());
+            record.write = Some(WriteKind::Update);
+            record.members = added(members);
+            record
+        };
+        let learned = || {
+            let mut joiner = Joiner::new(600, true);
+            joiner.directory.learn("wiki", "u-1", "amy@x");
+            joiner.directory.learn("wiki", "u-2", "ben@x");
+            joiner
+        };
+        let joined = |out: &[Joined]| -> Vec<(Option<String>, Vec<u64>)> {
+            (out.iter())
+                .map(|j| {
+                    let id = j.idp.first().and_then(|r| r.operation_id.clone());
+                    (id, j.attempts.iter().map(|a| a.origin.line).collect())
+                })
+                .collect()
+        };
+        // b settles first, with the app-less a still pending and nearer.
+        let mut joiner = learned();
+        joiner.push_idp(change(2000, "amy@x", "b", 1));
+        let mut appless = change(2010, "amy@x", "a", 2);
+        appless.app = None;
+        joiner.push_idp(appless);
+        joiner.push_gateway(group_write(2009, &["u-1"], 10));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(
+            joined(&out),
+            [(Some("b".into()), vec![10]), (Some("a".into()), vec![])]
+        );
+        // x changes amy and ben (one transaction); y, nearer, changes ben.
+        let mut joiner = learned();
+        joiner.push_idp(change(2000, "amy@x", "x", 1));
+        joiner.push_idp(change(2000, "ben@x", "x", 2));
+        joiner.push_idp(change(2003, "ben@x", "y", 3));
+        joiner.push_gateway(group_write(2002, &["u-1", "u-2"], 10));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(
+            joined(&out),
+            [(Some("x".into()), vec![10]), (Some("y".into()), vec![10])]
+        );
+        assert_eq!(joiner.pending(), 0);
+        // A transaction whose records name their target: its PUT by the id, its group write
+        // by the member.
+        let mut joiner = learned();
+        let mut push = change(2000, "amy@x", "tx", 1);
+        push.action = "push_profile".into();
+        push.target_id = Some("u-1".into());
+        let mut added_to = change(2000, "amy@x", "tx", 2);
+        added_to.target_id = Some("u-1".into());
+        joiner.push_idp(push);
+        joiner.push_idp(added_to);
+        let mut put = write(2001, "", 10);
+        (put.correlation_id, put.write) = (None, Some(WriteKind::Update));
+        joiner.push_gateway(put);
+        joiner.push_gateway(group_write(2002, &["u-1"], 11));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(joined(&out), [(Some("tx".into()), vec![10, 11])]);
+        assert_eq!(out[0].join_method, JoinMethod::ResourceId);
     }
 
     #[test]
