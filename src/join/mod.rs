@@ -212,22 +212,43 @@ struct PoolEntry {
     /// under either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     renamed_from: Option<String>,
-    /// The members a group write adds, removes or sets (moved out of its record), less those
-    /// whose changes have taken their share. The IdP logs a membership change under the
-    /// member's login, matched to an id by the directory when the change settles, so a name
-    /// learned after the write still joins.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// A group write's members (boxed: 8 bytes for every other write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<Box<Shares>>,
+}
+
+/// The members a group write adds, removes or sets (moved out of its record), less those whose
+/// changes have taken their share. The IdP logs a membership change under the member's login,
+/// matched to an id by the directory when the change settles, so a name learned after the
+/// write still joins.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Shares {
     members: BTreeMap<String, MemberChange>,
-    /// Some members' operations have taken it (one request changing several memberships is
-    /// an attempt of each change): it waits for the others', and is never unattributed.
+    /// Some members' changes have taken it (one request changing several memberships is an
+    /// attempt of each change): it waits for the others', and is never unattributed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    shared: bool,
+    taken: bool,
 }
 
 impl PoolEntry {
     /// Every user name the write is pooled under.
     fn names(&self) -> impl Iterator<Item = &String> {
         self.user.iter().chain(&self.renamed_from)
+    }
+
+    /// The members whose shares are left, by id.
+    fn members(&self) -> impl Iterator<Item = (&String, &MemberChange)> {
+        self.group.iter().flat_map(|group| &group.members)
+    }
+
+    /// What the write does to a member whose share is left.
+    fn member(&self, id: &str) -> Option<MemberChange> {
+        self.group.as_ref()?.members.get(id).copied()
+    }
+
+    /// Whether a member's change has taken a share of it.
+    fn shared(&self) -> bool {
+        self.group.as_ref().is_some_and(|group| group.taken)
     }
 }
 
@@ -763,16 +784,20 @@ impl Joiner {
                 .as_ref()
                 .and_then(|id| self.directory.name_of(&app, id).map(str::to_string))
         });
-        let members = (std::mem::take(&mut record.members).into_vec().into_iter())
-            .map(|Member { id, change }| (id, change))
-            .collect();
+        let members = std::mem::take(&mut record.members);
+        let group = (!members.is_empty()).then(|| {
+            let members = members.into_vec().into_iter();
+            Box::new(Shares {
+                members: members.map(|Member { id, change }| (id, change)).collect(),
+                taken: false,
+            })
+        });
         self.pool_entry(PoolEntry {
             record,
             app,
             user,
             renamed_from,
-            members,
-            shared: false,
+            group,
         });
     }
 
@@ -786,7 +811,7 @@ impl Joiner {
         for user in entry.names() {
             push_small(self.pool_by_user.entry(user.clone()).or_default(), key);
         }
-        for id in entry.members.keys() {
+        for (id, _) in entry.members() {
             push_small(self.pool_by_member.entry(id.clone()).or_default(), key);
         }
         let deadline = Ts(entry
@@ -1005,7 +1030,7 @@ impl Joiner {
         let Some((_, key)) = self.pool_expiry.pop_first() else {
             return;
         };
-        if let Some(entry) = self.take_from_pool(key).filter(|entry| !entry.shared) {
+        if let Some(entry) = self.take_from_pool(key).filter(|entry| !entry.shared()) {
             out.push(Joined {
                 correlation_id: entry
                     .record
@@ -1028,7 +1053,7 @@ impl Joiner {
         for user in entry.names() {
             remove_from(&mut self.pool_by_user, user, key);
         }
-        for id in entry.members.keys() {
+        for (id, _) in entry.members() {
             remove_from(&mut self.pool_by_member, id, key);
         }
         let deadline = Ts(entry
@@ -1269,14 +1294,16 @@ impl Joiner {
     ) -> Option<GatewayRecord> {
         let entry = self.pool.get(&key)?;
         // `share` is some of its members (what `claim_of` found among them).
-        if entry.members.len() <= share.len() && entry.names().next().is_none() {
+        let left = entry.group.as_ref().map_or(0, |group| group.members.len());
+        if left <= share.len() && entry.names().next().is_none() {
             return self.take_from_pool(key).map(|entry| entry.record);
         }
         let entry = self.pool.get_mut(&key)?;
+        let group = entry.group.as_mut()?;
         for id in share {
-            entry.members.remove(id);
+            group.members.remove(id);
         }
-        entry.shared = true;
+        group.taken = true;
         let record = entry.record.clone();
         for id in share {
             remove_from(&mut self.pool_by_member, id, key);
@@ -1302,7 +1329,7 @@ impl Joiner {
         }
         let members: Vec<&String> = match member {
             Some(member) => vec![member],
-            None => entry.members.keys().collect(),
+            None => entry.members().map(|(id, _)| id).collect(),
         };
         let members = members
             .into_iter()
@@ -1453,7 +1480,7 @@ fn claim_of<'a>(
         return None;
     }
     let changed =
-        |id: &&str| (entry.members.get(*id)).is_some_and(|change| change.done_by(&record.action));
+        |id: &&str| (entry.member(id)).is_some_and(|change| change.done_by(&record.action));
     let members: Vec<String> = ours.into_iter().filter(changed).map(String::from).collect();
     (!members.is_empty()).then_some(Claim::Members(members))
 }
@@ -2305,6 +2332,14 @@ mod tests {
     fn a_pending_bucket_is_64_bytes_and_a_time_index_entry_16() {
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
         assert_eq!(std::mem::size_of::<(Ts, u64)>(), 16);
+    }
+
+    /// A write waiting without a shared ID: its record (232 bytes with a group's members, 16
+    /// of them), app and names, and a group's shares boxed (8 bytes, not 32, for the writes
+    /// to `/Users` that most are).
+    #[test]
+    fn a_pooled_write_is_312_bytes() {
+        assert_eq!(std::mem::size_of::<PoolEntry>(), 312);
     }
 
     /// The time indexes order equal times by a per-process random hash: what settles or is
