@@ -434,7 +434,7 @@ impl MemberChange {
             let starts = c.is_ascii_uppercase() && previous.is_ascii_lowercase();
             if !c.is_ascii_alphanumeric() || starts {
                 match word.as_str() {
-                    "add" | "added" | "assign" | "assigned" => adds = true,
+                    "add" | "added" | "assign" | "assigned" | "create" | "created" => adds = true,
                     "remove" | "removed" | "unassign" | "unassigned" | "delete" | "deleted" => {
                         removes = true
                     }

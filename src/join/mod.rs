@@ -1167,18 +1167,15 @@ impl Joiner {
             by_resource.extend(pooled(&self.pool_by_resource, target));
         }
         let mut by_user: BTreeSet<OriginKey> = BTreeSet::new();
-        let mut ids: BTreeSet<String> = BTreeSet::new();
         for login in &logins {
             by_user.extend(pooled(&self.pool_by_user, login));
             for id in self.ids_of(&app, login) {
                 by_user.extend(pooled(&self.pool_by_resource, id));
                 by_user.extend(pooled(&self.pool_by_member, id));
-                ids.insert(id.to_string());
             }
         }
         Candidates {
             app,
-            ids,
             by_resource,
             by_user,
         }
@@ -1205,11 +1202,18 @@ impl Joiner {
         let end = operation.idp.last().map_or(start, |r| r.time.0);
         let Candidates {
             app,
-            ids,
             by_resource,
             by_user,
         } = self.pool_candidates(&operation.idp);
         let rank = (first.time, own_key);
+        // Each record's users' ids as a competitor's are found: by its login, in its app.
+        let ids: Vec<Vec<String>> = (operation.idp.iter())
+            .map(|record| {
+                let app = record.app.as_deref().map(lower).unwrap_or_default();
+                let login = record.user_login.as_deref().map(lower).unwrap_or_default();
+                self.ids_of(&app, &login).map(str::to_string).collect()
+            })
+            .collect();
         // The best key that finds a write is the join method; a membership change found by
         // its target's id also takes its share of group writes, found by its members.
         let mut method = None;
@@ -1229,13 +1233,15 @@ impl Joiner {
                 {
                     continue;
                 }
-                // Any of its records: one transaction may log a profile push and membership
-                // changes (of several users, in a group push), each judged by its action.
+                // A whole write by its first record, whose stage the operation is judged by; a
+                // share by any: one transaction may log a profile push and membership changes
+                // (of several users, in a group push), each judged by its action.
                 let mut whole = false;
                 let mut members: BTreeSet<String> = BTreeSet::new();
-                for record in &operation.idp {
-                    match claim_of(record, ids.iter().map(String::as_str), entry) {
-                        Some(Claim::Whole) => whole = true,
+                for (index, record) in operation.idp.iter().enumerate() {
+                    let ours = ids[index].iter().map(String::as_str);
+                    match claim_of(record, ours, entry) {
+                        Some(Claim::Whole) => whole |= index == 0,
                         Some(Claim::Members(ids)) => members.extend(ids),
                         None => {}
                     }
@@ -1442,8 +1448,6 @@ enum Competition {
 struct Candidates {
     /// The operation's app, folded.
     app: String,
-    /// The resource ids learned for its users' logins.
-    ids: BTreeSet<String>,
     /// By its target's id.
     by_resource: BTreeSet<OriginKey>,
     /// By its users' logins: named in the write, or an id learned for one (the write's
@@ -1457,9 +1461,9 @@ struct Candidates {
 /// write: a mover its IdP names after a group (Okta's
 /// `application.provision.group_membership.add`) takes only writes to `/Groups`, its users'
 /// shares of one (the members it names, changed the way the action says,
-/// [`MemberChange::done_by`]); any other operation takes writes to `/Users`, and a group's write
-/// only when its target is that group (Entra logs a group's provisioning as the group's own),
-/// which it takes whole.
+/// [`MemberChange::done_by`]); any other operation takes writes to `/Users`. A group's write is
+/// also taken whole by a record whose target is that group (Entra logs a group's provisioning
+/// as the group's own) and that has no member's share of it.
 fn claim_of<'a>(
     record: &IdpRecord,
     ours: impl IntoIterator<Item = &'a str>,
@@ -1473,16 +1477,15 @@ fn claim_of<'a>(
     if !matches!(resource_of(&write.path), Some(Resource::Groups(_))) {
         return (!membership).then_some(Claim::Whole);
     }
-    if record.target_id.is_some() && record.target_id == write.resource_id {
-        return Some(Claim::Whole);
+    if membership {
+        let changed =
+            |id: &&str| (entry.member(id)).is_some_and(|change| change.done_by(&record.action));
+        let members: Vec<String> = ours.into_iter().filter(changed).map(String::from).collect();
+        if !members.is_empty() {
+            return Some(Claim::Members(members));
+        }
     }
-    if !membership {
-        return None;
-    }
-    let changed =
-        |id: &&str| (entry.member(id)).is_some_and(|change| change.done_by(&record.action));
-    let members: Vec<String> = ours.into_iter().filter(changed).map(String::from).collect();
-    (!members.is_empty()).then_some(Claim::Members(members))
+    (record.target_id.is_some() && record.target_id == write.resource_id).then_some(Claim::Whole)
 }
 
 /// What an operation can take of a pooled write: all of it, or the shares of some of a group
@@ -2156,6 +2159,7 @@ mod tests {
         assert!(MemberChange::Add.done_by("AddMemberToGroup"));
         assert!(!MemberChange::Add.done_by("DeleteGroupMembership"));
         assert!(!MemberChange::Remove.done_by("AddMemberToGroup"));
+        assert!(!MemberChange::Remove.done_by("CreateGroupMembership"));
     }
 
     /// From helper-38's review: a member's name learned only after the group's write (its
@@ -2326,6 +2330,20 @@ mod tests {
         let out = settled(&mut joiner, 9000);
         assert_eq!(joined(&out), [(Some("tx".into()), vec![10, 11])]);
         assert_eq!(out[0].join_method, JoinMethod::ResourceId);
+        // helper-40: each record claims by its own login. x removes amy and adds ben; z adds
+        // amy; the write adds amy: z's, though x is nearer and settles first.
+        let mut joiner = learned();
+        let mut removal = change(1000, "amy@x", "x", 1);
+        removal.action = "group_membership.remove".into();
+        joiner.push_idp(removal);
+        joiner.push_idp(change(1000, "ben@x", "x", 2));
+        joiner.push_idp(change(1008, "amy@x", "z", 3));
+        joiner.push_gateway(group_write(1002, &["u-1"], 10));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(
+            joined(&out),
+            [(Some("x".into()), vec![]), (Some("z".into()), vec![10])]
+        );
     }
 
     #[test]
