@@ -1233,15 +1233,16 @@ impl Joiner {
                 {
                     continue;
                 }
-                // A whole write by its first record, whose stage the operation is judged by; a
-                // share by any: one transaction may log a profile push and membership changes
-                // (of several users, in a group push), each judged by its action.
+                // A whole write by a record of the stage the operation is judged by (its
+                // first's); a share by any: one transaction may log a profile push and
+                // membership changes (of several users, in a group push), each judged by its
+                // action.
                 let mut whole = false;
                 let mut members: BTreeSet<String> = BTreeSet::new();
                 for (index, record) in operation.idp.iter().enumerate() {
                     let ours = ids[index].iter().map(String::as_str);
                     match claim_of(record, ours, entry) {
-                        Some(Claim::Whole) => whole |= index == 0,
+                        Some(Claim::Whole) => whole |= record.stage == first.stage,
                         Some(Claim::Members(ids)) => members.extend(ids),
                         None => {}
                     }
@@ -2229,6 +2230,16 @@ mod tests {
             Stage::Mover,
             2,
         ));
+        joiner.push_gateway(written(2001, "/scim/v2/Users/u-1", 10));
+        joiner.push_gateway(written(2002, "/scim/v2/Groups/g-1", 11));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(joined(&out), [(Some("tx".into()), vec![10, 11])]);
+        // The membership change logged first: the profile push, a mover too, takes the PUT.
+        let mut joiner = Joiner::new(600, true);
+        joiner.directory.learn("wiki", "u-1", "amy@x");
+        let add = "group_membership.add";
+        joiner.push_idp(operation(2000, "tx", add, Stage::Mover, 1));
+        joiner.push_idp(operation(2000, "tx", "push_profile", Stage::Mover, 2));
         joiner.push_gateway(written(2001, "/scim/v2/Users/u-1", 10));
         joiner.push_gateway(written(2002, "/scim/v2/Groups/g-1", 11));
         let out = settled(&mut joiner, 9000);
