@@ -1952,6 +1952,53 @@ mod tests {
         }
     }
 
+    /// A mover without a shared ID: operation `id`, of `login` (if any), doing `action`.
+    fn change(secs: i64, id: &str, login: Option<&str>, action: &str, line: u64) -> IdpRecord {
+        let mut record = idp(secs, "", line);
+        record.correlation_id = None;
+        record.operation_id = Some(id.into());
+        record.user_login = login.map(str::to_string);
+        record.action = action.into();
+        record.stage = Stage::Mover;
+        record
+    }
+
+    /// An update without a shared ID of `path` (its last segment the resource id), changing
+    /// `members`.
+    fn written(secs: i64, path: &str, members: Box<[Member]>, line: u64) -> GatewayRecord {
+        let mut record = write(secs, "", line);
+        record.correlation_id = None;
+        record.path = path.into();
+        record.resource_id = path.rsplit('/').next().map(str::to_string);
+        record.write = Some(WriteKind::Update);
+        record.members = members;
+        record
+    }
+
+    /// A joiner that has learned these (id, login) pairs in `wiki`.
+    fn knowing(pairs: &[(&str, &str)]) -> Joiner {
+        let mut joiner = Joiner::new(600, true);
+        for (id, login) in pairs {
+            joiner.directory.learn("wiki", id, login);
+        }
+        joiner
+    }
+
+    /// Each settled operation's ID (`None`: an unattributed write) and its attempts' lines.
+    fn joined(out: &[Joined]) -> Vec<(Option<&str>, Vec<u64>)> {
+        let lines = |j: &Joined| j.attempts.iter().map(|a| a.origin.line).collect();
+        (out.iter())
+            .map(|j| {
+                (
+                    j.idp.first().and_then(|r| r.operation_id.as_deref()),
+                    lines(j),
+                )
+            })
+            .collect()
+    }
+
+    const ADD: &str = "group_membership.add";
+
     /// A membership change (an action naming a group, as Okta's do) joins the group's write
     /// that names its member, by the name learned for the member's id, and never the member's
     /// own write; any other operation takes a group's write only when it targets the group
@@ -1959,63 +2006,42 @@ mod tests {
     /// operation it does not belong to. The same once the pending state is checkpointed.
     #[test]
     fn a_membership_change_joins_the_group_write_naming_its_member() {
-        let operation = |secs: i64, login: Option<&str>, action: &str, line: u64| {
-            let mut record = idp(secs, "", line);
-            record.correlation_id = None;
-            record.operation_id = Some(format!("op-{line}"));
-            record.user_login = login.map(str::to_string);
-            record.action = action.into();
-            record.stage = Stage::Mover;
-            record
-        };
-        let written = |secs: i64, path: &str, members: &[&str], line: u64| {
-            let mut record = write(secs, "", line);
-            record.correlation_id = None;
-            record.path = path.into();
-            record.resource_id = path.rsplit('/').next().map(str::to_string);
-            record.write = Some(WriteKind::Update);
-            record.members = added(members);
-            record
-        };
         for checkpointed in [false, true] {
             let mut joiner = Joiner::new(600, true);
             for (line, (id, name)) in [(1, ("u-1", "amy@x")), (2, ("u-2", "ben@x"))] {
-                let mut create = written(100, "/scim/v2/Users", &[], line);
+                let mut create = written(100, "/scim/v2/Users", added(&[]), line);
                 (create.method, create.status) = (Method::Post, 201);
                 create.write = Some(WriteKind::CreateUser);
                 create.resource_id = Some(id.into());
                 create.user_name = Some(name.into());
                 joiner.push_gateway(create);
             }
-            assert_eq!(
-                settled(&mut joiner, 1901).len(),
-                2,
-                "the creates, unattributed"
-            );
-            joiner.push_idp(operation(2000, Some("amy@x"), "update", 10));
-            joiner.push_idp(operation(2001, Some("AMY@x"), "group_membership.add", 11));
-            joiner.push_idp(operation(2001, Some("ben@x"), "Group_Membership.Add", 12));
-            let mut entra = operation(2003, None, "update", 13);
+            let creates = settled(&mut joiner, 1901);
+            assert_eq!(joined(&creates), [(None, vec![1]), (None, vec![2])]);
+            joiner.push_idp(change(2000, "op-10", Some("amy@x"), "update", 10));
+            joiner.push_idp(change(2001, "op-11", Some("AMY@x"), ADD, 11));
+            joiner.push_idp(change(
+                2001,
+                "op-12",
+                Some("ben@x"),
+                "Group_Membership.Add",
+                12,
+            ));
+            let mut entra = change(2003, "op-13", None, "update", 13);
             entra.target_id = Some("g-9".into());
             joiner.push_idp(entra);
-            joiner.push_gateway(written(2002, "/scim/v2/Users/u-1", &[], 20));
-            joiner.push_gateway(written(2000, "/scim/v2/Groups/g-1", &["u-1"], 21));
-            joiner.push_gateway(written(2001, "/scim/v2/Groups/g-1", &["u-2", "u-404"], 22));
-            joiner.push_gateway(written(2003, "/scim/v2/Groups/g-9", &["u-1"], 23));
+            joiner.push_gateway(written(2002, "/scim/v2/Users/u-1", added(&[]), 20));
+            joiner.push_gateway(written(2000, "/scim/v2/Groups/g-1", added(&["u-1"]), 21));
+            let two = added(&["u-2", "u-404"]);
+            joiner.push_gateway(written(2001, "/scim/v2/Groups/g-1", two, 22));
+            joiner.push_gateway(written(2003, "/scim/v2/Groups/g-9", added(&["u-1"]), 23));
             if checkpointed {
                 let saved = serde_json::to_string(&joiner.snapshot()).unwrap();
                 joiner = Joiner::restore(serde_json::from_str(&saved).unwrap(), 600, true);
             }
             let out = settled(&mut joiner, 9000);
-            let joined: Vec<(Option<&str>, Vec<u64>)> = out
-                .iter()
-                .map(|j| {
-                    let id = j.idp.first().and_then(|r| r.operation_id.as_deref());
-                    (id, j.attempts.iter().map(|a| a.origin.line).collect())
-                })
-                .collect();
             assert_eq!(
-                joined,
+                joined(&out),
                 [
                     (Some("op-10"), vec![20]),
                     (Some("op-11"), vec![21]),
@@ -2033,47 +2059,16 @@ mod tests {
     /// across a checkpoint taken between two shares.
     #[test]
     fn a_write_changing_several_memberships_is_an_attempt_of_each() {
-        let change = |secs: i64, login: &str, line: u64| {
-            let mut record = idp(secs, "", line);
-            record.correlation_id = None;
-            record.operation_id = Some(format!("op-{line}"));
-            record.user_login = Some(login.into());
-            record.action = "application.provision.group_membership.add".into();
-            record.stage = Stage::Mover;
-            record
-        };
-        let group_write = |secs: i64, members: &[&str], line: u64| {
-            let mut record = write(secs, "", line);
-            record.correlation_id = None;
-            record.path = "/scim/v2/Groups/g-1".into();
-            record.resource_id = Some("g-1".into());
-            record.write = Some(WriteKind::Update);
-            record.members = added(members);
-            record
-        };
-        let learned = || {
-            let mut joiner = Joiner::new(600, true);
-            for (id, name) in [("u-1", "amy@x"), ("u-2", "ben@x"), ("u-3", "cy@x")] {
-                joiner.directory.learn("wiki", id, name);
-            }
-            joiner
-        };
-        let joined = |out: &[Joined]| -> Vec<(Option<String>, Vec<u64>)> {
-            (out.iter())
-                .map(|j| {
-                    let id = j.idp.first().and_then(|r| r.operation_id.clone());
-                    (id, j.attempts.iter().map(|a| a.origin.line).collect())
-                })
-                .collect()
-        };
+        let pairs = [("u-1", "amy@x"), ("u-2", "ben@x"), ("u-3", "cy@x")];
+        let group = "/scim/v2/Groups/g-1";
         for checkpointed in [false, true] {
-            let mut joiner = learned();
-            joiner.push_idp(change(2000, "amy@x", 1));
-            joiner.push_idp(change(2500, "ben@x", 2));
+            let mut joiner = knowing(&pairs);
+            joiner.push_idp(change(2000, "op-1", Some("amy@x"), ADD, 1));
+            joiner.push_idp(change(2500, "op-2", Some("ben@x"), ADD, 2));
             // Nearer to amy's change than ben's, and to a later write than cy's own.
-            joiner.push_gateway(group_write(2002, &["u-1", "u-2", "u-404"], 10));
-            joiner.push_idp(change(2003, "cy@x", 3));
-            joiner.push_gateway(group_write(2004, &["u-3"], 11));
+            joiner.push_gateway(written(2002, group, added(&["u-1", "u-2", "u-404"]), 10));
+            joiner.push_idp(change(2003, "op-3", Some("cy@x"), ADD, 3));
+            joiner.push_gateway(written(2004, group, added(&["u-3"]), 11));
             let mut out = settled(&mut joiner, 3300);
             if checkpointed {
                 let saved = serde_json::to_string(&joiner.snapshot()).unwrap();
@@ -2083,19 +2078,19 @@ mod tests {
             assert_eq!(
                 joined(&out),
                 [
-                    (Some("op-1".into()), vec![10]),
-                    (Some("op-3".into()), vec![11]),
-                    (Some("op-2".into()), vec![10]),
+                    (Some("op-1"), vec![10]),
+                    (Some("op-3"), vec![11]),
+                    (Some("op-2"), vec![10]),
                 ],
                 "checkpointed: {checkpointed}"
             );
         }
         // Only amy's change was logged: ben's share waits out the pool and goes quietly.
-        let mut joiner = learned();
-        joiner.push_idp(change(2000, "amy@x", 1));
-        joiner.push_gateway(group_write(2002, &["u-1", "u-2"], 10));
+        let mut joiner = knowing(&pairs);
+        joiner.push_idp(change(2000, "op-1", Some("amy@x"), ADD, 1));
+        joiner.push_gateway(written(2002, group, added(&["u-1", "u-2"]), 10));
         let out = settled(&mut joiner, 9000);
-        assert_eq!(joined(&out), [(Some("op-1".into()), vec![10])]);
+        assert_eq!(joined(&out), [(Some("op-1"), vec![10])]);
         assert_eq!(joiner.pending(), 0);
     }
 
@@ -2103,47 +2098,34 @@ mod tests {
     /// what its action says, whichever is nearer in time; a replaced list goes with either.
     #[test]
     fn a_membership_change_takes_the_write_doing_what_its_action_names() {
-        let change = |secs: i64, action: &str, line: u64| {
-            let mut record = idp(secs, "", line);
-            record.correlation_id = None;
-            record.operation_id = Some(format!("op-{line}"));
-            record.user_login = Some("amy@x".into());
-            record.action = action.into();
-            record.stage = Stage::Mover;
-            record
+        let amy = |secs: i64, action: &str, line: u64| {
+            change(secs, &format!("op-{line}"), Some("amy@x"), action, line)
         };
         let group_write = |secs: i64, group: &str, change: MemberChange, line: u64| {
-            let mut record = write(secs, "", line);
-            record.correlation_id = None;
-            record.path = format!("/scim/v2/Groups/{group}");
-            record.resource_id = Some(group.into());
-            record.write = Some(WriteKind::Update);
-            record.members = Box::new([Member {
+            let member = Member {
                 id: "u-1".into(),
                 change,
-            }]);
-            record
+            };
+            written(
+                secs,
+                &format!("/scim/v2/Groups/{group}"),
+                Box::new([member]),
+                line,
+            )
         };
-        let mut joiner = Joiner::new(600, true);
-        joiner.directory.learn("wiki", "u-1", "amy@x");
-        joiner.push_idp(change(2000, "group_membership.remove", 1));
-        joiner.push_idp(change(2001, "group_membership.add", 2));
-        joiner.push_idp(change(2100, "Add user to group", 3));
-        joiner.push_idp(change(2200, "group_push.push_memberships", 4));
+        let mut joiner = knowing(&[("u-1", "amy@x")]);
+        joiner.push_idp(amy(2000, "group_membership.remove", 1));
+        joiner.push_idp(amy(2001, ADD, 2));
+        joiner.push_idp(amy(2100, "Add user to group", 3));
+        joiner.push_idp(amy(2200, "group_push.push_memberships", 4));
         // The removal is nearer the add op's time, the addition nearer the remove op's.
         joiner.push_gateway(group_write(2001, "g-sales", MemberChange::Remove, 10));
         joiner.push_gateway(group_write(2000, "g-eng", MemberChange::Add, 11));
         joiner.push_gateway(group_write(2101, "g-ops", MemberChange::Add, 12));
         joiner.push_gateway(group_write(2201, "g-all", MemberChange::Set, 13));
         let out = settled(&mut joiner, 9000);
-        let joined: Vec<(Option<&str>, Vec<u64>)> = (out.iter())
-            .map(|j| {
-                let id = j.idp.first().and_then(|r| r.operation_id.as_deref());
-                (id, j.attempts.iter().map(|a| a.origin.line).collect())
-            })
-            .collect();
         assert_eq!(
-            joined,
+            joined(&out),
             [
                 (Some("op-1"), vec![10]),
                 (Some("op-2"), vec![11]),
@@ -2165,196 +2147,110 @@ mod tests {
 
     /// From helper-38's review: a member's name learned only after the group's write (its
     /// profile push logged later) still joins; a transaction logging a profile push and a
-    /// membership change takes both writes; and only movers are membership changes (a
-    /// leaver whose action names a group takes its `/Users` disable).
+    /// membership change, in either order, takes both writes; and only movers are membership
+    /// changes (a leaver whose action names a group takes its `/Users` disable).
     #[test]
     fn membership_joins_do_not_depend_on_order_or_a_transactions_first_record() {
-        let operation = |secs: i64, id: &str, action: &str, stage: Stage, line: u64| {
-            let mut record = idp(secs, "", line);
-            record.correlation_id = None;
-            record.operation_id = Some(id.into());
-            record.user_login = Some("amy@x".into());
-            record.action = action.into();
-            record.stage = stage;
+        let amy = |secs: i64, id: &str, action: &str, line: u64| {
+            change(secs, id, Some("amy@x"), action, line)
+        };
+        let put = |secs: i64, line: u64| {
+            let mut record = written(secs, "/scim/v2/Users/u-1", added(&[]), line);
+            record.user_name = Some("amy@x".into());
             record
         };
-        let written = |secs: i64, path: &str, line: u64| {
-            let mut record = write(secs, "", line);
-            record.correlation_id = None;
-            record.path = path.into();
-            record.resource_id = path.rsplit('/').next().map(str::to_string);
-            record.write = Some(WriteKind::Update);
-            if path.contains("Groups") {
-                record.members = added(&["u-1"]);
-            } else {
-                record.user_name = Some("amy@x".into());
-            }
-            record
-        };
-        let joined = |out: &[Joined]| -> Vec<(Option<String>, Vec<u64>)> {
-            (out.iter())
-                .map(|j| {
-                    let id = j.idp.first().and_then(|r| r.operation_id.clone());
-                    (id, j.attempts.iter().map(|a| a.origin.line).collect())
-                })
-                .collect()
-        };
+        let patch =
+            |secs: i64, line: u64| written(secs, "/scim/v2/Groups/g-1", added(&["u-1"]), line);
         // The group's PATCH arrives before anything says u-1 is amy; her PUT says so after.
         let mut joiner = Joiner::new(600, true);
-        joiner.push_idp(operation(
-            2000,
-            "op-add",
-            "group_membership.add",
-            Stage::Mover,
-            1,
-        ));
-        joiner.push_gateway(written(2001, "/scim/v2/Groups/g-1", 10));
-        joiner.push_idp(operation(2002, "op-put", "push_profile", Stage::Mover, 2));
-        joiner.push_gateway(written(2003, "/scim/v2/Users/u-1", 11));
+        joiner.push_idp(amy(2000, "op-add", ADD, 1));
+        joiner.push_gateway(patch(2001, 10));
+        joiner.push_idp(amy(2002, "op-put", "push_profile", 2));
+        joiner.push_gateway(put(2003, 11));
         let out = settled(&mut joiner, 9000);
         assert_eq!(
             joined(&out),
-            [
-                (Some("op-add".into()), vec![10]),
-                (Some("op-put".into()), vec![11])
-            ]
+            [(Some("op-add"), vec![10]), (Some("op-put"), vec![11])]
         );
-        // One transaction: its profile push first, its membership change second.
-        let mut joiner = Joiner::new(600, true);
-        joiner.directory.learn("wiki", "u-1", "amy@x");
-        joiner.push_idp(operation(2000, "tx", "push_profile", Stage::Mover, 1));
-        joiner.push_idp(operation(
-            2000,
-            "tx",
-            "group_membership.add",
-            Stage::Mover,
-            2,
-        ));
-        joiner.push_gateway(written(2001, "/scim/v2/Users/u-1", 10));
-        joiner.push_gateway(written(2002, "/scim/v2/Groups/g-1", 11));
-        let out = settled(&mut joiner, 9000);
-        assert_eq!(joined(&out), [(Some("tx".into()), vec![10, 11])]);
-        // The membership change logged first: the profile push, a mover too, takes the PUT.
-        let mut joiner = Joiner::new(600, true);
-        joiner.directory.learn("wiki", "u-1", "amy@x");
-        let add = "group_membership.add";
-        joiner.push_idp(operation(2000, "tx", add, Stage::Mover, 1));
-        joiner.push_idp(operation(2000, "tx", "push_profile", Stage::Mover, 2));
-        joiner.push_gateway(written(2001, "/scim/v2/Users/u-1", 10));
-        joiner.push_gateway(written(2002, "/scim/v2/Groups/g-1", 11));
-        let out = settled(&mut joiner, 9000);
-        assert_eq!(joined(&out), [(Some("tx".into()), vec![10, 11])]);
+        // One transaction: its profile push and its membership change, in either order.
+        for actions in [["push_profile", ADD], [ADD, "push_profile"]] {
+            let mut joiner = knowing(&[("u-1", "amy@x")]);
+            joiner.push_idp(amy(2000, "tx", actions[0], 1));
+            joiner.push_idp(amy(2000, "tx", actions[1], 2));
+            joiner.push_gateway(put(2001, 10));
+            joiner.push_gateway(patch(2002, 11));
+            let out = settled(&mut joiner, 9000);
+            assert_eq!(joined(&out), [(Some("tx"), vec![10, 11])], "{actions:?}");
+        }
         // A leaver named after a group is no membership change.
-        let mut joiner = Joiner::new(600, true);
-        joiner.directory.learn("wiki", "u-1", "amy@x");
-        joiner.push_idp(operation(
-            2000,
-            "off",
-            "remove_from_groups_and_disable",
-            Stage::Leaver,
-            1,
-        ));
-        let mut disable = written(2001, "/scim/v2/Users/u-1", 10);
+        let mut joiner = knowing(&[("u-1", "amy@x")]);
+        let mut leaver = amy(2000, "off", "remove_from_groups_and_disable", 1);
+        leaver.stage = Stage::Leaver;
+        joiner.push_idp(leaver);
+        let mut disable = put(2001, 10);
         disable.write = Some(WriteKind::Disable);
         joiner.push_gateway(disable);
         let out = settled(&mut joiner, 9000);
-        assert_eq!(joined(&out), [(Some("off".into()), vec![10])]);
+        assert_eq!(joined(&out), [(Some("off"), vec![10])]);
     }
 
     /// From helper-39's review: the claimer and its competitors judged alike. An operation
     /// with no app finds no id learned in an app, so it neither takes a group's write nor
     /// keeps a nearer one with an app from it; a transaction changing two members loses only
     /// the member a nearer change wants; and a transaction found by its target's id still
-    /// takes its share of a group's write.
+    /// takes its share of a group's write. From helper-40's: each record claims by its own
+    /// login.
     #[test]
     fn claims_on_a_group_write_are_judged_alike_and_member_by_member() {
-        let change = |secs: i64, login: &str, id: &str, line: u64| {
-            let mut record = idp(secs, "", line);
-            record.correlation_id = None;
-            record.operation_id = Some(id.into());
-            record.user_login = Some(login.into());
-            record.action = "group_membership.add".into();
-            record.stage = Stage::Mover;
-            record
-        };
-        let group_write = |secs: i64, members: &[&str], line: u64| {
-            let mut record = write(secs, "", line);
-            record.correlation_id = None;
-            record.path = "/scim/v2/Groups/g-1".into();
-            record.resource_id = Some("g-1".into());
-            record.write = Some(WriteKind::Update);
-            record.members = added(members);
-            record
-        };
-        let learned = || {
-            let mut joiner = Joiner::new(600, true);
-            joiner.directory.learn("wiki", "u-1", "amy@x");
-            joiner.directory.learn("wiki", "u-2", "ben@x");
-            joiner
-        };
-        let joined = |out: &[Joined]| -> Vec<(Option<String>, Vec<u64>)> {
-            (out.iter())
-                .map(|j| {
-                    let id = j.idp.first().and_then(|r| r.operation_id.clone());
-                    (id, j.attempts.iter().map(|a| a.origin.line).collect())
-                })
-                .collect()
-        };
+        let pairs = [("u-1", "amy@x"), ("u-2", "ben@x")];
+        let group = "/scim/v2/Groups/g-1";
         // b settles first, with the app-less a still pending and nearer.
-        let mut joiner = learned();
-        joiner.push_idp(change(2000, "amy@x", "b", 1));
-        let mut appless = change(2010, "amy@x", "a", 2);
+        let mut joiner = knowing(&pairs);
+        joiner.push_idp(change(2000, "b", Some("amy@x"), ADD, 1));
+        let mut appless = change(2010, "a", Some("amy@x"), ADD, 2);
         appless.app = None;
         joiner.push_idp(appless);
-        joiner.push_gateway(group_write(2009, &["u-1"], 10));
+        joiner.push_gateway(written(2009, group, added(&["u-1"]), 10));
         let out = settled(&mut joiner, 9000);
-        assert_eq!(
-            joined(&out),
-            [(Some("b".into()), vec![10]), (Some("a".into()), vec![])]
-        );
+        assert_eq!(joined(&out), [(Some("b"), vec![10]), (Some("a"), vec![])]);
         // x changes amy and ben (one transaction); y, nearer, changes ben.
-        let mut joiner = learned();
-        joiner.push_idp(change(2000, "amy@x", "x", 1));
-        joiner.push_idp(change(2000, "ben@x", "x", 2));
-        joiner.push_idp(change(2003, "ben@x", "y", 3));
-        joiner.push_gateway(group_write(2002, &["u-1", "u-2"], 10));
+        let mut joiner = knowing(&pairs);
+        joiner.push_idp(change(2000, "x", Some("amy@x"), ADD, 1));
+        joiner.push_idp(change(2000, "x", Some("ben@x"), ADD, 2));
+        joiner.push_idp(change(2003, "y", Some("ben@x"), ADD, 3));
+        joiner.push_gateway(written(2002, group, added(&["u-1", "u-2"]), 10));
         let out = settled(&mut joiner, 9000);
-        assert_eq!(
-            joined(&out),
-            [(Some("x".into()), vec![10]), (Some("y".into()), vec![10])]
-        );
+        assert_eq!(joined(&out), [(Some("x"), vec![10]), (Some("y"), vec![10])]);
         assert_eq!(joiner.pending(), 0);
         // A transaction whose records name their target: its PUT by the id, its group write
         // by the member.
-        let mut joiner = learned();
-        let mut push = change(2000, "amy@x", "tx", 1);
-        push.action = "push_profile".into();
+        let mut joiner = knowing(&pairs);
+        let mut push = change(2000, "tx", Some("amy@x"), "push_profile", 1);
         push.target_id = Some("u-1".into());
-        let mut added_to = change(2000, "amy@x", "tx", 2);
+        let mut added_to = change(2000, "tx", Some("amy@x"), ADD, 2);
         added_to.target_id = Some("u-1".into());
         joiner.push_idp(push);
         joiner.push_idp(added_to);
-        let mut put = write(2001, "", 10);
-        (put.correlation_id, put.write) = (None, Some(WriteKind::Update));
-        joiner.push_gateway(put);
-        joiner.push_gateway(group_write(2002, &["u-1"], 11));
+        joiner.push_gateway(written(2001, "/scim/v2/Users/u-1", added(&[]), 10));
+        joiner.push_gateway(written(2002, group, added(&["u-1"]), 11));
         let out = settled(&mut joiner, 9000);
-        assert_eq!(joined(&out), [(Some("tx".into()), vec![10, 11])]);
+        assert_eq!(joined(&out), [(Some("tx"), vec![10, 11])]);
         assert_eq!(out[0].join_method, JoinMethod::ResourceId);
-        // helper-40: each record claims by its own login. x removes amy and adds ben; z adds
-        // amy; the write adds amy: z's, though x is nearer and settles first.
-        let mut joiner = learned();
-        let mut removal = change(1000, "amy@x", "x", 1);
-        removal.action = "group_membership.remove".into();
-        joiner.push_idp(removal);
-        joiner.push_idp(change(1000, "ben@x", "x", 2));
-        joiner.push_idp(change(1008, "amy@x", "z", 3));
-        joiner.push_gateway(group_write(1002, &["u-1"], 10));
+        // x removes amy and adds ben; z adds amy; the write adds amy: z's, though x is nearer
+        // and settles first.
+        let mut joiner = knowing(&pairs);
+        joiner.push_idp(change(
+            1000,
+            "x",
+            Some("amy@x"),
+            "group_membership.remove",
+            1,
+        ));
+        joiner.push_idp(change(1000, "x", Some("ben@x"), ADD, 2));
+        joiner.push_idp(change(1008, "z", Some("amy@x"), ADD, 3));
+        joiner.push_gateway(written(1002, group, added(&["u-1"]), 10));
         let out = settled(&mut joiner, 9000);
-        assert_eq!(
-            joined(&out),
-            [(Some("x".into()), vec![]), (Some("z".into()), vec![10])]
-        );
+        assert_eq!(joined(&out), [(Some("x"), vec![]), (Some("z"), vec![10])]);
     }
 
     #[test]
