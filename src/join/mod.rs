@@ -1975,7 +1975,7 @@ mod tests {
         record
     }
 
-    /// A joiner that has learned these (id, login) pairs in `wiki`.
+    /// A [`Joiner`] whose directory has these (id, login) pairs in `wiki`.
     fn knowing(pairs: &[(&str, &str)]) -> Joiner {
         let mut joiner = Joiner::new(600, true);
         for (id, login) in pairs {
@@ -2251,6 +2251,31 @@ mod tests {
         joiner.push_gateway(written(1002, group, added(&["u-1"]), 10));
         let out = settled(&mut joiner, 9000);
         assert_eq!(joined(&out), [(Some("x"), vec![]), (Some("z"), vec![10])]);
+        // helper-40: a membership change whose target is the group takes its member's share
+        // first, not the whole write: ben's change still takes his.
+        let mut joiner = knowing(&pairs);
+        let mut amy = change(2000, "amy", Some("amy@x"), ADD, 1);
+        amy.target_id = Some("g-1".into());
+        joiner.push_idp(amy);
+        joiner.push_idp(change(2500, "ben", Some("ben@x"), ADD, 2));
+        joiner.push_gateway(written(2001, group, added(&["u-1", "u-2"]), 10));
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(
+            joined(&out),
+            [(Some("amy"), vec![10]), (Some("ben"), vec![10])]
+        );
+        // A whole write only by a record of the stage the operation is judged by: a joiner's
+        // transaction with a profile push in it takes no update, as before group writes.
+        let mut joiner = knowing(&pairs);
+        let mut created = change(2000, "tx", Some("amy@x"), "user.push", 1);
+        created.stage = Stage::Joiner;
+        joiner.push_idp(created);
+        joiner.push_idp(change(2000, "tx", Some("amy@x"), "push_profile", 2));
+        let mut put = written(2001, "/scim/v2/Users/u-1", added(&[]), 10);
+        put.user_name = Some("amy@x".into());
+        joiner.push_gateway(put);
+        let out = settled(&mut joiner, 9000);
+        assert_eq!(joined(&out), [(Some("tx"), vec![]), (None, vec![10])]);
     }
 
     #[test]
