@@ -197,13 +197,16 @@ impl<'a> Picked<'a> {
     /// The member ids a group write's body names ([`scim::group_members`]), from the body's
     /// text however it was logged.
     pub fn group_members(&self) -> Box<[crate::model::Member]> {
+        // Checked once, on the text as logged: an escaped body is unescaped only if it may.
         let members = match self.get(Field::Body) {
             Some(Value::Escaped(raw)) if !scim::may_name_members(raw) => None,
             Some(Value::Escaped(raw)) => json::unescaped(raw)
                 .as_deref()
                 .and_then(present)
                 .map(scim::group_members),
-            _ => self.text(Field::Body).map(scim::group_members),
+            _ => (self.text(Field::Body))
+                .filter(|text| scim::may_name_members(text))
+                .map(scim::group_members),
         };
         members.unwrap_or_default().into_boxed_slice()
     }

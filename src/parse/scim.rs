@@ -740,12 +740,9 @@ pub fn user_name_of(
 /// whose `path` is `members` (add, remove or replace), each `value eq "…"` of a
 /// `members[…]` filter (Okta's and Entra's remove), a `members` list in a path-less
 /// operation's `value` object, and a PUT's whole `members` list; each with what the
-/// operation's `op` does to it. Each id once, in first-seen order. Read with serde's tree, and
-/// only when the text may name `members`.
+/// operation's `op` does to it. Each id once, in first-seen order. Read with serde's tree: ask
+/// [`may_name_members`] first, on the text as logged.
 pub fn group_members(body: &str) -> Vec<Member> {
-    if !may_name_members(body) {
-        return Vec::new();
-    }
     let Some(Value::Object(body)) = parse_body(body) else {
         return Vec::new();
     };
