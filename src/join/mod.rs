@@ -1206,12 +1206,13 @@ impl Joiner {
             by_user,
         } = self.pool_candidates(&operation.idp);
         let rank = (first.time, own_key);
-        // Each record's users' ids as a competitor's are found: by its login, in its app.
-        let ids: Vec<Vec<String>> = (operation.idp.iter())
+        // Each record's app and login, folded: its users' ids are found as a competitor's are,
+        // by its login in its app (looked up only for a group's write).
+        let folded: Vec<(String, String)> = (operation.idp.iter())
             .map(|record| {
                 let app = record.app.as_deref().map(lower).unwrap_or_default();
                 let login = record.user_login.as_deref().map(lower).unwrap_or_default();
-                self.ids_of(&app, &login).map(str::to_string).collect()
+                (app, login)
             })
             .collect();
         // The best key that finds a write is the join method; a membership change found by
@@ -1239,9 +1240,8 @@ impl Joiner {
                 // action.
                 let mut whole = false;
                 let mut members: BTreeSet<String> = BTreeSet::new();
-                for (index, record) in operation.idp.iter().enumerate() {
-                    let ours = ids[index].iter().map(String::as_str);
-                    match claim_of(record, ours, entry) {
+                for (record, (app, login)) in operation.idp.iter().zip(&folded) {
+                    match claim_of(record, self.ids_of(app, login), entry) {
                         Some(Claim::Whole) => whole |= record.stage == first.stage,
                         Some(Claim::Members(ids)) => members.extend(ids),
                         None => {}
