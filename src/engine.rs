@@ -1184,7 +1184,7 @@ mod tests {
         .request(1200, "alice@x")
         .request(1250, "Alice.Smith@x")
         // A delete under the new login after the disable opens no second episode
-        // (clarification 15); a rehire under it ends its post-disable interval.
+        // (clarification 15); a rehire under it ends the post-disable intervals of both.
         .idp_naming(
             1300,
             "c4",
@@ -1204,6 +1204,7 @@ mod tests {
         )
         .gateway(1401, "c5", WriteKind::CreateUser, 201)
         .request(1500, "alice.smith@x")
+        .request(1550, "alice@x")
         .finish();
         let episodes = s.episodes();
         assert_eq!(episodes.len(), 1, "{episodes:?}");
@@ -1222,6 +1223,123 @@ mod tests {
             })
             .collect();
         assert_eq!(after, [(at(1200), "alice@x"), (at(1250), "alice.smith@x")]);
+    }
+
+    /// A user renamed after their account was disabled keeps the account's closure: a delete
+    /// under the new login opens no second episode (clarification 15), a request under it
+    /// is post-disable activity, a joiner under it is the rehire (for both logins), and the
+    /// leave after that opens an episode. Also across a checkpoint taken after the rename.
+    /// It was two episodes, the second timed from the delete.
+    #[test]
+    fn a_user_renamed_after_the_disable_keeps_the_account_s_closure() {
+        let leaver = |s: &mut Scenario, secs, cid, login| {
+            s.idp_naming(
+                secs,
+                cid,
+                Stage::Leaver,
+                Some(login),
+                Some("u-102"),
+                Some(IdpStatus::Success),
+            )
+            .gateway(secs + 1, cid, WriteKind::Disable, 200);
+        };
+        let feed = |s: &mut Scenario| {
+            leaver(s, 0, "c1", "carl@x");
+            s.idp_naming(
+                300,
+                "c2",
+                Stage::Mover,
+                Some("zz-carl@x"),
+                Some("u-102"),
+                Some(IdpStatus::Success),
+            )
+            .gateway(301, "c2", WriteKind::Update, 200);
+            s.engine.advance(at(1700));
+            s.outputs.extend(s.engine.drain());
+        };
+        let rest = |s: &mut Scenario| {
+            leaver(s, 1800, "c3", "zz-carl@x");
+            s.request(2500, "Zz-Carl@x").request(2550, "carl@x");
+            s.idp_naming(
+                3000,
+                "c4",
+                Stage::Joiner,
+                Some("zz-carl@x"),
+                Some("u-102"),
+                Some(IdpStatus::Success),
+            )
+            .gateway(3001, "c4", WriteKind::CreateUser, 201)
+            .request(3100, "zz-carl@x")
+            .request(3150, "carl@x");
+            leaver(s, 4000, "c5", "zz-carl@x");
+            s.finish();
+        };
+        let mut whole = Scenario::new();
+        feed(&mut whole);
+        rest(&mut whole);
+        let ended: Vec<_> = (whole.episodes().iter())
+            .map(|e| {
+                (
+                    e.user_login.as_deref().unwrap(),
+                    e.initiated_at,
+                    e.disabled_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ended,
+            [
+                ("carl@x", at(0), Some(at(1))),
+                ("zz-carl@x", at(4000), Some(at(4001)))
+            ]
+        );
+        let after: Vec<_> = (whole.outputs.iter())
+            .filter_map(|o| match o {
+                Output::PostDisable(p) => Some((p.time, p.user.as_str(), p.disabled_at)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            after,
+            [(at(2500), "zz-carl@x", at(1)), (at(2550), "carl@x", at(1))]
+        );
+        let mut restored = Scenario::new();
+        feed(&mut restored);
+        let json = serde_json::to_string(&restored.engine.snapshot()).unwrap();
+        restored.engine =
+            Engine::restore(serde_json::from_str(&json).unwrap(), Scenario::settings());
+        rest(&mut restored);
+        assert_eq!(whole.outputs, restored.outputs);
+    }
+
+    /// A joiner under the login a user was renamed to while leaving cancels the episode open
+    /// under the old login, as a joiner under the same login does (clarification 15).
+    #[test]
+    fn a_joiner_under_a_new_login_cancels_the_episode_open_under_the_old() {
+        let mut s = Scenario::new();
+        s.idp_naming(
+            0,
+            "c1",
+            Stage::Leaver,
+            Some("alice@x"),
+            Some("u-100"),
+            Some(IdpStatus::Failure),
+        )
+        .gateway(1, "c1", WriteKind::Disable, 503)
+        .idp_naming(
+            100,
+            "c2",
+            Stage::Joiner,
+            Some("alice.smith@x"),
+            Some("u-100"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(101, "c2", WriteKind::CreateUser, 201)
+        .finish();
+        let ended: Vec<_> = (s.episodes().iter())
+            .map(|e| (e.user_login.as_deref().unwrap(), e.state))
+            .collect();
+        assert_eq!(ended, [("alice@x", crate::judge::EpisodeState::Cancelled)]);
     }
 
     /// Two open episodes of one app under one user id (an app trigger naming another login

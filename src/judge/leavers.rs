@@ -506,6 +506,13 @@ pub struct Episodes {
     /// Disabled intervals by lowercased login, for post-disable activity.
     disabled: FastMap<String, Vec<Disabled>>,
     open: OpenIndex,
+    /// A hash of (app, folded user id) → the user key of the pair last disabled for that
+    /// account ([`Episodes::closed_by_id`]): a user renamed after their account was disabled
+    /// keeps the id, so a leaver operation under the new login (a delete) is the same
+    /// account's and opens no episode (clarification 15), and a joiner under it is the
+    /// rehire. Hashed, as [`OpenIndex::ids`]; a hit is checked against the pair. Not in
+    /// checkpoints: rebuilt from the pairs.
+    closed_ids: FastMap<u64, String>,
 }
 
 /// The open episodes. `keys`: the pairs whose episode is open and whose disable has not been
@@ -534,6 +541,21 @@ impl OpenIndex {
 
     fn id_hash(&self, app: &str, id: &str) -> u64 {
         self.hasher.hash_one((app, fold_case(id).as_ref()))
+    }
+
+    /// The account `keys` (an operation's, [`user_keys`]) names by id, if any.
+    fn account<'a>(
+        &self,
+        app: &str,
+        keys: &'a UserKeys<'_>,
+        user_id: Option<&str>,
+    ) -> Option<Account<'a>> {
+        user_id?;
+        let id: &str = keys.last()?;
+        Some(Account {
+            id,
+            hash: self.hasher.hash_one((app, id)),
+        })
     }
 
     /// Indexes the episode's user id, once it has one.
@@ -649,6 +671,14 @@ impl<'a> std::ops::Deref for UserKeys<'a> {
     }
 }
 
+/// A user id, folded, with its hash in an app ([`OpenIndex::id_hash`]): looked up in the
+/// indexes by id once an operation's, for every one of them.
+#[derive(Clone, Copy)]
+struct Account<'a> {
+    id: &'a str,
+    hash: u64,
+}
+
 /// An (app, user) pair's key, borrowed: hashes as the owned `(String, String)` does, so a
 /// pair is looked up without building its key.
 struct PairRef<'a>(&'a str, &'a str);
@@ -673,6 +703,7 @@ impl Episodes {
             user_triggers: FastMap::default(),
             disabled: FastMap::default(),
             open: OpenIndex::default(),
+            closed_ids: FastMap::default(),
         }
     }
 
@@ -703,13 +734,16 @@ impl Episodes {
                 open.note_id(key, episode);
             }
         }
-        Episodes {
+        let mut episodes = Episodes {
             policy,
             pairs: state.pairs.into_iter().collect(),
             user_triggers: state.user_triggers.into_iter().collect(),
             disabled: state.disabled.into_iter().collect(),
             open,
-        }
+            closed_ids: FastMap::default(),
+        };
+        episodes.index_closed();
+        episodes
     }
 
     /// Takes up an episode an earlier run left open (`replay --append`): it stays open under
@@ -738,7 +772,7 @@ impl Episodes {
         let Some(pair_key) = self.pair_key(&closed.app, &keys) else {
             return;
         };
-        let pair = self.pairs.entry(pair_key).or_default();
+        let pair = self.pairs.entry(pair_key.clone()).or_default();
         if pair.open.is_some() || pair.last_closed_at >= Some(closed.disabled_at) {
             return;
         }
@@ -746,7 +780,9 @@ impl Episodes {
         pair.rehired_since_close = closed.rehired_at.is_some();
         // Not the row's user id: it may be a trigger's. Unknown, the next leaver operation
         // under the login opens no episode, as before accounts were told apart.
-        pair.closed_user_id = None;
+        if let Some(id) = pair.closed_user_id.take() {
+            self.forget_closed(&pair_key, &id);
+        }
         if let Some(login) = &closed.user_login {
             crate::model::push_small(
                 self.disabled.entry(key_of(login)).or_default(),
@@ -815,14 +851,136 @@ impl Episodes {
             }
         }
         assert_eq!(ids, self.open.ids);
+        // The index of closed pairs by id is the one a restore builds, but for entries no
+        // longer naming a closed pair (checked at every lookup).
+        let mut rebuilt = Episodes::new(self.policy.clone());
+        rebuilt.open.hasher = self.open.hasher.clone();
+        rebuilt.pairs = self.pairs.clone();
+        rebuilt.index_closed();
+        let mut live = self.closed_ids.clone();
+        live.retain(|hash, user| {
+            (self.pairs.iter()).any(|(key, pair)| {
+                key.1 == *user
+                    && pair.last_closed_at.is_some()
+                    && (pair.closed_user_id.as_deref())
+                        .is_some_and(|id| self.open.id_hash(&key.0, id) == *hash)
+            })
+        });
+        assert_eq!(live, rebuilt.closed_ids);
     }
 
     /// The key of the pair of `app` whose open episode has the user id `id`, if any.
-    fn open_by_id(&self, app: &str, id: &str) -> Option<(String, String)> {
-        let (user, _) = self.open.ids.get(&self.open.id_hash(app, id))?;
+    fn open_by_id(&self, app: &str, account: Account<'_>) -> Option<(String, String)> {
+        if self.open.ids.is_empty() {
+            return None;
+        }
+        let (user, _) = self.open.ids.get(&account.hash)?;
         let pair = self.pairs.get(&PairRef(app, user))?;
         let known = pair.open.as_ref()?.user_id.as_deref()?;
-        (fold_case(known) == fold_case(id)).then(|| (app.to_string(), user.clone()))
+        (fold_case(known) == account.id).then(|| (app.to_string(), user.clone()))
+    }
+
+    /// Builds the index of closed pairs by id from the pairs (a restore).
+    fn index_closed(&mut self) {
+        self.closed_ids.clear();
+        let closed: Vec<(String, String)> = (self.pairs.iter())
+            .filter(|(_, pair)| pair.last_closed_at.is_some() && pair.closed_user_id.is_some())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &closed {
+            if let Some(id) = self
+                .pairs
+                .get(key)
+                .and_then(|p| p.closed_user_id.as_deref())
+            {
+                let hash = self.open.id_hash(&key.0, id);
+                self.note_closed(key, hash);
+            }
+        }
+    }
+
+    /// Indexes the pair `key` by the account its last closure disabled. Of two pairs of an
+    /// app closed for one account (the logins before and after a rename), the entry names
+    /// the one closed last, then the smallest key, whatever the order they closed in (a
+    /// restored run finds the one a live run does).
+    fn note_closed(&mut self, key: &(String, String), hash: u64) {
+        let slot = match self.closed_ids.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(key.1.clone()); // the usual case: the account's first closure
+                return;
+            }
+            std::collections::hash_map::Entry::Occupied(slot) => slot.get().clone(),
+        };
+        let Some(id) = (self.pairs.get(key)).and_then(|pair| pair.closed_user_id.clone()) else {
+            return;
+        };
+        let Some(rank) = self.closed_rank(&key.0, &key.1, &id) else {
+            return;
+        };
+        if self
+            .closed_rank(&key.0, &slot, &id)
+            .is_none_or(|known| known < rank)
+        {
+            self.closed_ids.insert(hash, key.1.clone());
+        }
+    }
+
+    /// The pair `key` no longer closed for the account `id` (a joiner cancelled its episode
+    /// and the closure before it): the index names the next pair by the same order.
+    fn forget_closed(&mut self, key: &(String, String), id: &str) {
+        let hash = self.open.id_hash(&key.0, id);
+        if self.closed_ids.get(&hash) != Some(&key.1) {
+            return;
+        }
+        self.closed_ids.remove(&hash);
+        // Rare (a leave, a rehire, a leave cancelled): every pair of the app is looked at.
+        let next = (self.pairs.keys())
+            .filter(|other| other.0 == key.0)
+            .filter_map(|other| Some((self.closed_rank(&other.0, &other.1, id)?, &other.1)))
+            .max()
+            .map(|(_, user)| user.clone());
+        if let Some(user) = next {
+            self.closed_ids.insert(hash, user);
+        }
+    }
+
+    /// How the pair `(app, user)` ranks in the index by id for the account `id`, when its last
+    /// closure disabled that account: the later closure first, then the smaller key.
+    fn closed_rank<'a>(
+        &self,
+        app: &str,
+        user: &'a str,
+        id: &str,
+    ) -> Option<(Ts, std::cmp::Reverse<&'a str>)> {
+        let pair = self.pairs.get(&PairRef(app, user))?;
+        let closed = pair.closed_user_id.as_deref()?;
+        if fold_case(closed) != fold_case(id) {
+            return None;
+        }
+        Some((pair.last_closed_at?, std::cmp::Reverse(user)))
+    }
+
+    /// The key of the pair of `app` whose last closure disabled the account `id`, with no
+    /// rehire since and nothing open, when its user key is not `user`: the user was renamed
+    /// after the disable.
+    fn closed_by_id(
+        &self,
+        app: &str,
+        account: Account<'_>,
+        user: &str,
+    ) -> Option<(String, String)> {
+        if self.closed_ids.is_empty() {
+            return None;
+        }
+        let found = self.closed_ids.get(&account.hash)?;
+        if found == user {
+            return None;
+        }
+        let pair = self.pairs.get(&PairRef(app, found))?;
+        let closed = pair.closed_user_id.as_deref()?;
+        let same = fold_case(closed) == account.id;
+        (same && pair.open.is_none() && pair.disabled_for(Some(account.id)))
+            .then(|| (app.to_string(), found.clone()))
     }
 
     /// Every open episode, in (initiated_at, app, user) order.
@@ -1040,16 +1198,27 @@ impl Episodes {
                 .iter()
                 .any(|key| self.pairs.contains_key(&PairRef(app, key)))
         {
+            // Unless the user was renamed since leaving: the joiner under the new login
+            // cancels the episode open under the old one, or is the rehire of its account.
+            let account = self.open.account(app, &keys, op.user_id());
+            if let (Some(account), Some(user)) = (account, keys.first()) {
+                if let Some(pair_key) = (self.open_by_id(app, account))
+                    .or_else(|| self.closed_by_id(app, account, user))
+                {
+                    self.on_joiner(&pair_key, Some(account), op, out);
+                }
+            }
             return false;
         }
         let Some(pair_key) = self.pair_key(app, &keys) else {
             return false;
         };
+        let account = self.open.account(app, &keys, op.user_id());
         match op.stage {
-            Stage::Joiner => self.on_joiner(&pair_key, op, out),
+            Stage::Joiner => self.on_joiner(&pair_key, account, op, out),
             Stage::Leaver => {
-                let pair_key = self.renamed(&pair_key, op.user_id()).unwrap_or(pair_key);
-                return self.on_leaver(&pair_key, &keys, op);
+                let pair_key = self.renamed(&pair_key, account).unwrap_or(pair_key);
+                return self.on_leaver(&pair_key, &keys, account, op);
             }
             Stage::Mover => {}
         }
@@ -1062,9 +1231,9 @@ impl Episodes {
     fn renamed(
         &self,
         pair_key: &(String, String),
-        user_id: Option<&str>,
+        account: Option<Account<'_>>,
     ) -> Option<(String, String)> {
-        let id = user_id?;
+        let account = account?;
         if self.open.ids.is_empty()
             || self
                 .pairs
@@ -1073,31 +1242,94 @@ impl Episodes {
         {
             return None;
         }
-        self.open_by_id(&pair_key.0, id)
+        self.open_by_id(&pair_key.0, account)
             .filter(|found| found.1 != pair_key.1)
+    }
+
+    /// The pair under the user's old login whose closure disabled the account `user_id`
+    /// names, when the pair `pair_key` names holds no episode and has not closed since: the
+    /// user was renamed after the disable ([`Episodes::closed_by_id`]).
+    fn renamed_since_closed(
+        &self,
+        pair_key: &(String, String),
+        account: Option<Account<'_>>,
+    ) -> Option<(String, String)> {
+        let account = account?;
+        let pair = self.pairs.get(pair_key);
+        if pair.is_some_and(|p| p.open.is_some() || p.disabled_for(Some(account.id))) {
+            return None; // its own state decides
+        }
+        let found = self.closed_by_id(&pair_key.0, account, &pair_key.1)?;
+        let closed_at = self.pairs.get(&found)?.last_closed_at;
+        (pair.and_then(|p| p.last_closed_at) < closed_at).then_some(found)
+    }
+
+    /// The account the pair `closed` disabled, renamed since to `login`: a request under the
+    /// new login is post-disable activity too (a token may be under either), until the
+    /// rehire ([`Episodes::on_joiner`] ends both logins' intervals). No pair is made for the
+    /// new login: each of its operations finds the account's pair by id.
+    fn disabled_as(&mut self, closed: &(String, String), login: &str) {
+        let user = key_of(login);
+        let Some(interval) = (self.disabled.get(&closed.1)).and_then(|intervals| {
+            (intervals.iter()).find(|i| i.app == closed.0 && i.until.is_none())
+        }) else {
+            return;
+        };
+        let intervals = self.disabled.get(&user);
+        if intervals.is_some_and(|known| {
+            (known.iter())
+                .any(|i| i.app == closed.0 && i.until.is_none() && i.from == interval.from)
+        }) {
+            return;
+        }
+        let interval = Disabled {
+            login: login.to_string(),
+            ..interval.clone()
+        };
+        crate::model::push_small(self.disabled.entry(user).or_default(), interval);
     }
 
     fn on_joiner(
         &mut self,
         pair_key: &(String, String),
+        account: Option<Account<'_>>,
         op: &LifecycleOp,
         out: &mut Vec<LeaverEvent>,
     ) {
         let cancelled = cancel_open(&mut self.pairs, pair_key, &mut self.open, out);
+        // The account's closure under the login it had before a rename: it is live again too.
+        let renamed =
+            account.and_then(|account| self.closed_by_id(&pair_key.0, account, &pair_key.1));
         let Some(pair) = self.pairs.get_mut(pair_key) else {
             return;
         };
+        let mut rehired = None;
         if cancelled {
             pair.last_closed_at = None;
             pair.rehired_since_close = false;
+            if let Some(id) = pair.closed_user_id.clone() {
+                self.forget_closed(pair_key, &id);
+            }
         } else if pair.last_closed_at.is_some() && !pair.rehired_since_close {
             // A rehire: the account is live again from here, and a new leaver starts afresh.
             pair.rehired_since_close = true;
-            if let Some(login) = op.user_login().or(op.user_id()) {
-                if let Some(intervals) = self.disabled.get_mut(&key_of(login)) {
+            rehired = Some(pair_key);
+        }
+        if let Some(key) = &renamed {
+            if let Some(pair) = self.pairs.get_mut(key) {
+                pair.rehired_since_close = true;
+            }
+        }
+        // Its disabled intervals end: under the pair's login, and the joiner's when the user
+        // was renamed since.
+        let login = op.user_login().or(op.user_id()).map(key_of);
+        for key in rehired.into_iter().chain(&renamed) {
+            let renamed_to = login.as_ref().filter(|login| **login != key.1);
+            for login in std::iter::once(&key.1).chain(renamed_to) {
+                if let Some(intervals) = self.disabled.get_mut(login) {
                     for interval in intervals
                         .iter_mut()
-                        .filter(|i| i.app == pair_key.0 && i.until.is_none())
+                        .filter(|i| i.app == key.0 && i.until.is_none())
                     {
                         interval.until = Some(op.time);
                     }
@@ -1112,8 +1344,15 @@ impl Episodes {
         &mut self,
         pair_key: &(String, String),
         keys: &[Cow<'_, str>],
+        account: Option<Account<'_>>,
         op: &LifecycleOp,
     ) -> bool {
+        if let Some(closed) = self.renamed_since_closed(pair_key, account) {
+            if let Some(login) = op.user_login() {
+                self.disabled_as(&closed, login);
+            }
+            return false; // the account disabled under its old login (clarification 15)
+        }
         let policy = &self.policy;
         let pair = self.pairs.entry(pair_key.clone()).or_default();
         let opened_here = pair.open.is_none();
@@ -1220,6 +1459,7 @@ impl Episodes {
         };
         let app = op.app().unwrap_or_default();
         let keys = user_keys(op.user_login(), op.user_id());
+        let account = self.open.account(app, &keys, op.user_id());
         // The open episode this 2xx is the earliest of: under one of the user's keys; else,
         // by the user id, a pair re-keyed by login since the operation was seen, or the
         // user's open episode under an earlier login.
@@ -1229,7 +1469,7 @@ impl Episodes {
             .find(|key| self.pairs.get(&PairRef(app, key)).is_some_and(closes))
         {
             Some(key) => (app.to_string(), key.to_string()),
-            None => match op.user_id().and_then(|id| self.open_by_id(app, id)) {
+            None => match account.and_then(|account| self.open_by_id(app, account)) {
                 Some(key) if self.pairs.get(&key).is_some_and(closes) => key,
                 _ => return,
             },
@@ -1245,6 +1485,9 @@ impl Episodes {
         episode.disabled_by = op.correlation_id().map(str::to_string);
         episode.state = EpisodeState::Disabled;
         pair.disabled(disabled_at, op);
+        if let Some(account) = account {
+            self.note_closed(&pair_key, account.hash);
+        }
         // Not listed since its disable was seen: by id only.
         self.open.forget_id(&pair_key, &episode, &self.pairs);
         // Requests are matched by login: the episode's, and the disabling operation's when
@@ -1252,18 +1495,8 @@ impl Episodes {
         let renamed_to = op.user_login().filter(|login| {
             (episode.user_login.as_deref()).is_some_and(|l| fold_case(l) != fold_case(login))
         });
-        if let Some(login) = renamed_to {
-            // The new login's pair is closed too: a later leaver under it (a delete after
-            // the disable) opens no episode, and a joiner under it is the rehire that ends
-            // the interval below.
-            let pair = self
-                .pairs
-                .entry((app.to_string(), key_of(login)))
-                .or_default();
-            if pair.open.is_none() && pair.last_closed_at <= Some(disabled_at) {
-                pair.disabled(disabled_at, op);
-            }
-        }
+        // A later operation under the new login finds the account's closure by id
+        // ([`Episodes::closed_by_id`]): a delete opens no episode, a joiner is the rehire.
         for login in episode.user_login.as_deref().into_iter().chain(renamed_to) {
             crate::model::push_small(
                 self.disabled.entry(key_of(login)).or_default(),
