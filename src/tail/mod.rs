@@ -88,11 +88,24 @@ pub struct LineSource {
 /// What a file held before it was truncated or rewritten: its copy (copytruncate) may turn up
 /// under another name after the truncation was noticed.
 struct Generation {
+    /// The file id its lines were read under: some may still be queued, to be marked
+    /// consumed under it.
+    id: u32,
     source: usize,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
     head_hash: u64,
     head_len: u64,
+    /// Where it was read to: its copy is read on from here.
     offset: u64,
     line: u64,
+    /// Where its processed lines end: what a checkpoint holds for it until its copy turns up
+    /// (the lines between were read, and may be queued when the daemon stops).
+    consumed_offset: u64,
+    consumed_line: u64,
+    /// Its copy has turned up, and carries its position.
+    copied: bool,
     ended: Instant,
 }
 
@@ -105,6 +118,9 @@ pub struct Tailer {
     /// length holds still for a pass (a copy being written is not mistaken for a new file).
     small: std::collections::HashMap<(u64, u64), u64>,
     resume: Vec<FilePosition>,
+    /// (old file id, the copy's): lines read under the id of a file that was truncated or
+    /// drained, marked consumed after its copy took over, move the copy's position.
+    copies: Vec<(u32, u32)>,
     next_file_id: u32,
     /// Files that could not be opened (by dev, ino), each reported once.
     unreadable: std::collections::HashSet<(u64, u64)>,
@@ -154,6 +170,7 @@ impl Tailer {
             previous: Vec::new(),
             small: std::collections::HashMap::new(),
             resume,
+            copies: Vec::new(),
             next_file_id,
             unreadable: Default::default(),
             read_budget_bytes: read_budget_bytes.max(1),
@@ -207,12 +224,30 @@ impl Tailer {
             .any(|f| f.id == file_id && !f.reader.at_eof())
     }
 
-    /// Records that the lines of a file up to `offset` (line `line`) are processed.
+    /// Records that the lines of a file up to `offset` (line `line`) are processed. Lines of
+    /// a file since truncated move its copy's position (the copy holds the same bytes), or,
+    /// until the copy turns up, the old generation's.
     pub fn mark_consumed(&mut self, file_id: u32, offset: u64, line: u64) {
+        let copy = self
+            .copies
+            .iter()
+            .find(|(old, _)| *old == file_id)
+            .map(|c| c.1);
+        if let Some(copy) = copy {
+            if let Some(file) = self.files.iter_mut().find(|f| f.id == copy) {
+                if offset > file.consumed_offset {
+                    (file.consumed_offset, file.consumed_line) = (offset, line);
+                }
+            }
+        }
         if let Some(file) = self.files.iter_mut().find(|f| f.id == file_id) {
             if offset >= file.consumed_offset || line < file.consumed_line {
                 file.consumed_offset = offset;
                 file.consumed_line = line;
+            }
+        } else if let Some(g) = self.previous.iter_mut().find(|g| g.id == file_id) {
+            if offset > g.consumed_offset {
+                (g.consumed_offset, g.consumed_line) = (offset, line);
             }
         }
     }
@@ -235,6 +270,24 @@ impl Tailer {
                 line: f.consumed_line,
             })
             .collect();
+        // A truncated file's old generation, until its copy turns up: a restart then reads
+        // the copy from there (the lines after it may have been read and still queued).
+        positions.extend(
+            self.previous
+                .iter()
+                .filter(|g| !g.copied)
+                .map(|g| FilePosition {
+                    file_id: g.id,
+                    source: self.sources[g.source].name.clone(),
+                    path: g.path.clone(),
+                    dev: g.dev,
+                    ino: g.ino,
+                    head_hash: g.head_hash,
+                    head_len: g.head_len,
+                    offset: g.consumed_offset,
+                    line: g.consumed_line,
+                }),
+        );
         positions.extend(self.resume.iter().cloned());
         positions.sort_by_key(|p| p.file_id);
         positions
@@ -353,6 +406,10 @@ impl Tailer {
             keep
         });
         self.counters.files_closed += closed;
+        if closed > 0 {
+            let open: Vec<u32> = self.files.iter().map(|f| f.id).collect();
+            self.copies.retain(|(_, copy)| open.contains(copy));
+        }
         Ok(())
     }
 
@@ -376,11 +433,18 @@ impl Tailer {
                 self.counters.new_generations += 1;
             }
             self.previous.push(Generation {
+                id: file.id,
                 source: file.source,
+                path: file.path.clone(),
+                dev: file.dev,
+                ino: file.ino,
                 head_hash: file.head_hash,
                 head_len: file.head_len,
                 offset: file.reader.offset(),
                 line: file.reader.line_number(),
+                consumed_offset: file.consumed_offset,
+                consumed_line: file.consumed_line,
+                copied: false,
                 ended: Instant::now(),
             });
             let mut handle = file.reader.get_ref().try_clone()?;
@@ -445,6 +509,10 @@ impl Tailer {
         };
         let name = self.sources[source].name.clone();
         let mut start = (0u64, 0u64);
+        // Where its processed lines end, and the file whose copy it is (its id, and where it
+        // was read to).
+        let mut consumed = (0u64, 0u64);
+        let mut copy_of: Option<(u32, u64, u64)> = None;
         let mut file_id = None;
         // 1. This very file, from the last checkpoint (same inode, same head, not shorter),
         //    under this source's name, or under a name no source has now (a renamed source:
@@ -463,41 +531,51 @@ impl Tailer {
                 tracing::warn!(path = %path.display(), from = %p.source, to = %name, "A source was renamed: its file carries on from its checkpointed position.");
             }
             start = (p.offset, p.line);
+            consumed = start;
             file_id = Some(p.file_id);
         } else {
-            // 2. A copy of a known file (copytruncate): what was read of the original is not
-            //    read again.
-            let copy_of = self
-                .files
+            // 2. A copy of a file still followed (copytruncate; a copy, then a delete): what
+            //    was read of the original is not read again. It waits while the original is
+            //    listed and not truncated: caught half written, it was read on from where the
+            //    original stood, past its own end, taken for truncated and read again from 0;
+            //    and the lines the original got meanwhile were read from both. The
+            //    truncation (or the original gone and read to its end) says where to go on.
+            let matches = |f_head_len: u64, f_head_hash: u64| {
+                f_head_len > 0
+                    && f_head_len <= len
+                    && head_hash(held, f_head_len).ok().flatten() == Some(f_head_hash)
+            };
+            let original = (self.files.iter())
+                .find(|f| f.source == source && matches(f.head_len, f.head_hash));
+            if let Some(f) = original {
+                let drained =
+                    f.gone_since.is_some() && f.reader.at_eof() && f.reader.buffered() == 0;
+                if !drained {
+                    return Ok(()); // looked at again next pass
+                }
+                copy_of = Some((f.id, f.reader.offset(), f.reader.line_number()));
+                consumed = (f.consumed_offset, f.consumed_line);
+            } else if let Some(g) = (self.previous.iter().rev())
+                .find(|g| g.source == source && matches(g.head_len, g.head_hash))
+            {
+                if g.offset > len {
+                    return Ok(()); // the copy is still being written
+                }
+                copy_of = Some((g.id, g.offset, g.line));
+                consumed = (g.consumed_offset, g.consumed_line);
+            } else if let Some(p) = self
+                .resume
                 .iter()
-                .filter(|f| f.source == source && f.head_len > 0 && f.head_len <= len)
-                .find(|f| head_hash(held, f.head_len).ok().flatten() == Some(f.head_hash))
-                .map(|f| (f.reader.offset(), f.reader.line_number()));
-            let copy_of = copy_of.or_else(|| {
-                self.previous
-                    .iter()
-                    .rev()
-                    .filter(|g| {
-                        g.source == source && g.head_len > 0 && g.head_len <= len && g.offset <= len
-                    })
-                    .find(|g| head_hash(held, g.head_len).ok().flatten() == Some(g.head_hash))
-                    .map(|g| (g.offset, g.line))
-            });
-            let copy_of = copy_of.or_else(|| {
-                self.resume
-                    .iter()
-                    .find(|p| {
-                        p.source == name
-                            && p.head_len > 0
-                            && p.head_len <= len
-                            && p.offset <= len
-                            && head_hash(held, p.head_len).ok().flatten() == Some(p.head_hash)
-                    })
-                    .map(|p| (p.offset, p.line))
-            });
-            if let Some(position) = copy_of {
+                .find(|p| p.source == name && p.offset <= len && matches(p.head_len, p.head_hash))
+            {
+                // 3. A copy of a file the last checkpoint names (rotated while down).
+                start = (p.offset, p.line);
+                consumed = start;
                 self.counters.copies_detected += 1;
-                start = position;
+            }
+            if let Some((_, offset, line)) = copy_of {
+                self.counters.copies_detected += 1;
+                start = (offset, line);
             }
         }
         handle.seek(SeekFrom::Start(start.0))?;
@@ -516,8 +594,8 @@ impl Tailer {
             head_hash: hash,
             head_len,
             reader: LineReader::starting_at(handle, max, start.0, start.1).wait_for_newline(),
-            consumed_offset: start.0,
-            consumed_line: start.1,
+            consumed_offset: consumed.0,
+            consumed_line: consumed.1,
             gone_since: None,
             len,
             grew_at: Instant::now(),
@@ -525,6 +603,12 @@ impl Tailer {
             modified: meta.modified().ok(),
         });
         self.counters.files_opened += 1;
+        if let Some((old, ..)) = copy_of {
+            self.copies.push((old, id));
+            if let Some(g) = self.previous.iter_mut().find(|g| g.id == old) {
+                g.copied = true;
+            }
+        }
         Ok(())
     }
 }
@@ -855,6 +939,133 @@ mod tests {
         h.poll();
         h.seen.sort();
         assert_eq!(h.seen, ["four", "one", "three", "two"]);
+    }
+
+    /// A copy caught past its head but short of where the original was read (logrotate's
+    /// copytruncate writes it in chunks) waits for the original's truncation: it was read on
+    /// from the original's offset, past its own end, taken for truncated and read again from
+    /// 0 (every line twice); and a line the original got while the copy was written was read
+    /// from both (helper-42's review).
+    #[test]
+    fn a_copy_caught_short_of_the_originals_offset_waits_for_the_truncation() {
+        let mut h = Harness::new();
+        let long: Vec<String> = (0..20)
+            .map(|i| format!("line {i} {}", "x".repeat(30)))
+            .collect();
+        let refs: Vec<&str> = long.iter().map(String::as_str).collect();
+        h.append("app.log", &refs);
+        h.poll();
+        h.poll();
+        let whole = fs::read(h.path("app.log")).unwrap();
+        assert!(whole.len() > 400 && HEAD_BYTES < 400);
+        fs::write(h.path("app.log.1"), &whole[..400]).unwrap();
+        h.poll();
+        h.append("app.log", &["late"]);
+        h.poll();
+        h.poll();
+        fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(h.path("app.log"))
+            .unwrap();
+        h.append("app.log", &["after"]);
+        for _ in 0..4 {
+            h.poll();
+        }
+        let mut expected = long.clone();
+        expected.extend(["late".to_string(), "after".to_string()]);
+        let mut seen = h.seen.clone();
+        seen.sort();
+        expected.sort();
+        assert_eq!(seen, expected);
+        assert_eq!(h.tailer.counters().copies_detected, 1);
+    }
+
+    /// Lines read but not yet processed (queued behind another source's) when their file is
+    /// truncated are read again after a restart from the checkpoint: the copy was seeded as
+    /// processed up to where the original was read, and they were lost (helper-42's review).
+    /// Processed later, they move the copy's position.
+    #[test]
+    fn lines_queued_when_their_file_is_truncated_are_not_lost_across_a_restart() {
+        let restart = |h: &Harness, positions| {
+            let glob = h.dir.path().join("app.log*").to_string_lossy().into_owned();
+            let source = TailSource {
+                name: "s".into(),
+                globs: vec![glob],
+                max_line_bytes: 1024,
+            };
+            Tailer::new(vec![source], positions, 1 << 20, Duration::from_secs(0))
+        };
+        let read = |tailer: &mut Tailer, consume: &dyn Fn(&str) -> bool| {
+            let mut lines = Vec::new();
+            for _ in 0..4 {
+                tailer
+                    .poll(&mut |source, line| {
+                        if let Line::Text {
+                            bytes,
+                            next,
+                            number,
+                            ..
+                        } = line
+                        {
+                            let text = String::from_utf8_lossy(bytes).into_owned();
+                            lines.push((source.file_id, next, number, text));
+                        }
+                    })
+                    .unwrap();
+            }
+            for (id, next, number, text) in &lines {
+                if consume(text) {
+                    tailer.mark_consumed(*id, *next, *number);
+                }
+            }
+            lines
+        };
+        let texts = |lines: &[(u32, u64, u64, String)]| -> Vec<String> {
+            lines.iter().map(|l| l.3.clone()).collect()
+        };
+        for (copy_before_checkpoint, late_consumed) in [(false, false), (true, false), (true, true)]
+        {
+            let mut h = Harness::new();
+            h.append("app.log", &["one", "two", "three"]);
+            // "two" and "three" are read, and wait in the merge.
+            let queued = read(&mut h.tailer, &|text| text == "one");
+            assert_eq!(texts(&queued), ["one", "two", "three"]);
+            fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(h.path("app.log"))
+                .unwrap();
+            h.append("app.log", &["four"]);
+            if !copy_before_checkpoint {
+                fs::remove_file(h.path("app.log.1")).unwrap();
+            }
+            let seen = read(&mut h.tailer, &|text| text == "four");
+            assert_eq!(texts(&seen), ["four"]);
+            if late_consumed {
+                // The queued lines are processed now, under the old file's id.
+                for (id, next, number, _) in &queued[1..] {
+                    h.tailer.mark_consumed(*id, *next, *number);
+                }
+            }
+            let positions = h.tailer.positions();
+            if !copy_before_checkpoint {
+                fs::write(h.path("app.log.1"), b"one\ntwo\nthree\n").unwrap();
+            }
+            let mut restarted = restart(&h, positions);
+            let seen = texts(&read(&mut restarted, &|_| true));
+            let expected: &[&str] = if late_consumed {
+                &[]
+            } else {
+                &["two", "three"]
+            };
+            assert_eq!(
+                seen, expected,
+                "copy before the checkpoint {copy_before_checkpoint}, late {late_consumed}"
+            );
+        }
     }
 
     #[test]
