@@ -845,6 +845,25 @@ impl Config {
                 ),
             ));
         }
+        // A burn tier whose factor × the error budget is over 1 would need more than 100%
+        // errors: it could never fire (slo-alerting.md §1: the loader rejects it).
+        let budget = 1.0 - slo.healthy_ratio;
+        let tiers = crate::alert::conditions::BURN_TIERS;
+        if let Some((tier, long, short, factor, _)) = tiers.iter().find(|t| t.3 * budget > 1.0) {
+            let window = crate::alert::conditions::window_name;
+            let lowest = (1.0 - 1.0 / tiers.iter().map(|t| t.3).fold(0.0, f64::max)) * 1e4;
+            return Err(err(
+                "slo.healthy_ratio".into(),
+                format!(
+                    "{} leaves an error budget of {:.1}%: the {tier} burn tier ({factor}× over {} and {}) would need more than 100% errors and could never fire; use at least {:.4}",
+                    slo.healthy_ratio,
+                    budget * 100.0,
+                    window(*long),
+                    window(*short),
+                    lowest.ceil() / 1e4
+                ),
+            ));
+        }
         for (name, value) in [
             ("slo.evaluation_window_secs", slo.evaluation_window_secs),
             ("slo.join_window_secs", slo.join_window_secs),

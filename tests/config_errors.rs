@@ -139,6 +139,21 @@ fn thresholds_in_the_wrong_order_are_refused() {
     assert!(stderr.contains("line 19:"), "{stderr}");
 }
 
+/// An SLO so low that a burn tier would need more than 100% errors is refused, with the
+/// lowest one every tier can fire at (slo-alerting.md §1; helper-43's review).
+#[test]
+fn an_slo_a_burn_tier_can_never_fire_at_is_refused() {
+    let text = format!("{GOOD}\n[slo]\nhealthy_ratio = 0.9\nincident_ratio = 0.85\n");
+    let (code, _, stderr) = check(&text);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("slo.healthy_ratio"), "{stderr}");
+    assert!(stderr.contains("fast burn tier"), "{stderr}");
+    assert!(stderr.contains("at least 0.9306"), "{stderr}");
+    let text = format!("{GOOD}\n[slo]\nhealthy_ratio = 0.9306\nincident_ratio = 0.85\n");
+    let (code, _, stderr) = check(&text);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[test]
 fn an_unknown_format_lists_the_known_ones() {
     let (code, _, stderr) = check(&GOOD.replace("nginx_json", "nginx_yaml"));
