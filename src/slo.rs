@@ -56,6 +56,26 @@ pub struct WindowReport {
     pub burn_rate: Option<f64>,
 }
 
+/// Where the live windows end. An operation is judged a join window plus the allowed lateness
+/// after its time, so a window ending at the clock is missing its newest part (the 5 m burn
+/// window was always empty): the windows reach back from `judged`, before which every
+/// operation has been judged, and take the operations already judged after it, up to `clock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowEnd {
+    pub judged: Ts,
+    pub clock: Ts,
+}
+
+impl WindowEnd {
+    /// Windows ending at `t`, everything before it judged.
+    pub fn at(t: Ts) -> WindowEnd {
+        WindowEnd {
+            judged: t,
+            clock: t,
+        }
+    }
+}
+
 /// Per-minute counts per stage, by event time.
 /// Checkpointed (as a list: JSON maps cannot have tuple keys), so a restart neither forgets a
 /// burning window nor resolves an alert that still holds.
@@ -101,16 +121,21 @@ impl Windows {
     }
 
     /// Drops minutes older than the longest window before `now`.
-    pub fn prune(&mut self, now: Ts) {
-        let oldest = now.0.div_euclid(MINUTE) - (WINDOWS[WINDOWS.len() - 1].1 as i64 / 60) - 1;
+    /// Forgets the minutes no window ending at `judged` reaches: the longest of [`WINDOWS`]
+    /// and `evaluation_window_secs` (up to 30 days; a 7-day window was cut to 3 silently,
+    /// helper-43's review).
+    pub fn prune(&mut self, judged: Ts, evaluation_window_secs: u64) {
+        let keep = WINDOWS[WINDOWS.len() - 1].1.max(evaluation_window_secs);
+        let oldest = judged.0.div_euclid(MINUTE) - (keep as i64 / 60) - 1;
         self.minutes.retain(|(_, minute), _| *minute >= oldest);
     }
 
-    /// Counts of `stage` over the `seconds` before `now` (whole minutes, the current one
-    /// included).
-    pub fn counts(&self, stage: Stage, seconds: u64, now: Ts) -> WindowCounts {
-        let last = now.0.div_euclid(MINUTE);
-        let first = last - (seconds as i64 / 60).max(1) + 1;
+    /// Counts of `stage` over the `seconds` before `end.judged`, and every operation judged
+    /// after it up to `end.clock` (whole minutes, the last ones included).
+    pub fn counts(&self, stage: Stage, seconds: u64, end: WindowEnd) -> WindowCounts {
+        let judged = end.judged.0.div_euclid(MINUTE);
+        let last = judged.max(end.clock.0.div_euclid(MINUTE));
+        let first = judged - (seconds as i64 / 60).max(1) + 1;
         let mut total = WindowCounts::default();
         for (_, counts) in self.minutes.range((stage, first)..=(stage, last)) {
             total.succeeded += counts.succeeded;
@@ -121,7 +146,7 @@ impl Windows {
     }
 
     /// Every window of a stage.
-    pub fn report(&self, stage: Stage, now: Ts, slo: &SloConfig) -> Vec<WindowReport> {
+    pub fn report(&self, stage: Stage, end: WindowEnd, slo: &SloConfig) -> Vec<WindowReport> {
         let mut windows: Vec<(&'static str, u64)> = WINDOWS.to_vec();
         if !windows
             .iter()
@@ -132,7 +157,7 @@ impl Windows {
         windows
             .into_iter()
             .map(|(window, seconds)| {
-                let c = self.counts(stage, seconds, now);
+                let c = self.counts(stage, seconds, end);
                 let ratio = c.ratio();
                 let budget = 1.0 - slo.healthy_ratio;
                 WindowReport {
@@ -175,7 +200,7 @@ mod tests {
             min_operations: 5,
             ..SloConfig::default()
         };
-        let hour = &w.report(Stage::Leaver, now, &slo)[2];
+        let hour = &w.report(Stage::Leaver, WindowEnd::at(now), &slo)[2];
         assert_eq!((hour.window, hour.operations, hour.failed), ("1h", 10, 1));
         assert_eq!(hour.success_ratio, Some(0.9));
         assert!(
@@ -183,12 +208,34 @@ mod tests {
             "10% errors on a 99% SLO burn 10x"
         );
         assert_eq!(hour.status, SloStatus::Incident);
-        let five = &w.report(Stage::Leaver, now, &slo)[0];
+        let five = &w.report(Stage::Leaver, WindowEnd::at(now), &slo)[0];
         assert_eq!(five.operations, 9, "the failure is 50 minutes old");
-        let joiner = &w.report(Stage::Joiner, now, &slo)[2];
+        let joiner = &w.report(Stage::Joiner, WindowEnd::at(now), &slo)[2];
         assert_eq!(
             (joiner.success_ratio, joiner.burn_rate, joiner.status),
             (None, None, SloStatus::InsufficientData)
         );
+    }
+
+    /// Operations judged after the windows' end count, and an evaluation window longer than
+    /// the longest built-in one keeps its data.
+    #[test]
+    fn windows_take_what_is_judged_after_their_end_and_keep_a_long_evaluation_window() {
+        let mut w = Windows::default();
+        let now = Ts::from_secs(1_782_900_000);
+        let ago = |secs: i64| Ts(now.0 - secs * MICROS_PER_SEC);
+        w.record(Stage::Joiner, Outcome::Failed, ago(4 * 86_400));
+        w.record(Stage::Joiner, Outcome::Succeeded, ago(600));
+        w.record(Stage::Joiner, Outcome::Succeeded, ago(30));
+        let end = WindowEnd {
+            judged: ago(660),
+            clock: now,
+        };
+        assert_eq!(w.counts(Stage::Joiner, 300, end).succeeded, 2);
+        let week = 7 * 86_400;
+        w.prune(end.judged, week);
+        assert_eq!(w.counts(Stage::Joiner, week, end).failed, 1);
+        w.prune(end.judged, 3600);
+        assert_eq!(w.counts(Stage::Joiner, week, end).failed, 0);
     }
 }

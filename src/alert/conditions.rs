@@ -17,6 +17,17 @@ use std::collections::BTreeMap;
 /// Everything the conditions are judged on.
 pub struct Inputs<'a> {
     pub clock: Ts,
+    /// Every operation and write before it has been judged (the engine's
+    /// `episodes_final_before`: the clock less the allowed lateness and a join window, or the
+    /// earliest one still pending). The SLO windows and the evidence windows end here: an
+    /// operation is judged a join window plus the lateness after its time, so a window ending
+    /// at `clock` was missing its newest part, and the fast burn tier's 5 minutes were always
+    /// empty (helper-43's review). Prometheus's rules count at judgment, so they lag as much.
+    pub judged_until: Ts,
+    /// The same for requests made as a disabled user: they are checked a join window later
+    /// still ([`crate::engine::Engine`]'s timeline), so a post-disable window ending at
+    /// `clock` was past every request by the time it was seen, and never paged.
+    pub requests_judged_until: Ts,
     pub slo: &'a SloConfig,
     pub alerting: &'a AlertingConfig,
     pub windows: &'a Windows,
@@ -145,6 +156,11 @@ fn counts_line(c: &WindowCounts, stage: Stage, window: u64) -> String {
     )
 }
 
+/// Where a page's windows end, for the on-call reading it.
+fn until_line(judged_until: Ts) -> String {
+    format!("Windows end at {judged_until}: operations after it are still within the join window")
+}
+
 /// Every condition that holds at `inputs.clock`, in a stable order.
 pub fn evaluate(inputs: &Inputs) -> Vec<Condition> {
     let mut out = Vec::new();
@@ -174,10 +190,14 @@ fn condition(
 
 fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     let slo = inputs.slo;
-    let clock = inputs.clock;
+    let clock = inputs.judged_until;
+    let end = crate::slo::WindowEnd {
+        judged: inputs.judged_until,
+        clock: inputs.clock,
+    };
     for stage in Stage::ALL {
         let window = slo.evaluation_window_secs;
-        let c = inputs.windows.counts(stage, window, clock);
+        let c = inputs.windows.counts(stage, window, end);
         let since = clock.minus_secs(window);
         let status = crate::report::SloStatus::judge(c.succeeded, c.operations(), slo);
         let incident = (
@@ -202,7 +222,7 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
         };
         // One stage's evidence, the same for both.
         let details = (!kinds.is_empty()).then(|| {
-            let mut details = vec![counts_line(&c, stage, window)];
+            let mut details = vec![counts_line(&c, stage, window), until_line(clock)];
             details.extend(stage_evidence(inputs, stage, since));
             details
         });
@@ -229,8 +249,8 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             continue;
         }
         for (tier, long, short, factor, severity) in BURN_TIERS {
-            let l = inputs.windows.counts(stage, long, clock);
-            let s = inputs.windows.counts(stage, short, clock);
+            let l = inputs.windows.counts(stage, long, end);
+            let s = inputs.windows.counts(stage, short, end);
             if l.operations() < slo.min_operations {
                 continue; // too few operations for a ratio to mean anything
             }
@@ -242,6 +262,7 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
                 let mut details = vec![
                     counts_line(&l, stage, long),
                     counts_line(&s, stage, short),
+                    until_line(clock),
                     format!(
                         "Burn rate {long_burn:.1}× over {} and {short_burn:.1}× over {} (threshold {factor}× of a {} SLO)",
                         window_name(long),
@@ -336,8 +357,7 @@ fn leaver_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
 
 fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     let a = inputs.alerting;
-    let clock = inputs.clock;
-    let since = clock.minus_secs(a.post_disable_window_secs);
+    let since = (inputs.requests_judged_until).minus_secs(a.post_disable_window_secs);
     for (app, (count, events)) in inputs.evidence.post_disable_by_app(since) {
         // The counts are kept by whole minutes and reach back up to a minute past the window;
         // the requests themselves are exact. With none left in the window the alert is over
@@ -379,6 +399,7 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             details,
         ));
     }
+    let clock = inputs.judged_until;
     let since = clock.minus_secs(a.auth_failure_window_secs);
     let over: Vec<(String, u64)> = inputs
         .evidence
@@ -606,6 +627,8 @@ mod tests {
             let open: Vec<&Episode> = self.episodes.iter().collect();
             evaluate(&Inputs {
                 clock: at(now),
+                judged_until: at(now),
+                requests_judged_until: at(now),
                 slo: &self.slo,
                 alerting: &self.alerting,
                 windows: &self.windows,

@@ -89,6 +89,10 @@ struct Tracked {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertEngine {
     alerts: BTreeMap<String, Tracked>,
+    /// The latest time it was advanced to: time never goes back for an alert, though the
+    /// daemon's clock follows a backlog's events (an alert resolved before it fired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clock: Option<Ts>,
 }
 
 const TIERS: [&str; 4] = ["fast", "slow", "ticket-fast", "ticket-slow"];
@@ -114,6 +118,8 @@ impl AlertEngine {
         conditions: impl IntoIterator<Item = impl Into<Arc<Condition>>>,
         settings: AlertSettings,
     ) -> Vec<Notification> {
+        let now = self.clock.map_or(now, |clock| clock.max(now));
+        self.clock = Some(now);
         // Each condition goes into its alert as it is (a page storm's thousands, judged every view,
         // were cloned twice each); of two with one key the last holds.
         let mut present = std::collections::HashSet::new();

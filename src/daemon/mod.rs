@@ -528,6 +528,7 @@ impl Pipeline {
             }
         }
         self.live.clock = Some(clock);
+        self.live.judged_until = Some(self.engine.episodes_final_before());
         self.live.watermark = watermark;
         self.live.caught_up = caught_up;
         self.live.join_pending = self.engine.join_pending();
@@ -920,10 +921,19 @@ impl Pipeline {
                 .set(self.stale_after[index] as i64);
         }
         let slo = &self.config.slo;
-        self.windows.prune(clock);
+        self.windows.prune(
+            self.live.judged_until.unwrap_or(clock),
+            slo.evaluation_window_secs,
+        );
         self.metrics.join_pending.set(self.live.join_pending as i64);
+        // The windows end where every operation has been judged ([`Inputs::judged_until`]).
+        let judged_until = self.live.judged_until.unwrap_or(clock);
+        let end = crate::slo::WindowEnd {
+            judged: judged_until,
+            clock,
+        };
         for stage in crate::model::Stage::ALL {
-            let reports = self.windows.report(stage, clock, slo);
+            let reports = self.windows.report(stage, end, slo);
             for report in &reports {
                 let labels = m::StageWindowLabels {
                     stage: stage.as_str().into(),
@@ -942,9 +952,7 @@ impl Pipeline {
                     }
                 }
             }
-            let evaluation = self
-                .windows
-                .counts(stage, slo.evaluation_window_secs, clock);
+            let evaluation = self.windows.counts(stage, slo.evaluation_window_secs, end);
             let status =
                 crate::report::SloStatus::judge(evaluation.succeeded, evaluation.operations(), slo);
             self.metrics
@@ -977,9 +985,14 @@ impl Pipeline {
             })
             .collect();
         let keep = crate::alert::conditions::evidence_horizon_secs(slo, alerting);
-        self.evidence.prune(clock, keep);
+        self.evidence.prune(judged_until, keep);
+        let join_window = Duration::from_secs(slo.join_window_secs);
         let conditions = crate::alert::conditions::evaluate(&crate::alert::conditions::Inputs {
             clock,
+            judged_until,
+            requests_judged_until: Ts(judged_until
+                .0
+                .saturating_sub(join_window.as_micros() as i64)),
             slo,
             alerting,
             windows: &self.windows,
@@ -995,12 +1008,17 @@ impl Pipeline {
         };
         let mut conditions = conditions;
         if !self.live.caught_up {
-            // With a backlog, silence cannot be judged: a stale source stays stale until every
-            // file is read, rather than resolving and paging again.
+            // With a backlog, nothing firing resolves until every file is read: silence cannot
+            // be judged (a stale source would resolve and page again), and the clock follows
+            // the backlog's events, which may be older than the clock an alert fired at (a
+            // batch of old lines, or a restart after downtime): a leaver still overdue was
+            // resolved, then paged again (helper-43's review).
+            let holding: std::collections::HashSet<String> =
+                conditions.iter().map(|c| c.dedup_key()).collect();
             let held: Vec<crate::alert::Condition> = self
                 .alerts
                 .firing()
-                .filter(|(_, c)| c.alert == "SourceStale")
+                .filter(|(key, _)| !holding.contains(*key))
                 .map(|(_, c)| c.clone())
                 .collect();
             conditions.extend(held);
@@ -1184,12 +1202,9 @@ mod tests {
         assert_eq!(answer.len(), pairs.len());
     }
 
-    /// Caught up, a pending operation settles a join window plus the allowed lateness after
-    /// its time, on the wall clock alone: not a window plus twice the lateness (the engine
-    /// was handed the wall clock less the lateness, and took it off again). Driven with
-    /// made-up wall times, so nothing here depends on timing.
-    #[test]
-    fn caught_up_joins_settle_a_window_plus_the_lateness_after_their_time() {
+    /// A pipeline over `idp.jsonl` and `gateway.log` in a temporary directory, with `extra`
+    /// config after the sources (`[slo]`, `[alerting]`, …), driven by made-up wall times.
+    fn pipeline_with(extra: &str, idp: &str, gateway: &str) -> (tempfile::TempDir, Pipeline) {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             r#"
@@ -1208,6 +1223,7 @@ correlation_id = "/cid"
 action = "/action"
 app = "/app"
 user_login = "/user"
+status = "/result"
 [[source]]
 name = "gateway"
 role = "gateway"
@@ -1219,26 +1235,18 @@ correlation_id = "/cid"
 method = "/method"
 path = "/path"
 status = "/status"
-[slo]
-join_window_secs = 10
-allowed_lateness_secs = 5
+app = "/app"
+principal = "/principal"
+{extra}
 "#,
             data = dir.path().join("data").display(),
             logs = dir.path().display()
         );
         let config = Config::from_toml(&text, dir.path()).unwrap();
-        let t = Ts::from_secs(1_782_892_800);
-        std::fs::write(
-            dir.path().join("idp.jsonl"),
-            format!(
-                "{{\"ts\":\"{}\",\"cid\":\"c1\",\"action\":\"create\",\"app\":\"wiki\",\"user\":\"a@x\"}}\n",
-                t
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("gateway.log"), "").unwrap();
+        std::fs::write(dir.path().join("idp.jsonl"), idp).unwrap();
+        std::fs::write(dir.path().join("gateway.log"), gateway).unwrap();
         let metrics = Arc::new(Metrics::new(&config));
-        let mut pipeline = Pipeline::open(
+        let pipeline = Pipeline::open(
             config,
             Arc::new(Mutex::new(LiveStatus::default())),
             metrics,
@@ -1246,7 +1254,29 @@ allowed_lateness_secs = 5
             None,
         )
         .unwrap();
-        let at = |secs: i64| Ts(t.0 + secs * MICROS_PER_SEC);
+        (dir, pipeline)
+    }
+
+    /// The start of the made-up time, and a time `secs` after it.
+    const T: Ts = Ts(1_782_892_800_000_000);
+    fn at(secs: i64) -> Ts {
+        Ts(T.0 + secs * MICROS_PER_SEC)
+    }
+
+    /// Caught up, a pending operation settles a join window plus the allowed lateness after
+    /// its time, on the wall clock alone: not a window plus twice the lateness (the engine
+    /// was handed the wall clock less the lateness, and took it off again). Driven with
+    /// made-up wall times, so nothing here depends on timing.
+    #[test]
+    fn caught_up_joins_settle_a_window_plus_the_lateness_after_their_time() {
+        let idp = format!(
+            "{{\"ts\":\"{T}\",\"cid\":\"c1\",\"action\":\"create\",\"app\":\"wiki\",\"user\":\"a@x\"}}\n"
+        );
+        let (_dir, mut pipeline) = pipeline_with(
+            "[slo]\njoin_window_secs = 10\nallowed_lateness_secs = 5",
+            &idp,
+            "",
+        );
         pipeline.step(at(1)).unwrap();
         pipeline.step(at(1)).unwrap();
         assert_eq!(pipeline.engine.join_pending(), 1);
@@ -1262,6 +1292,137 @@ allowed_lateness_secs = 5
             0,
             "settled once 10 s + 5 s have passed, not 10 s + 2 × 5 s"
         );
+    }
+
+    fn idp_line(secs: i64, cid: &str, action: &str, app: &str, user: &str, result: &str) -> String {
+        format!(
+            "{{\"ts\":\"{}\",\"cid\":\"{cid}\",\"action\":\"{action}\",\"app\":\"{app}\",\"user\":\"{user}\",\"result\":\"{result}\"}}\n",
+            at(secs)
+        )
+    }
+
+    fn gateway_line(secs: i64, cid: &str, method: &str, app: &str, status: u16) -> String {
+        format!(
+            "{{\"ts\":\"{}\",\"cid\":\"{cid}\",\"method\":\"{method}\",\"path\":\"/scim/v2/Users/u-1\",\"status\":{status},\"app\":\"{app}\"}}\n",
+            at(secs)
+        )
+    }
+
+    fn request_line(secs: i64, app: &str, principal: &str) -> String {
+        format!(
+            "{{\"ts\":\"{}\",\"method\":\"GET\",\"path\":\"/api/v3/user\",\"status\":200,\"app\":\"{app}\",\"principal\":\"{principal}\"}}\n",
+            at(secs)
+        )
+    }
+
+    fn holds(pipeline: &Pipeline, alert: &str, tier: Option<&str>) -> bool {
+        pipeline.live.alerts.iter().any(|c| {
+            c.alert == alert
+                && tier.is_none_or(|t| c.labels.get("burn_tier").map(String::as_str) == Some(t))
+        })
+    }
+
+    fn firing(pipeline: &Pipeline, alert: &str) -> bool {
+        pipeline.alerts.firing().any(|(_, c)| c.alert == alert)
+    }
+
+    /// With the default windows (a 600 s join window, 60 s of lateness, a 600 s post-disable
+    /// window), a request made as a disabled user pages. It is seen 2 × 600 + 60 s after it
+    /// was made, and the alert's window ended at the clock, so it never did (helper-43).
+    #[test]
+    fn a_request_as_a_disabled_user_pages_with_the_default_windows() {
+        let idp = idp_line(0, "d1", "deactivate", "github", "bob@x", "success");
+        let gateway =
+            gateway_line(1, "d1", "DELETE", "github", 204) + &request_line(3, "github", "bob@x");
+        let (_dir, mut pipeline) = pipeline_with("", &idp, &gateway);
+        let mut paged = Vec::new();
+        for secs in (5..2_400).step_by(30) {
+            pipeline.step(at(secs)).unwrap();
+            if holds(&pipeline, "PostDisableActivity", None) {
+                assert!(firing(&pipeline, "PostDisableActivity"), "pages at once");
+                paged.push(secs);
+            }
+        }
+        assert_eq!(pipeline.live.post_disable_requests, 1);
+        let (first, last) = (paged[0], paged[paged.len() - 1]);
+        assert!(
+            (1_263..1_300).contains(&first),
+            "pages once the request is checked: {paged:?}"
+        );
+        assert!(
+            last < 1_263 + 600,
+            "held over the post-disable window: {paged:?}"
+        );
+    }
+
+    /// With the default windows, an hour of movers 30% of which fail burns the budget in the
+    /// fast tier (1 h and 5 m over 14.4×): the 5 minutes ended at the clock, where nothing
+    /// is judged yet, so that tier could never hold (helper-43).
+    #[test]
+    fn the_fast_burn_tier_holds_with_the_default_windows() {
+        let (mut idp, mut gateway) = (String::new(), String::new());
+        for i in 0..360 {
+            let cid = format!("m{i}");
+            idp.push_str(&idp_line(
+                10 * i,
+                &cid,
+                "update",
+                "wiki",
+                &format!("u{i}@x"),
+                "success",
+            ));
+            let status = if i % 10 < 3 { 500 } else { 200 };
+            gateway.push_str(&gateway_line(10 * i + 1, &cid, "PATCH", "wiki", status));
+        }
+        let (_dir, mut pipeline) = pipeline_with("", &idp, &gateway);
+        pipeline.step(at(3_600 + 700)).unwrap();
+        pipeline.step(at(3_600 + 700)).unwrap();
+        assert!(
+            holds(&pipeline, "ErrorBudgetBurn", Some("fast")),
+            "{:#?}",
+            pipeline.live.alerts
+        );
+        let window = |name: &str| {
+            pipeline.live.slo["mover"]
+                .iter()
+                .find(|w| w.window == name)
+                .map(|w| w.operations)
+        };
+        assert!(window("5m") >= Some(20), "{:?}", pipeline.live.slo["mover"]);
+        assert_eq!(pipeline.live.judged_until, Some(at(3_600 + 700 - 660)));
+    }
+
+    /// A leaver paged as overdue stays firing while a backlog of older lines is read: the
+    /// clock follows the backlog's events back before its deadline, and the page was resolved,
+    /// then sent again once caught up (helper-43).
+    #[test]
+    fn a_backlog_of_older_lines_does_not_resolve_an_overdue_leaver() {
+        let idp = idp_line(0, "L1", "deactivate", "vault", "root@x", "failure");
+        let gateway = gateway_line(1, "L1", "DELETE", "vault", 503);
+        let extra = "[pipeline]\nread_budget_bytes = 1\n[[slo.high_risk]]\napps = [\"vault\"]\n[alerting]\nkeep_firing_secs = 0";
+        let (dir, mut pipeline) = pipeline_with(extra, &idp, &gateway);
+        for _ in 0..4 {
+            pipeline.step(at(2_000)).unwrap();
+        }
+        assert!(firing(&pipeline, "LeaverDisableOverdue"));
+        let old: String = (0..5)
+            .map(|i| request_line(100 + i, "vault", "someone@x"))
+            .collect();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("gateway.log"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, old.as_bytes()).unwrap();
+        for secs in 2_001..2_010 {
+            pipeline.step(at(secs)).unwrap();
+            assert!(
+                firing(&pipeline, "LeaverDisableOverdue"),
+                "at {secs}, caught up {}, clock {:?}",
+                pipeline.live.caught_up,
+                pipeline.live.clock
+            );
+        }
+        assert!(pipeline.live.caught_up);
     }
 
     #[test]

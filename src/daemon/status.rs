@@ -65,6 +65,9 @@ pub struct LiveStatus {
     pub ready: bool,
     /// The live clock: `min(wall clock, watermark + allowed lateness)`.
     pub clock: Option<Ts>,
+    /// Where the SLO windows and the alerts' evidence end: every operation before it has been
+    /// judged (the clock less the allowed lateness and a join window, or the earliest pending).
+    pub judged_until: Option<Ts>,
     pub watermark: Option<Ts>,
     /// Every file read to its end.
     pub caught_up: bool,

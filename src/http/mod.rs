@@ -244,7 +244,8 @@ fn snapshot(state: &AppState) -> LiveStatus {
 
 async fn slo(State(state): State<AppState>) -> Response {
     let status = snapshot(&state);
-    Json(json!({"as_of": status.clock, "stages": status.slo})).into_response()
+    Json(json!({"as_of": status.clock, "windows_end": status.judged_until, "stages": status.slo}))
+        .into_response()
 }
 
 async fn alerts(State(state): State<AppState>) -> Response {
