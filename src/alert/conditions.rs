@@ -81,6 +81,19 @@ pub fn evidence_horizon_secs(slo: &SloConfig, alerting: &AlertingConfig) -> u64 
         .unwrap_or(3600)
 }
 
+/// How long the per-app counts must reach back: the security alerts' windows, the
+/// post-disable one ending a join window before the others ([`Inputs::requests_judged_until`]).
+pub fn counts_horizon_secs(slo: &SloConfig, alerting: &AlertingConfig) -> u64 {
+    [
+        alerting.auth_failure_window_secs,
+        alerting.unattributed_window_secs,
+        alerting.post_disable_window_secs + slo.join_window_secs,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(3600)
+}
+
 /// How many sample correlation IDs and causes a page carries.
 const SAMPLES: usize = 5;
 const TOP_CAUSES: usize = 3;
@@ -713,8 +726,11 @@ mod tests {
         let mut w = World::new();
         w.ops(Stage::Mover, 60, 40, Cause::Conflict, 0, 600);
         let now = 5400;
-        w.evidence
-            .prune(at(now), evidence_horizon_secs(&w.slo, &w.alerting));
+        w.evidence.prune(
+            at(now),
+            evidence_horizon_secs(&w.slo, &w.alerting),
+            counts_horizon_secs(&w.slo, &w.alerting),
+        );
         let all = w.eval(now);
         let slow = all
             .iter()

@@ -985,7 +985,8 @@ impl Pipeline {
             })
             .collect();
         let keep = crate::alert::conditions::evidence_horizon_secs(slo, alerting);
-        self.evidence.prune(judged_until, keep);
+        let counts_keep = crate::alert::conditions::counts_horizon_secs(slo, alerting);
+        self.evidence.prune(judged_until, keep, counts_keep);
         let join_window = Duration::from_secs(slo.join_window_secs);
         let conditions = crate::alert::conditions::evaluate(&crate::alert::conditions::Inputs {
             clock,

@@ -614,15 +614,29 @@ impl Dispatcher {
         }
         // A newer notification of the same alert and kind replaces one still waiting, and a
         // resolve replaces whatever of its alert still waits: one message said an alert was
-        // both FIRING and RESOLVED (its count one too many). The resolve is never dropped.
+        // both FIRING and RESOLVED (its count one too many). A resolve that replaces its
+        // alert's first FIRING goes too: the receiver never heard of the alert, and a
+        // RESOLVED with no FIRING before it is noise (slo-alerting.md §6; Alertmanager sends
+        // a resolve only for an alert it notified; helper-43's review).
         let mut replaced = Vec::new();
+        let mut unheard_of = false;
         if !group.in_flight {
             replaced = group.replaced_by(&delivery);
+            unheard_of = delivery.notification.kind == crate::alert::NotificationKind::Resolved
+                && replaced.iter().any(|id| {
+                    group.items.get(id).is_some_and(|d| {
+                        d.notification.kind == crate::alert::NotificationKind::Firing
+                    })
+                });
             for &id in &replaced {
                 group.remove(id);
             }
         }
-        group.insert(delivery);
+        if unheard_of {
+            replaced.push(delivery.id);
+        } else {
+            group.insert(delivery);
+        }
         if group.ready_at.is_none() && !group.in_flight {
             group.ready_at = Some(if immediately {
                 now
@@ -931,9 +945,9 @@ mod tests {
         (port, bodies)
     }
 
-    /// An alert that fired and resolved before its group went out is sent once, resolved: one
-    /// message listed it as both FIRING and RESOLVED, counted twice (QA helper-14, F7). Its
-    /// replaced firing leaves the outbox too.
+    /// An alert that fired and resolved before its group went out is not sent at all: one
+    /// message listed it as both FIRING and RESOLVED, counted twice (QA helper-14, F7), and
+    /// then a RESOLVED came with no FIRING before it (helper-43). Both leave the outbox.
     #[test]
     fn a_resolve_replaces_its_alert_s_firing_still_waiting() {
         let (port, bodies) = receiver();
@@ -982,13 +996,7 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(
-            sent,
-            [
-                ("b".to_string(), "firing".to_string()),
-                ("a".to_string(), "resolved".to_string())
-            ]
-        );
+        assert_eq!(sent, [("b".to_string(), "firing".to_string())]);
         assert_eq!(waiting(), 0);
     }
 
@@ -1249,9 +1257,10 @@ mod tests {
     }
 
     /// The queue was full, so a rescan took a FIRING and its RESOLVED from the outbox; the
-    /// resolve replaced the firing and was sent. Copies of either still in the queue, coming
-    /// after, are settled already and dropped (the FIRING would follow its RESOLVED); one
-    /// delivered from memory only (the outbox unwritable) is taken as ever.
+    /// resolve replaced the firing, and both went (the receiver never heard of the alert).
+    /// Copies of either still in the queue, coming after, are settled already and dropped
+    /// (the FIRING would page for an alert already over); one delivered from memory only (the
+    /// outbox unwritable) is taken as ever.
     #[test]
     fn a_queued_copy_of_a_delivery_a_rescan_settled_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
@@ -1287,20 +1296,11 @@ mod tests {
                 .map(|g| g.items.keys().copied().collect())
                 .unwrap_or_default()
         };
-        assert_eq!(waiting(&dispatcher), [2], "the resolve replaced the firing");
-        dispatcher.groups.get_mut(&key).unwrap().in_flight = true;
-        dispatcher.finish(
-            Attempted {
-                key: key.clone(),
-                kind: "webhook",
-                ids: vec![2],
-                sent: vec![2],
-                refused: vec![],
-                retry: None,
-            },
-            now,
+        assert_eq!(
+            waiting(&dispatcher),
+            [0u64; 0],
+            "the resolve replaced the firing, and went with it: neither was heard of"
         );
-        assert_eq!(waiting(&dispatcher), [0u64; 0]);
         dispatcher.received(firing, true, now);
         dispatcher.received(resolved, true, now);
         assert_eq!(waiting(&dispatcher), [0u64; 0], "neither sent again");
