@@ -296,10 +296,24 @@ impl Tailer {
     /// One pass: discover files, notice rotation and truncation, and read up to the budget of
     /// each file, handing every complete line to `on_line`.
     pub fn poll(&mut self, on_line: &mut dyn FnMut(LineSource, Line<'_>)) -> io::Result<()> {
+        self.poll_holding(&|_| false, on_line)
+    }
+
+    /// [`Tailer::poll`], reading nothing this pass from the files `held` names (by file id):
+    /// the daemon's, whose lines read earlier still wait in the merge.
+    pub fn poll_holding(
+        &mut self,
+        held: &dyn Fn(u32) -> bool,
+        on_line: &mut dyn FnMut(LineSource, Line<'_>),
+    ) -> io::Result<()> {
         self.discover()?;
         let budget = self.read_budget_bytes as u64;
         for file in &mut self.files {
+            // Held or not, it may have grown: not at its end until a read says so.
             file.reader.clear_eof();
+            if held(file.id) {
+                continue;
+            }
             let source = LineSource {
                 file_id: file.id,
                 source: file.source,
@@ -1066,6 +1080,32 @@ mod tests {
                 "copy before the checkpoint {copy_before_checkpoint}, late {late_consumed}"
             );
         }
+    }
+
+    /// A held file is not read that pass (its lines wait in the daemon's merge), and is read
+    /// from where it was once it is let go.
+    #[test]
+    fn a_held_file_is_read_once_let_go() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one"]);
+        h.append("app.log.b", &["x"]);
+        h.poll();
+        h.poll();
+        h.append("app.log", &["two"]);
+        h.append("app.log.b", &["y"]);
+        let held = h.keys[0].0;
+        let mut seen = Vec::new();
+        h.tailer
+            .poll_holding(&|id| id == held, &mut |_, line| {
+                if let Line::Text { bytes, .. } = line {
+                    seen.push(String::from_utf8_lossy(bytes).into_owned());
+                }
+            })
+            .unwrap();
+        assert_eq!(seen, ["y"]);
+        assert!(h.tailer.has_unread(held));
+        h.poll();
+        assert_eq!(h.seen[2..], ["two"]);
     }
 
     #[test]
