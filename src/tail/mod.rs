@@ -118,6 +118,13 @@ pub struct Tailer {
     /// length holds still for a pass (a copy being written is not mistaken for a new file).
     small: std::collections::HashMap<(u64, u64), u64>,
     resume: Vec<FilePosition>,
+    /// Rotated files read to their end and closed while the globs still list them (each
+    /// held a descriptor for ever, and under a low limit new files could not be opened):
+    /// looked at by stat each pass, opened again from here if they grow, forgotten once no
+    /// glob lists them. In checkpoints with the open files. With when each was first listed,
+    /// which it keeps when opened again (else another node's log, written side by side,
+    /// looked rotated away by it, and its partial last line was split).
+    parked: Vec<(FilePosition, Instant)>,
     /// (old file id, the copy's): lines read under the id of a file that was truncated or
     /// drained, marked consumed after its copy took over, move the copy's position.
     copies: Vec<(u32, u32)>,
@@ -170,6 +177,7 @@ impl Tailer {
             previous: Vec::new(),
             small: std::collections::HashMap::new(),
             resume,
+            parked: Vec::new(),
             copies: Vec::new(),
             next_file_id,
             unreadable: Default::default(),
@@ -289,6 +297,7 @@ impl Tailer {
                 }),
         );
         positions.extend(self.resume.iter().cloned());
+        positions.extend(self.parked.iter().map(|(p, _)| p.clone()));
         positions.sort_by_key(|p| p.file_id);
         positions
     }
@@ -332,6 +341,7 @@ impl Tailer {
     fn discover(&mut self) -> io::Result<()> {
         let now = Instant::now();
         let mut seen: Vec<bool> = vec![false; self.files.len()];
+        let mut parked_seen: Vec<bool> = vec![false; self.parked.len()];
         for source_index in 0..self.sources.len() {
             let mut paths = Vec::new();
             for pattern in &self.sources[source_index].globs {
@@ -360,16 +370,40 @@ impl Tailer {
                     self.check_known(index, &path, len)?;
                     continue;
                 }
+                let mut first_seen = None;
+                if let Some(index) =
+                    (self.parked.iter()).position(|(p, _)| p.dev == dev && p.ino == ino)
+                {
+                    if len == self.parked[index].0.offset {
+                        parked_seen[index] = true;
+                        continue; // read to its end, and not grown
+                    }
+                    // Grown (or rewritten): opened again, from its position if it is the same.
+                    let (position, seen_at) = self.parked.remove(index);
+                    parked_seen.remove(index);
+                    self.resume.push(position);
+                    first_seen = Some(seen_at);
+                }
                 let resumable = self.resume.iter().any(|p| p.dev == dev && p.ino == ino);
                 if len < HEAD_BYTES && !resumable && self.small.insert((dev, ino), len) != Some(len)
                 {
                     continue; // still growing (maybe a copy being written): look again next pass
                 }
                 self.small.remove(&(dev, ino));
+                let opened = self.files.len();
                 self.open_new(source_index, &path, dev, ino, len)?;
+                if let (Some(seen_at), Some(file)) = (first_seen, self.files.get_mut(opened)) {
+                    file.seen_at = seen_at;
+                }
                 seen.push(true);
             }
         }
+        // Parked files no glob lists any more are gone (removed, or out of the globs).
+        let mut parked_index = 0;
+        self.parked.retain(|_| {
+            parked_index += 1;
+            parked_seen[parked_index - 1]
+        });
         // Files no glob finds any more: read to the end, then let go after the grace period.
         let rotate_wait = self.rotate_wait;
         self.previous
@@ -398,9 +432,12 @@ impl Tailer {
         };
         let mut closed = 0;
         let mut index = 0;
+        let sources = &self.sources;
+        let parked = &mut self.parked;
         self.files.retain_mut(|file| {
             let found = seen.get(index).copied().unwrap_or(true);
             index += 1;
+            let drained = file.reader.at_eof() && file.reader.buffered() == 0;
             if found {
                 file.gone_since = None;
                 // Rotated away (a file of its source that turned up since is written; this one
@@ -408,11 +445,37 @@ impl Tailer {
                 let idle = now.duration_since(file.grew_at) >= rotate_wait;
                 let rotated = idle && rotated_away(file);
                 file.reader.set_final_partial_is_line(rotated);
+                // Read to its end, every line processed: closed, its position parked.
+                let processed = file.consumed_offset == file.reader.offset();
+                if rotated && drained && processed && file.len == file.reader.offset() {
+                    let position = FilePosition {
+                        file_id: file.id,
+                        source: sources[file.source].name.clone(),
+                        path: file.path.clone(),
+                        dev: file.dev,
+                        ino: file.ino,
+                        head_hash: file.head_hash,
+                        head_len: file.head_len,
+                        offset: file.consumed_offset,
+                        line: file.consumed_line,
+                    };
+                    parked.push((position, file.seen_at));
+                    closed += 1;
+                    return false;
+                }
                 return true;
             }
             let since = *file.gone_since.get_or_insert(now);
-            file.reader.set_final_partial_is_line(true);
-            let drained = file.reader.at_eof() && file.reader.buffered() == 0;
+            // No glob lists it (removed, or moved out of the globs: logrotate's `olddir`), but
+            // the app may still finish its last line through its handle: that line is whole
+            // only once the file has not grown for rotate_wait (it was split at once).
+            if let Ok(meta) = file.reader.get_ref().metadata() {
+                if meta.len() != file.len {
+                    (file.len, file.grew_at) = (meta.len(), now);
+                }
+            }
+            let idle = now.duration_since(file.grew_at) >= rotate_wait;
+            file.reader.set_final_partial_is_line(idle);
             let keep = !(drained && now.duration_since(since) >= rotate_wait);
             if !keep {
                 closed += 1;
@@ -1106,6 +1169,87 @@ mod tests {
         assert!(h.tailer.has_unread(held));
         h.poll();
         assert_eq!(h.seen[2..], ["two"]);
+    }
+
+    /// A rotated file read to its end is closed though its name still matches the globs (each
+    /// held a descriptor for ever; helper-42), its position kept: not opened again while it
+    /// does not grow, read on from there if it does, in the checkpoint meanwhile, and
+    /// forgotten once removed.
+    #[test]
+    fn a_rotated_file_read_to_its_end_is_closed_and_read_on_if_it_grows() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one"]);
+        h.poll();
+        fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // a later modification time
+        h.append("app.log", &["two"]);
+        for _ in 0..3 {
+            h.poll();
+        }
+        assert_eq!(h.tailer.files.len(), 1, "the rotated file is closed");
+        assert_eq!(h.tailer.parked.len(), 1);
+        let opened = h.tailer.counters().files_opened;
+        h.poll();
+        assert_eq!(h.tailer.counters().files_opened, opened, "not opened again");
+        assert_eq!(h.tailer.positions().len(), 2);
+        h.append("app.log.1", &["late"]);
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["one", "two", "late"]);
+        std::thread::sleep(Duration::from_millis(20)); // the active file written after it
+        h.append("app.log", &["three"]);
+        for _ in 0..3 {
+            h.poll();
+        }
+        assert_eq!(h.tailer.parked.len(), 1, "parked again");
+        fs::remove_file(h.path("app.log.1")).unwrap();
+        h.poll();
+        assert!(h.tailer.parked.is_empty(), "{:?} files {:?}", h.tailer.parked, h.tailer.files.iter().map(|f| f.path.clone()).collect::<Vec<_>>());
+        assert_eq!(h.tailer.positions().len(), 1);
+    }
+
+    /// A file moved out of the globs (logrotate's `olddir`) while its app is writing a line in
+    /// two parts: the line is whole once the file stops growing for `rotate_wait`, not split
+    /// at once into two bad lines (helper-42).
+    #[test]
+    fn a_line_finished_after_its_file_left_the_globs_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let glob = dir.path().join("app.log*").to_string_lossy().into_owned();
+        let mut tailer = Tailer::new(
+            vec![TailSource {
+                name: "s".into(),
+                globs: vec![glob],
+                max_line_bytes: 1024,
+            }],
+            Vec::new(),
+            1 << 20,
+            Duration::from_millis(300),
+        );
+        let mut seen = Vec::new();
+        let mut poll = |tailer: &mut Tailer| {
+            tailer
+                .poll(&mut |_, line| {
+                    if let Line::Text { bytes, .. } = line {
+                        seen.push(String::from_utf8_lossy(bytes).into_owned());
+                    }
+                })
+                .unwrap()
+        };
+        fs::write(dir.path().join("app.log"), "one\ntw").unwrap();
+        poll(&mut tailer);
+        poll(&mut tailer); // (a file shorter than a head is opened once it holds still)
+        fs::create_dir(dir.path().join("old")).unwrap();
+        let moved = dir.path().join("old/app.log");
+        fs::rename(dir.path().join("app.log"), &moved).unwrap();
+        poll(&mut tailer);
+        poll(&mut tailer);
+        let mut file = fs::OpenOptions::new().append(true).open(&moved).unwrap();
+        file.write_all(b"o\n").unwrap();
+        poll(&mut tailer);
+        std::thread::sleep(Duration::from_millis(400));
+        poll(&mut tailer);
+        poll(&mut tailer);
+        assert_eq!(seen, ["one", "two"]);
     }
 
     #[test]
