@@ -1312,6 +1312,99 @@ mod tests {
         assert_eq!(whole.outputs, restored.outputs);
     }
 
+    /// A user disabled, renamed, and enabled again at the source under the new login (Entra
+    /// re-enables with an update, no joiner) is live again: the next leave under the new
+    /// login opens an episode, with or without the return naming the id. It opened none: the
+    /// return found no pair under the new login, and the old closure stood (helper-44).
+    #[test]
+    fn a_return_under_a_new_login_is_the_renamed_account_s_rehire() {
+        for return_id in [Some("u-1"), None] {
+            let mut s = Scenario::new();
+            s.idp_naming(
+                0,
+                "c1",
+                Stage::Leaver,
+                Some("alice@x"),
+                Some("u-1"),
+                Some(IdpStatus::Success),
+            )
+            .gateway(1, "c1", WriteKind::Disable, 200)
+            .source_event_with_id(600, "bob@x", return_id, None, true)
+            .idp_naming(
+                5_000,
+                "c2",
+                Stage::Leaver,
+                Some("bob@x"),
+                Some("u-1"),
+                Some(IdpStatus::Failure),
+            )
+            .gateway(5_001, "c2", WriteKind::Disable, 503)
+            .finish();
+            let ended: Vec<_> = (s.episodes().iter())
+                .map(|e| (e.user_login.as_deref().unwrap(), e.state))
+                .collect();
+            use crate::judge::EpisodeState::{Disabled, Open};
+            assert_eq!(
+                ended,
+                [("alice@x", Disabled), ("bob@x", Open)],
+                "{return_id:?}"
+            );
+        }
+    }
+
+    /// A closed pair re-keyed from the user id to the login (a later operation names both)
+    /// keeps its place in the index by id: a leave under another login with the same id then
+    /// opens no episode (clarification 15), in a live run as in a restored one (the live
+    /// index named the old key, and found nothing: helper-44).
+    #[test]
+    fn a_closed_pair_re_keyed_to_its_login_stays_found_by_id() {
+        let feed = |s: &mut Scenario| {
+            s.idp_naming(
+                0,
+                "c1",
+                Stage::Leaver,
+                None,
+                Some("u-1"),
+                Some(IdpStatus::Success),
+            )
+            .gateway(1, "c1", WriteKind::Disable, 200)
+            .idp_naming(
+                700,
+                "c2",
+                Stage::Leaver,
+                Some("alice@x"),
+                Some("u-1"),
+                Some(IdpStatus::Success),
+            )
+            .gateway(701, "c2", WriteKind::DeleteUser, 204);
+            s.engine.advance(at(2_000));
+            s.outputs.extend(s.engine.drain());
+        };
+        let rest = |s: &mut Scenario| {
+            s.idp_naming(
+                3_000,
+                "c3",
+                Stage::Leaver,
+                Some("bob@x"),
+                Some("u-1"),
+                Some(IdpStatus::Failure),
+            )
+            .gateway(3_001, "c3", WriteKind::Disable, 503)
+            .finish();
+        };
+        let mut whole = Scenario::new();
+        feed(&mut whole);
+        rest(&mut whole);
+        assert_eq!(whole.episodes().len(), 1, "{:?}", whole.episodes());
+        let mut restored = Scenario::new();
+        feed(&mut restored);
+        let json = serde_json::to_string(&restored.engine.snapshot()).unwrap();
+        restored.engine =
+            Engine::restore(serde_json::from_str(&json).unwrap(), Scenario::settings());
+        rest(&mut restored);
+        assert_eq!(whole.outputs, restored.outputs);
+    }
+
     /// A joiner under the login a user was renamed to while leaving cancels the episode open
     /// under the old login, as a joiner under the same login does (clarification 15).
     #[test]

@@ -503,6 +503,11 @@ pub struct Episodes {
     pairs: PairMap,
     /// Triggers without an app, by user key: they cover every app of that user.
     user_triggers: FastMap<String, Vec<Ts>>,
+    /// The latest return at the source of truth by each user key it named: an account
+    /// disabled under an old login and returned since under a new one is live again, though
+    /// the return, keyed by the new login, found no pair to rehire ([`Episodes::renamed_since_closed`];
+    /// helper-44: the next leave under the new login opened no episode).
+    returns: FastMap<String, Ts>,
     /// Disabled intervals by lowercased login, for post-disable activity.
     disabled: FastMap<String, Vec<Disabled>>,
     open: OpenIndex,
@@ -628,6 +633,9 @@ pub struct EpisodesState {
     pairs: Vec<((String, String), Pair)>,
     user_triggers: Vec<(String, Vec<Ts>)>,
     disabled: Vec<(String, Vec<Disabled>)>,
+    /// Absent from checkpoints written before it existed.
+    #[serde(default)]
+    returns: Vec<(String, Ts)>,
 }
 
 /// [`EpisodesState`], borrowed from the live machine.
@@ -636,6 +644,8 @@ pub struct EpisodesStateRef<'a> {
     pairs: Vec<(&'a (String, String), &'a Pair)>,
     user_triggers: Vec<(&'a String, &'a Vec<Ts>)>,
     disabled: Vec<(&'a String, &'a Vec<Disabled>)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    returns: Vec<(&'a String, &'a Ts)>,
 }
 
 fn key_of(text: &str) -> String {
@@ -701,6 +711,7 @@ impl Episodes {
             policy,
             pairs: Default::default(),
             user_triggers: FastMap::default(),
+            returns: FastMap::default(),
             disabled: FastMap::default(),
             open: OpenIndex::default(),
             closed_ids: FastMap::default(),
@@ -719,6 +730,7 @@ impl Episodes {
         EpisodesStateRef {
             pairs: sorted(self.pairs.iter()),
             user_triggers: sorted(self.user_triggers.iter()),
+            returns: sorted(self.returns.iter()),
             disabled: sorted(self.disabled.iter()),
         }
     }
@@ -738,6 +750,7 @@ impl Episodes {
             policy,
             pairs: state.pairs.into_iter().collect(),
             user_triggers: state.user_triggers.into_iter().collect(),
+            returns: state.returns.into_iter().collect(),
             disabled: state.disabled.into_iter().collect(),
             open,
             closed_ids: FastMap::default(),
@@ -1015,7 +1028,18 @@ impl Episodes {
                     self.open.forget_id(&other_key, episode, &self.pairs);
                     self.open.note_id(&primary_key, episode);
                 }
+                let closed_id = pair
+                    .closed_user_id
+                    .clone()
+                    .filter(|_| pair.last_closed_at.is_some());
                 self.pairs.insert(primary_key.clone(), pair);
+                if let Some(id) = closed_id {
+                    // The index by id follows the pair to its new key (it named the old one,
+                    // and a restored run, whose index is rebuilt, found another: helper-44).
+                    self.forget_closed(&other_key, &id);
+                    let hash = self.open.id_hash(app, &id);
+                    self.note_closed(&primary_key, hash);
+                }
                 return Some(primary_key);
             }
         }
@@ -1085,6 +1109,10 @@ impl Episodes {
     /// cancelled if it began before the return, as a joiner operation for it would be.
     /// Cancelled: no latency, no breach. Then [`Episodes::mark_returned`].
     fn on_return(&mut self, trigger: &Trigger, keys: &[Cow<'_, str>], out: &mut Vec<LeaverEvent>) {
+        for key in keys {
+            let latest = self.returns.entry(key.to_string()).or_insert(trigger.time);
+            *latest = (*latest).max(trigger.time);
+        }
         let mut cancel: Vec<(String, String)> = Vec::new();
         match &trigger.app {
             None => {
@@ -1252,6 +1280,7 @@ impl Episodes {
     fn renamed_since_closed(
         &self,
         pair_key: &(String, String),
+        keys: &[Cow<'_, str>],
         account: Option<Account<'_>>,
     ) -> Option<(String, String)> {
         let account = account?;
@@ -1261,7 +1290,13 @@ impl Episodes {
         }
         let found = self.closed_by_id(&pair_key.0, account, &pair_key.1)?;
         let closed_at = self.pairs.get(&found)?.last_closed_at;
-        (pair.and_then(|p| p.last_closed_at) < closed_at).then_some(found)
+        // Returned at the source since, under any of the user's keys: live again (when in
+        // doubt, an episode: a second one is noise, a missed one a leaver never watched).
+        let returned = keys
+            .iter()
+            .filter_map(|key| self.returns.get(key.as_ref()))
+            .any(|at| Some(*at) >= closed_at);
+        (!returned && pair.and_then(|p| p.last_closed_at) < closed_at).then_some(found)
     }
 
     /// The account the pair `closed` disabled, renamed since to `login`: a request under the
@@ -1347,7 +1382,7 @@ impl Episodes {
         account: Option<Account<'_>>,
         op: &LifecycleOp,
     ) -> bool {
-        if let Some(closed) = self.renamed_since_closed(pair_key, account) {
+        if let Some(closed) = self.renamed_since_closed(pair_key, keys, account) {
             if let Some(login) = op.user_login() {
                 self.disabled_as(&closed, login);
             }
