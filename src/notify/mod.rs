@@ -501,6 +501,10 @@ pub struct Dispatcher {
     rng: u64,
     /// When each delivery first failed: each gets `retry_for` of its own.
     failing_since: BTreeMap<u64, Instant>,
+    /// Deliveries that may have reached their receiver: put into an attempt (one that timed
+    /// out may have been taken), or found waiting at a start (sent before a crash, maybe).
+    /// A resolve drops its alert's waiting FIRING with itself only if the FIRING is not here.
+    maybe_sent: HashSet<u64>,
     /// Every delivery held (waiting or in flight), so an outbox rescan adds only new ones.
     known: BTreeSet<u64>,
     rescan: Arc<AtomicBool>,
@@ -533,6 +537,7 @@ impl Dispatcher {
             metrics,
             rng,
             failing_since: BTreeMap::new(),
+            maybe_sent: HashSet::new(),
             known: BTreeSet::new(),
             rescan,
             done_tx,
@@ -593,6 +598,9 @@ impl Dispatcher {
         if !self.known.insert(delivery.id) {
             return;
         }
+        if immediately {
+            self.maybe_sent.insert(delivery.id); // waiting at a start
+        }
         if !self.channels.contains_key(&delivery.target) {
             self.known.remove(&delivery.id);
             self.outbox.dead_letter(
@@ -615,9 +623,11 @@ impl Dispatcher {
         // A newer notification of the same alert and kind replaces one still waiting, and a
         // resolve replaces whatever of its alert still waits: one message said an alert was
         // both FIRING and RESOLVED (its count one too many). A resolve that replaces its
-        // alert's first FIRING goes too: the receiver never heard of the alert, and a
-        // RESOLVED with no FIRING before it is noise (slo-alerting.md §6; Alertmanager sends
-        // a resolve only for an alert it notified; helper-43's review).
+        // alert's first FIRING, never tried, goes too: the receiver never heard of the alert,
+        // and a RESOLVED with no FIRING before it is noise (slo-alerting.md §6; Alertmanager
+        // sends a resolve only for an alert it notified; helper-43's review). A FIRING tried
+        // and retried may have been taken (a timeout after the receiver had it): its resolve
+        // is sent, or the incident stays open for ever (helper-44).
         let mut replaced = Vec::new();
         let mut unheard_of = false;
         if !group.in_flight {
@@ -626,7 +636,7 @@ impl Dispatcher {
                 && replaced.iter().any(|id| {
                     group.items.get(id).is_some_and(|d| {
                         d.notification.kind == crate::alert::NotificationKind::Firing
-                    })
+                    }) && !self.maybe_sent.contains(id)
                 });
             for &id in &replaced {
                 group.remove(id);
@@ -651,6 +661,7 @@ impl Dispatcher {
             self.outbox.remove(id);
             self.known.remove(&id);
             self.failing_since.remove(&id);
+            self.maybe_sent.remove(&id);
         }
     }
 
@@ -678,6 +689,7 @@ impl Dispatcher {
             };
             group.in_flight = true;
             group.ready_at = None;
+            self.maybe_sent.extend(group.items.keys().copied());
             let done = self.done_tx.clone();
             let task = attempt(
                 channel.clone(),
@@ -700,6 +712,7 @@ impl Dispatcher {
     fn forget(&mut self, id: u64) {
         self.known.remove(&id);
         self.failing_since.remove(&id);
+        self.maybe_sent.remove(&id);
     }
 
     fn finish(&mut self, attempted: Attempted, now: Instant) {
@@ -1254,6 +1267,55 @@ mod tests {
             .filter(|n| crate::durable::is_tmp_name(n))
             .count();
         assert_eq!(temporaries, 0);
+    }
+
+    /// A FIRING already tried (the receiver timed out, and may have taken it) and waiting for
+    /// its retry is replaced by its RESOLVED, which is sent: dropped with it, the receiver's
+    /// incident stayed open for ever (helper-44).
+    #[test]
+    fn a_resolve_is_sent_when_its_firing_was_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = hook_config(1, dir.path(), "group_wait_secs = 0");
+        let outbox = Outbox::open(&config.storage.data_dir).unwrap();
+        let channels = Channels::build(&config).unwrap().by_target;
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        let mut dispatcher = Dispatcher::new(
+            &config,
+            channels,
+            outbox.clone(),
+            Arc::new(Metrics::new(&config)),
+            Arc::new(AtomicBool::new(false)),
+            done_tx,
+            1,
+        );
+        let firing = overdue_delivery(1);
+        let mut resolved = overdue_delivery(1);
+        resolved.id = 2;
+        resolved.notification.kind = NotificationKind::Resolved;
+        outbox.put_all([&firing, &resolved]).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let now = Instant::now();
+            dispatcher.add(firing, now, false);
+            dispatcher.start_ready(now);
+            let attempted = done.recv().await.unwrap();
+            assert!(attempted.sent.is_empty(), "nothing listens on port 1");
+            dispatcher.finish(attempted, Instant::now());
+            dispatcher.add(resolved, Instant::now(), false);
+        });
+        let key = (
+            "hook/webhook".to_string(),
+            "LeaverDisableOverdue".to_string(),
+        );
+        let waiting: Vec<u64> = dispatcher.groups[&key].items.keys().copied().collect();
+        assert_eq!(
+            waiting,
+            [2],
+            "the resolve replaced the firing, and waits to be sent"
+        );
     }
 
     /// The queue was full, so a rescan took a FIRING and its RESOLVED from the outbox; the
