@@ -90,8 +90,9 @@ struct Tracked {
 pub struct AlertEngine {
     alerts: BTreeMap<String, Tracked>,
     /// The latest time it was advanced to: time never goes back for an alert, though the
-    /// daemon's clock follows a backlog's events (an alert resolved before it fired).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// daemon's clock follows a backlog's events (an alert resolved before it fired). Not
+    /// stored: a wall clock once set ahead and corrected would hold every alert until then.
+    #[serde(skip)]
     clock: Option<Ts>,
 }
 

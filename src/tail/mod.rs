@@ -392,8 +392,9 @@ impl Tailer {
                 self.small.remove(&(dev, ino));
                 let opened = self.files.len();
                 self.open_new(source_index, &path, dev, ino, len)?;
-                if let (Some(seen_at), Some(file)) = (first_seen, self.files.get_mut(opened)) {
-                    file.seen_at = seen_at;
+                if let Some(file) = self.files.get_mut(opened) {
+                    // Files first listed in one pass share its time (they are one listing).
+                    file.seen_at = first_seen.unwrap_or(now);
                 }
                 seen.push(true);
             }
@@ -430,6 +431,14 @@ impl Tailer {
                     && *modified > file.modified
             })
         };
+        // Whether a file of its source was first listed after it: a rotation's new file. Not
+        // so for files listed together at a start (two nodes' logs side by side): a quiet
+        // live log parked, then copytruncated, was read again from 0 (helper-44).
+        let newer_listed = |file: &TailedFile| {
+            (listed.iter()).any(|(source, id, seen_at, _)| {
+                *source == file.source && *id != file.id && *seen_at > file.seen_at
+            })
+        };
         let mut closed = 0;
         let mut index = 0;
         let sources = &self.sources;
@@ -447,7 +456,8 @@ impl Tailer {
                 file.reader.set_final_partial_is_line(rotated);
                 // Read to its end, every line processed: closed, its position parked.
                 let processed = file.consumed_offset == file.reader.offset();
-                if rotated && drained && processed && file.len == file.reader.offset() {
+                let read = drained && processed && file.len == file.reader.offset();
+                if rotated && read && newer_listed(file) {
                     let position = FilePosition {
                         file_id: file.id,
                         source: sources[file.source].name.clone(),
@@ -1206,6 +1216,21 @@ mod tests {
         h.poll();
         assert!(h.tailer.parked.is_empty(), "{:?}", h.tailer.parked);
         assert_eq!(h.tailer.positions().len(), 1);
+    }
+
+    /// Two nodes' logs listed together are both kept open, however quiet one is: parked as
+    /// rotated away, a live log copytruncated later was read again from 0 (helper-44).
+    #[test]
+    fn files_listed_together_are_not_parked() {
+        let mut h = Harness::new();
+        h.append("app.log.a", &["one"]);
+        std::thread::sleep(Duration::from_millis(20)); // b is newer
+        h.append("app.log.b", &["x"]);
+        for _ in 0..4 {
+            h.poll();
+        }
+        assert_eq!(h.tailer.files.len(), 2);
+        assert!(h.tailer.parked.is_empty());
     }
 
     /// A file moved out of the globs (logrotate's `olddir`) while its app is writing a line in
