@@ -114,9 +114,11 @@ pub struct Tailer {
     sources: Vec<TailSource>,
     files: Vec<TailedFile>,
     previous: Vec<Generation>,
-    /// New files shorter than a head, by (dev, ino), with the length seen: opened once their
-    /// length holds still for a pass (a copy being written is not mistaken for a new file).
-    small: std::collections::HashMap<(u64, u64), u64>,
+    /// New files shorter than a head, by (dev, ino), with the length seen and when first
+    /// listed: opened once their length holds still for a pass (a copy being written is not
+    /// mistaken for a new file), as first listed then (a short log listed beside another at a
+    /// start is not a rotation's new file: helper-44's parked live log).
+    small: std::collections::HashMap<(u64, u64), (u64, Instant)>,
     resume: Vec<FilePosition>,
     /// Rotated files read to their end and closed while the globs still list them (each
     /// held a descriptor for ever, and under a low limit new files could not be opened):
@@ -385,11 +387,16 @@ impl Tailer {
                     first_seen = Some(seen_at);
                 }
                 let resumable = self.resume.iter().any(|p| p.dev == dev && p.ino == ino);
-                if len < HEAD_BYTES && !resumable && self.small.insert((dev, ino), len) != Some(len)
-                {
-                    continue; // still growing (maybe a copy being written): look again next pass
+                if len < HEAD_BYTES && !resumable {
+                    let listed = self.small.entry((dev, ino)).or_insert((u64::MAX, now));
+                    if listed.0 != len {
+                        listed.0 = len;
+                        continue; // still growing (maybe a copy being written): look again next pass
+                    }
                 }
-                self.small.remove(&(dev, ino));
+                if let Some((_, listed)) = self.small.remove(&(dev, ino)) {
+                    first_seen = first_seen.or(Some(listed));
+                }
                 let opened = self.files.len();
                 self.open_new(source_index, &path, dev, ino, len)?;
                 if let Some(file) = self.files.get_mut(opened) {
@@ -1223,7 +1230,8 @@ mod tests {
     #[test]
     fn files_listed_together_are_not_parked() {
         let mut h = Harness::new();
-        h.append("app.log.a", &["one"]);
+        let long = "x".repeat(300); // opened at once; a short file waits a pass to be opened
+        h.append("app.log.a", &[&long]);
         std::thread::sleep(Duration::from_millis(20)); // b is newer
         h.append("app.log.b", &["x"]);
         for _ in 0..4 {
