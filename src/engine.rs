@@ -860,6 +860,15 @@ mod tests {
             self
         }
 
+        /// Restarts the engine from a checkpoint of its state (written as JSON and read back
+        /// as an owned state), as the daemon does; returns the checkpoint.
+        fn restart(&mut self) -> String {
+            let json = serde_json::to_string(&self.engine.snapshot()).unwrap();
+            let state: EngineState = serde_json::from_str(&json).unwrap();
+            self.engine = Engine::restore(state, Scenario::settings());
+            json
+        }
+
         fn finish(&mut self) -> &mut Self {
             self.engine.episodes.assert_open_index();
             self.engine.finish();
@@ -907,9 +916,7 @@ mod tests {
         feed(&mut whole);
         let mut restored = Scenario::new();
         feed(&mut restored);
-        let json = serde_json::to_string(&restored.engine.snapshot()).unwrap();
-        let state: EngineState = serde_json::from_str(&json).unwrap();
-        restored.engine = Engine::restore(state, Scenario::settings());
+        let json = restored.restart();
         assert_eq!(
             serde_json::to_string(&restored.engine.snapshot()).unwrap(),
             json,
@@ -1104,8 +1111,7 @@ mod tests {
         assert_eq!(s.engine.join_pending(), 1);
         assert_eq!(s.engine.open_episodes().len(), 0);
         assert_eq!(s.engine.unseen_leavers(&pair), [Some(at(480))]);
-        let json = serde_json::to_string(&s.engine.snapshot()).unwrap();
-        s.engine = Engine::restore(serde_json::from_str(&json).unwrap(), Scenario::settings());
+        s.restart();
         assert_eq!(s.engine.unseen_leavers(&pair), [Some(at(480))]);
         s.engine.advance(at(1000 + 661));
         s.outputs.extend(s.engine.drain());
@@ -1305,9 +1311,7 @@ mod tests {
         );
         let mut restored = Scenario::new();
         feed(&mut restored);
-        let json = serde_json::to_string(&restored.engine.snapshot()).unwrap();
-        restored.engine =
-            Engine::restore(serde_json::from_str(&json).unwrap(), Scenario::settings());
+        restored.restart();
         rest(&mut restored);
         assert_eq!(whole.outputs, restored.outputs);
     }
@@ -1398,9 +1402,7 @@ mod tests {
         assert_eq!(whole.episodes().len(), 1, "{:?}", whole.episodes());
         let mut restored = Scenario::new();
         feed(&mut restored);
-        let json = serde_json::to_string(&restored.engine.snapshot()).unwrap();
-        restored.engine =
-            Engine::restore(serde_json::from_str(&json).unwrap(), Scenario::settings());
+        restored.restart();
         rest(&mut restored);
         assert_eq!(whole.outputs, restored.outputs);
     }

@@ -1058,6 +1058,23 @@ mod tests {
         assert!(group.items.is_empty() && group.by_key.is_empty());
     }
 
+    /// A dispatcher over `config`'s receivers and outbox, with where its attempts end.
+    fn dispatcher_for(config: &Config) -> (Dispatcher, Outbox, mpsc::UnboundedReceiver<Attempted>) {
+        let outbox = Outbox::open(&config.storage.data_dir).unwrap();
+        let channels = Channels::build(config).unwrap().by_target;
+        let (done_tx, done) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher::new(
+            config,
+            channels,
+            outbox.clone(),
+            Arc::new(Metrics::new(config)),
+            Arc::new(AtomicBool::new(false)),
+            done_tx,
+            1,
+        );
+        (dispatcher, outbox, done)
+    }
+
     pub(super) fn overdue_delivery(id: u64) -> Delivery {
         Delivery {
             id,
@@ -1276,18 +1293,7 @@ mod tests {
     fn a_resolve_is_sent_when_its_firing_was_tried() {
         let dir = tempfile::tempdir().unwrap();
         let config = hook_config(1, dir.path(), "group_wait_secs = 0");
-        let outbox = Outbox::open(&config.storage.data_dir).unwrap();
-        let channels = Channels::build(&config).unwrap().by_target;
-        let (done_tx, mut done) = mpsc::unbounded_channel();
-        let mut dispatcher = Dispatcher::new(
-            &config,
-            channels,
-            outbox.clone(),
-            Arc::new(Metrics::new(&config)),
-            Arc::new(AtomicBool::new(false)),
-            done_tx,
-            1,
-        );
+        let (mut dispatcher, outbox, mut done) = dispatcher_for(&config);
         let firing = overdue_delivery(1);
         let mut resolved = overdue_delivery(1);
         resolved.id = 2;
@@ -1327,18 +1333,7 @@ mod tests {
     fn a_queued_copy_of_a_delivery_a_rescan_settled_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let config = hook_config(1, dir.path(), "");
-        let outbox = Outbox::open(&config.storage.data_dir).unwrap();
-        let channels = Channels::build(&config).unwrap().by_target;
-        let (done_tx, _done) = mpsc::unbounded_channel();
-        let mut dispatcher = Dispatcher::new(
-            &config,
-            channels,
-            outbox.clone(),
-            Arc::new(Metrics::new(&config)),
-            Arc::new(AtomicBool::new(false)),
-            done_tx,
-            1,
-        );
+        let (mut dispatcher, outbox, _done) = dispatcher_for(&config);
         let firing = overdue_delivery(1);
         let mut resolved = overdue_delivery(1);
         resolved.id = 2;

@@ -720,20 +720,26 @@ mod tests {
         keys: Vec<(u32, u64)>,
     }
 
+    /// A tailer of `dir`'s `app.log*` as the source `name`, from `positions`.
+    fn tailer_in(
+        dir: &Path,
+        name: &str,
+        positions: Vec<FilePosition>,
+        rotate_wait: Duration,
+    ) -> Tailer {
+        let glob = dir.join("app.log*").to_string_lossy().into_owned();
+        let source = TailSource {
+            name: name.into(),
+            globs: vec![glob],
+            max_line_bytes: 1024,
+        };
+        Tailer::new(vec![source], positions, 1 << 20, rotate_wait)
+    }
+
     impl Harness {
         fn new() -> Harness {
             let dir = tempfile::tempdir().unwrap();
-            let glob = dir.path().join("app.log*").to_string_lossy().into_owned();
-            let tailer = Tailer::new(
-                vec![TailSource {
-                    name: "s".into(),
-                    globs: vec![glob],
-                    max_line_bytes: 1024,
-                }],
-                Vec::new(),
-                1 << 20,
-                Duration::from_secs(0),
-            );
+            let tailer = tailer_in(dir.path(), "s", Vec::new(), Duration::ZERO);
             Harness {
                 dir,
                 tailer,
@@ -913,17 +919,7 @@ mod tests {
         h.poll();
         assert_eq!(h.seen, ["one", "two"]);
         let positions = h.tailer.positions();
-        let glob = h.dir.path().join("app.log*").to_string_lossy().into_owned();
-        let mut renamed = Tailer::new(
-            vec![TailSource {
-                name: "renamed".into(),
-                globs: vec![glob],
-                max_line_bytes: 1024,
-            }],
-            positions,
-            1 << 20,
-            Duration::from_secs(0),
-        );
+        let mut renamed = tailer_in(h.dir.path(), "renamed", positions, Duration::ZERO);
         h.append("app.log", &["three"]);
         let mut seen = Vec::new();
         for _ in 0..2 {
@@ -1016,17 +1012,7 @@ mod tests {
         h.append("app.log", &["three"]);
         fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
         h.append("app.log", &["four"]);
-        let glob = h.dir.path().join("app.log*").to_string_lossy().into_owned();
-        h.tailer = Tailer::new(
-            vec![TailSource {
-                name: "s".into(),
-                globs: vec![glob],
-                max_line_bytes: 1024,
-            }],
-            positions,
-            1 << 20,
-            Duration::from_secs(0),
-        );
+        h.tailer = tailer_in(h.dir.path(), "s", positions, Duration::ZERO);
         h.poll();
         h.poll();
         h.poll();
@@ -1082,15 +1068,6 @@ mod tests {
     /// Processed later, they move the copy's position.
     #[test]
     fn lines_queued_when_their_file_is_truncated_are_not_lost_across_a_restart() {
-        let restart = |h: &Harness, positions| {
-            let glob = h.dir.path().join("app.log*").to_string_lossy().into_owned();
-            let source = TailSource {
-                name: "s".into(),
-                globs: vec![glob],
-                max_line_bytes: 1024,
-            };
-            Tailer::new(vec![source], positions, 1 << 20, Duration::from_secs(0))
-        };
         let read = |tailer: &mut Tailer, consume: &dyn Fn(&str) -> bool| {
             let mut lines = Vec::new();
             for _ in 0..4 {
@@ -1148,7 +1125,7 @@ mod tests {
             if !copy_before_checkpoint {
                 fs::write(h.path("app.log.1"), b"one\ntwo\nthree\n").unwrap();
             }
-            let mut restarted = restart(&h, positions);
+            let mut restarted = tailer_in(h.dir.path(), "s", positions, Duration::ZERO);
             let seen = texts(&read(&mut restarted, &|_| true));
             let expected: &[&str] = if late_consumed {
                 &[]
@@ -1247,17 +1224,7 @@ mod tests {
     #[test]
     fn a_line_finished_after_its_file_left_the_globs_is_one_line() {
         let dir = tempfile::tempdir().unwrap();
-        let glob = dir.path().join("app.log*").to_string_lossy().into_owned();
-        let mut tailer = Tailer::new(
-            vec![TailSource {
-                name: "s".into(),
-                globs: vec![glob],
-                max_line_bytes: 1024,
-            }],
-            Vec::new(),
-            1 << 20,
-            Duration::from_millis(300),
-        );
+        let mut tailer = tailer_in(dir.path(), "s", Vec::new(), Duration::from_millis(300));
         let mut seen = Vec::new();
         let mut poll = |tailer: &mut Tailer| {
             tailer
