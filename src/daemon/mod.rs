@@ -932,13 +932,10 @@ impl Pipeline {
                 .set(self.stale_after[index] as i64);
         }
         let slo = &self.config.slo;
-        self.windows.prune(
-            self.live.judged_until.unwrap_or(clock),
-            slo.evaluation_window_secs,
-        );
-        self.metrics.join_pending.set(self.live.join_pending as i64);
         // The windows end where every operation has been judged ([`Inputs::judged_until`]).
         let judged_until = self.live.judged_until.unwrap_or(clock);
+        self.windows.prune(judged_until, slo.evaluation_window_secs);
+        self.metrics.join_pending.set(self.live.join_pending as i64);
         let end = crate::slo::WindowEnd {
             judged: judged_until,
             clock,
@@ -998,13 +995,10 @@ impl Pipeline {
         let keep = crate::alert::conditions::evidence_horizon_secs(slo, alerting);
         let counts_keep = crate::alert::conditions::counts_horizon_secs(slo, alerting);
         self.evidence.prune(judged_until, keep, counts_keep);
-        let join_window = Duration::from_secs(slo.join_window_secs);
         let conditions = crate::alert::conditions::evaluate(&crate::alert::conditions::Inputs {
             clock,
             judged_until,
-            requests_judged_until: Ts(judged_until
-                .0
-                .saturating_sub(join_window.as_micros() as i64)),
+            requests_judged_until: judged_until.minus_secs(slo.join_window_secs),
             slo,
             alerting,
             windows: &self.windows,

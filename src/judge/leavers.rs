@@ -545,7 +545,13 @@ impl OpenIndex {
     }
 
     fn id_hash(&self, app: &str, id: &str) -> u64 {
-        self.hasher.hash_one((app, fold_case(id).as_ref()))
+        self.folded_id_hash(app, &fold_case(id))
+    }
+
+    /// [`OpenIndex::id_hash`] of an id already folded: the two must agree, an operation's
+    /// [`Account`] being looked up in entries made by either.
+    fn folded_id_hash(&self, app: &str, folded: &str) -> u64 {
+        self.hasher.hash_one((app, folded))
     }
 
     /// The account `keys` (an operation's, [`user_keys`]) names by id, if any.
@@ -559,7 +565,7 @@ impl OpenIndex {
         let id: &str = keys.last()?;
         Some(Account {
             id,
-            hash: self.hasher.hash_one((app, id)),
+            hash: self.folded_id_hash(app, id),
         })
     }
 

@@ -104,8 +104,6 @@ struct Generation {
     /// (the lines between were read, and may be queued when the daemon stops).
     consumed_offset: u64,
     consumed_line: u64,
-    /// Its copy has turned up, and carries its position.
-    copied: bool,
     ended: Instant,
 }
 
@@ -285,7 +283,8 @@ impl Tailer {
         positions.extend(
             self.previous
                 .iter()
-                .filter(|g| !g.copied)
+                // (not once its copy has turned up: the copy carries its position)
+                .filter(|g| !self.copies.iter().any(|(old, _)| *old == g.id))
                 .map(|g| FilePosition {
                     file_id: g.id,
                     source: self.sources[g.source].name.clone(),
@@ -538,7 +537,6 @@ impl Tailer {
                 line: file.reader.line_number(),
                 consumed_offset: file.consumed_offset,
                 consumed_line: file.consumed_line,
-                copied: false,
                 ended: Instant::now(),
             });
             let mut handle = file.reader.get_ref().try_clone()?;
@@ -699,9 +697,6 @@ impl Tailer {
         self.counters.files_opened += 1;
         if let Some((old, ..)) = copy_of {
             self.copies.push((old, id));
-            if let Some(g) = self.previous.iter_mut().find(|g| g.id == old) {
-                g.copied = true;
-            }
         }
         Ok(())
     }
