@@ -203,7 +203,7 @@ fn condition(
 
 fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     let slo = inputs.slo;
-    let clock = inputs.judged_until;
+    let judged = inputs.judged_until;
     let end = crate::slo::WindowEnd {
         judged: inputs.judged_until,
         clock: inputs.clock,
@@ -211,7 +211,7 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     for stage in Stage::ALL {
         let window = slo.evaluation_window_secs;
         let c = inputs.windows.counts(stage, window, end);
-        let since = clock.minus_secs(window);
+        let since = judged.minus_secs(window);
         let status = crate::report::SloStatus::judge(c.succeeded, c.operations(), slo);
         let incident = (
             "StageSuccessIncident",
@@ -235,7 +235,7 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
         };
         // One stage's evidence, the same for both.
         let details = (!kinds.is_empty()).then(|| {
-            let mut details = vec![counts_line(&c, stage, window), until_line(clock)];
+            let mut details = vec![counts_line(&c, stage, window), until_line(judged)];
             details.extend(stage_evidence(inputs, stage, since));
             details
         });
@@ -275,7 +275,7 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
                 let mut details = vec![
                     counts_line(&l, stage, long),
                     counts_line(&s, stage, short),
-                    until_line(clock),
+                    until_line(judged),
                     format!(
                         "Burn rate {long_burn:.1}× over {} and {short_burn:.1}× over {} (threshold {factor}× of a {} SLO)",
                         window_name(long),
@@ -283,7 +283,7 @@ fn stage_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
                         pct(Some(slo.healthy_ratio))
                     ),
                 ];
-                details.extend(stage_evidence(inputs, stage, clock.minus_secs(long)));
+                details.extend(stage_evidence(inputs, stage, judged.minus_secs(long)));
                 out.push(condition(
                     inputs,
                     "ErrorBudgetBurn",
@@ -412,8 +412,8 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             details,
         ));
     }
-    let clock = inputs.judged_until;
-    let since = clock.minus_secs(a.auth_failure_window_secs);
+    let judged = inputs.judged_until;
+    let since = judged.minus_secs(a.auth_failure_window_secs);
     let over: Vec<(String, u64)> = inputs
         .evidence
         .auth_failures_by_app(since)
@@ -488,7 +488,7 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             details,
         ));
     }
-    let since = clock.minus_secs(a.unattributed_window_secs);
+    let since = judged.minus_secs(a.unattributed_window_secs);
     let (by_app, rest) = busiest(
         inputs.evidence.unattributed_by_app(since, SAMPLES),
         |(_, _, count)| *count,
