@@ -68,6 +68,45 @@ pub fn wall_clock() -> Ts {
     Ts(now.as_micros().min(i64::MAX as u128) as i64)
 }
 
+/// How many log files the tailer keeps open at once. The soft descriptor limit is raised to
+/// the hard one first (systemd's soft 1,024 beside a hard 524,288); then half of it, or all
+/// but 256 of a large one, go to log files, and the rest stay for the HTTP server's sockets,
+/// Parquet files, checkpoints and SMTP. At that budget, rotated files read to their end are
+/// closed to make room for the files that wait (helper-42: at `ulimit -n 64` with 81
+/// rotations, 34 files could not be opened).
+fn log_file_budget() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write only the struct they are given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return usize::MAX;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+        let budget = (soft / 2).max(soft.saturating_sub(256));
+        tracing::debug!(
+            descriptors = soft,
+            log_files = budget,
+            "Log files kept open at most."
+        );
+        budget
+    }
+    #[cfg(not(target_os = "linux"))]
+    usize::MAX
+}
+
 enum Item {
     Record(Box<Record>),
     Error(ParseError, u64),
@@ -86,6 +125,10 @@ struct Queued {
 /// Lines parsed and waiting in the merge per file, beyond which the file is not read until
 /// they are processed: memory stays bounded however large a backlog (~0.5 KB a line).
 const MAX_QUEUED_LINES: usize = 50_000;
+/// Lines waiting in the merge in all, beyond which only files with none waiting are read (to
+/// give the merge the line it waits for): per file alone, a first start with 16 rotations
+/// held 16 × 50,000 lines (488 MB; helper-45).
+const MAX_QUEUED_TOTAL: usize = 2 * MAX_QUEUED_LINES;
 
 /// The daemon's pipeline.
 pub struct Pipeline {
@@ -104,6 +147,9 @@ pub struct Pipeline {
     /// were last rebuilt, and whether this pass rebuilds them: see [`VIEW_INTERVAL`].
     last_view: Option<Instant>,
     views_due: bool,
+    /// Whether the last pass read every open file to its end and merged every line: the next
+    /// waits for the poll interval or a wake-up (files waiting for a descriptor or not).
+    read_all: bool,
     /// Overdue high-risk leavers as of the last view, in listing order: the leaver alert
     /// conditions of every pass in between (a deadline is minutes; a view is 100 ms old).
     overdue_high_risk: Vec<crate::judge::Episode>,
@@ -260,7 +306,8 @@ impl Pipeline {
             positions,
             config.pipeline.read_budget_bytes,
             Duration::from_secs(config.pipeline.rotate_wait_secs),
-        );
+        )
+        .with_max_open(log_file_budget());
         let lateness_micros =
             (config.slo.allowed_lateness_secs as i64).saturating_mul(MICROS_PER_SEC);
         Ok(Pipeline {
@@ -270,6 +317,7 @@ impl Pipeline {
             tailer,
             audit,
             queues: BTreeMap::new(),
+            read_all: false,
             stats,
             status,
             live: LiveStatus::default(),
@@ -324,11 +372,7 @@ impl Pipeline {
                 self.last_view = Some(Instant::now());
             }
             // With a backlog, go straight on; caught up, wait for the next tick or a wake-up.
-            let wait = if self.live.caught_up {
-                poll
-            } else {
-                Duration::ZERO
-            };
+            let wait = if self.read_all { poll } else { Duration::ZERO };
             match control.recv_timeout(wait) {
                 Ok(Control::Wake) | Err(RecvTimeoutError::Timeout) => {
                     // Coalesce a burst of wake-ups into one pass.
@@ -377,8 +421,11 @@ impl Pipeline {
         // A file whose queue is full is not read this pass: while one source's earlier events
         // hold back the merge, the other's whole backlog was parsed and held in memory (a
         // 510 MB gateway log behind an IdP backlog: 810 MB; helper-42's review).
+        let total: usize = self.queues.values().map(VecDeque::len).sum();
         let full: std::collections::HashSet<u32> = (self.queues.iter())
-            .filter(|(_, queue)| queue.len() >= MAX_QUEUED_LINES)
+            .filter(|(_, queue)| {
+                queue.len() >= MAX_QUEUED_LINES || (total >= MAX_QUEUED_TOTAL && !queue.is_empty())
+            })
             .map(|(id, _)| *id)
             .collect();
         let queues = &mut self.queues;
@@ -462,7 +509,19 @@ impl Pipeline {
                 .inc_by(count);
         }
         self.merge();
-        let caught_up = self.tailer.caught_up() && self.queues.values().all(VecDeque::is_empty);
+        // Queues of files closed since go, and an emptied queue gives back what a backlog
+        // made it hold.
+        let tailer = &self.tailer;
+        self.queues.retain(|id, queue| {
+            if queue.is_empty() && queue.capacity() > 4096 {
+                queue.shrink_to(1024);
+            }
+            !queue.is_empty() || tailer.path_of(*id).is_some()
+        });
+        let merged = self.queues.values().all(VecDeque::is_empty);
+        // (Caught up, not only read to the end: files may wait for a descriptor.)
+        let caught_up = self.tailer.caught_up() && merged;
+        self.read_all = self.tailer.read_to_end() && merged;
         let lateness = self.lateness_micros;
         let floor = Ts(wall.0.saturating_sub(lateness));
         let watermark = self.engine.watermark();

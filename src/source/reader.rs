@@ -100,18 +100,30 @@ impl<R: Read> LineReader<R> {
         self.filled - self.pos
     }
 
-    /// Offset just past the last line returned: where a checkpoint may resume.
     /// The reader it reads from.
     pub fn get_ref(&self) -> &R {
         &self.inner
     }
 
+    /// Offset just past the last line returned: where a checkpoint may resume.
     pub fn offset(&self) -> u64 {
         self.offset
     }
 
     pub fn line_number(&self) -> u64 {
         self.line_number
+    }
+
+    /// Reads the input again from its start (a truncated file's new generation), through the
+    /// same handle: no second descriptor, which a process at its limit cannot get.
+    pub fn rewind(&mut self) -> io::Result<()>
+    where
+        R: io::Seek,
+    {
+        self.inner.seek(io::SeekFrom::Start(0))?;
+        (self.pos, self.filled, self.eof, self.discarding) = (0, 0, false, None);
+        (self.offset, self.line_number) = (0, 0);
+        Ok(())
     }
 
     /// The next line, or `None` at end of input.

@@ -20,6 +20,18 @@ use std::time::{Duration, Instant};
 /// Bytes of a file's head that identify it together with its inode.
 const HEAD_BYTES: u64 = 256;
 
+/// "Too many open files", for the process (`EMFILE`) and the system (`ENFILE`): the same
+/// numbers on Linux and the BSDs.
+const EMFILE: i32 = 24;
+
+/// [`Tailer::superseded_after`]'s default.
+const SUPERSEDED_AFTER: Duration = Duration::from_secs(300);
+const ENFILE: i32 = 23;
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
 /// Where a file was left: what a checkpoint stores per file (format version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilePosition {
@@ -52,12 +64,21 @@ pub struct TailCounters {
     pub copies_detected: u64,
     pub new_generations: u64,
     pub files_closed: u64,
+    /// Now: files open, rotated files read and closed (parked), and files listed that wait
+    /// for a descriptor (the process is at its limit).
+    pub files_open: u64,
+    pub files_parked: u64,
+    pub files_waiting: u64,
+    /// Directory listings that failed (their files are neither opened nor taken for gone).
+    pub listing_errors: u64,
 }
 
 struct TailedFile {
     id: u32,
     source: usize,
     path: PathBuf,
+    /// The path it was opened under: a file renamed since was rotated away.
+    opened_as: PathBuf,
     dev: u64,
     ino: u64,
     head_hash: u64,
@@ -107,16 +128,39 @@ struct Generation {
     ended: Instant,
 }
 
+/// A copy read on from where its original (truncated, or gone) was read to: until the
+/// original's lines before that point are processed, a checkpoint holds the copy there, so
+/// that a restart reads them again from the copy (the copy's own lines, processed first, once
+/// moved it past them: helper-45).
+struct Copy {
+    /// The original's file id: its lines still queued carry it.
+    old: u32,
+    copy: u32,
+    /// Where the copy was read on from.
+    start: u64,
+    /// Where the original's processed lines end.
+    consumed: (u64, u64),
+}
+
+/// A file listed and not yet opened.
+struct Unopened {
+    len: u64,
+    /// When it was first listed, and when its length last changed.
+    listed: Instant,
+    len_since: Instant,
+}
+
 /// Follows files.
 pub struct Tailer {
     sources: Vec<TailSource>,
     files: Vec<TailedFile>,
     previous: Vec<Generation>,
-    /// New files shorter than a head, by (dev, ino), with the length seen and when first
-    /// listed: opened once their length holds still for a pass (a copy being written is not
-    /// mistaken for a new file), as first listed then (a short log listed beside another at a
+    /// Files listed and not yet opened, by (dev, ino). One shorter than a head is opened once
+    /// its length holds still for a pass (a copy being written is not mistaken for a new
+    /// file); a copy shorter than what was read of its original once its length holds for
+    /// rotate_wait. Each is opened as first listed (a short log listed beside another at a
     /// start is not a rotation's new file: helper-44's parked live log).
-    small: std::collections::HashMap<(u64, u64), (u64, Instant)>,
+    unopened: std::collections::HashMap<(u64, u64), Unopened>,
     resume: Vec<FilePosition>,
     /// Rotated files read to their end and closed while the globs still list them (each
     /// held a descriptor for ever, and under a low limit new files could not be opened):
@@ -125,15 +169,45 @@ pub struct Tailer {
     /// which it keeps when opened again (else another node's log, written side by side,
     /// looked rotated away by it, and its partial last line was split).
     parked: Vec<(FilePosition, Instant)>,
-    /// (old file id, the copy's): lines read under the id of a file that was truncated or
-    /// drained, marked consumed after its copy took over, move the copy's position.
-    copies: Vec<(u32, u32)>,
+    /// Copies that took over from a file truncated or gone, while lines read from that file
+    /// may still be queued.
+    copies: Vec<Copy>,
     next_file_id: u32,
     /// Files that could not be opened (by dev, ino), each reported once.
     unreadable: std::collections::HashSet<(u64, u64)>,
+    /// Directories whose listing fails, each reported once until it lists again.
+    unlistable: std::collections::HashSet<PathBuf>,
     read_budget_bytes: usize,
     rotate_wait: Duration,
+    /// Files open at most: the rest of the process's descriptors are for its sockets, Parquet
+    /// files and checkpoints.
+    max_open: usize,
+    /// How long a file not renamed must be quiet, with a newer file of its source written
+    /// since it turned up, to count as superseded (a log named by its date): a partial last
+    /// line of another node's quiet log, written side by side, waits that long before it is
+    /// read as a line.
+    superseded_after: Duration,
     counters: TailCounters,
+}
+
+impl Generation {
+    /// A closed file's position as a generation that ended `now` (it was truncated).
+    fn ended(p: FilePosition, source: usize, now: Instant) -> Generation {
+        Generation {
+            id: p.file_id,
+            source,
+            path: p.path,
+            dev: p.dev,
+            ino: p.ino,
+            head_hash: p.head_hash,
+            head_len: p.head_len,
+            offset: p.offset,
+            line: p.line,
+            consumed_offset: p.offset,
+            consumed_line: p.line,
+            ended: now,
+        }
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -175,20 +249,34 @@ impl Tailer {
             sources,
             files: Vec::new(),
             previous: Vec::new(),
-            small: std::collections::HashMap::new(),
+            unopened: std::collections::HashMap::new(),
             resume,
             parked: Vec::new(),
             copies: Vec::new(),
             next_file_id,
             unreadable: Default::default(),
+            unlistable: Default::default(),
             read_budget_bytes: read_budget_bytes.max(1),
             rotate_wait,
+            max_open: usize::MAX,
+            superseded_after: SUPERSEDED_AFTER,
             counters: TailCounters::default(),
         }
     }
 
+    /// Opens at most `max_open` files at once: the others wait, as first listed, until
+    /// rotated files read to their end are closed.
+    pub fn with_max_open(mut self, max_open: usize) -> Tailer {
+        self.max_open = max_open.max(1);
+        self
+    }
+
     pub fn counters(&self) -> TailCounters {
-        self.counters
+        TailCounters {
+            files_open: self.files.len() as u64,
+            files_parked: self.parked.len() as u64,
+            ..self.counters
+        }
     }
 
     /// The path of a file id (for error samples).
@@ -220,8 +308,14 @@ impl Tailer {
         dirs
     }
 
-    /// Whether every file has been read to its end (nothing is waiting to be read).
+    /// Whether every file has been read to its end (nothing is waiting to be read), and none
+    /// listed waits to be opened.
     pub fn caught_up(&self) -> bool {
+        self.counters.files_waiting == 0 && self.read_to_end()
+    }
+
+    /// Whether every open file has been read to its end: a pass now would read nothing.
+    pub fn read_to_end(&self) -> bool {
         self.files.iter().all(|f| f.reader.at_eof())
     }
 
@@ -236,16 +330,9 @@ impl Tailer {
     /// a file since truncated move its copy's position (the copy holds the same bytes), or,
     /// until the copy turns up, the old generation's.
     pub fn mark_consumed(&mut self, file_id: u32, offset: u64, line: u64) {
-        let copy = self
-            .copies
-            .iter()
-            .find(|(old, _)| *old == file_id)
-            .map(|c| c.1);
-        if let Some(copy) = copy {
-            if let Some(file) = self.files.iter_mut().find(|f| f.id == copy) {
-                if offset > file.consumed_offset {
-                    (file.consumed_offset, file.consumed_line) = (offset, line);
-                }
+        for copy in self.copies.iter_mut().filter(|c| c.old == file_id) {
+            if offset > copy.consumed.0 {
+                copy.consumed = (offset, line);
             }
         }
         if let Some(file) = self.files.iter_mut().find(|f| f.id == file_id) {
@@ -260,22 +347,33 @@ impl Tailer {
         }
     }
 
+    /// Where a file's processed lines end, as a checkpoint holds it: a copy's own position, or
+    /// its original's while lines read from that before the copy's start are not processed.
+    fn processed(&self, f: &TailedFile) -> (u64, u64) {
+        (self.copies.iter())
+            .find(|c| c.copy == f.id && c.consumed.0 < c.start)
+            .map_or((f.consumed_offset, f.consumed_line), |c| c.consumed)
+    }
+
     /// Where every file stands, for a checkpoint. Files not seen since the last start keep
     /// their old positions (they may come back).
     pub fn positions(&self) -> Vec<FilePosition> {
         let mut positions: Vec<FilePosition> = self
             .files
             .iter()
-            .map(|f| FilePosition {
-                file_id: f.id,
-                source: self.sources[f.source].name.clone(),
-                path: f.path.clone(),
-                dev: f.dev,
-                ino: f.ino,
-                head_hash: f.head_hash,
-                head_len: f.head_len,
-                offset: f.consumed_offset,
-                line: f.consumed_line,
+            .map(|f| {
+                let (offset, line) = self.processed(f);
+                FilePosition {
+                    file_id: f.id,
+                    source: self.sources[f.source].name.clone(),
+                    path: f.path.clone(),
+                    dev: f.dev,
+                    ino: f.ino,
+                    head_hash: f.head_hash,
+                    head_len: f.head_len,
+                    offset,
+                    line,
+                }
             })
             .collect();
         // A truncated file's old generation, until its copy turns up: a restart then reads
@@ -284,7 +382,7 @@ impl Tailer {
             self.previous
                 .iter()
                 // (not once its copy has turned up: the copy carries its position)
-                .filter(|g| !self.copies.iter().any(|(old, _)| *old == g.id))
+                .filter(|g| !self.copies.iter().any(|c| c.old == g.id))
                 .map(|g| FilePosition {
                     file_id: g.id,
                     source: self.sources[g.source].name.clone(),
@@ -343,23 +441,53 @@ impl Tailer {
         let now = Instant::now();
         let mut seen: Vec<bool> = vec![false; self.files.len()];
         let mut parked_seen: Vec<bool> = vec![false; self.parked.len()];
+        // Set once an open fails for want of a descriptor: no other is tried this pass, and
+        // the files left wait, as first listed, until rotated files read to their end are
+        // closed (below) and free some.
+        let mut no_descriptor = false;
+        let mut waiting = 0;
+        let mut listed_unopened = std::collections::HashSet::new();
+        let rotate_wait = self.rotate_wait;
+        let mut unlistable = Vec::new();
         for source_index in 0..self.sources.len() {
             let mut paths = Vec::new();
+            // Directories (or paths) whose listing failed: unreadable, or no descriptor left
+            // to read them. Their files are not known to be gone: let go as gone, a file was
+            // read again from 0 once it was listed again (helper-42).
+            let mut unlisted: Vec<PathBuf> = Vec::new();
             for pattern in &self.sources[source_index].globs {
+                // (patterns are checked when the config is loaded)
                 if let Ok(found) = glob::glob(pattern) {
-                    paths.extend(found.flatten());
+                    for entry in found {
+                        match entry {
+                            Ok(path) => paths.push(path),
+                            Err(e) => {
+                                unlisted.push(e.path().to_path_buf());
+                                unlistable.push((e.path().to_path_buf(), e.to_string()));
+                            }
+                        }
+                    }
                 }
             }
             paths.retain(|p| !crate::source::is_compressed(p));
             paths.sort();
             paths.dedup();
+            let mut found = Vec::with_capacity(paths.len());
             for path in paths {
-                let Ok(meta) = fs::metadata(&path) else {
-                    continue;
-                };
-                if !meta.is_file() {
-                    continue;
+                match fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => found.push((meta.modified().ok(), path, meta)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        unlistable.push((path.clone(), e.to_string()));
+                        unlisted.push(path);
+                    }
                 }
+            }
+            // Oldest first: files opened in turn (at the limit of open files) give their
+            // lines in the order they were written, as far as their names do not.
+            found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            for (_, path, meta) in found {
                 let (dev, ino, len) = (meta.dev(), meta.ino(), meta.len());
                 if let Some(index) = self.files.iter().position(|f| f.dev == dev && f.ino == ino) {
                     seen[index] = true;
@@ -368,7 +496,11 @@ impl Tailer {
                         (file.len, file.grew_at) = (len, now);
                     }
                     file.modified = meta.modified().ok();
-                    self.check_known(index, &path, len)?;
+                    if let Err(e) = self.check_known(index, &path, len) {
+                        if self.unreadable.insert((dev, ino)) {
+                            tracing::error!(path = %path.display(), error = %e, "Cannot read a log file; trying again each pass.");
+                        }
+                    }
                     continue;
                 }
                 let mut first_seen = None;
@@ -379,32 +511,75 @@ impl Tailer {
                         parked_seen[index] = true;
                         continue; // read to its end, and not grown
                     }
-                    // Grown (or rewritten): opened again, from its position if it is the same.
                     let (position, seen_at) = self.parked.remove(index);
                     parked_seen.remove(index);
-                    self.resume.push(position);
+                    if len < position.offset {
+                        // Truncated (a quiet log copytruncated): what it held is a generation
+                        // whose copy is read on from its position, and the file is new.
+                        self.counters.truncations += 1;
+                        self.previous
+                            .push(Generation::ended(position, source_index, now));
+                    } else {
+                        // Grown (or rewritten): opened again, from its position if the same.
+                        self.resume.push(position);
+                    }
                     first_seen = Some(seen_at);
                 }
                 let resumable = self.resume.iter().any(|p| p.dev == dev && p.ino == ino);
-                if len < HEAD_BYTES && !resumable {
-                    let listed = self.small.entry((dev, ino)).or_insert((u64::MAX, now));
-                    if listed.0 != len {
-                        listed.0 = len;
-                        continue; // still growing (maybe a copy being written): look again next pass
+                let entry = self.unopened.entry((dev, ino)).or_insert(Unopened {
+                    len: u64::MAX,
+                    listed: first_seen.unwrap_or(now),
+                    len_since: now,
+                });
+                if entry.len != len {
+                    (entry.len, entry.len_since) = (len, now);
+                }
+                let (held_still, listed) = (entry.len_since < now, entry.listed);
+                listed_unopened.insert((dev, ino));
+                if len < HEAD_BYTES && !resumable && !held_still {
+                    continue; // still growing (maybe a copy being written): look again next pass
+                }
+                let steady = held_still && now.duration_since(entry.len_since) >= rotate_wait;
+                let opened = self.files.len();
+                let result = if no_descriptor || self.files.len() >= self.max_open {
+                    Err(io::Error::from_raw_os_error(EMFILE))
+                } else {
+                    self.open_new(source_index, &path, (dev, ino, len), steady)
+                };
+                match result {
+                    Ok(()) => _ = self.unreadable.remove(&(dev, ino)),
+                    // Renamed or removed since it was listed: looked at again next pass.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) if out_of_descriptors(&e) => {
+                        no_descriptor = true;
+                        waiting += 1;
+                    }
+                    // One file the daemon may not read (a rotation's `create 0600`) is said,
+                    // once, with its path, and looked at again each pass; the others go on.
+                    Err(e) => {
+                        if self.unreadable.insert((dev, ino)) {
+                            tracing::error!(path = %path.display(), error = %e, "Cannot open a log file; skipping it until it can be read.");
+                        }
                     }
                 }
-                if let Some((_, listed)) = self.small.remove(&(dev, ino)) {
-                    first_seen = first_seen.or(Some(listed));
-                }
-                let opened = self.files.len();
-                self.open_new(source_index, &path, dev, ino, len)?;
                 if let Some(file) = self.files.get_mut(opened) {
                     // Files first listed in one pass share its time (they are one listing).
-                    file.seen_at = first_seen.unwrap_or(now);
+                    file.seen_at = listed;
+                    seen.push(true);
+                    self.unopened.remove(&(dev, ino));
                 }
-                seen.push(true);
+            }
+            let source = source_index;
+            let within = |path: &Path| unlisted.iter().any(|dir| path.starts_with(dir));
+            for (file, seen) in self.files.iter().zip(seen.iter_mut()) {
+                *seen |= file.source == source && within(&file.path);
+            }
+            for ((position, _), seen) in self.parked.iter().zip(parked_seen.iter_mut()) {
+                *seen |= position.source == self.sources[source].name && within(&position.path);
             }
         }
+        self.report_listing(unlistable, waiting);
+        self.unopened.retain(|key, _| listed_unopened.contains(key));
         // Parked files no glob lists any more are gone (removed, or out of the globs).
         let mut parked_index = 0;
         self.parked.retain(|_| {
@@ -412,7 +587,6 @@ impl Tailer {
             parked_seen[parked_index - 1]
         });
         // Files no glob finds any more: read to the end, then let go after the grace period.
-        let rotate_wait = self.rotate_wait;
         self.previous
             .retain(|g| now.duration_since(g.ended) < rotate_wait.max(Duration::from_secs(1)));
         // Per file, whether another file of its source, written since, turned up after it
@@ -437,15 +611,25 @@ impl Tailer {
                     && *modified > file.modified
             })
         };
-        // Whether a file of its source was first listed after it: a rotation's new file. Not
-        // so for files listed together at a start (two nodes' logs side by side): a quiet
-        // live log parked, then copytruncated, was read again from 0 (helper-44).
-        let newer_listed = |file: &TailedFile| {
-            (listed.iter()).any(|(source, id, seen_at, _)| {
-                *source == file.source && *id != file.id && *seen_at > file.seen_at
+        // Whether a file of its source was written after it: it is not the live one. (Files
+        // listed together at a start too, so that many rotations there are closed as they
+        // are read: under a low descriptor limit the rest could not be opened. A quiet live
+        // log beside another is closed as well, and opened again when it grows; its copy,
+        // should it be copytruncated, is read on from where it was left. While files wait
+        // for a descriptor, any file read to its end and quiet is closed: the files open may
+        // all have one modification time, and the newer ones wait.)
+        let newer_written = |file: &TailedFile| {
+            (listed.iter()).any(|(source, id, _, modified)| {
+                *source == file.source && *id != file.id && *modified > file.modified
             })
         };
+        let pending: Vec<u32> = (self.copies.iter())
+            .filter(|c| c.consumed.0 < c.start)
+            .map(|c| c.copy)
+            .collect();
+        let superseded_after = self.superseded_after.max(rotate_wait);
         let mut closed = 0;
+        let mut gone = Vec::new();
         let mut index = 0;
         let sources = &self.sources;
         let parked = &mut self.parked;
@@ -455,15 +639,23 @@ impl Tailer {
             let drained = file.reader.at_eof() && file.reader.buffered() == 0;
             if found {
                 file.gone_since = None;
-                // Rotated away (a file of its source that turned up since is written; this one
-                // has not grown for rotate_wait): a last line without a newline will not get one.
-                let idle = now.duration_since(file.grew_at) >= rotate_wait;
-                let rotated = idle && rotated_away(file);
+                // Rotated away, and not grown for rotate_wait: a last line without a newline
+                // will not get one. Rotated away is renamed, or superseded (a file of its source
+                // that turned up since is written) and quiet for long: superseded alone, a
+                // node's log looked rotated away by another's turning up, and a line it wrote
+                // in two parts was split (helper-45).
+                let quiet = now.duration_since(file.grew_at);
+                let idle = quiet >= rotate_wait;
+                let rotated = idle
+                    && (file.path != file.opened_as
+                        || (quiet >= superseded_after && rotated_away(file)));
                 file.reader.set_final_partial_is_line(rotated);
-                // Read to its end, every line processed: closed, its position parked.
-                let processed = file.consumed_offset == file.reader.offset();
+                // Read to its end, every line processed (a copy's original's too): closed, its
+                // position parked.
+                let processed =
+                    file.consumed_offset == file.reader.offset() && !pending.contains(&file.id);
                 let read = drained && processed && file.len == file.reader.offset();
-                if rotated && read && newer_listed(file) {
+                if idle && read && (waiting > 0 || newer_written(file)) {
                     let position = FilePosition {
                         file_id: file.id,
                         source: sources[file.source].name.clone(),
@@ -495,15 +687,55 @@ impl Tailer {
             let keep = !(drained && now.duration_since(since) >= rotate_wait);
             if !keep {
                 closed += 1;
+                // A copy of it may still turn up (a copy, then a delete, the copy's length
+                // holding for rotate_wait first): one more rotate_wait as a generation.
+                gone.push(Generation {
+                    id: file.id,
+                    source: file.source,
+                    path: file.path.clone(),
+                    dev: file.dev,
+                    ino: file.ino,
+                    head_hash: file.head_hash,
+                    head_len: file.head_len,
+                    offset: file.reader.offset(),
+                    line: file.reader.line_number(),
+                    consumed_offset: file.consumed_offset,
+                    consumed_line: file.consumed_line,
+                    ended: now,
+                });
             }
             keep
         });
+        self.previous.extend(gone);
         self.counters.files_closed += closed;
         if closed > 0 {
             let open: Vec<u32> = self.files.iter().map(|f| f.id).collect();
-            self.copies.retain(|(_, copy)| open.contains(copy));
+            self.copies.retain(|c| open.contains(&c.copy));
         }
         Ok(())
+    }
+
+    /// Says, once each, which listings fail and when files start or stop waiting for a
+    /// descriptor.
+    fn report_listing(&mut self, failed: Vec<(PathBuf, String)>, waiting: u64) {
+        self.counters.listing_errors += failed.len() as u64;
+        let failing: std::collections::HashSet<PathBuf> =
+            failed.iter().map(|(path, _)| path.clone()).collect();
+        for (path, error) in failed {
+            if !self.unlistable.contains(&path) {
+                tracing::error!(path = %path.display(), %error, "Cannot list log files; those already followed are kept, and the listing is tried again each pass.");
+            }
+        }
+        self.unlistable = failing;
+        if waiting > 0 && self.counters.files_waiting == 0 {
+            tracing::warn!(waiting, open = self.files.len(), "At the limit of open log files: the files waiting are opened as rotated files read to their end are closed. Raise the descriptor limit (ulimit -n, systemd LimitNOFILE).");
+        } else if waiting == 0 && self.counters.files_waiting > 0 {
+            tracing::info!(
+                open = self.files.len(),
+                "No log file waits for a descriptor any more."
+            );
+        }
+        self.counters.files_waiting = waiting;
     }
 
     /// A known inode under a (possibly new) path: follow renames, notice truncation and a new
@@ -539,13 +771,11 @@ impl Tailer {
                 consumed_line: file.consumed_line,
                 ended: Instant::now(),
             });
-            let mut handle = file.reader.get_ref().try_clone()?;
-            handle.seek(SeekFrom::Start(0))?;
             let head_len = len.min(HEAD_BYTES);
             file.head_len = head_len;
-            file.head_hash = head_hash(&handle, head_len)?.unwrap_or(0);
-            let max = self.sources[file.source].max_line_bytes;
-            file.reader = LineReader::starting_at(handle, max, 0, 0).wait_for_newline();
+            file.head_hash = head_hash(file.reader.get_ref(), head_len)?.unwrap_or(0);
+            file.reader.rewind()?;
+            file.reader.set_final_partial_is_line(false);
             file.consumed_offset = 0;
             file.consumed_line = 0;
             // A new id for the new generation: its line numbers start again at 1, and (file,
@@ -567,29 +797,18 @@ impl Tailer {
         Ok(())
     }
 
+    /// Opens a file listed for the first time (`steady`: its length has held for
+    /// rotate_wait), and says where to read it from.
     fn open_new(
         &mut self,
         source: usize,
         path: &Path,
-        dev: u64,
-        ino: u64,
-        len: u64,
+        (dev, ino, len): (u64, u64, u64),
+        steady: bool,
     ) -> io::Result<()> {
         // Opened first, then checked to be the file that was listed: a path renamed or
-        // removed since is looked at again next pass, not read as another file or an error.
-        let mut handle = match File::open(path) {
-            Ok(handle) => handle,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                // One file the daemon may not read (a rotation's `create 0600`) is said, once,
-                // with its path, and looked at again each pass; the other files go on.
-                if self.unreadable.insert((dev, ino)) {
-                    tracing::error!(path = %path.display(), error = %e, "Cannot open a log file; skipping it until it can be read.");
-                }
-                return Ok(());
-            }
-        };
-        self.unreadable.remove(&(dev, ino));
+        // removed since is looked at again next pass, not read as another file.
+        let mut handle = File::open(path)?;
         let meta = handle.metadata()?;
         if (meta.dev(), meta.ino()) != (dev, ino) {
             return Ok(());
@@ -601,10 +820,8 @@ impl Tailer {
         };
         let name = self.sources[source].name.clone();
         let mut start = (0u64, 0u64);
-        // Where its processed lines end, and the file whose copy it is (its id, and where it
-        // was read to).
-        let mut consumed = (0u64, 0u64);
-        let mut copy_of: Option<(u32, u64, u64)> = None;
+        // Where it is read from (its processed lines end there), and the file whose copy it is.
+        let mut copies = Vec::new();
         let mut file_id = None;
         // 1. This very file, from the last checkpoint (same inode, same head, not shorter),
         //    under this source's name, or under a name no source has now (a renamed source:
@@ -623,9 +840,17 @@ impl Tailer {
                 tracing::warn!(path = %path.display(), from = %p.source, to = %name, "A source was renamed: its file carries on from its checkpointed position.");
             }
             start = (p.offset, p.line);
-            consumed = start;
             file_id = Some(p.file_id);
         } else {
+            // Its inode's last generation, rewritten or truncated since: a copy of that may
+            // turn up (and the position is not kept for ever).
+            if let Some(i) = (self.resume.iter())
+                .position(|p| (p.source == name || renamed(p)) && (p.dev, p.ino) == (dev, ino))
+            {
+                let p = self.resume.remove(i);
+                self.previous
+                    .push(Generation::ended(p, source, Instant::now()));
+            }
             // 2. A copy of a file still followed (copytruncate; a copy, then a delete): what
             //    was read of the original is not read again. It waits while the original is
             //    listed and not truncated: caught half written, it was read on from where the
@@ -637,37 +862,67 @@ impl Tailer {
                     && f_head_len <= len
                     && head_hash(held, f_head_len).ok().flatten() == Some(f_head_hash)
             };
+            // Where a copy of a file read to `offset` (line `line`) is read on from: there, or
+            // at its own end once its length has held for rotate_wait, if it is shorter: the
+            // lines written between the copy and the truncation were read from the original
+            // (read from 0 after the wait, they were read twice: helper-45). Its line numbers
+            // then run on from the original's.
+            let on_from = |offset: u64, line: u64| match offset <= len {
+                true => Some((offset, line)),
+                false => steady.then_some((len, line)),
+            };
+            let other = |d: u64, i: u64| (d, i) != (dev, ino);
             let original = (self.files.iter())
                 .find(|f| f.source == source && matches(f.head_len, f.head_hash));
+            let mut copy_of: Option<(u32, (u64, u64))> = None;
             if let Some(f) = original {
                 let drained =
                     f.gone_since.is_some() && f.reader.at_eof() && f.reader.buffered() == 0;
                 if !drained {
                     return Ok(()); // looked at again next pass
                 }
-                copy_of = Some((f.id, f.reader.offset(), f.reader.line_number()));
-                consumed = (f.consumed_offset, f.consumed_line);
-            } else if let Some(g) = (self.previous.iter().rev())
-                .find(|g| g.source == source && matches(g.head_len, g.head_hash))
+                let Some(at) = on_from(f.reader.offset(), f.reader.line_number()) else {
+                    return Ok(()); // the copy may still be being written
+                };
+                start = at;
+                copy_of = Some((f.id, (f.consumed_offset, f.consumed_line)));
+            } else if let Some(g) = (self.previous.iter().rev()).find(|g| {
+                g.source == source && other(g.dev, g.ino) && matches(g.head_len, g.head_hash)
+            }) {
+                let Some(at) = on_from(g.offset, g.line) else {
+                    return Ok(()); // the copy may still be being written
+                };
+                start = at;
+                copy_of = Some((g.id, (g.consumed_offset, g.consumed_line)));
+            } else if let Some((p, _)) = (self.parked.iter())
+                .find(|(p, _)| p.source == name && matches(p.head_len, p.head_hash))
             {
-                if g.offset > len {
-                    return Ok(()); // the copy is still being written
-                }
-                copy_of = Some((g.id, g.offset, g.line));
-                consumed = (g.consumed_offset, g.consumed_line);
-            } else if let Some(p) = self
-                .resume
-                .iter()
-                .find(|p| p.source == name && p.offset <= len && matches(p.head_len, p.head_hash))
-            {
+                // A copy of a rotated file read to its end and closed (a quiet log
+                // copytruncated, the copy listed before the truncation; a copy, then a
+                // delete): read on from where that was left (it was read again from 0).
+                let Some(at) = on_from(p.offset, p.line) else {
+                    return Ok(()); // the copy may still be being written
+                };
+                start = at;
+                copy_of = Some((p.file_id, (p.offset, p.line)));
+            } else if let Some(p) = (self.resume.iter()).find(|p| {
+                p.source == name && other(p.dev, p.ino) && matches(p.head_len, p.head_hash)
+            }) {
                 // 3. A copy of a file the last checkpoint names (rotated while down).
-                start = (p.offset, p.line);
-                consumed = start;
+                let Some(at) = on_from(p.offset, p.line) else {
+                    return Ok(()); // the copy may still be being written
+                };
+                start = at;
                 self.counters.copies_detected += 1;
             }
-            if let Some((_, offset, line)) = copy_of {
+            if let Some((old, old_consumed)) = copy_of {
                 self.counters.copies_detected += 1;
-                start = (offset, line);
+                copies.push(Copy {
+                    old,
+                    copy: 0, // (its id, below)
+                    start: start.0,
+                    consumed: old_consumed,
+                });
             }
         }
         handle.seek(SeekFrom::Start(start.0))?;
@@ -681,13 +936,14 @@ impl Tailer {
             id,
             source,
             path: path.to_path_buf(),
+            opened_as: path.to_path_buf(),
             dev,
             ino,
             head_hash: hash,
             head_len,
             reader: LineReader::starting_at(handle, max, start.0, start.1).wait_for_newline(),
-            consumed_offset: consumed.0,
-            consumed_line: consumed.1,
+            consumed_offset: start.0,
+            consumed_line: start.1,
             gone_since: None,
             len,
             grew_at: Instant::now(),
@@ -695,9 +951,8 @@ impl Tailer {
             modified: meta.modified().ok(),
         });
         self.counters.files_opened += 1;
-        if let Some((old, ..)) = copy_of {
-            self.copies.push((old, id));
-        }
+        self.copies
+            .extend(copies.into_iter().map(|c| Copy { copy: id, ..c }));
         Ok(())
     }
 }
@@ -793,17 +1048,18 @@ mod tests {
         let _keep = File::open(h.path("app.log")).unwrap(); // its inode stays in use
         fs::rename(h.path("other"), h.path("app.log")).unwrap();
         h.tailer
-            .open_new(0, &h.path("app.log"), dev, ino, len)
+            .open_new(0, &h.path("app.log"), (dev, ino, len), false)
             .unwrap();
         assert!(
             h.tailer.files.is_empty(),
             "another file: looked at next pass"
         );
         fs::remove_file(h.path("app.log")).unwrap();
-        h.tailer
-            .open_new(0, &h.path("app.log"), dev, ino, len)
-            .unwrap();
-        assert!(h.tailer.files.is_empty(), "gone: not an error");
+        let gone = h
+            .tailer
+            .open_new(0, &h.path("app.log"), (dev, ino, len), false);
+        assert!(matches!(gone, Err(e) if e.kind() == io::ErrorKind::NotFound));
+        assert!(h.tailer.files.is_empty());
         h.append("app.log", &["three"]);
         h.poll();
         h.poll();
@@ -927,16 +1183,19 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(seen, ["three"]);
-        // A file that cannot be opened (a symlink to itself: ELOOP; as root, a permission
-        // cannot be denied in a test) is skipped and said once, not the end of the daemon.
+        // A path that cannot be looked at or opened (a symlink to itself: ELOOP; as root, a
+        // permission cannot be denied in a test) is skipped and said once, not the end of the
+        // daemon, and the files followed are not taken for gone.
         let looped = h.path("app.log.loop");
         std::os::unix::fs::symlink(&looped, &looped).unwrap();
-        assert!(File::open(&looped).is_err());
+        let result = renamed.open_new(0, &looped, (1, 2, 10), false);
+        assert!(matches!(result, Err(e) if e.kind() != io::ErrorKind::NotFound));
         for _ in 0..2 {
-            let result = renamed.open_new(0, &looped, 1, 2, 10);
-            assert!(result.is_ok(), "{result:?}");
+            renamed.poll(&mut |_, _| {}).unwrap();
         }
-        assert!(renamed.unreadable.contains(&(1, 2)));
+        assert!(renamed.unlistable.contains(&looped));
+        assert_eq!(renamed.counters().listing_errors, 2);
+        assert_eq!(renamed.files.len(), 1);
     }
 
     #[test]
@@ -1197,20 +1456,163 @@ mod tests {
         assert_eq!(h.tailer.positions().len(), 1);
     }
 
-    /// Two nodes' logs listed together are both kept open, however quiet one is: parked as
-    /// rotated away, a live log copytruncated later was read again from 0 (helper-44).
+    /// A quiet log beside another is closed once read (like a rotated one), and when it is
+    /// copytruncated, its copy listed before the truncation, the copy is read on from where
+    /// the log was left: nothing twice (helper-44's case, closed as listed together then).
     #[test]
-    fn files_listed_together_are_not_parked() {
+    fn a_quiet_log_closed_beside_another_and_copytruncated_reads_nothing_twice() {
         let mut h = Harness::new();
         let long = "x".repeat(300); // opened at once; a short file waits a pass to be opened
-        h.append("app.log.a", &[&long]);
+        h.append("app.log.a", &[&format!("a1 {long}"), "a2"]);
         std::thread::sleep(Duration::from_millis(20)); // b is newer
-        h.append("app.log.b", &["x"]);
+        h.append("app.log.b", &[&format!("b1 {long}")]);
         for _ in 0..4 {
             h.poll();
         }
-        assert_eq!(h.tailer.files.len(), 2);
-        assert!(h.tailer.parked.is_empty());
+        assert_eq!(h.tailer.files.len(), 1);
+        assert_eq!(h.tailer.parked.len(), 1);
+        h.append("app.log.a", &["a3"]);
+        fs::copy(h.path("app.log.a"), h.path("app.log.a.1")).unwrap();
+        h.poll(); // the copy, listed before the truncation
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(h.path("app.log.a"))
+            .unwrap();
+        h.append("app.log.a", &["a4"]);
+        for _ in 0..4 {
+            h.poll();
+        }
+        let mut seen: Vec<&str> = h.seen.iter().map(|l| &l[..2]).collect();
+        seen.sort();
+        assert_eq!(seen, ["a1", "a2", "a3", "a4", "b1"]);
+    }
+
+    /// A copy shorter than what was read of its original (a line written between the copy and
+    /// the truncation, read from the original) is read on from its own end once its length
+    /// holds, not read again from 0 when the original's generation expires; nor is a copy
+    /// whose original, written after the copy, is then deleted (helper-45).
+    #[test]
+    fn a_copy_shorter_than_its_original_was_read_is_not_read_again() {
+        for delete in [false, true] {
+            let mut h = Harness::new();
+            let lines: Vec<String> = (0..20).map(|i| format!("{i} {}", "x".repeat(30))).collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            h.append("app.log", &refs);
+            h.poll();
+            h.poll();
+            fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+            h.append("app.log", &["between"]);
+            h.poll();
+            if delete {
+                fs::remove_file(h.path("app.log")).unwrap();
+            } else {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(h.path("app.log"))
+                    .unwrap();
+            }
+            for _ in 0..4 {
+                h.poll();
+            }
+            std::thread::sleep(Duration::from_millis(1100)); // the old generation expires
+            for _ in 0..4 {
+                h.poll();
+            }
+            assert_eq!(h.seen.len(), 21, "delete {delete}: {:?}", h.seen);
+            assert_eq!(h.seen[20], "between");
+            let copy = fs::metadata(h.path("app.log.1")).unwrap();
+            let position = (h.tailer.positions().into_iter())
+                .find(|p| p.ino == copy.ino())
+                .unwrap();
+            assert_eq!(position.offset, copy.len(), "delete {delete}");
+        }
+    }
+
+    /// A copy's own lines, processed before its original's lines still queued, do not move the
+    /// copy's checkpoint past those: a restart reads them again from the copy (they were lost,
+    /// by kill -9 or a clean stop alike: helper-45).
+    #[test]
+    fn a_copy_s_checkpoint_waits_for_its_original_s_queued_lines() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one", "two"]);
+        h.poll();
+        h.poll(); // (a short file is opened once its length holds for a pass)
+        let done = h.tailer.positions()[0].offset;
+        h.append("app.log", &["q1", "q2"]);
+        let mut queued = Vec::new();
+        h.tailer
+            .poll(&mut |source, line| {
+                if let Line::Text { next, number, .. } = line {
+                    queued.push((source.file_id, next, number));
+                }
+            })
+            .unwrap();
+        assert_eq!(queued.len(), 2);
+        h.append("app.log", &["own"]); // written after the last read, before the copy
+        fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(h.path("app.log"))
+            .unwrap();
+        for _ in 0..3 {
+            h.poll(); // reads "own" from the copy, and marks it processed
+        }
+        assert_eq!(h.seen[2..], ["own"]);
+        let copy_ino = fs::metadata(h.path("app.log.1")).unwrap().ino();
+        let copy_offset = |h: &Harness| {
+            (h.tailer.positions().into_iter())
+                .find(|p| p.ino == copy_ino)
+                .map(|p| p.offset)
+        };
+        assert_eq!(
+            copy_offset(&h),
+            Some(done),
+            "held at the original's processed lines"
+        );
+        for (id, next, number) in queued {
+            h.tailer.mark_consumed(id, next, number);
+        }
+        assert_eq!(
+            copy_offset(&h),
+            Some(fs::metadata(h.path("app.log.1")).unwrap().len())
+        );
+    }
+
+    /// A node's quiet log whose line is written in two parts stays whole when another node's
+    /// log turns up later and is written meanwhile (it was taken as rotated away, and the
+    /// line split: helper-45); a log named by its date, superseded and quiet for long, has
+    /// its last line read without a newline.
+    #[test]
+    fn a_partial_line_waits_when_another_node_s_log_turns_up() {
+        for superseded_after in [SUPERSEDED_AFTER, Duration::ZERO] {
+            let mut h = Harness::new();
+            h.tailer.superseded_after = superseded_after;
+            let long = "x".repeat(300);
+            h.append("app.log.a", &[&long]);
+            fs::OpenOptions::new()
+                .append(true)
+                .open(h.path("app.log.a"))
+                .unwrap()
+                .write_all(b"tw")
+                .unwrap();
+            h.poll();
+            std::thread::sleep(Duration::from_millis(20));
+            h.append("app.log.b", &[&format!("b {long}")]);
+            for _ in 0..4 {
+                h.poll();
+            }
+            let split = superseded_after.is_zero();
+            assert_eq!(h.seen.len(), if split { 3 } else { 2 }, "{:?}", h.seen);
+            if !split {
+                h.append("app.log.a", &["o"]);
+                h.poll();
+                h.poll();
+                assert_eq!(h.seen[2], "two");
+            }
+        }
     }
 
     /// A file moved out of the globs (logrotate's `olddir`) while its app is writing a line in
@@ -1275,5 +1677,37 @@ mod tests {
         h.poll();
         h.poll();
         assert_eq!(h.seen.len(), 20, "{:?}", h.seen);
+    }
+
+    /// At its limit of open files, the tailer opens the files that wait as rotated ones read
+    /// to their end are closed, oldest first, and reads every line once (helper-42: with 81
+    /// rotations at `ulimit -n 64`, 34 files could not be opened, and files let go after a
+    /// failed listing were read again from 0).
+    #[test]
+    fn at_its_limit_of_open_files_the_tailer_reads_every_file_in_turn() {
+        let mut h = Harness::new();
+        h.tailer = tailer_in(h.dir.path(), "s", Vec::new(), Duration::ZERO).with_max_open(3);
+        let long = "x".repeat(300); // opened at once: a short file waits a pass
+        for k in (1..=10).rev() {
+            h.append(&format!("app.log.{k}"), &[&format!("{k} {long}")]);
+            std::thread::sleep(Duration::from_millis(5)); // the next is newer
+        }
+        h.append("app.log", &[&format!("0 {long}")]);
+        let mut most_open = 0;
+        for _ in 0..40 {
+            h.poll();
+            most_open = most_open.max(h.tailer.files.len());
+        }
+        assert!(most_open <= 3, "{most_open}");
+        let order: Vec<u32> = (h.seen.iter())
+            .map(|line| line.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            (0..=10).rev().collect::<Vec<u32>>(),
+            "oldest first, once each"
+        );
+        assert_eq!(h.tailer.counters().files_waiting, 0);
+        assert!(h.tailer.caught_up());
     }
 }
