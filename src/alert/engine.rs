@@ -94,6 +94,10 @@ pub struct AlertEngine {
     /// stored: a wall clock once set ahead and corrected would hold every alert until then.
     #[serde(skip)]
     clock: Option<Ts>,
+    /// Whether alerts firing are held: neither resolved nor marked absent (see
+    /// [`AlertEngine::hold_firing`]).
+    #[serde(skip)]
+    holding: bool,
 }
 
 const TIERS: [&str; 4] = ["fast", "slow", "ticket-fast", "ticket-slow"];
@@ -104,6 +108,15 @@ fn tier_rank(condition: &Condition) -> Option<usize> {
 }
 
 impl AlertEngine {
+    /// While `hold`, what fires stays firing as it is: not resolved, and its absence not
+    /// counted (the daemon reading a backlog, where silence cannot be judged and the clock
+    /// follows old events). Held by presenting them again, as before, an alert's absence
+    /// started anew at each backlog, and one behind every few seconds never resolved
+    /// (helper-46).
+    pub fn hold_firing(&mut self, hold: bool) {
+        self.holding = hold;
+    }
+
     /// Alerts firing now (dedup key, condition).
     pub fn firing(&self) -> impl Iterator<Item = (&String, &Condition)> {
         self.alerts
@@ -147,8 +160,10 @@ impl AlertEngine {
             }
             present.insert(key);
         }
+        let holding = self.holding;
         for (key, tracked) in self.alerts.iter_mut() {
-            if !present.contains(key) && tracked.absent_since.is_none() {
+            let held = holding && tracked.firing_since.is_some();
+            if !present.contains(key) && tracked.absent_since.is_none() && !held {
                 tracked.absent_since = Some(now);
             }
         }
@@ -198,7 +213,7 @@ impl AlertEngine {
             match (tracked.absent_since, tracked.firing_since) {
                 (Some(_), None) => resolved.push(key.clone()), // pending, gone: never paged
                 (Some(absent), Some(since)) => {
-                    if now.secs_since(absent) >= settings.keep_firing_secs as f64 {
+                    if !holding && now.secs_since(absent) >= settings.keep_firing_secs as f64 {
                         out.push(Notification {
                             kind: NotificationKind::Resolved,
                             dedup_key: key.clone(),
@@ -318,6 +333,24 @@ mod tests {
             engine.evaluate(at(4100), NONE, SETTINGS).is_empty(),
             "resolves once"
         );
+    }
+
+    /// Held (the daemon behind), an alert firing is not resolved, and its absence from before
+    /// goes on counting: released, it resolves once keep_firing has passed since it went.
+    /// (Presented again while held, its absence started anew at each backlog, and one behind
+    /// every few seconds never resolved: helper-46.)
+    #[test]
+    fn a_held_alert_is_not_resolved_and_keeps_its_absence() {
+        let mut engine = AlertEngine::default();
+        let incident = || vec![condition("StageSuccessIncident", &[("stage", "leaver")])];
+        engine.evaluate(at(0), incident(), SETTINGS);
+        assert_eq!(engine.evaluate(at(60), incident(), SETTINGS).len(), 1);
+        assert!(engine.evaluate(at(100), NONE, SETTINGS).is_empty());
+        engine.hold_firing(true);
+        assert!(engine.evaluate(at(500), NONE, SETTINGS).is_empty(), "held");
+        engine.hold_firing(false);
+        let resolved = engine.evaluate(at(501), NONE, SETTINGS);
+        assert_eq!(kinds(&resolved)[0].0, NotificationKind::Resolved);
     }
 
     #[test]

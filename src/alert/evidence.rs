@@ -100,15 +100,23 @@ impl Evidence {
     }
 
     pub(crate) fn push(&mut self, event: Notable) {
+        self.push_counted_at(event, None)
+    }
+
+    /// [`Evidence::push`], counted in the windows no earlier than `judged`: where they ended
+    /// when it was judged. A write without a correlation ID waits three join windows in the
+    /// join's pool, and counted at its own time it was older than the 15-minute auth-failure
+    /// window's start by then: a stolen token's 401s never paged ScimAuthFailures
+    /// (helper-46). Its quote keeps its own time.
+    fn push_counted_at(&mut self, event: Notable, judged: Option<Ts>) {
+        let at = judged.map_or(event.time, |judged| judged.max(event.time));
         if event.kind != NotableKind::PostDisable && Self::is_auth_failure(&event) {
-            bump(&mut self.auth_failure_counts, &event.app, event.time)
+            bump(&mut self.auth_failure_counts, &event.app, at)
         }
         match event.kind {
             NotableKind::Failure => {}
-            NotableKind::Unattributed => {
-                bump(&mut self.unattributed_counts, &event.app, event.time)
-            }
-            NotableKind::PostDisable => bump(&mut self.post_disable_counts, &event.app, event.time),
+            NotableKind::Unattributed => bump(&mut self.unattributed_counts, &event.app, at),
+            NotableKind::PostDisable => bump(&mut self.post_disable_counts, &event.app, at),
         }
         let store = match event.kind {
             NotableKind::Failure => &mut self.failures,
@@ -121,28 +129,32 @@ impl Evidence {
         store.push_back(event);
     }
 
-    /// Keeps what a judged operation contributes (failures and unattributed writes).
-    pub fn record_operation(&mut self, op: &Operation) {
+    /// Keeps what a judged operation contributes (failures and unattributed writes), counted
+    /// no earlier than `judged`, where the windows ended when it was judged.
+    pub fn record_operation(&mut self, op: &Operation, judged: Option<Ts>) {
         let kind = match op.outcome {
             Outcome::Failed | Outcome::Unconfirmed => NotableKind::Failure,
             Outcome::Unattributed => NotableKind::Unattributed,
             Outcome::Succeeded | Outcome::Skipped => return,
         };
-        self.push(Notable {
-            time: op.time,
-            kind,
-            stage: Some(op.stage),
-            app: op.app.clone().unwrap_or_else(|| "unknown".into()),
-            cause: op.alert_cause(),
-            cid: op.correlation_id.clone(),
-            user: op.user().map(str::to_string),
-            what: match (&op.method, &op.path, op.http_status) {
-                (Some(method), Some(path), Some(status)) => {
-                    Some(format!("{} {path} -> {status}", method.as_str()))
-                }
-                _ => None,
+        self.push_counted_at(
+            Notable {
+                time: op.time,
+                kind,
+                stage: Some(op.stage),
+                app: op.app.clone().unwrap_or_else(|| "unknown".into()),
+                cause: op.alert_cause(),
+                cid: op.correlation_id.clone(),
+                user: op.user().map(str::to_string),
+                what: match (&op.method, &op.path, op.http_status) {
+                    (Some(method), Some(path), Some(status)) => {
+                        Some(format!("{} {path} -> {status}", method.as_str()))
+                    }
+                    _ => None,
+                },
             },
-        });
+            judged,
+        );
     }
 
     pub fn record_post_disable(&mut self, activity: &PostDisableActivity) {
@@ -327,7 +339,13 @@ impl Evidence {
                 .map(|(app, count)| (app, (count, Vec::new())))
                 .collect();
         for e in self.since(NotableKind::PostDisable, since) {
-            if let Some(entry) = by_app.get_mut(&e.app) {
+            // An app past the counted ones is counted as `other`, and its requests go there
+            // too (with none, `other` never paged: helper-46).
+            let app = match by_app.contains_key(&e.app) {
+                true => e.app.as_str(),
+                false => "other",
+            };
+            if let Some(entry) = by_app.get_mut(app) {
                 entry.1.push(e);
             }
         }
@@ -418,6 +436,16 @@ mod tests {
         assert_eq!(by_app.len(), MAX_COUNTED_APPS + 1);
         assert_eq!(by_app["other"], 500);
         assert_eq!(by_app.values().sum::<u64>(), MAX_COUNTED_APPS as u64 + 500);
+        // Requests as disabled users past the counted apps go with `other`'s count, which
+        // pages only with requests to show (helper-46).
+        for i in 0..(MAX_COUNTED_APPS + 2) {
+            let mut e = event(NotableKind::PostDisable, None, 0);
+            e.app = format!("app-{i}");
+            evidence.push(e);
+        }
+        let by_app = evidence.post_disable_by_app(since);
+        assert_eq!(by_app["other"].0, 2);
+        assert_eq!(by_app["other"].1.len(), 2);
         let mut pruned = evidence.clone();
         pruned.prune(Ts::from_secs(1_782_892_800 + 1_800), 3 * 86_400, 900);
         assert!(pruned.auth_failures_by_app(since).is_empty());

@@ -775,7 +775,7 @@ impl Pipeline {
                     })
                     .inc();
                 self.windows.record(op.stage, op.outcome, op.time);
-                self.evidence.record_operation(op);
+                self.evidence.record_operation(op, self.live.judged_until);
                 if op.outcome == Outcome::Unattributed {
                     self.metrics
                         .unattributed_writes
@@ -1071,29 +1071,28 @@ impl Pipeline {
             keep_firing_secs: alerting.keep_firing_secs,
             repeat_interval_secs: alerting.repeat_interval_secs,
         };
-        let mut conditions = conditions;
-        if !self.live.caught_up {
-            // With a backlog, nothing firing resolves until every file is read: silence cannot
-            // be judged (a stale source would resolve and page again), and the clock follows
-            // the backlog's events, which may be older than the clock an alert fired at (a
-            // batch of old lines, or a restart after downtime): a leaver still overdue was
-            // resolved, then paged again (helper-43's review).
-            let holding: std::collections::HashSet<String> =
-                conditions.iter().map(|c| c.dedup_key()).collect();
-            let held: Vec<crate::alert::Condition> = self
-                .alerts
-                .firing()
-                .filter(|(key, _)| !holding.contains(*key))
-                .map(|(_, c)| c.clone())
-                .collect();
-            conditions.extend(held);
-        }
+        // With a backlog, nothing firing resolves until every file is read: silence cannot be
+        // judged (a stale source would resolve and page again), and the clock follows the
+        // backlog's events, which may be older than the clock an alert fired at (a batch of
+        // old lines, or a restart after downtime): a leaver still overdue was resolved, then
+        // paged again (helper-43's review).
+        self.alerts.hold_firing(!self.live.caught_up);
         // Shared by the alert engine and the status page, not copied for each.
-        let conditions: Vec<Arc<crate::alert::Condition>> =
+        let mut conditions: Vec<Arc<crate::alert::Condition>> =
             conditions.into_iter().map(Arc::new).collect();
         let notifications = self
             .alerts
             .evaluate(clock, conditions.iter().cloned(), settings);
+        if !self.live.caught_up {
+            // (The status lists what is held as holding.)
+            let holding: std::collections::HashSet<String> =
+                conditions.iter().map(|c| c.dedup_key()).collect();
+            let held: Vec<Arc<crate::alert::Condition>> = (self.alerts.firing())
+                .filter(|(key, _)| !holding.contains(*key))
+                .map(|(_, c)| Arc::new(c.clone()))
+                .collect();
+            conditions.extend(held);
+        }
         for notification in &notifications {
             let condition = &notification.condition;
             if notification.kind == crate::alert::NotificationKind::Resolved {
@@ -1418,6 +1417,31 @@ principal = "/principal"
             last < 1_263 + 600,
             "held over the post-disable window: {paged:?}"
         );
+    }
+
+    /// Writes refused with 401 and no correlation ID (a stolen token's) page ScimAuthFailures
+    /// with the default windows: they wait three join windows in the join's pool, and the
+    /// window, ending where the operations are judged, had left them behind by then
+    /// (helper-46).
+    #[test]
+    fn refused_writes_without_a_correlation_id_page_with_the_default_windows() {
+        let gateway: String = (0..5)
+            .map(|i| {
+                format!(
+                    "{{\"ts\":\"{}\",\"method\":\"POST\",\"path\":\"/scim/v2/Users\",\"status\":401,\"app\":\"jira\"}}\n",
+                    at(i)
+                )
+            })
+            .collect();
+        let (_dir, mut pipeline) = pipeline_with("", "", &gateway);
+        let mut paged = Vec::new();
+        for secs in (5..3_600).step_by(30) {
+            pipeline.step(at(secs)).unwrap();
+            if holds(&pipeline, "ScimAuthFailures", None) {
+                paged.push(secs);
+            }
+        }
+        assert!(!paged.is_empty(), "{:#?}", pipeline.live.alerts);
     }
 
     /// With the default windows, an hour of movers 30% of which fail burns the budget in the

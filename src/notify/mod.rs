@@ -627,17 +627,20 @@ impl Dispatcher {
         // and a RESOLVED with no FIRING before it is noise (slo-alerting.md §6; Alertmanager
         // sends a resolve only for an alert it notified; helper-43's review). A FIRING tried
         // and retried may have been taken (a timeout after the receiver had it): its resolve
-        // is sent, or the incident stays open for ever (helper-44).
+        // is sent, or the incident stays open for ever (helper-44). So is one that replaces a
+        // RESOLVED still waiting: that one's FIRING was sent (an alert that flapped, FIRING
+        // sent, RESOLVED waiting, FIRING again and RESOLVED again, dropped all three, and the
+        // first incident stayed open: helper-46).
         let mut replaced = Vec::new();
         let mut unheard_of = false;
         if !group.in_flight {
+            use crate::alert::NotificationKind::{Firing, Resolved};
             replaced = group.replaced_by(&delivery);
-            unheard_of = delivery.notification.kind == crate::alert::NotificationKind::Resolved
-                && replaced.iter().any(|id| {
-                    group.items.get(id).is_some_and(|d| {
-                        d.notification.kind == crate::alert::NotificationKind::Firing
-                    }) && !self.maybe_sent.contains(id)
-                });
+            let kind = |id: &u64| group.items.get(id).map(|d| d.notification.kind);
+            unheard_of = delivery.notification.kind == Resolved
+                && (replaced.iter())
+                    .any(|id| kind(id) == Some(Firing) && !self.maybe_sent.contains(id))
+                && !replaced.iter().any(|id| kind(id) == Some(Resolved));
             for &id in &replaced {
                 group.remove(id);
             }
@@ -1322,6 +1325,32 @@ mod tests {
             [2],
             "the resolve replaced the firing, and waits to be sent"
         );
+    }
+
+    /// An alert that flapped while its RESOLVED waited out the group interval (its FIRING
+    /// sent): FIRING again, RESOLVED again. The last RESOLVED replaces the three and is sent;
+    /// dropped with them, the receiver kept the first incident open (helper-46).
+    #[test]
+    fn a_resolve_after_a_flap_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = hook_config(1, dir.path(), "");
+        let (mut dispatcher, _outbox, _done) = dispatcher_for(&config);
+        let delivery = |id, kind| {
+            let mut delivery = overdue_delivery(1);
+            delivery.id = id;
+            delivery.notification.kind = kind;
+            delivery
+        };
+        let now = Instant::now();
+        dispatcher.add(delivery(2, NotificationKind::Resolved), now, false);
+        dispatcher.add(delivery(3, NotificationKind::Firing), now, false);
+        dispatcher.add(delivery(4, NotificationKind::Resolved), now, false);
+        let key = (
+            "hook/webhook".to_string(),
+            "LeaverDisableOverdue".to_string(),
+        );
+        let waiting: Vec<u64> = dispatcher.groups[&key].items.keys().copied().collect();
+        assert_eq!(waiting, [4]);
     }
 
     /// The queue was full, so a rescan took a FIRING and its RESOLVED from the outbox; the
