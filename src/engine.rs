@@ -1005,7 +1005,7 @@ mod tests {
         assert_eq!(causes, [Some(crate::model::Cause::Unauthorized), None]);
         let mut evidence = crate::alert::evidence::Evidence::default();
         for op in &ops {
-            evidence.record_operation(op);
+            evidence.record_operation(op, None);
         }
         assert_eq!(evidence.auth_failures_by_app(at(-60))["aws-prod"], 1);
         assert_eq!(
@@ -1356,6 +1356,57 @@ mod tests {
         }
     }
 
+    /// A user disabled (the first disable refused, the retry under a new login), then
+    /// unassigned from the app under the new login: the trigger is the closed account's and
+    /// opens nothing. It opened an episode no operation would close, a false breach
+    /// (helper-46). An assignment to another app after the disable is no return to this one:
+    /// a delete under the new login still opens no second episode (it did, and, refused,
+    /// breached: helper-46).
+    #[test]
+    fn a_renamed_user_s_trigger_or_other_app_s_return_opens_no_second_episode() {
+        for event in ["unassign", "assign other app"] {
+            let mut s = Scenario::new();
+            s.idp_naming(
+                0,
+                "c1",
+                Stage::Leaver,
+                Some("alice@x"),
+                Some("u-1"),
+                Some(IdpStatus::Failure),
+            )
+            .gateway(1, "c1", WriteKind::Disable, 503)
+            .idp_naming(
+                60,
+                "c2",
+                Stage::Leaver,
+                Some("bob@x"),
+                Some("u-1"),
+                Some(IdpStatus::Success),
+            )
+            .gateway(61, "c2", WriteKind::Disable, 200);
+            if event == "unassign" {
+                s.source_event_with_id(180, "bob@x", Some("u-1"), Some("aws-prod"), false);
+            } else {
+                s.source_event_with_id(180, "bob@x", Some("u-1"), Some("slack"), true)
+                    .idp_naming(
+                        300,
+                        "c3",
+                        Stage::Leaver,
+                        Some("bob@x"),
+                        Some("u-1"),
+                        Some(IdpStatus::Failure),
+                    )
+                    .gateway(301, "c3", WriteKind::Disable, 404);
+            }
+            s.finish();
+            let ended: Vec<_> = (s.episodes().iter())
+                .map(|e| (e.user_login.as_deref().unwrap(), e.state, e.disabled_at))
+                .collect();
+            use crate::judge::EpisodeState::Disabled;
+            assert_eq!(ended, [("alice@x", Disabled, Some(at(61)))], "{event}");
+        }
+    }
+
     /// A closed pair re-keyed from the user id to the login (a later operation names both)
     /// keeps its place in the index by id: a leave under another login with the same id then
     /// opens no episode (clarification 15), in a live run as in a restored one (the live
@@ -1438,8 +1489,10 @@ mod tests {
     }
 
     /// Two open episodes of one app under one user id (an app trigger naming another login
-    /// with the same id): the index by id follows both, and the one left is found by id
-    /// once the other ends (it named the later one, and lost both when that one ended).
+    /// and no id, then a leaver naming that login and the id): the index by id follows
+    /// both, and the one left is found by id once the other ends (it named the later one,
+    /// and lost both when that one ended). (A trigger naming the id finds the open episode
+    /// by it since helper-46's review, and opens none.)
     #[test]
     fn the_index_by_user_id_follows_two_open_episodes_sharing_an_id() {
         let mut s = Scenario::new();
@@ -1452,7 +1505,16 @@ mod tests {
             Some(IdpStatus::Failure),
         )
         .gateway(1, "c1", WriteKind::Disable, 404)
-        .source_event_with_id(10, "zed@x", Some("u-7"), Some("aws-prod"), false)
+        .source_event_with_id(10, "zed@x", None, Some("aws-prod"), false)
+        .idp_naming(
+            12,
+            "c1b",
+            Stage::Leaver,
+            Some("zed@x"),
+            Some("u-7"),
+            Some(IdpStatus::Failure),
+        )
+        .gateway(13, "c1b", WriteKind::Disable, 404)
         .idp(20, "c2", Stage::Joiner, "zed@x", Some(IdpStatus::Success))
         .gateway(21, "c2", WriteKind::CreateUser, 201)
         .idp_naming(

@@ -503,10 +503,11 @@ pub struct Episodes {
     pairs: PairMap,
     /// Triggers without an app, by user key: they cover every app of that user.
     user_triggers: FastMap<String, Vec<Ts>>,
-    /// The latest return at the source of truth by each user key it named: an account
-    /// disabled under an old login and returned since under a new one is live again, though
-    /// the return, keyed by the new login, found no pair to rehire ([`Episodes::renamed_since_closed`];
-    /// helper-44: the next leave under the new login opened no episode).
+    /// The latest return by each user key it named, an app's after its name ([`return_key`]):
+    /// an account disabled under an old login and returned since under a new one is live
+    /// again, though the return, keyed by the new login, found no pair to rehire
+    /// ([`Episodes::renamed_since_closed`]; helper-44: the next leave under the new login
+    /// opened no episode).
     returns: FastMap<String, Ts>,
     /// Disabled intervals by lowercased login, for post-disable activity.
     disabled: FastMap<String, Vec<Disabled>>,
@@ -660,6 +661,15 @@ fn key_of(text: &str) -> String {
 
 /// The keys a user may be known by: login first (what outputs show), then id. Borrowed when
 /// already folded.
+/// A return's key in [`Episodes::returns`]: the user key, after its app and a NUL if it has
+/// one (an app-less return's is the key alone, as in checkpoints from before apps were kept).
+fn return_key(app: Option<&str>, key: &str) -> String {
+    match app {
+        Some(app) => format!("{app}\0{key}"),
+        None => key.to_string(),
+    }
+}
+
 fn user_keys<'a>(login: Option<&'a str>, id: Option<&'a str>) -> UserKeys<'a> {
     let mut keys = UserKeys {
         keys: [Cow::Borrowed(""), Cow::Borrowed("")],
@@ -1069,6 +1079,17 @@ impl Episodes {
         let Some(pair_key) = self.pair_key(app, &keys) else {
             return;
         };
+        // A user renamed since the account was disabled, or while its episode is open under
+        // the old login: the trigger is that account's and opens nothing (helper-46: one under
+        // the new login opened an episode no operation would close, a false breach).
+        let account = self.open.account(app, &keys, trigger.user_id.as_deref());
+        if self.renamed(&pair_key, account).is_some()
+            || self
+                .renamed_since_closed(&pair_key, &keys, account)
+                .is_some()
+        {
+            return;
+        }
         let policy = &self.policy;
         let pair = self.pairs.entry(pair_key.clone()).or_default();
         if pair.open.is_some() || (pair.last_closed_at.is_some() && !pair.rehired_since_close) {
@@ -1114,15 +1135,27 @@ impl Episodes {
     /// the open episodes they started are cancelled; with an app, that pair's open episode is
     /// cancelled if it began before the return, as a joiner operation for it would be.
     /// Cancelled: no latency, no breach. Then [`Episodes::mark_returned`].
-    fn on_return(&mut self, trigger: &Trigger, keys: &[Cow<'_, str>], out: &mut Vec<LeaverEvent>) {
-        for key in keys {
-            let latest = self.returns.entry(key.to_string()).or_insert(trigger.time);
-            *latest = (*latest).max(trigger.time);
+    fn on_return(&mut self, trigger: &Trigger, keys: &UserKeys<'_>, out: &mut Vec<LeaverEvent>) {
+        // Kept by app (an assignment to one app is no return to another: helper-46), and, for
+        // an app, only when the account has a closure there to undo (every assignment was
+        // kept for ever, two keys each).
+        let app = trigger.app.as_deref();
+        let closed_there = app.is_none_or(|app| {
+            (self.open.account(app, keys, trigger.user_id.as_deref()))
+                .is_some_and(|account| self.closed_ids.contains_key(&account.hash))
+        });
+        if closed_there {
+            for key in keys.iter() {
+                let latest = (self.returns)
+                    .entry(return_key(app, key))
+                    .or_insert(trigger.time);
+                *latest = (*latest).max(trigger.time);
+            }
         }
         let mut cancel: Vec<(String, String)> = Vec::new();
         match &trigger.app {
             None => {
-                for key in keys {
+                for key in keys.iter() {
                     if let Some(times) = self.user_triggers.get_mut(key.as_ref()) {
                         times.retain(|t| *t > trigger.time);
                         if times.is_empty() {
@@ -1296,11 +1329,17 @@ impl Episodes {
         }
         let found = self.closed_by_id(&pair_key.0, account, &pair_key.1)?;
         let closed_at = self.pairs.get(&found)?.last_closed_at;
-        // Returned at the source since, under any of the user's keys: live again (when in
-        // doubt, an episode: a second one is noise, a missed one a leaver never watched).
+        // Returned since, under any of the user's keys, at the source or to this app (an
+        // assignment to another app was taken for a return to every app: helper-46): live
+        // again (when in doubt, an episode: a second one is noise, a missed one a leaver
+        // never watched).
         let returned = keys
             .iter()
-            .filter_map(|key| self.returns.get(key.as_ref()))
+            .flat_map(|key| {
+                let to_app = self.returns.get(&return_key(Some(&found.0), key));
+                [to_app, self.returns.get(&return_key(None, key))]
+            })
+            .flatten()
             .any(|at| Some(*at) >= closed_at);
         (!returned && pair.and_then(|p| p.last_closed_at) < closed_at).then_some(found)
     }
