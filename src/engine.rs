@@ -1407,6 +1407,40 @@ mod tests {
         }
     }
 
+    /// A renamed user assigned to the app again by a return naming only the new login, then
+    /// unassigned: a new episode (the return, with no id to find the account's closure by,
+    /// was not kept, and the leave was never watched: helper-47).
+    #[test]
+    fn a_return_naming_only_the_new_login_makes_the_next_leave_an_episode() {
+        let mut s = Scenario::new();
+        s.idp_naming(
+            0,
+            "c1",
+            Stage::Leaver,
+            Some("alice@x"),
+            Some("u-1"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(1, "c1", WriteKind::Disable, 200)
+        .idp_naming(
+            100,
+            "c2",
+            Stage::Mover,
+            Some("bob@x"),
+            Some("u-1"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(101, "c2", WriteKind::Update, 200)
+        .source_event_with_id(200, "bob@x", None, Some("aws-prod"), true)
+        .source_event_with_id(300, "bob@x", Some("u-1"), Some("aws-prod"), false)
+        .finish();
+        let ended: Vec<_> = (s.episodes().iter())
+            .map(|e| (e.user_login.as_deref().unwrap(), e.state))
+            .collect();
+        use crate::judge::EpisodeState::{Disabled, Open};
+        assert_eq!(ended, [("alice@x", Disabled), ("bob@x", Open)]);
+    }
+
     /// A closed pair re-keyed from the user id to the login (a later operation names both)
     /// keeps its place in the index by id: a leave under another login with the same id then
     /// opens no episode (clarification 15), in a live run as in a restored one (the live

@@ -123,44 +123,68 @@ fn transparent_huge_pages_are_off_unless_mimalloc_allow_thp_is_set() {
     }
 }
 
-/// 80 rotated gateway logs already there at a start, under `ulimit -n 64`: every operation is
-/// joined once. The daemon keeps half its descriptors for itself, opens the oldest files
-/// first, and closes each read to its end to open the next (helper-42: 34 files could not be
-/// opened, and files let go after a failed listing were read again from 0).
+/// 80 rotated logs of one source already there at a start, under `ulimit -n 64`: every
+/// operation is joined once. The daemon keeps half its descriptors for itself, gives each
+/// source its share of the rest, opens the oldest files first, closes each read to its end to
+/// open the next, and merges nothing past a source whose files wait (helper-42: 34 files could
+/// not be opened, and files let go after a failed listing were read again from 0; helper-47:
+/// the IdP's rotations took every slot, and its operations were judged without the gateway's
+/// log: unconfirmed, unattributed, and a false page).
 #[test]
 fn many_rotations_under_a_low_descriptor_limit_are_all_read_once() {
-    let setup = Setup::new(CONFIG);
-    let mut expected = Vec::new();
-    for k in (1..=80).rev() {
-        let gateway = format!("logs/gateway.log.{k}");
-        expected.extend(write_ops(&setup, &format!("r{k}"), 0..2, &gateway));
+    for rotated in ["gateway", "idp"] {
+        let setup = Setup::new(CONFIG);
+        let mut expected = Vec::new();
+        for k in (0..=80).rev() {
+            let suffix = if k == 0 {
+                String::new()
+            } else {
+                format!(".{k}")
+            };
+            for i in 0..2 {
+                let cid = format!("r{k}-{i}");
+                let (idp, gw) = operation_lines(&cid);
+                let (idp_file, gw_file) = match rotated {
+                    "gateway" => (
+                        "logs/idp.jsonl".to_string(),
+                        format!("logs/gateway.log{suffix}"),
+                    ),
+                    _ => (
+                        format!("logs/idp.jsonl{suffix}"),
+                        "logs/gateway.log".to_string(),
+                    ),
+                };
+                setup.append(&idp_file, &idp);
+                setup.append(&gw_file, &gw);
+                expected.push(cid);
+            }
+        }
+        let child = std::process::Command::new("sh")
+            .args(["-c", "ulimit -n 64 && exec \"$0\" run --config \"$1\""])
+            .arg(env!("CARGO_BIN_EXE_scimwatch"))
+            .arg(setup.config())
+            .env("SCIMWATCH_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(setup.path("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = common::daemon::Daemon { child };
+        let rows = setup.wait_for(Duration::from_secs(90), |rows| rows.len() >= expected.len());
+        let map = by_cid(&rows);
+        let log = setup.daemon_log();
+        for cid in &expected {
+            assert_eq!(
+                map.get(cid).map(Vec::as_slice),
+                Some(&["succeeded".to_string()][..]),
+                "{rotated}: {cid}\n{log}"
+            );
+        }
+        assert_eq!(rows.len(), expected.len(), "{rotated}");
+        assert!(log.contains("At the limit of open log files"), "{log}");
+        assert!(!log.contains("Cannot open a log file"), "{log}");
+        assert_eq!(daemon.stop(), Some(0));
     }
-    expected.extend(write_ops(&setup, "live", 0..2, "logs/gateway.log"));
-    let child = std::process::Command::new("sh")
-        .args(["-c", "ulimit -n 64 && exec \"$0\" run --config \"$1\""])
-        .arg(env!("CARGO_BIN_EXE_scimwatch"))
-        .arg(setup.config())
-        .env("SCIMWATCH_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(setup.path("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = common::daemon::Daemon { child };
-    let rows = setup.wait_for(Duration::from_secs(90), |rows| rows.len() >= expected.len());
-    let map = by_cid(&rows);
-    let log = setup.daemon_log();
-    for cid in &expected {
-        assert_eq!(
-            map.get(cid).map(Vec::as_slice),
-            Some(&["succeeded".to_string()][..]),
-            "{cid}\n{log}"
-        );
-    }
-    assert_eq!(rows.len(), expected.len());
-    assert!(log.contains("At the limit of open log files"), "{log}");
-    assert!(!log.contains("Cannot open a log file"), "{log}");
-    assert_eq!(daemon.stop(), Some(0));
 }
 
 #[test]

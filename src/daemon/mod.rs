@@ -310,6 +310,13 @@ impl Pipeline {
         .with_max_open(log_file_budget());
         let lateness_micros =
             (config.slo.allowed_lateness_secs as i64).saturating_mul(MICROS_PER_SEC);
+        // Where the windows ended at the checkpoint: what is judged in the first pass is
+        // counted from there, as in a run that did not stop (helper-47).
+        let mut engine = engine;
+        let live = LiveStatus {
+            judged_until: Some(engine.episodes_final_before()),
+            ..LiveStatus::default()
+        };
         Ok(Pipeline {
             config,
             parsers,
@@ -320,7 +327,7 @@ impl Pipeline {
             read_all: false,
             stats,
             status,
-            live: LiveStatus::default(),
+            live,
             lateness_micros,
             last_checkpoint: Instant::now(),
             last_view: None,
@@ -626,11 +633,20 @@ impl Pipeline {
     /// Processes queued lines in time order across files, never past a file that still has
     /// unread bytes and nothing queued (its next line may be earlier).
     fn merge(&mut self) {
+        // Sources with files waiting for a slot (at the limit of open files): the merge waits
+        // for them once none of their lines is queued, as for a file with unread bytes (it
+        // went on without them, and their lines came too late to join: helper-47).
+        let waiting: Vec<usize> = (0..self.parsers.len())
+            .filter(|s| self.tailer.waiting(*s))
+            .collect();
         loop {
             let blocked = self
                 .queues
                 .iter()
-                .any(|(id, q)| q.is_empty() && self.tailer.has_unread(*id));
+                .any(|(id, q)| q.is_empty() && self.tailer.has_unread(*id))
+                || waiting.iter().any(|s| {
+                    !(self.queues.values()).any(|q| q.front().is_some_and(|l| l.source == *s))
+                });
             let mut best: Option<(Ts, u32)> = None;
             let mut untimed: Option<u32> = None;
             for (id, queue) in &self.queues {
@@ -775,7 +791,13 @@ impl Pipeline {
                     })
                     .inc();
                 self.windows.record(op.stage, op.outcome, op.time);
-                self.evidence.record_operation(op, self.live.judged_until);
+                // Counted where the windows ended when it was judged, but never later than the
+                // longest a write waits in the join (three windows and the lateness): a file
+                // of old refusals turning up late was counted now, and paged (helper-47).
+                let held =
+                    3 * self.config.slo.join_window_secs + self.config.slo.allowed_lateness_secs;
+                let judged = (self.live.judged_until).map(|t| t.min(op.time.plus_secs(held)));
+                self.evidence.record_operation(op, judged);
                 if op.outcome == Outcome::Unattributed {
                     self.metrics
                         .unattributed_writes
@@ -1270,6 +1292,14 @@ mod tests {
     /// config after the sources (`[slo]`, `[alerting]`, …), driven by made-up wall times.
     fn pipeline_with(extra: &str, idp: &str, gateway: &str) -> (tempfile::TempDir, Pipeline) {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("idp.jsonl"), idp).unwrap();
+        std::fs::write(dir.path().join("gateway.log"), gateway).unwrap();
+        let pipeline = pipeline_in(dir.path(), extra);
+        (dir, pipeline)
+    }
+
+    /// The pipeline of `pipeline_with`'s config in `dir`, from its checkpoint if it has one.
+    fn pipeline_in(dir: &std::path::Path, extra: &str) -> Pipeline {
         let text = format!(
             r#"
 [server]
@@ -1303,22 +1333,19 @@ app = "/app"
 principal = "/principal"
 {extra}
 "#,
-            data = dir.path().join("data").display(),
-            logs = dir.path().display()
+            data = dir.join("data").display(),
+            logs = dir.display()
         );
-        let config = Config::from_toml(&text, dir.path()).unwrap();
-        std::fs::write(dir.path().join("idp.jsonl"), idp).unwrap();
-        std::fs::write(dir.path().join("gateway.log"), gateway).unwrap();
+        let config = Config::from_toml(&text, dir).unwrap();
         let metrics = Arc::new(Metrics::new(&config));
-        let pipeline = Pipeline::open(
+        Pipeline::open(
             config,
             Arc::new(Mutex::new(LiveStatus::default())),
             metrics,
             Arc::new(Mutex::new(crate::http::RecentOperations::with_capacity(10))),
             None,
         )
-        .unwrap();
-        (dir, pipeline)
+        .unwrap()
     }
 
     /// The start of the made-up time, and a time `secs` after it.
@@ -1433,15 +1460,61 @@ principal = "/principal"
                 )
             })
             .collect();
-        let (_dir, mut pipeline) = pipeline_with("", "", &gateway);
-        let mut paged = Vec::new();
-        for secs in (5..3_600).step_by(30) {
-            pipeline.step(at(secs)).unwrap();
-            if holds(&pipeline, "ScimAuthFailures", None) {
-                paged.push(secs);
+        for restart in [false, true] {
+            let (dir, mut pipeline) = pipeline_with("", "", &gateway);
+            let mut paged = Vec::new();
+            for secs in (5..3_600).step_by(30) {
+                if restart && secs == 1_205 {
+                    // Stopped and started again while the writes wait in the pool: what the
+                    // first pass judges counts from where the windows ended (helper-47).
+                    pipeline.checkpoint(at(secs)).unwrap();
+                    drop(pipeline);
+                    pipeline = pipeline_in(dir.path(), "");
+                }
+                pipeline.step(at(secs)).unwrap();
+                if holds(&pipeline, "ScimAuthFailures", None) {
+                    paged.push(secs);
+                }
             }
+            assert!(
+                !paged.is_empty(),
+                "restart {restart}: {:#?}",
+                pipeline.live.alerts
+            );
         }
-        assert!(!paged.is_empty(), "{:#?}", pipeline.live.alerts);
+    }
+
+    /// Old refusals turning up late (a file of them found once caught up), none three within
+    /// 15 minutes of each other, do not page ScimAuthFailures: each counts no later than the
+    /// longest a write waits in the join after its time (counted when judged, they were all
+    /// in the last 15 minutes: helper-47).
+    #[test]
+    fn old_refusals_found_late_do_not_page() {
+        let (dir, mut pipeline) = pipeline_with("", "", "");
+        pipeline.step(at(20_000)).unwrap();
+        let late: String = (0..19)
+            .map(|i| {
+                format!(
+                    "{{\"ts\":\"{}\",\"method\":\"POST\",\"path\":\"/scim/v2/Users\",\"status\":401,\"app\":\"jira\"}}\n",
+                    at(20_000 - 14_400 + 600 * i)
+                )
+            })
+            .collect();
+        std::fs::write(dir.path().join("gateway.log"), late).unwrap();
+        for secs in (20_000..24_000).step_by(30) {
+            pipeline.step(at(secs)).unwrap();
+            assert!(
+                !holds(&pipeline, "ScimAuthFailures", None),
+                "{secs}: {:#?}",
+                pipeline.live.alerts
+            );
+        }
+        let judged = (pipeline.metrics.unattributed_writes)
+            .get_or_create(&m::AppLabels {
+                app: "other".into(),
+            })
+            .get();
+        assert_eq!(judged, 19, "all judged");
     }
 
     /// With the default windows, an hour of movers 30% of which fail burns the budget in the

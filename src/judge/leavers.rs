@@ -1138,12 +1138,16 @@ impl Episodes {
     fn on_return(&mut self, trigger: &Trigger, keys: &UserKeys<'_>, out: &mut Vec<LeaverEvent>) {
         // Kept by app (an assignment to one app is no return to another: helper-46), and, for
         // an app, only when the account has a closure there to undo (every assignment was
-        // kept for ever, two keys each).
+        // kept for ever, two keys each), or when the return names no id to tell (kept by
+        // login: helper-47's missed leave after a return naming only the login).
         let app = trigger.app.as_deref();
-        let closed_there = app.is_none_or(|app| {
-            (self.open.account(app, keys, trigger.user_id.as_deref()))
-                .is_some_and(|account| self.closed_ids.contains_key(&account.hash))
-        });
+        let closed_there =
+            app.is_none_or(
+                |app| match self.open.account(app, keys, trigger.user_id.as_deref()) {
+                    Some(account) => self.closed_ids.contains_key(&account.hash),
+                    None => true,
+                },
+            );
         if closed_there {
             for key in keys.iter() {
                 let latest = (self.returns)
