@@ -147,8 +147,8 @@ pub struct Pipeline {
     /// were last rebuilt, and whether this pass rebuilds them: see [`VIEW_INTERVAL`].
     last_view: Option<Instant>,
     views_due: bool,
-    /// Whether the last pass read every open file to its end and merged every line: the next
-    /// waits for the poll interval or a wake-up (files waiting for a descriptor or not).
+    /// Whether the last pass read every open file to its end: the next waits for the poll
+    /// interval or a wake-up (files waiting for a slot or not, lines queued or not).
     read_all: bool,
     /// Overdue high-risk leavers as of the last view, in listing order: the leaver alert
     /// conditions of every pass in between (a deadline is minutes; a view is 100 ms old).
@@ -528,7 +528,10 @@ impl Pipeline {
         let merged = self.queues.values().all(VecDeque::is_empty);
         // (Caught up, not only read to the end: files may wait for a descriptor.)
         let caught_up = self.tailer.caught_up() && merged;
-        self.read_all = self.tailer.read_to_end() && merged;
+        // (Lines still queued wait for a file not read yet, or for a source whose files wait
+        // for a slot: another pass at once reads nothing new. Passing at once while a file
+        // was being closed burned a core: helper-48.)
+        self.read_all = self.tailer.read_to_end();
         let lateness = self.lateness_micros;
         let floor = Ts(wall.0.saturating_sub(lateness));
         let watermark = self.engine.watermark();

@@ -317,10 +317,20 @@ impl Tailer {
         self.counters.files_waiting == 0 && self.read_to_end()
     }
 
-    /// Whether files of the source `source` wait for a slot: their lines may be earlier than
-    /// any read yet (the merge waits for them as for a file with unread bytes).
+    /// Whether files of the source `source` wait for a slot that is free (it has no file open,
+    /// and keeps one) or that one of its open files, read to its end, is about to free: their
+    /// lines may be earlier than any read yet, and the merge waits for them as for a file
+    /// with unread bytes. Not when none of its open files can be closed (each still growing,
+    /// or ending in a partial line): waiting for those, the merge stopped for good
+    /// (helper-48).
     pub fn waiting(&self, source: usize) -> bool {
+        let mut open = self.files.iter().filter(|f| f.source == source).peekable();
+        let none_open = open.peek().is_none();
         self.waiting_by_source.get(source).is_some_and(|n| *n > 0)
+            && (none_open
+                || open.any(|f| {
+                    f.reader.at_eof() && f.reader.buffered() == 0 && f.len == f.reader.offset()
+                }))
     }
 
     /// Whether every open file has been read to its end: a pass now would read nothing.
@@ -455,6 +465,10 @@ impl Tailer {
         // closed (below) and free some.
         let mut no_descriptor = false;
         let mut waiting = 0;
+        // What waited last pass: a source's share is kept for it while it has files waiting
+        // (the sources listed after this one are known from then).
+        let mut waited = std::mem::take(&mut self.waiting_by_source);
+        waited.resize(self.sources.len(), 0);
         self.waiting_by_source = vec![0; self.sources.len()];
         let mut listed_unopened = std::collections::HashSet::new();
         let rotate_wait = self.rotate_wait;
@@ -551,14 +565,29 @@ impl Tailer {
                 }
                 let steady = held_still && now.duration_since(entry.len_since) >= rotate_wait;
                 let opened = self.files.len();
-                // Each source has its share of the files open: one source's rotations took
-                // every slot, the other's only log waited, and the merge went on without it:
-                // operations unconfirmed, writes unattributed, a false page (helper-47).
+                // Each source has its share of the files open kept for it while its files wait:
+                // one source's rotations took every slot, the other's only log waited, and the
+                // merge went on without it: operations unconfirmed, writes unattributed, a
+                // false page (helper-47). Past its share a source takes the slots no other
+                // needs (a hard share left node logs of a busy source unread: helper-48).
                 let share = (self.max_open / self.sources.len()).max(1);
-                let open = (self.files.iter())
-                    .filter(|f| f.source == source_index)
-                    .count();
-                let result = if no_descriptor || open >= share {
+                let open_of =
+                    |source: usize| self.files.iter().filter(|f| f.source == source).count();
+                // (A source with no file open keeps one slot, so that each is read from the
+                // first pass on.)
+                let reserved: usize = (0..self.sources.len())
+                    .filter(|s| *s != source_index)
+                    .map(|s| match (waited[s] > 0, open_of(s)) {
+                        (true, open) => share.saturating_sub(open),
+                        (false, 0) => 1,
+                        (false, _) => 0,
+                    })
+                    .sum();
+                let open = open_of(source_index);
+                let free = self.files.len() + reserved < self.max_open;
+                let result = if no_descriptor {
+                    Err(io::Error::from_raw_os_error(EMFILE))
+                } else if (open >= share && !free) || self.files.len() >= self.max_open {
                     Err(io::Error::new(io::ErrorKind::QuotaExceeded, "no slot"))
                 } else {
                     self.open_new(source_index, &path, (dev, ino, len), steady)
@@ -573,7 +602,11 @@ impl Tailer {
                         // (A process out of descriptors tries no other this pass.)
                         no_descriptor |= out_of_descriptors(&e);
                         waiting += 1;
-                        self.waiting_by_source[source_index] += 1;
+                        // (Only a file waiting for its source's slot holds the merge: out of
+                        // descriptors, the files that would free one may be the merge's.)
+                        if !no_descriptor {
+                            self.waiting_by_source[source_index] += 1;
+                        }
                     }
                     // One file the daemon may not read (a rotation's `create 0600`) is said,
                     // once, with its path, and looked at again each pass; the others go on.
@@ -649,6 +682,7 @@ impl Tailer {
             .map(|c| c.copy)
             .collect();
         let superseded_after = self.superseded_after.max(rotate_wait);
+        let waiting_by_source = &self.waiting_by_source;
         let mut closed = 0;
         let mut gone = Vec::new();
         let mut index = 0;
@@ -680,11 +714,14 @@ impl Tailer {
                 let processed =
                     file.consumed_offset == file.reader.offset() && !pending.contains(&file.id);
                 let read = drained && processed && file.len == file.reader.offset();
-                // (While files wait for a slot, a file read to its end and processed is closed
-                // once it has not grown for a second: a whole rotate_wait for each batch of
-                // files made a first start over many rotations take minutes.)
-                let quiet_enough = idle || (waiting > 0 && quiet >= Duration::from_secs(1));
-                if quiet_enough && read && (waiting > 0 || newer_written(file)) {
+                // (While files of its source wait for a slot, or the process is out of
+                // descriptors, a file read to its end and processed is closed once it has not
+                // grown for a second: a whole rotate_wait for each batch of files made a first
+                // start over many rotations take minutes. Another source's file frees no slot
+                // for them: helper-48.)
+                let pressed = no_descriptor || waiting_by_source[file.source] > 0;
+                let quiet_enough = idle || (pressed && quiet >= Duration::from_secs(1));
+                if quiet_enough && read && (pressed || newer_written(file)) {
                     let position = FilePosition {
                         file_id: file.id,
                         source: sources[file.source].name.clone(),
@@ -1762,5 +1799,82 @@ mod tests {
         h.append("app.log", &["o"]);
         h.poll();
         assert_eq!(h.seen[1..], ["two"]);
+    }
+
+    /// Two sources at a small limit: a source past its share takes the slots the other does
+    /// not need (a hard share left a busy source's node logs unread), keeping one for the
+    /// other; and a source whose only slot holds a file ending in a partial line is not one
+    /// the merge waits for (it waited for good: helper-48).
+    #[test]
+    fn sources_share_the_open_files_and_a_stuck_one_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = |name: &str| TailSource {
+            name: name.into(),
+            globs: vec![dir
+                .path()
+                .join(format!("{name}.log*"))
+                .to_string_lossy()
+                .into()],
+            max_line_bytes: 1024,
+        };
+        let write = |name: &str, text: &str| {
+            std::thread::sleep(Duration::from_millis(5)); // each newer than the last
+            fs::write(dir.path().join(name), text).unwrap();
+        };
+        let long = "x".repeat(300);
+        for k in 1..=3 {
+            write(&format!("a.log.{k}"), &format!("{k} {long}\n")); // (heads differ)
+        }
+        write("b.log", &format!("b {long}\n"));
+        let mut tailer = Tailer::new(
+            vec![source("a"), source("b")],
+            Vec::new(),
+            1 << 20,
+            Duration::ZERO,
+        )
+        .with_max_open(4);
+        tailer.poll(&mut |_, _| {}).unwrap();
+        let open: Vec<_> = tailer.files.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(
+            tailer.files.len(),
+            4,
+            "a takes 3 of 4, past its share of 2: {open:?} {:?}",
+            tailer.counters()
+        );
+        assert_eq!(tailer.counters().files_waiting, 0);
+
+        let dir2 = tempfile::tempdir().unwrap();
+        let source = |name: &str| TailSource {
+            name: name.into(),
+            globs: vec![dir2
+                .path()
+                .join(format!("{name}.log*"))
+                .to_string_lossy()
+                .into()],
+            max_line_bytes: 1024,
+        };
+        let write = |name: &str, text: &str| {
+            std::thread::sleep(Duration::from_millis(5));
+            fs::write(dir2.path().join(name), text).unwrap();
+        };
+        write("a.log.1", &format!("1 {long}\npartial"));
+        write("a.log.2", &format!("2 {long}\n"));
+        write("b.log", &format!("b {long}\n"));
+        let mut tailer = Tailer::new(
+            vec![source("a"), source("b")],
+            Vec::new(),
+            1 << 20,
+            Duration::ZERO,
+        )
+        .with_max_open(2);
+        for _ in 0..3 {
+            tailer.poll(&mut |_, _| {}).unwrap();
+        }
+        assert_eq!(tailer.files.len(), 2, "one each");
+        assert_eq!(tailer.waiting_by_source, [1, 0]);
+        assert!(
+            !tailer.waiting(0),
+            "its one file cannot be closed: nothing to wait for"
+        );
     }
 }
