@@ -23,14 +23,14 @@ const HEAD_BYTES: u64 = 256;
 /// "Too many open files", for the process (`EMFILE`) and the system (`ENFILE`): the same
 /// numbers on Linux and the BSDs.
 const EMFILE: i32 = 24;
-
-/// [`Tailer::superseded_after`]'s default.
-const SUPERSEDED_AFTER: Duration = Duration::from_secs(300);
 const ENFILE: i32 = 23;
 
 fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
 }
+
+/// [`Tailer::superseded_after`]'s default.
+const SUPERSEDED_AFTER: Duration = Duration::from_secs(300);
 
 /// Where a file was left: what a checkpoint stores per file (format version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,11 +571,16 @@ impl Tailer {
                 // false page (helper-47). Past its share a source takes the slots no other
                 // needs (a hard share left node logs of a busy source unread: helper-48).
                 let share = (self.max_open / self.sources.len()).max(1);
+                let roomy = !waited.iter().any(|n| *n > 0)
+                    && self.files.len() + self.sources.len() < self.max_open;
                 let open_of =
                     |source: usize| self.files.iter().filter(|f| f.source == source).count();
                 // (A source with no file open keeps one slot, so that each is read from the
                 // first pass on.)
+                // (Counted only near the limit: a start over thousands of files counted them
+                // for each.)
                 let reserved: usize = (0..self.sources.len())
+                    .filter(|_| !roomy)
                     .filter(|s| *s != source_index)
                     .map(|s| match (waited[s] > 0, open_of(s)) {
                         (true, open) => share.saturating_sub(open),
@@ -583,7 +588,7 @@ impl Tailer {
                         (false, _) => 0,
                     })
                     .sum();
-                let open = open_of(source_index);
+                let open = if roomy { 0 } else { open_of(source_index) };
                 let free = self.files.len() + reserved < self.max_open;
                 let result = if no_descriptor {
                     Err(io::Error::from_raw_os_error(EMFILE))
