@@ -193,6 +193,24 @@ pub struct Tailer {
 }
 
 impl Generation {
+    /// What an open file held, as a generation that ended `now` (truncated, or gone).
+    fn of(file: &TailedFile, now: Instant) -> Generation {
+        Generation {
+            id: file.id,
+            source: file.source,
+            path: file.path.clone(),
+            dev: file.dev,
+            ino: file.ino,
+            head_hash: file.head_hash,
+            head_len: file.head_len,
+            offset: file.reader.offset(),
+            line: file.reader.line_number(),
+            consumed_offset: file.consumed_offset,
+            consumed_line: file.consumed_line,
+            ended: now,
+        }
+    }
+
     /// A closed file's position as a generation that ended `now` (it was truncated).
     fn ended(p: FilePosition, source: usize, now: Instant) -> Generation {
         Generation {
@@ -760,20 +778,7 @@ impl Tailer {
                 closed += 1;
                 // A copy of it may still turn up (a copy, then a delete, the copy's length
                 // holding for rotate_wait first): one more rotate_wait as a generation.
-                gone.push(Generation {
-                    id: file.id,
-                    source: file.source,
-                    path: file.path.clone(),
-                    dev: file.dev,
-                    ino: file.ino,
-                    head_hash: file.head_hash,
-                    head_len: file.head_len,
-                    offset: file.reader.offset(),
-                    line: file.reader.line_number(),
-                    consumed_offset: file.consumed_offset,
-                    consumed_line: file.consumed_line,
-                    ended: now,
-                });
+                gone.push(Generation::of(file, now));
             }
             keep
         });
@@ -828,20 +833,7 @@ impl Tailer {
             } else {
                 self.counters.new_generations += 1;
             }
-            self.previous.push(Generation {
-                id: file.id,
-                source: file.source,
-                path: file.path.clone(),
-                dev: file.dev,
-                ino: file.ino,
-                head_hash: file.head_hash,
-                head_len: file.head_len,
-                offset: file.reader.offset(),
-                line: file.reader.line_number(),
-                consumed_offset: file.consumed_offset,
-                consumed_line: file.consumed_line,
-                ended: Instant::now(),
-            });
+            self.previous.push(Generation::of(file, Instant::now()));
             let head_len = len.min(HEAD_BYTES);
             file.head_len = head_len;
             file.head_hash = head_hash(file.reader.get_ref(), head_len)?.unwrap_or(0);
