@@ -77,8 +77,10 @@ struct TailedFile {
     id: u32,
     source: usize,
     path: PathBuf,
-    /// The path it was opened under: a file renamed since was rotated away.
+    /// The path it was opened under, and whether that has been seen to name another file or
+    /// none: renamed since, it was rotated away.
     opened_as: PathBuf,
+    renamed: bool,
     dev: u64,
     ino: u64,
     head_hash: u64,
@@ -190,6 +192,23 @@ pub struct Tailer {
     /// read as a line.
     superseded_after: Duration,
     counters: TailCounters,
+}
+
+impl TailedFile {
+    /// Where it stands for a checkpoint, with its processed lines ending at `processed`.
+    fn position(&self, source: &str, (offset, line): (u64, u64)) -> FilePosition {
+        FilePosition {
+            file_id: self.id,
+            source: source.to_string(),
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            head_hash: self.head_hash,
+            head_len: self.head_len,
+            offset,
+            line,
+        }
+    }
 }
 
 impl Generation {
@@ -398,20 +417,7 @@ impl Tailer {
         let mut positions: Vec<FilePosition> = self
             .files
             .iter()
-            .map(|f| {
-                let (offset, line) = self.processed(f);
-                FilePosition {
-                    file_id: f.id,
-                    source: self.sources[f.source].name.clone(),
-                    path: f.path.clone(),
-                    dev: f.dev,
-                    ino: f.ino,
-                    head_hash: f.head_hash,
-                    head_len: f.head_len,
-                    offset,
-                    line,
-                }
-            })
+            .map(|f| f.position(&self.sources[f.source].name, self.processed(f)))
             .collect();
         // A truncated file's old generation, until its copy turns up: a restart then reads
         // the copy from there (the lines after it may have been read and still queued).
@@ -451,7 +457,7 @@ impl Tailer {
         held: &dyn Fn(u32) -> bool,
         on_line: &mut dyn FnMut(LineSource, Line<'_>),
     ) -> io::Result<()> {
-        self.discover()?;
+        self.discover();
         let budget = self.read_budget_bytes as u64;
         for file in &mut self.files {
             // Held or not, it may have grown: not at its end until a read says so.
@@ -474,7 +480,7 @@ impl Tailer {
         Ok(())
     }
 
-    fn discover(&mut self) -> io::Result<()> {
+    fn discover(&mut self) {
         let now = Instant::now();
         let mut seen: Vec<bool> = vec![false; self.files.len()];
         let mut parked_seen: Vec<bool> = vec![false; self.parked.len()];
@@ -726,9 +732,12 @@ impl Tailer {
                 let idle = quiet >= rotate_wait;
                 // Renamed: the name it was opened under names another file now, or none (not
                 // a second name listing it, a symlink: helper-47).
-                let renamed = file.path != file.opened_as
-                    && fs::metadata(&file.opened_as)
-                        .map_or(true, |m| (m.dev(), m.ino()) != (file.dev, file.ino));
+                // (Looked up until it has: a stat a pass while it is listed under another name.)
+                file.renamed = file.renamed
+                    || (file.path != file.opened_as
+                        && fs::metadata(&file.opened_as)
+                            .map_or(true, |m| (m.dev(), m.ino()) != (file.dev, file.ino)));
+                let renamed = file.renamed;
                 let rotated =
                     idle && (renamed || (quiet >= superseded_after && rotated_away(file)));
                 file.reader.set_final_partial_is_line(rotated);
@@ -745,17 +754,8 @@ impl Tailer {
                 let pressed = no_descriptor || waiting_by_source[file.source] > 0;
                 let quiet_enough = idle || (pressed && quiet >= Duration::from_secs(1));
                 if quiet_enough && read && (pressed || newer_written(file)) {
-                    let position = FilePosition {
-                        file_id: file.id,
-                        source: sources[file.source].name.clone(),
-                        path: file.path.clone(),
-                        dev: file.dev,
-                        ino: file.ino,
-                        head_hash: file.head_hash,
-                        head_len: file.head_len,
-                        offset: file.consumed_offset,
-                        line: file.consumed_line,
-                    };
+                    let processed = (file.consumed_offset, file.consumed_line);
+                    let position = file.position(&sources[file.source].name, processed);
                     parked.push((position, file.seen_at));
                     closed += 1;
                     return false;
@@ -788,7 +788,6 @@ impl Tailer {
             let open: Vec<u32> = self.files.iter().map(|f| f.id).collect();
             self.copies.retain(|c| open.contains(&c.copy));
         }
-        Ok(())
     }
 
     /// Says, once each, which listings fail and when files start or stop waiting for a
@@ -1000,6 +999,7 @@ impl Tailer {
             source,
             path: path.to_path_buf(),
             opened_as: path.to_path_buf(),
+            renamed: false,
             dev,
             ino,
             head_hash: hash,
