@@ -447,15 +447,20 @@ impl Tailer {
     /// One pass: discover files, notice rotation and truncation, and read up to the budget of
     /// each file, handing every complete line to `on_line`.
     pub fn poll(&mut self, on_line: &mut dyn FnMut(LineSource, Line<'_>)) -> io::Result<()> {
-        self.poll_holding(&|_| false, on_line)
+        self.poll_holding(&|_| false, &mut |source, line| {
+            on_line(source, line);
+            true
+        })
     }
 
-    /// [`Tailer::poll`], reading nothing this pass from the files `held` names (by file id):
-    /// the daemon's, whose lines read earlier still wait in the merge.
+    /// [`Tailer::poll`], reading nothing this pass from the files `held` names (by file id),
+    /// and no more of a file once `on_line` returns false: the daemon's, whose lines read
+    /// earlier still wait in the merge. `held` is asked as each file's turn comes, so it may
+    /// answer from what `on_line` has taken this pass.
     pub fn poll_holding(
         &mut self,
         held: &dyn Fn(u32) -> bool,
-        on_line: &mut dyn FnMut(LineSource, Line<'_>),
+        on_line: &mut dyn FnMut(LineSource, Line<'_>) -> bool,
     ) -> io::Result<()> {
         self.discover();
         let budget = self.read_budget_bytes as u64;
@@ -472,7 +477,11 @@ impl Tailer {
             let start = file.reader.offset();
             while file.reader.offset() - start < budget {
                 match file.reader.next_line()? {
-                    Some(line) => on_line(source, line),
+                    Some(line) => {
+                        if !on_line(source, line) {
+                            break;
+                        }
+                    }
                     None => break,
                 }
             }
@@ -1474,12 +1483,39 @@ mod tests {
                 if let Line::Text { bytes, .. } = line {
                     seen.push(String::from_utf8_lossy(bytes).into_owned());
                 }
+                true
             })
             .unwrap();
         assert_eq!(seen, ["y"]);
         assert!(h.tailer.has_unread(held));
         h.poll();
         assert_eq!(h.seen[2..], ["two"]);
+    }
+
+    /// A file is read no further this pass once `on_line` says so (the daemon's queues are
+    /// full), and read on from the next line the next pass, nothing lost or read twice.
+    #[test]
+    fn a_file_is_read_no_further_once_told_to_stop() {
+        let mut h = Harness::new();
+        h.append("app.log", &[]);
+        h.poll();
+        h.poll();
+        h.append("app.log", &["one", "two", "three"]);
+        let mut seen = Vec::new();
+        h.tailer
+            .poll_holding(&|_| false, &mut |_, line| {
+                if let Line::Text { bytes, .. } = line {
+                    seen.push(String::from_utf8_lossy(bytes).into_owned());
+                }
+                false
+            })
+            .unwrap();
+        assert_eq!(seen, ["one"]);
+        assert!(!h.tailer.read_to_end());
+        h.poll();
+        assert_eq!(h.seen, ["two", "three"]);
+        h.poll();
+        assert!(h.tailer.read_to_end());
     }
 
     /// A rotated file read to its end is closed though its name still matches the globs (each
