@@ -160,8 +160,9 @@ pub struct Pipeline {
     /// were last rebuilt, and whether this pass rebuilds them: see [`VIEW_INTERVAL`].
     last_view: Option<Instant>,
     views_due: bool,
-    /// Whether the last pass read every open file to its end: the next waits for the poll
-    /// interval or a wake-up (files waiting for a slot or not, lines queued or not).
+    /// Whether the last pass read every open file to its end, or read and merged nothing:
+    /// the next waits for the poll interval or a wake-up (files waiting for a slot or not,
+    /// lines queued or not).
     read_all: bool,
     /// Overdue high-risk leavers as of the last view, in listing order: the leaver alert
     /// conditions of every pass in between (a deadline is minutes; a view is 100 ms old).
@@ -451,7 +452,8 @@ impl Pipeline {
         // budget, since the merge waits for it; any other gives one line, so the merge knows
         // where it stands: read for a budget each (~4,000 lines), files read at once (a first
         // start over rotated files) grew the peak with their number.
-        let total = std::cell::Cell::new(self.queues.values().map(VecDeque::len).sum::<usize>());
+        let queued_before = self.queues.values().map(VecDeque::len).sum::<usize>();
+        let total = std::cell::Cell::new(queued_before);
         let before: BTreeMap<u32, usize> = (self.queues.iter())
             .map(|(id, queue)| (*id, queue.len()))
             .collect();
@@ -535,7 +537,8 @@ impl Pipeline {
                     && (total.get() < limits.total || drained.contains(&source.file_id))
             })
             .context("reading log files")?;
-        self.queued_peak = self.queued_peak.max(total.get());
+        let queued_read = total.get();
+        self.queued_peak = self.queued_peak.max(queued_read);
         for (index, count) in lines_read.into_iter().enumerate().filter(|(_, n)| *n > 0) {
             let name = &self.parsers[index].name;
             self.stats.source_mut(name).lines += count;
@@ -560,13 +563,16 @@ impl Pipeline {
             .filter(|(id, queue)| queue.is_empty() && tailer.has_unread(**id))
             .map(|(id, _)| *id)
             .collect();
-        let merged = self.queues.values().all(VecDeque::is_empty);
+        let queued_after = self.queues.values().map(VecDeque::len).sum::<usize>();
         // (Caught up, not only read to the end: files may wait for a descriptor.)
-        let caught_up = self.tailer.caught_up() && merged;
-        // (Lines still queued wait for a file not read yet, or for a source whose files wait
-        // for a slot: another pass at once reads nothing new. Passing at once while a file
-        // was being closed burned a core: helper-48.)
-        self.read_all = self.tailer.read_to_end();
+        let caught_up = self.tailer.caught_up() && queued_after == 0;
+        // The next pass waits for the poll interval (or a wake-up) once this one read every
+        // file to its end, or read and merged nothing: lines still queued wait for a file
+        // not read yet or for a source whose files wait for a slot, and the files not read
+        // are full. Passing at once then burned a core: while a file was being closed
+        // (helper-48), while the merge waited with every queue full (helper-49).
+        let stuck = queued_read == queued_before && queued_after == queued_read;
+        self.read_all = self.tailer.read_to_end() || stuck;
         let lateness = self.lateness_micros;
         let floor = Ts(wall.0.saturating_sub(lateness));
         let watermark = self.engine.watermark();
@@ -1487,6 +1493,44 @@ principal = "/principal"
         assert_eq!((stats.lines, stats.error_count()), (300, 0));
         assert!(pipeline.queues.values().all(VecDeque::is_empty));
         assert_eq!(pipeline.engine.join_pending(), 300);
+    }
+
+    /// A first start over a backlog joins it as `replay` does. A log under 256 bytes is
+    /// opened a pass after it is first listed (it may be a copy being written); the merge
+    /// went on without it, so the IdP's disables, 50 minutes old, came out unconfirmed and
+    /// the gateway's writes unattributed a pass later (helper-50).
+    #[test]
+    fn a_backlog_of_leavers_joins_on_a_first_start() {
+        let idp = [
+            idp_line(0, "k0", "deactivate", "github", "u0@x", "success"),
+            idp_line(10, "k1", "deactivate", "github", "u1@x", "success"),
+            idp_line(20, "k2", "deactivate", "github", "u2@x", "success"),
+        ]
+        .concat();
+        let gateway = [
+            gateway_line(1, "k0", "PATCH", "github", 200),
+            gateway_line(11, "k1", "PATCH", "github", 200),
+        ]
+        .concat();
+        assert!(idp.len() >= 256 && gateway.len() < 256);
+        let (_dir, mut pipeline) =
+            pipeline_with("[alerting]\nstale_after_secs = 86400", &idp, &gateway);
+        pipeline.step(at(3000)).unwrap();
+        pipeline.step(at(3000)).unwrap();
+        let leaver = pipeline
+            .live
+            .stages
+            .get("leaver")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            (
+                leaver.succeeded,
+                leaver.unconfirmed,
+                pipeline.live.unattributed
+            ),
+            (2, 1, 0)
+        );
     }
 
     fn holds(pipeline: &Pipeline, alert: &str, tier: Option<&str>) -> bool {

@@ -77,8 +77,8 @@ struct TailedFile {
     id: u32,
     source: usize,
     path: PathBuf,
-    /// The path it was opened under, and whether that has been seen to name another file or
-    /// none: renamed since, it was rotated away.
+    /// The path it was opened under, and whether that has been seen to name another file:
+    /// renamed since, it was rotated away.
     opened_as: PathBuf,
     renamed: bool,
     dev: u64,
@@ -186,6 +186,9 @@ pub struct Tailer {
     max_open: usize,
     /// Files listed and waiting for a slot, by source, as of the last pass.
     waiting_by_source: Vec<u64>,
+    /// Per source, files listed and not opened yet for being short and still growing (a
+    /// copy may be being written): looked at again next pass, and waited for meanwhile.
+    growing_by_source: Vec<u64>,
     /// How long a file not renamed must be quiet, with a newer file of its source written
     /// since it turned up, to count as superseded (a log named by its date): a partial last
     /// line of another node's quiet log, written side by side, waits that long before it is
@@ -195,6 +198,18 @@ pub struct Tailer {
 }
 
 impl TailedFile {
+    /// Read to its end and every line of it processed (a copy's original's too, `pending`
+    /// naming the copies still waiting for theirs): it can be closed, its position parked.
+    /// Not while an over-long line is being skipped: the reader is past its bytes, but no
+    /// line of them has been handed on.
+    fn read_and_processed(&self, pending: &[u32]) -> bool {
+        self.reader.at_eof()
+            && self.reader.buffered() == 0
+            && self.len == self.reader.offset()
+            && self.consumed_offset == self.reader.offset()
+            && !pending.contains(&self.id)
+    }
+
     /// Where it stands for a checkpoint, with its processed lines ending at `processed`.
     fn position(&self, source: &str, (offset, line): (u64, u64)) -> FilePosition {
         FilePosition {
@@ -299,6 +314,7 @@ impl Tailer {
             rotate_wait,
             max_open: usize::MAX,
             waiting_by_source: Vec::new(),
+            growing_by_source: Vec::new(),
             superseded_after: SUPERSEDED_AFTER,
             counters: TailCounters::default(),
         }
@@ -351,23 +367,37 @@ impl Tailer {
     /// Whether every file has been read to its end (nothing is waiting to be read), and none
     /// listed waits to be opened.
     pub fn caught_up(&self) -> bool {
-        self.counters.files_waiting == 0 && self.read_to_end()
+        self.counters.files_waiting == 0
+            && self.growing_by_source.iter().all(|n| *n == 0)
+            && self.read_to_end()
     }
 
     /// Whether files of the source `source` wait for a slot that is free (it has no file open,
     /// and keeps one) or that one of its open files, read to its end, is about to free: their
     /// lines may be earlier than any read yet, and the merge waits for them as for a file
     /// with unread bytes. Not when none of its open files can be closed (each still growing,
-    /// or ending in a partial line): waiting for those, the merge stopped for good
-    /// (helper-48).
+    /// ending in a partial line, or in an over-long line being skipped): waiting for those,
+    /// the merge stopped for good (helper-48, helper-49). And when a file of the source is
+    /// short and still growing, to be opened next pass: on a first start over a backlog, a
+    /// gateway log under 256 bytes was opened a pass after the IdP's, whose disables were
+    /// judged unconfirmed and the writes unattributed meanwhile (helper-50).
     pub fn waiting(&self, source: usize) -> bool {
+        if self.growing_by_source.get(source).is_some_and(|n| *n > 0) {
+            return true;
+        }
         let mut open = self.files.iter().filter(|f| f.source == source).peekable();
         let none_open = open.peek().is_none();
+        let pending = self.pending_copies();
         self.waiting_by_source.get(source).is_some_and(|n| *n > 0)
-            && (none_open
-                || open.any(|f| {
-                    f.reader.at_eof() && f.reader.buffered() == 0 && f.len == f.reader.offset()
-                }))
+            && (none_open || open.any(|f| f.read_and_processed(&pending)))
+    }
+
+    /// Copies whose original still has lines to process before theirs.
+    fn pending_copies(&self) -> Vec<u32> {
+        (self.copies.iter())
+            .filter(|c| c.consumed.0 < c.start)
+            .map(|c| c.copy)
+            .collect()
     }
 
     /// Whether every open file has been read to its end: a pass now would read nothing.
@@ -503,6 +533,7 @@ impl Tailer {
         let mut waited = std::mem::take(&mut self.waiting_by_source);
         waited.resize(self.sources.len(), 0);
         self.waiting_by_source = vec![0; self.sources.len()];
+        self.growing_by_source = vec![0; self.sources.len()];
         let mut listed_unopened = std::collections::HashSet::new();
         let rotate_wait = self.rotate_wait;
         let mut unlistable = Vec::new();
@@ -594,7 +625,9 @@ impl Tailer {
                 let (held_still, listed) = (entry.len_since < now, entry.listed);
                 listed_unopened.insert((dev, ino));
                 if len < HEAD_BYTES && !resumable && !held_still {
-                    continue; // still growing (maybe a copy being written): look again next pass
+                    // Still growing (maybe a copy being written): looked at again next pass.
+                    self.growing_by_source[source_index] += 1;
+                    continue;
                 }
                 let steady = held_still && now.duration_since(entry.len_since) >= rotate_wait;
                 let opened = self.files.len();
@@ -715,10 +748,7 @@ impl Tailer {
                 *source == file.source && *id != file.id && *modified > file.modified
             })
         };
-        let pending: Vec<u32> = (self.copies.iter())
-            .filter(|c| c.consumed.0 < c.start)
-            .map(|c| c.copy)
-            .collect();
+        let pending = self.pending_copies();
         let superseded_after = self.superseded_after.max(rotate_wait);
         let waiting_by_source = &self.waiting_by_source;
         let mut closed = 0;
@@ -729,7 +759,6 @@ impl Tailer {
         self.files.retain_mut(|file| {
             let found = seen.get(index).copied().unwrap_or(true);
             index += 1;
-            let drained = file.reader.at_eof() && file.reader.buffered() == 0;
             if found {
                 file.gone_since = None;
                 // Rotated away, and not grown for rotate_wait: a last line without a newline
@@ -739,22 +768,24 @@ impl Tailer {
                 // in two parts was split (helper-45).
                 let quiet = now.duration_since(file.grew_at);
                 let idle = quiet >= rotate_wait;
-                // Renamed: the name it was opened under names another file now, or none (not
-                // a second name listing it, a symlink: helper-47).
-                // (Looked up until it has: a stat a pass while it is listed under another name.)
-                file.renamed = file.renamed
-                    || (file.path != file.opened_as
-                        && fs::metadata(&file.opened_as)
-                            .map_or(true, |m| (m.dev(), m.ino()) != (file.dev, file.ino)));
-                let renamed = file.renamed;
+                // Renamed: the name it was opened under names another file now (for good:
+                // looked up until it does), or none (while it does not: a log moved away and
+                // back is the live one again, and the line it was writing whole; helper-49).
+                // Not a second name listing it, a symlink (helper-47).
+                let mut renamed = file.renamed;
+                if !renamed && file.path != file.opened_as {
+                    match fs::metadata(&file.opened_as) {
+                        Ok(m) => file.renamed = (m.dev(), m.ino()) != (file.dev, file.ino),
+                        Err(_) => renamed = true,
+                    }
+                    renamed |= file.renamed;
+                }
                 let rotated =
                     idle && (renamed || (quiet >= superseded_after && rotated_away(file)));
                 file.reader.set_final_partial_is_line(rotated);
                 // Read to its end, every line processed (a copy's original's too): closed, its
                 // position parked.
-                let processed =
-                    file.consumed_offset == file.reader.offset() && !pending.contains(&file.id);
-                let read = drained && processed && file.len == file.reader.offset();
+                let read = file.read_and_processed(&pending);
                 // (While files of its source wait for a slot, or the process is out of
                 // descriptors, a file read to its end and processed is closed once it has not
                 // grown for a second: a whole rotate_wait for each batch of files made a first
@@ -782,6 +813,7 @@ impl Tailer {
             }
             let idle = now.duration_since(file.grew_at) >= rotate_wait;
             file.reader.set_final_partial_is_line(idle);
+            let drained = file.reader.at_eof() && file.reader.buffered() == 0;
             let keep = !(drained && now.duration_since(since) >= rotate_wait);
             if !keep {
                 closed += 1;
@@ -1909,5 +1941,93 @@ mod tests {
             !tailer.waiting(0),
             "its one file cannot be closed: nothing to wait for"
         );
+    }
+
+    /// A file ending in an over-long line still being written cannot be closed either, though
+    /// the reader is past the bytes it skips: the merge waited for its source for good, with
+    /// a slot that never came free (helper-49). Once it ends in a line processed, it can.
+    #[test]
+    fn a_file_skipping_an_over_long_line_frees_no_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let glob = dir.path().join("a.log*").to_string_lossy().into_owned();
+        let write = |name: &str, text: &str| {
+            std::thread::sleep(Duration::from_millis(5));
+            fs::write(dir.path().join(name), text).unwrap();
+        };
+        let long = "x".repeat(300);
+        write("a.log.1", &format!("1 {long}\n{}", "\0".repeat(2000)));
+        write("a.log", &format!("2 {long}\n"));
+        let source = TailSource {
+            name: "a".into(),
+            globs: vec![glob],
+            max_line_bytes: 1024,
+        };
+        let mut tailer =
+            Tailer::new(vec![source], Vec::new(), 1 << 20, Duration::ZERO).with_max_open(1);
+        let mut poll = |tailer: &mut Tailer| {
+            let mut lines = Vec::new();
+            tailer
+                .poll(&mut |source, line| {
+                    if let Line::Text { next, number, .. } = line {
+                        lines.push((source.file_id, next, number));
+                    }
+                })
+                .unwrap();
+            for (id, next, number) in lines {
+                tailer.mark_consumed(id, next, number);
+            }
+        };
+        for _ in 0..3 {
+            poll(&mut tailer);
+        }
+        assert_eq!(tailer.files.len(), 1);
+        assert_eq!(tailer.waiting_by_source, [1]);
+        assert!(
+            tailer.read_to_end(),
+            "read, the over-long line skipped so far"
+        );
+        assert!(!tailer.waiting(0), "nothing to wait for");
+        // The line ends: handed on (as too long) and processed, the file can be closed.
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("a.log.1"))
+            .unwrap();
+        writeln!(file).unwrap();
+        let mut too_long = Vec::new();
+        tailer
+            .poll(&mut |source, line| {
+                if let Line::TooLong { next, number, .. } = line {
+                    too_long.push((source.file_id, next, number));
+                }
+            })
+            .unwrap();
+        assert_eq!(too_long.len(), 1);
+        let (id, next, number) = too_long[0];
+        tailer.mark_consumed(id, next, number);
+        assert!(tailer.waiting(0), "its file is about to be closed");
+    }
+
+    /// A log moved away and back is the live one again: not taken for renamed, so its partial
+    /// last line is not made a line once quiet (it was, and a line written in two parts
+    /// became two bad ones: helper-49). A new file under its name makes it renamed.
+    #[test]
+    fn a_log_moved_away_and_back_is_not_renamed() {
+        let mut h = Harness::new();
+        h.append("app.log", &["one"]);
+        h.poll();
+        h.poll();
+        let renamed = |h: &Harness| h.tailer.files.iter().map(|f| f.renamed).collect::<Vec<_>>();
+        fs::rename(h.path("app.log"), h.path("app.log.tmp")).unwrap();
+        h.poll();
+        fs::rename(h.path("app.log.tmp"), h.path("app.log")).unwrap();
+        h.poll();
+        assert_eq!(renamed(&h), [false]);
+        fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+        h.append("app.log", &["two"]);
+        h.poll();
+        let old = (h.tailer.files.iter()).find(|f| f.path == h.path("app.log.1"));
+        assert!(old.unwrap().renamed);
+        h.poll(); // (a short new file is opened a pass after it is listed)
+        assert_eq!(h.seen, ["one", "two"]);
     }
 }
