@@ -1964,7 +1964,7 @@ mod tests {
         };
         let mut tailer =
             Tailer::new(vec![source], Vec::new(), 1 << 20, Duration::ZERO).with_max_open(1);
-        let mut poll = |tailer: &mut Tailer| {
+        let poll = |tailer: &mut Tailer| {
             let mut lines = Vec::new();
             tailer
                 .poll(&mut |source, line| {
