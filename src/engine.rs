@@ -1441,6 +1441,88 @@ mod tests {
         assert_eq!(ended, [("alice@x", Disabled), ("bob@x", Open)]);
     }
 
+    /// An assignment to the app under the user's new login, while the episode opened under
+    /// the old one is open, cancels it as a joiner operation would: it was left open, a
+    /// false breach and page (helper-50).
+    #[test]
+    fn a_return_under_a_new_login_cancels_the_open_episode() {
+        let mut s = Scenario::new();
+        s.idp_naming(
+            0,
+            "c1",
+            Stage::Leaver,
+            Some("alice@x"),
+            Some("u-1"),
+            Some(IdpStatus::Failure),
+        )
+        .gateway(1, "c1", WriteKind::Disable, 503)
+        .idp_naming(
+            120,
+            "c2",
+            Stage::Mover,
+            Some("bob@x"),
+            Some("u-1"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(121, "c2", WriteKind::Update, 200)
+        .source_event_with_id(180, "bob@x", Some("u-1"), Some("aws-prod"), true)
+        .finish();
+        let ended: Vec<_> = (s.episodes().iter())
+            .map(|e| {
+                (
+                    e.user_login.as_deref().unwrap(),
+                    e.state,
+                    e.breached(at(7_200)),
+                )
+            })
+            .collect();
+        use crate::judge::EpisodeState::Cancelled;
+        assert_eq!(ended, [("alice@x", Cancelled, false)]);
+    }
+
+    /// An assignment to the app naming another login of the disabled account (Okta: the
+    /// disable names the Okta login, the assignment the app's) is its rehire: the next leave
+    /// is an episode, and the user's requests in between are not post-disable activity (the
+    /// leave was missed, and the requests flagged: helper-50).
+    #[test]
+    fn a_return_under_another_login_of_the_account_rehires_it() {
+        let mut s = Scenario::new();
+        s.idp_naming(
+            0,
+            "c1",
+            Stage::Leaver,
+            Some("alice"),
+            Some("u-1"),
+            Some(IdpStatus::Success),
+        )
+        .gateway(1, "c1", WriteKind::Disable, 200)
+        .source_event_with_id(
+            1_800,
+            "alice@corp.example",
+            Some("u-1"),
+            Some("aws-prod"),
+            true,
+        )
+        .request(3_000, "alice")
+        .idp_naming(
+            86_400,
+            "c2",
+            Stage::Leaver,
+            Some("alice"),
+            Some("u-1"),
+            Some(IdpStatus::Failure),
+        )
+        .gateway(86_401, "c2", WriteKind::Disable, 503)
+        .finish();
+        let episodes: Vec<_> = (s.episodes().iter())
+            .map(|e| (e.user_login.as_deref().unwrap(), e.state))
+            .collect();
+        use crate::judge::EpisodeState::{Disabled, Open};
+        assert_eq!(episodes, [("alice", Disabled), ("alice", Open)]);
+        let flagged = (s.outputs.iter()).filter(|o| matches!(o, Output::PostDisable(_)));
+        assert_eq!(flagged.count(), 0);
+    }
+
     /// A closed pair re-keyed from the user id to the login (a later operation names both)
     /// keeps its place in the index by id: a leave under another login with the same id then
     /// opens no episode (clarification 15), in a live run as in a restored one (the live

@@ -1199,9 +1199,14 @@ impl Episodes {
                         .as_deref()
                         .is_some_and(|e| e.initiated_at <= trigger.time)
                 };
+                // By id too: the user renamed while the episode is open (an assignment under
+                // the new login left the old login's episode open: a false breach and page,
+                // helper-50), as a joiner operation finds it.
+                let account = self.open.account(app, keys, trigger.user_id.as_deref());
                 if let Some(key) = keys
                     .iter()
                     .map(|k| (app.clone(), k.to_string()))
+                    .chain(account.and_then(|account| self.open_by_id(app, account)))
                     .find(|key| self.pairs.get(key).is_some_and(began_before))
                 {
                     cancel.push(key);
@@ -1220,8 +1225,22 @@ impl Episodes {
     /// (clarification 15 wants a rehire in between), and every request after the return was
     /// post-disable activity. With an app, that app's; without, the apps the source's own
     /// disable took the user out of (an unassignment from an app is not undone by enabling
-    /// the user). The pairs are found through the disabled intervals, kept by login.
-    fn mark_returned(&mut self, trigger: &Trigger, keys: &[Cow<'_, str>]) {
+    /// the user). The pairs are found through the disabled intervals, kept by login, and,
+    /// with an app and an id, through the account's closure there under an older login (an
+    /// assignment under the app login after a disable under the Okta login rehired nothing:
+    /// the next leave was missed, and the user's requests were post-disable activity;
+    /// helper-50).
+    fn mark_returned(&mut self, trigger: &Trigger, keys: &UserKeys<'_>) {
+        let renamed: Option<String> = trigger.app.as_deref().and_then(|app| {
+            let account = self.open.account(app, keys, trigger.user_id.as_deref())?;
+            let (_, user) = self.closed_by_id(app, account, keys.first()?)?;
+            Some(user)
+        });
+        let keys: Vec<Cow<'_, str>> = keys
+            .iter()
+            .cloned()
+            .chain(renamed.map(Cow::Owned))
+            .collect();
         let Episodes {
             pairs, disabled, ..
         } = self;
@@ -1236,7 +1255,7 @@ impl Episodes {
                 }
             }
         };
-        for key in keys {
+        for key in &keys {
             if let Some(intervals) = disabled.get_mut(key.as_ref()) {
                 for interval in intervals
                     .iter_mut()
