@@ -451,6 +451,8 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
             )],
         ));
     }
+    // (Quoted from where the counts begin, whole minutes.)
+    let since = crate::alert::evidence::counts_from(since);
     for (app, count) in over {
         let mut details = vec![format!(
             "{count} operations to {app} were refused with 401/403 in the last {} (threshold {})",
@@ -624,6 +626,7 @@ mod tests {
                 self.windows.record(stage, outcome, time);
                 if outcome == Outcome::Failed {
                     self.evidence.push(Notable {
+                        counted: None,
                         time,
                         kind: NotableKind::Failure,
                         stage: Some(stage),
@@ -768,6 +771,7 @@ mod tests {
         let mut w = World::new();
         for i in 0..3 {
             w.evidence.push(Notable {
+                counted: None,
                 time: at(10 + i),
                 kind: NotableKind::Unattributed,
                 stage: Some(Stage::Mover),
@@ -804,6 +808,7 @@ mod tests {
             // app-0 gets the most writes, then app-1 …; each over the auth failure threshold.
             for n in 0..(w.alerting.auth_failure_threshold + u64::from(200 - i)) {
                 w.evidence.push(Notable {
+                    counted: None,
                     time: at(10),
                     kind: NotableKind::Unattributed,
                     stage: Some(Stage::Mover),
@@ -837,6 +842,7 @@ mod tests {
     fn unattributed_writes_and_post_disable_requests_are_alerts_of_their_own() {
         let mut w = World::new();
         w.evidence.push(Notable {
+            counted: None,
             time: at(10),
             kind: NotableKind::Unattributed,
             stage: Some(Stage::Mover),
@@ -847,6 +853,7 @@ mod tests {
             what: Some("PATCH /scim/v2/Users/9 -> 200".into()),
         });
         w.evidence.push(Notable {
+            counted: None,
             time: at(20),
             kind: NotableKind::PostDisable,
             stage: None,

@@ -77,6 +77,31 @@ pub struct Notable {
     pub user: Option<String>,
     /// `METHOD path -> status` of the request, where it matters.
     pub what: Option<String>,
+    /// Where it is counted in the windows, when later than its time
+    /// ([`Evidence::record_operation`]): its quotes are chosen by the windows its count is in
+    /// (counted late and quoted by its time, a stolen token's 401s paged without the line
+    /// that says so: helper-50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<Ts>,
+}
+
+impl Notable {
+    /// Where it is counted in the windows.
+    pub fn counted_at(&self) -> Ts {
+        self.counted.unwrap_or(self.time).max(self.time)
+    }
+
+    fn counted_since(&self, since: Ts) -> bool {
+        self.counted_at() >= since
+    }
+}
+
+/// Where the counts since `since` begin: the start of its minute, as [`totals`] counts whole
+/// minutes. Quotes chosen from there match a count: a page's count reaches back up to a
+/// minute before its window, and from the window's exact start the refusals it counted
+/// were left out of its quotes (helper-50).
+pub fn counts_from(since: Ts) -> Ts {
+    Ts(since.0.saturating_sub(since.0.rem_euclid(MINUTE)))
 }
 
 /// Recent notable events per kind, oldest first (by arrival, which is close to event time).
@@ -108,8 +133,9 @@ impl Evidence {
     /// join's pool, and counted at its own time it was older than the 15-minute auth-failure
     /// window's start by then: a stolen token's 401s never paged ScimAuthFailures
     /// (helper-46). Its quote keeps its own time.
-    fn push_counted_at(&mut self, event: Notable, judged: Option<Ts>) {
-        let at = judged.map_or(event.time, |judged| judged.max(event.time));
+    fn push_counted_at(&mut self, mut event: Notable, judged: Option<Ts>) {
+        event.counted = judged.filter(|judged| *judged > event.time);
+        let at = event.counted_at();
         if event.kind != NotableKind::PostDisable && Self::is_auth_failure(&event) {
             bump(&mut self.auth_failure_counts, &event.app, at)
         }
@@ -139,6 +165,7 @@ impl Evidence {
         };
         self.push_counted_at(
             Notable {
+                counted: None,
                 time: op.time,
                 kind,
                 stage: Some(op.stage),
@@ -159,6 +186,7 @@ impl Evidence {
 
     pub fn record_post_disable(&mut self, activity: &PostDisableActivity) {
         self.push(Notable {
+            counted: None,
             time: activity.time,
             kind: NotableKind::PostDisable,
             stage: None,
@@ -183,7 +211,7 @@ impl Evidence {
             &mut self.unattributed,
             &mut self.post_disable,
         ] {
-            store.retain(|e| e.time >= oldest);
+            store.retain(|e| e.counted_at() >= oldest);
         }
         let first = now.minus_secs(counts_keep_secs).0.div_euclid(MINUTE);
         for counts in [
@@ -207,7 +235,9 @@ impl Evidence {
     }
 
     fn since(&self, kind: NotableKind, since: Ts) -> impl Iterator<Item = &Notable> {
-        self.store(kind).iter().filter(move |e| e.time >= since)
+        self.store(kind)
+            .iter()
+            .filter(move |e| e.counted_since(since))
     }
 
     /// Failure causes (of a stage and/or app) since `since`, most frequent first.
@@ -240,7 +270,7 @@ impl Evidence {
         self.failures
             .iter()
             .rev()
-            .filter(|e| e.time >= since)
+            .filter(|e| e.counted_since(since))
             .filter(|e| stage.is_none_or(|s| e.stage == Some(s)))
             .filter(|e| app.is_none_or(|a| e.app == a))
             .filter_map(|e| e.cid.clone())
@@ -282,10 +312,10 @@ impl Evidence {
             .failures
             .iter()
             .chain(&self.unattributed)
-            .filter(|e| e.time >= since && e.app == app)
+            .filter(|e| e.counted_since(since) && e.app == app)
             .filter(|e| Self::is_auth_failure(e))
             .collect();
-        refused.sort_by_key(|e| std::cmp::Reverse(e.time));
+        refused.sort_by_key(|e| std::cmp::Reverse(e.counted_at()));
         refused
             .into_iter()
             .filter_map(|e| e.cid.clone())
@@ -309,7 +339,7 @@ impl Evidence {
                 .map(|(app, count)| (app, (Vec::new(), count)))
                 .collect();
         for e in self.unattributed.iter().rev() {
-            if e.time < since {
+            if !e.counted_since(since) {
                 continue;
             }
             let Some(entry) = by_app.get_mut(&e.app) else {
@@ -382,6 +412,7 @@ mod tests {
 
     fn event(kind: NotableKind, cause: Option<Cause>, secs: i64) -> Notable {
         Notable {
+            counted: None,
             time: Ts::from_secs(1_782_892_800 + secs),
             kind,
             stage: Some(Stage::Leaver),

@@ -1611,6 +1611,38 @@ principal = "/principal"
         }
     }
 
+    /// The page for refused writes without a correlation ID says what they are, writes no
+    /// IdP sent, whatever the windows: counted where they were judged but quoted by their
+    /// own time, the line was left out once the join windows outlast the auth-failure
+    /// window's (helper-50).
+    #[test]
+    fn a_page_for_refused_writes_says_no_idp_sent_them() {
+        let gateway: String = (0..5)
+            .map(|i| {
+                format!(
+                    "{{\"ts\":\"{}\",\"method\":\"POST\",\"path\":\"/scim/v2/Users\",\"status\":401,\"app\":\"jira\"}}\n",
+                    at(i)
+                )
+            })
+            .collect();
+        let extra = "[slo]\njoin_window_secs = 60\nallowed_lateness_secs = 5\n\
+                     [alerting]\nauth_failure_window_secs = 90";
+        let (_dir, mut pipeline) = pipeline_with(extra, "", &gateway);
+        let mut paged = 0;
+        for secs in (5..600).step_by(5) {
+            pipeline.step(at(secs)).unwrap();
+            for alert in (pipeline.live.alerts.iter()).filter(|c| c.alert == "ScimAuthFailures") {
+                paged += 1;
+                let details = alert.details.join("\n");
+                assert!(
+                    details.contains("5 of them writes with no IdP record"),
+                    "{secs}: {details}"
+                );
+            }
+        }
+        assert!(paged > 0);
+    }
+
     /// Old refusals turning up late (a file of them found once caught up), none three within
     /// 15 minutes of each other, do not page ScimAuthFailures: each counts no later than the
     /// longest a write waits in the join after its time (counted when judged, they were all
