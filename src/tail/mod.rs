@@ -751,6 +751,19 @@ impl Tailer {
         let pending = self.pending_copies();
         let superseded_after = self.superseded_after.max(rotate_wait);
         let waiting_by_source = &self.waiting_by_source;
+        // Slots a source waits for below its share, which a source past its share holds: its
+        // files read to their end and quiet for a second give them back. (Taken while no
+        // other needed them, they were never given back: a node log turning up for the
+        // other source was never opened, its operations unjoined; helper-49.)
+        let share = (self.max_open / self.sources.len().max(1)).max(1);
+        let mut open_by_source = vec![0usize; self.sources.len()];
+        for file in &self.files {
+            open_by_source[file.source] += 1;
+        }
+        let mut owed: usize = (0..self.sources.len())
+            .filter(|s| waiting_by_source[*s] > 0)
+            .map(|s| share.saturating_sub(open_by_source[s]))
+            .sum();
         let mut closed = 0;
         let mut gone = Vec::new();
         let mut index = 0;
@@ -789,11 +802,17 @@ impl Tailer {
                 // (While files of its source wait for a slot, or the process is out of
                 // descriptors, a file read to its end and processed is closed once it has not
                 // grown for a second: a whole rotate_wait for each batch of files made a first
-                // start over many rotations take minutes. Another source's file frees no slot
-                // for them: helper-48.)
-                let pressed = no_descriptor || waiting_by_source[file.source] > 0;
+                // start over many rotations take minutes. Another source's file is closed so
+                // only while it is past its share and a slot below theirs is owed: helper-48,
+                // helper-49.)
+                let over_share = owed > 0 && open_by_source[file.source] > share;
+                let pressed = no_descriptor || waiting_by_source[file.source] > 0 || over_share;
                 let quiet_enough = idle || (pressed && quiet >= Duration::from_secs(1));
                 if quiet_enough && read && (pressed || newer_written(file)) {
+                    if over_share {
+                        owed -= 1;
+                        open_by_source[file.source] -= 1;
+                    }
                     let processed = (file.consumed_offset, file.consumed_line);
                     let position = file.position(&sources[file.source].name, processed);
                     parked.push((position, file.seen_at));
@@ -2005,6 +2024,80 @@ mod tests {
         let (id, next, number) = too_long[0];
         tailer.mark_consumed(id, next, number);
         assert!(tailer.waiting(0), "its file is about to be closed");
+    }
+
+    /// Slots a source past its share took while no other needed them are given back when
+    /// another source's file waits below its share: a quiet file of the first, read and
+    /// processed, is closed (they were never given back, and the other source's new node log
+    /// was never read: helper-49). Only as many as are owed.
+    #[test]
+    fn a_source_past_its_share_gives_back_a_slot_another_waits_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = |name: &str| TailSource {
+            name: name.into(),
+            globs: vec![dir
+                .path()
+                .join(format!("{name}.log*"))
+                .to_string_lossy()
+                .into()],
+            max_line_bytes: 1024,
+        };
+        let long = "x".repeat(300);
+        let write = |name: &str| {
+            std::thread::sleep(Duration::from_millis(5)); // each newer than the last
+            fs::write(dir.path().join(name), format!("{name} {long}\n")).unwrap();
+        };
+        for name in ["a.log.n1", "a.log.n2", "a.log.n3", "b.log.n1"] {
+            write(name);
+        }
+        // (A long rotate_wait: nothing is closed for being rotated away or superseded.)
+        let mut tailer = Tailer::new(
+            vec![source("a"), source("b")],
+            Vec::new(),
+            1 << 20,
+            Duration::from_secs(3_600),
+        )
+        .with_max_open(4);
+        let poll = |tailer: &mut Tailer| {
+            let mut lines = Vec::new();
+            tailer
+                .poll(&mut |source, line| {
+                    if let Line::Text { next, number, .. } = line {
+                        lines.push((source.file_id, next, number));
+                    }
+                })
+                .unwrap();
+            for (id, next, number) in lines {
+                tailer.mark_consumed(id, next, number);
+            }
+        };
+        poll(&mut tailer);
+        poll(&mut tailer);
+        let open = |tailer: &Tailer, name: &str| {
+            (tailer.files.iter())
+                .filter(|f| f.source == usize::from(name == "b"))
+                .count()
+        };
+        assert_eq!((open(&tailer, "a"), open(&tailer, "b")), (3, 1));
+        write("b.log.n2");
+        poll(&mut tailer);
+        assert_eq!(tailer.waiting_by_source, [0, 1], "b waits below its share");
+        std::thread::sleep(Duration::from_millis(1_100));
+        // b's open log is live (not quiet: it is not closed for its own source's file).
+        let mut live = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("b.log.n1"))
+            .unwrap();
+        writeln!(live, "more").unwrap();
+        poll(&mut tailer);
+        poll(&mut tailer);
+        assert_eq!((open(&tailer, "a"), open(&tailer, "b")), (2, 2));
+        assert_eq!(
+            tailer.counters().files_parked,
+            1,
+            "one slot owed, one given"
+        );
+        assert_eq!(tailer.counters().files_waiting, 0);
     }
 
     /// A log moved away and back is the live one again: not taken for renamed, so its partial
