@@ -234,10 +234,13 @@ impl Evidence {
         self.len() == 0
     }
 
+    /// The events of a kind in the windows since `since`: failures by their time, as the stage
+    /// windows count operations; the rest where they are counted.
     fn since(&self, kind: NotableKind, since: Ts) -> impl Iterator<Item = &Notable> {
-        self.store(kind)
-            .iter()
-            .filter(move |e| e.counted_since(since))
+        self.store(kind).iter().filter(move |e| match kind {
+            NotableKind::Failure => e.time >= since,
+            _ => e.counted_since(since),
+        })
     }
 
     /// Failure causes (of a stage and/or app) since `since`, most frequent first.
@@ -270,7 +273,7 @@ impl Evidence {
         self.failures
             .iter()
             .rev()
-            .filter(|e| e.counted_since(since))
+            .filter(|e| e.time >= since)
             .filter(|e| stage.is_none_or(|s| e.stage == Some(s)))
             .filter(|e| app.is_none_or(|a| e.app == a))
             .filter_map(|e| e.cid.clone())

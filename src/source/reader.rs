@@ -100,6 +100,11 @@ impl<R: Read> LineReader<R> {
         self.filled - self.pos
     }
 
+    /// Whether it is skipping an over-long line (read past bytes it has not returned).
+    pub fn skipping(&self) -> bool {
+        self.discarding.is_some()
+    }
+
     /// The reader it reads from.
     pub fn get_ref(&self) -> &R {
         &self.inner

@@ -203,11 +203,18 @@ impl TailedFile {
     /// Not while an over-long line is being skipped: the reader is past its bytes, but no
     /// line of them has been handed on.
     fn read_and_processed(&self, pending: &[u32]) -> bool {
-        self.reader.at_eof()
-            && self.reader.buffered() == 0
-            && self.len == self.reader.offset()
+        self.read_to_its_end()
             && self.consumed_offset == self.reader.offset()
             && !pending.contains(&self.id)
+    }
+
+    /// Read to its end: every line handed on (not a partial one held, nor an over-long one
+    /// being skipped).
+    fn read_to_its_end(&self) -> bool {
+        self.reader.at_eof()
+            && self.reader.buffered() == 0
+            && !self.reader.skipping()
+            && self.len == self.reader.offset()
     }
 
     /// Where it stands for a checkpoint, with its processed lines ending at `processed`.
@@ -375,9 +382,12 @@ impl Tailer {
     /// Whether files of the source `source` wait for a slot that is free (it has no file open,
     /// and keeps one) or that one of its open files, read to its end, is about to free: their
     /// lines may be earlier than any read yet, and the merge waits for them as for a file
-    /// with unread bytes. Not when none of its open files can be closed (each still growing,
-    /// ending in a partial line, or in an over-long line being skipped): waiting for those,
-    /// the merge stopped for good (helper-48, helper-49). And when a file of the source is
+    /// with unread bytes (read to its end, not processed: its last lines are often merged
+    /// in the pass that read them, and the merge must stop once they are; asked for
+    /// "processed", it went on through other sources' rotations: helper-51). Not when none
+    /// of its open files can be closed (each still growing, ending in a partial line, or in
+    /// an over-long line being skipped): waiting for those, the merge stopped for good
+    /// (helper-48, helper-49). And when a file of the source is
     /// short and still growing, to be opened next pass: on a first start over a backlog, a
     /// gateway log under 256 bytes was opened a pass after the IdP's, whose disables were
     /// judged unconfirmed and the writes unattributed meanwhile (helper-50).
@@ -387,9 +397,8 @@ impl Tailer {
         }
         let mut open = self.files.iter().filter(|f| f.source == source).peekable();
         let none_open = open.peek().is_none();
-        let pending = self.pending_copies();
         self.waiting_by_source.get(source).is_some_and(|n| *n > 0)
-            && (none_open || open.any(|f| f.read_and_processed(&pending)))
+            && (none_open || open.any(TailedFile::read_to_its_end))
     }
 
     /// Copies whose original still has lines to process before theirs.

@@ -208,7 +208,13 @@ pub fn now() -> String {
 
 /// An IdP line and a gateway line of one successful operation, stamped now.
 pub fn operation_lines(cid: &str) -> (String, String) {
-    let t = now();
+    operation_lines_at(cid, 0)
+}
+
+/// [`operation_lines`], stamped `secs_ago` seconds ago.
+pub fn operation_lines_at(cid: &str, secs_ago: i64) -> (String, String) {
+    let now = scimwatch::daemon::wall_clock();
+    let t = scimwatch::time::Ts(now.0 - secs_ago * scimwatch::time::MICROS_PER_SEC);
     (
         format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"action\":\"update\",\"app\":\"wiki\",\"user\":\"{cid}@corp.example\",\"result\":\"success\"}}\n"),
         format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"method\":\"PATCH\",\"path\":\"/scim/v2/Users/{cid}\",\"status\":200,\"app\":\"wiki\"}}\n"),
