@@ -1981,6 +1981,21 @@ mod tests {
         );
     }
 
+    /// One pass, every line read processed at once (the daemon marks them as it merges).
+    fn poll(tailer: &mut Tailer) {
+        let mut lines = Vec::new();
+        tailer
+            .poll(&mut |source, line| {
+                if let Line::Text { next, number, .. } = line {
+                    lines.push((source.file_id, next, number));
+                }
+            })
+            .unwrap();
+        for (id, next, number) in lines {
+            tailer.mark_consumed(id, next, number);
+        }
+    }
+
     /// A file ending in an over-long line still being written cannot be closed either, though
     /// the reader is past the bytes it skips: the merge waited for its source for good, with
     /// a slot that never came free (helper-49). Once it ends in a line processed, it can.
@@ -2002,19 +2017,6 @@ mod tests {
         };
         let mut tailer =
             Tailer::new(vec![source], Vec::new(), 1 << 20, Duration::ZERO).with_max_open(1);
-        let poll = |tailer: &mut Tailer| {
-            let mut lines = Vec::new();
-            tailer
-                .poll(&mut |source, line| {
-                    if let Line::Text { next, number, .. } = line {
-                        lines.push((source.file_id, next, number));
-                    }
-                })
-                .unwrap();
-            for (id, next, number) in lines {
-                tailer.mark_consumed(id, next, number);
-            }
-        };
         for _ in 0..3 {
             poll(&mut tailer);
         }
@@ -2077,19 +2079,6 @@ mod tests {
             Duration::from_secs(3_600),
         )
         .with_max_open(4);
-        let poll = |tailer: &mut Tailer| {
-            let mut lines = Vec::new();
-            tailer
-                .poll(&mut |source, line| {
-                    if let Line::Text { next, number, .. } = line {
-                        lines.push((source.file_id, next, number));
-                    }
-                })
-                .unwrap();
-            for (id, next, number) in lines {
-                tailer.mark_consumed(id, next, number);
-            }
-        };
         poll(&mut tailer);
         poll(&mut tailer);
         let open = |tailer: &Tailer, name: &str| {
