@@ -11,6 +11,7 @@
 
 use crate::source::reader::{Line, LineReader};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -171,6 +172,11 @@ pub struct Tailer {
     /// which it keeps when opened again (else another node's log, written side by side,
     /// looked rotated away by it, and its partial last line was split).
     parked: Vec<(FilePosition, Instant)>,
+    /// Parked files the last listings missed, by (device, inode), and since when: forgotten
+    /// only after a grace period, as an open file is. A listing that ran while logrotate
+    /// renamed `.1` to `.2` and so on can miss a file for a pass; forgotten at once, it was
+    /// listed again as new and read again from 0 (helper-52).
+    parked_missing: HashMap<(u64, u64), Instant>,
     /// Copies that took over from a file truncated or gone, while lines read from that file
     /// may still be queued.
     copies: Vec<Copy>,
@@ -313,6 +319,7 @@ impl Tailer {
             unopened: std::collections::HashMap::new(),
             resume,
             parked: Vec::new(),
+            parked_missing: HashMap::new(),
             copies: Vec::new(),
             next_file_id,
             unreadable: Default::default(),
@@ -724,12 +731,26 @@ impl Tailer {
         }
         self.report_listing(unlistable, waiting);
         self.unopened.retain(|key, _| listed_unopened.contains(key));
-        // Parked files no glob lists any more are gone (removed, or out of the globs).
+        // Parked files no glob has listed for a grace period are gone (removed, or out of the
+        // globs).
+        let grace = rotate_wait.max(Duration::from_secs(1));
+        let missing = &mut self.parked_missing;
         let mut parked_index = 0;
-        self.parked.retain(|_| {
+        self.parked.retain(|(position, _)| {
             parked_index += 1;
-            parked_seen[parked_index - 1]
+            let key = (position.dev, position.ino);
+            if parked_seen[parked_index - 1] {
+                missing.remove(&key);
+                return true;
+            }
+            let since = *missing.entry(key).or_insert(now);
+            now.duration_since(since) < grace
         });
+        if !missing.is_empty() {
+            let parked: HashSet<(u64, u64)> =
+                (self.parked.iter()).map(|(p, _)| (p.dev, p.ino)).collect();
+            missing.retain(|key, _| parked.contains(key));
+        }
         // Files no glob finds any more: read to the end, then let go after the grace period.
         self.previous
             .retain(|g| now.duration_since(g.ended) < rotate_wait.max(Duration::from_secs(1)));
@@ -1619,9 +1640,22 @@ mod tests {
             h.poll();
         }
         assert_eq!(h.tailer.parked.len(), 1, "parked again");
-        fs::remove_file(h.path("app.log.1")).unwrap();
+        // A listing that misses it for a pass (logrotate renaming the rotations meanwhile)
+        // does not forget it: listed again, it was read again from 0 (helper-52).
+        fs::rename(h.path("app.log.1"), h.path("moving")).unwrap();
+        h.poll();
+        fs::rename(h.path("moving"), h.path("app.log.2")).unwrap();
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["one", "two", "late", "three"]);
+        assert_eq!(h.tailer.parked.len(), 1);
+        fs::remove_file(h.path("app.log.2")).unwrap();
+        h.poll();
+        assert_eq!(h.tailer.parked.len(), 1, "kept for a grace period");
+        std::thread::sleep(Duration::from_millis(1_100));
         h.poll();
         assert!(h.tailer.parked.is_empty(), "{:?}", h.tailer.parked);
+        assert!(h.tailer.parked_missing.is_empty());
         assert_eq!(h.tailer.positions().len(), 1);
     }
 
