@@ -452,11 +452,11 @@ impl Pipeline {
         // budget, since the merge waits for it; any other gives one line, so the merge knows
         // where it stands: read for a budget each (~4,000 lines), files read at once (a first
         // start over rotated files) grew the peak with their number.
-        let queued_before = self.queues.values().map(VecDeque::len).sum::<usize>();
-        let total = std::cell::Cell::new(queued_before);
         let before: BTreeMap<u32, usize> = (self.queues.iter())
             .map(|(id, queue)| (*id, queue.len()))
             .collect();
+        let queued_before: usize = before.values().sum();
+        let total = std::cell::Cell::new(queued_before);
         let limits = self.queue_limits;
         let held = |id: u32| {
             let queued = before.get(&id).copied().unwrap_or(0);

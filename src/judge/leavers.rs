@@ -1141,13 +1141,10 @@ impl Episodes {
         // kept for ever, two keys each), or when the return names no id to tell (kept by
         // login: helper-47's missed leave after a return naming only the login).
         let app = trigger.app.as_deref();
+        // (With an app: the account the return names by id, if it names one.)
+        let account = app.and_then(|app| self.open.account(app, keys, trigger.user_id.as_deref()));
         let closed_there =
-            app.is_none_or(
-                |app| match self.open.account(app, keys, trigger.user_id.as_deref()) {
-                    Some(account) => self.closed_ids.contains_key(&account.hash),
-                    None => true,
-                },
-            );
+            account.is_none_or(|account| self.closed_ids.contains_key(&account.hash));
         if closed_there {
             for key in keys.iter() {
                 let latest = (self.returns)
@@ -1202,7 +1199,6 @@ impl Episodes {
                 // By id too: the user renamed while the episode is open (an assignment under
                 // the new login left the old login's episode open: a false breach and page,
                 // helper-50), as a joiner operation finds it.
-                let account = self.open.account(app, keys, trigger.user_id.as_deref());
                 if let Some(key) = keys
                     .iter()
                     .map(|k| (app.clone(), k.to_string()))
@@ -1216,7 +1212,7 @@ impl Episodes {
         for key in cancel {
             cancel_open(&mut self.pairs, &key, &mut self.open, out);
         }
-        self.mark_returned(trigger, keys);
+        self.mark_returned(trigger, keys, account);
     }
 
     /// The user back at the source: for the pairs it speaks of, what a joiner operation does
@@ -1230,10 +1226,14 @@ impl Episodes {
     /// assignment under the app login after a disable under the Okta login rehired nothing:
     /// the next leave was missed, and the user's requests were post-disable activity;
     /// helper-50).
-    fn mark_returned(&mut self, trigger: &Trigger, keys: &UserKeys<'_>) {
+    fn mark_returned(
+        &mut self,
+        trigger: &Trigger,
+        keys: &UserKeys<'_>,
+        account: Option<Account<'_>>,
+    ) {
         let renamed: Option<String> = trigger.app.as_deref().and_then(|app| {
-            let account = self.open.account(app, keys, trigger.user_id.as_deref())?;
-            let (_, user) = self.closed_by_id(app, account, keys.first()?)?;
+            let (_, user) = self.closed_by_id(app, account?, keys.first()?)?;
             Some(user)
         });
         let keys: Vec<Cow<'_, str>> = keys

@@ -11,7 +11,7 @@
 
 use crate::source::reader::{Line, LineReader};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -408,6 +408,11 @@ impl Tailer {
             && (none_open || open.any(TailedFile::read_to_its_end))
     }
 
+    /// The open files kept for each source while its files wait.
+    fn share(&self) -> usize {
+        (self.max_open / self.sources.len().max(1)).max(1)
+    }
+
     /// Copies whose original still has lines to process before theirs.
     fn pending_copies(&self) -> Vec<u32> {
         (self.copies.iter())
@@ -617,6 +622,7 @@ impl Tailer {
                         continue; // read to its end, and not grown
                     }
                     let (position, seen_at) = self.parked.remove(index);
+                    self.parked_missing.remove(&(dev, ino));
                     parked_seen.remove(index);
                     if len < position.offset {
                         // Truncated (a quiet log copytruncated): what it held is a generation
@@ -662,7 +668,7 @@ impl Tailer {
                 // merge went on without it: operations unconfirmed, writes unattributed, a
                 // false page (helper-47). Past its share a source takes the slots no other
                 // needs (a hard share left node logs of a busy source unread: helper-48).
-                let share = (self.max_open / self.sources.len()).max(1);
+                let share = self.share();
                 let roomy = !waited.iter().any(|n| *n > 0)
                     && self.files.len() + self.sources.len() < self.max_open;
                 let open_of =
@@ -744,13 +750,12 @@ impl Tailer {
                 return true;
             }
             let since = *missing.entry(key).or_insert(now);
-            now.duration_since(since) < grace
+            let keep = now.duration_since(since) < grace;
+            if !keep {
+                missing.remove(&key);
+            }
+            keep
         });
-        if !missing.is_empty() {
-            let parked: HashSet<(u64, u64)> =
-                (self.parked.iter()).map(|(p, _)| (p.dev, p.ino)).collect();
-            missing.retain(|key, _| parked.contains(key));
-        }
         // Files no glob finds any more: read to the end, then let go after the grace period.
         self.previous
             .retain(|g| now.duration_since(g.ended) < rotate_wait.max(Duration::from_secs(1)));
@@ -795,7 +800,7 @@ impl Tailer {
         // files read to their end and quiet for a second give them back. (Taken while no
         // other needed them, they were never given back: a node log turning up for the
         // other source was never opened, its operations unjoined; helper-49.)
-        let share = (self.max_open / self.sources.len().max(1)).max(1);
+        let share = self.share();
         let mut open_by_source = vec![0usize; self.sources.len()];
         for file in &self.files {
             open_by_source[file.source] += 1;
