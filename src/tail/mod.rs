@@ -223,6 +223,14 @@ impl TailedFile {
             && self.len == self.reader.offset()
     }
 
+    /// How long ago it was last written, by its modification time as last listed (zero if
+    /// that is unknown or ahead of the clock).
+    fn written_ago(&self) -> Duration {
+        let modified = self.modified.unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let ago = std::time::SystemTime::now().duration_since(modified);
+        self.modified.and(ago.ok()).unwrap_or_default()
+    }
+
     /// Where it stands for a checkpoint, with its processed lines ending at `processed`.
     fn position(&self, source: &str, (offset, line): (u64, u64)) -> FilePosition {
         FilePosition {
@@ -852,7 +860,11 @@ impl Tailer {
                 // helper-49.)
                 let over_share = owed > 0 && open_by_source[file.source] > share;
                 let pressed = no_descriptor || waiting_by_source[file.source] > 0 || over_share;
-                let quiet_enough = idle || (pressed && quiet >= Duration::from_secs(1));
+                // (Quiet for a second by its modification time too: a rotation opened to be
+                // read waited a second from its opening, a batch of files at a time, and a
+                // first start over 1,500 rotations in 32 slots took ~100 s.)
+                let still = quiet.max(file.written_ago());
+                let quiet_enough = idle || (pressed && still >= Duration::from_secs(1));
                 if quiet_enough && read && (pressed || newer_written(file)) {
                     if over_share {
                         owed -= 1;
@@ -1916,6 +1928,38 @@ mod tests {
             "oldest first, once each"
         );
         assert_eq!(h.tailer.counters().files_waiting, 0);
+        assert!(h.tailer.caught_up());
+    }
+
+    /// Rotations written long ago are closed as soon as they are read under pressure for
+    /// slots, not a second after each was opened: a first start over 1,500 rotations in 32
+    /// slots waited a second a batch, ~100 s. (Polled back to back here, with no sleep: each
+    /// file's own clock would have let none go.)
+    #[test]
+    fn rotations_written_long_ago_give_their_slot_back_once_read() {
+        let mut h = Harness::new();
+        h.tailer =
+            tailer_in(h.dir.path(), "s", Vec::new(), Duration::from_secs(3_600)).with_max_open(3);
+        let long = "x".repeat(300);
+        for k in (1..=10).rev() {
+            h.append(&format!("app.log.{k}"), &[&format!("{k} {long}")]);
+            let file = fs::File::options()
+                .append(true)
+                .open(h.path(&format!("app.log.{k}")))
+                .unwrap();
+            let ago = Duration::from_secs(3_600 + 60 * k);
+            file.set_modified(std::time::SystemTime::now() - ago)
+                .unwrap();
+        }
+        h.append("app.log", &[&format!("0 {long}")]);
+        for _ in 0..40 {
+            h.poll();
+        }
+        let order: Vec<u32> = (h.seen.iter())
+            .map(|line| line.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(order, (0..=10).rev().collect::<Vec<u32>>());
+        assert!(h.tailer.files.len() <= 3);
         assert!(h.tailer.caught_up());
     }
 
