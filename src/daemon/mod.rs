@@ -553,7 +553,7 @@ impl Pipeline {
                 })
                 .inc_by(count);
         }
-        self.merge();
+        self.merge(wall);
         // Queues of files closed since go, and an emptied queue gives back what a backlog
         // made it hold.
         let tailer = &self.tailer;
@@ -687,7 +687,7 @@ impl Pipeline {
 
     /// Processes queued lines in time order across files, never past a file that still has
     /// unread bytes and nothing queued (its next line may be earlier).
-    fn merge(&mut self) {
+    fn merge(&mut self, wall: Ts) {
         // Sources with files waiting for a slot (at the limit of open files): the merge waits
         // for them once none of their lines is queued, as for a file with unread bytes (it
         // went on without them, and their lines came too late to join: helper-47).
@@ -737,6 +737,14 @@ impl Pipeline {
                         }
                     }
                     self.engine.ingest(*record);
+                    // The clock follows the watermark record by record, as in `replay`:
+                    // moved once a pass, a line more than a join window late still found
+                    // its operation open when its pass read it with the lines before it
+                    // (joined by `run`, unconfirmed and unattributed by `replay`: QA
+                    // helper-54). Never past the wall clock (a line from the future).
+                    if let Some(watermark) = self.engine.watermark() {
+                        self.engine.advance(watermark.min(wall));
+                    }
                 }
                 Item::Error(error, offset) => {
                     let path = self
@@ -1586,6 +1594,39 @@ principal = "/principal"
                 pipeline.live.unattributed
             ),
             (2, 1, 0)
+        );
+    }
+
+    /// A line more than a join window (plus the lateness) late is judged as `replay` judges
+    /// it: its operation was settled before it came. Read in the same pass as the lines
+    /// before it, it was joined (the clock moved once a pass), and `run` and `replay` gave
+    /// different answers on the same logs (QA helper-54).
+    #[test]
+    fn a_line_later_than_its_window_is_judged_as_replay_judges_it() {
+        let idp = [
+            idp_line(0, "a", "create", "slack", "a@x", "success"),
+            idp_line(900, "b", "create", "slack", "b@x", "success"),
+        ]
+        .concat();
+        let gateway = [
+            gateway_line(901, "b", "POST", "slack", 201),
+            gateway_line(1, "a", "POST", "slack", 201),
+        ]
+        .concat();
+        let (_dir, mut pipeline) =
+            pipeline_with("[alerting]\nstale_after_secs = 86400", &idp, &gateway);
+        for _ in 0..3 {
+            pipeline.step(at(3000)).unwrap();
+        }
+        let joiner = (pipeline.live.stages.get("joiner").cloned()).unwrap_or_default();
+        assert_eq!(
+            (
+                joiner.succeeded,
+                joiner.unconfirmed,
+                pipeline.live.unattributed
+            ),
+            (1, 1, 1),
+            "b joined; a settled unconfirmed before its write came, which is unattributed"
         );
     }
 
