@@ -120,22 +120,24 @@ impl Windows {
         }
     }
 
-    /// Drops minutes older than the longest window before `now`.
     /// Forgets the minutes no window ending at `judged` reaches: the longest of [`WINDOWS`]
     /// and `evaluation_window_secs` (up to 30 days; a 7-day window was cut to 3 silently,
     /// helper-43's review).
     pub fn prune(&mut self, judged: Ts, evaluation_window_secs: u64) {
         let keep = WINDOWS[WINDOWS.len() - 1].1.max(evaluation_window_secs);
-        let oldest = judged.0.div_euclid(MINUTE) - (keep as i64 / 60) - 1;
+        let oldest = judged.0.div_euclid(MINUTE) - (keep.div_ceil(60) as i64) - 1;
         self.minutes.retain(|(_, minute), _| *minute >= oldest);
     }
 
     /// Counts of `stage` over the `seconds` before `end.judged`, and every operation judged
-    /// after it up to `end.clock` (whole minutes, the last ones included).
+    /// after it up to `end.clock`. In whole minutes: the minute `end.judged` falls in so far,
+    /// and as many whole minutes before it as cover `seconds` (so 300 s to 359 s for 5 m,
+    /// never fewer: counting back only `seconds / 60` minutes, that one included,
+    /// a window held up to a minute less, a 60 s one a few seconds at times; QA helper-54).
     pub fn counts(&self, stage: Stage, seconds: u64, end: WindowEnd) -> WindowCounts {
         let judged = end.judged.0.div_euclid(MINUTE);
         let last = judged.max(end.clock.0.div_euclid(MINUTE));
-        let first = judged - (seconds as i64 / 60).max(1) + 1;
+        let first = judged - (seconds.div_ceil(60) as i64).max(1);
         let mut total = WindowCounts::default();
         for (_, counts) in self.minutes.range((stage, first)..=(stage, last)) {
             total.succeeded += counts.succeeded;
@@ -215,6 +217,35 @@ mod tests {
             (joiner.success_ratio, joiner.burn_rate, joiner.status),
             (None, None, SloStatus::InsufficientData)
         );
+    }
+
+    /// A window holds at least its length, whatever second of the minute it ends in: a 120 s
+    /// window ending 10 s into a minute held 70 s of operations (QA helper-54), a 60 s one 10.
+    #[test]
+    fn a_window_is_never_shorter_than_its_length() {
+        let minute_start = Ts::from_secs(1_782_900_000 / 60 * 60);
+        for into in [0, 10, 59] {
+            let end = Ts(minute_start.0 + into * MICROS_PER_SEC);
+            let mut w = Windows::default();
+            // One operation every 10 s for 30 minutes, the last at the end.
+            for k in 0..180 {
+                w.record(
+                    Stage::Joiner,
+                    Outcome::Succeeded,
+                    Ts(end.0 - k * 10 * MICROS_PER_SEC),
+                );
+            }
+            for (seconds, least) in [(60, 6), (90, 9), (120, 12), (300, 30)] {
+                let n = w
+                    .counts(Stage::Joiner, seconds, WindowEnd::at(end))
+                    .succeeded;
+                let most = (seconds.div_ceil(60) + 1) * 6;
+                assert!(
+                    (least..=most).contains(&n),
+                    "{seconds} s ending {into} s into a minute: {n}"
+                );
+            }
+        }
     }
 
     /// Operations judged after the windows' end count, and an evaluation window longer than
