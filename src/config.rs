@@ -1195,6 +1195,28 @@ impl Config {
                 }
             }
         }
+        // A severity of its own that no route can match sends the alert nowhere: a typo
+        // (`LeaverDisableOverdue = "pgae"`) was valid, and the page went to no receiver
+        // (QA helper-54). With no routes every receiver gets everything, and any name is a
+        // label.
+        if !self.routes.is_empty() {
+            for (alert, severity) in &self.alerting.severity {
+                let builtin = ["page", "ticket"].contains(&severity.as_str());
+                let routed = self.routes.iter().any(|route| {
+                    let holds =
+                        |key: &str, value: &str| route.matchers.get(key).is_none_or(|v| v == value);
+                    holds("alert", alert) && holds("severity", severity)
+                });
+                if !builtin && !routed {
+                    return Err(err(
+                        format!("alerting.severity.{alert}"),
+                        format!(
+                            "{severity:?} is neither page nor ticket, and no route matches {alert} with it: it would reach no receiver"
+                        ),
+                    ));
+                }
+            }
+        }
         for (index, route) in self.routes.iter().enumerate() {
             if !receiver_names.contains(route.receiver.as_str()) {
                 return Err(err(

@@ -267,6 +267,22 @@ fn a_route_that_matches_no_alert_clear_text_credentials_and_an_empty_secret_are_
             "{stderr}"
         );
     }
+    // A severity of an alert's own that no route matches: a typo sent the page nowhere
+    // (QA helper-54). One a route matches is fine.
+    let routes = "[[route]]\nmatch = { severity = \"page\" }\nreceiver = \"oncall\"\n";
+    let typo = format!("[alerting]\nseverity = {{ LeaverDisableOverdue = \"pgae\" }}\n{GOOD}");
+    let (code, _, stderr) = check(&format!("{typo}{receiver}{routes}"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("alerting.severity.LeaverDisableOverdue") && stderr.contains("no route"),
+        "{stderr}"
+    );
+    let routed = format!(
+        "{}{receiver}{routes}[[route]]\nmatch = {{ severity = \"pgae\" }}\nreceiver = \"oncall\"\n",
+        typo
+    );
+    let (code, _, stderr) = check(&routed);
+    assert_eq!(code, 0, "{stderr}");
     let fine = format!(
         "{GOOD}{receiver}[[route]]\nmatch = {{ alert = \"LeaverDisableOverdue\", app = \"vault\" }}\nreceiver = \"oncall\"\n"
     );
