@@ -917,6 +917,15 @@ fn run_demo(
     Ok(())
 }
 
+/// A span of seconds as a window is named: `90s`, `5m`, `1h`.
+fn span(seconds: u64) -> String {
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// A status line without its `[ 95s]` prefix.
 fn strip_elapsed(line: &str) -> &str {
     line.split_once("] ").map_or(line, |(_, rest)| rest)
@@ -936,20 +945,27 @@ fn demo_status_line(elapsed: u64, live: &scimwatch::daemon::status::LiveStatus) 
         } else {
             "-".into()
         };
-        // The stage's SLO status over the evaluation window, as the alerts judge it.
-        let status = live
-            .slo
-            .get(stage)
+        // The stage's success ratio and SLO status over the evaluation window, as the alerts
+        // judge it, beside the counts since the start (a since-the-start ratio next to the
+        // window's status read as one, and they disagreed: QA helper-54).
+        let window = (live.slo.get(stage))
             .and_then(|windows| windows.iter().find(|w| w.window == "evaluation"))
-            .map_or("", |w| match w.status {
-                scimwatch::report::SloStatus::Healthy => "ok",
-                scimwatch::report::SloStatus::Degraded => "DEGRADED",
-                scimwatch::report::SloStatus::Incident => "INCIDENT",
-                scimwatch::report::SloStatus::InsufficientData => "",
-            });
+            .map(|w| {
+                let status = match w.status {
+                    scimwatch::report::SloStatus::Healthy => "ok",
+                    scimwatch::report::SloStatus::Degraded => "DEGRADED",
+                    scimwatch::report::SloStatus::Incident => "INCIDENT",
+                    scimwatch::report::SloStatus::InsufficientData => "too few",
+                };
+                let ratio = w
+                    .success_ratio
+                    .map_or("-".into(), |r| format!("{:.1}%", 100.0 * r));
+                format!(" (last {}: {ratio} {status})", span(w.seconds))
+            })
+            .unwrap_or_default();
         let _ = write!(
             out,
-            "{stage} {}/{} {rate} {status}  ",
+            "{stage} {}/{} {rate}{window}  ",
             counts.succeeded, total
         );
     }

@@ -29,8 +29,10 @@ fn the_demo_shows_its_expired_token_and_replay_agrees_on_the_same_logs() {
         .lines()
         .rfind(|l| l.starts_with('['))
         .expect("status lines");
+    // Each stage's ratio since the start, and apart from it its evaluation window's ratio
+    // with the status judged on it (QA helper-54: one read as the other).
     assert!(
-        last.contains("joiner ") && last.contains("parquet "),
+        last.contains("joiner ") && last.contains("parquet ") && last.contains(" (last 1m: "),
         "{last}"
     );
     assert!(stdout.contains("top causes: unauthorized"), "{stdout}");
