@@ -279,7 +279,7 @@ fn parse_rfc3339(text: &str, cache: &MinuteCache) -> Option<Ts> {
                 2 => (digits(rest, 0, 2)?, 0),
                 _ => return None,
             };
-            let secs = h * 3600 + m * 60;
+            let secs = offset_secs(h, m)?;
             if sign == b'+' {
                 secs
             } else {
@@ -290,6 +290,12 @@ fn parse_rfc3339(text: &str, cache: &MinuteCache) -> Option<Ts> {
     };
     let secs = minute_secs + second - offset_secs;
     Some(Ts(secs * MICROS_PER_SEC + micros))
+}
+
+/// A UTC offset of `hours` and `minutes` in seconds; `None` unless it is one RFC 3339 allows
+/// (hours to 23, minutes to 59: `+99:99` was read as a time four days off; QA helper-54).
+fn offset_secs(hours: i64, minutes: i64) -> Option<i64> {
+    (hours <= 23 && minutes <= 59).then_some(hours * 3600 + minutes * 60)
 }
 
 /// The minute an RFC 3339 time's first 16 bytes name (`YYYY-MM-DDTHH:MM`), in seconds since
@@ -348,7 +354,7 @@ fn parse_clf(text: &str) -> Option<Ts> {
         if z.len() != 5 || !matches!(z[0], b'+' | b'-') {
             return None;
         }
-        let secs = digits(z, 1, 2)? * 3600 + digits(z, 3, 2)? * 60;
+        let secs = offset_secs(digits(z, 1, 2)?, digits(z, 3, 2)?)?;
         if z[0] == b'-' {
             -secs
         } else {
@@ -574,9 +580,19 @@ mod tests {
             "",
             "-",
             "nan",
+            // Offsets RFC 3339 has no room for (QA helper-54: read as four days off).
+            "2026-07-01T10:00:01+99:99",
+            "2026-07-01T10:00:01-24:00",
+            "2026-07-01T10:00:01+05:60",
+            "01/Jul/2026:10:00:01 +9999",
         ] {
             assert!(parse_time(bad, TimeFormat::Auto).is_err(), "{bad}");
         }
+        assert_eq!(
+            auto("2026-07-01T23:59:00+23:59"),
+            auto("2026-07-01T00:00:00Z"),
+            "the largest offset there is"
+        );
         assert!(parse_time("2025-03-03T10:41:12Q", TimeFormat::Rfc3339).is_err());
     }
 
