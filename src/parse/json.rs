@@ -854,7 +854,10 @@ fn string_value<'a>(picked: &mut Picked<'a>, contents: &'a str, escaped: bool) -
     }
     match unescaped(contents) {
         Some(text) => picked.own(text),
-        None => Value::Null,
+        None => {
+            picked.lone_surrogate = true;
+            Value::Null
+        }
     }
 }
 

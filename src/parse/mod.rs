@@ -147,6 +147,10 @@ pub struct Picked<'a> {
     values: [Option<(u8, Value<'a>)>; FIELD_COUNT],
     /// The texts [`Value::Own`] points at.
     owned: Vec<String>,
+    /// A string picked held a `\u` escape that is no character (a lone surrogate), which
+    /// serde_json refuses: the line is set aside (it was read as null, and an ID or login
+    /// so lost cost its join with no parse error; QA helper-54).
+    pub(crate) lone_surrogate: bool,
 }
 
 /// The slots with [`Value::Own`] shown as the text it points at, so two `Picked` holding the
@@ -697,9 +701,17 @@ impl LineParser {
         })?;
         let mut picked = Picked::default();
         match &self.format {
-            Format::Json(selector) => selector
-                .pick(text, &mut picked)
-                .map_err(|e| ParseError::new(Reason::InvalidJson, e))?,
+            Format::Json(selector) => {
+                selector
+                    .pick(text, &mut picked)
+                    .map_err(|e| ParseError::new(Reason::InvalidJson, e))?;
+                if picked.lone_surrogate {
+                    return Err(ParseError::new(
+                        Reason::InvalidJson,
+                        "a field read holds a \\u escape that is no character (a lone surrogate)",
+                    ));
+                }
+            }
             Format::Regex {
                 regex,
                 unescaped,
