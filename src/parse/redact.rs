@@ -56,6 +56,9 @@ fn is_secret_param(name: &str) -> bool {
         "assertion",
         "credential",
         "cookie",
+        // SAML's signed assertions and artifacts (`SAMLResponse`, `SAMLRequest`, `SAMLart`):
+        // a response is a bearer credential until it expires (QA helper-54).
+        "saml",
     ]
     .iter()
     .any(|needle| name.contains(needle))
@@ -393,6 +396,14 @@ mod tests {
         assert_eq!(
             redact_path("/scim/v2/Users?count=10"),
             "/scim/v2/Users?count=10"
+        );
+        assert_eq!(
+            redact_path("/sso/acs?SAMLResponse=PHNhbWxwOlJlc3BvbnNl&RelayState=%2Fhome"),
+            "/sso/acs?SAMLResponse=[REDACTED]&RelayState=%2Fhome"
+        );
+        assert_eq!(
+            redact_path("/sso?SAMLart=AAQAAMFbLinlXaCM&x=1"),
+            "/sso?SAMLart=[REDACTED]&x=1"
         );
     }
 }
