@@ -74,7 +74,7 @@ enum Command {
         #[arg(long)]
         parquet: Option<PathBuf>,
         /// With --parquet: rows per file (and per date) before a new file is started.
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 1_000_000, value_parser = rows_per_file)]
         rows_per_file: usize,
         /// With --parquet: add this replay's rows to a store that already holds files (by
         /// default such a directory is refused: replaying the same logs into it again would
@@ -915,6 +915,16 @@ fn run_demo(
         config_path.display()
     );
     Ok(())
+}
+
+/// `--rows-per-file`: at least one (0 wrote a file a row, where the config key
+/// `pipeline.parquet_rows_per_file = 0` is refused; QA helper-54).
+fn rows_per_file(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A span of seconds as a window is named: `90s`, `5m`, `1h`.

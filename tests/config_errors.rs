@@ -709,3 +709,25 @@ fn replay_threads_is_one_two_or_three() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `--rows-per-file 0` wrote a Parquet file a row, where `pipeline.parquet_rows_per_file = 0`
+/// is refused (QA helper-54).
+#[test]
+fn replay_rows_per_file_is_at_least_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["replay", "--config"])
+        .arg(fixture("core/scimwatch.toml"))
+        .arg("--parquet")
+        .arg(dir.path().join("data"))
+        .args(["--rows-per-file", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--rows-per-file") && stderr.contains("greater than 0"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing written");
+}
