@@ -96,7 +96,10 @@ impl Default for StorageConfig {
 
 /// Where a field's value comes from: one pointer/capture, or several tried in order.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a JSON Pointer or capture name (a string), or a list of them tried in order"
+)]
 pub enum FieldSource {
     One(String),
     Many(Vec<String>),

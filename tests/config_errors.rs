@@ -731,3 +731,35 @@ fn replay_rows_per_file_is_at_least_one() {
     );
     assert!(!dir.path().join("data").exists(), "nothing written");
 }
+
+/// A value listed under two stages or two statuses is refused, naming both (it meant
+/// whichever came last), and a field's source that is neither a string nor a list says what
+/// it should be, not "data did not match any variant of untagged enum" (QA helper-54).
+#[test]
+fn a_value_under_two_stages_or_statuses_and_a_field_of_the_wrong_type_are_refused() {
+    let gw = "\n[[source]]\nname = \"gw\"";
+    for (table, key, said) in [
+        (
+            "[source.status]\nsuccess = [\"ok\"]\nfailure = [\"OK\"]\n",
+            "source[0].status.failure",
+            "\"OK\" is also listed under success",
+        ),
+        (
+            "[source.stages]\njoiner = [\"x\"]\nleaver = [\"x\"]\n",
+            "source[0].stages.leaver",
+            "\"x\" is also listed under joiner",
+        ),
+    ] {
+        let text = GOOD.replace(gw, &format!("{table}{gw}"));
+        assert_ne!(text, GOOD);
+        let (code, _, stderr) = check(&text);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(key) && stderr.contains(said), "{stderr}");
+    }
+    let (code, _, stderr) = check(&GOOD.replace("time = \"/ts\"", "time = 5"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("source[0].fields.time") && stderr.contains("a JSON Pointer"),
+        "{stderr}"
+    );
+}

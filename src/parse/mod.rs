@@ -366,6 +366,31 @@ pub struct LineParser {
     minutes: crate::time::MinuteCache,
 }
 
+/// A value listed under two of `keys` in `lists` (`[source.stages]`, `[source.status]`), as
+/// they are matched (case-insensitive): the error names the second key. Taken, the value
+/// meant whichever came last (QA helper-54: `success` and `failure` both listing "ok").
+fn listed_once(
+    table: &str,
+    lists: &std::collections::BTreeMap<String, Vec<String>>,
+    keys: &[&str],
+    why: &str,
+) -> Result<(), (String, String)> {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for key in keys {
+        for value in lists.get(*key).into_iter().flatten() {
+            if let Some(first) = seen.insert(value.to_ascii_lowercase(), key) {
+                if first != *key {
+                    return Err((
+                        format!("{table}.{key}"),
+                        format!("{value:?} is also listed under {first}: {why}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What `[source.stages]` may name.
 const STAGE_KEYS: &str =
     "stages are joiner, mover, leaver (and trigger and return for an idp source)";
@@ -543,6 +568,19 @@ pub fn resolve_source(
     // sources) lists actions that are leaver triggers at the source of truth, and `return`
     // those that stop them (the user enabled again); a trigger source's `joiner` events are
     // its returns.
+    let stage_keys = ["joiner", "mover", "leaver"];
+    listed_once(
+        "stages",
+        &source.stages,
+        &stage_keys,
+        "an action has one stage",
+    )?;
+    listed_once(
+        "status",
+        &source.status,
+        &["success", "failure", "skipped"],
+        "a status value means one outcome",
+    )?;
     let mut stages: Vec<(String, Stage)> = Vec::new();
     let mut triggers: Vec<String> = Vec::new();
     let mut returns: Vec<String> = Vec::new();
