@@ -256,6 +256,11 @@ impl Engine {
         self.watermark
     }
 
+    /// The clock the engine settles by (see [`Engine::advance`]).
+    pub fn clock(&self) -> Ts {
+        self.clock
+    }
+
     /// Operations and writes waiting for their join window.
     pub fn join_pending(&self) -> usize {
         self.joiner.pending()

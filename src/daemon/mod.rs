@@ -737,13 +737,19 @@ impl Pipeline {
                         }
                     }
                     self.engine.ingest(*record);
-                    // The clock follows the watermark record by record, as in `replay`:
-                    // moved once a pass, a line more than a join window late still found
-                    // its operation open when its pass read it with the lines before it
-                    // (joined by `run`, unconfirmed and unattributed by `replay`: QA
-                    // helper-54). Never past the wall clock (a line from the future).
+                    // While the clock follows the watermark (a backlog), it does so record
+                    // by record, as in `replay`: moved once a pass, a line more than a join
+                    // window late still found its operation open when its pass read it with
+                    // the lines before it (joined by `run`, unconfirmed and unattributed by
+                    // `replay`: QA helper-54). Never past the wall clock (a line from the
+                    // future). Once the clock is past the watermark (caught up, it is the
+                    // wall clock), a pass's late lines settle together at its end, as before:
+                    // settled one by one, a burst of old lines appended to a caught-up
+                    // daemon's logs joined nothing.
                     if let Some(watermark) = self.engine.watermark() {
-                        self.engine.advance(watermark.min(wall));
+                        if watermark.min(wall) >= self.engine.clock() {
+                            self.engine.advance(watermark.min(wall));
+                        }
                     }
                 }
                 Item::Error(error, offset) => {
