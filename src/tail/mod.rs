@@ -522,6 +522,15 @@ impl Tailer {
         on_line: &mut dyn FnMut(LineSource, Line<'_>) -> bool,
     ) -> io::Result<()> {
         self.discover();
+        self.read_files(held, on_line)
+    }
+
+    /// Reads each open file not `held` for its budget, or until `on_line` says stop.
+    fn read_files(
+        &mut self,
+        held: &dyn Fn(u32) -> bool,
+        on_line: &mut dyn FnMut(LineSource, Line<'_>) -> bool,
+    ) -> io::Result<()> {
         let budget = self.read_budget_bytes as u64;
         for file in &mut self.files {
             // Held or not, it may have grown: not at its end until a read says so.
@@ -937,22 +946,33 @@ impl Tailer {
         if file.path != path {
             file.path = path.to_path_buf();
         }
-        let truncated = len < file.reader.offset();
-        // The held handle is this inode, whatever the path names now.
+        // The held handle is this inode, whatever the path names now. Its length as of now,
+        // not the listing's: truncated since (copytruncate), the head was hashed short, and
+        // the new generation's head taken as the listing's 256 bytes that were not there;
+        // the next pass took it for a new generation again and read its first lines twice
+        // (helper-53).
         let held = file.reader.get_ref();
-        let head_changed = file.head_len > 0
-            && len >= file.head_len
-            && head_hash(held, file.head_len)? != Some(file.head_hash);
-        if truncated || head_changed || (file.head_len > 0 && len < file.head_len) {
+        let len = held.metadata().map_or(len, |m| m.len());
+        let truncated = len < file.reader.offset();
+        let head = if file.head_len > 0 && len >= file.head_len {
+            head_hash(held, file.head_len)?
+        } else {
+            None
+        };
+        let head_changed = head.is_some_and(|hash| hash != file.head_hash);
+        // (Shorter than its head, or become so since the length was read.)
+        let short = file.head_len > 0 && head.is_none();
+        if truncated || head_changed || short {
             if truncated && !head_changed {
                 self.counters.truncations += 1;
             } else {
                 self.counters.new_generations += 1;
             }
             self.previous.push(Generation::of(file, Instant::now()));
+            // A head it has now (none if it shrank again: taken as it grows, below).
             let head_len = len.min(HEAD_BYTES);
-            file.head_len = head_len;
-            file.head_hash = head_hash(file.reader.get_ref(), head_len)?.unwrap_or(0);
+            let hash = head_hash(file.reader.get_ref(), head_len)?;
+            (file.head_len, file.head_hash) = hash.map_or((0, 0), |hash| (head_len, hash));
             file.reader.rewind()?;
             file.reader.set_final_partial_is_line(false);
             file.consumed_offset = 0;
@@ -1929,6 +1949,56 @@ mod tests {
         );
         assert_eq!(h.tailer.counters().files_waiting, 0);
         assert!(h.tailer.caught_up());
+    }
+
+    /// A truncation between the listing and the look at a file's head (copytruncate under a
+    /// steady writer) is one new generation: the head was hashed against the listing's stale
+    /// length and came out missing, the new head was taken as 256 bytes the file did not
+    /// have, and the next pass rewound again and read the new first line twice (helper-53).
+    #[test]
+    fn a_truncation_after_the_listing_reads_the_new_lines_once() {
+        let mut h = Harness::new();
+        let long = "x".repeat(100);
+        let old: Vec<String> = (0..5).map(|n| format!("old {n} {long}")).collect();
+        h.append(
+            "app.log",
+            &old.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        h.poll();
+        let listed = fs::metadata(h.path("app.log")).unwrap().len();
+        fs::File::create(h.path("app.log")).unwrap(); // truncated
+        h.append("app.log", &["new 1"]);
+        // As a pass that listed the file before the truncation finds it.
+        let index = (h.tailer.files.iter())
+            .position(|f| f.path == h.path("app.log"))
+            .unwrap();
+        let path = h.path("app.log");
+        h.tailer.check_known(index, &path, listed).unwrap();
+        // The rest of that pass: its files read.
+        let mut read = Vec::new();
+        (h.tailer.read_files(&|_| false, &mut |source, line| {
+            if let Line::Text {
+                bytes,
+                next,
+                number,
+                ..
+            } = line
+            {
+                h.seen.push(String::from_utf8_lossy(bytes).into_owned());
+                read.push((source.file_id, next, number));
+            }
+            true
+        }))
+        .unwrap();
+        for (id, next, number) in read {
+            h.tailer.mark_consumed(id, next, number);
+        }
+        h.poll();
+        h.poll();
+        h.append("app.log", &["new 2"]);
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen[5..], ["new 1", "new 2"]);
     }
 
     /// Rotations written long ago are closed as soon as they are read under pressure for
