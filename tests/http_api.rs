@@ -147,6 +147,8 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
         "scimwatch_lines_total{source=\"idp\"} 2",
         "scimwatch_alerts_firing{alert=\"LeaverDisableOverdue\"} 1",
         "scimwatch_join_pending",
+        "scimwatch_log_files{state=\"open\"} 2",
+        "scimwatch_log_files{state=\"waiting\"} 0",
         "scimwatch_source_last_event_timestamp_seconds{source=\"idp\"}",
         "scimwatch_source_stale_after_seconds{source=\"idp\"} 900",
         "scimwatch_leaver_disable_latency_seconds_bucket",

@@ -76,6 +76,11 @@ pub struct EvictionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileStateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabels {
     pub table: String,
 }
@@ -122,6 +127,7 @@ pub struct Metrics {
     pub source_last_event: Family<SourceLabels, FloatGauge>,
     pub source_stale_after: Family<SourceLabels, Gauge>,
     pub join_pending: Gauge,
+    pub log_files: Family<FileStateLabels, Gauge>,
     pub parquet_rows: Family<TableLabels, Counter>,
     pub notifications: Family<ChannelLabels, Counter>,
     pub alerts_firing: Family<AlertLabels, Gauge>,
@@ -234,6 +240,13 @@ impl Metrics {
             "Operations and writes waiting for their join window",
             join_pending.clone(),
         );
+        let log_files = Family::<FileStateLabels, Gauge>::default();
+        registry.register(
+            "log_files",
+            "Log files by state: open, closed with their position kept (parked), and waiting \
+             for a descriptor (at the limit of open files: raise it if this stays above 0)",
+            log_files.clone(),
+        );
         let evictions = Family::<EvictionLabels, Counter>::default();
         registry.register(
             "evictions",
@@ -278,6 +291,7 @@ impl Metrics {
             source_last_event,
             source_stale_after,
             join_pending,
+            log_files,
             parquet_rows,
             notifications,
             alerts_firing,
