@@ -147,6 +147,7 @@ struct Copy {
 
 /// A file listed and not yet opened.
 struct Unopened {
+    source: usize,
     len: u64,
     /// When it was first listed, and when its length last changed.
     listed: Instant,
@@ -177,11 +178,11 @@ pub struct Tailer {
     /// renamed `.1` to `.2` and so on can miss a file for a pass; forgotten at once, it was
     /// listed again as new and read again from 0 (helper-52).
     parked_missing: HashMap<(u64, u64), Instant>,
-    /// Since when every file listed has been opened, while checkpointed positions (`resume`)
-    /// are left: they are forgotten after a grace period. Kept for ever, they went into every
+    /// When it started: checkpointed positions (`resume`) are forgotten from a second after
+    /// it, once their source has no file left to open. Kept for ever, they went into every
     /// checkpoint again, and a checkpoint grew by a restart's worth each time (966 positions
     /// for 89 files after six restarts: helper-53).
-    resume_settled: Option<Instant>,
+    started: Instant,
     /// When "At the limit of open log files" was last warned of.
     limit_warned: Option<Instant>,
     /// Copies that took over from a file truncated or gone, while lines read from that file
@@ -335,7 +336,7 @@ impl Tailer {
             resume,
             parked: Vec::new(),
             parked_missing: HashMap::new(),
-            resume_settled: None,
+            started: Instant::now(),
             limit_warned: None,
             copies: Vec::new(),
             next_file_id,
@@ -672,6 +673,7 @@ impl Tailer {
                 }
                 let resumable = self.resume.iter().any(|p| p.dev == dev && p.ino == ino);
                 let entry = self.unopened.entry((dev, ino)).or_insert(Unopened {
+                    source: source_index,
                     len: u64::MAX,
                     listed: first_seen.unwrap_or(now),
                     len_since: now,
@@ -935,23 +937,30 @@ impl Tailer {
         }
     }
 
-    /// Forgets the checkpointed positions once every file listed has been opened (none
-    /// waits, and no listing fails) for a grace period: each that stood for a file has been
-    /// taken up by it by then (its own inode's, a copy's), and the rest stand for files gone
-    /// (deleted while the daemon was down), or for older generations of inodes followed now.
+    /// Forgets the checkpointed positions of a source once it has no file listed and not
+    /// opened (a second after the start at the earliest, and not while a listing fails):
+    /// each that stood for a file has been taken up by it by then (its own inode's, or a
+    /// copy's rotated while the daemon was down, which is listed from the first pass), and
+    /// the rest stand for files gone, or for older generations of inodes followed now.
     fn forget_resumed(&mut self, listing_failed: bool, now: Instant) {
-        if self.resume.is_empty() {
+        if self.resume.is_empty()
+            || listing_failed
+            || now.duration_since(self.started) < Duration::from_secs(1)
+        {
             return;
         }
-        if listing_failed || !self.unopened.is_empty() {
-            self.resume_settled = None;
-            return;
+        let mut unopened = vec![false; self.sources.len()];
+        for file in self.unopened.values() {
+            unopened[file.source] = true;
         }
-        let grace = self.rotate_wait.max(Duration::from_secs(1));
-        let since = *self.resume_settled.get_or_insert(now);
-        if now.duration_since(since) >= grace {
-            self.resume.clear();
-        }
+        let sources = &self.sources;
+        self.resume.retain(|p| {
+            // (A source renamed since: any of them.)
+            match sources.iter().position(|s| s.name == p.source) {
+                Some(source) => unopened[source],
+                None => unopened.iter().any(|u| *u),
+            }
+        });
     }
 
     /// Says, once each, which listings fail and when files start or stop waiting for a
@@ -2050,10 +2059,10 @@ mod tests {
         assert_eq!(h.seen[5..], ["new 1", "new 2"]);
     }
 
-    /// Checkpointed positions are not checkpointed again once every file listed has been
-    /// opened for a grace period: an older generation of an inode now followed, a file no
-    /// listing finds. Kept, each restart added its files to them, and the checkpoint grew for
-    /// ever (966 positions for 89 files after six restarts: helper-53).
+    /// Checkpointed positions are not checkpointed again once their source has no file left
+    /// to open (from a second after the start): an older generation of an inode now
+    /// followed, a file no listing finds. Kept, each restart added its files to them, and the
+    /// checkpoint grew for ever (966 positions for 89 files after six restarts: helper-53).
     #[test]
     fn positions_of_files_gone_or_superseded_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
@@ -2082,7 +2091,7 @@ mod tests {
             tailer.positions().iter().map(|p| p.file_id).collect()
         };
         // The file is followed (read from 0 under a new id); its inode's older generations
-        // and the missing file are kept for the grace period (a copy of one may turn up).
+        // and the missing file are kept for a second (a copy of one may be listed).
         let open = tailer.files[0].id;
         assert_eq!(ids(&tailer), [1, 2, 3, open]);
         std::thread::sleep(Duration::from_millis(1_100));
