@@ -130,14 +130,17 @@ impl Windows {
     }
 
     /// Counts of `stage` over the `seconds` before `end.judged`, and every operation judged
-    /// after it up to `end.clock`. In whole minutes: the minute `end.judged` falls in so far,
-    /// and as many whole minutes before it as cover `seconds` (so 300 s to 359 s for 5 m,
-    /// never fewer: counting back only `seconds / 60` minutes, that one included,
-    /// a window held up to a minute less, a 60 s one a few seconds at times; QA helper-54).
+    /// after it up to `end.clock`. In whole minutes: from the minute the window's first
+    /// second falls in to the one `end.judged` falls in (so 300 s to 359 s for 5 m, 20 s to
+    /// 79 s for 20 s; never fewer: counting back only `seconds / 60` minutes, the last one
+    /// included, a window held up to a minute less, a 60 s one a few seconds at times: QA
+    /// helper-54; and rounded up to a minute first, a 20 s window held up to 119 s: QA
+    /// helper-55).
     pub fn counts(&self, stage: Stage, seconds: u64, end: WindowEnd) -> WindowCounts {
         let judged = end.judged.0.div_euclid(MINUTE);
         let last = judged.max(end.clock.0.div_euclid(MINUTE));
-        let first = judged - (seconds.div_ceil(60) as i64).max(1);
+        let span = (seconds.max(1) as i64).saturating_mul(MICROS_PER_SEC);
+        let first = end.judged.0.saturating_sub(span).div_euclid(MINUTE);
         let mut total = WindowCounts::default();
         for (_, counts) in self.minutes.range((stage, first)..=(stage, last)) {
             total.succeeded += counts.succeeded;
@@ -219,8 +222,9 @@ mod tests {
         );
     }
 
-    /// A window holds at least its length, whatever second of the minute it ends in: a 120 s
-    /// window ending 10 s into a minute held 70 s of operations (QA helper-54), a 60 s one 10.
+    /// A window holds at least its length and at most 59 s more, whatever second of the
+    /// minute it ends in: a 120 s window ending 10 s into a minute held 70 s of operations
+    /// (QA helper-54), a 60 s one 10; a 20 s one, up to 119 s (QA helper-55).
     #[test]
     fn a_window_is_never_shorter_than_its_length() {
         let minute_start = Ts::from_secs(1_782_900_000 / 60 * 60);
@@ -235,11 +239,12 @@ mod tests {
                     Ts(end.0 - k * 10 * MICROS_PER_SEC),
                 );
             }
-            for (seconds, least) in [(60, 6), (90, 9), (120, 12), (300, 30)] {
+            for (seconds, least) in [(20, 2), (60, 6), (90, 9), (120, 12), (300, 30)] {
                 let n = w
                     .counts(Stage::Joiner, seconds, WindowEnd::at(end))
                     .succeeded;
-                let most = (seconds.div_ceil(60) + 1) * 6;
+                // (One every 10 s, the last at the end: 59 s more is 6 more at most.)
+                let most = least + 6;
                 assert!(
                     (least..=most).contains(&n),
                     "{seconds} s ending {into} s into a minute: {n}"
