@@ -55,11 +55,14 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
         "/api/v1/operations/%ff%fe",
         "/api/v2/anything",
         "/api/v1/leavers",
+        "/api/",
+        "/api//v1/slo",
     ] {
         let (status, body) = get(port, path, None);
         assert_eq!(status, 401, "{path}: {body}");
     }
     assert_eq!(get(port, "/api/v2/anything", Some("s3cret-token")).0, 404);
+    assert_eq!(get(port, "/api/", Some("s3cret-token")).0, 404);
     // The scheme is case-insensitive (RFC 9110): `bearer` works as `Bearer` does.
     let (status, body) = get_with(
         port,

@@ -127,7 +127,22 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .nest("/api", api)
+        .fallback(not_found)
         .with_state(state)
+}
+
+/// What no route serves. Under `/api` (`/api/`, which the nested API's own fallback does not
+/// see), the token first, as for the rest of the API: it was an empty 404 to anyone (QA
+/// helper-55).
+async fn not_found(State(state): State<AppState>, request: Request) -> Response {
+    if request.uri().path().starts_with("/api") {
+        if let Some(refusal) = denied(&state, request.headers()) {
+            return refusal;
+        }
+        let error = Json(json!({"error": "no such API endpoint"}));
+        return (StatusCode::NOT_FOUND, error).into_response();
+    }
+    StatusCode::NOT_FOUND.into_response()
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
