@@ -927,15 +927,6 @@ fn rows_per_file(text: &str) -> Result<usize, String> {
     }
 }
 
-/// A span of seconds as a window is named: `90s`, `5m`, `1h`.
-fn span(seconds: u64) -> String {
-    match seconds {
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 /// A status line without its `[ 95s]` prefix.
 fn strip_elapsed(line: &str) -> &str {
     line.split_once("] ").map_or(line, |(_, rest)| rest)
@@ -970,7 +961,10 @@ fn demo_status_line(elapsed: u64, live: &scimwatch::daemon::status::LiveStatus) 
                 let ratio = w
                     .success_ratio
                     .map_or("-".into(), |r| format!("{:.1}%", 100.0 * r));
-                format!(" (last {}: {ratio} {status})", span(w.seconds))
+                format!(
+                    " (last {}: {ratio} {status})",
+                    scimwatch::alert::conditions::window_name(w.seconds)
+                )
             })
             .unwrap_or_default();
         let _ = write!(
