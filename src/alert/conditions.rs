@@ -957,7 +957,11 @@ mod tests {
         // Under two minutes in seconds (a threshold under a minute said "0 min").
         w.sources.push(source("nginx2", Some(at(980)), 8));
         let quick = w.eval(1000);
-        assert!(quick[1].summary.contains("for 20 s"), "{}", quick[1].summary);
+        assert!(
+            quick[1].summary.contains("for 20 s"),
+            "{}",
+            quick[1].summary
+        );
         w.sources.pop();
         // A source with no line at all is silent since it was first watched (a glob matching
         // nothing), across restarts: not since this process started.
