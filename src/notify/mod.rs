@@ -367,6 +367,10 @@ struct Group {
     attempts: u32,
     /// A send of this group is under way.
     in_flight: bool,
+    /// Its alerts sent firing and not resolved since, by dedup key: Alertmanager's body
+    /// carries them beside the batch (in this process's memory: after a restart, from their
+    /// next repeat).
+    firing: BTreeMap<String, Notification>,
 }
 
 impl Group {
@@ -443,6 +447,7 @@ async fn attempt(
     channel: Arc<Channel>,
     key: (String, String),
     items: Vec<Delivery>,
+    still_firing: Vec<Notification>,
     links: Arc<Links>,
 ) -> Attempted {
     let ids: Vec<u64> = items.iter().map(|d| d.id).collect();
@@ -469,7 +474,7 @@ async fn attempt(
             whole(result, &mut done);
         }
         Channel::Webhook(webhook) => {
-            let bodies = webhook.bodies(&receiver, &batch, &links);
+            let bodies = webhook.bodies(&receiver, &batch, &still_firing, &links);
             if webhook.one_event_per_alert() {
                 for (id, body) in ids.iter().zip(&bodies) {
                     match webhook.post(body).await {
@@ -694,10 +699,15 @@ impl Dispatcher {
             group.ready_at = None;
             self.maybe_sent.extend(group.items.keys().copied());
             let done = self.done_tx.clone();
+            let still_firing: Vec<Notification> = (group.firing.iter())
+                .filter(|(key, _)| !group.by_key.contains_key(*key))
+                .map(|(_, n)| n.clone())
+                .collect();
             let task = attempt(
                 channel.clone(),
                 key.clone(),
                 group.items.values().cloned().collect(),
+                still_firing,
                 self.links.clone(),
             );
             tokio::spawn(async move {
@@ -737,6 +747,15 @@ impl Dispatcher {
             tracing::info!(target_name = %delivery.target, key = %delivery.notification.dedup_key, kind = ?delivery.notification.kind, "Notification delivered.");
             self.outbox.remove(delivery.id);
             settled.push(delivery.id);
+            let n = &delivery.notification;
+            match n.kind {
+                crate::alert::NotificationKind::Firing | crate::alert::NotificationKind::Repeat => {
+                    group.firing.insert(n.dedup_key.clone(), n.clone());
+                }
+                crate::alert::NotificationKind::Resolved => {
+                    group.firing.remove(&n.dedup_key);
+                }
+            }
         }
         count(&self.metrics, kind, "sent", sent.len());
         if !sent.is_empty() {
@@ -913,6 +932,83 @@ mod tests {
             dir,
         )
         .unwrap()
+    }
+
+    /// An Alertmanager webhook's group holds its alerts still firing beside a resolve, and is
+    /// resolved only once all are, as Alertmanager sends it: a receiver tracking incidents by
+    /// `groupKey` closed one with two leavers still overdue (QA helper-55).
+    #[test]
+    fn an_alertmanager_group_stays_firing_while_one_of_its_alerts_does() {
+        let (port, bodies) = receiver();
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(
+            &format!(
+                "[storage]\ndata_dir = \"data\"\n[alerting]\ngroup_wait_secs = 0\ngroup_interval_secs = 0\n\
+                 [[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
+                 [source.fields]\ntime = \"/ts\"\naction = \"/action\"\n\
+                 [[source]]\nname = \"gw\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
+                 [[receiver]]\nname = \"am\"\n[receiver.webhook]\n\
+                 url = \"http://127.0.0.1:{port}/hook\"\nformat = \"alertmanager\"\n"
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new(&config));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut notifier = Notifier::start(&config, metrics, runtime.handle()).unwrap();
+        let overdue = |user, kind| Notification {
+            kind,
+            ..notification(
+                "LeaverDisableOverdue",
+                "page",
+                &[("app", "vault"), ("user", user)],
+            )
+        };
+        let wait_for = |count: usize| {
+            runtime.block_on(async {
+                for _ in 0..200 {
+                    if bodies.lock().unwrap().len() >= count {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            });
+            assert!(bodies.lock().unwrap().len() >= count, "{count} sends");
+        };
+        let statuses = |body: &serde_json::Value| -> Vec<(String, String)> {
+            (body["alerts"].as_array().unwrap().iter())
+                .map(|a| {
+                    let user = a["labels"]["user"].as_str().unwrap().to_string();
+                    (user, a["status"].as_str().unwrap().to_string())
+                })
+                .collect()
+        };
+        notifier.submit(&overdue("a", NotificationKind::Firing));
+        notifier.submit(&overdue("b", NotificationKind::Firing));
+        wait_for(1);
+        let sent = bodies.lock().unwrap().len();
+        notifier.submit(&overdue("a", NotificationKind::Resolved));
+        wait_for(sent + 1);
+        let last = bodies.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last["status"], "firing", "{last}");
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(u, s)| (u.to_string(), s.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            statuses(&last),
+            pairs(&[("a", "resolved"), ("b", "firing")])
+        );
+        let sent = bodies.lock().unwrap().len();
+        notifier.submit(&overdue("b", NotificationKind::Resolved));
+        wait_for(sent + 1);
+        let last = bodies.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last["status"], "resolved", "{last}");
+        assert_eq!(statuses(&last), pairs(&[("b", "resolved")]));
     }
 
     /// A local HTTP receiver answering 200 to every POST; returns its port and the bodies.

@@ -154,7 +154,18 @@ fn rfc3339(ts: Ts) -> String {
 }
 
 /// Alertmanager's webhook v4 body (what Alertmanager itself POSTs to a webhook receiver).
-pub fn alertmanager_webhook(receiver: &str, batch: &[Notification], links: &Links) -> Value {
+/// `still_firing`: the group's alerts sent firing before and not resolved, which are not in
+/// the batch. Alertmanager sends every alert of a group, and calls the group resolved only
+/// once all are: a receiver tracking incidents by `groupKey` closed one with two leavers
+/// still overdue when the third's resolve came alone (QA helper-55).
+pub fn alertmanager_webhook(
+    receiver: &str,
+    batch: &[Notification],
+    still_firing: &[Notification],
+    links: &Links,
+) -> Value {
+    let everything: Vec<&Notification> = batch.iter().chain(still_firing).collect();
+    let batch = everything.as_slice();
     let alerts: Vec<Value> = batch
         .iter()
         .map(|n| {
@@ -169,7 +180,7 @@ pub fn alertmanager_webhook(receiver: &str, batch: &[Notification], links: &Link
             })
         })
         .collect();
-    let all: Vec<BTreeMap<String, String>> = batch.iter().map(labels).collect();
+    let all: Vec<BTreeMap<String, String>> = batch.iter().map(|n| labels(n)).collect();
     let common = |maps: &[BTreeMap<String, String>]| -> BTreeMap<String, String> {
         let mut common = maps.first().cloned().unwrap_or_default();
         common.retain(|k, v| maps.iter().all(|m| m.get(k) == Some(v)));
@@ -358,7 +369,7 @@ mod tests {
             notification(NotificationKind::Firing, "a@corp.example"),
             notification(NotificationKind::Resolved, "b@corp.example"),
         ];
-        let body = alertmanager_webhook("oncall", &batch, &links());
+        let body = alertmanager_webhook("oncall", &batch, &[], &links());
         assert_eq!(body["status"], "firing");
         assert_eq!(body["commonLabels"]["app"], "vault");
         assert!(body["commonLabels"].get("user").is_none());
@@ -372,6 +383,17 @@ mod tests {
             email_subject(&batch),
             "[FIRING:1 RESOLVED:1] [page] LeaverDisableOverdue: 2 alerts"
         );
+        // A resolve sent alone while another alert of its group still fires: the group is
+        // firing, and holds both, as Alertmanager sends them (QA helper-55).
+        let resolve = [notification(NotificationKind::Resolved, "b@corp.example")];
+        let still = [notification(NotificationKind::Firing, "a@corp.example")];
+        let body = alertmanager_webhook("oncall", &resolve, &still, &links());
+        assert_eq!(body["status"], "firing");
+        assert_eq!(body["alerts"].as_array().unwrap().len(), 2);
+        assert_eq!(body["alerts"][0]["status"], "resolved");
+        assert_eq!(body["alerts"][1]["status"], "firing");
+        let alone = alertmanager_webhook("oncall", &resolve, &[], &links());
+        assert_eq!(alone["status"], "resolved");
     }
 
     #[test]

@@ -414,15 +414,23 @@ impl WebhookChannel {
     }
 
     /// The bodies to POST for a batch: one per alert for PagerDuty, one in all otherwise.
+    /// `still_firing`: the group's alerts sent firing and not resolved, outside the batch
+    /// (Alertmanager's body carries them; the others do not).
     pub fn bodies(
         &self,
         receiver: &str,
         batch: &[Notification],
+        still_firing: &[Notification],
         links: &Links,
     ) -> Vec<serde_json::Value> {
         match self.format {
             WebhookFormat::Alertmanager => {
-                vec![render::alertmanager_webhook(receiver, batch, links)]
+                vec![render::alertmanager_webhook(
+                    receiver,
+                    batch,
+                    still_firing,
+                    links,
+                )]
             }
             WebhookFormat::AlertmanagerApi => vec![render::alertmanager_api(batch, links)],
             WebhookFormat::Slack => vec![render::slack(batch, links)],
