@@ -920,6 +920,11 @@ mod tests {
 
     /// A config whose one receiver is a JSON webhook on `port`, with `alerting` settings.
     fn hook_config(port: u16, dir: &std::path::Path, alerting: &str) -> Config {
+        hook_config_as("json", port, dir, alerting)
+    }
+
+    /// A config with one webhook receiver of `format` on `port`.
+    fn hook_config_as(format: &str, port: u16, dir: &std::path::Path, alerting: &str) -> Config {
         Config::from_toml(
             &format!(
                 "[storage]\ndata_dir = \"data\"\n[alerting]\n{alerting}\n\
@@ -927,7 +932,7 @@ mod tests {
                  [source.fields]\ntime = \"/ts\"\naction = \"/action\"\n\
                  [[source]]\nname = \"gw\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
                  [[receiver]]\nname = \"hook\"\n[receiver.webhook]\n\
-                 url = \"http://127.0.0.1:{port}/hook\"\nformat = \"json\"\n"
+                 url = \"http://127.0.0.1:{port}/hook\"\nformat = \"{format}\"\n"
             ),
             dir,
         )
@@ -941,18 +946,12 @@ mod tests {
     fn an_alertmanager_group_stays_firing_while_one_of_its_alerts_does() {
         let (port, bodies) = receiver();
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(
-            &format!(
-                "[storage]\ndata_dir = \"data\"\n[alerting]\ngroup_wait_secs = 0\ngroup_interval_secs = 0\n\
-                 [[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
-                 [source.fields]\ntime = \"/ts\"\naction = \"/action\"\n\
-                 [[source]]\nname = \"gw\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n\
-                 [[receiver]]\nname = \"am\"\n[receiver.webhook]\n\
-                 url = \"http://127.0.0.1:{port}/hook\"\nformat = \"alertmanager\"\n"
-            ),
+        let config = hook_config_as(
+            "alertmanager",
+            port,
             dir.path(),
-        )
-        .unwrap();
+            "group_wait_secs = 0\ngroup_interval_secs = 0",
+        );
         let metrics = Arc::new(Metrics::new(&config));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
