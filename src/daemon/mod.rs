@@ -553,7 +553,10 @@ impl Pipeline {
                 })
                 .inc_by(count);
         }
-        self.merge(wall);
+        // The files with bytes still unread, as this pass's reading left them (the merge
+        // reads nothing): for the merge and for the drained files below.
+        let unread = self.tailer.unread();
+        self.merge(wall, &unread);
         // Queues of files closed since go, and an emptied queue gives back what a backlog
         // made it hold.
         let tailer = &self.tailer;
@@ -563,7 +566,6 @@ impl Pipeline {
             }
             !queue.is_empty() || tailer.path_of(*id).is_some()
         });
-        let unread = tailer.unread();
         self.drained = (self.queues.iter())
             .filter(|(id, queue)| queue.is_empty() && unread.contains(id))
             .map(|(id, _)| *id)
@@ -688,7 +690,7 @@ impl Pipeline {
 
     /// Processes queued lines in time order across files, never past a file that still has
     /// unread bytes and nothing queued (its next line may be earlier).
-    fn merge(&mut self, wall: Ts) {
+    fn merge(&mut self, wall: Ts, unread: &std::collections::HashSet<u32>) {
         // Sources with files waiting for a slot (at the limit of open files): the merge waits
         // for them once none of their lines is queued, as for a file with unread bytes (it
         // went on without them, and their lines came too late to join: helper-47).
@@ -698,7 +700,6 @@ impl Pipeline {
         // Kept as lines are taken, not looked for again at each: with thousands of files
         // open, that looked through every queue and, for each empty one, every file, a line
         // at a time (a first start over 3,107 rotations took 21 s of CPU: helper-53).
-        let unread = self.tailer.unread();
         let mut queued_by_source = vec![0usize; self.parsers.len()];
         let mut drained_unread = false;
         for (id, queue) in &self.queues {

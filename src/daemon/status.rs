@@ -30,11 +30,6 @@ pub struct TailStatus {
     pub copies_detected: u64,
     pub new_generations: u64,
     pub files_closed: u64,
-    /// Now: files open, closed with their position kept (parked), and waiting for a
-    /// descriptor (at the limit of open files).
-    pub files_open: u64,
-    pub files_parked: u64,
-    pub files_waiting: u64,
 }
 
 impl From<TailCounters> for TailStatus {
@@ -45,9 +40,6 @@ impl From<TailCounters> for TailStatus {
             copies_detected: c.copies_detected,
             new_generations: c.new_generations,
             files_closed: c.files_closed,
-            files_open: c.files_open,
-            files_parked: c.files_parked,
-            files_waiting: c.files_waiting,
         }
     }
 }

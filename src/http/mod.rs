@@ -111,12 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/alerts", get(alerts))
         .route("/v1/leavers/open", get(open_leavers))
         .route("/v1/operations/{id}", get(operation))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": "no such API endpoint"})),
-            )
-        })
+        .fallback(|| async { no_such_endpoint() })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -139,10 +134,15 @@ async fn not_found(State(state): State<AppState>, request: Request) -> Response 
         if let Some(refusal) = denied(&state, request.headers()) {
             return refusal;
         }
-        let error = Json(json!({"error": "no such API endpoint"}));
-        return (StatusCode::NOT_FOUND, error).into_response();
+        return no_such_endpoint();
     }
     StatusCode::NOT_FOUND.into_response()
+}
+
+/// An API path that does not exist, to a client that gave the token.
+fn no_such_endpoint() -> Response {
+    let error = Json(json!({"error": "no such API endpoint"}));
+    (StatusCode::NOT_FOUND, error).into_response()
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {

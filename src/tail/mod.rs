@@ -234,9 +234,9 @@ impl TailedFile {
     /// How long ago it was last written, by its modification time as last listed (zero if
     /// that is unknown or ahead of the clock).
     fn written_ago(&self) -> Duration {
-        let modified = self.modified.unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-        let ago = std::time::SystemTime::now().duration_since(modified);
-        self.modified.and(ago.ok()).unwrap_or_default()
+        (self.modified)
+            .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
+            .unwrap_or_default()
     }
 
     /// Where it stands for a checkpoint, with its processed lines ending at `processed`.
@@ -444,14 +444,7 @@ impl Tailer {
         self.files.iter().all(|f| f.reader.at_eof())
     }
 
-    /// Whether a file still has bytes to read (its lines may hold back the merge).
-    pub fn has_unread(&self, file_id: u32) -> bool {
-        self.files
-            .iter()
-            .any(|f| f.id == file_id && !f.reader.at_eof())
-    }
-
-    /// The files that still have bytes to read (`has_unread` of each, in one pass).
+    /// The files that still have bytes to read (their lines may hold back the merge).
     pub fn unread(&self) -> std::collections::HashSet<u32> {
         (self.files.iter())
             .filter(|f| !f.reader.at_eof())
@@ -1268,11 +1261,17 @@ mod tests {
                 writeln!(file, "{line}").unwrap();
             }
         }
+        /// One pass: files listed, then read, every line processed.
         fn poll(&mut self) {
+            self.tailer.discover();
+            self.read();
+        }
+        /// The reading half of a pass, every line processed.
+        fn read(&mut self) {
             let seen = &mut self.seen;
             let mut ids = Vec::new();
             self.tailer
-                .poll(&mut |source, line| {
+                .read_files(&|_| false, &mut |source, line| {
                     if let Line::Text {
                         bytes,
                         next,
@@ -1283,6 +1282,7 @@ mod tests {
                         seen.push(String::from_utf8_lossy(bytes).into_owned());
                         ids.push((source.file_id, next, number));
                     }
+                    true
                 })
                 .unwrap();
             for (id, next, number) in ids {
@@ -1673,7 +1673,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seen, ["y"]);
-        assert!(h.tailer.has_unread(held));
+        assert!(h.tailer.unread().contains(&held));
         h.poll();
         assert_eq!(h.seen[2..], ["two"]);
     }
@@ -2033,24 +2033,7 @@ mod tests {
         let path = h.path("app.log");
         h.tailer.check_known(index, &path, listed).unwrap();
         // The rest of that pass: its files read.
-        let mut read = Vec::new();
-        (h.tailer.read_files(&|_| false, &mut |source, line| {
-            if let Line::Text {
-                bytes,
-                next,
-                number,
-                ..
-            } = line
-            {
-                h.seen.push(String::from_utf8_lossy(bytes).into_owned());
-                read.push((source.file_id, next, number));
-            }
-            true
-        }))
-        .unwrap();
-        for (id, next, number) in read {
-            h.tailer.mark_consumed(id, next, number);
-        }
+        h.read();
         h.poll();
         h.poll();
         h.append("app.log", &["new 2"]);
