@@ -100,6 +100,11 @@ struct TailedFile {
     /// When it was first listed: a file that turns up after another stopped growing is what
     /// rotated it away; one that was there all along (another node's log) is not.
     seen_at: Instant,
+    /// The held handle's length and modification time when its head was last found
+    /// unchanged, taken a second or more after that time: while both hold, nothing was
+    /// written, truncated or rewritten, and the head is not read again (with thousands of rotations held open for rotate_wait, reading
+    /// every head every pass took 11% of a core: helper-53).
+    checked: Option<(u64, std::time::SystemTime)>,
 }
 
 /// Information about the file a line came from.
@@ -586,6 +591,18 @@ impl Tailer {
         let mut listed_unopened = std::collections::HashSet::new();
         let rotate_wait = self.rotate_wait;
         let mut unlistable = Vec::new();
+        // Followed and parked files by inode, not looked for through every file for each
+        // listed (with thousands held open for rotate_wait, a pass took a quadratic time).
+        let key = |dev: u64, ino: u64| (dev, ino);
+        let mut open_at: HashMap<(u64, u64), usize> = (self.files.iter().enumerate())
+            .map(|(index, f)| (key(f.dev, f.ino), index))
+            .collect();
+        let parked_index = |parked: &[(FilePosition, Instant)]| -> HashMap<(u64, u64), usize> {
+            (parked.iter().enumerate())
+                .map(|(index, (p, _))| (key(p.dev, p.ino), index))
+                .collect()
+        };
+        let mut parked_at = parked_index(&self.parked);
         for source_index in 0..self.sources.len() {
             let mut paths = Vec::new();
             // Directories (or paths) whose listing failed: unreadable, or no descriptor left
@@ -627,7 +644,7 @@ impl Tailer {
             let mut held_back = false;
             for (_, path, meta) in found {
                 let (dev, ino, len) = (meta.dev(), meta.ino(), meta.len());
-                if let Some(index) = self.files.iter().position(|f| f.dev == dev && f.ino == ino) {
+                if let Some(&index) = open_at.get(&(dev, ino)) {
                     seen[index] = true;
                     let file = &mut self.files[index];
                     if file.len != len {
@@ -642,9 +659,7 @@ impl Tailer {
                     continue;
                 }
                 let mut first_seen = None;
-                if let Some(index) =
-                    (self.parked.iter()).position(|(p, _)| p.dev == dev && p.ino == ino)
-                {
+                if let Some(&index) = parked_at.get(&(dev, ino)) {
                     if len == self.parked[index].0.offset {
                         parked_seen[index] = true;
                         continue; // read to its end, and not grown
@@ -652,6 +667,8 @@ impl Tailer {
                     let (position, seen_at) = self.parked.remove(index);
                     self.parked_missing.remove(&(dev, ino));
                     parked_seen.remove(index);
+                    // (Rare: a parked file grown or truncated.)
+                    parked_at = parked_index(&self.parked);
                     if len < position.offset {
                         // Truncated (a quiet log copytruncated): what it held is a generation
                         // whose copy is read on from its position, and the file is new.
@@ -752,6 +769,7 @@ impl Tailer {
                     // Files first listed in one pass share its time (they are one listing).
                     file.seen_at = listed;
                     seen.push(true);
+                    open_at.insert((dev, ino), opened);
                     self.unopened.remove(&(dev, ino));
                 }
             }
@@ -1002,8 +1020,14 @@ impl Tailer {
         // the new generation's head taken as the listing's 256 bytes that were not there;
         // the next pass took it for a new generation again and read its first lines twice
         // (helper-53).
+        // Listed as it was when its head was last found unchanged: nothing to look at.
+        if file.checked.is_some() && file.checked == file.modified.map(|at| (len, at)) {
+            return Ok(());
+        }
         let held = file.reader.get_ref();
-        let len = held.metadata().map_or(len, |m| m.len());
+        let meta = held.metadata().ok();
+        let len = meta.as_ref().map_or(len, |m| m.len());
+        let stamp = (meta.and_then(|m| m.modified().ok())).map(|modified| (len, modified));
         let truncated = len < file.reader.offset();
         let head = if file.head_len > 0 && len >= file.head_len {
             head_hash(held, file.head_len)?
@@ -1035,15 +1059,25 @@ impl Tailer {
             // generation still queued keep the old id.
             file.id = self.next_file_id;
             self.next_file_id += 1;
+            file.checked = None;
             return Ok(());
         }
         if file.head_len < HEAD_BYTES && len > file.head_len {
             let head_len = len.min(HEAD_BYTES);
-            if let Some(hash) = head_hash(file.reader.get_ref(), head_len)? {
-                file.head_len = head_len;
-                file.head_hash = hash;
+            match head_hash(file.reader.get_ref(), head_len)? {
+                Some(hash) => (file.head_len, file.head_hash) = (head_len, hash),
+                // Shorter again since its length was read: looked at again next pass.
+                None => return Ok(()),
             }
         }
+        // Trusted only once written a second before it was taken: a write after it then
+        // has a later time, however coarse the file system's clock (a truncation and a
+        // rewrite to the same length in the same tick would look unchanged).
+        let quiet = |(_, modified): &(u64, std::time::SystemTime)| {
+            (std::time::SystemTime::now().duration_since(*modified))
+                .is_ok_and(|ago| ago >= Duration::from_secs(1))
+        };
+        file.checked = stamp.filter(quiet);
         Ok(())
     }
 
@@ -1199,6 +1233,7 @@ impl Tailer {
             len,
             grew_at: Instant::now(),
             seen_at: Instant::now(),
+            checked: None,
             modified: meta.modified().ok(),
         });
         self.counters.files_opened += 1;
@@ -1415,6 +1450,42 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), 4, "{:?}", h.keys);
         assert_ne!(h.keys[0].0, h.keys[2].0, "{:?}", h.keys);
+    }
+
+    /// A followed file's head is not read again while its length and time hold (thousands
+    /// held open cost a core), but only once those were taken a second after its last write:
+    /// a rewrite to the same length in the file system's clock tick is still noticed.
+    #[test]
+    fn a_rewrite_is_noticed_whether_or_not_the_file_was_quiet() {
+        let mut h = Harness::new();
+        let set_time = |h: &Harness, at: std::time::SystemTime| {
+            let file = fs::OpenOptions::new().write(true).open(h.path("app.log"));
+            file.unwrap().set_modified(at).unwrap();
+        };
+        h.append("app.log", &["one", "two"]);
+        // (Listed, opened and read, then looked at as a followed file.)
+        for _ in 0..3 {
+            h.poll();
+        }
+        // Rewritten to the same length, its time as a coarse clock would leave it.
+        let written = fs::metadata(h.path("app.log")).unwrap().modified().unwrap();
+        fs::write(h.path("app.log"), "uno\ndos\n").unwrap();
+        set_time(&h, written);
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["one", "two", "uno", "dos"]);
+        // Quiet for a minute, then rewritten: its time moves on, and it is noticed.
+        set_time(&h, std::time::SystemTime::now() - Duration::from_secs(60));
+        h.poll();
+        h.poll();
+        fs::write(h.path("app.log"), "eins\nzwei\n").unwrap();
+        h.poll();
+        h.poll();
+        assert_eq!(h.seen, ["one", "two", "uno", "dos", "eins", "zwei"]);
+        assert!(
+            h.tailer.files[0].checked.is_none(),
+            "new content, not yet quiet"
+        );
     }
 
     /// A source renamed in the config carries on from its checkpointed position (its file was
