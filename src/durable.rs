@@ -140,6 +140,30 @@ pub fn remove_leftovers(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// Removes files this process committed (a refused `replay --append`), syncing each
+/// directory they were in, and removing it too if that left it empty (a `date=` directory
+/// the files made).
+pub fn remove_committed(paths: &[PathBuf]) -> io::Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in paths {
+        fs::remove_file(path)?;
+        if let Some(dir) = path.parent() {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+    for dir in dirs {
+        // (Not empty: it holds the store's own files.)
+        if fs::remove_dir(&dir).is_ok() {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        } else {
+            sync_dir(&dir)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,12 @@ enum Command {
         /// count every row twice).
         #[arg(long, requires = "parquet")]
         append: bool,
+        /// With --append: write this replay's rows even when its operations overlap the
+        /// store's in time (by default the replay is refused and nothing written, since logs
+        /// replayed twice count twice). For logs of the same period that were never replayed
+        /// into the store, say another tenant's.
+        #[arg(long, requires = "append")]
+        allow_overlap: bool,
         /// Threads to use: 1 runs everything on one; 2 reads and parses the files, and writes
         /// Parquet, on a second; 3 writes Parquet on a third. The answers are the same.
         /// Default: the cores available, at most 3.
@@ -175,6 +181,7 @@ fn main() -> ExitCode {
             parquet,
             rows_per_file,
             append,
+            allow_overlap,
             threads,
         } => run_replay(
             &config,
@@ -188,7 +195,14 @@ fn main() -> ExitCode {
             },
             format,
             as_of,
-            parquet.map(|dir| (dir, rows_per_file, append)),
+            parquet.map(|dir| {
+                let append = match (append, allow_overlap) {
+                    (false, _) => Append::No,
+                    (true, false) => Append::Disjoint,
+                    (true, true) => Append::EvenOverlapping,
+                };
+                (dir, rows_per_file, append)
+            }),
         ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Export {
@@ -228,12 +242,23 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(3))
 }
 
+/// What `replay --parquet` does with a store that already holds files.
+#[derive(Clone, Copy, PartialEq)]
+enum Append {
+    /// Refuses it.
+    No,
+    /// Adds to it logs whose operations do not overlap the store's in time (`--append`).
+    Disjoint,
+    /// Adds to it whatever the logs hold (`--append --allow-overlap`).
+    EvenOverlapping,
+}
+
 fn run_replay(
     config_path: &std::path::Path,
     mut options: ReplayOptions,
     format: OutputFormat,
     as_of: Option<String>,
-    parquet: Option<(PathBuf, usize, bool)>,
+    parquet: Option<(PathBuf, usize, Append)>,
 ) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     if let Some(why) = scimwatch::replay::ambiguous_override(&config, &options) {
@@ -262,7 +287,7 @@ fn run_replay(
             let lock = scimwatch::durable::DirLock::acquire(dir)
                 .with_context(|| format!("--parquet {}", dir.display()))?;
             let stored = scimwatch::audit::export::stored_files(dir)?.len();
-            if stored > 0 && !append {
+            if stored > 0 && *append == Append::No {
                 return Err(UsageError(format!(
                     "--parquet {}: the store already holds {stored} Parquet file(s); replaying \
                      the same logs into it again would count every row twice. Give an empty \
@@ -277,10 +302,10 @@ fn run_replay(
     };
     // Appending: leavers the store holds as still open are carried on with, so a disable in
     // these logs closes them (late, if it is) rather than starting a new episode.
-    let mut stored_until = None;
-    if let Some((dir, _, true)) = &parquet {
+    let mut stored_span = None;
+    if let Some((dir, _, Append::Disjoint | Append::EvenOverlapping)) = &parquet {
         let carried = scimwatch::audit::export::carry_over(dir)?;
-        stored_until = carried.newest_operation;
+        stored_span = carried.operation_span;
         if !carried.open.is_empty() {
             eprintln!(
                 "carrying on with {} leaver episode(s) the store holds as still open",
@@ -310,18 +335,56 @@ fn run_replay(
         None => None,
     };
     let ingested_at = scimwatch::daemon::wall_clock();
+    // This replay's files, removed if it is refused.
+    let mut committed = Vec::new();
     // Runs on whichever thread `--threads` gives the sink (outputs arrive in the same order).
     let (report, stats) = replay(&config, &options, |output, as_of| {
         if let Some(writer) = writer.as_mut() {
             writer.add(&output, ingested_at, as_of)?;
             if writer.needs_flush() {
-                writer.commit_full()?;
+                committed.extend(writer.commit_full()?);
             }
         }
         Ok(())
     })?;
-    if let (Some(writer), Some((dir, _, _))) = (writer.as_mut(), &parquet) {
-        writer.flush()?;
+    if let (Some(writer), Some((dir, _, append))) = (writer.as_mut(), &parquet) {
+        committed.extend(writer.flush()?);
+        // Logs replayed twice into one store count twice, and nothing downstream can tell
+        // (QA helper-30: monthly exports that overlap at their edges doubled a pack's
+        // operations, and verify passed); and the episodes the store carried over met the
+        // overlap's older joiners (helper-57). So logs whose operations overlap the store's
+        // in time are refused, their rows taken out again. Logs that start at the instant
+        // the store ends (or end where it starts) may be the next ones cut at a busy
+        // millisecond; logs of an earlier or later period do not overlap.
+        if let (Some((stored_from, stored_to)), Some((from, to))) =
+            (stored_span, writer.operation_span())
+        {
+            let touching =
+                (from == stored_to && to > stored_to) || (to == stored_from && from < stored_from);
+            if from <= stored_to && to >= stored_from && !touching {
+                let (from, to, stored_from, stored_to) =
+                    (Ts(from), Ts(to), Ts(stored_from), Ts(stored_to));
+                if *append == Append::Disjoint {
+                    scimwatch::durable::remove_committed(&committed).with_context(|| {
+                        format!("taking this replay's files out of {}", dir.display())
+                    })?;
+                    return Err(UsageError(format!(
+                        "--parquet {}: these logs' operations ({from} to {to}) overlap the \
+                         store's ({stored_from} to {stored_to}): if they were replayed into it \
+                         before, every operation of the overlap would be in the store, and in \
+                         every pack, twice. Nothing was written. Cut the logs where the last \
+                         replay's ended, replay into a fresh store, or give --allow-overlap if \
+                         these logs were never replayed into it (another tenant's)",
+                        dir.display()
+                    ))
+                    .into());
+                }
+                eprintln!(
+                    "warning: these logs' operations ({from} to {to}) overlap the store's \
+                     ({stored_from} to {stored_to}), written as --allow-overlap asks"
+                );
+            }
+        }
         eprintln!(
             "wrote {} operations, {} leaver rows and {} post-disable requests under {}",
             writer.rows_written(Table::Operations),
@@ -329,23 +392,6 @@ fn run_replay(
             writer.rows_written(Table::PostDisableActivity),
             dir.display()
         );
-        // Logs replayed twice into one store count twice, and nothing downstream can tell
-        // (QA helper-30: monthly exports that overlap at their edges doubled a pack's
-        // operations, and verify passed). Logs of an earlier period appended later start
-        // before the store's newest too: hence a warning, not a refusal.
-        if let (Some(stored), Some(oldest)) = (stored_until, writer.oldest_operation()) {
-            if oldest <= stored {
-                eprintln!(
-                    "warning: these logs' operations start at {}, not after the newest the store \
-                     already held ({}): if they overlap logs replayed into it before, the \
-                     overlap's operations are in the store twice now, and every pack will \
-                     count them twice. Replay overlapping logs into a fresh store, or cut them \
-                     where the last replay's logs ended",
-                    Ts(oldest),
-                    Ts(stored)
-                );
-            }
-        }
     }
     // An instant before the logs end judges open leavers then, but every operation read is
     // still counted: say so rather than let the report pass for a view of that moment.

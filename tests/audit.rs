@@ -106,21 +106,35 @@ fn a_replay_into_a_store_with_files_is_refused_unless_appending() {
         "{stderr}"
     );
     assert_eq!(parquet_files(&data), before, "nothing written when refused");
-    let appended = again(&["--append"]);
+    // The same logs again, appended: their operations overlap the store's, so they are
+    // refused and nothing is written (QA helper-30: overlapping monthly logs doubled a pack's
+    // operations, silently; helper-57: and cancelled an open leaver the store carried over).
+    let overlapping = again(&["--append"]);
+    assert_eq!(overlapping.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&overlapping.stderr);
+    assert!(
+        stderr.contains(
+            "these logs' operations (2026-07-01T09:00:00Z to 2026-07-01T10:10:00Z) overlap the \
+             store's (2026-07-01T09:00:00Z to 2026-07-01T10:10:00Z)"
+        ) && stderr.contains("Nothing was written")
+            && stderr.contains("--allow-overlap"),
+        "{stderr}"
+    );
+    assert!(
+        overlapping.stdout.is_empty(),
+        "no report for a refused replay"
+    );
+    assert_eq!(parquet_files(&data), before, "its files taken out again");
+    let appended = again(&["--append", "--allow-overlap"]);
     assert!(
         appended.status.success(),
         "{}",
         String::from_utf8_lossy(&appended.stderr)
     );
     assert_eq!(parquet_files(&data).len(), 2 * before.len());
-    // The same logs again: every operation is in the store twice now, which the replay says
-    // (QA helper-30: overlapping monthly logs doubled a pack's operations, silently).
     let stderr = String::from_utf8_lossy(&appended.stderr);
     assert!(
-        stderr.contains(
-            "warning: these logs' operations start at 2026-07-01T09:00:00Z, not after the \
-             newest the store already held (2026-07-01T10:10:00Z)"
-        ),
+        stderr.contains("overlap the store's") && stderr.contains("as --allow-overlap asks"),
         "{stderr}"
     );
     // --append means nothing without --parquet.
@@ -1591,12 +1605,11 @@ fn verify_catches_a_leaver_row_that_contradicts_itself() {
     );
 }
 
-/// The overlap warning compares the time each operation is filed under (its IdP record's),
+/// The overlap refusal compares the time each operation is filed under (its IdP record's),
 /// not its gateway answer's: logs that start after the store's last operation but before that
-/// operation's answer overlap nothing; logs that repeat the store's last instant may (QA
-/// helper-32: the first warned falsely, the second was missed).
+/// operation's answer overlap nothing (QA helper-32 was warned of an overlap falsely).
 #[test]
-fn the_append_overlap_warning_compares_operation_times() {
+fn the_append_overlap_refusal_compares_operation_times() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: String| {
         let path = dir.path().join(name);
@@ -1626,11 +1639,47 @@ fn the_append_overlap_warning_compares_operation_times() {
     // The next logs start at 10:00:02: after it, though before its answer.
     let stderr = replay("c2", "2026-07-01T10:00:02Z", "2026-07-01T10:00:03Z");
     assert!(!stderr.contains("warning"), "{stderr}");
-    // Logs that start at the store's newest instant may repeat its last record.
-    let stderr = replay("c3", "2026-07-01T10:00:02Z", "2026-07-01T10:00:04Z");
+    // Logs that start at the store's newest instant and go on past it may be the next ones
+    // cut at a busy instant: written.
+    let output = replay_example(
+        &write(
+            "c3-idp.jsonl",
+            idp("2026-07-01T10:00:02Z", "c3a") + &idp("2026-07-01T10:00:03Z", "c3b"),
+        ),
+        &write(
+            "c3-gw.log",
+            gateway("2026-07-01T10:00:02Z", "c3a") + &gateway("2026-07-01T10:00:03Z", "c3b"),
+        ),
+        &store,
+        true,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let files = std::fs::read_dir(store.join("operations/date=2026-07-01"))
+        .unwrap()
+        .count();
+    // Logs that lie within the store's span may repeat its records: refused, nothing kept.
+    let output = replay_example(
+        &write("c4-idp.jsonl", idp("2026-07-01T10:00:01Z", "c4")),
+        &write("c4-gw.log", gateway("2026-07-01T10:00:02Z", "c4")),
+        &store,
+        true,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("not after the newest the store already held (2026-07-01T10:00:02Z)"),
+        stderr.contains(
+            "(2026-07-01T10:00:01Z to 2026-07-01T10:00:01Z) overlap the store's \
+             (2026-07-01T10:00:00Z to 2026-07-01T10:00:03Z)"
+        ),
         "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(store.join("operations/date=2026-07-01"))
+            .unwrap()
+            .count(),
+        files
     );
 }
 

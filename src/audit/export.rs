@@ -199,9 +199,9 @@ pub struct CarryOver {
     /// episode's clock was not the user disabled at the source (a return there, which the
     /// store does not record, would have undone it) nor unknown (a version 1 row).
     pub closed: Vec<crate::judge::Closed>,
-    /// The newest operation time (its IdP record's, else its first attempt's: the time a row
-    /// is filed under): what the appended logs should start after.
-    pub newest_operation: Option<i64>,
+    /// The oldest and newest operation times (an operation's IdP record's, else its first
+    /// attempt's: the time a row is filed under): appended logs should not overlap them.
+    pub operation_span: Option<(i64, i64)>,
 }
 
 /// Reads what a replay appended to the store under `data` carries on with ([`CarryOver`]):
@@ -266,9 +266,11 @@ pub fn carry_over(data: &Path) -> Result<CarryOver, AuditError> {
         .iter()
         .filter_map(|(key, c)| Some(((key.0.clone(), c.disabled_by.clone()?), key.clone())))
         .collect();
-    let mut newest_operation = None;
+    let mut operation_span: Option<(i64, i64)> = None;
     for_each_operation(data, |op| {
-        newest_operation = newest_operation.max(Some(op.time));
+        operation_span = Some(operation_span.map_or((op.time, op.time), |(from, to)| {
+            (from.min(op.time), to.max(op.time))
+        }));
         if candidates.is_empty() || op.skipped_or_unattributed {
             return;
         }
@@ -318,7 +320,7 @@ pub fn carry_over(data: &Path) -> Result<CarryOver, AuditError> {
     Ok(CarryOver {
         open,
         closed,
-        newest_operation,
+        operation_span,
     })
 }
 

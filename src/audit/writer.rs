@@ -562,8 +562,8 @@ pub struct AuditWriter {
     file_prefix: String,
     sequence: u64,
     rows_written: BTreeMap<Table, u64>,
-    /// The oldest operation time among the rows added.
-    oldest_operation: Option<i64>,
+    /// The oldest and newest operation times among the rows added.
+    operation_span: Option<(i64, i64)>,
 }
 
 fn parquet_error(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> AuditError + '_ {
@@ -599,7 +599,7 @@ impl AuditWriter {
             file_prefix,
             sequence: 0,
             rows_written: BTreeMap::new(),
-            oldest_operation: None,
+            operation_span: None,
         })
     }
 
@@ -608,10 +608,10 @@ impl AuditWriter {
         self.rows_written.get(&table).copied().unwrap_or(0)
     }
 
-    /// The oldest operation time among the rows added (an operation's time: its IdP record's,
-    /// else its first attempt's).
-    pub fn oldest_operation(&self) -> Option<i64> {
-        self.oldest_operation
+    /// The oldest and newest operation times among the rows added (an operation's time: its
+    /// IdP record's, else its first attempt's).
+    pub fn operation_span(&self) -> Option<(i64, i64)> {
+        self.operation_span
     }
 
     /// Rows buffered in memory, not yet in a file.
@@ -631,7 +631,10 @@ impl AuditWriter {
             Output::Operation(op) => {
                 let row = operation_view(op, &self.source_names, ingested_at);
                 let time = row.time();
-                self.oldest_operation = Some(self.oldest_operation.map_or(time, |t| t.min(time)));
+                let span = self
+                    .operation_span
+                    .map_or((time, time), |(from, to)| (from.min(time), to.max(time)));
+                self.operation_span = Some(span);
                 let day = day_of(time);
                 let buffer = self.operations.entry(day).or_default();
                 buffer.append(&row);

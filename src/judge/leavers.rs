@@ -1399,6 +1399,17 @@ impl Episodes {
         op: &LifecycleOp,
         out: &mut Vec<LeaverEvent>,
     ) {
+        // A joiner older than what the pair holds changes nothing: it cannot cancel an
+        // episode begun after it, nor rehire an account closed after it. In one stream of
+        // logs joiners come in time order; an episode carried over from a store may be newer
+        // than logs appended to it (an overlap cancelled a never-disabled high-risk leaver,
+        // and the pack left it out: QA helper-57).
+        let since = (self.pairs.get(pair_key)).and_then(|pair| {
+            (pair.open.as_ref()).map_or(pair.last_closed_at, |e| Some(e.initiated_at))
+        });
+        if since.is_some_and(|since| op.time < since) {
+            return;
+        }
         let cancelled = cancel_open(&mut self.pairs, pair_key, &mut self.open, out);
         // The account's closure under the login it had before a rename: it is live again too.
         let renamed =
@@ -1732,6 +1743,43 @@ mod tests {
         assert_eq!(open[0].user(), "ada.admin@corp.example");
         assert_eq!(open[0].alert_user(), "u-42");
         assert_eq!(open[0].correlation_ids, ["L1", "L2"]);
+    }
+
+    /// A joiner older than an open episode (logs appended to a store that carried the episode
+    /// over, and overlapping it) leaves it open: only a joiner after it cancels it (QA
+    /// helper-57: a never-disabled high-risk leaver was cancelled and left out of the pack).
+    #[test]
+    fn only_a_joiner_after_an_episode_began_cancels_it() {
+        let mut episodes = super::Episodes::new(super::super::Policy::from_config(
+            &crate::config::SloConfig::default(),
+        ));
+        let op = |stage: Stage, outcome: Outcome, time: i64| {
+            LifecycleOp::from(LifecycleOpFields {
+                stage,
+                outcome,
+                time: Ts(time),
+                app: Some("aws-prod".into()),
+                user_id: Some("u-581".into()),
+                user_login: Some("user581@corp.example".into()),
+                action: "deactivate".into(),
+                correlation_id: Some(format!("c-{time}")),
+                trigger_time: None,
+                first_attempt_time: Some(Ts(time)),
+                first_success: None,
+                groups: vec![],
+            })
+        };
+        let mut out = Vec::new();
+        episodes.on_operation(&op(Stage::Leaver, Outcome::Failed, 1_000), &mut out);
+        episodes.on_operation(&op(Stage::Joiner, Outcome::Succeeded, 984), &mut out);
+        assert_eq!(episodes.open_episodes().len(), 1, "{out:?}");
+        assert!(out.is_empty(), "{out:?}");
+        episodes.on_operation(&op(Stage::Joiner, Outcome::Succeeded, 1_001), &mut out);
+        assert!(episodes.open_episodes().is_empty());
+        assert!(
+            matches!(&out[..], [super::LeaverEvent::Ended(e)] if e.state == super::EpisodeState::Cancelled),
+            "{out:?}"
+        );
     }
 
     #[test]
