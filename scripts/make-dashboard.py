@@ -19,6 +19,11 @@ def panel(kind, title, targets, w=8, h=8, x=0, unit=None, thresholds=None, extra
         p["fieldConfig"]["defaults"]["unit"] = unit
     if thresholds:
         p["fieldConfig"]["defaults"]["thresholds"] = {"mode": "absolute", "steps": thresholds}
+    if kind == "heatmap":
+        # Histogram buckets are cumulative: Grafana takes each bucket's own count, sorted by
+        # bound, only from a target formatted as a heatmap (otherwise every row shows them all).
+        for t in p["targets"]:
+            t["format"] = "heatmap"
     if extra:
         p.update(extra)
     panels.append(p)
@@ -47,20 +52,20 @@ y += 8
 
 row("Stage: $stage", repeat="stage")
 panel("timeseries", "$stage success ratio by window", [('scimwatch_stage_success_ratio{stage="$stage"}', "{{window}}")], w=6, unit="percentunit")
-panel("timeseries", "$stage operations by outcome", [('sum by (outcome) (increase(scimwatch_operations_total{stage="$stage"}[$__rate_interval]))', "{{outcome}}")], w=6, x=6)
+panel("timeseries", "$stage operations per minute by outcome", [('60 * sum by (outcome) (rate(scimwatch_operations_total{stage="$stage"}[$__rate_interval]))', "{{outcome}}")], w=6, x=6, unit="opm")
 panel("timeseries", "$stage burn rate (99% SLO)", [('stage:scimwatch_operations_error:ratio_increase1h{stage="$stage"} / 0.01', "1h"), ('stage:scimwatch_operations_error:ratio_increase5m{stage="$stage"} / 0.01', "5m"), ('stage:scimwatch_operations_error:ratio_increase6h{stage="$stage"} / 0.01', "6h"), ("vector(14.4)", "fast 14.4x"), ("vector(6)", "slow 6x")], w=6, x=12)
 panel("bargauge", "$stage failures by cause (1h)", [(f'sum by (cause) (increase(scimwatch_operations_total{{stage="$stage", outcome=~"failed|unconfirmed"}}[1h]))', "{{cause}}")], w=6, x=18)
 y += 8
 
 row("Leavers")
-panel("heatmap", "Disable latency", [("sum by (le) (increase(scimwatch_leaver_disable_latency_seconds_bucket[$__rate_interval]))", "{{le}}")], w=8, extra={"options": {"calculate": False}})
+panel("heatmap", "Disable latency", [("sum by (le) (increase(scimwatch_leaver_disable_latency_seconds_bucket[$__rate_interval]))", "{{le}}")], w=8, unit="s", extra={"options": {"calculate": False, "yAxis": {"unit": "s"}}})
 panel("stat", "High-risk leavers disabled within 15 minutes (1 day; those still overdue count against)", [('sum(increase(scimwatch_leaver_disable_latency_seconds_bucket{risk="high",le=~"900(\\\\.0)?"}[1d])) / (sum(increase(scimwatch_leaver_disable_latency_seconds_count{risk="high"}[1d])) + sum(scimwatch_leavers_overdue{risk="high"}))', "within 15 min")], w=5, x=8, unit="percentunit", thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}])
 panel("timeseries", "Open and overdue leavers", [("scimwatch_leavers_open", "open {{risk}}"), ("scimwatch_leavers_overdue", "overdue {{risk}}")], w=6, x=13)
 panel("stat", "Oldest open leaver", [("scimwatch_leaver_oldest_open_age_seconds", "{{risk}}")], w=5, x=19, unit="s")
 y += 8
 
 row("Pipeline health")
-panel("timeseries", "Lines read per second", [("sum by (source) (rate(scimwatch_lines_total[$__rate_interval]))", "{{source}}")], w=5, unit="reqps")
+panel("timeseries", "Lines read per second", [("sum by (source) (rate(scimwatch_lines_total[$__rate_interval]))", "{{source}}")], w=5, unit="cps")
 panel("timeseries", "Lines set aside (1h)", [("sum by (source, reason) (increase(scimwatch_parse_errors_total[1h]))", "{{source}} {{reason}}")], w=5, x=5)
 # Sources set never to be stale (a trigger feed, by default) would climb for hours and squash the rest.
 panel("timeseries", "Source staleness", [("time() - scimwatch_source_last_event_timestamp_seconds unless on(source, job, instance) scimwatch_source_stale_after_seconds == 0", "{{source}}")], w=5, x=10, unit="s")

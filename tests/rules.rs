@@ -114,6 +114,14 @@ fn the_dashboard_is_provisionable_as_is() {
             "{}",
             panel["title"]
         );
+        // A heatmap of histogram buckets shows each bucket's own count only from targets
+        // formatted as a heatmap; otherwise the cumulative buckets all show every leaver
+        // (QA helper-56).
+        if panel["type"] == "heatmap" {
+            for target in panel["targets"].as_array().unwrap() {
+                assert_eq!(target["format"], "heatmap", "{}", panel["title"]);
+            }
+        }
     }
     // The generator and the committed file agree.
     let dir = tempfile::tempdir().unwrap();
