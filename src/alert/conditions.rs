@@ -39,6 +39,10 @@ pub struct Inputs<'a> {
     pub sources: Vec<Freshness<'a>>,
     /// Every file read to its end: only then is a silent source really silent.
     pub caught_up: bool,
+    /// The `app` label an app's counts have in the metrics the rules read (`other` for a name
+    /// no IdP record or the config gives): the security alerts count by it, so the daemon and
+    /// the rules page for the same apps.
+    pub app_label: &'a dyn Fn(&str) -> String,
 }
 
 /// A source's newest event and how long it may be silent.
@@ -114,6 +118,71 @@ fn busiest<T>(
     by_app.sort_by(|a, b| count(b).cmp(&count(a)).then_with(|| app(a).cmp(app(b))));
     let rest = by_app.split_off(MAX_GATEWAY_APPS - 1);
     (by_app, rest)
+}
+
+/// Counts by app, gathered under their `app` label ([`Inputs::app_label`]), each app with
+/// what it brings (`T`).
+struct Group<T> {
+    label: String,
+    count: u64,
+    members: Vec<(String, T)>,
+}
+
+/// Whether a group stands for the apps with no label of their own, or beyond the cap.
+fn is_other<T>(group: &Group<T>) -> bool {
+    group.label == "other"
+}
+
+fn grouped<T>(
+    inputs: &Inputs,
+    by_app: impl IntoIterator<Item = (String, T, u64)>,
+) -> Vec<Group<T>> {
+    let mut groups: BTreeMap<String, Group<T>> = BTreeMap::new();
+    for (app, item, count) in by_app {
+        let label = (inputs.app_label)(&app);
+        let group = groups.entry(label.clone()).or_insert_with(|| Group {
+            label,
+            count: 0,
+            members: Vec::new(),
+        });
+        group.count += count;
+        group.members.push((app, item));
+    }
+    groups.into_values().collect()
+}
+
+/// The [`busiest`] groups, the rest folded into `other` (with the apps already there).
+fn capped<T>(groups: Vec<Group<T>>) -> Vec<Group<T>> {
+    let (mut kept, rest) = busiest(groups, |g| g.count, |g| &g.label);
+    if !rest.is_empty() {
+        let other = match kept.iter().position(is_other) {
+            Some(i) => kept.remove(i),
+            None => Group {
+                label: "other".into(),
+                count: 0,
+                members: Vec::new(),
+            },
+        };
+        kept.push(rest.into_iter().fold(other, |mut other, group| {
+            other.count += group.count;
+            other.members.extend(group.members);
+            other
+        }));
+    }
+    kept
+}
+
+/// The first names of a group's apps, `…` after them if there are more.
+fn some_names<T>(group: &Group<T>) -> String {
+    let names: Vec<&str> = (group.members.iter().take(SAMPLES))
+        .map(|(app, _)| app.as_str())
+        .collect();
+    let more = if group.members.len() > names.len() {
+        ", …"
+    } else {
+        ""
+    };
+    format!("{}{more}", names.join(", "))
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -414,130 +483,121 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     }
     let judged = inputs.judged_until;
     let since = judged.minus_secs(a.auth_failure_window_secs);
-    let over: Vec<(String, u64)> = inputs
-        .evidence
-        .auth_failures_by_app(since)
-        .into_iter()
-        .filter(|(_, count)| *count >= a.auth_failure_threshold)
-        .collect();
-    let (over, rest) = busiest(over, |(_, count)| *count, |(app, _)| app);
-    if !rest.is_empty() {
-        let count: u64 = rest.iter().map(|(_, n)| n).sum();
-        let names: Vec<&str> = rest
-            .iter()
-            .take(SAMPLES)
-            .map(|(app, _)| app.as_str())
-            .collect();
-        out.push(condition(
-            inputs,
-            "ScimAuthFailures",
-            "page",
-            labels(&[("app", "other")]),
-            format!(
-                "SCIM calls to {} more apps are refused (401/403): {count} in the last {}",
-                rest.len(),
-                window_name(a.auth_failure_window_secs)
-            ),
-            vec![format!(
-                "Apps beyond the {} with the most refusals: {}{}; so many apps at once is \
-                 more likely made-up Host names than expired tokens",
-                MAX_GATEWAY_APPS - 1,
-                names.join(", "),
-                if rest.len() > names.len() {
-                    ", …"
-                } else {
-                    ""
-                }
-            )],
-        ));
-    }
+    // Counted by `app` label, as the rules count: refusals spread over 150 made-up Host names,
+    // none over the threshold on its own, paged `other` in Prometheus and nothing here
+    // (QA helper-56).
+    let refused = inputs.evidence.auth_failures_by_app(since);
+    let groups = grouped(inputs, refused.into_iter().map(|(app, n)| (app, (), n)));
+    let over = (groups.into_iter()).filter(|g| g.count >= a.auth_failure_threshold);
     // (Quoted from where the counts begin, whole minutes.)
-    let since = crate::alert::evidence::counts_from(since);
-    for (app, count) in over {
-        let mut details = vec![format!(
-            "{count} operations to {app} were refused with 401/403 in the last {} (threshold {})",
-            window_name(a.auth_failure_window_secs),
-            a.auth_failure_threshold
-        )];
-        for (cause, n) in inputs.evidence.top_causes(None, Some(&app), since) {
-            if matches!(
-                cause,
-                crate::model::Cause::Unauthorized | crate::model::Cause::Forbidden
-            ) {
-                details.push(format!("  {} ×{n}: {}", cause.as_str(), cause.hint()));
+    let from = crate::alert::evidence::counts_from(since);
+    for group in capped(over.collect()) {
+        let (app, count) = (group.label.as_str(), group.count);
+        let apps: Vec<&str> = group.members.iter().map(|(app, _)| app.as_str()).collect();
+        let mut details = Vec::new();
+        if is_other(&group) {
+            details.push(format!(
+                "{count} operations were refused with 401/403 in the last {} (threshold {}) by \
+                 apps with no label of their own (no IdP record or config names them, or beyond \
+                 the {} with the most): {}; so many apps at once is more likely made-up Host \
+                 names, or one token tried everywhere, than expired tokens",
+                window_name(a.auth_failure_window_secs),
+                a.auth_failure_threshold,
+                MAX_GATEWAY_APPS - 1,
+                some_names(&group)
+            ));
+        } else {
+            details.push(format!(
+                "{count} operations to {app} were refused with 401/403 in the last {} (threshold {})",
+                window_name(a.auth_failure_window_secs),
+                a.auth_failure_threshold
+            ));
+            for (cause, n) in inputs.evidence.top_causes(None, Some(app), from) {
+                if matches!(
+                    cause,
+                    crate::model::Cause::Unauthorized | crate::model::Cause::Forbidden
+                ) {
+                    details.push(format!("  {} ×{n}: {}", cause.as_str(), cause.hint()));
+                }
             }
         }
-        let unattributed = inputs.evidence.unattributed_auth_failures(&app, since);
+        let unattributed: usize = (apps.iter())
+            .map(|app| inputs.evidence.unattributed_auth_failures(app, from))
+            .sum();
         if unattributed > 0 {
             details.push(format!(
                 "  {unattributed} of them writes with no IdP record: a client other than the IdP \
                  holds a token for {app} (a leaked one?): find it before rotating"
             ));
         }
-        let samples = inputs.evidence.sample_auth_failures(&app, since, SAMPLES);
+        let samples: Vec<String> = (apps.iter())
+            .flat_map(|app| inputs.evidence.sample_auth_failures(app, from, SAMPLES))
+            .take(SAMPLES)
+            .collect();
         if !samples.is_empty() {
             details.push(format!("Sample correlation IDs: {}", samples.join(", ")));
         }
+        let summary = if is_other(&group) {
+            format!(
+                "SCIM calls to {} other apps are refused (401/403): {count} in the last {}",
+                apps.len(),
+                window_name(a.auth_failure_window_secs)
+            )
+        } else {
+            format!(
+                "SCIM calls to {app} are refused (401/403): {count} in the last {}; rotate the SCIM token",
+                window_name(a.auth_failure_window_secs)
+            )
+        };
         out.push(condition(
             inputs,
             "ScimAuthFailures",
             "page",
-            labels(&[("app", &app)]),
-            format!(
-                "SCIM calls to {app} are refused (401/403): {count} in the last {}; rotate the SCIM token",
-                window_name(a.auth_failure_window_secs)
-            ),
+            labels(&[("app", app)]),
+            summary,
             details,
         ));
     }
     let since = judged.minus_secs(a.unattributed_window_secs);
-    let (by_app, rest) = busiest(
-        inputs.evidence.unattributed_by_app(since, SAMPLES),
-        |(_, _, count)| *count,
-        |(app, _, _)| app,
-    );
-    if !rest.is_empty() {
-        let count: u64 = rest.iter().map(|(_, _, n)| n).sum();
-        let samples: Vec<&String> = rest.iter().flat_map(|(_, s, _)| s).take(SAMPLES).collect();
-        out.push(condition(
-            inputs,
-            "UnattributedWrites",
-            "ticket",
-            labels(&[("app", "other")]),
-            format!(
-                "{count} SCIM write(s) to {} more apps in the last {} have no IdP record",
-                rest.len(),
-                window_name(a.unattributed_window_secs)
-            ),
-            vec![
+    let writes = inputs.evidence.unattributed_by_app(since, SAMPLES);
+    let groups = grouped(inputs, writes);
+    for group in capped(groups) {
+        let (app, count) = (group.label.as_str(), group.count);
+        let samples: Vec<&str> = (group.members.iter())
+            .flat_map(|(_, samples)| samples.iter().map(String::as_str))
+            .take(SAMPLES)
+            .collect();
+        let (summary, hint) = if is_other(&group) {
+            (
                 format!(
-                    "Sample writes: {}",
-                    samples
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "{count} SCIM write(s) to {} other apps in the last {} have no IdP record",
+                    group.members.len(),
+                    window_name(a.unattributed_window_secs)
                 ),
-                "Hint: writes to so many apps at once are more likely made-up Host names than \
-                 hand edits: look at who sends them"
-                    .into(),
-            ],
-        ));
-    }
-    for (app, samples, count) in by_app {
+                format!(
+                    "Hint: apps with no label of their own (no IdP record or config names them, \
+                     or beyond the {} with the most): {}; writes to so many apps at once are \
+                     more likely made-up Host names than hand edits: look at who sends them",
+                    MAX_GATEWAY_APPS - 1,
+                    some_names(&group)
+                ),
+            )
+        } else {
+            (
+                format!(
+                    "{count} SCIM write(s) to {app} in the last {} have no IdP record",
+                    window_name(a.unattributed_window_secs)
+                ),
+                "Hint: a hand edit, another client or a stolen SCIM token: find who holds the token".into(),
+            )
+        };
         out.push(condition(
             inputs,
             "UnattributedWrites",
             "ticket",
-            labels(&[("app", &app)]),
-            format!(
-                "{count} SCIM write(s) to {app} in the last {} have no IdP record",
-                window_name(a.unattributed_window_secs)
-            ),
-            vec![
-                format!("Sample writes: {}", samples.join(", ")),
-                "Hint: a hand edit, another client or a stolen SCIM token: find who holds the token".into(),
-            ],
+            labels(&[("app", app)]),
+            summary,
+            vec![format!("Sample writes: {}", samples.join(", ")), hint],
         ));
     }
 }
@@ -604,6 +664,8 @@ mod tests {
         episodes: Vec<Episode>,
         sources: Vec<Freshness<'static>>,
         caught_up: bool,
+        /// The apps with an `app` label of their own (None: every app).
+        labelled: Option<Vec<&'static str>>,
     }
 
     impl World {
@@ -616,6 +678,7 @@ mod tests {
                 episodes: Vec::new(),
                 sources: Vec::new(),
                 caught_up: true,
+                labelled: None,
             }
         }
         /// `ok` successes and `bad` failures (cause `cause`) of a stage, spread over the
@@ -658,6 +721,10 @@ mod tests {
                 open_episodes: &open,
                 sources: self.sources.clone(),
                 caught_up: self.caught_up,
+                app_label: &|app| match &self.labelled {
+                    Some(apps) if !apps.contains(&app) => "other".into(),
+                    _ => app.to_string(),
+                },
             })
         }
     }
@@ -840,8 +907,65 @@ mod tests {
                 "{apps:?}"
             );
             let other = of.iter().find(|c| c.labels["app"] == "other").unwrap();
-            assert!(other.summary.contains("137 more apps"), "{}", other.summary);
+            assert!(
+                other.summary.contains("137 other apps"),
+                "{}",
+                other.summary
+            );
         }
+    }
+
+    /// Refusals spread over many made-up Host names, none over the threshold alone, count
+    /// together under `other`, as `scimwatch_operations_total{app="other"}` does for the rules:
+    /// Prometheus paged for them and the daemon did not (QA helper-56). An app with a label of
+    /// its own stays under its threshold alone.
+    #[test]
+    fn refusals_to_apps_without_a_label_of_their_own_count_together_as_other() {
+        let mut w = World::new();
+        w.labelled = Some(vec!["jira"]);
+        let mut write = |app: String, cid: String| {
+            w.evidence.push(Notable {
+                counted: None,
+                time: at(10),
+                kind: NotableKind::Unattributed,
+                stage: Some(Stage::Mover),
+                app,
+                cause: Some(Cause::Unauthorized),
+                cid: Some(cid),
+                user: None,
+                what: Some("PATCH /scim/v2/Users/9 -> 401".into()),
+            });
+        };
+        for i in 0..150 {
+            write(format!("evil-{i:03}"), format!("e-{i}"));
+        }
+        write("jira".into(), "j-1".into());
+        write("jira".into(), "j-2".into());
+        let all = w.eval(30);
+        assert_eq!(
+            keys(&all),
+            [
+                "ScimAuthFailures{app=other}",
+                "UnattributedWrites{app=jira}",
+                "UnattributedWrites{app=other}"
+            ]
+        );
+        let auth = &all[0];
+        assert!(
+            auth.summary
+                .contains("SCIM calls to 150 other apps are refused (401/403): 150 in"),
+            "{}",
+            auth.summary
+        );
+        let details = auth.details.join("\n");
+        assert!(
+            details.contains("evil-000, evil-001")
+                && details.contains("150 of them writes with no IdP record"),
+            "{details}"
+        );
+        assert!(all[2]
+            .summary
+            .contains("150 SCIM write(s) to 150 other apps"));
     }
 
     #[test]

@@ -1181,6 +1181,11 @@ impl Pipeline {
             open_episodes: &self.overdue_high_risk.iter().collect::<Vec<_>>(),
             sources,
             caught_up: self.live.caught_up,
+            // (The evidence's `unknown` is an operation with no app: its label too.)
+            app_label: &|app| match app {
+                "unknown" => app.to_string(),
+                app => self.metrics.unclaimed_app_label(Some(app)),
+            },
         });
         let settings = crate::alert::AlertSettings {
             hold_secs: alerting.hold_secs,

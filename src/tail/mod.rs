@@ -2057,11 +2057,19 @@ mod tests {
         let mut h = Harness::new();
         h.tailer = tailer_in(h.dir.path(), "s", Vec::new(), Duration::ZERO).with_max_open(3);
         let long = "x".repeat(300); // opened at once: a short file waits a pass
-        for k in (1..=10).rev() {
-            h.append(&format!("app.log.{k}"), &[&format!("{k} {long}")]);
-            std::thread::sleep(Duration::from_millis(5)); // the next is newer
+                                    // Each newer than the one before by a second (written 5 ms apart, a coarse file
+                                    // system clock gave two the same time now and then, and their names ordered them).
+        let start = std::time::SystemTime::now() - Duration::from_secs(60);
+        for k in (0..=10).rev() {
+            let name = match k {
+                0 => "app.log".to_string(),
+                k => format!("app.log.{k}"),
+            };
+            h.append(&name, &[&format!("{k} {long}")]);
+            let file = fs::OpenOptions::new().write(true).open(h.path(&name));
+            let at = start + Duration::from_secs(10 - k);
+            file.unwrap().set_modified(at).unwrap();
         }
-        h.append("app.log", &[&format!("0 {long}")]);
         let mut most_open = 0;
         for _ in 0..40 {
             h.poll();
