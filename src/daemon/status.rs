@@ -30,6 +30,8 @@ pub struct TailStatus {
     pub copies_detected: u64,
     pub new_generations: u64,
     pub files_closed: u64,
+    /// Files being read when the daemon last stopped, gone at its start.
+    pub files_lost: u64,
 }
 
 impl From<TailCounters> for TailStatus {
@@ -40,6 +42,7 @@ impl From<TailCounters> for TailStatus {
             copies_detected: c.copies_detected,
             new_generations: c.new_generations,
             files_closed: c.files_closed,
+            files_lost: c.files_lost,
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct FilePosition {
     pub offset: u64,
     /// Lines before `offset`.
     pub line: u64,
+    /// A rotated file read to its end and closed (parked): gone at the next start, nothing
+    /// of it was lost. Absent (false) from checkpoints written before it was kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 /// A source to follow.
@@ -72,6 +76,9 @@ pub struct TailCounters {
     pub files_waiting: u64,
     /// Directory listings that failed (their files are neither opened nor taken for gone).
     pub listing_errors: u64,
+    /// Files being read when the daemon last stopped that were gone at its start (lines
+    /// written to them after the checkpoint, if any, were lost).
+    pub files_lost: u64,
 }
 
 struct TailedFile {
@@ -256,6 +263,7 @@ impl TailedFile {
             head_len: self.head_len,
             offset,
             line,
+            closed: false,
         }
     }
 }
@@ -511,6 +519,7 @@ impl Tailer {
                     head_len: g.head_len,
                     offset: g.consumed_offset,
                     line: g.consumed_line,
+                    closed: false,
                 }),
         );
         positions.extend(self.resume.iter().cloned());
@@ -912,7 +921,8 @@ impl Tailer {
                         open_by_source[file.source] -= 1;
                     }
                     let processed = (file.consumed_offset, file.consumed_line);
-                    let position = file.position(&sources[file.source].name, processed);
+                    let mut position = file.position(&sources[file.source].name, processed);
+                    position.closed = true;
                     parked.push((position, file.seen_at));
                     closed += 1;
                     return false;
@@ -965,12 +975,21 @@ impl Tailer {
             unopened[file.source] = true;
         }
         let sources = &self.sources;
+        let lost = &mut self.counters.files_lost;
         self.resume.retain(|p| {
             // (A source renamed since: any of them.)
-            match sources.iter().position(|s| s.name == p.source) {
+            let kept = match sources.iter().position(|s| s.name == p.source) {
                 Some(source) => unopened[source],
                 None => unopened.iter().any(|u| *u),
+            };
+            // A file being read when the daemon stopped, gone at its start: what was written
+            // to it after the checkpoint is lost, and nothing said so (QA helper-57: a rotation
+            // compressed while the daemon was down took 1,000 lines with it, silently).
+            if !kept && !p.closed {
+                *lost += 1;
+                tracing::warn!(source = %p.source, path = %p.path.display(), offset = p.offset, line = p.line, "A log file scimwatch was reading when it stopped is gone (rotated and compressed, or removed, while it was down): lines written to it after this line, if any, were not read. Keep a rotation readable until the next one (logrotate's delaycompress).");
             }
+            kept
         });
     }
 
@@ -2141,11 +2160,17 @@ mod tests {
             head_len: 10,
             offset: 5,
             line: 1,
+            closed: false,
+        };
+        let closed = FilePosition {
+            closed: true,
+            ..position(4, u64::MAX - 8)
         };
         let positions = vec![
             position(1, meta.ino()),
             position(2, meta.ino()),
             position(3, u64::MAX - 7), // no such file
+            closed,                    // a rotation read to its end, since removed
         ];
         let mut tailer = tailer_in(dir.path(), "s", positions, Duration::ZERO);
         poll(&mut tailer);
@@ -2155,10 +2180,14 @@ mod tests {
         // The file is followed (read from 0 under a new id); its inode's older generations
         // and the missing file are kept for a second (a copy of one may be listed).
         let open = tailer.files[0].id;
-        assert_eq!(ids(&tailer), [1, 2, 3, open]);
+        assert_eq!(ids(&tailer), [1, 2, 3, 4, open]);
+        assert_eq!(tailer.counters().files_lost, 0);
         std::thread::sleep(Duration::from_millis(1_100));
         poll(&mut tailer);
         assert_eq!(ids(&tailer), [open]);
+        // The files being read when it stopped, gone (lines written to them since may be
+        // lost: helper-57), are said and counted; the rotation read to its end is not.
+        assert_eq!(tailer.counters().files_lost, 2);
     }
 
     /// Rotations written long ago are closed as soon as they are read under pressure for
