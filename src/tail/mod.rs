@@ -141,6 +141,11 @@ struct Generation {
     consumed_offset: u64,
     consumed_line: u64,
     ended: Instant,
+    /// Being read when the daemon last stopped, and its inode found rewritten at the start
+    /// (copytruncated, or removed and its inode given to a new file, while the daemon was
+    /// down): unless a copy of it turns up, what was written to it after the checkpoint is
+    /// lost, and said so when it is let go.
+    unread_since_checkpoint: bool,
 }
 
 /// A copy read on from where its original (truncated, or gone) was read to: until the
@@ -284,12 +289,14 @@ impl Generation {
             consumed_offset: file.consumed_offset,
             consumed_line: file.consumed_line,
             ended: now,
+            unread_since_checkpoint: false,
         }
     }
 
-    /// A closed file's position as a generation that ended `now` (it was truncated).
+    /// A checkpointed position as a generation that ended `now` (it was truncated).
     fn ended(p: FilePosition, source: usize, now: Instant) -> Generation {
         Generation {
+            unread_since_checkpoint: !p.closed,
             id: p.file_id,
             source,
             path: p.path,
@@ -304,6 +311,11 @@ impl Generation {
             ended: now,
         }
     }
+}
+
+/// Says that a file being read when the daemon last stopped is gone, with what was read of it.
+fn warn_lost(source: &str, path: &Path, offset: u64, line: u64) {
+    tracing::warn!(source, path = %path.display(), offset, line, "A log file scimwatch was reading when it stopped is gone (rotated and compressed, or removed, while it was down): lines written to it after this line, if any, were not read. Keep a rotation readable until the next one (logrotate's delaycompress).");
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -815,8 +827,15 @@ impl Tailer {
             keep
         });
         // Files no glob finds any more: read to the end, then let go after the grace period.
-        self.previous
-            .retain(|g| now.duration_since(g.ended) < rotate_wait.max(Duration::from_secs(1)));
+        let lost = &mut self.counters.files_lost;
+        self.previous.retain(|g| {
+            let keep = now.duration_since(g.ended) < rotate_wait.max(Duration::from_secs(1));
+            if !keep && g.unread_since_checkpoint {
+                *lost += 1;
+                warn_lost(&self.sources[g.source].name, &g.path, g.offset, g.line);
+            }
+            keep
+        });
         // Per file, whether another file of its source, written since, turned up after it
         // last grew: the file that rotated it away. (A newer modification alone also said so
         // of two nodes' logs written side by side, and a line one of them wrote in two parts
@@ -987,7 +1006,7 @@ impl Tailer {
             // compressed while the daemon was down took 1,000 lines with it, silently).
             if !kept && !p.closed {
                 *lost += 1;
-                tracing::warn!(source = %p.source, path = %p.path.display(), offset = p.offset, line = p.line, "A log file scimwatch was reading when it stopped is gone (rotated and compressed, or removed, while it was down): lines written to it after this line, if any, were not read. Keep a rotation readable until the next one (logrotate's delaycompress).");
+                warn_lost(&p.source, &p.path, p.offset, p.line);
             }
             kept
         });
@@ -1189,7 +1208,7 @@ impl Tailer {
                 };
                 start = at;
                 copy_of = Some((f.id, (f.consumed_offset, f.consumed_line)));
-            } else if let Some(g) = (self.previous.iter().rev()).find(|g| {
+            } else if let Some(g) = (self.previous.iter_mut().rev()).find(|g| {
                 g.source == source && other(g.dev, g.ino) && matches(g.head_len, g.head_hash)
             }) {
                 let Some(at) = on_from(g.offset, g.line) else {
@@ -1197,6 +1216,7 @@ impl Tailer {
                 };
                 start = at;
                 copy_of = Some((g.id, (g.consumed_offset, g.consumed_line)));
+                g.unread_since_checkpoint = false; // read on from its copy
             } else if let Some((p, _)) = (self.parked.iter())
                 .find(|(p, _)| p.source == name && matches(p.head_len, p.head_hash))
             {
@@ -2185,9 +2205,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1_100));
         poll(&mut tailer);
         assert_eq!(ids(&tailer), [open]);
-        // The files being read when it stopped, gone (lines written to them since may be
-        // lost: helper-57), are said and counted; the rotation read to its end is not.
-        assert_eq!(tailer.counters().files_lost, 2);
+        // The files being read when it stopped, gone or rewritten with no copy found (lines
+        // written to them since may be lost: helper-57), are said and counted; the rotation
+        // read to its end is not.
+        assert_eq!(tailer.counters().files_lost, 3);
     }
 
     /// Rotations written long ago are closed as soon as they are read under pressure for
