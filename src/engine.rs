@@ -192,7 +192,8 @@ pub struct EngineState {
     episodes: crate::judge::leavers::EpisodesState,
     timeline: Vec<(TimelineKey, TimelineItem)>,
     watermark: Option<Ts>,
-    clock: Ts,
+    /// None before any record set it (see [`EngineStateRef::clock`]).
+    clock: Option<Ts>,
     lateness_micros: i64,
 }
 
@@ -204,9 +205,15 @@ pub struct EngineStateRef<'a> {
     episodes: crate::judge::leavers::EpisodesStateRef<'a>,
     timeline: Vec<(&'a TimelineKey, &'a TimelineItem)>,
     watermark: Option<Ts>,
-    clock: Ts,
+    /// None before any record or wall time set it: its start, `Ts(i64::MIN)`, written as a
+    /// time, was a year no checkpoint reader takes, and a daemon stopped before its first
+    /// record (only lines set aside, a backlog's first pass) could not start again.
+    clock: Option<Ts>,
     lateness_micros: i64,
 }
+
+/// The engine's clock before anything set it.
+const CLOCK_UNSET: Ts = Ts(i64::MIN);
 
 /// What the memory caps dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -244,7 +251,7 @@ impl Engine {
             episodes: Episodes::new(settings.policy),
             timeline: Timeline::default(),
             watermark: None,
-            clock: Ts(i64::MIN),
+            clock: CLOCK_UNSET,
             outputs: Vec::new(),
             joined: Vec::new(),
             leaver_events: Vec::new(),
@@ -403,7 +410,7 @@ impl Engine {
             episodes: self.episodes.snapshot(),
             timeline: self.timeline.sorted(),
             watermark: self.watermark,
-            clock: self.clock,
+            clock: Some(self.clock).filter(|clock| *clock != CLOCK_UNSET),
             lateness_micros: self.lateness_micros,
         }
     }
@@ -423,7 +430,7 @@ impl Engine {
             episodes: Episodes::restore(settings.policy, state.episodes),
             timeline: state.timeline.into_iter().collect(),
             watermark: state.watermark,
-            clock: state.clock,
+            clock: state.clock.unwrap_or(CLOCK_UNSET),
             outputs: Vec::new(),
             joined: Vec::new(),
             leaver_events: Vec::new(),
