@@ -81,10 +81,10 @@ enum Command {
         /// count every row twice).
         #[arg(long, requires = "parquet")]
         append: bool,
-        /// With --append: write this replay's rows even when its operations overlap the
-        /// store's in time (by default the replay is refused and nothing written, since logs
-        /// replayed twice count twice). For logs of the same period that were never replayed
-        /// into the store, say another tenant's.
+        /// With --append: write this replay's rows even when its operations do not come after
+        /// the store's (by default the replay is refused and nothing written, since logs
+        /// replayed twice count twice). For logs never replayed into the store: another
+        /// tenant's, or an earlier period's.
         #[arg(long, requires = "append")]
         allow_overlap: bool,
         /// Threads to use: 1 runs everything on one; 2 reads and parses the files, and writes
@@ -247,7 +247,7 @@ fn default_threads() -> usize {
 enum Append {
     /// Refuses it.
     No,
-    /// Adds to it logs whose operations do not overlap the store's in time (`--append`).
+    /// Adds to it logs whose operations come after the store's (`--append`).
     Disjoint,
     /// Adds to it whatever the logs hold (`--append --allow-overlap`).
     EvenOverlapping,
@@ -352,16 +352,15 @@ fn run_replay(
         // Logs replayed twice into one store count twice, and nothing downstream can tell
         // (QA helper-30: monthly exports that overlap at their edges doubled a pack's
         // operations, and verify passed); and the episodes the store carried over met the
-        // overlap's older joiners (helper-57). So logs whose operations overlap the store's
-        // in time are refused, their rows taken out again. Logs that start at the instant
-        // the store ends (or end where it starts) may be the next ones cut at a busy
-        // millisecond; logs of an earlier or later period do not overlap.
+        // overlap's older joiners (helper-57), or an earlier period's leavers (helper-58). So
+        // logs whose operations do not come after the store's are refused, their rows taken
+        // out again. Logs that start at the instant the store ends and go on past it may be
+        // the next ones cut at a busy millisecond.
         if let (Some((stored_from, stored_to)), Some((from, to))) =
             (stored_span, writer.operation_span())
         {
-            let touching =
-                (from == stored_to && to > stored_to) || (to == stored_from && from < stored_from);
-            if from <= stored_to && to >= stored_from && !touching {
+            let after = from > stored_to || (from == stored_to && to > stored_to);
+            if !after {
                 let (from, to, stored_from, stored_to) =
                     (Ts(from), Ts(to), Ts(stored_from), Ts(stored_to));
                 if *append == Append::Disjoint {
@@ -369,19 +368,21 @@ fn run_replay(
                         format!("taking this replay's files out of {}", dir.display())
                     })?;
                     return Err(UsageError(format!(
-                        "--parquet {}: these logs' operations ({from} to {to}) overlap the \
-                         store's ({stored_from} to {stored_to}): if they were replayed into it \
-                         before, every operation of the overlap would be in the store, and in \
-                         every pack, twice. Nothing was written. Cut the logs where the last \
-                         replay's ended, replay into a fresh store, or give --allow-overlap if \
-                         these logs were never replayed into it (another tenant's)",
+                        "--parquet {}: these logs' operations ({from} to {to}) do not come after \
+                         the store's ({stored_from} to {stored_to}): if they overlap logs \
+                         replayed into it before, every operation of the overlap would be in \
+                         the store, and in every pack, twice; and the leavers the store holds as \
+                         open would meet older operations. Nothing was written. Cut the logs \
+                         where the last replay's ended, replay into a fresh store, or give \
+                         --allow-overlap if these logs were never replayed into it (another \
+                         tenant's, or an earlier period's)",
                         dir.display()
                     ))
                     .into());
                 }
                 eprintln!(
-                    "warning: these logs' operations ({from} to {to}) overlap the store's \
-                     ({stored_from} to {stored_to}), written as --allow-overlap asks"
+                    "warning: these logs' operations ({from} to {to}) do not come after the \
+                     store's ({stored_from} to {stored_to}), written as --allow-overlap asks"
                 );
             }
         }

@@ -114,8 +114,8 @@ fn a_replay_into_a_store_with_files_is_refused_unless_appending() {
     let stderr = String::from_utf8_lossy(&overlapping.stderr);
     assert!(
         stderr.contains(
-            "these logs' operations (2026-07-01T09:00:00Z to 2026-07-01T10:10:00Z) overlap the \
-             store's (2026-07-01T09:00:00Z to 2026-07-01T10:10:00Z)"
+            "these logs' operations (2026-07-01T09:00:00Z to 2026-07-01T10:10:00Z) do not come \
+             after the store's (2026-07-01T09:00:00Z to 2026-07-01T10:10:00Z)"
         ) && stderr.contains("Nothing was written")
             && stderr.contains("--allow-overlap"),
         "{stderr}"
@@ -134,7 +134,8 @@ fn a_replay_into_a_store_with_files_is_refused_unless_appending() {
     assert_eq!(parquet_files(&data).len(), 2 * before.len());
     let stderr = String::from_utf8_lossy(&appended.stderr);
     assert!(
-        stderr.contains("overlap the store's") && stderr.contains("as --allow-overlap asks"),
+        stderr.contains("do not come after the store's")
+            && stderr.contains("as --allow-overlap asks"),
         "{stderr}"
     );
     // --append means nothing without --parquet.
@@ -1670,7 +1671,7 @@ fn the_append_overlap_refusal_compares_operation_times() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
-            "(2026-07-01T10:00:01Z to 2026-07-01T10:00:01Z) overlap the store's \
+            "(2026-07-01T10:00:01Z to 2026-07-01T10:00:01Z) do not come after the store's \
              (2026-07-01T10:00:00Z to 2026-07-01T10:00:03Z)"
         ),
         "{stderr}"

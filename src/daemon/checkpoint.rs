@@ -55,6 +55,11 @@ pub struct Checkpoint {
     /// SourceStale and paged again later).
     #[serde(default)]
     pub watched_since: std::collections::BTreeMap<String, Ts>,
+    /// The app names with an `app` label of their own: kept across a restart, an app only the
+    /// IdP had named no longer lost its label (and its alerts, to `other`) until the IdP
+    /// named it again (helper-58). Empty in checkpoints from before it was kept.
+    #[serde(default)]
+    pub apps: Vec<String>,
 }
 
 /// Why the checkpoint cannot be taken up under `current` (the config's source names in order):
@@ -159,6 +164,7 @@ pub struct CheckpointRef<'a> {
     pub store_files: Option<u64>,
     pub store_newest: Option<(u64, u64)>,
     pub watched_since: std::collections::BTreeMap<&'a str, Ts>,
+    pub apps: Vec<String>,
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only

@@ -122,6 +122,10 @@ struct Queued {
     next: u64,
 }
 
+/// Lines set aside held one by one between two checkpoints, each with its place and detail;
+/// past these, only counted.
+const MAX_SET_ASIDE_HELD: usize = 10_000;
+
 /// A line set aside, waiting for the checkpoint past it (see `Pipeline::set_aside`).
 struct SetAside {
     source: usize,
@@ -215,6 +219,9 @@ pub struct Pipeline {
     /// back to was read, said and counted again by the next process (QA helper-57: one bad
     /// line, two warnings, 2 in `increase(scimwatch_parse_errors_total)`).
     set_aside: Vec<SetAside>,
+    /// Past [`MAX_SET_ASIDE_HELD`] of them (a backlog of nothing but bad lines), only how
+    /// many per source and reason: memory stays bounded (helper-58).
+    set_aside_more: BTreeMap<(usize, crate::parse::Reason), u64>,
     /// How many of its Parquet files the daemon has committed to the store (counted at start,
     /// then kept), for the checkpoint to say (see [`checkpoint::older_than_store`]).
     store_files: u64,
@@ -270,6 +277,9 @@ impl Pipeline {
                 store_files = files.len() as u64;
                 store_newest = files.iter().map(|f| checkpoint::file_order(f)).max();
                 watched_since = saved.watched_since;
+                for app in &saved.apps {
+                    metrics.claim_app(app);
+                }
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 (
                     Engine::restore(saved.engine, settings),
@@ -377,6 +387,7 @@ impl Pipeline {
             new_breaches: Vec::new(),
             last_checkpoint_cost: Duration::ZERO,
             set_aside: Vec::new(),
+            set_aside_more: BTreeMap::new(),
             store_files,
             store_newest,
             metrics,
@@ -788,13 +799,19 @@ impl Pipeline {
                         .path_of(file)
                         .map(|p| p.display().to_string())
                         .unwrap_or_default();
-                    self.set_aside.push(SetAside {
-                        source: queued.source,
-                        path,
-                        line: queued.number,
-                        offset,
-                        error,
-                    });
+                    if self.set_aside.len() < MAX_SET_ASIDE_HELD {
+                        self.set_aside.push(SetAside {
+                            source: queued.source,
+                            path,
+                            line: queued.number,
+                            offset,
+                            error,
+                        });
+                    } else {
+                        *(self.set_aside_more)
+                            .entry((queued.source, error.reason))
+                            .or_default() += 1;
+                    }
                 }
                 Item::Blank => {}
             }
@@ -837,6 +854,7 @@ impl Pipeline {
                 .zip(&self.watched_since)
                 .map(|(p, since)| (p.name.as_str(), *since))
                 .collect(),
+            apps: self.metrics.labelled_apps(),
             last_events: self
                 .parsers
                 .iter()
@@ -859,6 +877,25 @@ impl Pipeline {
                 .inc();
             self.stats
                 .error_in(source, line.path, line.line, line.offset, error);
+        }
+        for ((source, reason), count) in std::mem::take(&mut self.set_aside_more) {
+            let source = self.parsers[source].name.as_str();
+            tracing::warn!(
+                source,
+                reason = reason.as_str(),
+                count,
+                "More lines set aside than are said one by one between two checkpoints: counted."
+            );
+            self.metrics
+                .parse_errors
+                .get_or_create(&m::ParseErrorLabels {
+                    source: source.to_string(),
+                    reason: reason.as_str().into(),
+                })
+                .inc_by(count);
+            *(self.stats.source_mut(source).errors)
+                .entry(reason)
+                .or_default() += count;
         }
         (self.store_files, self.store_newest) = (store_files, store_newest);
         self.store_alerts()?;
@@ -1764,6 +1801,64 @@ principal = "/principal"
         pipeline.step(at(7)).unwrap();
         pipeline.checkpoint(at(7)).unwrap();
         assert_eq!(counted(&pipeline), (0, 0));
+    }
+
+    /// Past the lines held one by one between two checkpoints, a backlog of bad lines is only
+    /// counted: memory stays bounded, and the count is still exact (helper-58).
+    #[test]
+    fn lines_set_aside_past_the_held_limit_are_counted_not_held() {
+        let extra = "[pipeline]\ncheckpoint_interval_secs = 3600\n";
+        let total = MAX_SET_ASIDE_HELD + 5;
+        let bad: String = (0..total).map(|i| format!("not json {i}\n")).collect();
+        let (_dir, mut pipeline) = pipeline_with(extra, &bad, "");
+        let more = |pipeline: &Pipeline| pipeline.set_aside_more.values().sum::<u64>() as usize;
+        for secs in 0..100 {
+            pipeline.step(at(secs)).unwrap();
+            if pipeline.set_aside.len() + more(&pipeline) == total {
+                break;
+            }
+        }
+        assert_eq!(pipeline.set_aside.len(), MAX_SET_ASIDE_HELD);
+        assert_eq!(more(&pipeline), 5);
+        pipeline.checkpoint(at(100)).unwrap();
+        let labels = m::ParseErrorLabels {
+            source: "idp".into(),
+            reason: "invalid_json".into(),
+        };
+        let counted = pipeline.metrics.parse_errors.get_or_create(&labels).get();
+        assert_eq!(counted, total as u64);
+        assert_eq!(pipeline.stats.sources["idp"].error_count(), total as u64);
+        assert!(pipeline.set_aside.is_empty() && pipeline.set_aside_more.is_empty());
+    }
+
+    /// An app only the IdP named keeps its `app` label across a restart: without it, its
+    /// refused writes counted under `other` until the IdP named it again, and its alerts
+    /// resolved and paged again as `other` (helper-58).
+    #[test]
+    fn apps_the_idp_named_keep_their_label_across_a_restart() {
+        let long = "x".repeat(300); // (opened at once)
+        let idp = idp_line(
+            1,
+            "c-1",
+            "create",
+            "wiki-new",
+            &format!("u{long}"),
+            "success",
+        );
+        let (dir, mut pipeline) = pipeline_with("", &idp, "");
+        for secs in 2..5 {
+            pipeline.step(at(secs)).unwrap();
+        }
+        let label = |pipeline: &Pipeline| pipeline.metrics.unclaimed_app_label(Some("wiki-new"));
+        assert_eq!(label(&pipeline), "wiki-new");
+        pipeline.checkpoint(at(5)).unwrap();
+        drop(pipeline);
+        let pipeline = pipeline_in(dir.path(), "");
+        assert_eq!(label(&pipeline), "wiki-new");
+        assert_eq!(
+            pipeline.metrics.unclaimed_app_label(Some("made-up")),
+            "other"
+        );
     }
 
     /// Writes refused with 401 and no correlation ID (a stolen token's) page ScimAuthFailures

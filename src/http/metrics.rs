@@ -323,11 +323,12 @@ impl Metrics {
         for app in apps.iter().map(String::as_str).chain(["other", "unknown"]) {
             self.zero_app(app);
         }
+        // (Not `leavers_overdue`: it first appears with the pipeline's first count, so a
+        // restarted daemon scraped before then shows no series, which the rules' overdue
+        // alert holds through, rather than a 0 that resolved it and paged it again at the
+        // next scrape: helper-58.)
         for risk in ["high", "standard"] {
             self.leavers_open
-                .get_or_create(&RiskLabels { risk: risk.into() })
-                .set(0);
-            self.leavers_overdue
                 .get_or_create(&RiskLabels { risk: risk.into() })
                 .set(0);
         }
@@ -467,6 +468,12 @@ impl Metrics {
     /// it).
     pub fn claim_app(&self, app: &str) {
         self.admit(app, true);
+    }
+
+    /// The app names with a label of their own (the config's and those learned), for a
+    /// checkpoint to keep.
+    pub fn labelled_apps(&self) -> Vec<String> {
+        (self.apps.lock()).map_or_else(|_| Vec::new(), |known| known.0.iter().cloned().collect())
     }
 
     /// The registry in the OpenMetrics text format.

@@ -941,7 +941,9 @@ impl Tailer {
                     }
                     let processed = (file.consumed_offset, file.consumed_line);
                     let mut position = file.position(&sources[file.source].name, processed);
-                    position.closed = true;
+                    // (Only a rotated-away file is done with: a live log parked while quiet,
+                    // or for a slot, may be written again, and its loss said: helper-58.)
+                    position.closed = rotated;
                     parked.push((position, file.seen_at));
                     closed += 1;
                     return false;
@@ -997,14 +999,16 @@ impl Tailer {
         let lost = &mut self.counters.files_lost;
         self.resume.retain(|p| {
             // (A source renamed since: any of them.)
-            let kept = match sources.iter().position(|s| s.name == p.source) {
+            let source = sources.iter().position(|s| s.name == p.source);
+            let kept = match source {
                 Some(source) => unopened[source],
                 None => unopened.iter().any(|u| *u),
             };
             // A file being read when the daemon stopped, gone at its start: what was written
             // to it after the checkpoint is lost, and nothing said so (QA helper-57: a rotation
             // compressed while the daemon was down took 1,000 lines with it, silently).
-            if !kept && !p.closed {
+            // (Not a source taken out of the config: its files are not read any more.)
+            if !kept && !p.closed && source.is_some() {
                 *lost += 1;
                 warn_lost(&p.source, &p.path, p.offset, p.line);
             }
@@ -1228,7 +1232,7 @@ impl Tailer {
                 };
                 start = at;
                 copy_of = Some((p.file_id, (p.offset, p.line)));
-            } else if let Some(p) = (self.resume.iter()).find(|p| {
+            } else if let Some(p) = (self.resume.iter_mut()).find(|p| {
                 p.source == name && other(p.dev, p.ino) && matches(p.head_len, p.head_hash)
             }) {
                 // 3. A copy of a file the last checkpoint names (rotated while down).
@@ -1237,6 +1241,8 @@ impl Tailer {
                 };
                 start = at;
                 self.counters.copies_detected += 1;
+                // Read on from its copy: nothing of it is lost (helper-58).
+                p.closed = true;
             }
             if let Some((old, old_consumed)) = copy_of {
                 self.counters.copies_detected += 1;
@@ -1758,6 +1764,11 @@ mod tests {
                 seen, expected,
                 "copy before the checkpoint {copy_before_checkpoint}, late {late_consumed}"
             );
+            // Read on from its copy, the truncated file lost nothing, and says so not even
+            // once its position is let go (helper-58).
+            std::thread::sleep(Duration::from_millis(1_100));
+            read(&mut restarted, &|_| true);
+            assert_eq!(restarted.counters().files_lost, 0);
         }
     }
 
