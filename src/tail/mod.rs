@@ -998,17 +998,26 @@ impl Tailer {
         let sources = &self.sources;
         let lost = &mut self.counters.files_lost;
         self.resume.retain(|p| {
-            // (A source renamed since: any of them.)
             let source = sources.iter().position(|s| s.name == p.source);
             let kept = match source {
                 Some(source) => unopened[source],
-                None => unopened.iter().any(|u| *u),
+                // A source taken out of the config (or renamed, and its files not found
+                // under the new name): kept, so that put back it carries on where it was.
+                // Forgotten, it read every file again from the start, and every row was
+                // written twice (QA helper-59).
+                None => true,
             };
             // A file being read when the daemon stopped, gone at its start: what was written
             // to it after the checkpoint is lost, and nothing said so (QA helper-57: a rotation
-            // compressed while the daemon was down took 1,000 lines with it, silently).
-            // (Not a source taken out of the config: its files are not read any more.)
-            if !kept && !p.closed && source.is_some() {
+            // compressed while the daemon was down took 1,000 lines with it, silently). Not
+            // a file its source's paths no longer name (moved elsewhere in the config: the
+            // file is there, only not followed; helper-59).
+            let named = |source: usize| {
+                (sources[source].globs.iter())
+                    .filter_map(|g| glob::Pattern::new(g).ok())
+                    .any(|pattern| pattern.matches_path(&p.path))
+            };
+            if !kept && !p.closed && source.is_some_and(named) {
                 *lost += 1;
                 warn_lost(&p.source, &p.path, p.offset, p.line);
             }
@@ -2197,11 +2206,23 @@ mod tests {
             closed: true,
             ..position(4, u64::MAX - 8)
         };
+        // A source taken out of the config: kept, to carry on if it is put back (helper-59).
+        let removed = FilePosition {
+            source: "removed".into(),
+            ..position(5, u64::MAX - 9)
+        };
+        // A file the source's paths no longer name (moved in the config): not lost.
+        let elsewhere = FilePosition {
+            path: dir.path().join("old/app.log"),
+            ..position(6, u64::MAX - 10)
+        };
         let positions = vec![
             position(1, meta.ino()),
             position(2, meta.ino()),
             position(3, u64::MAX - 7), // no such file
             closed,                    // a rotation read to its end, since removed
+            removed,
+            elsewhere,
         ];
         let mut tailer = tailer_in(dir.path(), "s", positions, Duration::ZERO);
         poll(&mut tailer);
@@ -2211,11 +2232,11 @@ mod tests {
         // The file is followed (read from 0 under a new id); its inode's older generations
         // and the missing file are kept for a second (a copy of one may be listed).
         let open = tailer.files[0].id;
-        assert_eq!(ids(&tailer), [1, 2, 3, 4, open]);
+        assert_eq!(ids(&tailer), [1, 2, 3, 4, 5, 6, open]);
         assert_eq!(tailer.counters().files_lost, 0);
         std::thread::sleep(Duration::from_millis(1_100));
         poll(&mut tailer);
-        assert_eq!(ids(&tailer), [open]);
+        assert_eq!(ids(&tailer), [5, open]);
         // The files being read when it stopped, gone or rewritten with no copy found (lines
         // written to them since may be lost: helper-57), are said and counted; the rotation
         // read to its end is not.
