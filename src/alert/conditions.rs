@@ -491,27 +491,33 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
     let over = (groups.into_iter()).filter(|g| g.count >= a.auth_failure_threshold);
     // (Quoted from where the counts begin, whole minutes.)
     let from = crate::alert::evidence::counts_from(since);
+    let window = window_name(a.auth_failure_window_secs);
     for group in capped(over.collect()) {
         let (app, count) = (group.label.as_str(), group.count);
         let apps: Vec<&str> = group.members.iter().map(|(app, _)| app.as_str()).collect();
-        let mut details = Vec::new();
-        if is_other(&group) {
-            details.push(format!(
-                "{count} operations were refused with 401/403 in the last {} (threshold {}) by \
-                 apps with no label of their own (no IdP record or config names them, or beyond \
-                 the {} with the most): {}; so many apps at once is more likely made-up Host \
-                 names, or one token tried everywhere, than expired tokens",
-                window_name(a.auth_failure_window_secs),
+        let (summary, mut details) = if is_other(&group) {
+            let summary = format!(
+                "SCIM calls to {} other apps are refused (401/403): {count} in the last {window}",
+                apps.len()
+            );
+            let detail = format!(
+                "{count} operations were refused with 401/403 in the last {window} (threshold {}) \
+                 by apps with no label of their own (no IdP record or config names them, or \
+                 beyond the {} with the most): {}; so many apps at once is more likely made-up \
+                 Host names, or one token tried everywhere, than expired tokens",
                 a.auth_failure_threshold,
                 MAX_GATEWAY_APPS - 1,
                 some_names(&group)
-            ));
+            );
+            (summary, vec![detail])
         } else {
-            details.push(format!(
-                "{count} operations to {app} were refused with 401/403 in the last {} (threshold {})",
-                window_name(a.auth_failure_window_secs),
+            let summary = format!(
+                "SCIM calls to {app} are refused (401/403): {count} in the last {window}; rotate the SCIM token"
+            );
+            let mut details = vec![format!(
+                "{count} operations to {app} were refused with 401/403 in the last {window} (threshold {})",
                 a.auth_failure_threshold
-            ));
+            )];
             for (cause, n) in inputs.evidence.top_causes(None, Some(app), from) {
                 if matches!(
                     cause,
@@ -520,7 +526,8 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
                     details.push(format!("  {} ×{n}: {}", cause.as_str(), cause.hint()));
                 }
             }
-        }
+            (summary, details)
+        };
         let unattributed: usize = (apps.iter())
             .map(|app| inputs.evidence.unattributed_auth_failures(app, from))
             .sum();
@@ -537,18 +544,6 @@ fn security_conditions(inputs: &Inputs, out: &mut Vec<Condition>) {
         if !samples.is_empty() {
             details.push(format!("Sample correlation IDs: {}", samples.join(", ")));
         }
-        let summary = if is_other(&group) {
-            format!(
-                "SCIM calls to {} other apps are refused (401/403): {count} in the last {}",
-                apps.len(),
-                window_name(a.auth_failure_window_secs)
-            )
-        } else {
-            format!(
-                "SCIM calls to {app} are refused (401/403): {count} in the last {}; rotate the SCIM token",
-                window_name(a.auth_failure_window_secs)
-            )
-        };
         out.push(condition(
             inputs,
             "ScimAuthFailures",
