@@ -864,17 +864,18 @@ impl Pipeline {
         };
         checkpoint::store(&self.config.storage.data_dir, &saved)?;
         commit_prepared(&prepared)?;
+        let count_metric = |metrics: &Metrics, source: &str, reason: &str, count: u64| {
+            let labels = m::ParseErrorLabels {
+                source: source.to_string(),
+                reason: reason.into(),
+            };
+            metrics.parse_errors.get_or_create(&labels).inc_by(count);
+        };
         for line in std::mem::take(&mut self.set_aside) {
             let source = self.parsers[line.source].name.as_str();
             let (error, reason) = (&line.error, line.error.reason.as_str());
             tracing::warn!(source, file = %line.path, line = line.line, offset = line.offset, reason, error = %error.detail, "Line set aside.");
-            self.metrics
-                .parse_errors
-                .get_or_create(&m::ParseErrorLabels {
-                    source: source.to_string(),
-                    reason: reason.into(),
-                })
-                .inc();
+            count_metric(&self.metrics, source, reason, 1);
             self.stats
                 .error_in(source, line.path, line.line, line.offset, error);
         }
@@ -886,13 +887,7 @@ impl Pipeline {
                 count,
                 "More lines set aside than are said one by one between two checkpoints: counted."
             );
-            self.metrics
-                .parse_errors
-                .get_or_create(&m::ParseErrorLabels {
-                    source: source.to_string(),
-                    reason: reason.as_str().into(),
-                })
-                .inc_by(count);
+            count_metric(&self.metrics, source, reason.as_str(), count);
             *(self.stats.source_mut(source).errors)
                 .entry(reason)
                 .or_default() += count;

@@ -614,13 +614,12 @@ impl Tailer {
         let mut unlistable = Vec::new();
         // Followed and parked files by inode, not looked for through every file for each
         // listed (with thousands held open for rotate_wait, a pass took a quadratic time).
-        let key = |dev: u64, ino: u64| (dev, ino);
         let mut open_at: HashMap<(u64, u64), usize> = (self.files.iter().enumerate())
-            .map(|(index, f)| (key(f.dev, f.ino), index))
+            .map(|(index, f)| ((f.dev, f.ino), index))
             .collect();
         let parked_index = |parked: &[(FilePosition, Instant)]| -> HashMap<(u64, u64), usize> {
             (parked.iter().enumerate())
-                .map(|(index, (p, _))| (key(p.dev, p.ino), index))
+                .map(|(index, (p, _))| ((p.dev, p.ino), index))
                 .collect()
         };
         let mut parked_at = parked_index(&self.parked);
