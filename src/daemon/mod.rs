@@ -459,11 +459,12 @@ impl Pipeline {
     /// Writes the alert state; with a notifier, on its outbox writer after the deliveries
     /// handed to it (a crash in between may page twice, never not at all), so that a page
     /// storm's synced files hold up the pipeline only at a checkpoint.
-    fn store_alerts(&self) -> anyhow::Result<()> {
+    fn store_alerts(&mut self) -> anyhow::Result<()> {
         let data_dir = &self.config.storage.data_dir;
-        let Some(notifier) = &self.notifier else {
+        let Some(notifier) = &mut self.notifier else {
             return checkpoint::store_alerts(data_dir, &self.alerts);
         };
+        notifier.store_heard(self.alerts.firing().map(|(key, _)| key));
         let bytes = serde_json::to_vec(&self.alerts)?;
         let data_dir = data_dir.clone();
         notifier.after_deliveries(move || {

@@ -75,16 +75,69 @@ pub fn route_matches(route: &RouteConfig, notification: &Notification) -> bool {
     })
 }
 
+/// The receivers a notification goes to: the first matching route's; with no routes at all,
+/// every receiver.
+fn receivers_for(
+    routes: &[RouteConfig],
+    targets: &BTreeMap<String, Vec<(String, &'static str)>>,
+    notification: &Notification,
+) -> Vec<String> {
+    if routes.is_empty() {
+        return targets.keys().cloned().collect();
+    }
+    routes
+        .iter()
+        .find(|r| route_matches(r, notification))
+        .map(|r| vec![r.receiver.clone()])
+        .unwrap_or_default()
+}
+
 /// The pipeline's side: route, and hand over to the outbox writer. Never blocks, but for
 /// [`Notifier::flush`] (a checkpoint's).
 pub struct Notifier {
     routes: Vec<RouteConfig>,
     /// Receiver name → its targets (`name/email`, `name/webhook`) and their channel kinds.
     targets: BTreeMap<String, Vec<(String, &'static str)>>,
+    /// Who heard each alert firing and not yet resolved: its resolve goes to them, though
+    /// the routes changed since (a restart with a new config), or the incident it opened in
+    /// PagerDuty stays open.
+    heard: Heard,
     writer: std::sync::mpsc::Sender<Job>,
     writing: Option<std::thread::JoinHandle<()>>,
     metrics: Arc<Metrics>,
     next_id: u64,
+}
+
+/// `<data_dir>/state/notified.json`: by dedup key, the receivers each alert firing was sent
+/// to. Written after the deliveries before it, with the alert state.
+#[derive(Default)]
+struct Heard {
+    file: std::path::PathBuf,
+    receivers: BTreeMap<String, BTreeSet<String>>,
+    changed: bool,
+}
+
+impl Heard {
+    fn load(data_dir: &std::path::Path) -> Heard {
+        let file = data_dir.join("state").join("notified.json");
+        let receivers = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                tracing::warn!(file = %file.display(), %error, "Cannot read who heard the alerts firing; their resolves go where the routes send them now.");
+                BTreeMap::new()
+            }),
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %file.display(), %error, "Cannot read who heard the alerts firing; their resolves go where the routes send them now.");
+                }
+                BTreeMap::new()
+            }
+        };
+        Heard {
+            file,
+            receivers,
+            changed: false,
+        }
+    }
 }
 
 /// What the outbox writer does, in the order handed over.
@@ -208,6 +261,73 @@ impl Channels {
     }
 }
 
+/// At a start, the deliveries waiting in the outbox for a receiver no longer configured (one
+/// renamed, or taken out) go where the routes send their notifications now, each receiver's
+/// target once (not where a delivery of the same notification already waits): written to the
+/// outbox before the old ones are marked done (a crash in between may page twice, never not
+/// at all). One no route takes now is dead-lettered. `next_id` is the last id given.
+fn reroute(
+    waiting: &mut Vec<Delivery>,
+    routes: &[RouteConfig],
+    targets: &BTreeMap<String, Vec<(String, &'static str)>>,
+    outbox: &Outbox,
+    next_id: &mut u64,
+) {
+    let configured: BTreeSet<&String> = targets.values().flatten().map(|(t, _)| t).collect();
+    let (orphans, mut kept): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(waiting)
+        .into_iter()
+        .partition(|d| !configured.contains(&d.target));
+    if orphans.is_empty() {
+        *waiting = kept;
+        return;
+    }
+    let mut rerouted: Vec<Delivery> = Vec::new();
+    let mut unrouted = Vec::new();
+    for orphan in &orphans {
+        let notification = &orphan.notification;
+        let receivers = receivers_for(routes, targets, notification);
+        if receivers.is_empty() {
+            unrouted.push(orphan);
+            continue;
+        }
+        let new_targets = receivers
+            .iter()
+            .flat_map(|r| targets.get(r).into_iter().flatten());
+        for (target, _) in new_targets {
+            let waits = |d: &Delivery| &d.target == target && &d.notification == notification;
+            if kept.iter().any(waits) || rerouted.iter().any(waits) {
+                continue;
+            }
+            *next_id += 1;
+            rerouted.push(Delivery {
+                id: *next_id,
+                target: target.clone(),
+                notification: notification.clone(),
+            });
+        }
+        tracing::warn!(key = %notification.dedup_key, from = %orphan.target, to = %receivers.join(", "), "A notification in the outbox was for a receiver no longer configured: it goes where the routes send it now.");
+    }
+    let written = rerouted.is_empty() || outbox.put_all(&rerouted).is_ok();
+    if written {
+        for orphan in &orphans {
+            if !unrouted.iter().any(|u| u.id == orphan.id) {
+                outbox.remove(orphan.id);
+            }
+        }
+    } else {
+        tracing::error!("Cannot write the outbox: the notifications for a receiver no longer configured are delivered from memory, and kept for the next start.");
+    }
+    for orphan in unrouted {
+        outbox.dead_letter(
+            orphan,
+            crate::daemon::wall_clock(),
+            "its receiver is no longer configured, and no route takes it now",
+        );
+    }
+    kept.extend(rerouted);
+    *waiting = kept;
+}
+
 impl Notifier {
     /// Builds every channel ([`Channels::build`]) and starts ([`Notifier::start_with`]).
     pub fn start(
@@ -236,7 +356,7 @@ impl Notifier {
             targets,
         } = channels;
         let outbox = Outbox::open(&config.storage.data_dir)?;
-        let waiting = outbox.load();
+        let mut waiting = outbox.load();
         if !waiting.is_empty() {
             tracing::info!(
                 count = waiting.len(),
@@ -245,9 +365,16 @@ impl Notifier {
         }
         // Above every id on disk, done or not: one reused would be taken for done, or written
         // over a file kept for the next start.
-        let next_id = (outbox.highest_id() + 1)
+        let mut next_id = (outbox.highest_id() + 1)
             .max(waiting.iter().map(|d| d.id + 1).max().unwrap_or(0))
             .max(crate::daemon::wall_clock().0.max(0) as u64);
+        reroute(
+            &mut waiting,
+            &config.routes,
+            &targets,
+            &outbox,
+            &mut next_id,
+        );
         let (queue, receiver) = mpsc::channel(config.alerting.queue_capacity);
         let rescan = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = mpsc::unbounded_channel();
@@ -274,6 +401,7 @@ impl Notifier {
         Ok(Notifier {
             routes: config.routes.clone(),
             targets,
+            heard: Heard::load(&config.storage.data_dir),
             writer: jobs,
             writing: Some(writing),
             metrics,
@@ -305,17 +433,60 @@ impl Notifier {
         drop(self)
     }
 
-    /// The receiver a notification goes to: the first matching route's; with no routes at
-    /// all, every receiver.
-    fn receivers_for(&self, notification: &Notification) -> Vec<String> {
-        if self.routes.is_empty() {
-            return self.targets.keys().cloned().collect();
+    /// The receivers a notification goes to. A FIRING (or repeat) goes where the routes send
+    /// it, and who heard it is kept; its RESOLVED goes to those who heard it that are still
+    /// configured, and where the routes send it now if one of them is gone (renamed, say).
+    fn receivers_for(&mut self, notification: &Notification) -> Vec<String> {
+        let routed = receivers_for(&self.routes, &self.targets, notification);
+        let key = &notification.dedup_key;
+        if notification.kind != crate::alert::NotificationKind::Resolved {
+            let heard = self.heard.receivers.entry(key.clone()).or_default();
+            let before = heard.len();
+            heard.extend(routed.iter().cloned());
+            self.heard.changed |= heard.len() != before;
+            return routed;
         }
-        self.routes
-            .iter()
-            .find(|r| route_matches(r, notification))
-            .map(|r| vec![r.receiver.clone()])
-            .unwrap_or_default()
+        let Some(heard) = self.heard.receivers.remove(key) else {
+            return routed; // fired before who heard it was kept, or its record is lost
+        };
+        self.heard.changed = true;
+        let mut receivers: Vec<String> = (heard.iter())
+            .filter(|r| self.targets.contains_key(*r))
+            .cloned()
+            .collect();
+        if receivers.len() < heard.len() {
+            receivers.extend(routed.into_iter().filter(|r| !heard.contains(r)));
+        }
+        receivers
+    }
+
+    /// Writes who heard each alert, if that changed, after the deliveries handed over before
+    /// (with the alert state): only the alerts still `firing` are kept.
+    pub fn store_heard<'a>(&mut self, firing: impl IntoIterator<Item = &'a String>) {
+        let firing: BTreeSet<&String> = firing.into_iter().collect();
+        let before = self.heard.receivers.len();
+        self.heard.receivers.retain(|key, _| firing.contains(key));
+        if !self.heard.changed && self.heard.receivers.len() == before {
+            return;
+        }
+        self.heard.changed = false;
+        let file = self.heard.file.clone();
+        let bytes = match serde_json::to_vec(&self.heard.receivers) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "Cannot serialise who heard the alerts firing.");
+                return;
+            }
+        };
+        self.after_deliveries(move || {
+            let written = file
+                .parent()
+                .map_or(Ok(()), crate::durable::create_dir_all)
+                .and_then(|()| crate::durable::write_atomic(&file, &bytes));
+            if let Err(error) = written {
+                tracing::error!(file = %file.display(), %error, "Cannot persist who heard the alerts firing; a restart sends their resolves where the routes send them then.");
+            }
+        });
     }
 
     /// Routes one notification and hands its deliveries to the outbox writer.
@@ -1556,5 +1727,164 @@ mod tests {
             "outbox emptied"
         );
         assert!(!dir.path().join("data/dead-letter.jsonl").exists());
+    }
+
+    /// A config with a JSON webhook receiver per (name, port), and `routes` (TOML).
+    fn receivers_config(dir: &std::path::Path, receivers: &[(&str, u16)], routes: &str) -> Config {
+        let mut text = String::from(
+            "[storage]\ndata_dir = \"data\"\n[alerting]\ngroup_wait_secs = 0\ngroup_interval_secs = 0\n\
+             [[source]]\nname = \"idp\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"idp.jsonl\"]\n\
+             [source.fields]\ntime = \"/ts\"\naction = \"/action\"\n\
+             [[source]]\nname = \"gw\"\nrole = \"gateway\"\nformat = \"nginx_json\"\npaths = [\"gw.log\"]\n",
+        );
+        for (name, port) in receivers {
+            text += &format!(
+                "[[receiver]]\nname = \"{name}\"\n[receiver.webhook]\n\
+                 url = \"http://127.0.0.1:{port}/hook\"\nformat = \"json\"\n"
+            );
+        }
+        Config::from_toml(&(text + routes), dir).unwrap()
+    }
+
+    /// The (user, kind) of each notification a receiver got, once `count` have come.
+    fn heard(
+        runtime: &tokio::runtime::Runtime,
+        bodies: &std::sync::Mutex<Vec<serde_json::Value>>,
+        count: usize,
+    ) -> Vec<(String, String)> {
+        let got = || -> Vec<(String, String)> {
+            let bodies = bodies.lock().unwrap();
+            (bodies.iter())
+                .flat_map(|b| b["notifications"].as_array().cloned().unwrap_or_default())
+                .map(|n| {
+                    let user = n["condition"]["labels"]["user"].as_str().unwrap_or("");
+                    (
+                        user.to_string(),
+                        n["kind"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        };
+        runtime.block_on(async {
+            for _ in 0..200 {
+                if got().len() >= count {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+        let mut got = got();
+        got.sort();
+        got
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A page waiting in the outbox for a receiver renamed (or taken out) before a restart
+    /// goes where the routes send it now, once a target, and only one no route takes is
+    /// dead-lettered: every waiting page was dead-lettered unsent (QA helper-59).
+    #[test]
+    fn a_page_waiting_for_a_renamed_receiver_goes_where_the_routes_send_it_now() {
+        let (port, bodies) = receiver();
+        let dir = tempfile::tempdir().unwrap();
+        let config = receivers_config(
+            dir.path(),
+            &[("iam-oncall", port)],
+            "[[route]]\nmatch = { severity = \"page\" }\nreceiver = \"iam-oncall\"\n",
+        );
+        let waiting = |id, target: &str, severity, user| Delivery {
+            id,
+            target: target.into(),
+            notification: notification("LeaverDisableOverdue", severity, &[("user", user)]),
+        };
+        // Left by a run whose receiver was `oncall`: two pages, one of them also waiting for
+        // the receiver it is routed to now, and a ticket no route takes now.
+        let outbox = Outbox::open(&config.storage.data_dir).unwrap();
+        outbox
+            .put_all(&[
+                waiting(1, "oncall/webhook", "page", "a"),
+                waiting(2, "oncall/webhook", "page", "b"),
+                waiting(3, "iam-oncall/webhook", "page", "b"),
+                waiting(4, "oncall/webhook", "ticket", "c"),
+            ])
+            .unwrap();
+        drop(outbox);
+        let runtime = runtime();
+        let metrics = Arc::new(Metrics::new(&config));
+        let notifier = Notifier::start(&config, metrics, runtime.handle()).unwrap();
+        let got = heard(&runtime, &bodies, 2);
+        let expected = ["a", "b"].map(|user| (user.to_string(), "firing".to_string()));
+        assert_eq!(got, expected, "each page once, to the receiver routed now");
+        let dead = std::fs::read_to_string(dir.path().join("data/dead-letter.jsonl")).unwrap();
+        assert_eq!(dead.lines().count(), 1, "{dead}");
+        assert!(dead.contains("\"user\":\"c\"") && dead.contains("no route takes it now"));
+        notifier.finish();
+        assert!(
+            outbox::waiting_ids(&dir.path().join("data")).is_empty(),
+            "nothing left for the next start"
+        );
+    }
+
+    /// A resolve goes to the receivers that heard its alert firing, though a restart with
+    /// changed routes sends that alert elsewhere now: the incident opened there stayed open
+    /// (QA helper-59); where one of them is no longer configured, to the route's now too.
+    #[test]
+    fn a_resolve_goes_to_who_heard_the_alert_firing_after_the_routes_change() {
+        let (port_a, bodies_a) = receiver();
+        let (port_b, bodies_b) = receiver();
+        let dir = tempfile::tempdir().unwrap();
+        let routed_to = |receiver: &str| {
+            format!("[[route]]\nmatch = {{ severity = \"page\" }}\nreceiver = \"{receiver}\"\n")
+        };
+        let page = |user, kind| Notification {
+            kind,
+            ..notification("LeaverDisableOverdue", "page", &[("user", user)])
+        };
+        let key = |user| page(user, NotificationKind::Firing).dedup_key;
+        let runtime = runtime();
+        let start = |config: &Config| {
+            let metrics = Arc::new(Metrics::new(config));
+            Notifier::start(config, metrics, runtime.handle()).unwrap()
+        };
+        // Routed to `a`: both fire there.
+        let config = receivers_config(dir.path(), &[("a", port_a), ("b", port_b)], &routed_to("a"));
+        let mut notifier = start(&config);
+        notifier.submit(&page("u1", NotificationKind::Firing));
+        notifier.submit(&page("u2", NotificationKind::Firing));
+        notifier.store_heard([&key("u1"), &key("u2")]);
+        assert_eq!(heard(&runtime, &bodies_a, 2).len(), 2);
+        notifier.finish();
+        // Restarted routed to `b`: u1's resolve still goes to `a`, and a new page to `b`.
+        let config = receivers_config(dir.path(), &[("a", port_a), ("b", port_b)], &routed_to("b"));
+        let mut notifier = start(&config);
+        notifier.submit(&page("u1", NotificationKind::Resolved));
+        notifier.submit(&page("u3", NotificationKind::Firing));
+        notifier.store_heard([&key("u2"), &key("u3")]);
+        let resolved = ("u1".to_string(), "resolved".to_string());
+        assert!(
+            heard(&runtime, &bodies_a, 3).contains(&resolved),
+            "a heard the resolve"
+        );
+        assert_eq!(
+            heard(&runtime, &bodies_b, 1),
+            [("u3".to_string(), "firing".to_string())],
+            "b heard only what fired after the change"
+        );
+        notifier.finish();
+        // Restarted with `a` gone: u2's resolve goes where the route sends it now.
+        let config = receivers_config(dir.path(), &[("b", port_b)], &routed_to("b"));
+        let mut notifier = start(&config);
+        notifier.submit(&page("u2", NotificationKind::Resolved));
+        let got = heard(&runtime, &bodies_b, 2);
+        assert!(
+            got.contains(&("u2".to_string(), "resolved".to_string())),
+            "{got:?}"
+        );
+        notifier.finish();
     }
 }
