@@ -1028,6 +1028,7 @@ mod tests {
                 by_source: false,
                 started_by: Some(crate::judge::ClockStart::Operation),
                 disabled_by: None,
+                decided_on: None,
             });
         }
         assert!(w.eval(900).is_empty(), "due, not yet overdue");

@@ -301,6 +301,7 @@ pub fn open_episode(row: &LeaverRow) -> Episode {
         by_source: row.clock_start.as_deref() == Some(ClockStart::UserTrigger.as_str()),
         started_by: row.clock_start.as_deref().and_then(ClockStart::parse),
         disabled_by: None,
+        decided_on: None,
     }
 }
 

@@ -304,6 +304,9 @@ impl Pipeline {
                         crate::audit::schema::Table::store_dirs()
                     );
                 }
+                // Also what a changed `storage.data_dir` looks like: the checkpoint, alert
+                // state and outbox of the runs before are in the old one (QA helper-59).
+                tracing::warn!(data_dir = %data_dir.display(), "No checkpoint: a first start, reading every file from its start. If this daemon ran before with another storage.data_dir, stop it and put that back: its checkpoint, firing alerts and undelivered pages are there.");
                 (
                     Engine::new(settings),
                     Vec::new(),
@@ -1411,6 +1414,7 @@ mod tests {
                 by_source: false,
                 started_by: Some(crate::judge::ClockStart::Operation),
                 disabled_by: None,
+                decided_on: None,
             }
         };
         let open = [

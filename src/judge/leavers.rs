@@ -6,7 +6,7 @@
 //! trigger and a leaver are seen in the order they happened, not the order they were logged.
 
 use super::operation::Operation;
-use super::policy::{Policy, Subject};
+use super::policy::{Decided, Policy, Subject};
 use crate::model::{fold_case, FastMap, Texts};
 use crate::model::{Outcome, Stage};
 use crate::time::Ts;
@@ -61,6 +61,12 @@ pub struct Episode {
     /// had no ID, and while open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_by: Option<String>,
+    /// What the high-risk policy decided `high_risk` and `deadline_seconds` on, so that a
+    /// restart with a changed policy decides again for the episodes still open, as a replay
+    /// of the same logs with it would. `None` in checkpoints from before it was kept (such
+    /// an episode keeps its decision), and for an episode carried over from a store row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_on: Option<Box<Decided>>,
 }
 
 /// What started a leaver episode's clock: the `leavers` table's `clock_start`.
@@ -751,11 +757,19 @@ impl Episodes {
         }
     }
 
-    /// Rebuilds the machine from a checkpoint.
-    pub fn restore(policy: Policy, state: EpisodesState) -> Episodes {
+    /// Rebuilds the machine from a checkpoint. An open episode's high-risk flag and deadline
+    /// are decided again by `policy`, on what they were decided on (the config may have
+    /// changed since): a high-risk app added, to page on its leavers already overdue, or a
+    /// deadline changed, applies to them as a replay of the same logs with the new config
+    /// would.
+    pub fn restore(policy: Policy, mut state: EpisodesState) -> Episodes {
         let mut open = OpenIndex::default();
-        for (key, pair) in &state.pairs {
-            if let Some(episode) = &pair.open {
+        for (key, pair) in &mut state.pairs {
+            if let Some(episode) = &mut pair.open {
+                if let Some(decided_on) = &episode.decided_on {
+                    (episode.high_risk, episode.deadline_seconds) =
+                        policy.decide(decided_on.subject());
+                }
                 if pair.closing.is_none() {
                     open.keys.insert(key.clone());
                 }
@@ -1095,12 +1109,13 @@ impl Episodes {
         if pair.open.is_some() || (pair.last_closed_at.is_some() && !pair.rehired_since_close) {
             return;
         }
-        let (high_risk, deadline_seconds) = policy.decide(Subject {
+        let subject = Subject {
             app: Some(app),
             user_login: trigger.user_login.as_deref(),
             user_id: trigger.user_id.as_deref(),
             groups: &trigger.groups,
-        });
+        };
+        let (high_risk, deadline_seconds) = policy.decide(subject);
         pair.open = Some(Box::new(Episode {
             app: app.clone(),
             user_id: trigger.user_id.clone(),
@@ -1122,6 +1137,7 @@ impl Episodes {
             by_source: false,
             started_by: Some(ClockStart::AppTrigger),
             disabled_by: None,
+            decided_on: Some(Box::new(Decided::of(subject))),
         }));
         if let Some(episode) = &pair.open {
             self.open.insert(&pair_key, episode);
@@ -1498,12 +1514,13 @@ impl Episodes {
                     };
                 }
             }
-            let (high_risk, deadline_seconds) = policy.decide(Subject {
+            let subject = Subject {
                 app: op.app(),
                 user_login: op.user_login(),
                 user_id: op.user_id(),
                 groups: &op.groups,
-            });
+            };
+            let (high_risk, deadline_seconds) = policy.decide(subject);
             pair.open = Some(Box::new(Episode {
                 app: pair_key.0.clone(),
                 user_id: op.user_id().map(str::to_string),
@@ -1520,6 +1537,7 @@ impl Episodes {
                 by_source,
                 started_by: Some(started_by),
                 disabled_by: None,
+                decided_on: Some(Box::new(Decided::of(subject))),
             }));
             if let Some(episode) = &pair.open {
                 self.open.note_id(pair_key, episode);
@@ -1779,6 +1797,84 @@ mod tests {
         assert!(
             matches!(&out[..], [super::LeaverEvent::Ended(e)] if e.state == super::EpisodeState::Cancelled),
             "{out:?}"
+        );
+    }
+
+    /// A restart with a changed high-risk policy decides again for the episodes still open,
+    /// on what the first decision saw (not a login learned since), as a replay of the same
+    /// logs with the new config would; an episode from a checkpoint that did not keep it
+    /// keeps its decision. It kept the old one: an app made high-risk to page on its overdue
+    /// leavers paged on none of those already open (QA helper-59).
+    #[test]
+    fn a_restart_decides_again_for_open_episodes_with_the_policy_now() {
+        use crate::config::{HighRiskPolicy, SloConfig};
+        let policy = |apps: &[&str], users: &[&str], deadline| {
+            let mut slo = SloConfig::default();
+            slo.high_risk.push(HighRiskPolicy {
+                apps: apps.iter().map(|a| a.to_string()).collect(),
+                users: users.iter().map(|u| u.to_string()).collect(),
+                groups: vec!["Domain Admins".into()],
+                disable_within_secs: deadline,
+            });
+            super::super::Policy::from_config(&slo)
+        };
+        let op = |app: &str, login: Option<&str>, groups: &[&str], time: i64| {
+            LifecycleOp::from(LifecycleOpFields {
+                stage: Stage::Leaver,
+                outcome: Outcome::Failed,
+                time: Ts(time),
+                app: Some(app.into()),
+                user_id: Some(format!("id-{app}")),
+                user_login: login.map(str::to_string),
+                action: "deactivate".into(),
+                correlation_id: Some(format!("c-{app}-{time}")),
+                trigger_time: None,
+                first_attempt_time: Some(Ts(time)),
+                first_success: None,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            })
+        };
+        let mut episodes = super::Episodes::new(policy(&["aws-prod"], &["root*"], 900));
+        let mut out = Vec::new();
+        episodes.on_operation(&op("vault", None, &[], 1), &mut out);
+        episodes.on_operation(&op("vault", Some("root@corp.example"), &[], 2), &mut out);
+        episodes.on_operation(&op("wiki", None, &["Domain Admins"], 3), &mut out);
+        episodes.on_operation(&op("aws-prod", None, &[], 4), &mut out);
+        let saved = serde_json::to_string(&episodes.snapshot()).unwrap();
+        let decisions = |episodes: &super::Episodes| {
+            let mut all: Vec<(String, bool, u64)> = (episodes.open_episodes().iter())
+                .map(|e| (e.app.clone(), e.high_risk, e.deadline_seconds))
+                .collect();
+            all.sort();
+            all
+        };
+        let restore = |policy, saved: &str| {
+            super::Episodes::restore(policy, serde_json::from_str(saved).unwrap())
+        };
+        let standard = SloConfig::default().standard_disable_within_secs;
+        let before = [
+            ("aws-prod".to_string(), true, 900),
+            ("vault".to_string(), false, standard),
+            ("wiki".to_string(), true, 900),
+        ];
+        assert_eq!(decisions(&episodes), before);
+        // The same policy: the same decisions, though vault's login now matches `root*`.
+        let same = restore(policy(&["aws-prod"], &["root*"], 900), &saved);
+        assert_eq!(decisions(&same), before);
+        // vault made high-risk, aws-prod not, the deadline 600 s.
+        let changed = restore(policy(&["vault"], &[], 600), &saved);
+        let after = [
+            ("aws-prod".to_string(), false, standard),
+            ("vault".to_string(), true, 600),
+            ("wiki".to_string(), true, 600),
+        ];
+        assert_eq!(decisions(&changed), after);
+        // A checkpoint from before the decision's inputs were kept: as it was.
+        let old = saved.replace("\"decided_on\"", "\"ignored\"");
+        assert_ne!(old, saved);
+        assert_eq!(
+            decisions(&restore(policy(&["vault"], &[], 600), &old)),
+            before
         );
     }
 

@@ -107,6 +107,38 @@ pub struct Subject<'a> {
     pub groups: &'a [String],
 }
 
+/// A [`Subject`] kept: what a decision saw, to decide again with a changed policy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Decided {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_login: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+impl Decided {
+    pub fn of(subject: Subject<'_>) -> Decided {
+        Decided {
+            app: subject.app.map(str::to_string),
+            user_login: subject.user_login.map(str::to_string),
+            user_id: subject.user_id.map(str::to_string),
+            groups: subject.groups.to_vec(),
+        }
+    }
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            app: self.app.as_deref(),
+            user_login: self.user_login.as_deref(),
+            user_id: self.user_id.as_deref(),
+            groups: &self.groups,
+        }
+    }
+}
+
 impl Policy {
     /// Builds the policy from validated config (patterns were checked by `validate`).
     pub fn from_config(slo: &SloConfig) -> Policy {
