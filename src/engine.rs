@@ -197,6 +197,17 @@ pub struct EngineState {
     lateness_micros: i64,
 }
 
+impl EngineState {
+    /// The episodes open, with the time of the 2xx that disables each where one has been seen.
+    pub fn open_episodes(&self) -> impl Iterator<Item = (&crate::judge::Episode, Option<Ts>)> {
+        self.episodes.open()
+    }
+    /// The engine's clock, once anything set it.
+    pub fn clock(&self) -> Option<Ts> {
+        self.clock
+    }
+}
+
 /// [`EngineState`], borrowed from a live engine: a checkpoint is written straight from the
 /// state, with no copy of it (at a million pending joins the copy alone was hundreds of MiB).
 #[derive(Debug, serde::Serialize)]

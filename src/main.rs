@@ -631,7 +631,10 @@ fn export_pack(
         Some(path) => load_config(&path)?.slo,
         None => scimwatch::config::SloConfig::default(),
     };
-    let manifest = export(&data, quarter, &out, &slo).map_err(|e| match e {
+    // A daemon's store has a row for an open leaver only once it is past its deadline: the
+    // others are in its checkpoint.
+    let open = scimwatch::daemon::checkpoint::open_leaver_rows(&data)?;
+    let manifest = export(&data, quarter, &out, &slo, &open).map_err(|e| match e {
         e @ scimwatch::audit::AuditError::PackExists { .. } => {
             anyhow::Error::from(UsageError(format!("--out {e}")))
         }

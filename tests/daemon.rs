@@ -487,6 +487,55 @@ fn a_leaver_rehired_after_the_deadline_leaves_no_breach_in_the_pack() {
     assert!(verified.status.success());
 }
 
+/// A leaver still inside its deadline when the pack is made is in it, open, from the daemon's
+/// checkpoint (the store has a row for an open episode only once it is past its deadline, so
+/// a daemon's pack left out every such leaver, even one whose disable had failed); once
+/// disabled, the next pack holds its `disabled` row instead, once.
+#[test]
+fn a_pack_from_the_daemon_holds_the_leavers_still_inside_their_deadline() {
+    let setup = Setup::new(CONFIG);
+    let daemon = setup.start();
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"leave\",\"action\":\"deactivate\",\"app\":\"wiki\",\"user\":\"ann@corp.example\",\"result\":\"failure\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"leave\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-7\",\"status\":503,\"app\":\"wiki\"}}\n"));
+    setup.wait_for(SETTLE, |rows| !rows.is_empty());
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(setup.leavers().is_empty(), "no row in the store yet");
+    let (pack, manifest) = export_quarter_of(&setup, &t);
+    assert_eq!(manifest["files"]["leavers"]["rows"], 1, "{manifest}");
+    assert_eq!(manifest["summary"]["leavers"]["open"], 1, "{manifest}");
+    assert_eq!(manifest["summary"]["leavers"]["breaches"], 0, "{manifest}");
+    let packed = scimwatch::audit::export::read_leavers(&pack.join("leavers.parquet")).unwrap();
+    let row = &packed[0];
+    assert_eq!(
+        (row.state.as_str(), row.met_slo, row.high_risk),
+        ("open", None, false),
+        "{row:?}"
+    );
+    assert_eq!(row.user_login.as_deref(), Some("ann@corp.example"));
+    assert!(row.as_of.is_some_and(|as_of| as_of >= row.initiated_at));
+    let verified = common::run(&["export", "--verify", pack.to_str().unwrap()]);
+    assert!(verified.status.success(), "{verified:?}");
+
+    // Disabled after a restart: the next pack holds the `disabled` row alone.
+    std::fs::remove_dir_all(&pack).unwrap();
+    let daemon = setup.start();
+    let t2 = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t2}\",\"cid\":\"retry\",\"action\":\"deactivate\",\"app\":\"wiki\",\"user\":\"ann@corp.example\",\"result\":\"success\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t2}\",\"cid\":\"retry\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-7\",\"status\":204,\"app\":\"wiki\"}}\n"));
+    let rows = wait_for_leavers(&setup, |rows| !rows.is_empty());
+    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (pack, manifest) = export_quarter_of(&setup, &t);
+    assert_eq!(manifest["files"]["leavers"]["rows"], 1, "{manifest}");
+    assert_eq!(manifest["summary"]["leavers"]["open"], 0, "{manifest}");
+    let packed = scimwatch::audit::export::read_leavers(&pack.join("leavers.parquet")).unwrap();
+    assert_eq!(
+        (packed[0].state.as_str(), packed[0].met_slo),
+        ("disabled", Some(true))
+    );
+}
+
 /// `scimwatch export` of the quarter holding the time `t`, into `pack/`: where, and its manifest.
 fn export_quarter_of(setup: &Setup, t: &str) -> (std::path::PathBuf, serde_json::Value) {
     let quarter = format!(

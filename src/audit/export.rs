@@ -653,6 +653,7 @@ pub fn export(
     quarter: Quarter,
     out: &Path,
     slo: &SloConfig,
+    open: &[LeaverRow],
 ) -> Result<Manifest, AuditError> {
     if !Table::ALL
         .iter()
@@ -683,7 +684,12 @@ pub fn export(
                 .filter(|r| (start.0..end.0).contains(&r.time())),
         );
     }
-    let mut leavers = Vec::new();
+    // The episodes open at the daemon's last checkpoint (read before the store: a disable
+    // committed since is in the store, and its row is the one kept).
+    let mut leavers: Vec<LeaverRow> = (open.iter())
+        .filter(|r| (start.0..end.0).contains(&r.initiated_at))
+        .cloned()
+        .collect();
     for path in table_files(data, Table::Leavers, (&from, &to))? {
         leavers.extend(
             read_leavers(&path)?

@@ -200,6 +200,31 @@ pub fn store_alert_bytes(data_dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     durable::write_atomic(&file, bytes).with_context(|| format!("writing {}", file.display()))
 }
 
+/// The leaver episodes the daemon's last checkpoint in `data_dir` holds open, as `leavers`
+/// rows, for an evidence pack: the store has a row for an open episode only once it is past
+/// its deadline, so a pack from a daemon's store left out every leaver still inside it (one
+/// whose disable failed included). Each is judged as of the checkpoint's clock, but no later
+/// than its deadline (whether one past it was disabled in time may still be on its way, and
+/// one that was not has a row of its own in the store) nor than a disable seen and not yet
+/// settled. None without a checkpoint (a replay's store: it wrote every open episode).
+pub fn open_leaver_rows(data_dir: &Path) -> anyhow::Result<Vec<crate::audit::schema::LeaverRow>> {
+    let Some(saved) = load(data_dir)? else {
+        return Ok(Vec::new());
+    };
+    let Some(clock) = saved.engine.clock() else {
+        return Ok(Vec::new());
+    };
+    Ok((saved.engine.open_episodes())
+        .map(|(episode, closing)| {
+            let mut as_of = clock.min(episode.due_at());
+            if let Some(closing) = closing {
+                as_of = as_of.min(Ts(closing.0 - 1));
+            }
+            crate::audit::writer::leaver_row(episode, as_of.max(episode.initiated_at))
+        })
+        .collect())
+}
+
 /// `<data_dir>/state/checkpoint.json`.
 pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join("state").join("checkpoint.json")

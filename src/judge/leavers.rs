@@ -651,6 +651,14 @@ pub struct EpisodesState {
     returns: Vec<(String, Ts)>,
 }
 
+impl EpisodesState {
+    /// Each open episode, with the time of the 2xx that disables it where one has been seen
+    /// (its closure waits in the timeline).
+    pub fn open(&self) -> impl Iterator<Item = (&Episode, Option<Ts>)> {
+        (self.pairs.iter()).filter_map(|(_, pair)| Some((pair.open.as_deref()?, pair.closing)))
+    }
+}
+
 /// [`EpisodesState`], borrowed from the live machine.
 #[derive(Debug, Serialize)]
 pub struct EpisodesStateRef<'a> {
