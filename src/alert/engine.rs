@@ -125,6 +125,21 @@ impl AlertEngine {
             .map(|(k, t)| (k, &*t.condition))
     }
 
+    /// The alerts firing that were notified, each as its last notification (at its time).
+    pub fn notified(&self) -> Vec<Notification> {
+        (self.alerts.iter())
+            .filter_map(|(key, t)| {
+                Some(Notification {
+                    kind: NotificationKind::Firing,
+                    dedup_key: key.clone(),
+                    condition: Condition::clone(&t.condition),
+                    firing_since: t.firing_since?,
+                    at: t.last_notified?,
+                })
+            })
+            .collect()
+    }
+
     /// Advances to `now` with the conditions that hold; returns what to deliver, in key order.
     pub fn evaluate(
         &mut self,

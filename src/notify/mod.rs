@@ -138,6 +138,36 @@ impl Heard {
             changed: false,
         }
     }
+
+    /// At a start, the alerts firing that were notified (from the alert state in
+    /// `data_dir`), with each target that heard them (where the routes send them, for one
+    /// fired before who heard it was kept): an Alertmanager group's body carries its alerts
+    /// still firing beside a resolve, and calls the group resolved only once all are. Lost
+    /// at a restart, a resolve after it called a group resolved with its other alerts still
+    /// firing.
+    fn firing(
+        &self,
+        data_dir: &std::path::Path,
+        routes: &[RouteConfig],
+        targets: &BTreeMap<String, Vec<(String, &'static str)>>,
+    ) -> Vec<(String, Notification)> {
+        // An unreadable alert state stops the pipeline's start, with its reason.
+        let Ok(alerts) = crate::daemon::checkpoint::load_alerts(data_dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for notification in alerts.notified() {
+            let receivers = match self.receivers.get(&notification.dedup_key) {
+                Some(heard) => heard.iter().cloned().collect(),
+                None => receivers_for(routes, targets, &notification),
+            };
+            let heard_by = receivers.iter().flat_map(|r| targets.get(r)).flatten();
+            for (target, _) in heard_by {
+                out.push((target.clone(), notification.clone()));
+            }
+        }
+        out
+    }
 }
 
 /// What the outbox writer does, in the order handed over.
@@ -387,7 +417,9 @@ impl Notifier {
             done_tx,
             next_id | 1,
         );
-        runtime.spawn(dispatcher.run(receiver, done, waiting));
+        let heard = Heard::load(&config.storage.data_dir);
+        let firing = heard.firing(&config.storage.data_dir, &config.routes, &targets);
+        runtime.spawn(dispatcher.run(receiver, done, waiting, firing));
         let writer = Writer {
             outbox,
             queue,
@@ -401,7 +433,7 @@ impl Notifier {
         Ok(Notifier {
             routes: config.routes.clone(),
             targets,
-            heard: Heard::load(&config.storage.data_dir),
+            heard,
             writer: jobs,
             writing: Some(writing),
             metrics,
@@ -539,8 +571,7 @@ struct Group {
     /// A send of this group is under way.
     in_flight: bool,
     /// Its alerts sent firing and not resolved since, by dedup key: Alertmanager's body
-    /// carries them beside the batch (in this process's memory: after a restart, from their
-    /// next repeat).
+    /// carries them beside the batch (at a start, the alert state's, [`Heard::firing`]).
     firing: BTreeMap<String, Notification>,
 }
 
@@ -725,7 +756,15 @@ impl Dispatcher {
         mut queue: mpsc::Receiver<(Delivery, bool)>,
         mut done: mpsc::UnboundedReceiver<Attempted>,
         waiting: Vec<Delivery>,
+        firing: Vec<(String, Notification)>,
     ) {
+        for (target, notification) in firing {
+            let key = (target, notification.condition.alert.clone());
+            let group = self.groups.entry(key).or_default();
+            group
+                .firing
+                .insert(notification.dedup_key.clone(), notification);
+        }
         let now = Instant::now();
         for delivery in waiting {
             self.add(delivery, now, true);
@@ -888,6 +927,7 @@ impl Dispatcher {
         self.groups.retain(|_, g| {
             g.in_flight
                 || !g.items.is_empty()
+                || !g.firing.is_empty()
                 || g.last_sent
                     .is_some_and(|l| now.duration_since(l) < Duration::from_secs(86_400))
         });
@@ -1885,6 +1925,80 @@ mod tests {
             got.contains(&("u2".to_string(), "resolved".to_string())),
             "{got:?}"
         );
+        notifier.finish();
+    }
+
+    /// An Alertmanager group's alerts still firing are carried beside a resolve after a
+    /// restart too (from the alert state): the first resolve after a restart called the
+    /// group resolved with its other leaver still overdue.
+    #[test]
+    fn an_alertmanager_group_stays_firing_across_a_restart() {
+        use crate::alert::{AlertEngine, AlertSettings};
+        let (port, bodies) = receiver();
+        let dir = tempfile::tempdir().unwrap();
+        let config = hook_config_as(
+            "alertmanager",
+            port,
+            dir.path(),
+            "group_wait_secs = 0\ngroup_interval_secs = 0",
+        );
+        let data_dir = &config.storage.data_dir;
+        let settings = AlertSettings {
+            hold_secs: 0,
+            keep_firing_secs: 0,
+            repeat_interval_secs: 3600,
+        };
+        let overdue = |user| {
+            notification(
+                "LeaverDisableOverdue",
+                "page",
+                &[("app", "vault"), ("user", user)],
+            )
+            .condition
+        };
+        let runtime = runtime();
+        let start = || {
+            let metrics = Arc::new(Metrics::new(&config));
+            Notifier::start(&config, metrics, runtime.handle()).unwrap()
+        };
+        let wait_for = |count: usize| {
+            runtime.block_on(async {
+                for _ in 0..200 {
+                    if bodies.lock().unwrap().len() >= count {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            });
+            assert!(bodies.lock().unwrap().len() >= count, "{count} sends");
+        };
+        let mut alerts = AlertEngine::default();
+        let mut notifier = start();
+        for n in alerts.evaluate(Ts::from_secs(100), [overdue("a"), overdue("b")], settings) {
+            notifier.submit(&n);
+        }
+        notifier.store_heard(alerts.firing().map(|(key, _)| key));
+        crate::daemon::checkpoint::store_alerts(data_dir, &alerts).unwrap();
+        wait_for(1);
+        notifier.finish();
+        // Restarted: a's condition is gone.
+        let mut alerts = crate::daemon::checkpoint::load_alerts(data_dir).unwrap();
+        let mut notifier = start();
+        let sent = bodies.lock().unwrap().len();
+        let resolves = alerts.evaluate(Ts::from_secs(200), [overdue("b")], settings);
+        assert_eq!(resolves.len(), 1);
+        notifier.submit(&resolves[0]);
+        wait_for(sent + 1);
+        let last = bodies.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last["status"], "firing", "{last}");
+        let statuses: Vec<(String, String)> = (last["alerts"].as_array().unwrap().iter())
+            .map(|a| {
+                let user = a["labels"]["user"].as_str().unwrap().to_string();
+                (user, a["status"].as_str().unwrap().to_string())
+            })
+            .collect();
+        let expected = [("a", "resolved"), ("b", "firing")].map(|(u, s)| (u.into(), s.into()));
+        assert_eq!(statuses, expected);
         notifier.finish();
     }
 }
