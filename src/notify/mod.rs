@@ -115,6 +115,8 @@ struct Heard {
     file: std::path::PathBuf,
     receivers: BTreeMap<String, BTreeSet<String>>,
     changed: bool,
+    /// Set when writing the file failed: it is written again at the next store.
+    unsaved: Arc<AtomicBool>,
 }
 
 impl Heard {
@@ -136,7 +138,50 @@ impl Heard {
             file,
             receivers,
             changed: false,
+            unsaved: Arc::default(),
         }
+    }
+
+    /// The receivers a notification goes to. A FIRING (or repeat) goes where the routes send
+    /// it, and who heard it is kept (not for one that reaches nobody); its RESOLVED goes to
+    /// those who heard it that are still configured, and where the routes send it now if one
+    /// of them is gone (renamed, say). `settle`: a RESOLVED being sent, after which who
+    /// heard its alert is forgotten.
+    fn route(
+        &mut self,
+        routes: &[RouteConfig],
+        targets: &BTreeMap<String, Vec<(String, &'static str)>>,
+        notification: &Notification,
+        settle: bool,
+    ) -> Vec<String> {
+        let routed = receivers_for(routes, targets, notification);
+        let key = &notification.dedup_key;
+        if notification.kind != crate::alert::NotificationKind::Resolved {
+            if !routed.is_empty() {
+                let heard = self.receivers.entry(key.clone()).or_default();
+                let before = heard.len();
+                heard.extend(routed.iter().cloned());
+                self.changed |= heard.len() != before;
+            }
+            return routed;
+        }
+        let heard = if settle {
+            self.changed |= self.receivers.contains_key(key);
+            self.receivers.remove(key)
+        } else {
+            self.receivers.get(key).cloned()
+        };
+        let Some(heard) = heard else {
+            return routed; // fired before who heard it was kept, or its record is lost
+        };
+        let mut receivers: Vec<String> = (heard.iter())
+            .filter(|r| targets.contains_key(*r))
+            .cloned()
+            .collect();
+        if receivers.len() < heard.len() {
+            receivers.extend(routed.into_iter().filter(|r| !heard.contains(r)));
+        }
+        receivers
     }
 
     /// At a start, the alerts firing that were notified (from the alert state in
@@ -292,40 +337,59 @@ impl Channels {
 }
 
 /// At a start, the deliveries waiting in the outbox for a receiver no longer configured (one
-/// renamed, or taken out) go where the routes send their notifications now, each receiver's
-/// target once (not where a delivery of the same notification already waits): written to the
-/// outbox before the old ones are marked done (a crash in between may page twice, never not
-/// at all). One no route takes now is dead-lettered. `next_id` is the last id given.
+/// renamed, or taken out) go where they would go now ([`Heard::route`]: a FIRING where the
+/// routes send it, and who hears it is kept; a RESOLVED to who heard its alert), each target
+/// once, oldest first, and not where a newer notification of the alert already waits (it
+/// replaces them: re-routed, a FIRING older than a RESOLVED waiting there was sent after it,
+/// and the incident stayed open; helper-61). They are written to the outbox before the old
+/// ones are marked done (a crash in between may page twice, never not at all), and returned
+/// apart from `waiting`: the targets never saw them. One nothing takes now is dead-lettered.
+/// `next_id` is the last id given.
 fn reroute(
     waiting: &mut Vec<Delivery>,
     routes: &[RouteConfig],
     targets: &BTreeMap<String, Vec<(String, &'static str)>>,
+    heard: &mut Heard,
     outbox: &Outbox,
     next_id: &mut u64,
-) {
+) -> Vec<Delivery> {
     let configured: BTreeSet<&String> = targets.values().flatten().map(|(t, _)| t).collect();
-    let (orphans, mut kept): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(waiting)
+    let (orphans, kept): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(waiting)
         .into_iter()
         .partition(|d| !configured.contains(&d.target));
+    *waiting = kept;
     if orphans.is_empty() {
-        *waiting = kept;
-        return;
+        return Vec::new();
+    }
+    // The newest delivery waiting for each target and alert.
+    let mut newest: HashMap<(&str, &str), u64> = HashMap::new();
+    for d in waiting.iter() {
+        let id = newest
+            .entry((&d.target, &d.notification.dedup_key))
+            .or_default();
+        *id = (*id).max(d.id);
     }
     let mut rerouted: Vec<Delivery> = Vec::new();
     let mut unrouted = Vec::new();
+    let mut moved: BTreeMap<(&str, String), usize> = BTreeMap::new();
     for orphan in &orphans {
         let notification = &orphan.notification;
-        let receivers = receivers_for(routes, targets, notification);
+        let receivers = heard.route(routes, targets, notification, false);
         if receivers.is_empty() {
             unrouted.push(orphan);
             continue;
         }
+        *moved
+            .entry((&orphan.target, receivers.join(", ")))
+            .or_default() += 1;
         let new_targets = receivers
             .iter()
             .flat_map(|r| targets.get(r).into_iter().flatten());
         for (target, _) in new_targets {
-            let waits = |d: &Delivery| &d.target == target && &d.notification == notification;
-            if kept.iter().any(waits) || rerouted.iter().any(waits) {
+            let key = (target.as_str(), notification.dedup_key.as_str());
+            let replaced = newest.get(&key).is_some_and(|&id| id > orphan.id);
+            let twice = |d: &Delivery| &d.target == target && &d.notification == notification;
+            if replaced || rerouted.iter().any(twice) {
                 continue;
             }
             *next_id += 1;
@@ -335,7 +399,9 @@ fn reroute(
                 notification: notification.clone(),
             });
         }
-        tracing::warn!(key = %notification.dedup_key, from = %orphan.target, to = %receivers.join(", "), "A notification in the outbox was for a receiver no longer configured: it goes where the routes send it now.");
+    }
+    for ((from, to), count) in moved {
+        tracing::warn!(count, from, to = %to, "Notifications in the outbox were for a receiver no longer configured: they go where they would go now.");
     }
     let written = rerouted.is_empty() || outbox.put_all(&rerouted).is_ok();
     if written {
@@ -345,17 +411,16 @@ fn reroute(
             }
         }
     } else {
-        tracing::error!("Cannot write the outbox: the notifications for a receiver no longer configured are delivered from memory, and kept for the next start.");
+        tracing::error!("Cannot write the outbox: the notifications for a receiver no longer configured are delivered from memory, and may be sent again after the next start.");
     }
     for orphan in unrouted {
         outbox.dead_letter(
             orphan,
             crate::daemon::wall_clock(),
-            "its receiver is no longer configured, and no route takes it now",
+            "its receiver is no longer configured, and nothing takes it now",
         );
     }
-    kept.extend(rerouted);
-    *waiting = kept;
+    rerouted
 }
 
 impl Notifier {
@@ -398,10 +463,12 @@ impl Notifier {
         let mut next_id = (outbox.highest_id() + 1)
             .max(waiting.iter().map(|d| d.id + 1).max().unwrap_or(0))
             .max(crate::daemon::wall_clock().0.max(0) as u64);
-        reroute(
+        let mut heard = Heard::load(&config.storage.data_dir);
+        let rerouted = reroute(
             &mut waiting,
             &config.routes,
             &targets,
+            &mut heard,
             &outbox,
             &mut next_id,
         );
@@ -417,9 +484,8 @@ impl Notifier {
             done_tx,
             next_id | 1,
         );
-        let heard = Heard::load(&config.storage.data_dir);
         let firing = heard.firing(&config.storage.data_dir, &config.routes, &targets);
-        runtime.spawn(dispatcher.run(receiver, done, waiting, firing));
+        runtime.spawn(dispatcher.run(receiver, done, waiting, rerouted, firing));
         let writer = Writer {
             outbox,
             queue,
@@ -465,31 +531,9 @@ impl Notifier {
         drop(self)
     }
 
-    /// The receivers a notification goes to. A FIRING (or repeat) goes where the routes send
-    /// it, and who heard it is kept; its RESOLVED goes to those who heard it that are still
-    /// configured, and where the routes send it now if one of them is gone (renamed, say).
+    /// The receivers a notification goes to ([`Heard::route`]).
     fn receivers_for(&mut self, notification: &Notification) -> Vec<String> {
-        let routed = receivers_for(&self.routes, &self.targets, notification);
-        let key = &notification.dedup_key;
-        if notification.kind != crate::alert::NotificationKind::Resolved {
-            let heard = self.heard.receivers.entry(key.clone()).or_default();
-            let before = heard.len();
-            heard.extend(routed.iter().cloned());
-            self.heard.changed |= heard.len() != before;
-            return routed;
-        }
-        let Some(heard) = self.heard.receivers.remove(key) else {
-            return routed; // fired before who heard it was kept, or its record is lost
-        };
-        self.heard.changed = true;
-        let mut receivers: Vec<String> = (heard.iter())
-            .filter(|r| self.targets.contains_key(*r))
-            .cloned()
-            .collect();
-        if receivers.len() < heard.len() {
-            receivers.extend(routed.into_iter().filter(|r| !heard.contains(r)));
-        }
-        receivers
+        (self.heard).route(&self.routes, &self.targets, notification, true)
     }
 
     /// Writes who heard each alert, if that changed, after the deliveries handed over before
@@ -498,10 +542,12 @@ impl Notifier {
         let firing: BTreeSet<&String> = firing.into_iter().collect();
         let before = self.heard.receivers.len();
         self.heard.receivers.retain(|key, _| firing.contains(key));
-        if !self.heard.changed && self.heard.receivers.len() == before {
+        let unsaved = self.heard.unsaved.swap(false, Ordering::AcqRel);
+        if !self.heard.changed && !unsaved && self.heard.receivers.len() == before {
             return;
         }
         self.heard.changed = false;
+        let failed = self.heard.unsaved.clone();
         let file = self.heard.file.clone();
         let bytes = match serde_json::to_vec(&self.heard.receivers) {
             Ok(bytes) => bytes,
@@ -516,7 +562,8 @@ impl Notifier {
                 .map_or(Ok(()), crate::durable::create_dir_all)
                 .and_then(|()| crate::durable::write_atomic(&file, &bytes));
             if let Err(error) = written {
-                tracing::error!(file = %file.display(), %error, "Cannot persist who heard the alerts firing; a restart sends their resolves where the routes send them then.");
+                failed.store(true, Ordering::Release);
+                tracing::error!(file = %file.display(), %error, "Cannot persist who heard the alerts firing (tried again at the next store); a restart before then sends their resolves where the routes send them then.");
             }
         });
     }
@@ -718,6 +765,18 @@ pub struct Dispatcher {
     done_tx: mpsc::UnboundedSender<Attempted>,
 }
 
+/// How a delivery reached the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// Handed over by the pipeline (or found in the outbox by a rescan).
+    New,
+    /// Waiting in the outbox at a start: sent before a crash, maybe; sent at once.
+    Waiting,
+    /// Re-routed at a start from a receiver no longer configured: its target never saw it;
+    /// sent at once.
+    Rerouted,
+}
+
 /// Far enough to mean "not scheduled", near enough never to overflow an `Instant`.
 const FAR: Duration = Duration::from_secs(365 * 86_400);
 
@@ -756,6 +815,7 @@ impl Dispatcher {
         mut queue: mpsc::Receiver<(Delivery, bool)>,
         mut done: mpsc::UnboundedReceiver<Attempted>,
         waiting: Vec<Delivery>,
+        rerouted: Vec<Delivery>,
         firing: Vec<(String, Notification)>,
     ) {
         for (target, notification) in firing {
@@ -767,7 +827,10 @@ impl Dispatcher {
         }
         let now = Instant::now();
         for delivery in waiting {
-            self.add(delivery, now, true);
+            self.add(delivery, now, Arrival::Waiting);
+        }
+        for delivery in rerouted {
+            self.add(delivery, now, Arrival::Rerouted);
         }
         let mut rescan_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -789,7 +852,7 @@ impl Dispatcher {
                     if self.rescan.swap(false, Ordering::AcqRel) {
                         let now = Instant::now();
                         for delivery in self.outbox.rescan() {
-                            self.add(delivery, now, false);
+                            self.add(delivery, now, Arrival::New);
                         }
                     }
                 }
@@ -806,15 +869,15 @@ impl Dispatcher {
         if on_disk && !self.outbox.holds(delivery.id) {
             return;
         }
-        self.add(delivery, now, false);
+        self.add(delivery, now, Arrival::New);
     }
 
-    fn add(&mut self, delivery: Delivery, now: Instant, immediately: bool) {
+    fn add(&mut self, delivery: Delivery, now: Instant, arrival: Arrival) {
         if !self.known.insert(delivery.id) {
             return;
         }
-        if immediately {
-            self.maybe_sent.insert(delivery.id); // waiting at a start
+        if arrival == Arrival::Waiting {
+            self.maybe_sent.insert(delivery.id); // sent before a crash, maybe
         }
         if !self.channels.contains_key(&delivery.target) {
             self.known.remove(&delivery.id);
@@ -866,7 +929,7 @@ impl Dispatcher {
             group.insert(delivery);
         }
         if group.ready_at.is_none() && !group.in_flight {
-            group.ready_at = Some(if immediately {
+            group.ready_at = Some(if arrival != Arrival::New {
                 now
             } else {
                 match group.last_sent {
@@ -1614,12 +1677,12 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             let now = Instant::now();
-            dispatcher.add(firing, now, false);
+            dispatcher.add(firing, now, Arrival::New);
             dispatcher.start_ready(now);
             let attempted = done.recv().await.unwrap();
             assert!(attempted.sent.is_empty(), "nothing listens on port 1");
             dispatcher.finish(attempted, Instant::now());
-            dispatcher.add(resolved, Instant::now(), false);
+            dispatcher.add(resolved, Instant::now(), Arrival::New);
         });
         let key = (
             "hook/webhook".to_string(),
@@ -1648,9 +1711,9 @@ mod tests {
             delivery
         };
         let now = Instant::now();
-        dispatcher.add(delivery(2, NotificationKind::Resolved), now, false);
-        dispatcher.add(delivery(3, NotificationKind::Firing), now, false);
-        dispatcher.add(delivery(4, NotificationKind::Resolved), now, false);
+        dispatcher.add(delivery(2, NotificationKind::Resolved), now, Arrival::New);
+        dispatcher.add(delivery(3, NotificationKind::Firing), now, Arrival::New);
+        dispatcher.add(delivery(4, NotificationKind::Resolved), now, Arrival::New);
         let key = (
             "hook/webhook".to_string(),
             "LeaverDisableOverdue".to_string(),
@@ -1676,7 +1739,7 @@ mod tests {
         outbox.put_all([&firing, &resolved]).unwrap();
         let now = Instant::now();
         for delivery in outbox.rescan() {
-            dispatcher.add(delivery, now, false);
+            dispatcher.add(delivery, now, Arrival::New);
         }
         let key = (
             "hook/webhook".to_string(),
@@ -1862,7 +1925,7 @@ mod tests {
         assert_eq!(got, expected, "each page once, to the receiver routed now");
         let dead = std::fs::read_to_string(dir.path().join("data/dead-letter.jsonl")).unwrap();
         assert_eq!(dead.lines().count(), 1, "{dead}");
-        assert!(dead.contains("\"user\":\"c\"") && dead.contains("no route takes it now"));
+        assert!(dead.contains("\"user\":\"c\"") && dead.contains("nothing takes it now"));
         notifier.finish();
         assert!(
             outbox::waiting_ids(&dir.path().join("data")).is_empty(),
@@ -2000,5 +2063,46 @@ mod tests {
         let expected = [("a", "resolved"), ("b", "firing")].map(|(u, s)| (u.into(), s.into()));
         assert_eq!(statuses, expected);
         notifier.finish();
+    }
+
+    /// Re-routed deliveries keep their places: one older than a notification of its alert
+    /// already waiting for the target is not sent (re-routed, a FIRING older than the
+    /// RESOLVED waiting went after it, and the incident stayed open: helper-61), and a
+    /// re-routed FIRING never tried goes with its RESOLVED (the new target never heard of it).
+    #[test]
+    fn rerouted_pages_never_follow_a_newer_notification_of_their_alert() {
+        let (port, bodies) = receiver();
+        let dir = tempfile::tempdir().unwrap();
+        let config = receivers_config(dir.path(), &[("b", port)], "");
+        let waiting = |id, target: &str, user, kind| Delivery {
+            id,
+            target: target.into(),
+            notification: Notification {
+                kind,
+                ..notification("LeaverDisableOverdue", "page", &[("user", user)])
+            },
+        };
+        use NotificationKind::{Firing, Resolved};
+        let outbox = Outbox::open(&config.storage.data_dir).unwrap();
+        outbox
+            .put_all(&[
+                waiting(10, "a/webhook", "k1", Firing),
+                waiting(13, "b/webhook", "k1", Resolved),
+                waiting(14, "a/webhook", "k2", Firing),
+                waiting(15, "a/webhook", "k2", Resolved),
+                waiting(16, "a/webhook", "m", Firing),
+            ])
+            .unwrap();
+        drop(outbox);
+        let runtime = runtime();
+        let metrics = Arc::new(Metrics::new(&config));
+        let notifier = Notifier::start(&config, metrics, runtime.handle()).unwrap();
+        heard(&runtime, &bodies, 2);
+        runtime.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+        let got = heard(&runtime, &bodies, 2);
+        let expected = [("k1", "resolved"), ("m", "firing")].map(|(u, k)| (u.into(), k.into()));
+        assert_eq!(got, expected);
+        notifier.finish();
+        assert!(outbox::waiting_ids(&dir.path().join("data")).is_empty());
     }
 }
