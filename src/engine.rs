@@ -197,7 +197,15 @@ pub struct EngineState {
     lateness_micros: i64,
 }
 
-impl EngineState {
+/// Of a checkpoint's engine state, the leaver episodes and the clock only (an evidence pack's
+/// open leavers): the pending joins and the timeline are skipped, not built.
+#[derive(Debug, serde::Deserialize)]
+pub struct EpisodesOnly {
+    episodes: crate::judge::leavers::EpisodesState,
+    clock: Option<Ts>,
+}
+
+impl EpisodesOnly {
     /// The episodes open, with the time of the 2xx that disables each where one has been seen.
     pub fn open_episodes(&self) -> impl Iterator<Item = (&crate::judge::Episode, Option<Ts>)> {
         self.episodes.open()

@@ -633,7 +633,13 @@ fn export_pack(
     };
     // A daemon's store has a row for an open leaver only once it is past its deadline: the
     // others are in its checkpoint.
-    let open = scimwatch::daemon::checkpoint::open_leaver_rows(&data)?;
+    let open = scimwatch::daemon::checkpoint::open_leaver_rows(&data).unwrap_or_else(|error| {
+        eprintln!(
+            "scimwatch: warning: {error:#}: the pack holds a daemon's open leavers only once \
+             past their deadline"
+        );
+        Vec::new()
+    });
     let manifest = export(&data, quarter, &out, &slo, &open).map_err(|e| match e {
         e @ scimwatch::audit::AuditError::PackExists { .. } => {
             anyhow::Error::from(UsageError(format!("--out {e}")))

@@ -534,6 +534,34 @@ fn a_pack_from_the_daemon_holds_the_leavers_still_inside_their_deadline() {
         (packed[0].state.as_str(), packed[0].met_slo),
         ("disabled", Some(true))
     );
+
+    // A checkpoint export cannot read (damaged, or another version's) does not stop it: it
+    // says what the pack then lacks.
+    std::fs::remove_dir_all(&pack).unwrap();
+    std::fs::write(
+        setup.path("data/state/checkpoint.json"),
+        "{\"version\": 99}",
+    )
+    .unwrap();
+    let output = common::run(&[
+        "export",
+        "--data",
+        setup.path("data").to_str().unwrap(),
+        "--quarter",
+        &format!(
+            "{}Q{}",
+            &t[..4],
+            (t[5..7].parse::<u32>().unwrap() - 1) / 3 + 1
+        ),
+        "--out",
+        pack.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("only once past their deadline"),
+        "{stderr}"
+    );
 }
 
 /// `scimwatch export` of the quarter holding the time `t`, into `pack/`: where, and its manifest.

@@ -208,9 +208,27 @@ pub fn store_alert_bytes(data_dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// one that was not has a row of its own in the store) nor than a disable seen and not yet
 /// settled. None without a checkpoint (a replay's store: it wrote every open episode).
 pub fn open_leaver_rows(data_dir: &Path) -> anyhow::Result<Vec<crate::audit::schema::LeaverRow>> {
-    let Some(saved) = load(data_dir)? else {
-        return Ok(Vec::new());
+    /// What is read of the checkpoint: the rest is skipped.
+    #[derive(Deserialize)]
+    struct OpenLeavers {
+        version: u32,
+        engine: crate::engine::EpisodesOnly,
+    }
+    let file = path(data_dir);
+    let text = match std::fs::read(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
+    let saved: OpenLeavers = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a readable checkpoint", file.display()))?;
+    if saved.version != CHECKPOINT_VERSION {
+        anyhow::bail!(
+            "{} has version {}, this scimwatch reads version {CHECKPOINT_VERSION}",
+            file.display(),
+            saved.version
+        );
+    }
     let Some(clock) = saved.engine.clock() else {
         return Ok(Vec::new());
     };
