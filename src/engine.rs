@@ -456,6 +456,12 @@ impl Engine {
         }
     }
 
+    /// The open leaver episodes a restore decided otherwise than before (the high-risk
+    /// policy changed): (app, the user as it opened, start), once.
+    pub fn take_redecided(&mut self) -> Vec<(String, String, Ts)> {
+        self.episodes.take_redecided()
+    }
+
     /// Enforces the memory caps: settles the oldest pending joins early, drops the oldest
     /// open episodes (handing them out, so a breached one is still written) and forgets the
     /// oldest learned names.

@@ -564,6 +564,54 @@ fn a_pack_from_the_daemon_holds_the_leavers_still_inside_their_deadline() {
     );
 }
 
+/// A leaver already written overdue under one high-risk policy, and judged by a changed one
+/// after a restart, gets a row with the new decision, which the pack keeps: the store and
+/// every pack held the old one (not high-risk), while the daemon paged it as high-risk
+/// (helper-61).
+#[test]
+fn a_leaver_judged_again_by_a_changed_policy_is_written_again() {
+    let v1 = CONFIG.replace(
+        "allowed_lateness_secs = 1\n",
+        "allowed_lateness_secs = 1\nstandard_disable_within_secs = 2\n",
+    );
+    assert_ne!(v1, CONFIG);
+    let setup = Setup::new(&v1);
+    let daemon = setup.start();
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"leave\",\"action\":\"deactivate\",\"app\":\"wiki\",\"user\":\"ann@corp.example\",\"result\":\"failure\"}}\n"));
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"leave\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/u-7\",\"status\":503,\"app\":\"wiki\"}}\n"));
+    let rows = wait_for_leavers(&setup, |rows| !rows.is_empty());
+    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.state.as_str(), r.high_risk))
+            .collect::<Vec<_>>(),
+        [("open", false)]
+    );
+    let v2 = v1.replace(r#"apps = ["vault"]"#, r#"apps = ["vault", "wiki"]"#);
+    assert_ne!(v2, v1);
+    std::fs::write(setup.config(), v2).unwrap();
+    let daemon = setup.start();
+    let rows = wait_for_leavers(&setup, |rows| rows.len() >= 2);
+    assert_eq!(daemon.stop(), Some(0));
+    let mut written: Vec<(&str, bool, Option<bool>)> = (rows.iter())
+        .map(|r| (r.state.as_str(), r.high_risk, r.met_slo))
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [("open", false, Some(false)), ("open", true, Some(false))],
+        "{}",
+        setup.daemon_log()
+    );
+    let (_, manifest) = export_quarter_of(&setup, &t);
+    assert_eq!(manifest["files"]["leavers"]["rows"], 1, "{manifest}");
+    assert_eq!(
+        manifest["summary"]["leavers"]["high_risk_breaches"], 1,
+        "{manifest}"
+    );
+}
+
 /// `scimwatch export` of the quarter holding the time `t`, into `pack/`: where, and its manifest.
 fn export_quarter_of(setup: &Setup, t: &str) -> (std::path::PathBuf, serde_json::Value) {
     let quarter = format!(

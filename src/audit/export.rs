@@ -150,19 +150,17 @@ const README_FILE: &str = "README.md";
 /// the user ID (an episode learns its login from a later operation, so the open row may lack
 /// it).
 fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
-    // The disabled or cancelled row (an episode ends one way); else the open row written past
-    // the deadline (an open episode only goes from in time to breached); else any.
-    let rank = |row: &LeaverRow| match (row.state.as_str(), row.met_slo) {
-        ("disabled" | "cancelled", _) => 0u8,
-        (_, Some(false)) => 1,
-        _ => 2,
-    };
-    // Among rows of one rank, the one judged last (an open row written again later knows
-    // more), then the one that knows most operations.
+    // The disabled or cancelled row (an episode ends one way); else the open row judged last
+    // (it knows more: with one deadline an open episode only goes from in time to breached,
+    // and one judged again after the high-risk policy changed holds the new decision); then
+    // a breached one, then the one that knows most operations.
+    let open = |row: &LeaverRow| !matches!(row.state.as_str(), "disabled" | "cancelled");
+    let in_time = |row: &LeaverRow| row.met_slo != Some(false);
     rows.sort_by(|a, b| {
-        (&a.app, a.initiated_at, rank(a))
-            .cmp(&(&b.app, b.initiated_at, rank(b)))
+        (&a.app, a.initiated_at, open(a))
+            .cmp(&(&b.app, b.initiated_at, open(b)))
             .then(b.as_of.cmp(&a.as_of))
+            .then(in_time(a).cmp(&in_time(b)))
             .then(b.correlation_ids.len().cmp(&a.correlation_ids.len()))
     });
     let same_user = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
@@ -1151,6 +1149,32 @@ mod tests {
         };
         assert_eq!(figures(1), (Some(1), Some(0.834), Some(2.4)));
         assert_eq!(figures(1000), (Some(1000), Some(1.0), Some(2.0)));
+    }
+
+    /// Of an episode's open rows the one judged last is kept: a breach written past the
+    /// deadline over the checkpoint's row judged at the deadline, and a row judged in time
+    /// by a longer deadline (the policy changed) over the breach written before it.
+    #[test]
+    fn of_an_episode_s_open_rows_the_one_judged_last_is_kept() {
+        let open = |as_of: i64, deadline: i64, met_slo: Option<bool>| LeaverRow {
+            as_of: Some(as_of),
+            deadline_seconds: deadline,
+            met_slo,
+            ..row("vault", Some("ann@x"), Some("u-1"), 0, "open")
+        };
+        let kept = |rows: Vec<LeaverRow>| {
+            let kept = one_row_per_episode(rows);
+            assert_eq!(kept.len(), 1);
+            (kept[0].as_of, kept[0].met_slo)
+        };
+        let at_deadline = open(900_000_000, 900, None);
+        let breach = open(901_000_000, 900, Some(false));
+        assert_eq!(
+            kept(vec![at_deadline.clone(), breach.clone()]),
+            (Some(901_000_000), Some(false))
+        );
+        let in_time_now = open(1_800_000_000, 3_600, None);
+        assert_eq!(kept(vec![breach, in_time_now]), (Some(1_800_000_000), None));
     }
 
     /// An episode's `open` row (written as it passed its deadline) gives way to its

@@ -281,13 +281,27 @@ impl Pipeline {
                     metrics.claim_app(app);
                 }
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
+                let mut engine = Engine::restore(saved.engine, settings);
+                let mut breach_rows = saved.breach_rows;
+                // One decided otherwise (the high-risk policy changed) gets a row of its own
+                // once overdue: its `open` row holds the old decision.
+                let redecided = engine.take_redecided();
+                if !redecided.is_empty() {
+                    tracing::info!(
+                        count = redecided.len(),
+                        "Open leavers judged by the changed high-risk policy (their risk or deadline differs from before the restart)."
+                    );
+                }
+                for key in redecided {
+                    breach_rows.remove(&key);
+                }
                 (
-                    Engine::restore(saved.engine, settings),
+                    engine,
                     saved.files,
                     saved.windows,
                     saved.evidence,
                     saved.last_events,
-                    saved.breach_rows,
+                    breach_rows,
                 )
             }
             None => {

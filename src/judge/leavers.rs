@@ -525,6 +525,8 @@ pub struct Episodes {
     /// rehire. Hashed, as [`OpenIndex::ids`]; a hit is checked against the pair. Not in
     /// checkpoints: rebuilt from the pairs.
     closed_ids: FastMap<u64, String>,
+    /// The open episodes a restore decided otherwise ([`Episodes::take_redecided`]).
+    redecided: Vec<(String, String, Ts)>,
 }
 
 /// The open episodes. `keys`: the pairs whose episode is open and whose disable has not been
@@ -745,6 +747,7 @@ impl Episodes {
             disabled: FastMap::default(),
             open: OpenIndex::default(),
             closed_ids: FastMap::default(),
+            redecided: Vec::new(),
         }
     }
 
@@ -772,11 +775,16 @@ impl Episodes {
     /// would.
     pub fn restore(policy: Policy, mut state: EpisodesState) -> Episodes {
         let mut open = OpenIndex::default();
+        let mut redecided = Vec::new();
         for (key, pair) in &mut state.pairs {
             if let Some(episode) = &mut pair.open {
                 if let Some(decided_on) = &episode.decided_on {
-                    (episode.high_risk, episode.deadline_seconds) =
-                        policy.decide(decided_on.subject());
+                    let decided = policy.decide(decided_on.subject());
+                    if decided != (episode.high_risk, episode.deadline_seconds) {
+                        (episode.high_risk, episode.deadline_seconds) = decided;
+                        let user = episode.alert_user().to_string();
+                        redecided.push((episode.app.clone(), user, episode.initiated_at));
+                    }
                 }
                 if pair.closing.is_none() {
                     open.keys.insert(key.clone());
@@ -792,9 +800,17 @@ impl Episodes {
             disabled: state.disabled.into_iter().collect(),
             open,
             closed_ids: FastMap::default(),
+            redecided,
         };
         episodes.index_closed();
         episodes
+    }
+
+    /// The open episodes a restore decided otherwise than before (app, the user as it
+    /// opened, start), once: an `open` row written for one past its deadline holds the old
+    /// decision, and a new one is due.
+    pub fn take_redecided(&mut self) -> Vec<(String, String, Ts)> {
+        std::mem::take(&mut self.redecided)
     }
 
     /// Takes up an episode an earlier run left open (`replay --append`): it stays open under
