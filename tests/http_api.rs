@@ -111,6 +111,24 @@ fn the_api_follows_an_operation_and_guards_its_data_with_a_token() {
     let (_, body) = get(port, "/api/v1/alerts", Some("s3cret-token"));
     assert!(body.contains("LeaverDisableOverdue"), "{body}");
 
+    // The daemon's own counters, the bad line among them (once its checkpoint is written).
+    let counters = || -> serde_json::Value {
+        let (_, body) = get(port, "/api/v1/status", Some("s3cret-token"));
+        serde_json::from_str(&body).unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(10), || {
+        counters()["parse_errors"]["idp"] == 1
+    });
+    assert_eq!(counters()["parse_errors"]["idp"], 1);
+    let (status, body) = get(port, "/api/v1/status", Some("s3cret-token"));
+    assert_eq!(status, 200, "{body}");
+    let counters: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(counters["ready"], true, "{body}");
+    assert_eq!(counters["tail"]["files_lost"], 0, "{body}");
+    assert!(counters["checkpoints"].as_u64().unwrap() >= 1, "{body}");
+    assert!(counters.get("open_leavers").is_none(), "{body}");
+    assert_eq!(get(port, "/api/v1/status", None).0, 401);
+
     let (status, body) = get(port, "/api/v1/slo", Some("s3cret-token"));
     assert_eq!(status, 200);
     let slo: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -101,7 +101,8 @@ const INDEX: &str = "scimwatch\n\
   /api/v1/slo                per-stage success over every window (JSON)\n\
   /api/v1/alerts             the alert conditions that hold now (JSON)\n\
   /api/v1/leavers/open       open leaver episodes, oldest first (JSON)\n\
-  /api/v1/operations/{id}    one recent operation, end to end (JSON)\n";
+  /api/v1/operations/{id}    one recent operation, end to end (JSON)\n\
+  /api/v1/status             the daemon's own counters: lines, lines set aside, files, checkpoints (JSON)\n";
 
 pub fn router(state: AppState) -> Router {
     // The token is checked before anything else looks at an `/api` request: before a path is
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/alerts", get(alerts))
         .route("/v1/leavers/open", get(open_leavers))
         .route("/v1/operations/{id}", get(operation))
+        .route("/v1/status", get(status))
         .fallback(|| async { no_such_endpoint() })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -263,6 +265,18 @@ async fn slo(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The daemon's counters: what `/api/v1/slo`, `/alerts` and `/leavers/open` list is left to
+/// them.
+async fn status(State(state): State<AppState>) -> Response {
+    let mut body = serde_json::to_value(snapshot(&state)).unwrap_or_default();
+    if let Some(object) = body.as_object_mut() {
+        for listed in ["slo", "alerts", "open_leavers", "leavers_overdue"] {
+            object.remove(listed);
+        }
+    }
+    Json(body).into_response()
+}
+
 async fn alerts(State(state): State<AppState>) -> Response {
     let status = snapshot(&state);
     Json(json!({"as_of": status.clock, "alerts": status.alerts})).into_response()
@@ -288,7 +302,7 @@ async fn operation(State(state): State<AppState>, Path(id): Path<String>) -> Res
         }
         None => (
             StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no operation with correlation ID {id:?}: unknown, older than the recent-operations window, or still inside its join window")})),
+            Json(json!({"error": format!("no operation with correlation ID {id:?}: unknown, older than the recent-operations window or than the daemon's last start (look in the Parquet operations table), or still inside its join window")})),
         )
             .into_response(),
     }
