@@ -437,6 +437,30 @@ pub struct AppsConfig {
     pub aliases: BTreeMap<String, Vec<String>>,
 }
 
+impl AppsConfig {
+    /// Each spelling, lowercased, to its canonical name (a canonical name to itself).
+    pub fn alias_map(&self) -> std::collections::HashMap<String, String> {
+        let mut aliases = std::collections::HashMap::new();
+        for (canonical, spellings) in &self.aliases {
+            aliases.insert(canonical.to_lowercase(), canonical.clone());
+            for spelling in spellings {
+                aliases.insert(spelling.to_lowercase(), canonical.clone());
+            }
+        }
+        aliases
+    }
+
+    /// The canonical name of an app the aliases give another (a name read under an older
+    /// config, kept in a checkpoint); `None` for one they leave as it is.
+    pub fn renamer(&self) -> impl Fn(&str) -> Option<String> {
+        let aliases = self.alias_map();
+        move |app: &str| {
+            let canonical = aliases.get(crate::model::fold_case(app).as_ref())?;
+            (canonical != app).then(|| canonical.clone())
+        }
+    }
+}
+
 /// The alert kinds of design.md, in its order.
 pub const ALERT_KINDS: [&str; 8] = [
     "StageSuccessIncident",

@@ -197,6 +197,42 @@ pub struct EngineState {
     lateness_micros: i64,
 }
 
+impl EngineState {
+    /// Gives every app in the pending state its name under the config now, where `[apps]
+    /// aliases` changed across a restart (`rename`: [`crate::config::AppsConfig::renamer`]):
+    /// records read under a name that is now another's alias join, judge and time leavers
+    /// as that app's, as a replay of the same logs with the new config would (a pending
+    /// leaver's disable stayed unjoined, an open episode unclosed and paged). How many names
+    /// changed.
+    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> usize {
+        use crate::judge::leavers::{LifecycleOpFields, RequestFields};
+        use crate::model::rename_some_app;
+        let mut renamed = self.joiner.rename_apps(rename) + self.episodes.rename_apps(rename);
+        for (_, item) in &mut self.timeline {
+            renamed += usize::from(match item {
+                TimelineItem::Trigger(trigger) => rename_some_app(&mut trigger.app, rename),
+                TimelineItem::Operation(op) | TimelineItem::Close(op) => {
+                    let mut fields = LifecycleOpFields::from(op.clone());
+                    let changed = rename_some_app(&mut fields.app, rename);
+                    if changed {
+                        *op = fields.into();
+                    }
+                    changed
+                }
+                TimelineItem::Request(request) => {
+                    let mut fields = RequestFields::from(request.clone());
+                    let changed = rename_some_app(&mut fields.app, rename);
+                    if changed {
+                        *request = fields.into();
+                    }
+                    changed
+                }
+            });
+        }
+        renamed
+    }
+}
+
 /// Of a checkpoint's engine state, the leaver episodes and the clock only (an evidence pack's
 /// open leavers): the pending joins and the timeline are skipped, not built.
 #[derive(Debug, serde::Deserialize)]

@@ -11,6 +11,26 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 /// The case-folded form of a name used as a key (logins, user IDs, app aliases). Text already
 /// folded (the common case: lowercase ASCII) is borrowed; other ASCII is folded without
 /// Unicode's per-character tables.
+/// Gives an app its name under the config now, where that differs: `Some(new name)`
+/// ([`crate::config::AppsConfig::renamer`]).
+pub type Rename<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Renames an app by `rename`: whether it changed.
+pub fn rename_app(app: &mut String, rename: Rename<'_>) -> bool {
+    match rename(app) {
+        Some(new) => {
+            *app = new;
+            true
+        }
+        None => false,
+    }
+}
+
+/// [`rename_app`] for an app that may be absent.
+pub fn rename_some_app(app: &mut Option<String>, rename: Rename<'_>) -> bool {
+    app.as_mut().is_some_and(|app| rename_app(app, rename))
+}
+
 pub fn fold_case(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.is_ascii() {
         text.to_lowercase().into()

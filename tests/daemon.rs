@@ -612,6 +612,93 @@ fn a_leaver_judged_again_by_a_changed_policy_is_written_again() {
     );
 }
 
+/// An app alias added across a restart applies to what was pending: a leaver read under the
+/// old spelling and still joining takes the app's name (and its high-risk policy), and an
+/// open episode under it is the app's, closed by the app's disable, as `replay` with the new
+/// config says. They kept the old name: the daemon and `replay` disagreed, the episode was
+/// never closed and paged overdue (QA helper-60).
+#[test]
+fn an_alias_added_across_a_restart_applies_to_what_was_pending() {
+    let v1 = CONFIG.replace("join_window_secs = 1", "join_window_secs = 3");
+    assert_ne!(v1, CONFIG);
+    let setup = Setup::new(&v1);
+    let idp = |cid: &str, user: &str, result: &str, t: &str| {
+        format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"action\":\"deactivate\",\"app\":\"AWS Production\",\"user\":\"{user}\",\"result\":\"{result}\"}}\n")
+    };
+    let gateway = |cid: &str, status: u16, t: &str| {
+        format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/{cid}\",\"status\":{status},\"app\":\"aws-prod\"}}\n")
+    };
+    let daemon = setup.start();
+    // carol's disable fails and is judged: her episode is open, under "AWS Production".
+    let t0 = now();
+    setup.append(
+        "logs/idp.jsonl",
+        &idp("L0", "carol@corp.example", "failure", &t0),
+    );
+    setup.append("logs/gateway.log", &gateway("L0", 503, &t0));
+    let rows = setup.wait_for(SETTLE, |rows| !rows.is_empty());
+    assert_eq!(rows.len(), 1, "{}", setup.daemon_log());
+    // dave's is read, and still joining at the stop.
+    let t1 = now();
+    setup.append(
+        "logs/idp.jsonl",
+        &idp("L1", "dave@corp.example", "success", &t1),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(setup.operations().len(), 1, "dave's is pending");
+
+    let v2 = v1.replace(r#"apps = ["vault"]"#, r#"apps = ["vault", "aws-prod"]"#)
+        + "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\"] }\n";
+    std::fs::write(setup.config(), &v2).unwrap();
+    setup.append("logs/gateway.log", &gateway("L1", 204, &t1));
+    let t2 = now();
+    setup.append(
+        "logs/idp.jsonl",
+        &idp("L0b", "carol@corp.example", "success", &t2),
+    );
+    setup.append("logs/gateway.log", &gateway("L0b", 204, &t2));
+    let daemon = setup.start();
+    let disabled = |rows: &[scimwatch::audit::schema::LeaverRow]| {
+        let mut found: Vec<(String, String, bool, Option<bool>)> = (rows.iter())
+            .filter(|r| r.state == "disabled")
+            .map(|r| {
+                let user = r.user_login.clone().unwrap_or_default();
+                (r.app.clone(), user, r.high_risk, r.met_slo)
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let rows = wait_for_leavers(&setup, |rows| disabled(rows).len() >= 2);
+    assert_eq!(daemon.stop(), Some(0));
+    let after_restart = |rows: Vec<scimwatch::audit::schema::OperationRow>| {
+        let mut found: Vec<(String, String, String, bool)> = (rows.into_iter())
+            .filter(|r| r.correlation_id.as_deref() != Some("L0"))
+            .map(|r| {
+                let cid = r.correlation_id.unwrap_or_default();
+                (cid, r.app.unwrap_or_default(), r.outcome, r.high_risk)
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let replayed = setup.path("replayed");
+    common::daemon::replay_into(&setup.config(), &replayed);
+    let replay_ops = after_restart(common::daemon::read_dir_rows(&replayed.join("operations")));
+    assert_eq!(
+        replay_ops,
+        [
+            ("L0b".into(), "aws-prod".into(), "succeeded".into(), true),
+            ("L1".into(), "aws-prod".into(), "succeeded".into(), true),
+        ]
+    );
+    assert_eq!(after_restart(setup.operations()), replay_ops);
+    let replay_leavers = disabled(&common::daemon::read_dir_leavers(&replayed.join("leavers")));
+    assert_eq!(replay_leavers.len(), 2, "{replay_leavers:?}");
+    assert_eq!(disabled(&rows), replay_leavers, "{}", setup.daemon_log());
+}
+
 /// `scimwatch export` of the quarter holding the time `t`, into `pack/`: where, and its manifest.
 fn export_quarter_of(setup: &Setup, t: &str) -> (std::path::PathBuf, serde_json::Value) {
     let quarter = format!(

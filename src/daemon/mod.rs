@@ -248,7 +248,7 @@ impl Pipeline {
         let mut store_newest = None;
         let mut watched_since = BTreeMap::new();
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
-            Some(saved) => {
+            Some(mut saved) => {
                 if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
                     anyhow::bail!("{}: {why}", checkpoint::path(&data_dir).display());
                 }
@@ -277,12 +277,27 @@ impl Pipeline {
                 store_files = files.len() as u64;
                 store_newest = files.iter().map(|f| checkpoint::file_order(f)).max();
                 watched_since = saved.watched_since;
-                for app in &saved.apps {
+                // Names read under aliases since changed are given the config's now.
+                let rename = config.apps.renamer();
+                let renamed = saved.engine.rename_apps(&rename);
+                if renamed > 0 {
+                    tracing::info!(
+                        renamed,
+                        "Apps in the pending state renamed by the changed [apps] aliases."
+                    );
+                }
+                for app in &mut saved.apps {
+                    crate::model::rename_app(app, &rename);
                     metrics.claim_app(app);
                 }
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 let mut engine = Engine::restore(saved.engine, settings);
-                let mut breach_rows = saved.breach_rows;
+                let mut breach_rows: BTreeSet<BreachKey> = (saved.breach_rows.into_iter())
+                    .map(|(mut app, user, at)| {
+                        crate::model::rename_app(&mut app, &rename);
+                        (app, user, at)
+                    })
+                    .collect();
                 // One decided otherwise (the high-risk policy changed) gets a row of its own
                 // once overdue: its `open` row holds the old decision.
                 let redecided = engine.take_redecided();

@@ -316,6 +316,36 @@ pub struct JoinerState {
     stats: JoinStats,
 }
 
+impl JoinerState {
+    /// Gives the pending records' apps their names under the config now (`[apps] aliases`
+    /// changed across a restart): the records and writes of one app, read under two names,
+    /// join and judge as one, as a replay with the new config would. How many were renamed.
+    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> usize {
+        use crate::model::{rename_app, rename_some_app};
+        let mut renamed = 0;
+        for (_, bucket) in &mut self.buckets {
+            for record in &mut bucket.idp {
+                renamed += usize::from(rename_some_app(&mut record.app, rename));
+            }
+            for write in &mut bucket.gateway {
+                let mut record = write.unpack();
+                if rename_some_app(&mut record.app, rename) {
+                    *write = PackedGateway::pack(&record);
+                    renamed += 1;
+                }
+            }
+        }
+        for entry in &mut self.pool {
+            renamed += usize::from(rename_app(&mut entry.app, rename));
+            renamed += usize::from(rename_some_app(&mut entry.record.app, rename));
+        }
+        for (app, _, _) in &mut self.names {
+            renamed += usize::from(rename_app(app, rename));
+        }
+        renamed
+    }
+}
+
 /// [`JoinerState`], borrowed from a live joiner: the same fields in the same order.
 #[derive(Debug, serde::Serialize)]
 pub struct JoinerStateRef<'a> {

@@ -12,7 +12,7 @@ use crate::model::{Outcome, Stage};
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 /// Where an episode stands.
@@ -458,6 +458,25 @@ struct Pair {
 }
 
 impl Pair {
+    /// Takes in the pair of the same app under another name: its open episode where this has
+    /// none (or an older one), and its closure where later.
+    fn merge(&mut self, other: Pair) {
+        let older = match (&self.open, &other.open) {
+            (None, Some(_)) => true,
+            (Some(mine), Some(theirs)) => theirs.initiated_at < mine.initiated_at,
+            _ => false,
+        };
+        if older {
+            self.open = other.open;
+            self.closing = other.closing;
+        }
+        if other.last_closed_at > self.last_closed_at {
+            self.last_closed_at = other.last_closed_at;
+            self.rehired_since_close = other.rehired_since_close;
+            self.closed_user_id = other.closed_user_id;
+        }
+    }
+
     /// Disabled at `at` by the leaver operation `op`, with no rehire since.
     fn disabled(&mut self, at: Ts, op: &LifecycleOp) {
         self.last_closed_at = Some(at);
@@ -654,6 +673,56 @@ pub struct EpisodesState {
 }
 
 impl EpisodesState {
+    /// Gives the episodes' apps their names under the config now (`[apps] aliases` changed
+    /// across a restart), as a replay with the new config would: two pairs that become one
+    /// keep the open episode (the older, if both had one) and the later closure. How many
+    /// were renamed.
+    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> usize {
+        use crate::model::rename_app;
+        let mut renamed = 0;
+        let mut pairs: BTreeMap<(String, String), Pair> = BTreeMap::new();
+        for ((mut app, user), mut pair) in std::mem::take(&mut self.pairs) {
+            renamed += usize::from(rename_app(&mut app, rename));
+            if let Some(episode) = pair.open.as_mut() {
+                rename_app(&mut episode.app, rename);
+                if let Some(decided_on) = episode.decided_on.as_mut() {
+                    crate::model::rename_some_app(&mut decided_on.app, rename);
+                }
+            }
+            match pairs.entry((app, user)) {
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(pair);
+                }
+                std::collections::btree_map::Entry::Occupied(mut entry) => {
+                    entry.get_mut().merge(pair);
+                }
+            }
+        }
+        self.pairs = pairs.into_iter().collect();
+        for (_, intervals) in &mut self.disabled {
+            for interval in intervals {
+                renamed += usize::from(rename_app(&mut interval.app, rename));
+            }
+        }
+        let mut returns: BTreeMap<String, Ts> = BTreeMap::new();
+        for (key, at) in std::mem::take(&mut self.returns) {
+            let key = match key.split_once('\0') {
+                Some((app, user)) => match rename(app) {
+                    Some(app) => {
+                        renamed += 1;
+                        return_key(Some(&app), user)
+                    }
+                    None => key,
+                },
+                None => key,
+            };
+            let latest = returns.entry(key).or_insert(at);
+            *latest = (*latest).max(at);
+        }
+        self.returns = returns.into_iter().collect();
+        renamed
+    }
+
     /// Each open episode, with the time of the 2xx that disables it where one has been seen
     /// (its closure waits in the timeline).
     pub fn open(&self) -> impl Iterator<Item = (&Episode, Option<Ts>)> {
@@ -1899,6 +1968,56 @@ mod tests {
         assert_eq!(
             decisions(&restore(policy(&["vault"], &[], 600), &old)),
             before
+        );
+    }
+
+    /// An alias added across a restart makes two spellings one app: their pairs become one,
+    /// keeping the older open episode, renamed with what it was decided on.
+    #[test]
+    fn renamed_apps_merge_their_pairs_keeping_the_older_open_episode() {
+        let mut episodes = super::Episodes::new(super::super::Policy::from_config(
+            &crate::config::SloConfig::default(),
+        ));
+        let op = |app: &str, time: i64| {
+            LifecycleOp::from(LifecycleOpFields {
+                stage: Stage::Leaver,
+                outcome: Outcome::Failed,
+                time: Ts(time),
+                app: Some(app.into()),
+                user_id: None,
+                user_login: Some("carol@corp.example".into()),
+                action: "deactivate".into(),
+                correlation_id: Some(format!("c-{time}")),
+                trigger_time: None,
+                first_attempt_time: Some(Ts(time)),
+                first_success: None,
+                groups: vec![],
+            })
+        };
+        let mut out = Vec::new();
+        episodes.on_operation(&op("AWS Production", 5), &mut out);
+        episodes.on_operation(&op("aws-prod", 3), &mut out);
+        episodes.on_operation(&op("wiki", 4), &mut out);
+        let mut state: super::EpisodesState =
+            serde_json::from_str(&serde_json::to_string(&episodes.snapshot()).unwrap()).unwrap();
+        let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
+        assert_eq!(state.rename_apps(&rename), 1);
+        let restored = super::Episodes::restore(
+            super::super::Policy::from_config(&crate::config::SloConfig::default()),
+            state,
+        );
+        let open: Vec<(String, Ts, Option<String>)> = (restored.open_episodes().iter())
+            .map(|e| {
+                let decided = e.decided_on.as_ref().and_then(|d| d.app.clone());
+                (e.app.clone(), e.initiated_at, decided)
+            })
+            .collect();
+        assert_eq!(
+            open,
+            [
+                ("aws-prod".to_string(), Ts(3), Some("aws-prod".to_string())),
+                ("wiki".to_string(), Ts(4), Some("wiki".to_string())),
+            ]
         );
     }
 

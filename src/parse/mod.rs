@@ -668,13 +668,7 @@ pub fn resolve_source(
             status.extend(values.iter().map(|v| (v.to_ascii_lowercase(), *value)));
         }
     }
-    let mut aliases = HashMap::new();
-    for (canonical, spellings) in &apps.aliases {
-        aliases.insert(canonical.to_lowercase(), canonical.clone());
-        for spelling in spellings {
-            aliases.insert(spelling.to_lowercase(), canonical.clone());
-        }
-    }
+    let aliases = apps.alias_map();
     Ok(LineParser {
         name: source.name.clone(),
         role: source.role,
