@@ -496,6 +496,9 @@ impl Pipeline {
         let Some(notifier) = &mut self.notifier else {
             return checkpoint::store_alerts(data_dir, &self.alerts);
         };
+        // Who heard each alert first: a crash between the two leaves an alert the alert state
+        // does not know as firing (pruned at the next store), never one firing that nobody
+        // is known to have heard.
         notifier.store_heard(self.alerts.firing().map(|(key, _)| key));
         let bytes = serde_json::to_vec(&self.alerts)?;
         let data_dir = data_dir.clone();
