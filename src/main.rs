@@ -871,9 +871,29 @@ fn run_demo(
 ) -> anyhow::Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     init_logging();
+    let used = |dir: &std::path::Path| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
     let dir = match dir {
+        // Its logs would be appended to, its store resumed (an earlier run's alerts shown as
+        // this one's), its files written among others (QA helper-60).
+        Some(dir) if used(&dir) => {
+            return Err(UsageError(format!(
+                "demo --dir {}: not empty; the demo writes its logs, config and store there, so \
+                 give it a new or empty directory",
+                dir.display()
+            ))
+            .into())
+        }
         Some(dir) => dir,
-        None => std::env::temp_dir().join(format!("scimwatch-demo-{}", std::process::id())),
+        None => {
+            let base = format!("scimwatch-demo-{}", std::process::id());
+            (0..)
+                .map(|n| match n {
+                    0 => std::env::temp_dir().join(&base),
+                    n => std::env::temp_dir().join(format!("{base}-{n}")),
+                })
+                .find(|dir| !used(dir))
+                .expect("an unused name")
+        }
     };
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let duration = std::time::Duration::from_secs(duration_secs.max(5));

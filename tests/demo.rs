@@ -50,3 +50,17 @@ fn the_demo_shows_its_expired_token_and_replay_agrees_on_the_same_logs() {
         "{unattributed} unattributed of {operations}"
     );
 }
+
+/// A `--dir` already holding files is refused: the demo appended to the logs there and
+/// resumed the store it found, showing an earlier run's alerts as its own (QA helper-60).
+#[test]
+fn the_demo_refuses_a_directory_that_is_not_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious.txt"), "keep me\n").unwrap();
+    let output = common::run(&["demo", "--dir", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not empty"), "{stderr}");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "nothing written beside it");
+}
