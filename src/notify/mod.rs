@@ -370,6 +370,9 @@ fn reroute(
         *id = (*id).max(d.id);
     }
     let mut rerouted: Vec<Delivery> = Vec::new();
+    // Each re-routed notification once a target (the same page waited for two receivers
+    // that are now one).
+    let mut sent_to = HashSet::new();
     let mut unrouted = Vec::new();
     let mut moved: BTreeMap<(&str, String), usize> = BTreeMap::new();
     for orphan in &orphans {
@@ -388,8 +391,9 @@ fn reroute(
         for (target, _) in new_targets {
             let key = (target.as_str(), notification.dedup_key.as_str());
             let replaced = newest.get(&key).is_some_and(|&id| id > orphan.id);
-            let twice = |d: &Delivery| &d.target == target && &d.notification == notification;
-            if replaced || rerouted.iter().any(twice) {
+            let once = (target.clone(), notification.dedup_key.clone());
+            let twice = !sent_to.insert((once, notification.kind, notification.at));
+            if replaced || twice {
                 continue;
             }
             *next_id += 1;
