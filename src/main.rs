@@ -627,9 +627,16 @@ fn export_pack(
             "--quarter {quarter:?} is not a quarter like 2026Q3"
         ))
     })?;
-    let slo = match config {
-        Some(path) => load_config(&path)?.slo,
-        None => scimwatch::config::SloConfig::default(),
+    let (slo, apps) = match config {
+        Some(path) => {
+            let config = load_config(&path)?;
+            (config.slo, config.apps)
+        }
+        // A daemon's store: the aliases it last ran with.
+        None => (
+            Default::default(),
+            scimwatch::daemon::checkpoint::load_aliases(&data).unwrap_or_default(),
+        ),
     };
     // A daemon's store has a row for an open leaver only once it is past its deadline: the
     // others are in its checkpoint.
@@ -640,7 +647,7 @@ fn export_pack(
         );
         Vec::new()
     });
-    let manifest = export(&data, quarter, &out, &slo, &open).map_err(|e| match e {
+    let manifest = export(&data, quarter, &out, &slo, &apps, &open).map_err(|e| match e {
         e @ scimwatch::audit::AuditError::PackExists { .. } => {
             anyhow::Error::from(UsageError(format!("--out {e}")))
         }
@@ -875,6 +882,13 @@ fn run_demo(
     let dir = match dir {
         // Its logs would be appended to, its store resumed (an earlier run's alerts shown as
         // this one's), its files written among others (QA helper-60).
+        Some(dir) if dir.exists() && !dir.is_dir() => {
+            return Err(UsageError(format!(
+                "demo --dir {}: not a directory; give it a new or empty directory",
+                dir.display()
+            ))
+            .into())
+        }
         Some(dir) if used(&dir) => {
             return Err(UsageError(format!(
                 "demo --dir {}: not empty; the demo writes its logs, config and store there, so \
@@ -884,15 +898,22 @@ fn run_demo(
             .into())
         }
         Some(dir) => dir,
+        // Made here, not found: one another user planted in a shared /tmp (empty, or a link)
+        // is passed over (helper-63).
         None => {
             let base = format!("scimwatch-demo-{}", std::process::id());
-            (0..)
-                .map(|n| match n {
+            let mut n = 0;
+            loop {
+                let dir = match n {
                     0 => std::env::temp_dir().join(&base),
                     n => std::env::temp_dir().join(format!("{base}-{n}")),
-                })
-                .find(|dir| !used(dir))
-                .expect("an unused name")
+                };
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => break dir,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+                    Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+                }
+            }
         }
     };
     let stop = std::sync::Arc::new(AtomicBool::new(false));

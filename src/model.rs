@@ -8,12 +8,23 @@ use serde::{Deserialize, Serialize};
 /// IDs in a log cannot force collisions, at a fraction of SipHash's cost.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
-/// The case-folded form of a name used as a key (logins, user IDs, app aliases). Text already
-/// folded (the common case: lowercase ASCII) is borrowed; other ASCII is folded without
-/// Unicode's per-character tables.
 /// Gives an app its name under the config now, where that differs: `Some(new name)`
 /// ([`crate::config::AppsConfig::renamer`]).
 pub type Rename<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// [`rename_app`] for an app kept lowercased (the join's pool and learned names compare
+/// names folded): it stays folded, and a canonical name that differs only in case is no
+/// rename (helper-63: with the config unchanged, every restart gave them the canonical
+/// name's capitals, and nothing joined them any more).
+pub fn rename_folded_app(app: &mut String, rename: Rename<'_>) -> bool {
+    match rename(app).map(|new| fold_case(&new).into_owned()) {
+        Some(new) if new != *app => {
+            *app = new;
+            true
+        }
+        _ => false,
+    }
+}
 
 /// Renames an app by `rename`: whether it changed.
 pub fn rename_app(app: &mut String, rename: Rename<'_>) -> bool {
@@ -31,6 +42,9 @@ pub fn rename_some_app(app: &mut Option<String>, rename: Rename<'_>) -> bool {
     app.as_mut().is_some_and(|app| rename_app(app, rename))
 }
 
+/// The case-folded form of a name used as a key (logins, user IDs, app aliases). Text already
+/// folded (the common case: lowercase ASCII) is borrowed; other ASCII is folded without
+/// Unicode's per-character tables.
 pub fn fold_case(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.is_ascii() {
         text.to_lowercase().into()

@@ -619,7 +619,14 @@ fn a_leaver_judged_again_by_a_changed_policy_is_written_again() {
 /// never closed and paged overdue (QA helper-60).
 #[test]
 fn an_alias_added_across_a_restart_applies_to_what_was_pending() {
-    let v1 = CONFIG.replace("join_window_secs = 1", "join_window_secs = 3");
+    // carol is high-risk by her login: overdue, her `open` row is written under the old
+    // spelling before the restart.
+    let v1 = CONFIG
+        .replace("join_window_secs = 1", "join_window_secs = 3")
+        .replace(
+            r#"apps = ["vault"]"#,
+            "apps = [\"vault\"]\nusers = [\"carol@corp.example\"]",
+        );
     assert_ne!(v1, CONFIG);
     let setup = Setup::new(&v1);
     let idp = |cid: &str, user: &str, result: &str, t: &str| {
@@ -638,6 +645,9 @@ fn an_alias_added_across_a_restart_applies_to_what_was_pending() {
     setup.append("logs/gateway.log", &gateway("L0", 503, &t0));
     let rows = setup.wait_for(SETTLE, |rows| !rows.is_empty());
     assert_eq!(rows.len(), 1, "{}", setup.daemon_log());
+    let overdue = wait_for_leavers(&setup, |rows| !rows.is_empty());
+    assert_eq!(overdue.len(), 1, "{}", setup.daemon_log());
+    assert_eq!(overdue[0].app, "AWS Production");
     // dave's is read, and still joining at the stop.
     let t1 = now();
     setup.append(
@@ -659,12 +669,13 @@ fn an_alias_added_across_a_restart_applies_to_what_was_pending() {
     );
     setup.append("logs/gateway.log", &gateway("L0b", 204, &t2));
     let daemon = setup.start();
+    // With when each began: carol's is the episode open across the restart, not a new one.
     let disabled = |rows: &[scimwatch::audit::schema::LeaverRow]| {
-        let mut found: Vec<(String, String, bool, Option<bool>)> = (rows.iter())
+        let mut found: Vec<(String, String, i64, bool, Option<bool>)> = (rows.iter())
             .filter(|r| r.state == "disabled")
             .map(|r| {
                 let user = r.user_login.clone().unwrap_or_default();
-                (r.app.clone(), user, r.high_risk, r.met_slo)
+                (r.app.clone(), user, r.initiated_at, r.high_risk, r.met_slo)
             })
             .collect();
         found.sort();
@@ -697,6 +708,15 @@ fn an_alias_added_across_a_restart_applies_to_what_was_pending() {
     let replay_leavers = disabled(&common::daemon::read_dir_leavers(&replayed.join("leavers")));
     assert_eq!(replay_leavers.len(), 2, "{replay_leavers:?}");
     assert_eq!(disabled(&rows), replay_leavers, "{}", setup.daemon_log());
+    // The pack, made without --config, holds carol once, disabled: her `open` row under the
+    // old spelling and her `disabled` row are one episode (QA helper-62: two, one still open).
+    let (_, manifest) = export_quarter_of(&setup, &t0);
+    let leavers = &manifest["summary"]["leavers"];
+    assert_eq!(
+        (&leavers["episodes"], &leavers["disabled"], &leavers["open"]),
+        (&2.into(), &2.into(), &0.into()),
+        "{manifest}"
+    );
 }
 
 /// `scimwatch export` of the quarter holding the time `t`, into `pack/`: where, and its manifest.

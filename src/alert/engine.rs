@@ -125,6 +125,55 @@ impl AlertEngine {
             .map(|(k, t)| (k, &*t.condition))
     }
 
+    /// Gives the alerts' `app` labels their names under the config now (`[apps] aliases`
+    /// changed across a restart), so the alert goes on under its new key rather than being
+    /// resolved under the old one while it still holds (and paged again under the new one:
+    /// helper-63). Two that become one keep the earlier firing and the later notification.
+    /// Each renamed key, old and new.
+    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> Vec<(String, String)> {
+        let mut moved = Vec::new();
+        for (key, mut tracked) in std::mem::take(&mut self.alerts) {
+            let renamed = tracked
+                .condition
+                .labels
+                .get("app")
+                .and_then(|app| rename(app));
+            let key = match renamed {
+                Some(app) => {
+                    let mut condition = Condition::clone(&tracked.condition);
+                    condition.labels.insert("app".into(), app);
+                    let new_key = condition.dedup_key();
+                    tracked.condition = Arc::new(condition);
+                    moved.push((key, new_key.clone()));
+                    new_key
+                }
+                None => key,
+            };
+            match self.alerts.entry(key) {
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(tracked);
+                }
+                std::collections::btree_map::Entry::Occupied(mut entry) => {
+                    let kept = entry.get_mut();
+                    let earliest = |a: Option<Ts>, b: Option<Ts>| match (a, b) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if kept.firing_since.is_none() && tracked.firing_since.is_some() {
+                        kept.condition = tracked.condition;
+                    }
+                    kept.first_seen = kept.first_seen.min(tracked.first_seen);
+                    kept.firing_since = earliest(kept.firing_since, tracked.firing_since);
+                    kept.last_notified = kept.last_notified.max(tracked.last_notified);
+                    if tracked.absent_since.is_none() {
+                        kept.absent_since = None;
+                    }
+                }
+            }
+        }
+        moved
+    }
+
     /// The alerts firing that were notified, each as its last notification (at its time).
     pub fn notified(&self) -> Vec<Notification> {
         (self.alerts.iter())
@@ -307,6 +356,40 @@ mod tests {
     }
 
     const NONE: [Condition; 0] = [];
+
+    /// An alert firing under an app's old spelling goes on under its new name after an alias
+    /// was added across a restart: no resolve for the old key while it still holds, and no
+    /// second page for the new one (helper-63).
+    #[test]
+    fn an_alert_renamed_by_an_alias_goes_on_firing() {
+        let overdue =
+            |app: &str| condition("LeaverDisableOverdue", &[("app", app), ("user", "carol")]);
+        let mut engine = AlertEngine::default();
+        engine.evaluate(at(0), [overdue("AWS Production")], SETTINGS);
+        let fired = engine.evaluate(at(60), [overdue("AWS Production")], SETTINGS);
+        assert_eq!(
+            kinds(&fired),
+            [(
+                NotificationKind::Firing,
+                overdue("AWS Production").dedup_key()
+            )]
+        );
+        let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
+        let moved = engine.rename_apps(&rename);
+        assert_eq!(
+            moved,
+            [(
+                overdue("AWS Production").dedup_key(),
+                overdue("aws-prod").dedup_key()
+            )]
+        );
+        assert_eq!(engine.notified()[0].firing_since, at(60));
+        for minute in 2..20 {
+            let out = engine.evaluate(at(minute * 60), [overdue("aws-prod")], SETTINGS);
+            assert!(out.is_empty(), "minute {minute}: {:?}", kinds(&out));
+        }
+        assert!(engine.rename_apps(&rename).is_empty(), "once");
+    }
 
     const SETTINGS: AlertSettings = AlertSettings {
         hold_secs: 60,

@@ -651,6 +651,7 @@ pub fn export(
     quarter: Quarter,
     out: &Path,
     slo: &SloConfig,
+    apps: &crate::config::AppsConfig,
     open: &[LeaverRow],
 ) -> Result<Manifest, AuditError> {
     if !Table::ALL
@@ -694,6 +695,12 @@ pub fn export(
                 .into_iter()
                 .filter(|r| (start.0..end.0).contains(&r.initiated_at)),
         );
+    }
+    // Under the names the config's aliases give now: an episode written open under one
+    // spelling and disabled under another after an alias was added is one episode.
+    let rename = apps.renamer();
+    for row in &mut leavers {
+        crate::model::rename_app(&mut row.app, &rename);
     }
     let mut leavers = one_row_per_episode(leavers);
     // A cancelled episode (a rehire while open) is neither closed nor breached: not in a pack,

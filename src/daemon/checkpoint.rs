@@ -243,6 +243,29 @@ pub fn open_leaver_rows(data_dir: &Path) -> anyhow::Result<Vec<crate::audit::sch
         .collect())
 }
 
+/// `<data_dir>/state/aliases.json`: the `[apps] aliases` the daemon last started with, for
+/// `export` without `--config` (an episode written under a spelling and ended under the app
+/// it became an alias of is one), and for the next start (a spelling taken out of the
+/// aliases cannot be given back to what was read under it).
+fn aliases_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("state").join("aliases.json")
+}
+
+/// The aliases the daemon last started with (none if it never wrote them, or unreadable).
+pub fn load_aliases(data_dir: &Path) -> Option<crate::config::AppsConfig> {
+    let bytes = std::fs::read(aliases_path(data_dir)).ok()?;
+    let aliases = serde_json::from_slice(&bytes).ok()?;
+    Some(crate::config::AppsConfig { aliases })
+}
+
+pub fn store_aliases(data_dir: &Path, apps: &crate::config::AppsConfig) -> anyhow::Result<()> {
+    let file = aliases_path(data_dir);
+    let dir = file.parent().unwrap_or(data_dir);
+    crate::durable::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = serde_json::to_vec(&apps.aliases)?;
+    durable::write_atomic(&file, &bytes).with_context(|| format!("writing {}", file.display()))
+}
+
 /// `<data_dir>/state/checkpoint.json`.
 pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join("state").join("checkpoint.json")

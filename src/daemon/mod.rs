@@ -346,7 +346,23 @@ impl Pipeline {
                 )
             }
         };
-        let alerts = checkpoint::load_alerts(&data_dir)?;
+        // A spelling taken out of the aliases: what was read under it keeps the app's name.
+        if let Some(before) = checkpoint::load_aliases(&data_dir) {
+            let now = config.apps.alias_map();
+            let mut lost: Vec<String> = (before.alias_map().into_iter())
+                .filter(|(spelling, _)| !now.contains_key(spelling))
+                .map(|(spelling, canonical)| format!("{spelling} (was {canonical})"))
+                .collect();
+            lost.sort();
+            if !lost.is_empty() {
+                tracing::warn!(spellings = %lost.join(", "), "[apps] aliases no longer name these spellings: what was read under them before this start keeps the name they were an alias of (the spelling as read is not kept), so a leaver open there is not closed by a disable under the spelling. Put them back, or let what is open settle first.");
+            }
+        }
+        checkpoint::store_aliases(&data_dir, &config.apps)?;
+        let mut alerts = checkpoint::load_alerts(&data_dir)?;
+        // Under their apps' names now (`[apps] aliases` changed), as the notifier's record of
+        // who heard each.
+        alerts.rename_apps(&config.apps.renamer());
         let source_names = names.clone();
         let stale_after: Vec<u64> = config
             .sources

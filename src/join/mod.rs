@@ -321,7 +321,7 @@ impl JoinerState {
     /// changed across a restart): the records and writes of one app, read under two names,
     /// join and judge as one, as a replay with the new config would. How many were renamed.
     pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> usize {
-        use crate::model::{rename_app, rename_some_app};
+        use crate::model::{rename_folded_app, rename_some_app};
         let mut renamed = 0;
         for (_, bucket) in &mut self.buckets {
             for record in &mut bucket.idp {
@@ -335,12 +335,13 @@ impl JoinerState {
                 }
             }
         }
+        // Kept folded: compared so.
         for entry in &mut self.pool {
-            renamed += usize::from(rename_app(&mut entry.app, rename));
+            renamed += usize::from(rename_folded_app(&mut entry.app, rename));
             renamed += usize::from(rename_some_app(&mut entry.record.app, rename));
         }
         for (app, _, _) in &mut self.names {
-            renamed += usize::from(rename_app(app, rename));
+            renamed += usize::from(rename_folded_app(app, rename));
         }
         renamed
     }
@@ -1675,6 +1676,35 @@ mod tests {
                 line,
             },
         }
+    }
+
+    /// Renaming a restored state's apps by unchanged aliases changes nothing, though the pool
+    /// and the learned names keep apps folded (helper-63: they got the canonical name's
+    /// capitals at every restart, and no operation claimed the writes waiting there); by a
+    /// new alias, they take its name, folded.
+    #[test]
+    fn renaming_pending_apps_keeps_the_pool_s_names_folded() {
+        let mut joiner = Joiner::new(600, false);
+        joiner.push_gateway(GatewayRecord {
+            correlation_id: None,
+            app: Some("Salesforce".into()),
+            user_name: Some("ann@x".into()),
+            ..write(10, "", 1)
+        });
+        let state = || -> JoinerState {
+            serde_json::from_str(&serde_json::to_string(&joiner.snapshot()).unwrap()).unwrap()
+        };
+        assert_eq!(state().pool.len(), 1);
+        assert_eq!(state().names.len(), 1);
+        let apps = |toml: &str| -> crate::config::AppsConfig { toml::from_str(toml).unwrap() };
+        let unchanged = apps("aliases = { Salesforce = [\"sf.corp.example\"] }");
+        assert_eq!(state().rename_apps(&unchanged.renamer()), 0);
+        let mut renamed = state();
+        let crm = apps("aliases = { CRM = [\"Salesforce\"] }");
+        assert_eq!(renamed.rename_apps(&crm.renamer()), 3);
+        assert_eq!(renamed.pool[0].app, "crm");
+        assert_eq!(renamed.pool[0].record.app.as_deref(), Some("CRM"));
+        assert_eq!(renamed.names[0].0, "crm");
     }
 
     /// Members a group write adds.

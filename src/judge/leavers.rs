@@ -458,23 +458,58 @@ struct Pair {
 }
 
 impl Pair {
-    /// Takes in the pair of the same app under another name: its open episode where this has
-    /// none (or an older one), and its closure where later.
-    fn merge(&mut self, other: Pair) {
-        let older = match (&self.open, &other.open) {
-            (None, Some(_)) => true,
-            (Some(mine), Some(theirs)) => theirs.initiated_at < mine.initiated_at,
-            _ => false,
+    /// Takes in the pair of the same app under another name (an alias added across a
+    /// restart), as one pair would stand had both names always been one: an episode opened
+    /// before the other side's closure (with no rehire since) was ended by it (a trigger's
+    /// under one name, the IdP's disable under the other: kept open, it paged overdue; helper-63);
+    /// of two open episodes the older stays, with the other's operations, first attempt and
+    /// user keys, and the earlier 2xx seen to close it; the later closure stands, rehired if
+    /// either side was (when in doubt, the next leave opens an episode).
+    fn merge(&mut self, mut other: Pair) {
+        let ended = |open: &Option<Box<Episode>>, closer: &Pair| {
+            open.as_ref().is_some_and(|episode| {
+                !closer.rehired_since_close && closer.last_closed_at >= Some(episode.initiated_at)
+            })
         };
-        if older {
-            self.open = other.open;
-            self.closing = other.closing;
+        if ended(&self.open, &other) {
+            (self.open, self.closing) = (None, None);
         }
+        if ended(&other.open, self) {
+            (other.open, other.closing) = (None, None);
+        }
+        let closing = match (self.closing, other.closing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.open = match (self.open.take(), other.open.take()) {
+            (Some(a), Some(b)) => {
+                let (mut kept, dropped) = if b.initiated_at < a.initiated_at {
+                    (b, a)
+                } else {
+                    (a, b)
+                };
+                for cid in dropped.correlation_ids {
+                    if !kept.correlation_ids.contains(&cid) {
+                        kept.correlation_ids.push(cid);
+                    }
+                }
+                kept.first_attempt_at = match (kept.first_attempt_at, dropped.first_attempt_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                kept.user_id = kept.user_id.or(dropped.user_id);
+                kept.user_login = kept.user_login.or(dropped.user_login);
+                Some(kept)
+            }
+            (a, b) => a.or(b),
+        };
+        self.closing = closing.filter(|_| self.open.is_some());
+        let rehired = self.rehired_since_close || other.rehired_since_close;
         if other.last_closed_at > self.last_closed_at {
             self.last_closed_at = other.last_closed_at;
-            self.rehired_since_close = other.rehired_since_close;
             self.closed_user_id = other.closed_user_id;
         }
+        self.rehired_since_close = rehired;
     }
 
     /// Disabled at `at` by the leaver operation `op`, with no rehire since.
@@ -1972,51 +2007,78 @@ mod tests {
     }
 
     /// An alias added across a restart makes two spellings one app: their pairs become one,
-    /// keeping the older open episode, renamed with what it was decided on.
+    /// keeping the older open episode, renamed with what it was decided on; one opened before
+    /// the other spelling's disable is ended by it (kept open, it paged: helper-63).
     #[test]
-    fn renamed_apps_merge_their_pairs_keeping_the_older_open_episode() {
+    fn renamed_apps_merge_their_pairs_as_one_app_would_stand() {
         let mut episodes = super::Episodes::new(super::super::Policy::from_config(
             &crate::config::SloConfig::default(),
         ));
-        let op = |app: &str, time: i64| {
+        let op = |app: &str, user: &str, time: i64, success: bool| {
             LifecycleOp::from(LifecycleOpFields {
                 stage: Stage::Leaver,
-                outcome: Outcome::Failed,
+                outcome: if success {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                },
                 time: Ts(time),
                 app: Some(app.into()),
                 user_id: None,
-                user_login: Some("carol@corp.example".into()),
+                user_login: Some(format!("{user}@corp.example")),
                 action: "deactivate".into(),
-                correlation_id: Some(format!("c-{time}")),
+                correlation_id: Some(format!("c-{app}-{time}")),
                 trigger_time: None,
                 first_attempt_time: Some(Ts(time)),
-                first_success: None,
+                first_success: success.then_some(Ts(time)),
                 groups: vec![],
             })
         };
         let mut out = Vec::new();
-        episodes.on_operation(&op("AWS Production", 5), &mut out);
-        episodes.on_operation(&op("aws-prod", 3), &mut out);
-        episodes.on_operation(&op("wiki", 4), &mut out);
+        episodes.on_operation(&op("AWS Production", "carol", 5, false), &mut out);
+        episodes.on_operation(&op("aws-prod", "carol", 3, false), &mut out);
+        episodes.on_operation(&op("wiki", "carol", 4, false), &mut out);
+        episodes.on_operation(&op("aws-prod", "dave", 6, false), &mut out);
+        let disable = op("AWS Production", "dave", 7, true);
+        episodes.on_operation(&disable, &mut out);
+        episodes.on_close(&disable, &mut out);
+        assert_eq!(episodes.open_episodes().len(), 4, "{out:?}");
         let mut state: super::EpisodesState =
             serde_json::from_str(&serde_json::to_string(&episodes.snapshot()).unwrap()).unwrap();
         let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
-        assert_eq!(state.rename_apps(&rename), 1);
+        assert_eq!(state.rename_apps(&rename), 3);
         let restored = super::Episodes::restore(
             super::super::Policy::from_config(&crate::config::SloConfig::default()),
             state,
         );
-        let open: Vec<(String, Ts, Option<String>)> = (restored.open_episodes().iter())
-            .map(|e| {
-                let decided = e.decided_on.as_ref().and_then(|d| d.app.clone());
-                (e.app.clone(), e.initiated_at, decided)
-            })
-            .collect();
+        let open: Vec<(String, Ts, Option<String>, Vec<String>)> =
+            (restored.open_episodes().iter())
+                .map(|e| {
+                    let decided = e.decided_on.as_ref().and_then(|d| d.app.clone());
+                    (
+                        e.app.clone(),
+                        e.initiated_at,
+                        decided,
+                        e.correlation_ids.clone(),
+                    )
+                })
+                .collect();
+        let cids = |list: &[&str]| list.iter().map(|c| c.to_string()).collect::<Vec<_>>();
         assert_eq!(
             open,
             [
-                ("aws-prod".to_string(), Ts(3), Some("aws-prod".to_string())),
-                ("wiki".to_string(), Ts(4), Some("wiki".to_string())),
+                (
+                    "aws-prod".to_string(),
+                    Ts(3),
+                    Some("aws-prod".to_string()),
+                    cids(&["c-aws-prod-3", "c-AWS Production-5"])
+                ),
+                (
+                    "wiki".to_string(),
+                    Ts(4),
+                    Some("wiki".to_string()),
+                    cids(&["c-wiki-4"])
+                ),
             ]
         );
     }
