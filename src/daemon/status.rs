@@ -84,12 +84,17 @@ pub struct LiveStatus {
     pub post_disable_requests: u64,
     pub leavers_open: usize,
     /// The oldest open episodes (at most 1,000), shared: publishing the status copies a pointer.
+    /// Served by `/api/v1/leavers/open`, not with the counters (`/api/v1/status`).
+    #[serde(skip)]
     pub open_leavers: std::sync::Arc<Vec<OpenLeaver>>,
-    /// Per stage, every window's exact counts, ratio, status and burn rate.
+    /// Per stage, every window's exact counts, ratio, status and burn rate (`/api/v1/slo`).
+    #[serde(skip)]
     pub slo: BTreeMap<&'static str, Vec<crate::slo::WindowReport>>,
-    /// What holds now, shared like `open_leavers`.
+    /// What holds now, shared like `open_leavers` (`/api/v1/alerts`).
+    #[serde(skip)]
     pub alerts: std::sync::Arc<Vec<std::sync::Arc<crate::alert::Condition>>>,
     /// The oldest overdue episodes (at most 1,000), shared like `open_leavers`.
+    #[serde(skip)]
     pub leavers_overdue: std::sync::Arc<Vec<OverdueLeaver>>,
     pub leavers_disabled: u64,
     pub join_pending: usize,

@@ -266,15 +266,9 @@ async fn slo(State(state): State<AppState>) -> Response {
 }
 
 /// The daemon's counters: what `/api/v1/slo`, `/alerts` and `/leavers/open` list is left to
-/// them.
+/// them (not serialized with the status).
 async fn status(State(state): State<AppState>) -> Response {
-    let mut body = serde_json::to_value(snapshot(&state)).unwrap_or_default();
-    if let Some(object) = body.as_object_mut() {
-        for listed in ["slo", "alerts", "open_leavers", "leavers_overdue"] {
-            object.remove(listed);
-        }
-    }
-    Json(body).into_response()
+    Json(snapshot(&state)).into_response()
 }
 
 async fn alerts(State(state): State<AppState>) -> Response {
