@@ -116,6 +116,42 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// Gives the quoted events and the per-app counts their apps' names under the config now
+    /// (`[apps] aliases` changed across a restart): a burst of 401s that spans the restart
+    /// counts as one app's (helper-63). How many names changed.
+    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> usize {
+        let mut renamed = 0;
+        for store in [
+            &mut self.failures,
+            &mut self.unattributed,
+            &mut self.post_disable,
+        ] {
+            for event in store.iter_mut() {
+                renamed += usize::from(crate::model::rename_app(&mut event.app, rename));
+            }
+        }
+        for counts in [
+            &mut self.auth_failure_counts,
+            &mut self.unattributed_counts,
+            &mut self.post_disable_counts,
+        ] {
+            for (app, minutes) in std::mem::take(counts) {
+                let app = match rename(&app) {
+                    Some(new) => {
+                        renamed += 1;
+                        new
+                    }
+                    None => app,
+                };
+                let merged = counts.entry(app).or_default();
+                for (minute, n) in minutes {
+                    *merged.entry(minute).or_default() += n;
+                }
+            }
+        }
+        renamed
+    }
+
     fn store(&self, kind: NotableKind) -> &VecDeque<Notable> {
         match kind {
             NotableKind::Failure => &self.failures,
@@ -425,6 +461,33 @@ mod tests {
             user: Some("u@corp.example".into()),
             what: None,
         }
+    }
+
+    /// 401s under an app's old spelling and its new name, across a restart that added the
+    /// alias, count as one app's (helper-63: split, neither reached the threshold).
+    #[test]
+    fn renamed_apps_count_as_one() {
+        let mut evidence = Evidence::default();
+        for (i, app) in ["AWS Production", "AWS Production", "aws-prod"]
+            .iter()
+            .enumerate()
+        {
+            evidence.push(Notable {
+                app: app.to_string(),
+                ..event(NotableKind::Failure, Some(Cause::Unauthorized), i as i64)
+            });
+        }
+        let since = Ts::from_secs(1_782_892_800);
+        assert_eq!(evidence.auth_failures_by_app(since).len(), 2);
+        let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
+        assert_eq!(evidence.rename_apps(&rename), 3);
+        let counted = evidence.auth_failures_by_app(since);
+        assert_eq!(
+            counted.into_iter().collect::<Vec<_>>(),
+            [("aws-prod".to_string(), 3)]
+        );
+        assert_eq!(evidence.sample_auth_failures("aws-prod", since, 5).len(), 3);
+        assert_eq!(evidence.rename_apps(&rename), 0, "once");
     }
 
     #[test]

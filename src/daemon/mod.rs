@@ -279,7 +279,8 @@ impl Pipeline {
                 watched_since = saved.watched_since;
                 // Names read under aliases since changed are given the config's now.
                 let rename = config.apps.renamer();
-                let renamed = saved.engine.rename_apps(&rename);
+                let renamed =
+                    saved.engine.rename_apps(&rename) + saved.evidence.rename_apps(&rename);
                 if renamed > 0 {
                     tracing::info!(
                         renamed,
