@@ -719,6 +719,33 @@ fn an_alias_added_across_a_restart_applies_to_what_was_pending() {
     );
 }
 
+/// A spelling taken out of `[apps] aliases`, or moved to another app, cannot be given back to
+/// what was read under it: the start says so, naming it.
+#[test]
+fn a_spelling_taken_out_of_the_aliases_is_warned_of() {
+    let aliases = "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\", \"awsprod\"], \"gh\" = [\"GitHub\"] }\n";
+    let setup = Setup::new(&(CONFIG.to_string() + aliases));
+    let daemon = setup.start();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(!setup.daemon_log().contains("no longer give"));
+    let changed = "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\"], \"gh\" = [], \"code\" = [\"GitHub\"] }\n";
+    std::fs::write(setup.config(), CONFIG.to_string() + changed).unwrap();
+    let daemon = setup.start();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.stop(), Some(0));
+    let log = setup.daemon_log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("no longer give these spellings"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        warning.contains("awsprod (was aws-prod)") && warning.contains("github (was gh, now code)"),
+        "{warning}"
+    );
+    assert!(!warning.contains("aws production"), "{warning}");
+}
+
 /// `scimwatch export` of the quarter holding the time `t`, into `pack/`: where, and its manifest.
 fn export_quarter_of(setup: &Setup, t: &str) -> (std::path::PathBuf, serde_json::Value) {
     let quarter = format!(

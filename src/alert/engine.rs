@@ -83,6 +83,10 @@ struct Tracked {
     firing_since: Option<Ts>,
     last_notified: Option<Ts>,
     absent_since: Option<Ts>,
+    /// The key it was notified under, where its app has been renamed since
+    /// ([`AlertEngine::rename_apps`]): its repeats and resolve go under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notified_as: Option<String>,
 }
 
 /// The lifecycle of every alert.
@@ -126,52 +130,70 @@ impl AlertEngine {
     }
 
     /// Gives the alerts' `app` labels their names under the config now (`[apps] aliases`
-    /// changed across a restart), so the alert goes on under its new key rather than being
-    /// resolved under the old one while it still holds (and paged again under the new one:
-    /// helper-63). Two that become one keep the earlier firing and the later notification.
-    /// Each renamed key, old and new.
-    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> Vec<(String, String)> {
-        let mut moved = Vec::new();
+    /// changed across a restart), so an alert goes on under its app's new name rather than
+    /// being resolved under the old one while it still holds and paged again under the new
+    /// one (helper-62). One already notified keeps the key it was notified under for its
+    /// repeats and resolve (`notified_as`): receivers know the incident by it, and a resolve
+    /// under a new key left it open (helper-65). Two that become one keep the earlier firing;
+    /// the other's receivers get a resolve, returned here, since nothing else would end it.
+    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> Vec<Notification> {
+        let mut merged_away = Vec::new();
         for (key, mut tracked) in std::mem::take(&mut self.alerts) {
-            let renamed = tracked
-                .condition
-                .labels
-                .get("app")
-                .and_then(|app| rename(app));
+            let renamed = (tracked.condition.labels.get("app")).and_then(|app| rename(app));
             let key = match renamed {
                 Some(app) => {
                     let mut condition = Condition::clone(&tracked.condition);
                     condition.labels.insert("app".into(), app);
-                    let new_key = condition.dedup_key();
+                    if tracked.last_notified.is_some() && tracked.notified_as.is_none() {
+                        tracked.notified_as = Some(key);
+                    }
                     tracked.condition = Arc::new(condition);
-                    moved.push((key, new_key.clone()));
-                    new_key
+                    tracked.condition.dedup_key()
                 }
                 None => key,
             };
-            match self.alerts.entry(key) {
-                std::collections::btree_map::Entry::Vacant(entry) => {
-                    entry.insert(tracked);
-                }
-                std::collections::btree_map::Entry::Occupied(mut entry) => {
-                    let kept = entry.get_mut();
-                    let earliest = |a: Option<Ts>, b: Option<Ts>| match (a, b) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    if kept.firing_since.is_none() && tracked.firing_since.is_some() {
-                        kept.condition = tracked.condition;
-                    }
-                    kept.first_seen = kept.first_seen.min(tracked.first_seen);
-                    kept.firing_since = earliest(kept.firing_since, tracked.firing_since);
-                    kept.last_notified = kept.last_notified.max(tracked.last_notified);
-                    if tracked.absent_since.is_none() {
-                        kept.absent_since = None;
+            let (kept, other) = match self.alerts.remove(&key) {
+                None => (tracked, None),
+                // The earlier firing stays (one firing before one pending).
+                Some(before) => match (before.firing_since, tracked.firing_since) {
+                    (Some(a), Some(b)) if b < a => (tracked, Some(before)),
+                    (None, Some(_)) => (tracked, Some(before)),
+                    _ => (before, Some(tracked)),
+                },
+            };
+            let mut kept = kept;
+            if let Some(other) = other {
+                kept.first_seen = kept.first_seen.min(other.first_seen);
+                kept.absent_since = match (kept.absent_since, other.absent_since) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                if let (Some(since), Some(at)) = (other.firing_since, other.last_notified) {
+                    let dedup_key = other.notified_as.clone().unwrap_or_else(|| {
+                        // Never renamed (it was under this key already): its own key.
+                        key.clone()
+                    });
+                    if Some(&dedup_key) != kept.notified_as.as_ref().or(Some(&key)) {
+                        merged_away.push(Notification {
+                            kind: NotificationKind::Resolved,
+                            dedup_key,
+                            condition: Condition::clone(&other.condition),
+                            firing_since: since,
+                            at,
+                        });
                     }
                 }
             }
+            self.alerts.insert(key, kept);
         }
-        moved
+        merged_away
+    }
+
+    /// The keys the alerts firing were notified under: who heard each is kept by them.
+    pub fn notified_keys(&self) -> impl Iterator<Item = &String> {
+        (self.alerts.iter())
+            .filter(|(_, t)| t.firing_since.is_some())
+            .map(|(key, t)| t.notified_as.as_ref().unwrap_or(key))
     }
 
     /// The alerts firing that were notified, each as its last notification (at its time).
@@ -180,7 +202,7 @@ impl AlertEngine {
             .filter_map(|(key, t)| {
                 Some(Notification {
                     kind: NotificationKind::Firing,
-                    dedup_key: key.clone(),
+                    dedup_key: t.notified_as.clone().unwrap_or_else(|| key.clone()),
                     condition: Condition::clone(&t.condition),
                     firing_since: t.firing_since?,
                     at: t.last_notified?,
@@ -218,6 +240,7 @@ impl AlertEngine {
                             firing_since: None,
                             last_notified: None,
                             absent_since: None,
+                            notified_as: None,
                         },
                     );
                 }
@@ -280,7 +303,7 @@ impl AlertEngine {
                     if !holding && now.secs_since(absent) >= settings.keep_firing_secs as f64 {
                         out.push(Notification {
                             kind: NotificationKind::Resolved,
-                            dedup_key: key.clone(),
+                            dedup_key: tracked.notified_as.clone().unwrap_or_else(|| key.clone()),
                             condition: Condition::clone(&tracked.condition),
                             firing_since: since,
                             at: now,
@@ -311,7 +334,7 @@ impl AlertEngine {
                         tracked.last_notified = Some(now);
                         out.push(Notification {
                             kind: NotificationKind::Repeat,
-                            dedup_key: key.clone(),
+                            dedup_key: tracked.notified_as.clone().unwrap_or_else(|| key.clone()),
                             condition: Condition::clone(&tracked.condition),
                             firing_since: since,
                             at: now,
@@ -358,37 +381,85 @@ mod tests {
     const NONE: [Condition; 0] = [];
 
     /// An alert firing under an app's old spelling goes on under its new name after an alias
-    /// was added across a restart: no resolve for the old key while it still holds, and no
-    /// second page for the new one (helper-63).
+    /// was added across a restart: no resolve while it still holds, no second page, and its
+    /// repeats and resolve under the key it was notified under (receivers know the incident
+    /// by it: helper-62, helper-65).
     #[test]
     fn an_alert_renamed_by_an_alias_goes_on_firing() {
         let overdue =
             |app: &str| condition("LeaverDisableOverdue", &[("app", app), ("user", "carol")]);
+        let old_key = overdue("AWS Production").dedup_key();
         let mut engine = AlertEngine::default();
         engine.evaluate(at(0), [overdue("AWS Production")], SETTINGS);
         let fired = engine.evaluate(at(60), [overdue("AWS Production")], SETTINGS);
+        assert_eq!(kinds(&fired), [(NotificationKind::Firing, old_key.clone())]);
+        let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
+        assert!(engine.rename_apps(&rename).is_empty());
+        let notified = engine.notified();
+        assert_eq!(
+            (notified[0].dedup_key.as_str(), notified[0].firing_since),
+            (old_key.as_str(), at(60))
+        );
+        assert_eq!(notified[0].condition.labels["app"], "aws-prod");
+        assert_eq!(engine.notified_keys().collect::<Vec<_>>(), [&old_key]);
+        for minute in 2..60 {
+            let out = engine.evaluate(at(minute * 60), [overdue("aws-prod")], SETTINGS);
+            assert!(out.is_empty(), "minute {minute}: {:?}", kinds(&out));
+        }
+        let repeat = engine.evaluate(at(3_660), [overdue("aws-prod")], SETTINGS);
+        assert_eq!(
+            kinds(&repeat),
+            [(NotificationKind::Repeat, old_key.clone())]
+        );
+        assert!(engine.rename_apps(&rename).is_empty(), "once");
+        engine.evaluate(at(3_700), NONE, SETTINGS);
+        let resolved = engine.evaluate(at(4_000), NONE, SETTINGS);
+        assert_eq!(kinds(&resolved), [(NotificationKind::Resolved, old_key)]);
+    }
+
+    /// Two alerts that become one when an alias joins their apps: the earlier firing goes on
+    /// under its key, and the other's receivers get a resolve (nothing else would end it).
+    #[test]
+    fn alerts_merged_by_an_alias_resolve_the_one_merged_away() {
+        let burst = |app: &str| condition("ScimAuthFailures", &[("app", app)]);
+        let mut engine = AlertEngine::default();
+        engine.evaluate(at(0), [burst("aws-prod")], SETTINGS);
+        engine.evaluate(at(60), [burst("aws-prod")], SETTINGS);
+        engine.evaluate(
+            at(100),
+            [burst("aws-prod"), burst("AWS Production")],
+            SETTINGS,
+        );
+        let fired = engine.evaluate(
+            at(200),
+            [burst("aws-prod"), burst("AWS Production")],
+            SETTINGS,
+        );
         assert_eq!(
             kinds(&fired),
             [(
                 NotificationKind::Firing,
-                overdue("AWS Production").dedup_key()
+                burst("AWS Production").dedup_key()
             )]
         );
         let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
-        let moved = engine.rename_apps(&rename);
+        let resolves = engine.rename_apps(&rename);
         assert_eq!(
-            moved,
+            kinds(&resolves),
             [(
-                overdue("AWS Production").dedup_key(),
-                overdue("aws-prod").dedup_key()
+                NotificationKind::Resolved,
+                burst("AWS Production").dedup_key()
             )]
         );
-        assert_eq!(engine.notified()[0].firing_since, at(60));
-        for minute in 2..20 {
-            let out = engine.evaluate(at(minute * 60), [overdue("aws-prod")], SETTINGS);
-            assert!(out.is_empty(), "minute {minute}: {:?}", kinds(&out));
-        }
-        assert!(engine.rename_apps(&rename).is_empty(), "once");
+        let notified = engine.notified();
+        assert_eq!(
+            (
+                notified.len(),
+                notified[0].dedup_key.clone(),
+                notified[0].firing_since
+            ),
+            (1, burst("aws-prod").dedup_key(), at(60))
+        );
     }
 
     const SETTINGS: AlertSettings = AlertSettings {

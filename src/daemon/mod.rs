@@ -236,7 +236,7 @@ impl Pipeline {
         status: Arc<Mutex<LiveStatus>>,
         metrics: Arc<Metrics>,
         recent: Arc<Mutex<RecentOperations>>,
-        notifier: Option<crate::notify::Notifier>,
+        mut notifier: Option<crate::notify::Notifier>,
     ) -> anyhow::Result<Pipeline> {
         let data_dir = config.storage.data_dir.clone();
         crate::durable::create_dir_all(&data_dir)
@@ -350,20 +350,32 @@ impl Pipeline {
         // A spelling taken out of the aliases: what was read under it keeps the app's name.
         if let Some(before) = checkpoint::load_aliases(&data_dir) {
             let now = config.apps.alias_map();
+            // Taken out, or moved to another app (helper-65); not a canonical name itself.
             let mut lost: Vec<String> = (before.alias_map().into_iter())
-                .filter(|(spelling, _)| !now.contains_key(spelling))
-                .map(|(spelling, canonical)| format!("{spelling} (was {canonical})"))
+                .filter(|(spelling, canonical)| {
+                    *spelling != crate::model::fold_case(canonical)
+                        && now.get(spelling) != Some(canonical)
+                })
+                .map(|(spelling, canonical)| match now.get(&spelling) {
+                    Some(now) => format!("{spelling} (was {canonical}, now {now})"),
+                    None => format!("{spelling} (was {canonical})"),
+                })
                 .collect();
             lost.sort();
             if !lost.is_empty() {
-                tracing::warn!(spellings = %lost.join(", "), "[apps] aliases no longer name these spellings: what was read under them before this start keeps the name they were an alias of (the spelling as read is not kept), so a leaver open there is not closed by a disable under the spelling. Put them back, or let what is open settle first.");
+                tracing::warn!(spellings = %lost.join(", "), "[apps] aliases no longer give these spellings the name they gave: what was read under them before this start keeps that name (the spelling as read is not kept), so a leaver open there is not closed by a disable under the spelling. Put them back, or let what is open settle first.");
             }
         }
-        checkpoint::store_aliases(&data_dir, &config.apps)?;
         let mut alerts = checkpoint::load_alerts(&data_dir)?;
-        // Under their apps' names now (`[apps] aliases` changed), as the notifier's record of
-        // who heard each.
-        alerts.rename_apps(&config.apps.renamer());
+        // Under their apps' names now (`[apps] aliases` changed), notified under the keys
+        // they were; one merged into another's is resolved for those who heard it.
+        let merged_away = alerts.rename_apps(&config.apps.renamer());
+        for resolve in &merged_away {
+            tracing::info!(key = %resolve.dedup_key, "Alert resolved: its app is now another's alias, and the alert goes on under that app's.");
+            if let Some(notifier) = notifier.as_mut() {
+                notifier.submit(resolve);
+            }
+        }
         let source_names = names.clone();
         let stale_after: Vec<u64> = config
             .sources
@@ -410,6 +422,9 @@ impl Pipeline {
             judged_until: Some(engine.episodes_final_before()),
             ..LiveStatus::default()
         };
+        // Once the start cannot fail any more: a failed one must leave the aliases the state
+        // was read under, so the next start still warns of one taken out (helper-65).
+        checkpoint::store_aliases(&data_dir, &config.apps)?;
         Ok(Pipeline {
             config,
             parsers,
@@ -516,7 +531,7 @@ impl Pipeline {
         // Who heard each alert first: a crash between the two leaves an alert the alert state
         // does not know as firing (pruned at the next store), never one firing that nobody
         // is known to have heard.
-        notifier.store_heard(self.alerts.firing().map(|(key, _)| key));
+        notifier.store_heard(self.alerts.notified_keys());
         let bytes = serde_json::to_vec(&self.alerts)?;
         let data_dir = data_dir.clone();
         notifier.after_deliveries(move || {

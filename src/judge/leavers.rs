@@ -459,16 +459,20 @@ struct Pair {
 
 impl Pair {
     /// Takes in the pair of the same app under another name (an alias added across a
-    /// restart), as one pair would stand had both names always been one: an episode opened
-    /// before the other side's closure (with no rehire since) was ended by it (a trigger's
-    /// under one name, the IdP's disable under the other: kept open, it paged overdue; helper-63);
-    /// of two open episodes the older stays, with the other's operations, first attempt and
-    /// user keys, and the earlier 2xx seen to close it; the later closure stands, rehired if
-    /// either side was (when in doubt, the next leave opens an episode).
+    /// restart), as one pair would stand had both names always been one: an episode begun
+    /// before the other side's closure was ended by it, a rehire since or not (a trigger's
+    /// under one name, the IdP's disable under the other: kept open, it paged overdue;
+    /// helper-63, helper-65), and one begun after it with no rehire between, for the same
+    /// account, would not have opened (as `on_leaver` refuses it); of two open episodes the
+    /// older stays, with the other's operations, first attempt and user keys, and the
+    /// earlier 2xx seen to close it; the later closure stands, rehired if either side was
+    /// (when in doubt, the next leave opens an episode).
     fn merge(&mut self, mut other: Pair) {
         let ended = |open: &Option<Box<Episode>>, closer: &Pair| {
             open.as_ref().is_some_and(|episode| {
-                !closer.rehired_since_close && closer.last_closed_at >= Some(episode.initiated_at)
+                let start = episode.first_attempt_at.unwrap_or(episode.initiated_at);
+                closer.last_closed_at >= Some(start)
+                    || closer.disabled_for(episode.user_id.as_deref())
             })
         };
         if ended(&self.open, &other) {
@@ -2014,9 +2018,9 @@ mod tests {
         let mut episodes = super::Episodes::new(super::super::Policy::from_config(
             &crate::config::SloConfig::default(),
         ));
-        let op = |app: &str, user: &str, time: i64, success: bool| {
+        let op_as = |stage: Stage, app: &str, user: &str, time: i64, success: bool| {
             LifecycleOp::from(LifecycleOpFields {
-                stage: Stage::Leaver,
+                stage,
                 outcome: if success {
                     Outcome::Succeeded
                 } else {
@@ -2034,6 +2038,9 @@ mod tests {
                 groups: vec![],
             })
         };
+        let op = |app: &str, user: &str, time: i64, success: bool| {
+            op_as(Stage::Leaver, app, user, time, success)
+        };
         let mut out = Vec::new();
         episodes.on_operation(&op("AWS Production", "carol", 5, false), &mut out);
         episodes.on_operation(&op("aws-prod", "carol", 3, false), &mut out);
@@ -2042,11 +2049,27 @@ mod tests {
         let disable = op("AWS Production", "dave", 7, true);
         episodes.on_operation(&disable, &mut out);
         episodes.on_close(&disable, &mut out);
-        assert_eq!(episodes.open_episodes().len(), 4, "{out:?}");
+        // erin's disable under one name ends the episode begun under the other before it,
+        // though a rehire followed (helper-65).
+        episodes.on_operation(&op("AWS Production", "erin", 10, false), &mut out);
+        let disable = op("aws-prod", "erin", 11, true);
+        episodes.on_operation(&disable, &mut out);
+        episodes.on_close(&disable, &mut out);
+        episodes.on_operation(
+            &op_as(Stage::Joiner, "aws-prod", "erin", 12, true),
+            &mut out,
+        );
+        // frank's leave under the other name after his disable, no rehire between, would
+        // not have opened one (helper-65).
+        let disable = op("aws-prod", "frank", 13, true);
+        episodes.on_operation(&disable, &mut out);
+        episodes.on_close(&disable, &mut out);
+        episodes.on_operation(&op("AWS Production", "frank", 14, false), &mut out);
+        assert_eq!(episodes.open_episodes().len(), 6, "{out:?}");
         let mut state: super::EpisodesState =
             serde_json::from_str(&serde_json::to_string(&episodes.snapshot()).unwrap()).unwrap();
         let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
-        assert_eq!(state.rename_apps(&rename), 3);
+        assert_eq!(state.rename_apps(&rename), 5);
         let restored = super::Episodes::restore(
             super::super::Policy::from_config(&crate::config::SloConfig::default()),
             state,

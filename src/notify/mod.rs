@@ -210,13 +210,10 @@ impl Heard {
         else {
             return Vec::new();
         };
-        // Under the keys the pipeline's alerts go on with (`[apps] aliases` changed).
-        for (old, new) in alerts.rename_apps(&config.apps.renamer()) {
-            if let Some(heard) = self.receivers.remove(&old) {
-                self.receivers.entry(new).or_default().extend(heard);
-                self.changed = true;
-            }
-        }
+        // As the pipeline's alerts go on (`[apps] aliases` changed): under the keys they were
+        // notified under, with their apps' names now. The resolves of alerts merged away are
+        // the pipeline's to send.
+        alerts.rename_apps(&config.apps.renamer());
         let routes = &config.routes;
         let mut out = Vec::new();
         for notification in alerts.notified() {
@@ -2081,7 +2078,7 @@ mod tests {
         for n in alerts.evaluate(Ts::from_secs(100), [overdue("a"), overdue("b")], settings) {
             notifier.submit(&n);
         }
-        notifier.store_heard(alerts.firing().map(|(key, _)| key));
+        notifier.store_heard(alerts.notified_keys());
         crate::daemon::checkpoint::store_alerts(data_dir, &alerts).unwrap();
         wait_for(1);
         notifier.finish();
