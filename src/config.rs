@@ -775,6 +775,34 @@ impl Config {
                 ),
             ));
         }
+        // Each spelling names one app: a spelling under two names, or a name that is another's
+        // spelling (a chain), was settled by the names' order, silently (QA helper-64).
+        let mut named: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+        for (canonical, spellings) in &self.apps.aliases {
+            let key = format!("apps.aliases.{canonical}");
+            if canonical.trim().is_empty() {
+                return Err(err(key, "an app's name must not be empty".into()));
+            }
+            for spelling in std::iter::once(canonical).chain(spellings) {
+                if spelling.trim().is_empty() {
+                    return Err(err(key, "a spelling must not be empty".into()));
+                }
+                let folded = spelling.to_lowercase();
+                match named.insert(folded, canonical) {
+                    Some(other) if other != canonical => {
+                        return Err(err(
+                            key,
+                            format!(
+                                "{spelling:?} already names {other:?} (names and spellings are \
+                                 compared ignoring case, and each names one app: list every \
+                                 spelling under the one name)"
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
         if !self.sources.iter().any(|s| s.role == Role::Idp) {
             return Err(err("source".into(), "no source has role = \"idp\"".into()));
         }

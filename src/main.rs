@@ -635,7 +635,15 @@ fn export_pack(
         // A daemon's store: the aliases it last ran with.
         None => (
             Default::default(),
-            scimwatch::daemon::checkpoint::load_aliases(&data).unwrap_or_default(),
+            scimwatch::daemon::checkpoint::load_aliases(&data)
+                .unwrap_or_else(|error| {
+                    eprintln!(
+                        "scimwatch: warning: {error:#}: leaver rows keep the app names they \
+                         were written with (give --config to rename them by its aliases)"
+                    );
+                    None
+                })
+                .unwrap_or_default(),
         ),
     };
     // A daemon's store has a row for an open leaver only once it is past its deadline: the

@@ -763,3 +763,31 @@ fn a_value_under_two_stages_or_statuses_and_a_field_of_the_wrong_type_are_refuse
         "{stderr}"
     );
 }
+
+/// A spelling names one app: one under two names, a name that is another's spelling (a
+/// chain), or two names that differ only in case, is refused, naming it (QA helper-64: the
+/// names' order settled it, silently, and an app's high-risk deadline was lost).
+#[test]
+fn an_alias_naming_two_apps_is_refused() {
+    for (aliases, named) in [
+        (
+            r#"{ "Salesforce" = ["sfdc"], "sfdc" = ["salesforce.corp.example"] }"#,
+            r#"apps.aliases.sfdc`: "sfdc" already names "Salesforce""#,
+        ),
+        (
+            r#"{ "Salesforce" = ["crm"], "hubspot" = ["CRM"] }"#,
+            r#"apps.aliases.hubspot`: "CRM" already names "Salesforce""#,
+        ),
+        (
+            r#"{ "Salesforce" = [], "salesforce" = ["sf"] }"#,
+            r#""salesforce" already names "Salesforce""#,
+        ),
+    ] {
+        let (code, _, stderr) = check(&format!("{GOOD}\n[apps]\naliases = {aliases}\n"));
+        assert_eq!(code, 2, "{aliases}: {stderr}");
+        assert!(stderr.contains(named), "{aliases}: {stderr}");
+    }
+    let fine = r#"{ "Salesforce" = ["salesforce", "SFDC"], "hubspot" = ["crm"] }"#;
+    let (code, _, stderr) = check(&format!("{GOOD}\n[apps]\naliases = {fine}\n"));
+    assert_eq!(code, 0, "{stderr}");
+}

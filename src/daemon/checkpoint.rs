@@ -251,11 +251,18 @@ fn aliases_path(data_dir: &Path) -> PathBuf {
     data_dir.join("state").join("aliases.json")
 }
 
-/// The aliases the daemon last started with (none if it never wrote them, or unreadable).
-pub fn load_aliases(data_dir: &Path) -> Option<crate::config::AppsConfig> {
-    let bytes = std::fs::read(aliases_path(data_dir)).ok()?;
-    let aliases = serde_json::from_slice(&bytes).ok()?;
-    Some(crate::config::AppsConfig { aliases })
+/// The aliases the daemon last started with (none if it never wrote them); an error names
+/// the file that cannot be read.
+pub fn load_aliases(data_dir: &Path) -> anyhow::Result<Option<crate::config::AppsConfig>> {
+    let file = aliases_path(data_dir);
+    let bytes = match std::fs::read(&file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let aliases = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a list of aliases", file.display()))?;
+    Ok(Some(crate::config::AppsConfig { aliases }))
 }
 
 pub fn store_aliases(data_dir: &Path, apps: &crate::config::AppsConfig) -> anyhow::Result<()> {

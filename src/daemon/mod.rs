@@ -348,7 +348,11 @@ impl Pipeline {
             }
         };
         // A spelling taken out of the aliases: what was read under it keeps the app's name.
-        if let Some(before) = checkpoint::load_aliases(&data_dir) {
+        let before = checkpoint::load_aliases(&data_dir).unwrap_or_else(|error| {
+            tracing::warn!(error = %format!("{error:#}"), "Cannot read the aliases of the last start: an alias taken out since is not warned of.");
+            None
+        });
+        if let Some(before) = before {
             let now = config.apps.alias_map();
             // Taken out, or moved to another app (helper-65); not a canonical name itself.
             let mut lost: Vec<String> = (before.alias_map().into_iter())
