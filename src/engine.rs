@@ -203,11 +203,17 @@ impl EngineState {
     /// records read under a name that is now another's alias join, judge and time leavers
     /// as that app's, as a replay of the same logs with the new config would (a pending
     /// leaver's disable stayed unjoined, an open episode unclosed and paged). How many names
-    /// changed.
-    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> usize {
+    /// changed; the open episodes two pairs' merge ended go to `ended`, disabled or
+    /// cancelled.
+    pub fn rename_apps(
+        &mut self,
+        rename: crate::model::Rename<'_>,
+        ended: &mut Vec<crate::judge::Episode>,
+    ) -> usize {
         use crate::judge::leavers::{LifecycleOpFields, RequestFields};
         use crate::model::rename_some_app;
-        let mut renamed = self.joiner.rename_apps(rename) + self.episodes.rename_apps(rename);
+        let mut renamed =
+            self.joiner.rename_apps(rename) + self.episodes.rename_apps(rename, ended);
         for (_, item) in &mut self.timeline {
             renamed += usize::from(match item {
                 TimelineItem::Trigger(trigger) => rename_some_app(&mut trigger.app, rename),

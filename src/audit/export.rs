@@ -14,7 +14,7 @@ use crate::time::{days_from_civil, Ts, MICROS_PER_SEC};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -181,6 +181,47 @@ fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
         }
     }
     kept
+}
+
+/// Leaves out an `open` row whose operations all belong to another row of the same app and
+/// user that holds more of them: an episode merged into that one, when `[apps] aliases`
+/// added across a daemon's restart made two spellings one app (its open row stood in packs
+/// as a leaver still not disabled: QA helper-64). Two episodes never share an operation
+/// otherwise.
+fn without_merged_open_rows(rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
+    let mut holding: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        if row.correlation_ids.len() > 1 {
+            for cid in &row.correlation_ids {
+                holding.entry(cid.as_str()).or_default().push(i);
+            }
+        }
+    }
+    let same_user = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+    let merged: Vec<bool> = (rows.iter().enumerate())
+        .map(|(i, row)| {
+            let Some(first) = row.correlation_ids.first() else {
+                return false;
+            };
+            row.state == "open"
+                && (holding.get(first.as_str()).into_iter().flatten()).any(|&j| {
+                    let other = &rows[j];
+                    j != i
+                        && other.app == row.app
+                        && (same_user(&other.user_login, &row.user_login)
+                            || same_user(&other.user_id, &row.user_id))
+                        && other.correlation_ids.len() > row.correlation_ids.len()
+                        && row
+                            .correlation_ids
+                            .iter()
+                            .all(|c| other.correlation_ids.contains(c))
+                })
+        })
+        .collect();
+    (rows.into_iter().zip(merged))
+        .filter(|(_, merged)| !merged)
+        .map(|(row, _)| row)
+        .collect()
 }
 
 /// What a replay appended to the store carries on with, read in one pass over each table
@@ -702,7 +743,7 @@ pub fn export(
     for row in &mut leavers {
         crate::model::rename_app(&mut row.app, &rename);
     }
-    let mut leavers = one_row_per_episode(leavers);
+    let mut leavers = without_merged_open_rows(one_row_per_episode(leavers));
     // A cancelled episode (a rehire while open) is neither closed nor breached: not in a pack,
     // and its row took the place of any `open` one written before.
     leavers.retain(|row| row.state != "cancelled");
@@ -1156,6 +1197,37 @@ mod tests {
         };
         assert_eq!(figures(1), (Some(1), Some(0.834), Some(2.4)));
         assert_eq!(figures(1000), (Some(1000), Some(1.0), Some(2.0)));
+    }
+
+    /// An open row whose operations all belong to a row of the same app and user holding
+    /// more is that episode's (two merged by an alias added across a restart: QA helper-64);
+    /// one with an operation of its own stays.
+    #[test]
+    fn an_open_row_merged_into_another_episode_is_left_out() {
+        let with = |at: i64, state: &str, cids: &[&str]| LeaverRow {
+            correlation_ids: cids.iter().map(|c| c.to_string()).collect(),
+            ..row("aws-prod", Some("bob@x"), None, at, state)
+        };
+        let rows = vec![
+            with(1, "open", &["c0"]),
+            with(0, "disabled", &["c9", "c0", "c2"]),
+            with(5, "open", &["c5"]),
+            LeaverRow {
+                app: "wiki".into(),
+                ..with(1, "open", &["c2"])
+            },
+        ];
+        let kept: Vec<(String, i64)> = (without_merged_open_rows(rows).iter())
+            .map(|r| (r.app.clone(), r.initiated_at))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("aws-prod".to_string(), 0),
+                ("aws-prod".to_string(), 5),
+                ("wiki".to_string(), 1)
+            ]
+        );
     }
 
     /// Of an episode's open rows the one judged last is kept: a breach written past the

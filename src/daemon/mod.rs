@@ -247,6 +247,8 @@ impl Pipeline {
         let mut store_files = 0;
         let mut store_newest = None;
         let mut watched_since = BTreeMap::new();
+        // Open episodes that app names now merged ended (`[apps] aliases` changed).
+        let mut merged_ended = Vec::new();
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(mut saved) => {
                 if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
@@ -279,8 +281,8 @@ impl Pipeline {
                 watched_since = saved.watched_since;
                 // Names read under aliases since changed are given the config's now.
                 let rename = config.apps.renamer();
-                let renamed =
-                    saved.engine.rename_apps(&rename) + saved.evidence.rename_apps(&rename);
+                let renamed = saved.engine.rename_apps(&rename, &mut merged_ended)
+                    + saved.evidence.rename_apps(&rename);
                 if renamed > 0 {
                     tracing::info!(
                         renamed,
@@ -311,6 +313,17 @@ impl Pipeline {
                 for key in redecided {
                     breach_rows.remove(&key);
                 }
+                // One written overdue gets the row that ends it (disabled at the other name's
+                // closure, or cancelled): its `open` row stood in the store and in packs as a
+                // leaver still not disabled (QA helper-64). One never written needs none.
+                merged_ended.retain(|episode: &crate::judge::Episode| {
+                    let key = (
+                        episode.app.clone(),
+                        episode.alert_user().to_string(),
+                        episode.initiated_at,
+                    );
+                    breach_rows.remove(&key)
+                });
                 (
                     engine,
                     saved.files,
@@ -452,7 +465,7 @@ impl Pipeline {
             views_due: true,
             overdue_high_risk: Vec::new(),
             breach_rows,
-            new_breaches: Vec::new(),
+            new_breaches: merged_ended,
             last_checkpoint_cost: Duration::ZERO,
             set_aside: Vec::new(),
             set_aside_more: BTreeMap::new(),

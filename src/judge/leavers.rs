@@ -457,6 +457,19 @@ struct Pair {
     closed_user_id: Option<String>,
 }
 
+/// An open episode a merge of two pairs ended: disabled at the other side's closure, or
+/// (`None`: begun after it with no rehire) cancelled.
+fn ended_by(mut episode: Episode, disabled_at: Option<Ts>) -> Episode {
+    match disabled_at {
+        Some(at) => {
+            episode.disabled_at = Some(at.max(episode.initiated_at));
+            episode.state = EpisodeState::Disabled;
+        }
+        None => episode.state = EpisodeState::Cancelled,
+    }
+    episode
+}
+
 impl Pair {
     /// Takes in the pair of the same app under another name (an alias added across a
     /// restart), as one pair would stand had both names always been one: an episode begun
@@ -467,19 +480,25 @@ impl Pair {
     /// older stays, with the other's operations, first attempt and user keys, and the
     /// earlier 2xx seen to close it; the later closure stands, rehired if either side was
     /// (when in doubt, the next leave opens an episode).
-    fn merge(&mut self, mut other: Pair) {
-        let ended = |open: &Option<Box<Episode>>, closer: &Pair| {
-            open.as_ref().is_some_and(|episode| {
-                let start = episode.first_attempt_at.unwrap_or(episode.initiated_at);
-                closer.last_closed_at >= Some(start)
-                    || closer.disabled_for(episode.user_id.as_deref())
-            })
+    fn merge(&mut self, mut other: Pair, ended: &mut Vec<Episode>) {
+        // How an open episode ends by the other side's closure: disabled by it, or (begun
+        // after it) never an episode, so cancelled (no latency, no breach).
+        let ends = |open: &Option<Box<Episode>>, closer: &Pair| {
+            let episode = open.as_ref()?;
+            let start = episode.first_attempt_at.unwrap_or(episode.initiated_at);
+            match closer.last_closed_at {
+                Some(at) if at >= start => Some(Some(at)),
+                _ if closer.disabled_for(episode.user_id.as_deref()) => Some(None),
+                _ => None,
+            }
         };
-        if ended(&self.open, &other) {
-            (self.open, self.closing) = (None, None);
+        if let Some(disabled_at) = ends(&self.open, &other) {
+            ended.extend(self.open.take().map(|e| ended_by(*e, disabled_at)));
+            self.closing = None;
         }
-        if ended(&other.open, self) {
-            (other.open, other.closing) = (None, None);
+        if let Some(disabled_at) = ends(&other.open, self) {
+            ended.extend(other.open.take().map(|e| ended_by(*e, disabled_at)));
+            other.closing = None;
         }
         let closing = match (self.closing, other.closing) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -716,7 +735,11 @@ impl EpisodesState {
     /// across a restart), as a replay with the new config would: two pairs that become one
     /// keep the open episode (the older, if both had one) and the later closure. How many
     /// were renamed.
-    pub fn rename_apps(&mut self, rename: crate::model::Rename<'_>) -> usize {
+    pub fn rename_apps(
+        &mut self,
+        rename: crate::model::Rename<'_>,
+        ended: &mut Vec<Episode>,
+    ) -> usize {
         use crate::model::rename_app;
         let mut renamed = 0;
         let mut pairs: BTreeMap<(String, String), Pair> = BTreeMap::new();
@@ -733,7 +756,7 @@ impl EpisodesState {
                     entry.insert(pair);
                 }
                 std::collections::btree_map::Entry::Occupied(mut entry) => {
-                    entry.get_mut().merge(pair);
+                    entry.get_mut().merge(pair, ended);
                 }
             }
         }
@@ -1808,7 +1831,7 @@ impl Episodes {
 
 #[cfg(test)]
 mod tests {
-    use super::{LifecycleOp, LifecycleOpFields, Request, RequestFields};
+    use super::{EpisodeState, LifecycleOp, LifecycleOpFields, Request, RequestFields};
     use crate::model::{Method, Outcome, Stage, Texts};
     use crate::time::Ts;
 
@@ -2069,7 +2092,35 @@ mod tests {
         let mut state: super::EpisodesState =
             serde_json::from_str(&serde_json::to_string(&episodes.snapshot()).unwrap()).unwrap();
         let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
-        assert_eq!(state.rename_apps(&rename), 5);
+        let mut ended = Vec::new();
+        assert_eq!(state.rename_apps(&rename, &mut ended), 5);
+        let ended: Vec<(String, Ts, EpisodeState, Option<Ts>)> = (ended.iter())
+            .map(|e| (e.user().to_string(), e.initiated_at, e.state, e.disabled_at))
+            .collect();
+        assert_eq!(
+            ended,
+            [
+                (
+                    "dave@corp.example".into(),
+                    Ts(6),
+                    EpisodeState::Disabled,
+                    Some(Ts(7))
+                ),
+                (
+                    "erin@corp.example".into(),
+                    Ts(10),
+                    EpisodeState::Disabled,
+                    Some(Ts(11))
+                ),
+                (
+                    "frank@corp.example".into(),
+                    Ts(14),
+                    EpisodeState::Cancelled,
+                    None
+                ),
+            ],
+            "ended by the merge, with the rows that end them"
+        );
         let restored = super::Episodes::restore(
             super::super::Policy::from_config(&crate::config::SloConfig::default()),
             state,
