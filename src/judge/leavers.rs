@@ -458,7 +458,7 @@ struct Pair {
 }
 
 /// An open episode a merge of two pairs ended: disabled at the other side's closure, or
-/// (`None`: begun after it with no rehire) cancelled.
+/// (`None`: merged into the other side's open episode) cancelled.
 fn ended_by(mut episode: Episode, disabled_at: Option<Ts>) -> Episode {
     match disabled_at {
         Some(at) => {
@@ -473,31 +473,36 @@ fn ended_by(mut episode: Episode, disabled_at: Option<Ts>) -> Episode {
 impl Pair {
     /// Takes in the pair of the same app under another name (an alias added across a
     /// restart), as one pair would stand had both names always been one: an episode begun
-    /// before the other side's closure was ended by it, a rehire since or not (a trigger's
-    /// under one name, the IdP's disable under the other: kept open, it paged overdue;
-    /// helper-63, helper-65), and one begun after it with no rehire between, for the same
-    /// account, would not have opened (as `on_leaver` refuses it); of two open episodes the
-    /// older stays, with the other's operations, first attempt and user keys, and the
-    /// earlier 2xx seen to close it; the later closure stands, rehired if either side was
-    /// (when in doubt, the next leave opens an episode).
+    /// before the other side's closure, of the same account, was ended by it, a rehire
+    /// since or not (a trigger's under one name, the IdP's disable under the other: kept
+    /// open, it paged overdue; helper-63, helper-65); of two open episodes the older stays,
+    /// with the other's operations, first attempt and user keys, and the earlier 2xx seen
+    /// to close it, and the other is cancelled; the later closure stands, rehired if either
+    /// side was (when in doubt, the next leave opens an episode). Ended episodes go to
+    /// `ended`.
     fn merge(&mut self, mut other: Pair, ended: &mut Vec<Episode>) {
-        // How an open episode ends by the other side's closure: disabled by it, or (begun
-        // after it) never an episode, so cancelled (no latency, no breach).
+        // When the other side's closure, of the same account, at or after the episode's
+        // first operation, disabled it. One begun after that closure is kept open: whether a
+        // rehire came between is not known (a rehire under a spelling with no closure of its
+        // own is not kept), and cancelled, a real leaver still not disabled was dropped
+        // (helper-66); when in doubt, an episode.
         let ends = |open: &Option<Box<Episode>>, closer: &Pair| {
             let episode = open.as_ref()?;
             let start = episode.first_attempt_at.unwrap_or(episode.initiated_at);
-            match closer.last_closed_at {
-                Some(at) if at >= start => Some(Some(at)),
-                _ if closer.disabled_for(episode.user_id.as_deref()) => Some(None),
-                _ => None,
-            }
+            let another_account = match (episode.user_id.as_deref(), &closer.closed_user_id) {
+                (Some(id), Some(closed)) => fold_case(id) != fold_case(closed),
+                _ => false,
+            };
+            closer
+                .last_closed_at
+                .filter(|at| *at >= start && !another_account)
         };
         if let Some(disabled_at) = ends(&self.open, &other) {
-            ended.extend(self.open.take().map(|e| ended_by(*e, disabled_at)));
+            ended.extend(self.open.take().map(|e| ended_by(*e, Some(disabled_at))));
             self.closing = None;
         }
         if let Some(disabled_at) = ends(&other.open, self) {
-            ended.extend(other.open.take().map(|e| ended_by(*e, disabled_at)));
+            ended.extend(other.open.take().map(|e| ended_by(*e, Some(disabled_at))));
             other.closing = None;
         }
         let closing = match (self.closing, other.closing) {
@@ -511,6 +516,9 @@ impl Pair {
                 } else {
                     (a, b)
                 };
+                // Its `open` row, if written, is ended by a cancelled one: it is the kept
+                // episode's now (helper-66).
+                ended.push(ended_by((*dropped).clone(), None));
                 for cid in dropped.correlation_ids {
                     if !kept.correlation_ids.contains(&cid) {
                         kept.correlation_ids.push(cid);
@@ -2082,8 +2090,8 @@ mod tests {
             &op_as(Stage::Joiner, "aws-prod", "erin", 12, true),
             &mut out,
         );
-        // frank's leave under the other name after his disable, no rehire between, would
-        // not have opened one (helper-65).
+        // frank's leave under the other name after his disable stays open: whether a rehire
+        // came between is not known, and a real leaver must not be dropped (helper-66).
         let disable = op("aws-prod", "frank", 13, true);
         episodes.on_operation(&disable, &mut out);
         episodes.on_close(&disable, &mut out);
@@ -2101,6 +2109,12 @@ mod tests {
             ended,
             [
                 (
+                    "carol@corp.example".into(),
+                    Ts(5),
+                    EpisodeState::Cancelled,
+                    None
+                ),
+                (
                     "dave@corp.example".into(),
                     Ts(6),
                     EpisodeState::Disabled,
@@ -2111,12 +2125,6 @@ mod tests {
                     Ts(10),
                     EpisodeState::Disabled,
                     Some(Ts(11))
-                ),
-                (
-                    "frank@corp.example".into(),
-                    Ts(14),
-                    EpisodeState::Cancelled,
-                    None
                 ),
             ],
             "ended by the merge, with the rows that end them"
@@ -2152,6 +2160,12 @@ mod tests {
                     Ts(4),
                     Some("wiki".to_string()),
                     cids(&["c-wiki-4"])
+                ),
+                (
+                    "aws-prod".to_string(),
+                    Ts(14),
+                    Some("aws-prod".to_string()),
+                    cids(&["c-AWS Production-14"])
                 ),
             ]
         );
