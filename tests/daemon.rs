@@ -719,6 +719,55 @@ fn an_alias_added_across_a_restart_applies_to_what_was_pending() {
     );
 }
 
+/// Two open episodes of one leaver under two spellings, both written overdue, become one
+/// when an alias added across a restart makes the spellings one app: the younger's `open`
+/// row is ended by a `cancelled` one, and the pack holds one leaver still open, as `replay`
+/// with the new config says (helper-64, helper-66: two, both "still not disabled").
+#[test]
+fn two_overdue_episodes_merged_by_an_alias_are_one_in_the_pack() {
+    let v1 = CONFIG.replace(
+        r#"apps = ["vault"]"#,
+        "apps = [\"vault\"]\nusers = [\"bob@corp.example\"]",
+    );
+    let setup = Setup::new(&v1);
+    let daemon = setup.start();
+    let t0 = now();
+    for (cid, app) in [("A", "AWS Production"), ("B", "aws-prod")] {
+        // A second apart: begun at the same instant, the two are one episode to a pack.
+        let t0 = if cid == "A" {
+            t0.clone()
+        } else {
+            std::thread::sleep(Duration::from_millis(1100));
+            now()
+        };
+        setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t0}\",\"cid\":\"{cid}\",\"action\":\"deactivate\",\"app\":\"{app}\",\"user\":\"bob@corp.example\",\"result\":\"failure\"}}\n"));
+        setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t0}\",\"cid\":\"{cid}\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/{cid}\",\"status\":503,\"app\":\"aws-prod\"}}\n"));
+    }
+    let rows = wait_for_leavers(&setup, |rows| rows.len() >= 2);
+    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(rows.len(), 2, "{}", setup.daemon_log());
+    let v2 = v1 + "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\"] }\n";
+    std::fs::write(setup.config(), &v2).unwrap();
+    let daemon = setup.start();
+    let rows = wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "cancelled"));
+    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(
+        rows.iter().filter(|r| r.state == "cancelled").count(),
+        1,
+        "{rows:?}\n{}",
+        setup.daemon_log()
+    );
+    let (_, manifest) = export_quarter_of(&setup, &t0);
+    let leavers = &manifest["summary"]["leavers"];
+    assert_eq!(
+        (&leavers["episodes"], &leavers["open"]),
+        (&1.into(), &1.into()),
+        "{manifest}"
+    );
+    let replayed = common::replay_json(&setup.config(), &[]);
+    assert_eq!(replayed["leavers"]["episodes"], 1, "{replayed}");
+}
+
 /// A spelling taken out of `[apps] aliases`, or moved to another app, cannot be given back to
 /// what was read under it: the start says so, naming it.
 #[test]

@@ -517,8 +517,11 @@ impl Pair {
                     (a, b)
                 };
                 // Its `open` row, if written, is ended by a cancelled one: it is the kept
-                // episode's now (helper-66).
-                ended.push(ended_by((*dropped).clone(), None));
+                // episode's now (helper-66). Begun at the same instant, its rows are the kept
+                // one's already (one episode to a pack: app, start and user).
+                if dropped.initiated_at != kept.initiated_at {
+                    ended.push(ended_by((*dropped).clone(), None));
+                }
                 for cid in dropped.correlation_ids {
                     if !kept.correlation_ids.contains(&cid) {
                         kept.correlation_ids.push(cid);
@@ -2096,12 +2099,26 @@ mod tests {
         episodes.on_operation(&disable, &mut out);
         episodes.on_close(&disable, &mut out);
         episodes.on_operation(&op("AWS Production", "frank", 14, false), &mut out);
-        assert_eq!(episodes.open_episodes().len(), 6, "{out:?}");
+        // greg's disable under one name was another account's (another user id under his
+        // login): his episode under the other name stays open (helper-66).
+        let with_id = |op: LifecycleOp, id: &str| {
+            let mut fields = LifecycleOpFields::from(op);
+            fields.user_id = Some(id.into());
+            LifecycleOp::from(fields)
+        };
+        episodes.on_operation(
+            &with_id(op("AWS Production", "greg", 20, false), "id-2"),
+            &mut out,
+        );
+        let disable = with_id(op("aws-prod", "greg", 21, true), "id-1");
+        episodes.on_operation(&disable, &mut out);
+        episodes.on_close(&disable, &mut out);
+        assert_eq!(episodes.open_episodes().len(), 7, "{out:?}");
         let mut state: super::EpisodesState =
             serde_json::from_str(&serde_json::to_string(&episodes.snapshot()).unwrap()).unwrap();
         let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
         let mut ended = Vec::new();
-        assert_eq!(state.rename_apps(&rename, &mut ended), 5);
+        assert_eq!(state.rename_apps(&rename, &mut ended), 6);
         let ended: Vec<(String, Ts, EpisodeState, Option<Ts>)> = (ended.iter())
             .map(|e| (e.user().to_string(), e.initiated_at, e.state, e.disabled_at))
             .collect();
@@ -2166,6 +2183,12 @@ mod tests {
                     Ts(14),
                     Some("aws-prod".to_string()),
                     cids(&["c-AWS Production-14"])
+                ),
+                (
+                    "aws-prod".to_string(),
+                    Ts(20),
+                    Some("aws-prod".to_string()),
+                    cids(&["c-AWS Production-20"])
                 ),
             ]
         );
