@@ -450,6 +450,25 @@ impl AppsConfig {
         aliases
     }
 
+    /// The spellings `before` gave a name these aliases do not give them (taken out, or moved
+    /// to another app), each as `spelling (was name[, now other])`, sorted: what was read
+    /// under them keeps the old name (the spelling as read is not kept).
+    pub fn lost_since(&self, before: &AppsConfig) -> Vec<String> {
+        let now = self.alias_map();
+        let mut lost: Vec<String> = (before.alias_map().into_iter())
+            .filter(|(spelling, canonical)| {
+                *spelling != crate::model::fold_case(canonical)
+                    && now.get(spelling) != Some(canonical)
+            })
+            .map(|(spelling, canonical)| match now.get(&spelling) {
+                Some(now) => format!("{spelling} (was {canonical}, now {now})"),
+                None => format!("{spelling} (was {canonical})"),
+            })
+            .collect();
+        lost.sort();
+        lost
+    }
+
     /// The canonical name of an app the aliases give another (a name read under an older
     /// config, kept in a checkpoint); `None` for one they leave as it is.
     pub fn renamer(&self) -> impl Fn(&str) -> Option<String> {

@@ -175,16 +175,15 @@ pub fn alerts_path(data_dir: &Path) -> PathBuf {
 
 pub fn load_alerts(data_dir: &Path) -> anyhow::Result<crate::alert::AlertEngine> {
     let file = alerts_path(data_dir);
-    match std::fs::read(&file) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is not readable alert state (move it aside to forget every firing alert)",
-                file.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
-    }
+    let Some(bytes) = read_state(&file)? else {
+        return Ok(Default::default());
+    };
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not readable alert state (move it aside to forget every firing alert)",
+            file.display()
+        )
+    })
 }
 
 pub fn store_alerts(data_dir: &Path, alerts: &crate::alert::AlertEngine) -> anyhow::Result<()> {
@@ -194,10 +193,7 @@ pub fn store_alerts(data_dir: &Path, alerts: &crate::alert::AlertEngine) -> anyh
 
 /// [`store_alerts`] of an alert state already encoded.
 pub fn store_alert_bytes(data_dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let file = alerts_path(data_dir);
-    let dir = file.parent().unwrap_or(data_dir);
-    crate::durable::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    durable::write_atomic(&file, bytes).with_context(|| format!("writing {}", file.display()))
+    write_state(&alerts_path(data_dir), bytes)
 }
 
 /// The leaver episodes the daemon's last checkpoint in `data_dir` holds open, as `leavers`
@@ -215,10 +211,8 @@ pub fn open_leaver_rows(data_dir: &Path) -> anyhow::Result<Vec<crate::audit::sch
         engine: crate::engine::EpisodesOnly,
     }
     let file = path(data_dir);
-    let text = match std::fs::read(&file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    let Some(text) = read_state(&file)? else {
+        return Ok(Vec::new());
     };
     let saved: OpenLeavers = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a readable checkpoint", file.display()))?;
@@ -255,10 +249,8 @@ fn aliases_path(data_dir: &Path) -> PathBuf {
 /// the file that cannot be read.
 pub fn load_aliases(data_dir: &Path) -> anyhow::Result<Option<crate::config::AppsConfig>> {
     let file = aliases_path(data_dir);
-    let bytes = match std::fs::read(&file) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    let Some(bytes) = read_state(&file)? else {
+        return Ok(None);
     };
     let aliases = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a list of aliases", file.display()))?;
@@ -266,11 +258,25 @@ pub fn load_aliases(data_dir: &Path) -> anyhow::Result<Option<crate::config::App
 }
 
 pub fn store_aliases(data_dir: &Path, apps: &crate::config::AppsConfig) -> anyhow::Result<()> {
-    let file = aliases_path(data_dir);
-    let dir = file.parent().unwrap_or(data_dir);
-    crate::durable::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bytes = serde_json::to_vec(&apps.aliases)?;
-    durable::write_atomic(&file, &bytes).with_context(|| format!("writing {}", file.display()))
+    write_state(&aliases_path(data_dir), &serde_json::to_vec(&apps.aliases)?)
+}
+
+/// A state file's bytes; `None` when there is none.
+pub fn read_state(file: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::fs::read(file) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
+/// Writes a state file atomically, making its directory first.
+pub fn write_state(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent() {
+        crate::durable::create_dir_all(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    durable::write_atomic(file, bytes).with_context(|| format!("writing {}", file.display()))
 }
 
 /// `<data_dir>/state/checkpoint.json`.
@@ -282,12 +288,10 @@ pub fn path(data_dir: &Path) -> PathBuf {
 /// the file: starting over silently would re-read (or skip) everything.
 pub fn load(data_dir: &Path) -> anyhow::Result<Option<Checkpoint>> {
     let file = path(data_dir);
-    let text = match std::fs::read_to_string(&file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    let Some(text) = read_state(&file)? else {
+        return Ok(None);
     };
-    let checkpoint: Checkpoint = serde_json::from_str(&text).with_context(|| {
+    let checkpoint: Checkpoint = serde_json::from_slice(&text).with_context(|| {
         format!("{} is not a readable checkpoint (restore it from a backup; or, to start from the beginning of every file, move it aside together with the store's {}, or every row is written twice)", file.display(), crate::audit::schema::Table::store_dirs())
     })?;
     if checkpoint.version != CHECKPOINT_VERSION {

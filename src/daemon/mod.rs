@@ -366,19 +366,8 @@ impl Pipeline {
             None
         });
         if let Some(before) = before {
-            let now = config.apps.alias_map();
-            // Taken out, or moved to another app (helper-65); not a canonical name itself.
-            let mut lost: Vec<String> = (before.alias_map().into_iter())
-                .filter(|(spelling, canonical)| {
-                    *spelling != crate::model::fold_case(canonical)
-                        && now.get(spelling) != Some(canonical)
-                })
-                .map(|(spelling, canonical)| match now.get(&spelling) {
-                    Some(now) => format!("{spelling} (was {canonical}, now {now})"),
-                    None => format!("{spelling} (was {canonical})"),
-                })
-                .collect();
-            lost.sort();
+            // Taken out, or moved to another app (helper-65).
+            let lost = config.apps.lost_since(&before);
             if !lost.is_empty() {
                 tracing::warn!(spellings = %lost.join(", "), "[apps] aliases no longer give these spellings the name they gave: what was read under them before this start keeps that name (the spelling as read is not kept), so a leaver open there is not closed by a disable under the spelling. Put them back, or let what is open settle first.");
             }

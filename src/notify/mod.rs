@@ -139,18 +139,16 @@ struct Heard {
 impl Heard {
     fn load(data_dir: &std::path::Path) -> Heard {
         let file = data_dir.join("state").join("notified.json");
-        let receivers = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
-                tracing::warn!(file = %file.display(), %error, "Cannot read who heard the alerts firing; their resolves go where the routes send them now.");
-                BTreeMap::new()
-            }),
-            Err(error) => {
-                if error.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(file = %file.display(), %error, "Cannot read who heard the alerts firing; their resolves go where the routes send them now.");
-                }
-                BTreeMap::new()
-            }
-        };
+        let read = crate::daemon::checkpoint::read_state(&file).and_then(|bytes| {
+            let Some(bytes) = bytes else {
+                return Ok(BTreeMap::new());
+            };
+            Ok(serde_json::from_slice(&bytes)?)
+        });
+        let receivers = read.unwrap_or_else(|error| {
+            tracing::warn!(file = %file.display(), error = %format!("{error:#}"), "Cannot read who heard the alerts firing; their resolves go where the routes send them now.");
+            BTreeMap::new()
+        });
         Heard {
             file,
             receivers,
@@ -554,11 +552,6 @@ impl Notifier {
         drop(self)
     }
 
-    /// The receivers a notification goes to ([`Heard::route`]).
-    fn receivers_for(&mut self, notification: &Notification) -> Vec<String> {
-        (self.heard).route(&self.routes, &self.targets, notification, true)
-    }
-
     /// Writes who heard each alert, if that changed, after the deliveries handed over before
     /// (with the alert state): only the alerts still `firing` are kept.
     pub fn store_heard<'a>(&mut self, firing: impl IntoIterator<Item = &'a String>) {
@@ -580,20 +573,16 @@ impl Notifier {
             }
         };
         self.after_deliveries(move || {
-            let written = file
-                .parent()
-                .map_or(Ok(()), crate::durable::create_dir_all)
-                .and_then(|()| crate::durable::write_atomic(&file, &bytes));
-            if let Err(error) = written {
+            if let Err(error) = crate::daemon::checkpoint::write_state(&file, &bytes) {
                 failed.store(true, Ordering::Release);
-                tracing::error!(file = %file.display(), %error, "Cannot persist who heard the alerts firing (tried again at the next store); a restart before then sends their resolves where the routes send them then.");
+                tracing::error!(error = %format!("{error:#}"), "Cannot persist who heard the alerts firing (tried again at the next store); a restart before then sends their resolves where the routes send them then.");
             }
         });
     }
 
     /// Routes one notification and hands its deliveries to the outbox writer.
     pub fn submit(&mut self, notification: &Notification) {
-        let receivers = self.receivers_for(notification);
+        let receivers = (self.heard).route(&self.routes, &self.targets, notification, true);
         if receivers.is_empty() && !self.targets.is_empty() {
             tracing::warn!(key = %notification.dedup_key, "No route matches this alert: it reaches no receiver and is only logged (add a route, or a last route with no match).");
         }
