@@ -303,8 +303,9 @@ fn run_replay(
     // Appending: leavers the store holds as still open are carried on with, so a disable in
     // these logs closes them (late, if it is) rather than starting a new episode.
     let mut stored_span = None;
+    let mut carried_ended = Vec::new();
     if let Some((dir, _, Append::Disjoint | Append::EvenOverlapping)) = &parquet {
-        let carried = scimwatch::audit::export::carry_over(dir)?;
+        let carried = scimwatch::audit::export::carry_over(dir, &config.apps)?;
         stored_span = carried.operation_span;
         if !carried.open.is_empty() {
             eprintln!(
@@ -324,6 +325,15 @@ fn run_replay(
             );
         }
         options.carried_closed = carried.closed;
+        carried_ended = carried.ended;
+        if !carried_ended.is_empty() {
+            eprintln!(
+                "ending {} open leaver episode(s) the store holds under another name of the \
+                 same app ([apps] aliases): disabled by that name's disable, or merged into \
+                 its older open episode",
+                carried_ended.len()
+            );
+        }
     }
     let mut writer = match &parquet {
         Some((dir, rows_per_file, _)) => {
@@ -337,6 +347,11 @@ fn run_replay(
     let ingested_at = scimwatch::daemon::wall_clock();
     // This replay's files, removed if it is refused.
     let mut committed = Vec::new();
+    if let Some(writer) = writer.as_mut() {
+        for row in carried_ended {
+            writer.add_leaver(row)?;
+        }
+    }
     // Runs on whichever thread `--threads` gives the sink (outputs arrive in the same order).
     let (report, stats) = replay(&config, &options, |output, as_of| {
         if let Some(writer) = writer.as_mut() {

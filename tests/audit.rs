@@ -1787,7 +1787,9 @@ fn only_closures_the_store_can_vouch_for_carry_over() {
     let dir = tempfile::tempdir().unwrap();
     let core = dir.path().join("core");
     replay_to_parquet(&core);
-    let closed = scimwatch::audit::export::carry_over(&core).unwrap().closed;
+    let closed = scimwatch::audit::export::carry_over(&core, &Default::default())
+        .unwrap()
+        .closed;
     assert!(
         closed
             .iter()
@@ -1807,8 +1809,192 @@ fn only_closures_the_store_can_vouch_for_carry_over() {
         .iter()
         .any(|r| r.clock_start.as_deref() == Some("user_trigger") && r.state == "disabled"));
     assert_eq!(
-        scimwatch::audit::export::carry_over(&entra).unwrap().closed,
+        scimwatch::audit::export::carry_over(&entra, &Default::default())
+            .unwrap()
+            .closed,
         [],
         "{rows:?}"
     );
+}
+
+/// `replay --append` after `[apps] aliases` made two names one app: the store's rows under
+/// the old name are carried on under the new one, and what the store holds under both is
+/// settled as one app would stand, as the daemon settles it at a restart. leaver1 was
+/// disabled under `github` after an episode opened under `gh-ent`: that episode ends at the
+/// disable, and the pack holds it once (the disable's own row names the same operation). leaver2 has an episode open under each name: the older stays open with both
+/// operations, the younger is cancelled. leaver3's episode, open under `gh-ent`, closes at
+/// the appended logs' disable under `github`. The pack is what one replay of all the logs
+/// with the aliases writes. Before, it listed leaver1 and leaver2 as still open, and leaver3
+/// as open beside a new disabled episode.
+#[test]
+fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scimwatch.toml");
+    let example = std::fs::read_to_string(example).unwrap();
+    let before = dir.path().join("before.toml");
+    std::fs::write(&before, &example).unwrap();
+    let after = dir.path().join("after.toml");
+    std::fs::write(
+        &after,
+        example + "\n[apps]\naliases = { \"github\" = [\"gh-ent\"] }\n",
+    )
+    .unwrap();
+    let write = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.concat()).unwrap();
+        path
+    };
+    let idp = |ts: &str, cid: &str, app: &str, user: &str| {
+        format!("{{\"ts\":\"{ts}\",\"cid\":\"{cid}\",\"action\":\"deactivate\",\"app\":\"{app}\",\"user\":\"{user}@corp.example\",\"user_id\":\"{user}\",\"result\":\"success\"}}\n")
+    };
+    let gateway = |time: &str, cid: &str, status: u16, app: &str| {
+        format!("{{\"time\":\"{time}\",\"xrid\":\"{cid}\",\"method\":\"PATCH\",\"uri\":\"/scim/v2/Users/x\",\"status\":{status},\"request_time\":0.1,\"remote_user\":\"scim-github\",\"app\":\"{app}\"}}\n")
+    };
+    let first_idp = [
+        idp("2026-09-01T10:00:00Z", "a1", "gh-ent", "leaver1"),
+        idp("2026-09-01T10:01:00Z", "b1", "gh-ent", "leaver2"),
+        idp("2026-09-01T10:02:00Z", "b2", "github", "leaver2"),
+        idp("2026-09-01T10:03:00Z", "c1", "gh-ent", "leaver3"),
+        idp("2026-09-01T10:10:00Z", "a2", "github", "leaver1"),
+    ];
+    let first_gw = [
+        gateway("2026-09-01T10:00:01Z", "a1", 500, "gh-ent"),
+        gateway("2026-09-01T10:01:01Z", "b1", 500, "gh-ent"),
+        gateway("2026-09-01T10:02:01Z", "b2", 500, "github"),
+        gateway("2026-09-01T10:03:01Z", "c1", 500, "gh-ent"),
+        gateway("2026-09-01T10:10:01Z", "a2", 204, "github"),
+    ];
+    let second_idp = [idp("2026-09-01T11:00:00Z", "c2", "github", "leaver3")];
+    let second_gw = [gateway("2026-09-01T11:00:01Z", "c2", 204, "github")];
+    let replay = |config: &Path, idp: &Path, gateway: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--idp",
+            idp.to_str().unwrap(),
+            "--gateway",
+            gateway.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        replay_json(config, &args)
+    };
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let first = replay(
+        &before,
+        &write("a-idp.jsonl", &first_idp),
+        &write("a-gw.log", &first_gw),
+        &["--parquet", store_arg],
+    );
+    assert_eq!(first["leavers"]["open"], 4, "{first:#}");
+    let output = bin()
+        .args(["replay", "--format", "json", "--config"])
+        .arg(&after)
+        .args(["--idp"])
+        .arg(write("b-idp.jsonl", &second_idp))
+        .arg("--gateway")
+        .arg(write("b-gw.log", &second_gw))
+        .args(["--parquet", store_arg, "--append"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ending 2 open leaver episode(s)"),
+        "{stderr}"
+    );
+    let second: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // leaver2's merged episode is still open; leaver3's closed.
+    assert_eq!(second["leavers"]["open"], 1, "{second:#}");
+    assert_eq!(second["leavers"]["disabled"], 1, "{second:#}");
+
+    let pack = dir.path().join("pack");
+    let output = run(&[
+        "export",
+        "--data",
+        store_arg,
+        "--quarter",
+        "2026Q3",
+        "--out",
+        pack.to_str().unwrap(),
+        "--config",
+        after.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = read_leavers(&pack.join("leavers.parquet")).unwrap();
+    let mut seen: Vec<(String, String, String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.user_id.clone().unwrap(),
+                r.app.clone(),
+                scimwatch::time::Ts(r.initiated_at).to_string(),
+                r.state.clone(),
+                r.disabled_at.map(|t| scimwatch::time::Ts(t).to_string()),
+            )
+        })
+        .collect();
+    seen.sort();
+    let row = |user: &str, at: &str, state: &str, disabled: Option<&str>| {
+        (
+            user.to_string(),
+            "github".to_string(),
+            at.to_string(),
+            state.to_string(),
+            disabled.map(str::to_string),
+        )
+    };
+    assert_eq!(
+        seen,
+        [
+            row(
+                "leaver1",
+                "2026-09-01T10:00:00Z",
+                "disabled",
+                Some("2026-09-01T10:10:01Z")
+            ),
+            row("leaver2", "2026-09-01T10:01:00Z", "open", None),
+            row(
+                "leaver3",
+                "2026-09-01T10:03:00Z",
+                "disabled",
+                Some("2026-09-01T11:00:01Z")
+            ),
+        ]
+    );
+    let leaver2 = rows
+        .iter()
+        .find(|r| r.user_id.as_deref() == Some("leaver2"))
+        .unwrap();
+    assert_eq!(leaver2.correlation_ids, ["b1", "b2"]);
+    // leaver1's two rows name one disabling operation: one episode, begun at the first
+    // leave, as one replay of all the logs with the aliases says.
+    let leaver1 = rows
+        .iter()
+        .find(|r| r.user_id.as_deref() == Some("leaver1"))
+        .unwrap();
+    assert_eq!(leaver1.correlation_ids, ["a1", "a2"]);
+    let whole = dir.path().join("whole");
+    replay(
+        &after,
+        &write("w-idp.jsonl", &[first_idp.concat(), second_idp.concat()]),
+        &write("w-gw.log", &[first_gw.concat(), second_gw.concat()]),
+        &["--parquet", whole.to_str().unwrap()],
+    );
+    let mut whole: Vec<_> = store_leavers(&whole)
+        .iter()
+        .map(|r| {
+            (
+                r.user_id.clone().unwrap(),
+                r.app.clone(),
+                scimwatch::time::Ts(r.initiated_at).to_string(),
+                r.state.clone(),
+                r.disabled_at.map(|t| scimwatch::time::Ts(t).to_string()),
+            )
+        })
+        .collect();
+    whole.sort();
+    assert_eq!(seen, whole);
 }

@@ -224,6 +224,55 @@ fn without_merged_open_rows(rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
         .collect()
 }
 
+/// Keeps one `disabled` row of those of an app and user that name the same disabling
+/// operation (`disabled_by`): the one begun first, with the others' operations. One operation
+/// disables one episode; two rows for it come from an episode begun under a name that
+/// `[apps] aliases` made the app's since, ended by a disable under the app's own name (which
+/// the run before the alias took for an episode of its own): one replay of all the logs
+/// with the aliases now holds the one begun first.
+fn one_episode_per_disable(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
+    use crate::model::fold_case;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].initiated_at);
+    // (app, folded user key, disabling operation) → the row begun first.
+    let mut first: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut dropped = vec![false; rows.len()];
+    for i in order {
+        let row = &rows[i];
+        let (Some(by), Some(user)) = (
+            row.disabled_by
+                .as_deref()
+                .filter(|_| row.state == "disabled"),
+            row.user_login.as_deref().or(row.user_id.as_deref()),
+        ) else {
+            continue;
+        };
+        let key = (
+            row.app.clone(),
+            fold_case(user).into_owned(),
+            by.to_string(),
+        );
+        match first.get(&key) {
+            None => {
+                first.insert(key, i);
+            }
+            Some(&kept) => {
+                dropped[i] = true;
+                let cids = rows[i].correlation_ids.clone();
+                for cid in cids {
+                    if !rows[kept].correlation_ids.contains(&cid) {
+                        rows[kept].correlation_ids.push(cid);
+                    }
+                }
+            }
+        }
+    }
+    (rows.into_iter().zip(dropped))
+        .filter(|(_, dropped)| !dropped)
+        .map(|(row, _)| row)
+        .collect()
+}
+
 /// What a replay appended to the store carries on with, read in one pass over each table
 /// (`replay --append`).
 #[derive(Debug, Default)]
@@ -241,37 +290,45 @@ pub struct CarryOver {
     /// The oldest and newest operation times (an operation's IdP record's, else its first
     /// attempt's: the time a row is filed under): appended logs should not overlap them.
     pub operation_span: Option<(i64, i64)>,
+    /// The rows that end open episodes the store holds under two names that `[apps]
+    /// aliases` now make one app (written by the replay, as the daemon writes them at a
+    /// restart): one the other name's disable of the same account ended, and the younger of
+    /// two open ones (cancelled: its operations are the older one's now).
+    pub ended: Vec<LeaverRow>,
 }
 
 /// Reads what a replay appended to the store under `data` carries on with ([`CarryOver`]):
-/// every leaver row once, and eight columns of the operations once.
-pub fn carry_over(data: &Path) -> Result<CarryOver, AuditError> {
+/// every leaver row once, and eight columns of the operations once, their apps under the
+/// names `apps`' aliases give them now.
+pub fn carry_over(data: &Path, apps: &crate::config::AppsConfig) -> Result<CarryOver, AuditError> {
     use crate::model::fold_case;
+    let rename = apps.renamer();
     let mut rows = Vec::new();
     for path in table_files(data, Table::Leavers, ALL_DATES)? {
         rows.extend(read_leavers(&path)?);
     }
+    for row in &mut rows {
+        crate::model::rename_app(&mut row.app, &rename);
+    }
     let episodes = one_row_per_episode(rows);
-    let mut open: Vec<LeaverRow> = episodes
-        .iter()
-        .filter(|row| row.state == "open")
-        .cloned()
-        .collect();
-    sort_leavers(&mut open);
     // Each pair's latest episode, keyed as the engine keys pairs: the login, else the id.
+    let pair_key = |row: &LeaverRow| {
+        let user = row.user_login.as_deref().or(row.user_id.as_deref())?;
+        Some((row.app.clone(), fold_case(user).into_owned()))
+    };
     let mut latest: BTreeMap<(String, String), LeaverRow> = BTreeMap::new();
-    for row in episodes {
-        let Some(user) = row.user_login.as_deref().or(row.user_id.as_deref()) else {
+    for row in &episodes {
+        let Some(key) = pair_key(row) else {
             continue;
         };
-        let key = (row.app.clone(), fold_case(user).into_owned());
         if latest
             .get(&key)
             .is_none_or(|known| known.initiated_at < row.initiated_at)
         {
-            latest.insert(key, row);
+            latest.insert(key, row.clone());
         }
     }
+    let (open, ended) = merge_renamed_pairs(&episodes, pair_key);
     struct Candidate {
         closed: crate::judge::Closed,
         disabled_by: Option<String>,
@@ -316,6 +373,8 @@ pub fn carry_over(data: &Path) -> Result<CarryOver, AuditError> {
         let Some(app) = op.app else {
             return;
         };
+        let renamed = rename(app);
+        let app = renamed.as_deref().unwrap_or(app);
         if let Some(cid) = op.correlation_id {
             if let Some(key) = closing.get(&(app.to_string(), cid.to_string())) {
                 if let Some(candidate) = candidates.get_mut(key) {
@@ -360,7 +419,89 @@ pub fn carry_over(data: &Path) -> Result<CarryOver, AuditError> {
         open,
         closed,
         operation_span,
+        ended,
     })
+}
+
+/// The open episodes of `episodes` (one row each), one a pair, and the rows that end the
+/// others: where `[apps] aliases` made two names one app since the rows were written, a pair
+/// may hold two open episodes, or one and the other name's later disable. Settled as the
+/// daemon settles its pairs at a restart (`Pair::merge`): an episode begun before a disable
+/// of the same account, under either name, was ended by it; of two open ones the older
+/// stays, with the other's operations, and the other is cancelled. One begun after the
+/// disable stays open: whether a rehire came between is not known (when in doubt, an
+/// episode).
+fn merge_renamed_pairs(
+    episodes: &[LeaverRow],
+    pair_key: impl Fn(&LeaverRow) -> Option<(String, String)>,
+) -> (Vec<LeaverRow>, Vec<LeaverRow>) {
+    use crate::audit::writer::{leaver_row, open_episode};
+    use crate::model::fold_case;
+    let mut ended = Vec::new();
+    let mut end = |row: &LeaverRow, disabled: Option<&LeaverRow>| {
+        let episode = open_episode(row);
+        let mut episode =
+            crate::judge::leavers::ended_by(episode, disabled.and_then(|d| d.disabled_at).map(Ts));
+        episode.disabled_by = disabled.and_then(|d| d.disabled_by.clone());
+        ended.push(leaver_row(&episode, episode.initiated_at));
+    };
+    // The latest disable of each pair that the store can vouch ended an episode.
+    let mut disables: BTreeMap<(String, String), &LeaverRow> = BTreeMap::new();
+    for row in episodes.iter().filter(|r| r.state == "disabled") {
+        if let (Some(key), Some(at)) = (pair_key(row), row.disabled_at) {
+            let later = disables
+                .get(&key)
+                .is_none_or(|known| known.disabled_at < Some(at));
+            if later {
+                disables.insert(key, row);
+            }
+        }
+    }
+    let mut open: BTreeMap<(String, String), LeaverRow> = BTreeMap::new();
+    let mut unkeyed = Vec::new();
+    let mut rows: Vec<&LeaverRow> = episodes.iter().filter(|r| r.state == "open").collect();
+    rows.sort_by_key(|r| r.initiated_at);
+    for row in rows {
+        let Some(key) = pair_key(row) else {
+            unkeyed.push(row.clone());
+            continue;
+        };
+        let start = row.first_attempt_at.unwrap_or(row.initiated_at);
+        let another_account = |disabled: &LeaverRow| match (&row.user_id, &disabled.user_id) {
+            (Some(id), Some(closed)) => fold_case(id) != fold_case(closed),
+            _ => false,
+        };
+        if let Some(disabled) = disables
+            .get(&key)
+            .filter(|d| d.disabled_at.is_some_and(|at| at >= start) && !another_account(d))
+        {
+            end(row, Some(disabled));
+            continue;
+        }
+        match open.entry(key) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(row.clone());
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let kept = slot.get_mut();
+                end(row, None);
+                for cid in &row.correlation_ids {
+                    if !kept.correlation_ids.contains(cid) {
+                        kept.correlation_ids.push(cid.clone());
+                    }
+                }
+                kept.first_attempt_at = match (kept.first_attempt_at, row.first_attempt_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                kept.user_id = kept.user_id.take().or(row.user_id.clone());
+                kept.user_login = kept.user_login.take().or(row.user_login.clone());
+            }
+        }
+    }
+    let mut open: Vec<LeaverRow> = open.into_values().chain(unkeyed).collect();
+    sort_leavers(&mut open);
+    (open, ended)
 }
 
 /// The columns of an `operations` row [`for_each_operation`] hands on.
@@ -743,7 +884,8 @@ pub fn export(
     for row in &mut leavers {
         crate::model::rename_app(&mut row.app, &rename);
     }
-    let mut leavers = without_merged_open_rows(one_row_per_episode(leavers));
+    let mut leavers =
+        one_episode_per_disable(without_merged_open_rows(one_row_per_episode(leavers)));
     // A cancelled episode (a rehire while open) is neither closed nor breached: not in a pack,
     // and its row took the place of any `open` one written before.
     leavers.retain(|row| row.state != "cancelled");

@@ -643,15 +643,7 @@ impl AuditWriter {
                     self.spill(Table::Operations, day)?;
                 }
             }
-            Output::Episode(episode) => {
-                let row = leaver_row(episode, as_of);
-                let day = day_of(row.initiated_at);
-                let buffer = self.leavers.entry(day).or_default();
-                buffer.push(row);
-                if buffer.len() >= self.spill_rows() {
-                    self.spill(Table::Leavers, day)?;
-                }
-            }
+            Output::Episode(episode) => self.add_leaver(leaver_row(episode, as_of))?,
             Output::PostDisable(activity) => {
                 let row = post_disable_row(activity);
                 let day = day_of(row.time);
@@ -661,6 +653,17 @@ impl AuditWriter {
                     self.spill(Table::PostDisableActivity, day)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Adds a `leavers` row made elsewhere (an episode a replay carried over ended).
+    pub fn add_leaver(&mut self, row: LeaverRow) -> Result<(), AuditError> {
+        let day = day_of(row.initiated_at);
+        let buffer = self.leavers.entry(day).or_default();
+        buffer.push(row);
+        if buffer.len() >= self.spill_rows() {
+            self.spill(Table::Leavers, day)?;
         }
         Ok(())
     }

@@ -459,7 +459,7 @@ struct Pair {
 
 /// An open episode a merge of two pairs ended: disabled at the other side's closure, or
 /// (`None`: merged into the other side's open episode) cancelled.
-fn ended_by(mut episode: Episode, disabled_at: Option<Ts>) -> Episode {
+pub(crate) fn ended_by(mut episode: Episode, disabled_at: Option<Ts>) -> Episode {
     match disabled_at {
         Some(at) => {
             episode.disabled_at = Some(at.max(episode.initiated_at));
