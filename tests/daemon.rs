@@ -768,6 +768,62 @@ fn two_overdue_episodes_merged_by_an_alias_are_one_in_the_pack() {
     assert_eq!(replayed["leavers"]["episodes"], 1, "{replayed}");
 }
 
+/// An episode open under one spelling, overdue, and the other spelling's disable of the same
+/// leaver, which the daemon took for an episode of its own: once an alias added across a
+/// restart makes the spellings one app, the restart ends the first at that disable, and the
+/// pack holds one episode, disabled, begun at the first leave, as `replay` with the new config
+/// says (before: two, for one disable).
+#[test]
+fn an_episode_ended_by_the_other_spelling_s_disable_is_one_in_the_pack() {
+    let v1 = CONFIG.replace(
+        r#"apps = ["vault"]"#,
+        "apps = [\"vault\"]\nusers = [\"bob@corp.example\"]",
+    );
+    let setup = Setup::new(&v1);
+    let line = |cid: &str, app: &str, result: &str, status: u16, t: &str| {
+        setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"action\":\"deactivate\",\"app\":\"{app}\",\"user\":\"bob@corp.example\",\"result\":\"{result}\"}}\n"));
+        setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/{cid}\",\"status\":{status},\"app\":\"aws-prod\"}}\n"));
+    };
+    let daemon = setup.start();
+    let t0 = now();
+    line("A", "AWS Production", "failure", 503, &t0);
+    wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "open"));
+    line("B", "aws-prod", "success", 204, &now());
+    wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "disabled"));
+    assert_eq!(daemon.stop(), Some(0));
+    let v2 = v1 + "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\"] }\n";
+    std::fs::write(setup.config(), &v2).unwrap();
+    let daemon = setup.start();
+    let rows = wait_for_leavers(&setup, |rows| {
+        rows.iter().filter(|r| r.state == "disabled").count() >= 2
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let disabled_at: Vec<_> = (rows.iter())
+        .filter(|r| r.state == "disabled")
+        .map(|r| r.disabled_at)
+        .collect();
+    assert_eq!(disabled_at[0], disabled_at[1], "{rows:?}");
+    let (pack, manifest) = export_quarter_of(&setup, &t0);
+    let leavers = &manifest["summary"]["leavers"];
+    assert_eq!(
+        (&leavers["episodes"], &leavers["disabled"], &leavers["open"]),
+        (&1.into(), &1.into(), &0.into()),
+        "{manifest}"
+    );
+    let row = &scimwatch::audit::export::read_leavers(&pack.join("leavers.parquet")).unwrap()[0];
+    assert_eq!(row.app, "aws-prod");
+    assert_eq!(row.correlation_ids, ["A", "B"]);
+    let replayed = common::replay_json(&setup.config(), &[]);
+    assert_eq!(replayed["leavers"]["episodes"], 1, "{replayed}");
+    assert_eq!(
+        scimwatch::time::Ts(row.initiated_at).to_string(),
+        replayed["leavers"]["breached"][0]["initiated_at"]
+            .as_str()
+            .unwrap_or_default(),
+        "{replayed}"
+    );
+}
+
 /// A spelling taken out of `[apps] aliases`, or moved to another app, cannot be given back to
 /// what was read under it: the start says so, naming it.
 #[test]

@@ -224,34 +224,30 @@ fn without_merged_open_rows(rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
         .collect()
 }
 
-/// Keeps one `disabled` row of those of an app and user that name the same disabling
-/// operation (`disabled_by`): the one begun first, with the others' operations. One operation
-/// disables one episode; two rows for it come from an episode begun under a name that
-/// `[apps] aliases` made the app's since, ended by a disable under the app's own name (which
-/// the run before the alias took for an episode of its own): one replay of all the logs
-/// with the aliases now holds the one begun first.
+/// Keeps one `disabled` row of those of an app and user disabled at the same instant: the
+/// one begun first, with the others' operations. An account is disabled once at an instant
+/// (a second episode needs a rehire after the first closed), so two such rows come from an
+/// episode begun under a name that `[apps] aliases` made the app's since, ended by the
+/// disable under the app's own name, which the run before the alias took for an episode of
+/// its own (the daemon's restart, or `replay --append`, writes the first's row, disabled at
+/// the second's instant): one replay of all the logs with the aliases now holds the one
+/// begun first.
 fn one_episode_per_disable(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
     use crate::model::fold_case;
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| rows[i].initiated_at);
-    // (app, folded user key, disabling operation) → the row begun first.
-    let mut first: HashMap<(String, String, String), usize> = HashMap::new();
+    // (app, folded user key, disabled at) → the row begun first.
+    let mut first: HashMap<(String, String, i64), usize> = HashMap::new();
     let mut dropped = vec![false; rows.len()];
     for i in order {
         let row = &rows[i];
-        let (Some(by), Some(user)) = (
-            row.disabled_by
-                .as_deref()
-                .filter(|_| row.state == "disabled"),
+        let (Some(at), Some(user)) = (
+            row.disabled_at.filter(|_| row.state == "disabled"),
             row.user_login.as_deref().or(row.user_id.as_deref()),
         ) else {
             continue;
         };
-        let key = (
-            row.app.clone(),
-            fold_case(user).into_owned(),
-            by.to_string(),
-        );
+        let key = (row.app.clone(), fold_case(user).into_owned(), at);
         match first.get(&key) {
             None => {
                 first.insert(key, i);
