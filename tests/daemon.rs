@@ -768,18 +768,27 @@ fn two_overdue_episodes_merged_by_an_alias_are_one_in_the_pack() {
     assert_eq!(replayed["leavers"]["episodes"], 1, "{replayed}");
 }
 
-/// An episode open under one spelling, overdue, and the other spelling's disable of the same
-/// leaver, which the daemon took for an episode of its own: once an alias added across a
-/// restart makes the spellings one app, the restart ends the first at that disable, and the
-/// pack holds one episode, disabled, begun at the first leave, as `replay` with the new config
-/// says (before: two, for one disable).
+/// An episode open under one spelling and the other spelling's disable of the same leaver,
+/// which the daemon took for an episode of its own: once an alias added across a restart
+/// makes the spellings one app, the restart ends the first at that disable, and the pack
+/// holds one episode, disabled, begun at the first leave, as `replay` with the new config
+/// says. Before: two for one disable when the first was written overdue, and when it was
+/// not (still inside its deadline at the stop), one begun at the disable: a late leaver's
+/// latency was cut to nothing.
 #[test]
 fn an_episode_ended_by_the_other_spelling_s_disable_is_one_in_the_pack() {
-    let v1 = CONFIG.replace(
+    let high_risk = CONFIG.replace(
         r#"apps = ["vault"]"#,
         "apps = [\"vault\"]\nusers = [\"bob@corp.example\"]",
     );
-    let setup = Setup::new(&v1);
+    ended_by_the_other_spelling_s_disable(&high_risk, true);
+    ended_by_the_other_spelling_s_disable(CONFIG, false);
+}
+
+/// [`an_episode_ended_by_the_other_spelling_s_disable_is_one_in_the_pack`] with `v1`, where
+/// bob's first episode is past its deadline at the stop or not.
+fn ended_by_the_other_spelling_s_disable(v1: &str, overdue: bool) {
+    let setup = Setup::new(v1);
     let line = |cid: &str, app: &str, result: &str, status: u16, t: &str| {
         setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"action\":\"deactivate\",\"app\":\"{app}\",\"user\":\"bob@corp.example\",\"result\":\"{result}\"}}\n"));
         setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"method\":\"DELETE\",\"path\":\"/scim/v2/Users/{cid}\",\"status\":{status},\"app\":\"aws-prod\"}}\n"));
@@ -787,11 +796,17 @@ fn an_episode_ended_by_the_other_spelling_s_disable_is_one_in_the_pack() {
     let daemon = setup.start();
     let t0 = now();
     line("A", "AWS Production", "failure", 503, &t0);
-    wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "open"));
+    if overdue {
+        wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "open"));
+    } else {
+        setup.wait_for(SETTLE, |rows| !rows.is_empty());
+        std::thread::sleep(Duration::from_millis(2100));
+    }
     line("B", "aws-prod", "success", 204, &now());
-    wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "disabled"));
+    let rows = wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "disabled"));
     assert_eq!(daemon.stop(), Some(0));
-    let v2 = v1 + "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\"] }\n";
+    assert_eq!(rows.len(), 1 + usize::from(overdue), "{rows:?}");
+    let v2 = v1.to_string() + "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\"] }\n";
     std::fs::write(setup.config(), &v2).unwrap();
     let daemon = setup.start();
     let rows = wait_for_leavers(&setup, |rows| {
@@ -813,13 +828,17 @@ fn an_episode_ended_by_the_other_spelling_s_disable_is_one_in_the_pack() {
     let row = &scimwatch::audit::export::read_leavers(&pack.join("leavers.parquet")).unwrap()[0];
     assert_eq!(row.app, "aws-prod");
     assert_eq!(row.correlation_ids, ["A", "B"]);
+    assert!(row.latency_seconds.unwrap() > 2.0, "{row:?}");
     let replayed = common::replay_json(&setup.config(), &[]);
-    assert_eq!(replayed["leavers"]["episodes"], 1, "{replayed}");
+    let leavers = &replayed["leavers"];
     assert_eq!(
-        scimwatch::time::Ts(row.initiated_at).to_string(),
-        replayed["leavers"]["breached"][0]["initiated_at"]
-            .as_str()
-            .unwrap_or_default(),
+        (&leavers["episodes"], &leavers["disabled"]),
+        (&1.into(), &1.into()),
+        "{replayed}"
+    );
+    assert_eq!(
+        leavers["latency_seconds"]["max"].as_f64(),
+        row.latency_seconds,
         "{replayed}"
     );
 }

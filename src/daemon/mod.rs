@@ -315,7 +315,10 @@ impl Pipeline {
                 }
                 // One written overdue gets the row that ends it (disabled at the other name's
                 // closure, or cancelled): its `open` row stood in the store and in packs as a
-                // leaver still not disabled (QA helper-64). One never written needs none.
+                // leaver still not disabled (QA helper-64). One disabled gets it anyway: the
+                // other name's disable has a row of its own, begun at that disable, and the
+                // leaver's clock started at this one (a pack keeps the one begun first of
+                // the two). One cancelled and never written needs none.
                 merged_ended.retain(|episode: &crate::judge::Episode| {
                     let key = (
                         episode.app.clone(),
@@ -323,6 +326,7 @@ impl Pipeline {
                         episode.initiated_at,
                     );
                     breach_rows.remove(&key)
+                        || episode.state == crate::judge::EpisodeState::Disabled
                 });
                 (
                     engine,
