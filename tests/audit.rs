@@ -1821,11 +1821,17 @@ fn only_closures_the_store_can_vouch_for_carry_over() {
 /// the old name are carried on under the new one, and what the store holds under both is
 /// settled as one app would stand, as the daemon settles it at a restart. leaver1 was
 /// disabled under `github` after an episode opened under `gh-ent`: that episode ends at the
-/// disable, and the pack holds it once (the disable's own row names the same operation). leaver2 has an episode open under each name: the older stays open with both
+/// disable, and the pack holds it once (the disable's own row is disabled at the same
+/// instant). leaver2 has an episode open under each name: the older stays open with both
 /// operations, the younger is cancelled. leaver3's episode, open under `gh-ent`, closes at
-/// the appended logs' disable under `github`. The pack is what one replay of all the logs
-/// with the aliases writes. Before, it listed leaver1 and leaver2 as still open, and leaver3
-/// as open beside a new disabled episode.
+/// the appended logs' disable under `github`. leaver4 was disabled twice under `github`, a
+/// rehire between: the `gh-ent` episode ends at the first (QA helper-68: it ended at the
+/// last, and the pack made it a breach of days and dropped the second episode). leaver5's
+/// disable under `github` took a retry, and the `gh-ent` leave came between its attempts:
+/// the pair stands disabled after the settling, so the appended logs' failed leave opens
+/// nothing (helper-68: it opened an episode). The pack is what one replay of all the logs
+/// with the aliases writes, and a third append changes nothing. Before, the pack listed
+/// leaver1 and leaver2 as still open, and leaver3 as open beside a new disabled episode.
 #[test]
 fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
     let dir = tempfile::tempdir().unwrap();
@@ -1844,28 +1850,57 @@ fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
         std::fs::write(&path, lines.concat()).unwrap();
         path
     };
-    let idp = |ts: &str, cid: &str, app: &str, user: &str| {
-        format!("{{\"ts\":\"{ts}\",\"cid\":\"{cid}\",\"action\":\"deactivate\",\"app\":\"{app}\",\"user\":\"{user}@corp.example\",\"user_id\":\"{user}\",\"result\":\"success\"}}\n")
+    let record = |ts: &str, cid: &str, action: &str, app: &str, user: &str| {
+        format!("{{\"ts\":\"{ts}\",\"cid\":\"{cid}\",\"action\":\"{action}\",\"app\":\"{app}\",\"user\":\"{user}@corp.example\",\"user_id\":\"{user}\",\"result\":\"success\"}}\n")
     };
+    let idp = |ts: &str, cid: &str, app: &str, user: &str| record(ts, cid, "deactivate", app, user);
     let gateway = |time: &str, cid: &str, status: u16, app: &str| {
-        format!("{{\"time\":\"{time}\",\"xrid\":\"{cid}\",\"method\":\"PATCH\",\"uri\":\"/scim/v2/Users/x\",\"status\":{status},\"request_time\":0.1,\"remote_user\":\"scim-github\",\"app\":\"{app}\"}}\n")
+        let method = if status == 201 { "POST" } else { "PATCH" };
+        format!("{{\"time\":\"{time}\",\"xrid\":\"{cid}\",\"method\":\"{method}\",\"uri\":\"/scim/v2/Users/x\",\"status\":{status},\"request_time\":0.1,\"remote_user\":\"scim-github\",\"app\":\"{app}\"}}\n")
     };
     let first_idp = [
         idp("2026-09-01T10:00:00Z", "a1", "gh-ent", "leaver1"),
         idp("2026-09-01T10:01:00Z", "b1", "gh-ent", "leaver2"),
         idp("2026-09-01T10:02:00Z", "b2", "github", "leaver2"),
         idp("2026-09-01T10:03:00Z", "c1", "gh-ent", "leaver3"),
+        idp("2026-09-01T10:04:00Z", "d1", "gh-ent", "leaver4"),
         idp("2026-09-01T10:10:00Z", "a2", "github", "leaver1"),
+        idp("2026-09-01T10:12:00Z", "d2", "github", "leaver4"),
+        record("2026-09-01T10:20:00Z", "d3", "create", "github", "leaver4"),
+        idp("2026-09-01T10:30:00Z", "d4", "github", "leaver4"),
+        idp("2026-09-01T10:40:00Z", "e1", "github", "leaver5"),
+        idp("2026-09-01T10:40:10Z", "e2", "gh-ent", "leaver5"),
     ];
     let first_gw = [
         gateway("2026-09-01T10:00:01Z", "a1", 500, "gh-ent"),
         gateway("2026-09-01T10:01:01Z", "b1", 500, "gh-ent"),
         gateway("2026-09-01T10:02:01Z", "b2", 500, "github"),
         gateway("2026-09-01T10:03:01Z", "c1", 500, "gh-ent"),
+        gateway("2026-09-01T10:04:01Z", "d1", 500, "gh-ent"),
         gateway("2026-09-01T10:10:01Z", "a2", 204, "github"),
+        gateway("2026-09-01T10:12:01Z", "d2", 204, "github"),
+        gateway("2026-09-01T10:20:01Z", "d3", 201, "github"),
+        gateway("2026-09-01T10:30:01Z", "d4", 204, "github"),
+        gateway("2026-09-01T10:40:01Z", "e1", 500, "github"),
+        gateway("2026-09-01T10:40:11Z", "e2", 500, "gh-ent"),
+        gateway("2026-09-01T10:40:30Z", "e1", 204, "github"),
     ];
-    let second_idp = [idp("2026-09-01T11:00:00Z", "c2", "github", "leaver3")];
-    let second_gw = [gateway("2026-09-01T11:00:01Z", "c2", 204, "github")];
+    let second_idp = [
+        idp("2026-09-01T11:00:00Z", "c2", "github", "leaver3"),
+        idp("2026-09-01T11:05:00Z", "e3", "github", "leaver5"),
+    ];
+    let second_gw = [
+        gateway("2026-09-01T11:00:01Z", "c2", 204, "github"),
+        gateway("2026-09-01T11:05:01Z", "e3", 500, "github"),
+    ];
+    let third_idp = [record(
+        "2026-09-01T12:00:00Z",
+        "f1",
+        "create",
+        "github",
+        "joiner1",
+    )];
+    let third_gw = [gateway("2026-09-01T12:00:01Z", "f1", 201, "github")];
     let replay = |config: &Path, idp: &Path, gateway: &Path, extra: &[&str]| {
         let mut args = vec![
             "--idp",
@@ -1884,59 +1919,73 @@ fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
         &write("a-gw.log", &first_gw),
         &["--parquet", store_arg],
     );
-    assert_eq!(first["leavers"]["open"], 4, "{first:#}");
-    let output = bin()
-        .args(["replay", "--format", "json", "--config"])
-        .arg(&after)
-        .args(["--idp"])
-        .arg(write("b-idp.jsonl", &second_idp))
-        .arg("--gateway")
-        .arg(write("b-gw.log", &second_gw))
-        .args(["--parquet", store_arg, "--append"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    assert_eq!(first["leavers"]["open"], 6, "{first:#}");
+    // With the aliases unchanged, nothing is settled: each name's episodes carry on.
+    let unchanged = scimwatch::audit::export::carry_over(&store, &Default::default()).unwrap();
+    assert_eq!((unchanged.open.len(), unchanged.ended.len()), (6, 0));
+    let append = |name: &str, idp: &[String], gateway: &[String]| {
+        let output = bin()
+            .args(["replay", "--format", "json", "--config"])
+            .arg(&after)
+            .args(["--idp"])
+            .arg(write(&format!("{name}-idp.jsonl"), idp))
+            .arg("--gateway")
+            .arg(write(&format!("{name}-gw.log"), gateway))
+            .args(["--parquet", store_arg, "--append"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        (report, stderr)
+    };
+    let (second, stderr) = append("b", &second_idp, &second_gw);
     assert!(
-        stderr.contains("ending 2 open leaver episode(s)"),
+        stderr.contains("ending 4 open leaver episode(s)"),
         "{stderr}"
     );
-    let second: Value = serde_json::from_slice(&output.stdout).unwrap();
-    // leaver2's merged episode is still open; leaver3's closed.
+    // leaver2's merged episode is still open; leaver3's closed; leaver5's leave opens none.
+    assert_eq!(second["leavers"]["episodes"], 2, "{second:#}");
     assert_eq!(second["leavers"]["open"], 1, "{second:#}");
     assert_eq!(second["leavers"]["disabled"], 1, "{second:#}");
 
-    let pack = dir.path().join("pack");
-    let output = run(&[
-        "export",
-        "--data",
-        store_arg,
-        "--quarter",
-        "2026Q3",
-        "--out",
-        pack.to_str().unwrap(),
-        "--config",
-        after.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rows = read_leavers(&pack.join("leavers.parquet")).unwrap();
-    let mut seen: Vec<(String, String, String, String, Option<String>)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.user_id.clone().unwrap(),
-                r.app.clone(),
-                scimwatch::time::Ts(r.initiated_at).to_string(),
-                r.state.clone(),
-                r.disabled_at.map(|t| scimwatch::time::Ts(t).to_string()),
-            )
-        })
-        .collect();
-    seen.sort();
+    let pack_of = |name: &str| {
+        let pack = dir.path().join(name);
+        let output = run(&[
+            "export",
+            "--data",
+            store_arg,
+            "--quarter",
+            "2026Q3",
+            "--out",
+            pack.to_str().unwrap(),
+            "--config",
+            after.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        read_leavers(&pack.join("leavers.parquet")).unwrap()
+    };
+    let summary = |rows: &[scimwatch::audit::schema::LeaverRow]| {
+        let mut seen: Vec<(String, String, String, String, Option<String>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.user_id.clone().unwrap(),
+                    r.app.clone(),
+                    scimwatch::time::Ts(r.initiated_at).to_string(),
+                    r.state.clone(),
+                    r.disabled_at.map(|t| scimwatch::time::Ts(t).to_string()),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    let rows = pack_of("pack");
     let row = |user: &str, at: &str, state: &str, disabled: Option<&str>| {
         (
             user.to_string(),
@@ -1946,55 +1995,57 @@ fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
             disabled.map(str::to_string),
         )
     };
+    let disabled = |user: &str, at: &str, disabled: &str| row(user, at, "disabled", Some(disabled));
     assert_eq!(
-        seen,
+        summary(&rows),
         [
-            row(
-                "leaver1",
-                "2026-09-01T10:00:00Z",
-                "disabled",
-                Some("2026-09-01T10:10:01Z")
-            ),
+            disabled("leaver1", "2026-09-01T10:00:00Z", "2026-09-01T10:10:01Z"),
             row("leaver2", "2026-09-01T10:01:00Z", "open", None),
-            row(
-                "leaver3",
-                "2026-09-01T10:03:00Z",
-                "disabled",
-                Some("2026-09-01T11:00:01Z")
-            ),
+            disabled("leaver3", "2026-09-01T10:03:00Z", "2026-09-01T11:00:01Z"),
+            disabled("leaver4", "2026-09-01T10:04:00Z", "2026-09-01T10:12:01Z"),
+            disabled("leaver4", "2026-09-01T10:30:00Z", "2026-09-01T10:30:01Z"),
+            disabled("leaver5", "2026-09-01T10:40:00Z", "2026-09-01T10:40:30Z"),
         ]
     );
-    let leaver2 = rows
-        .iter()
-        .find(|r| r.user_id.as_deref() == Some("leaver2"))
-        .unwrap();
-    assert_eq!(leaver2.correlation_ids, ["b1", "b2"]);
-    // leaver1's two rows name one disabling operation: one episode, begun at the first
+    let cids = |user: &str| {
+        let row = rows.iter().find(|r| r.user_id.as_deref() == Some(user));
+        row.unwrap().correlation_ids.clone()
+    };
+    assert_eq!(cids("leaver2"), ["b1", "b2"]);
+    // leaver1's two rows are disabled at one instant: one episode, begun at the first
     // leave, as one replay of all the logs with the aliases says.
-    let leaver1 = rows
-        .iter()
-        .find(|r| r.user_id.as_deref() == Some("leaver1"))
-        .unwrap();
-    assert_eq!(leaver1.correlation_ids, ["a1", "a2"]);
+    assert_eq!(cids("leaver1"), ["a1", "a2"]);
+    // The row that ends an episode is under the name its `open` row was written with: one
+    // episode to a reader with these aliases or without.
+    let ended: Vec<(String, String)> = (store_leavers(&store).into_iter())
+        .filter(|r| r.initiated_at == ts("2026-09-01T10:00:00Z"))
+        .map(|r| (r.app, r.state))
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            ("gh-ent".into(), "open".into()),
+            ("gh-ent".into(), "disabled".into())
+        ]
+    );
+
+    // A third append: nothing left to settle, and the pack is the same.
+    let (_, stderr) = append("c", &third_idp, &third_gw);
+    assert!(!stderr.contains("ending"), "{stderr}");
+    assert_eq!(summary(&pack_of("pack-again")), summary(&rows));
+
     let whole = dir.path().join("whole");
     replay(
         &after,
-        &write("w-idp.jsonl", &[first_idp.concat(), second_idp.concat()]),
-        &write("w-gw.log", &[first_gw.concat(), second_gw.concat()]),
+        &write(
+            "w-idp.jsonl",
+            &[first_idp.concat(), second_idp.concat(), third_idp.concat()],
+        ),
+        &write(
+            "w-gw.log",
+            &[first_gw.concat(), second_gw.concat(), third_gw.concat()],
+        ),
         &["--parquet", whole.to_str().unwrap()],
     );
-    let mut whole: Vec<_> = store_leavers(&whole)
-        .iter()
-        .map(|r| {
-            (
-                r.user_id.clone().unwrap(),
-                r.app.clone(),
-                scimwatch::time::Ts(r.initiated_at).to_string(),
-                r.state.clone(),
-                r.disabled_at.map(|t| scimwatch::time::Ts(t).to_string()),
-            )
-        })
-        .collect();
-    whole.sort();
-    assert_eq!(seen, whole);
+    assert_eq!(summary(&store_leavers(&whole)), summary(&rows));
 }

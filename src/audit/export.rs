@@ -149,7 +149,12 @@ const README_FILE: &str = "README.md";
 /// it where there is one. Rows are one episode when app and `initiated_at` are the same and so is the login or
 /// the user ID (an episode learns its login from a later operation, so the open row may lack
 /// it).
-fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
+fn one_row_per_episode(rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
+    one_row_per_episode_by(rows, |row| row)
+}
+
+/// [`one_row_per_episode`] of items that each hold a row.
+fn one_row_per_episode_by<T>(mut rows: Vec<T>, row_of: impl Fn(&T) -> &LeaverRow) -> Vec<T> {
     // The disabled or cancelled row (an episode ends one way); else the open row judged last
     // (it knows more: with one deadline an open episode only goes from in time to breached,
     // and one judged again after the high-risk policy changed holds the new decision); then
@@ -157,6 +162,7 @@ fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
     let open = |row: &LeaverRow| !matches!(row.state.as_str(), "disabled" | "cancelled");
     let in_time = |row: &LeaverRow| row.met_slo != Some(false);
     rows.sort_by(|a, b| {
+        let (a, b) = (row_of(a), row_of(b));
         (&a.app, a.initiated_at, open(a))
             .cmp(&(&b.app, b.initiated_at, open(b)))
             .then(b.as_of.cmp(&a.as_of))
@@ -164,20 +170,22 @@ fn one_row_per_episode(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
             .then(b.correlation_ids.len().cmp(&a.correlation_ids.len()))
     });
     let same_user = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
-    let mut kept: Vec<LeaverRow> = Vec::with_capacity(rows.len());
+    let mut kept: Vec<T> = Vec::with_capacity(rows.len());
     let mut group_start = 0;
-    for row in rows {
+    for item in rows {
+        let row = row_of(&item);
         if kept
             .get(group_start)
+            .map(&row_of)
             .is_none_or(|first| (&first.app, first.initiated_at) != (&row.app, row.initiated_at))
         {
             group_start = kept.len();
         }
-        let duplicate = kept[group_start..].iter().any(|k| {
+        let duplicate = kept[group_start..].iter().map(&row_of).any(|k| {
             same_user(&k.user_login, &row.user_login) || same_user(&k.user_id, &row.user_id)
         });
         if !duplicate {
-            kept.push(row);
+            kept.push(item);
         }
     }
     kept
@@ -299,21 +307,29 @@ pub struct CarryOver {
 pub fn carry_over(data: &Path, apps: &crate::config::AppsConfig) -> Result<CarryOver, AuditError> {
     use crate::model::fold_case;
     let rename = apps.renamer();
+    // Each row under its app's name now, with the name it was written under.
     let mut rows = Vec::new();
     for path in table_files(data, Table::Leavers, ALL_DATES)? {
-        rows.extend(read_leavers(&path)?);
+        for mut row in read_leavers(&path)? {
+            let written_as = row.app.clone();
+            crate::model::rename_app(&mut row.app, &rename);
+            rows.push((row, written_as));
+        }
     }
-    for row in &mut rows {
-        crate::model::rename_app(&mut row.app, &rename);
-    }
-    let episodes = one_row_per_episode(rows);
-    // Each pair's latest episode, keyed as the engine keys pairs: the login, else the id.
+    let episodes = one_row_per_episode_by(rows, |(row, _)| row);
     let pair_key = |row: &LeaverRow| {
         let user = row.user_login.as_deref().or(row.user_id.as_deref())?;
         Some((row.app.clone(), fold_case(user).into_owned()))
     };
+    let (open, ended) = merge_renamed_pairs(&episodes, pair_key);
+    // Each pair's latest episode as settled (an ended row in place of its open one), keyed
+    // as the engine keys pairs: the login, else the id.
+    let settled = (episodes.iter().map(|(row, _)| row))
+        .filter(|row| row.state != "open")
+        .chain(&open)
+        .chain(ended.iter().map(|(row, _)| row));
     let mut latest: BTreeMap<(String, String), LeaverRow> = BTreeMap::new();
-    for row in &episodes {
+    for row in settled {
         let Some(key) = pair_key(row) else {
             continue;
         };
@@ -324,7 +340,14 @@ pub fn carry_over(data: &Path, apps: &crate::config::AppsConfig) -> Result<Carry
             latest.insert(key, row.clone());
         }
     }
-    let (open, ended) = merge_renamed_pairs(&episodes, pair_key);
+    // Written under the names they were: an open row and the row that ends it are one
+    // episode to any reader, with these aliases or without.
+    let ended = (ended.into_iter())
+        .map(|(row, written_as)| LeaverRow {
+            app: written_as,
+            ..row
+        })
+        .collect();
     struct Candidate {
         closed: crate::judge::Closed,
         disabled_by: Option<String>,
@@ -419,68 +442,80 @@ pub fn carry_over(data: &Path, apps: &crate::config::AppsConfig) -> Result<Carry
     })
 }
 
-/// The open episodes of `episodes` (one row each), one a pair, and the rows that end the
-/// others: where `[apps] aliases` made two names one app since the rows were written, a pair
-/// may hold two open episodes, or one and the other name's later disable. Settled as the
-/// daemon settles its pairs at a restart (`Pair::merge`): an episode begun before a disable
-/// of the same account, under either name, was ended by it; of two open ones the older
-/// stays, with the other's operations, and the other is cancelled. One begun after the
-/// disable stays open: whether a rehire came between is not known (when in doubt, an
-/// episode).
+/// The open episodes of `episodes` (one row each, with the app name it was written under)
+/// to carry on with, and the rows that end others (under the names now, with the names
+/// written under): where `[apps] aliases` made two names one app since the rows were
+/// written, a pair may hold two open episodes, or one and the other name's disable. Settled
+/// as the daemon settles its pairs at a restart (`Pair::merge`): an episode is ended by the
+/// first disable of the same account under the other name at or after its first operation;
+/// of two open ones under the two names the older stays, with the other's operations, and
+/// the other is cancelled. One begun after the other name's disables stays open: whether a
+/// rehire came between is not known (when in doubt, an episode). Rows under one name are
+/// left as they are (QA helper-68: a trigger's time from before a closure, or an episode
+/// the memory cap dropped, is not an alias's doing).
 fn merge_renamed_pairs(
-    episodes: &[LeaverRow],
+    episodes: &[(LeaverRow, String)],
     pair_key: impl Fn(&LeaverRow) -> Option<(String, String)>,
-) -> (Vec<LeaverRow>, Vec<LeaverRow>) {
+) -> (Vec<LeaverRow>, Vec<(LeaverRow, String)>) {
     use crate::audit::writer::{leaver_row, open_episode};
     use crate::model::fold_case;
     let mut ended = Vec::new();
-    let mut end = |row: &LeaverRow, disabled: Option<&LeaverRow>| {
+    let mut end = |(row, written_as): &(LeaverRow, String), disabled: Option<&LeaverRow>| {
         let episode = open_episode(row);
         let mut episode =
             crate::judge::leavers::ended_by(episode, disabled.and_then(|d| d.disabled_at).map(Ts));
         episode.disabled_by = disabled.and_then(|d| d.disabled_by.clone());
-        ended.push(leaver_row(&episode, episode.initiated_at));
+        ended.push((
+            leaver_row(&episode, episode.initiated_at),
+            written_as.clone(),
+        ));
     };
-    // The latest disable of each pair that the store can vouch ended an episode.
-    let mut disables: BTreeMap<(String, String), &LeaverRow> = BTreeMap::new();
-    for row in episodes.iter().filter(|r| r.state == "disabled") {
+    // Each pair's disables, in time order, with the name each was written under.
+    type Disables<'a> = Vec<(i64, &'a LeaverRow, &'a str)>;
+    let mut disables: BTreeMap<(String, String), Disables<'_>> = BTreeMap::new();
+    for (row, written_as) in episodes.iter().filter(|(r, _)| r.state == "disabled") {
         if let (Some(key), Some(at)) = (pair_key(row), row.disabled_at) {
-            let later = disables
-                .get(&key)
-                .is_none_or(|known| known.disabled_at < Some(at));
-            if later {
-                disables.insert(key, row);
-            }
+            disables.entry(key).or_default().push((at, row, written_as));
         }
     }
-    let mut open: BTreeMap<(String, String), LeaverRow> = BTreeMap::new();
-    let mut unkeyed = Vec::new();
-    let mut rows: Vec<&LeaverRow> = episodes.iter().filter(|r| r.state == "open").collect();
-    rows.sort_by_key(|r| r.initiated_at);
-    for row in rows {
+    for list in disables.values_mut() {
+        list.sort_by_key(|(at, _, _)| *at);
+    }
+    let mut open: BTreeMap<(String, String), (LeaverRow, String)> = BTreeMap::new();
+    let mut others = Vec::new();
+    let mut rows: Vec<&(LeaverRow, String)> =
+        episodes.iter().filter(|(r, _)| r.state == "open").collect();
+    rows.sort_by_key(|(r, _)| r.initiated_at);
+    for item in rows {
+        let (row, written_as) = item;
         let Some(key) = pair_key(row) else {
-            unkeyed.push(row.clone());
+            others.push(row.clone());
             continue;
         };
         let start = row.first_attempt_at.unwrap_or(row.initiated_at);
-        let another_account = |disabled: &LeaverRow| match (&row.user_id, &disabled.user_id) {
-            (Some(id), Some(closed)) => fold_case(id) != fold_case(closed),
-            _ => false,
+        let same_account = |disabled: &LeaverRow| match (&row.user_id, &disabled.user_id) {
+            (Some(id), Some(closed)) => fold_case(id) == fold_case(closed),
+            _ => true,
         };
-        if let Some(disabled) = disables
-            .get(&key)
-            .filter(|d| d.disabled_at.is_some_and(|at| at >= start) && !another_account(d))
-        {
-            end(row, Some(disabled));
+        let closure = (disables.get(&key).into_iter().flatten()).find(|(at, disabled, name)| {
+            *at >= start && name != written_as && same_account(disabled)
+        });
+        if let Some((_, disabled, _)) = closure {
+            end(item, Some(disabled));
             continue;
         }
         match open.entry(key) {
             std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(row.clone());
+                slot.insert(item.clone());
             }
             std::collections::btree_map::Entry::Occupied(mut slot) => {
-                let kept = slot.get_mut();
-                end(row, None);
+                let (kept, kept_as) = slot.get_mut();
+                if kept_as == written_as {
+                    // As before aliases: the engine carries on with the older.
+                    others.push(row.clone());
+                    continue;
+                }
+                end(item, None);
                 for cid in &row.correlation_ids {
                     if !kept.correlation_ids.contains(cid) {
                         kept.correlation_ids.push(cid.clone());
@@ -495,7 +530,9 @@ fn merge_renamed_pairs(
             }
         }
     }
-    let mut open: Vec<LeaverRow> = open.into_values().chain(unkeyed).collect();
+    let mut open: Vec<LeaverRow> = (open.into_values().map(|(row, _)| row))
+        .chain(others)
+        .collect();
     sort_leavers(&mut open);
     (open, ended)
 }

@@ -480,28 +480,40 @@ impl Pair {
     /// to close it, and the other is cancelled; the later closure stands, rehired if either
     /// side was (when in doubt, the next leave opens an episode). Ended episodes go to
     /// `ended`.
-    fn merge(&mut self, mut other: Pair, ended: &mut Vec<Episode>) {
-        // When the other side's closure, of the same account, at or after the episode's
-        // first operation, disabled it. One begun after that closure is kept open: whether a
-        // rehire came between is not known (a rehire under a spelling with no closure of its
-        // own is not kept), and cancelled, a real leaver still not disabled was dropped
-        // (helper-66); when in doubt, an episode.
-        let ends = |open: &Option<Box<Episode>>, closer: &Pair| {
+    fn merge(
+        &mut self,
+        closures: &[Closure],
+        mut other: Pair,
+        other_closures: &[Closure],
+        ended: &mut Vec<Episode>,
+    ) {
+        // When the other side's first closure, of the same account, at or after the
+        // episode's first operation, disabled it: its disables by time (`closures`, known
+        // where the login is), else its last. One begun after the closures is kept open:
+        // whether a rehire came between is not known (a rehire under a spelling with no
+        // closure of its own is not kept), and cancelled, a real leaver still not disabled
+        // was dropped (helper-66); when in doubt, an episode.
+        let ends = |open: &Option<Box<Episode>>, closer: &Pair, closures: &[Closure]| {
             let episode = open.as_ref()?;
             let start = episode.first_attempt_at.unwrap_or(episode.initiated_at);
-            let another_account = match (episode.user_id.as_deref(), &closer.closed_user_id) {
-                (Some(id), Some(closed)) => fold_case(id) != fold_case(closed),
-                _ => false,
+            let same_account = |closed: Option<&str>| match (episode.user_id.as_deref(), closed) {
+                (Some(id), Some(closed)) => fold_case(id) == fold_case(closed),
+                _ => true,
             };
-            closer
-                .last_closed_at
-                .filter(|at| *at >= start && !another_account)
+            let first = (closures.iter())
+                .filter(|(at, id)| *at >= start && same_account(id.as_deref()))
+                .map(|(at, _)| *at)
+                .min();
+            first.or_else(|| {
+                (closer.last_closed_at)
+                    .filter(|at| *at >= start && same_account(closer.closed_user_id.as_deref()))
+            })
         };
-        if let Some(disabled_at) = ends(&self.open, &other) {
+        if let Some(disabled_at) = ends(&self.open, &other, other_closures) {
             ended.extend(self.open.take().map(|e| ended_by(*e, Some(disabled_at))));
             self.closing = None;
         }
-        if let Some(disabled_at) = ends(&other.open, self) {
+        if let Some(disabled_at) = ends(&other.open, self, closures) {
             ended.extend(other.open.take().map(|e| ended_by(*e, Some(disabled_at))));
             other.closing = None;
         }
@@ -563,6 +575,9 @@ impl Pair {
         self.last_closed_at.is_some() && !self.rehired_since_close && !another_account
     }
 }
+
+/// A disable of a pair: when, and the user id it named (`Disabled`'s, by login).
+type Closure = (Ts, Option<String>);
 
 /// A pair an earlier run saw disabled, for [`Episodes::carry_closed`].
 #[derive(Debug, Clone, PartialEq)]
@@ -753,8 +768,22 @@ impl EpisodesState {
     ) -> usize {
         use crate::model::rename_app;
         let mut renamed = 0;
-        let mut pairs: BTreeMap<(String, String), Pair> = BTreeMap::new();
+        // Each pair's disables by time, under the names before (a pair knows only its last).
+        let mut closures: BTreeMap<(&str, &str), Vec<Closure>> = BTreeMap::new();
+        for (user, intervals) in &self.disabled {
+            for interval in intervals {
+                (closures
+                    .entry((interval.app.as_str(), user.as_str()))
+                    .or_default())
+                .push((interval.from, interval.user_id.clone()));
+            }
+        }
+        let mut pairs: BTreeMap<(String, String), (Pair, Vec<Closure>)> = BTreeMap::new();
         for ((mut app, user), mut pair) in std::mem::take(&mut self.pairs) {
+            let known = closures
+                .get(&(app.as_str(), user.as_str()))
+                .cloned()
+                .unwrap_or_default();
             renamed += usize::from(rename_app(&mut app, rename));
             if let Some(episode) = pair.open.as_mut() {
                 rename_app(&mut episode.app, rename);
@@ -764,14 +793,19 @@ impl EpisodesState {
             }
             match pairs.entry((app, user)) {
                 std::collections::btree_map::Entry::Vacant(entry) => {
-                    entry.insert(pair);
+                    entry.insert((pair, known));
                 }
                 std::collections::btree_map::Entry::Occupied(mut entry) => {
-                    entry.get_mut().merge(pair, ended);
+                    let (kept, kept_closures) = entry.get_mut();
+                    kept.merge(kept_closures, pair, &known, ended);
+                    kept_closures.extend(known);
                 }
             }
         }
-        self.pairs = pairs.into_iter().collect();
+        drop(closures);
+        self.pairs = (pairs.into_iter())
+            .map(|(key, (pair, _))| (key, pair))
+            .collect();
         for (_, intervals) in &mut self.disabled {
             for interval in intervals {
                 renamed += usize::from(rename_app(&mut interval.app, rename));
@@ -2113,12 +2147,26 @@ mod tests {
         let disable = with_id(op("aws-prod", "greg", 21, true), "id-1");
         episodes.on_operation(&disable, &mut out);
         episodes.on_close(&disable, &mut out);
-        assert_eq!(episodes.open_episodes().len(), 7, "{out:?}");
+        // hank was disabled twice under the other name, rehired between: his episode ends
+        // at the first disable after it began, not the last (helper-68).
+        episodes.on_operation(&op("AWS Production", "hank", 30, false), &mut out);
+        for (time, stage) in [
+            (31, Stage::Leaver),
+            (32, Stage::Joiner),
+            (33, Stage::Leaver),
+        ] {
+            let op = op_as(stage, "aws-prod", "hank", time, true);
+            episodes.on_operation(&op, &mut out);
+            if stage == Stage::Leaver {
+                episodes.on_close(&op, &mut out);
+            }
+        }
+        assert_eq!(episodes.open_episodes().len(), 8, "{out:?}");
         let mut state: super::EpisodesState =
             serde_json::from_str(&serde_json::to_string(&episodes.snapshot()).unwrap()).unwrap();
         let rename = |app: &str| (app == "AWS Production").then(|| "aws-prod".to_string());
         let mut ended = Vec::new();
-        assert_eq!(state.rename_apps(&rename, &mut ended), 6);
+        assert_eq!(state.rename_apps(&rename, &mut ended), 7);
         let ended: Vec<(String, Ts, EpisodeState, Option<Ts>)> = (ended.iter())
             .map(|e| (e.user().to_string(), e.initiated_at, e.state, e.disabled_at))
             .collect();
@@ -2142,6 +2190,12 @@ mod tests {
                     Ts(10),
                     EpisodeState::Disabled,
                     Some(Ts(11))
+                ),
+                (
+                    "hank@corp.example".into(),
+                    Ts(30),
+                    EpisodeState::Disabled,
+                    Some(Ts(31))
                 ),
             ],
             "ended by the merge, with the rows that end them"
