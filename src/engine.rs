@@ -17,7 +17,7 @@ use crate::join::{Joined, Joiner};
 use crate::judge::leavers::{LeaverEvent, LifecycleOp, Request, Trigger};
 use crate::judge::policy::Subject;
 use crate::judge::{judge, Episode, Episodes, Operation, Policy, PostDisableActivity};
-use crate::model::{Origin, Outcome, Record, Stage};
+use crate::model::{IdpRecord, Origin, Outcome, Record, Stage};
 use crate::queue::{prefetch, MinQueue};
 use crate::time::Ts;
 
@@ -198,6 +198,12 @@ pub struct EngineState {
 }
 
 impl EngineState {
+    /// [`crate::join::JoinerState::restage`]: the pending IdP records' stages under the
+    /// config now.
+    pub fn restage(&mut self, stage_of: &dyn Fn(&IdpRecord) -> Option<Stage>) -> (usize, usize) {
+        self.joiner.restage(stage_of)
+    }
+
     /// Gives every app in the pending state its name under the config now, where `[apps]
     /// aliases` changed across a restart (`rename`: [`crate::config::AppsConfig::renamer`]):
     /// records read under a name that is now another's alias join, judge and time leavers

@@ -843,6 +843,51 @@ fn ended_by_the_other_spelling_s_disable(v1: &str, overdue: bool) {
     );
 }
 
+/// `[source.stages]` changed across a restart apply to the IdP records still joining: a
+/// `suspend` read as a leaver and moved to the movers is a mover, with no episode and no
+/// page, as `replay` with the new config says (QA helper-67: a leaver, paged overdue).
+#[test]
+fn changed_stages_apply_to_the_records_still_joining() {
+    let v1 = CONFIG.replace("join_window_secs = 1", "join_window_secs = 3");
+    let setup = Setup::new(&v1);
+    let daemon = setup.start();
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"S1\",\"action\":\"suspend\",\"app\":\"vault\",\"user\":\"ivy@corp.example\",\"result\":\"failure\"}}\n"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(setup.operations().len(), 0, "still joining at the stop");
+    let v2 = v1.replace(
+        "status = \"/result\"\n",
+        "status = \"/result\"\n[source.stages]\nmover = [\"update\", \"suspend\"]\nleaver = [\"deactivate\"]\n",
+    );
+    assert_ne!(v1, v2);
+    std::fs::write(setup.config(), &v2).unwrap();
+    setup.append("logs/gateway.log", &format!("{{\"ts\":\"{t}\",\"cid\":\"S1\",\"method\":\"PATCH\",\"path\":\"/scim/v2/Users/S1\",\"status\":500,\"app\":\"vault\"}}\n"));
+    let daemon = setup.start();
+    let rows = setup.wait_for(SETTLE, |rows| !rows.is_empty());
+    // Past the 2 s deadline a leaver would have had.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(daemon.stop(), Some(0));
+    let stages: Vec<(String, String)> = (rows.iter())
+        .map(|r| (r.stage.clone(), r.outcome.clone()))
+        .collect();
+    assert_eq!(
+        stages,
+        [("mover".to_string(), "failed".to_string())],
+        "{}",
+        setup.daemon_log()
+    );
+    assert_eq!(setup.leavers(), [], "{}", setup.daemon_log());
+    assert!(
+        setup.daemon_log().contains("restaged=1"),
+        "{}",
+        setup.daemon_log()
+    );
+    let replayed = common::replay_json(&setup.config(), &[]);
+    assert_eq!(replayed["stages"]["mover"]["operations"], 1, "{replayed}");
+    assert_eq!(replayed["leavers"]["episodes"], 0, "{replayed}");
+}
+
 /// A spelling taken out of `[apps] aliases`, or moved to another app, cannot be given back to
 /// what was read under it: the start says so, naming it.
 #[test]

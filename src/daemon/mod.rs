@@ -293,6 +293,28 @@ impl Pipeline {
                     crate::model::rename_app(app, &rename);
                     metrics.claim_app(app);
                 }
+                // Pending IdP records under the stages their sources give their actions now.
+                let parsers = (config.sources.iter().enumerate())
+                    .map(|(i, source)| LineParser::new(source, &config.apps, i as u16))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let stage_of = |record: &crate::model::IdpRecord| {
+                    let parser = (parsers.get(usize::from(record.origin.source)))
+                        .filter(|p| p.role == crate::config::Role::Idp)?;
+                    parser.stage_of(&record.action)
+                };
+                let (restaged, unmapped) = saved.engine.restage(&stage_of);
+                if restaged > 0 {
+                    tracing::info!(
+                        restaged,
+                        "Pending IdP records given the stage the changed [source.stages] give their action."
+                    );
+                }
+                if unmapped > 0 {
+                    tracing::warn!(
+                        unmapped,
+                        "Pending IdP records whose action the config no longer gives a stage (the [source.stages] changed to make it a trigger, a note or nothing, or their source is no longer an idp source): judged as read."
+                    );
+                }
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 let mut engine = Engine::restore(saved.engine, settings);
                 let mut breach_rows: BTreeSet<BreachKey> = (saved.breach_rows.into_iter())

@@ -317,6 +317,28 @@ pub struct JoinerState {
 }
 
 impl JoinerState {
+    /// Gives the pending IdP records the stage their source's `[source.stages]` give their
+    /// action now (`stage_of`: `None` where it names none), where that changed across a
+    /// restart: a replay with the new config reads them so (QA helper-67: a `suspend` moved
+    /// from the leavers to the movers still paged overdue). How many changed, and how many
+    /// name no stage now (kept as read: the record would be a trigger, a note or nothing).
+    pub fn restage(&mut self, stage_of: &dyn Fn(&IdpRecord) -> Option<Stage>) -> (usize, usize) {
+        let (mut changed, mut unmapped) = (0, 0);
+        for (_, bucket) in &mut self.buckets {
+            for record in &mut bucket.idp {
+                match stage_of(record) {
+                    Some(stage) if stage != record.stage => {
+                        record.stage = stage;
+                        changed += 1;
+                    }
+                    Some(_) => {}
+                    None => unmapped += 1,
+                }
+            }
+        }
+        (changed, unmapped)
+    }
+
     /// Gives the pending records' apps their names under the config now (`[apps] aliases`
     /// changed across a restart): the records and writes of one app, read under two names,
     /// join and judge as one, as a replay with the new config would. How many were renamed.

@@ -834,7 +834,8 @@ impl LineParser {
             .unwrap_or_else(|| raw.to_string())
     }
 
-    fn stage_of(&self, action: &str) -> Option<Stage> {
+    /// The stage `[source.stages]` (and the preset) give an action, if any.
+    pub fn stage_of(&self, action: &str) -> Option<Stage> {
         self.stages
             .iter()
             .find(|(value, _)| value.eq_ignore_ascii_case(action))
