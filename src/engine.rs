@@ -198,6 +198,11 @@ pub struct EngineState {
 }
 
 impl EngineState {
+    /// Whether gateway correlation IDs joined when it was saved (an IdP source mapped one).
+    pub fn gateway_cid_joins(&self) -> bool {
+        self.joiner.gateway_cid_joins()
+    }
+
     /// [`crate::join::JoinerState::restage`]: the pending IdP records' stages under the
     /// config now.
     pub fn restage(&mut self, stage_of: &dyn Fn(&IdpRecord) -> Option<Stage>) -> (usize, usize) {

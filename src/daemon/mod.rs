@@ -315,6 +315,12 @@ impl Pipeline {
                         "Pending IdP records whose action the config no longer gives a stage (the [source.stages] changed to make it a trigger, a note or nothing, or their source is no longer an idp source): judged as read."
                     );
                 }
+                if saved.engine.gateway_cid_joins() != settings.gateway_cid_joins {
+                    tracing::info!(
+                        now = settings.gateway_cid_joins,
+                        "Whether gateway correlation IDs join changed (an idp source's correlation_id mapping added or taken out): what is pending is filed again as the config now files it."
+                    );
+                }
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 let mut engine = Engine::restore(saved.engine, settings);
                 let mut breach_rows: BTreeSet<BreachKey> = (saved.breach_rows.into_iter())

@@ -317,6 +317,11 @@ pub struct JoinerState {
 }
 
 impl JoinerState {
+    /// Whether gateway correlation IDs joined when it was saved.
+    pub fn gateway_cid_joins(&self) -> bool {
+        self.gateway_cid_joins
+    }
+
     /// Gives the pending IdP records the stage their source's `[source.stages]` give their
     /// action now (`stage_of`: `None` where it names none), where that changed across a
     /// restart: a replay with the new config reads them so (QA helper-67: a `suspend` moved
@@ -457,8 +462,12 @@ impl Joiner {
     pub fn restore(state: JoinerState, join_window_secs: u64, gateway_cid_joins: bool) -> Joiner {
         let mut joiner = Joiner::new(join_window_secs, gateway_cid_joins);
         joiner.stats = state.stats;
-        for (app, id, user) in state.names {
-            joiner.directory.learn(&app, &id, &user);
+        for (app, id, user) in &state.names {
+            joiner.directory.learn(app, id, user);
+        }
+        if state.gateway_cid_joins != gateway_cid_joins {
+            joiner.refile(state);
+            return joiner;
         }
         for (key, state) in state.buckets {
             let mut bucket = Bucket::new(&key, state.latest, joiner.window_micros);
@@ -498,6 +507,69 @@ impl Joiner {
             joiner.pool_entry(entry);
         }
         joiner
+    }
+
+    /// Takes up what `state` holds pending when whether gateway correlation IDs join changed
+    /// across a restart (an IdP source's `correlation_id` mapping added or taken out, or a
+    /// source with one added or removed): every record is filed again, in time order, as the
+    /// config now files it, as a replay with it would have (QA helper-67: the writes a
+    /// checkpoint held under the old filing never met the IdP records read since, and a
+    /// leaver disabled in time paged overdue). With no IdP source mapping one now, the IdP
+    /// records and notes read with an ID lose it, as the config now reads them; with one,
+    /// the pooled writes that carry an ID go to its bucket. A pooled write's shares already
+    /// taken by a group change stay pooled.
+    fn refile(&mut self, state: JoinerState) {
+        enum Pending {
+            Idp(IdpRecord),
+            Note(NoteRecord),
+            Write(GatewayRecord),
+            Pooled(PoolEntry),
+        }
+        let mut pending = Vec::new();
+        for (_, bucket) in state.buckets {
+            pending.extend(bucket.idp.into_iter().map(Pending::Idp));
+            pending.extend(bucket.notes.into_iter().map(Pending::Note));
+            pending.extend(bucket.gateway.iter().map(|w| Pending::Write(w.unpack())));
+        }
+        pending.extend(state.pool.into_iter().map(Pending::Pooled));
+        let at = |item: &Pending| match item {
+            Pending::Idp(r) => (r.time, r.origin),
+            Pending::Note(n) => (n.time, n.origin),
+            Pending::Write(w) => (w.time, w.origin),
+            Pending::Pooled(e) => (e.record.time, e.record.origin),
+        };
+        pending.sort_by_key(|item| {
+            let (time, origin) = at(item);
+            (time, origin.source, origin.file, origin.line)
+        });
+        let ids = self.gateway_cid_joins;
+        for item in pending {
+            match item {
+                Pending::Idp(mut record) => {
+                    record.correlation_id = record.correlation_id.filter(|_| ids);
+                    self.push_idp(record);
+                }
+                Pending::Note(mut note) => {
+                    note.correlation_id = note.correlation_id.filter(|_| ids);
+                    self.push_note(note);
+                }
+                Pending::Write(record) => self.push_gateway(record),
+                Pending::Pooled(entry) => {
+                    let taken = entry.group.as_ref().is_some_and(|g| g.taken);
+                    if ids && entry.record.correlation_id.is_some() && !taken {
+                        let mut record = entry.record;
+                        if let Some(group) = entry.group {
+                            record.members = (group.members.into_iter())
+                                .map(|(id, change)| Member { id, change })
+                                .collect();
+                        }
+                        self.push_gateway(record);
+                    } else {
+                        self.pool_entry(entry);
+                    }
+                }
+            }
+        }
     }
 
     /// How many operations and writes are waiting for their window to pass.
@@ -1727,6 +1799,46 @@ mod tests {
         assert_eq!(renamed.pool[0].app, "crm");
         assert_eq!(renamed.pool[0].record.app.as_deref(), Some("CRM"));
         assert_eq!(renamed.names[0].0, "crm");
+    }
+
+    /// Whether gateway correlation IDs join, changed across a restart: what was pending is
+    /// filed as the config now files it, and joins as a replay with it would (QA helper-67:
+    /// kept as filed, each side went unjoined). A: an IdP source's mapping added, the writes
+    /// pooled without it go to their ID's bucket, and the IdP records read since join them.
+    /// B: taken out, the IdP records read with an ID lose it and join the pooled writes by
+    /// user; the writes in their ID's bucket are pooled.
+    #[test]
+    fn a_change_of_what_joins_files_what_is_pending_again() {
+        let restored = |joiner: &Joiner, ids: bool| {
+            let saved = serde_json::to_string(&joiner.snapshot()).unwrap();
+            Joiner::restore(serde_json::from_str(&saved).unwrap(), 600, ids)
+        };
+        let methods = |joined: Vec<Joined>| -> Vec<(JoinMethod, usize, usize)> {
+            (joined.into_iter())
+                .map(|j| (j.join_method, j.idp.len(), j.attempts.len()))
+                .collect()
+        };
+        // A.
+        let mut joiner = Joiner::new(600, false);
+        joiner.push_gateway(write(1000, "c1", 1));
+        let mut joiner = restored(&joiner, true);
+        joiner.push_idp(idp(1001, "c1", 2));
+        assert_eq!(
+            methods(settled(&mut joiner, 5000)),
+            [(JoinMethod::CorrelationId, 1, 1)]
+        );
+        // B.
+        let mut joiner = Joiner::new(600, true);
+        joiner.push_gateway(GatewayRecord {
+            user_name: Some("a@x".into()),
+            ..write(1000, "c1", 1)
+        });
+        joiner.push_idp(idp(1001, "c2", 2));
+        let mut joiner = restored(&joiner, false);
+        assert_eq!(
+            methods(settled(&mut joiner, 5000)),
+            [(JoinMethod::UserName, 1, 1)]
+        );
     }
 
     /// Members a group write adds.
