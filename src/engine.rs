@@ -203,6 +203,11 @@ impl EngineState {
         self.joiner.gateway_cid_joins()
     }
 
+    /// How many IdP records still joining have no correlation ID.
+    pub fn idp_without_cid(&self) -> usize {
+        self.joiner.idp_without_cid()
+    }
+
     /// [`crate::join::JoinerState::restage`]: the pending IdP records' stages under the
     /// config now.
     pub fn restage(&mut self, stage_of: &dyn Fn(&IdpRecord) -> Option<Stage>) -> (usize, usize) {

@@ -320,6 +320,13 @@ impl Pipeline {
                         now = settings.gateway_cid_joins,
                         "Whether gateway correlation IDs join changed (an idp source's correlation_id mapping added or taken out): what is pending is filed again as the config now files it."
                     );
+                    let without = saved.engine.idp_without_cid();
+                    if settings.gateway_cid_joins && without > 0 {
+                        tracing::warn!(
+                            records = without,
+                            "IdP records read before a correlation_id mapping was added have no ID, and the gateway's writes with one join only by it: those operations will be unconfirmed and their writes unattributed, where a replay with the new config joins them. Let what is pending settle before adding the mapping, or replay the logs."
+                        );
+                    }
                 }
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 let mut engine = Engine::restore(saved.engine, settings);

@@ -322,6 +322,14 @@ impl JoinerState {
         self.gateway_cid_joins
     }
 
+    /// How many pending IdP records have no correlation ID.
+    pub fn idp_without_cid(&self) -> usize {
+        (self.buckets.iter())
+            .flat_map(|(_, bucket)| &bucket.idp)
+            .filter(|record| record.correlation_id.is_none())
+            .count()
+    }
+
     /// Gives the pending IdP records the stage their source's `[source.stages]` give their
     /// action now (`stage_of`: `None` where it names none), where that changed across a
     /// restart: a replay with the new config reads them so (QA helper-67: a `suspend` moved
