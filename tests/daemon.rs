@@ -888,6 +888,36 @@ fn changed_stages_apply_to_the_records_still_joining() {
     assert_eq!(replayed["leavers"]["episodes"], 0, "{replayed}");
 }
 
+/// A source renamed in place, or taken out from the end, across a restart: the start says
+/// what becomes of what was read from it and is still pending (QA helper-67: nothing was
+/// said, and a source put in another's place took its pending records silently).
+#[test]
+fn a_source_renamed_or_taken_out_is_said_at_start() {
+    let third = "\n[[source]]\nname = \"idp2\"\nrole = \"idp\"\nformat = \"json\"\npaths = [\"logs/idp2.jsonl*\"]\n[source.fields]\ntime = \"/ts\"\naction = \"/action\"\n";
+    let setup = Setup::new(&(CONFIG.to_string() + third));
+    let daemon = setup.start();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.stop(), Some(0));
+    let renamed = CONFIG.replace("name = \"gateway\"", "name = \"nginx\"");
+    assert_ne!(renamed, CONFIG);
+    std::fs::write(setup.config(), &renamed).unwrap();
+    let daemon = setup.start();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.stop(), Some(0));
+    let log = setup.daemon_log();
+    let line = |text: &str| {
+        (log.lines().find(|l| l.contains(text)))
+            .unwrap_or_else(|| panic!("{log}"))
+            .to_string()
+    };
+    let renamed = line("A source was renamed in place");
+    assert!(
+        renamed.contains("was=gateway") && renamed.contains("now=nginx"),
+        "{renamed}"
+    );
+    assert!(line("A source was taken out").contains("was=idp2"), "{log}");
+}
+
 /// A spelling taken out of `[apps] aliases`, or moved to another app, cannot be given back to
 /// what was read under it: the start says so, naming it.
 #[test]

@@ -76,8 +76,9 @@ pub fn moved_sources(saved: &[String], current: &[String]) -> Option<String> {
         .collect();
     (!moved.is_empty()).then(|| {
         format!(
-            "the [[source]] blocks were reordered since the checkpoint ({}): put them back in \
-             the order {} (a source may be renamed in place, or added at the end)",
+            "the [[source]] blocks were reordered, or one taken out from among them, since the \
+             checkpoint ({}): put them back in the order {} (a source may be renamed in place, \
+             added at the end, or taken out from the end)",
             moved.join("; "),
             saved
                 .iter()

@@ -254,6 +254,23 @@ impl Pipeline {
                 if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
                     anyhow::bail!("{}: {why}", checkpoint::path(&data_dir).display());
                 }
+                // What was read under a source is credited to the source at its place now.
+                for (place, was) in saved.sources.iter().enumerate() {
+                    match names.get(place) {
+                        Some(now) if now != was => tracing::info!(
+                            source = place + 1,
+                            %was,
+                            %now,
+                            "A source was renamed in place: what was read from it and is still pending is credited to the new name (if it is another source, not a rename, what the old one had pending is judged as the new one's: put the old one back until it settles)."
+                        ),
+                        Some(_) => {}
+                        None => tracing::warn!(
+                            source = place + 1,
+                            %was,
+                            "A source was taken out of the config: what was read from it and is still pending is judged without a source's name."
+                        ),
+                    }
+                }
                 // Files written for the last checkpoint but perhaps not yet renamed.
                 commit_prepared(&saved.pending_files)?;
                 let prefix = format!("{}-", checkpoint::FILE_PREFIX);
