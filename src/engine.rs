@@ -203,6 +203,12 @@ impl EngineState {
         self.joiner.gateway_cid_joins()
     }
 
+    /// [`crate::join::JoinerState::forget_cids`]: the correlation IDs of pending records
+    /// whose source maps none now.
+    pub fn forget_cids(&mut self, maps_cid: &dyn Fn(u16) -> bool) -> usize {
+        self.joiner.forget_cids(maps_cid)
+    }
+
     /// How many IdP records still joining have no correlation ID.
     pub fn idp_without_cid(&self) -> usize {
         self.joiner.idp_without_cid()

@@ -332,6 +332,22 @@ impl Pipeline {
                         "Pending IdP records whose action the config no longer gives a stage (the [source.stages] changed to make it a trigger, a note or nothing, or their source is no longer an idp source): judged as read."
                     );
                 }
+                // A source whose correlation_id mapping was taken out: its pending records
+                // lose the IDs, as the config now reads them.
+                let mapping: Vec<bool> = (config.sources.iter())
+                    .map(|source| {
+                        crate::parse::resolve_source(source, &config.apps)
+                            .is_ok_and(|p| p.maps(crate::parse::Field::CorrelationId))
+                    })
+                    .collect();
+                let maps_cid = |source: u16| *mapping.get(usize::from(source)).unwrap_or(&true);
+                let forgotten = saved.engine.forget_cids(&maps_cid);
+                if forgotten > 0 {
+                    tracing::info!(
+                        records = forgotten,
+                        "Pending records of sources whose correlation_id mapping was taken out lose their IDs, as the config now reads them, and are filed again."
+                    );
+                }
                 if saved.engine.gateway_cid_joins() != settings.gateway_cid_joins {
                     tracing::info!(
                         now = settings.gateway_cid_joins,

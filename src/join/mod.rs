@@ -314,12 +314,57 @@ pub struct JoinerState {
     pool: Vec<PoolEntry>,
     names: Vec<(String, String, String)>,
     stats: JoinStats,
+    /// Writes [`JoinerState::forget_cids`] took out of their ID's bucket, to be pooled.
+    #[serde(skip)]
+    loose: Vec<GatewayRecord>,
+    /// Whether [`JoinerState::forget_cids`] took IDs away: filed again at restore.
+    #[serde(skip)]
+    refile: bool,
 }
 
 impl JoinerState {
     /// Whether gateway correlation IDs joined when it was saved.
     pub fn gateway_cid_joins(&self) -> bool {
         self.gateway_cid_joins
+    }
+
+    /// Takes the correlation ID off the pending records of each source that maps none now
+    /// (`maps_cid`, by source place: its `correlation_id` mapping taken out across a
+    /// restart), as the config now reads them: they join by resource and user, as a replay
+    /// with it would (QA helper-70: an IdP source's or the gateway's mapping taken out while
+    /// another IdP source kept one, and they still joined by ID). What is pending is then
+    /// filed again at restore ([`Joiner::restore`]). How many lost one.
+    pub fn forget_cids(&mut self, maps_cid: &dyn Fn(u16) -> bool) -> usize {
+        let mut forgotten = 0;
+        let mut forget = |cid: &mut Option<String>, origin: Origin| {
+            if cid.is_some() && !maps_cid(origin.source) {
+                *cid = None;
+                forgotten += 1;
+            }
+        };
+        for (_, bucket) in &mut self.buckets {
+            for record in &mut bucket.idp {
+                forget(&mut record.correlation_id, record.origin);
+            }
+            for note in &mut bucket.notes {
+                forget(&mut note.correlation_id, note.origin);
+            }
+            let mut kept = Vec::with_capacity(bucket.gateway.len());
+            for write in std::mem::take(&mut bucket.gateway) {
+                let mut record = write.unpack();
+                forget(&mut record.correlation_id, record.origin);
+                match record.correlation_id {
+                    Some(_) => kept.push(write),
+                    None => self.loose.push(record),
+                }
+            }
+            bucket.gateway = kept;
+        }
+        for entry in &mut self.pool {
+            forget(&mut entry.record.correlation_id, entry.record.origin);
+        }
+        self.refile |= forgotten > 0;
+        forgotten
     }
 
     /// How many pending IdP records have no correlation ID.
@@ -473,7 +518,7 @@ impl Joiner {
         for (app, id, user) in &state.names {
             joiner.directory.learn(app, id, user);
         }
-        if state.gateway_cid_joins != gateway_cid_joins {
+        if state.gateway_cid_joins != gateway_cid_joins || state.refile {
             joiner.refile(state);
             return joiner;
         }
@@ -519,64 +564,94 @@ impl Joiner {
 
     /// Takes up what `state` holds pending when whether gateway correlation IDs join changed
     /// across a restart (an IdP source's `correlation_id` mapping added or taken out, or a
-    /// source with one added or removed): every record is filed again, in time order, as the
-    /// config now files it, as a replay with it would have (QA helper-67: the writes a
-    /// checkpoint held under the old filing never met the IdP records read since, and a
-    /// leaver disabled in time paged overdue). With no IdP source mapping one now, the IdP
-    /// records and notes read with an ID lose it, as the config now reads them; with one,
-    /// the pooled writes that carry an ID go to its bucket. A pooled write's shares already
-    /// taken by a group change stay pooled.
+    /// source with one added or removed): what is pending is filed again as the config now
+    /// files it, as a replay with it would have (QA helper-67: the writes a checkpoint held
+    /// under the old filing never met the IdP records read since, and a leaver disabled in
+    /// time paged overdue). The IdP records first, in time order: with no IdP source mapping
+    /// an ID now, those read with one lose it (as the config now reads them). Then the
+    /// writes: a write in its ID's bucket, IDs no longer joining, is pooled; a pooled write
+    /// with an ID, IDs joining now, goes to its ID's bucket where an IdP record waits there,
+    /// or where no operation waiting without an ID could claim it (one that can is the
+    /// write's own, read before the mapping was added: helper-69). What writes taught about
+    /// users is not learned again (the names known are the latest already), and a pooled
+    /// write's shares already taken by a group change stay pooled.
     fn refile(&mut self, state: JoinerState) {
-        enum Pending {
-            Idp(IdpRecord),
-            Note(NoteRecord),
-            Write(GatewayRecord),
+        /// A write in its ID's bucket, or a pooled one.
+        enum Write {
+            Bucketed(GatewayRecord),
             Pooled(PoolEntry),
         }
-        let mut pending = Vec::new();
+        let mut records = Vec::new();
+        let mut notes = Vec::new();
+        let mut writes = Vec::new();
         for (_, bucket) in state.buckets {
-            pending.extend(bucket.idp.into_iter().map(Pending::Idp));
-            pending.extend(bucket.notes.into_iter().map(Pending::Note));
-            pending.extend(bucket.gateway.iter().map(|w| Pending::Write(w.unpack())));
+            records.extend(bucket.idp);
+            notes.extend(bucket.notes);
+            writes.extend(bucket.gateway.iter().map(|w| Write::Bucketed(w.unpack())));
         }
-        pending.extend(state.pool.into_iter().map(Pending::Pooled));
-        let at = |item: &Pending| match item {
-            Pending::Idp(r) => (r.time, r.origin),
-            Pending::Note(n) => (n.time, n.origin),
-            Pending::Write(w) => (w.time, w.origin),
-            Pending::Pooled(e) => (e.record.time, e.record.origin),
-        };
-        pending.sort_by_key(|item| {
-            let (time, origin) = at(item);
-            (time, origin.source, origin.file, origin.line)
+        writes.extend(state.loose.into_iter().map(Write::Bucketed));
+        writes.extend(state.pool.into_iter().map(Write::Pooled));
+        let order = |time: Ts, origin: Origin| (time, origin.source, origin.file, origin.line);
+        records.sort_by_key(|r| order(r.time, r.origin));
+        notes.sort_by_key(|n| order(n.time, n.origin));
+        writes.sort_by_key(|w| match w {
+            Write::Bucketed(r) => order(r.time, r.origin),
+            Write::Pooled(e) => order(e.record.time, e.record.origin),
         });
         let ids = self.gateway_cid_joins;
-        for item in pending {
-            match item {
-                Pending::Idp(mut record) => {
-                    record.correlation_id = record.correlation_id.filter(|_| ids);
-                    self.push_idp(record);
-                }
-                Pending::Note(mut note) => {
-                    note.correlation_id = note.correlation_id.filter(|_| ids);
-                    self.push_note(note);
-                }
-                Pending::Write(record) => self.push_gateway(record),
-                Pending::Pooled(entry) => {
-                    let taken = entry.group.as_ref().is_some_and(|g| g.taken);
-                    if ids && entry.record.correlation_id.is_some() && !taken {
-                        let mut record = entry.record;
-                        if let Some(group) = entry.group {
-                            record.members = (group.members.into_iter())
-                                .map(|(id, change)| Member { id, change })
-                                .collect();
-                        }
-                        self.push_gateway(record);
-                    } else {
-                        self.pool_entry(entry);
+        for mut record in records {
+            record.correlation_id = record.correlation_id.filter(|_| ids);
+            self.push_idp(record);
+        }
+        for mut note in notes {
+            note.correlation_id = note.correlation_id.filter(|_| ids);
+            self.push_note(note);
+        }
+        for write in writes {
+            let entry = match write {
+                Write::Bucketed(record) => {
+                    if let Some(cid) = record.correlation_id.as_deref().filter(|_| ids) {
+                        self.file_by_cid(&record, cid);
+                        continue;
                     }
+                    // IDs no longer joining, or this one's taken away: pooled.
+                    let app = record.app.as_deref().map(fold_case).unwrap_or_default();
+                    let unjoined = Unjoined {
+                        app: app.into_owned(),
+                        renamed_from: None,
+                    };
+                    self.pool_gateway(record, unjoined);
+                    continue;
                 }
+                Write::Pooled(entry) => entry,
+            };
+            let taken = entry.group.as_ref().is_some_and(|g| g.taken);
+            let cid = (entry.record.correlation_id.clone()).filter(|_| ids && !taken);
+            let Some(cid) = cid else {
+                self.pool_entry(entry);
+                continue;
+            };
+            let key = key_of("c:", &cid);
+            let hash = self.hash(key.as_bytes());
+            let awaited = (self.buckets)
+                .find(hash, |b| b.packed.key_bytes() == key.as_bytes())
+                .is_some_and(|b| !b.idp.is_empty());
+            let claimable = (entry.record.resource_id.iter())
+                .any(|id| self.fuzzy_by_resource.contains_key(id))
+                || entry
+                    .names()
+                    .any(|name| self.fuzzy_by_user.contains_key(name));
+            if claimable && !awaited {
+                self.pool_entry(entry);
+                continue;
             }
+            let mut record = entry.record;
+            if let Some(group) = entry.group {
+                record.members = (group.members.into_iter())
+                    .map(|(id, change)| Member { id, change })
+                    .collect();
+            }
+            self.file_by_cid(&record, &cid);
         }
     }
 
@@ -891,13 +966,7 @@ impl Joiner {
         }
         if self.gateway_cid_joins {
             if let Some(cid) = &record.correlation_id {
-                let key = self.cid_key(cid);
-                let mut packing = std::mem::take(&mut self.packing);
-                self.bucket(&key, record.time, |b| {
-                    b.packed.push_via(record, &mut packing)
-                });
-                self.packing = packing;
-                self.scratch = key;
+                self.file_by_cid(record, cid);
                 return None;
             }
         }
@@ -905,6 +974,17 @@ impl Joiner {
             app: app.into_owned(),
             renamed_from,
         })
+    }
+
+    /// Adds a write to its correlation ID's bucket (packed).
+    fn file_by_cid(&mut self, record: &GatewayRecord, cid: &str) {
+        let key = self.cid_key(cid);
+        let mut packing = std::mem::take(&mut self.packing);
+        self.bucket(&key, record.time, |b| {
+            b.packed.push_via(record, &mut packing)
+        });
+        self.packing = packing;
+        self.scratch = key;
     }
 
     /// Pools a write [`Joiner::join_gateway`] did not join (with the app it returned), for an
@@ -1814,7 +1894,7 @@ mod tests {
     /// kept as filed, each side went unjoined). A: an IdP source's mapping added, the writes
     /// pooled without it go to their ID's bucket, and the IdP records read since join them.
     /// B: taken out, the IdP records read with an ID lose it and join the pooled writes by
-    /// user; the writes in their ID's bucket are pooled.
+    /// user; the writes in their ID's bucket are pooled. C, D: below.
     #[test]
     fn a_change_of_what_joins_files_what_is_pending_again() {
         let restored = |joiner: &Joiner, ids: bool| {
@@ -1847,6 +1927,42 @@ mod tests {
             methods(settled(&mut joiner, 5000)),
             [(JoinMethod::UserName, 1, 1)]
         );
+        // C: a mapping added, with both sides read before it: the write the operation
+        // waiting without an ID can claim stays pooled, and joins it (helper-69: moved to
+        // its ID's bucket, the operation went unconfirmed and the write unattributed).
+        let mut joiner = Joiner::new(600, false);
+        joiner.push_idp(IdpRecord {
+            correlation_id: None,
+            ..idp(1000, "", 1)
+        });
+        joiner.push_gateway(GatewayRecord {
+            user_name: Some("a@x".into()),
+            ..write(1001, "c1", 2)
+        });
+        let mut joiner = restored(&joiner, true);
+        assert_eq!(
+            methods(settled(&mut joiner, 5000)),
+            [(JoinMethod::UserName, 1, 1)]
+        );
+        // D: one source's mapping taken out while IDs still join (another IdP source maps
+        // one): its pending records lose their IDs, as a replay reads them, and are filed
+        // again; the gateway's (source 1) taken out, its writes are pooled.
+        for unmapped in [0, 1] {
+            let mut joiner = Joiner::new(600, true);
+            joiner.push_idp(idp(1000, "c1", 1));
+            joiner.push_gateway(write(1001, "c1", 2));
+            let saved = serde_json::to_string(&joiner.snapshot()).unwrap();
+            let mut state: JoinerState = serde_json::from_str(&saved).unwrap();
+            assert_eq!(state.forget_cids(&|source| source != unmapped), 1);
+            let mut joiner = Joiner::restore(state, 600, true);
+            let mut joined = methods(settled(&mut joiner, 5000));
+            joined.sort_by_key(|(_, idp, _)| *idp);
+            assert_eq!(
+                joined,
+                [(JoinMethod::None, 0, 1), (JoinMethod::None, 1, 0)],
+                "source {unmapped}"
+            );
+        }
     }
 
     /// Members a group write adds.
