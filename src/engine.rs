@@ -214,10 +214,88 @@ impl EngineState {
         self.joiner.idp_without_cid()
     }
 
-    /// [`crate::join::JoinerState::restage`]: the pending IdP records' stages under the
-    /// config now.
-    pub fn restage(&mut self, stage_of: &dyn Fn(&IdpRecord) -> Option<Stage>) -> (usize, usize) {
-        self.joiner.restage(stage_of)
+    /// Gives what is pending the reading its source's `[source.stages]` give it now (changed
+    /// across a restart; `classify` by source place, `None` for a source not known): the IdP
+    /// records still joining take their action's stage
+    /// ([`crate::join::JoinerState::restage`]), or become the trigger or return it names
+    /// now; the joined operations and closures waiting on the timeline take theirs, or leave
+    /// it when no longer a joiner or leaver; and the triggers waiting there become returns,
+    /// or the other way, or leave it (QA helper-70: a suspend made a mover still opened an
+    /// episode from the timeline, a trigger taken out still paged). As a replay with the new
+    /// config reads the same lines, save what cannot be made again from what is kept (a
+    /// trigger turned into an operation: its line's other fields are gone). How many changed,
+    /// and how many were dropped.
+    pub fn restage(
+        &mut self,
+        classify: &dyn Fn(u16, &str) -> Option<crate::parse::Classified>,
+    ) -> (usize, usize) {
+        use crate::judge::leavers::LifecycleOpFields;
+        use crate::parse::Classified;
+        let stage_of = |record: &IdpRecord| {
+            classify(record.origin.source, &record.action).map(|c| match c {
+                Classified::Stage(stage) => Some(stage),
+                _ => None,
+            })
+        };
+        let (mut changed, taken) = self.joiner.restage(&stage_of);
+        let mut dropped = 0;
+        for record in taken {
+            let returns = match classify(record.origin.source, &record.action) {
+                Some(Classified::Trigger) => false,
+                Some(Classified::Return) => true,
+                _ => {
+                    dropped += 1;
+                    continue;
+                }
+            };
+            changed += 1;
+            self.timeline.push((
+                (record.time, SOURCE_EVENTS, origin_key(record.origin)),
+                TimelineItem::Trigger(Trigger {
+                    time: record.time,
+                    app: record.app,
+                    user_id: record.user_id,
+                    user_login: record.user_login,
+                    event: record.action,
+                    groups: record.groups,
+                    returns,
+                }),
+            ));
+        }
+        let before = self.timeline.len();
+        self.timeline.retain_mut(|(key, item)| {
+            let source = key.2 .0;
+            match item {
+                TimelineItem::Trigger(trigger) => match classify(source, &trigger.event) {
+                    None => true,
+                    Some(class @ (Classified::Trigger | Classified::Return)) => {
+                        let returns = class == Classified::Return;
+                        changed += usize::from(trigger.returns != returns);
+                        trigger.returns = returns;
+                        true
+                    }
+                    Some(_) => false,
+                },
+                TimelineItem::Operation(op) | TimelineItem::Close(op) => {
+                    let fields = LifecycleOpFields::from(op.clone());
+                    match classify(source, &fields.action) {
+                        None => true,
+                        Some(Classified::Stage(stage @ (Stage::Joiner | Stage::Leaver))) => {
+                            if stage != fields.stage {
+                                changed += 1;
+                                *op = LifecycleOpFields { stage, ..fields }.into();
+                            }
+                            true
+                        }
+                        Some(_) => false,
+                    }
+                }
+                TimelineItem::Request(_) => true,
+            }
+        });
+        dropped += before - self.timeline.len();
+        self.timeline.sort_by_key(|(key, _)| *key);
+        (changed, dropped)
     }
 
     /// Gives every app in the pending state its name under the config now, where `[apps]
@@ -1056,6 +1134,80 @@ mod tests {
                 .any(|o| matches!(o, Output::Operation(op) if op.outcome == Outcome::Unconfirmed)),
             "{settled:?}"
         );
+    }
+
+    /// `[source.stages]` changed across a restart reach what already left the join: a leaver
+    /// operation waiting on the timeline, made a mover now, opens no episode; a trigger
+    /// there, no longer one, starts no clock; an IdP record still joining whose action is a
+    /// trigger now becomes one (QA helper-70: only the records still joining were restaged,
+    /// and the timeline's paged overdue).
+    #[test]
+    fn changed_stages_reach_the_timeline() {
+        use crate::parse::Classified;
+        let feed = |s: &mut Scenario| {
+            // c0, still joining (a late retry), holds the timeline from its first record on.
+            s.idp(0, "c0", Stage::Mover, "z@x", Some(IdpStatus::Success))
+                .idp(1, "c1", Stage::Leaver, "a@x", Some(IdpStatus::Success))
+                .gateway(2, "c1", WriteKind::Disable, 500)
+                .trigger(3, "c@x")
+                .idp(650, "c2", Stage::Leaver, "c@x", None)
+                .gateway(660, "c0", WriteKind::Update, 200);
+            s.engine.advance(at(670));
+            s.outputs.extend(s.engine.drain());
+        };
+        let restarted = |classify: &dyn Fn(u16, &str) -> Option<Classified>| {
+            let mut s = Scenario::new();
+            feed(&mut s);
+            let json = serde_json::to_string(&s.engine.snapshot()).unwrap();
+            let mut state: EngineState = serde_json::from_str(&json).unwrap();
+            let counts = state.restage(classify);
+            s.engine = Engine::restore(state, Scenario::settings());
+            (s, counts)
+        };
+        let episodes = |s: &mut Scenario| -> Vec<(String, Ts)> {
+            s.finish();
+            let mut found: Vec<(String, Ts)> = (s.episodes().iter())
+                .map(|e| (e.user().to_string(), e.initiated_at))
+                .collect();
+            found.sort();
+            found
+        };
+        let (mut unchanged, counts) = restarted(&|_, _| None);
+        let waiting = serde_json::to_value(unchanged.engine.snapshot()).unwrap();
+        assert_eq!(
+            waiting["timeline"].as_array().unwrap().len(),
+            2,
+            "{waiting}"
+        );
+        assert_eq!(counts, (0, 0));
+        assert_eq!(
+            episodes(&mut unchanged),
+            [("a@x".into(), at(1)), ("c@x".into(), at(3))]
+        );
+        // The trigger's event no longer one: c's clock starts at her leave.
+        let (mut untriggered, counts) =
+            restarted(&|source, _| (source == 2).then_some(Classified::Other));
+        assert_eq!(counts, (0, 1));
+        assert_eq!(
+            episodes(&mut untriggered),
+            [("a@x".into(), at(1)), ("c@x".into(), at(650))]
+        );
+        // The leavers made movers: the one on the timeline and the one joining.
+        let (mut movers, counts) = restarted(&|source, action| {
+            (source == 0 && action == "leaver").then_some(Classified::Stage(Stage::Mover))
+        });
+        assert_eq!(counts, (1, 1));
+        assert_eq!(episodes(&mut movers), []);
+        // The leaver still joining made a trigger: its clock, from the timeline.
+        let (turned, counts) = restarted(&|source, action| {
+            (source == 0 && action == "leaver").then_some(Classified::Trigger)
+        });
+        assert_eq!(counts, (1, 1));
+        let state = serde_json::to_value(turned.engine.snapshot()).unwrap();
+        let triggers: Vec<&str> = (state["timeline"].as_array().unwrap().iter())
+            .filter_map(|item| item[1]["Trigger"]["user_login"].as_str())
+            .collect();
+        assert_eq!(triggers, ["c@x", "c@x"], "{state}");
     }
 
     #[test]

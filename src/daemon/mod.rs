@@ -314,22 +314,21 @@ impl Pipeline {
                 let parsers = (config.sources.iter().enumerate())
                     .map(|(i, source)| LineParser::new(source, &config.apps, i as u16))
                     .collect::<Result<Vec<_>, _>>()?;
-                let stage_of = |record: &crate::model::IdpRecord| {
-                    let parser = (parsers.get(usize::from(record.origin.source)))
-                        .filter(|p| p.role == crate::config::Role::Idp)?;
-                    parser.stage_of(&record.action)
+                let classify = |source: u16, action: &str| {
+                    let parser = parsers.get(usize::from(source))?;
+                    Some(parser.classify(action))
                 };
-                let (restaged, unmapped) = saved.engine.restage(&stage_of);
+                let (restaged, dropped) = saved.engine.restage(&classify);
                 if restaged > 0 {
                     tracing::info!(
                         restaged,
-                        "Pending IdP records given the stage the changed [source.stages] give their action."
+                        "Pending records given the reading the changed [source.stages] give them (a stage, a trigger or a return)."
                     );
                 }
-                if unmapped > 0 {
+                if dropped > 0 {
                     tracing::warn!(
-                        unmapped,
-                        "Pending IdP records whose action the config no longer gives a stage (the [source.stages] changed to make it a trigger, a note or nothing, or their source is no longer an idp source): judged as read."
+                        dropped,
+                        "Pending records the changed [source.stages] no longer make an operation of their stage or a trigger were dropped, as a replay with the new config reads their lines (a joiner or leaver operation made a mover, a note or nothing; a trigger made an operation, whose line's other fields are gone)."
                     );
                 }
                 // A source whose correlation_id mapping was taken out: its pending records

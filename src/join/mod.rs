@@ -376,25 +376,35 @@ impl JoinerState {
     }
 
     /// Gives the pending IdP records the stage their source's `[source.stages]` give their
-    /// action now (`stage_of`: `None` where it names none), where that changed across a
-    /// restart: a replay with the new config reads them so (QA helper-67: a `suspend` moved
-    /// from the leavers to the movers still paged overdue). How many changed, and how many
-    /// name no stage now (kept as read: the record would be a trigger, a note or nothing).
-    pub fn restage(&mut self, stage_of: &dyn Fn(&IdpRecord) -> Option<Stage>) -> (usize, usize) {
-        let (mut changed, mut unmapped) = (0, 0);
+    /// action now (`stage_of`: `Some(None)` where it names none, `None` for a record whose
+    /// source is not known), where that changed across a restart: a replay with the new
+    /// config reads them so (QA helper-67: a `suspend` moved from the leavers to the movers
+    /// still paged overdue). How many changed; those whose action names no stage now are
+    /// taken out and returned (their writes, if any, are then unattributed, as a replay says).
+    pub fn restage(
+        &mut self,
+        stage_of: &dyn Fn(&IdpRecord) -> Option<Option<Stage>>,
+    ) -> (usize, Vec<IdpRecord>) {
+        let mut changed = 0;
+        let mut taken = Vec::new();
         for (_, bucket) in &mut self.buckets {
-            for record in &mut bucket.idp {
-                match stage_of(record) {
-                    Some(stage) if stage != record.stage => {
+            let mut kept = Vec::with_capacity(bucket.idp.len());
+            for mut record in std::mem::take(&mut bucket.idp) {
+                match stage_of(&record) {
+                    Some(Some(stage)) if stage != record.stage => {
                         record.stage = stage;
                         changed += 1;
+                        kept.push(record);
                     }
-                    Some(_) => {}
-                    None => unmapped += 1,
+                    Some(None) => taken.push(record),
+                    Some(Some(_)) | None => kept.push(record),
                 }
             }
+            bucket.idp = kept;
         }
-        (changed, unmapped)
+        (self.buckets)
+            .retain(|(_, b)| !(b.idp.is_empty() && b.notes.is_empty() && b.gateway.is_empty()));
+        (changed, taken)
     }
 
     /// Gives the pending records' apps their names under the config now (`[apps] aliases`

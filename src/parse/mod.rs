@@ -344,6 +344,19 @@ enum Format {
     },
 }
 
+/// What an action or event is to a source ([`LineParser::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    /// An operation of this stage (an IdP source's).
+    Stage(Stage),
+    /// A lifecycle event at the source of truth that starts a leaver clock.
+    Trigger,
+    /// The user enabled or assigned again there.
+    Return,
+    /// A note, or nothing scimwatch reads.
+    Other,
+}
+
 /// A source's resolved parser.
 pub struct LineParser {
     pub name: String,
@@ -834,8 +847,24 @@ impl LineParser {
             .unwrap_or_else(|| raw.to_string())
     }
 
+    /// What a record with this action (an IdP source's) or event (a trigger source's)
+    /// becomes under this source's `[source.stages]` and preset: a restart with changed
+    /// stages gives what is pending this reading.
+    pub fn classify(&self, action: &str) -> Classified {
+        let is = |list: &[String]| list.iter().any(|t| t.eq_ignore_ascii_case(action));
+        match (self.role, self.stage_of(action)) {
+            (Role::Trigger, Some(Stage::Leaver)) => Classified::Trigger,
+            (Role::Trigger, Some(Stage::Joiner)) => Classified::Return,
+            (Role::Trigger, _) => Classified::Other,
+            (_, Some(stage)) => Classified::Stage(stage),
+            _ if is(&self.triggers) => Classified::Trigger,
+            _ if is(&self.returns) => Classified::Return,
+            _ => Classified::Other,
+        }
+    }
+
     /// The stage `[source.stages]` (and the preset) give an action, if any.
-    pub fn stage_of(&self, action: &str) -> Option<Stage> {
+    fn stage_of(&self, action: &str) -> Option<Stage> {
         self.stages
             .iter()
             .find(|(value, _)| value.eq_ignore_ascii_case(action))
