@@ -781,13 +781,17 @@ fn an_episode_ended_by_the_other_spelling_s_disable_is_one_in_the_pack() {
         r#"apps = ["vault"]"#,
         "apps = [\"vault\"]\nusers = [\"bob@corp.example\"]",
     );
-    ended_by_the_other_spelling_s_disable(&high_risk, true);
-    ended_by_the_other_spelling_s_disable(CONFIG, false);
+    ended_by_the_other_spelling_s_disable(&high_risk, true, false);
+    ended_by_the_other_spelling_s_disable(CONFIG, false, false);
+    // The restart also makes the app high-risk: the episode the merge ends is judged so
+    // (QA helper-70: it kept the standard deadline, and its breach was missing).
+    ended_by_the_other_spelling_s_disable(CONFIG, false, true);
 }
 
 /// [`an_episode_ended_by_the_other_spelling_s_disable_is_one_in_the_pack`] with `v1`, where
-/// bob's first episode is past its deadline at the stop or not.
-fn ended_by_the_other_spelling_s_disable(v1: &str, overdue: bool) {
+/// bob's first episode is past its deadline at the stop or not, and the restart makes the
+/// app high-risk or not.
+fn ended_by_the_other_spelling_s_disable(v1: &str, overdue: bool, high_risk_after: bool) {
     let setup = Setup::new(v1);
     let line = |cid: &str, app: &str, result: &str, status: u16, t: &str| {
         setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"{cid}\",\"action\":\"deactivate\",\"app\":\"{app}\",\"user\":\"bob@corp.example\",\"result\":\"{result}\"}}\n"));
@@ -806,7 +810,10 @@ fn ended_by_the_other_spelling_s_disable(v1: &str, overdue: bool) {
     let rows = wait_for_leavers(&setup, |rows| rows.iter().any(|r| r.state == "disabled"));
     assert_eq!(daemon.stop(), Some(0));
     assert_eq!(rows.len(), 1 + usize::from(overdue), "{rows:?}");
-    let v2 = v1.to_string() + "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\"] }\n";
+    let mut v2 = v1.to_string() + "\n[apps]\naliases = { \"aws-prod\" = [\"AWS Production\"] }\n";
+    if high_risk_after {
+        v2 = v2.replace(r#"apps = ["vault"]"#, r#"apps = ["vault", "aws-prod"]"#);
+    }
     std::fs::write(setup.config(), &v2).unwrap();
     let daemon = setup.start();
     let rows = wait_for_leavers(&setup, |rows| {
@@ -829,8 +836,15 @@ fn ended_by_the_other_spelling_s_disable(v1: &str, overdue: bool) {
     assert_eq!(row.app, "aws-prod");
     assert_eq!(row.correlation_ids, ["A", "B"]);
     assert!(row.latency_seconds.unwrap() > 2.0, "{row:?}");
+    let high_risk = overdue || high_risk_after;
+    assert_eq!(
+        (row.high_risk, row.met_slo),
+        (high_risk, Some(!high_risk)),
+        "{row:?}"
+    );
     let replayed = common::replay_json(&setup.config(), &[]);
     let leavers = &replayed["leavers"];
+    assert_eq!(leavers["breaches"], u64::from(high_risk), "{replayed}");
     assert_eq!(
         (&leavers["episodes"], &leavers["disabled"]),
         (&1.into(), &1.into()),

@@ -300,6 +300,16 @@ impl Pipeline {
                 let rename = config.apps.renamer();
                 let renamed = saved.engine.rename_apps(&rename, &mut merged_ended)
                     + saved.evidence.rename_apps(&rename);
+                // Ended under the policy now, as the open ones are decided again at restore
+                // (QA helper-70: one ended by the merge kept the old name's standard
+                // deadline, and a high-risk breach was missing from the store and packs).
+                let policy = crate::judge::Policy::from_config(&config.slo);
+                for episode in &mut merged_ended {
+                    if let Some(decided_on) = &episode.decided_on {
+                        (episode.high_risk, episode.deadline_seconds) =
+                            policy.decide(decided_on.subject());
+                    }
+                }
                 if renamed > 0 {
                     tracing::info!(
                         renamed,
