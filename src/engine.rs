@@ -577,7 +577,16 @@ impl Engine {
     }
 
     /// Rebuilds an engine from a checkpoint; the policy comes from the current config.
-    pub fn restore(state: EngineState, settings: EngineSettings) -> Engine {
+    pub fn restore(mut state: EngineState, settings: EngineSettings) -> Engine {
+        // A request waits a window on the timeline (see `ingest`): by the window now, where
+        // it changed (QA helper-70: grown, a request was checked before the disable it
+        // followed was placed, and its post-disable activity was missed).
+        let window = (settings.join_window_secs as i64).saturating_mul(crate::time::MICROS_PER_SEC);
+        for (key, item) in &mut state.timeline {
+            if let TimelineItem::Request(request) = item {
+                key.0 = Ts(request.time.0.saturating_add(window));
+            }
+        }
         Engine {
             // The config's window and lateness, not the checkpoint's: a config changed across
             // a restart applies (the daemon's clock already uses the config's lateness).
@@ -1208,6 +1217,25 @@ mod tests {
             .filter_map(|item| item[1]["Trigger"]["user_login"].as_str())
             .collect();
         assert_eq!(triggers, ["c@x", "c@x"], "{state}");
+    }
+
+    /// A request waiting on the timeline waits the window the config gives now, where it
+    /// changed across a restart: grown, the disable it followed is placed before it is
+    /// checked (QA helper-70: post-disable activity missed).
+    #[test]
+    fn a_restore_waits_requests_by_the_configs_window() {
+        let mut s = Scenario::new();
+        s.request(10, "a@x");
+        let key = |engine: &Engine| {
+            let state = serde_json::to_value(engine.snapshot()).unwrap();
+            state["timeline"][0][0][0].as_str().unwrap().to_string()
+        };
+        assert_eq!(key(&s.engine), at(610).to_string());
+        let json = serde_json::to_string(&s.engine.snapshot()).unwrap();
+        let mut settings = Scenario::settings();
+        settings.join_window_secs = 900;
+        let engine = Engine::restore(serde_json::from_str(&json).unwrap(), settings);
+        assert_eq!(key(&engine), at(910).to_string());
     }
 
     #[test]
