@@ -835,6 +835,7 @@ fn ended_by_the_other_spelling_s_disable(v1: &str, overdue: bool, high_risk_afte
     let row = &scimwatch::audit::export::read_leavers(&pack.join("leavers.parquet")).unwrap()[0];
     assert_eq!(row.app, "aws-prod");
     assert_eq!(row.correlation_ids, ["A", "B"]);
+    assert_eq!(row.disabled_by.as_deref(), Some("B"));
     assert!(row.latency_seconds.unwrap() > 2.0, "{row:?}");
     let high_risk = overdue || high_risk_after;
     assert_eq!(

@@ -233,42 +233,59 @@ fn without_merged_open_rows(rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
 }
 
 /// Keeps one `disabled` row of those of an app and user disabled at the same instant: the
-/// one begun first, with the others' operations. An account is disabled once at an instant
-/// (a second episode needs a rehire after the first closed), so two such rows come from an
-/// episode begun under a name that `[apps] aliases` made the app's since, ended by the
-/// disable under the app's own name, which the run before the alias took for an episode of
-/// its own (the daemon's restart, or `replay --append`, writes the first's row, disabled at
-/// the second's instant): one replay of all the logs with the aliases now holds the one
-/// begun first.
-fn one_episode_per_disable(mut rows: Vec<LeaverRow>) -> Vec<LeaverRow> {
+/// one begun first, with the others' operations (and the disabling operation, where it has
+/// none). An account is disabled once at an instant (a second episode needs a rehire after
+/// the first closed), so two such rows come from an episode begun under a name that `[apps]
+/// aliases` made the app's since, ended by the disable under the app's own name, which the
+/// run before the alias took for an episode of its own (the daemon's restart, or `replay
+/// --append`, writes the first's row, disabled at the second's instant): one replay of all
+/// the logs with the aliases now holds the one begun first. `earlier`: rows begun before
+/// the pack's quarter, disabled in it or after: one of them is the row begun first (review
+/// helper-69: the later quarter's pack counted the episode again). Rows of two accounts
+/// (two user ids under one login) are two episodes.
+fn one_episode_per_disable(mut rows: Vec<LeaverRow>, earlier: &[LeaverRow]) -> Vec<LeaverRow> {
     use crate::model::fold_case;
+    let key_of = |row: &LeaverRow| {
+        let at = row.disabled_at.filter(|_| row.state == "disabled")?;
+        let user = row.user_login.as_deref().or(row.user_id.as_deref())?;
+        Some((row.app.clone(), fold_case(user).into_owned(), at))
+    };
+    let same_account = |a: &LeaverRow, b: &LeaverRow| match (&a.user_id, &b.user_id) {
+        (Some(a), Some(b)) => fold_case(a) == fold_case(b),
+        _ => true,
+    };
+    // (app, folded user key, disabled at) → the row begun first: in this pack, or earlier.
+    let mut first: HashMap<(String, String, i64), Result<usize, &LeaverRow>> = HashMap::new();
+    for row in earlier {
+        if let Some(key) = key_of(row) {
+            first.entry(key).or_insert(Err(row));
+        }
+    }
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| rows[i].initiated_at);
-    // (app, folded user key, disabled at) → the row begun first.
-    let mut first: HashMap<(String, String, i64), usize> = HashMap::new();
     let mut dropped = vec![false; rows.len()];
     for i in order {
-        let row = &rows[i];
-        let (Some(at), Some(user)) = (
-            row.disabled_at.filter(|_| row.state == "disabled"),
-            row.user_login.as_deref().or(row.user_id.as_deref()),
-        ) else {
+        let Some(key) = key_of(&rows[i]) else {
             continue;
         };
-        let key = (row.app.clone(), fold_case(user).into_owned(), at);
         match first.get(&key) {
             None => {
-                first.insert(key, i);
+                first.insert(key, Ok(i));
             }
-            Some(&kept) => {
+            Some(Err(begun_earlier)) => dropped[i] = same_account(begun_earlier, &rows[i]),
+            Some(&Ok(kept)) if same_account(&rows[kept], &rows[i]) => {
                 dropped[i] = true;
-                let cids = rows[i].correlation_ids.clone();
+                let (cids, by) = (rows[i].correlation_ids.clone(), rows[i].disabled_by.clone());
                 for cid in cids {
                     if !rows[kept].correlation_ids.contains(&cid) {
                         rows[kept].correlation_ids.push(cid);
                     }
                 }
+                if rows[kept].disabled_by.is_none() {
+                    rows[kept].disabled_by = by;
+                }
             }
+            Some(Ok(_)) => {}
         }
     }
     (rows.into_iter().zip(dropped))
@@ -911,14 +928,25 @@ pub fn export(
                 .filter(|r| (start.0..end.0).contains(&r.initiated_at)),
         );
     }
+    // Episodes begun before the quarter and disabled in it or after ([`one_episode_per_disable`]).
+    let mut earlier = Vec::new();
+    for path in table_files(data, Table::Leavers, (ALL_DATES.0, &from))? {
+        earlier.extend(read_leavers(&path)?.into_iter().filter(|r| {
+            r.initiated_at < start.0
+                && r.state == "disabled"
+                && r.disabled_at.is_some_and(|at| at >= start.0)
+        }));
+    }
     // Under the names the config's aliases give now: an episode written open under one
     // spelling and disabled under another after an alias was added is one episode.
     let rename = apps.renamer();
-    for row in &mut leavers {
+    for row in leavers.iter_mut().chain(&mut earlier) {
         crate::model::rename_app(&mut row.app, &rename);
     }
-    let mut leavers =
-        one_episode_per_disable(without_merged_open_rows(one_row_per_episode(leavers)));
+    let mut leavers = one_episode_per_disable(
+        without_merged_open_rows(one_row_per_episode(leavers)),
+        &earlier,
+    );
     // A cancelled episode (a rehire while open) is neither closed nor breached: not in a pack,
     // and its row took the place of any `open` one written before.
     leavers.retain(|row| row.state != "cancelled");
@@ -1403,6 +1431,47 @@ mod tests {
                 ("wiki".to_string(), 1)
             ]
         );
+    }
+
+    /// Of `disabled` rows of one app and user disabled at one instant, the one begun first
+    /// is kept, with the others' operations and disabling operation; one begun before the
+    /// pack's quarter keeps the pack's out (review helper-69); two accounts under one login
+    /// are two episodes.
+    #[test]
+    fn one_disable_is_one_episode() {
+        let disabled = |begun: i64, id: Option<&str>, by: Option<&str>, cids: &[&str]| LeaverRow {
+            disabled_at: Some(100),
+            disabled_by: by.map(str::to_string),
+            correlation_ids: cids.iter().map(|c| c.to_string()).collect(),
+            ..row("aws-prod", Some("bob@x"), id, begun, "disabled")
+        };
+        let kept = one_episode_per_disable(
+            vec![
+                disabled(50, Some("u-1"), Some("b"), &["b"]),
+                disabled(10, Some("u-1"), None, &["a"]),
+                disabled(60, Some("u-2"), Some("c"), &["c"]),
+            ],
+            &[],
+        );
+        let seen: Vec<(i64, Option<String>, Vec<String>)> = (kept.iter())
+            .map(|r| {
+                (
+                    r.initiated_at,
+                    r.disabled_by.clone(),
+                    r.correlation_ids.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (10, Some("b".into()), vec!["a".into(), "b".into()]),
+                (60, Some("c".into()), vec!["c".into()]),
+            ]
+        );
+        let earlier = [disabled(-5, None, None, &["z"])];
+        let kept = one_episode_per_disable(vec![disabled(50, None, Some("b"), &["b"])], &earlier);
+        assert_eq!(kept, []);
     }
 
     /// Of an episode's open rows the one judged last is kept: a breach written past the
