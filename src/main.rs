@@ -305,7 +305,8 @@ fn run_replay(
     let mut stored_span = None;
     let mut carried_ended = Vec::new();
     if let Some((dir, _, Append::Disjoint | Append::EvenOverlapping)) = &parquet {
-        let carried = scimwatch::audit::export::carry_over(dir, &config.apps)?;
+        let policy = scimwatch::judge::Policy::from_config(&config.slo);
+        let carried = scimwatch::audit::export::carry_over(dir, &config.apps, &policy)?;
         stored_span = carried.operation_span;
         if !carried.open.is_empty() {
             eprintln!(

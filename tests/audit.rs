@@ -1554,6 +1554,10 @@ fn an_appended_replay_knows_what_started_a_carried_over_clock() {
     );
 }
 
+fn default_policy() -> scimwatch::judge::Policy {
+    scimwatch::judge::Policy::from_config(&Default::default())
+}
+
 fn ts(text: &str) -> i64 {
     scimwatch::time::parse_time(text, scimwatch::time::TimeFormat::Rfc3339)
         .unwrap()
@@ -1787,9 +1791,10 @@ fn only_closures_the_store_can_vouch_for_carry_over() {
     let dir = tempfile::tempdir().unwrap();
     let core = dir.path().join("core");
     replay_to_parquet(&core);
-    let closed = scimwatch::audit::export::carry_over(&core, &Default::default())
-        .unwrap()
-        .closed;
+    let closed =
+        scimwatch::audit::export::carry_over(&core, &Default::default(), &default_policy())
+            .unwrap()
+            .closed;
     assert!(
         closed
             .iter()
@@ -1809,7 +1814,7 @@ fn only_closures_the_store_can_vouch_for_carry_over() {
         .iter()
         .any(|r| r.clock_start.as_deref() == Some("user_trigger") && r.state == "disabled"));
     assert_eq!(
-        scimwatch::audit::export::carry_over(&entra, &Default::default())
+        scimwatch::audit::export::carry_over(&entra, &Default::default(), &default_policy())
             .unwrap()
             .closed,
         [],
@@ -1921,7 +1926,9 @@ fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
     );
     assert_eq!(first["leavers"]["open"], 6, "{first:#}");
     // With the aliases unchanged, nothing is settled: each name's episodes carry on.
-    let unchanged = scimwatch::audit::export::carry_over(&store, &Default::default()).unwrap();
+    let unchanged =
+        scimwatch::audit::export::carry_over(&store, &Default::default(), &default_policy())
+            .unwrap();
     assert_eq!((unchanged.open.len(), unchanged.ended.len()), (6, 0));
     let append = |name: &str, idp: &[String], gateway: &[String]| {
         let output = bin()
@@ -1970,7 +1977,7 @@ fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
         read_leavers(&pack.join("leavers.parquet")).unwrap()
     };
     let summary = |rows: &[scimwatch::audit::schema::LeaverRow]| {
-        let mut seen: Vec<(String, String, String, String, Option<String>)> = rows
+        let mut seen: Vec<(String, String, String, String, Option<String>, bool)> = rows
             .iter()
             .map(|r| {
                 (
@@ -1979,6 +1986,7 @@ fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
                     scimwatch::time::Ts(r.initiated_at).to_string(),
                     r.state.clone(),
                     r.disabled_at.map(|t| scimwatch::time::Ts(t).to_string()),
+                    r.high_risk,
                 )
             })
             .collect();
@@ -1993,6 +2001,10 @@ fn an_appended_replay_carries_on_under_the_names_changed_aliases_give() {
             at.to_string(),
             state.to_string(),
             disabled.map(str::to_string),
+            // github is high-risk in the example's policy: so is every episode under
+            // gh-ent now, though the first replay decided them by the old name
+            // (QA helper-70).
+            true,
         )
     };
     let disabled = |user: &str, at: &str, disabled: &str| row(user, at, "disabled", Some(disabled));

@@ -321,15 +321,32 @@ pub struct CarryOver {
 /// Reads what a replay appended to the store under `data` carries on with ([`CarryOver`]):
 /// every leaver row once, and eight columns of the operations once, their apps under the
 /// names `apps`' aliases give them now.
-pub fn carry_over(data: &Path, apps: &crate::config::AppsConfig) -> Result<CarryOver, AuditError> {
+pub fn carry_over(
+    data: &Path,
+    apps: &crate::config::AppsConfig,
+    policy: &crate::judge::Policy,
+) -> Result<CarryOver, AuditError> {
     use crate::model::fold_case;
     let rename = apps.renamer();
-    // Each row under its app's name now, with the name it was written under.
+    // Each row under its app's name now, with the name it was written under. Where the
+    // policy names no groups (a row keeps none), an open one is decided again by it, as the
+    // daemon decides its open leavers at a restart (QA helper-70: an alias made an app
+    // high-risk, and the carried episode kept the standard deadline).
     let mut rows = Vec::new();
     for path in table_files(data, Table::Leavers, ALL_DATES)? {
         for mut row in read_leavers(&path)? {
             let written_as = row.app.clone();
             crate::model::rename_app(&mut row.app, &rename);
+            if row.state == "open" && !policy.uses_groups() {
+                let (high_risk, deadline) = policy.decide(crate::judge::policy::Subject {
+                    app: Some(&row.app),
+                    user_login: row.user_login.as_deref(),
+                    user_id: row.user_id.as_deref(),
+                    groups: &[],
+                });
+                row.high_risk = high_risk;
+                row.deadline_seconds = deadline.min(i64::MAX as u64) as i64;
+            }
             rows.push((row, written_as));
         }
     }
