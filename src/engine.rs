@@ -209,9 +209,9 @@ impl EngineState {
         self.joiner.forget_cids(maps_cid)
     }
 
-    /// How many IdP records still joining have no correlation ID.
-    pub fn idp_without_cid(&self) -> usize {
-        self.joiner.idp_without_cid()
+    /// How many IdP records still joining, of the sources `of` picks, have no correlation ID.
+    pub fn idp_without_cid(&self, of: &dyn Fn(u16) -> bool) -> usize {
+        self.joiner.idp_without_cid(of)
     }
 
     /// Gives what is pending the reading its source's `[source.stages]` give it now (changed

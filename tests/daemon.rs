@@ -933,6 +933,31 @@ fn a_source_renamed_or_taken_out_is_said_at_start() {
     assert!(line("A source was taken out").contains("was=idp2"), "{log}");
 }
 
+/// A source's `correlation_id` mapping added across a restart cannot give the records read
+/// before it an ID: the start warns, counting them (QA helper-67, helper-70: nothing was
+/// said, and their operations ended unconfirmed where a replay joins them).
+#[test]
+fn a_correlation_id_mapping_added_with_records_pending_is_warned_of() {
+    let v2 = CONFIG.replace("join_window_secs = 1", "join_window_secs = 5");
+    let v1 = v2.replacen("correlation_id = \"/cid\"\n", "", 1);
+    assert_ne!(v1, v2);
+    let setup = Setup::new(&v1);
+    let daemon = setup.start();
+    let t = now();
+    setup.append("logs/idp.jsonl", &format!("{{\"ts\":\"{t}\",\"cid\":\"K1\",\"action\":\"create\",\"app\":\"wiki\",\"user\":\"kim@corp.example\",\"result\":\"success\"}}\n"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.stop(), Some(0));
+    std::fs::write(setup.config(), &v2).unwrap();
+    let daemon = setup.start();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.stop(), Some(0));
+    let log = setup.daemon_log();
+    let warning = (log.lines())
+        .find(|l| l.contains("read before their source's correlation_id mapping was added"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(warning.contains("records=1"), "{warning}");
+}
+
 /// A spelling taken out of `[apps] aliases`, or moved to another app, cannot be given back to
 /// what was read under it: the start says so, naming it.
 #[test]

@@ -60,6 +60,10 @@ pub struct Checkpoint {
     /// named it again (helper-58). Empty in checkpoints from before it was kept.
     #[serde(default)]
     pub apps: Vec<String>,
+    /// Whether each source (in order) mapped a correlation ID: one mapped since has records
+    /// pending read without (empty in checkpoints from before it was kept).
+    #[serde(default)]
+    pub cid_mapped: Vec<bool>,
 }
 
 /// Why the checkpoint cannot be taken up under `current` (the config's source names in order):
@@ -166,6 +170,7 @@ pub struct CheckpointRef<'a> {
     pub store_newest: Option<(u64, u64)>,
     pub watched_since: std::collections::BTreeMap<&'a str, Ts>,
     pub apps: Vec<String>,
+    pub cid_mapped: &'a [bool],
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only

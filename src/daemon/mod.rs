@@ -161,6 +161,8 @@ struct QueueLimits {
 pub struct Pipeline {
     config: Config,
     parsers: Vec<LineParser>,
+    /// Whether each source maps a correlation ID (kept in checkpoints).
+    cid_mapped: Vec<bool>,
     engine: Engine,
     tailer: Tailer,
     audit: AuditWriter,
@@ -249,6 +251,12 @@ impl Pipeline {
         let mut watched_since = BTreeMap::new();
         // Open episodes that app names now merged ended (`[apps] aliases` changed).
         let mut merged_ended = Vec::new();
+        let cid_mapped: Vec<bool> = (config.sources.iter())
+            .map(|source| {
+                crate::parse::resolve_source(source, &config.apps)
+                    .is_ok_and(|p| p.maps(crate::parse::Field::CorrelationId))
+            })
+            .collect();
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(mut saved) => {
                 if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
@@ -343,13 +351,7 @@ impl Pipeline {
                 }
                 // A source whose correlation_id mapping was taken out: its pending records
                 // lose the IDs, as the config now reads them.
-                let mapping: Vec<bool> = (config.sources.iter())
-                    .map(|source| {
-                        crate::parse::resolve_source(source, &config.apps)
-                            .is_ok_and(|p| p.maps(crate::parse::Field::CorrelationId))
-                    })
-                    .collect();
-                let maps_cid = |source: u16| *mapping.get(usize::from(source)).unwrap_or(&true);
+                let maps_cid = |source: u16| *cid_mapped.get(usize::from(source)).unwrap_or(&true);
                 let forgotten = saved.engine.forget_cids(&maps_cid);
                 if forgotten > 0 {
                     tracing::info!(
@@ -357,18 +359,28 @@ impl Pipeline {
                         "Pending records of sources whose correlation_id mapping was taken out lose their IDs, as the config now reads them, and are filed again."
                     );
                 }
-                if saved.engine.gateway_cid_joins() != settings.gateway_cid_joins {
+                let flipped = saved.engine.gateway_cid_joins() != settings.gateway_cid_joins;
+                if flipped {
                     tracing::info!(
                         now = settings.gateway_cid_joins,
                         "Whether gateway correlation IDs join changed (an idp source's correlation_id mapping added or taken out): what is pending is filed again as the config now files it."
                     );
-                    let without = saved.engine.idp_without_cid();
-                    if settings.gateway_cid_joins && without > 0 {
-                        tracing::warn!(
-                            records = without,
-                            "IdP records read before a correlation_id mapping was added have no ID, and the gateway's writes with one join only by it: those operations will be unconfirmed and their writes unattributed, where a replay with the new config joins them. Let what is pending settle before adding the mapping, or replay the logs."
-                        );
+                }
+                // Sources that map an ID since (by the checkpoint's record of which did; for
+                // an older checkpoint, IDs joining since): their records read before have none.
+                let mapped_since = |source: u16| {
+                    let now = maps_cid(source);
+                    match saved.cid_mapped.get(usize::from(source)) {
+                        Some(before) => now && !before,
+                        None => now && flipped && saved.cid_mapped.is_empty(),
                     }
+                };
+                let without = saved.engine.idp_without_cid(&mapped_since);
+                if without > 0 {
+                    tracing::warn!(
+                        records = without,
+                        "IdP records read before their source's correlation_id mapping was added have no ID, and the gateway's writes with one join only by it: those operations will be unconfirmed and their writes unattributed, where a replay with the new config joins them. Let what is pending settle before adding the mapping, or replay the logs."
+                    );
                 }
                 tracing::info!(files = saved.files.len(), written_at = %saved.written_at, "Resuming from checkpoint.");
                 let mut engine = Engine::restore(saved.engine, settings);
@@ -515,6 +527,7 @@ impl Pipeline {
         Ok(Pipeline {
             config,
             parsers,
+            cid_mapped,
             engine,
             tailer,
             audit,
@@ -1010,6 +1023,7 @@ impl Pipeline {
                 .map(|(p, since)| (p.name.as_str(), *since))
                 .collect(),
             apps: self.metrics.labelled_apps(),
+            cid_mapped: &self.cid_mapped,
             last_events: self
                 .parsers
                 .iter()

@@ -367,11 +367,12 @@ impl JoinerState {
         forgotten
     }
 
-    /// How many pending IdP records have no correlation ID.
-    pub fn idp_without_cid(&self) -> usize {
+    /// How many pending IdP records of the sources `of` picks (by place) have no
+    /// correlation ID.
+    pub fn idp_without_cid(&self, of: &dyn Fn(u16) -> bool) -> usize {
         (self.buckets.iter())
             .flat_map(|(_, bucket)| &bucket.idp)
-            .filter(|record| record.correlation_id.is_none())
+            .filter(|record| record.correlation_id.is_none() && of(record.origin.source))
             .count()
     }
 
