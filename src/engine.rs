@@ -218,13 +218,16 @@ impl EngineState {
     /// across a restart; `classify` by source place, `None` for a source not known): the IdP
     /// records still joining take their action's stage
     /// ([`crate::join::JoinerState::restage`]), or become the trigger or return it names
-    /// now; the joined operations and closures waiting on the timeline take theirs, or leave
-    /// it when no longer a joiner or leaver; and the triggers waiting there become returns,
-    /// or the other way, or leave it (QA helper-70: a suspend made a mover still opened an
-    /// episode from the timeline, a trigger taken out still paged). As a replay with the new
-    /// config reads the same lines, save what cannot be made again from what is kept (a
-    /// trigger turned into an operation: its line's other fields are gone). How many changed,
-    /// and how many were dropped.
+    /// now; the joined operations waiting on the timeline take theirs, become the trigger or
+    /// return they name now, or leave it when no longer a joiner or leaver; and the triggers
+    /// waiting there become returns, or the other way, or leave it (QA helper-70: a suspend
+    /// made a mover still opened an episode from the timeline, a trigger taken out still
+    /// paged). As a replay with the new config reads the same lines, save what cannot be
+    /// made again from what is kept (a trigger turned into an operation: its line's other
+    /// fields are gone) and the closures of operations already taken. Only for sources whose
+    /// stages changed (`classify` gives `None` for the others): an operation's stage is its
+    /// first record's and its action its last's, which may differ (review helper-71). How
+    /// many changed, and how many were dropped.
     pub fn restage(
         &mut self,
         classify: &dyn Fn(u16, &str) -> Option<crate::parse::Classified>,
@@ -248,6 +251,12 @@ impl EngineState {
                     continue;
                 }
             };
+            // As the parser makes triggers: none of a failure, or of no one (review helper-71).
+            let nobody = record.user_id.is_none() && record.user_login.is_none();
+            if record.status == Some(crate::model::IdpStatus::Failure) || nobody {
+                dropped += 1;
+                continue;
+            }
             changed += 1;
             self.timeline.push((
                 (record.time, SOURCE_EVENTS, origin_key(record.origin)),
@@ -276,7 +285,10 @@ impl EngineState {
                     }
                     Some(_) => false,
                 },
-                TimelineItem::Operation(op) | TimelineItem::Close(op) => {
+                // Not yet taken by the episodes: read again. (A closure is of an operation
+                // they took, under the reading it had then: it stays, or its episode would
+                // wait for it for ever. Review helper-71.)
+                TimelineItem::Operation(op) => {
                     let fields = LifecycleOpFields::from(op.clone());
                     match classify(source, &fields.action) {
                         None => true,
@@ -287,10 +299,25 @@ impl EngineState {
                             }
                             true
                         }
+                        Some(class @ (Classified::Trigger | Classified::Return)) => {
+                            // Its clock, or the user's return, from the source of truth.
+                            changed += 1;
+                            *key = (fields.time, SOURCE_EVENTS, key.2);
+                            *item = TimelineItem::Trigger(Trigger {
+                                time: fields.time,
+                                app: fields.app,
+                                user_id: fields.user_id,
+                                user_login: fields.user_login,
+                                event: fields.action,
+                                groups: fields.groups,
+                                returns: class == Classified::Return,
+                            });
+                            true
+                        }
                         Some(_) => false,
                     }
                 }
-                TimelineItem::Request(_) => true,
+                TimelineItem::Close(_) | TimelineItem::Request(_) => true,
             }
         });
         dropped += before - self.timeline.len();
@@ -1207,16 +1234,17 @@ mod tests {
         });
         assert_eq!(counts, (1, 1));
         assert_eq!(episodes(&mut movers), []);
-        // The leaver still joining made a trigger: its clock, from the timeline.
+        // The leavers made triggers, the one still joining and the one on the timeline: each
+        // a clock from the timeline (review helper-71: the timeline's was dropped).
         let (turned, counts) = restarted(&|source, action| {
             (source == 0 && action == "leaver").then_some(Classified::Trigger)
         });
-        assert_eq!(counts, (1, 1));
+        assert_eq!(counts, (2, 0));
         let state = serde_json::to_value(turned.engine.snapshot()).unwrap();
         let triggers: Vec<&str> = (state["timeline"].as_array().unwrap().iter())
             .filter_map(|item| item[1]["Trigger"]["user_login"].as_str())
             .collect();
-        assert_eq!(triggers, ["c@x", "c@x"], "{state}");
+        assert_eq!(triggers, ["a@x", "c@x", "c@x"], "{state}");
     }
 
     /// A request waiting on the timeline waits the window the config gives now, where it

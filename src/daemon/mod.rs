@@ -332,8 +332,16 @@ impl Pipeline {
                 let parsers = (config.sources.iter().enumerate())
                     .map(|(i, source)| LineParser::new(source, &config.apps, i as u16))
                     .collect::<Result<Vec<_>, _>>()?;
+                // Only for sources whose stages changed (review helper-71: read again with
+                // the config unchanged, an operation of mixed actions was dropped).
+                let restaged: Vec<bool> = (parsers.iter().enumerate())
+                    .map(|(place, parser)| {
+                        (saved.stage_marks.get(place)).is_some_and(|b| *b != parser.stages_mark())
+                    })
+                    .collect();
                 let classify = |source: u16, action: &str| {
-                    let parser = parsers.get(usize::from(source))?;
+                    let place = usize::from(source);
+                    let parser = parsers.get(place).filter(|_| restaged[place])?;
                     Some(parser.classify(action))
                 };
                 let (restaged, dropped) = saved.engine.restage(&classify);
@@ -1024,6 +1032,7 @@ impl Pipeline {
                 .collect(),
             apps: self.metrics.labelled_apps(),
             cid_mapped: &self.cid_mapped,
+            stage_marks: self.parsers.iter().map(LineParser::stages_mark).collect(),
             last_events: self
                 .parsers
                 .iter()

@@ -863,6 +863,29 @@ impl LineParser {
         }
     }
 
+    /// A mark of how this source reads actions ([`LineParser::classify`]): kept in the
+    /// daemon's checkpoint, so a restart reads what is pending again only for sources whose
+    /// stages changed. The same for the same stages, in any order, on every run.
+    pub fn stages_mark(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut stages: Vec<(&str, u8)> = (self.stages.iter())
+            .map(|(action, stage)| (action.as_str(), *stage as u8))
+            .collect();
+        stages.sort_unstable();
+        let mut lists = [self.triggers.clone(), self.returns.clone()];
+        for list in &mut lists {
+            list.iter_mut().for_each(|a| a.make_ascii_lowercase());
+            list.sort_unstable();
+        }
+        // SipHash with fixed keys: stable from run to run.
+        #[allow(deprecated)]
+        let mut hasher = std::hash::SipHasher::new();
+        (self.role == Role::Trigger).hash(&mut hasher);
+        stages.hash(&mut hasher);
+        lists.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// The stage `[source.stages]` (and the preset) give an action, if any.
     fn stage_of(&self, action: &str) -> Option<Stage> {
         self.stages

@@ -674,3 +674,24 @@ fn texts_made_for_a_line_are_its_own_line_after_line() {
         assert_eq!(idp.error.as_deref(), Some(format!("e\"{n}").as_str()));
     }
 }
+
+/// A source's stages mark is the same for the same stages, however listed, and differs when
+/// an action moves: a restart reads what is pending again only when it does.
+#[test]
+fn the_stages_mark_changes_only_with_the_stages() {
+    let mark = |stages: &[(&str, &[&str])]| {
+        let mut config = source(Role::Idp, "json", &[("time", "/ts"), ("action", "/a")]);
+        for (stage, actions) in stages {
+            let actions = actions.iter().map(|a| a.to_string()).collect();
+            config.stages.insert(stage.to_string(), actions);
+        }
+        resolve_source(&config, &AppsConfig::default())
+            .unwrap()
+            .stages_mark()
+    };
+    assert_eq!(mark(&[]), mark(&[]));
+    let moved = mark(&[("mover", &["update", "suspend"])]);
+    assert_ne!(mark(&[]), moved);
+    assert_eq!(moved, mark(&[("mover", &["Suspend", "update"])]));
+    assert_ne!(mark(&[("trigger", &["terminated"])]), mark(&[]));
+}
