@@ -647,11 +647,25 @@ impl Joiner {
             let awaited = (self.buckets)
                 .find(hash, |b| b.packed.key_bytes() == key.as_bytes())
                 .is_some_and(|b| !b.idp.is_empty());
-            let claimable = (entry.record.resource_id.iter())
-                .any(|id| self.fuzzy_by_resource.contains_key(id))
-                || entry
-                    .names()
-                    .any(|name| self.fuzzy_by_user.contains_key(name));
+            // By an operation of the write's app (review helper-71: any app's kept a write
+            // its own record, read since with the ID, then missed).
+            let of_app = |key: &Key| {
+                let hash = self.hash(key.as_bytes());
+                (self.buckets)
+                    .find(hash, |b| b.packed.key_bytes() == key.as_bytes())
+                    .is_some_and(|b| {
+                        (b.idp.iter()).any(|r| {
+                            r.app.as_deref().map(fold_case).unwrap_or_default() == entry.app
+                        })
+                    })
+            };
+            let by_resource = (entry.record.resource_id.iter())
+                .filter_map(|id| self.fuzzy_by_resource.get(id))
+                .flatten();
+            let by_user = (entry.names())
+                .filter_map(|name| self.fuzzy_by_user.get(name))
+                .flatten();
+            let claimable = by_resource.chain(by_user).any(of_app);
             if claimable && !awaited {
                 self.pool_entry(entry);
                 continue;
@@ -1954,6 +1968,26 @@ mod tests {
         assert_eq!(
             methods(settled(&mut joiner, 5000)),
             [(JoinMethod::UserName, 1, 1)]
+        );
+        // C, another app's operation waiting for the user: not the write's; the write goes
+        // to its ID's bucket, where its own record, read since with the ID, joins it.
+        let mut joiner = Joiner::new(600, false);
+        joiner.push_idp(IdpRecord {
+            correlation_id: None,
+            app: Some("vault".into()),
+            ..idp(1000, "", 1)
+        });
+        joiner.push_gateway(GatewayRecord {
+            user_name: Some("a@x".into()),
+            ..write(1001, "c1", 2)
+        });
+        let mut joiner = restored(&joiner, true);
+        joiner.push_idp(idp(1002, "c1", 3));
+        let mut joined = methods(settled(&mut joiner, 5000));
+        joined.sort_by_key(|(_, _, attempts)| *attempts);
+        assert_eq!(
+            joined,
+            [(JoinMethod::None, 1, 0), (JoinMethod::CorrelationId, 1, 1)]
         );
         // D: one source's mapping taken out while IDs still join (another IdP source maps
         // one): its pending records lose their IDs, as a replay reads them, and are filed
