@@ -56,6 +56,10 @@ impl EngineSettings {
     }
 }
 
+/// How a source read an action before a restart and reads it now
+/// ([`EngineState::restage`]).
+pub type Reads = (crate::parse::Classified, crate::parse::Classified);
+
 /// Timeline order: time, then kind (triggers before operations before closures before
 /// requests), then where the item came from — all properties of the data, none of arrival
 /// order.
@@ -228,14 +232,12 @@ impl EngineState {
     /// stages changed (`classify` gives `None` for the others): an operation's stage is its
     /// first record's and its action its last's, which may differ (review helper-71). How
     /// many changed, and how many were dropped.
-    pub fn restage(
-        &mut self,
-        classify: &dyn Fn(u16, &str) -> Option<crate::parse::Classified>,
-    ) -> (usize, usize) {
+    pub fn restage(&mut self, classify: &dyn Fn(u16, &str) -> Option<Reads>) -> (usize, usize) {
         use crate::judge::leavers::LifecycleOpFields;
         use crate::parse::Classified;
+        let now = |source: u16, action: &str| classify(source, action).map(|(_, now)| now);
         let stage_of = |record: &IdpRecord| {
-            classify(record.origin.source, &record.action).map(|c| match c {
+            now(record.origin.source, &record.action).map(|c| match c {
                 Classified::Stage(stage) => Some(stage),
                 _ => None,
             })
@@ -243,7 +245,7 @@ impl EngineState {
         let (mut changed, taken) = self.joiner.restage(&stage_of);
         let mut dropped = 0;
         for record in taken {
-            let returns = match classify(record.origin.source, &record.action) {
+            let returns = match now(record.origin.source, &record.action) {
                 Some(Classified::Trigger) => false,
                 Some(Classified::Return) => true,
                 _ => {
@@ -275,7 +277,7 @@ impl EngineState {
         self.timeline.retain_mut(|(key, item)| {
             let source = key.2 .0;
             match item {
-                TimelineItem::Trigger(trigger) => match classify(source, &trigger.event) {
+                TimelineItem::Trigger(trigger) => match now(source, &trigger.event) {
                     None => true,
                     Some(class @ (Classified::Trigger | Classified::Return)) => {
                         let returns = class == Classified::Return;
@@ -290,16 +292,27 @@ impl EngineState {
                 // wait for it for ever. Review helper-71.)
                 TimelineItem::Operation(op) => {
                     let fields = LifecycleOpFields::from(op.clone());
-                    match classify(source, &fields.action) {
-                        None => true,
-                        Some(Classified::Stage(stage @ (Stage::Joiner | Stage::Leaver))) => {
+                    // Its action is its last record's, its stage its first's: read again only
+                    // where the action gave the stage (review helper-72: a leave followed by
+                    // an update was read as the update, and dropped).
+                    let now = match classify(source, &fields.action) {
+                        Some((before, now)) if before == Classified::Stage(fields.stage) => now,
+                        _ => return true,
+                    };
+                    // As the parser makes triggers: none of a failure at the IdP (failed,
+                    // never sent), or of no one.
+                    let unmade = (fields.outcome == Outcome::Failed
+                        && fields.first_attempt_time.is_none())
+                        || (fields.user_id.is_none() && fields.user_login.is_none());
+                    match now {
+                        Classified::Stage(stage @ (Stage::Joiner | Stage::Leaver)) => {
                             if stage != fields.stage {
                                 changed += 1;
                                 *op = LifecycleOpFields { stage, ..fields }.into();
                             }
                             true
                         }
-                        Some(class @ (Classified::Trigger | Classified::Return)) => {
+                        class @ (Classified::Trigger | Classified::Return) if !unmade => {
                             // Its clock, or the user's return, from the source of truth.
                             changed += 1;
                             *key = (fields.time, SOURCE_EVENTS, key.2);
@@ -314,7 +327,7 @@ impl EngineState {
                             });
                             true
                         }
-                        Some(_) => false,
+                        _ => false,
                     }
                 }
                 TimelineItem::Close(_) | TimelineItem::Request(_) => true,
@@ -1191,7 +1204,7 @@ mod tests {
             s.engine.advance(at(670));
             s.outputs.extend(s.engine.drain());
         };
-        let restarted = |classify: &dyn Fn(u16, &str) -> Option<Classified>| {
+        let restarted = |classify: &dyn Fn(u16, &str) -> Option<Reads>| {
             let mut s = Scenario::new();
             feed(&mut s);
             let json = serde_json::to_string(&s.engine.snapshot()).unwrap();
@@ -1221,23 +1234,25 @@ mod tests {
             [("a@x".into(), at(1)), ("c@x".into(), at(3))]
         );
         // The trigger's event no longer one: c's clock starts at her leave.
-        let (mut untriggered, counts) =
-            restarted(&|source, _| (source == 2).then_some(Classified::Other));
+        let (mut untriggered, counts) = restarted(&|source, _| {
+            (source == 2).then_some((Classified::Trigger, Classified::Other))
+        });
         assert_eq!(counts, (0, 1));
         assert_eq!(
             episodes(&mut untriggered),
             [("a@x".into(), at(1)), ("c@x".into(), at(650))]
         );
         // The leavers made movers: the one on the timeline and the one joining.
+        let leaver = Classified::Stage(Stage::Leaver);
         let (mut movers, counts) = restarted(&|source, action| {
-            (source == 0 && action == "leaver").then_some(Classified::Stage(Stage::Mover))
+            (source == 0 && action == "leaver").then_some((leaver, Classified::Stage(Stage::Mover)))
         });
         assert_eq!(counts, (1, 1));
         assert_eq!(episodes(&mut movers), []);
         // The leavers made triggers, the one still joining and the one on the timeline: each
         // a clock from the timeline (review helper-71: the timeline's was dropped).
         let (turned, counts) = restarted(&|source, action| {
-            (source == 0 && action == "leaver").then_some(Classified::Trigger)
+            (source == 0 && action == "leaver").then_some((leaver, Classified::Trigger))
         });
         assert_eq!(counts, (2, 0));
         let state = serde_json::to_value(turned.engine.snapshot()).unwrap();
@@ -1245,6 +1260,14 @@ mod tests {
             .filter_map(|item| item[1]["Trigger"]["user_login"].as_str())
             .collect();
         assert_eq!(triggers, ["a@x", "c@x", "c@x"], "{state}");
+        // An operation whose stage another of its records gave (its last action read
+        // otherwise before): left as it is.
+        let (mut other, counts) = restarted(&|source, action| {
+            let before = Classified::Stage(Stage::Mover);
+            (source == 0 && action == "leaver").then_some((before, Classified::Other))
+        });
+        assert_eq!(counts, (0, 1), "the record still joining is read again");
+        assert_eq!(episodes(&mut other), [("a@x".into(), at(1))]);
     }
 
     /// A request waiting on the timeline waits the window the config gives now, where it

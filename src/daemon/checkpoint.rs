@@ -64,11 +64,11 @@ pub struct Checkpoint {
     /// pending read without (empty in checkpoints from before it was kept).
     #[serde(default)]
     pub cid_mapped: Vec<bool>,
-    /// Each source's [`crate::parse::LineParser::stages_mark`] (in order): what is pending
-    /// is read again for sources whose stages changed (empty in checkpoints from before it
-    /// was kept: nothing is).
+    /// How each source (in order) read actions ([`crate::parse::LineParser::reading`]): what
+    /// is pending is read again where the reading now differs (empty in checkpoints from
+    /// before it was kept: nothing is).
     #[serde(default)]
-    pub stage_marks: Vec<u64>,
+    pub readings: Vec<crate::parse::Reading>,
 }
 
 /// Why the checkpoint cannot be taken up under `current` (the config's source names in order):
@@ -176,7 +176,7 @@ pub struct CheckpointRef<'a> {
     pub watched_since: std::collections::BTreeMap<&'a str, Ts>,
     pub apps: Vec<String>,
     pub cid_mapped: &'a [bool],
-    pub stage_marks: Vec<u64>,
+    pub readings: Vec<crate::parse::Reading>,
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only

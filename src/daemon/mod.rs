@@ -334,15 +334,18 @@ impl Pipeline {
                     .collect::<Result<Vec<_>, _>>()?;
                 // Only for sources whose stages changed (review helper-71: read again with
                 // the config unchanged, an operation of mixed actions was dropped).
-                let restaged: Vec<bool> = (parsers.iter().enumerate())
-                    .map(|(place, parser)| {
-                        (saved.stage_marks.get(place)).is_some_and(|b| *b != parser.stages_mark())
-                    })
-                    .collect();
+                let readings: Vec<Option<(&crate::parse::Reading, crate::parse::Reading)>> =
+                    (parsers.iter().enumerate())
+                        .map(|(place, parser)| {
+                            let before = saved.readings.get(place)?;
+                            let now = parser.reading();
+                            (*before != now).then_some((before, now))
+                        })
+                        .collect();
                 let classify = |source: u16, action: &str| {
-                    let place = usize::from(source);
-                    let parser = parsers.get(place).filter(|_| restaged[place])?;
-                    Some(parser.classify(action))
+                    let (before, now) = readings.get(usize::from(source))?.as_ref()?;
+                    let read = (before.classify(action), now.classify(action));
+                    (read.0 != read.1).then_some(read)
                 };
                 let (restaged, dropped) = saved.engine.restage(&classify);
                 if restaged > 0 {
@@ -1032,7 +1035,7 @@ impl Pipeline {
                 .collect(),
             apps: self.metrics.labelled_apps(),
             cid_mapped: &self.cid_mapped,
-            stage_marks: self.parsers.iter().map(LineParser::stages_mark).collect(),
+            readings: self.parsers.iter().map(LineParser::reading).collect(),
             last_events: self
                 .parsers
                 .iter()

@@ -655,7 +655,8 @@ impl Joiner {
                     .find(hash, |b| b.packed.key_bytes() == key.as_bytes())
                     .is_some_and(|b| {
                         (b.idp.iter()).any(|r| {
-                            r.app.as_deref().map(fold_case).unwrap_or_default() == entry.app
+                            let app = r.app.as_deref().map(fold_case).unwrap_or_default();
+                            apps_match(&app, &entry.app)
                         })
                     })
             };

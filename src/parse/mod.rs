@@ -344,6 +344,39 @@ enum Format {
     },
 }
 
+/// How a source reads actions or events ([`LineParser::reading`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reading {
+    /// A trigger source's (its leaver events are triggers, its joiner ones returns).
+    pub trigger_source: bool,
+    /// Action → stage, lowercased, sorted.
+    pub stages: Vec<(String, Stage)>,
+    pub triggers: Vec<String>,
+    pub returns: Vec<String>,
+}
+
+impl Reading {
+    /// What a record with this action or event becomes: as the parser makes it.
+    pub fn classify(&self, action: &str) -> Classified {
+        let action = action.to_ascii_lowercase();
+        let stage = (self
+            .stages
+            .binary_search_by(|(a, _)| a.as_str().cmp(&action))
+            .ok())
+        .map(|i| self.stages[i].1);
+        let listed = |list: &[String]| list.binary_search(&action).is_ok();
+        match (self.trigger_source, stage) {
+            (true, Some(Stage::Leaver)) => Classified::Trigger,
+            (true, Some(Stage::Joiner)) => Classified::Return,
+            (true, _) => Classified::Other,
+            (false, Some(stage)) => Classified::Stage(stage),
+            _ if listed(&self.triggers) => Classified::Trigger,
+            _ if listed(&self.returns) => Classified::Return,
+            _ => Classified::Other,
+        }
+    }
+}
+
 /// What an action or event is to a source ([`LineParser::classify`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Classified {
@@ -848,42 +881,35 @@ impl LineParser {
     }
 
     /// What a record with this action (an IdP source's) or event (a trigger source's)
-    /// becomes under this source's `[source.stages]` and preset: a restart with changed
-    /// stages gives what is pending this reading.
+    /// becomes under this source's `[source.stages]` and preset.
     pub fn classify(&self, action: &str) -> Classified {
-        let is = |list: &[String]| list.iter().any(|t| t.eq_ignore_ascii_case(action));
-        match (self.role, self.stage_of(action)) {
-            (Role::Trigger, Some(Stage::Leaver)) => Classified::Trigger,
-            (Role::Trigger, Some(Stage::Joiner)) => Classified::Return,
-            (Role::Trigger, _) => Classified::Other,
-            (_, Some(stage)) => Classified::Stage(stage),
-            _ if is(&self.triggers) => Classified::Trigger,
-            _ if is(&self.returns) => Classified::Return,
-            _ => Classified::Other,
-        }
+        self.reading().classify(action)
     }
 
-    /// A mark of how this source reads actions ([`LineParser::classify`]): kept in the
-    /// daemon's checkpoint, so a restart reads what is pending again only for sources whose
-    /// stages changed. The same for the same stages, in any order, on every run.
-    pub fn stages_mark(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut stages: Vec<(&str, u8)> = (self.stages.iter())
-            .map(|(action, stage)| (action.as_str(), *stage as u8))
+    /// How this source reads actions ([`LineParser::classify`]), as data: kept in the
+    /// daemon's checkpoint, so a restart reads again only what a changed reading reads
+    /// otherwise. Lists lowercased and sorted: the same for the same stages.
+    pub fn reading(&self) -> Reading {
+        let sorted = |list: &[String]| {
+            let mut list: Vec<String> = list.iter().map(|a| a.to_ascii_lowercase()).collect();
+            list.sort_unstable();
+            list.dedup();
+            list
+        };
+        // The first listing of an action is the one the parser takes (the config's before
+        // the preset's).
+        let mut seen = std::collections::HashSet::new();
+        let mut stages: Vec<(String, Stage)> = (self.stages.iter())
+            .filter(|(action, _)| seen.insert(action.as_str()))
+            .cloned()
             .collect();
         stages.sort_unstable();
-        let mut lists = [self.triggers.clone(), self.returns.clone()];
-        for list in &mut lists {
-            list.iter_mut().for_each(|a| a.make_ascii_lowercase());
-            list.sort_unstable();
+        Reading {
+            trigger_source: self.role == Role::Trigger,
+            stages,
+            triggers: sorted(&self.triggers),
+            returns: sorted(&self.returns),
         }
-        // SipHash with fixed keys: stable from run to run.
-        #[allow(deprecated)]
-        let mut hasher = std::hash::SipHasher::new();
-        (self.role == Role::Trigger).hash(&mut hasher);
-        stages.hash(&mut hasher);
-        lists.hash(&mut hasher);
-        hasher.finish()
     }
 
     /// The stage `[source.stages]` (and the preset) give an action, if any.

@@ -675,10 +675,11 @@ fn texts_made_for_a_line_are_its_own_line_after_line() {
     }
 }
 
-/// A source's stages mark is the same for the same stages, however listed, and differs when
-/// an action moves: a restart reads what is pending again only when it does.
+/// A source's reading is the same for the same stages, however listed, and differs when an
+/// action moves: a restart reads what is pending again only when it does; and it reads as
+/// the parser does.
 #[test]
-fn the_stages_mark_changes_only_with_the_stages() {
+fn the_stages_reading_changes_only_with_the_stages() {
     let mark = |stages: &[(&str, &[&str])]| {
         let mut config = source(Role::Idp, "json", &[("time", "/ts"), ("action", "/a")]);
         for (stage, actions) in stages {
@@ -687,11 +688,22 @@ fn the_stages_mark_changes_only_with_the_stages() {
         }
         resolve_source(&config, &AppsConfig::default())
             .unwrap()
-            .stages_mark()
+            .reading()
     };
     assert_eq!(mark(&[]), mark(&[]));
     let moved = mark(&[("mover", &["update", "suspend"])]);
     assert_ne!(mark(&[]), moved);
     assert_eq!(moved, mark(&[("mover", &["Suspend", "update"])]));
     assert_ne!(mark(&[("trigger", &["terminated"])]), mark(&[]));
+    let parser = idp_parser();
+    for action in ["Deactivate", "update", "create", "suspend", "nothing"] {
+        assert_eq!(
+            parser.reading().classify(action),
+            match parser.stage_of(action) {
+                Some(stage) => Classified::Stage(stage),
+                None => Classified::Other,
+            },
+            "{action}"
+        );
+    }
 }
