@@ -160,12 +160,12 @@ impl Policy {
         }
     }
 
-    /// `(high_risk, deadline_secs)`: the first matching policy, else the standard deadline.
     /// Whether a rule names groups: then a leaver's decision needs its groups.
     pub fn uses_groups(&self) -> bool {
         self.rules.iter().any(|rule| !rule.groups.is_empty())
     }
 
+    /// `(high_risk, deadline_secs)`: the first matching policy, else the standard deadline.
     pub fn decide(&self, subject: Subject<'_>) -> (bool, u64) {
         let matches = |patterns: &[Matcher], value: Option<&str>| {
             value.is_some_and(|v| patterns.iter().any(|p| p.matches(v)))
