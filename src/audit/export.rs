@@ -254,11 +254,17 @@ fn one_episode_per_disable(mut rows: Vec<LeaverRow>, earlier: &[LeaverRow]) -> V
         (Some(a), Some(b)) => fold_case(a) == fold_case(b),
         _ => true,
     };
-    // (app, folded user key, disabled at) → the row begun first: in this pack, or earlier.
-    let mut first: HashMap<(String, String, i64), Result<usize, &LeaverRow>> = HashMap::new();
+    // (app, folded user key, disabled at) → the row begun first of each account: in this
+    // pack, or earlier.
+    type Firsts<'a> = Vec<Result<usize, &'a LeaverRow>>;
+    let mut first: HashMap<(String, String, i64), Firsts<'_>> = HashMap::new();
     for row in earlier {
         if let Some(key) = key_of(row) {
-            first.entry(key).or_insert(Err(row));
+            let firsts = first.entry(key).or_default();
+            let known = |f: &Result<usize, &LeaverRow>| matches!(f, Err(r) if same_account(r, row));
+            if !firsts.iter().any(known) {
+                firsts.push(Err(row));
+            }
         }
     }
     let mut order: Vec<usize> = (0..rows.len()).collect();
@@ -268,12 +274,15 @@ fn one_episode_per_disable(mut rows: Vec<LeaverRow>, earlier: &[LeaverRow]) -> V
         let Some(key) = key_of(&rows[i]) else {
             continue;
         };
-        match first.get(&key) {
-            None => {
-                first.insert(key, Ok(i));
-            }
-            Some(Err(begun_earlier)) => dropped[i] = same_account(begun_earlier, &rows[i]),
-            Some(&Ok(kept)) if same_account(&rows[kept], &rows[i]) => {
+        let firsts = first.entry(key).or_default();
+        let account = firsts.iter().find(|f| match f {
+            Ok(kept) => same_account(&rows[*kept], &rows[i]),
+            Err(begun_earlier) => same_account(begun_earlier, &rows[i]),
+        });
+        match account {
+            None => firsts.push(Ok(i)),
+            Some(Err(_)) => dropped[i] = true,
+            Some(&Ok(kept)) => {
                 dropped[i] = true;
                 let (cids, by) = (rows[i].correlation_ids.clone(), rows[i].disabled_by.clone());
                 for cid in cids {
@@ -285,7 +294,6 @@ fn one_episode_per_disable(mut rows: Vec<LeaverRow>, earlier: &[LeaverRow]) -> V
                     rows[kept].disabled_by = by;
                 }
             }
-            Some(Ok(_)) => {}
         }
     }
     (rows.into_iter().zip(dropped))
@@ -1453,7 +1461,7 @@ mod tests {
     /// Of `disabled` rows of one app and user disabled at one instant, the one begun first
     /// is kept, with the others' operations and disabling operation; one begun before the
     /// pack's quarter keeps the pack's out (review helper-69); two accounts under one login
-    /// are two episodes.
+    /// are two episodes, each kept once (review helper-71).
     #[test]
     fn one_disable_is_one_episode() {
         let disabled = |begun: i64, id: Option<&str>, by: Option<&str>, cids: &[&str]| LeaverRow {
@@ -1467,6 +1475,7 @@ mod tests {
                 disabled(50, Some("u-1"), Some("b"), &["b"]),
                 disabled(10, Some("u-1"), None, &["a"]),
                 disabled(60, Some("u-2"), Some("c"), &["c"]),
+                disabled(70, Some("u-2"), None, &["d"]),
             ],
             &[],
         );
@@ -1483,7 +1492,7 @@ mod tests {
             seen,
             [
                 (10, Some("b".into()), vec!["a".into(), "b".into()]),
-                (60, Some("c".into()), vec!["c".into()]),
+                (60, Some("c".into()), vec!["c".into(), "d".into()]),
             ]
         );
         let earlier = [disabled(-5, None, None, &["z"])];

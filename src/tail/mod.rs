@@ -1328,6 +1328,21 @@ mod tests {
         Tailer::new(vec![source], positions, 1 << 20, rotate_wait)
     }
 
+    /// The lines a tailer gives in `passes` polls.
+    fn lines_of(tailer: &mut Tailer, passes: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        for _ in 0..passes {
+            tailer
+                .poll(&mut |_, line| {
+                    if let Line::Text { bytes, .. } = line {
+                        seen.push(String::from_utf8_lossy(bytes).into_owned());
+                    }
+                })
+                .unwrap();
+        }
+        seen
+    }
+
     impl Harness {
         fn new() -> Harness {
             let dir = tempfile::tempdir().unwrap();
@@ -1557,17 +1572,7 @@ mod tests {
         let positions = h.tailer.positions();
         let mut renamed = tailer_in(h.dir.path(), "renamed", positions, Duration::ZERO);
         h.append("app.log", &["three"]);
-        let mut seen = Vec::new();
-        for _ in 0..2 {
-            renamed
-                .poll(&mut |_, line| {
-                    if let Line::Text { bytes, .. } = line {
-                        seen.push(String::from_utf8_lossy(bytes).into_owned());
-                    }
-                })
-                .unwrap();
-        }
-        assert_eq!(seen, ["three"]);
+        assert_eq!(lines_of(&mut renamed, 2), ["three"]);
         // A path that cannot be looked at or opened (a symlink to itself: ELOOP; as root, a
         // permission cannot be denied in a test) is skipped and said once, not the end of the
         // daemon, and the files followed are not taken for gone.
@@ -1610,17 +1615,7 @@ mod tests {
         let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
         copy.unwrap().set_modified(an_hour_ago).unwrap();
         let mut renamed = tailer_in(h.dir.path(), "renamed", positions, Duration::ZERO);
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            renamed
-                .poll(&mut |_, line| {
-                    if let Line::Text { bytes, .. } = line {
-                        seen.push(String::from_utf8_lossy(bytes).into_owned());
-                    }
-                })
-                .unwrap();
-        }
-        assert_eq!(seen, ["three"]);
+        assert_eq!(lines_of(&mut renamed, 3), ["three"]);
     }
 
     #[test]
