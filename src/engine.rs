@@ -222,17 +222,18 @@ impl EngineState {
     /// across a restart; `classify` by source place, `None` for a source not known): the IdP
     /// records still joining take their action's stage
     /// ([`crate::join::JoinerState::restage`]), or become the trigger or return it names
-    /// now; the joined operations waiting on the timeline take theirs, become the trigger or
-    /// return they name now, or leave it when no longer a joiner or leaver; and the triggers
-    /// waiting there become returns, or the other way, or leave it (QA helper-70: a suspend
-    /// made a mover still opened an episode from the timeline, a trigger taken out still
-    /// paged). As a replay with the new config reads the same lines, save what cannot be
-    /// made again from what is kept (a trigger turned into an operation: its line's other
-    /// fields are gone) and the closures of operations already taken. Only for sources whose
-    /// stages changed (`classify` gives `None` for the others): an operation's stage is its
-    /// first record's and its action its last's, which may differ (review helper-71). How
-    /// many changed, and how many were dropped.
-    pub fn restage(&mut self, classify: &dyn Fn(u16, &str) -> Option<Reads>) -> (usize, usize) {
+    /// now; and the triggers waiting on the timeline become returns, or the other way, or
+    /// leave it (QA helper-70: a trigger taken out still paged). As a replay with the new
+    /// config reads the same lines, save what cannot be made again from what is kept (a
+    /// trigger turned into an operation: its line's other fields are gone) and the joined
+    /// operations on the timeline and their closures, left as read. Only where an action's
+    /// reading changed (`classify` gives how it was read and is read now, `None` where
+    /// alike). How many changed, how many were dropped, and how many joined operations on
+    /// the timeline have an action read otherwise now.
+    pub fn restage(
+        &mut self,
+        classify: &dyn Fn(u16, &str) -> Option<Reads>,
+    ) -> (usize, usize, usize) {
         use crate::judge::leavers::LifecycleOpFields;
         use crate::parse::Classified;
         let now = |source: u16, action: &str| classify(source, action).map(|(_, now)| now);
@@ -243,7 +244,7 @@ impl EngineState {
             })
         };
         let (mut changed, taken) = self.joiner.restage(&stage_of);
-        let mut dropped = 0;
+        let (mut dropped, mut as_read) = (0, 0);
         for record in taken {
             let returns = match now(record.origin.source, &record.action) {
                 Some(Classified::Trigger) => false,
@@ -290,52 +291,22 @@ impl EngineState {
                 // Not yet taken by the episodes: read again. (A closure is of an operation
                 // they took, under the reading it had then: it stays, or its episode would
                 // wait for it for ever. Review helper-71.)
+                // A joined operation is left as read: its stage is its first record's, its
+                // action its last's, and neither its first action nor its IdP status is kept,
+                // so it cannot be read again faithfully (QA helper-73: a leave followed by a
+                // suspend made a mover was dropped, a real leaver's page missed; a failed
+                // record made a trigger paged). Counted, for the start to say.
                 TimelineItem::Operation(op) => {
-                    let fields = LifecycleOpFields::from(op.clone());
-                    // Its action is its last record's, its stage its first's: read again only
-                    // where the action gave the stage (review helper-72: a leave followed by
-                    // an update was read as the update, and dropped).
-                    let now = match classify(source, &fields.action) {
-                        Some((before, now)) if before == Classified::Stage(fields.stage) => now,
-                        _ => return true,
-                    };
-                    // As the parser makes triggers: none of a failure at the IdP (failed,
-                    // never sent), or of no one.
-                    let unmade = (fields.outcome == Outcome::Failed
-                        && fields.first_attempt_time.is_none())
-                        || (fields.user_id.is_none() && fields.user_login.is_none());
-                    match now {
-                        Classified::Stage(stage @ (Stage::Joiner | Stage::Leaver)) => {
-                            if stage != fields.stage {
-                                changed += 1;
-                                *op = LifecycleOpFields { stage, ..fields }.into();
-                            }
-                            true
-                        }
-                        class @ (Classified::Trigger | Classified::Return) if !unmade => {
-                            // Its clock, or the user's return, from the source of truth.
-                            changed += 1;
-                            *key = (fields.time, SOURCE_EVENTS, key.2);
-                            *item = TimelineItem::Trigger(Trigger {
-                                time: fields.time,
-                                app: fields.app,
-                                user_id: fields.user_id,
-                                user_login: fields.user_login,
-                                event: fields.action,
-                                groups: fields.groups,
-                                returns: class == Classified::Return,
-                            });
-                            true
-                        }
-                        _ => false,
-                    }
+                    let action = LifecycleOpFields::from(op.clone()).action;
+                    as_read += usize::from(classify(source, &action).is_some());
+                    true
                 }
                 TimelineItem::Close(_) | TimelineItem::Request(_) => true,
             }
         });
         dropped += before - self.timeline.len();
         self.timeline.sort_by_key(|(key, _)| *key);
-        (changed, dropped)
+        (changed, dropped, as_read)
     }
 
     /// Gives every app in the pending state its name under the config now, where `[apps]
@@ -1228,7 +1199,7 @@ mod tests {
             2,
             "{waiting}"
         );
-        assert_eq!(counts, (0, 0));
+        assert_eq!(counts, (0, 0, 0));
         assert_eq!(
             episodes(&mut unchanged),
             [("a@x".into(), at(1)), ("c@x".into(), at(3))]
@@ -1237,7 +1208,7 @@ mod tests {
         let (mut untriggered, counts) = restarted(&|source, _| {
             (source == 2).then_some((Classified::Trigger, Classified::Other))
         });
-        assert_eq!(counts, (0, 1));
+        assert_eq!(counts, (0, 1, 0));
         assert_eq!(
             episodes(&mut untriggered),
             [("a@x".into(), at(1)), ("c@x".into(), at(650))]
@@ -1247,26 +1218,28 @@ mod tests {
         let (mut movers, counts) = restarted(&|source, action| {
             (source == 0 && action == "leaver").then_some((leaver, Classified::Stage(Stage::Mover)))
         });
-        assert_eq!(counts, (1, 1));
-        assert_eq!(episodes(&mut movers), []);
+        // The one joined is left as read (its first action and IdP status are not kept:
+        // QA helper-73), and counted.
+        assert_eq!(counts, (1, 0, 1));
+        assert_eq!(episodes(&mut movers), [("a@x".into(), at(1))]);
         // The leavers made triggers, the one still joining and the one on the timeline: each
         // a clock from the timeline (review helper-71: the timeline's was dropped).
         let (turned, counts) = restarted(&|source, action| {
             (source == 0 && action == "leaver").then_some((leaver, Classified::Trigger))
         });
-        assert_eq!(counts, (2, 0));
+        assert_eq!(counts, (1, 0, 1));
         let state = serde_json::to_value(turned.engine.snapshot()).unwrap();
         let triggers: Vec<&str> = (state["timeline"].as_array().unwrap().iter())
             .filter_map(|item| item[1]["Trigger"]["user_login"].as_str())
             .collect();
-        assert_eq!(triggers, ["a@x", "c@x", "c@x"], "{state}");
+        assert_eq!(triggers, ["c@x", "c@x"], "{state}");
         // An operation whose stage another of its records gave (its last action read
         // otherwise before): left as it is.
         let (mut other, counts) = restarted(&|source, action| {
             let before = Classified::Stage(Stage::Mover);
             (source == 0 && action == "leaver").then_some((before, Classified::Other))
         });
-        assert_eq!(counts, (0, 1), "the record still joining is read again");
+        assert_eq!(counts, (0, 1, 1), "the record still joining is read again");
         assert_eq!(episodes(&mut other), [("a@x".into(), at(1))]);
     }
 

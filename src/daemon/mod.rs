@@ -347,7 +347,7 @@ impl Pipeline {
                     let read = (before.classify(action), now.classify(action));
                     (read.0 != read.1).then_some(read)
                 };
-                let (restaged, dropped) = saved.engine.restage(&classify);
+                let (restaged, dropped, as_read) = saved.engine.restage(&classify);
                 if restaged > 0 {
                     tracing::info!(
                         restaged,
@@ -358,6 +358,12 @@ impl Pipeline {
                     tracing::warn!(
                         dropped,
                         "Pending records the changed [source.stages] no longer make an operation of their stage or a trigger were dropped, as a replay with the new config reads their lines (a joiner or leaver operation made a mover, a note or nothing; a trigger made an operation, whose line's other fields are gone)."
+                    );
+                }
+                if as_read > 0 {
+                    tracing::warn!(
+                        operations = as_read,
+                        "Joined operations waiting on the leaver timeline have an action the changed [source.stages] read otherwise: they are judged as read (their rows are written already), so an episode they open or close follows the old stages, and so do leaver episodes already open. Let what is pending settle before changing stages, or replay the logs."
                     );
                 }
                 // A source whose correlation_id mapping was taken out: its pending records
