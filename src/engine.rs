@@ -234,7 +234,6 @@ impl EngineState {
         &mut self,
         classify: &dyn Fn(u16, &str) -> Option<Reads>,
     ) -> (usize, usize, usize) {
-        use crate::judge::leavers::LifecycleOpFields;
         use crate::parse::Classified;
         let now = |source: u16, action: &str| classify(source, action).map(|(_, now)| now);
         let stage_of = |record: &IdpRecord| {
@@ -297,8 +296,7 @@ impl EngineState {
                 // suspend made a mover was dropped, a real leaver's page missed; a failed
                 // record made a trigger paged). Counted, for the start to say.
                 TimelineItem::Operation(op) => {
-                    let action = LifecycleOpFields::from(op.clone()).action;
-                    as_read += usize::from(classify(source, &action).is_some());
+                    as_read += usize::from(classify(source, op.action()).is_some());
                     true
                 }
                 TimelineItem::Close(_) | TimelineItem::Request(_) => true,

@@ -340,12 +340,13 @@ pub fn carry_over(
     // policy names no groups (a row keeps none), an open one is decided again by it, as the
     // daemon decides its open leavers at a restart (QA helper-70: an alias made an app
     // high-risk, and the carried episode kept the standard deadline).
+    let redecide = !policy.uses_groups();
     let mut rows = Vec::new();
     for path in table_files(data, Table::Leavers, ALL_DATES)? {
         for mut row in read_leavers(&path)? {
             let written_as = row.app.clone();
             crate::model::rename_app(&mut row.app, &rename);
-            if row.state == "open" && !policy.uses_groups() {
+            if redecide && row.state == "open" {
                 let (high_risk, deadline) = policy.decide(crate::judge::policy::Subject {
                     app: Some(&row.app),
                     user_login: row.user_login.as_deref(),

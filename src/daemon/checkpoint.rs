@@ -176,7 +176,7 @@ pub struct CheckpointRef<'a> {
     pub watched_since: std::collections::BTreeMap<&'a str, Ts>,
     pub apps: Vec<String>,
     pub cid_mapped: &'a [bool],
-    pub readings: Vec<crate::parse::Reading>,
+    pub readings: &'a [crate::parse::Reading],
 }
 
 /// `<data_dir>/state/alerts.json`: the alert lifecycle, written whenever it notifies (not only

@@ -161,8 +161,10 @@ struct QueueLimits {
 pub struct Pipeline {
     config: Config,
     parsers: Vec<LineParser>,
-    /// Whether each source maps a correlation ID (kept in checkpoints).
+    /// Whether each source maps a correlation ID, and how it reads actions (kept in
+    /// checkpoints).
     cid_mapped: Vec<bool>,
+    readings: Vec<crate::parse::Reading>,
     engine: Engine,
     tailer: Tailer,
     audit: AuditWriter,
@@ -251,12 +253,14 @@ impl Pipeline {
         let mut watched_since = BTreeMap::new();
         // Open episodes that app names now merged ended (`[apps] aliases` changed).
         let mut merged_ended = Vec::new();
-        let cid_mapped: Vec<bool> = (config.sources.iter())
-            .map(|source| {
-                crate::parse::resolve_source(source, &config.apps)
-                    .is_ok_and(|p| p.maps(crate::parse::Field::CorrelationId))
-            })
+        let parsers = (config.sources.iter().enumerate())
+            .map(|(i, source)| LineParser::new(source, &config.apps, i as u16))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cid_mapped: Vec<bool> = (parsers.iter())
+            .map(|p| p.maps(crate::parse::Field::CorrelationId))
             .collect();
+        let readings: Vec<crate::parse::Reading> =
+            parsers.iter().map(LineParser::reading).collect();
         let (engine, positions, windows, evidence, last_events, breach_rows) = match saved {
             Some(mut saved) => {
                 if let Some(why) = checkpoint::moved_sources(&saved.sources, &names) {
@@ -328,22 +332,18 @@ impl Pipeline {
                     crate::model::rename_app(app, &rename);
                     metrics.claim_app(app);
                 }
-                // Pending IdP records under the stages their sources give their actions now.
-                let parsers = (config.sources.iter().enumerate())
-                    .map(|(i, source)| LineParser::new(source, &config.apps, i as u16))
-                    .collect::<Result<Vec<_>, _>>()?;
-                // Only for sources whose stages changed (review helper-71: read again with
+                // Pending IdP records under the stages their sources give their actions now;
+                // only for sources whose stages changed (review helper-71: read again with
                 // the config unchanged, an operation of mixed actions was dropped).
-                let readings: Vec<Option<(&crate::parse::Reading, crate::parse::Reading)>> =
-                    (parsers.iter().enumerate())
-                        .map(|(place, parser)| {
+                let changed: Vec<Option<(&crate::parse::Reading, &crate::parse::Reading)>> =
+                    (readings.iter().enumerate())
+                        .map(|(place, now)| {
                             let before = saved.readings.get(place)?;
-                            let now = parser.reading();
-                            (*before != now).then_some((before, now))
+                            (before != now).then_some((before, now))
                         })
                         .collect();
                 let classify = |source: u16, action: &str| {
-                    let (before, now) = readings.get(usize::from(source))?.as_ref()?;
+                    let (before, now) = changed.get(usize::from(source))?.as_ref()?;
                     let read = (before.classify(action), now.classify(action));
                     (read.0 != read.1).then_some(read)
                 };
@@ -510,11 +510,9 @@ impl Pipeline {
             names,
             prefix,
         )?;
-        let mut parsers = Vec::new();
         let mut sources = Vec::new();
         let mut stats = IngestStats::default();
-        for (index, source) in config.sources.iter().enumerate() {
-            parsers.push(LineParser::new(source, &config.apps, index as u16)?);
+        for source in &config.sources {
             sources.push(TailSource {
                 name: source.name.clone(),
                 globs: config.source_globs(source),
@@ -545,6 +543,7 @@ impl Pipeline {
             config,
             parsers,
             cid_mapped,
+            readings,
             engine,
             tailer,
             audit,
@@ -1041,7 +1040,7 @@ impl Pipeline {
                 .collect(),
             apps: self.metrics.labelled_apps(),
             cid_mapped: &self.cid_mapped,
-            readings: self.parsers.iter().map(LineParser::reading).collect(),
+            readings: &self.readings,
             last_events: self
                 .parsers
                 .iter()

@@ -642,23 +642,16 @@ impl Joiner {
                 self.pool_entry(entry);
                 continue;
             };
-            let key = key_of("c:", &cid);
-            let hash = self.hash(key.as_bytes());
-            let awaited = (self.buckets)
-                .find(hash, |b| b.packed.key_bytes() == key.as_bytes())
-                .is_some_and(|b| !b.idp.is_empty());
+            let awaited = (self.find(&key_of("c:", &cid))).is_some_and(|b| !b.idp.is_empty());
             // By an operation of the write's app (review helper-71: any app's kept a write
             // its own record, read since with the ID, then missed).
             let of_app = |key: &Key| {
-                let hash = self.hash(key.as_bytes());
-                (self.buckets)
-                    .find(hash, |b| b.packed.key_bytes() == key.as_bytes())
-                    .is_some_and(|b| {
-                        (b.idp.iter()).any(|r| {
-                            let app = r.app.as_deref().map(fold_case).unwrap_or_default();
-                            apps_match(&app, &entry.app)
-                        })
+                self.find(key).is_some_and(|b| {
+                    (b.idp.iter()).any(|r| {
+                        let app = r.app.as_deref().map(fold_case).unwrap_or_default();
+                        apps_match(&app, &entry.app)
                     })
+                })
             };
             let by_resource = (entry.record.resource_id.iter())
                 .filter_map(|id| self.fuzzy_by_resource.get(id))

@@ -377,7 +377,7 @@ impl Reading {
     }
 }
 
-/// What an action or event is to a source ([`LineParser::classify`]).
+/// What an action or event is to a source ([`Reading::classify`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Classified {
     /// An operation of this stage (an IdP source's).
@@ -880,13 +880,7 @@ impl LineParser {
             .unwrap_or_else(|| raw.to_string())
     }
 
-    /// What a record with this action (an IdP source's) or event (a trigger source's)
-    /// becomes under this source's `[source.stages]` and preset.
-    pub fn classify(&self, action: &str) -> Classified {
-        self.reading().classify(action)
-    }
-
-    /// How this source reads actions ([`LineParser::classify`]), as data: kept in the
+    /// How this source reads actions ([`Reading::classify`]), as data: kept in the
     /// daemon's checkpoint, so a restart reads again only what a changed reading reads
     /// otherwise. Lists lowercased and sorted: the same for the same stages.
     pub fn reading(&self) -> Reading {
